@@ -1,0 +1,56 @@
+"""csp_mp: Go's goroutines, channels and select for Python, in parallel across processes.
+
+``go(fn)`` starts a goroutine that may run on any P (an OS process); ``Chan`` and ``select`` work
+within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. See SPEC.md for the contract.
+"""
+
+from . import atomic as atomic
+from . import context as context
+from . import errgroup as errgroup
+from . import runtime as runtime
+from . import sync as sync
+from . import time as time
+from ._chan import Chan as Chan
+from ._chan import default as default
+from ._chan import nilchan as nilchan
+from ._chan import select as select
+from ._errors import BlockingWarning as BlockingWarning
+from ._errors import ClosedChannelError as ClosedChannelError
+from ._errors import DeadlockError as DeadlockError
+from ._errors import InternalError as InternalError
+from ._errors import MigrationWarning as MigrationWarning
+from ._errors import Panic as Panic
+from ._errors import ProcessLost as ProcessLost
+from ._errors import RemoteError as RemoteError
+from ._run import blocking as blocking
+from ._run import go as go
+from ._run import go_local as go_local
+from ._run import run as run
+from ._run import shutdown as shutdown
+from ._sync import Cond as Cond
+from ._sync import Mutex as Mutex
+from ._sync import Once as Once
+from ._sync import RWMutex as RWMutex
+from ._sync import WaitGroup as WaitGroup
+from ._time import Ticker as Ticker
+from ._time import Timer as Timer
+from ._time import after as after
+from ._time import after_func as after_func
+from ._time import sleep as sleep
+from ._time import tick as tick
+
+for _f in (blocking, go, go_local, run, shutdown, select):
+    _f.__module__ = "csp_mp"
+for _f in (after, after_func, sleep, tick):
+    _f.__module__ = "csp_mp.time"
+del _f
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockingWarning", "Chan", "ClosedChannelError", "Cond", "DeadlockError", "InternalError",
+    "MigrationWarning", "Mutex", "Once", "Panic", "ProcessLost", "RWMutex", "RemoteError",
+    "Ticker", "Timer", "WaitGroup", "after", "after_func", "atomic", "blocking", "context",
+    "default", "errgroup", "go", "go_local", "nilchan", "run", "runtime", "select", "shutdown",
+    "sleep", "sync", "tick", "time",
+]

@@ -1,0 +1,319 @@
+"""The Chan class, ``nilchan`` and ``select``: Go's channel semantics over a channel state.
+
+A ``Chan`` holds its state in ``_st``: a ``LocalState`` while every user is on one P, replaced in
+place by a shared state when the handle leaves its process (``promote``). Both states speak the
+same protocol (``try_send``, ``try_recv``, ``close``, ``enqueue_*``, ``dequeue``, ``stats``), so
+the blocking logic here is written once: a non-blocking try, then a park loop.
+
+Invariants:
+- A value is validated (typed channels) before any channel state is touched, so a failed send
+  changes nothing.
+- A parked sender is readied with SENT or CLOSED; a parked receiver with ``(value, ok)``.
+- select: pass 1 polls every case in a random order; pass 2 enqueues a waiter on every channel
+  sharing one ``SelectState``; pass 3, after waking, dequeues the waiters of the losing cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .._errors import ClosedChannelError
+from .._hub import current_hub, peek
+from .._hub import waits as W
+from .local import CLOSED, LocalState, SelectState, Waiter
+
+T = TypeVar("T")
+
+# Set by the multi-process layer: called with a Chan whose handle is being pickled.
+_promoter: list[Callable[[Chan], Any]] = []
+
+
+def set_promoter(fn: Callable[[Chan], Any] | None) -> None:
+    """Register how a Chan becomes shared when its handle is pickled (the ``_mp`` layer)."""
+    _promoter.clear()
+    if fn is not None:
+        _promoter.append(fn)
+
+
+def _validator(tp: Any) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        try:
+            msgspec.convert(v, tp, strict=True)
+        except msgspec.ValidationError as exc:
+            raise TypeError(f"Chan[{_type_name(tp)}] send of {type(v).__name__}: {exc}") from None
+    return check
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) if isinstance(tp, type) else repr(tp)
+
+
+class _TypedChan:
+    """``Chan[T]``: a factory of channels whose values are validated against ``T`` on send."""
+
+    __slots__ = ("tp", "check")
+
+    def __init__(self, tp: Any) -> None:
+        try:
+            msgspec.inspect.type_info(tp)
+        except Exception as exc:
+            raise TypeError(f"Chan[{tp!r}]: not a type msgspec knows ({exc})") from None
+        self.tp = tp
+        self.check = _validator(tp)
+
+    def __call__(self, cap: int = 0) -> Chan:
+        ch = Chan(cap)
+        ch._type = self.tp
+        ch._check = self.check
+        return ch
+
+    def __repr__(self) -> str:
+        return f"csp_mp.Chan[{_type_name(self.tp)}]"
+
+
+class Chan(Generic[T]):
+    """A Go channel: ``Chan(cap=0)``; ``Chan[T](cap)`` validates values against ``T``.
+
+    ``send`` blocks until a receiver takes the value (``cap == 0``) or it is buffered; ``recv``
+    blocks until a value arrives and returns ``None`` once the channel is closed and drained;
+    ``recv_ok`` returns ``(value, ok)``; ``for v in ch`` receives until closed and drained.
+    """
+
+    __slots__ = ("_st", "_type", "_check", "__weakref__")
+    __module__ = "csp_mp"
+
+    def __init__(self, cap: int = 0) -> None:
+        if isinstance(cap, bool) or not isinstance(cap, int):
+            raise TypeError(f"Chan capacity must be an int, not {type(cap).__name__}")
+        if cap < 0:
+            raise ValueError(f"makechan: size out of range (cap={cap})")
+        self._st = LocalState(cap)
+        self._type: Any = None
+        self._check: Callable[[Any], None] | None = None
+
+    def __class_getitem__(cls, tp: Any) -> _TypedChan:  # type: ignore[override]
+        return _TypedChan(tp)
+
+    # ------------------------------------------------------------------ operations
+
+    def send(self, v: T) -> None:
+        """Send ``v``; blocks until delivered or buffered. Closed channel: ClosedChannelError."""
+        if self._check is not None:
+            self._check(v)
+        self._st.send(v, current_hub())
+
+    def recv_ok(self) -> tuple[T | None, bool]:
+        """Receive: ``(value, True)``, or ``(None, False)`` once closed and drained."""
+        return self._st.recv(current_hub())
+
+    def recv(self) -> T | None:
+        """Receive a value; ``None`` at once when the channel is closed and drained."""
+        return self._st.recv(current_hub())[0]
+
+    def close(self) -> None:
+        """Close: waiting receivers get ``(None, False)``, waiting senders raise."""
+        woken = self._st.close()
+        if woken:
+            hub = peek() or current_hub()
+            for w, payload in woken:
+                hub.ready(w.g, payload)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            v, ok = self.recv_ok()
+            if not ok:
+                return
+            yield v  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return self._st.stats()[0]
+
+    @property
+    def cap(self) -> int:
+        """The buffer capacity given at creation."""
+        return self._st.cap
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run (an addition: Go has no such query)."""
+        return bool(self._st.closed)
+
+    def stats(self) -> ChanStats:
+        """A snapshot: buffered values, senders waiting, receivers waiting, closed."""
+        buffered, senders, receivers = self._st.stats()
+        return ChanStats(buffered, senders, receivers, bool(self._st.closed))
+
+    def __repr__(self) -> str:
+        typ = f"[{_type_name(self._type)}]" if self._type is not None else ""
+        where = type(self._st).__name__.replace("State", "").lower()
+        return f"<csp_mp.Chan{typ} cap={self.cap} len={len(self)} {where} at {id(self):#x}>"
+
+    def __reduce__(self):
+        if not _promoter:
+            raise TypeError("a csp_mp.Chan can only be pickled inside a multi-process runtime")
+        return _promoter[0](self)
+
+
+class ChanStats(msgspec.Struct, frozen=True):
+    """A channel's state at one moment (read by tests and ``runtime.stack()``)."""
+
+    buffered: int
+    senders_waiting: int
+    receivers_waiting: int
+    closed: bool
+
+
+class _NilState:
+    """State of the nil channel: never ready, never closable."""
+
+    cap = 0
+    closed = False
+
+    def close(self):
+        raise ClosedChannelError("close of nil channel")
+
+    def stats(self) -> tuple[int, int, int]:
+        return 0, 0, 0
+
+
+class _NilChan(Chan):
+    """Go's nil channel: send and receive block forever; close raises."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._st = _NilState()
+        self._type = None
+        self._check = None
+
+    def send(self, v: Any) -> None:
+        current_hub().park(W.NIL_CHAN_SEND)
+
+    def recv_ok(self) -> tuple[Any, bool]:
+        current_hub().park(W.NIL_CHAN_RECV)
+        return None, False
+
+    def __repr__(self) -> str:
+        return "csp_mp.nilchan"
+
+    def __reduce__(self):
+        return "nilchan"
+
+
+nilchan: Chan = _NilChan()
+"""A channel on which send and receive block forever: switches a select case off."""
+
+
+class _Default:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "csp_mp.default"
+
+    def __reduce__(self):
+        return "default"
+
+
+default = _Default()
+"""The ``select`` case taken when no other case is ready."""
+
+_RECV, _RECV_OK, _SEND = 0, 1, 2
+
+
+def _parse(i: int, case: Any) -> tuple[int, Chan, Any]:
+    if type(case) is tuple:
+        if len(case) == 2:
+            m, x = case
+            ch = getattr(m, "__self__", None)
+            if isinstance(ch, Chan) and getattr(m, "__name__", "") == "send":
+                if ch._check is not None:
+                    ch._check(x)
+                return _SEND, ch, x
+    else:
+        ch = getattr(case, "__self__", None)
+        if isinstance(ch, Chan):
+            name = getattr(case, "__name__", "")
+            if name == "recv":
+                return _RECV, ch, None
+            if name == "recv_ok":
+                return _RECV_OK, ch, None
+    raise TypeError(
+        f"select case {i} must be ch.recv, ch.recv_ok, (ch.send, value) or default; got {case!r}")
+
+
+def select(*cases: Any) -> tuple[int, Any]:
+    """Wait until one case can proceed, run exactly that one, return ``(index, value)``.
+
+    Cases: ``ch.recv`` (value), ``ch.recv_ok`` (``(value, ok)``), ``(ch.send, x)`` (None) or
+    ``default`` (taken at once when nothing else is ready). Among ready cases one is chosen
+    uniformly at random. ``select()`` with no case blocks forever.
+    """
+    parsed: list[tuple[int, Chan, Any] | None] = []
+    dflt = -1
+    for i, case in enumerate(cases):
+        if case is default:
+            if dflt >= 0:
+                raise ValueError("select: multiple default cases")
+            dflt = i
+            parsed.append(None)
+        else:
+            parsed.append(_parse(i, case))
+    hub = current_hub()
+    live = [i for i, c in enumerate(parsed) if c is not None and c[1] is not nilchan]
+    if len(live) > 1:
+        hub.select_rng.shuffle(live)
+
+    # Pass 1: poll every case in random order.
+    for i in live:
+        kind, ch, x = parsed[i]  # type: ignore[misc]
+        st = ch._st
+        if kind == _SEND:
+            done, w = st.try_send(x)
+            if done:
+                if w is not None:
+                    hub.ready(w.g, (x, True))
+                return i, None
+        else:
+            done, v, ok, w = st.try_recv()
+            if done:
+                if w is not None:
+                    hub.ready(w.g, True)
+                return i, (v if kind == _RECV else (v, ok))
+    if dflt >= 0:
+        return dflt, None
+    if not live:
+        hub.park(W.SELECT_NO_CASES)
+        raise AssertionError("unreachable: a select with no case was woken")
+
+    # Pass 2: enqueue on every channel.
+    sel = SelectState()
+    g = hub.current
+    waiters: list[tuple[Any, Waiter, bool]] = []
+    try:
+        for i in live:
+            kind, ch, x = parsed[i]  # type: ignore[misc]
+            st = ch._st
+            w = Waiter(g, x, sel, i)
+            if kind == _SEND:
+                st.enqueue_send(w)
+                waiters.append((st, w, True))
+            else:
+                st.enqueue_recv(w)
+                waiters.append((st, w, False))
+        payload = hub.park(W.SELECT)
+    finally:
+        # Pass 3: dequeue from every channel but the winner.
+        won = sel.case
+        for st, w, is_send in waiters:
+            if w.case != won:
+                st.dequeue(w, is_send)
+    kind = parsed[won][0]  # type: ignore[index]
+    if kind == _SEND:
+        if payload is CLOSED:
+            raise ClosedChannelError("send on closed channel")
+        return won, None
+    v, ok = payload
+    return won, (v if kind == _RECV else (v, ok))

@@ -1,0 +1,204 @@
+"""A channel inside one P: Go's ``hchan`` with values passed by reference.
+
+Invariants:
+- At least one of ``sendq`` and ``recvq`` is empty, unless every waiter left in the non-empty
+  one belongs to a select that has already completed elsewhere.
+- ``len(buf) <= cap``; when ``recvq`` holds a live waiter, ``buf`` is empty.
+- A closed channel has an empty ``sendq``.
+- ``Waiter.sel`` is shared by every waiter of one select; ``sel.done`` turns True exactly once,
+  under the hub (one thread), so exactly one case of a select takes effect.
+- All of this is owner-P state: only the P's hub thread touches it, never while another greenlet
+  of the P runs (no preemption inside the runtime).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .._errors import ClosedChannelError
+from .._hub.waits import CHAN_RECV as W_RECV
+from .._hub.waits import CHAN_SEND as W_SEND
+
+# What a parked sender is readied with.
+SENT = True
+CLOSED = False
+
+
+class SelectState:
+    """Shared by the waiters of one blocked select: which case won."""
+
+    __slots__ = ("done", "case")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.case = -1
+
+
+class Waiter:
+    """A parked goroutine on one channel queue (Go's ``sudog``)."""
+
+    __slots__ = ("g", "elem", "sel", "case")
+
+    def __init__(self, g: Any, elem: Any = None, sel: SelectState | None = None, case: int = -1):
+        self.g = g
+        self.elem = elem
+        self.sel = sel
+        self.case = case
+
+
+def claim(w: Waiter) -> bool:
+    """Take ``w`` for a completing operation; False if its select already completed."""
+    sel = w.sel
+    if sel is None:
+        return True
+    if sel.done:
+        return False
+    sel.done = True
+    sel.case = w.case
+    return True
+
+
+class LocalState:
+    """Buffer and wait queues of a channel living in one P."""
+
+    __slots__ = ("cap", "buf", "closed", "recvq", "sendq")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.buf: deque = deque()
+        self.closed = False
+        self.recvq: deque[Waiter] = deque()
+        self.sendq: deque[Waiter] = deque()
+
+    # Blocking operations, the whole fast path inline (the hot path of every program).
+
+    def send(self, v: Any, hub: Any) -> None:
+        """Send ``v``, parking the current goroutine until delivered or buffered."""
+        if self.closed:
+            raise ClosedChannelError("send on closed channel")
+        recvq = self.recvq
+        while recvq:
+            w = recvq.popleft()
+            sel = w.sel
+            if sel is not None:
+                if sel.done:
+                    continue
+                sel.done = True
+                sel.case = w.case
+            hub.ready(w.g, (v, True))
+            return
+        if len(self.buf) < self.cap:
+            self.buf.append(v)
+            return
+        w = Waiter(hub.current, v)
+        self.sendq.append(w)
+        try:
+            res = hub.park(W_SEND)
+        except BaseException:
+            self.dequeue(w, True)
+            raise
+        if res is CLOSED:
+            raise ClosedChannelError("send on closed channel")
+
+    def recv(self, hub: Any) -> tuple[Any, bool]:
+        """Receive ``(value, ok)``, parking the current goroutine until one arrives."""
+        sendq = self.sendq
+        while sendq:
+            w = sendq.popleft()
+            sel = w.sel
+            if sel is not None:
+                if sel.done:
+                    continue
+                sel.done = True
+                sel.case = w.case
+            if self.cap == 0:
+                v = w.elem
+            else:
+                v = self.buf.popleft()
+                self.buf.append(w.elem)
+            hub.ready(w.g, SENT)
+            return v, True
+        if self.buf:
+            return self.buf.popleft(), True
+        if self.closed:
+            return None, False
+        w = Waiter(hub.current)
+        self.recvq.append(w)
+        try:
+            return hub.park(W_RECV)
+        except BaseException:
+            self.dequeue(w, False)
+            raise
+
+    # Each try_* either completes (returning the partner to ready, if any) or reports "not now".
+
+    def try_send(self, v: Any) -> tuple[bool, Waiter | None]:
+        """Deliver or buffer ``v`` if possible: (done, receiver to ready with (v, True))."""
+        if self.closed:
+            raise ClosedChannelError("send on closed channel")
+        recvq = self.recvq
+        while recvq:
+            w = recvq.popleft()
+            if claim(w):
+                return True, w
+        if len(self.buf) < self.cap:
+            self.buf.append(v)
+            return True, None
+        return False, None
+
+    def try_recv(self) -> tuple[bool, Any, bool, Waiter | None]:
+        """Take a value if possible: (done, value, ok, sender to ready with SENT)."""
+        sendq = self.sendq
+        while sendq:
+            w = sendq.popleft()
+            if not claim(w):
+                continue
+            if self.cap == 0:
+                return True, w.elem, True, w
+            v = self.buf.popleft()
+            self.buf.append(w.elem)
+            return True, v, True, w
+        if self.buf:
+            return True, self.buf.popleft(), True, None
+        if self.closed:
+            return True, None, False, None
+        return False, None, False, None
+
+    def close(self) -> list[tuple[Waiter, Any]]:
+        """Close; return every waiter to ready with what it must see."""
+        if self.closed:
+            raise ClosedChannelError("close of closed channel")
+        self.closed = True
+        woken: list[tuple[Waiter, Any]] = []
+        while self.recvq:
+            w = self.recvq.popleft()
+            if claim(w):
+                woken.append((w, (None, False)))
+        while self.sendq:
+            w = self.sendq.popleft()
+            if claim(w):
+                woken.append((w, CLOSED))
+        return woken
+
+    def enqueue_send(self, w: Waiter) -> None:
+        """Park ``w`` as a sender (after a failed ``try_send``)."""
+        self.sendq.append(w)
+
+    def enqueue_recv(self, w: Waiter) -> None:
+        """Park ``w`` as a receiver (after a failed ``try_recv``)."""
+        self.recvq.append(w)
+
+    def dequeue(self, w: Waiter, is_send: bool) -> None:
+        """Remove ``w`` if still queued (a select's losing case, or an interrupted park)."""
+        q = self.sendq if is_send else self.recvq
+        try:
+            q.remove(w)
+        except ValueError:
+            pass
+
+    def stats(self) -> tuple[int, int, int]:
+        """(buffered, live senders waiting, live receivers waiting)."""
+        live_s = sum(1 for w in self.sendq if w.sel is None or not w.sel.done)
+        live_r = sum(1 for w in self.recvq if w.sel is None or not w.sel.done)
+        return len(self.buf), live_s, live_r

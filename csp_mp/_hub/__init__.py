@@ -1,0 +1,52 @@
+"""L2: one P. Goroutine records, the wait-reason table, the run loop, timers, M threads.
+
+``current_hub()`` returns this process's hub, starting the implicit runtime through the factory
+the upper layer registered with ``set_default_factory`` when none runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
+from .hub import Broker, Hub, Outcome, Waker
+
+_state: dict[str, object] = {"hub": None, "factory": None}
+
+
+def set_current(hub: Hub | None) -> None:
+    """Install (or clear) the hub of this process."""
+    _state["hub"] = hub
+
+
+def peek() -> Hub | None:
+    """This process's hub, or None when no runtime runs."""
+    return _state["hub"]  # type: ignore[return-value]
+
+
+def set_default_factory(factory: Callable[[], Hub]) -> None:
+    """Register how to start the implicit runtime (the ``_run`` layer does, at import)."""
+    _state["factory"] = factory
+
+
+def current_hub() -> Hub:
+    """This process's hub, starting the implicit runtime on first use."""
+    hub = _state["hub"]
+    if hub is None:
+        factory = _state["factory"]
+        if factory is None:
+            raise RuntimeError("csp_mp runtime is not available")
+        hub = factory()
+    return hub  # type: ignore[return-value]
+
+
+def spawn(fn: Callable[..., object], args: tuple = (), kwargs: dict | None = None,
+          local: bool = True) -> G | None:
+    """Start a goroutine on the current runtime (``local=False``: it may migrate to another P)."""
+    if not callable(fn):
+        raise TypeError(f"go() needs a callable, got {type(fn).__name__}")
+    return current_hub().spawn(fn, args, kwargs, local)
+
+
+__all__ = ["G", "Hub", "Outcome", "Broker", "Waker", "RUNNABLE", "RUNNING", "WAITING", "DEAD",
+           "current_hub", "spawn", "peek", "set_current", "set_default_factory"]

@@ -1,0 +1,56 @@
+"""The goroutine record (Go's ``g``).
+
+Invariants:
+- ``glet`` is None until the goroutine first runs; from then on it is bound to this P's thread.
+- ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is set only while WAITING.
+- ``param`` carries the value handed over by ``Hub.ready`` until the goroutine resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+RUNNABLE = "runnable"
+RUNNING = "running"
+WAITING = "waiting"
+DEAD = "dead"
+
+
+class G:
+    """One goroutine: its function, its greenlet once started, and its scheduling state."""
+
+    __slots__ = ("id", "fn", "args", "kwargs", "glet", "state", "reason", "param", "p",
+                 "result", "local", "is_main", "name")
+
+    def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
+                 local: bool = True) -> None:
+        self.id = gid
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.glet = None
+        self.state = RUNNABLE
+        self.reason = ""
+        self.param = None
+        self.p = p
+        self.result = None
+        self.local = local
+        self.is_main = False
+        self.name = ""
+
+    def describe(self) -> str:
+        """``goroutine N (module.func)``, as panics and stack dumps name it."""
+        if self.name:
+            what = self.name
+        else:
+            fn = self.fn
+            what = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+            mod = getattr(fn, "__module__", None)
+            if mod:
+                what = f"{mod}.{what}"
+        return f"goroutine {self.id} ({what})"
+
+    def __repr__(self) -> str:
+        extra = f" [{self.reason}]" if self.state == WAITING else ""
+        return f"<G {self.id} {self.state}{extra} on P{self.p}>"

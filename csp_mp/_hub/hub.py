@@ -1,0 +1,492 @@
+"""The hub: one P's scheduler, a greenlet on the P's main thread.
+
+Only the hub switches greenlets: ``park()`` is the one way out of a goroutine and ``ready()``
+the one way back in. Goroutine bodies run on pooled worker greenlets (a greenlet that finishes a
+body parks and takes the next one, as Go keeps a free list of Gs): a fresh greenlet per ``go``
+would cost a new data-stack chunk each time.
+
+Invariants:
+- Exactly one greenlet of this thread runs at a time: the hub or the goroutine in ``current``.
+- A G is in at most one of: ``runq``, ``runnext``, parked (state WAITING), running.
+- ``pending_blocking`` counts calls handed to M threads whose outcome has not been drained.
+- ``outcome`` once set never changes; the loop then stops every goroutine and returns it.
+- Every field is owned by the hub thread, except ``inbox`` (appended to by M threads; a deque
+  append is atomic) and ``waker`` (posted by anyone).
+
+Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
+user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
+``main`` on a worker and waits in the root greenlet for the loop to return its outcome.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from greenlet import getcurrent, greenlet
+
+from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
+from . import waits
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
+from .mthreads import MThreadPool
+from .timers import TimerHeap
+
+_FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
+_RUNNEXT_STREAK_MAX = 64  # runnext picks in a row before the run queue gets a turn
+
+
+class Outcome:
+    """How a hub loop ended: ``kind`` is "return", "panic", "deadlock", "stop" or "lost"."""
+
+    __slots__ = ("kind", "value", "error")
+
+    def __init__(self, kind: str, value: Any = None, error: BaseException | None = None) -> None:
+        self.kind = kind
+        self.value = value
+        self.error = error
+
+
+class Waker:
+    """Wakes an idle hub from any thread; a post is never lost (a counting semaphore)."""
+
+    def __init__(self) -> None:
+        self._sem = threading.Semaphore(0)
+
+    def post(self) -> None:
+        """Wake the hub if it waits, else make its next wait return at once."""
+        self._sem.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for a post or ``timeout`` seconds; True if posted."""
+        return self._sem.acquire(timeout=timeout)
+
+
+class Broker(Protocol):
+    """What the multi-process layer plugs into a hub (registered by ``_mp``; None for one P)."""
+
+    def poll(self, hub: Hub) -> bool:
+        """Take wake-ups and work from other Ps without blocking; True if any arrived."""
+
+    def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
+        """Park this P until rung or ``timeout``; may set ``hub.outcome`` (deadlock, lost P)."""
+
+    def place(self, hub: Hub, g: G) -> bool:
+        """Offer a new migratable goroutine to other Ps; True if the broker took it."""
+
+
+class Hub:
+    """The scheduler of one P. Owner thread only, unless a method says otherwise."""
+
+    def __init__(self, p: int = 0, seed: int | None = None) -> None:
+        self.p = p
+        self.thread_id = threading.get_ident()
+        self.root = getcurrent()
+        self.hub_glet = greenlet(self._loop, parent=self.root)
+        self.runq: deque[G] = deque()
+        self.runnext: G | None = None
+        self._streak = 0
+        self.timers = TimerHeap()
+        self.allgs: dict[int, G] = {}
+        self._ids = itertools.count(1)
+        self._free: list[greenlet] = []
+        self.current: G | None = None
+        self.inbox: deque = deque()
+        self.waker = Waker()
+        self.pending_blocking = 0
+        self.outcome: Outcome | None = None
+        self.stopping = False
+        self.main_g: G | None = None
+        self.broker: Broker | None = None
+        self.mpool = MThreadPool()
+        self.tick = 0
+        if seed is None:
+            env = os.environ.get("CSP_MP_SCHED_SEED")
+            seed = int(env) if env else None
+        self.rng = random.Random(seed) if seed is not None else None
+        self.select_rng = random.Random(seed) if seed is not None else random.Random()
+        self.hooks_on_stop: list[Callable[[], None]] = []
+        self.nprocs = 1
+
+    # ----------------------------------------------------------------- goroutines in and out
+
+    def new_g(self, fn: Callable[..., Any], args: tuple, kwargs: dict, local: bool) -> G:
+        """Create a goroutine record (not yet queued)."""
+        g = G(next(self._ids), fn, args, kwargs, self.p, local)
+        self.allgs[g.id] = g
+        return g
+
+    def spawn(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
+              local: bool = True) -> G | None:
+        """Start a goroutine on this P (or offer it to the broker when not ``local``)."""
+        if self.stopping:
+            return None
+        g = self.new_g(fn, args, kwargs or {}, local)
+        if not local and self.broker is not None and self.broker.place(self, g):
+            return g
+        self.runq.append(g)
+        return g
+
+    def adopt_root_as_main(self) -> G:
+        """Make the calling (root) greenlet the main goroutine: the implicit runtime."""
+        g = self.new_g(_root_body, (), {}, True)
+        g.glet = self.root
+        g.state = RUNNING
+        g.is_main = True
+        g.name = "main"
+        self.main_g = g
+        self.current = g
+        return g
+
+    def ready(self, g: G, value: Any = None, next_: bool = True) -> None:
+        """Make a parked goroutine runnable, handing it ``value`` as park()'s result.
+
+        Called from the owner thread only (goroutines, the hub, timer callbacks).
+        """
+        if g.state != WAITING:
+            raise InternalError(f"ready of {g!r}, which is not waiting")
+        g.state = RUNNABLE
+        g.reason = ""
+        g.param = value
+        if next_ and self.rng is None and self.current is not None:
+            old = self.runnext
+            self.runnext = g
+            if old is not None:
+                self.runq.append(old)
+        else:
+            self.runq.append(g)
+
+    def park(self, reason: str) -> Any:
+        """Park the current goroutine until ``ready()``; return the value it was readied with."""
+        g = self.current
+        if g is None or getcurrent() is not g.glet:
+            raise _wrong_context(self)
+        if self.stopping:
+            raise GoroutineExit()
+        g.state = WAITING
+        g.reason = reason
+        # Inline fast path of _fast_next + _switch_to: straight into the next goroutine.
+        self.tick += 1
+        nxt = self.runnext
+        if nxt is not None and not self.runq and self.tick & 15 and not self.inbox \
+                and nxt.glet is not None:
+            self.runnext = None
+            self._streak = 0
+            self.current = nxt
+            nxt.state = RUNNING
+            param = nxt.param
+            nxt.param = None
+            v = nxt.glet.switch(param)
+        else:
+            self.tick -= 1
+            nxt = self._fast_next()
+            v = self.hub_glet.switch() if nxt is None else self._switch_to(nxt)
+        if type(v) is Outcome:  # the loop ended while the implicit main goroutine was parked
+            raise _outcome_error(v, self)
+        return v
+
+    def _fast_next(self) -> G | None:
+        """The next goroutine to switch to directly, skipping the hub; None: go via the hub.
+
+        Every 16th switch, and whenever M threads have reported, the hub runs instead, so that
+        timers, completions and other Ps are never starved by a busy run queue.
+        """
+        self.tick += 1
+        if self.tick & 15 == 0 or self.inbox or self.rng is not None:
+            return None
+        g = self.runnext
+        runq = self.runq
+        if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
+            self.runnext = None
+            self._streak = self._streak + 1 if runq else 0
+            return g
+        if runq:
+            self._streak = 0
+            if g is not None:
+                self.runnext = None
+                runq.append(g)
+            return runq.popleft()
+        return None
+
+    def _switch_to(self, g: G) -> Any:
+        """Switch from the current goroutine straight into ``g`` (started or not)."""
+        self.current = g
+        g.state = RUNNING
+        glet = g.glet
+        if glet is None:
+            if self._free:
+                glet = self._free.pop()
+            else:
+                glet = greenlet(self._worker, self.hub_glet)
+            g.glet = glet
+            return glet.switch(g)
+        param = g.param
+        g.param = None
+        return glet.switch(param)
+
+    def gosched(self) -> None:
+        """Yield the P: the current goroutine goes to the back of the run queue."""
+        g = self.current
+        if g is None or getcurrent() is not g.glet:
+            raise _wrong_context(self)
+        if self.stopping:
+            raise GoroutineExit()
+        g.state = RUNNABLE
+        self.runq.append(g)
+        v = self.hub_glet.switch()
+        if type(v) is Outcome:
+            raise _outcome_error(v, self)
+
+    # ----------------------------------------------------------------- blocking calls (M threads)
+
+    def blocking(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """Run ``fn`` on an M thread while only the calling goroutine parks."""
+        g = self.current
+        if g is None or getcurrent() is not g.glet:
+            raise _wrong_context(self)
+        inbox = self.inbox
+        waker = self.waker
+
+        def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
+            inbox.append((g, ok, value))
+            waker.post()
+
+        self.pending_blocking += 1
+        self.mpool.submit(fn, args, kwargs, on_done)
+        ok, value = self.park(waits.BLOCKING_CALL)
+        if ok:
+            return value
+        raise value
+
+    def _drain_inbox(self) -> None:
+        inbox = self.inbox
+        while inbox:
+            g, ok, value = inbox.popleft()
+            self.pending_blocking -= 1
+            if g.state == WAITING:
+                self.ready(g, (ok, value), next_=False)
+
+    # ----------------------------------------------------------------- the loop
+
+    def run_until_done(self) -> Outcome:
+        """From the root greenlet: run the loop until it ends; return its outcome."""
+        out = self.hub_glet.switch()
+        if type(out) is not Outcome:
+            raise InternalError(f"hub returned {out!r}")
+        return out
+
+    def request_stop(self) -> Outcome | None:
+        """From the root greenlet: stop every goroutine and end the loop (implicit runtime)."""
+        if self.outcome is None:
+            self.outcome = Outcome("stop")
+        if self.hub_glet.dead:
+            return self.outcome
+        if not self.hub_glet:  # never started: nothing ran, nothing to unwind
+            self.stopping = True
+            self._finish()
+            return self.outcome
+        out = self.hub_glet.switch()
+        return out if type(out) is Outcome else self.outcome
+
+    def _loop(self) -> Outcome:
+        runq = self.runq
+        try:
+            while self.outcome is None:
+                g = self._pick(runq)
+                if g is None:
+                    self._idle()
+                    continue
+                self.current = g
+                g.state = RUNNING
+                glet = g.glet
+                if glet is None:
+                    glet = self._free.pop() if self._free else greenlet(self._worker, self.hub_glet)
+                    g.glet = glet
+                    glet.switch(g)
+                else:
+                    param = g.param
+                    g.param = None
+                    glet.switch(param)
+                self.current = None
+        finally:
+            self.stopping = True
+            self._kill_all()
+            self._finish()
+        return self.outcome
+
+    def _pick(self, runq: deque) -> G | None:
+        self.tick += 1
+        if self.inbox:
+            self._drain_inbox()
+        if self.tick & 15 == 0 or not (runq or self.runnext):
+            self.timers.run_due()
+            if self.broker is not None and (self.tick % 61 == 0 or not (runq or self.runnext)):
+                self.broker.poll(self)
+        if self.rng is not None:  # seeded shuffle: any runnable goroutine may go next
+            if not runq:
+                return None
+            i = self.rng.randrange(len(runq))
+            runq.rotate(-i)
+            g = runq.popleft()
+            runq.rotate(i)
+            return g
+        g = self.runnext
+        if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
+            self.runnext = None
+            self._streak = self._streak + 1 if runq else 0
+            return g
+        self._streak = 0
+        if g is not None:
+            self.runnext = None
+            runq.append(g)
+        return runq.popleft() if runq else None
+
+    def _idle(self) -> None:
+        delay = self.timers.next_delay()
+        local_can_wake = delay is not None or self.pending_blocking > 0 or bool(self.inbox)
+        if self.broker is not None:
+            self.broker.idle(self, delay, local_can_wake)
+            return
+        if not local_can_wake:
+            self.outcome = Outcome("deadlock", error=DeadlockError(stack=self.stack_text()))
+            return
+        if delay is None or delay > 0:
+            self.waker.wait(delay)
+
+    def _worker(self, g: G) -> None:
+        """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""
+        while True:
+            try:
+                g.result = g.fn(*g.args, **g.kwargs)
+            except GoroutineExit:
+                pass
+            except BaseException as exc:
+                self._panic(g, exc)
+            self._goexit(g)
+            g = None
+            if self.stopping:
+                return
+            nxt = self._fast_next()
+            if nxt is not None and nxt.glet is None:
+                # run the next fresh goroutine on this very greenlet: no switch at all
+                self.current = nxt
+                nxt.state = RUNNING
+                nxt.glet = getcurrent()
+                g = nxt
+                continue
+            if len(self._free) >= _FREE_WORKERS_MAX:
+                if nxt is not None:
+                    self.runq.appendleft(nxt)
+                return
+            self._free.append(getcurrent())
+            if nxt is None:
+                g = self.hub_glet.switch()
+            else:
+                g = self._switch_to(nxt)
+
+    def _goexit(self, g: G) -> None:
+        g.state = DEAD
+        self.allgs.pop(g.id, None)
+        if g.is_main and self.outcome is None:
+            self.outcome = Outcome("return", g.result)
+        g.fn = g.args = g.kwargs = None
+
+    def _panic(self, g: G, exc: BaseException) -> None:
+        if self.outcome is not None:
+            return
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            self.outcome = Outcome("interrupt", error=exc)
+            return
+        if isinstance(exc, Panic):
+            err = exc
+        else:
+            err = Panic(f"panic in {g.describe()}: {type(exc).__name__}: {exc}",
+                        goroutine=g.describe(),
+                        traceback_text="".join(traceback.format_exception(exc)))
+            err.__cause__ = exc
+        self.outcome = Outcome("panic", error=err)
+
+    def _kill_all(self) -> None:
+        """Throw GoroutineExit into every started goroutine but the implicit main one."""
+        for g in list(self.allgs.values()):
+            glet = g.glet
+            if g.is_main and glet is self.root:
+                continue
+            if glet is not None and not glet.dead and glet is not getcurrent():
+                try:
+                    glet.throw(GoroutineExit())
+                except GoroutineExit:
+                    pass
+            g.state = DEAD
+        self.allgs.clear()
+        if self.main_g is not None and self.main_g.glet is self.root:
+            self.allgs[self.main_g.id] = self.main_g
+        self.runq.clear()
+        self.runnext = None
+        for w in self._free:
+            if not w.dead:
+                w.throw()  # GreenletExit: the parked worker ends quietly
+        self._free.clear()
+
+    def _finish(self) -> None:
+        self.timers.clear()
+        for hook in self.hooks_on_stop:
+            try:
+                hook()
+            except Exception:  # a failing hook must not hide the outcome
+                traceback.print_exc()
+        self.mpool.shutdown()
+
+    # ----------------------------------------------------------------- introspection
+
+    def num_goroutine(self) -> int:
+        """Live goroutines on this P."""
+        return len(self.allgs)
+
+    def stack_text(self) -> str:
+        """Every goroutine of this P: id, P, state, wait reason and Python stack (Go's format)."""
+        parts = []
+        for g in sorted(self.allgs.values(), key=lambda x: x.id):
+            state = g.reason if g.state == WAITING else g.state
+            head = f"goroutine {g.id} [{state}] on P{g.p}: {g.describe()}"
+            frame = None
+            if g.glet is not None:
+                if g.glet is getcurrent():
+                    frame = sys._getframe(1)
+                else:
+                    frame = g.glet.gr_frame
+            if frame is None:
+                body = "  (not started)\n"
+            else:
+                body = "".join(traceback.format_stack(frame))
+            parts.append(f"{head}\n{body}")
+        return "\n".join(parts)
+
+
+def _root_body() -> None:  # placeholder fn of the implicit main goroutine
+    return None
+
+
+def _wrong_context(hub: Hub) -> BaseException:
+    if threading.get_ident() != hub.thread_id:
+        return RuntimeError(
+            "csp_mp blocking operation called from a thread that is not the runtime's; "
+            "use csp_mp.blocking() from goroutines or run everything inside csp_mp.run()")
+    if getcurrent() is hub.hub_glet:
+        return InternalError("a blocking operation ran in the hub (timer callback?)")
+    return RuntimeError("csp_mp blocking operation called outside a goroutine")
+
+
+def _outcome_error(out: Outcome, hub: Hub) -> BaseException:
+    if out.error is not None:
+        return out.error
+    return GoroutineExit()
+
+
+__all__ = ["Hub", "Outcome", "Broker", "Waker", "G", "RUNNABLE", "RUNNING", "WAITING", "DEAD"]

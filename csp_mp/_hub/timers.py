@@ -1,0 +1,90 @@
+"""Timers of one P: a heap of deadlines on a swappable clock.
+
+Invariants:
+- ``active`` equals the number of entries in the heap whose ``cancelled`` is False.
+- A callback runs in the hub greenlet and must never park.
+- Entries are removed lazily: a cancelled entry stays in the heap until it reaches the top.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class TimerEntry:
+    """One pending callback; ``cancel()`` it to drop it."""
+
+    __slots__ = ("when", "seq", "fn", "args", "cancelled", "heap")
+
+    def __init__(self, when: float, seq: int, fn: Callable[..., Any], args: tuple, heap: TimerHeap):
+        self.when = when
+        self.seq = seq
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+        self.heap = heap
+
+    def __lt__(self, other: TimerEntry) -> bool:
+        return (self.when, self.seq) < (other.when, other.seq)
+
+    def cancel(self) -> bool:
+        """Drop the entry; True if it had not fired or been cancelled yet."""
+        if self.cancelled:
+            return False
+        self.cancelled = True
+        self.heap.active -= 1
+        return True
+
+
+class TimerHeap:
+    """Pending timers ordered by deadline. Owner P only."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._heap: list[TimerEntry] = []
+        self._seq = itertools.count()
+        self.active = 0
+
+    def add(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerEntry:
+        """Schedule ``fn(*args)`` in ``delay`` seconds."""
+        entry = TimerEntry(self.clock() + max(0.0, delay), next(self._seq), fn, args, self)
+        heapq.heappush(self._heap, entry)
+        self.active += 1
+        return entry
+
+    def next_delay(self) -> float | None:
+        """Seconds until the earliest live timer, or None when none is pending."""
+        heap = self._heap
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        return max(0.0, heap[0].when - self.clock())
+
+    def run_due(self) -> int:
+        """Fire every live timer whose deadline has passed; return how many fired."""
+        heap = self._heap
+        if not heap:
+            return 0
+        now = self.clock()
+        fired = 0
+        while heap and (heap[0].cancelled or heap[0].when <= now):
+            entry = heapq.heappop(heap)
+            if entry.cancelled:
+                continue
+            entry.cancelled = True
+            self.active -= 1
+            entry.fn(*entry.args)
+            fired += 1
+        return fired
+
+    def clear(self) -> None:
+        """Drop every timer (runtime shutdown)."""
+        for entry in self._heap:
+            entry.cancelled = True
+        self._heap.clear()
+        self.active = 0

@@ -1,0 +1,136 @@
+"""L6: ``run()``, ``go()``, ``go_local()``, ``blocking()``, ``shutdown()`` and the implicit runtime.
+
+The implicit runtime starts on first use outside ``run()``: the calling thread's code becomes the
+main goroutine, and the runtime stops at interpreter exit or at ``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from . import _hub
+from ._errors import DeadlockError, Panic
+from ._hub import Hub, Outcome
+
+R = TypeVar("R")
+
+_implicit: dict[str, Any] = {"hub": None, "atexit": False}
+_multi: dict[str, Any] = {"run": None}  # set by the multi-process layer when importable
+
+
+def resolve_procs(procs: int | None) -> int:
+    """``procs``, else ``GOMAXPROCS``, else the usable CPUs; ValueError when not >= 1."""
+    if procs is None:
+        env = os.environ.get("GOMAXPROCS", "").strip()
+        if env:
+            try:
+                procs = int(env)
+            except ValueError:
+                raise ValueError(f"GOMAXPROCS={env!r} is not an integer") from None
+        else:
+            procs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1)
+    if isinstance(procs, bool) or not isinstance(procs, int):
+        raise TypeError(f"procs must be an int, not {type(procs).__name__}")
+    if procs < 1:
+        raise ValueError(f"procs must be >= 1, got {procs}")
+    return procs
+
+
+def _outcome_result(out: Outcome) -> Any:
+    if out.kind == "return":
+        return out.value
+    if out.error is not None:
+        raise out.error
+    if out.kind == "deadlock":
+        raise DeadlockError()
+    raise Panic(f"runtime stopped: {out.kind}")
+
+
+def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: Any) -> R:
+    """Run ``main(*args, **kwargs)`` as the main goroutine on ``procs`` Ps; return its result.
+
+    When ``main`` returns, every other goroutine and P is stopped. A panic in any goroutine
+    raises ``Panic``; a deadlock raises ``DeadlockError``.
+    """
+    if not callable(main):
+        raise TypeError(f"run() needs a callable, got {type(main).__name__}")
+    n = resolve_procs(procs)
+    hub = _hub.peek()
+    if hub is not None:
+        if hub is _implicit["hub"] and hub.current is hub.main_g:
+            shutdown()
+        else:
+            raise RuntimeError("csp_mp.run() called while a runtime is running")
+    if n > 1 and _multi["run"] is not None:
+        return _multi["run"](main, args, kwargs, n)
+    hub = Hub(0)
+    hub.nprocs = n
+    _hub.set_current(hub)
+    try:
+        g = hub.spawn(main, args, kwargs, local=True)
+        g.is_main = True
+        g.name = "main"
+        hub.main_g = g
+        out = hub.run_until_done()
+    finally:
+        _hub.set_current(None)
+    return _outcome_result(out)
+
+
+def _start_implicit() -> Hub:
+    hub = Hub(0)
+    hub.nprocs = 1
+    hub.adopt_root_as_main()
+
+    def forget() -> None:
+        if _hub.peek() is hub:
+            _hub.set_current(None)
+        if _implicit["hub"] is hub:
+            _implicit["hub"] = None
+
+    hub.hooks_on_stop.append(forget)
+    _implicit["hub"] = hub
+    _hub.set_current(hub)
+    if not _implicit["atexit"]:
+        atexit.register(shutdown)
+        _implicit["atexit"] = True
+    return hub
+
+
+_hub.set_default_factory(_start_implicit)
+
+
+def shutdown() -> None:
+    """Stop the implicit runtime: every goroutine but the caller is stopped. Idempotent."""
+    hub = _implicit["hub"]
+    if hub is None:
+        return
+    if hub.current is not hub.main_g:
+        raise RuntimeError("csp_mp.shutdown() must be called from the main goroutine")
+    try:
+        hub.request_stop()
+    finally:
+        if _hub.peek() is hub:
+            _hub.set_current(None)
+        _implicit["hub"] = None
+
+
+def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Start ``fn(*args, **kwargs)`` in a new goroutine, on any P (it may migrate)."""
+    _hub.spawn(fn, args, kwargs, local=False)
+
+
+def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Start ``fn(*args, **kwargs)`` in a new goroutine pinned to the current P."""
+    _hub.spawn(fn, args, kwargs, local=True)
+
+
+def blocking(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Run a call that blocks in the OS on one of the P's M threads; only the caller waits."""
+    if not callable(fn):
+        raise TypeError(f"blocking() needs a callable, got {type(fn).__name__}")
+    return _hub.current_hub().blocking(fn, args, kwargs)

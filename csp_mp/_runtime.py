@@ -1,0 +1,73 @@
+"""Runtime queries and knobs: mirrors Go package ``runtime`` (the scheduler parts)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from . import _hub
+
+_multi: dict[str, Callable | None] = {"gomaxprocs": None, "num_goroutine": None, "stack": None}
+
+
+def num_cpu() -> int:
+    """The number of CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gomaxprocs(n: int = 0) -> int:
+    """Return the number of Ps; ``n > 0`` also sets it (resizing a running runtime)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"gomaxprocs needs an int, not {type(n).__name__}")
+    hub = _hub.peek()
+    if hub is None:
+        from ._run import resolve_procs
+
+        prev = resolve_procs(None)
+        if n > 0:
+            os.environ["GOMAXPROCS"] = str(n)
+        return prev
+    prev = hub.nprocs
+    if n > 0 and n != prev:
+        fn = _multi["gomaxprocs"]
+        if fn is not None:
+            fn(hub, n)
+        else:
+            hub.nprocs = n
+    return prev
+
+
+def num_goroutine() -> int:
+    """Live goroutines in every P."""
+    hub = _hub.peek()
+    if hub is None:
+        return 0
+    fn = _multi["num_goroutine"]
+    return fn(hub) if fn is not None else hub.num_goroutine()
+
+
+def gosched() -> None:
+    """Yield the P, letting other goroutines run."""
+    _hub.current_hub().gosched()
+
+
+def goid() -> int:
+    """The current goroutine's id (unique within its P; ``current_p()`` tells the P)."""
+    g = _hub.current_hub().current
+    return g.id if g is not None else 0
+
+
+def current_p() -> int:
+    """The index of the P running the caller (0 is the user's process)."""
+    return _hub.current_hub().p
+
+
+def stack() -> str:
+    """Every goroutine in every P: id, P, state, wait reason and Python stack."""
+    hub = _hub.peek()
+    if hub is None:
+        return ""
+    fn = _multi["stack"]
+    return fn(hub) if fn is not None else hub.stack_text()
