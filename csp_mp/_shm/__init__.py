@@ -1,0 +1,67 @@
+"""Layer 1: bytes and words in shared memory. Knows nothing of goroutines or greenlets.
+
+Modules and what they offer:
+
+  atomics   ``Words(buf)``: ``load(i)``, ``store(i, v)`` of 8-aligned 64-bit words; ``TSO``.
+            The only module that touches shared words; everything else goes through it.
+  locks     ``SemRegistry`` (named semaphores, ``seal()`` removes the names), ``Sem``,
+            ``ShmLock`` (a mutex taken over from a holder killed while holding it),
+            ``LockSet`` (``lock_for(key)``).
+  arena     ``Arena.create(size, nlocks)``: a memfd region with a buddy allocator in it:
+            ``alloc``/``free``/``incref``/``decref``, ``lease`` (a view freed when it dies),
+            ``seal``, ``wait_attached``; picklable into a forkserver/spawn child until sealed.
+  ring      ``Ring`` (MPMC, locked) and ``SpscRing`` (lock-free, x86-64) of framed messages:
+            ``try_put``/``try_get``/``put_many``/``get_many``; ``make_ring``/``attach_ring``.
+  doorbell  ``Doorbell.create(arena.sems)``: ``ring()`` from any process or thread,
+            ``wait(timeout)`` in the owning P.
+  codec     ``encode(value, arena)``/``decode(buf, arena)``/``discard(buf, arena)``,
+            ``TypedCodec(T, arena)``.
+
+Invariants of the layer:
+  - nothing named outlives start-up: the arena is a memfd; semaphores are named only until the
+    creator calls ``arena.seal()`` after every process has attached (``arena.wait_attached``);
+    nothing registers with ``multiprocessing``'s resource tracker.
+  - shared words are 8-aligned and published with one 8-byte store (never ``struct``);
+    producer-owned and consumer-owned words sit on different 64-byte lines.
+  - every published structure commits with a single word store after its payload, so a process
+    SIGKILLed at any point leaves it consistent (a half-written message is never delivered).
+  - imports: ``csp_mp._errors`` only, from outside this package.
+"""
+
+from __future__ import annotations
+
+from csp_mp._shm.arena import Arena as Arena
+from csp_mp._shm.arena import ArenaPoisoned as ArenaPoisoned
+from csp_mp._shm.atomics import TSO as TSO
+from csp_mp._shm.atomics import Words as Words
+from csp_mp._shm.codec import TypedCodec as TypedCodec
+from csp_mp._shm.codec import decode as decode
+from csp_mp._shm.codec import discard as discard
+from csp_mp._shm.codec import encode as encode
+from csp_mp._shm.doorbell import Doorbell as Doorbell
+from csp_mp._shm.locks import LockSet as LockSet
+from csp_mp._shm.locks import SemRegistry as SemRegistry
+from csp_mp._shm.locks import ShmLock as ShmLock
+from csp_mp._shm.ring import Ring as Ring
+from csp_mp._shm.ring import SpscRing as SpscRing
+from csp_mp._shm.ring import attach_ring as attach_ring
+from csp_mp._shm.ring import make_ring as make_ring
+
+__all__ = [
+    "TSO",
+    "Arena",
+    "ArenaPoisoned",
+    "Doorbell",
+    "LockSet",
+    "Ring",
+    "SemRegistry",
+    "ShmLock",
+    "SpscRing",
+    "TypedCodec",
+    "Words",
+    "attach_ring",
+    "decode",
+    "discard",
+    "encode",
+    "make_ring",
+]

@@ -1,0 +1,357 @@
+"""The arena: one anonymous shared-memory region per runtime, and a block allocator inside it.
+
+The region is a ``memfd`` (no name in ``/dev/shm``, ever), mapped by every process of the
+runtime. It is handed to a process started with the forkserver or spawn context by pickling
+the :class:`Arena` as a ``Process`` argument (the fd travels with ``multiprocessing.reduction
+.DupFd``), or over a ``multiprocessing`` connection. Its locks are named semaphores until
+:meth:`Arena.seal` removes the names; seal once every process holds the arena
+(:meth:`Arena.wait_attached` counts them).
+
+Layout (byte offsets)::
+
+    0      header line: magic, size, heap base, lock count, attached count, poisoned flag
+    64     free-list heads, one word per size class (48 classes)
+    448..  one 64-byte line per lock (owner words, see locks.py), 64-aligned
+    heap   buddy blocks; each block = 64-byte header + payload (payload 64-aligned)
+
+Block header words: tag (magic | state | class), refcount, next free, previous free, nbytes.
+
+Invariants:
+  - allocator state (free-list heads, block headers, refcounts) is written only under lock 0
+    of the arena's lock set ("the arena lock"; it protects nothing else).
+  - a block of class k spans 2**k bytes at heap offset r with r % 2**k == 0; its buddy is
+    r ^ 2**k; the region of a free block's buddy always starts with a real block header.
+  - a free block is on exactly one free list (its class); a used block on none.
+  - a used block's refcount >= 1; it is freed when a decref brings it to 0.
+  - a process killed while holding the arena lock leaves the allocator "poisoned": later
+    alloc/free raise rather than trust half-updated free lists (the runtime ends on a lost P).
+  - frees triggered by garbage collection (a leased buffer dying) are deferred to a
+    process-local list and done at the next alloc or collect(), never inside a finalizer, so a
+    finalizer never waits on the arena lock its own thread may hold.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import time
+import weakref
+from multiprocessing import reduction
+from typing import Any
+
+from csp_mp._shm.atomics import LINE, WORD, Words, align
+from csp_mp._shm.locks import LockSet, SemRegistry, ShmLock
+
+__all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
+
+_MAGIC = 0xC5B0_A4E1_0000_0001
+_BLK = 0x5A17_0000_0000_0000
+_FREE = 1 << 8
+_USED = 2 << 8
+NCLASS = 48
+MIN_CLASS = 7  # 128-byte blocks: 64 header + 64 payload
+BLOCK_HEADER = LINE
+
+# header word indices
+_W_MAGIC, _W_SIZE, _W_HEAP, _W_NLOCKS, _W_ATTACHED, _W_POISON = range(6)
+_HEADS = LINE // WORD  # word index of free-list head for class 0
+_LOCKS_AT = align(LINE + NCLASS * WORD)
+
+
+class ArenaPoisoned(RuntimeError):
+    """Raised when the allocator's lock was taken over from a process killed while holding it."""
+
+
+class Arena:
+    """A shared-memory region with a lock-guarded buddy allocator in it (any process)."""
+
+    def __init__(
+        self,
+        fd: int,
+        size: int,
+        locks: LockSet,
+        sems: SemRegistry | None,
+    ) -> None:
+        self.fd = fd
+        self.size = size
+        self._mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        #: The whole region as bytes.
+        self.buf = memoryview(self._mm)
+        #: The mapping itself: ``map[a:b]`` is a bytes copy, ``map[a:b] = data`` one memcpy.
+        self.map = self._mm
+        #: The whole region as 64-bit words (word i at byte 8*i).
+        self.words = Words(self.buf)
+        self.sems = sems
+        self.locks = locks
+        locks.bind(self.words)
+        self._lock: ShmLock = locks.lock(0)
+        self._pending: list[int] = []  # deferred decrefs (process-local)
+        self._closed = False
+        self._heap = self.words.load(_W_HEAP)  # written once by the creator before any sharing
+        self._len = (size - self._heap) & ~((1 << MIN_CLASS) - 1)
+
+    # ---- creation, hand-over, sealing -------------------------------------------------
+
+    @classmethod
+    def create(cls, size: int, nlocks: int = 64) -> Arena:
+        """A new arena of ``size`` bytes (sparse: pages cost memory once touched) and
+        ``nlocks`` shared locks (lock 0 is the allocator's). Creator process only."""
+        if nlocks < 2:
+            raise ValueError("an arena needs at least 2 locks")
+        heap = align(_LOCKS_AT + LockSet.region_bytes(nlocks), LINE)
+        if size < heap + (1 << MIN_CLASS):
+            raise ValueError(f"arena size must be at least {heap + (1 << MIN_CLASS)} bytes")
+        size = align(size, 4096)
+        fd = os.memfd_create("csp_mp-arena", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            sems = SemRegistry()
+            tmp = mmap.mmap(fd, LINE)
+            w = Words(memoryview(tmp))
+            w.store(_W_SIZE, size)
+            w.store(_W_HEAP, heap)
+            w.store(_W_NLOCKS, nlocks)
+            w.release()
+            tmp.close()
+            locks = LockSet.create(sems, nlocks, _LOCKS_AT // WORD)
+            self = cls(fd, size, locks, sems)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._carve()
+        self.words.store(_W_MAGIC, _MAGIC)  # store; readers check it after mapping
+        return self
+
+    @classmethod
+    def from_fd(cls, fd: int, locks: LockSet) -> Arena:
+        """Map an arena from a received fd (takes ownership of ``fd``) and its lock set."""
+        size = os.fstat(fd).st_size
+        self = cls(fd, size, locks, None)
+        if self.words.load(_W_MAGIC) != _MAGIC:  # load; pairs with the store in create
+            self.close()
+            raise ValueError("fd is not a csp_mp arena")
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.sems is not None and self.sems.sealed:
+            raise RuntimeError("arena is sealed: hand it to processes before seal()")
+        return (_rebuild_arena, (reduction.DupFd(self.fd), self.locks))
+
+    def seal(self) -> None:
+        """Remove the names of the arena's locks (creator, once every process holds them)."""
+        if self.sems is None:
+            raise RuntimeError("only the creating process can seal the arena")
+        self.sems.seal()
+
+    @property
+    def attached(self) -> int:
+        """How many processes other than the creator have mapped the arena."""
+        return self.words.load(_W_ATTACHED)  # load; pairs with the store in _mark_attached
+
+    def wait_attached(self, n: int, timeout: float) -> bool:
+        """Wait until ``n`` other processes have mapped the arena; False on timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 1e-4
+        while self.attached < n:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+        return True
+
+    def _mark_attached(self) -> None:
+        with self._lock:
+            self.words.store(_W_ATTACHED, self.words.load(_W_ATTACHED) + 1)  # under arena lock
+
+    def close(self) -> None:
+        """Unmap (once no leased buffer is alive) and close the fd. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.words.release()
+        self.buf.release()
+        try:
+            self._mm.close()
+        except BufferError:
+            pass  # leased buffers alive: the mapping goes with the last of them
+        os.close(self.fd)
+
+    def __enter__(self) -> Arena:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- allocator ----------------------------------------------------------------------
+
+    def _carve(self) -> None:
+        length = self._len
+        r = 0
+        while length - r >= 1 << MIN_CLASS:
+            k = min((r & -r).bit_length() - 1 if r else NCLASS - 1, NCLASS - 1)
+            while r + (1 << k) > length:
+                k -= 1
+            self._push(r, k)
+            r += 1 << k
+
+    def _hw(self, r: int) -> int:
+        return (self._heap + r) // WORD
+
+    def _push(self, r: int, k: int) -> None:
+        w, b = self.words, self._hw(r)
+        head = w.load(_HEADS + k)
+        w.store(b, _BLK | _FREE | k)
+        w.store(b + 2, head)
+        w.store(b + 3, 0)
+        if head:
+            w.store(self._hw(head - 1) + 3, r + 1)
+        w.store(_HEADS + k, r + 1)
+
+    def _unlink(self, r: int, k: int) -> None:
+        w, b = self.words, self._hw(r)
+        nxt, prv = w.load(b + 2), w.load(b + 3)
+        if prv:
+            w.store(self._hw(prv - 1) + 2, nxt)
+        else:
+            w.store(_HEADS + k, nxt)
+        if nxt:
+            w.store(self._hw(nxt - 1) + 3, prv)
+
+    def _enter(self) -> None:
+        if self._lock.acquire():
+            self.words.store(_W_POISON, 1)  # under arena lock
+        if self.words.load(_W_POISON):
+            self._lock.release()
+            raise ArenaPoisoned("a process was killed inside the arena allocator")
+
+    def alloc(self, nbytes: int) -> int:
+        """Offset of a new block of at least ``nbytes`` (64-aligned, refcount 1). Any process."""
+        if self._pending:
+            self.collect()
+        k = max(MIN_CLASS, (nbytes + BLOCK_HEADER - 1).bit_length())
+        if k >= NCLASS:
+            raise MemoryError(f"arena block of {nbytes} bytes is too large")
+        w = self.words
+        self._enter()
+        try:
+            j = k
+            while j < NCLASS and not w.load(_HEADS + j):
+                j += 1
+            if j == NCLASS:
+                raise MemoryError(f"arena exhausted: no free block for {nbytes} bytes")
+            r = w.load(_HEADS + j) - 1
+            self._unlink(r, j)
+            while j > k:
+                j -= 1
+                self._push(r + (1 << j), j)
+            b = self._hw(r)
+            w.store(b, _BLK | _USED | k)
+            w.store(b + 1, 1)
+            w.store(b + 4, nbytes)
+        finally:
+            self._lock.release()
+        return self._heap + r + BLOCK_HEADER
+
+    def _block(self, off: int) -> tuple[int, int, int]:
+        r = off - BLOCK_HEADER - self._heap
+        b = self._hw(r)
+        tag = self.words.load(b) if 0 <= r < self._len and not r % LINE else 0
+        if tag & ~0xFFFF != _BLK or tag & 0xFF00 != _USED:
+            raise ValueError(f"offset {off} is not an allocated arena block")
+        return r, b, tag & 0xFF
+
+    def incref(self, off: int) -> None:
+        """Add a reference to block ``off`` (any process)."""
+        self._enter()
+        try:
+            _, b, _ = self._block(off)
+            self.words.store(b + 1, self.words.load(b + 1) + 1)
+        finally:
+            self._lock.release()
+
+    def decref(self, off: int) -> bool:
+        """Drop a reference to block ``off``; free it at zero. True if freed. Any process."""
+        self._enter()
+        try:
+            return self._decref_locked(off)
+        finally:
+            self._lock.release()
+
+    free = decref
+
+    def _decref_locked(self, off: int) -> bool:
+        w = self.words
+        r, b, k = self._block(off)
+        rc = w.load(b + 1) - 1
+        w.store(b + 1, rc)
+        if rc:
+            return False
+        while k + 1 < NCLASS:
+            buddy = r ^ (1 << k)
+            if buddy + (1 << k) > self._len or w.load(self._hw(buddy)) != _BLK | _FREE | k:
+                break
+            self._unlink(buddy, k)
+            w.store(self._hw(max(r, buddy)), 0)
+            r = min(r, buddy)
+            k += 1
+        self._push(r, k)
+        return True
+
+    def refcount(self, off: int) -> int:
+        """The block's reference count (a snapshot)."""
+        _, b, _ = self._block(off)
+        return self.words.load(b + 1)
+
+    def block_size(self, off: int) -> int:
+        """The ``nbytes`` the block was allocated with."""
+        _, b, _ = self._block(off)
+        return self.words.load(b + 4)
+
+    def free_bytes(self) -> int:
+        """Total bytes on the free lists (walks them under the arena lock)."""
+        total = 0
+        self._enter()
+        try:
+            for k in range(NCLASS):
+                r1 = self.words.load(_HEADS + k)
+                while r1:
+                    total += 1 << k
+                    r1 = self.words.load(self._hw(r1 - 1) + 2)
+        finally:
+            self._lock.release()
+        return total
+
+    # ---- leases: buffers whose death frees their block --------------------------------
+
+    def lease(self, off: int, nbytes: int) -> memoryview:
+        """A writable view of ``nbytes`` at ``off`` that owns one reference to the block:
+        when the view and everything made from it are gone, the reference is dropped (at
+        this process's next alloc or collect)."""
+        holder = (ctypes.c_ubyte * nbytes).from_buffer(self._mm, off)
+        weakref.finalize(holder, self._pending.append, off)
+        return memoryview(holder).cast("B")
+
+    def defer_decref(self, off: int) -> None:
+        """Drop a reference later, at the next alloc or collect (safe from finalizers)."""
+        self._pending.append(off)
+
+    def collect(self) -> int:
+        """Do the deferred decrefs now. Returns how many blocks were freed."""
+        freed = 0
+        pending = self._pending
+        if not pending:
+            return 0
+        self._enter()
+        try:
+            while pending:
+                freed += self._decref_locked(pending.pop())
+        finally:
+            self._lock.release()
+        return freed
+
+
+def _rebuild_arena(dupfd: Any, locks: LockSet) -> Arena:
+    arena = Arena.from_fd(dupfd.detach(), locks)
+    arena._mark_attached()
+    return arena

@@ -1,0 +1,302 @@
+"""Values to bytes and back, for everything that crosses a process.
+
+The first byte says how the rest is read:
+
+  - any msgpack first byte: a msgspec msgpack value (no extra byte: decode reads the buffer as is)
+  - ``0x80`` followed by more bytes: a pickle (protocol 5 starts ``0x80 0x05``; in msgpack
+    ``0x80`` is the empty map, a complete one-byte value)
+  - ``0xc1`` (a byte msgpack never uses), then a sub-tag:
+    ``0x01`` tuple of msgpack-exact items; ``0x02`` out of band (see below); ``0x03`` memoryview.
+
+msgpack is used only where the round trip is exact: ``int`` (64-bit), ``float``, ``str``,
+``bytes``, ``bool``, ``None``, and lists and str-keyed dicts of them (exact types, no
+subclasses). Everything else is pickled (protocol 5, then cloudpickle for callables pickle cannot
+reach); a value neither can pickle raises ``TypeError`` naming its type before any shared memory
+is touched.
+
+Out of band: with an arena, a top-level ``bytes``/``bytearray``/``memoryview`` of at least
+``OOB_MIN`` bytes, and every buffer of at least ``OOB_MIN`` bytes that pickle 5 hands out of band
+(contiguous NumPy arrays), is copied once into its own arena block; the message carries the
+blocks' offsets. The decoder owns the blocks: ``bytes``/``bytearray`` are copied out and the
+block freed at once; pickled buffers and memoryviews are *leased* (the receiver's object is a
+view of the block, freed when the last view dies). A message that will never be decoded must be
+passed to :func:`discard` to free its blocks.
+
+Rejected: an explicit tag byte before msgpack data (decode would slice off a copy or a view,
+~60-100 ns per message); msgspec's own tuple/set/datetime support (they come back as lists or
+other types); checking exactness by comparing the decoded value (``1 == True == 1.0``, enum
+members equal their values).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import msgspec
+
+from csp_mp._shm.arena import Arena
+
+__all__ = ["OOB_MIN", "TypedCodec", "decode", "discard", "encode"]
+
+OOB_MIN = 64 * 1024
+_EXT = 0xC1
+_TUPLE = b"\xc1\x01"
+_OOBTAG = b"\xc1\x02"
+_MVTAG = b"\xc1\x03"
+
+_menc = msgspec.msgpack.Encoder().encode
+_mdec = msgspec.msgpack.Decoder().decode
+_tdec = msgspec.msgpack.Decoder(tuple).decode
+_pdumps = pickle.dumps
+_ploads = pickle.loads
+_LEAF = frozenset({int, str, float, bool, bytes, type(None)})
+_MSGPACK_FAIL = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+
+
+def _exact_list(v: list[Any] | tuple[Any, ...]) -> bool:
+    leaf = _LEAF
+    for x in v:
+        if type(x) in leaf:
+            continue
+        t = type(x)
+        if t is list:
+            if not _exact_list(x):
+                return False
+        elif t is dict:
+            if not _exact_dict(x):
+                return False
+        else:
+            return False
+    return True
+
+
+def _exact_dict(v: dict[Any, Any]) -> bool:
+    leaf = _LEAF
+    for k, x in v.items():
+        if type(k) is not str:
+            return False
+        if type(x) in leaf:
+            continue
+        t = type(x)
+        if t is list:
+            if not _exact_list(x):
+                return False
+        elif t is dict:
+            if not _exact_dict(x):
+                return False
+        else:
+            return False
+    return True
+
+
+def encode(value: Any, arena: Arena | None = None) -> bytes:
+    """The bytes of ``value``; large buffers go into ``arena`` blocks if one is given.
+
+    Raises TypeError naming the type if the value cannot be serialized (nothing allocated).
+    """
+    t = type(value)
+    try:
+        if t in _LEAF:
+            if t is not bytes or len(value) < OOB_MIN or arena is None:
+                return _menc(value)
+            return _oob_raw(b"b", value, arena)
+        if t is list:
+            if _exact_list(value):
+                return _menc(value)
+        elif t is dict:
+            if _exact_dict(value):
+                return _menc(value)
+        elif t is tuple:
+            if _exact_list(value):
+                return _TUPLE + _menc(value)
+        elif t is bytearray or t is memoryview:
+            return _encode_buffer(value, arena)
+    except _MSGPACK_FAIL:
+        pass  # out of msgpack's range (huge int, lone surrogate, deep nesting): pickle it
+    return _encode_pickle(value, arena)
+
+
+def _encode_pickle(value: Any, arena: Arena | None) -> bytes:
+    bufs: list[pickle.PickleBuffer] = []
+    callback = None
+    if arena is not None:
+
+        def callback(pb: pickle.PickleBuffer) -> bool:
+            if pb.raw().nbytes < OOB_MIN:
+                return True  # in band
+            bufs.append(pb)
+            return False
+
+    try:
+        data = _pdumps(value, protocol=5, buffer_callback=callback)
+    except Exception as e:
+        data = _cloudpickle(value, e, callback)
+    if not bufs:
+        return data
+    assert arena is not None
+    offs, lens = _copy_in([pb.raw() for pb in bufs], arena)
+    return _OOBTAG + _menc([b"p", offs, lens, data])
+
+
+def _cloudpickle(value: Any, first: Exception, callback: Any) -> bytes:
+    try:
+        import cloudpickle
+    except ImportError:  # pragma: no cover - cloudpickle is a dependency
+        cloudpickle = None
+    if cloudpickle is not None:
+        try:
+            return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
+        except Exception:
+            pass
+    raise TypeError(
+        f"cannot serialize a value of type {type(value).__qualname__}: {first}"
+    ) from first
+
+
+def _copy_in(views: list[memoryview], arena: Arena) -> tuple[list[int], list[int]]:
+    offs: list[int] = []
+    lens: list[int] = []
+    mm = arena.map
+    try:
+        for m in views:
+            n = m.nbytes
+            off = arena.alloc(n)
+            offs.append(off)
+            lens.append(n)
+            mm[off : off + n] = m
+    except BaseException:
+        for off in offs:
+            arena.decref(off)
+        raise
+    return offs, lens
+
+
+def _oob_raw(kind: bytes, value: Any, arena: Arena, meta: Any = None) -> bytes:
+    m = memoryview(value)
+    flat = m if m.format == "B" and m.ndim == 1 else m.cast("B")
+    offs, lens = _copy_in([flat], arena)
+    return _OOBTAG + _menc([kind, offs, lens, meta])
+
+
+def _encode_buffer(value: bytearray | memoryview, arena: Arena | None) -> bytes:
+    m = memoryview(value)
+    if not m.c_contiguous:
+        m = memoryview(m.tobytes()).cast(m.format, m.shape) if m.ndim else m
+    if type(value) is bytearray:
+        if arena is not None and m.nbytes >= OOB_MIN:
+            return _oob_raw(b"ba", m, arena)
+        return _encode_pickle(value, None)
+    meta = [m.format, list(m.shape)]
+    if arena is not None and m.nbytes >= OOB_MIN:
+        return _oob_raw(b"mv", m, arena, meta)
+    return _MVTAG + _menc([meta, m.tobytes()])
+
+
+def _cast(view: memoryview, meta: list[Any]) -> memoryview:
+    fmt, shape = meta
+    if fmt == "B" and len(shape) == 1:
+        return view
+    return view.cast(fmt, shape)
+
+
+def decode(buf: bytes, arena: Arena | None = None) -> Any:
+    """The value encoded in ``buf``. Takes ownership of out-of-band blocks (needs ``arena``)."""
+    b0 = buf[0]
+    if b0 == _EXT:
+        return _decode_ext(buf, arena)
+    if b0 == 0x80 and len(buf) > 1:
+        return _ploads(buf)
+    return _mdec(buf)
+
+
+def _decode_ext(buf: bytes, arena: Arena | None) -> Any:
+    sub = buf[1]
+    body = memoryview(buf)[2:]
+    if sub == 1:
+        return _tdec(body)
+    if sub == 3:
+        meta, data = _mdec(body)
+        return _cast(memoryview(bytearray(data)), meta)
+    if sub != 2:
+        raise ValueError(f"unknown codec tag 0xc1 0x{sub:02x}")
+    if arena is None:
+        raise ValueError("an out-of-band message needs the arena to decode")
+    kind, offs, lens, extra = _mdec(body)
+    if kind == b"b" or kind == b"ba":
+        off, n = offs[0], lens[0]
+        data = arena.map[off : off + n]
+        arena.decref(off)
+        return data if kind == b"b" else bytearray(data)
+    views = [arena.lease(off, n) for off, n in zip(offs, lens, strict=True)]
+    if kind == b"mv":
+        return _cast(views[0], extra)
+    return _ploads(extra, buffers=views)
+
+
+def discard(buf: bytes, arena: Arena | None) -> None:
+    """Free the out-of-band blocks of a message that will not be decoded."""
+    if buf[0] == _EXT and buf[1] == 2 and arena is not None:
+        for off in _mdec(memoryview(buf)[2:])[1]:
+            arena.decref(off)
+
+
+_SCALAR_TYPES = (int, float, str, bytes, bool)
+
+
+class TypedCodec:
+    """Encoding for a channel of element type ``tp`` (``Chan[T]``): validates, then encodes.
+
+    Types msgspec can describe are validated strictly by msgspec (no coercion: ``"1"`` is not an
+    ``int``, ``True`` is not an ``int``) and decoded as ``tp``; any other class is checked with
+    ``isinstance`` and travels through the untyped codec.
+    """
+
+    def __init__(self, tp: Any, arena: Arena | None = None) -> None:
+        self.type = tp
+        self.arena = arena
+        self._name = getattr(tp, "__qualname__", None) or repr(tp)
+        try:
+            self._dec: Any = msgspec.msgpack.Decoder(tp, strict=True).decode
+        except TypeError:
+            self._dec = None
+        self._exact = tp if tp in _SCALAR_TYPES else None
+
+    def validate(self, value: Any) -> None:
+        """Raise TypeError if ``value`` is not a ``tp``."""
+        if self._exact is not None:
+            t = type(value)
+            if t is self._exact or (self._exact is float and t is int):
+                return
+            raise TypeError(self._mismatch(value, f"expected `{self._name}`"))
+        if self._dec is None:
+            if not isinstance(value, self.type):
+                raise TypeError(self._mismatch(value, f"expected `{self._name}`"))
+            return
+        try:
+            msgspec.convert(value, self.type, strict=True)
+        except msgspec.ValidationError as e:
+            raise TypeError(self._mismatch(value, str(e))) from None
+
+    def _mismatch(self, value: Any, why: str) -> str:
+        return f"cannot send {type(value).__qualname__} on a channel of {self._name}: {why}"
+
+    def encode(self, value: Any) -> bytes:
+        """Validate, then encode (TypeError before anything is written)."""
+        self.validate(value)
+        if self._dec is None or (
+            self.arena is not None
+            and type(value) in (bytes, bytearray, memoryview)
+            and len(memoryview(value).cast("B")) >= OOB_MIN
+        ):
+            return encode(value, self.arena)
+        try:
+            return _menc(value)
+        except _MSGPACK_FAIL as e:
+            raise TypeError(self._mismatch(value, str(e))) from None
+
+    def decode(self, buf: bytes) -> Any:
+        """The ``tp`` value in ``buf``."""
+        if self._dec is None or buf[0] == _EXT:
+            return decode(buf, self.arena)
+        return self._dec(buf)

@@ -1,0 +1,290 @@
+"""Process-shared semaphores and mutexes, created before the Ps start and then sealed.
+
+A :class:`Sem` is a POSIX named semaphore (``multiprocessing``'s ``SemLock`` type, used raw):
+posting costs ~23 ns with no waiter and is never lost; acquire+release costs ~33 ns. A process that
+is not a fork of the creator can only open it by name, so semaphores are created by one process
+(the supervisor) before the others start, handed over by pickling, and their names removed by
+:meth:`SemRegistry.seal` once every process holds them. From then on nothing named exists: a
+SIGKILL of every process leaves no ``/dev/shm/sem.*`` entry. The raw type is used so that nothing
+registers with ``multiprocessing``'s resource tracker (it would unlink the names at its own exit,
+and warn about names already gone).
+
+A :class:`ShmLock` is a mutex whose holder may be SIGKILLed. Its owner word in shared memory holds
+the holder's pid while held. A waiter that times out checks the owner: if that process is dead
+(or a zombie), the waiter takes the lock over instead of releasing it, under the lock set's
+rescue semaphore, and learns it did so (``acquire()`` returns True) so it can repair what the dead
+holder protected. Structures guarded by a ShmLock are written so that every state between two
+stores is consistent (a single-word commit at the end), making the repair empty.
+
+Invariants:
+  - owner word of lock i == pid of the holder, or 0 between acquire and the owner store and
+    between the owner store of 0 and the release (two bytecodes each side).
+  - a lock is taken over only under the rescue semaphore, and only if its owner word still reads
+    the value that was seen dead and the semaphore is still held: two waiters never both take it.
+  - a lock whose owner word reads 0 at every timed-out wait for ``GHOST_AFTER`` seconds belongs to
+    a process killed inside one of those two-bytecode windows, and is taken over.
+
+Not handled (documented hazards): a holder whose pid is reused by a new process before a waiter
+looks is seen as alive; a process killed while holding the rescue semaphore (a few bytecodes,
+only during a rescue) leaves later rescues waiting.
+"""
+
+from __future__ import annotations
+
+import _multiprocessing
+import os
+import secrets
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from csp_mp._errors import InternalError
+from csp_mp._shm.atomics import LINE, WORD, Words
+
+__all__ = [
+    "GHOST_AFTER",
+    "LockSet",
+    "Sem",
+    "SemRegistry",
+    "ShmLock",
+    "pid_alive",
+]
+
+_SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
+SEM_VALUE_MAX: int = _multiprocessing.SemLock.SEM_VALUE_MAX
+WAIT_SLICE = 0.05  # seconds between liveness checks of a lock's holder
+GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken over
+_sem_unlink: Callable[[str], None] = _multiprocessing.sem_unlink
+
+
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X", b"x")
+
+
+def _unlink_all(names: list[str]) -> None:
+    for name in names:
+        try:
+            _sem_unlink(name)
+        except OSError:
+            pass
+    names.clear()
+
+
+class SemRegistry:
+    """The named semaphores one process created; :meth:`seal` removes every name.
+
+    Names still present when the creating process exits normally are removed then too.
+    """
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self.sealed = False
+        self._finalizer = weakref.finalize(self, _unlink_all, self._names)
+
+    def semaphore(self, value: int = 0, maxvalue: int = SEM_VALUE_MAX) -> Sem:
+        """A new counting semaphore, openable by other processes until :meth:`seal`."""
+        if self.sealed:
+            raise RuntimeError("cannot create a shared semaphore after seal()")
+        for _ in range(100):
+            name = f"/csp-{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                raw = _multiprocessing.SemLock(_SEMAPHORE, value, maxvalue, name, False)
+            except FileExistsError:
+                continue
+            self._names.append(name)
+            return Sem(raw, self)
+        raise FileExistsError("cannot find a free semaphore name")
+
+    def seal(self) -> None:
+        """Remove every name: semaphores already opened keep working; none can be opened again."""
+        self.sealed = True
+        _unlink_all(self._names)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names not yet removed (``/dev/shm/sem.<name>`` on Linux)."""
+        return tuple(self._names)
+
+
+class Sem:
+    """A counting semaphore shared between processes. Picklable until its registry is sealed."""
+
+    __slots__ = ("_raw", "_registry", "acquire", "release", "__weakref__")
+
+    def __init__(self, raw: Any, registry: SemRegistry | None) -> None:
+        self._raw = raw
+        self._registry = registry
+        #: acquire(block=True, timeout=None) -> bool (C method).
+        self.acquire: Callable[..., bool] = raw.acquire
+        #: release(): post once; ValueError if already at the maximum (C method).
+        self.release: Callable[[], None] = raw.release
+
+    @property
+    def value(self) -> int:
+        """The current count (a snapshot)."""
+        return int(self._raw._get_value())
+
+    @property
+    def maxvalue(self) -> int:
+        return int(self._raw.maxvalue)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._registry is not None and self._registry.sealed:
+            raise RuntimeError(
+                "shared semaphores are sealed: hand them to processes before seal()"
+            )
+        raw = self._raw
+        return (_rebuild_sem, (raw.kind, raw.maxvalue, raw.name))
+
+
+def _rebuild_sem(kind: int, maxvalue: int, name: str) -> Sem:
+    try:
+        raw = _multiprocessing.SemLock._rebuild(0, kind, maxvalue, name)
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"shared semaphore {name} was sealed before this process opened it"
+        ) from None
+    return Sem(raw, None)
+
+
+class ShmLock:
+    """A mutex between processes that survives a holder killed while holding it.
+
+    ``acquire()`` returns True when the lock was taken over from a dead holder: whatever it
+    protects may hold that holder's unfinished (never committed) writes.
+    """
+
+    __slots__ = ("_sem", "_words", "_owner", "_rescue", "_pid", "_try")
+
+    def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem) -> None:
+        self._sem = sem
+        self._words = words
+        self._owner = owner_word
+        self._rescue = rescue
+        self._pid = os.getpid()
+        self._try = sem.acquire
+
+    def acquire(self) -> bool:
+        """Take the lock (any process). True if it was taken over from a dead holder."""
+        if self._try(False):
+            self._words.store(self._owner, self._pid)  # store; pairs with the load in _slow
+            return False
+        return self._slow()
+
+    def release(self) -> None:
+        """Release the lock (holder only)."""
+        self._words.store(self._owner, 0)  # store; pairs with the load in _slow
+        self._sem.release()
+
+    def owner(self) -> int:
+        """The holder's pid, 0 if free (a snapshot)."""
+        return self._words.load(self._owner)  # load; pairs with the stores in acquire/release
+
+    def _slow(self) -> bool:
+        pid = self._pid = os.getpid()
+        zero_since: float | None = None
+        while True:
+            if self._sem.acquire(True, WAIT_SLICE):
+                self._words.store(self._owner, pid)  # store; pairs with the load below
+                return False
+            seen = self._words.load(self._owner)  # load; pairs with the holder's stores
+            if seen == 0:
+                now = time.monotonic()
+                if zero_since is None:
+                    zero_since = now
+                if now - zero_since < GHOST_AFTER:
+                    continue
+            else:
+                zero_since = None
+                if pid_alive(seen):
+                    continue
+            taken = self._take_over(seen, pid)
+            if taken is not None:
+                return taken
+
+    def _take_over(self, seen: int, pid: int) -> bool | None:
+        """Under the rescue semaphore: become the holder in place of the dead one."""
+        if not self._rescue.acquire(True, 10.0):
+            raise InternalError("rescue lock held for 10 s: a process died during a rescue")
+        try:
+            if self._words.load(self._owner) == seen and not self._sem.acquire(False):
+                self._words.store(self._owner, pid)  # store; pairs with the loads in _slow
+                return True
+            if self._sem.acquire(False):
+                self._words.store(self._owner, pid)
+                return False
+            return None
+        finally:
+            self._rescue.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class LockSet:
+    """``n`` ShmLocks plus one rescue semaphore; owner words live in a caller's shared region.
+
+    The owner word of lock i is word ``base + i * 8`` (one 64-byte line per lock, so holders of
+    different locks never share a line).
+    """
+
+    WORDS_PER_LOCK = LINE // WORD
+
+    def __init__(self, sems: list[Sem], rescue: Sem, base: int) -> None:
+        self._sems = sems
+        self._rescue = rescue
+        self._base = base
+        self.locks: list[ShmLock] = []
+
+    @classmethod
+    def create(cls, registry: SemRegistry, n: int, base: int) -> LockSet:
+        """Make ``n`` locks (before any other process starts); :meth:`bind` them to the words
+        whose index ``base`` starts their owner-word region."""
+        sems = [registry.semaphore(1, 1) for _ in range(n)]
+        return cls(sems, registry.semaphore(1, 1), base)
+
+    @staticmethod
+    def region_bytes(n: int) -> int:
+        """Bytes of shared memory the owner words of ``n`` locks need."""
+        return n * LINE
+
+    def bind(self, words: Words) -> None:
+        """Attach to the owner words (after unpickling in another process)."""
+        step = self.WORDS_PER_LOCK
+        self.locks = [
+            ShmLock(s, words, self._base + i * step, self._rescue) for i, s in enumerate(self._sems)
+        ]
+
+    def __len__(self) -> int:
+        return len(self._sems)
+
+    def lock(self, i: int) -> ShmLock:
+        return self.locks[i]
+
+    def lock_for(self, key: int) -> ShmLock:
+        """The lock of stripe ``key % n``."""
+        return self.locks[key % len(self.locks)]
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self._sems, self._rescue, self._base)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._sems, self._rescue, self._base = state
+        self.locks = []

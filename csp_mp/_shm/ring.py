@@ -1,0 +1,373 @@
+"""Bounded rings of framed variable-length messages in an arena block.
+
+:class:`Ring` is multi-producer multi-consumer under one of the arena's ShmLocks;
+:class:`SpscRing` is lock-free for exactly one producer and one consumer (P-to-P inboxes) and is
+only correct where stores and loads keep program order (x86-64). :func:`make_ring` picks.
+
+Block layout (64-byte lines from the block start)::
+
+    line 0  constants: magic, capacity, lock index, kind      (written once, before sharing)
+    line 1  head word: consumers' position                    (consumer-owned line)
+    line 2  tail word: producers' position                    (producer-owned line)
+    line 3+ data: ``capacity`` bytes (a power of two) of frames
+
+A head or tail word packs ``count << 40 | position``: position is a byte offset that only grows
+(mod 2**40; the data index is ``position & (capacity - 1)``), count the number of frames that
+passed it (mod 2**24). One store moves both, so there is never a state where they disagree.
+
+A frame is an 8-byte header word (``kind << 32 | length``) then the payload padded to 8 bytes.
+Kinds: INLINE (payload follows), OOB (payload is ``offset, length`` of an arena block holding the
+message), WRAP (rest of the lap is unused; the next frame starts at data index 0).
+
+Invariants:
+  - frames between head and tail are complete: a producer writes header and payload first and
+    commits them with ONE store of the tail word; a consumer copies a frame out first and frees
+    it with ONE store of the head word. A process killed anywhere before its commit store leaves
+    the ring exactly as it was: a half-written frame is never delivered, a half-read frame is
+    delivered to the next consumer.
+  - used bytes = tail position - head position <= capacity; empty iff head word == tail word.
+  - a frame of at most capacity/2 bytes is inline (it always fits in an empty ring, wrap marker
+    included); a larger message goes out of band in its own arena block, which the consumer frees
+    after copying it out.
+  - Ring: head and tail are read and written only under the ring's ShmLock (which protects
+    exactly these two words and the frames between them). If that lock is taken over from a dead
+    holder, nothing needs repair, by the first invariant.
+  - SpscRing: only the producer stores the tail and only the consumer stores the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from csp_mp._shm.arena import Arena
+from csp_mp._shm.atomics import LINE, TSO
+
+__all__ = ["HEADER", "Ring", "RingStats", "SpscRing", "attach_ring", "make_ring"]
+
+_MAGIC = 0x52_49_4E_47_00_00_00_01
+HEADER = 3 * LINE
+_M40 = (1 << 40) - 1
+_M24 = (1 << 24) - 1
+_M32 = (1 << 32) - 1
+_INLINE, _OOB, _WRAP = 1, 2, 3
+_KIND_LOCKED, _KIND_SPSC = 1, 2
+_OOB_HDR = _OOB << 32 | 16
+
+
+@dataclass(frozen=True)
+class RingStats:
+    capacity: int  # data bytes
+    used: int  # bytes taken by frames, wrap markers included
+    count: int  # frames waiting
+
+
+class _RingBase:
+    """Shared state and the out-of-band path; subclasses add the put/get protocol."""
+
+    _kind = 0
+
+    def __init__(self, arena: Arena, off: int) -> None:
+        w = arena.words
+        base = off // 8
+        if w.load(base) != _MAGIC:  # load; the constants were stored before the ring was shared
+            raise ValueError(f"no ring at arena offset {off}")
+        self.arena = arena
+        self.offset = off
+        self.capacity = cap = w.load(base + 1)
+        self._lock_index = w.load(base + 2)
+        self._load = w.load
+        self._store = w.store
+        self._mm = arena.map
+        self._hw = base + LINE // 8
+        self._tw = base + 2 * LINE // 8
+        self._data = off + HEADER
+        self._mask = cap - 1
+        self._max_inline = cap // 2 - 8
+
+    @classmethod
+    def create(cls, arena: Arena, capacity: int, lock_key: int | None = None) -> Any:
+        """A new empty ring with ``capacity`` data bytes (rounded up to a power of two >= 64)."""
+        cap = max(64, 1 << (capacity - 1).bit_length())
+        off = arena.alloc(HEADER + cap)
+        if lock_key is None:
+            lock_key = off // LINE
+        nlocks = len(arena.locks)
+        w = arena.words
+        base = off // 8
+        w.store(base + 1, cap)
+        w.store(base + 2, 1 + lock_key % (nlocks - 1))  # lock 0 is the allocator's
+        w.store(base + 3, cls._kind)
+        w.store(base + LINE // 8, 0)
+        w.store(base + 2 * LINE // 8, 0)
+        w.store(base, _MAGIC)  # store last; pairs with the load in __init__
+        return cls(arena, off)
+
+    def destroy(self) -> None:
+        """Free out-of-band messages still queued and the ring's block (no process may use it)."""
+        while self.get_many(1 << 16):
+            pass
+        self.arena.decref(self.offset)
+
+    def __len__(self) -> int:
+        # loads; pair with the commit stores of tail (producers) and head (consumers)
+        return ((self._load(self._tw) >> 40) - (self._load(self._hw) >> 40)) & _M24
+
+    def stats(self) -> RingStats:
+        t, h = self._load(self._tw), self._load(self._hw)  # loads; snapshot only
+        return RingStats(
+            self.capacity, ((t & _M40) - (h & _M40)) & _M40, ((t >> 40) - (h >> 40)) & _M24
+        )
+
+    def _oob(self, data: bytes | memoryview) -> int:
+        off = self.arena.alloc(len(data))
+        self._mm[off : off + len(data)] = data
+        return off
+
+    def _write(self, t: int, h: int, data: Any, n: int, oob: int) -> int:
+        """Write one frame at tail word ``t`` (head word ``h``); the new tail word, or -1 if full.
+
+        Nothing is visible to consumers until the caller stores the returned tail word.
+        """
+        need = 24 if oob else 8 + ((n + 7) & ~7)
+        tpos = t & _M40
+        i = tpos & self._mask
+        rem = self.capacity - i
+        skip = 0 if rem >= need else rem
+        if self.capacity - ((tpos - (h & _M40)) & _M40) < need + skip:
+            return -1
+        store = self._store
+        p = self._data + i
+        if skip:
+            store(p >> 3, _WRAP << 32)  # unpublished until the tail store
+            p = self._data
+        if oob:
+            store(p >> 3, _OOB_HDR)
+            store((p >> 3) + 1, oob)
+            store((p >> 3) + 2, n)
+        else:
+            store(p >> 3, _INLINE << 32 | n)
+            self._mm[p + 8 : p + 8 + n] = data
+        return (((t >> 40) + 1) & _M24) << 40 | ((tpos + skip + need) & _M40)
+
+    def _read(self, h: int, out: list[Any]) -> int:
+        """Copy the frame at head word ``h`` (the ring is not empty) to ``out``; the new head."""
+        hpos = h & _M40
+        i = hpos & self._mask
+        p = self._data + i
+        hdr = self._load(p >> 3)  # load; ordered after the tail load that showed this frame
+        if hdr >> 32 == _WRAP:
+            hpos += self.capacity - i
+            p = self._data
+            hdr = self._load(p >> 3)
+        n = hdr & _M32
+        if hdr >> 32 == _OOB:
+            out.append((self._load((p >> 3) + 1), self._load((p >> 3) + 2)))
+            need = 24
+        else:
+            out.append(self._mm[p + 8 : p + 8 + n])
+            need = 8 + ((n + 7) & ~7)
+        return (((h >> 40) + 1) & _M24) << 40 | ((hpos + need) & _M40)
+
+    def _fetch(self, item: Any) -> bytes:
+        """Copy an out-of-band message out of its block and free the block."""
+        off, n = item
+        data = self._mm[off : off + n]
+        self.arena.decref(off)
+        return data
+
+    def _prepare(self, data: Any) -> tuple[Any, int, int]:
+        if type(data) is not bytes:
+            data = memoryview(data).cast("B")
+        n = len(data)
+        if n > self._max_inline:
+            return data, n, self._oob(data)
+        return data, n, 0
+
+    def put_many(self, items: list[Any]) -> int:
+        """Put items in order until one does not fit; how many were put."""
+        done = 0
+        total = len(items)
+        while done < total:
+            got = self._put_batch(items, done)
+            if got == done:
+                break
+            done = got
+        return done
+
+    # subclasses
+    def _put_batch(self, items: list[Any], start: int) -> int:
+        raise NotImplementedError
+
+    def get_many(self, max_items: int) -> list[bytes]:
+        raise NotImplementedError
+
+
+class Ring(_RingBase):
+    """MPMC ring under a ShmLock: any number of producer and consumer processes."""
+
+    _kind = _KIND_LOCKED
+
+    def __init__(self, arena: Arena, off: int) -> None:
+        super().__init__(arena, off)
+        self._lock = arena.locks.lock(self._lock_index)
+
+    def try_put(self, data: bytes | bytearray | memoryview) -> bool:
+        """Append one message if it fits now; False if the ring is full (any process)."""
+        data, n, oob = self._prepare(data)
+        lock = self._lock
+        lock.acquire()  # a takeover needs no repair: see the module invariants
+        try:
+            t = self._load(self._tw)  # load; under the lock
+            nt = self._write(t, self._load(self._hw), data, n, oob)
+            if nt >= 0:
+                self._store(self._tw, nt)  # commit store; pairs with the tail load in try_get
+        finally:
+            lock.release()
+        if nt < 0 and oob:
+            self.arena.decref(oob)
+        return nt >= 0
+
+    def _put_batch(self, items: list[Any], start: int) -> int:
+        lock = self._lock
+        i = start
+        data, n, oob = self._prepare(items[i])
+        lock.acquire()
+        try:
+            t0 = t = self._load(self._tw)  # load; under the lock
+            h = self._load(self._hw)
+            while True:
+                nt = self._write(t, h, data, n, oob)
+                if nt < 0:
+                    break
+                t = nt
+                i += 1
+                if i == len(items):
+                    break
+                data = items[i]
+                if type(data) is not bytes or len(data) > self._max_inline:
+                    break  # prepared outside the lock on the next batch
+                n = len(data)
+                oob = 0
+            if t != t0:
+                self._store(self._tw, t)  # commit store for the whole batch
+        finally:
+            lock.release()
+        if nt < 0 and oob:
+            self.arena.decref(oob)
+        return i
+
+    def try_get(self) -> bytes | None:
+        """Take the oldest message, or None if the ring is empty (any process)."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            h = self._load(self._hw)  # load; under the lock
+            if h == self._load(self._tw):  # load; pairs with the commit store in try_put
+                return None
+            out: list[Any] = []
+            self._store(self._hw, self._read(h, out))  # commit store; frees the frame
+        finally:
+            lock.release()
+        item = out[0]
+        return item if type(item) is bytes else self._fetch(item)
+
+    def get_many(self, max_items: int) -> list[bytes]:
+        """Take up to ``max_items`` of the oldest messages (any process)."""
+        out: list[Any] = []
+        lock = self._lock
+        lock.acquire()
+        try:
+            h0 = h = self._load(self._hw)  # load; under the lock
+            t = self._load(self._tw)  # load; pairs with the commit store in try_put
+            while h != t and len(out) < max_items:
+                h = self._read(h, out)
+            if h != h0:
+                self._store(self._hw, h)  # commit store for the whole batch
+        finally:
+            lock.release()
+        for j, item in enumerate(out):
+            if type(item) is not bytes:
+                out[j] = self._fetch(item)
+        return out
+
+
+class SpscRing(_RingBase):
+    """Lock-free ring for one producer process and one consumer process (x86-64 only)."""
+
+    _kind = _KIND_SPSC
+
+    def try_put(self, data: bytes | bytearray | memoryview) -> bool:
+        """Append one message if it fits now; False if full (the producer only)."""
+        data, n, oob = self._prepare(data)
+        # load of the tail: our own word; load of the head pairs with the consumer's commit store
+        nt = self._write(self._load(self._tw), self._load(self._hw), data, n, oob)
+        if nt < 0:
+            if oob:
+                self.arena.decref(oob)
+            return False
+        self._store(self._tw, nt)  # commit store (TSO: after the frame); pairs with try_get's load
+        return True
+
+    def _put_batch(self, items: list[Any], start: int) -> int:
+        i = start
+        data, n, oob = self._prepare(items[i])
+        t0 = t = self._load(self._tw)
+        h = self._load(self._hw)  # load; pairs with the consumer's commit store
+        while True:
+            nt = self._write(t, h, data, n, oob)
+            if nt < 0:
+                if oob:
+                    self.arena.decref(oob)
+                break
+            t = nt
+            i += 1
+            if i == len(items):
+                break
+            data = items[i]
+            if type(data) is not bytes or len(data) > self._max_inline:
+                break
+            n = len(data)
+            oob = 0
+        if t != t0:
+            self._store(self._tw, t)  # commit store for the batch; pairs with try_get's load
+        return i
+
+    def try_get(self) -> bytes | None:
+        """Take the oldest message, or None if empty (the consumer only)."""
+        h = self._load(self._hw)
+        if h == self._load(self._tw):  # load; pairs with the producer's commit store
+            return None
+        out: list[Any] = []
+        # store after the frame's loads (TSO keeps load->store order); pairs with the
+        # producer's head load in try_put
+        self._store(self._hw, self._read(h, out))
+        item = out[0]
+        return item if type(item) is bytes else self._fetch(item)
+
+    def get_many(self, max_items: int) -> list[bytes]:
+        """Take up to ``max_items`` of the oldest messages (the consumer only)."""
+        out: list[Any] = []
+        h0 = h = self._load(self._hw)
+        t = self._load(self._tw)  # load; pairs with the producer's commit store
+        while h != t and len(out) < max_items:
+            h = self._read(h, out)
+        if h != h0:
+            self._store(self._hw, h)  # commit store; pairs with the producer's head load
+        for j, item in enumerate(out):
+            if type(item) is not bytes:
+                out[j] = self._fetch(item)
+        return out
+
+
+def make_ring(arena: Arena, capacity: int, spsc: bool = False, lock_key: int | None = None):
+    """A new ring: lock-free SPSC if asked for and the CPU keeps store order, else locked."""
+    if spsc and TSO:
+        return SpscRing.create(arena, capacity)
+    return Ring.create(arena, capacity, lock_key)
+
+
+def attach_ring(arena: Arena, off: int) -> Ring | SpscRing:
+    """The ring at arena offset ``off`` (created by any process)."""
+    kind = arena.words.load(off // 8 + 3)  # load; written before the ring was shared
+    return SpscRing(arena, off) if kind == _KIND_SPSC else Ring(arena, off)
