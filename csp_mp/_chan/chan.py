@@ -196,6 +196,10 @@ class _NilChan(Chan):
         current_hub().park(W.NIL_CHAN_RECV)
         return None, False
 
+    def recv(self) -> Any:
+        current_hub().park(W.NIL_CHAN_RECV)
+        return None
+
     def __repr__(self) -> str:
         return "csp_mp.nilchan"
 
