@@ -1,0 +1,77 @@
+"""Fixtures for every test: nothing a test starts may outlive it.
+
+Each test must leave no child process, no ``/dev/shm`` entry of ours and no implicit runtime
+behind. Randomised tests print their seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+import csp_mp
+from csp_mp import _hub
+
+SHM = "/dev/shm"
+
+
+def _infra_pids() -> set[int]:
+    """Helpers ``multiprocessing`` keeps for the whole session (forkserver, resource tracker)."""
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver, resource_tracker
+    except ImportError:  # pragma: no cover - platform without them
+        return pids
+    for obj, attr in ((forkserver._forkserver, "_forkserver_pid"),
+                      (resource_tracker._resource_tracker, "_pid")):
+        pid = getattr(obj, attr, None)
+        if pid:
+            pids.add(pid)
+    return pids
+
+
+def _children() -> set[int]:
+    infra = _infra_pids()
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        if p.pid not in infra:
+            out.add(p.pid)
+    return out
+
+
+def _ours(entry: str, pids: set[int]) -> bool:
+    """True for a /dev/shm entry named after this process or one of its children.
+
+    Other engineers' test runs share the machine's /dev/shm; their entries carry their pids.
+    """
+    return any(f"-{pid}-" in entry or entry.endswith(f"-{pid}") for pid in pids)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_outlives_the_test() -> Iterator[None]:
+    """Fail a test that leaves a child process, a /dev/shm entry or a runtime behind."""
+    shm_before = set(os.listdir(SHM)) if os.path.isdir(SHM) else set()
+    kids_before = _children()
+    seen = {os.getpid()} | kids_before
+    try:
+        yield
+    finally:
+        seen |= _children()
+        csp_mp.shutdown()
+    leaked = _hub.peek()
+    if leaked is not None:
+        _hub.set_current(None)  # keep the next tests usable
+    assert leaked is None, "a csp_mp runtime is still installed after the test"
+    deadline = time.monotonic() + 5.0
+    left = _children() - kids_before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.01)  # a stopped P is being reaped: poll its exit, bounded
+        left = _children() - kids_before
+    assert not left, f"child processes left behind: {sorted(left)}"
+    if os.path.isdir(SHM):
+        new = {e for e in set(os.listdir(SHM)) - shm_before if _ours(e, seen)}
+        assert not new, f"/dev/shm entries left behind: {sorted(new)}"
