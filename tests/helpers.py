@@ -40,7 +40,13 @@ def wait_goroutines(n: int) -> None:
     wait_until(lambda: runtime.num_goroutine() == n, f"{n} goroutines")
 
 
+def count_reason(reason: str) -> int:
+    """How many goroutines ``runtime.stack()`` shows parked with ``reason``."""
+    tag = f" [{reason}] "
+    return sum(1 for line in runtime.stack().splitlines()
+               if line.startswith("goroutine ") and tag in line)
+
+
 def wait_reason(reason: str, count: int = 1) -> None:
     """Wait until ``runtime.stack()`` shows ``count`` goroutines parked with ``reason``."""
-    wait_until(lambda: runtime.stack().count(f"[{reason}]") >= count,
-               f"{count} goroutines in [{reason}]")
+    wait_until(lambda: count_reason(reason) >= count, f"{count} goroutines in [{reason}]")
