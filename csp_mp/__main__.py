@@ -1,0 +1,63 @@
+"""Command line: ``python -m csp_mp bench [options]``.
+
+Argument parsing only; the benchmark itself lives in ``csp_mp._bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m csp_mp`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m csp_mp",
+        description="csp_mp: Go's goroutines, channels and select for Python, across processes.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench = sub.add_parser(
+        "bench", help="compare concurrency with parallelism on a CPU-bound and an I/O-bound job",
+        description="Run a CPU-bound and an I/O-bound workload sequentially, with threads, "
+                    "asyncio, csp_mp procs=1 (concurrency), csp_mp procs=N (parallelism) and "
+                    "multiprocessing.Pool(N); print wall time, speedup and CPU use of each.")
+    bench.add_argument("--quick", action="store_true",
+                       help="smaller workloads and one run per mode (under 15 s on 2 cores)")
+    bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    bench.add_argument("--procs", type=_positive, default=None, metavar="N",
+                       help="number of Ps / pool processes (default: the usable CPUs)")
+    bench.add_argument("--repeat", type=_positive, default=None, metavar="R",
+                       help="runs per mode, the median is reported (default 3, --quick 1)")
+    bench.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                       help="write the results as JSON to FILE (to stdout, without the table, "
+                            "when FILE is omitted or '-')")
+    bench.add_argument("--plot", default=None, metavar="FILE.png",
+                       help="draw a chart of the results (needs the 'plot' extra: matplotlib)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m csp_mp``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "bench":
+        parser.print_help()
+        return 2
+    from . import _bench
+
+    try:
+        return _bench.main(quick=args.quick, tiny=args.tiny, procs=args.procs,
+                           repeat=args.repeat, json_path=args.json, plot_path=args.plot)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

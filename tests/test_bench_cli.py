@@ -1,0 +1,105 @@
+"""``python -m csp_mp bench``: the command runs end to end and reports every mode of both
+workloads, each with correct results. Speed is not asserted, only shape and correctness."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from csp_mp import _bench
+from csp_mp.__main__ import build_parser
+
+MODES = {"sequential", "threads", "asyncio", "csp_mp_procs1", "csp_mp_procsN", "mp_pool"}
+
+
+def _bench_cmd(*args: str, timeout: float = 50) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "csp_mp", "bench", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_json_to_stdout_has_every_mode_of_both_workloads() -> None:
+    proc = _bench_cmd("--quick", "--tiny", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["workloads"]) == {"cpu", "io"}
+    assert report["procs"] >= 1
+    for key, wl in report["workloads"].items():
+        assert set(wl["modes"]) == MODES, key
+        for mode, r in wl["modes"].items():
+            assert r["ok"], (key, mode, r["error"])
+            assert len(r["walls"]) == report["repeat"] == 1
+            assert r["wall_s"] > 0 and r["speedup"] > 0 and r["cpu_s"] >= 0
+            assert 1 <= r["ps_used"] <= r["workers"]
+        assert wl["modes"]["sequential"]["speedup"] == pytest.approx(1.0)
+        assert wl["modes"]["csp_mp_procsN"]["workers"] == report["procs"]
+    assert "concurrency helps I/O" in report["summary"]
+
+
+def test_table_and_json_file(tmp_path) -> None:
+    path = tmp_path / "bench.json"
+    proc = _bench_cmd("--tiny", "--procs", "2", "--json", str(path))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    rows = [line for line in out.splitlines() if line.rstrip().endswith(" ok")]
+    for label in ("sequential", "threads (ThreadPoolExecutor)", "asyncio",
+                  "csp_mp procs=1 (concurrency)", "csp_mp procs=2 (parallelism)",
+                  "multiprocessing.Pool(2)"):
+        assert sum(row.startswith(label + " ") for row in rows) == 2, label  # one per workload
+    assert "What it shows:" in out
+    assert "\r" not in out  # no progress display when stdout is not a terminal
+    report = json.loads(path.read_text())
+    assert report["procs"] == 2
+    assert {m for wl in report["workloads"].values() for m in wl["modes"]} == MODES
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path) -> None:
+    if _bench.have_matplotlib():
+        pytest.skip("matplotlib is installed")
+    proc = _bench_cmd("--tiny", "--plot", str(tmp_path / "b.png"))
+    assert proc.returncode == 2
+    assert "csp_mp[plot]" in proc.stderr
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    if not _bench.have_matplotlib():
+        pytest.skip("matplotlib is not installed")
+    path = tmp_path / "b.png"
+    proc = _bench_cmd("--tiny", "--plot", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parser_defaults_and_hidden_flag() -> None:
+    p = build_parser()
+    a = p.parse_args(["bench"])
+    assert (a.quick, a.tiny, a.procs, a.json, a.plot) == (False, False, None, None, None)
+    assert p.parse_args(["bench", "--json"]).json == "-"
+    assert "--tiny" not in p.format_help() + p._subparsers._group_actions[0].choices[
+        "bench"].format_help()
+    with pytest.raises(SystemExit):
+        p.parse_args(["bench", "--procs", "0"])
+
+
+def test_sizes_keep_the_promised_budgets() -> None:
+    quick, default = _bench.config(quick=True, procs=2), _bench.config(procs=2)
+    # sequential work per mode, six modes, in seconds of pure task time
+    assert quick.repeat * (quick.cpu_tasks * quick.cpu_task_s
+                           + quick.io_tasks * quick.io_task_s) * 6 < 15
+    assert default.repeat * (default.cpu_tasks * default.cpu_task_s
+                             + default.io_tasks * default.io_task_s) * 6 < 60
+
+
+def test_summary_names_one_process_when_procs_n_did_not_spread() -> None:
+    def wl(n_used: int) -> dict:
+        modes = {k: {"speedup": 1.0, "ps_used": 1} for k in MODES}
+        modes["csp_mp_procsN"]["ps_used"] = n_used
+        return {"modes": modes}
+
+    one = _bench.summary({"procs": 2, "workloads": {"cpu": wl(1), "io": wl(1)}})
+    two = _bench.summary({"procs": 2, "workloads": {"cpu": wl(2), "io": wl(2)}})
+    assert "one process" in one and "no parallelism measured" in one
+    assert "only parallelism helps CPU-bound work" in two and "on 2 Ps" in two
