@@ -56,8 +56,12 @@ def consumer(arena: Arena, off: int, nprod: int, n: int, bell: Doorbell, conn: A
             continue
         for data in got:
             if not data:
+                if done:  # a sentinel meant for another consumer: put it back
+                    while not ring.try_put(b""):
+                        time.sleep(0)
+                    bell.ring()
                 done = True
-                break
+                continue
             p, s = check(data)
             if s <= last[p]:
                 errors += 1  # out of order or duplicate
