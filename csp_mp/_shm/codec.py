@@ -34,6 +34,7 @@ import pickle
 from typing import Any
 
 import msgspec
+import msgspec.inspect
 
 from csp_mp._shm.arena import Arena
 
@@ -256,10 +257,12 @@ class TypedCodec:
         self.type = tp
         self.arena = arena
         self._name = getattr(tp, "__qualname__", None) or repr(tp)
+        self._dec: Any = None
         try:
-            self._dec: Any = msgspec.msgpack.Decoder(tp, strict=True).decode
+            if not isinstance(msgspec.inspect.type_info(tp), msgspec.inspect.CustomType):
+                self._dec = msgspec.msgpack.Decoder(tp, strict=True).decode
         except TypeError:
-            self._dec = None
+            pass
         self._exact = tp if tp in _SCALAR_TYPES else None
 
     def validate(self, value: Any) -> None:
@@ -292,11 +295,12 @@ class TypedCodec:
             return encode(value, self.arena)
         try:
             return _menc(value)
-        except _MSGPACK_FAIL as e:
-            raise TypeError(self._mismatch(value, str(e))) from None
+        except _MSGPACK_FAIL:
+            return _encode_pickle(value, self.arena)  # e.g. a class msgspec does not know inside
 
     def decode(self, buf: bytes) -> Any:
         """The ``tp`` value in ``buf``."""
-        if self._dec is None or buf[0] == _EXT:
+        b0 = buf[0]
+        if self._dec is None or b0 == _EXT or (b0 == 0x80 and len(buf) > 1):
             return decode(buf, self.arena)
         return self._dec(buf)
