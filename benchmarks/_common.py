@@ -1,0 +1,118 @@
+"""What every benchmark family shares: the result row, sizes, medians and small helpers.
+
+A row is one figure of csp_mp against one baseline measured in the same run. ``ratio`` always
+reads "how many times better csp_mp is" (time: baseline / csp_mp; rate: csp_mp / baseline), so a
+ratio above 1 favours csp_mp whatever the unit. ``value`` or ``baseline_value`` is None when the
+figure could not be measured ("n/a"), and ``note`` then says why.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ROW_KEYS = ("family", "name", "figure", "unit", "value", "baseline", "baseline_value", "ratio",
+            "higher_is_better", "bar", "met", "note", "repeats")
+
+TINY_ENV = "CSP_MP_BENCH_TINY"
+
+
+def tiny() -> bool:
+    """True when ``CSP_MP_BENCH_TINY`` asks for the smallest sizes (the smoke test does)."""
+    return os.environ.get(TINY_ENV, "").strip() not in ("", "0")
+
+
+def pick(quick: bool, full: Any, fast: Any, smallest: Any) -> Any:
+    """The size for this pass: ``smallest`` when tiny, else ``fast`` when quick, else ``full``."""
+    if tiny():
+        return smallest
+    return fast if quick else full
+
+
+def median(xs: list[float]) -> float | None:
+    """The median of the measured samples, None when there is none."""
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def ratio(value: float | None, base: float | None, higher_is_better: bool) -> float | None:
+    """How many times better ``value`` is than ``base`` (None when either is missing)."""
+    if value is None or base is None or value <= 0 or base <= 0:
+        return None
+    return value / base if higher_is_better else base / value
+
+
+def row(family: str, name: str, figure: str, unit: str, value: float | None, *,
+        baseline: str = "", baseline_value: float | None = None, higher_is_better: bool,
+        bar: str = "", met: bool | None = None, note: str = "", repeats: int = 0) -> dict:
+    """One result row (see the module docstring for what each key means)."""
+    return {
+        "family": family, "name": name, "figure": figure, "unit": unit, "value": value,
+        "baseline": baseline, "baseline_value": baseline_value,
+        "ratio": ratio(value, baseline_value, higher_is_better),
+        "higher_is_better": higher_is_better, "bar": bar, "met": met, "note": note,
+        "repeats": repeats,
+    }
+
+
+def all_met(*conds: bool | None) -> bool | None:
+    """True when every condition holds; None when any could not be evaluated."""
+    if any(c is None for c in conds):
+        return None
+    return all(conds)
+
+
+def at_most(v: float | None, limit: float) -> bool | None:
+    """``v <= limit``, None when ``v`` is missing."""
+    return None if v is None else v <= limit
+
+
+def at_least(v: float | None, limit: float) -> bool | None:
+    """``v >= limit``, None when ``v`` is missing."""
+    return None if v is None else v >= limit
+
+
+def child_env() -> tuple[Path, dict[str, str]]:
+    """The repository root and an environment in which a child can import ``benchmarks``."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(root) + (os.pathsep + old if old else "")
+    return root, env
+
+
+def burn(n: int) -> int:
+    """Pure-Python CPU work: ``n`` loop iterations (the CPU-bound task body)."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def calibrate_burn(target_s: float) -> int:
+    """The ``burn`` size that takes about ``target_s`` seconds on this machine (median of 3)."""
+    n = 20_000
+    while True:
+        t0 = time.perf_counter()
+        burn(n)
+        dt = time.perf_counter() - t0
+        if dt > 0.005:
+            break
+        n *= 4
+    samples = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        burn(n)
+        samples.append(time.perf_counter() - t0)
+    per_iter = statistics.median(samples) / n
+    return max(1, int(target_s / per_iter))
+
+
+def spin(seconds: float) -> None:
+    """Keep the CPU busy for ``seconds`` without yielding (holds a P, as CPU work does)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass

@@ -1,0 +1,599 @@
+"""Several-P figures: CPU-bound speedup, tiny-task throughput, cross-P channels, start-up.
+
+Every csp_mp measurement runs in a fresh child interpreter under a timeout (a runtime that hangs or
+crashes becomes an "n/a" row, never a stuck runner); the peers (``multiprocessing.Pool``,
+``ProcessPoolExecutor``, loky, mpire, ``multiprocessing.Queue``) run in this process, interleaved
+with the csp_mp runs of the same repeat.
+
+Goroutines are pinned to P1 by "placers": the main goroutine keeps starting ``go(_placer, ...)``
+until one of them observes ``runtime.current_p() == 1`` and wins an atomic flag; that one becomes
+the anchor which starts consumers with ``go_local`` (they never leave P1). When no goroutine
+reaches P1 within a deadline (a one-process runtime), the figures that need P1 read "n/a".
+
+``python -m benchmarks.bench_parallel [--quick]`` prints this family's rows;
+``python -m benchmarks.bench_parallel --child NAME PARAMS_JSON`` is the child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from ._common import (
+    all_met,
+    at_least,
+    at_most,
+    burn,
+    calibrate_burn,
+    child_env,
+    median,
+    pick,
+    row,
+    spin,
+)
+
+FAMILY = "parallel"
+SPEEDUP_BAR = 1.85
+VS_POOL_BAR = 1.05
+TINY_RATE_BAR = 100_000.0
+TINY_VS_PPE_BAR = 10.0
+CROSS_RATE_BAR = 1_000_000.0
+CROSS_VS_MPQ_BAR = 4.0
+CROSS42_VS_MPQ_BAR = 3.0
+ARRAY_GBPS_BAR = 5.0
+ARRAY_VS_MPQ_BAR = 5.0
+STARTUP_BAR_S = 0.3
+ARRAY_BYTES = 64 * 2**20
+
+# ====================================================================== csp_mp side (children)
+
+
+def _cpu_task(n: int, out: Any) -> None:
+    out.send(burn(n))
+
+
+def child_cpu(procs: int, ntasks: int, n: int) -> dict:
+    """Wall time of ``run(main, procs=procs)`` where main fans ``ntasks`` CPU tasks out with go."""
+    import csp_mp
+
+    def main() -> int:
+        out = csp_mp.Chan(ntasks)
+        for _ in range(ntasks):
+            csp_mp.go(_cpu_task, n, out)
+        return sum(out.recv() for _ in range(ntasks))
+
+    t0 = time.perf_counter()
+    total = csp_mp.run(main, procs=procs)
+    dt = time.perf_counter() - t0
+    if total != ntasks * burn(n):
+        return {"error": "wrong sum of CPU task results"}
+    return {"seconds": dt}
+
+
+def _tiny_task(i: int, out: Any) -> None:
+    from csp_mp import runtime
+
+    out.send((i, runtime.current_p()))
+
+
+def child_tiny(procs: int, n: int) -> dict:
+    """Tasks/s of ``n`` ``go(fn, i)`` whose results come back over one channel."""
+    import csp_mp
+
+    def main() -> dict:
+        out = csp_mp.Chan(n)
+        t0 = time.perf_counter()
+        for i in range(n):
+            csp_mp.go(_tiny_task, i, out)
+        total = on_p1 = 0
+        for _ in range(n):
+            i, p = out.recv()
+            total += i
+            on_p1 += p != 0
+        dt = time.perf_counter() - t0
+        if total != n * (n - 1) // 2:
+            return {"error": "tiny tasks: wrong sum of results"}
+        return {"rate": n / dt, "off_p0": on_p1}
+
+    return csp_mp.run(main, procs=procs)
+
+
+def _placer(claimed: Any, target: int, cmds: Any, placed: Any) -> None:
+    """Become the anchor on P ``target`` if this goroutine runs there first; else burn a little.
+
+    The short spin keeps unstarted placers queued long enough for an idle P to steal some.
+    """
+    from csp_mp import go_local, runtime
+
+    if runtime.current_p() == target and claimed.compare_and_swap(False, True):
+        placed.send(time.monotonic())
+        if cmds is not None:
+            for fn, args in cmds:  # the anchor: start what P0 asks for, pinned here
+                go_local(fn, *args)
+        return
+    spin(0.0002)
+
+
+def place_on(target: int, cmds: Any, deadline_s: float) -> float | None:
+    """From a goroutine on P0: get a goroutine onto P ``target``; the monotonic time it got there.
+
+    None when no goroutine reached that P within ``deadline_s``.
+    """
+    import csp_mp
+    from csp_mp import atomic
+
+    claimed = atomic.Bool(False)
+    placed = csp_mp.Chan(1)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for _ in range(4):
+            csp_mp.go(_placer, claimed, target, cmds, placed)
+        i, v = csp_mp.select(placed.recv, csp_mp.after(0.02).recv)
+        if i == 0:
+            return v
+    return None
+
+
+def child_startup(procs: int, deadline_s: float) -> dict:
+    """Seconds from calling ``run(procs=procs)`` to a goroutine running on P1."""
+    import csp_mp
+
+    t0 = time.monotonic()
+    got = csp_mp.run(place_on, 1, None, deadline_s, procs=procs)
+    if got is None:
+        return {"error": f"no goroutine ran on P1 within {deadline_s:g} s"}
+    return {"seconds": got - t0}
+
+
+def _consume_n(ch: Any, n: int, ready: Any, done: Any) -> None:
+    from csp_mp import runtime
+
+    ready.send(runtime.current_p())
+    for _ in range(n):
+        ch.recv()
+    done.send(time.monotonic())
+
+
+def _drain(ch: Any, ready: Any, done: Any) -> None:
+    from csp_mp import runtime
+
+    ready.send(runtime.current_p())
+    c = 0
+    for _ in ch:
+        c += 1
+    done.send((c, time.monotonic()))
+
+
+def _produce(ch: Any, m: int, wg: Any) -> None:
+    for i in range(m):
+        ch.send(i)
+    wg.done()
+
+
+def _array_sink(ch: Any, ready: Any, done: Any) -> None:
+    from csp_mp import runtime
+
+    ready.send(runtime.current_p())
+    while True:
+        a = ch.recv()
+        if a is None:
+            return
+        done.send((time.monotonic(), int(a[-1])))
+
+
+def _cross_1to1(cmds: Any, n: int) -> float:
+    import csp_mp
+
+    ch, ready, done = csp_mp.Chan(1024), csp_mp.Chan(1), csp_mp.Chan(1)
+    cmds.send((_consume_n, (ch, n, ready, done)))
+    if ready.recv() != 1:
+        raise RuntimeError("consumer did not run on P1")
+    t0 = time.monotonic()
+    for i in range(n):
+        ch.send(i)
+    return n / (done.recv() - t0)
+
+
+def _cross_4to2(cmds: Any, n: int) -> float:
+    import csp_mp
+
+    ch, ready, done = csp_mp.Chan(1024), csp_mp.Chan(2), csp_mp.Chan(2)
+    for _ in range(2):
+        cmds.send((_drain, (ch, ready, done)))
+    if [ready.recv(), ready.recv()] != [1, 1]:
+        raise RuntimeError("consumers did not run on P1")
+    m = n // 4
+    wg = csp_mp.WaitGroup()
+    t0 = time.monotonic()
+    for _ in range(4):
+        wg.add(1)
+        csp_mp.go_local(_produce, ch, m, wg)
+    wg.wait()
+    ch.close()
+    got = [done.recv(), done.recv()]
+    if sum(c for c, _ in got) != 4 * m:
+        raise RuntimeError("4->2: messages lost or duplicated")
+    return 4 * m / (max(t for _, t in got) - t0)
+
+
+def _cross_array(cmds: Any, reps: int) -> list[float]:
+    import numpy as np
+
+    import csp_mp
+
+    arr = np.arange(ARRAY_BYTES // 8, dtype=np.int64)
+    ch, ready, done = csp_mp.Chan(), csp_mp.Chan(1), csp_mp.Chan(1)
+    cmds.send((_array_sink, (ch, ready, done)))
+    if ready.recv() != 1:
+        raise RuntimeError("array sink did not run on P1")
+    out = []
+    for _ in range(reps):
+        t0 = time.monotonic()
+        ch.send(arr)
+        t1, last = done.recv()
+        if last != arr[-1]:
+            raise RuntimeError("array arrived altered")
+        out.append(arr.nbytes / (t1 - t0) / 1e9)
+    ch.send(None)
+    return out
+
+
+def child_cross(procs: int, n: int, reps: int, array_reps: int, deadline_s: float) -> dict:
+    """Cross-P channel figures in one ``run(procs=procs)``: 1->1, 4->2 (msgs/s), array (GB/s)."""
+    import csp_mp
+
+    def main() -> dict:
+        cmds = csp_mp.Chan(16)
+        if place_on(1, cmds, deadline_s) is None:
+            return {"error": f"no goroutine ran on P1 within {deadline_s:g} s"}
+        res: dict[str, Any] = {"1to1": [], "4to2": [], "array": []}
+        errors = []
+        for key, fn in (("1to1", lambda: [_cross_1to1(cmds, n) for _ in range(reps)]),
+                        ("4to2", lambda: [_cross_4to2(cmds, n) for _ in range(reps)]),
+                        ("array", lambda: _cross_array(cmds, array_reps))):
+            try:
+                res[key] = fn()
+            except Exception as exc:  # one failing figure must not hide the others
+                errors.append(f"{key}: {type(exc).__name__}: {exc}")
+        cmds.close()
+        if errors:
+            res["error"] = "; ".join(errors)
+        return res
+
+    return csp_mp.run(main, procs=procs)
+
+
+CHILDREN = {"cpu": child_cpu, "tiny": child_tiny, "startup": child_startup, "cross": child_cross}
+
+
+def in_child(name: str, params: dict, timeout: float) -> dict:
+    """Run ``CHILDREN[name](**params)`` in a fresh interpreter; its result, or ``{"error"}``."""
+    root, env = child_env()
+    cmd = [sys.executable, "-m", "benchmarks.bench_parallel", "--child", name, json.dumps(params)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=root, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child and the Ps it started
+        proc.communicate()
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": f"exit {proc.returncode}: {tail[0]}"}
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable child output: {lines[-1][:80]}"}
+
+
+# ====================================================================== peers (this process)
+
+
+def _square(i: int) -> int:
+    return i * i
+
+
+def pool_cpu(kind: str, ntasks: int, n: int) -> float | None:
+    """Wall time of ``ntasks`` ``burn(n)`` on a 2-worker pool, start and shutdown included."""
+    args = [n] * ntasks
+    t0 = time.perf_counter()
+    if kind == "pool":
+        with mp.Pool(2) as p:
+            p.map(burn, args)
+    elif kind == "ppe":
+        with cf.ProcessPoolExecutor(2) as ex:
+            list(ex.map(burn, args))
+    elif kind == "loky":
+        try:
+            import loky
+        except ImportError:
+            return None
+        ex = loky.ProcessPoolExecutor(max_workers=2)
+        list(ex.map(burn, args))
+        ex.shutdown(wait=True)
+    elif kind == "mpire":
+        try:
+            from mpire import WorkerPool
+        except ImportError:
+            return None
+        with WorkerPool(n_jobs=2) as pool:
+            pool.map(burn, args, progress_bar=False)
+    else:
+        raise ValueError(kind)
+    return time.perf_counter() - t0
+
+
+def ppe_tiny(m: int) -> float:
+    """Tasks/s of ``m`` ``ProcessPoolExecutor(2).submit`` + ``result`` (workers already up)."""
+    with cf.ProcessPoolExecutor(2) as ex:
+        ex.submit(_square, 0).result()
+        t0 = time.perf_counter()
+        futs = [ex.submit(_square, i) for i in range(m)]
+        total = sum(f.result() for f in futs)
+        dt = time.perf_counter() - t0
+    assert total == sum(i * i for i in range(m))
+    return m / dt
+
+
+def ppe_startup() -> float:
+    """Seconds from creating ``ProcessPoolExecutor(2)`` to its first task running."""
+    t0 = time.monotonic()
+    with cf.ProcessPoolExecutor(2) as ex:
+        t1 = ex.submit(time.monotonic).result()
+    return t1 - t0
+
+
+def _mpq_consume_n(q: Any, n: int, done: Any) -> None:
+    done.put("ready")
+    for _ in range(n):
+        q.get()
+    done.put(time.monotonic())
+
+
+def _mpq_drain(q: Any, done: Any) -> None:
+    done.put("ready")
+    c = 0
+    while q.get() is not None:
+        c += 1
+    done.put((c, time.monotonic()))
+
+
+def _mpq_produce(q: Any, m: int, start: Any, done: Any) -> None:
+    done.put("ready")
+    start.wait()
+    for i in range(m):
+        q.put(i)
+
+
+def _mpq_array_sink(q: Any, done: Any) -> None:
+    done.put("ready")
+    while True:
+        a = q.get()
+        if a is None:
+            return
+        done.put((time.monotonic(), int(a[-1])))
+
+
+def _ctx() -> Any:
+    return mp.get_context("spawn")  # no fork of a process that has run greenlets and threads
+
+
+def mpq_1to1(n: int) -> float:
+    """msgs/s of ``multiprocessing.Queue``, this process -> one consumer process."""
+    ctx = _ctx()
+    q, done = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=_mpq_consume_n, args=(q, n, done))
+    p.start()
+    done.get()
+    t0 = time.monotonic()
+    for i in range(n):
+        q.put(i)
+    t1 = done.get()
+    p.join()
+    return n / (t1 - t0)
+
+
+def mpq_4to2(n: int) -> float:
+    """msgs/s of one ``multiprocessing.Queue``, 4 producer processes -> 2 consumer processes."""
+    ctx = _ctx()
+    q, done, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    m = n // 4
+    cons = [ctx.Process(target=_mpq_drain, args=(q, done)) for _ in range(2)]
+    prods = [ctx.Process(target=_mpq_produce, args=(q, m, start, done)) for _ in range(4)]
+    for p in cons + prods:
+        p.start()
+    for _ in range(6):
+        done.get()
+    t0 = time.monotonic()
+    start.set()
+    for p in prods:
+        p.join()
+    q.put(None)
+    q.put(None)
+    got = [done.get(), done.get()]
+    for p in cons:
+        p.join()
+    if sum(c for c, _ in got) != 4 * m:
+        raise RuntimeError("multiprocessing.Queue 4->2 lost messages")
+    return 4 * m / (max(t for _, t in got) - t0)
+
+
+def mpq_array(reps: int) -> list[float]:
+    """GB/s of a 64 MiB NumPy array put on a ``multiprocessing.Queue`` to another process."""
+    import numpy as np
+
+    ctx = _ctx()
+    arr = np.arange(ARRAY_BYTES // 8, dtype=np.int64)
+    q, done = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=_mpq_array_sink, args=(q, done))
+    p.start()
+    done.get()
+    out = []
+    for _ in range(reps):
+        t0 = time.monotonic()
+        q.put(arr)
+        t1, last = done.get()
+        assert last == arr[-1]
+        out.append(arr.nbytes / (t1 - t0) / 1e9)
+    q.put(None)
+    p.join()
+    return out
+
+
+# ====================================================================== the family
+
+
+def _err(results: list[dict]) -> str:
+    return "; ".join(dict.fromkeys(r["error"] for r in results if "error" in r))
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure this family and return its rows (see ``_common.row``)."""
+    reps = pick(quick, 3, 2, 1)
+    ntasks = pick(quick, 64, 64, 4)
+    task_s = pick(quick, 0.020, 0.010, 0.002)
+    n_tiny = pick(quick, 100_000, 30_000, 300)
+    n_tiny_ppe = pick(quick, 20_000, 5_000, 100)
+    n_msgs = pick(quick, 400_000, 100_000, 2_000)
+    n_msgs_mpq = pick(quick, 200_000, 50_000, 2_000)
+    array_reps = pick(quick, 5, 3, 1)
+    deadline = pick(quick, 3.0, 2.0, 0.3)
+    timeout = pick(quick, 300.0, 120.0, 30.0)
+    rows: list[dict] = []
+
+    # ---- CPU-bound speedup
+    n = calibrate_burn(task_s)
+    cpu: dict[str, list[float]] = {k: [] for k in ("p1", "p2", "pool", "ppe", "loky", "mpire")}
+    cpu_errs: list[dict] = []
+    for _ in range(reps):
+        for procs, key in ((1, "p1"), (2, "p2")):
+            r = in_child("cpu", {"procs": procs, "ntasks": ntasks, "n": n}, timeout)
+            cpu_errs.append(r)
+            if "seconds" in r:
+                cpu[key].append(r["seconds"])
+        for key in ("pool", "ppe", "loky", "mpire"):
+            v = pool_cpu(key, ntasks, n)
+            if v is not None:
+                cpu[key].append(v)
+    c = {k: median(v) for k, v in cpu.items()}
+    note = _err(cpu_errs)
+    fig = f"{ntasks} CPU tasks of ~{task_s * 1e3:.0f} ms, procs=2"
+    r1 = row(FAMILY, "cpu_speedup", fig, "s", c["p2"], baseline="csp_mp procs=1",
+             baseline_value=c["p1"], higher_is_better=False, bar=f"ratio >= {SPEEDUP_BAR}x",
+             note=note, repeats=reps)
+    r1["met"] = at_least(r1["ratio"], SPEEDUP_BAR)
+    rows.append(r1)
+    for key, label, gated in (("pool", "multiprocessing.Pool(2)", True),
+                              ("ppe", "ProcessPoolExecutor(2)", True),
+                              ("loky", "loky ProcessPoolExecutor(2)", False),
+                              ("mpire", "mpire WorkerPool(2)", False)):
+        r = row(FAMILY, "cpu_vs_pool", fig, "s", c["p2"], baseline=label, baseline_value=c[key],
+                higher_is_better=False,
+                bar=f"<= {VS_POOL_BAR}x its wall time" if gated else "(reference)",
+                note=note if c["p2"] is None else ("" if c[key] is not None
+                                                   else f"{label} not installed"),
+                repeats=reps)
+        if gated and c["p2"] is not None and c[key] is not None:
+            r["met"] = c["p2"] <= VS_POOL_BAR * c[key]
+        rows.append(r)
+
+    # ---- tiny tasks
+    tiny_res, ppe_rates = [], []
+    for _ in range(reps):
+        tiny_res.append(in_child("tiny", {"procs": 2, "n": n_tiny}, timeout))
+        ppe_rates.append(ppe_tiny(n_tiny_ppe))
+    rate = median([r["rate"] for r in tiny_res if "rate" in r])
+    ppe_rate = median(ppe_rates)
+    off = [r["off_p0"] for r in tiny_res if "off_p0" in r]
+    note = _err(tiny_res) or (f"{median(off) / n_tiny:.0%} ran off P0; "
+                              f"ProcessPoolExecutor over {n_tiny_ppe} tasks")
+    label_n = f"{n_tiny // 1000} k" if n_tiny >= 1000 else str(n_tiny)
+    r = row(FAMILY, "tiny_tasks", f"{label_n} tiny tasks: go + result chan, procs=2", "tasks/s",
+            rate, baseline="ProcessPoolExecutor(2).submit", baseline_value=ppe_rate,
+            higher_is_better=True,
+            bar=f">= {TINY_RATE_BAR / 1e3:.0f} k/s and >= {TINY_VS_PPE_BAR:.0f}x", note=note,
+            repeats=reps)
+    r["met"] = all_met(at_least(rate, TINY_RATE_BAR), at_least(r["ratio"], TINY_VS_PPE_BAR))
+    rows.append(r)
+
+    # ---- cross-P channels and the array
+    cross = in_child("cross", {"procs": 2, "n": n_msgs, "reps": reps, "array_reps": array_reps,
+                               "deadline_s": deadline}, timeout)
+    mq11, mq42 = [], []
+    for _ in range(reps):
+        mq11.append(mpq_1to1(n_msgs_mpq))
+        mq42.append(mpq_4to2(n_msgs_mpq))
+    mq_arr = mpq_array(array_reps)
+    note = cross.get("error", "")
+    v11, b11 = median(cross.get("1to1", [])), median(mq11)
+    r = row(FAMILY, "cross_1to1", "cross-P channel, small msgs, 1 -> 1", "msgs/s", v11,
+            baseline="multiprocessing.Queue", baseline_value=b11, higher_is_better=True,
+            bar=f">= {CROSS_RATE_BAR / 1e6:.0f} M/s and >= {CROSS_VS_MPQ_BAR:.0f}x", note=note,
+            repeats=reps)
+    r["met"] = all_met(at_least(v11, CROSS_RATE_BAR), at_least(r["ratio"], CROSS_VS_MPQ_BAR))
+    rows.append(r)
+    v42 = median(cross.get("4to2", []))
+    r = row(FAMILY, "cross_4to2", "cross-P channel, small msgs, 4 -> 2", "msgs/s", v42,
+            baseline="multiprocessing.Queue (4 -> 2 procs)", baseline_value=median(mq42),
+            higher_is_better=True, bar=f">= {CROSS42_VS_MPQ_BAR:.0f}x", note=note, repeats=reps)
+    r["met"] = at_least(r["ratio"], CROSS42_VS_MPQ_BAR)
+    rows.append(r)
+    va = median(cross.get("array", []))
+    r = row(FAMILY, "array", "64 MiB NumPy array between Ps", "GB/s", va,
+            baseline="multiprocessing.Queue", baseline_value=median(mq_arr),
+            higher_is_better=True,
+            bar=f">= {ARRAY_GBPS_BAR:.0f} GB/s and >= {ARRAY_VS_MPQ_BAR:.0f}x", note=note,
+            repeats=array_reps)
+    r["met"] = all_met(at_least(va, ARRAY_GBPS_BAR), at_least(r["ratio"], ARRAY_VS_MPQ_BAR))
+    rows.append(r)
+
+    # ---- start-up
+    st_res, ppe_st = [], []
+    for _ in range(reps):
+        res = in_child("startup", {"procs": 2, "deadline_s": deadline}, timeout)
+        st_res.append(res)
+        ppe_st.append(ppe_startup())
+        if "error" in res:
+            break  # the same answer every time: do not wait out the deadline again
+    vst = median([r["seconds"] for r in st_res if "seconds" in r])
+    rows.append(row(FAMILY, "startup", "run(procs=2) to first goroutine on P1", "s", vst,
+                    baseline="ProcessPoolExecutor(2) to first task", baseline_value=median(ppe_st),
+                    higher_is_better=False, bar=f"<= {STARTUP_BAR_S} s",
+                    met=at_most(vst, STARTUP_BAR_S), note=_err(st_res), repeats=len(st_res)))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: print this family's rows, or act as a csp_mp child."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_parallel")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS_JSON"))
+    args = ap.parse_args(argv)
+    if args.child:
+        # Through the package, not __main__: goroutine functions then pickle by reference.
+        from benchmarks import bench_parallel as mod
+
+        name, params = args.child[0], json.loads(args.child[1])
+        try:
+            res = mod.CHILDREN[name](**params)
+        except Exception as exc:  # reported as an n/a row by the parent
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(res), flush=True)
+        return
+    from .run import print_table
+
+    print_table(run(args.quick))
+
+
+if __name__ == "__main__":
+    main()
