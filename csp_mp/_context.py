@@ -249,3 +249,8 @@ def with_value(parent: Context, key: Any, value: Any) -> Context:
     if key is None:
         raise TypeError("context.with_value: nil key")
     return _ValueCtx(parent, key, value)
+
+# Public home of the functions (pickling finds them by module): ``csp_mp.context``.
+for _f in (background, todo, with_cancel, with_deadline, with_timeout, with_value):
+    _f.__module__ = "csp_mp.context"
+del _f

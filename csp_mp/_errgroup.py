@@ -101,3 +101,5 @@ def with_context(ctx: Context) -> tuple[Group, Context]:
     g = Group()
     g._cancel = cancel
     return g, child
+
+with_context.__module__ = "csp_mp.errgroup"  # its public home (pickling finds it there)
