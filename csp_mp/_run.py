@@ -18,7 +18,6 @@ from ._hub import Hub, Outcome
 R = TypeVar("R")
 
 _implicit: dict[str, Any] = {"hub": None, "atexit": False}
-_multi: dict[str, Any] = {"run": None}  # set by the multi-process layer when importable
 
 
 def resolve_procs(procs: int | None) -> int:
@@ -65,8 +64,10 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
             shutdown()
         else:
             raise RuntimeError("csp_mp.run() called while a runtime is running")
-    if n > 1 and _multi["run"] is not None:
-        return _multi["run"](main, args, kwargs, n)
+    if n > 1:
+        from . import _mp
+
+        return _outcome_result(_mp.run_multi(main, args, kwargs, n))
     hub = Hub(0)
     hub.nprocs = n
     _hub.set_current(hub)

@@ -7,7 +7,11 @@ from collections.abc import Callable
 
 from . import _hub
 
-_multi: dict[str, Callable | None] = {"gomaxprocs": None, "num_goroutine": None, "stack": None}
+
+def _multi(name: str) -> Callable:
+    from . import _mp
+
+    return getattr(_mp, name)
 
 
 def num_cpu() -> int:
@@ -31,11 +35,7 @@ def gomaxprocs(n: int = 0) -> int:
         return prev
     prev = hub.nprocs
     if n > 0 and n != prev:
-        fn = _multi["gomaxprocs"]
-        if fn is not None:
-            fn(hub, n)
-        else:
-            hub.nprocs = n
+        _multi("gomaxprocs")(hub, n)
     return prev
 
 
@@ -44,8 +44,7 @@ def num_goroutine() -> int:
     hub = _hub.peek()
     if hub is None:
         return 0
-    fn = _multi["num_goroutine"]
-    return fn(hub) if fn is not None else hub.num_goroutine()
+    return _multi("num_goroutine")(hub)
 
 
 def gosched() -> None:
@@ -69,5 +68,4 @@ def stack() -> str:
     hub = _hub.peek()
     if hub is None:
         return ""
-    fn = _multi["stack"]
-    return fn(hub) if fn is not None else hub.stack_text()
+    return _multi("stack")(hub)

@@ -269,6 +269,9 @@ def select(*cases: Any) -> tuple[int, Any]:
     live = [i for i, c in enumerate(parsed) if c is not None and c[1] is not nilchan]
     if len(live) > 1:
         hub.select_rng.shuffle(live)
+    for i in live:
+        if parsed[i][1]._st.shared:  # type: ignore[index]
+            return _select_shared(hub, parsed, live, dflt)
 
     # Pass 1: poll every case in random order.
     for i in live:
@@ -315,6 +318,111 @@ def select(*cases: Any) -> tuple[int, Any]:
             if w.case != won:
                 st.dequeue(w, is_send)
     kind = parsed[won][0]  # type: ignore[index]
+    if kind == _SEND:
+        if payload is CLOSED:
+            raise ClosedChannelError("send on closed channel")
+        return won, None
+    v, ok = payload
+    return won, (v if kind == _RECV else (v, ok))
+
+
+def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
+    """select over channels of which at least one is shared between Ps.
+
+    Every shared channel involved is locked (in lock-index order, so two selects never wait on
+    each other) across pass 1 and pass 2, as Go locks all of a select's channels: no partner in
+    another P can see half of the select. Wake-ups found under the locks are delivered after.
+    """
+    states = {}
+    for i in live:
+        st = parsed[i][1]._st
+        if st.shared:
+            states[id(st)] = st
+    encoded = {}
+    for i in live:
+        kind, ch, x = parsed[i]
+        if kind == _SEND and ch._st.shared:
+            encoded[i] = ch._st.encode(x)  # TypeError here changes nothing
+    locks = {}
+    for st in states.values():
+        locks.setdefault(st.lock_index, st.lock)
+    order = sorted(locks)
+    wakes: dict[int, list] = {k: [] for k in states}
+    result: tuple | None = None
+    sel = None
+    waiters: list[tuple[Any, Waiter, bool]] = []
+    taken = []
+    try:
+        for k in order:
+            locks[k].acquire()
+            taken.append(locks[k])
+        # Pass 1: poll every case in random order.
+        for i in live:
+            kind, ch, x = parsed[i]
+            st = ch._st
+            if st.shared:
+                if kind == _SEND:
+                    if st.try_send_l(encoded[i], wakes[id(st)]):
+                        result = (i, None, None, st)
+                        break
+                else:
+                    done, data, ok = st.try_recv_l(wakes[id(st)])
+                    if done:
+                        result = (i, data, ok, st)
+                        break
+            elif kind == _SEND:
+                done, w = st.try_send(x)
+                if done:
+                    if w is not None:
+                        hub.ready(w.g, (x, True))
+                    result = (i, None, None, None)
+                    break
+            else:
+                done, v, ok, w = st.try_recv()
+                if done:
+                    if w is not None:
+                        hub.ready(w.g, True)
+                    result = (i, v, ok, None)
+                    break
+        if result is None and dflt < 0:
+            # Pass 2: enqueue on every channel, under one token for the shared ones.
+            sel = SelectState()
+            g = hub.current
+            tok = next(iter(states.values())).broker.new_token(g, sel)
+            for i in live:
+                kind, ch, x = parsed[i]
+                st = ch._st
+                is_send = kind == _SEND
+                if st.shared:
+                    st.enqueue_l(is_send, encoded.get(i), g.id, tok.slot, tok.gen, i)
+                else:
+                    w = Waiter(g, x, sel, i)
+                    (st.enqueue_send if is_send else st.enqueue_recv)(w)
+                    waiters.append((st, w, is_send))
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+        for st in states.values():
+            if wakes[id(st)]:
+                st.flush(wakes[id(st)])
+    if result is not None:
+        i, data, ok, st = result
+        if parsed[i][0] == _SEND:
+            return i, None
+        if st is not None:
+            data = st.decode(data) if ok else None
+        return i, (data if parsed[i][0] == _RECV else (data, ok))
+    if sel is None:
+        return dflt, None
+    try:
+        payload = hub.park(W.SELECT)
+    finally:
+        won = sel.case
+        for st, w, is_send in waiters:
+            if w.case != won:
+                st.dequeue(w, is_send)
+        sel.token.broker.release_token(sel.token)
+    kind = parsed[won][0]
     if kind == _SEND:
         if payload is CLOSED:
             raise ClosedChannelError("send on closed channel")

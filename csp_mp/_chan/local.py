@@ -28,11 +28,12 @@ CLOSED = False
 class SelectState:
     """Shared by the waiters of one blocked select: which case won."""
 
-    __slots__ = ("done", "case")
+    __slots__ = ("done", "case", "token")
 
     def __init__(self) -> None:
         self.done = False
         self.case = -1
+        self.token = None  # set when the select also waits on a shared channel
 
 
 class Waiter:
@@ -54,6 +55,10 @@ def claim(w: Waiter) -> bool:
         return True
     if sel.done:
         return False
+    tok = sel.token
+    if tok is not None and not tok.claim(w.case):
+        sel.done = True  # a partner in another P won; its wake-up names the case
+        return False
     sel.done = True
     sel.case = w.case
     return True
@@ -62,6 +67,7 @@ def claim(w: Waiter) -> bool:
 class LocalState:
     """Buffer and wait queues of a channel living in one P."""
 
+    shared = False
     __slots__ = ("cap", "buf", "closed", "recvq", "sendq")
 
     def __init__(self, cap: int) -> None:
@@ -80,12 +86,8 @@ class LocalState:
         recvq = self.recvq
         while recvq:
             w = recvq.popleft()
-            sel = w.sel
-            if sel is not None:
-                if sel.done:
-                    continue
-                sel.done = True
-                sel.case = w.case
+            if w.sel is not None and not claim(w):
+                continue
             hub.ready(w.g, (v, True))
             return
         if len(self.buf) < self.cap:
@@ -106,12 +108,8 @@ class LocalState:
         sendq = self.sendq
         while sendq:
             w = sendq.popleft()
-            sel = w.sel
-            if sel is not None:
-                if sel.done:
-                    continue
-                sel.done = True
-                sel.case = w.case
+            if w.sel is not None and not claim(w):
+                continue
             if self.cap == 0:
                 v = w.elem
             else:

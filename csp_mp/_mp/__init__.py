@@ -1,0 +1,60 @@
+"""L5: processes. Start, watch and stop Ps; work stealing; shared channels, atomics and
+semaphores; deadlock detection, lost Ps and panics across Ps.
+
+Importing this package registers the promoters with the lower layers; ``_run`` calls
+``run_multi`` for ``procs > 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._hub import Hub, Outcome
+from . import ctx as C
+from .procs import start_p0, stop_p0
+from .promote import install as _install
+
+_install()
+
+
+def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) -> Outcome:
+    """Run ``main`` as the main goroutine of a runtime with ``nprocs`` Ps; its outcome."""
+    rt, hub, _broker = start_p0(nprocs)
+    try:
+        g = hub.spawn(main, args, kwargs, local=True)
+        g.is_main = True
+        g.name = "main"
+        hub.main_g = g
+        return hub.run_until_done()
+    finally:
+        stop_p0(rt)
+
+
+def num_goroutine(hub: Hub) -> int:
+    """Live goroutines of every P."""
+    return hub.broker.num_goroutine(hub) if hub.broker is not None else hub.num_goroutine()
+
+
+def stack(hub: Hub) -> str:
+    """Every goroutine of every P."""
+    if hub.broker is None:
+        return hub.stack_text()
+    return hub.broker.gather_stacks(hub, 1.0)
+
+
+def gomaxprocs(hub: Hub, n: int) -> None:
+    """Resize a running runtime: surplus Ps stop taking work; Ps up to the started count rejoin."""
+    ctx = C.current()
+    if ctx is None or hub.broker is None:
+        hub.nprocs = n
+        return
+    started = ctx.maxprocs
+    for q in range(1, started):
+        ctx.store(ctx.pidx(q, C.P_DRAIN), 0 if q < n else 1)
+    if ctx.p >= n and ctx.p != 0:
+        ctx.pstore(C.P_DRAIN, 1)
+    hub.nprocs = n
+
+
+__all__ = ["run_multi", "num_goroutine", "stack", "gomaxprocs"]

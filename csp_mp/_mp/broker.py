@@ -1,0 +1,524 @@
+"""The broker: what a P's hub asks of the other Ps (Go's work stealing, wake-ups and checkdead).
+
+One per P process, plugged into its hub (``hub.broker``). It owns:
+
+- the stealable run queue of this P: ``place()`` serializes a new goroutine into it (the live G is
+  kept in ``pending`` and runs here without unpickling if no thief takes it first);
+- the inbox: WAKE messages from other Ps (a waiter on a shared channel or semaphore completed),
+  stack requests and replies, panics and warnings forwarded to P0;
+- select tokens: the words in the control block that make exactly one case of a select win;
+- idling: steal half of a random victim's queue, else park on the doorbell;
+- in P0: deadlock detection across Ps, lost-P and panic reports.
+
+Invariants:
+- ``pending`` maps the sequence numbers of this P's queued frames to their live G; a frame older
+  than the one the owner pops was stolen, so its entry is dropped then.
+- A token slot is in ``tokens`` (slot -> (g, sel, gen)) exactly while its select is parked or
+  about to park; its word reads ``gen << 8 | WAITING`` until one claimer sets DONE.
+- Owner P only, except ``claim`` and the message functions, which any P calls for any P under
+  the documented locks.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import time
+import traceback
+import warnings
+from typing import Any
+
+import msgspec
+
+from .._chan.local import SelectState
+from .._errors import DeadlockError, MigrationWarning, Panic, ProcessLost, RemoteError
+from .._hub import Hub, Outcome
+from .._hub.g import WAITING
+from . import ctx as C
+from . import tasks
+from .shchan import K_GRANT, SharedChan, recv_payload
+
+_msg = msgspec.msgpack.Encoder().encode
+_unmsg = msgspec.msgpack.Decoder(tuple).decode
+
+M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP = range(1, 6)
+T_WAITING, T_DONE = 1, 2
+IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
+DEADLOCK_SETTLE = 0.05  # two identical all-stuck snapshots this far apart make a deadlock
+
+# lock index ranges in the arena's lock set (lock 0 is the allocator's)
+CHAN_LOCKS = 32
+TOKEN_LOCKS = 32
+OBJ_LOCKS = 32
+
+
+def nlocks_for(maxprocs: int) -> int:
+    """How many arena locks a runtime of ``maxprocs`` Ps needs."""
+    return 1 + 2 * maxprocs + CHAN_LOCKS + TOKEN_LOCKS + OBJ_LOCKS
+
+
+class _BellWaker:
+    """The hub's Waker protocol over the P's doorbell."""
+
+    __slots__ = ("bell",)
+
+    def __init__(self, bell: Any) -> None:
+        self.bell = bell
+
+    def post(self) -> None:
+        self.bell.ring()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self.bell.wait(timeout)
+
+
+class Token:
+    """The select token of one parked select of this P."""
+
+    __slots__ = ("broker", "slot", "gen")
+
+    def __init__(self, broker: Broker, slot: int, gen: int) -> None:
+        self.broker = broker
+        self.slot = slot
+        self.gen = gen
+
+    def claim(self, case: int) -> bool:
+        """Win the select for ``case`` (a local partner completing it)."""
+        return self.broker.claim(self.broker.ctx.p, self.slot, self.gen, case)
+
+
+class Broker:
+    """This P's link to the others (see the module docstring)."""
+
+    def __init__(self, ctx: C.Ctx, hub: Hub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.p = ctx.p
+        self.arena = ctx.arena
+        locks = ctx.arena.locks
+        base = 1 + 2 * ctx.maxprocs
+        self.chan_lock_base = base
+        self.token_locks = [locks.lock(base + CHAN_LOCKS + i) for i in range(TOKEN_LOCKS)]
+        self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
+        self._next_chan_lock = random.randrange(CHAN_LOCKS)
+        self._next_obj_lock = random.randrange(OBJ_LOCKS)
+        self.pending: dict[int, Any] = {}
+        self._seq = 0
+        self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
+        self._free_slots = list(range(C.TOKENS - 1, -1, -1))
+        self._gen = 1
+        self.chans: dict[int, Any] = {}  # arena offset -> Chan handle in this process
+        self.objs: dict[int, Any] = {}  # arena offset -> shared atomic / semaphore handle
+        self.outbox: list[tuple[int, bytes, bool]] = []
+        self.warned: set[bytes] = set()
+        self.stack_replies: dict[int, dict[int, str]] = {}
+        self._req = 0
+        self._dl_snap: tuple | None = None
+        self._dl_t = 0.0
+        self._info_t = 0.0
+        self._rng = random.Random()
+        ctx.pstore(C.P_PID, os.getpid())
+        ctx.pstore(C.P_STATUS, C.RUNNING)
+        hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
+
+
+    # ------------------------------------------------------------------ lock stripes
+
+    def chan_lock_index(self) -> int:
+        self._next_chan_lock = (self._next_chan_lock + 1) % CHAN_LOCKS
+        return self.chan_lock_base + self._next_chan_lock
+
+    def obj_lock_index(self) -> int:
+        self._next_obj_lock = (self._next_obj_lock + 1) % OBJ_LOCKS
+        return self.obj_lock_base + self._next_obj_lock
+
+    # ------------------------------------------------------------------ select tokens
+
+    def _tok_word(self, p: int, slot: int) -> int:
+        return self.ctx.tok_base + p * C.TOKENS + slot
+
+    def new_token(self, g: Any, sel: SelectState) -> Token:
+        """A token for a select of goroutine ``g`` that waits on a shared channel."""
+        if not self._free_slots:
+            raise RuntimeError("too many goroutines blocked in select on shared channels")
+        slot = self._free_slots.pop()
+        self._gen = gen = (self._gen + 1) & 0xFFFF_FFFF_FFFF
+        self.ctx.store(self._tok_word(self.p, slot), gen << 8 | T_WAITING)
+        self.tokens[slot] = (g, sel, gen)
+        tok = Token(self, slot, gen)
+        sel.token = tok
+        return tok
+
+    def release_token(self, tok: Token) -> None:
+        """The select that owned ``tok`` has finished."""
+        if self.tokens.pop(tok.slot, None) is not None:
+            self._free_slots.append(tok.slot)
+
+    def claim(self, p: int, slot: int, gen: int, case: int) -> bool:
+        """Win token ``(p, slot, gen)`` for ``case``; False if its select already completed."""
+        word = self._tok_word(p, slot)
+        lock = self.token_locks[(p * C.TOKENS + slot) % TOKEN_LOCKS]
+        lock.acquire()
+        try:
+            if self.ctx.load(word) != gen << 8 | T_WAITING:  # load; under the token lock
+                return False
+            self.ctx.store(word, gen << 8 | T_DONE)  # store; under the token lock
+            return True
+        finally:
+            lock.release()
+
+    def token_live(self, p: int, slot: int, gen: int) -> bool:
+        """Whether a record's select is still waiting (a snapshot)."""
+        return slot < 0 or self.ctx.load(self._tok_word(p, slot)) == gen << 8 | T_WAITING
+
+    def compact(self, q: Any, st: Any) -> None:
+        """Drop the dead records of a full wait queue (caller holds its lock)."""
+        from .shchan import _unrec
+
+        live = []
+        while (raw := q.get_locked()) is not None:
+            rec = _unrec(raw)
+            if self.token_live(rec[0], rec[2], rec[3]):
+                live.append(raw)
+        for raw in live:
+            q.put_locked(raw)
+
+    # ------------------------------------------------------------------ wake-ups
+
+    def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                data: bytes | None, st: Any) -> None:
+        """Tell goroutine ``gid`` of P ``p`` that its wait completed (after the lock is free)."""
+        if p == self.p:
+            self._wake_local(gid, slot, case, kind, data, st)
+            return
+        off = st.off if st is not None else 0
+        self.send(p, _msg((M_WAKE, gid, slot, gen, case, kind, data, off)), counted=True)
+
+    def _wake_local(self, gid: int, slot: int, case: int, kind: int, data: bytes | None,
+                    st: Any) -> None:
+        hub = self.hub
+        if slot >= 0:
+            entry = self.tokens.get(slot)
+            if entry is None:
+                return
+            g, sel, _gen = entry
+            sel.done = True
+            sel.case = case
+        else:
+            g = hub.allgs.get(gid)
+            if g is None:
+                return
+        if g.state != WAITING:
+            return
+        payload = recv_payload(st, kind, data) if kind != K_GRANT else None
+        hub.ready(g, payload, next_=False)
+
+    def send(self, p: int, msg: bytes, counted: bool = False) -> None:
+        """Put ``msg`` in P ``p``'s inbox and ring its doorbell (queued locally if full)."""
+        if self.outbox or not self.ctx.inbox[p].try_put(msg):
+            self.outbox.append((p, msg, counted))
+            return
+        if counted:
+            self.ctx.padd(C.P_SENT, 1)
+        self.ctx.bells[p].ring()
+
+    def _flush_outbox(self) -> None:
+        out, self.outbox = self.outbox, []
+        for i, (p, msg, counted) in enumerate(out):
+            if not self.ctx.inbox[p].try_put(msg):
+                self.outbox = out[i:]
+                return
+            if counted:
+                self.ctx.padd(C.P_SENT, 1)
+            self.ctx.bells[p].ring()
+
+    def _handle(self, raw: bytes) -> None:
+        m = _unmsg(raw)
+        kind = m[0]
+        if kind == M_WAKE:
+            _, gid, slot, gen, case, wkind, data, off = m
+            self.ctx.padd(C.P_HANDLED, 1)
+            st = self._chan_state(off) if off else None
+            if slot >= 0:
+                entry = self.tokens.get(slot)
+                if entry is None or entry[2] != gen:
+                    return
+            self._wake_local(gid, slot, case, wkind, data, st)
+        elif kind == M_PANIC:
+            self._on_panic(m[1], m[2], m[3])
+        elif kind == M_WARN:
+            text = m[1]
+            if text not in self.warned:
+                self.warned.add(text)
+                warnings.warn(MigrationWarning(text), stacklevel=1)
+        elif kind == M_STACK_REQ:
+            self.send(m[1], _msg((M_STACK_REP, m[2], self.p, self.hub.stack_text())))
+        elif kind == M_STACK_REP:
+            self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
+
+    def _chan_state(self, off: int) -> Any:
+        ch = self.chans.get(off)
+        if ch is not None:
+            return ch._st
+        return SharedChan(self, off)
+
+    # ------------------------------------------------------------------ the Broker protocol
+
+    def place(self, hub: Hub, g: Any) -> bool:
+        """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel)."""
+        self._seq += 1
+        seq = self._seq
+        frame = tasks.pack(seq, self.p, g.fn, g.args, g.kwargs, self.arena)
+        if not self.ctx.runq[self.p].try_put(frame):
+            tasks.discard_args(frame, self.arena)
+            return False
+        hub.allgs.pop(g.id, None)  # counted as queued until it runs here
+        self.pending[seq] = g
+        self._wakep()
+        return True
+
+    def _wakep(self) -> None:
+        ctx = self.ctx
+        for q in range(ctx.nprocs):
+            if q != self.p and ctx.pload(q, C.P_STATUS) >= C.IDLE \
+                    and ctx.pload(q, C.P_STATUS) != C.EXITED and not ctx.pload(q, C.P_DRAIN):
+                ctx.bells[q].ring()
+                return
+
+    def poll(self, hub: Hub) -> bool:
+        """Drain the inbox and, when nothing is runnable, take this P's own queued goroutines."""
+        ctx = self.ctx
+        got = False
+        if self.outbox:
+            self._flush_outbox()
+        inbox = ctx.inbox[self.p]
+        if len(inbox):
+            for raw in inbox.get_many(256):
+                self._handle(raw)
+                got = True
+        if ctx.gload(C.G_STOP) and hub.outcome is None:
+            hub.outcome = Outcome("stop")
+            return True
+        if self.p == 0:
+            lost = ctx.gload(C.G_LOST)
+            if lost and hub.outcome is None:
+                self._on_lost(lost - 1)
+                return True
+        if not hub.runq and hub.runnext is None:
+            got = self._pop_own(hub) or got
+        return got
+
+    def _pop_own(self, hub: Hub) -> bool:
+        if not self.pending:
+            return False
+        frames = self.ctx.runq[self.p].get_many(1)
+        if not frames:
+            self.pending.clear()  # everything queued was stolen
+            return False
+        seq, _owner = tasks.seq_of(frames[0])
+        for s in [s for s in self.pending if s < seq]:
+            del self.pending[s]
+        g = self.pending.pop(seq, None)
+        tasks.discard_args(frames[0], self.arena)
+        if g is None:
+            return False
+        hub.allgs[g.id] = g
+        hub.runq.append(g)
+        return True
+
+    def _steal(self, hub: Hub) -> bool:
+        ctx = self.ctx
+        if ctx.pload(self.p, C.P_DRAIN):
+            return False
+        n = ctx.nprocs
+        victims = [q for q in range(n) if q != self.p]
+        self._rng.shuffle(victims)
+        for q in victims:
+            ring = ctx.runq[q]
+            k = len(ring)
+            if not k:
+                continue
+            frames = ring.get_many(max(1, k // 2))
+            for frame in frames:
+                self._adopt(hub, frame)
+            if frames:
+                return True
+        return False
+
+    def _adopt(self, hub: Hub, frame: bytes) -> None:
+        try:
+            fn, args, kwargs, warn, digest = tasks.unpack(frame, self.arena)
+        except BaseException as exc:
+            err = exc
+
+            def fail() -> None:
+                raise RuntimeError(f"cannot run a goroutine stolen from another P: {err}") from err
+
+            fn, args, kwargs, warn, digest = fail, (), {}, "", b""
+        if warn and digest not in self.warned:
+            self.warned.add(digest)
+            if self.p == 0:
+                warnings.warn(MigrationWarning(warn), stacklevel=1)
+            else:
+                self.send(0, _msg((M_WARN, warn)))
+        g = hub.new_g(fn, args, kwargs, True)
+        hub.runq.append(g)
+
+    def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
+        """Nothing runnable here: poll, steal, then park on the doorbell."""
+        ctx = self.ctx
+        if self.poll(hub) or hub.runq or hub.outcome is not None:
+            return
+        if self._steal(hub):
+            return
+        stuck = not local_can_wake and not self.outbox and not self.pending
+        ctx.pstore(C.P_NGOR, len(hub.allgs))
+        ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
+        now = time.monotonic()
+        if now - self._info_t > 0.05:
+            self._info_t = now
+            self.publish_info(hub)
+        # A post taken here is a full barrier: a producer that queued work before reading our
+        # status either sees IDLE (and rings) or its work is visible to the re-check below.
+        if ctx.bell.wait(0) or self._work_visible():
+            ctx.pstore(C.P_STATUS, C.RUNNING)
+            return
+        wait = IDLE_WAIT if timeout is None else min(timeout, IDLE_WAIT)
+        if self.p == 0 and stuck:
+            if self._check_deadlock(hub):
+                return
+            wait = min(wait, DEADLOCK_SETTLE)
+        ctx.bell.wait(wait)
+        ctx.pstore(C.P_STATUS, C.RUNNING)
+        ctx.padd(C.P_EPOCH, 1)
+
+    def _work_visible(self) -> bool:
+        ctx = self.ctx
+        if len(ctx.inbox[self.p]):
+            return True
+        if ctx.pload(self.p, C.P_DRAIN):
+            return False
+        return any(len(ctx.runq[q]) for q in range(ctx.nprocs) if q != self.p)
+
+    # ------------------------------------------------------------------ P0: checkdead
+
+    def _check_deadlock(self, hub: Hub) -> bool:
+        ctx = self.ctx
+        n = ctx.nprocs
+        sent = handled = 0
+        epochs = []
+        for q in range(n):
+            status = ctx.pload(q, C.P_STATUS)
+            if status not in (C.STUCK, C.EXITED):
+                self._dl_snap = None
+                return False
+            if len(ctx.runq[q]) or len(ctx.inbox[q]):
+                self._dl_snap = None
+                return False
+            sent += ctx.pload(q, C.P_SENT)
+            handled += ctx.pload(q, C.P_HANDLED)
+            epochs.append(ctx.pload(q, C.P_EPOCH))
+        if sent != handled:
+            self._dl_snap = None
+            return False
+        snap = (tuple(epochs), sent)
+        now = time.monotonic()
+        if snap != self._dl_snap:
+            self._dl_snap = snap
+            self._dl_t = now
+            return False
+        if now - self._dl_t < DEADLOCK_SETTLE:
+            return False
+        stack = self.gather_stacks(hub, 0.5)
+        hub.outcome = Outcome("deadlock", error=DeadlockError(stack=stack))
+        return True
+
+    def gather_stacks(self, hub: Hub, timeout: float) -> str:
+        """Every goroutine of every P (asks the other Ps; waits up to ``timeout``)."""
+        ctx = self.ctx
+        self._req += 1
+        req = self._req
+        others = [q for q in range(ctx.nprocs) if q != self.p
+                  and ctx.pload(q, C.P_STATUS) != C.EXITED]
+        for q in others:
+            self.send(q, _msg((M_STACK_REQ, self.p, req)))
+        deadline = time.monotonic() + timeout
+        replies = self.stack_replies.setdefault(req, {})
+        inbox = ctx.inbox[self.p]
+        while len(replies) < len(others) and time.monotonic() < deadline:
+            if self.outbox:
+                self._flush_outbox()
+            for raw in inbox.get_many(256):
+                m = _unmsg(raw)
+                if m[0] == M_STACK_REP:
+                    self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
+                else:
+                    self._handle(raw)
+            if len(replies) < len(others):
+                ctx.bell.wait(0.01)
+        self.stack_replies.pop(req, None)
+        parts = {self.p: hub.stack_text()}
+        parts.update(replies)
+        for q in others:
+            parts.setdefault(q, f"(P{q} did not answer)")
+        return "\n".join(parts[q] for q in sorted(parts) if parts[q])
+
+    def num_goroutine(self, hub: Hub) -> int:
+        """Live goroutines in every P (other Ps' counts are their last published ones)."""
+        ctx = self.ctx
+        ctx.pstore(C.P_NGOR, len(hub.allgs))
+        total = 0
+        for q in range(ctx.nprocs):
+            if q == self.p:
+                total += len(hub.allgs)
+            elif ctx.pload(q, C.P_STATUS) != C.EXITED:
+                total += ctx.pload(q, C.P_NGOR)
+            total += len(ctx.runq[q])
+        return total
+
+    def publish_info(self, hub: Hub) -> None:
+        """Describe this P's goroutines for a ProcessLost report, should this P die."""
+        gs = sorted(hub.allgs.values(), key=lambda g: g.id)
+        lines = [g.describe() + (f" [{g.reason}]" if g.state == WAITING else f" [{g.state}]")
+                 for g in gs[:40]]
+        if len(gs) > 40:
+            lines.append(f"... and {len(gs) - 40} more")
+        self.ctx.publish_info("\n".join(lines))
+
+    # ------------------------------------------------------------------ failures
+
+    def report_panic(self, err: BaseException) -> None:
+        """A worker P's goroutine panicked: tell P0 (the exception, or a stand-in)."""
+        cause = err.__cause__ if isinstance(err, Panic) and err.__cause__ is not None else err
+        tb = getattr(err, "traceback_text", "") or "".join(traceback.format_exception(cause))
+        try:
+            blob = pickle.dumps(cause, protocol=5)
+            pickle.loads(blob)
+        except Exception:
+            blob = pickle.dumps(RemoteError(type(cause).__name__, str(cause), tb), protocol=5)
+        text = str(err)
+        self.send(0, _msg((M_PANIC, blob, text, tb)))
+
+    def _on_panic(self, blob: bytes, text: str, tb: str) -> None:
+        hub = self.hub
+        if hub.outcome is not None:
+            return
+        try:
+            cause = pickle.loads(blob)
+        except Exception as exc:
+            cause = RemoteError("UnpicklingError", str(exc), tb)
+        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+            hub.outcome = Outcome("interrupt", error=cause)
+            return
+        err = Panic(text, goroutine=text, traceback_text=tb)
+        err.__cause__ = cause
+        hub.outcome = Outcome("panic", error=err)
+
+    def _on_lost(self, q: int) -> None:
+        info = self.ctx.read_info(q)
+        names = tuple(line for line in info.splitlines() if line)
+        what = ", ".join(names) if names else "no goroutine it reported"
+        err = ProcessLost(f"P{q} (pid {self.ctx.pload(q, C.P_PID)}) died; goroutines lost "
+                          f"with it: {what}", p=q, goroutines=names)
+        self.hub.outcome = Outcome("lost", error=err)

@@ -1,0 +1,155 @@
+"""The per-process view of a multi-P runtime: the arena, the control block, inboxes, doorbells.
+
+The control block is one arena block written by P0 before the other Ps start::
+
+    line 0          global words: magic, stop, nprocs (active), maxprocs, lost P + 1, gen
+    P lines         16 words per P (two 64-byte lines), see the ``P_*`` indices
+    token tables    TOKENS words per P: select tokens (see tokens.py)
+
+Invariants:
+- Per-P words are stored only by their P (any P may load them), except ``P_DRAIN`` (P0 stores).
+- ``P_SENT`` and ``P_HANDLED`` count WAKE messages: the sum of SENT over every P minus the sum of
+  HANDLED is the number of wake-ups in flight; deadlock detection needs it to be 0.
+- ``G_STOP`` goes 0 -> 1 once; every P ends its hub loop when it sees it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
+from .._shm.atomics import LINE
+
+MAGIC = 0xC5B0_C7A1_0000_0002
+TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
+
+# global words
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_GEN = range(6)
+_G_WORDS = LINE // 8
+
+# per-P words
+P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
+P_INFO, P_INFOLEN, P_DRAIN, P_QLEN = range(8, 12)
+_P_WORDS = 16
+
+# P_STATUS values
+RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
+
+INBOX_BYTES = 1 << 20
+RUNQ_BYTES = 1 << 20
+INFO_BYTES = 4096
+
+
+def block_bytes(maxprocs: int) -> int:
+    """Size of the control block for ``maxprocs`` Ps."""
+    return (_G_WORDS + maxprocs * _P_WORDS + maxprocs * TOKENS) * 8
+
+
+class Ctx:
+    """Everything one process knows about the runtime it belongs to. Any P."""
+
+    def __init__(self, arena: Arena, off: int, p: int, bells: list[Doorbell]) -> None:
+        self.arena = arena
+        self.off = off
+        self.p = p
+        self.bells = bells
+        w = arena.words
+        self.load = w.load
+        self.store = w.store
+        self.base = off // 8
+        self.maxprocs = self.load(self.base + G_MAXPROCS)
+        self.tok_base = self.base + _G_WORDS + self.maxprocs * _P_WORDS
+        self.inbox: list[Ring] = []
+        self.runq: list[Ring] = []
+        for q in range(self.maxprocs):
+            self.inbox.append(attach_ring(arena, self.pload(q, P_INBOX)))
+            self.runq.append(attach_ring(arena, self.pload(q, P_RUNQ)))
+        self.bell = bells[p]
+
+    @classmethod
+    def create(cls, arena: Arena, maxprocs: int, nprocs: int, bells: list[Doorbell]) -> Ctx:
+        """Write a fresh control block (P0, before any other P starts)."""
+        off = arena.alloc(block_bytes(maxprocs))
+        base = off // 8
+        w = arena.words
+        for i in range(block_bytes(maxprocs) // 8):
+            w.store(base + i, 0)
+        w.store(base + G_MAXPROCS, maxprocs)
+        w.store(base + G_NPROCS, nprocs)
+        for q in range(maxprocs):
+            pb = base + _G_WORDS + q * _P_WORDS
+            w.store(pb + P_INBOX, make_ring(arena, INBOX_BYTES, lock_key=2 * q).offset)
+            w.store(pb + P_RUNQ, make_ring(arena, RUNQ_BYTES, lock_key=2 * q + 1).offset)
+            w.store(pb + P_INFO, arena.alloc(INFO_BYTES))
+        w.store(base + G_MAGIC, MAGIC)
+        return cls(arena, off, 0, bells)
+
+    # ---- words
+
+    def gload(self, i: int) -> int:
+        """Load global word ``i`` (pairs with the store in ``gstore``)."""
+        return self.load(self.base + i)
+
+    def gstore(self, i: int, v: int) -> None:
+        """Store global word ``i``."""
+        self.store(self.base + i, v)
+
+    def pidx(self, q: int, i: int) -> int:
+        return self.base + _G_WORDS + q * _P_WORDS + i
+
+    def pload(self, q: int, i: int) -> int:
+        """Load word ``i`` of P ``q`` (stored by q; a snapshot)."""
+        return self.load(self.base + _G_WORDS + q * _P_WORDS + i)
+
+    def pstore(self, i: int, v: int) -> None:
+        """Store word ``i`` of this P (owner P only)."""
+        self.store(self.base + _G_WORDS + self.p * _P_WORDS + i, v)
+
+    def padd(self, i: int, d: int) -> None:
+        """Add to word ``i`` of this P (owner P only: single writer, no lock needed)."""
+        j = self.base + _G_WORDS + self.p * _P_WORDS + i
+        self.store(j, self.load(j) + d)
+
+    @property
+    def nprocs(self) -> int:
+        return self.gload(G_NPROCS)
+
+    @property
+    def stopping(self) -> bool:
+        return self.gload(G_STOP) != 0
+
+    # ---- info text (what a lost P was running)
+
+    def publish_info(self, text: str) -> None:
+        """Store a short description of this P's goroutines for ProcessLost (owner P)."""
+        data = text.encode("utf-8", "replace")[: INFO_BYTES - 8]
+        off = self.pload(self.p, P_INFO)
+        self.arena.map[off : off + len(data)] = data
+        self.pstore(P_INFOLEN, len(data))
+
+    def read_info(self, q: int) -> str:
+        """The last description P ``q`` published."""
+        off = self.pload(q, P_INFO)
+        n = self.pload(q, P_INFOLEN)
+        return bytes(self.arena.map[off : off + n]).decode("utf-8", "replace")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the runtime context does not travel")
+
+
+_current: list[Ctx | None] = [None]
+
+
+def current() -> Ctx | None:
+    """This process's context, or None outside a multi-P runtime."""
+    return _current[0]
+
+
+def set_current(ctx: Ctx | None) -> None:
+    """Install (or clear) this process's context."""
+    _current[0] = ctx
+
+
+def pid() -> int:
+    return os.getpid()

@@ -1,0 +1,213 @@
+"""P processes: starting them, watching them, stopping them, and the life of a worker P.
+
+P0 (the user's process) creates the arena, the doorbells and the control block, starts P1..Pn-1
+with the forkserver start method (csp_mp preloaded, the user's ``__main__`` never re-run), waits
+until every P has mapped the arena, then removes every name (``arena.seal()``): from then on a
+SIGKILL of the whole tree leaves nothing in ``/dev/shm``. A monitor thread in P0 waits on the
+workers' sentinels and reports a death within milliseconds. A worker dies with P0: its parent is
+the forkserver, which exits when P0 does, and the worker asked for SIGKILL on its parent's death.
+
+Invariants:
+- Workers start before P0's hub runs any goroutine, from a process that never runs goroutines
+  (the forkserver), so no greenlet or M thread is ever forked.
+- ``G_STOP`` is set before any worker is joined; a worker that exits after it is not "lost".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.spawn as mp_spawn
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from multiprocessing.connection import wait as mp_wait
+from typing import Any
+
+from .. import _hub
+from .._hub import Hub
+from .._shm import Arena, Doorbell
+from . import ctx as C
+from .broker import Broker, nlocks_for
+from .promote import set_broker
+
+ARENA_BYTES = int(os.environ.get("CSP_MP_ARENA_MB", "1024")) << 20
+START_TIMEOUT = 30.0
+
+
+@contextmanager
+def _no_main_reimport():
+    """Keep the user's ``__main__`` out of the preparation data: Ps never re-run it."""
+    orig = mp_spawn.get_preparation_data
+
+    def prep(name: str) -> dict:
+        d = orig(name)
+        d.pop("init_main_from_path", None)
+        d.pop("init_main_from_name", None)
+        return d
+
+    mp_spawn.get_preparation_data = prep
+    try:
+        yield
+    finally:
+        mp_spawn.get_preparation_data = orig
+
+
+_mpctx: list[Any] = [None]
+
+
+def _context() -> Any:
+    if _mpctx[0] is None:
+        mctx = multiprocessing.get_context("forkserver")
+        mctx.set_forkserver_preload(["csp_mp"])
+        _mpctx[0] = mctx
+    return _mpctx[0]
+
+
+class Runtime:
+    """P0's handle on a running multi-P runtime."""
+
+    def __init__(self, nprocs: int) -> None:
+        self.nprocs = nprocs
+        self.maxprocs = nprocs
+        self.arena = Arena.create(ARENA_BYTES, nlocks_for(self.maxprocs))
+        self.procs: list[Any] = []
+        self.monitor: threading.Thread | None = None
+        self._stop_monitor = threading.Event()
+        try:
+            self.bells = [Doorbell.create(self.arena.sems) for _ in range(self.maxprocs)]
+            self.ctx = C.Ctx.create(self.arena, self.maxprocs, nprocs, self.bells)
+            self._start_workers()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_workers(self) -> None:
+        mctx = _context()
+        with _no_main_reimport():
+            for p in range(1, self.nprocs):
+                proc = mctx.Process(target=worker_main, name=f"csp_mp-P{p}",
+                                    args=(self.arena, self.ctx.off, p, self.bells), daemon=True)
+                proc.start()
+                self.procs.append(proc)
+        if not self.arena.wait_attached(self.nprocs - 1, START_TIMEOUT):
+            raise RuntimeError("csp_mp: worker processes did not start in time")
+        self.arena.seal()
+        self.monitor = threading.Thread(target=self._watch, name="csp_mp-monitor", daemon=True)
+        self.monitor.start()
+
+    def _watch(self) -> None:
+        sentinels = {proc.sentinel: i + 1 for i, proc in enumerate(self.procs)}
+        while sentinels and not self._stop_monitor.is_set():
+            ready = mp_wait(list(sentinels), timeout=0.1)
+            for s in ready:
+                p = sentinels.pop(s)
+                if self.ctx.gload(C.G_STOP):
+                    continue
+                self.ctx.gstore(C.G_LOST, p + 1)
+                self.bells[0].ring()
+                return
+
+    def stop(self) -> None:
+        """Stop every worker (politely, then SIGKILL) and free everything."""
+        ctx = self.ctx
+        ctx.gstore(C.G_STOP, 1)
+        for bell in self.bells:
+            bell.ring()
+        self._stop_monitor.set()
+        deadline = time.monotonic() + 1.0
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in self.procs:
+            proc.join(1.0)
+            proc.close() if proc.exitcode is not None else None
+        if self.monitor is not None:
+            self.monitor.join(1.0)
+        self.close()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(1.0)
+            except ValueError:
+                pass  # already closed
+        try:
+            self.arena.seal()
+        except RuntimeError:
+            pass
+        self.arena.close()
+
+
+def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
+    """Start the Ps and make the calling process P0 with a fresh hub."""
+    rt = Runtime(nprocs)
+    hub = Hub(0)
+    hub.nprocs = nprocs
+    C.set_current(rt.ctx)
+    broker = Broker(rt.ctx, hub)
+    hub.broker = broker
+    set_broker(broker)
+    _hub.set_current(hub)
+    return rt, hub, broker
+
+
+def stop_p0(rt: Runtime) -> None:
+    """Undo ``start_p0`` whatever happened."""
+    try:
+        rt.stop()
+    finally:
+        set_broker(None)
+        C.set_current(None)
+        _hub.set_current(None)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def worker_main(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell]) -> None:
+    """Body of P1..Pn-1: a hub with a broker, until P0 says stop."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is P0's to handle
+    ctx = C.Ctx(arena, ctl_off, p, bells)
+    C.set_current(ctx)
+    hub = Hub(p)
+    hub.nprocs = ctx.nprocs
+    broker = Broker(ctx, hub)
+    hub.broker = broker
+    set_broker(broker)
+    _hub.set_current(hub)
+    code = 0
+    try:
+        out = hub.run_until_done()
+        if out.kind in ("panic", "interrupt") and out.error is not None:
+            broker.report_panic(out.error)
+            deadline = time.monotonic() + 5.0
+            while not ctx.stopping and time.monotonic() < deadline:
+                if broker.outbox:
+                    broker._flush_outbox()
+                ctx.bell.wait(0.05)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        ctx.pstore(C.P_STATUS, C.EXITED)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

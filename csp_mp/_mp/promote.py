@@ -1,0 +1,163 @@
+"""Promotion: a runtime object whose handle is pickled moves into the arena, in place.
+
+Registered as the promoters of ``Chan``, ``Int64`` and ``Sema`` (the only primitives with state;
+every sync object, context and errgroup is made of them). Pickling a local object creates its
+shared twin, moves its contents (buffered values, waiters, closed flag, count) there, and turns
+the local object into a handle on it; unpickling in any process of the runtime yields that
+process's one handle for the block.
+
+Invariants:
+- At most one handle per arena block per process (``broker.chans`` / ``broker.objs``).
+- Promotion runs on the owner P without a switch in the middle, so no local waiter can be
+  readied halfway through the move.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._atomic import Int64
+from .._chan import Chan
+from .._chan.chan import _validator
+from .._chan.local import LocalState
+from .._errors import InternalError
+from .._sync.sema import Sema
+from . import ctx as C
+from .shchan import SharedChan
+from .shobj import (
+    SharedInt64,
+    SharedSema,
+    attach_int64,
+    attach_sema,
+    new_int64_block,
+    new_sema_block,
+)
+
+_brokers: list[Any] = [None]
+
+
+def set_broker(broker: Any) -> None:
+    """Install (or clear) this process's broker."""
+    _brokers[0] = broker
+
+
+def _broker() -> Any:
+    b = _brokers[0]
+    if b is None or C.current() is None:
+        raise TypeError("csp_mp channels, sync objects and atomics can only be pickled inside "
+                        "a multi-process runtime (run(..., procs>1))")
+    return b
+
+
+# ---------------------------------------------------------------- channels
+
+
+def promote_chan(ch: Chan) -> tuple:
+    broker = _broker()
+    st = ch._st
+    if isinstance(st, LocalState):
+        shared = SharedChan.create(broker, st.cap, ch._type)
+        _move_chan(broker, st, shared)
+        ch._st = shared
+        broker.chans[shared.off] = ch
+        st = shared
+    elif not isinstance(st, SharedChan):
+        raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
+    return (_rebuild_chan, (st.off, ch._type))
+
+
+def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
+    hub = broker.hub
+    with shared.lock:
+        for v in st.buf:
+            shared.buf.put_locked(shared.encode(v))
+        shared._set_count(len(st.buf))
+        for is_send, q in ((True, st.sendq), (False, st.recvq)):
+            for w in q:
+                sel = w.sel
+                if sel is not None and sel.done:
+                    continue
+                slot = gen = -1
+                if sel is not None:
+                    tok = sel.token or broker.new_token(w.g, sel)
+                    slot, gen = tok.slot, tok.gen
+                data = shared.encode(w.elem) if is_send else None
+                shared.enqueue_l(is_send, data, w.g.id, slot, max(gen, 0), w.case)
+        if st.closed:
+            shared._store(shared._w + 2, 1)
+    st.buf.clear()
+    st.sendq.clear()
+    st.recvq.clear()
+    del hub
+
+
+def _rebuild_chan(off: int, tp: Any) -> Chan:
+    broker = _broker()
+    ch = broker.chans.get(off)
+    if ch is not None:
+        return ch
+    ch = Chan.__new__(Chan)
+    ch._st = SharedChan(broker, off, tp)
+    ch._type = tp
+    ch._check = _validator(tp) if tp is not None else None
+    broker.chans[off] = ch
+    return ch
+
+
+# ---------------------------------------------------------------- atomics and semaphores
+
+
+def promote_int64(obj: Int64) -> tuple:
+    broker = _broker()
+    if not isinstance(obj, SharedInt64):
+        off = new_int64_block(broker, obj._v)
+        attach_int64(obj, broker, off)
+        broker.objs[off] = obj
+    return (_rebuild_int64, (obj._v[3],))
+
+
+def _rebuild_int64(off: int) -> Int64:
+    broker = _broker()
+    obj = broker.objs.get(off)
+    if obj is None:
+        obj = Int64.__new__(Int64)
+        attach_int64(obj, broker, off)
+        broker.objs[off] = obj
+    return obj
+
+
+def promote_sema(obj: Sema) -> tuple:
+    broker = _broker()
+    if not isinstance(obj, SharedSema):
+        waiters = list(obj.waiters)
+        off = new_sema_block(broker, obj.count)
+        limit = obj.limit
+        attach_sema(obj, broker, off, limit)
+        _b, _off, _w, lock, ring = obj.count
+        from .shobj import _rec
+
+        with lock:
+            for g in waiters:
+                ring.put_locked(_rec((broker.ctx.p, g.id)))
+        broker.objs[off] = obj
+    return (_rebuild_sema, (obj.count[1], obj.limit))
+
+
+def _rebuild_sema(off: int, limit: int) -> Sema:
+    broker = _broker()
+    obj = broker.objs.get(off)
+    if obj is None:
+        obj = Sema.__new__(Sema)
+        attach_sema(obj, broker, off, limit)
+        broker.objs[off] = obj
+    return obj
+
+
+def install() -> None:
+    """Register the promoters with the lower layers (at import of ``_mp``)."""
+    from .. import _atomic, _chan
+    from .._sync import sema
+
+    _chan.set_promoter(promote_chan)
+    _atomic.set_promoter(promote_int64)
+    sema.set_promoter(promote_sema)

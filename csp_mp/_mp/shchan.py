@@ -1,0 +1,273 @@
+"""A channel shared by every P: Go's ``hchan`` laid out in the arena.
+
+Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index.
+The buffer ring holds encoded values; recvq and sendq hold waiter records
+``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
+waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value.
+
+Invariants:
+- Everything in the block (the three rings, ``closed``, ``count``) is read and written only under
+  the channel's ShmLock. The lock is a leaf except for token locks, which may be taken under it.
+- A record is live while its token is WAITING (plain records always are until popped). Dead
+  records are skipped and dropped when reached: select losers are never searched for.
+- At least one of recvq and sendq holds no live record; ``count <= cap``; ``count > 0`` implies
+  no live receiver.
+- Wake-ups found under the lock are delivered after releasing it, so a channel lock is never
+  held while writing another P's inbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .._chan.local import CLOSED, SENT
+from .._errors import ClosedChannelError
+from .._hub import current_hub
+from .._hub import waits as W
+from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
+
+_MAGIC = 0xC4A7_0000_0000_0001
+_W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
+_BLOCK = 64
+
+_rec = msgspec.msgpack.Encoder().encode
+_unrec = msgspec.msgpack.Decoder(tuple).decode
+
+# wake kinds (what a waiter is told)
+K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
+
+
+class SharedChan:
+    """The state of a promoted channel; the same protocol as ``LocalState`` plus locked ops."""
+
+    shared = True
+    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "buf", "recvq", "sendq", "_w",
+                 "_load", "_store", "codec", "__weakref__")
+
+    def __init__(self, broker: Any, off: int, tp: Any = None) -> None:
+        ctx = broker.ctx
+        self.ctx = ctx
+        self.broker = broker
+        self.off = off
+        arena = ctx.arena
+        w = off // 8
+        self._w = w
+        self._load = arena.words.load
+        self._store = arena.words.store
+        if self._load(w + _W_MAGIC) != _MAGIC:
+            raise ValueError(f"no shared channel at arena offset {off}")
+        self.cap = self._load(w + _W_CAP)
+        self.lock_index = self._load(w + _W_LOCK)
+        self.lock = arena.locks.lock(self.lock_index)
+        self.buf: Ring = attach_ring(arena, self._load(w + _W_BUF))
+        self.recvq: Ring = attach_ring(arena, self._load(w + _W_RECVQ))
+        self.sendq: Ring = attach_ring(arena, self._load(w + _W_SENDQ))
+        self.codec = TypedCodec(tp, arena) if tp is not None else None
+
+    @classmethod
+    def create(cls, broker: Any, cap: int, tp: Any = None) -> SharedChan:
+        """A new, empty shared channel (any P)."""
+        arena = broker.ctx.arena
+        lock_index = broker.chan_lock_index()
+        off = arena.alloc(_BLOCK)
+        w = off // 8
+        key = lock_index - 1  # Ring.create maps key k to lock 1 + k % (nlocks - 1)
+        words = arena.words
+        words.store(w + _W_CAP, cap)
+        words.store(w + _W_CLOSED, 0)
+        words.store(w + _W_COUNT, 0)
+        words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 4096) * 64), key).offset)
+        words.store(w + _W_RECVQ, Ring.create(arena, 4096, key).offset)
+        words.store(w + _W_SENDQ, Ring.create(arena, 16384, key).offset)
+        words.store(w + _W_LOCK, lock_index)
+        words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+        return cls(broker, off, tp)
+
+    # ---- encoding
+
+    def encode(self, v: Any) -> bytes:
+        """Serialize ``v`` (TypeError naming the type, before any state is touched)."""
+        if self.codec is not None:
+            return self.codec.encode(v)
+        return encode(v, self.ctx.arena)
+
+    def decode(self, data: bytes) -> Any:
+        if self.codec is not None:
+            return self.codec.decode(data)
+        return decode(data, self.ctx.arena)
+
+    # ---- words (all under self.lock)
+
+    @property
+    def closed(self) -> bool:
+        return self._load(self._w + _W_CLOSED) != 0  # load; a snapshot outside the lock
+
+    def _count(self) -> int:
+        return self._load(self._w + _W_COUNT)
+
+    def _set_count(self, n: int) -> None:
+        self._store(self._w + _W_COUNT, n)
+
+    def _pop_live(self, q: Ring) -> tuple | None:
+        """The oldest live record of ``q`` (claimed for completion), dropping dead ones."""
+        broker = self.broker
+        while True:
+            raw = q.get_locked()
+            if raw is None:
+                return None
+            rec = _unrec(raw)
+            if rec[2] < 0 or broker.claim(rec[0], rec[2], rec[3], rec[4]):
+                return rec
+            if rec[5] is not None:
+                discard(rec[5], self.ctx.arena)
+
+    def _put(self, q: Ring, rec: tuple) -> None:
+        if not q.put_locked(_rec(rec)):
+            self.broker.compact(q, self)
+            if not q.put_locked(_rec(rec)):
+                raise MemoryError("shared channel wait queue is full")
+
+    # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
+
+    def try_send_l(self, data: bytes, wakes: list) -> bool:
+        if self._load(self._w + _W_CLOSED):
+            raise ClosedChannelError("send on closed channel")
+        rec = self._pop_live(self.recvq)
+        if rec is not None:
+            wakes.append((rec, K_VALUE, data))
+            return True
+        n = self._count()
+        if n < self.cap:
+            if not self.buf.put_locked(data):
+                raise MemoryError("shared channel buffer is full")
+            self._set_count(n + 1)
+            return True
+        return False
+
+    def try_recv_l(self, wakes: list) -> tuple[bool, bytes | None, bool]:
+        rec = self._pop_live(self.sendq)
+        if rec is not None:
+            wakes.append((rec, K_SENT, None))
+            if self.cap == 0:
+                return True, rec[5], True
+            data = self.buf.get_locked()
+            self.buf.put_locked(rec[5])
+            return True, data, True
+        n = self._count()
+        if n > 0:
+            self._set_count(n - 1)
+            return True, self.buf.get_locked(), True
+        if self._load(self._w + _W_CLOSED):
+            return True, None, False
+        return False, None, False
+
+    def enqueue_l(self, is_send: bool, data: bytes | None, gid: int, slot: int, gen: int,
+                  case: int) -> None:
+        self._put(self.sendq if is_send else self.recvq,
+                  (self.ctx.p, gid, slot, gen, case, data))
+
+    def flush(self, wakes: list) -> None:
+        """Deliver the wake-ups gathered under the lock (after releasing it)."""
+        deliver = self.broker.deliver
+        for rec, kind, data in wakes:
+            deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self)
+
+    # ---- blocking operations (the Chan methods)
+
+    def send(self, v: Any, hub: Any) -> None:
+        data = self.encode(v)
+        wakes: list = []
+        lock = self.lock
+        lock.acquire()
+        try:
+            done = self.try_send_l(data, wakes)
+            if not done:
+                self.enqueue_l(True, data, hub.current.id, -1, 0, 0)
+        except BaseException:
+            lock.release()
+            discard(data, self.ctx.arena)
+            raise
+        lock.release()
+        if wakes:
+            self.flush(wakes)
+        if done:
+            return
+        if hub.park(W.CHAN_SEND) is CLOSED:
+            raise ClosedChannelError("send on closed channel")
+
+    def recv(self, hub: Any) -> tuple[Any, bool]:
+        wakes: list = []
+        lock = self.lock
+        lock.acquire()
+        try:
+            done, data, ok = self.try_recv_l(wakes)
+            if not done:
+                self.enqueue_l(False, None, hub.current.id, -1, 0, 0)
+        finally:
+            lock.release()
+        if wakes:
+            self.flush(wakes)
+        if done:
+            return (self.decode(data) if ok else None), ok
+        return hub.park(W.CHAN_RECV)
+
+    def close(self) -> list:
+        wakes: list = []
+        lock = self.lock
+        lock.acquire()
+        try:
+            if self._load(self._w + _W_CLOSED):
+                raise ClosedChannelError("close of closed channel")
+            self._store(self._w + _W_CLOSED, 1)
+            while (rec := self._pop_live(self.recvq)) is not None:
+                wakes.append((rec, K_CLOSED_RECV, None))
+            while (rec := self._pop_live(self.sendq)) is not None:
+                wakes.append((rec, K_CLOSED_SEND, None))
+                if rec[5] is not None:
+                    discard(rec[5], self.ctx.arena)
+        finally:
+            lock.release()
+        self.flush(wakes)
+        return []
+
+    # ---- the LocalState protocol, for code that treats states alike
+
+    def try_send(self, v: Any) -> tuple[bool, None]:
+        data = self.encode(v)
+        wakes: list = []
+        with self.lock:
+            done = self.try_send_l(data, wakes)
+        self.flush(wakes)
+        if not done:
+            discard(data, self.ctx.arena)
+        return done, None
+
+    def try_recv(self) -> tuple[bool, Any, bool, None]:
+        wakes: list = []
+        with self.lock:
+            done, data, ok = self.try_recv_l(wakes)
+        self.flush(wakes)
+        return done, (self.decode(data) if done and ok else None), ok, None
+
+    def stats(self) -> tuple[int, int, int]:
+        with self.lock:
+            return self._count(), len(self.sendq), len(self.recvq)
+
+
+def recv_payload(st: SharedChan, kind: int, data: bytes | None) -> Any:
+    """What a woken waiter's park() returns, from a wake of ``kind``."""
+    if kind == K_VALUE:
+        return st.decode(data), True
+    if kind == K_CLOSED_RECV:
+        return None, False
+    if kind == K_SENT:
+        return SENT
+    if kind == K_CLOSED_SEND:
+        return CLOSED
+    return None
+
+
+def hub_of_current() -> Any:
+    return current_hub()

@@ -1,0 +1,175 @@
+"""Shared atomics and semaphores: the two primitives every sync object is built on.
+
+A promoted ``Int64`` keeps its class's API; its slot then holds ``(word, lock)``: the arena word
+with its value (two's complement) and the lock stripe that serializes read-modify-writes.
+A promoted ``Sema`` keeps a count word and a ring of waiter records ``(p, gid)`` under one lock.
+
+Invariants:
+- An atomic's word is stored only under its lock; plain loads read a whole 8-byte word, so a
+  ``load()`` outside the lock sees some value that was stored.
+- Sema: ``count > 0`` implies no waiter record; a release hands units to waiters first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .._atomic import _MAX, _MIN, Int64, _check_int, _wrap
+from .._hub import current_hub
+from .._hub import waits as W
+from .._shm import Ring, attach_ring
+from .._sync.sema import Sema
+from .shchan import K_GRANT
+
+_M64 = (1 << 64) - 1
+_rec = msgspec.msgpack.Encoder().encode
+_unrec = msgspec.msgpack.Decoder(tuple).decode
+
+
+def _to_word(v: int) -> int:
+    return v & _M64
+
+
+def _from_word(u: int) -> int:
+    return u - (1 << 64) if u > _MAX else u
+
+
+class SharedInt64(Int64):
+    """An ``Int64`` living in the arena (``_v`` is ``(arena, word index, lock, offset)``)."""
+
+    __slots__ = ()
+
+    def load(self) -> int:
+        a, w, _lock, _off = self._v
+        return _from_word(a.words.load(w))  # load; pairs with the stores under the lock
+
+    def store(self, v: int) -> None:
+        a, w, lock, _off = self._v
+        v = _wrap(_check_int(v))
+        with lock:
+            a.words.store(w, _to_word(v))
+
+    def add(self, delta: int) -> int:
+        a, w, lock, _off = self._v
+        _check_int(delta)
+        with lock:
+            v = _from_word(a.words.load(w)) + delta
+            if not _MIN <= v <= _MAX:
+                v = _wrap(v)
+            a.words.store(w, _to_word(v))
+        return v
+
+    def swap(self, v: int) -> int:
+        a, w, lock, _off = self._v
+        v = _wrap(_check_int(v))
+        with lock:
+            old = _from_word(a.words.load(w))
+            a.words.store(w, _to_word(v))
+        return old
+
+    def compare_and_swap(self, old: int, new: int) -> bool:
+        a, w, lock, _off = self._v
+        new = _wrap(_check_int(new))
+        with lock:
+            if _from_word(a.words.load(w)) != old:
+                return False
+            a.words.store(w, _to_word(new))
+            return True
+
+
+def new_int64_block(broker: Any, value: int) -> int:
+    """Allocate the arena block of a shared Int64: ``[value, lock index]``."""
+    a = broker.ctx.arena
+    off = a.alloc(16)
+    a.words.store(off // 8 + 1, broker.obj_lock_index())
+    a.words.store(off // 8, _to_word(value))
+    return off
+
+
+def attach_int64(obj: Int64, broker: Any, off: int) -> None:
+    """Turn ``obj`` into a handle on the shared Int64 at ``off``."""
+    a = broker.ctx.arena
+    lock = a.locks.lock(a.words.load(off // 8 + 1))
+    obj.__class__ = SharedInt64
+    obj._v = (a, off // 8, lock, off)
+
+
+class SharedSema(Sema):
+    """A ``Sema`` living in the arena (``count`` holds ``(broker, offset, word, lock, ring)``)."""
+
+    __slots__ = ()
+
+    def _h(self) -> tuple:
+        return self.count  # type: ignore[return-value]
+
+    def try_acquire(self) -> bool:
+        _b, _off, w, lock, _q = self.count
+        words = _b.ctx.arena.words
+        with lock:
+            n = words.load(w)
+            if n > 0:
+                words.store(w, n - 1)
+                return True
+        return False
+
+    def acquire(self, reason: str = W.SEMACQUIRE) -> None:
+        b, _off, w, lock, q = self.count
+        words = b.ctx.arena.words
+        hub = current_hub()
+        lock.acquire()
+        try:
+            n = words.load(w)
+            if n > 0:
+                words.store(w, n - 1)
+                return
+            if not q.put_locked(_rec((b.ctx.p, hub.current.id))):
+                raise MemoryError("shared semaphore wait queue is full")
+        finally:
+            lock.release()
+        hub.park(reason)
+
+    def release(self, n: int = 1, overflow: str = "") -> None:
+        b, _off, w, lock, q = self.count
+        words = b.ctx.arena.words
+        woken = []
+        lock.acquire()
+        try:
+            if self.limit and not len(q) and words.load(w) + n > self.limit:
+                raise RuntimeError(overflow or "semaphore released too many times")
+            while n > 0:
+                raw = q.get_locked()
+                if raw is None:
+                    break
+                woken.append(_unrec(raw))
+                n -= 1
+            if n:
+                words.store(w, words.load(w) + n)
+        finally:
+            lock.release()
+        for p, gid in woken:
+            b.deliver(p, gid, -1, 0, 0, K_GRANT, None, None)
+
+
+def new_sema_block(broker: Any, count: int) -> int:
+    """Allocate a shared semaphore: ``[count, lock index, waiter ring offset]``."""
+    a = broker.ctx.arena
+    lock_index = broker.obj_lock_index()
+    off = a.alloc(24)
+    ring = Ring.create(a, 16384, lock_index - 1)
+    a.words.store(off // 8 + 1, lock_index)
+    a.words.store(off // 8 + 2, ring.offset)
+    a.words.store(off // 8, count)
+    return off
+
+
+def attach_sema(obj: Sema, broker: Any, off: int, limit: int) -> None:
+    """Turn ``obj`` into a handle on the shared semaphore at ``off``."""
+    a = broker.ctx.arena
+    lock = a.locks.lock(a.words.load(off // 8 + 1))
+    ring = attach_ring(a, a.words.load(off // 8 + 2))
+    obj.__class__ = SharedSema
+    obj.count = (broker, off, off // 8, lock, ring)
+    obj.limit = limit
+    obj.waiters = None
