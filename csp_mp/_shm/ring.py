@@ -272,6 +272,33 @@ class Ring(_RingBase):
         item = out[0]
         return item if type(item) is bytes else self._fetch(item)
 
+    @property
+    def lock(self) -> Any:
+        """The ShmLock guarding this ring (for callers that compose several rings under it)."""
+        return self._lock
+
+    def put_locked(self, data: bytes | bytearray | memoryview) -> bool:
+        """``try_put`` for a caller already holding :attr:`lock`."""
+        data, n, oob = self._prepare(data)
+        t = self._load(self._tw)  # load; under the caller's lock
+        nt = self._write(t, self._load(self._hw), data, n, oob)
+        if nt < 0:
+            if oob:
+                self.arena.decref(oob)
+            return False
+        self._store(self._tw, nt)  # commit store; pairs with the tail load of consumers
+        return True
+
+    def get_locked(self) -> bytes | None:
+        """``try_get`` for a caller already holding :attr:`lock`."""
+        h = self._load(self._hw)  # load; under the caller's lock
+        if h == self._load(self._tw):  # load; pairs with the commit store of producers
+            return None
+        out: list[Any] = []
+        self._store(self._hw, self._read(h, out))  # commit store; frees the frame
+        item = out[0]
+        return item if type(item) is bytes else self._fetch(item)
+
     def get_many(self, max_items: int) -> list[bytes]:
         """Take up to ``max_items`` of the oldest messages (any process)."""
         out: list[Any] = []
