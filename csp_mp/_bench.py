@@ -417,16 +417,23 @@ def summary(report: dict[str, Any]) -> str:
     best_conc = max(io[k]["speedup"] for k in ("threads", "asyncio", "csp_mp_procs1"))
     parts = [f"concurrency helps I/O (up to {best_conc:.1f}x in one process)"]
     conc_cpu = max(cpu[k]["speedup"] for k in ("threads", "asyncio", "csp_mp_procs1"))
-    par = cpu["csp_mp_procsN"]
+    par, pool = cpu["csp_mp_procsN"], cpu["mp_pool"]
     if n == 1:
         parts.append("parallelism needs more than one CPU: this machine has one")
-    elif par["ps_used"] > 1:
-        parts.append(f"only parallelism helps CPU-bound work ({par['speedup']:.2f}x on "
-                     f"{par['ps_used']} Ps, vs {conc_cpu:.2f}x at best in one process)")
-    else:
+    elif par["ps_used"] <= 1:
         parts.append(f"CPU-bound work is not helped by concurrency ({conc_cpu:.2f}x at best), "
                      f"and csp_mp procs={n} ran every task in one process here "
                      "(no parallelism measured)")
+    elif par["speedup"] >= 1.2 * max(conc_cpu, 1.0):
+        parts.append(f"only parallelism helps CPU-bound work (csp_mp {par['speedup']:.2f}x on "
+                     f"{par['ps_used']} Ps, Pool {pool['speedup']:.2f}x, vs {conc_cpu:.2f}x at "
+                     "best in one process)")
+    else:
+        parts.append(f"CPU-bound work is not helped by concurrency ({conc_cpu:.2f}x at best); "
+                     f"csp_mp spread it over {par['ps_used']} Ps but reached only "
+                     f"{par['speedup']:.2f}x (Pool {pool['speedup']:.2f}x): at this size, "
+                     "starting processes and moving tasks cost about what the parallel "
+                     "work saved")
     return "; ".join(parts) + "."
 
 

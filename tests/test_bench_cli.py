@@ -93,13 +93,17 @@ def test_sizes_keep_the_promised_budgets() -> None:
                              + default.io_tasks * default.io_task_s) * 6 < 60
 
 
-def test_summary_names_one_process_when_procs_n_did_not_spread() -> None:
-    def wl(n_used: int) -> dict:
-        modes = {k: {"speedup": 1.0, "ps_used": 1} for k in MODES}
-        modes["csp_mp_procsN"]["ps_used"] = n_used
-        return {"modes": modes}
+def _summary(par_used: int, par_speedup: float, conc_speedup: float = 1.0) -> str:
+    modes = {k: {"speedup": conc_speedup, "ps_used": 1} for k in MODES}
+    modes["csp_mp_procsN"] = {"speedup": par_speedup, "ps_used": par_used}
+    return _bench.summary({"procs": 2, "workloads": {"cpu": {"modes": modes},
+                                                      "io": {"modes": modes}}})
 
-    one = _bench.summary({"procs": 2, "workloads": {"cpu": wl(1), "io": wl(1)}})
-    two = _bench.summary({"procs": 2, "workloads": {"cpu": wl(2), "io": wl(2)}})
+
+def test_summary_follows_the_numbers() -> None:
+    one = _summary(par_used=1, par_speedup=1.0)
     assert "one process" in one and "no parallelism measured" in one
-    assert "only parallelism helps CPU-bound work" in two and "on 2 Ps" in two
+    fast = _summary(par_used=2, par_speedup=1.9)
+    assert "only parallelism helps CPU-bound work (csp_mp 1.90x on 2 Ps" in fast
+    slow = _summary(par_used=2, par_speedup=0.8)
+    assert "reached only 0.80x" in slow and "only parallelism helps" not in slow
