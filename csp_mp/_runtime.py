@@ -69,3 +69,9 @@ def stack() -> str:
     if hub is None:
         return ""
     return _multi("stack")(hub)
+
+
+# Public home of these functions (pickling finds them by module): ``csp_mp.runtime``.
+for _f in (num_cpu, gomaxprocs, num_goroutine, gosched, goid, current_p, stack):
+    _f.__module__ = "csp_mp.runtime"
+del _f
