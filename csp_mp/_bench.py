@@ -429,11 +429,14 @@ def summary(report: dict[str, Any]) -> str:
                      f"{par['ps_used']} Ps, Pool {pool['speedup']:.2f}x, vs {conc_cpu:.2f}x at "
                      "best in one process)")
     else:
+        cores = par.get("cores", 0.0)
+        why = (f"its {par['ps_used']} processes got only {cores:.2f} CPU cores between them "
+               "(is the machine busy with other work?)" if cores < 0.75 * n else
+               "at this size, starting processes and moving tasks cost about what the "
+               "parallel work saved")
         parts.append(f"CPU-bound work is not helped by concurrency ({conc_cpu:.2f}x at best); "
                      f"csp_mp spread it over {par['ps_used']} Ps but reached only "
-                     f"{par['speedup']:.2f}x (Pool {pool['speedup']:.2f}x): at this size, "
-                     "starting processes and moving tasks cost about what the parallel "
-                     "work saved")
+                     f"{par['speedup']:.2f}x (Pool {pool['speedup']:.2f}x): {why}")
     return "; ".join(parts) + "."
 
 

@@ -93,9 +93,10 @@ def test_sizes_keep_the_promised_budgets() -> None:
                              + default.io_tasks * default.io_task_s) * 6 < 60
 
 
-def _summary(par_used: int, par_speedup: float, conc_speedup: float = 1.0) -> str:
+def _summary(par_used: int, par_speedup: float, conc_speedup: float = 1.0,
+             par_cores: float = 2.0) -> str:
     modes = {k: {"speedup": conc_speedup, "ps_used": 1} for k in MODES}
-    modes["csp_mp_procsN"] = {"speedup": par_speedup, "ps_used": par_used}
+    modes["csp_mp_procsN"] = {"speedup": par_speedup, "ps_used": par_used, "cores": par_cores}
     return _bench.summary({"procs": 2, "workloads": {"cpu": {"modes": modes},
                                                       "io": {"modes": modes}}})
 
@@ -107,3 +108,6 @@ def test_summary_follows_the_numbers() -> None:
     assert "only parallelism helps CPU-bound work (csp_mp 1.90x on 2 Ps" in fast
     slow = _summary(par_used=2, par_speedup=0.8)
     assert "reached only 0.80x" in slow and "only parallelism helps" not in slow
+    assert "starting processes" in slow
+    starved = _summary(par_used=2, par_speedup=0.8, par_cores=0.9)
+    assert "got only 0.90 CPU cores between them" in starved
