@@ -276,3 +276,20 @@ def test_runtime_objects_from_a_foreign_thread_raise() -> None:
     t.start()
     t.join(10)
     assert len(errors) == 1
+
+
+def test_implicit_deadlock_dump_lists_the_other_goroutines() -> None:
+    go(_park_forever)
+    with pytest.raises(csp_mp.DeadlockError) as info:
+        Chan().recv()
+    assert count_reason_in(info.value.stack, "chan receive") == 2
+    assert "_park_forever" in info.value.stack
+
+
+def _park_forever() -> None:
+    Chan().recv()
+
+
+def count_reason_in(stack: str, reason: str) -> int:
+    return sum(1 for line in stack.splitlines()
+               if line.startswith("goroutine ") and f"[{reason}]" in line)

@@ -296,7 +296,7 @@ def test_self_select(cap: int) -> None:
 @pytest.mark.stress
 def test_select_stress() -> None:
     """TestSelectStress: plain and select senders/receivers on 4 channels; no deadlock, no loss."""
-    N = 2000
+    N = 10_000
 
     def main():
         c = [Chan(), Chan(), Chan(2), Chan(3)]

@@ -328,3 +328,25 @@ def test_cond_needs_a_locker() -> None:
 def test_sync_module_exports_the_same_classes() -> None:
     assert (sync.WaitGroup, sync.Mutex, sync.RWMutex, sync.Once, sync.Cond) == (
         WaitGroup, Mutex, RWMutex, Once, Cond)
+
+
+def test_cond_with_a_read_locker() -> None:
+    def main():
+        rw = RWMutex()
+        cond = Cond(rw.rlocker())
+        ready = []
+        wg = WaitGroup()
+
+        def waiter():
+            with rw.rlocker():
+                while not ready:
+                    cond.wait()
+
+        for _ in range(3):
+            wg.go(waiter)
+        wait_reason("sync.Cond.Wait", 3)
+        with rw:
+            ready.append(True)
+        cond.broadcast()
+        wg.wait()
+    run1(main)

@@ -219,3 +219,14 @@ def test_after_func_needs_a_callable() -> None:
 def test_time_module_exports() -> None:
     assert csp_mp.time.sleep is csp_sleep and csp_mp.time.Timer is Timer
     assert csp_mp.after is after and csp_mp.after_func is after_func
+
+
+def test_timer_stop_leaves_a_blocked_receiver_blocked() -> None:
+    def main():
+        t = Timer(0.01)
+        out = Chan(1)
+        go(lambda: out.send(select(t.c.recv, after(0.05).recv)[0]))
+        wait_until(lambda: t.c.stats().receivers_waiting == 1, "receiver parked on t.c")
+        assert t.stop() is True
+        return out.recv()
+    assert run1(main) == 1  # only the other case could complete
