@@ -117,6 +117,7 @@ class Broker:
         self._dl_snap: tuple | None = None
         self._dl_t = 0.0
         self._info_t = 0.0
+        self._info_n = -1
         self._rng = random.Random()
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
@@ -307,7 +308,16 @@ class Broker:
                 return True
         if not hub.runq and hub.runnext is None:
             got = self._pop_own(hub) or got
+        if got:
+            self._busy()
         return got
+
+    def _busy(self) -> None:
+        """This P has work again: leave IDLE/STUCK and count the transition (checkdead)."""
+        ctx = self.ctx
+        if ctx.pload(self.p, C.P_STATUS) != C.RUNNING:
+            ctx.pstore(C.P_STATUS, C.RUNNING)
+            ctx.padd(C.P_EPOCH, 1)
 
     def _pop_own(self, hub: Hub) -> bool:
         if not self.pending:
@@ -369,29 +379,33 @@ class Broker:
         """Nothing runnable here: poll, steal, then park on the doorbell."""
         ctx = self.ctx
         if self.poll(hub) or hub.runq or hub.outcome is not None:
+            self._busy()
             return
         if self._steal(hub):
+            self._busy()
             return
         stuck = not local_can_wake and not self.outbox and not self.pending
         ctx.pstore(C.P_NGOR, len(hub.allgs))
         ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
         now = time.monotonic()
-        if now - self._info_t > 0.05:
+        if len(hub.allgs) != self._info_n or now - self._info_t > 0.05:
             self._info_t = now
+            self._info_n = len(hub.allgs)
             self.publish_info(hub)
         # A post taken here is a full barrier: a producer that queued work before reading our
         # status either sees IDLE (and rings) or its work is visible to the re-check below.
         if ctx.bell.wait(0) or self._work_visible():
-            ctx.pstore(C.P_STATUS, C.RUNNING)
+            self._busy()
             return
         wait = IDLE_WAIT if timeout is None else min(timeout, IDLE_WAIT)
         if self.p == 0 and stuck:
             if self._check_deadlock(hub):
                 return
             wait = min(wait, DEADLOCK_SETTLE)
-        ctx.bell.wait(wait)
-        ctx.pstore(C.P_STATUS, C.RUNNING)
-        ctx.padd(C.P_EPOCH, 1)
+        if ctx.bell.wait(wait):
+            self._busy()
+        # on a timeout the status stays: nothing arrived, and a timer's goroutine runs with
+        # the status IDLE, which never counts towards a deadlock
 
     def _work_visible(self) -> bool:
         ctx = self.ctx

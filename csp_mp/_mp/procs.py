@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from multiprocessing import reduction
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
@@ -75,6 +76,7 @@ class Runtime:
         self.maxprocs = nprocs
         self.arena = Arena.create(ARENA_BYTES, nlocks_for(self.maxprocs))
         self.procs: list[Any] = []
+        self._lifeline = -1
         self.monitor: threading.Thread | None = None
         self._stop_monitor = threading.Event()
         try:
@@ -87,12 +89,19 @@ class Runtime:
 
     def _start_workers(self) -> None:
         mctx = _context()
-        with _no_main_reimport():
-            for p in range(1, self.nprocs):
-                proc = mctx.Process(target=worker_main, name=f"csp_mp-P{p}",
-                                    args=(self.arena, self.ctx.off, p, self.bells), daemon=True)
-                proc.start()
-                self.procs.append(proc)
+        # A pipe whose write end only P0 holds: a worker reading EOF knows P0 is gone, however
+        # it went (the forkserver outlives P0 while workers hold its alive fd).
+        r, self._lifeline = os.pipe()
+        try:
+            with _no_main_reimport():
+                for p in range(1, self.nprocs):
+                    proc = mctx.Process(
+                        target=worker_main, name=f"csp_mp-P{p}", daemon=True,
+                        args=(self.arena, self.ctx.off, p, self.bells, reduction.DupFd(r)))
+                    proc.start()
+                    self.procs.append(proc)
+        finally:
+            os.close(r)
         if not self.arena.wait_attached(self.nprocs - 1, START_TIMEOUT):
             raise RuntimeError("csp_mp: worker processes did not start in time")
         self.arena.seal()
@@ -131,7 +140,13 @@ class Runtime:
             self.monitor.join(1.0)
         self.close()
 
+    def _close_lifeline(self) -> None:
+        fd, self._lifeline = self._lifeline, -1
+        if fd >= 0:
+            os.close(fd)
+
     def close(self) -> None:
+        self._close_lifeline()
         for proc in self.procs:
             try:
                 if proc.is_alive():
@@ -177,9 +192,20 @@ def _die_with_parent() -> None:
         pass
 
 
-def worker_main(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell]) -> None:
-    """Body of P1..Pn-1: a hub with a broker, until P0 says stop."""
+def _watch_lifeline(fd: int) -> None:
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    os._exit(0 if (C.current() is not None and C.current().stopping) else 1)
+
+
+def worker_main(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], lifeline: Any) -> None:
+    """Body of P1..Pn-1: a hub with a broker, until P0 says stop (or disappears)."""
     _die_with_parent()
+    threading.Thread(target=_watch_lifeline, args=(lifeline.detach(),), name="csp_mp-lifeline",
+                     daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is P0's to handle
     ctx = C.Ctx(arena, ctl_off, p, bells)
     C.set_current(ctx)

@@ -70,7 +70,7 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
     hub = broker.hub
     with shared.lock:
         for v in st.buf:
-            shared.buf.put_locked(shared.encode(v))
+            shared._buf_put(shared.encode(v))
         shared._set_count(len(st.buf))
         for is_send, q in ((True, st.sendq), (False, st.recvq)):
             for w in q:

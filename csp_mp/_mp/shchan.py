@@ -34,6 +34,9 @@ _BLOCK = 64
 
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
+_ref = _rec
+_unref = _unrec
+_BIGREF = b"\xc1\xfe"  # a buffered value kept in its own block (0xc1: never msgpack)
 
 # wake kinds (what a waiter is told)
 K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
@@ -140,11 +143,30 @@ class SharedChan:
             return True
         n = self._count()
         if n < self.cap:
-            if not self.buf.put_locked(data):
-                raise MemoryError("shared channel buffer is full")
+            self._buf_put(data)
             self._set_count(n + 1)
             return True
         return False
+
+    def _buf_put(self, data: bytes) -> None:
+        """Buffer ``data``; when the ring's bytes run out before ``cap`` values, the value goes
+        to its own arena block and the ring holds a reference to it."""
+        if not self.buf.put_locked(data):
+            arena = self.ctx.arena
+            off = arena.alloc(len(data))
+            arena.map[off : off + len(data)] = data
+            if not self.buf.put_locked(_BIGREF + _ref((off, len(data)))):
+                arena.decref(off)
+                raise MemoryError("shared channel buffer is full")
+
+    def _buf_get(self) -> bytes | None:
+        data = self.buf.get_locked()
+        if data is not None and data[:2] == _BIGREF:
+            off, n = _unref(data[2:])
+            arena = self.ctx.arena
+            data = arena.map[off : off + n]
+            arena.decref(off)
+        return data
 
     def try_recv_l(self, wakes: list) -> tuple[bool, bytes | None, bool]:
         rec = self._pop_live(self.sendq)
@@ -152,13 +174,13 @@ class SharedChan:
             wakes.append((rec, K_SENT, None))
             if self.cap == 0:
                 return True, rec[5], True
-            data = self.buf.get_locked()
-            self.buf.put_locked(rec[5])
+            data = self._buf_get()
+            self._buf_put(rec[5])
             return True, data, True
         n = self._count()
         if n > 0:
             self._set_count(n - 1)
-            return True, self.buf.get_locked(), True
+            return True, self._buf_get(), True
         if self._load(self._w + _W_CLOSED):
             return True, None, False
         return False, None, False
