@@ -133,6 +133,12 @@ def _encode_pickle(value: Any, arena: Arena | None) -> bytes:
         data = _pdumps(value, protocol=5, buffer_callback=callback)
     except Exception as e:
         data = _cloudpickle(value, e, callback)
+    else:
+        if b"__main__" in data:
+            # Pickled by reference to the user's script, which no other process imports:
+            # cloudpickle sends __main__ functions and classes by value instead.
+            bufs.clear()
+            data = _cloudpickle(value, pickle.PicklingError("__main__ by reference"), callback)
     if not bufs:
         return data
     assert arena is not None
