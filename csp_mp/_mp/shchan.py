@@ -46,7 +46,7 @@ class SharedChan:
     """The state of a promoted channel; the same protocol as ``LocalState`` plus locked ops."""
 
     shared = True
-    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "buf", "recvq", "sendq", "_w",
+    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "buf", "_rings", "_w",
                  "_load", "_store", "codec", "__weakref__")
 
     def __init__(self, broker: Any, off: int, tp: Any = None) -> None:
@@ -65,8 +65,7 @@ class SharedChan:
         self.lock_index = self._load(w + _W_LOCK)
         self.lock = arena.locks.lock(self.lock_index)
         self.buf: Ring = attach_ring(arena, self._load(w + _W_BUF))
-        self.recvq: Ring = attach_ring(arena, self._load(w + _W_RECVQ))
-        self.sendq: Ring = attach_ring(arena, self._load(w + _W_SENDQ))
+        self._rings: dict[int, Ring] = {}
         self.codec = TypedCodec(tp, arena) if tp is not None else None
 
     @classmethod
@@ -126,11 +125,30 @@ class SharedChan:
             if rec[5] is not None:
                 discard(rec[5], self.ctx.arena)
 
-    def _put(self, q: Ring, rec: tuple) -> None:
-        if not q.put_locked(_rec(rec)):
-            self.broker.compact(q, self)
-            if not q.put_locked(_rec(rec)):
-                raise MemoryError("shared channel wait queue is full")
+    def _queue(self, wi: int) -> Ring:
+        """The wait queue in word ``wi`` (it moves when it grows; under the lock)."""
+        off = self._load(self._w + wi)
+        q = self._rings.get(wi)
+        if q is None or q.offset != off:
+            q = self._rings[wi] = attach_ring(self.ctx.arena, off)
+        return q
+
+    @property
+    def recvq(self) -> Ring:
+        return self._queue(_W_RECVQ)
+
+    @property
+    def sendq(self) -> Ring:
+        return self._queue(_W_SENDQ)
+
+    def _put(self, wi: int, rec: tuple) -> None:
+        q = self._queue(wi)
+        raw = _rec(rec)
+        if q.put_locked(raw):
+            return
+        self.broker.compact(q, self)
+        if not q.put_locked(raw):
+            self._rings[wi] = grow(self.ctx.arena, q, self._w + wi, raw)
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
 
@@ -187,8 +205,7 @@ class SharedChan:
 
     def enqueue_l(self, is_send: bool, data: bytes | None, gid: int, slot: int, gen: int,
                   case: int) -> None:
-        self._put(self.sendq if is_send else self.recvq,
-                  (self.ctx.p, gid, slot, gen, case, data))
+        self._put(_W_SENDQ if is_send else _W_RECVQ, (self.ctx.p, gid, slot, gen, case, data))
 
     def flush(self, wakes: list) -> None:
         """Deliver the wake-ups gathered under the lock (after releasing it)."""
@@ -276,6 +293,21 @@ class SharedChan:
     def stats(self) -> tuple[int, int, int]:
         with self.lock:
             return self._count(), len(self.sendq), len(self.recvq)
+
+
+def grow(arena: Any, q: Ring, word: int, raw: bytes) -> Ring:
+    """Move a full wait queue into one twice its size, append ``raw``, publish it in ``word``.
+
+    The caller holds the queue's lock; every user re-reads ``word`` under that lock.
+    """
+    bigger = Ring.create(arena, q.capacity * 2, q._lock_index - 1)
+    while (x := q.get_locked()) is not None:
+        bigger.put_locked(x)
+    if not bigger.put_locked(raw):
+        raise MemoryError("a shared wait queue cannot grow")
+    arena.words.store(word, bigger.offset)  # store; read under the same lock by every user
+    arena.decref(q.offset)
+    return bigger
 
 
 def recv_payload(st: SharedChan, kind: int, data: bytes | None) -> Any:

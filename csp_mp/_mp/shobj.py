@@ -21,7 +21,7 @@ from .._hub import current_hub
 from .._hub import waits as W
 from .._shm import Ring, attach_ring
 from .._sync.sema import Sema
-from .shchan import K_GRANT
+from .shchan import K_GRANT, grow
 
 _M64 = (1 << 64) - 1
 _rec = msgspec.msgpack.Encoder().encode
@@ -101,8 +101,14 @@ class SharedSema(Sema):
 
     __slots__ = ()
 
-    def _h(self) -> tuple:
-        return self.count  # type: ignore[return-value]
+    def _queue(self) -> Ring:
+        """The waiter ring (it moves when it grows; under the lock)."""
+        b, off, w, lock, q = self.count
+        cur = b.ctx.arena.words.load(w + 2)
+        if q.offset != cur:
+            q = attach_ring(b.ctx.arena, cur)
+            self.count = (b, off, w, lock, q)
+        return q
 
     def try_acquire(self) -> bool:
         _b, _off, w, lock, _q = self.count
@@ -124,8 +130,10 @@ class SharedSema(Sema):
             if n > 0:
                 words.store(w, n - 1)
                 return
-            if not q.put_locked(_rec((b.ctx.p, hub.current.id))):
-                raise MemoryError("shared semaphore wait queue is full")
+            q = self._queue()
+            raw = _rec((b.ctx.p, hub.current.id))
+            if not q.put_locked(raw):
+                self.count = self.count[:4] + (grow(b.ctx.arena, q, w + 2, raw),)
         finally:
             lock.release()
         hub.park(reason)
@@ -136,6 +144,7 @@ class SharedSema(Sema):
         woken = []
         lock.acquire()
         try:
+            q = self._queue()
             if self.limit and not len(q) and words.load(w) + n > self.limit:
                 raise RuntimeError(overflow or "semaphore released too many times")
             while n > 0:
