@@ -1,0 +1,195 @@
+"""Helpers for the multi-P tests: put a goroutine on a chosen P, and bodies that travel.
+
+This module is imported by the worker Ps whenever a goroutine body defined here migrates, so it
+imports nothing heavier than csp_mp (no pytest). Every wait is on runtime state with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from csp_mp import Chan, atomic, go, go_local, runtime
+
+DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
+BATCH = 8  # probe goroutines per attempt of ``go_on``
+
+
+def other_p(procs: int) -> int:
+    """The P a test puts its 'remote' goroutines on: the last one (P0 when there is one P)."""
+    return procs - 1
+
+
+def _probe(target: int, won: atomic.Int64, fn: Callable[..., Any], args: tuple,
+           reply: Chan) -> None:
+    if runtime.current_p() == target and won.compare_and_swap(0, 1):
+        reply.send(True)
+        fn(*args)
+    else:
+        reply.send(False)
+
+
+def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE) -> None:
+    """From a goroutine: start ``fn(*args)`` in a goroutine that runs on P ``p``.
+
+    On the caller's own P it is a ``go_local``; otherwise probe goroutines are spawned with
+    ``go()`` until one is stolen by P ``p``, which then runs ``fn`` (AssertionError after
+    ``timeout``). Returns once ``fn`` has started or is about to.
+    """
+    if p == runtime.current_p():
+        go_local(fn, *args)
+        return
+    if p >= runtime.gomaxprocs():
+        raise ValueError(f"no P{p} in a runtime of {runtime.gomaxprocs()} Ps")
+    won = atomic.Int64(0)
+    reply: Chan = Chan(BATCH)
+    deadline = time.monotonic() + timeout
+    while True:
+        for _ in range(BATCH):
+            go(_probe, p, won, fn, args, reply)
+        got = [reply.recv() for _ in range(BATCH)]
+        if any(got):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no goroutine reached P{p} within {timeout}s\n"
+                                 f"{runtime.stack()}")
+
+
+def wait_until(cond: Callable[[], bool], what: str = "condition",
+               timeout: float = DEADLINE) -> None:
+    """From a goroutine: yield until ``cond()`` holds; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{runtime.stack()}")
+        runtime.gosched()
+
+
+# ---------------------------------------------------------------- goroutine bodies
+
+
+def report_p(out: Chan) -> None:
+    """Send ``(P, pid)`` of the goroutine running this."""
+    out.send((runtime.current_p(), os.getpid()))
+
+
+def send_all(ch: Chan, values: list) -> None:
+    """Send every value of ``values`` on ``ch``, in order."""
+    for v in values:
+        ch.send(v)
+
+
+def recv_n(ch: Chan, n: int, out: Chan) -> None:
+    """Receive ``n`` values from ``ch`` and send the list of them on ``out``."""
+    out.send([ch.recv() for _ in range(n)])
+
+
+def recv_all(ch: Chan, out: Chan) -> None:
+    """Receive until ``ch`` is closed; send the list of values (``for v in ch``) on ``out``."""
+    out.send(list(ch))
+
+
+def recv_ok_to(ch: Chan, out: Chan) -> None:
+    """One ``recv_ok`` on ``ch``; send its ``(value, ok)`` on ``out``."""
+    out.send(ch.recv_ok())
+
+
+def echo(inp: Chan, out: Chan) -> None:
+    """Send back on ``out`` each value received from ``inp`` until ``inp`` is closed."""
+    for v in inp:
+        out.send(v)
+    out.close()
+
+
+def echo_types(inp: Chan, out: Chan) -> None:
+    """Send back ``(value, type name)`` for each value of ``inp`` until it is closed."""
+    for v in inp:
+        out.send((v, type(v).__name__))
+    out.close()
+
+
+def send_catching(ch: Chan, v: Any, out: Chan) -> None:
+    """Send ``v`` on ``ch``; report the exception type name (or None) on ``out``."""
+    try:
+        ch.send(v)
+    except Exception as exc:
+        out.send(type(exc).__name__)
+    else:
+        out.send(None)
+
+
+def block_forever(ch: Chan) -> None:
+    """Receive from ``ch`` (which nobody sends on)."""
+    ch.recv()
+
+
+def spin(n: int) -> int:
+    """Pure-Python CPU work; returns a checksum."""
+    acc = 0
+    for i in range(n):
+        acc = (acc * 31 + i) & 0xFFFF
+    return acc
+
+
+def spin_to(n: int, out: Chan) -> None:
+    """``spin(n)``, result on ``out``."""
+    out.send(spin(n))
+
+
+def noop(*args: Any) -> None:
+    """Do nothing."""
+    return None
+
+
+def raise_value_error(msg: str) -> None:
+    """Raise ValueError(msg)."""
+    raise ValueError(msg)
+
+
+class Unpicklable(Exception):
+    """An exception that cannot travel between processes (its argument is a lock)."""
+
+    def __init__(self, msg: str) -> None:
+        import threading
+
+        super().__init__(msg, threading.Lock())
+        self.msg = msg
+
+    def __str__(self) -> str:
+        return self.msg
+
+
+def raise_unpicklable(msg: str) -> None:
+    """Raise an exception whose pickling fails."""
+    raise Unpicklable(msg)
+
+
+class Point(msgspec.Struct, frozen=True):
+    """A typed-channel value that both Ps know by reference."""
+
+    x: int
+    y: float
+
+
+def send_typed(ch: Chan, good: list, bad: Any, out: Chan) -> None:
+    """Send ``bad`` on typed ``ch`` (reporting the error type and message on ``out``), then
+    every value of ``good``."""
+    try:
+        ch.send(bad)
+    except Exception as exc:
+        out.send((type(exc).__name__, str(exc)))
+    else:
+        out.send(None)
+    for v in good:
+        ch.send(v)
+
+
+def feed(ch: Chan, values: list) -> None:
+    """Send every value of ``values`` on ``ch``, then close it."""
+    for v in values:
+        ch.send(v)
+    ch.close()
