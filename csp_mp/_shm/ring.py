@@ -169,6 +169,67 @@ class _RingBase:
             need = 8 + ((n + 7) & ~7)
         return (((h >> 40) + 1) & _M24) << 40 | ((hpos + need) & _M40)
 
+    def _write_run(self, t: int, h: int, items: list[Any], i: int) -> tuple[int, int]:
+        """Write inline ``bytes`` items from ``items[i]`` on while they fit; (new tail word,
+        index of the first item not written). Nothing is visible until the tail store."""
+        cap, mask, data0 = self.capacity, self._mask, self._data
+        store, mm, limit = self._store, self._mm, self._max_inline
+        tpos = t & _M40
+        free = cap - ((tpos - (h & _M40)) & _M40)
+        k, end = 0, len(items)
+        while i < end:
+            data = items[i]
+            if type(data) is not bytes:
+                break
+            n = len(data)
+            if n > limit:
+                break
+            need = 8 + ((n + 7) & ~7)
+            j = tpos & mask
+            rem = cap - j
+            if rem < need:
+                if free < need + rem:
+                    break
+                store((data0 + j) >> 3, _WRAP << 32)
+                tpos += rem
+                free -= rem
+                j = 0
+            elif free < need:
+                break
+            p = data0 + j
+            store(p >> 3, _INLINE << 32 | n)
+            mm[p + 8 : p + 8 + n] = data
+            tpos += need
+            free -= need
+            k += 1
+            i += 1
+        return (((t >> 40) + k) & _M24) << 40 | (tpos & _M40), i
+
+    def _read_run(self, h: int, t: int, max_items: int, out: list[Any]) -> int:
+        """Copy up to ``max_items`` frames between head word ``h`` and tail word ``t`` to
+        ``out``; the new head word."""
+        cap, mask, data0 = self.capacity, self._mask, self._data
+        load, mm = self._load, self._mm
+        hpos, tpos = h & _M40, t & _M40
+        k = 0
+        while hpos != tpos and k < max_items:
+            j = hpos & mask
+            p = data0 + j
+            hdr = load(p >> 3)  # ordered after the tail load that showed this frame
+            kind = hdr >> 32
+            if kind == _WRAP:
+                hpos = (hpos + cap - j) & _M40
+                continue
+            n = hdr & _M32
+            if kind == _OOB:
+                out.append((load((p >> 3) + 1), load((p >> 3) + 2)))
+                hpos = (hpos + 24) & _M40
+            else:
+                out.append(mm[p + 8 : p + 8 + n])
+                hpos = (hpos + 8 + ((n + 7) & ~7)) & _M40
+            k += 1
+        return (((h >> 40) + k) & _M24) << 40 | hpos
+
     def _fetch(self, item: Any) -> bytes:
         """Copy an out-of-band message out of its block and free the block."""
         off, n = item
@@ -229,32 +290,18 @@ class Ring(_RingBase):
         return nt >= 0
 
     def _put_batch(self, items: list[Any], start: int) -> int:
+        first = items[start]
+        if type(first) is not bytes or len(first) > self._max_inline:
+            return start + 1 if self.try_put(first) else start
         lock = self._lock
-        i = start
-        data, n, oob = self._prepare(items[i])
         lock.acquire()
         try:
-            t0 = t = self._load(self._tw)  # load; under the lock
-            h = self._load(self._hw)
-            while True:
-                nt = self._write(t, h, data, n, oob)
-                if nt < 0:
-                    break
-                t = nt
-                i += 1
-                if i == len(items):
-                    break
-                data = items[i]
-                if type(data) is not bytes or len(data) > self._max_inline:
-                    break  # prepared outside the lock on the next batch
-                n = len(data)
-                oob = 0
-            if t != t0:
-                self._store(self._tw, t)  # commit store for the whole batch
+            t = self._load(self._tw)  # load; under the lock
+            nt, i = self._write_run(t, self._load(self._hw), items, start)
+            if i != start:
+                self._store(self._tw, nt)  # commit store for the whole batch
         finally:
             lock.release()
-        if nt < 0 and oob:
-            self.arena.decref(oob)
         return i
 
     def try_get(self) -> bytes | None:
@@ -305,12 +352,10 @@ class Ring(_RingBase):
         lock = self._lock
         lock.acquire()
         try:
-            h0 = h = self._load(self._hw)  # load; under the lock
+            h = self._load(self._hw)  # load; under the lock
             t = self._load(self._tw)  # load; pairs with the commit store in try_put
-            while h != t and len(out) < max_items:
-                h = self._read(h, out)
-            if h != h0:
-                self._store(self._hw, h)  # commit store for the whole batch
+            if h != t:
+                self._store(self._hw, self._read_run(h, t, max_items, out))  # commit store
         finally:
             lock.release()
         for j, item in enumerate(out):
@@ -337,27 +382,13 @@ class SpscRing(_RingBase):
         return True
 
     def _put_batch(self, items: list[Any], start: int) -> int:
-        i = start
-        data, n, oob = self._prepare(items[i])
-        t0 = t = self._load(self._tw)
-        h = self._load(self._hw)  # load; pairs with the consumer's commit store
-        while True:
-            nt = self._write(t, h, data, n, oob)
-            if nt < 0:
-                if oob:
-                    self.arena.decref(oob)
-                break
-            t = nt
-            i += 1
-            if i == len(items):
-                break
-            data = items[i]
-            if type(data) is not bytes or len(data) > self._max_inline:
-                break
-            n = len(data)
-            oob = 0
-        if t != t0:
-            self._store(self._tw, t)  # commit store for the batch; pairs with try_get's load
+        first = items[start]
+        if type(first) is not bytes or len(first) > self._max_inline:
+            return start + 1 if self.try_put(first) else start
+        # load of the head pairs with the consumer's commit store
+        nt, i = self._write_run(self._load(self._tw), self._load(self._hw), items, start)
+        if i != start:
+            self._store(self._tw, nt)  # commit store for the batch; pairs with try_get's load
         return i
 
     def try_get(self) -> bytes | None:
@@ -375,12 +406,12 @@ class SpscRing(_RingBase):
     def get_many(self, max_items: int) -> list[bytes]:
         """Take up to ``max_items`` of the oldest messages (the consumer only)."""
         out: list[Any] = []
-        h0 = h = self._load(self._hw)
+        h = self._load(self._hw)
         t = self._load(self._tw)  # load; pairs with the producer's commit store
-        while h != t and len(out) < max_items:
-            h = self._read(h, out)
-        if h != h0:
-            self._store(self._hw, h)  # commit store; pairs with the producer's head load
+        if h != t:
+            # store after the frames' loads (TSO keeps load->store order); pairs with the
+            # producer's head load
+            self._store(self._hw, self._read_run(h, t, max_items, out))
         for j, item in enumerate(out):
             if type(item) is not bytes:
                 out[j] = self._fetch(item)

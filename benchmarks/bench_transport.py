@@ -1,0 +1,310 @@
+"""Transport throughput: csp_mp's shared-memory rings against multiprocessing and faster-fifo.
+
+Small messages (``[i, "chan-7", {"op": "send", "v": i}]``, encoded and decoded on each side)
+1 producer -> 1 consumer and 4 producers -> 2 consumers, and a 64 MiB NumPy array between two
+processes. Every transport runs in the same invocation; each figure is the median of ``--runs``
+runs. Prints a table and writes ``benchmarks/results/transport.json``.
+
+    .venv/bin/python benchmarks/bench_transport.py [--n 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from csp_mp._shm import codec  # noqa: E402
+from csp_mp._shm.arena import Arena  # noqa: E402
+from csp_mp._shm.doorbell import Doorbell  # noqa: E402
+from csp_mp._shm.ring import Ring, SpscRing, attach_ring  # noqa: E402
+
+BATCH = 64
+ARRAY_BYTES = 64 << 20
+
+
+def message(i: int) -> list[Any]:
+    return [i, "chan-7", {"op": "send", "v": i}]
+
+
+# ---- children -------------------------------------------------------------------------------
+
+
+def ring_producer(arena: Arena, off: int, n: int, bell: Doorbell, go: Any) -> None:
+    ring = attach_ring(arena, off)
+    enc = codec.encode
+    go.wait()
+    i = 0
+    while i < n:
+        items = [enc(message(j)) for j in range(i, min(n, i + BATCH))]
+        k = 0
+        while k < len(items):
+            got = ring.put_many(items[k:] if k else items)
+            if got:
+                k += got
+                bell.ring()
+            else:
+                time.sleep(0)
+        i += len(items)
+
+
+def ring_consumer(arena: Arena, off: int, n: int, bell: Doorbell, go: Any, done: Any) -> None:
+    ring = attach_ring(arena, off)
+    dec = codec.decode
+    go.wait()
+    got = 0
+    while True:
+        batch = ring.get_many(BATCH * 4)
+        if not batch:
+            bell.wait(0.001)
+            continue
+        for data in batch:
+            if not data:
+                give_back_sentinels(ring, batch)
+                done.put(time.perf_counter())
+                return
+            dec(data)
+            got += 1
+
+
+def give_back_sentinels(ring: Ring, batch: list[bytes]) -> None:
+    """Put back the sentinels (one per consumer) taken in the same batch as ours."""
+    for _ in range(sum(1 for d in batch if not d) - 1):
+        while not ring.try_put(b""):
+            time.sleep(0)
+
+
+def q_producer(q: Any, n: int, go: Any) -> None:
+    go.wait()
+    for i in range(n):
+        q.put(message(i))
+
+
+def q_consumer(q: Any, go: Any, done: Any) -> None:
+    go.wait()
+    while q.get() is not None:
+        pass
+    done.put(time.perf_counter())
+
+
+def pipe_producer(conn: Any, n: int, go: Any) -> None:
+    go.wait()
+    for i in range(n):
+        conn.send(message(i))
+    conn.send(None)
+
+
+def pipe_consumer(conn: Any, go: Any, done: Any) -> None:
+    go.wait()
+    while conn.recv() is not None:
+        pass
+    done.put(time.perf_counter())
+
+
+def ff_producer(q: Any, n: int, go: Any) -> None:
+    go.wait()
+    for i in range(0, n, BATCH):
+        q.put_many([message(j) for j in range(i, min(n, i + BATCH))], timeout=60)
+
+
+def ff_consumer(q: Any, go: Any, done: Any) -> None:
+    go.wait()
+    while True:
+        batch = q.get_many(max_messages_to_get=BATCH * 4, timeout=60)
+        for m in batch:
+            if m is None:
+                for _ in range(sum(1 for x in batch if x is None) - 1):
+                    q.put(None)  # a sentinel meant for another consumer
+                done.put(time.perf_counter())
+                return
+
+
+def array_ring_receiver(arena: Arena, off: int, bell: Doorbell, back: Any, reps: int) -> None:
+    ring = attach_ring(arena, off)
+    for _ in range(reps):
+        while (data := ring.try_get()) is None:
+            bell.wait(0.01)
+        arr = codec.decode(data, arena)
+        t = time.perf_counter()
+        assert arr[-1] == arr.size - 1
+        del arr
+        arena.collect()
+        back.put(t)
+
+
+def array_q_receiver(q: Any, back: Any, reps: int) -> None:
+    for _ in range(reps):
+        arr = q.get()
+        t = time.perf_counter()
+        assert arr[-1] == arr.size - 1
+        back.put(t)
+
+
+# ---- harness --------------------------------------------------------------------------------
+
+
+def _run(ctx: Any, prods: list[Any], cons: list[Any], go: Any, done: Any, finish: Any) -> float:
+    procs = prods + cons
+    for p in procs:
+        p.start()
+    time.sleep(0.2)  # let every child reach go.wait() so start-up is not timed
+    t0 = time.perf_counter()
+    go.set()
+    for p in prods:
+        p.join()
+    finish()
+    ends = [done.get(timeout=600) for _ in cons]
+    for p in cons:
+        p.join()
+    return max(ends) - t0
+
+
+def small(ctx: Any, kind: str, nprod: int, ncons: int, n: int, arena: Arena) -> float:
+    """Messages per second for ``n`` messages, ``nprod`` producers -> ``ncons`` consumers."""
+    per = n // nprod
+    go, done = ctx.Event(), ctx.Queue()
+    if kind in ("ring", "spsc-ring"):
+        ring = (SpscRing if kind == "spsc-ring" else Ring).create(arena, 1 << 16)
+        bell = arena._bench_bells.pop()
+        prods = [ctx.Process(target=ring_producer, args=(arena, ring.offset, per, bell, go))
+                 for _ in range(nprod)]
+        cons = [ctx.Process(target=ring_consumer, args=(arena, ring.offset, n, bell, go, done))
+                for _ in range(ncons)]
+
+        def finish() -> None:
+            for _ in range(ncons):
+                while not ring.try_put(b""):
+                    time.sleep(0)
+            for _ in range(ncons):
+                bell.ring()
+
+        secs = _run(ctx, prods, cons, go, done, finish)
+        ring.destroy()
+        arena._bench_bells.append(bell)
+    elif kind == "mp.Queue":
+        q = ctx.Queue(10000)
+        prods = [ctx.Process(target=q_producer, args=(q, per, go)) for _ in range(nprod)]
+        cons = [ctx.Process(target=q_consumer, args=(q, go, done)) for _ in range(ncons)]
+        secs = _run(ctx, prods, cons, go, done, lambda: [q.put(None) for _ in range(ncons)])
+    elif kind == "mp.Pipe":
+        r, w = ctx.Pipe(duplex=False)
+        prods = [ctx.Process(target=pipe_producer, args=(w, per, go))]
+        cons = [ctx.Process(target=pipe_consumer, args=(r, go, done))]
+        secs = _run(ctx, prods, cons, go, done, lambda: None)
+    elif kind == "faster-fifo":
+        from faster_fifo import Queue as FFQueue
+
+        q = FFQueue(max_size_bytes=1 << 22)
+        prods = [ctx.Process(target=ff_producer, args=(q, per, go)) for _ in range(nprod)]
+        cons = [ctx.Process(target=ff_consumer, args=(q, go, done)) for _ in range(ncons)]
+        secs = _run(ctx, prods, cons, go, done, lambda: [q.put(None) for _ in range(ncons)])
+    else:
+        raise ValueError(kind)
+    return per * nprod / secs
+
+
+def array(ctx: Any, kind: str, reps: int, arena: Arena) -> float:
+    """Median GB/s of a 64 MiB array sent ``reps`` times (the first is a warm-up)."""
+    arr = np.arange(ARRAY_BYTES // 8, dtype=np.int64)
+    back = ctx.Queue()
+    times = []
+    if kind == "ring":
+        ring = Ring.create(arena, 4096)
+        bell = arena._bench_bells.pop()
+        p = ctx.Process(target=array_ring_receiver, args=(arena, ring.offset, bell, back, reps))
+        p.start()
+        time.sleep(0.2)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            assert ring.try_put(codec.encode(arr, arena))
+            bell.ring()
+            times.append(back.get(timeout=120) - t0)
+        p.join()
+        ring.destroy()
+        arena._bench_bells.append(bell)
+    else:
+        q = ctx.Queue()
+        p = ctx.Process(target=array_q_receiver, args=(q, back, reps))
+        p.start()
+        time.sleep(0.2)
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            q.put(arr)
+            times.append(back.get(timeout=120) - t0)
+        p.join()
+    return ARRAY_BYTES / statistics.median(times[1:]) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000, help="small messages per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    ap.add_argument("--reps", type=int, default=6, help="array transfers per run")
+    args = ap.parse_args()
+    ctx = mp.get_context("forkserver")
+    arena = Arena.create(1 << 30)
+    arena._bench_bells = [Doorbell.create(arena.sems) for _ in range(2)]  # type: ignore[attr-defined]
+    rows: list[dict[str, Any]] = []
+
+    def record(case: str, kind: str, unit: str, fn: Any) -> None:
+        vals = [fn() for _ in range(args.runs)]
+        rows.append({"case": case, "transport": kind, "unit": unit,
+                     "median": statistics.median(vals), "runs": vals})
+        print(f"  {case:<12} {kind:<12} {statistics.median(vals):>14,.0f} {unit}", flush=True)
+
+    print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    for kind in ("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
+        record("1->1", kind, "msgs/s", lambda k=kind: small(ctx, k, 1, 1, args.n, arena))
+    for kind in ("ring", "mp.Queue", "faster-fifo"):
+        record("4->2", kind, "msgs/s", lambda k=kind: small(ctx, k, 4, 2, args.n, arena))
+    for kind in ("ring", "mp.Queue"):
+        record("64MiB array", kind, "GB/s",
+               lambda k=kind: array(ctx, k, args.reps, arena) * 1e9)
+    for r in rows:
+        if r["unit"] == "GB/s":
+            r["median"] /= 1e9
+            r["runs"] = [v / 1e9 for v in r["runs"]]
+
+    def med(case: str, kind: str) -> float:
+        return next(r["median"] for r in rows if r["case"] == case and r["transport"] == kind)
+
+    ratios = {
+        "1->1 ring / mp.Queue": med("1->1", "ring") / med("1->1", "mp.Queue"),
+        "1->1 spsc-ring / mp.Queue": med("1->1", "spsc-ring") / med("1->1", "mp.Queue"),
+        "1->1 ring / mp.Pipe": med("1->1", "ring") / med("1->1", "mp.Pipe"),
+        "1->1 ring / faster-fifo": med("1->1", "ring") / med("1->1", "faster-fifo"),
+        "4->2 ring / mp.Queue": med("4->2", "ring") / med("4->2", "mp.Queue"),
+        "4->2 ring / faster-fifo": med("4->2", "ring") / med("4->2", "faster-fifo"),
+        "64MiB ring / mp.Queue": med("64MiB array", "ring") / med("64MiB array", "mp.Queue"),
+    }
+    print()
+    print(f"{'case':<12} {'transport':<12} {'median':>14}  unit    runs")
+    for r in rows:
+        runs = ", ".join(f"{v:,.3g}" for v in r["runs"])
+        print(f"{r['case']:<12} {r['transport']:<12} {r['median']:>14,.2f}  {r['unit']:<7} {runs}")
+    print()
+    for k, v in ratios.items():
+        print(f"{k:<28} {v:6.2f}x")
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "transport.json"), "w") as f:
+        json.dump({"command": " ".join(sys.argv), "n": args.n, "runs": args.runs,
+                   "load": os.getloadavg()[0], "cpus": os.cpu_count(),
+                   "python": platform.python_version(), "rows": rows, "ratios": ratios}, f,
+                  indent=1)
+    arena.sems.seal()
+    arena.close()
+
+
+if __name__ == "__main__":
+    main()
