@@ -44,6 +44,8 @@ _unmsg = msgspec.msgpack.Decoder(tuple).decode
 
 M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP = range(1, 6)
 T_WAITING, T_DONE = 1, 2
+SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
+WAKE_BATCH = 32  # wake-ups to other Ps sent at once
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 DEADLOCK_SETTLE = 0.05  # two identical all-stuck snapshots this far apart make a deadlock
 
@@ -104,6 +106,8 @@ class Broker:
         self._next_chan_lock = random.randrange(CHAN_LOCKS)
         self._next_obj_lock = random.randrange(OBJ_LOCKS)
         self.pending: dict[int, Any] = {}
+        self.unflushed: list[bytes] = []
+        self.wakes_out: list[tuple[int, bytes]] = []
         self._seq = 0
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
         self._free_slots = list(range(C.TOKENS - 1, -1, -1))
@@ -194,7 +198,27 @@ class Broker:
             self._wake_local(gid, slot, case, kind, data, st)
             return
         off = st.off if st is not None else 0
-        self.send(p, _msg((M_WAKE, gid, slot, gen, case, kind, data, off)), counted=True)
+        self.wakes_out.append((p, _msg((M_WAKE, gid, slot, gen, case, kind, data, off))))
+        self.hub.poll_now = True  # the next switch goes through the hub, which flushes
+        if len(self.wakes_out) >= WAKE_BATCH:
+            self.flush_wakes()
+
+    def flush_wakes(self) -> None:
+        """Send the queued wake-ups: one inbox write and one doorbell ring per P."""
+        out, self.wakes_out = self.wakes_out, []
+        if not out:
+            return
+        by_p: dict[int, list[bytes]] = {}
+        for p, msg in out:
+            by_p.setdefault(p, []).append(msg)
+        ctx = self.ctx
+        for p, msgs in by_p.items():
+            n = 0 if self.outbox else ctx.inbox[p].put_many(msgs)
+            if n:
+                ctx.padd(C.P_SENT, n)
+                ctx.bells[p].ring()
+            for msg in msgs[n:]:
+                self.outbox.append((p, msg, True))
 
     def _wake_local(self, gid: int, slot: int, case: int, kind: int, data: bytes | None,
                     st: Any) -> None:
@@ -267,17 +291,36 @@ class Broker:
     # ------------------------------------------------------------------ the Broker protocol
 
     def place(self, hub: Hub, g: Any) -> bool:
-        """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel)."""
+        """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
+
+        Frames are published in batches (at ``SPAWN_BATCH``, and whenever the hub polls), so a
+        loop of ``go()`` calls pays one lock per batch.
+        """
         self._seq += 1
         seq = self._seq
         frame = tasks.pack(seq, self.p, g.fn, g.args, g.kwargs, self.arena)
-        if not self.ctx.runq[self.p].try_put(frame):
-            tasks.discard_args(frame, self.arena)
-            return False
         hub.allgs.pop(g.id, None)  # counted as queued until it runs here
         self.pending[seq] = g
-        self._wakep()
+        self.unflushed.append(frame)
+        if len(self.unflushed) >= SPAWN_BATCH:
+            self.flush_spawns()
         return True
+
+    def flush_spawns(self) -> None:
+        """Publish the frames of goroutines spawned since the last flush."""
+        frames = self.unflushed
+        if not frames:
+            return
+        self.unflushed = []
+        n = self.ctx.runq[self.p].put_many(frames)
+        for frame in frames[n:]:  # queue full: they run here
+            seq = tasks.own_frame(frame, self.arena)
+            g = self.pending.pop(seq, None)
+            if g is not None:
+                self.hub.allgs[g.id] = g
+                self.hub.runq.append(g)
+        if n:
+            self._wakep()
 
     def _wakep(self) -> None:
         ctx = self.ctx
@@ -291,6 +334,10 @@ class Broker:
         """Drain the inbox and, when nothing is runnable, take this P's own queued goroutines."""
         ctx = self.ctx
         got = False
+        if self.wakes_out:
+            self.flush_wakes()
+        if self.unflushed:
+            self.flush_spawns()
         if self.outbox:
             self._flush_outbox()
         inbox = ctx.inbox[self.p]
@@ -322,20 +369,23 @@ class Broker:
     def _pop_own(self, hub: Hub) -> bool:
         if not self.pending:
             return False
-        frames = self.ctx.runq[self.p].get_many(1)
+        ring = self.ctx.runq[self.p]
+        frames = ring.get_many(max(1, min(16, len(ring) // 4)))
         if not frames:
             self.pending.clear()  # everything queued was stolen
             return False
-        seq, _owner = tasks.seq_of(frames[0])
-        for s in [s for s in self.pending if s < seq]:
-            del self.pending[s]
-        g = self.pending.pop(seq, None)
-        tasks.discard_args(frames[0], self.arena)
-        if g is None:
-            return False
-        hub.allgs[g.id] = g
-        hub.runq.append(g)
-        return True
+        got = False
+        for frame in frames:
+            seq = tasks.own_frame(frame, self.arena)
+            if self.pending and min(self.pending) < seq:
+                for s in [s for s in self.pending if s < seq]:
+                    del self.pending[s]  # older frames were stolen
+            g = self.pending.pop(seq, None)
+            if g is not None:
+                hub.allgs[g.id] = g
+                hub.runq.append(g)
+                got = True
+        return got
 
     def _steal(self, hub: Hub) -> bool:
         ctx = self.ctx
@@ -350,6 +400,7 @@ class Broker:
             if not k:
                 continue
             frames = ring.get_many(max(1, k // 2))
+            ctx.padd(C.P_STOLEN, len(frames))
             for frame in frames:
                 self._adopt(hub, frame)
             if frames:
@@ -402,6 +453,7 @@ class Broker:
             if self._check_deadlock(hub):
                 return
             wait = min(wait, DEADLOCK_SETTLE)
+        ctx.padd(C.P_PARKS, 1)
         if ctx.bell.wait(wait):
             self._busy()
         # on a timeout the status stays: nothing arrived, and a timer's goroutine runs with
@@ -482,7 +534,7 @@ class Broker:
         """Live goroutines in every P (other Ps' counts are their last published ones)."""
         ctx = self.ctx
         ctx.pstore(C.P_NGOR, len(hub.allgs))
-        total = 0
+        total = len(self.unflushed)
         for q in range(ctx.nprocs):
             if q == self.p:
                 total += len(hub.allgs)
@@ -490,6 +542,13 @@ class Broker:
                 total += ctx.pload(q, C.P_NGOR)
             total += len(ctx.runq[q])
         return total
+
+    def stats(self) -> list[dict[str, int]]:
+        """Per-P counters: parks on the doorbell, goroutines stolen, wake-ups sent and handled."""
+        ctx = self.ctx
+        return [{"p": q, "parks": ctx.pload(q, C.P_PARKS), "stolen": ctx.pload(q, C.P_STOLEN),
+                 "wakes_sent": ctx.pload(q, C.P_SENT), "wakes_handled": ctx.pload(q, C.P_HANDLED),
+                 "goroutines": ctx.pload(q, C.P_NGOR)} for q in range(ctx.nprocs)]
 
     def publish_info(self, hub: Hub) -> None:
         """Describe this P's goroutines for a ProcessLost report, should this P die."""

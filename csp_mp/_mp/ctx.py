@@ -30,7 +30,7 @@ _G_WORDS = LINE // 8
 
 # per-P words
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
-P_INFO, P_INFOLEN, P_DRAIN, P_QLEN = range(8, 12)
+P_INFO, P_INFOLEN, P_DRAIN, P_QLEN, P_PARKS, P_STOLEN = range(8, 14)
 _P_WORDS = 16
 
 # P_STATUS values

@@ -53,8 +53,10 @@ def _broker() -> Any:
 
 
 def promote_chan(ch: Chan) -> tuple:
-    broker = _broker()
     st = ch._st
+    if type(st) is SharedChan and _brokers[0] is st.broker:
+        return (_rebuild_chan, (st.off, ch._type))
+    broker = _broker()
     if isinstance(st, LocalState):
         shared = SharedChan.create(broker, st.cap, ch._type)
         _move_chan(broker, st, shared)

@@ -1,6 +1,7 @@
 """A channel shared by every P: Go's ``hchan`` laid out in the arena.
 
-Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index.
+Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index,
+records in recvq, records in sendq.
 The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
 waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value.
@@ -30,7 +31,9 @@ from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
 
 _MAGIC = 0xC4A7_0000_0000_0001
 _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
-_BLOCK = 64
+_W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
+_NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
+_BLOCK = 128
 
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
@@ -84,6 +87,8 @@ class SharedChan:
         words.store(w + _W_RECVQ, Ring.create(arena, 4096, key).offset)
         words.store(w + _W_SENDQ, Ring.create(arena, 16384, key).offset)
         words.store(w + _W_LOCK, lock_index)
+        words.store(w + _W_NRECV, 0)
+        words.store(w + _W_NSEND, 0)
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(broker, off, tp)
 
@@ -112,13 +117,19 @@ class SharedChan:
     def _set_count(self, n: int) -> None:
         self._store(self._w + _W_COUNT, n)
 
-    def _pop_live(self, q: Ring) -> tuple | None:
-        """The oldest live record of ``q`` (claimed for completion), dropping dead ones."""
+    def _pop_live(self, wi: int) -> tuple | None:
+        """The oldest live record of queue ``wi`` (claimed for completion), dropping dead ones."""
+        nw = self._w + _NWORD[wi]
+        if not self._load(nw):
+            return None
+        q = self._queue(wi)
         broker = self.broker
         while True:
             raw = q.get_locked()
             if raw is None:
+                self._store(nw, 0)
                 return None
+            self._store(nw, self._load(nw) - 1)
             rec = _unrec(raw)
             if rec[2] < 0 or broker.claim(rec[0], rec[2], rec[3], rec[4]):
                 return rec
@@ -144,25 +155,25 @@ class SharedChan:
     def _put(self, wi: int, rec: tuple) -> None:
         q = self._queue(wi)
         raw = _rec(rec)
-        if q.put_locked(raw):
-            return
-        self.broker.compact(q, self)
         if not q.put_locked(raw):
-            self._rings[wi] = grow(self.ctx.arena, q, self._w + wi, raw)
+            self.broker.compact(q, self)
+            if not q.put_locked(raw):
+                self._rings[wi] = q = grow(self.ctx.arena, q, self._w + wi, raw)
+        self._store(self._w + _NWORD[wi], len(q))
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
 
     def try_send_l(self, data: bytes, wakes: list) -> bool:
         if self._load(self._w + _W_CLOSED):
             raise ClosedChannelError("send on closed channel")
-        rec = self._pop_live(self.recvq)
+        rec = self._pop_live(_W_RECVQ)
         if rec is not None:
             wakes.append((rec, K_VALUE, data))
             return True
-        n = self._count()
+        n = self._load(self._w + _W_COUNT)
         if n < self.cap:
             self._buf_put(data)
-            self._set_count(n + 1)
+            self._store(self._w + _W_COUNT, n + 1)
             return True
         return False
 
@@ -187,7 +198,7 @@ class SharedChan:
         return data
 
     def try_recv_l(self, wakes: list) -> tuple[bool, bytes | None, bool]:
-        rec = self._pop_live(self.sendq)
+        rec = self._pop_live(_W_SENDQ)
         if rec is not None:
             wakes.append((rec, K_SENT, None))
             if self.cap == 0:
@@ -195,9 +206,9 @@ class SharedChan:
             data = self._buf_get()
             self._buf_put(rec[5])
             return True, data, True
-        n = self._count()
+        n = self._load(self._w + _W_COUNT)
         if n > 0:
-            self._set_count(n - 1)
+            self._store(self._w + _W_COUNT, n - 1)
             return True, self._buf_get(), True
         if self._load(self._w + _W_CLOSED):
             return True, None, False
@@ -260,9 +271,9 @@ class SharedChan:
             if self._load(self._w + _W_CLOSED):
                 raise ClosedChannelError("close of closed channel")
             self._store(self._w + _W_CLOSED, 1)
-            while (rec := self._pop_live(self.recvq)) is not None:
+            while (rec := self._pop_live(_W_RECVQ)) is not None:
                 wakes.append((rec, K_CLOSED_RECV, None))
-            while (rec := self._pop_live(self.sendq)) is not None:
+            while (rec := self._pop_live(_W_SENDQ)) is not None:
                 wakes.append((rec, K_CLOSED_SEND, None))
                 if rec[5] is not None:
                     discard(rec[5], self.ctx.arena)

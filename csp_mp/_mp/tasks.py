@@ -126,19 +126,16 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
     return _frame((seq, owner, digest, fn_bytes, args_bytes, warn))
 
 
-def seq_of(frame: bytes) -> tuple[int, int]:
-    """``(seq, owner)`` of a frame, without unpickling anything."""
+def own_frame(frame: bytes, arena: Any) -> int:
+    """The seq of a frame its owner takes back (it runs the live G): frees its out-of-band
+    argument blocks, which nobody will decode."""
     t = _unframe(frame)
-    return t[0], t[1]
+    args_bytes = t[4]
+    if args_bytes[:2] == b"\xc1\x02":
+        from .._shm import discard
 
-
-def discard_args(frame: bytes, arena: Any) -> None:
-    """Free the out-of-band blocks of a frame that will never run (the owner runs the live G)."""
-    from .._shm import discard
-
-    args_bytes = _unframe(frame)[4]
-    if args_bytes:
         discard(args_bytes, arena)
+    return t[0]
 
 
 def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
