@@ -83,8 +83,14 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
 
 
 def _start_implicit() -> Hub:
-    hub = Hub(0)
-    hub.nprocs = 1
+    n = resolve_procs(None)
+    if n > 1:
+        from . import _mp
+
+        hub = _mp.start_implicit(n)
+    else:
+        hub = Hub(0)
+        hub.nprocs = 1
     hub.adopt_root_as_main()
 
     def forget() -> None:

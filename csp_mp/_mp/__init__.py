@@ -31,6 +31,13 @@ def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) 
         stop_p0(rt)
 
 
+def start_implicit(nprocs: int) -> Hub:
+    """Start the Ps of the implicit runtime; they stop when its hub finishes."""
+    rt, hub, _broker = start_p0(nprocs)
+    hub.hooks_on_stop.append(lambda: stop_p0(rt))
+    return hub
+
+
 def num_goroutine(hub: Hub) -> int:
     """Live goroutines of every P."""
     return hub.broker.num_goroutine(hub) if hub.broker is not None else hub.num_goroutine()
@@ -57,4 +64,4 @@ def gomaxprocs(hub: Hub, n: int) -> None:
     hub.nprocs = n
 
 
-__all__ = ["run_multi", "num_goroutine", "stack", "gomaxprocs"]
+__all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs"]
