@@ -362,7 +362,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
             st = ch._st
             if st.shared:
                 if kind == _SEND:
-                    if st.try_send_l(encoded[i], wakes[id(st)]):
+                    if st.try_send_l(encoded[i], wakes[id(st)], x):
                         result = (i, None, None, st)
                         break
                 else:

@@ -35,9 +35,10 @@ from .._chan.local import SelectState
 from .._errors import DeadlockError, MigrationWarning, Panic, ProcessLost, RemoteError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
+from .._shm import discard
 from . import ctx as C
 from . import tasks
-from .shchan import K_GRANT, SharedChan, recv_payload
+from .shchan import K_GRANT, NO_OBJ, SharedChan, recv_payload
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
@@ -192,10 +193,14 @@ class Broker:
     # ------------------------------------------------------------------ wake-ups
 
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                data: bytes | None, st: Any) -> None:
-        """Tell goroutine ``gid`` of P ``p`` that its wait completed (after the lock is free)."""
+                data: bytes | None, st: Any, obj: Any = NO_OBJ) -> None:
+        """Tell goroutine ``gid`` of P ``p`` that its wait completed (after the lock is free).
+
+        A receiver on this same P gets ``obj``, the sent object itself, when there is one:
+        values between goroutines of one P pass by reference even on a shared channel.
+        """
         if p == self.p:
-            self._wake_local(gid, slot, case, kind, data, st)
+            self._wake_local(gid, slot, case, kind, data, st, obj)
             return
         off = st.off if st is not None else 0
         self.wakes_out.append((p, _msg((M_WAKE, gid, slot, gen, case, kind, data, off))))
@@ -221,7 +226,7 @@ class Broker:
                 self.outbox.append((p, msg, True))
 
     def _wake_local(self, gid: int, slot: int, case: int, kind: int, data: bytes | None,
-                    st: Any) -> None:
+                    st: Any, obj: Any = NO_OBJ) -> None:
         hub = self.hub
         if slot >= 0:
             entry = self.tokens.get(slot)
@@ -236,7 +241,12 @@ class Broker:
                 return
         if g.state != WAITING:
             return
-        payload = recv_payload(st, kind, data) if kind != K_GRANT else None
+        if obj is not NO_OBJ:
+            if data is not None:
+                discard(data, self.arena)  # out-of-band blocks nobody will decode
+            payload = (obj, True)
+        else:
+            payload = recv_payload(st, kind, data) if kind != K_GRANT else None
         hub.ready(g, payload, next_=False)
 
     def send(self, p: int, msg: bytes, counted: bool = False) -> None:

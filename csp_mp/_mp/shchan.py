@@ -41,6 +41,8 @@ _ref = _rec
 _unref = _unrec
 _BIGREF = b"\xc1\xfe"  # a buffered value kept in its own block (0xc1: never msgpack)
 
+NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
+
 # wake kinds (what a waiter is told)
 K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
 
@@ -163,12 +165,12 @@ class SharedChan:
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
 
-    def try_send_l(self, data: bytes, wakes: list) -> bool:
+    def try_send_l(self, data: bytes, wakes: list, obj: Any = NO_OBJ) -> bool:
         if self._load(self._w + _W_CLOSED):
             raise ClosedChannelError("send on closed channel")
         rec = self._pop_live(_W_RECVQ)
         if rec is not None:
-            wakes.append((rec, K_VALUE, data))
+            wakes.append((rec, K_VALUE, data, obj))
             return True
         n = self._load(self._w + _W_COUNT)
         if n < self.cap:
@@ -200,7 +202,7 @@ class SharedChan:
     def try_recv_l(self, wakes: list) -> tuple[bool, bytes | None, bool]:
         rec = self._pop_live(_W_SENDQ)
         if rec is not None:
-            wakes.append((rec, K_SENT, None))
+            wakes.append((rec, K_SENT, None, NO_OBJ))
             if self.cap == 0:
                 return True, rec[5], True
             data = self._buf_get()
@@ -221,8 +223,8 @@ class SharedChan:
     def flush(self, wakes: list) -> None:
         """Deliver the wake-ups gathered under the lock (after releasing it)."""
         deliver = self.broker.deliver
-        for rec, kind, data in wakes:
-            deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self)
+        for rec, kind, data, obj in wakes:
+            deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
 
     # ---- blocking operations (the Chan methods)
 
@@ -232,7 +234,7 @@ class SharedChan:
         lock = self.lock
         lock.acquire()
         try:
-            done = self.try_send_l(data, wakes)
+            done = self.try_send_l(data, wakes, v)
             if not done:
                 self.enqueue_l(True, data, hub.current.id, -1, 0, 0)
         except BaseException:
@@ -272,9 +274,9 @@ class SharedChan:
                 raise ClosedChannelError("close of closed channel")
             self._store(self._w + _W_CLOSED, 1)
             while (rec := self._pop_live(_W_RECVQ)) is not None:
-                wakes.append((rec, K_CLOSED_RECV, None))
+                wakes.append((rec, K_CLOSED_RECV, None, NO_OBJ))
             while (rec := self._pop_live(_W_SENDQ)) is not None:
-                wakes.append((rec, K_CLOSED_SEND, None))
+                wakes.append((rec, K_CLOSED_SEND, None, NO_OBJ))
                 if rec[5] is not None:
                     discard(rec[5], self.ctx.arena)
         finally:
