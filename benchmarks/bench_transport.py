@@ -262,7 +262,8 @@ def main() -> None:
                      "median": statistics.median(vals), "runs": vals})
         print(f"  {case:<12} {kind:<12} {statistics.median(vals):>14,.0f} {unit}", flush=True)
 
-    print(f"load {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, python {platform.python_version()}")
+    load, ver = os.getloadavg()[0], platform.python_version()
+    print(f"load {load:.2f}, {os.cpu_count()} CPUs, python {ver}")
     for kind in ("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
         record("1->1", kind, "msgs/s", lambda k=kind: small(ctx, k, 1, 1, args.n, arena))
     for kind in ("ring", "mp.Queue", "faster-fifo"):
