@@ -36,6 +36,7 @@ from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
 from . import waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
+from .sysmon import start_sysmon
 from .timers import TimerHeap
 
 _FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
@@ -113,6 +114,9 @@ class Hub:
         self.select_rng = random.Random(seed) if seed is not None else random.Random()
         self.hooks_on_stop: list[Callable[[], None]] = []
         self.nprocs = 1
+        self.no_preempt = 0  # > 0: the running goroutine holds a runtime lock; never preempt it
+        self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
+        self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
 
     # ----------------------------------------------------------------- goroutines in and out
 
@@ -268,6 +272,9 @@ class Hub:
         inbox = self.inbox
         while inbox:
             g, ok, value = inbox.popleft()
+            if g is None:  # a call posted by another thread (sysmon reports): run it here
+                ok()
+                continue
             self.pending_blocking -= 1
             if g.state == WAITING:
                 self.ready(g, (ok, value), next_=False)
@@ -296,6 +303,7 @@ class Hub:
 
     def _loop(self) -> Outcome:
         runq = self.runq
+        start_sysmon(self)  # preemption and blocking reports; stopped by a hooks_on_stop entry
         try:
             while self.outcome is None:
                 g = self._pick(runq)
@@ -324,7 +332,8 @@ class Hub:
         self.tick += 1
         if self.inbox:
             self._drain_inbox()
-        if self.tick & 15 == 0 or not (runq or self.runnext):
+        if self.tick & 15 == 0 or self.poll_now or not (runq or self.runnext):
+            self.poll_now = False
             self.timers.run_due()
             if self.broker is not None and (self.tick % 61 == 0 or not (runq or self.runnext)):
                 self.broker.poll(self)

@@ -1,0 +1,289 @@
+"""Time-slice preemption: the signal handler that switches a hogging goroutine out, and the
+safe-point test it applies (Go's ``isAsyncSafePoint``).
+
+Sysmon (sysmon.py) decides *when*: the same goroutine has run a whole slice without a switch. It
+records a request and trips ``SIGNUM`` in the main thread with ``_thread.interrupt_main``, which
+sets CPython's pending-signal flag without sending an OS signal, so no system call of the hub
+thread is ever interrupted (no EINTR reaches foreign C code). CPython runs the Python handler on
+the main thread at its next check point; the handler decides *whether*: it yields the P (the
+goroutine goes to the back of the run queue, as ``gosched``) only at a safe point:
+
+- the hub greenlet is not the current greenlet, the current greenlet is the goroutine the request
+  named, the runtime is not stopping, and ``hub.no_preempt`` is 0;
+- the interrupted instruction is one where the interpreter itself checks for signals
+  (``RESUME``, a backward jump). Any other instruction means the handler may be running from
+  inside a C call (C code calls ``PyErr_CheckSignals``, e.g. a buffered file flushing with its
+  lock held), which is not a safe point;
+- no frame from the interrupted one down to the goroutine's base belongs to ``threading``,
+  ``importlib``, ``logging`` or another module that holds thread-owned locks while running
+  Python code (``_UNSAFE_MODULES``), nor is a ``__del__``; and the interrupted code is not the
+  runtime's own (a csp_mp frame with no user frame inside it);
+- no such frame is inside a ``with`` body, the ``try`` body of a ``try/finally``, or an
+  ``except``/``finally`` handler (read from the code object's exception table). This covers
+  ``with lock:`` and ``lock.acquire(); try: ... finally: lock.release()`` in user code: another
+  goroutine on the same thread taking that lock would deadlock the P.
+
+A request that meets no safe point is kept; sysmon renews it at its next tick (every
+``period``). Re-tripping from the handler itself is useless: the call's own signal check, still
+inside the handler, would consume it.
+
+Limits: Python handlers run only in the main thread, so a hub on another thread is not
+preempted. Nothing is preempted inside one long C call (``sum(range(10**9))``, a regex, a NumPy
+operation): the handler runs only when the call returns. A loop that spends nearly all its time
+in C calls that release the GIL (printing, I/O) is preempted late or not at all: sysmon can only
+run while the GIL is free, so its trip lands just after such a call, never at a safe point.
+A lock taken with a bare ``acquire()`` outside any ``with``/``try`` is not seen; use
+``csp_mp.Mutex``, which parks the goroutine rather than the thread. Python callbacks called by C
+code (a sort key) can be preempted; C code that keeps a thread-owned lock across such a callback
+is not protected. (A Python ``__enter__``/``__exit__`` and a normal-path ``finally`` body are
+covered: their caller sits inside the widened range.)
+
+Design notes (rejected): ``signal.setitimer`` ticks whether or not the goroutine yields and
+takes SIGALRM from the user; ``pthread_kill`` with a real signal interrupts blocking system
+calls of foreign code; tracing (``sys.settrace``) to find the next line costs every bytecode and
+fights debuggers and coverage.
+"""
+
+from __future__ import annotations
+
+import _thread
+import dis
+import os
+import signal
+import sysconfig
+import threading
+from types import CodeType, FrameType
+from typing import Any
+
+from greenlet import getcurrent
+
+SIGNUM = signal.SIGURG  # default action: ignore; also Go's choice
+
+SAFE, RETRY, UNSAFE = 0, 1, 2
+
+_UNSAFE_MODULES = frozenset({
+    "threading", "_threading_local", "importlib", "_frozen_importlib",
+    "_frozen_importlib_external", "logging", "queue", "concurrent", "multiprocessing",
+    "subprocess", "functools", "weakref", "_weakrefset", "tempfile", "zipfile", "asyncio",
+    "selectors", "socketserver", "sched", "greenlet", "gevent", "warnings", "contextlib", "_pyio",
+    "site", "linecache",
+})
+# instructions at which the interpreter itself runs pending signal handlers; 3.11 also fuses a
+# COMPARE_OP with the backward jump after it (COMPARE_OP_*_JUMP), which checks with f_lasti
+# still on the compare
+_BACK_JUMPS = frozenset(op for name, op in dis.opmap.items()
+                        if name == "JUMP_BACKWARD" or name.startswith("POP_JUMP_BACKWARD"))
+_CHECK_OPS = _BACK_JUMPS | {dis.opmap["RESUME"]}
+_COMPARE_OP = dis.opmap["COMPARE_OP"]
+
+_OP = dis.opmap
+_PUSH_EXC_INFO = _OP.get("PUSH_EXC_INFO", -1)
+_WITH_EXCEPT_START = _OP.get("WITH_EXCEPT_START", -1)
+_EXC_MATCH = frozenset(_OP[n] for n in ("CHECK_EXC_MATCH", "CHECK_EG_MATCH") if n in _OP)
+_FINALLY_END = frozenset(_OP[n] for n in ("RERAISE", "POP_EXCEPT", "PUSH_EXC_INFO") if n in _OP)
+_POP_TOP = _OP["POP_TOP"]
+_BEFORE_WITH = frozenset(_OP[n] for n in ("BEFORE_WITH", "BEFORE_ASYNC_WITH") if n in _OP)
+_INTRINSIC = _OP.get("CALL_INTRINSIC_1", -1)  # 3.12+: a generator's StopIteration wrapper
+
+USER, STDLIB, RUNTIME, LOCKING = 0, 1, 2, 3  # kinds of code
+_STDLIB_DIRS = tuple({os.path.realpath(p) + os.sep for k, p in sysconfig.get_paths().items()
+                      if k in ("stdlib", "platstdlib") and p})
+_code_cache: dict[CodeType, tuple[int, tuple[tuple[int, int], ...], frozenset[int]]] = {}
+_CACHE_MAX = 8192
+
+
+def _code_info(code: CodeType,
+               module: Any) -> tuple[int, tuple[tuple[int, int], ...], frozenset[int]]:
+    """(kind, unsafe byte-offset ranges, check-point offsets) of ``code``, computed once per
+    code object."""
+    got = _code_cache.get(code)
+    if got is not None:
+        return got
+    root = module.partition(".")[0] if isinstance(module, str) else ""
+    if root == "csp_mp":
+        kind = RUNTIME
+    elif not root or root in _UNSAFE_MODULES or code.co_name == "__del__":
+        kind = LOCKING
+    elif code.co_filename.startswith("<frozen") or _in_stdlib(code.co_filename):
+        kind = STDLIB
+    else:
+        kind = USER
+    instrs = list(dis.get_instructions(code))
+    checks = frozenset(
+        ins.offset for k, ins in enumerate(instrs)
+        if ins.opcode in _CHECK_OPS or (ins.opcode == _COMPARE_OP and k + 1 < len(instrs)
+                                        and instrs[k + 1].opcode in _BACK_JUMPS))
+    result = (kind, _unsafe_ranges(code, instrs), checks)
+    if len(_code_cache) >= _CACHE_MAX:
+        _code_cache.clear()
+    _code_cache[code] = result
+    return result
+
+
+def _in_stdlib(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    return path.startswith(_STDLIB_DIRS) and "-packages" + os.sep not in path
+
+
+def _unsafe_ranges(code: CodeType, instrs: list[dis.Instruction]) -> tuple[tuple[int, int], ...]:
+    """Byte-offset ranges of ``code`` where a preemption could split a critical region."""
+    parse = getattr(dis, "_parse_exception_table", None)
+    entries = parse(code) if parse is not None else ()
+    ranges: list[tuple[int, int]] = []
+    if entries:
+        ops = [i.opcode for i in instrs]
+        index = {ins.offset: k for k, ins in enumerate(instrs)}
+        for e in entries:
+            k = index.get(e.target)
+            if k is None:
+                ranges.append((e.start, e.end))
+                continue
+            op = ops[k]
+            if op == _INTRINSIC:
+                continue
+            if op != _PUSH_EXC_INFO:
+                ranges.append((e.start, e.end))  # handler code (except, finally, with exit)
+            elif _protects_finally(ops, k + 1):
+                # A with body or a try/finally body. The compiler places the normal-path exit
+                # (``__exit__(None, None, None)``, the finally body) between the body and the
+                # handler, so the range runs up to the handler; it starts at BEFORE_WITH, so that
+                # a Python ``__enter__`` is covered once it has returned from taking a lock.
+                start = e.start
+                j = index.get(start)
+                if j is not None and j > 0 and ops[j - 1] in _BEFORE_WITH:
+                    start = instrs[j - 1].offset
+                ranges.append((start, max(e.end, e.target)))
+    return tuple(ranges)
+
+
+def _protects_finally(ops: list[int], k: int) -> bool:
+    """Whether the handler whose code starts at ``ops[k]`` (after PUSH_EXC_INFO) is a ``with``
+    exit or a ``finally`` (True), rather than ``except`` clauses (False)."""
+    if k >= len(ops):
+        return True
+    if ops[k] == _WITH_EXCEPT_START:
+        return True
+    if ops[k] == _POP_TOP:  # bare ``except:``
+        return False
+    for op in ops[k:]:
+        if op in _EXC_MATCH:
+            return False
+        if op in _FINALLY_END:
+            return True
+    return True
+
+
+def safe_point(frame: FrameType | None, base: CodeType | None) -> int:
+    """SAFE, RETRY (not at a bytecode check point) or UNSAFE (a frame forbids it) for a switch
+    at ``frame``, walking outwards until the frame running ``base`` (the goroutine's entry).
+
+    A csp_mp frame forbids it only when no user frame runs inside it: the runtime's wrappers
+    (``WaitGroup.go``, errgroup) call user code and hold nothing while it runs; runtime code that
+    does hold internal state across a call out raises ``hub.no_preempt``.
+    """
+    f = frame
+    inside_user = False
+    while f is not None:
+        code = f.f_code
+        if code is base:
+            break
+        kind, ranges, _ = _code_info(code, f.f_globals.get("__name__"))
+        if kind == LOCKING:
+            return UNSAFE
+        if kind == RUNTIME:
+            if not inside_user:
+                return UNSAFE
+        else:
+            if kind == USER:
+                inside_user = True
+            if ranges:
+                lasti = f.f_lasti
+                for start, end in ranges:
+                    if start <= lasti < end:
+                        return UNSAFE
+        f = f.f_back
+    if frame is None or frame.f_lasti not in _code_info(
+            frame.f_code, frame.f_globals.get("__name__"))[2]:
+        return RETRY
+    return SAFE
+
+
+# ----------------------------------------------------------------- the handler, per process
+
+class _Installed:
+    """What ``install`` changed, so that ``uninstall`` can put it back."""
+
+    hub: Any = None
+    saved: Any = None  # the handler found at install time
+    chain: Any = None  # the previous Python handler, called first on every trip
+
+
+_inst = _Installed()
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    chain = _inst.chain
+    if chain is not None:
+        chain(signum, frame)
+    hub = _inst.hub
+    if hub is not None:
+        sm = hub.sysmon
+        if sm is not None and sm.request is not None:
+            _maybe_preempt(hub, sm, frame)
+
+
+def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
+    tick, g = sm.request
+    if hub.tick != tick or hub.current is not g or hub.stopping:
+        sm.request = None  # stale: it switched meanwhile
+        return
+    glet = g.glet
+    if glet is None or getcurrent() is not glet or hub.no_preempt:
+        sm.declined += 1
+        return
+    verdict = safe_point(frame, None if glet is hub.root else sm.base_code)
+    if verdict == SAFE:
+        sm.request = None
+        sm.preempted += 1
+        hub.poll_now = True
+        hub.gosched()
+    else:
+        sm.declined += 1
+
+
+def install(hub: Any) -> bool:
+    """Route ``SIGNUM`` to the preemption handler for ``hub``; False when that is impossible
+    (not the main thread). A Python handler already installed is chained, not replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if threading.get_ident() != hub.thread_id:
+        return False
+    current = signal.getsignal(SIGNUM)
+    if current is not _handler:
+        try:
+            signal.signal(SIGNUM, _handler)
+            signal.siginterrupt(SIGNUM, False)
+        except (ValueError, OSError):
+            return False
+        _inst.saved = current
+        _inst.chain = current if callable(current) else None
+    _inst.hub = hub
+    return True
+
+
+def uninstall(hub: Any) -> None:
+    """Undo ``install`` for ``hub``; a handler the user set since is left alone."""
+    if _inst.hub is not hub:
+        return
+    _inst.hub = None
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(SIGNUM) is _handler:
+        saved = _inst.saved
+        signal.signal(SIGNUM, saved if saved is not None else signal.SIG_DFL)
+    _inst.saved = _inst.chain = None
+
+
+def trip() -> None:
+    """Ask the main thread to run the handler at its next check point (any thread)."""
+    _thread.interrupt_main(SIGNUM)

@@ -1,0 +1,284 @@
+"""Sysmon: one watchdog thread per P (Go's ``sysmon``), for time-slice preemption and for
+reporting a goroutine that blocks the hub thread.
+
+Every ``period`` seconds it reads the hub's switch counter (``hub.tick``, which changes at every
+greenlet switch) and the running goroutine (``hub.current``):
+
+- Preemption: when the same goroutine has run for ``slice`` seconds without a switch and some
+  other work waits (a runnable goroutine, a due timer, a completion, or other Ps), it records a
+  request and trips the preemption handler (preempt.py), which yields the P at a safe point.
+  ``CSP_MP_PREEMPT=0`` turns preemption off (read each time a hub loop starts).
+- Blocking detection: when, in addition, the hub thread's innermost frame has stayed on the same
+  instruction for ``block_threshold`` seconds and the thread used less than 5 % of that
+  time on a CPU (it sits inside one call, blocked in the OS, rather than running bytecode or a
+  long computation, which only preemption concerns), it queues a report to the hub, which
+  emits ``BlockingWarning`` from the hub thread at its next pass (so warnings filters and
+  ``pytest.warns`` see it), once per call site and hub.
+  The implicit runtime's main goroutine (the caller's own thread code: a REPL, a notebook) is
+  neither reported nor assumed to be a goroutine's long call.
+
+Invariants:
+- At most one sysmon thread per hub; it is started by the hub loop and joined by the stop hook
+  it appends to ``hub.hooks_on_stop``, so it never outlives the runtime.
+- The sysmon thread only reads hub state, appends to ``hub.inbox`` and posts ``hub.waker``
+  (both thread-safe); everything else it touches is its own.
+- ``request`` is ``(tick, g)`` or None; set by the sysmon thread, cleared by the handler.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import BlockingWarning
+from . import preempt
+
+_OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
+
+
+class Settings:
+    """Process-wide knobs (tests and benchmarks change them; read when a hub loop starts)."""
+
+    slice = 0.010  # run time after which a goroutine is preempted
+    period = 0.010  # longest sysmon sleep while the hub runs goroutines (each wake takes the GIL)
+    idle_period = 0.050  # sampling period while the hub is idle
+    block_threshold = 0.100  # time in one call after which it is reported
+    preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
+    detect_blocking = True
+
+
+settings = Settings()
+
+
+def preempt_enabled() -> bool:
+    """Whether hubs started now preempt (``settings.preempt``, else ``CSP_MP_PREEMPT``)."""
+    if settings.preempt is not None:
+        return settings.preempt
+    return os.environ.get("CSP_MP_PREEMPT", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class Sysmon:
+    """The watchdog of one hub. Created and stopped on the hub thread."""
+
+    def __init__(self, hub: Any, preempting: bool) -> None:
+        self.hub = hub
+        self.preempting = preempting
+        self.slice = settings.slice
+        self.period = settings.period
+        self.idle_period = settings.idle_period
+        self.block_threshold = settings.block_threshold
+        self.detect_blocking = settings.detect_blocking
+        self.base_code = type(hub)._worker.__code__  # the entry frame of every worker greenlet
+        self.request: tuple[int, Any] | None = None
+        self.preempted = 0  # goroutines switched out by the handler
+        self.declined = 0  # handler runs that found no safe point
+        self.requests = 0  # requests made by sysmon
+        self.reported: set[tuple[str, int, str]] = set()
+        self.reports = 0
+        self._pending: list[Callable[[], None]] = []  # reports queued, not yet emitted
+        try:
+            self._cpu_clock: int | None = time.pthread_getcpuclockid(hub.thread_id)
+        except (AttributeError, OSError, OverflowError):
+            self._cpu_clock = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"csp_mp-sysmon-P{hub.p}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (the hub's own thread calls this as its loop starts)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and join the thread; undo the handler installation."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        for emit in list(self._pending):  # reports queued after the loop's last pass
+            emit()
+        if self.preempting:
+            preempt.uninstall(self.hub)
+        if self.hub.sysmon is self:
+            self.hub.sysmon = None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for tests and benchmarks."""
+        return {"preempted": self.preempted, "declined": self.declined,
+                "requests": self.requests, "reports": self.reports}
+
+    # ----------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        hub = self.hub
+        stop = self._stop
+        last_tick: int | None = None
+        last_g: Any = None
+        prev = since = time.monotonic()
+        self._stuck_at: tuple[Any, int] | None = None
+        wait = self.period
+        lag = 0.0  # how late sysmon wakes, mostly waiting for the GIL (EWMA)
+        while True:
+            target = time.monotonic() + wait
+            if stop.wait(wait):
+                return
+            tick = hub.tick
+            g = hub.current
+            now = time.monotonic()
+            lag += (max(0.0, now - target) - lag) * 0.25
+            sampled, prev = prev, now
+            if g is None or hub.stopping:
+                last_g = None
+                self._stuck_at = None
+                wait = self.idle_period
+                continue
+            if tick != last_tick or g is not last_g:
+                # the switch happened after the previous sample: count from there
+                last_tick, last_g, since = tick, g, sampled
+                self._stuck_at = None
+                self.request = None
+            elif self.detect_blocking and not (g.glet is not None and g.glet is hub.root):
+                self._watch_blocking(g, tick, now, now - since)
+            wait = min(self.period, max(0.0005, since + self.slice - now - lag))
+            if self.preempting and now - since >= self.slice and self._other_work(hub):
+                if self.request is None:
+                    self.requests += 1
+                self.request = (tick, g)
+                preempt.trip()
+                # the switch should follow at once: wake one slice later, early by the lag
+                wait = min(self.period, max(0.0005, self.slice - lag))
+
+    def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
+        """One sample of a goroutine that has not switched: report it once when it has sat in
+        one call, off the CPU, for ``block_threshold``."""
+        frame = sys._current_frames().get(self.hub.thread_id)
+        if frame is None:
+            return
+        stuck = self._stuck_at
+        cpu = self._cpu()
+        if stuck is None or frame is not stuck[0] or frame.f_lasti != stuck[1]:
+            self._stuck_at = (frame, frame.f_lasti)
+            self._stuck_since, self._stuck_cpu = now, cpu
+            return
+        window = now - self._stuck_since
+        if window < self.block_threshold or self.hub.tick != tick:
+            return
+        # Off the CPU for most of the window: blocked in a call, not running bytecode (sampling
+        # alone cannot tell: the GIL hand-off to sysmon lands on the same instruction each time).
+        if cpu - self._stuck_cpu < _OFF_CPU_RATIO * window:
+            self._report(g, frame, ran)
+            self._stuck_since = float("inf")  # once per episode
+        else:
+            self._stuck_since, self._stuck_cpu = now, cpu
+
+    def _cpu(self) -> float:
+        """CPU seconds used by the hub thread (0.0 where the platform cannot tell)."""
+        clock = self._cpu_clock
+        if clock is None:
+            return 0.0
+        try:
+            return time.clock_gettime(clock)
+        except OSError:
+            self._cpu_clock = None
+            return 0.0
+
+    @staticmethod
+    def _other_work(hub: Any) -> bool:
+        if hub.runq or hub.runnext is not None or hub.inbox or hub.broker is not None:
+            return True
+        try:
+            heap = hub.timers._heap  # read-only peek from another thread; races are harmless
+            return bool(heap) and heap[0].when <= time.monotonic()
+        except (IndexError, AttributeError):
+            return False
+
+    def _report(self, g: Any, frame: Any, ran: float) -> None:
+        """Queue a BlockingWarning for the call ``frame`` sits in, attributed to the innermost
+        frame of user code (a blocking ``subprocess.run`` is reported at the user's line, not
+        inside ``subprocess``); nothing when that frame is the runtime's own."""
+        site = frame
+        while site is not None:
+            kind = preempt._code_info(site.f_code, site.f_globals.get("__name__"))[0]
+            if kind == preempt.RUNTIME:
+                return  # the runtime's own wait (starting an M thread, say): not the user's
+            if kind != preempt.STDLIB and kind != preempt.LOCKING:
+                break
+            site = site.f_back
+        if site is None:
+            site = frame
+        code = site.f_code
+        filename, lineno = code.co_filename, site.f_lineno or 0
+        call = _call_text(site)
+        key = (filename, lineno, call)
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        stack = "".join(traceback.format_stack(frame))
+        message = (f"{g.describe()} blocked its P for more than {ran:.2f} s in a call to {call} "
+                   f"({filename}:{lineno}); other goroutines of the P cannot run meanwhile. "
+                   f"Use csp_mp.blocking(...) or csp_mp.patch_blocking().\n"
+                   f"Goroutine stack (most recent call last):\n{stack}")
+        module = site.f_globals.get("__name__", "")
+        module_globals = site.f_globals
+        hub = self.hub
+
+        def emit() -> None:  # runs on the hub thread: at its next pass, or when the loop ends
+            if emit not in self._pending:
+                return
+            self._pending.remove(emit)
+            self.reports += 1
+            try:
+                warnings.warn_explicit(BlockingWarning(message), BlockingWarning, filename,
+                                       lineno, module=module, module_globals=module_globals)
+            except Exception as exc:  # a filter turned it into an error: it fails the program
+                if hub.outcome is not None and hub.outcome.kind == "return":
+                    hub.outcome = None  # the loop is ending: the error replaces the result
+                hub._panic(g, exc)
+
+        self._pending.append(emit)
+        hub.inbox.append((None, emit, None))
+        hub.waker.post()
+
+
+def _call_text(frame: Any) -> str:
+    """The source of the call the frame is in, e.g. ``time.sleep``; else its source line."""
+    code = frame.f_code
+    try:
+        positions = list(code.co_positions())
+        pos = positions[frame.f_lasti // 2]
+    except (IndexError, AttributeError, ValueError):
+        pos = None
+    lineno = frame.f_lineno or 0
+    if pos and pos[0] is not None and pos[0] == pos[1] and pos[2] is not None \
+            and pos[3] is not None:
+        line = linecache.getline(code.co_filename, pos[0], frame.f_globals)
+        text = line[pos[2]:pos[3]] if line else ""
+        if "(" in text:
+            return text.split("(", 1)[0].strip() or text.strip()
+        if text.strip():
+            return text.strip()
+    line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
+    return line or f"{code.co_name}()"
+
+
+def start_sysmon(hub: Any) -> Sysmon | None:
+    """Start ``hub``'s sysmon (called on the hub thread as the loop starts); None when both
+    preemption and blocking detection are off."""
+    if hub.sysmon is not None:
+        return hub.sysmon
+    preempting = preempt_enabled() and preempt.install(hub)
+    if not preempting and not settings.detect_blocking:
+        return None
+    sm = Sysmon(hub, preempting)
+    hub.sysmon = sm
+    hub.hooks_on_stop.append(sm.stop)
+    sm.start()
+    return sm
+
+
+__all__ = ["Settings", "Sysmon", "preempt_enabled", "settings", "start_sysmon"]
