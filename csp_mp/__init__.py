@@ -22,6 +22,7 @@ from ._errors import MigrationWarning as MigrationWarning
 from ._errors import Panic as Panic
 from ._errors import ProcessLost as ProcessLost
 from ._errors import RemoteError as RemoteError
+from ._patch import patch_blocking as patch_blocking
 from ._run import blocking as blocking
 from ._run import go as go
 from ._run import go_local as go_local
@@ -39,7 +40,7 @@ from ._time import after_func as after_func
 from ._time import sleep as sleep
 from ._time import tick as tick
 
-for _f in (blocking, go, go_local, run, shutdown, select):
+for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking):
     _f.__module__ = "csp_mp"
 for _f in (after, after_func, sleep, tick):
     _f.__module__ = "csp_mp.time"
@@ -51,6 +52,6 @@ __all__ = [
     "BlockingWarning", "Chan", "ClosedChannelError", "Cond", "DeadlockError", "InternalError",
     "MigrationWarning", "Mutex", "Once", "Panic", "ProcessLost", "RWMutex", "RemoteError",
     "Ticker", "Timer", "WaitGroup", "after", "after_func", "atomic", "blocking", "context",
-    "default", "errgroup", "go", "go_local", "nilchan", "run", "runtime", "select", "shutdown",
-    "sleep", "sync", "tick", "time",
+    "default", "errgroup", "go", "go_local", "nilchan", "patch_blocking", "run", "runtime",
+    "select", "shutdown", "sleep", "sync", "tick", "time",
 ]
