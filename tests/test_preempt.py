@@ -1,0 +1,358 @@
+"""Time-slice preemption: a CPU-bound goroutine does not starve others on its P, and is never
+switched out where that would split a critical region (logging, thread locks, runtime code)."""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import signal
+import threading
+import time
+
+import pytest
+
+import csp_mp
+from csp_mp._hub import current_hub, preempt, sysmon
+
+TICK = 0.02
+WINDOW = 1.0
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _ticks_beside_busy_goroutine() -> int:
+    """Ticks a ticker goroutine receives in WINDOW while a CPU-bound goroutine shares its P."""
+
+    def main() -> int:
+        c = csp_mp.tick(TICK)
+        deadline = time.monotonic() + WINDOW
+        got: list[float] = []
+        wg = csp_mp.WaitGroup()
+
+        def ticker() -> None:
+            while True:
+                t = c.recv()
+                if t >= deadline:
+                    return
+                got.append(t)
+
+        def busy() -> None:
+            while time.monotonic() < deadline:
+                pass
+
+        wg.go(ticker)
+        wg.go(busy)
+        wg.wait()
+        return len(got)
+
+    return csp_mp.run(main, procs=1)
+
+
+def test_ticker_keeps_ticking_beside_a_busy_goroutine(monkeypatch):
+    monkeypatch.delenv("CSP_MP_PREEMPT", raising=False)
+    expected = int(WINDOW / TICK) - 1
+    assert _ticks_beside_busy_goroutine() >= 0.8 * expected
+
+
+def test_ticker_starves_with_preemption_off(monkeypatch):
+    monkeypatch.setenv("CSP_MP_PREEMPT", "0")  # read each time a hub loop starts
+    expected = int(WINDOW / TICK) - 1
+    assert _ticks_beside_busy_goroutine() <= 0.1 * expected
+
+
+def _overlap_run(region, rounds_outside: float = 0.002, deadline_s: float = 0.8,
+                 workers: int = 3, stop_on_overlap: bool = False) -> dict:
+    """Run ``workers`` goroutines that alternate ``region(state)`` with plain spinning; return
+    the overlap count (a region entered while another goroutine is inside one) and the stats."""
+    state = {"inside": 0, "overlaps": 0, "entries": 0}
+
+    def main() -> dict:
+        hub = current_hub()
+        deadline = time.monotonic() + deadline_s
+        wg = csp_mp.WaitGroup()
+
+        def worker() -> None:
+            while time.monotonic() < deadline:
+                region(state)
+                _spin(rounds_outside)
+                if stop_on_overlap and state["overlaps"]:
+                    return
+
+        for _ in range(workers):
+            wg.go(worker)
+        wg.wait()
+        return hub.sysmon.stats()
+
+    stats = csp_mp.run(main, procs=1)
+    return {**state, **stats}
+
+
+def _critical(state: dict, seconds: float = 0.002) -> None:
+    state["entries"] += 1
+    if state["inside"]:
+        state["overlaps"] += 1
+    state["inside"] += 1
+    _spin(seconds)
+    state["inside"] -= 1
+
+
+def test_plain_code_is_preempted_anywhere():
+    # the control for the tests below: without a lock or a logging call around it, a region is
+    # split by preemption, so they would see overlaps if preemption ignored those
+    got = _overlap_run(_critical, deadline_s=10.0, stop_on_overlap=True)
+    assert got["preempted"] >= 1
+    assert got["overlaps"] >= 1
+
+
+class _CheckingStream:
+    """A logging stream whose write is a critical region that detects interleaving."""
+
+    def __init__(self) -> None:
+        self.state = {"inside": 0, "overlaps": 0, "entries": 0}
+        self.lines = 0
+
+    def write(self, text: str) -> None:
+        _critical(self.state, 0.003)
+        self.lines += text.count("\n")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_never_preempted_inside_a_logging_call():
+    stream = _CheckingStream()
+    logger = logging.getLogger("csp_mp.tests.preempt")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        got = _overlap_run(lambda state: logger.info("message %d", state["entries"]),
+                           deadline_s=0.8)
+    finally:
+        logger.removeHandler(handler)
+    assert got["preempted"] >= 1
+    assert stream.state["overlaps"] == 0
+    assert stream.lines == stream.state["entries"] >= 1
+
+
+class _TimedLock:
+    """``with`` a thread lock, failing instead of hanging if another goroutine of the same thread
+    already holds it (which only preemption inside the region could cause)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(timeout=2.0):
+            raise AssertionError("thread lock held by a preempted goroutine of this thread")
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_never_preempted_inside_a_with_lock_region():
+    lock = _TimedLock()
+
+    def region(state: dict) -> None:
+        with lock:
+            _critical(state)
+
+    got = _overlap_run(region)
+    assert got["preempted"] >= 1
+    assert got["overlaps"] == 0
+
+
+def test_never_preempted_inside_an_acquire_try_finally_region():
+    lock = threading.Lock()
+
+    def region(state: dict) -> None:
+        if not lock.acquire(timeout=2.0):
+            raise AssertionError("thread lock held by a preempted goroutine of this thread")
+        try:
+            _critical(state)
+        finally:
+            lock.release()
+
+    got = _overlap_run(region)
+    assert got["preempted"] >= 1
+    assert got["overlaps"] == 0
+
+
+def test_no_preempt_counter_holds_off_preemption():
+    def main() -> tuple[int, int]:
+        hub = current_hub()
+        done = csp_mp.Chan()
+
+        def other() -> None:
+            done.recv()
+
+        csp_mp.go_local(other)  # keeps "other work" pending only through the run queue
+        csp_mp.go_local(lambda: None)
+        sm = hub.sysmon
+        hub.no_preempt += 1
+        try:
+            before = sm.preempted
+            _spin(0.15)
+            held = sm.preempted - before
+        finally:
+            hub.no_preempt -= 1
+        deadline = time.monotonic() + 10.0
+        while sm.preempted == before and time.monotonic() < deadline:
+            pass
+        done.send(None)
+        return held, sm.preempted - before
+
+    held, after = csp_mp.run(main, procs=1)
+    assert held == 0
+    assert after >= 1
+
+
+@pytest.mark.parametrize("pre", ["default", "python"])
+def test_signal_handler_composes_and_is_restored(pre):
+    calls = []
+
+    def user_handler(signum, frame):
+        calls.append(signum)
+
+    old = signal.signal(preempt.SIGNUM, user_handler if pre == "python" else signal.SIG_DFL)
+    try:
+        got = _overlap_run(_critical, deadline_s=0.3, workers=2)
+        assert got["preempted"] >= 1
+        if pre == "python":
+            assert calls and set(calls) == {preempt.SIGNUM}  # chained, not replaced
+            assert signal.getsignal(preempt.SIGNUM) is user_handler
+        else:
+            assert signal.getsignal(preempt.SIGNUM) == signal.SIG_DFL
+    finally:
+        signal.signal(preempt.SIGNUM, old)
+
+
+def test_sigint_still_raises_keyboard_interrupt():
+    before = signal.getsignal(signal.SIGINT)
+
+    def main() -> None:
+        assert signal.getsignal(signal.SIGINT) is before
+        wg = csp_mp.WaitGroup()
+        for _ in range(2):
+            wg.go(_spin, 5.0)
+        threading.Timer(0.2, _thread.interrupt_main).start()
+        wg.wait()
+
+    with pytest.raises(KeyboardInterrupt):
+        csp_mp.run(main, procs=1)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_sysmon_thread_does_not_outlive_the_runtime():
+    def main() -> str:
+        return current_hub().sysmon._thread.name
+
+    name = csp_mp.run(main, procs=1)
+    assert name.startswith("csp_mp-sysmon")
+    assert not [t for t in threading.enumerate() if t.name == name]
+
+
+def test_hub_off_the_main_thread_is_not_preempted():
+    out: dict = {}
+
+    def main() -> None:
+        sm = current_hub().sysmon
+        out["preempting"] = sm.preempting
+        out["handler"] = signal.getsignal(preempt.SIGNUM)
+
+    t = threading.Thread(target=lambda: csp_mp.run(main, procs=1))
+    t.start()
+    t.join(30)
+    assert out["preempting"] is False
+    assert out["handler"] is not preempt._handler
+
+
+def test_env_switch_is_read_at_start(monkeypatch):
+    monkeypatch.setattr(sysmon.settings, "preempt", None)
+    monkeypatch.setenv("CSP_MP_PREEMPT", "0")
+    assert sysmon.preempt_enabled() is False
+    monkeypatch.setenv("CSP_MP_PREEMPT", "1")
+    assert sysmon.preempt_enabled() is True
+    monkeypatch.delenv("CSP_MP_PREEMPT")
+    assert sysmon.preempt_enabled() is True
+
+
+# ----------------------------------------------------------------- safe points, unit level
+
+
+def _frame_at(fn):
+    """Run ``fn(capture)``; return the verdict of ``safe_point`` for the frame that called
+    ``capture`` (its f_lasti then points at that call, so only the frame rules decide)."""
+    got = []
+
+    def capture():
+        import sys
+
+        frame = sys._getframe(1)
+        got.append(preempt.safe_point(frame, _frame_at.__code__))  # stop at our caller
+
+    fn(capture)
+    return got[0]
+
+
+def test_safe_point_rules():
+    lock = threading.Lock()
+
+    def plain(capture):
+        capture()
+
+    def in_with(capture):
+        with lock:
+            capture()
+
+    def in_try_finally(capture):
+        try:
+            capture()
+        finally:
+            pass
+
+    def in_try_except(capture):
+        try:
+            capture()
+        except ValueError:
+            pass
+
+    def in_except(capture):
+        try:
+            raise ValueError
+        except ValueError:
+            capture()
+
+    def in_finally_handler(capture):
+        try:
+            raise ValueError
+        finally:
+            capture()
+
+    # "plain" code is not at a signal check point here (it is at a call), so RETRY, never UNSAFE
+    assert _frame_at(plain) == preempt.RETRY
+    assert _frame_at(in_try_except) == preempt.RETRY
+    assert _frame_at(in_with) == preempt.UNSAFE
+    assert _frame_at(in_try_finally) == preempt.UNSAFE
+    assert _frame_at(in_except) == preempt.UNSAFE
+    with pytest.raises(ValueError):
+        _frame_at(in_finally_handler)
+
+
+def test_safe_point_refuses_locking_modules_and_del():
+    def fake_module_frame(modname: str, src: str = "def f(cb):\n    cb()\n"):
+        ns: dict = {"__name__": modname}
+        exec(compile(src, f"<{modname}>", "exec"), ns)
+        return ns["f"]
+
+    for mod in ("logging", "threading", "importlib._bootstrap", "queue"):
+        f = fake_module_frame(mod)
+        assert _frame_at(f) == preempt.UNSAFE, mod
+    f = fake_module_frame("mymod", "class A:\n    def __del__(self, cb):\n        cb()\n"
+                                   "def f(cb):\n    A.__del__(None, cb)\n")
+    assert _frame_at(f) == preempt.UNSAFE
