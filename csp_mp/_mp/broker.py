@@ -409,6 +409,7 @@ class Broker:
             k = len(ring)
             if not k:
                 continue
+            self._busy()  # before taking: checkdead must not see STUCK while frames are in hand
             frames = ring.get_many(max(1, k // 2))
             ctx.padd(C.P_STOLEN, len(frames))
             for frame in frames:
