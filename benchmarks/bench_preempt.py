@@ -1,0 +1,143 @@
+"""What time-slice preemption costs: CPU-bound throughput with it on against off, in one run.
+
+Two goroutines on one P each run the same pure-Python loop. With preemption on they are
+switched every ~10 ms (sysmon trips, the handler checks the safe point and yields); with it off
+they run one after the other. Three modes, interleaved over several rounds:
+
+- ``on``: sysmon preempts and watches for blocking calls (the default);
+- ``off``: ``CSP_MP_PREEMPT=0``: sysmon only watches for blocking calls;
+- ``none``: no sysmon thread at all (what the runtime cost before sysmon existed).
+
+The bar (DESIGN.md): ``on`` at most 2 % slower than ``off``. Writes
+``benchmarks/results/preempt.json``; ``python -m benchmarks.bench_preempt [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import csp_mp
+from csp_mp._hub import sysmon
+
+from ._common import at_least, burn, calibrate_burn, median, pick, row
+
+FAMILY = "preempt"
+BAR_RATIO = 0.98  # on / off throughput
+RESULTS = Path(__file__).resolve().parent / "results" / "preempt.json"
+GOROUTINES = 2
+
+
+def _one(mode: str, n: int) -> tuple[float, float, int]:
+    """(iterations per wall second, per CPU second of the process, preemptions) for one run of
+    the workload in ``mode``."""
+    s = sysmon.settings
+    saved = (s.preempt, s.detect_blocking)
+    s.preempt = mode == "on"
+    s.detect_blocking = mode != "none"
+    stats: dict[str, int] = {}
+
+    def main() -> tuple[float, float]:
+        from csp_mp._hub import current_hub
+
+        wg = csp_mp.WaitGroup()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(GOROUTINES):
+            wg.go(burn, n)
+        wg.wait()
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        sm = current_hub().sysmon
+        if sm is not None:
+            stats.update(sm.stats())
+        return dt, dc
+
+    try:
+        dt, dc = csp_mp.run(main, procs=1)
+    finally:
+        s.preempt, s.detect_blocking = saved
+    return GOROUTINES * n / dt, GOROUTINES * n / dc, stats.get("preempted", 0)
+
+
+def run(quick: bool) -> list[dict]:
+    """Measure every mode over interleaved rounds; return the result rows.
+
+    Ratios are paired: each round runs the three modes back to back and the reported ratio is
+    the median of the per-round ratios, which cancels most of the drift of a shared machine.
+    """
+    per_goroutine_s = pick(quick, 0.25, 0.15, 0.05)
+    rounds = pick(quick, 21, 9, 1)
+    n = calibrate_burn(per_goroutine_s)
+    modes = ("on", "off", "none")
+    wall: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    preempts: list[float] = []
+    for r in range(rounds):
+        order = modes if r % 2 == 0 else tuple(reversed(modes))
+        for m in order:
+            w, c, p = _one(m, n)
+            wall[m].append(w)
+            cpu[m].append(c)
+            if m == "on":
+                preempts.append(p * w / (GOROUTINES * n))
+    per_s = median(preempts) or 0.0
+
+    def paired(d: dict[str, list[float]], a: str, b: str) -> float | None:
+        return median([x / y for x, y in zip(d[a], d[b], strict=True) if y])
+
+    def mk(name: str, figure: str, unit: str, d: dict[str, list[float]], base: str,
+           base_label: str, note: str) -> dict:
+        rt = paired(d, "on", base)
+        r = row(FAMILY, name, figure, unit, median(d["on"]), baseline=base_label,
+                baseline_value=median(d[base]), higher_is_better=True,
+                bar=f"on/{base} >= {BAR_RATIO}", met=at_least(rt, BAR_RATIO), note=note,
+                repeats=rounds)
+        r["ratio"] = rt  # the paired median, not the ratio of the two medians
+        return r
+
+    work = f"{GOROUTINES} goroutines x {per_goroutine_s:g} s of pure-Python work on one P"
+    rows = [
+        mk("cpu_on_vs_off", "CPU-bound throughput (CPU time), preempt on", "iter/cpu-s", cpu,
+           "off", "preemption off (CSP_MP_PREEMPT=0)",
+           f"{work}; {per_s:.0f} preemptions/s; process CPU time, steady on a shared machine"),
+        mk("wall_on_vs_off", "CPU-bound throughput (wall), preempt on", "iter/s", wall, "off",
+           "preemption off (CSP_MP_PREEMPT=0)", "wall clock: noisy when others share the CPUs"),
+        mk("cpu_on_vs_none", "CPU-bound throughput (CPU time), preempt on", "iter/cpu-s", cpu,
+           "none", "no sysmon thread", "the whole cost of sysmon, blocking detection included"),
+        mk("wall_on_vs_none", "CPU-bound throughput (wall), preempt on", "iter/s", wall, "none",
+           "no sysmon thread", "the whole cost of sysmon, wall clock"),
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"rows": rows, "wall": wall, "cpu": cpu,
+                                   "preemptions_per_s": preempts}, indent=2) + "\n")
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [f"{'figure':<44} {'value':>10} {'baseline':<34} {'base value':>10} {'ratio':>6} "
+             f"{'bar':<16} met"]
+    for r in rows:
+        v = f"{r['value']:.4g}" if r["value"] else "n/a"
+        b = f"{r['baseline_value']:.4g}" if r["baseline_value"] else "n/a"
+        q = f"{r['ratio']:.3f}" if r["ratio"] else "n/a"
+        lines.append(f"{r['figure']:<44} {v:>10} {r['baseline']:<34} {b:>10} {q:>6} "
+                     f"{r['bar']:<16} {r['met']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Command line: print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rows = run(args.quick)
+    print(_table(rows))
+    for r in rows:
+        if r["note"]:
+            print(f"  {r['name']}: {r['note']}")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
