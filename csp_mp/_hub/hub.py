@@ -132,8 +132,14 @@ class Hub:
         if self.stopping:
             return None
         g = self.new_g(fn, args, kwargs or {}, local)
-        if not local and self.broker is not None and self.broker.place(self, g):
-            return g
+        if not local and self.broker is not None:
+            try:
+                placed = self.broker.place(self, g)
+            except BaseException:
+                self.allgs.pop(g.id, None)
+                raise
+            if placed:
+                return g
         self.runq.append(g)
         return g
 
@@ -179,7 +185,7 @@ class Hub:
         self.tick += 1
         nxt = self.runnext
         if nxt is not None and not self.runq and self.tick & 15 and not self.inbox \
-                and nxt.glet is not None:
+                and not self.poll_now and nxt.glet is not None:
             self.runnext = None
             self._streak = 0
             self.current = nxt
@@ -202,7 +208,7 @@ class Hub:
         timers, completions and other Ps are never starved by a busy run queue.
         """
         self.tick += 1
-        if self.tick & 15 == 0 or self.inbox or self.rng is not None:
+        if self.tick & 15 == 0 or self.inbox or self.poll_now or self.rng is not None:
             return None
         g = self.runnext
         runq = self.runq
@@ -335,7 +341,7 @@ class Hub:
         if self.tick & 15 == 0 or self.poll_now or not (runq or self.runnext):
             self.poll_now = False
             self.timers.run_due()
-            if self.broker is not None and (self.tick % 61 == 0 or not (runq or self.runnext)):
+            if self.broker is not None:
                 self.broker.poll(self)
         if self.rng is not None:  # seeded shuffle: any runnable goroutine may go next
             if not runq:

@@ -454,6 +454,7 @@ class Broker:
             self._info_t = now
             self._info_n = len(hub.allgs)
             self.publish_info(hub)
+            self.arena.collect()  # blocks of received buffers that died since (deferred frees)
         # A post taken here is a full barrier: a producer that queued work before reading our
         # status either sees IDLE (and rings) or its work is visible to the re-check below.
         if ctx.bell.wait(0) or self._work_visible():
