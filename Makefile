@@ -22,7 +22,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not stress'
 
 lint: $(STAMP)
-	$(BIN)/ruff check csp_mp tests benchmarks examples
+	$(BIN)/ruff check csp_mp tests benchmarks examples docs
+	$(BIN)/lint-imports
 
 run: $(STAMP)
 	$(BIN)/python -m csp_mp bench
