@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from csp_mp import Chan, atomic, go, go_local, runtime
+from csp_mp import Chan, Cond, Mutex, Once, RWMutex, WaitGroup, atomic, go, go_local, runtime
 
 DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
 BATCH = 8  # probe goroutines per attempt of ``go_on``
@@ -193,3 +193,113 @@ def feed(ch: Chan, values: list) -> None:
     for v in values:
         ch.send(v)
     ch.close()
+
+
+def count_reason(reason: str) -> int:
+    """How many goroutines, in every P, ``runtime.stack()`` shows parked with ``reason``."""
+    tag = f" [{reason}] "
+    return sum(1 for line in runtime.stack().splitlines()
+               if line.startswith("goroutine ") and tag in line)
+
+
+def wait_reason(reason: str, count: int = 1) -> None:
+    """Wait until at least ``count`` goroutines of any P are parked with ``reason``."""
+    wait_until(lambda: count_reason(reason) >= count, f"{count} goroutines in [{reason}]")
+
+
+# ---------------------------------------------------------------- bodies of test_mp_sync
+# (here rather than in the test module, so a P that steals one does not import pytest)
+
+
+def locked_increments(mu: Mutex, counter: atomic.Int64, k: int, wg: WaitGroup) -> None:
+    """``k`` non-atomic increments of ``counter`` under ``mu``, then ``wg.done()``."""
+    for _ in range(k):
+        with mu:
+            v = counter.load()
+            runtime.gosched()  # let others try to get in while we hold it
+            counter.store(v + 1)
+    wg.done()
+
+
+def reader(rw: RWMutex, inside: atomic.Int64, writers: atomic.Int64, bad: atomic.Int64,
+           peak: atomic.Int64, k: int, wg: WaitGroup) -> None:
+    """``k`` read sections: count readers inside, record the peak, flag a writer seen."""
+    for _ in range(k):
+        with rw.rlocker():
+            n = inside.add(1)
+            while True:
+                p = peak.load()
+                if n <= p or peak.compare_and_swap(p, n):
+                    break
+            if writers.load():
+                bad.add(1)
+            runtime.gosched()
+            inside.add(-1)
+    wg.done()
+
+
+def writer(rw: RWMutex, inside: atomic.Int64, writers: atomic.Int64, bad: atomic.Int64,
+            k: int, wg: WaitGroup) -> None:
+    """``k`` write sections: flag any other writer or reader seen inside."""
+    for _ in range(k):
+        with rw:
+            if writers.add(1) != 1 or inside.load():
+                bad.add(1)
+            runtime.gosched()
+            writers.add(-1)
+    wg.done()
+
+
+def once_caller(once: Once, calls: atomic.Int64, finished: atomic.Int64, out: Chan) -> None:
+    """``once.do`` a slow body; report whether it had finished when ``do`` returned."""
+    def body() -> None:
+        calls.add(1)
+        for _ in range(20):
+            runtime.gosched()
+        finished.store(1)
+
+    once.do(body)
+    out.send(finished.load())  # do() returns only after the one call has finished
+
+
+def cond_waiter(cond: Cond, ready: atomic.Int64, out: Chan) -> None:
+    """Wait on ``cond`` until ``ready``; report the P."""
+    with cond.L:
+        while not ready.load():
+            cond.wait()
+    out.send(runtime.current_p())
+
+
+def adder(n: atomic.Int64, k: int, wg: WaitGroup) -> None:
+    """``n.add(1)`` ``k`` times, then ``wg.done()``."""
+    for _ in range(k):
+        n.add(1)
+    wg.done()
+
+
+def cas_racer(word: atomic.Int64, flag: atomic.Bool, me: int, out: Chan) -> None:
+    """Race for ``word`` (0 -> me) and ``flag`` (False -> True); report the two results."""
+    out.send((word.compare_and_swap(0, me), flag.compare_and_swap(False, True)))
+
+
+def wait_done(ctx: Any, out: Chan) -> None:
+    """Wait for ``ctx.done()``; report ``(P, type of ctx.err())``."""
+    ctx.done().recv()
+    err = ctx.err()
+    out.send((runtime.current_p(), type(err).__name__))
+
+
+def ok_task(out: Chan) -> None:
+    """Report the P."""
+    out.send(runtime.current_p())
+
+
+def failing_task(msg: str) -> None:
+    """Raise KeyError(msg)."""
+    raise KeyError(msg)
+
+
+def group_member(g: Any, started: Chan, fn: Callable[..., Any], *args: Any) -> None:
+    """``g.go(fn, *args)`` from this P; report the P once it is in the group."""
+    g.go(fn, *args)
+    started.send(runtime.current_p())
