@@ -33,9 +33,11 @@ def gomaxprocs(n: int = 0) -> int:
         if n > 0:
             os.environ["GOMAXPROCS"] = str(n)
         return prev
+    if hub.broker is not None:
+        return _multi("gomaxprocs")(hub, n)
     prev = hub.nprocs
-    if n > 0 and n != prev:
-        _multi("gomaxprocs")(hub, n)
+    if n > 0:
+        hub.nprocs = n  # (*) a one-P run records the value; it cannot start Ps
     return prev
 
 

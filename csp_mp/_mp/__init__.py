@@ -12,7 +12,7 @@ from typing import Any
 
 from .._hub import Hub, Outcome
 from . import ctx as C
-from .procs import start_p0, stop_p0
+from .procs import running, start_p0, stop_p0
 from .promote import install as _install
 
 _install()
@@ -50,18 +50,28 @@ def stack(hub: Hub) -> str:
     return hub.broker.gather_stacks(hub, 1.0)
 
 
-def gomaxprocs(hub: Hub, n: int) -> None:
-    """Resize a running runtime: surplus Ps stop taking work; Ps up to the started count rejoin."""
+def gomaxprocs(hub: Hub, n: int) -> int:
+    """Return GOMAXPROCS; ``n > 0`` sets it: Ps are started up to ``n`` (from P0), and Ps at or
+    above ``n`` drain: they finish their goroutines but take no new work."""
     ctx = C.current()
-    if ctx is None or hub.broker is None:
-        hub.nprocs = n
-        return
-    started = ctx.maxprocs
-    for q in range(1, started):
-        ctx.store(ctx.pidx(q, C.P_DRAIN), 0 if q < n else 1)
-    if ctx.p >= n and ctx.p != 0:
-        ctx.pstore(C.P_DRAIN, 1)
+    if ctx is None:
+        prev = hub.nprocs
+        if n > 0:
+            hub.nprocs = n
+        return prev
+    prev = ctx.gload(C.G_LOGICAL)
+    if n <= 0 or n == prev:
+        return prev
+    if n > ctx.gload(C.G_NPROCS):
+        rt = running()
+        if rt is None:
+            raise RuntimeError("runtime.gomaxprocs: only goroutines on P0 can add Ps")
+        rt.grow(n)
+    for q in range(1, ctx.gload(C.G_NPROCS)):
+        ctx.store(ctx.pidx(q, C.P_DRAIN), 1 if q >= n else 0)
+    ctx.gstore(C.G_LOGICAL, n)
     hub.nprocs = n
+    return prev
 
 
 __all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs"]

@@ -11,6 +11,8 @@ Invariants:
 - ``P_SENT`` and ``P_HANDLED`` count WAKE messages: the sum of SENT over every P minus the sum of
   HANDLED is the number of wake-ups in flight; deadlock detection needs it to be 0.
 - ``G_STOP`` goes 0 -> 1 once; every P ends its hub loop when it sees it.
+- ``G_NPROCS`` (Ps started) only grows; ``G_LOGICAL`` is GOMAXPROCS, and every started P at or
+  above it has ``P_DRAIN`` set: it finishes its goroutines but takes no new work.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ MAGIC = 0xC5B0_C7A1_0000_0002
 TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
 
 # global words
-G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_GEN = range(6)
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_GEN, G_LOGICAL = range(7)
 _G_WORDS = LINE // 8
 
 # per-P words
@@ -76,7 +78,8 @@ class Ctx:
         for i in range(block_bytes(maxprocs) // 8):
             w.store(base + i, 0)
         w.store(base + G_MAXPROCS, maxprocs)
-        w.store(base + G_NPROCS, nprocs)
+        w.store(base + G_NPROCS, nprocs)  # Ps started (grows with gomaxprocs)
+        w.store(base + G_LOGICAL, nprocs)  # GOMAXPROCS: Ps at or above it are drained
         for q in range(maxprocs):
             pb = base + _G_WORDS + q * _P_WORDS
             w.store(pb + P_INBOX, make_ring(arena, INBOX_BYTES, lock_key=2 * q).offset)

@@ -19,6 +19,7 @@ import ctypes
 import multiprocessing
 import multiprocessing.spawn as mp_spawn
 import os
+import select
 import signal
 import sys
 import threading
@@ -37,6 +38,7 @@ from .promote import set_broker
 
 ARENA_BYTES = int(os.environ.get("CSP_MP_ARENA_MB", "1024")) << 20
 START_TIMEOUT = 30.0
+MAXPROCS_MIN = 8  # gomaxprocs can grow a runtime up to max(procs, this)
 
 
 @contextmanager
@@ -58,6 +60,7 @@ def _no_main_reimport():
 
 
 _mpctx: list[Any] = [None]
+_running: list[Runtime | None] = [None]  # P0's runtime, while one runs
 _PRELOAD_IF_LOADED = ("numpy", "pandas", "scipy")
 
 
@@ -74,14 +77,21 @@ def _context() -> Any:
 
 
 class Runtime:
-    """P0's handle on a running multi-P runtime."""
+    """P0's handle on a running multi-P runtime.
+
+    Besides P1..Pn-1 it starts a zygote: a single-threaded process holding the arena and every
+    doorbell, which forks further Ps when ``gomaxprocs`` grows the runtime (after start-up the
+    semaphores have no names, so a new process can only inherit them).
+    """
 
     def __init__(self, nprocs: int) -> None:
         self.nprocs = nprocs
-        self.maxprocs = nprocs
+        self.maxprocs = max(nprocs, MAXPROCS_MIN)
         self.arena = Arena.create(ARENA_BYTES, nlocks_for(self.maxprocs))
         self.procs: list[Any] = []
+        self.forked: dict[int, tuple[int, int]] = {}  # P -> (pid, pidfd) of zygote children
         self._lifeline = -1
+        self._requests = -1
         self.monitor: threading.Thread | None = None
         self._stop_monitor = threading.Event()
         try:
@@ -97,6 +107,7 @@ class Runtime:
         # A pipe whose write end only P0 holds: a worker reading EOF knows P0 is gone, however
         # it went (the forkserver outlives P0 while workers hold its alive fd).
         r, self._lifeline = os.pipe()
+        zr, self._requests = os.pipe()
         try:
             with _no_main_reimport():
                 for p in range(1, self.nprocs):
@@ -105,22 +116,55 @@ class Runtime:
                         args=(self.arena, self.ctx.off, p, self.bells, reduction.DupFd(r)))
                     proc.start()
                     self.procs.append(proc)
+                zygote = mctx.Process(
+                    target=zygote_main, name="csp_mp-zygote", daemon=True,
+                    args=(self.arena, self.ctx.off, self.bells, reduction.DupFd(r),
+                          reduction.DupFd(zr)))
+                zygote.start()
+                self.zygote = zygote
         finally:
             os.close(r)
-        if not self.arena.wait_attached(self.nprocs - 1, START_TIMEOUT):
+            os.close(zr)
+        if not self.arena.wait_attached(self.nprocs, START_TIMEOUT):
             raise RuntimeError("csp_mp: worker processes did not start in time")
         self.arena.seal()
         self.monitor = threading.Thread(target=self._watch, name="csp_mp-monitor", daemon=True)
         self.monitor.start()
 
+    def grow(self, n: int) -> None:
+        """Start Ps until ``n`` exist (P0 only; the zygote forks them)."""
+        ctx = self.ctx
+        if n > self.maxprocs:
+            raise ValueError(f"gomaxprocs: at most {self.maxprocs} Ps in this runtime")
+        started = ctx.gload(C.G_NPROCS)
+        for q in range(started, n):
+            ctx.store(ctx.pidx(q, C.P_PID), 0)
+            ctx.store(ctx.pidx(q, C.P_STATUS), C.RUNNING)
+            os.write(self._requests, q.to_bytes(4, "little"))
+            deadline = time.monotonic() + START_TIMEOUT
+            while not ctx.pload(q, C.P_PID):
+                if time.monotonic() > deadline or not self.zygote.is_alive():
+                    raise RuntimeError(f"csp_mp: P{q} did not start")
+                time.sleep(0.001)
+            pid = ctx.pload(q, C.P_PID)
+            self.forked[q] = (pid, os.pidfd_open(pid))
+            ctx.gstore(C.G_NPROCS, q + 1)
+
     def _watch(self) -> None:
-        sentinels = {proc.sentinel: i + 1 for i, proc in enumerate(self.procs)}
-        while sentinels and not self._stop_monitor.is_set():
-            ready = mp_wait(list(sentinels), timeout=0.1)
+        watched = {proc.sentinel: i + 1 for i, proc in enumerate(self.procs)}
+        seen: set[int] = set()
+        while not self._stop_monitor.is_set():
+            for q, (_pid, fd) in list(self.forked.items()):
+                if fd not in seen:
+                    seen.add(fd)
+                    watched[fd] = q
+            ready = mp_wait(list(watched) + [self.zygote.sentinel], timeout=0.1)
             for s in ready:
-                p = sentinels.pop(s)
-                if self.ctx.gload(C.G_STOP):
-                    continue
+                if self.ctx.gload(C.G_STOP) or self._stop_monitor.is_set():
+                    return
+                if s == self.zygote.sentinel:
+                    continue  # only matters if a P must be grown (grow() reports it)
+                p = watched.pop(s)
                 self.ctx.gstore(C.G_LOST, p + 1)
                 self.bells[0].ring()
                 return
@@ -132,33 +176,51 @@ class Runtime:
         for bell in self.bells:
             bell.ring()
         self._stop_monitor.set()
+        self._close_lifeline()
         deadline = time.monotonic() + 1.0
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
+        for _pid, fd in self.forked.values():
+            mp_wait([fd], timeout=max(0.0, deadline - time.monotonic()))
         for proc in self.procs:
             if proc.is_alive():
                 proc.kill()
+        for pid, _fd in self.forked.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for proc in self.procs:
             proc.join(1.0)
-            proc.close() if proc.exitcode is not None else None
         if self.monitor is not None:
             self.monitor.join(1.0)
         self.close()
 
     def _close_lifeline(self) -> None:
-        fd, self._lifeline = self._lifeline, -1
-        if fd >= 0:
-            os.close(fd)
+        for name in ("_lifeline", "_requests"):
+            fd = getattr(self, name)
+            setattr(self, name, -1)
+            if fd >= 0:
+                os.close(fd)
 
     def close(self) -> None:
         self._close_lifeline()
-        for proc in self.procs:
+        zygote = getattr(self, "zygote", None)
+        for proc in self.procs + ([zygote] if zygote is not None else []):
             try:
                 if proc.is_alive():
                     proc.kill()
-                    proc.join(1.0)
+                proc.join(1.0)
+                proc.close()
             except ValueError:
                 pass  # already closed
+        for pid, fd in self.forked.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(fd)
+        self.forked.clear()
         try:
             self.arena.seal()
         except RuntimeError:
@@ -166,9 +228,15 @@ class Runtime:
         self.arena.close()
 
 
+def running() -> Runtime | None:
+    """P0's running runtime (None in other Ps and outside a multi-P run)."""
+    return _running[0]
+
+
 def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
     """Start the Ps and make the calling process P0 with a fresh hub."""
     rt = Runtime(nprocs)
+    _running[0] = rt
     hub = Hub(0)
     hub.nprocs = nprocs
     C.set_current(rt.ctx)
@@ -184,6 +252,7 @@ def stop_p0(rt: Runtime) -> None:
     try:
         rt.stop()
     finally:
+        _running[0] = None
         set_broker(None)
         C.set_current(None)
         _hub.set_current(None)
@@ -207,11 +276,40 @@ def _watch_lifeline(fd: int) -> None:
 
 
 def worker_main(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], lifeline: Any) -> None:
-    """Body of P1..Pn-1: a hub with a broker, until P0 says stop (or disappears)."""
+    """Body of P1..Pn-1 started by P0: a hub with a broker, until P0 says stop (or is gone)."""
+    _worker_body(arena, ctl_off, p, bells, lifeline.detach())
+
+
+def zygote_main(arena: Arena, ctl_off: int, bells: list[Doorbell], lifeline: Any,
+                requests: Any) -> None:
+    """Wait for "start P q" requests from P0 and fork each new P (single-threaded, no hub)."""
     _die_with_parent()
-    threading.Thread(target=_watch_lifeline, args=(lifeline.detach(),), name="csp_mp-lifeline",
-                     daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    lfd, rfd = lifeline.detach(), requests.detach()
+    while True:
+        ready, _, _ = select.select([lfd, rfd], [], [])
+        if lfd in ready and not os.read(lfd, 1):
+            os._exit(0)
+        if rfd in ready:
+            data = os.read(rfd, 4)
+            if len(data) < 4:
+                os._exit(0)
+            q = int.from_bytes(data, "little")
+            if os.fork() == 0:
+                try:
+                    os.close(rfd)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    _worker_body(arena, ctl_off, q, bells, lfd)
+                finally:
+                    os._exit(1)
+
+
+def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], lifeline: int) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is P0's to handle
+    threading.Thread(target=_watch_lifeline, args=(lifeline,), name="csp_mp-lifeline",
+                     daemon=True).start()
     ctx = C.Ctx(arena, ctl_off, p, bells)
     C.set_current(ctx)
     hub = Hub(p)
