@@ -1,0 +1,431 @@
+"""Failure across Ps: panics, lost Ps, a killed tree, Ctrl-C, deadlock, goroutines that cannot
+travel, MigrationWarning, and whole programs (no ``__main__`` guard) on two Ps.
+
+Every test also passes the autouse check: no child process and no ``/dev/shm`` entry of ours left.
+Programs run in a child interpreter watch their own process tree explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import mp_helpers as H
+import psutil
+import pytest
+
+import csp_mp
+from csp_mp import (
+    Chan,
+    DeadlockError,
+    MigrationWarning,
+    Panic,
+    ProcessLost,
+    RemoteError,
+    after,
+    go,
+    go_local,
+    runtime,
+    select,
+)
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+SHM = "/dev/shm"
+
+
+# ---------------------------------------------------------------- panics
+
+
+def test_panic_on_another_p_chains_the_original_exception() -> None:
+    def main():
+        H.go_on(1, H.raise_value_error, "bad value on P1")
+        Chan().recv()
+
+    with pytest.raises(Panic) as info:
+        csp_mp.run(main, procs=2)
+    err = info.value
+    assert type(err.__cause__) is ValueError
+    assert str(err.__cause__) == "bad value on P1"
+    assert "bad value on P1" in str(err)
+    assert "raise_value_error" in err.traceback_text  # the remote traceback
+
+
+def test_unpicklable_exception_arrives_as_a_stand_in() -> None:
+    def main():
+        H.go_on(1, H.raise_unpicklable, "cannot travel")
+        Chan().recv()
+
+    with pytest.raises(Panic) as info:
+        csp_mp.run(main, procs=2)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteError)
+    assert cause.type_name == "Unpicklable"
+    assert cause.message == "cannot travel"
+    assert "raise_unpicklable" in cause.traceback_text
+
+
+# ---------------------------------------------------------------- a P killed
+
+
+def _park_here(ch: Chan, n: int, out: Chan) -> None:
+    for _ in range(n):
+        go_local(H.block_forever, ch)
+    out.send(os.getpid())
+
+
+def test_killed_p_raises_process_lost_naming_it_and_its_goroutines() -> None:
+    killed_at: list[float] = []
+
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(1, _park_here, ch, 3, out)
+        pid = out.recv()
+        H.wait_reason("chan receive", 3)  # P1 parked them (and published what it runs)
+        H.wait_until(lambda: runtime.num_goroutine() == 4, "P1's goroutines counted")
+        killed_at.append(time.monotonic())
+        os.kill(pid, signal.SIGKILL)
+        i, _ = select(ch.recv, after(2.0).recv)  # SPEC: reported within a second
+        return f"P1 killed, run() not interrupted (select case {i})"
+
+    with pytest.raises(ProcessLost) as info:
+        csp_mp.run(main, procs=2)
+    latency = time.monotonic() - killed_at[0]
+    err = info.value
+    assert err.p == 1 and "P1" in str(err)
+    assert sum("block_forever" in g for g in err.goroutines) == 3, err.goroutines
+    assert "block_forever" in str(err)
+    print(f"ProcessLost after {latency * 1000:.0f} ms")
+
+
+# ---------------------------------------------------------------- deadlock across Ps
+
+
+def test_deadlock_across_ps_dumps_both() -> None:
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(1, _park_here, ch, 1, out)
+        out.recv()
+        Chan().recv()
+
+    with pytest.raises(DeadlockError) as info:
+        csp_mp.run(main, procs=2)
+    stack = info.value.stack
+    heads = [line for line in stack.splitlines() if line.startswith("goroutine ")]
+    assert any(" on P0:" in h and "[chan receive]" in h and "(main)" in h for h in heads), stack
+    assert any(" on P1:" in h and "[chan receive]" in h and "block_forever" in h
+               for h in heads), stack
+    assert str(info.value).startswith("all goroutines are asleep - deadlock!")
+
+
+def test_deadlock_with_goroutines_blocked_in_four_ps() -> None:
+    def main():
+        ch, out = Chan(), Chan(4)
+        for p in range(4):
+            H.go_on(p, _park_here, ch, 1, out)
+        for _ in range(4):
+            out.recv()
+        H.wait_reason("chan receive", 4)
+        ch.recv()
+
+    with pytest.raises(DeadlockError) as info:
+        csp_mp.run(main, procs=4)
+    stack = info.value.stack
+    for p in range(4):
+        assert f" on P{p}:" in stack, stack
+
+
+# ---------------------------------------------------------------- goroutines that cannot travel
+
+
+def test_unpicklable_callable_is_type_error_at_go() -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock() -> None:
+        with lock:
+            pass
+
+    def main():
+        try:
+            go(holds_a_lock)
+        except TypeError as exc:
+            msg = str(exc)
+        else:
+            msg = None
+        out = Chan(1)
+        go(H.report_p, out)  # the runtime is still fine
+        out.recv()
+        return msg, runtime.num_goroutine()
+
+    msg, n = csp_mp.run(main, procs=2)
+    assert msg is not None and "holds_a_lock" in msg
+    assert n == 1  # the rejected goroutine left no trace
+
+
+def test_unpicklable_argument_is_type_error_at_go_naming_it() -> None:
+    def main():
+        try:
+            go(H.noop, 1, threading.Lock())
+        except TypeError as exc:
+            return str(exc)
+        return None
+
+    msg = csp_mp.run(main, procs=2)
+    assert msg is not None and "lock" in msg and "noop" in msg
+
+
+def test_go_local_needs_no_pickling() -> None:
+    lock = threading.Lock()
+
+    def main():
+        out = Chan(1)
+        go_local(lambda: out.send(lock.locked()))
+        return out.recv()
+
+    assert csp_mp.run(main, procs=2) is False
+
+
+# ---------------------------------------------------------------- MigrationWarning
+
+
+def test_closure_over_a_list_warns_once_when_it_migrates() -> None:
+    seen: list[int] = []
+
+    def main():
+        out = Chan(16)
+
+        def appender() -> None:
+            seen.append(runtime.current_p())  # a copy of ``seen`` once migrated
+            out.send(runtime.current_p())
+
+        deadline = time.monotonic() + H.DEADLINE
+        migrated = 0
+        while not migrated:
+            assert time.monotonic() < deadline, "no appender migrated"
+            for _ in range(16):
+                go(appender)
+            migrated = sum(out.recv() != 0 for _ in range(16))
+        H.wait_until(lambda: any(issubclass(w.category, MigrationWarning) for w in caught),
+                     "the MigrationWarning reached P0")
+        return migrated
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        migrated = csp_mp.run(main, procs=2)
+    mig = [w for w in caught if issubclass(w.category, MigrationWarning)]
+    assert migrated >= 1
+    assert len(mig) == 1, [str(w.message) for w in mig]
+    text = str(mig[0].message)
+    assert "appender" in text and "seen" in text and "go_local" in text
+    assert issubclass(MigrationWarning, RuntimeWarning)
+    assert all(p == 0 for p in seen)  # writes made on P1 never came back
+
+
+def test_explicit_arguments_and_runtime_objects_do_not_warn() -> None:
+    def main():
+        out = Chan(32)
+        for _ in range(32):
+            go(H.send_all, out, [runtime.current_p()])  # a list argument: copied, no warning
+        return [out.recv() for _ in range(32)]
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        csp_mp.run(main, procs=2)
+    assert not [w for w in caught if issubclass(w.category, MigrationWarning)]
+
+
+# ---------------------------------------------------------------- whole programs in a child
+
+
+ON_P1 = textwrap.dedent("""
+    import os, time
+    import csp_mp
+    from csp_mp import Chan, go, runtime
+
+    def probe(out):
+        out.send((runtime.current_p(), os.getpid()))
+
+    def pid_of_p1():
+        # spawn until a goroutine is stolen by P1; its pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = Chan(8)
+            for _ in range(8):
+                go(probe, out)
+            for p, pid in [out.recv() for _ in range(8)]:
+                if p == 1:
+                    return pid
+        raise AssertionError("nothing ran on P1")
+""")
+
+
+def _spawn(prog: str, *args: str, stdin: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args, *([] if stdin is not None else ["-c", prog])],
+                            stdin=subprocess.PIPE if stdin is not None else None,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """The pids still alive (not even a zombie) after waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)  # polling another process's exit, bounded by the deadline
+
+
+def _shm_of(pids: list[int]) -> list[str]:
+    if not os.path.isdir(SHM):
+        return []
+    return sorted(e for e in os.listdir(SHM)
+                  if any(f"-{pid}-" in e or e.endswith(f"-{pid}") for pid in pids))
+
+
+def _tree(pid: int) -> list[int]:
+    proc = psutil.Process(pid)
+    return [pid] + [c.pid for c in proc.children(recursive=True)]
+
+
+def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan() -> None:
+    prog = ON_P1 + textwrap.dedent("""
+        def busy():
+            while True:
+                runtime.gosched()
+
+        def main():
+            print("ready", pid_of_p1(), flush=True)
+            go(busy)
+            csp_mp.sleep(60)
+
+        try:
+            csp_mp.run(main, procs=2)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", flush=True)
+    """)
+    p = _spawn(prog)
+    try:
+        line = p.stdout.readline().split()
+        assert line[:1] == ["ready"], p.stderr.read()
+        tree = _tree(p.pid)
+        assert int(line[1]) in tree
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.strip() == "KeyboardInterrupt", err
+    assert p.returncode == 0, err
+    assert _gone(tree) == []
+    assert _shm_of(tree) == []
+
+
+def test_kill_9_of_the_whole_tree_leaves_nothing_in_dev_shm() -> None:
+    prog = ON_P1 + textwrap.dedent("""
+        def main():
+            print("ready", pid_of_p1(), flush=True)
+            csp_mp.sleep(60)
+
+        csp_mp.run(main, procs=2)
+    """)
+    p = _spawn(prog)
+    try:
+        line = p.stdout.readline().split()
+        assert line[:1] == ["ready"], p.stderr.read()
+        tree = _tree(p.pid)
+        assert int(line[1]) in tree and len(tree) >= 3  # P0, the forkserver, P1
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert _gone(tree) == []
+    assert _shm_of(tree) == []
+
+
+def test_killed_p0_takes_its_workers_with_it() -> None:
+    prog = ON_P1 + textwrap.dedent("""
+        def main():
+            print("ready", pid_of_p1(), flush=True)
+            csp_mp.sleep(60)
+
+        csp_mp.run(main, procs=2)
+    """)
+    p = _spawn(prog)
+    try:
+        line = p.stdout.readline().split()
+        assert line[:1] == ["ready"], p.stderr.read()
+        tree = _tree(p.pid)
+        p.kill()  # P0 alone
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert _gone(tree) == []
+    assert _shm_of(tree) == []
+
+
+NO_GUARD = textwrap.dedent("""
+    import csp_mp
+    from csp_mp import Chan, go, runtime
+    print("top level", flush=True)
+
+    class Box:
+        def __init__(self, v):
+            self.v = v
+        def __eq__(self, other):
+            return type(other).__name__ == "Box" and other.v == self.v
+
+    def square(box, out):
+        out.send((Box(box.v * box.v), runtime.current_p()))
+
+    def main():
+        total, ps = 0, set()
+        while 1 not in ps:  # until one of the __main__ functions ran on P1
+            out = Chan(16)
+            for n in range(16):
+                go(square, Box(n), out)
+            got = [out.recv() for _ in range(16)]
+            assert all(type(b) is Box for b, _ in got)
+            total = sum(b.v for b, _ in got)
+            ps |= {p for _, p in got}
+        return total
+
+    print(csp_mp.run(main, procs=2))
+""")
+
+
+@pytest.mark.parametrize("how", ["-c", "stdin", "script"])
+def test_program_without_main_guard_on_two_ps(how: str, tmp_path) -> None:
+    if how == "-c":
+        args: list[str] = ["-c", NO_GUARD]
+        stdin = None
+    elif how == "stdin":
+        args, stdin = ["-"], NO_GUARD
+    else:
+        script = tmp_path / "prog.py"
+        script.write_text(NO_GUARD)
+        args, stdin = [str(script)], None
+    done = subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["top level", str(sum(n * n for n in range(16)))]
+    assert done.stdout.count("top level") == 1  # P1 never re-ran the program
