@@ -13,7 +13,20 @@ from typing import Any
 
 import msgspec
 
-from csp_mp import Chan, Cond, Mutex, Once, RWMutex, WaitGroup, atomic, go, go_local, runtime
+from csp_mp import (
+    Chan,
+    Cond,
+    Mutex,
+    Once,
+    RWMutex,
+    WaitGroup,
+    atomic,
+    go,
+    go_local,
+    nilchan,
+    runtime,
+    select,
+)
 
 DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
 BATCH = 8  # probe goroutines per attempt of ``go_on``
@@ -303,3 +316,50 @@ def group_member(g: Any, started: Chan, fn: Callable[..., Any], *args: Any) -> N
     """``g.go(fn, *args)`` from this P; report the P once it is in the group."""
     g.go(fn, *args)
     started.send(runtime.current_p())
+
+
+# ---------------------------------------------------------------- bodies of test_mp_stress
+
+
+def produce(ch: Chan, me: int, n: int, wg: WaitGroup) -> None:
+    """Send ``(me, 0) .. (me, n-1)`` on ``ch``, then ``wg.done()``."""
+    for i in range(n):
+        ch.send((me, i))
+    wg.done()
+
+
+def consume(ch: Chan, out: Chan) -> None:
+    """Receive until ``ch`` is closed; send the list received (in order) on ``out``."""
+    out.send(list(ch))
+
+
+def select_sender(chans: list, me: int, n: int, out: Chan, wg: WaitGroup) -> None:
+    """``n`` selects, each sending ``(me, i, k)`` on whichever channel ``k`` takes it; the list
+    of chosen ``k`` goes on ``out``."""
+    chosen = []
+    for i in range(n):
+        k, _ = select(*[(c.send, (me, i, j)) for j, c in enumerate(chans)])
+        chosen.append(k)
+    out.send((me, chosen))
+    wg.done()
+
+
+def select_receiver(chans: list, out: Chan) -> None:
+    """Receive with one select over every channel until all are closed; send
+    ``[(case, value), ...]`` on ``out``."""
+    cases = [c.recv_ok for c in chans]
+    live = len(cases)
+    got = []
+    while live:
+        k, (v, ok) = select(*cases)
+        if not ok:
+            cases[k] = nilchan.recv_ok
+            live -= 1
+            continue
+        got.append((k, v))
+    out.send(got)
+
+
+def timed_spin(n: int, out: Chan) -> None:
+    """``spin(n)``; send ``(P, checksum)`` on ``out``."""
+    out.send((runtime.current_p(), spin(n)))
