@@ -211,8 +211,8 @@ def test_shutdown_stops_the_other_goroutines_and_is_idempotent() -> None:
         finally:
             stopped.append(True)
 
-    go(parked)
-    go(parked)
+    go_local(parked)  # shares `stopped` with this test: it must not migrate
+    go_local(parked)
     wait_reason("chan receive", 2)
     assert runtime.num_goroutine() == 3
     csp_mp.shutdown()

@@ -113,12 +113,12 @@ class Runtime:
                 for p in range(1, self.nprocs):
                     proc = mctx.Process(
                         target=worker_main, name=f"csp_mp-P{p}", daemon=True,
-                        args=(self.arena, self.ctx.off, p, self.bells, reduction.DupFd(r)))
+                        args=(self.bells, self.arena, self.ctx.off, p, reduction.DupFd(r)))
                     proc.start()
                     self.procs.append(proc)
                 zygote = mctx.Process(
                     target=zygote_main, name="csp_mp-zygote", daemon=True,
-                    args=(self.arena, self.ctx.off, self.bells, reduction.DupFd(r),
+                    args=(self.bells, self.arena, self.ctx.off, reduction.DupFd(r),
                           reduction.DupFd(zr)))
                 zygote.start()
                 self.zygote = zygote
@@ -275,12 +275,16 @@ def _watch_lifeline(fd: int) -> None:
     os._exit(0 if (C.current() is not None and C.current().stopping) else 1)
 
 
-def worker_main(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], lifeline: Any) -> None:
-    """Body of P1..Pn-1 started by P0: a hub with a broker, until P0 says stop (or is gone)."""
+def worker_main(bells: list[Doorbell], arena: Arena, ctl_off: int, p: int, lifeline: Any) -> None:
+    """Body of P1..Pn-1 started by P0: a hub with a broker, until P0 says stop (or is gone).
+
+    The doorbells come first in the arguments: they are opened by name while unpickling, and the
+    arena, unpickled after them, is what tells P0 this process is attached and the names may go.
+    """
     _worker_body(arena, ctl_off, p, bells, lifeline.detach())
 
 
-def zygote_main(arena: Arena, ctl_off: int, bells: list[Doorbell], lifeline: Any,
+def zygote_main(bells: list[Doorbell], arena: Arena, ctl_off: int, lifeline: Any,
                 requests: Any) -> None:
     """Wait for "start P q" requests from P0 and fork each new P (single-threaded, no hub)."""
     _die_with_parent()
