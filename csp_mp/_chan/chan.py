@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .._errors import ClosedChannelError
+from .._hub import _state as _hubstate
 from .._hub import current_hub, peek
 from .._hub import waits as W
 from .local import CLOSED, LocalState, SelectState, Waiter
@@ -103,15 +104,15 @@ class Chan(Generic[T]):
         """Send ``v``; blocks until delivered or buffered. Closed channel: ClosedChannelError."""
         if self._check is not None:
             self._check(v)
-        self._st.send(v, current_hub())
+        self._st.send(v, _hubstate["hub"] or current_hub())
 
     def recv_ok(self) -> tuple[T | None, bool]:
         """Receive: ``(value, True)``, or ``(None, False)`` once closed and drained."""
-        return self._st.recv(current_hub())
+        return self._st.recv(_hubstate["hub"] or current_hub())
 
     def recv(self) -> T | None:
         """Receive a value; ``None`` at once when the channel is closed and drained."""
-        return self._st.recv(current_hub())[0]
+        return self._st.recv(_hubstate["hub"] or current_hub())[0]
 
     def close(self) -> None:
         """Close: waiting receivers get ``(None, False)``, waiting senders raise."""
