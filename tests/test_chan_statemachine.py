@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import csp_mp
-from csp_mp import Chan, ClosedChannelError, default, go, select
+from csp_mp import Chan, ClosedChannelError, default, go_local, select
 
 
 class BufferedChannelMachine(RuleBasedStateMachine):
@@ -96,7 +96,7 @@ class BufferedChannelMachine(RuleBasedStateMachine):
         rid = self.next_rid
         self.next_rid += 1
         ch, got = self.ch, self.got
-        go(lambda: got.__setitem__(rid, ch.recv_ok()))
+        go_local(lambda: got.__setitem__(rid, ch.recv_ok()))
         if self.buf:
             self.expected[rid] = (self.buf.popleft(), True)
         elif self.closed:
