@@ -31,19 +31,7 @@ HOMES: dict[str, str] = {
 # re-exported from csp_mp as well as from their home (SPEC: sync and time live in their modules)
 REEXPORTED = {"sleep", "after", "tick", "Timer", "Ticker", "after_func",
               "WaitGroup", "Mutex", "RWMutex", "Once", "Cond"}
-# SPEC names that a later piece of work delivers
-PENDING = {"patch_blocking": "patch_blocking() arrives with the sysmon work (issue 5)"}
-
-
-def _params() -> list:
-    out = []
-    for name, home in sorted(HOMES.items()):
-        marks = [pytest.mark.xfail(reason=PENDING[name])] if name in PENDING else []
-        out.append(pytest.param(name, home, marks=marks, id=name))
-    return out
-
-
-@pytest.mark.parametrize(("name", "home"), _params())
+@pytest.mark.parametrize(("name", "home"), sorted(HOMES.items()), ids=sorted(HOMES))
 def test_exported_from_its_home_with_module_set(name: str, home: str) -> None:
     short = name.rsplit(".", 1)[-1]
     mod = importlib.import_module(home)
