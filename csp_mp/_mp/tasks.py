@@ -17,6 +17,7 @@ import hashlib
 import pickle
 import types
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ _unframe = msgspec.msgpack.Decoder(tuple).decode
 
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_fn_cache_strong: dict[int, tuple] = {}  # for callables that cannot be weakly referenced
+_fn_cache_strong: dict[int, tuple] = {}  # id -> (callable, entry), for non-weakrefables
 _by_digest: dict[bytes, Callable[..., Any]] = {}
 
 
@@ -77,14 +78,116 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__name__} {name!r}" if name else repr(type(obj).__name__)
 
 
+_LEAVES = frozenset({int, float, str, bytes, bool, type(None), complex, range})
+_CLOSURE_CACHE_MAX = 1024
+_closure_cache: OrderedDict[tuple, tuple] = OrderedDict()
+
+
+def _runtime_types() -> tuple[type, ...]:
+    from .._atomic import Bool, Int64
+    from .._chan import Chan
+    from .._context import Context
+    from .._errgroup import Group
+    from .._sync import Cond, Mutex, Once, RWMutex, Sema, WaitGroup
+
+    return (Chan, Int64, Bool, Sema, WaitGroup, Mutex, RWMutex, Once, Cond, Context, Group)
+
+
+_RUNTIME: list[tuple[type, ...]] = []
+
+
+def _stable(v: Any, refs: list, depth: int) -> bool:
+    """Whether ``v`` pickles to the same bytes for as long as it is the same object: immutable
+    values, modules, classes, the runtime's shared objects, and functions made only of those."""
+    t = type(v)
+    if t in _LEAVES or isinstance(v, (type, types.ModuleType, types.BuiltinFunctionType)):
+        return True
+    if t is tuple or t is frozenset:
+        return depth < 4 and all(_stable(x, refs, depth + 1) for x in v)
+    if not _RUNTIME:
+        _RUNTIME.append(_runtime_types())
+    if isinstance(v, _RUNTIME[0]):
+        return True
+    if t is types.FunctionType:
+        return depth < 3 and _function_refs(v, refs, depth + 1)
+    return False
+
+
+def _function_refs(fn: Any, refs: list, depth: int) -> bool:
+    """Collect what ``fn``'s pickled bytes depend on; False if any of it may change in place."""
+    code = fn.__code__
+    refs.append(code)
+    for cell in fn.__closure__ or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            return False
+        if not _stable(v, refs, depth):
+            return False
+        refs.append(v)
+    for v in (fn.__defaults__ or ()) + tuple((fn.__kwdefaults__ or {}).values()):
+        if not _stable(v, refs, depth):
+            return False
+        refs.append(v)
+    g = fn.__globals__
+    refs.append(g)
+    for name in code.co_names:
+        if name in g:
+            v = g[name]
+            if not _stable(v, refs, depth):
+                return False
+            refs.append(v)
+    return True
+
+
+def _closure_key(fn: Any) -> tuple | None:
+    """A cache key for a function whose bytes depend only on objects that cannot change in
+    place (a new closure made by each turn of a loop, over the same channels, say), or None.
+
+    The key holds those objects, so their ids stay theirs while the entry lives."""
+    if type(fn) is not types.FunctionType:
+        return None
+    refs: list = []
+    if not _function_refs(fn, refs, 0):
+        return None
+    return tuple(map(id, refs)), tuple(refs)
+
+
 def pickle_fn(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
-    """``(digest, bytes, warn)`` of a callable, cached per function object."""
+    """``(digest, bytes, warn)`` of a callable, cached per function object, and for closures
+    per code and captured objects when those cannot change in place."""
     try:
         hit = _fn_cache.get(fn)
     except TypeError:
         hit = _fn_cache_strong.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return hit[1]
+        hit = None
     if hit is not None:
         return hit
+    key = _closure_key(fn) if getattr(fn, "__closure__", None) or getattr(
+        fn, "__module__", None) == "__main__" else None
+    if key is not None:
+        entry = _closure_cache.get(key[0])
+        if entry is not None:
+            _closure_cache.move_to_end(key[0])
+            _fn_cache[fn] = entry[0]
+            return entry[0]
+    entry = _pickle_fn_uncached(fn)
+    if key is not None:
+        _closure_cache[key[0]] = (entry, key[1])
+        if len(_closure_cache) > _CLOSURE_CACHE_MAX:
+            _closure_cache.popitem(last=False)
+    try:
+        _fn_cache[fn] = entry
+    except TypeError:
+        if len(_fn_cache_strong) > _CLOSURE_CACHE_MAX:
+            _fn_cache_strong.clear()
+        _fn_cache_strong[id(fn)] = (fn, entry)
+    return entry
+
+
+def _pickle_fn_uncached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     data = None
     if getattr(fn, "__module__", None) != "__main__" and "<locals>" not in getattr(
             fn, "__qualname__", "<locals>") and getattr(fn, "__name__", "") != "<lambda>":
@@ -106,12 +209,7 @@ def pickle_fn(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
                 "and runs on another P, where it works on a copy: writes are not seen by its "
                 "spawner. Use go_local() to keep it on the spawner's P, or pass results over a "
                 "channel.")
-    entry = (hashlib.blake2b(data, digest_size=16).digest(), data, warn)
-    try:
-        _fn_cache[fn] = entry
-    except TypeError:
-        _fn_cache_strong[id(fn)] = entry
-    return entry
+    return (hashlib.blake2b(data, digest_size=16).digest(), data, warn)
 
 
 def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict,
@@ -144,7 +242,8 @@ def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, s
     fn = _by_digest.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)
-        _by_digest[digest] = fn
+        if not warn:  # a function carrying copied mutable state gets its own copy every time
+            _by_digest[digest] = fn
     if args_bytes:
         args, kwargs = decode(args_bytes, arena)
     else:
