@@ -51,7 +51,8 @@ def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE)
 
     On the caller's own P it is a ``go_local``; otherwise probe goroutines are spawned with
     ``go()`` until one is stolen by P ``p``, which then runs ``fn`` (AssertionError after
-    ``timeout``). Returns once ``fn`` has started or is about to.
+    ``timeout``). Returns once ``fn`` has started or is about to. Call it from one goroutine
+    at a time: two Ps each running their own probes are never idle, so neither steals.
     """
     if p == runtime.current_p():
         go_local(fn, *args)

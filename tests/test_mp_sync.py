@@ -422,15 +422,15 @@ def test_errgroup_first_error_from_another_p(procs: int) -> None:
 
 
 def test_errgroup_with_context_cancels_on_error_in_another_p(procs: int) -> None:
-    def fail_after_wait(ctx, msg: str) -> None:
-        raise KeyError(msg)
-
     def main():
         g, ctx = errgroup.with_context(context.background())
-        out = Chan(procs)
+        out, started = Chan(procs), Chan(1)
         for p in range(procs):
-            g.go(H.go_on, p, H.wait_done, ctx, out)
-        g.go(fail_after_wait, ctx, "boom")
+            H.go_on(p, H.wait_done, ctx, out)
+        for _ in range(5):
+            g.go(H.ok_task, Chan(1))
+        H.go_on(H.other_p(procs), H.group_member, g, started, H.failing_task, "boom")
+        started.recv()
         err = None
         try:
             g.wait()
