@@ -76,6 +76,25 @@ def _context() -> Any:
     return _mpctx[0]
 
 
+class _Fd:
+    """A file descriptor handed to a P in its start arguments.
+
+    ``reduction.DupFd`` must run while the process is being started (the fork server then sends
+    the fd along); called any earlier it falls back to a resource-sharer thread and a connection
+    back to P0 per fd, which is slow and fails when starts and stops come quickly.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple:
+        return (_detach, (reduction.DupFd(self.fd),))
+
+
+def _detach(dupfd: Any) -> int:
+    return dupfd.detach()
+
+
 class Runtime:
     """P0's handle on a running multi-P runtime.
 
@@ -113,13 +132,12 @@ class Runtime:
                 for p in range(1, self.nprocs):
                     proc = mctx.Process(
                         target=worker_main, name=f"csp_mp-P{p}", daemon=True,
-                        args=(self.bells, self.arena, self.ctx.off, p, reduction.DupFd(r)))
+                        args=(self.bells, self.arena, self.ctx.off, p, _Fd(r)))
                     proc.start()
                     self.procs.append(proc)
                 zygote = mctx.Process(
                     target=zygote_main, name="csp_mp-zygote", daemon=True,
-                    args=(self.bells, self.arena, self.ctx.off, reduction.DupFd(r),
-                          reduction.DupFd(zr)))
+                    args=(self.bells, self.arena, self.ctx.off, _Fd(r), _Fd(zr)))
                 zygote.start()
                 self.zygote = zygote
         finally:
@@ -281,7 +299,7 @@ def worker_main(bells: list[Doorbell], arena: Arena, ctl_off: int, p: int, lifel
     The doorbells come first in the arguments: they are opened by name while unpickling, and the
     arena, unpickled after them, is what tells P0 this process is attached and the names may go.
     """
-    _worker_body(arena, ctl_off, p, bells, lifeline.detach())
+    _worker_body(arena, ctl_off, p, bells, lifeline)
 
 
 def zygote_main(bells: list[Doorbell], arena: Arena, ctl_off: int, lifeline: Any,
@@ -290,7 +308,7 @@ def zygote_main(bells: list[Doorbell], arena: Arena, ctl_off: int, lifeline: Any
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    lfd, rfd = lifeline.detach(), requests.detach()
+    lfd, rfd = lifeline, requests
     while True:
         ready, _, _ = select.select([lfd, rfd], [], [])
         if lfd in ready and not os.read(lfd, 1):
