@@ -13,10 +13,12 @@ import time
 from collections import Counter
 
 import mp_helpers as H
+import psutil
 import pytest
 
 import csp_mp
 from csp_mp import Chan, WaitGroup
+from csp_mp._mp import ctx as C
 
 
 def _placed(procs: int, i: int) -> int:
@@ -103,22 +105,43 @@ def test_select_exclusivity_across_ps(caps: tuple[int, ...]) -> None:
 # ---------------------------------------------------------------- CPU parallelism
 
 
+STARVED = 0.5  # CPUs taken by other processes during the 2-P job, as a share of one CPU
+
+
 def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
-def _cpu_job(n: int, tasks: int) -> tuple[float, set[int]]:
-    """Run ``tasks`` CPU-bound goroutines of ``spin(n)``; (seconds from first go to last
-    result, the Ps they ran on), measured inside the main goroutine."""
+def _busy_seconds() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        c = psutil.Process(pid).cpu_times()
+        total += c.user + c.system
+    return total
+
+
+def _cpu_job(n: int, tasks: int):
+    """A main that runs ``tasks`` CPU-bound goroutines of ``spin(n)`` and returns (seconds from
+    the first go to the last result, the Ps they ran on, the CPUs other processes of the machine
+    took meanwhile, on average)."""
     def main():
+        ctx = C.current()
+        pids = [ctx.pload(q, C.P_PID) for q in range(ctx.nprocs)] if ctx else [os.getpid()]
         out = Chan(tasks)
+        busy0, ours0 = _busy_seconds(), _cpu_of(pids)
         t0 = time.perf_counter()
         for _ in range(tasks):
             csp_mp.go(H.timed_spin, n, out)
         got = [out.recv() for _ in range(tasks)]
         dt = time.perf_counter() - t0
-        assert len({c for _p, c in got}) == 1
-        return dt, {p for p, _c in got}
+        others = (_busy_seconds() - busy0) - (_cpu_of(pids) - ours0)
+        assert len({c for _p, c, *_x in got}) == 1
+        return dt, {p for p, *_x in got}, max(0.0, others) / dt
 
     return main
 
@@ -133,14 +156,18 @@ def test_cpu_bound_goroutines_run_in_parallel_on_two_ps() -> None:
         H.spin(n)
         t = time.perf_counter() - t0
     n = int(n * 0.15 / t)
-    one, two = [], []
-    for _ in range(2):  # interleaved, best of two: the machine is shared
-        dt1, ps1 = csp_mp.run(_cpu_job(n, 8), procs=1)
-        dt2, ps2 = csp_mp.run(_cpu_job(n, 8), procs=2)
-        one.append(dt1)
-        two.append(dt2)
+    rounds = []
+    for _ in range(3):  # interleaved rounds; the machine is shared with other work
+        dt1, ps1, _ = csp_mp.run(_cpu_job(n, 8), procs=1)
+        dt2, ps2, others = csp_mp.run(_cpu_job(n, 8), procs=2)
         assert ps1 == {0} and ps2 == {0, 1}
-    ratio = min(two) / min(one)
-    print(f"8 CPU-bound goroutines: 1 P {min(one):.2f}s, 2 Ps {min(two):.2f}s, "
-          f"ratio {ratio:.2f}")
-    assert ratio <= 0.75
+        rounds.append((dt2 / dt1, dt1, dt2, others))
+        print("8 CPU-bound goroutines: 1 P {1:.2f}s, 2 Ps {2:.2f}s, ratio {0:.2f}; other "
+              "processes took {3:.2f} CPUs meanwhile".format(*rounds[-1]))
+        if dt2 / dt1 <= 0.75:
+            return
+    fed = [r for r in rounds if r[3] < STARVED]
+    if not fed:
+        pytest.skip(f"other processes held the CPUs during every 2-P run "
+                    f"({min(r[3] for r in rounds):.2f} CPUs at least)")
+    assert min(r[0] for r in fed) <= 0.75, rounds
