@@ -203,8 +203,10 @@ def _parked_child(kind: str, n: int) -> None:
     if kind == "csp_mp":
         def main() -> None:
             ch = Chan()
+            started = [0]
 
             def park() -> None:
+                started[0] += 1
                 ch.recv()
 
             gc.collect()
@@ -213,6 +215,8 @@ def _parked_child(kind: str, n: int) -> None:
             for _ in range(n):
                 go_local(park)
             runtime.gosched()
+            while started[0] < n:  # preemption may hand main the P back before all have run
+                runtime.gosched()
             dt = time.perf_counter() - t0
             rss1 = _rss()
             _emit({"seconds": dt, "rss_delta": rss1 - rss0,
@@ -228,6 +232,8 @@ def _parked_child(kind: str, n: int) -> None:
             t0 = time.perf_counter()
             tasks = [loop.create_task(q.get()) for _ in range(n)]
             await asyncio.sleep(0)
+            while len(q._getters) < n:  # type: ignore[attr-defined]
+                await asyncio.sleep(0)
             dt = time.perf_counter() - t0
             rss1 = _rss()
             parked = len(q._getters)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ import importlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks._common import ROW_KEYS, row  # noqa: E402
+from benchmarks._common import ROW_KEYS, child_env, row, tiny  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,15 +107,34 @@ def _normalise(family: str, r: dict) -> dict:
     return out
 
 
-def _run_subprocess(module: str, quick: bool) -> tuple[list[dict], str]:
-    cmd = [sys.executable, "-m", f"benchmarks.{module}"] + (["--quick"] if quick else [])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                     else "")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
-    text = proc.stdout + (f"\n[stderr]\n{proc.stderr}" if proc.returncode else "")
-    note = f"run as a subprocess ({' '.join(cmd[1:])}), exit {proc.returncode}; output kept raw"
-    return [], text + "\n" + note
+def _spawn(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:
+    """Run ``cmd`` in its own session; on timeout kill it and every process it started."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err
+
+
+def _run_subprocess(family: str, module: str, quick: bool) -> tuple[list[dict], str]:
+    _, env = child_env()
+    timeout = 120.0 if tiny() else (300.0 if quick else 900.0)
+    base = [sys.executable, str(HERE / f"{module}.py")]
+    cmd = base + (["--quick"] if quick else [])
+    rc, out, err = _spawn(cmd, env, timeout)
+    if quick and rc == 2 and "unrecognized arguments" in err:
+        cmd = base  # the script has no --quick: run it as it is
+        rc, out, err = _spawn(cmd, env, timeout)
+    text = out + (f"\n[stderr]\n{err}" if rc != 0 else "")
+    shown = " ".join(["python", str(Path(cmd[1]).relative_to(ROOT))] + cmd[2:])
+    how = f"timed out after {timeout:g} s" if rc is None else f"exit {rc}"
+    note = f"run as a subprocess ({shown}), {how}; its output is printed below"
+    return [row(family, "raw", f"{module}.py (no run() API)", "", None, higher_is_better=True,
+                note=note)], text
 
 
 def run_family(family: str, quick: bool) -> tuple[list[dict], str]:
@@ -131,7 +151,7 @@ def run_family(family: str, quick: bool) -> tuple[list[dict], str]:
                     higher_is_better=True, note=f"{type(exc).__name__}: {exc}")], ""
     fn = getattr(mod, "run", None)
     if not callable(fn):
-        return _run_subprocess(module, quick)
+        return _run_subprocess(family, module, quick)
     try:
         return [_normalise(family, r) for r in fn(quick)], ""
     except Exception as exc:
@@ -140,21 +160,32 @@ def run_family(family: str, quick: bool) -> tuple[list[dict], str]:
                     note=f"{type(exc).__name__}: {exc}")], ""
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT,
+                              timeout=10).stdout.strip()
     except Exception:
         return ""
 
 
 def _multi_process_active() -> bool:
+    """Whether ``run(procs=N>1)`` has a multi-process layer to hand over to."""
     try:
         from csp_mp import _run
-
-        return _run._multi.get("run") is not None
     except Exception:
         return False
+    multi = getattr(_run, "_multi", None)
+    if isinstance(multi, dict) and multi.get("run") is not None:
+        return True
+    try:
+        mod = importlib.import_module("csp_mp._mp")
+    except Exception:
+        return False
+    return callable(getattr(mod, "run_multi", None))
+
+
+def _load(avg: Any) -> str:
+    return "n/a" if not avg else "/".join(f"{x:.2f}" for x in avg)
 
 
 def meta(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -168,7 +199,8 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "commit": _git_commit(),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_runtime_changes": bool(_git("status", "--porcelain", "--", "csp_mp")),
         "multi_process_layer": _multi_process_active(),
     }
 
@@ -206,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
     info["elapsed_s"] = elapsed
 
     print(f"csp_mp benchmarks - {info['command']} - {info['date']} - Python {info['python']}, "
-          f"{info['cpus']} CPUs, load {info['loadavg_start']}, commit {info['commit']}, "
+          f"{info['cpus']} CPUs, load {_load(info['loadavg_start'])}, commit {info['commit']}"
+          f"{'+uncommitted' if info['uncommitted_runtime_changes'] else ''}, "
           f"multi-process layer {'on' if info['multi_process_layer'] else 'off'}")
     print("ratio = times better than the baseline (time: baseline/csp_mp; rate: csp_mp/baseline)")
     print()

@@ -70,8 +70,8 @@ def test_parallel_family_rows() -> None:
         _stop_loky_tracker()
     _check_rows(rows, "parallel")
     names = {r["name"] for r in rows}
-    assert {"cpu_speedup", "cpu_vs_pool", "tiny_tasks", "cross_1to1", "cross_4to2", "array",
-            "startup"} <= names
+    assert {"cpu_speedup", "cpu_vs_pool", "tiny_tasks", "tiny_tasks_window", "cross_1to1",
+            "cross_4to2", "array", "startup"} <= names
     baselines = {r["baseline"] for r in rows if r["name"] == "cpu_vs_pool"}
     assert {"multiprocessing.Pool(2)", "ProcessPoolExecutor(2)"} <= baselines
 
