@@ -39,6 +39,7 @@ from .mthreads import MThreadPool
 from .sysmon import start_sysmon
 from .timers import TimerHeap
 
+GOID_STRIDE = 1_000_000_000
 _FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
 _RUNNEXT_STREAK_MAX = 64  # runnext picks in a row before the run queue gets a turn
 
@@ -95,7 +96,8 @@ class Hub:
         self._streak = 0
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
-        self._ids = itertools.count(1)
+        # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
+        self._ids = itertools.count(1 + p * GOID_STRIDE)
         self._free: list[greenlet] = []
         self.current: G | None = None
         self.inbox: deque = deque()
