@@ -466,3 +466,38 @@ def test_go_local_stays_on_its_p(procs: int) -> None:
 
 def test_runtime_current_p_of_main_is_zero(procs: int) -> None:
     assert run(runtime.current_p, procs) == 0
+
+
+# ---------------------------------------------------------------- timers' channels
+
+
+def test_timer_channels_made_in_p0_deliver_in_another_p(procs: int) -> None:
+    def remote(c1: Chan, tk: Chan, out: Chan) -> None:
+        first = c1.recv()
+        ticks = [tk.recv() for _ in range(3)]
+        out.send((type(first).__name__, ticks == sorted(ticks), len(set(ticks))))
+
+    def main():
+        out = Chan(1)
+        ticker = csp_mp.Ticker(0.01)
+        H.go_on(H.other_p(procs), remote, after(0.02), ticker.c, out)
+        got = out.recv()
+        ticker.stop()
+        return got
+
+    assert run(main, procs) == ("float", True, 3)
+
+
+def test_sleep_in_another_p_parks_only_its_goroutine(procs: int) -> None:
+    def sleeper(out: Chan) -> None:
+        csp_mp.sleep(0.05)
+        out.send("slept")
+
+    def main():
+        out, ch = Chan(1), Chan()
+        H.go_on(H.other_p(procs), sleeper, out)
+        H.go_on(H.other_p(procs), H.send_all, ch, [1, 2, 3])
+        vals = [ch.recv() for _ in range(3)]  # not held up by the sleeper
+        return vals, out.recv()
+
+    assert run(main, procs) == ([1, 2, 3], "slept")

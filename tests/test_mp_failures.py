@@ -103,6 +103,54 @@ def test_killed_p_raises_process_lost_naming_it_and_its_goroutines() -> None:
     print(f"ProcessLost after {latency * 1000:.0f} ms")
 
 
+def _stream(ch: Chan, out: Chan) -> None:
+    out.send(os.getpid())
+    i = 0
+    while True:
+        ch.send(i)
+        i += 1
+
+
+def _segfault(ch: Chan, n: int, out: Chan) -> None:
+    _park_here(ch, n, out)
+    out.send(None)
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@pytest.mark.parametrize("cap", [0, 16])
+def test_p_killed_mid_traffic_does_not_hang_its_partner(cap: int) -> None:
+    def main():
+        ch, out = Chan(cap), Chan(1)
+        H.go_on(1, _stream, ch, out)
+        pid = out.recv()
+        for i in range(200):  # values are flowing from P1
+            assert ch.recv() == i
+        os.kill(pid, signal.SIGKILL)
+        deadline = after(2.0)
+        while True:
+            i, _ = select(ch.recv, deadline.recv)
+            if i == 1:
+                return "P1 killed, run() not interrupted"
+
+    with pytest.raises(ProcessLost) as info:
+        csp_mp.run(main, procs=2)
+    assert info.value.p == 1
+
+
+def test_p_that_crashes_raises_process_lost() -> None:
+    def main():
+        ch, out = Chan(), Chan(2)
+        H.go_on(1, _segfault, ch, 2, out)
+        out.recv()
+        out.recv()
+        select(ch.recv, after(2.0).recv)
+        return "P1 crashed, run() not interrupted"
+
+    with pytest.raises(ProcessLost) as info:
+        csp_mp.run(main, procs=2)
+    assert info.value.p == 1 and "P1" in str(info.value)
+
+
 # ---------------------------------------------------------------- deadlock across Ps
 
 

@@ -509,6 +509,27 @@ def test_stack_shows_goroutines_of_every_p_with_wait_reasons(procs: int) -> None
     assert "mp_helpers.py" in text  # Python stacks too
 
 
+def test_runtime_queries_from_another_p_see_every_p(procs: int) -> None:
+    def remote(out: Chan) -> None:
+        out.send((runtime.current_p(), runtime.num_goroutine(), runtime.stack(),
+                  runtime.gomaxprocs()))
+
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(0, H.block_forever, ch)
+        H.wait_reason("chan receive", 1)
+        H.go_on(H.other_p(procs), remote, out)
+        got = out.recv()
+        ch.close()
+        return got
+
+    p, n, text, maxprocs = run(main, procs)
+    assert p == H.other_p(procs) and maxprocs == procs
+    assert n >= 3  # main, the blocked goroutine, the caller
+    assert "goroutine 1 [chan receive] on P0: goroutine 1 (main)" in text, text
+    assert "block_forever" in text and f"[running] on P{p}:" in text, text
+
+
 def test_gomaxprocs_inside_a_run(procs: int) -> None:
     def main():
         return runtime.gomaxprocs(), runtime.num_cpu() >= 1
