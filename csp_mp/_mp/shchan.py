@@ -37,9 +37,6 @@ _BLOCK = 128
 
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
-_ref = _rec
-_unref = _unrec
-_BIGREF = b"\xc1\xfe"  # a buffered value kept in its own block (0xc1: never msgpack)
 
 NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
 
@@ -51,7 +48,7 @@ class SharedChan:
     """The state of a promoted channel; the same protocol as ``LocalState`` plus locked ops."""
 
     shared = True
-    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "buf", "_rings", "_w",
+    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
                  "_load", "_store", "codec", "__weakref__")
 
     def __init__(self, broker: Any, off: int, tp: Any = None) -> None:
@@ -69,7 +66,6 @@ class SharedChan:
         self.cap = self._load(w + _W_CAP)
         self.lock_index = self._load(w + _W_LOCK)
         self.lock = arena.locks.lock(self.lock_index)
-        self.buf: Ring = attach_ring(arena, self._load(w + _W_BUF))
         self._rings: dict[int, Ring] = {}
         self.codec = TypedCodec(tp, arena) if tp is not None else None
 
@@ -85,7 +81,7 @@ class SharedChan:
         words.store(w + _W_CAP, cap)
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
-        words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 4096) * 64), key).offset)
+        words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 1024) * 32), key).offset)
         words.store(w + _W_RECVQ, Ring.create(arena, 4096, key).offset)
         words.store(w + _W_SENDQ, Ring.create(arena, 16384, key).offset)
         words.store(w + _W_LOCK, lock_index)
@@ -180,24 +176,14 @@ class SharedChan:
         return False
 
     def _buf_put(self, data: bytes) -> None:
-        """Buffer ``data``; when the ring's bytes run out before ``cap`` values, the value goes
-        to its own arena block and the ring holds a reference to it."""
-        if not self.buf.put_locked(data):
-            arena = self.ctx.arena
-            off = arena.alloc(len(data))
-            arena.map[off : off + len(data)] = data
-            if not self.buf.put_locked(_BIGREF + _ref((off, len(data)))):
-                arena.decref(off)
-                raise MemoryError("shared channel buffer is full")
+        """Buffer ``data``. The ring holds ``cap`` values of any size: it grows when its bytes
+        run out first (a value too big for it goes to its own block, as rings do)."""
+        q = self._queue(_W_BUF)
+        if not q.put_locked(data):
+            self._rings[_W_BUF] = grow(self.ctx.arena, q, self._w + _W_BUF, data)
 
     def _buf_get(self) -> bytes | None:
-        data = self.buf.get_locked()
-        if data is not None and data[:2] == _BIGREF:
-            off, n = _unref(data[2:])
-            arena = self.ctx.arena
-            data = arena.map[off : off + n]
-            arena.decref(off)
-        return data
+        return self._queue(_W_BUF).get_locked()
 
     def try_recv_l(self, wakes: list) -> tuple[bool, bytes | None, bool]:
         rec = self._pop_live(_W_SENDQ)
