@@ -145,6 +145,12 @@ class _CancelCtx(Context):
         return True
 
     def __getstate__(self):
+        # Travelling: a cancel may now come from another P, which only closes the shared done()
+        # channel. Children adopted here so far are handed to watcher goroutines that see that
+        # close, and later children are watched the same way.
+        children, self._children = self._children, None
+        for child in children or ():
+            spawn(_watch, (self, child), local=True)
         return (self._parent, self._done, self._code, self._deadline)
 
     def __setstate__(self, state) -> None:

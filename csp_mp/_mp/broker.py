@@ -415,6 +415,7 @@ class Broker:
             for frame in frames:
                 self._adopt(hub, frame)
             if frames:
+                self.publish_info(hub)  # should this P die, P0 can name what it took
                 return True
         return False
 

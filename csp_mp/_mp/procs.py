@@ -29,6 +29,8 @@ from multiprocessing import reduction
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
+from greenlet import getcurrent
+
 from .. import _hub
 from .._hub import Hub
 from .._shm import Arena, Doorbell
@@ -95,6 +97,30 @@ def _detach(dupfd: Any) -> int:
     return dupfd.detach()
 
 
+def _can_fork() -> bool:
+    """Whether P0 may start Ps by forking itself: one thread, on its root greenlet.
+
+    A fork copies only the forking thread (a lock another thread holds stays held forever in the
+    child) and every greenlet of it, so it is safe only before any M thread, sysmon or user
+    thread exists. It starts a P in milliseconds and the P shares the user's modules as they are;
+    otherwise Ps come from the fork server.
+    """
+    if os.environ.get("CSP_MP_START", "") == "forkserver" or not hasattr(os, "fork"):
+        return False
+    return threading.active_count() == 1 and getcurrent().parent is None
+
+
+def _adopt_fds(arena: Arena, lifeline: Any, drop: tuple[int, ...]) -> int:
+    """In a new P: the lifeline fd; a forked P also closes P0's pipe ends and reports itself
+    attached (a P from the fork server did both while unpickling its arguments)."""
+    if isinstance(lifeline, _Fd):  # forked: the arguments were not pickled
+        for fd in drop:
+            os.close(fd)
+        arena._mark_attached()
+        return lifeline.fd
+    return lifeline
+
+
 class Runtime:
     """P0's handle on a running multi-P runtime.
 
@@ -122,22 +148,25 @@ class Runtime:
             raise
 
     def _start_workers(self) -> None:
-        mctx = _context()
+        forked = _can_fork()
+        mctx = multiprocessing.get_context("fork") if forked else _context()
         # A pipe whose write end only P0 holds: a worker reading EOF knows P0 is gone, however
         # it went (the forkserver outlives P0 while workers hold its alive fd).
         r, self._lifeline = os.pipe()
         zr, self._requests = os.pipe()
+        # a forked P inherits P0's fds: it must drop P0's ends of those pipes
+        drop = (self._lifeline, self._requests) if forked else ()
         try:
             with _no_main_reimport():
                 for p in range(1, self.nprocs):
                     proc = mctx.Process(
                         target=worker_main, name=f"csp_mp-P{p}", daemon=True,
-                        args=(self.bells, self.arena, self.ctx.off, p, _Fd(r)))
+                        args=(self.bells, self.arena, self.ctx.off, p, _Fd(r), drop))
                     proc.start()
                     self.procs.append(proc)
                 zygote = mctx.Process(
                     target=zygote_main, name="csp_mp-zygote", daemon=True,
-                    args=(self.bells, self.arena, self.ctx.off, _Fd(r), _Fd(zr)))
+                    args=(self.bells, self.arena, self.ctx.off, _Fd(r), _Fd(zr), drop))
                 zygote.start()
                 self.zygote = zygote
         finally:
@@ -293,22 +322,24 @@ def _watch_lifeline(fd: int) -> None:
     os._exit(0 if (C.current() is not None and C.current().stopping) else 1)
 
 
-def worker_main(bells: list[Doorbell], arena: Arena, ctl_off: int, p: int, lifeline: Any) -> None:
+def worker_main(bells: list[Doorbell], arena: Arena, ctl_off: int, p: int, lifeline: Any,
+                drop: tuple[int, ...]) -> None:
     """Body of P1..Pn-1 started by P0: a hub with a broker, until P0 says stop (or is gone).
 
     The doorbells come first in the arguments: they are opened by name while unpickling, and the
     arena, unpickled after them, is what tells P0 this process is attached and the names may go.
     """
-    _worker_body(arena, ctl_off, p, bells, lifeline)
+    _worker_body(arena, ctl_off, p, bells, _adopt_fds(arena, lifeline, drop))
 
 
 def zygote_main(bells: list[Doorbell], arena: Arena, ctl_off: int, lifeline: Any,
-                requests: Any) -> None:
+                requests: Any, drop: tuple[int, ...]) -> None:
     """Wait for "start P q" requests from P0 and fork each new P (single-threaded, no hub)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    lfd, rfd = lifeline, requests
+    lfd = _adopt_fds(arena, lifeline, drop)
+    rfd = requests.fd if isinstance(requests, _Fd) else requests
     while True:
         ready, _, _ = select.select([lfd, rfd], [], [])
         if lfd in ready and not os.read(lfd, 1):
