@@ -5,6 +5,8 @@ Goroutines are spread over every P (``go_on``); shared counters check the invari
 
 from __future__ import annotations
 
+import os
+
 import mp_helpers as H
 import pytest
 
@@ -352,13 +354,7 @@ def test_cancel_in_another_p_closes_done_in_p0(procs: int) -> None:
     assert run(main, procs) == "Canceled"
 
 
-def test_cancel_in_another_p_reaches_children_made_in_p0(procs: int,
-                                                         request: pytest.FixtureRequest) -> None:
-    if procs > 1:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "_context: children a parent adopted in P0 are cancelled only by P0's copy of the "
-            "parent; a travelled copy has no children list (__setstate__), so cancel() from "
-            "another P closes the parent's done() but never reaches the children")))
+def test_cancel_in_another_p_reaches_children_made_in_p0(procs: int) -> None:
     def canceller(cancel) -> None:
         cancel()
 
@@ -552,3 +548,20 @@ def test_gomaxprocs_shrinks_and_grows_a_running_runtime() -> None:
     shrunk, back = run(main, 2)
     assert shrunk == {0}
     assert back == 1
+
+
+def test_gomaxprocs_adds_ps_to_a_running_runtime() -> None:
+    def main():
+        assert runtime.gomaxprocs(3) == 2
+        out = Chan(1)
+        H.go_on(2, H.report_p, out)
+        p2, pid2 = out.recv()
+        assert runtime.gomaxprocs(2) == 3
+        shrunk = Chan(40)
+        for _ in range(40):
+            go(H.report_p, shrunk)
+        return p2, pid2, {shrunk.recv()[0] for _ in range(40)}
+
+    p2, pid2, ps = run(main, 2)
+    assert p2 == 2 and pid2 != os.getpid()
+    assert 2 not in ps  # a drained P takes no new work
