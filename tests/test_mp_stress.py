@@ -131,7 +131,12 @@ def _cpu_job(n: int, tasks: int):
     took meanwhile, on average)."""
     def main():
         ctx = C.current()
-        pids = [ctx.pload(q, C.P_PID) for q in range(ctx.nprocs)] if ctx else [os.getpid()]
+        if ctx is None:
+            pids = [os.getpid()]
+        else:
+            H.wait_until(lambda: all(ctx.pload(q, C.P_PID) for q in range(ctx.nprocs)),
+                         "every P published its pid")
+            pids = [ctx.pload(q, C.P_PID) for q in range(ctx.nprocs)]
         out = Chan(tasks)
         busy0, ours0 = _busy_seconds(), _cpu_of(pids)
         t0 = time.perf_counter()
