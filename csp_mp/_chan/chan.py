@@ -300,25 +300,38 @@ def select(*cases: Any) -> tuple[int, Any]:
     sel = SelectState()
     g = hub.current
     waiters: list[tuple[Any, Waiter, bool]] = []
+    for i in live:
+        kind, ch, x = parsed[i]  # type: ignore[misc]
+        st = ch._st
+        w = Waiter(g, x, sel, i)
+        if kind == _SEND:
+            st.enqueue_send(w)
+            waiters.append((st, w, True))
+        else:
+            st.enqueue_recv(w)
+            waiters.append((st, w, False))
+    return _park_select(hub, sel, waiters, parsed)
+
+
+def _dequeue_losers(sel: SelectState, waiters: list[tuple[Any, Waiter, bool]]) -> None:
+    """Pass 3: take the waiters of every case but the winner off their channels."""
+    won = sel.case
+    for st, w, is_send in waiters:
+        if w.case != won:
+            st.dequeue(w, is_send)
+
+
+def _park_select(hub: Any, sel: SelectState, waiters: list[tuple[Any, Waiter, bool]],
+                 parsed: list) -> tuple[int, Any]:
+    """Park until one case completes (pass 2 done), run pass 3, return ``(index, value)``."""
     try:
-        for i in live:
-            kind, ch, x = parsed[i]  # type: ignore[misc]
-            st = ch._st
-            w = Waiter(g, x, sel, i)
-            if kind == _SEND:
-                st.enqueue_send(w)
-                waiters.append((st, w, True))
-            else:
-                st.enqueue_recv(w)
-                waiters.append((st, w, False))
         payload = hub.park(W.SELECT)
     finally:
-        # Pass 3: dequeue from every channel but the winner.
-        won = sel.case
-        for st, w, is_send in waiters:
-            if w.case != won:
-                st.dequeue(w, is_send)
-    kind = parsed[won][0]  # type: ignore[index]
+        _dequeue_losers(sel, waiters)
+        if sel.token is not None:
+            sel.token.broker.release_token(sel.token)
+    won = sel.case
+    kind = parsed[won][0]
     if kind == _SEND:
         if payload is CLOSED:
             raise ClosedChannelError("send on closed channel")
@@ -415,18 +428,4 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
         return i, (data if parsed[i][0] == _RECV else (data, ok))
     if sel is None:
         return dflt, None
-    try:
-        payload = hub.park(W.SELECT)
-    finally:
-        won = sel.case
-        for st, w, is_send in waiters:
-            if w.case != won:
-                st.dequeue(w, is_send)
-        sel.token.broker.release_token(sel.token)
-    kind = parsed[won][0]
-    if kind == _SEND:
-        if payload is CLOSED:
-            raise ClosedChannelError("send on closed channel")
-        return won, None
-    v, ok = payload
-    return won, (v if kind == _RECV else (v, ok))
+    return _park_select(hub, sel, waiters, parsed)
