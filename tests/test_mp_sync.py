@@ -26,9 +26,14 @@ from csp_mp import (
 )
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"procs{n}")
-def procs(request: pytest.FixtureRequest) -> int:
-    return request.param
+@pytest.fixture(params=[(1, ""), (2, ""), (2, "forkserver")],
+                ids=["procs1", "procs2", "procs2-forkserver"])
+def procs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Ps to run with; Ps are forked from P0 when that is safe, or come from the fork server."""
+    n, start = request.param
+    if start:
+        monkeypatch.setenv("CSP_MP_START", start)
+    return n
 
 
 @pytest.fixture(params=[1, 2, 4], ids=lambda n: f"procs{n}")
@@ -57,12 +62,12 @@ def test_waitgroup_done_from_every_p(procs4: int) -> None:
 
     def main():
         wg, n = WaitGroup(), atomic.Int64(0)
-        wg.add(2 * procs4)
-        on_every_p(procs4, 2, worker, wg, n)
+        wg.add(procs4)
+        on_every_p(procs4, 1, worker, wg, n)
         wg.wait()
         return n.load()
 
-    assert run(main, procs4) == 2 * procs4
+    assert run(main, procs4) == procs4
 
 
 def test_waitgroup_waiters_in_every_p_are_released(procs: int) -> None:
