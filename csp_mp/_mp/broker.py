@@ -333,8 +333,12 @@ class Broker:
             self._wakep()
 
     def _wakep(self) -> None:
+        """Ring one idle P (starting the search at a random P, so wakes spread out)."""
         ctx = self.ctx
-        for q in range(ctx.nprocs):
+        n = ctx.nprocs
+        start = self._rng.randrange(n)
+        for i in range(n):
+            q = (start + i) % n
             if q != self.p and ctx.pload(q, C.P_STATUS) >= C.IDLE \
                     and ctx.pload(q, C.P_STATUS) != C.EXITED and not ctx.pload(q, C.P_DRAIN):
                 ctx.bells[q].ring()
@@ -416,6 +420,8 @@ class Broker:
                 self._adopt(hub, frame)
             if frames:
                 self.publish_info(hub)  # should this P die, P0 can name what it took
+                if len(ring):
+                    self._wakep()  # work is left: another idle P may take its share (Go)
                 return True
         return False
 
