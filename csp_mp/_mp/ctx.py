@@ -72,11 +72,11 @@ class Ctx:
     @classmethod
     def create(cls, arena: Arena, maxprocs: int, nprocs: int, bells: list[Doorbell]) -> Ctx:
         """Write a fresh control block (P0, before any other P starts)."""
-        off = arena.alloc(block_bytes(maxprocs))
+        size = block_bytes(maxprocs)
+        off = arena.alloc(size)
         base = off // 8
         w = arena.words
-        for i in range(block_bytes(maxprocs) // 8):
-            w.store(base + i, 0)
+        arena.map[off : off + size] = bytes(size)  # one memset: no other process maps it yet
         w.store(base + G_MAXPROCS, maxprocs)
         w.store(base + G_NPROCS, nprocs)  # Ps started (grows with gomaxprocs)
         w.store(base + G_LOGICAL, nprocs)  # GOMAXPROCS: Ps at or above it are drained
