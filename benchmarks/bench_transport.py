@@ -250,7 +250,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000, help="small messages per run")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--reps", type=int, default=6, help="array transfers per run")
+    ap.add_argument("--quick", action="store_true", help="--n 20000 --runs 1 --reps 2")
     args = ap.parse_args()
+    if args.quick:
+        args.n, args.runs, args.reps = 20_000, 1, 2
     ctx = mp.get_context("forkserver")
     arena = Arena.create(1 << 30)
     arena._bench_bells = [Doorbell.create(arena.sems) for _ in range(2)]  # type: ignore[attr-defined]
