@@ -216,9 +216,20 @@ class SharedChan:
 
     def send(self, v: Any, hub: Any) -> None:
         data = self.encode(v)
-        wakes: list = []
         lock = self.lock
         lock.acquire()
+        # Fast path, the common case of a busy channel: open, no receiver waiting, room in the
+        # buffer. The same steps as try_send_l, without its calls.
+        load, w = self._load, self._w
+        if not load(w + _W_CLOSED) and not load(w + _W_NRECV):
+            n = load(w + _W_COUNT)
+            if n < self.cap:
+                q = self._rings.get(_W_BUF)
+                if q is not None and q.offset == load(w + _W_BUF) and q.put_locked(data):
+                    self._store(w + _W_COUNT, n + 1)
+                    lock.release()
+                    return
+        wakes: list = []
         try:
             done = self.try_send_l(data, wakes, v)
             if not done:
@@ -236,9 +247,20 @@ class SharedChan:
             raise ClosedChannelError("send on closed channel")
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
-        wakes: list = []
         lock = self.lock
         lock.acquire()
+        # Fast path: no sender waiting and a value buffered (the steps of try_recv_l).
+        load, w = self._load, self._w
+        if not load(w + _W_NSEND):
+            n = load(w + _W_COUNT)
+            if n > 0:
+                q = self._rings.get(_W_BUF)
+                if q is not None and q.offset == load(w + _W_BUF):
+                    data = q.get_locked()
+                    self._store(w + _W_COUNT, n - 1)
+                    lock.release()
+                    return self.decode(data), True
+        wakes: list = []
         try:
             done, data, ok = self.try_recv_l(wakes)
             if not done:
