@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from . import _hub
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
+from ._hub import _state as _hubstate
 
 R = TypeVar("R")
 
@@ -133,7 +134,9 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
 
 def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start ``fn(*args, **kwargs)`` in a new goroutine pinned to the current P."""
-    _hub.spawn(fn, args, kwargs, local=True)
+    if not callable(fn):
+        raise TypeError(f"go_local() needs a callable, got {type(fn).__name__}")
+    (_hubstate["hub"] or _hub.current_hub()).spawn_local(fn, args, kwargs)
 
 
 def blocking(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:

@@ -147,6 +147,14 @@ class Hub:
         self.runq.append(g)
         return g
 
+    def spawn_local(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""
+        if self.stopping:
+            return
+        g = G(next(self._ids), fn, args, kwargs, self.p, True)
+        self.allgs[g.id] = g
+        self.runq.append(g)
+
     def adopt_root_as_main(self) -> G:
         """Make the calling (root) greenlet the main goroutine: the implicit runtime."""
         g = self.new_g(_root_body, (), {}, True)
@@ -381,9 +389,12 @@ class Hub:
 
     def _worker(self, g: G) -> None:
         """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""
+        me = getcurrent()
         while True:
             try:
-                g.result = g.fn(*g.args, **g.kwargs)
+                result = g.fn(*g.args, **g.kwargs)
+                if g.is_main:
+                    g.result = result
             except GoroutineExit:
                 pass
             except BaseException as exc:
@@ -397,14 +408,14 @@ class Hub:
                 # run the next fresh goroutine on this very greenlet: no switch at all
                 self.current = nxt
                 nxt.state = RUNNING
-                nxt.glet = getcurrent()
+                nxt.glet = me
                 g = nxt
                 continue
             if len(self._free) >= _FREE_WORKERS_MAX:
                 if nxt is not None:
                     self.runq.appendleft(nxt)
                 return
-            self._free.append(getcurrent())
+            self._free.append(me)
             if nxt is None:
                 g = self.hub_glet.switch()
             else:
