@@ -383,8 +383,9 @@ class Broker:
     def _pop_own(self, hub: Hub) -> bool:
         if not self.pending:
             return False
-        ring = self.ctx.runq[self.p]
-        frames = ring.get_many(max(1, min(16, len(ring) // 4)))
+        # One at a time, as Go's runqget: a goroutine taken here starts here and can never move,
+        # so taking a batch left other Ps idle at the end of a CPU-bound fan-out.
+        frames = self.ctx.runq[self.p].get_many(1)
         if not frames:
             self.pending.clear()  # everything queued was stolen
             return False
