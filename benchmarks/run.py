@@ -115,8 +115,14 @@ def _spawn(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | N
         out, err = proc.communicate(timeout=timeout)
         return proc.returncode, out, err
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        # SIGTERM first: the script removes its shared-memory names on it (a SIGKILL would
+        # leave them in /dev/shm), then SIGKILL whatever is left of the session
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
         return None, out, err
 
 
