@@ -75,3 +75,19 @@ def _nothing_outlives_the_test() -> Iterator[None]:
     if os.path.isdir(SHM):
         new = {e for e in set(os.listdir(SHM)) - shm_before if _ours(e, seen)}
         assert not new, f"/dev/shm entries left behind: {sorted(new)}"
+
+
+@pytest.fixture(params=[(1, ""), (2, ""), (2, "forkserver")],
+                ids=["procs1", "procs2", "procs2-forkserver"])
+def procs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Ps to run with; Ps are forked from P0 when that is safe, or come from the fork server."""
+    n, start = request.param
+    if start:
+        monkeypatch.setenv("CSP_MP_START", start)
+    return n
+
+
+@pytest.fixture(params=[1, 2, 4], ids=lambda n: f"procs{n}")
+def procs4(request: pytest.FixtureRequest) -> int:
+    """1, 2 and 4 Ps, for the cases cheap enough to run on four."""
+    return request.param

@@ -27,9 +27,15 @@ from csp_mp import (
     runtime,
     select,
 )
+from csp_mp import run as csp_run
 
 DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
 BATCH = 8  # probe goroutines per attempt of ``go_on``
+
+
+def run(main: Callable[..., Any], procs: int, *args: Any) -> Any:
+    """``csp_mp.run(main, *args, procs=procs)``."""
+    return csp_run(main, *args, procs=procs)
 
 
 def other_p(procs: int) -> int:

@@ -14,28 +14,10 @@ import mp_helpers as H
 import msgspec
 import numpy as np
 import pytest
+from mp_helpers import run
 
 import csp_mp
 from csp_mp import Chan, ClosedChannelError, after, default, go_local, runtime, select
-
-
-@pytest.fixture(params=[(1, ""), (2, ""), (2, "forkserver")],
-                ids=["procs1", "procs2", "procs2-forkserver"])
-def procs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Ps to run with; Ps are forked from P0 when that is safe, or come from the fork server."""
-    n, start = request.param
-    if start:
-        monkeypatch.setenv("CSP_MP_START", start)
-    return n
-
-
-@pytest.fixture(params=[1, 2, 4], ids=lambda n: f"procs{n}")
-def procs4(request: pytest.FixtureRequest) -> int:
-    return request.param
-
-
-def run(main, procs: int, *args):
-    return csp_mp.run(main, *args, procs=procs)
 
 
 def blocked(ch: Chan, senders: int = 0, receivers: int = 0) -> None:

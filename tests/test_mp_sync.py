@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 
 import mp_helpers as H
-import pytest
+from mp_helpers import run
 
-import csp_mp
 from csp_mp import (
     Chan,
     Cond,
@@ -24,25 +23,6 @@ from csp_mp import (
     go,
     runtime,
 )
-
-
-@pytest.fixture(params=[(1, ""), (2, ""), (2, "forkserver")],
-                ids=["procs1", "procs2", "procs2-forkserver"])
-def procs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Ps to run with; Ps are forked from P0 when that is safe, or come from the fork server."""
-    n, start = request.param
-    if start:
-        monkeypatch.setenv("CSP_MP_START", start)
-    return n
-
-
-@pytest.fixture(params=[1, 2, 4], ids=lambda n: f"procs{n}")
-def procs4(request: pytest.FixtureRequest) -> int:
-    return request.param
-
-
-def run(main, procs: int, *args):
-    return csp_mp.run(main, *args, procs=procs)
 
 
 def on_every_p(procs: int, per_p: int, fn, *args) -> None:
