@@ -17,7 +17,6 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
@@ -27,12 +26,12 @@ MAGIC = 0xC5B0_C7A1_0000_0002
 TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
 
 # global words
-G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_GEN, G_LOGICAL = range(7)
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL = range(6)
 _G_WORDS = LINE // 8
 
 # per-P words
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
-P_INFO, P_INFOLEN, P_DRAIN, P_QLEN, P_PARKS, P_STOLEN = range(8, 14)
+P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
 _P_WORDS = 16
 
 # P_STATUS values
@@ -152,7 +151,3 @@ def current() -> Ctx | None:
 def set_current(ctx: Ctx | None) -> None:
     """Install (or clear) this process's context."""
     _current[0] = ctx
-
-
-def pid() -> int:
-    return os.getpid()

@@ -25,7 +25,6 @@ import msgspec
 
 from .._chan.local import CLOSED, SENT
 from .._errors import ClosedChannelError
-from .._hub import current_hub
 from .._hub import waits as W
 from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
 
@@ -342,7 +341,3 @@ def recv_payload(st: SharedChan, kind: int, data: bytes | None) -> Any:
     if kind == K_CLOSED_SEND:
         return CLOSED
     return None
-
-
-def hub_of_current() -> Any:
-    return current_hub()
