@@ -246,48 +246,43 @@ def array(ctx: Any, kind: str, reps: int, arena: Arena) -> float:
     return ARRAY_BYTES / statistics.median(times[1:]) / 1e9
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000, help="small messages per run")
-    ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
-    ap.add_argument("--reps", type=int, default=6, help="array transfers per run")
-    ap.add_argument("--quick", action="store_true", help="--n 20000 --runs 1 --reps 2")
-    args = ap.parse_args()
-    if args.quick:
-        args.n, args.runs, args.reps = 20_000, 1, 2
+def measure(n: int, runs: int, reps: int, verbose: bool = True) -> tuple[list[dict], dict]:
+    """Every transport figure: ``(rows, ratios)``; each row the median of ``runs`` runs."""
     ctx = mp.get_context("forkserver")
     arena = Arena.create(1 << 30)
-    arena._bench_bells = [Doorbell.create(arena.sems) for _ in range(2)]  # type: ignore[attr-defined]
+    try:
+        arena._bench_bells = [Doorbell.create(arena.sems) for _ in range(2)]  # type: ignore[attr-defined]
+        rows: list[dict[str, Any]] = []
 
-    def on_term(signum: int, frame: Any) -> None:  # a timeout in the runner: leave no names
+        def record(case: str, kind: str, unit: str, fn: Any) -> None:
+            vals = [fn() for _ in range(runs)]
+            rows.append({"case": case, "transport": kind, "unit": unit,
+                         "median": statistics.median(vals), "runs": vals})
+            if verbose:
+                print(f"  {case:<12} {kind:<12} {statistics.median(vals):>14,.0f} {unit}",
+                      flush=True)
+
+        for kind in ("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
+            if kind == "faster-fifo" and not _have_faster_fifo():
+                continue
+            record("1->1", kind, "msgs/s", lambda k=kind: small(ctx, k, 1, 1, n, arena))
+        for kind in ("ring", "mp.Queue", "faster-fifo"):
+            if kind == "faster-fifo" and not _have_faster_fifo():
+                continue
+            record("4->2", kind, "msgs/s", lambda k=kind: small(ctx, k, 4, 2, n, arena))
+        for kind in ("ring", "mp.Queue"):
+            record("64MiB array", kind, "GB/s", lambda k=kind: array(ctx, k, reps, arena) * 1e9)
+    finally:
         arena.sems.seal()
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    rows: list[dict[str, Any]] = []
-
-    def record(case: str, kind: str, unit: str, fn: Any) -> None:
-        vals = [fn() for _ in range(args.runs)]
-        rows.append({"case": case, "transport": kind, "unit": unit,
-                     "median": statistics.median(vals), "runs": vals})
-        print(f"  {case:<12} {kind:<12} {statistics.median(vals):>14,.0f} {unit}", flush=True)
-
-    load, ver = os.getloadavg()[0], platform.python_version()
-    print(f"load {load:.2f}, {os.cpu_count()} CPUs, python {ver}")
-    for kind in ("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
-        record("1->1", kind, "msgs/s", lambda k=kind: small(ctx, k, 1, 1, args.n, arena))
-    for kind in ("ring", "mp.Queue", "faster-fifo"):
-        record("4->2", kind, "msgs/s", lambda k=kind: small(ctx, k, 4, 2, args.n, arena))
-    for kind in ("ring", "mp.Queue"):
-        record("64MiB array", kind, "GB/s",
-               lambda k=kind: array(ctx, k, args.reps, arena) * 1e9)
+        arena.close()
     for r in rows:
         if r["unit"] == "GB/s":
             r["median"] /= 1e9
             r["runs"] = [v / 1e9 for v in r["runs"]]
 
     def med(case: str, kind: str) -> float:
-        return next(r["median"] for r in rows if r["case"] == case and r["transport"] == kind)
+        return next((r["median"] for r in rows if r["case"] == case and r["transport"] == kind),
+                    float("nan"))
 
     ratios = {
         "1->1 ring / mp.Queue": med("1->1", "ring") / med("1->1", "mp.Queue"),
@@ -298,6 +293,70 @@ def main() -> None:
         "4->2 ring / faster-fifo": med("4->2", "ring") / med("4->2", "faster-fifo"),
         "64MiB ring / mp.Queue": med("64MiB array", "ring") / med("64MiB array", "mp.Queue"),
     }
+    return rows, ratios
+
+
+def _have_faster_fifo() -> bool:
+    try:
+        import faster_fifo  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(quick: bool) -> list[dict]:
+    """The transport family's rows for the suite runner (``benchmarks/run.py``)."""
+    from benchmarks._common import all_met, at_least, pick, row
+
+    n, runs, reps = pick(quick, (100_000, 3, 6), (20_000, 1, 2), (2_000, 1, 2))  # rep 1 warms
+    raw, _ratios = measure(n, runs, reps, verbose=False)
+
+    def med(case: str, kind: str) -> float | None:
+        return next((r["median"] for r in raw if r["case"] == case and r["transport"] == kind),
+                    None)
+
+    fam = "transport"
+    out = []
+    r = row(fam, "ring_1to1", "shm ring, small msgs, 1 -> 1", "msgs/s", med("1->1", "ring"),
+            baseline="multiprocessing.Queue", baseline_value=med("1->1", "mp.Queue"),
+            higher_is_better=True, bar=">= 1 M/s and >= 4x", repeats=runs)
+    r["met"] = all_met(at_least(r["value"], 1e6), at_least(r["ratio"], 4.0))
+    out.append(r)
+    for kind, label in (("mp.Pipe", "multiprocessing.Pipe"), ("faster-fifo", "faster-fifo")):
+        out.append(row(fam, "ring_1to1", "shm ring, small msgs, 1 -> 1", "msgs/s",
+                       med("1->1", "ring"), baseline=label, baseline_value=med("1->1", kind),
+                       higher_is_better=True, bar="(reference)", repeats=runs))
+    out.append(row(fam, "spsc_1to1", "shm SPSC ring, small msgs, 1 -> 1", "msgs/s",
+                   med("1->1", "spsc-ring"), baseline="multiprocessing.Queue",
+                   baseline_value=med("1->1", "mp.Queue"), higher_is_better=True,
+                   bar="(reference)", repeats=runs))
+    r = row(fam, "ring_4to2", "shm ring, small msgs, 4 -> 2", "msgs/s", med("4->2", "ring"),
+            baseline="multiprocessing.Queue", baseline_value=med("4->2", "mp.Queue"),
+            higher_is_better=True, bar=">= 3x", repeats=runs)
+    r["met"] = at_least(r["ratio"], 3.0)
+    out.append(r)
+    r = row(fam, "ring_array", "64 MiB NumPy array, shm ring", "GB/s",
+            med("64MiB array", "ring"), baseline="multiprocessing.Queue",
+            baseline_value=med("64MiB array", "mp.Queue"), higher_is_better=True,
+            bar=">= 5 GB/s and >= 5x", repeats=runs)
+    r["met"] = all_met(at_least(r["value"], 5.0), at_least(r["ratio"], 5.0))
+    out.append(r)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100_000, help="small messages per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
+    ap.add_argument("--reps", type=int, default=6, help="array transfers per run")
+    ap.add_argument("--quick", action="store_true", help="--n 20000 --runs 1 --reps 2")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.runs, args.reps = 20_000, 1, 2
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    load, ver = os.getloadavg()[0], platform.python_version()
+    print(f"load {load:.2f}, {os.cpu_count()} CPUs, python {ver}")
+    rows, ratios = measure(args.n, args.runs, args.reps)
     print()
     print(f"{'case':<12} {'transport':<12} {'median':>14}  unit    runs")
     for r in rows:
@@ -313,8 +372,6 @@ def main() -> None:
                    "load": os.getloadavg()[0], "cpus": os.cpu_count(),
                    "python": platform.python_version(), "rows": rows, "ratios": ratios}, f,
                   indent=1)
-    arena.sems.seal()
-    arena.close()
 
 
 if __name__ == "__main__":
