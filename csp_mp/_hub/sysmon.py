@@ -144,7 +144,10 @@ class Sysmon:
                 self.request = None
             elif self.detect_blocking and not (g.glet is not None and g.glet is hub.root):
                 self._watch_blocking(g, tick, now, now - since)
-            wait = min(self.period, max(0.0005, since + self.slice - now - lag))
+            remaining = since + self.slice - now - lag
+            # before the slice ends, wake when it does; past it (nothing else to run, so no
+            # preemption) sample once a period: every wake takes the GIL from the hub
+            wait = min(self.period, max(0.0005, remaining)) if remaining > 0 else self.period
             if self.preempting and now - since >= self.slice and self._other_work(hub):
                 if self.request is None:
                     self.requests += 1
