@@ -498,7 +498,7 @@ class Hub:
             if frame is None:
                 body = "  (not started)\n"
             else:
-                body = "".join(traceback.format_stack(frame))
+                body = "".join(traceback.format_list(_user_frames(frame)))
             parts.append(f"{head}\n{body}")
         return "\n".join(parts)
 
@@ -518,6 +518,25 @@ def _raise_gc_threshold() -> tuple[int, ...] | None:
         return None
     gc.set_threshold(GC_GEN0_THRESHOLD, *saved[1:])
     return saved
+
+
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_frames(frame: Any) -> list[traceback.FrameSummary]:
+    """A goroutine's stack for a dump: its own frames and, after each run of them, the csp_mp
+    call they made; the runtime's frames around that (worker loop, park, switch) are left out."""
+    summary = traceback.extract_stack(frame)
+    out = []
+    after_user = False
+    for fs in summary:
+        if not fs.filename.startswith(_PKG):
+            out.append(fs)
+            after_user = True
+        elif after_user:
+            out.append(fs)
+            after_user = False
+    return out or list(summary)
 
 
 def _root_body() -> None:  # placeholder fn of the implicit main goroutine
