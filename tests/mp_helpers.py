@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from helpers import DEADLINE, count_reason, wait_reason, wait_until  # noqa: F401 (re-exported)
 
 from csp_mp import (
     Chan,
@@ -29,7 +30,6 @@ from csp_mp import (
 )
 from csp_mp import run as csp_run
 
-DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
 BATCH = 8  # probe goroutines per attempt of ``go_on``
 
 
@@ -77,16 +77,6 @@ def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE)
         if time.monotonic() > deadline:
             raise AssertionError(f"no goroutine reached P{p} within {timeout}s\n"
                                  f"{runtime.stack()}")
-
-
-def wait_until(cond: Callable[[], bool], what: str = "condition",
-               timeout: float = DEADLINE) -> None:
-    """From a goroutine: yield until ``cond()`` holds; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{runtime.stack()}")
-        runtime.gosched()
 
 
 # ---------------------------------------------------------------- goroutine bodies
@@ -213,18 +203,6 @@ def feed(ch: Chan, values: list) -> None:
     for v in values:
         ch.send(v)
     ch.close()
-
-
-def count_reason(reason: str) -> int:
-    """How many goroutines, in every P, ``runtime.stack()`` shows parked with ``reason``."""
-    tag = f" [{reason}] "
-    return sum(1 for line in runtime.stack().splitlines()
-               if line.startswith("goroutine ") and tag in line)
-
-
-def wait_reason(reason: str, count: int = 1) -> None:
-    """Wait until at least ``count`` goroutines of any P are parked with ``reason``."""
-    wait_until(lambda: count_reason(reason) >= count, f"{count} goroutines in [{reason}]")
 
 
 # ---------------------------------------------------------------- bodies of test_mp_sync

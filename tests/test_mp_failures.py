@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable
 
 import mp_helpers as H
 import psutil
@@ -398,21 +399,26 @@ def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan(start: str)
     assert _shm_of(tree) == []
 
 
-def test_kill_9_of_the_whole_tree_leaves_nothing_in_dev_shm(start: str) -> None:
-    prog = ON_P1 + textwrap.dedent("""
-        def main():
-            print("ready", pid_of_p1(), flush=True)
-            csp_mp.sleep(60)
+SLEEPING_TREE = ON_P1 + textwrap.dedent("""
+    def main():
+        print("ready", pid_of_p1(), flush=True)
+        csp_mp.sleep(60)
 
-        csp_mp.run(main, procs=2)
-    """)
-    p = _spawn(prog, start)
+    csp_mp.run(main, procs=2)
+""")
+
+
+def _kill_tree_and_check(start: str, victims: Callable[[subprocess.Popen, list[int]], list[int]]
+                         ) -> None:
+    """Run a program parked on P0 and P1, SIGKILL ``victims(p, tree)``, then check that every
+    process of the tree is gone and nothing of it is left in /dev/shm."""
+    p = _spawn(SLEEPING_TREE, start)
     try:
         line = p.stdout.readline().split()
         assert line[:1] == ["ready"], p.stderr.read()
         tree = _tree(p.pid)
         assert int(line[1]) in tree and len(tree) >= 2  # P0 and P1 (and the fork server)
-        for pid in tree:
+        for pid in victims(p, tree):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -426,27 +432,12 @@ def test_kill_9_of_the_whole_tree_leaves_nothing_in_dev_shm(start: str) -> None:
     assert _shm_of(tree) == []
 
 
-def test_killed_p0_takes_its_workers_with_it(start: str) -> None:
-    prog = ON_P1 + textwrap.dedent("""
-        def main():
-            print("ready", pid_of_p1(), flush=True)
-            csp_mp.sleep(60)
+def test_kill_9_of_the_whole_tree_leaves_nothing_in_dev_shm(start: str) -> None:
+    _kill_tree_and_check(start, lambda p, tree: tree)
 
-        csp_mp.run(main, procs=2)
-    """)
-    p = _spawn(prog, start)
-    try:
-        line = p.stdout.readline().split()
-        assert line[:1] == ["ready"], p.stderr.read()
-        tree = _tree(p.pid)
-        p.kill()  # P0 alone
-        p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert _gone(tree) == []
-    assert _shm_of(tree) == []
+
+def test_killed_p0_takes_its_workers_with_it(start: str) -> None:
+    _kill_tree_and_check(start, lambda p, tree: [p.pid])  # P0 alone
 
 
 NO_GUARD = textwrap.dedent("""
