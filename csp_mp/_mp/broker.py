@@ -61,6 +61,12 @@ def nlocks_for(maxprocs: int) -> int:
     return 1 + 2 * maxprocs + CHAN_LOCKS + TOKEN_LOCKS + OBJ_LOCKS
 
 
+def _gset(hub: Hub) -> tuple[int, int]:
+    """Changes whenever a goroutine starts or ends: (how many, newest id) (dicts keep order)."""
+    allgs = hub.allgs
+    return len(allgs), (next(reversed(allgs)) if allgs else 0)
+
+
 class _BellWaker:
     """The hub's Waker protocol over the P's doorbell."""
 
@@ -122,7 +128,7 @@ class Broker:
         self._dl_snap: tuple | None = None
         self._dl_t = 0.0
         self._info_t = 0.0
-        self._info_n = -1
+        self._info_n: tuple[int, int] = (-1, -1)
         self._rng = random.Random()
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
@@ -458,9 +464,7 @@ class Broker:
         ctx.pstore(C.P_NGOR, len(hub.allgs))
         ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
         now = time.monotonic()
-        if len(hub.allgs) != self._info_n or now - self._info_t > 0.05:
-            self._info_t = now
-            self._info_n = len(hub.allgs)
+        if _gset(hub) != self._info_n or now - self._info_t > 0.05:
             self.publish_info(hub)
             self.arena.collect()  # blocks of received buffers that died since (deferred frees)
         # A post taken here is a full barrier: a producer that queued work before reading our
@@ -572,6 +576,10 @@ class Broker:
 
     def publish_info(self, hub: Hub) -> None:
         """Describe this P's goroutines for a ProcessLost report, should this P die."""
+        # every publication is the baseline the next change is measured against (a steal
+        # publishes too: measuring from an older one left the stolen goroutines' text in place)
+        self._info_t = time.monotonic()
+        self._info_n = _gset(hub)
         gs = sorted(hub.allgs.values(), key=lambda g: g.id)
         lines = [g.describe() + (f" [{g.reason}]" if g.state == WAITING else f" [{g.state}]")
                  for g in gs[:40]]
