@@ -422,6 +422,16 @@ class Hub:
                 g = self._switch_to(nxt)
 
     def _goexit(self, g: G) -> None:
+        if g.state == RUNNABLE:
+            # it ended while queued: an exception (Ctrl-C, preemption's gosched) struck between
+            # gosched() queueing it and switching away; running it again would resume a body
+            # that has finished
+            if self.runnext is g:
+                self.runnext = None
+            try:
+                self.runq.remove(g)
+            except ValueError:
+                pass
         g.state = DEAD
         self.allgs.pop(g.id, None)
         if g.is_main and self.outcome is None:
