@@ -59,6 +59,19 @@ GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken
 _sem_unlink: Callable[[str], None] = _multiprocessing.sem_unlink
 
 
+_pid = os.getpid()  # this process's pid, the value a holder stores in the owner word
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# A P forked from P0 inherits P0's ShmLock objects: it must record its own pid, not P0's, or a
+# lock it dies holding would look held by a living process.
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def pid_alive(pid: int) -> bool:
     """True if process ``pid`` exists and is not a zombie."""
     try:
@@ -169,47 +182,47 @@ class ShmLock:
     protects may hold that holder's unfinished (never committed) writes.
     """
 
-    __slots__ = ("_sem", "_words", "_owner", "_rescue", "_pid", "_try")
+    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_load", "_store")
 
     def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem) -> None:
         self._sem = sem
-        self._words = words
         self._owner = owner_word
         self._rescue = rescue
-        self._pid = os.getpid()
         self._try = sem.acquire
+        self._load = words.load
+        self._store = words.store
 
     def acquire(self) -> bool:
         """Take the lock (any process). True if it was taken over from a dead holder."""
         if self._try(False):
-            self._words.store(self._owner, self._pid)  # store; pairs with the load in _slow
+            self._store(self._owner, _pid)  # store; pairs with the load in _slow
             return False
         return self._slow()
 
     def release(self) -> None:
         """Release the lock (holder only)."""
-        self._words.store(self._owner, 0)  # store; pairs with the load in _slow
+        self._store(self._owner, 0)  # store; pairs with the load in _slow
         self._sem.release()
 
     def owner(self) -> int:
         """The holder's pid, 0 if free (a snapshot)."""
-        return self._words.load(self._owner)  # load; pairs with the stores in acquire/release
+        return self._load(self._owner)  # load; pairs with the stores in acquire/release
 
     def _slow(self) -> bool:
-        pid = self._pid = os.getpid()
+        pid = _pid
         # Critical sections are a few microseconds long: a short spin usually wins the lock
         # without a sleep, where a sleep costs a cross-core wake-up (tens of microseconds).
         try_ = self._try
         for _ in range(SPIN_TRIES):
             if try_(False):
-                self._words.store(self._owner, pid)  # store; pairs with the load below
+                self._store(self._owner, pid)  # store; pairs with the load below
                 return False
         zero_since: float | None = None
         while True:
             if self._sem.acquire(True, WAIT_SLICE):
-                self._words.store(self._owner, pid)  # store; pairs with the load below
+                self._store(self._owner, pid)  # store; pairs with the load below
                 return False
-            seen = self._words.load(self._owner)  # load; pairs with the holder's stores
+            seen = self._load(self._owner)  # load; pairs with the holder's stores
             if seen == 0:
                 now = time.monotonic()
                 if zero_since is None:
@@ -229,11 +242,11 @@ class ShmLock:
         if not self._rescue.acquire(True, 10.0):
             raise InternalError("rescue lock held for 10 s: a process died during a rescue")
         try:
-            if self._words.load(self._owner) == seen and not self._sem.acquire(False):
-                self._words.store(self._owner, pid)  # store; pairs with the loads in _slow
+            if self._load(self._owner) == seen and not self._sem.acquire(False):
+                self._store(self._owner, pid)  # store; pairs with the loads in _slow
                 return True
             if self._sem.acquire(False):
-                self._words.store(self._owner, pid)
+                self._store(self._owner, pid)
                 return False
             return None
         finally:

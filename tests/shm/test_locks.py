@@ -57,6 +57,32 @@ def test_lock_taken_over_from_killed_holder(arena: Arena, ctx, ghost: bool) -> N
         assert waited >= locks.GHOST_AFTER
 
 
+def test_lock_taken_over_from_killed_holder_forked_from_a_user_of_it(arena: Arena) -> None:
+    """A holder forked from a process that already used the lock records its own pid, not its
+    parent's (a lock held by a killed forked P must not look held by the living parent)."""
+    lock = arena.locks.lock(4)
+    with lock:  # the parent's fast path runs first, as P0's does before it forks the Ps
+        pass
+    bell = Doorbell.create(arena.sems)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child is killed
+        try:
+            lock.acquire()
+            bell.ring()
+            time.sleep(60)
+        finally:
+            os._exit(1)
+    try:
+        assert bell.wait(20)
+        assert lock.owner() == pid
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert lock.acquire() is True
+    assert lock.owner() == os.getpid()
+    lock.release()
+
+
 def test_sealed_registry_refuses_pickling_and_new_names() -> None:
     reg = SemRegistry()
     sem = reg.semaphore(0)
