@@ -86,7 +86,7 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
                 data = shared.encode(w.elem) if is_send else None
                 shared.enqueue_l(is_send, data, w.g.id, slot, max(gen, 0), w.case)
         if st.closed:
-            shared._store(shared._w + 2, 1)
+            shared.mark_closed_l()
     st.buf.clear()
     st.sendq.clear()
     st.recvq.clear()

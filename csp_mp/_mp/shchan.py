@@ -48,7 +48,7 @@ class SharedChan:
 
     shared = True
     __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
-                 "_load", "_store", "codec", "__weakref__")
+                 "_q", "_arena", "_buf", "codec", "__weakref__")
 
     def __init__(self, broker: Any, off: int, tp: Any = None) -> None:
         ctx = broker.ctx
@@ -58,12 +58,13 @@ class SharedChan:
         arena = ctx.arena
         w = off // 8
         self._w = w
-        self._load = arena.words.load
-        self._store = arena.words.store
-        if self._load(w + _W_MAGIC) != _MAGIC:
+        self._arena = arena
+        self._q = arena.words.view  # q[i] loads word i, q[i] = v stores it
+        self._buf: Ring | None = None  # the buffer ring as last attached (see _queue)
+        if self._q[w + _W_MAGIC] != _MAGIC:
             raise ValueError(f"no shared channel at arena offset {off}")
-        self.cap = self._load(w + _W_CAP)
-        self.lock_index = self._load(w + _W_LOCK)
+        self.cap = self._q[w + _W_CAP]
+        self.lock_index = self._q[w + _W_LOCK]
         self.lock = arena.locks.lock(self.lock_index)
         self._rings: dict[int, Ring] = {}
         self.codec = TypedCodec(tp, arena) if tp is not None else None
@@ -106,27 +107,31 @@ class SharedChan:
 
     @property
     def closed(self) -> bool:
-        return self._load(self._w + _W_CLOSED) != 0  # load; a snapshot outside the lock
+        return self._q[self._w + _W_CLOSED] != 0  # load; a snapshot outside the lock
 
     def _count(self) -> int:
-        return self._load(self._w + _W_COUNT)
+        return self._q[self._w + _W_COUNT]
 
     def _set_count(self, n: int) -> None:
-        self._store(self._w + _W_COUNT, n)
+        self._q[self._w + _W_COUNT] = n
+
+    def mark_closed_l(self) -> None:
+        """Record the channel as closed (promotion of a closed channel; under the lock)."""
+        self._q[self._w + _W_CLOSED] = 1
 
     def _pop_live(self, wi: int) -> tuple | None:
         """The oldest live record of queue ``wi`` (claimed for completion), dropping dead ones."""
         nw = self._w + _NWORD[wi]
-        if not self._load(nw):
+        if not self._q[nw]:
             return None
         q = self._queue(wi)
         broker = self.broker
         while True:
             raw = q.get_locked()
             if raw is None:
-                self._store(nw, 0)
+                self._q[nw] = 0
                 return None
-            self._store(nw, self._load(nw) - 1)
+            self._q[nw] = self._q[nw] - 1
             rec = _unrec(raw)
             if rec[2] < 0 or broker.claim(rec[0], rec[2], rec[3], rec[4]):
                 return rec
@@ -135,10 +140,12 @@ class SharedChan:
 
     def _queue(self, wi: int) -> Ring:
         """The wait queue in word ``wi`` (it moves when it grows; under the lock)."""
-        off = self._load(self._w + wi)
+        off = self._q[self._w + wi]
         q = self._rings.get(wi)
         if q is None or q.offset != off:
             q = self._rings[wi] = attach_ring(self.ctx.arena, off)
+            if wi == _W_BUF:
+                self._buf = q
         return q
 
     @property
@@ -156,21 +163,21 @@ class SharedChan:
             self.broker.compact(q, self)
             if not q.put_locked(raw):
                 self._rings[wi] = q = grow(self.ctx.arena, q, self._w + wi, raw)
-        self._store(self._w + _NWORD[wi], len(q))
+        self._q[self._w + _NWORD[wi]] = len(q)
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
 
     def try_send_l(self, data: bytes, wakes: list, obj: Any = NO_OBJ) -> bool:
-        if self._load(self._w + _W_CLOSED):
+        if self._q[self._w + _W_CLOSED]:
             raise ClosedChannelError("send on closed channel")
         rec = self._pop_live(_W_RECVQ)
         if rec is not None:
             wakes.append((rec, K_VALUE, data, obj))
             return True
-        n = self._load(self._w + _W_COUNT)
+        n = self._q[self._w + _W_COUNT]
         if n < self.cap:
             self._buf_put(data)
-            self._store(self._w + _W_COUNT, n + 1)
+            self._q[self._w + _W_COUNT] = n + 1
             return True
         return False
 
@@ -179,7 +186,7 @@ class SharedChan:
         run out first (a value too big for it goes to its own block, as rings do)."""
         q = self._queue(_W_BUF)
         if not q.put_locked(data):
-            self._rings[_W_BUF] = grow(self.ctx.arena, q, self._w + _W_BUF, data)
+            self._rings[_W_BUF] = self._buf = grow(self.ctx.arena, q, self._w + _W_BUF, data)
 
     def _buf_get(self) -> bytes | None:
         return self._queue(_W_BUF).get_locked()
@@ -193,11 +200,11 @@ class SharedChan:
             data = self._buf_get()
             self._buf_put(rec[5])
             return True, data, True
-        n = self._load(self._w + _W_COUNT)
+        n = self._q[self._w + _W_COUNT]
         if n > 0:
-            self._store(self._w + _W_COUNT, n - 1)
+            self._q[self._w + _W_COUNT] = n - 1
             return True, self._buf_get(), True
-        if self._load(self._w + _W_CLOSED):
+        if self._q[self._w + _W_CLOSED]:
             return True, None, False
         return False, None, False
 
@@ -214,18 +221,18 @@ class SharedChan:
     # ---- blocking operations (the Chan methods)
 
     def send(self, v: Any, hub: Any) -> None:
-        data = self.encode(v)
+        data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         lock = self.lock
         lock.acquire()
         # Fast path, the common case of a busy channel: open, no receiver waiting, room in the
         # buffer. The same steps as try_send_l, without its calls.
-        load, w = self._load, self._w
-        if not load(w + _W_CLOSED) and not load(w + _W_NRECV):
-            n = load(w + _W_COUNT)
+        q, w = self._q, self._w
+        if not q[w + _W_CLOSED] and not q[w + _W_NRECV]:
+            n = q[w + _W_COUNT]
             if n < self.cap:
-                q = self._rings.get(_W_BUF)
-                if q is not None and q.offset == load(w + _W_BUF) and q.put_locked(data):
-                    self._store(w + _W_COUNT, n + 1)
+                b = self._buf
+                if b is not None and b.offset == q[w + _W_BUF] and b.put_locked(data):
+                    q[w + _W_COUNT] = n + 1
                     lock.release()
                     return
         wakes: list = []
@@ -249,16 +256,18 @@ class SharedChan:
         lock = self.lock
         lock.acquire()
         # Fast path: no sender waiting and a value buffered (the steps of try_recv_l).
-        load, w = self._load, self._w
-        if not load(w + _W_NSEND):
-            n = load(w + _W_COUNT)
+        q, w = self._q, self._w
+        if not q[w + _W_NSEND]:
+            n = q[w + _W_COUNT]
             if n > 0:
-                q = self._rings.get(_W_BUF)
-                if q is not None and q.offset == load(w + _W_BUF):
-                    data = q.get_locked()
-                    self._store(w + _W_COUNT, n - 1)
+                b = self._buf
+                if b is not None and b.offset == q[w + _W_BUF]:
+                    data = b.get_locked()
+                    q[w + _W_COUNT] = n - 1
                     lock.release()
-                    return self.decode(data), True
+                    if self.codec is None:
+                        return decode(data, self._arena), True
+                    return self.codec.decode(data), True
         wakes: list = []
         try:
             done, data, ok = self.try_recv_l(wakes)
@@ -277,9 +286,9 @@ class SharedChan:
         lock = self.lock
         lock.acquire()
         try:
-            if self._load(self._w + _W_CLOSED):
+            if self._q[self._w + _W_CLOSED]:
                 raise ClosedChannelError("close of closed channel")
-            self._store(self._w + _W_CLOSED, 1)
+            self._q[self._w + _W_CLOSED] = 1
             while (rec := self._pop_live(_W_RECVQ)) is not None:
                 wakes.append((rec, K_CLOSED_RECV, None, NO_OBJ))
             while (rec := self._pop_live(_W_SENDQ)) is not None:

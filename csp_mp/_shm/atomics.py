@@ -41,26 +41,29 @@ def align(n: int, to: int = LINE) -> int:
 class Words:
     """64-bit words over a byte buffer: word ``i`` covers bytes ``[8*i, 8*i + 8)``.
 
-    ``load(i)`` and ``store(i, v)`` are bound C methods (no Python frame) so that the hot paths
-    that call them pay about 30 ns per access.
+    ``load(i)`` and ``store(i, v)`` are bound C methods. Hot paths subscript :attr:`view`
+    instead: ``view[i]`` is the same single 8-byte load and ``view[i] = v`` the same store,
+    compiled to one subscript bytecode (about 30-50 ns, where calling the bound method-wrapper
+    costs 110-150 ns on the 2-vCPU VM).
     """
 
-    __slots__ = ("load", "store", "_q")
+    __slots__ = ("load", "store", "view")
 
     def __init__(self, buf: memoryview) -> None:
         if len(buf) % WORD:
             raise ValueError("buffer length must be a multiple of 8")
         q = buf.cast("B").cast("Q")
-        self._q = q
+        #: the words as a memoryview of unsigned 64-bit items (see the class docstring).
+        self.view = q
         #: load(i) -> int: a single 8-byte load of word i.
         self.load = q.__getitem__
         #: store(i, v): a single 8-byte store of word i (0 <= v < 2**64).
         self.store = q.__setitem__
 
     def __len__(self) -> int:
-        return len(self._q)
+        return len(self.view)
 
     def release(self) -> None:
         """Drop the view so the underlying mapping can be closed."""
         self.load = self.store = None  # type: ignore[assignment]
-        self._q.release()
+        self.view.release()

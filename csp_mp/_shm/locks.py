@@ -182,31 +182,30 @@ class ShmLock:
     protects may hold that holder's unfinished (never committed) writes.
     """
 
-    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_load", "_store")
+    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_q")
 
     def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem) -> None:
         self._sem = sem
         self._owner = owner_word
         self._rescue = rescue
         self._try = sem.acquire
-        self._load = words.load
-        self._store = words.store
+        self._q = words.view  # q[i] loads word i, q[i] = v stores it
 
     def acquire(self) -> bool:
         """Take the lock (any process). True if it was taken over from a dead holder."""
         if self._try(False):
-            self._store(self._owner, _pid)  # store; pairs with the load in _slow
+            self._q[self._owner] = _pid  # store; pairs with the load in _slow
             return False
         return self._slow()
 
     def release(self) -> None:
         """Release the lock (holder only)."""
-        self._store(self._owner, 0)  # store; pairs with the load in _slow
+        self._q[self._owner] = 0  # store; pairs with the load in _slow
         self._sem.release()
 
     def owner(self) -> int:
         """The holder's pid, 0 if free (a snapshot)."""
-        return self._load(self._owner)  # load; pairs with the stores in acquire/release
+        return self._q[self._owner]  # load; pairs with the stores in acquire/release
 
     def _slow(self) -> bool:
         pid = _pid
@@ -215,14 +214,14 @@ class ShmLock:
         try_ = self._try
         for _ in range(SPIN_TRIES):
             if try_(False):
-                self._store(self._owner, pid)  # store; pairs with the load below
+                self._q[self._owner] = pid  # store; pairs with the load below
                 return False
         zero_since: float | None = None
         while True:
             if self._sem.acquire(True, WAIT_SLICE):
-                self._store(self._owner, pid)  # store; pairs with the load below
+                self._q[self._owner] = pid  # store; pairs with the load below
                 return False
-            seen = self._load(self._owner)  # load; pairs with the holder's stores
+            seen = self._q[self._owner]  # load; pairs with the holder's stores
             if seen == 0:
                 now = time.monotonic()
                 if zero_since is None:
@@ -242,11 +241,11 @@ class ShmLock:
         if not self._rescue.acquire(True, 10.0):
             raise InternalError("rescue lock held for 10 s: a process died during a rescue")
         try:
-            if self._load(self._owner) == seen and not self._sem.acquire(False):
-                self._store(self._owner, pid)  # store; pairs with the loads in _slow
+            if self._q[self._owner] == seen and not self._sem.acquire(False):
+                self._q[self._owner] = pid  # store; pairs with the loads in _slow
                 return True
             if self._sem.acquire(False):
-                self._store(self._owner, pid)
+                self._q[self._owner] = pid
                 return False
             return None
         finally:

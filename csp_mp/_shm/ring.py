@@ -76,8 +76,7 @@ class _RingBase:
         self.offset = off
         self.capacity = cap = w.load(base + 1)
         self._lock_index = w.load(base + 2)
-        self._load = w.load
-        self._store = w.store
+        self._q = w.view  # the arena's words: q[i] loads word i, q[i] = v stores it
         self._mm = arena.map
         self._hw = base + LINE // 8
         self._tw = base + 2 * LINE // 8
@@ -111,10 +110,10 @@ class _RingBase:
 
     def __len__(self) -> int:
         # loads; pair with the commit stores of tail (producers) and head (consumers)
-        return ((self._load(self._tw) >> 40) - (self._load(self._hw) >> 40)) & _M24
+        return ((self._q[self._tw] >> 40) - (self._q[self._hw] >> 40)) & _M24
 
     def stats(self) -> RingStats:
-        t, h = self._load(self._tw), self._load(self._hw)  # loads; snapshot only
+        t, h = self._q[self._tw], self._q[self._hw]  # loads; snapshot only
         return RingStats(
             self.capacity, ((t & _M40) - (h & _M40)) & _M40, ((t >> 40) - (h >> 40)) & _M24
         )
@@ -136,17 +135,17 @@ class _RingBase:
         skip = 0 if rem >= need else rem
         if self.capacity - ((tpos - (h & _M40)) & _M40) < need + skip:
             return -1
-        store = self._store
+        q = self._q
         p = self._data + i
         if skip:
-            store(p >> 3, _WRAP << 32)  # unpublished until the tail store
+            q[p >> 3] = _WRAP << 32  # unpublished until the tail store
             p = self._data
         if oob:
-            store(p >> 3, _OOB_HDR)
-            store((p >> 3) + 1, oob)
-            store((p >> 3) + 2, n)
+            q[p >> 3] = _OOB_HDR
+            q[(p >> 3) + 1] = oob
+            q[(p >> 3) + 2] = n
         else:
-            store(p >> 3, _INLINE << 32 | n)
+            q[p >> 3] = _INLINE << 32 | n
             self._mm[p + 8 : p + 8 + n] = data
         return (((t >> 40) + 1) & _M24) << 40 | ((tpos + skip + need) & _M40)
 
@@ -155,14 +154,14 @@ class _RingBase:
         hpos = h & _M40
         i = hpos & self._mask
         p = self._data + i
-        hdr = self._load(p >> 3)  # load; ordered after the tail load that showed this frame
+        hdr = self._q[p >> 3]  # load; ordered after the tail load that showed this frame
         if hdr >> 32 == _WRAP:
             hpos += self.capacity - i
             p = self._data
-            hdr = self._load(p >> 3)
+            hdr = self._q[p >> 3]
         n = hdr & _M32
         if hdr >> 32 == _OOB:
-            out.append((self._load((p >> 3) + 1), self._load((p >> 3) + 2)))
+            out.append((self._q[(p >> 3) + 1], self._q[(p >> 3) + 2]))
             need = 24
         else:
             out.append(self._mm[p + 8 : p + 8 + n])
@@ -173,7 +172,7 @@ class _RingBase:
         """Write inline ``bytes`` items from ``items[i]`` on while they fit; (new tail word,
         index of the first item not written). Nothing is visible until the tail store."""
         cap, mask, data0 = self.capacity, self._mask, self._data
-        store, mm, limit = self._store, self._mm, self._max_inline
+        q, mm, limit = self._q, self._mm, self._max_inline
         tpos = t & _M40
         free = cap - ((tpos - (h & _M40)) & _M40)
         k, end = 0, len(items)
@@ -190,14 +189,14 @@ class _RingBase:
             if rem < need:
                 if free < need + rem:
                     break
-                store((data0 + j) >> 3, _WRAP << 32)
+                q[(data0 + j) >> 3] = _WRAP << 32
                 tpos += rem
                 free -= rem
                 j = 0
             elif free < need:
                 break
             p = data0 + j
-            store(p >> 3, _INLINE << 32 | n)
+            q[p >> 3] = _INLINE << 32 | n
             mm[p + 8 : p + 8 + n] = data
             tpos += need
             free -= need
@@ -209,20 +208,20 @@ class _RingBase:
         """Copy up to ``max_items`` frames between head word ``h`` and tail word ``t`` to
         ``out``; the new head word."""
         cap, mask, data0 = self.capacity, self._mask, self._data
-        load, mm = self._load, self._mm
+        q, mm = self._q, self._mm
         hpos, tpos = h & _M40, t & _M40
         k = 0
         while hpos != tpos and k < max_items:
             j = hpos & mask
             p = data0 + j
-            hdr = load(p >> 3)  # ordered after the tail load that showed this frame
+            hdr = q[p >> 3]  # ordered after the tail load that showed this frame
             kind = hdr >> 32
             if kind == _WRAP:
                 hpos = (hpos + cap - j) & _M40
                 continue
             n = hdr & _M32
             if kind == _OOB:
-                out.append((load((p >> 3) + 1), load((p >> 3) + 2)))
+                out.append((q[(p >> 3) + 1], q[(p >> 3) + 2]))
                 hpos = (hpos + 24) & _M40
             else:
                 out.append(mm[p + 8 : p + 8 + n])
@@ -279,10 +278,10 @@ class Ring(_RingBase):
         lock = self._lock
         lock.acquire()  # a takeover needs no repair: see the module invariants
         try:
-            t = self._load(self._tw)  # load; under the lock
-            nt = self._write(t, self._load(self._hw), data, n, oob)
+            t = self._q[self._tw]  # load; under the lock
+            nt = self._write(t, self._q[self._hw], data, n, oob)
             if nt >= 0:
-                self._store(self._tw, nt)  # commit store; pairs with the tail load in try_get
+                self._q[self._tw] = nt  # commit store; pairs with the tail load in try_get
         finally:
             lock.release()
         if nt < 0 and oob:
@@ -296,10 +295,10 @@ class Ring(_RingBase):
         lock = self._lock
         lock.acquire()
         try:
-            t = self._load(self._tw)  # load; under the lock
-            nt, i = self._write_run(t, self._load(self._hw), items, start)
+            t = self._q[self._tw]  # load; under the lock
+            nt, i = self._write_run(t, self._q[self._hw], items, start)
             if i != start:
-                self._store(self._tw, nt)  # commit store for the whole batch
+                self._q[self._tw] = nt  # commit store for the whole batch
         finally:
             lock.release()
         return i
@@ -309,11 +308,11 @@ class Ring(_RingBase):
         lock = self._lock
         lock.acquire()
         try:
-            h = self._load(self._hw)  # load; under the lock
-            if h == self._load(self._tw):  # load; pairs with the commit store in try_put
+            h = self._q[self._hw]  # load; under the lock
+            if h == self._q[self._tw]:  # load; pairs with the commit store in try_put
                 return None
             out: list[Any] = []
-            self._store(self._hw, self._read(h, out))  # commit store; frees the frame
+            self._q[self._hw] = self._read(h, out)  # commit store; frees the frame
         finally:
             lock.release()
         item = out[0]
@@ -326,23 +325,52 @@ class Ring(_RingBase):
 
     def put_locked(self, data: bytes | bytearray | memoryview) -> bool:
         """``try_put`` for a caller already holding :attr:`lock`."""
+        if type(data) is bytes:
+            # Fast path, a channel's common case: a small frame that fits before the lap ends.
+            # The steps of _write for an inline frame with no wrap marker.
+            n = len(data)
+            need = 8 + ((n + 7) & ~7)
+            q = self._q
+            t = q[self._tw]  # load; under the caller's lock
+            tpos = t & _M40
+            i = tpos & self._mask
+            cap = self.capacity
+            if need <= cap - i and need <= cap - ((tpos - (q[self._hw] & _M40)) & _M40) \
+                    and n <= self._max_inline:
+                p = self._data + i
+                q[p >> 3] = _INLINE << 32 | n  # unpublished until the tail store
+                self._mm[p + 8 : p + 8 + n] = data
+                # commit store; pairs with the tail load of consumers
+                q[self._tw] = (((t >> 40) + 1) & _M24) << 40 | ((tpos + need) & _M40)
+                return True
         data, n, oob = self._prepare(data)
-        t = self._load(self._tw)  # load; under the caller's lock
-        nt = self._write(t, self._load(self._hw), data, n, oob)
+        t = self._q[self._tw]  # load; under the caller's lock
+        nt = self._write(t, self._q[self._hw], data, n, oob)
         if nt < 0:
             if oob:
                 self.arena.decref(oob)
             return False
-        self._store(self._tw, nt)  # commit store; pairs with the tail load of consumers
+        self._q[self._tw] = nt  # commit store; pairs with the tail load of consumers
         return True
 
     def get_locked(self) -> bytes | None:
         """``try_get`` for a caller already holding :attr:`lock`."""
-        h = self._load(self._hw)  # load; under the caller's lock
-        if h == self._load(self._tw):  # load; pairs with the commit store of producers
+        q = self._q
+        h = q[self._hw]  # load; under the caller's lock
+        if h == q[self._tw]:  # load; pairs with the commit store of producers
             return None
+        # Fast path: an inline frame (the steps of _read without its general cases).
+        hpos = h & _M40
+        p = self._data + (hpos & self._mask)
+        hdr = q[p >> 3]  # load; ordered after the tail load that showed this frame
+        if hdr >> 32 == _INLINE:
+            n = hdr & _M32
+            item = self._mm[p + 8 : p + 8 + n]
+            # commit store; frees the frame
+            q[self._hw] = (((h >> 40) + 1) & _M24) << 40 | ((hpos + 8 + ((n + 7) & ~7)) & _M40)
+            return item
         out: list[Any] = []
-        self._store(self._hw, self._read(h, out))  # commit store; frees the frame
+        q[self._hw] = self._read(h, out)  # commit store; frees the frame
         item = out[0]
         return item if type(item) is bytes else self._fetch(item)
 
@@ -352,10 +380,10 @@ class Ring(_RingBase):
         lock = self._lock
         lock.acquire()
         try:
-            h = self._load(self._hw)  # load; under the lock
-            t = self._load(self._tw)  # load; pairs with the commit store in try_put
+            h = self._q[self._hw]  # load; under the lock
+            t = self._q[self._tw]  # load; pairs with the commit store in try_put
             if h != t:
-                self._store(self._hw, self._read_run(h, t, max_items, out))  # commit store
+                self._q[self._hw] = self._read_run(h, t, max_items, out)  # commit store
         finally:
             lock.release()
         for j, item in enumerate(out):
@@ -373,12 +401,12 @@ class SpscRing(_RingBase):
         """Append one message if it fits now; False if full (the producer only)."""
         data, n, oob = self._prepare(data)
         # load of the tail: our own word; load of the head pairs with the consumer's commit store
-        nt = self._write(self._load(self._tw), self._load(self._hw), data, n, oob)
+        nt = self._write(self._q[self._tw], self._q[self._hw], data, n, oob)
         if nt < 0:
             if oob:
                 self.arena.decref(oob)
             return False
-        self._store(self._tw, nt)  # commit store (TSO: after the frame); pairs with try_get's load
+        self._q[self._tw] = nt  # commit store (TSO: after the frame); pairs with try_get's load
         return True
 
     def _put_batch(self, items: list[Any], start: int) -> int:
@@ -386,32 +414,32 @@ class SpscRing(_RingBase):
         if type(first) is not bytes or len(first) > self._max_inline:
             return start + 1 if self.try_put(first) else start
         # load of the head pairs with the consumer's commit store
-        nt, i = self._write_run(self._load(self._tw), self._load(self._hw), items, start)
+        nt, i = self._write_run(self._q[self._tw], self._q[self._hw], items, start)
         if i != start:
-            self._store(self._tw, nt)  # commit store for the batch; pairs with try_get's load
+            self._q[self._tw] = nt  # commit store for the batch; pairs with try_get's load
         return i
 
     def try_get(self) -> bytes | None:
         """Take the oldest message, or None if empty (the consumer only)."""
-        h = self._load(self._hw)
-        if h == self._load(self._tw):  # load; pairs with the producer's commit store
+        h = self._q[self._hw]
+        if h == self._q[self._tw]:  # load; pairs with the producer's commit store
             return None
         out: list[Any] = []
         # store after the frame's loads (TSO keeps load->store order); pairs with the
         # producer's head load in try_put
-        self._store(self._hw, self._read(h, out))
+        self._q[self._hw] = self._read(h, out)
         item = out[0]
         return item if type(item) is bytes else self._fetch(item)
 
     def get_many(self, max_items: int) -> list[bytes]:
         """Take up to ``max_items`` of the oldest messages (the consumer only)."""
         out: list[Any] = []
-        h = self._load(self._hw)
-        t = self._load(self._tw)  # load; pairs with the producer's commit store
+        h = self._q[self._hw]
+        t = self._q[self._tw]  # load; pairs with the producer's commit store
         if h != t:
             # store after the frames' loads (TSO keeps load->store order); pairs with the
             # producer's head load
-            self._store(self._hw, self._read_run(h, t, max_items, out))
+            self._q[self._hw] = self._read_run(h, t, max_items, out)
         for j, item in enumerate(out):
             if type(item) is not bytes:
                 out[j] = self._fetch(item)

@@ -78,8 +78,8 @@ def hold_half_written(arena: Arena, off: int, bell: Doorbell, size: int) -> None
     ring = attach_ring(arena, off)
     lock = ring._lock  # the locked ring's ShmLock
     lock.acquire()
-    t = ring._load(ring._tw)
-    ring._write(t, ring._load(ring._hw), msg(99, 0, size), len(msg(99, 0, size)), 0)
+    t = ring._q[ring._tw]
+    ring._write(t, ring._q[ring._hw], msg(99, 0, size), len(msg(99, 0, size)), 0)
     bell.ring()
     time.sleep(60)
 
