@@ -58,7 +58,9 @@ class Ctx:
         w = arena.words
         self.load = w.load
         self.store = w.store
+        self.q = w.view  # q[i] loads word i, q[i] = v stores it (the hot paths use this)
         self.base = off // 8
+        self.pbase = self.base + _G_WORDS + p * _P_WORDS  # this P's words
         self.maxprocs = self.load(self.base + G_MAXPROCS)
         self.tok_base = self.base + _G_WORDS + self.maxprocs * _P_WORDS
         self.inbox: list[Ring] = []
@@ -91,27 +93,26 @@ class Ctx:
 
     def gload(self, i: int) -> int:
         """Load global word ``i`` (pairs with the store in ``gstore``)."""
-        return self.load(self.base + i)
+        return self.q[self.base + i]
 
     def gstore(self, i: int, v: int) -> None:
         """Store global word ``i``."""
-        self.store(self.base + i, v)
+        self.q[self.base + i] = v
 
     def pidx(self, q: int, i: int) -> int:
         return self.base + _G_WORDS + q * _P_WORDS + i
 
     def pload(self, q: int, i: int) -> int:
         """Load word ``i`` of P ``q`` (stored by q; a snapshot)."""
-        return self.load(self.base + _G_WORDS + q * _P_WORDS + i)
+        return self.q[self.base + _G_WORDS + q * _P_WORDS + i]
 
     def pstore(self, i: int, v: int) -> None:
         """Store word ``i`` of this P (owner P only)."""
-        self.store(self.base + _G_WORDS + self.p * _P_WORDS + i, v)
+        self.q[self.pbase + i] = v
 
     def padd(self, i: int, d: int) -> None:
         """Add to word ``i`` of this P (owner P only: single writer, no lock needed)."""
-        j = self.base + _G_WORDS + self.p * _P_WORDS + i
-        self.store(j, self.load(j) + d)
+        self.q[self.pbase + i] += d
 
     @property
     def nprocs(self) -> int:

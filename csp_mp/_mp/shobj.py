@@ -43,39 +43,42 @@ class SharedInt64(Int64):
 
     def load(self) -> int:
         a, w, _lock, _off = self._v
-        return _from_word(a.words.load(w))  # load; pairs with the stores under the lock
+        return _from_word(a.words.view[w])  # load; pairs with the stores under the lock
 
     def store(self, v: int) -> None:
         a, w, lock, _off = self._v
         v = _wrap(_check_int(v))
         with lock:
-            a.words.store(w, _to_word(v))
+            a.words.view[w] = _to_word(v)
 
     def add(self, delta: int) -> int:
         a, w, lock, _off = self._v
         _check_int(delta)
+        q = a.words.view
         with lock:
-            v = _from_word(a.words.load(w)) + delta
+            v = _from_word(q[w]) + delta
             if not _MIN <= v <= _MAX:
                 v = _wrap(v)
-            a.words.store(w, _to_word(v))
+            q[w] = _to_word(v)
         return v
 
     def swap(self, v: int) -> int:
         a, w, lock, _off = self._v
         v = _wrap(_check_int(v))
+        q = a.words.view
         with lock:
-            old = _from_word(a.words.load(w))
-            a.words.store(w, _to_word(v))
+            old = _from_word(q[w])
+            q[w] = _to_word(v)
         return old
 
     def compare_and_swap(self, old: int, new: int) -> bool:
         a, w, lock, _off = self._v
         new = _wrap(_check_int(new))
+        q = a.words.view
         with lock:
-            if _from_word(a.words.load(w)) != old:
+            if _from_word(q[w]) != old:
                 return False
-            a.words.store(w, _to_word(new))
+            q[w] = _to_word(new)
             return True
 
 
@@ -112,23 +115,23 @@ class SharedSema(Sema):
 
     def try_acquire(self) -> bool:
         _b, _off, w, lock, _q = self.count
-        words = _b.ctx.arena.words
+        q = _b.ctx.arena.words.view
         with lock:
-            n = words.load(w)
+            n = q[w]
             if n > 0:
-                words.store(w, n - 1)
+                q[w] = n - 1
                 return True
         return False
 
     def acquire(self, reason: str = W.SEMACQUIRE) -> None:
         b, _off, w, lock, q = self.count
-        words = b.ctx.arena.words
+        words = b.ctx.arena.words.view
         hub = current_hub()
         lock.acquire()
         try:
-            n = words.load(w)
+            n = words[w]
             if n > 0:
-                words.store(w, n - 1)
+                words[w] = n - 1
                 return
             q = self._queue()
             raw = _rec((b.ctx.p, hub.current.id))
@@ -140,12 +143,12 @@ class SharedSema(Sema):
 
     def release(self, n: int = 1, overflow: str = "") -> None:
         b, _off, w, lock, q = self.count
-        words = b.ctx.arena.words
+        words = b.ctx.arena.words.view
         woken = []
         lock.acquire()
         try:
             q = self._queue()
-            if self.limit and not len(q) and words.load(w) + n > self.limit:
+            if self.limit and not len(q) and words[w] + n > self.limit:
                 raise RuntimeError(overflow or "semaphore released too many times")
             while n > 0:
                 raw = q.get_locked()
@@ -154,7 +157,7 @@ class SharedSema(Sema):
                 woken.append(_unrec(raw))
                 n -= 1
             if n:
-                words.store(w, words.load(w) + n)
+                words[w] += n
         finally:
             lock.release()
         for p, gid in woken:
