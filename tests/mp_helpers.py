@@ -348,3 +348,8 @@ def select_receiver(chans: list, out: Chan) -> None:
 def timed_spin(n: int, out: Chan) -> None:
     """``spin(n)``; send ``(P, checksum)`` on ``out``."""
     out.send((runtime.current_p(), spin(n)))
+
+
+def report_args(out: Chan, *args: Any) -> None:
+    """Send ``(P, [(arg, type name), ...])`` of the goroutine running this."""
+    out.send((runtime.current_p(), [(a, type(a).__name__) for a in args]))

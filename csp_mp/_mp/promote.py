@@ -55,7 +55,7 @@ def _broker() -> Any:
 def promote_chan(ch: Chan) -> tuple:
     st = ch._st
     if type(st) is SharedChan and _brokers[0] is st.broker:
-        return (_rebuild_chan, (st.off, ch._type))
+        return (rebuild_chan, (st.off, ch._type))
     broker = _broker()
     if isinstance(st, LocalState):
         shared = SharedChan.create(broker, st.cap, ch._type)
@@ -65,7 +65,7 @@ def promote_chan(ch: Chan) -> tuple:
         st = shared
     elif not isinstance(st, SharedChan):
         raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
-    return (_rebuild_chan, (st.off, ch._type))
+    return (rebuild_chan, (st.off, ch._type))
 
 
 def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
@@ -93,7 +93,8 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
     del hub
 
 
-def _rebuild_chan(off: int, tp: Any) -> Chan:
+def rebuild_chan(off: int, tp: Any) -> Chan:
+    """This P's handle on the shared channel at ``off`` (one handle per channel and P)."""
     broker = _broker()
     ch = broker.chans.get(off)
     if ch is not None:

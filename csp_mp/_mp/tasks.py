@@ -1,10 +1,15 @@
 """Goroutines as bytes: what ``go()`` puts in the stealable run queue, and how a thief runs it.
 
-A task frame is ``(seq, owner, digest, fn_bytes, args_bytes, warn)``. The callable pickles by
+A task frame is ``(seq, owner, digest, fn_bytes, args_bytes, warn, plain)``. The callable pickles by
 reference where plain pickle can (an importable module-level function), by value through
 cloudpickle otherwise (``__main__`` functions, closures, lambdas); its bytes are cached per
 function object and thieves cache the unpickled function by digest. ``warn`` names the mutable
 plain state the function captures (SPEC's MigrationWarning), or is empty.
+
+``plain`` says how ``args_bytes`` reads. The common fan-out call, ``go(fn, i, out)``, has only
+positional arguments that are msgpack scalars or untyped channels: those are one msgpack array,
+each channel an extension value holding its arena offset (about a third of the codec's cost,
+which pickles a tuple holding a channel). Any other arguments go through the codec.
 
 Invariants:
 - Serialization happens before anything is queued: an unpicklable callable or argument raises
@@ -24,10 +29,44 @@ from typing import Any
 import cloudpickle
 import msgspec
 
-from .._shm import decode, encode
+from .._chan import Chan
+from .._shm import OOB_MIN, decode, encode
+from .promote import promote_chan, rebuild_chan
 
 _frame = msgspec.msgpack.Encoder().encode
 _unframe = msgspec.msgpack.Decoder(tuple).decode
+_CHAN_EXT = 1
+_PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
+
+
+def _chan_ext(obj: Any) -> msgspec.msgpack.Ext:
+    if type(obj) is not Chan:
+        raise TypeError(f"not a plain argument: {type(obj).__name__}")
+    return msgspec.msgpack.Ext(_CHAN_EXT, promote_chan(obj)[1][0].to_bytes(8, "little"))
+
+
+def _chan_from_ext(code: int, data: memoryview) -> Chan:
+    if code != _CHAN_EXT:
+        raise ValueError(f"unknown argument extension {code}")
+    return rebuild_chan(int.from_bytes(data, "little"), None)
+
+
+_plain_enc = msgspec.msgpack.Encoder(enc_hook=_chan_ext).encode
+_plain_dec = msgspec.msgpack.Decoder(ext_hook=_chan_from_ext).decode
+
+
+def _plain_args(args: tuple) -> bytes | None:
+    """``args`` as one msgpack array if every item is a scalar or an untyped Chan, else None."""
+    leaf = _PLAIN_LEAF
+    for a in args:
+        t = type(a)
+        if t in leaf or (t is bytes and len(a) < OOB_MIN) or (t is Chan and a._type is None):
+            continue
+        return None
+    try:
+        return _plain_enc(args)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
+        return None  # a huge int or a lone surrogate: the codec pickles it
 
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -216,12 +255,15 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
          arena: Any) -> bytes:
     """The task frame of ``go(fn, *args, **kwargs)``; TypeError if it cannot travel."""
     digest, fn_bytes, warn = pickle_fn(fn)
+    args_bytes = _plain_args(args) if not kwargs else None
+    if args_bytes is not None:
+        return _frame((seq, owner, digest, fn_bytes, args_bytes, warn, True))
     try:
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:
         raise TypeError(f"go(): an argument of {getattr(fn, '__qualname__', fn)!r} cannot be "
                         f"sent to another P: {exc}") from exc
-    return _frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+    return _frame((seq, owner, digest, fn_bytes, args_bytes, warn, False))
 
 
 def own_frame(frame: bytes, arena: Any) -> int:
@@ -229,7 +271,7 @@ def own_frame(frame: bytes, arena: Any) -> int:
     argument blocks, which nobody will decode."""
     t = _unframe(frame)
     args_bytes = t[4]
-    if args_bytes[:2] == b"\xc1\x02":
+    if not t[6] and args_bytes[:2] == b"\xc1\x02":
         from .._shm import discard
 
         discard(args_bytes, arena)
@@ -238,12 +280,14 @@ def own_frame(frame: bytes, arena: Any) -> int:
 
 def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
     """``(fn, args, kwargs, warn, digest)`` of a stolen task."""
-    _seq, _owner, digest, fn_bytes, args_bytes, warn = _unframe(frame)
+    _seq, _owner, digest, fn_bytes, args_bytes, warn, plain = _unframe(frame)
     fn = _by_digest.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)
         if not warn:  # a function carrying copied mutable state gets its own copy every time
             _by_digest[digest] = fn
+    if plain:
+        return fn, tuple(_plain_dec(args_bytes)), {}, warn, digest
     if args_bytes:
         args, kwargs = decode(args_bytes, arena)
     else:

@@ -34,6 +34,7 @@ from csp_mp._shm.arena import Arena as Arena
 from csp_mp._shm.arena import ArenaPoisoned as ArenaPoisoned
 from csp_mp._shm.atomics import TSO as TSO
 from csp_mp._shm.atomics import Words as Words
+from csp_mp._shm.codec import OOB_MIN as OOB_MIN
 from csp_mp._shm.codec import TypedCodec as TypedCodec
 from csp_mp._shm.codec import decode as decode
 from csp_mp._shm.codec import discard as discard
@@ -48,6 +49,7 @@ from csp_mp._shm.ring import attach_ring as attach_ring
 from csp_mp._shm.ring import make_ring as make_ring
 
 __all__ = [
+    "OOB_MIN",
     "TSO",
     "Arena",
     "ArenaPoisoned",

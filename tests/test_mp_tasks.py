@@ -1,0 +1,106 @@
+"""Goroutine arguments on their way to another P: the plain msgpack form and the codec form."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import mp_helpers as H
+import pytest
+
+import csp_mp
+from csp_mp import Chan, go
+from csp_mp._mp import tasks
+
+PLAIN_CASES = [
+    (),
+    (7, -3, 2**63 - 1, 2**64 - 1),
+    (2.5, "text", "", b"bytes", True, False, None),
+]
+CODEC_CASES = [  # argument factories (runtime objects are made inside each run)
+    lambda: ((1, 2),),  # a tuple argument: msgpack would hand back a list
+    lambda: ([1, 2], {"a": 1}),  # containers go through the codec's exactness check
+    lambda: (2**70,),  # beyond 64 bits
+    lambda: ("\ud800",),  # a lone surrogate msgpack cannot encode
+    lambda: (b"x" * (tasks.OOB_MIN + 1),),  # a large buffer goes out of band
+    lambda: (Chan[int](1),),  # a typed channel carries its type
+    lambda: (csp_mp.atomic.Int64(5),),
+]
+
+
+def _typed(values: tuple) -> list:
+    return [(v, type(v)) for v in values]
+
+
+def _round_trip(args: tuple, kwargs: dict) -> tuple[bool, tuple, dict]:
+    from csp_mp._hub import current_hub
+
+    arena = current_hub().broker.arena
+    frame = tasks.pack(1, 0, H.noop, args, kwargs, arena)
+    plain = tasks._unframe(frame)[6]
+    _fn, got_args, got_kwargs, _warn, _digest = tasks.unpack(frame, arena)
+    return plain, got_args, got_kwargs
+
+
+@pytest.mark.parametrize("args", PLAIN_CASES, ids=["none", "ints", "scalars"])
+def test_scalar_and_channel_arguments_travel_as_plain_msgpack(args: tuple) -> None:
+    def main():
+        ch = Chan(1)
+        plain, got, kw = _round_trip((*args, ch), {})
+        assert got[-1] is ch  # this P's one handle on the promoted channel
+        return plain, _typed(got[:-1]), kw
+
+    plain, got, kw = csp_mp.run(main, procs=2)
+    assert plain is True
+    assert got == _typed(args)
+    assert kw == {}
+
+
+CODEC_IDS = ["tuple", "containers", "bigint", "surrogate", "oob", "typed", "int64"]
+
+
+@pytest.mark.parametrize("make_args", CODEC_CASES, ids=CODEC_IDS)
+def test_other_arguments_go_through_the_codec_unchanged(make_args: Any) -> None:
+    def main():
+        args = make_args()
+        plain, got, kw = _round_trip(args, {})
+        same = [g is a or (g == a and type(g) is type(a)) for g, a in zip(got, args, strict=True)]
+        if isinstance(args[0], Chan):
+            same = [got[0] is args[0]]
+        if isinstance(args[0], csp_mp.atomic.Int64):
+            same = [got[0].load() == 5]
+        return plain, same
+
+    plain, same = csp_mp.run(main, procs=2)
+    assert plain is False
+    assert all(same)
+
+
+def test_keyword_arguments_go_through_the_codec() -> None:
+    def main():
+        return _round_trip((1,), {"k": "v"})
+
+    plain, got, kw = csp_mp.run(main, procs=2)
+    assert (plain, got, kw) == (False, (1,), {"k": "v"})
+
+
+def test_plain_arguments_arrive_exactly_on_another_p() -> None:
+    args = (7, 2**64 - 1, -1, 2.5, "s", b"x", True, None)
+
+    def main():
+        out = Chan(64)
+        deadline = time.monotonic() + H.DEADLINE
+        while time.monotonic() < deadline:
+            for _ in range(32):
+                go(H.report_args, out, *args)
+            got = [out.recv() for _ in range(32)]
+            remote = [seen for p, seen in got if p != 0]
+            local = [seen for p, seen in got if p == 0]
+            if remote:
+                return remote[0], local[:1]
+        raise AssertionError("no goroutine ran on P1")
+
+    remote, local = csp_mp.run(main, procs=2)
+    expected = [(a, type(a).__name__) for a in args]
+    assert remote == expected
+    assert all(seen == expected for seen in local)
