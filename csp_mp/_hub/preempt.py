@@ -108,12 +108,17 @@ def _code_info(code: CodeType,
         kind = STDLIB
     else:
         kind = USER
-    instrs = list(dis.get_instructions(code))
-    checks = frozenset(
-        ins.offset for k, ins in enumerate(instrs)
-        if ins.opcode in _CHECK_OPS or (ins.opcode == _COMPARE_OP and k + 1 < len(instrs)
-                                        and instrs[k + 1].opcode in _BACK_JUMPS))
-    result = (kind, _unsafe_ranges(code, instrs), checks)
+    if kind == RUNTIME or kind == LOCKING:
+        # safe_point never reads their ranges or check points (such a frame is unsafe unless
+        # user code runs inside it), so they are not disassembled.
+        result: tuple[int, tuple[tuple[int, int], ...], frozenset[int]] = (kind, (), frozenset())
+    else:
+        instrs = list(dis.get_instructions(code))
+        checks = frozenset(
+            ins.offset for k, ins in enumerate(instrs)
+            if ins.opcode in _CHECK_OPS or (ins.opcode == _COMPARE_OP and k + 1 < len(instrs)
+                                            and instrs[k + 1].opcode in _BACK_JUMPS))
+        result = (kind, _unsafe_ranges(code, instrs), checks)
     if len(_code_cache) >= _CACHE_MAX:
         _code_cache.clear()
     _code_cache[code] = result
