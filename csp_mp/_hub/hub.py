@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
-from . import waits
+from . import interrupt, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
 from .sysmon import start_sysmon
@@ -120,6 +120,7 @@ class Hub:
         self._gc_saved: tuple[int, ...] | None = None
         self.no_preempt = 0  # > 0: the running goroutine holds a runtime lock; never preempt it
         self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
+        self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
 
     # ----------------------------------------------------------------- goroutines in and out
@@ -322,12 +323,15 @@ class Hub:
     def _loop(self) -> Outcome:
         runq = self.runq
         start_sysmon(self)  # preemption and blocking reports; stopped by a hooks_on_stop entry
+        if interrupt.install(self):  # Ctrl-C never lands inside the runtime's own code
+            self.hooks_on_stop.append(lambda: interrupt.uninstall(self))
         self._gc_saved = _raise_gc_threshold()
         try:
             while self.outcome is None:
                 g = self._pick(runq)
                 if g is None:
-                    self._idle()
+                    if self.outcome is None:
+                        self._idle()
                     continue
                 self.current = g
                 g.state = RUNNING
@@ -348,6 +352,11 @@ class Hub:
         return self.outcome
 
     def _pick(self, runq: deque) -> G | None:
+        if self.interrupt_pending:  # Ctrl-C arrived in runtime code: end the run here
+            self.interrupt_pending = False
+            if self.outcome is None:
+                self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
+            return None
         self.tick += 1
         if self.inbox:
             self._drain_inbox()
