@@ -8,6 +8,7 @@ Programs run in a child interpreter watch their own process tree explicitly.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -486,3 +487,58 @@ def test_program_without_main_guard_on_two_ps(how: str, start: str, tmp_path) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["top level", str(sum(n * n for n in range(16)))]
     assert done.stdout.count("top level") == 1  # P1 never re-ran the program
+
+
+KILLED_MID_TRAFFIC = ON_P1 + textwrap.dedent("""
+    from csp_mp import go_local
+
+    def echo(inp, out):
+        for v in inp:
+            out.send(v)
+
+    def main():
+        a, b = Chan(), Chan(4)
+        for _ in range(8):
+            go(echo, a, b)
+        def feed():
+            i = 0
+            while True:
+                a.send(i)
+                i += 1
+        def drain():
+            while True:
+                b.recv()
+        go_local(feed)
+        go_local(drain)
+        print("ready", pid_of_p1(), flush=True)
+        csp_mp.sleep(60)
+
+    try:
+        csp_mp.run(main, procs=2)
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p, flush=True)
+""")
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(300)
+def test_p_killed_at_random_moments_of_channel_traffic_is_reported(start: str) -> None:
+    """SIGKILL P1 while both Ps hammer shared channels (locks held at any moment): ProcessLost
+    every time, and nothing of the tree is left."""
+    rng = random.Random(11)
+    for _ in range(6):
+        p = _spawn(KILLED_MID_TRAFFIC, start)
+        try:
+            line = p.stdout.readline().split()
+            assert line[:1] == ["ready"], p.stderr.read()
+            tree = _tree(p.pid)
+            time.sleep(rng.uniform(0.0, 0.3))  # lets the traffic run a random while
+            os.kill(int(line[1]), signal.SIGKILL)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert out.split() == ["ProcessLost", "1"], err
+        assert _gone(tree) == []
+        assert _shm_of(tree) == []
