@@ -37,6 +37,7 @@ Invariants:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ _M32 = (1 << 32) - 1
 _INLINE, _OOB, _WRAP = 1, 2, 3
 _KIND_LOCKED, _KIND_SPSC = 1, 2
 _OOB_HDR = _OOB << 32 | 16
+_HDR = struct.Struct("=Q")  # a frame header inside a blob built off the ring (never a live word)
+_PADS = [b"\0" * k for k in range(8)]
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,69 @@ class _RingBase:
             k += 1
         return (((h >> 40) + k) & _M24) << 40 | hpos
 
+    def _pack_run(self, items: list[Any], i: int) -> tuple[bytes, int]:
+        """The frames of the inline ``bytes`` items from ``items[i]`` on, laid out as the ring
+        holds them, built before taking any lock: (blob, how many items it holds). At most a
+        quarter of the ring, so that it usually fits before the lap ends."""
+        limit, budget = self._max_inline, self.capacity >> 2
+        parts: list[bytes] = []
+        size, k, end = 0, 0, len(items)
+        hdr, pads = _HDR.pack, _PADS
+        while i < end:
+            data = items[i]
+            if type(data) is not bytes:
+                break
+            n = len(data)
+            need = 8 + ((n + 7) & ~7)
+            if n > limit or size + need > budget:
+                break
+            parts.append(hdr(_INLINE << 32 | n))
+            parts.append(data)
+            if n & 7:
+                parts.append(pads[8 - (n & 7)])
+            size += need
+            k += 1
+            i += 1
+        return b"".join(parts), k
+
+    def _put_blob(self, t: int, h: int, blob: bytes, k: int) -> int:
+        """Copy ``k`` packed frames in at tail word ``t`` (head word ``h``) if they fit before
+        the lap ends; the new tail word, or -1 (the caller writes them one by one)."""
+        size = len(blob)
+        tpos = t & _M40
+        j = tpos & self._mask
+        if size > self.capacity - j or size > self.capacity - ((tpos - (h & _M40)) & _M40):
+            return -1
+        p = self._data + j
+        self._mm[p : p + size] = blob  # unpublished until the caller's tail store
+        return (((t >> 40) + k) & _M24) << 40 | ((tpos + size) & _M40)
+
+    def _take_all(self, h: int, t: int) -> bytes | None:
+        """The bytes of every frame between head word ``h`` and tail word ``t`` with one copy,
+        or None when they wrap around the lap end (the caller reads them one by one)."""
+        hpos = h & _M40
+        j = hpos & self._mask
+        size = ((t & _M40) - hpos) & _M40
+        if j + size > self.capacity:
+            return None
+        p = self._data + j
+        return self._mm[p : p + size]
+
+    def _split(self, raw: bytes, out: list[Any]) -> None:
+        """Append the messages of the frames in ``raw`` (a copy taken by ``_take_all``)."""
+        words = memoryview(raw).cast("Q")
+        o, end = 0, len(raw)
+        while o < end:
+            hdr = words[o >> 3]
+            n = hdr & _M32
+            if hdr >> 32 == _OOB:
+                out.append((words[(o >> 3) + 1], words[(o >> 3) + 2]))
+                o += 24
+            else:
+                out.append(raw[o + 8 : o + 8 + n])
+                o += 8 + ((n + 7) & ~7)
+        words.release()
+
     def _fetch(self, item: Any) -> bytes:
         """Copy an out-of-band message out of its block and free the block."""
         off, n = item
@@ -292,11 +358,16 @@ class Ring(_RingBase):
         first = items[start]
         if type(first) is not bytes or len(first) > self._max_inline:
             return start + 1 if self.try_put(first) else start
+        blob, k = self._pack_run(items, start)  # before the lock: it is held for one copy
         lock = self._lock
         lock.acquire()
         try:
             t = self._q[self._tw]  # load; under the lock
-            nt, i = self._write_run(t, self._q[self._hw], items, start)
+            h = self._q[self._hw]  # load; under the lock
+            nt = self._put_blob(t, h, blob, k) if k else -1
+            i = start + k
+            if nt < 0:
+                nt, i = self._write_run(t, h, items, start)
             if i != start:
                 self._q[self._tw] = nt  # commit store for the whole batch
         finally:
@@ -377,15 +448,24 @@ class Ring(_RingBase):
     def get_many(self, max_items: int) -> list[bytes]:
         """Take up to ``max_items`` of the oldest messages (any process)."""
         out: list[Any] = []
+        raw = None
         lock = self._lock
         lock.acquire()
         try:
             h = self._q[self._hw]  # load; under the lock
             t = self._q[self._tw]  # load; pairs with the commit store in try_put
             if h != t:
-                self._q[self._hw] = self._read_run(h, t, max_items, out)  # commit store
+                # every frame, if that is few enough and needs no wrap: one copy under the lock
+                if ((t >> 40) - (h >> 40)) & _M24 <= max_items:
+                    raw = self._take_all(h, t)
+                if raw is not None:
+                    self._q[self._hw] = t  # commit store; frees them all
+                else:
+                    self._q[self._hw] = self._read_run(h, t, max_items, out)  # commit store
         finally:
             lock.release()
+        if raw is not None:
+            self._split(raw, out)
         for j, item in enumerate(out):
             if type(item) is not bytes:
                 out[j] = self._fetch(item)
@@ -413,8 +493,13 @@ class SpscRing(_RingBase):
         first = items[start]
         if type(first) is not bytes or len(first) > self._max_inline:
             return start + 1 if self.try_put(first) else start
+        blob, k = self._pack_run(items, start)
         # load of the head pairs with the consumer's commit store
-        nt, i = self._write_run(self._q[self._tw], self._q[self._hw], items, start)
+        t, h = self._q[self._tw], self._q[self._hw]
+        nt = self._put_blob(t, h, blob, k) if k else -1
+        i = start + k
+        if nt < 0:
+            nt, i = self._write_run(t, h, items, start)
         if i != start:
             self._q[self._tw] = nt  # commit store for the batch; pairs with try_get's load
         return i
@@ -437,9 +522,14 @@ class SpscRing(_RingBase):
         h = self._q[self._hw]
         t = self._q[self._tw]  # load; pairs with the producer's commit store
         if h != t:
+            raw = self._take_all(h, t) if ((t >> 40) - (h >> 40)) & _M24 <= max_items else None
             # store after the frames' loads (TSO keeps load->store order); pairs with the
             # producer's head load
-            self._q[self._hw] = self._read_run(h, t, max_items, out)
+            if raw is not None:
+                self._q[self._hw] = t
+                self._split(raw, out)
+            else:
+                self._q[self._hw] = self._read_run(h, t, max_items, out)
         for j, item in enumerate(out):
             if type(item) is not bytes:
                 out[j] = self._fetch(item)
