@@ -269,19 +269,35 @@ class _RingBase:
         self._mm[p : p + size] = blob  # unpublished until the caller's tail store
         return (((t >> 40) + k) & _M24) << 40 | ((tpos + size) & _M40)
 
-    def _take_all(self, h: int, t: int) -> bytes | None:
-        """The bytes of every frame between head word ``h`` and tail word ``t`` with one copy,
-        or None when they wrap around the lap end (the caller reads them one by one)."""
+    def _take(self, h: int, t: int, max_items: int) -> tuple[bytes, int] | None:
+        """The first ``max_items`` frames between head word ``h`` and tail word ``t`` with one
+        copy, and the head word after them; None when they wrap around the lap end (the caller
+        reads them one by one). Only headers are read to find the end of a partial take."""
         hpos = h & _M40
         j = hpos & self._mask
-        size = ((t & _M40) - hpos) & _M40
-        if j + size > self.capacity:
-            return None
+        k = ((t >> 40) - (h >> 40)) & _M24
+        if k <= max_items:
+            size = ((t & _M40) - hpos) & _M40
+            if j + size > self.capacity:
+                return None
+            nh = t
+        else:
+            q, p, size, k = self._q, self._data + j, 0, max_items
+            room = self.capacity - j
+            for _ in range(k):
+                if size >= room:  # the next frame starts the next lap
+                    return None
+                hdr = q[(p + size) >> 3]  # load; ordered after the tail load that showed it
+                kind = hdr >> 32
+                if kind == _WRAP:
+                    return None
+                size += 24 if kind == _OOB else 8 + (((hdr & _M32) + 7) & ~7)
+            nh = (((h >> 40) + k) & _M24) << 40 | ((hpos + size) & _M40)
         p = self._data + j
-        return self._mm[p : p + size]
+        return self._mm[p : p + size], nh
 
     def _split(self, raw: bytes, out: list[Any]) -> None:
-        """Append the messages of the frames in ``raw`` (a copy taken by ``_take_all``)."""
+        """Append the messages of the frames in ``raw`` (a copy taken by ``_take``)."""
         words = memoryview(raw).cast("Q")
         o, end = 0, len(raw)
         while o < end:
@@ -455,11 +471,9 @@ class Ring(_RingBase):
             h = self._q[self._hw]  # load; under the lock
             t = self._q[self._tw]  # load; pairs with the commit store in try_put
             if h != t:
-                # every frame, if that is few enough and needs no wrap: one copy under the lock
-                if ((t >> 40) - (h >> 40)) & _M24 <= max_items:
-                    raw = self._take_all(h, t)
-                if raw is not None:
-                    self._q[self._hw] = t  # commit store; frees them all
+                took = self._take(h, t, max_items)  # one copy under the lock, if no wrap
+                if took is not None:
+                    raw, self._q[self._hw] = took  # commit store; frees the frames taken
                 else:
                     self._q[self._hw] = self._read_run(h, t, max_items, out)  # commit store
         finally:
@@ -522,11 +536,11 @@ class SpscRing(_RingBase):
         h = self._q[self._hw]
         t = self._q[self._tw]  # load; pairs with the producer's commit store
         if h != t:
-            raw = self._take_all(h, t) if ((t >> 40) - (h >> 40)) & _M24 <= max_items else None
+            took = self._take(h, t, max_items)
             # store after the frames' loads (TSO keeps load->store order); pairs with the
             # producer's head load
-            if raw is not None:
-                self._q[self._hw] = t
+            if took is not None:
+                raw, self._q[self._hw] = took
                 self._split(raw, out)
             else:
                 self._q[self._hw] = self._read_run(h, t, max_items, out)

@@ -141,3 +141,18 @@ def test_accepts_any_buffer(arena: Arena) -> None:
     assert r.put_many([b"x", bytearray(b"y"), b"z" * 3000]) == 3
     assert r.get_many(10) == [b"abc", array.array("i", [1, 2]).tobytes(), b"x", b"y", b"z" * 3000]
     r.destroy()
+
+
+@pytest.mark.parametrize("cls", [Ring, SpscRing])
+def test_partial_take_across_a_lap_that_ended_exactly(arena: Arena, cls: type) -> None:
+    """A frame that ends exactly at the lap end leaves no wrap marker: the next one starts at
+    data index 0, and a batch take that reaches it must not read past the ring's data."""
+    ring = cls.create(arena, 256)
+    msgs = [b"m%02d" % i + b"." * 21 for i in range(12)]  # 24 bytes: 32-byte frames
+    assert ring.put_many(msgs[:8]) == 8  # exactly one lap
+    assert ring.get_many(4) == msgs[:4]
+    assert ring.put_many(msgs[8:12]) == 4  # from data index 0, no wrap marker before them
+    assert ring.get_many(6) == msgs[4:10]  # takes across the lap end
+    assert ring.get_many(10) == msgs[10:12]
+    assert len(ring) == 0
+    ring.destroy()
