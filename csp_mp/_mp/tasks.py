@@ -36,13 +36,20 @@ from .promote import promote_chan, rebuild_chan
 _frame = msgspec.msgpack.Encoder().encode
 _unframe = msgspec.msgpack.Decoder(tuple).decode
 _CHAN_EXT = 1
+_exts: dict[int, msgspec.msgpack.Ext] = {}  # arena offset -> the extension value naming it
 _PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
 
 
 def _chan_ext(obj: Any) -> msgspec.msgpack.Ext:
     if type(obj) is not Chan:
         raise TypeError(f"not a plain argument: {type(obj).__name__}")
-    return msgspec.msgpack.Ext(_CHAN_EXT, promote_chan(obj)[1][0].to_bytes(8, "little"))
+    off = promote_chan(obj)[1][0]
+    ext = _exts.get(off)
+    if ext is None:
+        if len(_exts) >= _RECENT_MAX:
+            _exts.clear()
+        ext = _exts[off] = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
+    return ext
 
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
@@ -70,6 +77,10 @@ def _plain_args(args: tuple) -> bytes | None:
 
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The last few callables go() was given, held strongly: a dict hit by id, where the weak-keyed
+# cache pays a weakref per lookup. Cleared when full, so it keeps at most _RECENT_MAX alive.
+_recent: dict[int, tuple[Any, tuple[bytes, bytes, str]]] = {}
+_RECENT_MAX = 64
 _fn_cache_strong: dict[int, tuple] = {}  # id -> (callable, entry), for non-weakrefables
 _by_digest: dict[bytes, Callable[..., Any]] = {}
 
@@ -195,6 +206,17 @@ def _closure_key(fn: Any) -> tuple | None:
 def pickle_fn(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     """``(digest, bytes, warn)`` of a callable, cached per function object, and for closures
     per code and captured objects when those cannot change in place."""
+    recent = _recent.get(id(fn))
+    if recent is not None and recent[0] is fn:
+        return recent[1]
+    entry = _pickle_fn_cached(fn)
+    if len(_recent) >= _RECENT_MAX:
+        _recent.clear()
+    _recent[id(fn)] = (fn, entry)
+    return entry
+
+
+def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     try:
         hit = _fn_cache.get(fn)
     except TypeError:
