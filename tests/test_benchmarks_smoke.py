@@ -109,3 +109,14 @@ def test_runner_rejects_unknown_family(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         run.main(["--only", "nosuch"])
     assert "unknown family" in capsys.readouterr().err
+
+
+def test_micro_measurements_run() -> None:
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.micro_shared"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert "shared channel send + recv" in done.stdout
+    assert "array to P1, transfers 1-6" in done.stdout
