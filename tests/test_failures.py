@@ -206,3 +206,29 @@ def test_runtime_usable_after_a_failure() -> None:
         run1(lambda: Chan().recv())
     assert run1(lambda: 7) == 7
     assert csp_mp._hub.peek() is None
+
+
+def test_no_goroutine_runs_after_main_returns() -> None:
+    ran: list[int] = []
+
+    def main() -> None:
+        csp_mp.go_local(ran.append, 1)  # runnable, never run: main returns first (Go's exit)
+
+    csp_mp.run(main, procs=1)
+    assert ran == []
+
+
+def test_no_goroutine_runs_after_a_panic() -> None:
+    ran: list[int] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    def main() -> None:
+        csp_mp.go_local(boom)
+        csp_mp.go_local(ran.append, 1)  # queued behind the panicking goroutine
+        csp_mp.Chan().recv()
+
+    with pytest.raises(csp_mp.Panic, match="boom"):
+        csp_mp.run(main, procs=1)
+    assert ran == []

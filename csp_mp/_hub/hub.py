@@ -410,7 +410,9 @@ class Hub:
                 self._panic(g, exc)
             self._goexit(g)
             g = None
-            if self.stopping:
+            if self.stopping or self.outcome is not None:
+                # main returned, or a goroutine panicked: back to the loop, which ends the run
+                # before any other goroutine runs (Go's program exit)
                 return
             nxt = self._fast_next()
             if nxt is not None and nxt.glet is None:
