@@ -12,6 +12,7 @@ from typing import Any
 from ._chan import Chan, default, select
 from ._context import Context, with_cancel
 from ._hub import spawn
+from ._hub.interrupt import register_body_call
 from ._sync import WaitGroup
 
 
@@ -22,6 +23,9 @@ def _body(group: Group, fn: Callable[..., Any], args: tuple, kwargs: dict) -> No
         group._fail(exc)
     finally:
         group._release()
+
+
+register_body_call(_body)
 
 
 class Group:

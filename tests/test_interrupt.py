@@ -74,6 +74,29 @@ SLEEPING_IN_C = textwrap.dedent("""
         print("KeyboardInterrupt", flush=True)
 """)
 
+# The goroutine body is a C function, called by the runtime's own wrappers: no user frame at all.
+BUILTIN_BODY = textwrap.dedent("""
+    import sys, time
+    import csp_mp
+
+    def main():
+        how = sys.argv[1]
+        if how == "go":
+            csp_mp.go_local(time.sleep, 60)
+        elif how == "waitgroup":
+            csp_mp.WaitGroup().go(time.sleep, 60)
+        else:
+            csp_mp.errgroup.Group().go(time.sleep, 60)
+        csp_mp.runtime.gosched()  # the sleeper runs, blocking the P in the C call
+        print("never here", flush=True)
+
+    print("ready", flush=True)
+    try:
+        csp_mp.run(main, procs=1)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+""")
+
 # Never parks and spends most of its time in channel code; preemption off, so only the deferred
 # interrupt's re-trips can reach it.
 NEVER_PARKS = textwrap.dedent("""
@@ -141,6 +164,13 @@ def _check_clean_end(out: str, err: str, rc: int, tree: list[int]) -> None:
 def test_ctrl_c_in_a_c_call_of_user_code_interrupts_it() -> None:
     t0 = time.monotonic()
     _check_clean_end(*_interrupt(SLEEPING_IN_C))
+    assert time.monotonic() - t0 < 30  # not the 60 s sleep
+
+
+@pytest.mark.parametrize("how", ["go", "waitgroup", "errgroup"])
+def test_ctrl_c_interrupts_a_c_function_run_as_a_goroutine(how: str) -> None:
+    t0 = time.monotonic()
+    _check_clean_end(*_interrupt(BUILTIN_BODY, how, delay=0.3))
     assert time.monotonic() - t0 < 30  # not the 60 s sleep
 
 

@@ -527,6 +527,9 @@ class Hub:
 GC_GEN0_THRESHOLD = 50_000
 
 
+interrupt.register_body_call(Hub._worker)  # a Ctrl-C during g.fn(...) is the goroutine's
+
+
 def _raise_gc_threshold() -> tuple[int, ...] | None:
     """Collect generation 0 every 50 k allocations instead of 700 while the hub runs.
 

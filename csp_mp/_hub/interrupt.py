@@ -7,7 +7,8 @@ forever), a goroutine queued and not yet switched to. While a hub loop runs on t
 with Python's default handler in place, this module's handler replaces it:
 
 - interrupted in user code (the nearest frame that is not the standard library's is not
-  csp_mp's), or while the goroutine body itself is being called: it raises
+  csp_mp's), or while a runtime wrapper is calling the user's callable (see
+  ``register_body_call``; a C function has no frame of its own): it raises
   ``KeyboardInterrupt`` there, as Python would, so a goroutine blocked in a C call
   (``time.sleep``) is interrupted at once;
 - interrupted in the runtime's own code: it records the interrupt on the hub and wakes it. The hub
@@ -31,7 +32,7 @@ from typing import Any
 
 from csp_mp._hub.preempt import RUNTIME, USER, _code_info
 
-__all__ = ["RETRY_S", "install", "uninstall"]
+__all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 
 RETRY_S = 0.002  # how often a deferred Ctrl-C is offered to the main thread again
 
@@ -42,25 +43,29 @@ class _Installed:
 
 
 _inst = _Installed()
-_body_code: Any = None  # Hub._worker's code and the line where it calls the goroutine body
-_body_line = -1
+# code object -> the lines where it calls a goroutine's body, fn(*args, **kwargs): a Ctrl-C
+# that finds such a frame innermost on that line is in the user's callable (a C function has no
+# frame of its own), so it raises there
+_body_calls: dict[Any, frozenset[int]] = {}
 
 
-def _find_body_call(worker: Any) -> None:
-    global _body_code, _body_line
-    code = worker.__code__
-    for ins in dis.get_instructions(code):
-        if ins.opname == "CALL_FUNCTION_EX":
-            _body_code, _body_line = code, ins.positions.lineno
-            return
+def register_body_call(fn: Any) -> None:
+    """Note that ``fn`` runs user callables with ``f(*args, **kwargs)`` (runtime wrappers:
+    the goroutine body runner, ``WaitGroup.go``, errgroup)."""
+    code = fn.__code__
+    lines = frozenset(ins.positions.lineno for ins in dis.get_instructions(code)
+                      if ins.opname == "CALL_FUNCTION_EX" and ins.positions is not None)
+    if lines:
+        _body_calls[code] = lines
 
 
 def _in_user_code(frame: FrameType | None) -> bool:
     f = frame
     while f is not None:
         code = f.f_code
-        if code is _body_code:
-            return f.f_lineno == _body_line
+        lines = _body_calls.get(code)
+        if lines is not None:
+            return f.f_lineno in lines
         kind = _code_info(code, f.f_globals.get("__name__"))[0]
         if kind == RUNTIME:
             return False
@@ -103,8 +108,6 @@ def install(hub: Any) -> bool:
         return False
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return False
-    if _body_code is None:
-        _find_body_call(type(hub)._worker)
     try:
         signal.signal(signal.SIGINT, _handler)
     except (ValueError, OSError):

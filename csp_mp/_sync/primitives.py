@@ -16,6 +16,7 @@ from typing import Any
 from .._atomic import Bool, Int64
 from .._hub import current_hub, spawn
 from .._hub import waits as W
+from .._hub.interrupt import register_body_call
 from .sema import Sema
 
 _RW_MAX_READERS = 1 << 30
@@ -26,6 +27,9 @@ def _wg_body(wg: WaitGroup, fn: Callable[..., Any], args: tuple, kwargs: dict) -
         fn(*args, **kwargs)
     finally:
         wg.done()
+
+
+register_body_call(_wg_body)
 
 
 class WaitGroup:
