@@ -461,11 +461,13 @@ class Broker:
             self._busy()
             return
         stuck = not local_can_wake and not self.outbox and not self.pending
-        ctx.pstore(C.P_NGOR, len(hub.allgs))
-        ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
         now = time.monotonic()
+        # describe the goroutines before publishing their count: whoever sees the count (P0
+        # waiting for it before killing this P, say) finds the description already there
         if _gset(hub) != self._info_n or now - self._info_t > 0.05:
             self.publish_info(hub)
+        ctx.pstore(C.P_NGOR, len(hub.allgs))
+        ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
         # blocks of received buffers that died since (deferred frees): back to the allocator
         # before sleeping, so that a sender's next large value reuses a block whose pages are
         # already mapped (a fresh 64 MiB block costs ~70 ms of page faults on the 2-vCPU VM)
