@@ -294,7 +294,12 @@ class Broker:
                 self.warned.add(text)
                 warnings.warn(MigrationWarning(text), stacklevel=1)
         elif kind == M_STACK_REQ:
-            self.send(m[1], _msg((M_STACK_REP, m[2], self.p, self.hub.stack_text())))
+            # the description a ProcessLost report uses and the count num_goroutine reads are
+            # brought up to date with the stack, so that what the asker saw, it also counts
+            hub = self.hub
+            self.publish_info(hub)
+            self.ctx.pstore(C.P_NGOR, len(hub.allgs))
+            self.send(m[1], _msg((M_STACK_REP, m[2], self.p, hub.stack_text())))
         elif kind == M_STACK_REP:
             self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
 
