@@ -80,7 +80,7 @@ class Broker(Protocol):
     def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
         """Park this P until rung or ``timeout``; may set ``hub.outcome`` (deadlock, lost P)."""
 
-    def place(self, hub: Hub, g: G) -> bool:
+    def place(self, hub: Hub, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
         """Offer a new migratable goroutine to other Ps; True if the broker took it."""
 
 
@@ -133,18 +133,14 @@ class Hub:
 
     def spawn(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
               local: bool = True) -> G | None:
-        """Start a goroutine on this P (or offer it to the broker when not ``local``)."""
+        """Start a goroutine on this P (or offer it to the broker when not ``local``); its G, or
+        None when the broker took it."""
         if self.stopping:
             return None
+        if not local and self.broker is not None \
+                and self.broker.place(self, fn, args, kwargs or {}):
+            return None  # queued where other Ps can steal it; it gets a G where it runs
         g = self.new_g(fn, args, kwargs or {}, local)
-        if not local and self.broker is not None:
-            try:
-                placed = self.broker.place(self, g)
-            except BaseException:
-                self.allgs.pop(g.id, None)
-                raise
-            if placed:
-                return g
         self.runq.append(g)
         return g
 

@@ -2,8 +2,9 @@
 
 One per P process, plugged into its hub (``hub.broker``). It owns:
 
-- the stealable run queue of this P: ``place()`` serializes a new goroutine into it (the live G is
-  kept in ``pending`` and runs here without unpickling if no thief takes it first);
+- the stealable run queue of this P: ``place()`` serializes a new goroutine into it (the
+  callable and its arguments are kept in ``pending`` and run here without unpickling if no
+  thief takes it first);
 - the inbox: WAKE messages from other Ps (a waiter on a shared channel or semaphore completed),
   stack requests and replies, panics and warnings forwarded to P0;
 - select tokens: the words in the control block that make exactly one case of a select win;
@@ -11,8 +12,8 @@ One per P process, plugged into its hub (``hub.broker``). It owns:
 - in P0: deadlock detection across Ps, lost-P and panic reports.
 
 Invariants:
-- ``pending`` maps the sequence numbers of this P's queued frames to their live G; a frame older
-  than the one the owner pops was stolen, so its entry is dropped then.
+- ``pending`` maps the sequence numbers of this P's queued frames to their ``(fn, args,
+  kwargs)``; a frame older than the one the owner pops was stolen, so its entry is dropped then.
 - A token slot is in ``tokens`` (slot -> (g, sel, gen)) exactly while its select is parked or
   about to park; its word reads ``gen << 8 | WAITING`` until one claimer sets DONE.
 - Owner P only, except ``claim`` and the message functions, which any P calls for any P under
@@ -311,17 +312,17 @@ class Broker:
 
     # ------------------------------------------------------------------ the Broker protocol
 
-    def place(self, hub: Hub, g: Any) -> bool:
+    def place(self, hub: Hub, fn: Any, args: tuple, kwargs: dict) -> bool:
         """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
 
         Frames are published in batches (at ``SPAWN_BATCH``, and whenever the hub polls), so a
-        loop of ``go()`` calls pays one lock per batch.
+        loop of ``go()`` calls pays one lock per batch. The goroutine gets its G only if it
+        runs here (a thief makes its own).
         """
         self._seq += 1
         seq = self._seq
-        frame = tasks.pack(seq, self.p, g.fn, g.args, g.kwargs, self.arena)
-        hub.allgs.pop(g.id, None)  # counted as queued until it runs here
-        self.pending[seq] = g
+        frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena)
+        self.pending[seq] = (fn, args, kwargs)
         self.unflushed.append(frame)
         if len(self.unflushed) >= SPAWN_BATCH:
             self.flush_spawns()
@@ -336,10 +337,9 @@ class Broker:
         n = self.ctx.runq[self.p].put_many(frames)
         for frame in frames[n:]:  # queue full: they run here
             seq = tasks.own_frame(frame, self.arena)
-            g = self.pending.pop(seq, None)
-            if g is not None:
-                self.hub.allgs[g.id] = g
-                self.hub.runq.append(g)
+            entry = self.pending.pop(seq, None)
+            if entry is not None:
+                self.hub.runq.append(self.hub.new_g(*entry, False))
         if n:
             self._wakep()
 
@@ -406,10 +406,9 @@ class Broker:
             if self.pending and min(self.pending) < seq:
                 for s in [s for s in self.pending if s < seq]:
                     del self.pending[s]  # older frames were stolen
-            g = self.pending.pop(seq, None)
-            if g is not None:
-                hub.allgs[g.id] = g
-                hub.runq.append(g)
+            entry = self.pending.pop(seq, None)
+            if entry is not None:
+                hub.runq.append(hub.new_g(*entry, False))
                 got = True
         return got
 
