@@ -19,8 +19,9 @@ import warnings
 from collections.abc import Callable
 
 import mp_helpers as H
-import psutil
 import pytest
+from proc_helpers import TRAFFIC_DEFS, gone, shm_of
+from proc_helpers import tree as proc_tree
 
 import csp_mp
 from csp_mp import (
@@ -38,7 +39,6 @@ from csp_mp import (
 )
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-SHM = "/dev/shm"
 
 
 @pytest.fixture(params=["", "forkserver"], ids=["fork", "forkserver"])
@@ -338,34 +338,6 @@ def _spawn(prog: str, start: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=_env(start))
 
 
-def _gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """The pids still alive (not even a zombie) after waiting up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.02)  # polling another process's exit, bounded by the deadline
-
-
-def _shm_of(pids: list[int]) -> list[str]:
-    if not os.path.isdir(SHM):
-        return []
-    return sorted(e for e in os.listdir(SHM)
-                  if any(f"-{pid}-" in e or e.endswith(f"-{pid}") for pid in pids))
-
-
-def _tree(pid: int) -> list[int]:
-    proc = psutil.Process(pid)
-    return [pid] + [c.pid for c in proc.children(recursive=True)]
-
-
 def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan(start: str) -> None:
     prog = ON_P1 + textwrap.dedent("""
         def busy():
@@ -386,7 +358,7 @@ def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan(start: str)
     try:
         line = p.stdout.readline().split()
         assert line[:1] == ["ready"], p.stderr.read()
-        tree = _tree(p.pid)
+        tree = proc_tree(p.pid)
         assert int(line[1]) in tree
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
@@ -396,8 +368,8 @@ def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan(start: str)
             p.wait()
     assert out.strip() == "KeyboardInterrupt", err
     assert p.returncode == 0, err
-    assert _gone(tree) == []
-    assert _shm_of(tree) == []
+    assert gone(tree) == []
+    assert shm_of(tree) == []
 
 
 SLEEPING_TREE = ON_P1 + textwrap.dedent("""
@@ -417,7 +389,7 @@ def _kill_tree_and_check(start: str, victims: Callable[[subprocess.Popen, list[i
     try:
         line = p.stdout.readline().split()
         assert line[:1] == ["ready"], p.stderr.read()
-        tree = _tree(p.pid)
+        tree = proc_tree(p.pid)
         assert int(line[1]) in tree and len(tree) >= 2  # P0 and P1 (and the fork server)
         for pid in victims(p, tree):
             try:
@@ -429,8 +401,8 @@ def _kill_tree_and_check(start: str, victims: Callable[[subprocess.Popen, list[i
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert _gone(tree) == []
-    assert _shm_of(tree) == []
+    assert gone(tree) == []
+    assert shm_of(tree) == []
 
 
 def test_kill_9_of_the_whole_tree_leaves_nothing_in_dev_shm(start: str) -> None:
@@ -489,26 +461,13 @@ def test_program_without_main_guard_on_two_ps(how: str, start: str, tmp_path) ->
     assert done.stdout.count("top level") == 1  # P1 never re-ran the program
 
 
-KILLED_MID_TRAFFIC = ON_P1 + textwrap.dedent("""
-    from csp_mp import go_local
-
-    def echo(inp, out):
-        for v in inp:
-            out.send(v)
-
+KILLED_MID_TRAFFIC = ON_P1 + "from csp_mp import go_local\n" + TRAFFIC_DEFS + textwrap.dedent("""
     def main():
         a, b = Chan(), Chan(4)
-        for _ in range(8):
-            go(echo, a, b)
-        def feed():
-            i = 0
-            while True:
-                a.send(i)
-                i += 1
+        start_traffic(a, b, 8)
         def drain():
             while True:
                 b.recv()
-        go_local(feed)
         go_local(drain)
         print("ready", pid_of_p1(), flush=True)
         csp_mp.sleep(60)
@@ -531,7 +490,7 @@ def test_p_killed_at_random_moments_of_channel_traffic_is_reported(start: str) -
         try:
             line = p.stdout.readline().split()
             assert line[:1] == ["ready"], p.stderr.read()
-            tree = _tree(p.pid)
+            tree = proc_tree(p.pid)
             time.sleep(rng.uniform(0.0, 0.3))  # lets the traffic run a random while
             os.kill(int(line[1]), signal.SIGKILL)
             out, err = p.communicate(timeout=30)
@@ -540,5 +499,5 @@ def test_p_killed_at_random_moments_of_channel_traffic_is_reported(start: str) -
                 p.kill()
                 p.wait()
         assert out.split() == ["ProcessLost", "1"], err
-        assert _gone(tree) == []
-        assert _shm_of(tree) == []
+        assert gone(tree) == []
+        assert shm_of(tree) == []

@@ -6,12 +6,12 @@ the autouse fixture checks nothing outlives the test.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from proc_helpers import catching_interrupt, check_clean_end, interrupt_program
 
 PROGRAM = textwrap.dedent("""
     import csp_mp
@@ -65,18 +65,14 @@ def test_implicit_runtime_stops_at_interpreter_exit() -> None:
     assert _python("-c", prog).split() == ["hello", "bye"]
 
 
-PARKED = textwrap.dedent("""
+PARKED = catching_interrupt(textwrap.dedent("""
     import csp_mp
     def main():
         print("ready", flush=True)
         csp_mp.sleep(60)
-    try:
-        csp_mp.run(main, procs=1)
-    except KeyboardInterrupt:
-        print("KeyboardInterrupt", flush=True)
-""")
+"""), "csp_mp.run(main, procs=1)")
 
-BUSY = textwrap.dedent("""
+BUSY = catching_interrupt(textwrap.dedent("""
     import csp_mp
     from csp_mp import go, runtime
     def spin():
@@ -87,27 +83,12 @@ BUSY = textwrap.dedent("""
         print("ready", flush=True)
         while True:
             runtime.gosched()
-    try:
-        csp_mp.run(main, procs=1)
-    except KeyboardInterrupt:
-        print("KeyboardInterrupt", flush=True)
-""")
+"""), "csp_mp.run(main, procs=1)")
 
 
 @pytest.mark.parametrize("prog", [PARKED, BUSY], ids=["parked", "busy"])
 def test_sigint_raises_keyboard_interrupt_from_run(prog: str) -> None:
-    p = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready"
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert out.strip() == "KeyboardInterrupt", err
-    assert p.returncode == 0
+    check_clean_end(*interrupt_program(prog))
 
 
 def test_deadlocked_program_fails_with_the_dump() -> None:

@@ -1,0 +1,104 @@
+"""Helpers for tests that run whole programs in child processes and signal or kill them.
+
+Programs are ``python -c`` texts that print ``ready`` once they are where the test wants them;
+every wait here is on another process's state with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+SHM = "/dev/shm"
+
+# Program text: forward values from one channel to another through goroutines that may be
+# stolen by other Ps, fed endlessly from this P (needs ``go`` and ``go_local`` in scope).
+TRAFFIC_DEFS = textwrap.dedent("""
+    def echo(inp, out):
+        for v in inp:
+            out.send(v)
+
+    def start_traffic(a, b, echoes):
+        for _ in range(echoes):
+            go(echo, a, b)
+        def feed():
+            i = 0
+            while True:
+                a.send(i)
+                i += 1
+        go_local(feed)
+""")
+
+
+def catching_interrupt(prog: str, call: str) -> str:
+    """``prog`` followed by ``call``, printing ``KeyboardInterrupt`` if the call raises it."""
+    return prog + textwrap.dedent(f"""
+        try:
+            {call}
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", flush=True)
+    """)
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process it started (recursively)."""
+    return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+def gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """The pids still alive (not even a zombie) after waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)  # polling another process's exit, bounded by the deadline
+
+
+def shm_of(pids: list[int]) -> list[str]:
+    """The ``/dev/shm`` entries whose names carry one of ``pids``."""
+    if not os.path.isdir(SHM):
+        return []
+    return sorted(e for e in os.listdir(SHM)
+                  if any(f"-{pid}-" in e or e.endswith(f"-{pid}") for pid in pids))
+
+
+def interrupt_program(prog: str, *args: str, delay: float = 0.0, env: dict | None = None
+              ) -> tuple[str, str, int, list[int]]:
+    """Start ``prog``, wait for its "ready", SIGINT it after ``delay``;
+    ``(stdout, stderr, returncode, process tree)``."""
+    p = subprocess.Popen([sys.executable, "-c", prog, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        procs = tree(p.pid)
+        if delay:
+            time.sleep(delay)  # lets the program run a chosen while before the Ctrl-C lands
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return out, err, p.returncode, procs
+
+
+def check_clean_end(out: str, err: str, rc: int, procs: list[int]) -> None:
+    """The program printed ``KeyboardInterrupt`` and exited 0, leaving no process or
+    ``/dev/shm`` entry behind."""
+    assert out.strip() == "KeyboardInterrupt", err
+    assert rc == 0, err
+    assert gone(procs) == []
+    assert shm_of(procs) == []
