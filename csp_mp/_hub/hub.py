@@ -123,6 +123,12 @@ class Hub:
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
 
+    def owns_main_thread(self) -> bool:
+        """True when called on the main thread and this hub runs there: the only thread where
+        Python signal handlers run (preemption and Ctrl-C handling need it)."""
+        return (threading.current_thread() is threading.main_thread()
+                and threading.get_ident() == self.thread_id)
+
     # ----------------------------------------------------------------- goroutines in and out
 
     def new_g(self, fn: Callable[..., Any], args: tuple, kwargs: dict, local: bool) -> G:

@@ -102,9 +102,7 @@ def _retry(hub: Any) -> None:
 def install(hub: Any) -> bool:
     """Route SIGINT to the deferring handler while ``hub`` runs; False (nothing changed) off the
     main thread or when SIGINT is not Python's default handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if threading.get_ident() != hub.thread_id:
+    if not hub.owns_main_thread():
         return False
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return False

@@ -259,9 +259,7 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
 def install(hub: Any) -> bool:
     """Route ``SIGNUM`` to the preemption handler for ``hub``; False when that is impossible
     (not the main thread). A Python handler already installed is chained, not replaced."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    if threading.get_ident() != hub.thread_id:
+    if not hub.owns_main_thread():
         return False
     current = signal.getsignal(SIGNUM)
     if current is not _handler:
