@@ -221,6 +221,7 @@ class SharedChan:
     # ---- blocking operations (the Chan methods)
 
     def send(self, v: Any, hub: Any) -> None:
+        # self.encode inlined: the call (or a functools.partial) costs ~0.5 us a send+recv here
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         lock = self.lock
         lock.acquire()
@@ -265,7 +266,7 @@ class SharedChan:
                     data = b.get_locked()
                     q[w + _W_COUNT] = n - 1
                     lock.release()
-                    if self.codec is None:
+                    if self.codec is None:  # self.decode inlined, as in send
                         return decode(data, self._arena), True
                     return self.codec.decode(data), True
         wakes: list = []
