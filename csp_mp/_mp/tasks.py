@@ -78,10 +78,10 @@ def _plain_args(args: tuple) -> bytes | None:
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # The last few callables go() was given, held strongly: a dict hit by id, where the weak-keyed
-# cache pays a weakref per lookup. Cleared when full, so it keeps at most _RECENT_MAX alive.
+# cache pays a weakref per lookup (and the only cache for callables that cannot be weakly
+# referenced). Cleared when full, so it keeps at most _RECENT_MAX alive.
 _recent: dict[int, tuple[Any, tuple[bytes, bytes, str]]] = {}
 _RECENT_MAX = 64
-_fn_cache_strong: dict[int, tuple] = {}  # id -> (callable, entry), for non-weakrefables
 _by_digest: dict[bytes, Callable[..., Any]] = {}
 
 
@@ -219,10 +219,7 @@ def pickle_fn(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
 def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     try:
         hit = _fn_cache.get(fn)
-    except TypeError:
-        hit = _fn_cache_strong.get(id(fn))
-        if hit is not None and hit[0] is fn:
-            return hit[1]
+    except TypeError:  # not weakly referable: only _recent keeps its entry
         hit = None
     if hit is not None:
         return hit
@@ -242,9 +239,7 @@ def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     try:
         _fn_cache[fn] = entry
     except TypeError:
-        if len(_fn_cache_strong) > _CLOSURE_CACHE_MAX:
-            _fn_cache_strong.clear()
-        _fn_cache_strong[id(fn)] = (fn, entry)
+        pass  # not weakly referable: pickle_fn's _recent holds it
     return entry
 
 
