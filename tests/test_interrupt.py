@@ -156,3 +156,12 @@ def test_frames_are_told_apart_as_runtime_or_user_code() -> None:
         return interrupt._in_user_code(runtime_frame), interrupt._in_user_code(sys._getframe())
 
     assert csp_mp.run(main, procs=1) == (False, True)
+
+
+def test_user_code_the_runtime_calls_back_is_runtime_code_for_ctrl_c() -> None:
+    """A trace function (user code) called from inside the runtime: a Ctrl-C there would land
+    in the runtime mid-update, so it is deferred like one in the runtime's own frames."""
+    ns: dict = {"__name__": "csp_mp._fake_for_tests"}
+    exec(compile("def f(cb):\n    return cb()\n", "<csp_mp._fake_for_tests>", "exec"), ns)
+    assert interrupt._in_user_code(ns["f"](lambda: sys._getframe())) is False
+    assert interrupt._in_user_code(sys._getframe()) is True

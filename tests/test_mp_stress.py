@@ -176,3 +176,46 @@ def test_cpu_bound_goroutines_run_in_parallel_on_two_ps() -> None:
         pytest.skip(f"other processes held the CPUs during every 2-P run "
                     f"({min(r[3] for r in rounds):.2f} CPUs at least)")
     assert min(r[0] for r in fed) <= 0.75, rounds
+
+
+def _send_index(i: int, out: Chan) -> None:
+    out.send(i)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_no_goroutine_lost_while_a_trace_function_runs() -> None:
+    """A trace function is user code the interpreter calls from inside the runtime's own frames.
+    Preemption used to switch there, between two steps of go() or of a steal, and a goroutine
+    was lost: the result channel then waited forever (DeadlockError)."""
+    import sys
+
+    window, n, rounds = 4096, 8000, 3  # lost in about one round of two before the fix
+    seen: Counter = Counter()
+
+    def tracer(frame, event, arg):
+        frame.f_trace_opcodes = True
+
+        def local(frame, event, arg):
+            seen[frame.f_code.co_name] += 1  # slow enough that preemption often lands here
+            return local
+
+        return local
+
+    def main() -> int:
+        out: Chan = Chan(window)
+        sys.settrace(tracer)
+        for i in range(window):
+            csp_mp.go(_send_index, i, out)
+        nxt = window
+        total = 0
+        for _ in range(n):
+            total += out.recv()
+            if nxt < n:
+                csp_mp.go(_send_index, nxt, out)
+                nxt += 1
+        sys.settrace(None)
+        return total
+
+    for _ in range(rounds):
+        assert csp_mp.run(main, procs=2) == n * (n - 1) // 2

@@ -357,3 +357,40 @@ def test_safe_point_refuses_locking_modules_and_del():
     f = fake_module_frame("mymod", "class A:\n    def __del__(self, cb):\n        cb()\n"
                                    "def f(cb):\n    A.__del__(None, cb)\n")
     assert _frame_at(f) == preempt.UNSAFE
+
+
+def _runtime_function(src: str = "def f(cb):\n    x = 1\n    cb()\n    return x\n"):
+    """A function whose frames count as the runtime's own (its module is under csp_mp)."""
+    ns: dict = {"__name__": "csp_mp._fake_for_tests"}
+    exec(compile(src, "<csp_mp._fake_for_tests>", "exec"), ns)
+    return ns["f"]
+
+
+def test_safe_point_refuses_user_code_the_runtime_calls_back():
+    """A trace function, or a ``__reduce__`` the codec calls, runs user code on top of runtime
+    code that is mid-update: switching there once lost a goroutine between two broker steps."""
+    runtime_f = _runtime_function()
+
+    def callback_inside_runtime(capture):
+        def user_callback():
+            capture()
+
+        runtime_f(user_callback)
+
+    assert _frame_at(callback_inside_runtime) == preempt.UNSAFE
+
+
+def test_safe_point_passes_a_wrapper_on_its_body_call_line():
+    wrapper = _runtime_function("def f(fn):\n    x = 1\n    fn()\n    return x\n")
+    preempt.register_body_call(wrapper)
+    try:
+        def body_inside_wrapper(capture):
+            def user_body():
+                capture()
+
+            wrapper(user_body)
+
+        # at a call, not a check point: RETRY, where a refusing frame would say UNSAFE
+        assert _frame_at(body_inside_wrapper) == preempt.RETRY
+    finally:
+        del preempt._body_calls[wrapper.__code__]

@@ -6,11 +6,10 @@ shared channel's lock taken and not yet released (every P, P0 included, then wai
 forever), a goroutine queued and not yet switched to. While a hub loop runs on the main thread
 with Python's default handler in place, this module's handler replaces it:
 
-- interrupted in user code (the nearest frame that is not the standard library's is not
-  csp_mp's), or while a runtime wrapper is calling the user's callable (see
-  ``register_body_call``; a C function has no frame of its own): it raises
-  ``KeyboardInterrupt`` there, as Python would, so a goroutine blocked in a C call
-  (``time.sleep``) is interrupted at once;
+- interrupted in user code with no runtime frame below it down to the goroutine's body call
+  (see ``register_body_call``; a C function run as a goroutine has no frame of its own, so its
+  caller's body-call line stands for it): it raises ``KeyboardInterrupt`` there, as Python
+  would, so a goroutine blocked in a C call (``time.sleep``) is interrupted at once;
 - interrupted in the runtime's own code: it records the interrupt on the hub and wakes it. The hub
   ends the run with ``KeyboardInterrupt`` at its next pass (the goroutine parks, or the hub idles),
   and a helper thread re-trips the handler every ``RETRY_S`` (``_thread.interrupt_main``) so that a
@@ -23,14 +22,13 @@ shutdown that does not end). The handler the user installed themselves is never 
 from __future__ import annotations
 
 import _thread
-import dis
 import signal
 import threading
 import time
 from types import FrameType
 from typing import Any
 
-from csp_mp._hub.preempt import RUNTIME, USER, _code_info
+from csp_mp._hub.preempt import RUNTIME, _body_calls, _code_info, register_body_call
 
 __all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 
@@ -43,35 +41,21 @@ class _Installed:
 
 
 _inst = _Installed()
-# code object -> the lines where it calls a goroutine's body, fn(*args, **kwargs): a Ctrl-C
-# that finds such a frame innermost on that line is in the user's callable (a C function has no
-# frame of its own), so it raises there
-_body_calls: dict[Any, frozenset[int]] = {}
-
-
-def register_body_call(fn: Any) -> None:
-    """Note that ``fn`` runs user callables with ``f(*args, **kwargs)`` (runtime wrappers:
-    the goroutine body runner, ``WaitGroup.go``, errgroup)."""
-    code = fn.__code__
-    lines = frozenset(ins.positions.lineno for ins in dis.get_instructions(code)
-                      if ins.opname == "CALL_FUNCTION_EX" and ins.positions is not None)
-    if lines:
-        _body_calls[code] = lines
 
 
 def _in_user_code(frame: FrameType | None) -> bool:
+    """True unless a runtime frame, other than a wrapper on its body-call line, is on the stack
+    (innermost first): user code that runtime code called back (a trace function, a
+    ``__reduce__``) still has the runtime mid-update below it."""
     f = frame
     while f is not None:
         code = f.f_code
         lines = _body_calls.get(code)
         if lines is not None:
             return f.f_lineno in lines
-        kind = _code_info(code, f.f_globals.get("__name__"))[0]
-        if kind == RUNTIME:
+        if _code_info(code, f.f_globals.get("__name__"))[0] == RUNTIME:
             return False
-        if kind == USER:
-            return True
-        f = f.f_back  # the standard library: whoever called it decides
+        f = f.f_back  # user code or the standard library: whoever called it decides
     return True
 
 

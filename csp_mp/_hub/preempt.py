@@ -178,13 +178,37 @@ def _protects_finally(ops: list[int], k: int) -> bool:
     return True
 
 
+# code object -> the lines where a runtime wrapper calls the user's callable (the goroutine body
+# runner, ``WaitGroup.go``, errgroup, ``Once.do``). A runtime frame is transparent to both the
+# preemption and the Ctrl-C handler only on those lines: anywhere else, user code running inside
+# it (a trace function, a ``__reduce__`` the codec calls) interrupts the runtime mid-update.
+_body_calls: dict[CodeType, frozenset[int]] = {}
+
+
+def register_body_call(fn: Any) -> None:
+    """Note that ``fn`` runs user callables: its lines that call ``f(*args, **kwargs)`` or load
+    a callable named ``fn`` are the user's."""
+    code = fn.__code__
+    lines = frozenset(
+        ins.positions.lineno for ins in dis.get_instructions(code)
+        if ins.positions is not None and (
+            ins.opname == "CALL_FUNCTION_EX"
+            or (ins.opname in _LOADS and ins.argval == "fn")))
+    if lines:
+        _body_calls[code] = lines
+
+
+_LOADS = frozenset({"LOAD_FAST", "LOAD_DEREF", "LOAD_ATTR", "LOAD_METHOD"})
+
+
 def safe_point(frame: FrameType | None, base: CodeType | None) -> int:
     """SAFE, RETRY (not at a bytecode check point) or UNSAFE (a frame forbids it) for a switch
     at ``frame``, walking outwards until the frame running ``base`` (the goroutine's entry).
 
-    A csp_mp frame forbids it only when no user frame runs inside it: the runtime's wrappers
-    (``WaitGroup.go``, errgroup) call user code and hold nothing while it runs; runtime code that
-    does hold internal state across a call out raises ``hub.no_preempt``.
+    A csp_mp frame forbids it unless a user frame runs inside it *and* it is on one of its
+    registered body-call lines (``register_body_call``): the runtime's wrappers hold nothing
+    while the user's callable runs. Anywhere else, a user frame inside runtime code is a
+    callback (a trace function, a ``__reduce__``) called while the runtime is mid-update.
     """
     f = frame
     inside_user = False
@@ -197,6 +221,9 @@ def safe_point(frame: FrameType | None, base: CodeType | None) -> int:
             return UNSAFE
         if kind == RUNTIME:
             if not inside_user:
+                return UNSAFE
+            lines = _body_calls.get(code)
+            if lines is None or f.f_lineno not in lines:
                 return UNSAFE
         else:
             if kind == USER:

@@ -228,6 +228,9 @@ class Once:
                     self._done.store(True)
 
 
+register_body_call(Once.do)  # fn() is the user's: preemption and Ctrl-C treat it as such
+
+
 class Cond:
     """A condition variable tied to a locker ``L`` (a Mutex, RWMutex or ``rlocker()``)."""
 
