@@ -37,7 +37,8 @@ class SelectState:
 
 
 class Waiter:
-    """A parked goroutine on one channel queue (Go's ``sudog``)."""
+    """A select's case parked on one channel queue (Go's ``sudog``); a plain send or receive
+    queues its G, which reads the same (``g``, ``elem``, ``sel``, ``case``)."""
 
     __slots__ = ("g", "elem", "sel", "case")
 
@@ -93,13 +94,16 @@ class LocalState:
         if len(self.buf) < self.cap:
             self.buf.append(v)
             return
-        w = Waiter(hub.current, v)
-        self.sendq.append(w)
+        g = hub.current  # its own waiter (g.py)
+        g.elem = v
+        self.sendq.append(g)
         try:
             res = hub.park(W_SEND)
         except BaseException:
-            self.dequeue(w, True)
+            self.dequeue(g, True)
             raise
+        finally:
+            g.elem = None
         if res is CLOSED:
             raise ClosedChannelError("send on closed channel")
 
@@ -121,12 +125,12 @@ class LocalState:
             return self.buf.popleft(), True
         if self.closed:
             return None, False
-        w = Waiter(hub.current)
-        self.recvq.append(w)
+        g = hub.current  # its own waiter (g.py)
+        self.recvq.append(g)
         try:
             return hub.park(W_RECV)
         except BaseException:
-            self.dequeue(w, False)
+            self.dequeue(g, False)
             raise
 
     # Each try_* either completes (returning the partner to ready, if any) or reports "not now".

@@ -4,6 +4,9 @@ Invariants:
 - ``glet`` is None until the goroutine first runs; from then on it is bound to this P's thread.
 - ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is set only while WAITING.
 - ``param`` carries the value handed over by ``Hub.ready`` until the goroutine resumes.
+- A G is its own channel waiter (Go's ``sudog``) for a plain send or receive: ``g``, ``sel`` and
+  ``case`` read as a waiter's do, ``elem`` holds the value a parked sender offers. A select
+  makes one separate waiter per case instead.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ class G:
     """One goroutine: its function, its greenlet once started, and its scheduling state."""
 
     __slots__ = ("id", "fn", "args", "kwargs", "glet", "state", "reason", "param", "p",
-                 "result", "local", "is_main", "name")
+                 "result", "local", "is_main", "name", "elem")
+
+    # As a channel waiter: not part of a select.
+    sel = None
+    case = -1
 
     def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
                  local: bool = True) -> None:
@@ -38,6 +45,12 @@ class G:
         self.local = local
         self.is_main = False
         self.name = ""
+        self.elem = None
+
+    @property
+    def g(self) -> G:
+        """The goroutine a waiter wakes: itself."""
+        return self
 
     def describe(self) -> str:
         """``goroutine N (module.func)``, as panics and stack dumps name it."""
