@@ -11,7 +11,8 @@ Invariants:
 - ``pending_blocking`` counts calls handed to M threads whose outcome has not been drained.
 - ``outcome`` once set never changes; the loop then stops every goroutine and returns it.
 - Every field is owned by the hub thread, except ``inbox`` (appended to by M threads; a deque
-  append is atomic) and ``waker`` (posted by anyone).
+  append is atomic; each append is followed by setting ``poll_now``) and ``waker`` (posted by
+  anyone).
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -114,6 +115,8 @@ class Hub:
             env = os.environ.get("CSP_MP_SCHED_SEED")
             seed = int(env) if env else None
         self.rng = random.Random(seed) if seed is not None else None
+        if self.rng is not None:  # seeded shuffle: every pick goes through _pick
+            self._fast_next = _no_fast_next
         self.select_rng = random.Random(seed) if seed is not None else random.Random()
         self.hooks_on_stop: list[Callable[[], None]] = []
         self.nprocs = 1
@@ -199,8 +202,8 @@ class Hub:
         # Inline fast path of _fast_next + _switch_to: straight into the next goroutine.
         self.tick += 1
         nxt = self.runnext
-        if nxt is not None and not self.runq and self.tick & 15 and not self.inbox \
-                and not self.poll_now and nxt.glet is not None:
+        if nxt is not None and not self.runq and self.tick & 15 and not self.poll_now \
+                and nxt.glet is not None:
             self.runnext = None
             self._streak = 0
             self.current = nxt
@@ -219,25 +222,29 @@ class Hub:
     def _fast_next(self) -> G | None:
         """The next goroutine to switch to directly, skipping the hub; None: go via the hub.
 
-        Every 16th switch, and whenever M threads have reported, the hub runs instead, so that
-        timers, completions and other Ps are never starved by a busy run queue.
+        Every 16th switch, and whenever M threads have reported (they set ``poll_now``), the hub
+        runs instead, so that timers, completions and other Ps are never starved by a busy run
+        queue. A seeded hub replaces this method with one that always answers None.
         """
-        self.tick += 1
-        if self.tick & 15 == 0 or self.inbox or self.poll_now or self.rng is not None:
+        tick = self.tick + 1
+        self.tick = tick
+        if not tick & 15 or self.poll_now:
             return None
         g = self.runnext
         runq = self.runq
-        if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
+        if g is None:
+            if runq:
+                self._streak = 0
+                return runq.popleft()
+            return None
+        if self._streak < _RUNNEXT_STREAK_MAX or not runq:
             self.runnext = None
             self._streak = self._streak + 1 if runq else 0
             return g
-        if runq:
-            self._streak = 0
-            if g is not None:
-                self.runnext = None
-                runq.append(g)
-            return runq.popleft()
-        return None
+        self._streak = 0  # runnext had its streak: the run queue's head goes first
+        self.runnext = None
+        runq.append(g)
+        return runq.popleft()
 
     def _switch_to(self, g: G) -> Any:
         """Switch from the current goroutine straight into ``g`` (started or not)."""
@@ -280,6 +287,7 @@ class Hub:
 
         def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
             inbox.append((g, ok, value))
+            self.poll_now = True  # the next switch goes through the hub, which drains the inbox
             waker.post()
 
         self.pending_blocking += 1
@@ -360,10 +368,11 @@ class Hub:
                 self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
             return None
         self.tick += 1
+        poll = self.poll_now
+        self.poll_now = False  # before the drain: an M thread's later report sets it again
         if self.inbox:
             self._drain_inbox()
-        if self.tick & 15 == 0 or self.poll_now or not (runq or self.runnext):
-            self.poll_now = False
+        if self.tick & 15 == 0 or poll or not (runq or self.runnext):
             self.timers.run_due()
             if self.broker is not None:
                 self.broker.poll(self)
@@ -403,7 +412,15 @@ class Hub:
         me = getcurrent()
         while True:
             try:
-                result = g.fn(*g.args, **g.kwargs)
+                args = g.args
+                if g.kwargs:
+                    result = g.fn(*args, **g.kwargs)
+                elif not args:
+                    result = g.fn()
+                elif len(args) == 1:
+                    result = g.fn(args[0])
+                else:
+                    result = g.fn(*args)
                 if g.is_main:
                     g.result = result
             except GoroutineExit:
@@ -530,6 +547,11 @@ GC_GEN0_THRESHOLD = 50_000
 
 
 interrupt.register_body_call(Hub._worker)  # a Ctrl-C during g.fn(...) is the goroutine's
+
+
+def _no_fast_next() -> None:
+    """``Hub._fast_next`` of a seeded hub: never skip the hub's own pick."""
+    return None
 
 
 def _raise_gc_threshold() -> tuple[int, ...] | None:

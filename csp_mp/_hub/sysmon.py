@@ -20,8 +20,9 @@ greenlet switch) and the running goroutine (``hub.current``):
 Invariants:
 - At most one sysmon thread per hub; it is started by the hub loop and joined by the stop hook
   it appends to ``hub.hooks_on_stop``, so it never outlives the runtime.
-- The sysmon thread only reads hub state, appends to ``hub.inbox`` and posts ``hub.waker``
-  (both thread-safe); everything else it touches is its own.
+- The sysmon thread only reads hub state, appends to ``hub.inbox`` (then sets
+  ``hub.poll_now``) and posts ``hub.waker`` (all thread-safe); everything else it touches is
+  its own.
 - ``request`` is ``(tick, g)`` or None; set by the sysmon thread, cleared by the handler.
 """
 
@@ -245,6 +246,7 @@ class Sysmon:
 
         self._pending.append(emit)
         hub.inbox.append((None, emit, None))
+        hub.poll_now = True  # the hub's next pass drains the inbox
         hub.waker.post()
 
 
