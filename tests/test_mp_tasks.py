@@ -37,7 +37,7 @@ def _round_trip(args: tuple, kwargs: dict) -> tuple[bool, tuple, dict]:
 
     arena = current_hub().broker.arena
     frame = tasks.pack(1, 0, H.noop, args, kwargs, arena)
-    plain = tasks._unframe(frame)[6]
+    plain = tasks.is_plain(frame)
     _fn, got_args, got_kwargs, _warn, _digest = tasks.unpack(frame, arena)
     return plain, got_args, got_kwargs
 

@@ -68,6 +68,14 @@ def promote_chan(ch: Chan) -> tuple:
     return (rebuild_chan, (st.off, ch._type))
 
 
+def chan_offset(ch: Chan) -> int:
+    """The arena offset of ``ch``'s shared block, promoting it first if it is still local."""
+    st = ch._st
+    if type(st) is SharedChan and st.broker is _brokers[0]:
+        return st.off
+    return promote_chan(ch)[1][0]
+
+
 def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
     hub = broker.hub
     with shared.lock:
@@ -91,6 +99,17 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
     st.sendq.clear()
     st.recvq.clear()
     del hub
+
+
+def chan_at(off: int) -> Chan:
+    """This P's handle on the untyped shared channel at ``off`` (``rebuild_chan(off, None)``,
+    with a fast path for a handle this P already has)."""
+    b = _brokers[0]
+    if b is not None:
+        ch = b.chans.get(off)
+        if ch is not None:
+            return ch
+    return rebuild_chan(off, None)
 
 
 def rebuild_chan(off: int, tp: Any) -> Chan:

@@ -1,15 +1,15 @@
 """Goroutines as bytes: what ``go()`` puts in the stealable run queue, and how a thief runs it.
 
-A task frame is ``(seq, owner, digest, fn_bytes, args_bytes, warn, plain)``. The callable pickles by
-reference where plain pickle can (an importable module-level function), by value through
+A task frame is ``(seq, owner, digest, fn_bytes, args, warn)``, one msgpack array. The callable
+pickles by reference where plain pickle can (an importable module-level function), by value through
 cloudpickle otherwise (``__main__`` functions, closures, lambdas); its bytes are cached per
 function object and thieves cache the unpickled function by digest. ``warn`` names the mutable
 plain state the function captures (SPEC's MigrationWarning), or is empty.
 
-``plain`` says how ``args_bytes`` reads. The common fan-out call, ``go(fn, i, out)``, has only
-positional arguments that are msgpack scalars or untyped channels: those are one msgpack array,
-each channel an extension value holding its arena offset (about a third of the codec's cost,
-which pickles a tuple holding a channel). Any other arguments go through the codec.
+``args`` is a list for the common fan-out call, ``go(fn, i, out)``, whose positional arguments
+are all msgpack scalars or untyped channels: they sit in the frame itself, each channel an
+extension value holding its arena offset (about a third of the codec's cost, which pickles a
+tuple holding a channel). Any other arguments are the codec's bytes of ``(args, kwargs)``.
 
 Invariants:
 - Serialization happens before anything is queued: an unpicklable callable or argument raises
@@ -31,19 +31,16 @@ import msgspec
 
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
-from .promote import promote_chan, rebuild_chan
+from .promote import chan_at, chan_offset
 
-_frame = msgspec.msgpack.Encoder().encode
-_unframe = msgspec.msgpack.Decoder(tuple).decode
 _CHAN_EXT = 1
 _exts: dict[int, msgspec.msgpack.Ext] = {}  # arena offset -> the extension value naming it
 _PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
 
 
-def _chan_ext(obj: Any) -> msgspec.msgpack.Ext:
-    if type(obj) is not Chan:
-        raise TypeError(f"not a plain argument: {type(obj).__name__}")
-    off = promote_chan(obj)[1][0]
+def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
+    """The extension value naming an untyped channel (promoted first if still local)."""
+    off = chan_offset(obj)
     ext = _exts.get(off)
     if ext is None:
         if len(_exts) >= _RECENT_MAX:
@@ -55,25 +52,28 @@ def _chan_ext(obj: Any) -> msgspec.msgpack.Ext:
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
-    return rebuild_chan(int.from_bytes(data, "little"), None)
+    return chan_at(int.from_bytes(data, "little"))
 
 
-_plain_enc = msgspec.msgpack.Encoder(enc_hook=_chan_ext).encode
-_plain_dec = msgspec.msgpack.Decoder(ext_hook=_chan_from_ext).decode
+_frame = msgspec.msgpack.Encoder().encode
+_unframe = msgspec.msgpack.Decoder(tuple, ext_hook=_chan_from_ext).decode
+_MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
-def _plain_args(args: tuple) -> bytes | None:
-    """``args`` as one msgpack array if every item is a scalar or an untyped Chan, else None."""
+def _plain_args(args: tuple) -> list | None:
+    """``args`` as a list msgpack carries, if every item is a scalar or an untyped Chan (as its
+    extension value); else None."""
     leaf = _PLAIN_LEAF
+    items = []
     for a in args:
         t = type(a)
-        if t in leaf or (t is bytes and len(a) < OOB_MIN) or (t is Chan and a._type is None):
-            continue
-        return None
-    try:
-        return _plain_enc(args)
-    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
-        return None  # a huge int or a lone surrogate: the codec pickles it
+        if t in leaf or (t is bytes and len(a) < OOB_MIN):
+            items.append(a)
+        elif t is Chan and a._type is None:
+            items.append(_chan_ext(a))
+        else:
+            return None
+    return items
 
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -272,39 +272,47 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
          arena: Any) -> bytes:
     """The task frame of ``go(fn, *args, **kwargs)``; TypeError if it cannot travel."""
     digest, fn_bytes, warn = pickle_fn(fn)
-    args_bytes = _plain_args(args) if not kwargs else None
-    if args_bytes is not None:
-        return _frame((seq, owner, digest, fn_bytes, args_bytes, warn, True))
+    items = _plain_args(args) if not kwargs else None
+    if items is not None:
+        try:
+            return _frame((seq, owner, digest, fn_bytes, items, warn))
+        except _MSGPACK_FAIL:
+            pass  # a huge int or a lone surrogate: the codec pickles it
     try:
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:
         raise TypeError(f"go(): an argument of {getattr(fn, '__qualname__', fn)!r} cannot be "
                         f"sent to another P: {exc}") from exc
-    return _frame((seq, owner, digest, fn_bytes, args_bytes, warn, False))
+    return _frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+
+
+def is_plain(frame: bytes) -> bool:
+    """True if the frame carries its arguments as msgpack values, not the codec's bytes."""
+    return type(_unframe(frame)[4]) is list
 
 
 def own_frame(frame: bytes, arena: Any) -> int:
     """The seq of a frame its owner takes back (it runs the live G): frees its out-of-band
     argument blocks, which nobody will decode."""
     t = _unframe(frame)
-    args_bytes = t[4]
-    if not t[6] and args_bytes[:2] == b"\xc1\x02":
+    args = t[4]
+    if type(args) is bytes and args[:2] == b"\xc1\x02":
         from .._shm import discard
 
-        discard(args_bytes, arena)
+        discard(args, arena)
     return t[0]
 
 
 def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
     """``(fn, args, kwargs, warn, digest)`` of a stolen task."""
-    _seq, _owner, digest, fn_bytes, args_bytes, warn, plain = _unframe(frame)
+    _seq, _owner, digest, fn_bytes, args_bytes, warn = _unframe(frame)
     fn = _by_digest.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)
         if not warn:  # a function carrying copied mutable state gets its own copy every time
             _by_digest[digest] = fn
-    if plain:
-        return fn, tuple(_plain_dec(args_bytes)), {}, warn, digest
+    if type(args_bytes) is list:
+        return fn, tuple(args_bytes), {}, warn, digest
     if args_bytes:
         args, kwargs = decode(args_bytes, arena)
     else:
