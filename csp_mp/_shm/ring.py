@@ -37,6 +37,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,10 @@ _KIND_LOCKED, _KIND_SPSC = 1, 2
 _OOB_HDR = _OOB << 32 | 16
 _HDR = struct.Struct("=Q")  # a frame header inside a blob built off the ring (never a live word)
 _PADS = [b"\0" * k for k in range(8)]
+_BYTES_ONLY = frozenset({bytes})
+_chain = itertools.chain.from_iterable
+_INLINE_HDR = _INLINE << 32
+_SEVEN = 7
 
 
 @dataclass(frozen=True)
@@ -237,24 +242,27 @@ class _RingBase:
         holds them, built before taking any lock: (blob, how many items it holds). At most a
         quarter of the ring, so that it usually fits before the lap ends."""
         limit, budget = self._max_inline, self.capacity >> 2
-        parts: list[bytes] = []
-        size, k, end = 0, 0, len(items)
         hdr, pads = _HDR.pack, _PADS
-        while i < end:
-            data = items[i]
+        run = items[i:] if i else items
+        lens = list(map(len, run)) if _BYTES_ONLY >= set(map(type, run)) else None
+        if lens and max(lens) <= limit and sum(lens) + 16 * len(lens) <= budget:
+            # the common batch: every item inline, all of them within the budget; built by
+            # C-level maps (header, data, zero padding to 8 bytes per frame)
+            hdrs = map(hdr, map(_INLINE_HDR.__or__, lens))
+            tails = map(pads.__getitem__, map(_SEVEN.__and__, map(int.__neg__, lens)))
+            return b"".join(_chain(zip(hdrs, run, tails, strict=True))), len(lens)
+        parts: list[bytes] = []
+        size = k = 0
+        for data in run:
             if type(data) is not bytes:
                 break
             n = len(data)
             need = 8 + ((n + 7) & ~7)
             if n > limit or size + need > budget:
                 break
-            parts.append(hdr(_INLINE << 32 | n))
-            parts.append(data)
-            if n & 7:
-                parts.append(pads[8 - (n & 7)])
+            parts += (hdr(_INLINE << 32 | n), data, pads[-n & 7])
             size += need
             k += 1
-            i += 1
         return b"".join(parts), k
 
     def _put_blob(self, t: int, h: int, blob: bytes, k: int) -> int:
