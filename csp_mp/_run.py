@@ -129,7 +129,9 @@ def shutdown() -> None:
 
 def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start ``fn(*args, **kwargs)`` in a new goroutine, on any P (it may migrate)."""
-    _hub.spawn(fn, args, kwargs, local=False)
+    if not callable(fn):
+        raise TypeError(f"go() needs a callable, got {type(fn).__name__}")
+    (_hubstate["hub"] or _hub.current_hub()).spawn(fn, args, kwargs, False)
 
 
 def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
