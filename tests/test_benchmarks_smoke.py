@@ -120,3 +120,20 @@ def test_micro_measurements_run() -> None:
     assert done.returncode == 0, done.stderr
     assert "shared channel send + recv" in done.stdout
     assert "array to P1, transfers 1-6" in done.stdout
+
+
+def test_bytecode_count_of_the_tiny_task_path() -> None:
+    from benchmarks import instr
+
+    per_task, top = instr.tiny_p0(n=300, window=32)
+    assert per_task > 0
+    names = [name for name, _ in top]
+    assert any(name.endswith(":place") for name in names), names  # go() is on P0's path
+
+
+def test_instruction_counts_reject_an_unknown_kind(capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import instr
+
+    with pytest.raises(SystemExit):
+        instr.main(["nosuch"])
+    assert "unknown kind" in capsys.readouterr().err
