@@ -137,3 +137,15 @@ def test_instruction_counts_reject_an_unknown_kind(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         instr.main(["nosuch"])
     assert "unknown kind" in capsys.readouterr().err
+
+
+def test_platform_measurements_run() -> None:
+    import os
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.micro_platform"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    for name in ("greenlet switch", "greenlet create+start+finish", "codec encode",
+                 "codec decode"):
+        assert name in done.stdout
