@@ -97,8 +97,11 @@ def test_ctrl_c_interrupts_a_c_function_run_as_a_goroutine(how: str) -> None:
 
 
 def test_ctrl_c_reaches_a_goroutine_that_never_parks() -> None:
+    # A Ctrl-C that happens to land in the loop's own lines ends it without any re-trip (about
+    # one run in eight): three runs make a pass without the re-trips about a 1-in-500 event.
     env = dict(os.environ, CSP_MP_PREEMPT="0")
-    check_clean_end(*interrupt_program(NEVER_PARKS, env=env))
+    for _ in range(3):
+        check_clean_end(*interrupt_program(NEVER_PARKS, env=env))
 
 
 @pytest.mark.parametrize("procs", [1, 2])
