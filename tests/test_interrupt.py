@@ -104,6 +104,28 @@ def test_ctrl_c_reaches_a_goroutine_that_never_parks() -> None:
         check_clean_end(*interrupt_program(NEVER_PARKS, env=env))
 
 
+# Never parks and spends nearly all its time inside the runtime (a stack dump formats every
+# goroutine's frames): a re-trip lands in its own lines about once in thousands of tries.
+RUNTIME_BOUND = catching_interrupt(textwrap.dedent("""
+    import csp_mp
+
+    def main():
+        print("ready", flush=True)
+        while True:
+            csp_mp.runtime.stack()
+"""), "csp_mp.run(main, procs=1)")
+
+
+@pytest.mark.parametrize("preempt", ["0", "1"])
+def test_ctrl_c_reaches_a_goroutine_that_lives_in_runtime_calls(preempt: str) -> None:
+    """The deferred interrupt raises at the goroutine's next line once the runtime call returns,
+    rather than waiting for a re-trip to land in user code."""
+    env = dict(os.environ, CSP_MP_PREEMPT=preempt)
+    t0 = time.monotonic()
+    check_clean_end(*interrupt_program(RUNTIME_BOUND, env=env))
+    assert time.monotonic() - t0 < 10
+
+
 @pytest.mark.parametrize("procs", [1, 2])
 def test_ctrl_c_during_cross_p_channel_traffic(procs: int) -> None:
     check_clean_end(*interrupt_program(TRAFFIC, str(procs), delay=0.2))
@@ -168,3 +190,13 @@ def test_user_code_the_runtime_calls_back_is_runtime_code_for_ctrl_c() -> None:
     exec(compile("def f(cb):\n    return cb()\n", "<csp_mp._fake_for_tests>", "exec"), ns)
     assert interrupt._in_user_code(ns["f"](lambda: sys._getframe())) is False
     assert interrupt._in_user_code(sys._getframe()) is True
+
+
+def test_the_user_frame_a_runtime_call_returns_to_is_the_trap() -> None:
+    ns: dict = {"__name__": "csp_mp._fake_for_tests"}
+    exec(compile("def f(cb):\n    return cb()\n", "<csp_mp._fake_for_tests>", "exec"), ns)
+    here = sys._getframe()
+    # interrupted in a callback the runtime made: the trap goes below the runtime frame, on us
+    assert interrupt._return_point(ns["f"](lambda: sys._getframe())) is here
+    # interrupted in our own code: no runtime call to return from
+    assert interrupt._return_point(here) is None

@@ -11,9 +11,13 @@ with Python's default handler in place, this module's handler replaces it:
   caller's body-call line stands for it): it raises ``KeyboardInterrupt`` there, as Python
   would, so a goroutine blocked in a C call (``time.sleep``) is interrupted at once;
 - interrupted in the runtime's own code: it records the interrupt on the hub and wakes it. The hub
-  ends the run with ``KeyboardInterrupt`` at its next pass (the goroutine parks, or the hub idles),
-  and a helper thread re-trips the handler every ``RETRY_S`` (``_thread.interrupt_main``) so that a
-  goroutine that never parks still gets it as soon as it runs user code.
+  ends the run with ``KeyboardInterrupt`` at its next pass (the goroutine parks, or the hub idles).
+  Meanwhile the user frame the runtime call will return to is trapped: it raises
+  ``KeyboardInterrupt`` at its next line (``f_trace``, as a debugger's breakpoint), so a goroutine
+  that never parks gets it as soon as it is back in its own code, however little time it spends
+  there. Where no such frame exists, or a trace function is already installed, a helper thread
+  re-trips the handler every ``RETRY_S`` (``_thread.interrupt_main``) until one lands in user
+  code.
 
 Once the hub is stopping, a further Ctrl-C raises at once wherever it lands (the way out of a
 shutdown that does not end). The handler the user installed themselves is never replaced.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import _thread
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -38,6 +43,7 @@ RETRY_S = 0.002  # how often a deferred Ctrl-C is offered to the main thread aga
 class _Installed:
     hub: Any = None
     retrier: threading.Thread | None = None
+    trapped: FrameType | None = None  # the user frame armed by _arm_trap, until it fires
 
 
 _inst = _Installed()
@@ -59,15 +65,80 @@ def _in_user_code(frame: FrameType | None) -> bool:
     return True
 
 
+def _return_point(frame: FrameType | None) -> FrameType | None:
+    """The user frame the runtime call interrupted at ``frame`` returns to (the caller of the
+    outermost runtime frame above the goroutine's base), or None when there is none: runtime
+    code all the way down (the hub's own loop)."""
+    target = None
+    in_runtime = False
+    f = frame
+    while f is not None:
+        code = f.f_code
+        lines = _body_calls.get(code)
+        if lines is not None and f.f_lineno in lines:
+            break  # the goroutine's base: the wrapper calling the user's callable
+        if lines is not None or _code_info(code, f.f_globals.get("__name__"))[0] == RUNTIME:
+            in_runtime = True
+        elif in_runtime:
+            target, in_runtime = f, False
+        f = f.f_back
+    return None if in_runtime else target
+
+
+def _arm_trap(frame: FrameType | None) -> None:
+    """Make the user frame the interrupted runtime call returns to raise KeyboardInterrupt at
+    its next line (as a debugger's breakpoint does: ``f_trace`` on that frame, tracing turned
+    on for this thread). Left to the re-trips when a trace function is already installed."""
+    if _inst.trapped is not None or sys.gettrace() is not None:
+        return
+    target = _return_point(frame)
+    if target is None:
+        return
+    _inst.trapped = target
+    target.f_trace = _trap
+    target.f_trace_lines = True
+    sys.settrace(_no_call_trace)
+
+
+def _disarm_trap() -> None:
+    target = _inst.trapped
+    if target is None:
+        return
+    _inst.trapped = None
+    target.f_trace = None
+    if sys.gettrace() is _no_call_trace:
+        sys.settrace(None)
+
+
+def _no_call_trace(frame: FrameType, event: str, arg: Any) -> None:
+    """The thread's trace function while a trap is armed: traces no new frame."""
+    return None
+
+
+def _trap(frame: FrameType, event: str, arg: Any) -> Any:
+    """``f_trace`` of the trapped frame: control is back in user code, the runtime call done."""
+    if frame is not _inst.trapped:
+        return None
+    _disarm_trap()
+    hub = _inst.hub
+    if event in ("line", "return") and hub is not None and hub.interrupt_pending \
+            and not hub.stopping:
+        hub.interrupt_pending = False
+        raise KeyboardInterrupt
+    return None
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
     hub = _inst.hub
     if hub is None or hub.stopping or _in_user_code(frame):
         if hub is not None:
             hub.interrupt_pending = False
+        _disarm_trap()
         raise KeyboardInterrupt
     hub.interrupt_pending = True
     hub.poll_now = True
     hub.waker.post()
+    _arm_trap(frame)
     r = _inst.retrier
     if r is None or not r.is_alive():
         r = _inst.retrier = threading.Thread(target=_retry, args=(hub,), daemon=True,
@@ -104,6 +175,7 @@ def uninstall(hub: Any) -> None:
         return
     _inst.hub = None
     hub.interrupt_pending = False
+    _disarm_trap()
     r = _inst.retrier
     _inst.retrier = None
     if r is not None and r is not threading.current_thread():
