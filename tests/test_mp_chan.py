@@ -488,3 +488,37 @@ def test_sleep_in_another_p_parks_only_its_goroutine(procs: int) -> None:
         return vals, out.recv()
 
     assert run(main, procs) == ([1, 2, 3], "slept")
+
+
+def _park_senders(ch: Chan, p: int, k: int) -> None:
+    for i in range(k):
+        go_local(ch.send, f"{p}-{i}-" + "x" * 200)
+
+
+def _park_receivers(ch: Chan, out: Chan, k: int) -> None:
+    for _ in range(k):
+        go_local(H.recv_ok_to, ch, out)
+
+
+def test_hundreds_of_waiters_grow_the_shared_wait_queues(procs: int) -> None:
+    """Parked senders (each record carrying its value) and parked receivers outgrow the wait
+    queues a shared channel starts with; every value still arrives exactly once."""
+    k = 150
+
+    def main():
+        sch, rch, out = Chan(0), Chan(0), Chan(k * procs)
+        for p in range(procs):
+            H.go_on(p, _park_senders, sch, p, k)
+        blocked(sch, senders=k * procs)
+        got = Counter(sch.recv() for _ in range(k * procs))
+        for p in range(procs):
+            H.go_on(p, _park_receivers, rch, out, k)
+        blocked(rch, receivers=k * procs)
+        for i in range(k * procs):
+            rch.send(i)
+        back = Counter(v for v, ok in (out.recv() for _ in range(k * procs)))
+        return got, back
+
+    got, back = run(main, procs)
+    assert got == Counter(f"{p}-{i}-" + "x" * 200 for p in range(procs) for i in range(k))
+    assert back == Counter(range(k * procs))

@@ -33,6 +33,8 @@ _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = ran
 _W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
 _NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
 _BLOCK = 128
+_RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
+_SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
 
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
@@ -82,8 +84,10 @@ class SharedChan:
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
         words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 1024) * 32), key).offset)
-        words.store(w + _W_RECVQ, Ring.create(arena, 4096, key).offset)
-        words.store(w + _W_SENDQ, Ring.create(arena, 16384, key).offset)
+        # Wait queues start small and double when full (grow): shared channels are freed only
+        # when the run ends, so their size sets how many a run can share.
+        words.store(w + _W_RECVQ, Ring.create(arena, _RECVQ_BYTES, key).offset)
+        words.store(w + _W_SENDQ, Ring.create(arena, _SENDQ_BYTES, key).offset)
         words.store(w + _W_LOCK, lock_index)
         words.store(w + _W_NRECV, 0)
         words.store(w + _W_NSEND, 0)
