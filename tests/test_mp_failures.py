@@ -501,3 +501,54 @@ def test_p_killed_at_random_moments_of_channel_traffic_is_reported(start: str) -
         assert out.split() == ["ProcessLost", "1"], err
         assert gone(tree) == []
         assert shm_of(tree) == []
+
+
+ARENA_FILLER = textwrap.dedent("""
+    import csp_mp
+
+    def reply(ch):
+        ch.send(1)
+
+    def fill():
+        n = 0
+        while True:  # a new reply channel per task: each one shared, none freed before the end
+            ch = csp_mp.Chan(1)
+            csp_mp.go(reply, ch)
+            ch.recv()
+            n += 1
+
+    try:
+        csp_mp.run(fill, procs=2)
+    except csp_mp.Panic as exc:
+        print("panic", type(exc.__cause__).__name__, flush=True)
+        print(exc, flush=True)
+
+    def small():
+        ch = csp_mp.Chan(1)
+        csp_mp.go(reply, ch)
+        return ch.recv()
+
+    print("again", csp_mp.run(small, procs=2), flush=True)  # a new run has a new arena
+""")
+
+
+def test_a_full_arena_says_what_to_do_and_the_next_run_works() -> None:
+    env = dict(os.environ, CSP_MP_ARENA_MB="96")
+    p = subprocess.Popen([sys.executable, "-c", ARENA_FILLER], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "panic MemoryError", out + err
+    assert "arena (96 MiB) is full" in out and "CSP_MP_ARENA_MB" in out
+    assert "reuse a reply channel" in out
+    assert lines[-1] == "again 1"
+    assert shm_of([p.pid]) == []
+
+
+def test_an_arena_too_small_to_start_says_so() -> None:
+    env = dict(os.environ, CSP_MP_ARENA_MB="16")
+    done = subprocess.run([sys.executable, "-c", "import csp_mp; csp_mp.run(print, procs=2)"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert "MemoryError: CSP_MP_ARENA_MB=16 is too small for a runtime of up to" in done.stderr

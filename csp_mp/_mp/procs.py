@@ -141,7 +141,13 @@ class Runtime:
         self._stop_monitor = threading.Event()
         try:
             self.bells = [Doorbell.create(self.arena.sems) for _ in range(self.maxprocs)]
-            self.ctx = C.Ctx.create(self.arena, self.maxprocs, nprocs, self.bells)
+            try:
+                self.ctx = C.Ctx.create(self.arena, self.maxprocs, nprocs, self.bells)
+            except MemoryError as exc:
+                raise MemoryError(
+                    f"CSP_MP_ARENA_MB={ARENA_BYTES >> 20} is too small for a runtime of up to "
+                    f"{self.maxprocs} Ps (each P's queues take about 4 MiB of it): {exc}"
+                ) from exc
             self._start_workers()
         except BaseException:
             self.close()

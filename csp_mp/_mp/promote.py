@@ -14,6 +14,8 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .._atomic import Int64
@@ -49,6 +51,20 @@ def _broker() -> Any:
     return b
 
 
+@contextmanager
+def _arena_room(broker: Any) -> Iterator[None]:
+    """Say what to do when promoting an object finds the arena full."""
+    try:
+        yield
+    except MemoryError as exc:
+        mib = broker.ctx.arena.size >> 20
+        raise MemoryError(
+            f"{exc}: the shared-memory arena ({mib} MiB) is full. Channels, atomics and sync "
+            "objects shared between Ps are freed only when the run ends: share fewer of them "
+            "(reuse a reply channel rather than making one per task), or set CSP_MP_ARENA_MB "
+            "higher") from exc
+
+
 # ---------------------------------------------------------------- channels
 
 
@@ -58,7 +74,8 @@ def promote_chan(ch: Chan) -> tuple:
         return (rebuild_chan, (st.off, ch._type))
     broker = _broker()
     if isinstance(st, LocalState):
-        shared = SharedChan.create(broker, st.cap, ch._type)
+        with _arena_room(broker):
+            shared = SharedChan.create(broker, st.cap, ch._type)
         _move_chan(broker, st, shared)
         ch._st = shared
         broker.chans[shared.off] = ch
@@ -132,7 +149,8 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
 def promote_int64(obj: Int64) -> tuple:
     broker = _broker()
     if not isinstance(obj, SharedInt64):
-        off = new_int64_block(broker, obj._v)
+        with _arena_room(broker):
+            off = new_int64_block(broker, obj._v)
         attach_int64(obj, broker, off)
         broker.objs[off] = obj
     return (_rebuild_int64, (obj._v[3],))
@@ -152,7 +170,8 @@ def promote_sema(obj: Sema) -> tuple:
     broker = _broker()
     if not isinstance(obj, SharedSema):
         waiters = list(obj.waiters)
-        off = new_sema_block(broker, obj.count)
+        with _arena_room(broker):
+            off = new_sema_block(broker, obj.count)
         limit = obj.limit
         attach_sema(obj, broker, off, limit)
         _b, _off, _w, lock, ring = obj.count
