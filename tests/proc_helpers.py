@@ -75,23 +75,32 @@ def shm_of(pids: list[int]) -> list[str]:
                   if any(f"-{pid}-" in e or e.endswith(f"-{pid}") for pid in pids))
 
 
-def interrupt_program(prog: str, *args: str, delay: float = 0.0, env: dict | None = None
-              ) -> tuple[str, str, int, list[int]]:
-    """Start ``prog``, wait for its "ready", SIGINT it after ``delay``;
-    ``(stdout, stderr, returncode, process tree)``."""
-    p = subprocess.Popen([sys.executable, "-c", prog, *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+def sigint_when_ready(p: subprocess.Popen, delay: float = 0.0, timeout: float = 20.0
+                      ) -> tuple[list[str], str, str, list[int]]:
+    """Wait for ``p``'s "ready" line, SIGINT it after ``delay``, wait for it to end;
+    ``(the words after "ready", stdout, stderr, process tree at "ready")``."""
     try:
-        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        words = p.stdout.readline().split()
+        assert words[:1] == ["ready"], p.stderr.read()
         procs = tree(p.pid)
         if delay:
             time.sleep(delay)  # lets the program run a chosen while before the Ctrl-C lands
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=20)
+        out, err = p.communicate(timeout=timeout)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+    return words[1:], out, err, procs
+
+
+def interrupt_program(prog: str, *args: str, delay: float = 0.0, env: dict | None = None
+                      ) -> tuple[str, str, int, list[int]]:
+    """Start ``prog``, wait for its "ready", SIGINT it after ``delay``;
+    ``(stdout, stderr, returncode, process tree)``."""
+    p = subprocess.Popen([sys.executable, "-c", prog, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    _, out, err, procs = sigint_when_ready(p, delay)
     return out, err, p.returncode, procs
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import mp_helpers as H
 import pytest
-from proc_helpers import TRAFFIC_DEFS, gone, shm_of
+from proc_helpers import TRAFFIC_DEFS, check_clean_end, gone, shm_of, sigint_when_ready
 from proc_helpers import tree as proc_tree
 
 import csp_mp
@@ -355,21 +355,9 @@ def test_sigint_in_p0_raises_keyboard_interrupt_and_leaves_no_orphan(start: str)
             print("KeyboardInterrupt", flush=True)
     """)
     p = _spawn(prog, start)
-    try:
-        line = p.stdout.readline().split()
-        assert line[:1] == ["ready"], p.stderr.read()
-        tree = proc_tree(p.pid)
-        assert int(line[1]) in tree
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert out.strip() == "KeyboardInterrupt", err
-    assert p.returncode == 0, err
-    assert gone(tree) == []
-    assert shm_of(tree) == []
+    extra, out, err, tree = sigint_when_ready(p, timeout=30)
+    assert int(extra[0]) in tree  # P1 is one of P0's children, so it must be gone too
+    check_clean_end(out, err, p.returncode, tree)
 
 
 SLEEPING_TREE = ON_P1 + textwrap.dedent("""
