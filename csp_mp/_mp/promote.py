@@ -69,20 +69,7 @@ def _arena_room(broker: Any) -> Iterator[None]:
 
 
 def promote_chan(ch: Chan) -> tuple:
-    st = ch._st
-    if type(st) is SharedChan and _brokers[0] is st.broker:
-        return (rebuild_chan, (st.off, ch._type))
-    broker = _broker()
-    if isinstance(st, LocalState):
-        with _arena_room(broker):
-            shared = SharedChan.create(broker, st.cap, ch._type)
-        _move_chan(broker, st, shared)
-        ch._st = shared
-        broker.chans[shared.off] = ch
-        st = shared
-    elif not isinstance(st, SharedChan):
-        raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
-    return (rebuild_chan, (st.off, ch._type))
+    return (rebuild_chan, (chan_offset(ch), ch._type))
 
 
 def chan_offset(ch: Chan) -> int:
@@ -90,7 +77,17 @@ def chan_offset(ch: Chan) -> int:
     st = ch._st
     if type(st) is SharedChan and st.broker is _brokers[0]:
         return st.off
-    return promote_chan(ch)[1][0]
+    broker = _broker()
+    if isinstance(st, LocalState):
+        with _arena_room(broker):
+            shared = SharedChan.create(broker, st.cap, ch._type)
+        _move_chan(broker, st, shared)
+        ch._st = shared
+        broker.chans[shared.off] = ch
+        return shared.off
+    if not isinstance(st, SharedChan):
+        raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
+    return st.off
 
 
 def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
@@ -118,19 +115,12 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
     del hub
 
 
-def chan_at(off: int) -> Chan:
-    """This P's handle on the untyped shared channel at ``off`` (``rebuild_chan(off, None)``,
-    with a fast path for a handle this P already has)."""
-    b = _brokers[0]
-    if b is not None:
-        ch = b.chans.get(off)
-        if ch is not None:
-            return ch
-    return rebuild_chan(off, None)
-
-
 def rebuild_chan(off: int, tp: Any) -> Chan:
     """This P's handle on the shared channel at ``off`` (one handle per channel and P)."""
+    b = _brokers[0]
+    ch = b.chans.get(off) if b is not None else None
+    if ch is not None:  # the common case, looked up before the runtime check below
+        return ch
     broker = _broker()
     ch = broker.chans.get(off)
     if ch is not None:

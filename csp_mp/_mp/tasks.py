@@ -31,7 +31,7 @@ import msgspec
 
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
-from .promote import chan_at, chan_offset
+from .promote import chan_offset, rebuild_chan
 
 _CHAN_EXT = 1
 _exts: dict[int, msgspec.msgpack.Ext] = {}  # arena offset -> the extension value naming it
@@ -52,7 +52,7 @@ def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
-    return chan_at(int.from_bytes(data, "little"))
+    return rebuild_chan(int.from_bytes(data, "little"), None)
 
 
 _frame = msgspec.msgpack.Encoder().encode

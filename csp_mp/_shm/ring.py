@@ -59,8 +59,7 @@ _HDR = struct.Struct("=Q")  # a frame header inside a blob built off the ring (n
 _PADS = [b"\0" * k for k in range(8)]
 _BYTES_ONLY = frozenset({bytes})
 _chain = itertools.chain.from_iterable
-_INLINE_HDR = _INLINE << 32
-_SEVEN = 7
+_INLINE_HDR = _INLINE << 32  # a frame header is _INLINE_HDR | length
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ class _RingBase:
             # the common batch: every item inline, all of them within the budget; built by
             # C-level maps (header, data, zero padding to 8 bytes per frame)
             hdrs = map(hdr, map(_INLINE_HDR.__or__, lens))
-            tails = map(pads.__getitem__, map(_SEVEN.__and__, map(int.__neg__, lens)))
+            tails = map(pads.__getitem__, map((7).__and__, map(int.__neg__, lens)))
             return b"".join(_chain(zip(hdrs, run, tails, strict=True))), len(lens)
         parts: list[bytes] = []
         size = k = 0
@@ -260,7 +259,7 @@ class _RingBase:
             need = 8 + ((n + 7) & ~7)
             if n > limit or size + need > budget:
                 break
-            parts += (hdr(_INLINE << 32 | n), data, pads[-n & 7])
+            parts += (hdr(_INLINE_HDR | n), data, pads[-n & 7])
             size += need
             k += 1
         return b"".join(parts), k
