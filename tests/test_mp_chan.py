@@ -503,6 +503,8 @@ def _park_receivers(ch: Chan, out: Chan, k: int) -> None:
 def test_hundreds_of_waiters_grow_the_shared_wait_queues(procs: int) -> None:
     """Parked senders (each record carrying its value) and parked receivers outgrow the wait
     queues a shared channel starts with; every value still arrives exactly once."""
+    from csp_mp._mp import shchan
+
     k = 150
 
     def main():
@@ -510,15 +512,20 @@ def test_hundreds_of_waiters_grow_the_shared_wait_queues(procs: int) -> None:
         for p in range(procs):
             H.go_on(p, _park_senders, sch, p, k)
         blocked(sch, senders=k * procs)
+        sizes = [sch._st.sendq.capacity] if procs > 1 else []
         got = Counter(sch.recv() for _ in range(k * procs))
         for p in range(procs):
             H.go_on(p, _park_receivers, rch, out, k)
         blocked(rch, receivers=k * procs)
+        if procs > 1:
+            sizes.append(rch._st.recvq.capacity)
         for i in range(k * procs):
             rch.send(i)
         back = Counter(v for v, ok in (out.recv() for _ in range(k * procs)))
-        return got, back
+        return got, back, sizes
 
-    got, back = run(main, procs)
+    got, back, sizes = run(main, procs)
     assert got == Counter(f"{p}-{i}-" + "x" * 200 for p in range(procs) for i in range(k))
     assert back == Counter(range(k * procs))
+    if procs > 1:  # both queues outgrew their first ring
+        assert sizes[0] > shchan._SENDQ_BYTES and sizes[1] > shchan._RECVQ_BYTES, sizes
