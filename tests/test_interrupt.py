@@ -198,3 +198,25 @@ def test_the_user_frame_a_runtime_call_returns_to_is_the_trap() -> None:
     assert interrupt._return_point(ns["f"](lambda: sys._getframe())) is here
     # interrupted in our own code: no runtime call to return from
     assert interrupt._return_point(here) is None
+
+
+def test_a_trip_landing_inside_the_handler_is_left_to_the_running_call(monkeypatch) -> None:
+    """Re-trips come every 2 ms, and Python runs a handler at check points inside a handler too:
+    on a cold start (deciding took longer than 2 ms) each trip nested one level deeper until
+    RecursionError ended the run."""
+    from types import SimpleNamespace
+
+    hub = SimpleNamespace(stopping=False, interrupt_pending=False, poll_now=False,
+                          waker=SimpleNamespace(post=lambda: None))
+    nested = []
+
+    def deciding_slowly(frame):
+        nested.append(interrupt._handler(signal.SIGINT, frame))  # the next re-trip lands here
+        return False  # the first trip landed in runtime code: defer it
+
+    monkeypatch.setattr(interrupt._inst, "hub", hub)
+    monkeypatch.setattr(interrupt._inst, "retrier", SimpleNamespace(is_alive=lambda: True))
+    monkeypatch.setattr(interrupt, "_in_user_code", deciding_slowly)
+    interrupt._handler(signal.SIGINT, sys._getframe())
+    assert nested == [None]
+    assert hub.interrupt_pending is True

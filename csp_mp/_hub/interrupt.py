@@ -33,7 +33,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from csp_mp._hub.preempt import RUNTIME, _body_calls, _code_info, register_body_call
+from csp_mp._hub.preempt import RUNTIME, _body_calls, code_kind, register_body_call
 
 __all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 
@@ -44,6 +44,7 @@ class _Installed:
     hub: Any = None
     retrier: threading.Thread | None = None
     trapped: FrameType | None = None  # the user frame armed by _arm_trap, until it fires
+    handling = False  # _handler is running: a trip landing inside it is dropped
 
 
 _inst = _Installed()
@@ -59,7 +60,7 @@ def _in_user_code(frame: FrameType | None) -> bool:
         lines = _body_calls.get(code)
         if lines is not None:
             return f.f_lineno in lines
-        if _code_info(code, f.f_globals.get("__name__"))[0] == RUNTIME:
+        if code_kind(code, f.f_globals.get("__name__")) == RUNTIME:
             return False
         f = f.f_back  # user code or the standard library: whoever called it decides
     return True
@@ -77,7 +78,7 @@ def _return_point(frame: FrameType | None) -> FrameType | None:
         lines = _body_calls.get(code)
         if lines is not None and f.f_lineno in lines:
             break  # the goroutine's base: the wrapper calling the user's callable
-        if lines is not None or _code_info(code, f.f_globals.get("__name__"))[0] == RUNTIME:
+        if lines is not None or code_kind(code, f.f_globals.get("__name__")) == RUNTIME:
             in_runtime = True
         elif in_runtime:
             target, in_runtime = f, False
@@ -129,6 +130,19 @@ def _trap(frame: FrameType, event: str, arg: Any) -> Any:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
+    if _inst.handling:
+        # A re-trip (or a second Ctrl-C) landed while this handler decides: Python runs handlers
+        # at check points inside handlers too, and every 2 ms re-trip nested one more level
+        # until the stack overflowed. The running call decides for both.
+        return
+    _inst.handling = True
+    try:
+        _decide(frame)
+    finally:
+        _inst.handling = False
+
+
+def _decide(frame: FrameType | None) -> None:
     hub = _inst.hub
     if hub is None or hub.stopping or _in_user_code(frame):
         if hub is not None:

@@ -99,15 +99,7 @@ def _code_info(code: CodeType,
     got = _code_cache.get(code)
     if got is not None:
         return got
-    root = module.partition(".")[0] if isinstance(module, str) else ""
-    if root == "csp_mp":
-        kind = RUNTIME
-    elif not root or root in _UNSAFE_MODULES or code.co_name == "__del__":
-        kind = LOCKING
-    elif code.co_filename.startswith("<frozen") or _in_stdlib(code.co_filename):
-        kind = STDLIB
-    else:
-        kind = USER
+    kind = _kind_of(code, module)
     if kind == RUNTIME or kind == LOCKING:
         # safe_point never reads their ranges or check points (such a frame is unsafe unless
         # user code runs inside it), so they are not disassembled.
@@ -123,6 +115,24 @@ def _code_info(code: CodeType,
         _code_cache.clear()
     _code_cache[code] = result
     return result
+
+
+def code_kind(code: CodeType, module: Any) -> int:
+    """RUNTIME, LOCKING, STDLIB or USER: ``_code_info``'s first item, without disassembling
+    code it has not seen (the Ctrl-C handler needs only this)."""
+    got = _code_cache.get(code)
+    return got[0] if got is not None else _kind_of(code, module)
+
+
+def _kind_of(code: CodeType, module: Any) -> int:
+    root = module.partition(".")[0] if isinstance(module, str) else ""
+    if root == "csp_mp":
+        return RUNTIME
+    if not root or root in _UNSAFE_MODULES or code.co_name == "__del__":
+        return LOCKING
+    if code.co_filename.startswith("<frozen") or _in_stdlib(code.co_filename):
+        return STDLIB
+    return USER
 
 
 def _in_stdlib(filename: str) -> bool:
