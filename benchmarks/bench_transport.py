@@ -251,7 +251,7 @@ def measure(n: int, runs: int, reps: int, verbose: bool = True) -> tuple[list[di
     ctx = mp.get_context("forkserver")
     arena = Arena.create(1 << 30)
     try:
-        arena._bench_bells = [Doorbell.create(arena.sems) for _ in range(2)]  # type: ignore[attr-defined]
+        arena._bench_bells = [Doorbell.create(arena) for _ in range(2)]  # type: ignore[attr-defined]
         rows: list[dict[str, Any]] = []
 
         def record(case: str, kind: str, unit: str, fn: Any) -> None:

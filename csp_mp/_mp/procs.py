@@ -140,7 +140,7 @@ class Runtime:
         self.monitor: threading.Thread | None = None
         self._stop_monitor = threading.Event()
         try:
-            self.bells = [Doorbell.create(self.arena.sems) for _ in range(self.maxprocs)]
+            self.bells = [Doorbell.create(self.arena) for _ in range(self.maxprocs)]
             try:
                 self.ctx = C.Ctx.create(self.arena, self.maxprocs, nprocs, self.bells)
             except MemoryError as exc:

@@ -12,7 +12,7 @@ Modules and what they offer:
             ``seal``, ``wait_attached``; picklable into a forkserver/spawn child until sealed.
   ring      ``Ring`` (MPMC, locked) and ``SpscRing`` (lock-free, x86-64) of framed messages:
             ``try_put``/``try_get``/``put_many``/``get_many``; ``make_ring``/``attach_ring``.
-  doorbell  ``Doorbell.create(arena.sems)``: ``ring()`` from any process or thread,
+  doorbell  ``Doorbell.create(arena)``: ``ring()`` from any process or thread,
             ``wait(timeout)`` in the owning P.
   codec     ``encode(value, arena)``/``decode(buf, arena)``/``discard(buf, arena)``,
             ``TypedCodec(T, arena)``.

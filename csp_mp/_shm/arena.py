@@ -41,7 +41,8 @@ from multiprocessing import reduction
 from typing import Any
 
 from csp_mp._shm.atomics import LINE, WORD, Words, align
-from csp_mp._shm.locks import LockSet, SemRegistry, ShmLock
+from csp_mp._shm import native
+from csp_mp._shm.locks import LockSet, NativeLockSet, SemRegistry, ShmLock
 
 __all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
 
@@ -70,7 +71,7 @@ class Arena:
         self,
         fd: int,
         size: int,
-        locks: LockSet,
+        locks: LockSet | NativeLockSet,
         sems: SemRegistry | None,
     ) -> None:
         self.fd = fd
@@ -84,7 +85,11 @@ class Arena:
         self.words = Words(self.buf)
         self.sems = sems
         self.locks = locks
-        locks.bind(self.words)
+        #: The compiled core's view of the region (``None`` on the Python path).
+        self.core: Any = None
+        if locks.native:
+            self.core = native.core().Region(self._mm, _LOCKS_AT, len(locks))
+        locks.bind(self.words, self.core)
         self._lock: ShmLock = locks.lock(0)
         self._pending: list[int] = []  # deferred decrefs (process-local)
         self._closed = False
@@ -94,9 +99,14 @@ class Arena:
     # ---- creation, hand-over, sealing -------------------------------------------------
 
     @classmethod
-    def create(cls, size: int, nlocks: int = 64) -> Arena:
+    def create(cls, size: int, nlocks: int = 64, use_native: bool | None = None) -> Arena:
         """A new arena of ``size`` bytes (sparse: pages cost memory once touched) and
-        ``nlocks`` shared locks (lock 0 is the allocator's). Creator process only."""
+        ``nlocks`` shared locks (lock 0 is the allocator's). Creator process only.
+
+        ``use_native``: the compiled core's locks and operations (default: ``native.enabled()``).
+        """
+        if use_native is None:
+            use_native = native.enabled()
         if nlocks < 2:
             raise ValueError("an arena needs at least 2 locks")
         heap = align(_LOCKS_AT + LockSet.region_bytes(nlocks), LINE)
@@ -114,8 +124,12 @@ class Arena:
             w.store(_W_NLOCKS, nlocks)
             w.release()
             tmp.close()
-            locks = LockSet.create(sems, nlocks, _LOCKS_AT // WORD)
-            self = cls(fd, size, locks, sems)
+            if use_native:
+                nlocks_set: LockSet | NativeLockSet = NativeLockSet.create(nlocks)
+                self = cls(fd, size, nlocks_set, sems)
+                nlocks_set.init(self.core)
+            else:
+                self = cls(fd, size, LockSet.create(sems, nlocks, _LOCKS_AT // WORD), sems)
         except BaseException:
             os.close(fd)
             raise
@@ -123,8 +137,13 @@ class Arena:
         self.words.store(_W_MAGIC, _MAGIC)  # store; readers check it after mapping
         return self
 
+    @property
+    def native(self) -> bool:
+        """True if this arena runs on the compiled core."""
+        return self.core is not None
+
     @classmethod
-    def from_fd(cls, fd: int, locks: LockSet) -> Arena:
+    def from_fd(cls, fd: int, locks: LockSet | NativeLockSet) -> Arena:
         """Map an arena from a received fd (takes ownership of ``fd``) and its lock set."""
         size = os.fstat(fd).st_size
         self = cls(fd, size, locks, None)
@@ -169,6 +188,8 @@ class Arena:
         if self._closed:
             return
         self._closed = True
+        if self.core is not None:
+            self.core.release()
         self.words.release()
         self.buf.release()
         try:

@@ -1,5 +1,9 @@
 """Doorbells: one counting semaphore per P that anything ringing it can never lose.
 
+On the Python path a doorbell is a named semaphore (sealed with the arena's registry); on the
+compiled core it is two futex words in an arena block (:class:`NativeDoorbell`, nothing named):
+``Doorbell.create(arena)`` picks the arena's kind.
+
 ``ring()`` posts (about 23 ns when nobody waits); ``wait(timeout)`` takes one post, sleeping in
 the kernel until one arrives. Because the count remembers a post made before the wait, "publish
 work, then ring" and "find no work, then wait" cannot lose a wake-up, with no flag and no fence.
@@ -19,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from csp_mp._shm.locks import SEM_VALUE_MAX, Sem, SemRegistry
+from csp_mp._shm.locks import SEM_VALUE_MAX, Sem
 
-__all__ = ["Doorbell", "SPIN_SECONDS", "set_spin_policy", "spare_core"]
+__all__ = ["Doorbell", "NativeDoorbell", "SPIN_SECONDS", "set_spin_policy", "spare_core"]
 
 SPIN_SECONDS = 30e-6  # how long a waiter spins before sleeping, when a core is spare
 
@@ -65,9 +69,11 @@ class Doorbell:
         self._try = sem.acquire
 
     @classmethod
-    def create(cls, sems: SemRegistry) -> Doorbell:
-        """A new doorbell (creator process, before the others start; sealed with ``sems``)."""
-        return cls(sems.semaphore(0, SEM_VALUE_MAX))
+    def create(cls, arena: Any) -> Doorbell | NativeDoorbell:
+        """A new doorbell of ``arena``'s kind (creator process, before the others start)."""
+        if arena.core is not None:
+            return NativeDoorbell.create(arena)
+        return cls(arena.sems.semaphore(0, SEM_VALUE_MAX))
 
     def ring(self) -> None:
         """Post one wake-up (any process, any thread)."""
@@ -104,3 +110,48 @@ class Doorbell:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Doorbell, (self._sem,))
+
+
+class NativeDoorbell:
+    """A doorbell of the compiled core: futex words in an arena block (the Doorbell interface).
+
+    The block is never freed while the arena lives (one per P, made at start-up).
+    """
+
+    __slots__ = ("_arena", "_bell", "_post", "_wait", "__weakref__")
+
+    def __init__(self, arena: Any, off: int) -> None:
+        from csp_mp._shm.native import core
+
+        self._arena = arena
+        self._bell = core().Bell(arena.core, off)
+        self._post = self._bell.ring
+        self._wait = self._bell.wait
+
+    @classmethod
+    def create(cls, arena: Any) -> NativeDoorbell:
+        off = arena.alloc(8)
+        arena.words.store(off // 8, 0)  # count 0, no sleeper; before any other process sees it
+        return cls(arena, off)
+
+    def ring(self) -> None:
+        """Post one wake-up (any process, any thread)."""
+        self._post()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Take one post, waiting up to ``timeout`` seconds (None: forever). False on timeout."""
+        if timeout == 0:
+            return self._wait(0)
+        return self._wait(timeout, SPIN_SECONDS if _policy() else 0.0)
+
+    def drain(self) -> int:
+        """Take every pending post without waiting; how many there were."""
+        return self._bell.drain()
+
+    @property
+    def pending(self) -> int:
+        """Posts not yet taken (a snapshot)."""
+        return self._bell.pending
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NativeDoorbell, (self._arena, self._bell.offset))

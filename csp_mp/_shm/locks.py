@@ -45,6 +45,7 @@ from csp_mp._shm.atomics import LINE, WORD, Words
 __all__ = [
     "GHOST_AFTER",
     "LockSet",
+    "NativeLockSet",
     "Sem",
     "SemRegistry",
     "ShmLock",
@@ -266,6 +267,7 @@ class LockSet:
     """
 
     WORDS_PER_LOCK = LINE // WORD
+    native = False
 
     def __init__(self, sems: list[Sem], rescue: Sem, base: int) -> None:
         self._sems = sems
@@ -285,7 +287,7 @@ class LockSet:
         """Bytes of shared memory the owner words of ``n`` locks need."""
         return n * LINE
 
-    def bind(self, words: Words) -> None:
+    def bind(self, words: Words, region: Any = None) -> None:
         """Attach to the owner words (after unpickling in another process)."""
         step = self.WORDS_PER_LOCK
         self.locks = [
@@ -307,4 +309,55 @@ class LockSet:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._sems, self._rescue, self._base = state
+        self.locks = []
+
+
+class NativeLockSet:
+    """``n`` robust process-shared mutexes of the compiled core, one per 64-byte line.
+
+    The same interface as :class:`LockSet`; each lock's line holds a pthread mutex instead of an
+    owner word, and nothing is named. ``acquire()`` returns True when the lock was taken over
+    from a dead holder, as :meth:`ShmLock.acquire` does.
+    """
+
+    native = True
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self.locks: list[Any] = []
+
+    @classmethod
+    def create(cls, n: int) -> NativeLockSet:
+        """Make ``n`` locks; :meth:`init` them once the region is mapped (creator only)."""
+        return cls(n)
+
+    region_bytes = staticmethod(LockSet.region_bytes)
+
+    def bind(self, words: Words, region: Any = None) -> None:
+        """Attach to the mutexes in ``region`` (a compiled-core Region of the arena)."""
+        from csp_mp._shm.native import core
+
+        lock = core().Lock
+        self.locks = [lock(region, i) for i in range(self._n)]
+
+    def init(self, region: Any) -> None:
+        """Make every line a fresh unlocked mutex (the creator, before any other process maps)."""
+        for i in range(self._n):
+            region.lock_init(i)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def lock(self, i: int) -> Any:
+        return self.locks[i]
+
+    def lock_for(self, key: int) -> Any:
+        """The lock of stripe ``key % n``."""
+        return self.locks[key % self._n]
+
+    def __getstate__(self) -> int:
+        return self._n
+
+    def __setstate__(self, state: int) -> None:
+        self._n = state
         self.locks = []

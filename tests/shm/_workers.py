@@ -145,3 +145,33 @@ def codec_echo(arena: Arena, inbox: int, outbox: int, bell: Doorbell, back: Door
 
 def getpid() -> int:
     return os.getpid()
+
+
+def count_under_lock(arena: Arena, index: int, word_off: int, n: int, rec_off: int,
+                     bell: Doorbell) -> None:
+    """Add 1 to the word at ``word_off`` ``n`` times, each under lock ``index`` of the compiled
+    core; a take-over from a dead holder is counted in the word at ``rec_off``."""
+    core = arena.core
+    bell.ring()
+    for _ in range(n):
+        if core.lock(index):
+            core.fetch_add(rec_off, 1)
+        core.store(word_off, core.load(word_off) + 1)  # one commit store under the lock
+        core.unlock(index)
+
+
+def hold_native_lock(arena: Arena, index: int, bell: Doorbell) -> None:
+    """Take lock ``index`` of the compiled core, say so, and hold it until killed."""
+    arena.core.lock(index)
+    bell.ring()
+    time.sleep(60)
+
+
+def chan_producer(arena: Arena, chan_off: int, me: int, n: int) -> None:
+    """Send ``n`` self-checking messages through the compiled channel fast path (spinning when
+    the buffer is full)."""
+    core = arena.core
+    for seq in range(n):
+        data = msg(me, seq)
+        while not core.chan_send(chan_off, data):
+            core.chan_poll(chan_off, True, 0.001)

@@ -80,7 +80,18 @@ def ctx() -> mp.context.BaseContext:
 
 @pytest.fixture
 def arena() -> Iterator[Arena]:
-    a = Arena.create(64 << 20, nlocks=16)
+    """An arena of the core the run uses (``CSP_MP_NATIVE``)."""
+    yield from _arena(None)
+
+
+@pytest.fixture
+def py_arena() -> Iterator[Arena]:
+    """An arena on the pure-Python path, for tests of that path's own lock and doorbell."""
+    yield from _arena(False)
+
+
+def _arena(use_native: bool | None) -> Iterator[Arena]:
+    a = Arena.create(64 << 20, nlocks=16, use_native=use_native)
     try:
         yield a
     finally:

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
         ctx = mp.get_context("forkserver")
         arena = Arena.create(32 << 20)
         ring = Ring.create(arena, 1 << 14)
-        bell = Doorbell.create(arena.sems)
+        bell = Doorbell.create(arena)
         names = arena.sems.names
         kids = [ctx.Process(target=_workers.endless_producer,
                             args=(arena, ring.offset, i, 100, bell)) for i in range(2)]

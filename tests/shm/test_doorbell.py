@@ -11,7 +11,7 @@ from . import _workers
 
 
 def test_ring_before_wait_is_not_lost(arena: Arena) -> None:
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     bell.ring()
     bell.ring()
     assert bell.pending == 2
@@ -23,14 +23,14 @@ def test_ring_before_wait_is_not_lost(arena: Arena) -> None:
 
 
 def test_drain_takes_every_post(arena: Arena) -> None:
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     for _ in range(5):
         bell.ring()
     assert bell.drain() == 5 and bell.pending == 0
 
 
 def test_thread_rings_waiting_owner(arena: Arena) -> None:
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     t = threading.Thread(target=bell.ring)
     t.start()
     assert bell.wait(10)
@@ -38,7 +38,7 @@ def test_thread_rings_waiting_owner(arena: Arena) -> None:
 
 
 def test_spin_policy_is_replaceable(arena: Arena) -> None:
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     calls = []
     doorbell_mod.set_spin_policy(lambda: calls.append(1) or True)
     try:
@@ -49,7 +49,7 @@ def test_spin_policy_is_replaceable(arena: Arena) -> None:
 
 
 def test_ping_pong_across_processes(arena: Arena, ctx) -> None:
-    ping, pong = Doorbell.create(arena.sems), Doorbell.create(arena.sems)
+    ping, pong = Doorbell.create(arena), Doorbell.create(arena)
     p = ctx.Process(target=_workers.ring_back, args=(ping, pong, 200))
     p.start()
     try:

@@ -20,7 +20,7 @@ SCALE = float(os.environ.get("CSP_MP_STRESS_SCALE", "1"))
 
 def _run_hammer(arena: Arena, ctx, ring, nprod: int, ncons: int, total: int, batch: int) -> None:
     per = total // nprod
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     pipes = [ctx.Pipe(duplex=False) for _ in range(ncons)]
     cons = [
         ctx.Process(target=_workers.consumer, args=(arena, ring.offset, nprod, per, bell, w))
@@ -93,7 +93,7 @@ def test_half_written_frame_never_delivered(arena: Arena, ctx) -> None:
     """A producer SIGKILLed between writing a frame and committing it, holding the lock."""
     ring = Ring.create(arena, 4096)
     assert ring.try_put(b"before")
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     p = ctx.Process(target=_workers.hold_half_written, args=(arena, ring.offset, bell, 500))
     p.start()
     try:
@@ -114,7 +114,7 @@ def test_producer_killed_at_random_leaves_ring_usable(arena: Arena, ctx) -> None
     """Kill one of two producers while both hammer the ring with large frames; the other's
     messages all arrive, the victim's arrive as an intact in-order prefix."""
     ring = Ring.create(arena, 1 << 14)
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     victim = ctx.Process(target=_workers.endless_producer, args=(arena, ring.offset, 0, 3000, bell))
     survivor = ctx.Process(
         target=_workers.producer, args=(arena, ring.offset, 1, 3000, 200, bell, 1)
@@ -155,7 +155,7 @@ def test_producer_killed_at_random_leaves_ring_usable(arena: Arena, ctx) -> None
 
 def test_rings_found_by_offset_in_child(arena: Arena, ctx) -> None:
     ring = SpscRing.create(arena, 1024)
-    bell = Doorbell.create(arena.sems)
+    bell = Doorbell.create(arena)
     p = ctx.Process(target=_workers.producer, args=(arena, ring.offset, 0, 50, 10, bell, 1))
     p.start()
     got: list[bytes] = []
@@ -164,5 +164,5 @@ def test_rings_found_by_offset_in_child(arena: Arena, ctx) -> None:
         got += ring.get_many(50) or ([] if bell.wait(0.05) else [])
     p.join(20)
     assert [_workers.check(d) for d in got] == [(0, s) for s in range(50)]
-    assert type(attach_ring(arena, ring.offset)) is SpscRing
+    assert isinstance(attach_ring(arena, ring.offset), SpscRing)
     ring.destroy()

@@ -1,0 +1,205 @@
+/* Doorbells: a counting semaphore as two 32-bit futex words in the arena (count, sleepers).
+ *
+ * ring() adds one post and wakes a sleeper only when the sleepers word says one may be asleep;
+ * wait() takes a post, else announces itself in sleepers and sleeps in FUTEX_WAIT while count is
+ * 0. The post and the announcement are seq_cst read-modify-writes, and the kernel re-reads count
+ * under its own lock before sleeping, so a post is never lost: either the ringer sees the
+ * sleeper (and wakes it) or the sleeper's FUTEX_WAIT sees the post (and returns at once).
+ * Nothing is named: a P needs only the arena to ring or wait.
+ *
+ * Invariants:
+ *   - count == posts not yet taken, saturating at BELL_MAX (a saturated bell is already due to
+ *     wake, so a post that finds it full is dropped, not lost).
+ *   - sleepers == threads between their announcement and their return from FUTEX_WAIT.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BELL_MAX 0x7fffffffu
+
+static int bell_words(Region *r, long long off, aword32 **count, aword32 **sleepers) {
+    if (region_span(r, off, 8, 8) < 0) return -1;
+    *count = (aword32 *)(r->base + off);
+    *sleepers = *count + 1;
+    return 0;
+}
+
+static int bell_take(aword32 *count) {
+    uint32_t v = atomic_load_explicit(count, memory_order_acquire);
+    while (v > 0) {
+        if (atomic_compare_exchange_weak_explicit(count, &v, v - 1, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return 1;
+    }
+    return 0;
+}
+
+static void bell_post(aword32 *count, aword32 *sleepers) {
+    uint32_t v = atomic_load_explicit(count, memory_order_relaxed);
+    do {
+        if (v >= BELL_MAX) return;
+    } while (!atomic_compare_exchange_weak_explicit(count, &v, v + 1, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    /* seq_cst load: pairs with the sleeper's seq_cst announcement in bell_wait */
+    if (atomic_load_explicit(sleepers, memory_order_seq_cst))
+        syscall(SYS_futex, (uint32_t *)count, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* 1 taken, 0 timed out, -1 a signal handler raised. timeout < 0: forever. */
+static int bell_wait(aword32 *count, aword32 *sleepers, double timeout, double spin) {
+    if (bell_take(count)) return 1;
+    if (timeout == 0) return 0;
+    double start = now_s();
+    double deadline = timeout < 0 ? -1 : start + timeout;
+    int got = 0, err = 0;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        if (spin > 0) {
+            double until = start + spin;
+            while (!(got = bell_take(count)) && now_s() < until) cpu_relax();
+            spin = 0;
+        }
+        if (!got) {
+            struct timespec ts, *tsp = NULL;
+            if (deadline >= 0) {
+                double left = deadline - now_s();
+                if (left < 0) left = 0;
+                ts.tv_sec = (time_t)left;
+                ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
+                tsp = &ts;
+            }
+            atomic_fetch_add_explicit(sleepers, 1, memory_order_seq_cst);
+            if (!(got = bell_take(count))) {
+                err = 0;
+                if (syscall(SYS_futex, (uint32_t *)count, FUTEX_WAIT, 0, tsp, NULL, 0) < 0)
+                    err = errno;
+            }
+            atomic_fetch_sub_explicit(sleepers, 1, memory_order_seq_cst);
+            if (!got) got = bell_take(count);
+        }
+        Py_END_ALLOW_THREADS
+        if (got) return 1;
+        if (err == EINTR && PyErr_CheckSignals() < 0) return -1;
+        if (deadline >= 0 && now_s() >= deadline) return 0;
+    }
+}
+
+RMETH(R_bell_ring) {
+    long long off;
+    aword32 *c, *s;
+    if (arg_count("bell_ring", nargs, 1, 1) < 0 || arg_ll(args[0], &off) < 0 ||
+        bell_words(r, off, &c, &s) < 0)
+        return NULL;
+    bell_post(c, s);
+    Py_RETURN_NONE;
+}
+
+/* ---- Bell: one doorbell of a region as an object (the Doorbell interface) */
+
+typedef struct {
+    PyObject_HEAD
+    Region *region;
+    long long off;
+} BellObject;
+
+static int Bell_init(BellObject *self, PyObject *args, PyObject *kw) {
+    PyObject *region;
+    long long off;
+    aword32 *c, *s;
+    static char *kwlist[] = {"region", "offset", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L", kwlist, &Region_Type, &region, &off))
+        return -1;
+    if (bell_words((Region *)region, off, &c, &s) < 0) return -1;
+    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    self->off = off;
+    return 0;
+}
+
+static void Bell_dealloc(BellObject *self) {
+    Py_XDECREF(self->region);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Bell_ring(BellObject *self, PyObject *unused) {
+    (void)unused;
+    aword32 *c, *s;
+    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    bell_post(c, s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    aword32 *c, *s;
+    double timeout = -1, spin = 0;
+    if (arg_count("wait", nargs, 0, 2) < 0) return NULL;
+    if (nargs > 0 && args[0] != Py_None) {
+        timeout = PyFloat_AsDouble(args[0]);
+        if (timeout == -1 && PyErr_Occurred()) return NULL;
+        if (timeout < 0) timeout = 0;
+    }
+    if (nargs > 1) {
+        spin = PyFloat_AsDouble(args[1]);
+        if (spin == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    int got = bell_wait(c, s, timeout, spin);
+    return got < 0 ? NULL : PyBool_FromLong(got);
+}
+
+static PyObject *Bell_drain(BellObject *self, PyObject *unused) {
+    (void)unused;
+    aword32 *c, *s;
+    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    return PyLong_FromUnsignedLong(atomic_exchange_explicit(c, 0, memory_order_acq_rel));
+}
+
+static PyObject *Bell_get_pending(BellObject *self, void *unused) {
+    (void)unused;
+    aword32 *c, *s;
+    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    return PyLong_FromUnsignedLong(atomic_load_explicit(c, memory_order_acquire));
+}
+
+static PyObject *Bell_get_offset(BellObject *self, void *unused) {
+    (void)unused;
+    return PyLong_FromLongLong(self->off);
+}
+
+static PyMethodDef Bell_methods[] = {
+    {"ring", (PyCFunction)Bell_ring, METH_NOARGS, "Post one wake-up (any process, any thread)."},
+    {"wait", (PyCFunction)(void (*)(void))Bell_wait, METH_FASTCALL,
+     "wait(timeout=None, spin=0.0) -> bool: take one post, spinning `spin` seconds first, then "
+     "sleeping up to `timeout` seconds (None: forever). False on timeout."},
+    {"drain", (PyCFunction)Bell_drain, METH_NOARGS, "Take every pending post; how many."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Bell_getset[] = {
+    {"pending", (getter)Bell_get_pending, NULL, "Posts not yet taken (a snapshot).", NULL},
+    {"offset", (getter)Bell_get_offset, NULL, "The bell's byte offset in its region.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject Bell_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Bell",
+    .tp_basicsize = sizeof(BellObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bell(region, offset): a doorbell made of futex words in the arena.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Bell_init,
+    .tp_dealloc = (destructor)Bell_dealloc,
+    .tp_methods = Bell_methods,
+    .tp_getset = Bell_getset,
+};

@@ -1,0 +1,104 @@
+/* The compiled core of csp_mp's shared-memory layer: shared declarations.
+ *
+ * Everything here works on one mapped arena (a Region): offsets and words, never Python objects
+ * in shared state. The Python modules in csp_mp/_shm are the readable specification of the same
+ * protocol (ring.py: frames and head/tail words; locks.py: what a lock protects; doorbell.py;
+ * csp_mp/_chan/shared.py: the channel block).
+ *
+ * Invariants:
+ *   - every offset and length that comes from Python is checked against the region before use
+ *     (region_span): a bad one raises ValueError, never a wild access.
+ *   - every shared access names its memory order and what it pairs with.
+ *   - the GIL is released around every wait that can sleep (lock contention, futex waits, spins).
+ */
+#ifndef CSP_MP_CORE_H
+#define CSP_MP_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define LINE 64
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;      /* the arena mapping, held while the region is open */
+    char *base;          /* NULL once released */
+    Py_ssize_t size;
+    Py_ssize_t locks_at; /* byte offset of lock 0's line */
+    Py_ssize_t nlocks;
+} Region;
+
+extern PyTypeObject Region_Type;
+extern PyTypeObject Lock_Type;
+extern PyTypeObject Bell_Type;
+
+typedef _Atomic uint64_t aword;
+typedef _Atomic uint32_t aword32;
+
+/* 0 if [off, off + len) lies in the open region and off is a multiple of align; else -1 with
+ * ValueError set. */
+int region_span(Region *r, long long off, long long len, long long align);
+
+static inline aword *word_at(Region *r, long long off) { return (aword *)(r->base + off); }
+
+/* Locks (lock.c): robust process-shared mutexes, one per 64-byte line from locks_at. */
+int lock_index_ok(Region *r, long long i);
+int lock_init(Region *r, long long i);
+/* 0 taken, 1 taken over from a dead holder, -1 error (exception set). Releases the GIL while
+ * it sleeps. */
+int lock_take(Region *r, long long i);
+/* 0 released, -1 error (exception set). */
+int lock_give(Region *r, long long i);
+
+/* Rings (ring.c): the frame format of ring.py. */
+typedef struct {
+    char *data;
+    uint64_t cap, mask, max_inline, lock, kind;
+    aword *head, *tail;
+} ring_t;
+
+enum { RING_LOCKED = 1, RING_SPSC = 2 };
+
+int ring_open(Region *r, long long off, ring_t *g);
+/* Write one inline frame after tail word t (head word h); 1 and *nt = new tail word, or 0 when
+ * it does not fit. Unpublished until the caller stores *nt. */
+int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uint64_t *nt);
+/* The frame at head word h (the ring is not empty): bytes, or (offset, length) for an
+ * out-of-band frame; *nh = the head word after it. NULL with an exception on a corrupt frame. */
+PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh);
+/* The kind of the frame at head word h (INLINE or OOB), skipping a wrap marker. */
+int ring_peek_kind(ring_t *g, uint64_t h);
+
+enum { F_INLINE = 1, F_OOB = 2, F_WRAP = 3 };
+
+#define M40 ((UINT64_C(1) << 40) - 1)
+#define M24 ((UINT64_C(1) << 24) - 1)
+#define M32 ((UINT64_C(1) << 32) - 1)
+
+/* Region methods, one group per file; the table is in module.c. */
+#define RMETH(name) PyObject *name(Region *r, PyObject *const *args, Py_ssize_t nargs)
+RMETH(R_load); RMETH(R_store); RMETH(R_cas); RMETH(R_fetch_add);
+RMETH(R_iload); RMETH(R_istore); RMETH(R_iadd); RMETH(R_iswap); RMETH(R_icas);
+RMETH(R_lock_init); RMETH(R_lock); RMETH(R_unlock); RMETH(R_lock_owner);
+RMETH(R_ring_try_put); RMETH(R_ring_put_locked); RMETH(R_ring_try_get); RMETH(R_ring_get_locked);
+RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len);
+RMETH(R_chan_send); RMETH(R_chan_recv); RMETH(R_chan_poll);
+RMETH(R_bell_ring);
+
+/* Argument helpers: 0 ok, -1 with TypeError set. */
+int arg_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
+int arg_ll(PyObject *o, long long *out);
+int arg_u64(PyObject *o, uint64_t *out);
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif

@@ -1,0 +1,216 @@
+/* Robust process-shared locks: glibc's pthread mutex, one per 64-byte line of the arena.
+ *
+ * The kernel's robust-futex list (which glibc registers for every thread) marks a mutex whose
+ * holder died, SIGKILL included; the next locker gets EOWNERDEAD, declares it consistent and
+ * learns it took it over (lock() returns True), as ShmLock.acquire does on the Python path.
+ * The structures a lock protects commit with one word store, so a takeover needs no repair.
+ *
+ * Invariants:
+ *   - a lock is unlocked by the thread that locked it (error-checking mutex: a wrong unlock or
+ *     a relock by the holder raises instead of corrupting or deadlocking).
+ *   - a contended lock spins briefly, then sleeps in pthread_mutex_lock with the GIL released:
+ *     its holder may be a thread of this process that needs the GIL to finish.
+ *
+ * Rejected: a home-made futex lock with the owner's TID: a thread has one robust list and glibc
+ * owns it, so such a lock could only learn of a dead holder by polling (the Python path's way).
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define SPINS 100 /* trylocks (~a few µs) before sleeping: critical sections are that short */
+
+_Static_assert(sizeof(pthread_mutex_t) <= LINE, "a mutex must fit its line");
+
+static pthread_mutex_t *mutex_at(Region *r, long long i) {
+    return (pthread_mutex_t *)(r->base + r->locks_at + i * LINE);
+}
+
+int lock_index_ok(Region *r, long long i) {
+    if (r->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the arena is closed");
+        return -1;
+    }
+    if (i < 0 || i >= r->nlocks) {
+        PyErr_Format(PyExc_ValueError, "lock index %lld out of range (%zd locks)", i, r->nlocks);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_errno_error(const char *what, int rc) {
+    PyErr_Format(PyExc_OSError, "%s: %s", what, strerror(rc));
+    return -1;
+}
+
+int lock_init(Region *r, long long i) {
+    if (lock_index_ok(r, i) < 0) return -1;
+    pthread_mutexattr_t a;
+    int rc = pthread_mutexattr_init(&a);
+    if (!rc) rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    if (!rc) rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    if (!rc) rc = pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+    if (!rc) rc = pthread_mutex_init(mutex_at(r, i), &a);
+    pthread_mutexattr_destroy(&a);
+    return rc ? set_errno_error("pthread_mutex_init", rc) : 0;
+}
+
+static int lock_result(pthread_mutex_t *m, int rc) {
+    if (rc == 0) return 0;
+    if (rc == EOWNERDEAD) {
+        /* the holder died: whatever it protected is consistent by the commit-store rule */
+        pthread_mutex_consistent(m);
+        return 1;
+    }
+    if (rc == EDEADLK) {
+        PyErr_SetString(PyExc_RuntimeError, "shared lock already held by this thread");
+        return -1;
+    }
+    return set_errno_error("pthread_mutex_lock", rc);
+}
+
+int lock_take(Region *r, long long i) {
+    if (lock_index_ok(r, i) < 0) return -1;
+    pthread_mutex_t *m = mutex_at(r, i);
+    int rc = pthread_mutex_trylock(m);
+    for (int k = 0; rc == EBUSY && k < SPINS; k++) {
+        cpu_relax();
+        rc = pthread_mutex_trylock(m);
+    }
+    if (rc == EBUSY) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = pthread_mutex_lock(m);
+        Py_END_ALLOW_THREADS
+    }
+    return lock_result(m, rc);
+}
+
+int lock_give(Region *r, long long i) {
+    if (lock_index_ok(r, i) < 0) return -1;
+    int rc = pthread_mutex_unlock(mutex_at(r, i));
+    if (rc == EPERM) {
+        PyErr_SetString(PyExc_RuntimeError, "release of a shared lock this thread does not hold");
+        return -1;
+    }
+    return rc ? set_errno_error("pthread_mutex_unlock", rc) : 0;
+}
+
+static int index_arg(const char *fn, Region *r, PyObject *const *args, Py_ssize_t nargs,
+                     long long *i) {
+    if (arg_count(fn, nargs, 1, 1) < 0 || arg_ll(args[0], i) < 0) return -1;
+    return lock_index_ok(r, *i);
+}
+
+RMETH(R_lock_init) {
+    long long i;
+    if (index_arg("lock_init", r, args, nargs, &i) < 0 || lock_init(r, i) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+RMETH(R_lock) {
+    long long i;
+    if (index_arg("lock", r, args, nargs, &i) < 0) return NULL;
+    int got = lock_take(r, i);
+    return got < 0 ? NULL : PyBool_FromLong(got);
+}
+
+RMETH(R_unlock) {
+    long long i;
+    if (index_arg("unlock", r, args, nargs, &i) < 0 || lock_give(r, i) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+RMETH(R_lock_owner) {
+    long long i;
+    if (index_arg("lock_owner", r, args, nargs, &i) < 0) return NULL;
+    /* glibc keeps the holder's TID in the mutex's lock word (FUTEX_TID_MASK) */
+    aword32 *w = (aword32 *)mutex_at(r, i);
+    return PyLong_FromUnsignedLong(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+}
+
+/* ---- Lock: one lock of a region as an object (the ShmLock interface) */
+
+typedef struct {
+    PyObject_HEAD
+    Region *region;
+    long long index;
+} LockObject;
+
+static int Lock_init(LockObject *self, PyObject *args, PyObject *kw) {
+    PyObject *region;
+    long long i;
+    static char *kwlist[] = {"region", "index", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L", kwlist, &Region_Type, &region, &i))
+        return -1;
+    if (lock_index_ok((Region *)region, i) < 0) return -1;
+    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    self->index = i;
+    return 0;
+}
+
+static void Lock_dealloc(LockObject *self) {
+    Py_XDECREF(self->region);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Lock_acquire(LockObject *self, PyObject *unused) {
+    (void)unused;
+    int got = lock_take(self->region, self->index);
+    return got < 0 ? NULL : PyBool_FromLong(got);
+}
+
+static PyObject *Lock_release(LockObject *self, PyObject *unused) {
+    (void)unused;
+    if (lock_give(self->region, self->index) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_exit(LockObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)args;
+    (void)nargs;
+    if (lock_give(self->region, self->index) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lock_owner(LockObject *self, PyObject *unused) {
+    (void)unused;
+    PyObject *i = PyLong_FromLongLong(self->index);
+    if (i == NULL) return NULL;
+    PyObject *res = R_lock_owner(self->region, &i, 1);
+    Py_DECREF(i);
+    return res;
+}
+
+static PyObject *Lock_get_index(LockObject *self, void *unused) {
+    (void)unused;
+    return PyLong_FromLongLong(self->index);
+}
+
+static PyMethodDef Lock_methods[] = {
+    {"acquire", (PyCFunction)Lock_acquire, METH_NOARGS,
+     "Take the lock (any process). True if it was taken over from a dead holder."},
+    {"release", (PyCFunction)Lock_release, METH_NOARGS, "Release the lock (the taking thread)."},
+    {"owner", (PyCFunction)Lock_owner, METH_NOARGS, "The holder's thread id, 0 if free."},
+    {"__enter__", (PyCFunction)Lock_acquire, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Lock_getset[] = {
+    {"index", (getter)Lock_get_index, NULL, "The lock's index in its region.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject Lock_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Lock",
+    .tp_basicsize = sizeof(LockObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lock(region, index): a robust process-shared mutex in the arena.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lock_init,
+    .tp_dealloc = (destructor)Lock_dealloc,
+    .tp_methods = Lock_methods,
+    .tp_getset = Lock_getset,
+};

@@ -1,0 +1,261 @@
+/* csp_mp._shm._core: the Region type (one mapped arena), its word operations and the module.
+ *
+ * A Region holds the arena's buffer for as long as it is open; release() drops it, after which
+ * every method raises ValueError instead of touching unmapped memory.
+ */
+#include "core.h"
+
+int arg_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
+    if (nargs < lo || nargs > hi) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)", fn, lo, hi,
+                     nargs);
+        return -1;
+    }
+    return 0;
+}
+
+int arg_ll(PyObject *o, long long *out) {
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+int arg_u64(PyObject *o, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int region_span(Region *r, long long off, long long len, long long align) {
+    if (r->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the arena is closed");
+        return -1;
+    }
+    if (off < 0 || len < 0 || off > r->size - len || (align > 1 && off % align)) {
+        PyErr_Format(PyExc_ValueError,
+                     "arena offset %lld (length %lld) is outside the %zd-byte arena or misaligned",
+                     off, len, r->size);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the Region type */
+
+static int Region_init(Region *self, PyObject *args, PyObject *kw) {
+    PyObject *buf;
+    Py_ssize_t locks_at, nlocks;
+    static char *kwlist[] = {"buffer", "locks_at", "nlocks", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Onn", kwlist, &buf, &locks_at, &nlocks))
+        return -1;
+    if (self->base != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Region is already open");
+        return -1;
+    }
+    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) return -1;
+    if (((uintptr_t)self->view.buf) % LINE) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_ValueError, "the arena buffer must be 64-byte aligned");
+        return -1;
+    }
+    self->base = self->view.buf;
+    self->size = self->view.len;
+    if (nlocks < 0 || locks_at < 0 || locks_at % LINE ||
+        locks_at > self->size - nlocks * (Py_ssize_t)LINE) {
+        PyBuffer_Release(&self->view);
+        self->base = NULL;
+        PyErr_SetString(PyExc_ValueError, "the lock lines lie outside the arena");
+        return -1;
+    }
+    self->locks_at = locks_at;
+    self->nlocks = nlocks;
+    return 0;
+}
+
+static PyObject *Region_release(Region *self, PyObject *unused) {
+    (void)unused;
+    if (self->base != NULL) {
+        self->base = NULL;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static void Region_dealloc(Region *self) {
+    if (self->base != NULL) PyBuffer_Release(&self->view);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Region_get_size(Region *self, void *unused) {
+    (void)unused;
+    return PyLong_FromSsize_t(self->base ? self->size : 0);
+}
+
+/* ---- words: offsets in bytes, 8-aligned */
+
+static int word_arg(Region *r, PyObject *o, aword **w) {
+    long long off;
+    if (arg_ll(o, &off) < 0 || region_span(r, off, 8, 8) < 0) return -1;
+    *w = word_at(r, off);
+    return 0;
+}
+
+RMETH(R_load) {
+    aword *w;
+    if (arg_count("load", nargs, 1, 1) < 0 || word_arg(r, args[0], &w) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(atomic_load_explicit(w, memory_order_acquire));
+}
+
+RMETH(R_store) {
+    aword *w;
+    uint64_t v;
+    if (arg_count("store", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_u64(args[1], &v) < 0)
+        return NULL;
+    atomic_store_explicit(w, v, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+RMETH(R_cas) {
+    aword *w;
+    uint64_t old, new;
+    if (arg_count("cas", nargs, 3, 3) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_u64(args[1], &old) < 0 || arg_u64(args[2], &new) < 0)
+        return NULL;
+    return PyBool_FromLong(atomic_compare_exchange_strong_explicit(
+        w, &old, new, memory_order_seq_cst, memory_order_seq_cst));
+}
+
+RMETH(R_fetch_add) {
+    aword *w;
+    long long d;
+    if (arg_count("fetch_add", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &d) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(
+        atomic_fetch_add_explicit(w, (uint64_t)d, memory_order_seq_cst));
+}
+
+/* signed views of the same words, for atomic.Int64 (two's complement, wrapping as Go's int64) */
+
+RMETH(R_iload) {
+    aword *w;
+    if (arg_count("iload", nargs, 1, 1) < 0 || word_arg(r, args[0], &w) < 0) return NULL;
+    return PyLong_FromLongLong((int64_t)atomic_load_explicit(w, memory_order_seq_cst));
+}
+
+RMETH(R_istore) {
+    aword *w;
+    long long v;
+    if (arg_count("istore", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &v) < 0)
+        return NULL;
+    atomic_store_explicit(w, (uint64_t)v, memory_order_seq_cst);
+    Py_RETURN_NONE;
+}
+
+RMETH(R_iadd) {
+    aword *w;
+    long long d;
+    if (arg_count("iadd", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &d) < 0)
+        return NULL;
+    uint64_t old = atomic_fetch_add_explicit(w, (uint64_t)d, memory_order_seq_cst);
+    return PyLong_FromLongLong((int64_t)(old + (uint64_t)d));
+}
+
+RMETH(R_iswap) {
+    aword *w;
+    long long v;
+    if (arg_count("iswap", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &v) < 0)
+        return NULL;
+    return PyLong_FromLongLong(
+        (int64_t)atomic_exchange_explicit(w, (uint64_t)v, memory_order_seq_cst));
+}
+
+RMETH(R_icas) {
+    aword *w;
+    long long old, new;
+    if (arg_count("icas", nargs, 3, 3) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &old) < 0 || arg_ll(args[2], &new) < 0)
+        return NULL;
+    uint64_t o = (uint64_t)old;
+    return PyBool_FromLong(atomic_compare_exchange_strong_explicit(
+        w, &o, (uint64_t)new, memory_order_seq_cst, memory_order_seq_cst));
+}
+
+#define FAST(name, doc) {#name + 2, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
+
+static PyMethodDef Region_methods[] = {
+    {"release", (PyCFunction)Region_release, METH_NOARGS, "Drop the buffer; later calls raise."},
+    FAST(R_load, "load(off) -> int: load-acquire of the word at byte offset off."),
+    FAST(R_store, "store(off, v): store-release of the word at byte offset off."),
+    FAST(R_cas, "cas(off, old, new) -> bool: compare-and-swap (seq_cst)."),
+    FAST(R_fetch_add, "fetch_add(off, d) -> int: add d (mod 2**64), return the old value."),
+    FAST(R_iload, "iload(off) -> int: the word as a signed 64-bit integer."),
+    FAST(R_istore, "istore(off, v): store a signed 64-bit integer."),
+    FAST(R_iadd, "iadd(off, d) -> int: add d (wrapping), return the new signed value."),
+    FAST(R_iswap, "iswap(off, v) -> int: exchange, return the old signed value."),
+    FAST(R_icas, "icas(off, old, new) -> bool: signed compare-and-swap."),
+    FAST(R_lock_init, "lock_init(i): make lock i a robust process-shared mutex (creator only)."),
+    FAST(R_lock, "lock(i) -> bool: take lock i; True if taken over from a dead holder."),
+    FAST(R_unlock, "unlock(i): release lock i (the thread that took it)."),
+    FAST(R_lock_owner, "lock_owner(i) -> int: the holder's thread id, 0 if free (a snapshot)."),
+    FAST(R_ring_try_put, "ring_try_put(off, data) -> int: 1 put, 0 full, -1 not inline-sized."),
+    FAST(R_ring_put_locked, "ring_put_locked(off, data) -> int: try_put under the caller's lock."),
+    FAST(R_ring_try_get, "ring_try_get(off): oldest frame: bytes, (offset, length), or None."),
+    FAST(R_ring_get_locked, "ring_get_locked(off): try_get under the caller's lock."),
+    FAST(R_ring_put_many, "ring_put_many(off, items, start) -> int: index of the first not put."),
+    FAST(R_ring_get_many, "ring_get_many(off, max) -> list of frames."),
+    FAST(R_ring_len, "ring_len(off) -> int: frames waiting (a snapshot)."),
+    FAST(R_chan_send, "chan_send(off, data) -> bool: buffered without parking, else False."),
+    FAST(R_chan_recv, "chan_recv(off) -> bytes | None: a buffered inline value, else None."),
+    FAST(R_chan_poll, "chan_poll(off, for_send, seconds) -> bool: wait until likely ready."),
+    FAST(R_bell_ring, "bell_ring(off): post the doorbell at off."),
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Region_getset[] = {
+    {"size", (getter)Region_get_size, NULL, "Bytes mapped (0 once released).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject Region_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Region",
+    .tp_basicsize = sizeof(Region),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Region(buffer, locks_at, nlocks): word, lock, ring and channel operations on one "
+              "mapped arena.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Region_init,
+    .tp_dealloc = (destructor)Region_dealloc,
+    .tp_methods = Region_methods,
+    .tp_getset = Region_getset,
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "csp_mp._shm._core",
+    .m_doc = "The compiled core: arena words, robust locks, doorbells, rings, channel fast paths.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (PyType_Ready(&Region_Type) < 0 || PyType_Ready(&Lock_Type) < 0 ||
+        PyType_Ready(&Bell_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&core_module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Region", (PyObject *)&Region_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Lock", (PyObject *)&Lock_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Bell", (PyObject *)&Bell_Type) < 0 ||
+        PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,58 @@
+"""Which core carries what crosses processes: the compiled one or the pure-Python path.
+
+The compiled core (``csp_mp._shm._core``, built by the package's setuptools build when a C
+compiler is there) and the Python modules of this layer run one protocol on one arena layout:
+the Python modules are its readable specification. A runtime picks one when it starts, and every
+P of it uses the same one:
+
+- ``CSP_MP_NATIVE=0`` forces the Python path;
+- ``CSP_MP_NATIVE=1`` makes a missing compiled core an error when a runtime starts;
+- unset (or any other value): the compiled core when it was built, else the Python path.
+
+What differs between the two: the arena's locks (robust pthread mutexes in their lines, against
+named semaphores with an owner word), the doorbells (futex words in the arena, against named
+semaphores), and the hot operations on rings, shared channels and atomics, done in one C call.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+__all__ = ["core", "enabled", "built"]
+
+try:
+    from csp_mp._shm import _core as _compiled
+except ImportError:  # no C compiler at install time, or a source tree not built
+    _compiled = None
+
+_ENV = "CSP_MP_NATIVE"
+
+
+def built() -> bool:
+    """True if the compiled core was built and imports."""
+    return _compiled is not None
+
+
+def enabled() -> bool:
+    """True if a runtime starting now uses the compiled core (see the module docstring).
+
+    Raises ``RuntimeError`` when ``CSP_MP_NATIVE=1`` and the compiled core is missing.
+    """
+    want = os.environ.get(_ENV, "").strip()
+    if want == "0":
+        return False
+    if want == "1" and _compiled is None:
+        raise RuntimeError(
+            "CSP_MP_NATIVE=1 but csp_mp's compiled core is not built (reinstall csp_mp with a "
+            "C compiler present, e.g. `pip install --force-reinstall --no-binary csp_mp csp_mp`),"
+            " or unset CSP_MP_NATIVE to use the pure-Python path"
+        )
+    return _compiled is not None
+
+
+def core() -> ModuleType:
+    """The compiled module (only when :func:`built`)."""
+    if _compiled is None:
+        raise RuntimeError("csp_mp's compiled core is not built")
+    return _compiled
