@@ -33,13 +33,13 @@ from typing import Any
 import msgspec
 
 from .._chan.local import SelectState
+from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
 from .._errors import DeadlockError, MigrationWarning, Panic, ProcessLost, RemoteError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from . import ctx as C
 from . import tasks
-from .shchan import K_GRANT, NO_OBJ, SharedChan, recv_payload
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
@@ -95,11 +95,16 @@ class Token:
 
     def claim(self, case: int) -> bool:
         """Win the select for ``case`` (a local partner completing it)."""
-        return self.broker.claim(self.broker.ctx.p, self.slot, self.gen, case)
+        return self.broker.claim(self.broker.p, self.slot, self.gen, case)
+
+    def release(self) -> None:
+        """The select has finished."""
+        self.broker.release_token(self)
 
 
 class Broker:
-    """This P's link to the others (see the module docstring)."""
+    """This P's link to the others (see the module docstring); the shared channel's
+    ``ProcLayer``."""
 
     def __init__(self, ctx: C.Ctx, hub: Hub) -> None:
         self.ctx = ctx
@@ -185,22 +190,10 @@ class Broker:
         """Whether a record's select is still waiting (a snapshot)."""
         return slot < 0 or self.ctx.load(self._tok_word(p, slot)) == gen << 8 | T_WAITING
 
-    def compact(self, q: Any, st: Any) -> None:
-        """Drop the dead records of a full wait queue (caller holds its lock)."""
-        from .shchan import _unrec
-
-        live = []
-        while (raw := q.get_locked()) is not None:
-            rec = _unrec(raw)
-            if self.token_live(rec[0], rec[2], rec[3]):
-                live.append(raw)
-        for raw in live:
-            q.put_locked(raw)
-
     # ------------------------------------------------------------------ wake-ups
 
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                data: bytes | None, st: Any, obj: Any = NO_OBJ) -> None:
+                data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
         """Tell goroutine ``gid`` of P ``p`` that its wait completed (after the lock is free).
 
         A receiver on this same P gets ``obj``, the sent object itself, when there is one:
