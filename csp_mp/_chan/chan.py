@@ -1,9 +1,10 @@
 """The Chan class, ``nilchan`` and ``select``: Go's channel semantics over a channel state.
 
 A ``Chan`` holds its state in ``_st``: a ``LocalState`` while every user is on one P, replaced in
-place by a shared state when the handle leaves its process (``promote``). Both states speak the
-same protocol (``try_send``, ``try_recv``, ``close``, ``enqueue_*``, ``dequeue``, ``stats``), so
-the blocking logic here is written once: a non-blocking try, then a park loop.
+place by a ``SharedChan`` (``shared.py``) when the handle leaves its process (the ``_mp`` layer's
+promoter). Both speak the ``ChanState`` protocol, so the blocking logic here is written once: a
+non-blocking try, then a park loop. A select over a shared channel drives its locked operations
+directly, and takes its token from the channel's ``ProcLayer``.
 
 Invariants:
 - A value is validated (typed channels) before any channel state is touched, so a failed send
@@ -16,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -25,8 +26,37 @@ from .._hub import _state as _hubstate
 from .._hub import current_hub, peek
 from .._hub import waits as W
 from .local import CLOSED, LocalState, SelectState, Waiter
+from .shared import SharedChan
 
 T = TypeVar("T")
+
+
+class ChanState(Protocol):
+    """What a Chan asks of its state, local or shared (``shared`` tells which)."""
+
+    shared: bool
+    cap: int
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send(self, v: Any, hub: Any) -> None: ...
+
+    def recv(self, hub: Any) -> tuple[Any, bool]: ...
+
+    def close(self) -> list:
+        """Close; the local waiters to ready, with their payloads."""
+        ...
+
+    def try_send(self, v: Any) -> tuple[bool, Any]:
+        """Send without blocking: (done, a local receiver to ready or None)."""
+        ...
+
+    def try_recv(self) -> tuple[bool, Any, bool, Any]:
+        """Receive without blocking: (done, value, ok, a local sender to ready or None)."""
+        ...
+
+    def stats(self) -> tuple[int, int, int]: ...
 
 # Set by the multi-process layer: called with a Chan whose handle is being pickled.
 _promoter: list[Callable[[Chan], Any]] = []
@@ -91,7 +121,7 @@ class Chan(Generic[T]):
             raise TypeError(f"Chan capacity must be an int, not {type(cap).__name__}")
         if cap < 0:
             raise ValueError(f"makechan: size out of range (cap={cap})")
-        self._st = LocalState(cap)
+        self._st: ChanState = LocalState(cap)
         self._type: Any = None
         self._check: Callable[[Any], None] | None = None
 
@@ -329,7 +359,7 @@ def _park_select(hub: Any, sel: SelectState, waiters: list[tuple[Any, Waiter, bo
     finally:
         _dequeue_losers(sel, waiters)
         if sel.token is not None:
-            sel.token.broker.release_token(sel.token)
+            sel.token.release()
     won = sel.case
     kind = parsed[won][0]
     if kind == _SEND:
@@ -347,7 +377,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     each other) across pass 1 and pass 2, as Go locks all of a select's channels: no partner in
     another P can see half of the select. Wake-ups found under the locks are delivered after.
     """
-    states = {}
+    states: dict[int, SharedChan] = {}
     for i in live:
         st = parsed[i][1]._st
         if st.shared:
@@ -402,7 +432,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
             # Pass 2: enqueue on every channel, under one token for the shared ones.
             sel = SelectState()
             g = hub.current
-            tok = next(iter(states.values())).broker.new_token(g, sel)
+            tok = next(iter(states.values())).broker.new_token(g, sel)  # one ProcLayer per P
             for i in live:
                 kind, ch, x = parsed[i]
                 st = ch._st

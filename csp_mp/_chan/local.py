@@ -14,11 +14,14 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ClosedChannelError
 from .._hub.waits import CHAN_RECV as W_RECV
 from .._hub.waits import CHAN_SEND as W_SEND
+
+if TYPE_CHECKING:
+    from .shared import SelectToken
 
 # What a parked sender is readied with.
 SENT = True
@@ -33,7 +36,7 @@ class SelectState:
     def __init__(self) -> None:
         self.done = False
         self.case = -1
-        self.token = None  # set when the select also waits on a shared channel
+        self.token: SelectToken | None = None  # set when it also waits on a shared channel
 
 
 class Waiter:

@@ -37,6 +37,9 @@ _P_WORDS = 16
 # P_STATUS values
 RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
 
+# inbox messages: msgpack tuples whose first field is the kind
+M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP = range(1, 6)
+
 INBOX_BYTES = 1 << 20
 RUNQ_BYTES = 1 << 20
 INFO_BYTES = 4096

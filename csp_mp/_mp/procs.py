@@ -385,7 +385,7 @@ def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], life
             deadline = time.monotonic() + 5.0
             while not ctx.stopping and time.monotonic() < deadline:
                 if broker.outbox:
-                    broker._flush_outbox()
+                    broker.flush_outbox()
                 ctx.bell.wait(0.05)
     except BaseException:
         import traceback

@@ -22,10 +22,10 @@ from .._atomic import Int64
 from .._chan import Chan
 from .._chan.chan import _validator
 from .._chan.local import LocalState
+from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._sync.sema import Sema
 from . import ctx as C
-from .shchan import SharedChan
 from .shobj import (
     SharedInt64,
     SharedSema,

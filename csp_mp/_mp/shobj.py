@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 
 from .._atomic import _MAX, _MIN, Int64, _check_int, _wrap
+from .._chan.shared import K_GRANT, grow
 from .._hub import current_hub
 from .._hub import waits as W
 from .._shm import Ring, attach_ring
 from .._sync.sema import Sema
-from .shchan import K_GRANT, grow
 
 _M64 = (1 << 64) - 1
 _rec = msgspec.msgpack.Encoder().encode

@@ -6,27 +6,33 @@ The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
 waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value.
 
+This layer knows nothing of processes: what it needs from them (this P's number, the arena, lock
+stripes, select tokens, wake-ups for goroutines of other Ps) it asks of a ``ProcLayer``, which
+the ``_mp`` layer's broker implements. Imports: ``_hub``, ``_shm``, ``_errors``, ``_chan.local``.
+
 Invariants:
 - Everything in the block (the three rings, ``closed``, ``count``) is read and written only under
-  the channel's ShmLock. The lock is a leaf except for token locks, which may be taken under it.
+  the channel's ShmLock. The lock is a leaf except for token locks (taken in
+  ``ProcLayer.claim``), which may be taken under it.
 - A record is live while its token is WAITING (plain records always are until popped). Dead
-  records are skipped and dropped when reached: select losers are never searched for.
+  records are skipped and dropped when reached, or compacted away when a queue is full: select
+  losers are never searched for.
 - At least one of recvq and sendq holds no live record; ``count <= cap``; ``count > 0`` implies
   no live receiver.
-- Wake-ups found under the lock are delivered after releasing it, so a channel lock is never
-  held while writing another P's inbox.
+- Wake-ups found under the lock are delivered (``ProcLayer.deliver``) after releasing it, so a
+  channel lock is never held while writing another P's inbox.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from .._chan.local import CLOSED, SENT
 from .._errors import ClosedChannelError
 from .._hub import waits as W
-from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
+from .._shm import Arena, Ring, TypedCodec, attach_ring, decode, discard, encode
+from .local import CLOSED, SENT, SelectState
 
 _MAGIC = 0xC4A7_0000_0000_0001
 _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
@@ -45,19 +51,60 @@ NO_OBJ = object()  # "no original object": a receiver on another P decodes the b
 K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
 
 
+class SelectToken(Protocol):
+    """A select's claim on its shared channels: whoever claims it first picks the case."""
+
+    slot: int
+    gen: int
+
+    def claim(self, case: int) -> bool:
+        """Win the select for ``case`` (a partner on this P completing it)."""
+        ...
+
+    def release(self) -> None:
+        """The select has finished: its token can be reused."""
+        ...
+
+
+class ProcLayer(Protocol):
+    """What a shared channel asks of the process layer (the ``_mp`` broker implements it)."""
+
+    p: int  # this P's number
+    arena: Arena  # the arena every P maps
+
+    def chan_lock_index(self) -> int:
+        """The arena lock for a new channel (any P)."""
+        ...
+
+    def new_token(self, g: Any, sel: SelectState) -> SelectToken:
+        """A token for a select of goroutine ``g`` of this P about to park (owner P only)."""
+        ...
+
+    def claim(self, p: int, slot: int, gen: int, case: int) -> bool:
+        """Win token ``(p, slot, gen)`` for ``case``; False if its select already completed."""
+        ...
+
+    def token_live(self, p: int, slot: int, gen: int) -> bool:
+        """Whether token ``(p, slot, gen)``'s select still waits (a snapshot; slot -1: True)."""
+        ...
+
+    def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
+        """Wake goroutine ``gid`` of P ``p`` with a wake of ``kind`` (no channel lock held)."""
+        ...
+
+
 class SharedChan:
     """The state of a promoted channel; the same protocol as ``LocalState`` plus locked ops."""
 
     shared = True
-    __slots__ = ("ctx", "broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
+    __slots__ = ("broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
                  "_q", "_arena", "_buf", "codec", "__weakref__")
 
-    def __init__(self, broker: Any, off: int, tp: Any = None) -> None:
-        ctx = broker.ctx
-        self.ctx = ctx
+    def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
         self.broker = broker
         self.off = off
-        arena = ctx.arena
+        arena = broker.arena
         w = off // 8
         self._w = w
         self._arena = arena
@@ -72,9 +119,9 @@ class SharedChan:
         self.codec = TypedCodec(tp, arena) if tp is not None else None
 
     @classmethod
-    def create(cls, broker: Any, cap: int, tp: Any = None) -> SharedChan:
+    def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
         """A new, empty shared channel (any P)."""
-        arena = broker.ctx.arena
+        arena = broker.arena
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
         w = off // 8
@@ -100,12 +147,12 @@ class SharedChan:
         """Serialize ``v`` (TypeError naming the type, before any state is touched)."""
         if self.codec is not None:
             return self.codec.encode(v)
-        return encode(v, self.ctx.arena)
+        return encode(v, self._arena)
 
     def decode(self, data: bytes) -> Any:
         if self.codec is not None:
             return self.codec.decode(data)
-        return decode(data, self.ctx.arena)
+        return decode(data, self._arena)
 
     # ---- words (all under self.lock)
 
@@ -140,17 +187,28 @@ class SharedChan:
             if rec[2] < 0 or broker.claim(rec[0], rec[2], rec[3], rec[4]):
                 return rec
             if rec[5] is not None:
-                discard(rec[5], self.ctx.arena)
+                discard(rec[5], self._arena)
 
     def _queue(self, wi: int) -> Ring:
         """The wait queue in word ``wi`` (it moves when it grows; under the lock)."""
         off = self._q[self._w + wi]
         q = self._rings.get(wi)
         if q is None or q.offset != off:
-            q = self._rings[wi] = attach_ring(self.ctx.arena, off)
+            q = self._rings[wi] = attach_ring(self._arena, off)
             if wi == _W_BUF:
                 self._buf = q
         return q
+
+    def _compact(self, q: Ring) -> None:
+        """Drop the dead records of a full wait queue (under the lock)."""
+        live = self.broker.token_live
+        keep = []
+        while (raw := q.get_locked()) is not None:
+            rec = _unrec(raw)
+            if live(rec[0], rec[2], rec[3]):
+                keep.append(raw)
+        for raw in keep:
+            q.put_locked(raw)
 
     @property
     def recvq(self) -> Ring:
@@ -164,9 +222,9 @@ class SharedChan:
         q = self._queue(wi)
         raw = _rec(rec)
         if not q.put_locked(raw):
-            self.broker.compact(q, self)
+            self._compact(q)
             if not q.put_locked(raw):
-                self._rings[wi] = q = grow(self.ctx.arena, q, self._w + wi, raw)
+                self._rings[wi] = q = grow(self._arena, q, self._w + wi, raw)
         self._q[self._w + _NWORD[wi]] = len(q)
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
@@ -190,7 +248,7 @@ class SharedChan:
         run out first (a value too big for it goes to its own block, as rings do)."""
         q = self._queue(_W_BUF)
         if not q.put_locked(data):
-            self._rings[_W_BUF] = self._buf = grow(self.ctx.arena, q, self._w + _W_BUF, data)
+            self._rings[_W_BUF] = self._buf = grow(self._arena, q, self._w + _W_BUF, data)
 
     def _buf_get(self) -> bytes | None:
         return self._queue(_W_BUF).get_locked()
@@ -214,7 +272,7 @@ class SharedChan:
 
     def enqueue_l(self, is_send: bool, data: bytes | None, gid: int, slot: int, gen: int,
                   case: int) -> None:
-        self._put(_W_SENDQ if is_send else _W_RECVQ, (self.ctx.p, gid, slot, gen, case, data))
+        self._put(_W_SENDQ if is_send else _W_RECVQ, (self.broker.p, gid, slot, gen, case, data))
 
     def flush(self, wakes: list) -> None:
         """Deliver the wake-ups gathered under the lock (after releasing it)."""
@@ -247,7 +305,7 @@ class SharedChan:
                 self.enqueue_l(True, data, hub.current.id, -1, 0, 0)
         except BaseException:
             lock.release()
-            discard(data, self.ctx.arena)
+            discard(data, self._arena)
             raise
         lock.release()
         if wakes:
@@ -299,7 +357,7 @@ class SharedChan:
             while (rec := self._pop_live(_W_SENDQ)) is not None:
                 wakes.append((rec, K_CLOSED_SEND, None, NO_OBJ))
                 if rec[5] is not None:
-                    discard(rec[5], self.ctx.arena)
+                    discard(rec[5], self._arena)
         finally:
             lock.release()
         self.flush(wakes)
@@ -314,7 +372,7 @@ class SharedChan:
             done = self.try_send_l(data, wakes)
         self.flush(wakes)
         if not done:
-            discard(data, self.ctx.arena)
+            discard(data, self._arena)
         return done, None
 
     def try_recv(self) -> tuple[bool, Any, bool, None]:
@@ -329,7 +387,7 @@ class SharedChan:
             return self._count(), len(self.sendq), len(self.recvq)
 
 
-def grow(arena: Any, q: Ring, word: int, raw: bytes) -> Ring:
+def grow(arena: Arena, q: Ring, word: int, raw: bytes) -> Ring:
     """Move a full wait queue into one twice its size, append ``raw``, publish it in ``word``.
 
     The caller holds the queue's lock; every user re-reads ``word`` under that lock.

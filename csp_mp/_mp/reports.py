@@ -1,0 +1,143 @@
+"""What a P tells the others about itself: goroutine stacks and counts, panics, lost Ps.
+
+- ``publish_info``: a description of this P's goroutines in its control-block line, which P0
+  quotes in ``ProcessLost`` should the P die;
+- ``gather_stacks``/``num_goroutine``/``stats``: ``runtime.stack()`` and friends over every P;
+- ``report_panic`` (a worker P) and ``on_panic``/``on_lost`` (P0): a failure becomes the run's
+  outcome.
+
+The functions take the P's ``Broker`` and use its inbox messaging (``send``, ``handle``).
+Owner P only.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .._errors import Panic, ProcessLost, RemoteError
+from .._hub import Hub, Outcome
+from .._hub.g import WAITING
+from . import ctx as C
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+_msg = msgspec.msgpack.Encoder().encode
+_unmsg = msgspec.msgpack.Decoder(tuple).decode
+
+
+def gset(hub: Hub) -> tuple[int, int]:
+    """Changes whenever a goroutine starts or ends: (how many, newest id) (dicts keep order)."""
+    allgs = hub.allgs
+    return len(allgs), (next(reversed(allgs)) if allgs else 0)
+
+
+def gather_stacks(b: Broker, hub: Hub, timeout: float) -> str:
+    """Every goroutine of every P (asks the other Ps; waits up to ``timeout``)."""
+    ctx = b.ctx
+    b.stack_req += 1
+    req = b.stack_req
+    others = [q for q in range(ctx.nprocs) if q != b.p
+              and ctx.pload(q, C.P_STATUS) != C.EXITED]
+    for q in others:
+        b.send(q, _msg((C.M_STACK_REQ, b.p, req)))
+    deadline = time.monotonic() + timeout
+    replies = b.stack_replies.setdefault(req, {})
+    inbox = ctx.inbox[b.p]
+    while len(replies) < len(others) and time.monotonic() < deadline:
+        if b.outbox:
+            b.flush_outbox()
+        for raw in inbox.get_many(256):
+            m = _unmsg(raw)
+            if m[0] == C.M_STACK_REP:
+                b.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
+            else:
+                b.handle(raw)
+        if len(replies) < len(others):
+            ctx.bell.wait(0.01)
+    b.stack_replies.pop(req, None)
+    parts = {b.p: hub.stack_text()}
+    parts.update(replies)
+    for q in others:
+        parts.setdefault(q, f"(P{q} did not answer)")
+    return "\n".join(parts[q] for q in sorted(parts) if parts[q])
+
+
+def num_goroutine(b: Broker, hub: Hub) -> int:
+    """Live goroutines in every P (other Ps' counts are their last published ones)."""
+    ctx = b.ctx
+    ctx.pstore(C.P_NGOR, len(hub.allgs))
+    total = len(b.unflushed)
+    for q in range(ctx.nprocs):
+        if q == b.p:
+            total += len(hub.allgs)
+        elif ctx.pload(q, C.P_STATUS) != C.EXITED:
+            total += ctx.pload(q, C.P_NGOR)
+        total += len(ctx.runq[q])
+    return total
+
+
+def stats(b: Broker) -> list[dict[str, int]]:
+    """Per-P counters: parks on the doorbell, goroutines stolen, wake-ups sent and handled."""
+    ctx = b.ctx
+    return [{"p": q, "parks": ctx.pload(q, C.P_PARKS), "stolen": ctx.pload(q, C.P_STOLEN),
+             "wakes_sent": ctx.pload(q, C.P_SENT), "wakes_handled": ctx.pload(q, C.P_HANDLED),
+             "goroutines": ctx.pload(q, C.P_NGOR)} for q in range(ctx.nprocs)]
+
+
+def publish_info(b: Broker, hub: Hub) -> None:
+    """Describe this P's goroutines for a ProcessLost report, should this P die."""
+    # every publication is the baseline the next change is measured against (a steal
+    # publishes too: measuring from an older one left the stolen goroutines' text in place)
+    b.info_t = time.monotonic()
+    b.info_n = gset(hub)
+    gs = sorted(hub.allgs.values(), key=lambda g: g.id)
+    lines = [g.describe() + (f" [{g.reason}]" if g.state == WAITING else f" [{g.state}]")
+             for g in gs[:40]]
+    if len(gs) > 40:
+        lines.append(f"... and {len(gs) - 40} more")
+    b.ctx.publish_info("\n".join(lines))
+
+
+def report_panic(b: Broker, err: BaseException) -> None:
+    """A worker P's goroutine panicked: tell P0 (the exception, or a stand-in)."""
+    cause = err.__cause__ if isinstance(err, Panic) and err.__cause__ is not None else err
+    tb = getattr(err, "traceback_text", "") or "".join(traceback.format_exception(cause))
+    try:
+        blob = pickle.dumps(cause, protocol=5)
+        pickle.loads(blob)
+    except Exception:
+        blob = pickle.dumps(RemoteError(type(cause).__name__, str(cause), tb), protocol=5)
+    text = str(err)
+    b.send(0, _msg((C.M_PANIC, blob, text, tb)))
+
+
+def on_panic(b: Broker, blob: bytes, text: str, tb: str) -> None:
+    hub = b.hub
+    if hub.outcome is not None:
+        return
+    try:
+        cause = pickle.loads(blob)
+    except Exception as exc:
+        cause = RemoteError("UnpicklingError", str(exc), tb)
+    if isinstance(cause, (KeyboardInterrupt, SystemExit)):
+        hub.outcome = Outcome("interrupt", error=cause)
+        return
+    err = Panic(text, goroutine=text, traceback_text=tb)
+    err.__cause__ = cause
+    hub.outcome = Outcome("panic", error=err)
+
+
+def on_lost(b: Broker, q: int) -> None:
+    info = b.ctx.read_info(q)
+    names = tuple(line for line in info.splitlines() if line)
+    what = ", ".join(names) if names else "no goroutine it reported"
+    err = ProcessLost(f"P{q} (pid {b.ctx.pload(q, C.P_PID)}) died; goroutines lost "
+                      f"with it: {what}", p=q, goroutines=names)
+    b.hub.outcome = Outcome("lost", error=err)
+

@@ -1,0 +1,197 @@
+"""The run queue between Ps: publishing new goroutines, taking them back, stealing, idling.
+
+``go()`` on a P serializes the goroutine into that P's stealable ring in the arena (``place``,
+in batches: ``flush_spawns``); the P keeps the callable and runs its own frames without
+unpickling them (``pop_own``), unless an idle P steals half of its queue first (``steal``,
+``adopt``). A P with nothing to run polls, steals, then parks on its doorbell (``idle``). The
+functions take the P's ``Broker``; it binds the hot ones (``place``, ``flush_spawns``,
+``idle``, ``pop_own``, ``busy``) as its methods, so a call costs what a method call did.
+
+Invariants:
+- ``b.pending`` maps the sequence numbers of this P's queued frames to their ``(fn, args,
+  kwargs)``; a frame older than the one the owner pops was stolen, so its entry is dropped then.
+- ``b.unflushed`` holds frames not yet in the ring: they are counted by ``num_goroutine`` and
+  published at ``SPAWN_BATCH`` or at the next poll.
+- A P marks itself RUNNING (``busy``) before taking stolen frames, so checkdead never sees it
+  STUCK with work in hand; it publishes STUCK or IDLE only after describing its goroutines.
+- Owner P only (the rings themselves are locked for every P).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._errors import MigrationWarning
+from .._hub import Hub
+from . import checkdead, reports, tasks
+from . import ctx as C
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+_msg = msgspec.msgpack.Encoder().encode
+
+SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
+IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
+
+
+def place(b: Broker, hub: Hub, fn: Any, args: tuple, kwargs: dict) -> bool:
+    """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
+
+    Frames are published in batches (at ``SPAWN_BATCH``, and whenever the hub polls), so a
+    loop of ``go()`` calls pays one lock per batch. The goroutine gets its G only if it
+    runs here (a thief makes its own).
+    """
+    b.seq += 1
+    seq = b.seq
+    frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
+    b.pending[seq] = (fn, args, kwargs)
+    b.unflushed.append(frame)
+    if len(b.unflushed) >= SPAWN_BATCH:
+        flush_spawns(b)
+    return True
+
+
+def flush_spawns(b: Broker) -> None:
+    """Publish the frames of goroutines spawned since the last flush."""
+    frames = b.unflushed
+    if not frames:
+        return
+    b.unflushed = []
+    n = b.ctx.runq[b.p].put_many(frames)
+    for frame in frames[n:]:  # queue full: they run here
+        seq = tasks.own_frame(frame, b.arena)
+        entry = b.pending.pop(seq, None)
+        if entry is not None:
+            b.hub.runq.append(b.hub.new_g(*entry, False))
+    if n:
+        wakep(b)
+
+
+def wakep(b: Broker) -> None:
+    """Ring one idle P (starting the search at a random P, so wakes spread out)."""
+    ctx = b.ctx
+    n = ctx.nprocs
+    start = b.rng.randrange(n)
+    for i in range(n):
+        q = (start + i) % n
+        if q != b.p and ctx.pload(q, C.P_STATUS) >= C.IDLE \
+                and ctx.pload(q, C.P_STATUS) != C.EXITED and not ctx.pload(q, C.P_DRAIN):
+            ctx.bells[q].ring()
+            return
+
+
+def busy(b: Broker) -> None:
+    """This P has work again: leave IDLE/STUCK and count the transition (checkdead)."""
+    ctx = b.ctx
+    if ctx.pload(b.p, C.P_STATUS) != C.RUNNING:
+        ctx.pstore(C.P_STATUS, C.RUNNING)
+        ctx.padd(C.P_EPOCH, 1)
+
+
+def pop_own(b: Broker, hub: Hub) -> bool:
+    if not b.pending:
+        return False
+    # One at a time, as Go's runqget: a goroutine taken here starts here and can never move,
+    # so taking a batch left other Ps idle at the end of a CPU-bound fan-out.
+    frames = b.ctx.runq[b.p].get_many(1)
+    if not frames:
+        b.pending.clear()  # everything queued was stolen
+        return False
+    got = False
+    for frame in frames:
+        seq = tasks.own_frame(frame, b.arena)
+        if b.pending and min(b.pending) < seq:
+            for s in [s for s in b.pending if s < seq]:
+                del b.pending[s]  # older frames were stolen
+        entry = b.pending.pop(seq, None)
+        if entry is not None:
+            hub.runq.append(hub.new_g(*entry, False))
+            got = True
+    return got
+
+
+def steal(b: Broker, hub: Hub) -> bool:
+    ctx = b.ctx
+    if ctx.pload(b.p, C.P_DRAIN):
+        return False
+    n = ctx.nprocs
+    victims = [q for q in range(n) if q != b.p]
+    b.rng.shuffle(victims)
+    for q in victims:
+        ring = ctx.runq[q]
+        k = len(ring)
+        if not k:
+            continue
+        busy(b)  # before taking: checkdead must not see STUCK while frames are in hand
+        frames = ring.get_many(max(1, k // 2))
+        ctx.padd(C.P_STOLEN, len(frames))
+        for frame in frames:
+            adopt(b, hub, frame)
+        if frames:
+            reports.publish_info(b, hub)  # should this P die, P0 can name what it took
+            if len(ring):
+                wakep(b)  # work is left: another idle P may take its share (Go)
+            return True
+    return False
+
+
+def adopt(b: Broker, hub: Hub, frame: bytes) -> None:
+    try:
+        fn, args, kwargs, warn, digest = tasks.unpack(frame, b.arena)
+    except BaseException as exc:
+        err = exc
+
+        def fail() -> None:
+            raise RuntimeError(f"cannot run a goroutine stolen from another P: {err}") from err
+
+        fn, args, kwargs, warn, digest = fail, (), {}, "", b""
+    if warn and digest not in b.warned:
+        b.warned.add(digest)
+        if b.p == 0:
+            warnings.warn(MigrationWarning(warn), stacklevel=1)
+        else:
+            b.send(0, _msg((C.M_WARN, warn)))
+    g = hub.new_g(fn, args, kwargs, True)
+    hub.runq.append(g)
+
+
+def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
+    """Nothing runnable here: poll, steal, then park on the doorbell."""
+    ctx = b.ctx
+    if b.poll(hub) or hub.runq or hub.outcome is not None:
+        busy(b)
+        return
+    if steal(b, hub):
+        busy(b)
+        return
+    stuck = not local_can_wake and not b.outbox and not b.pending
+    now = time.monotonic()
+    # describe the goroutines before publishing their count: whoever sees the count (P0
+    # waiting for it before killing this P, say) finds the description already there
+    if reports.gset(hub) != b.info_n or now - b.info_t > 0.05:
+        reports.publish_info(b, hub)
+    ctx.pstore(C.P_NGOR, len(hub.allgs))
+    ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
+    # blocks of received buffers that died since (deferred frees): back to the allocator
+    # before sleeping, so that a sender's next large value reuses a block whose pages are
+    # already mapped (a fresh 64 MiB block costs ~70 ms of page faults on the 2-vCPU VM)
+    b.arena.collect()
+    # A post taken here is a full barrier: a producer that queued work before reading our
+    # status either sees IDLE (and rings) or its work is visible to the re-check below.
+    if ctx.bell.wait(0) or checkdead.work_visible(b):
+        busy(b)
+        return
+    wait = IDLE_WAIT if timeout is None else min(timeout, IDLE_WAIT)
+    if b.p == 0 and stuck:
+        if checkdead.check(b, hub):
+            return
+        wait = min(wait, checkdead.DEADLOCK_SETTLE)
+    ctx.padd(C.P_PARKS, 1)
+    if ctx.bell.wait(wait):
+        busy(b)
+
