@@ -1,17 +1,42 @@
-"""Build the optional compiled core; without a C compiler the package installs pure Python."""
+"""Build the optional compiled core; without a working C compiler the package installs pure
+Python and says so in one line."""
 
 import glob
+import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class optional_build_ext(build_ext):
+    """build_ext that turns a failed compile into a one-line notice (the Python path runs)."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all
+            self._notice(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # a compiler that fails
+            self._notice(exc)
+
+    @staticmethod
+    def _notice(exc):
+        print(f"csp_mp: the compiled core was not built ({type(exc).__name__}); "
+              "csp_mp will run on its pure-Python path", file=sys.stderr)
+
 
 setup(
+    cmdclass={"build_ext": optional_build_ext},
     ext_modules=[
         Extension(
             "csp_mp._shm._core",
-            sources=sorted(glob.glob("csp_mp/_shm/_core/*.c")),
-            depends=["csp_mp/_shm/_core/core.h"],
+            sources=sorted(glob.glob("csp_mp/_shm/c/*.c")),
+            depends=["csp_mp/_shm/c/core.h"],
             extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
-            optional=True,
         )
-    ]
+    ],
 )

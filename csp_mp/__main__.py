@@ -1,4 +1,4 @@
-"""Command line: ``python -m csp_mp bench [options]``.
+"""Command line: ``python -m csp_mp bench [options]`` and ``python -m csp_mp info``.
 
 Argument parsing only; the benchmark itself lives in ``csp_mp._bench``.
 """
@@ -6,6 +6,7 @@ Argument parsing only; the benchmark itself lives in ``csp_mp._bench``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -39,13 +40,54 @@ def build_parser() -> argparse.ArgumentParser:
                             "when FILE is omitted or '-')")
     bench.add_argument("--plot", default=None, metavar="FILE.png",
                        help="draw a chart of the results (needs the 'plot' extra: matplotlib)")
+    sub.add_parser("info", help="print the version, the core in use, the default procs, the "
+                                "arena size and how Ps start")
     return parser
+
+
+def info() -> str:
+    """What ``python -m csp_mp info`` prints: version, core, default procs, arena, start."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import _run, runtime
+    from ._mp import procs
+    from ._shm import native
+
+    try:
+        ver = version("csp_mp")
+    except PackageNotFoundError:
+        ver = "unknown (not installed)"
+    if runtime.native():
+        core = "compiled (csp_mp._shm._core)"
+    elif native.built():
+        core = "pure Python (CSP_MP_NATIVE=0)"
+    else:
+        core = "pure Python (the compiled core is not built)"
+    try:
+        nprocs = f"{_run.resolve_procs(None)}"
+    except (TypeError, ValueError) as exc:
+        nprocs = f"invalid GOMAXPROCS ({exc})"
+    start = "forkserver (CSP_MP_START=forkserver)" if os.environ.get(
+        "CSP_MP_START", "") == "forkserver" else (
+        "fork of P0 while it has one thread, else forkserver (csp_mp preloaded)")
+    lines = [
+        ("version", ver),
+        ("core", core),
+        ("default procs", f"{nprocs} (GOMAXPROCS, else the usable CPUs: {runtime.num_cpu()})"),
+        ("arena", f"{procs.ARENA_BYTES >> 20} MiB (CSP_MP_ARENA_MB), a memfd: nothing named"),
+        ("Ps start by", start),
+        ("python", sys.version.split()[0]),
+    ]
+    return "\n".join(f"{k + ':':15}{v}" for k, v in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m csp_mp``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "info":
+        print(info())
+        return 0
     if args.command != "bench":
         parser.print_help()
         return 2

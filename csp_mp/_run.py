@@ -15,6 +15,7 @@ from . import _hub
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
 from ._hub import _state as _hubstate
+from ._shm import native
 
 R = TypeVar("R")
 
@@ -59,6 +60,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     if not callable(main):
         raise TypeError(f"run() needs a callable, got {type(main).__name__}")
     n = resolve_procs(procs)
+    native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     hub = _hub.peek()
     if hub is not None:
         if hub is _implicit["hub"] and hub.current is hub.main_g:
@@ -85,6 +87,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
 
 def _start_implicit() -> Hub:
     n = resolve_procs(None)
+    native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     if n > 1:
         from . import _mp
 
@@ -131,7 +134,7 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start ``fn(*args, **kwargs)`` in a new goroutine, on any P (it may migrate)."""
     if not callable(fn):
         raise TypeError(f"go() needs a callable, got {type(fn).__name__}")
-    (_hubstate["hub"] or _hub.current_hub()).spawn(fn, args, kwargs, False)
+    (_hubstate["hub"] or _hub.current_hub()).go(fn, args, kwargs)
 
 
 def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

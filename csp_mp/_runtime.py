@@ -41,6 +41,20 @@ def gomaxprocs(n: int = 0) -> int:
     return prev
 
 
+def native() -> bool:
+    """True if the compiled core carries what crosses processes: in the running runtime, or
+    (none running) in the next one to start. ``CSP_MP_NATIVE=0`` forces the pure-Python path."""
+    hub = _hub.peek()
+    if hub is not None and hub.broker is not None:
+        return hub.broker.arena.core is not None
+    from ._shm import native as _native
+
+    try:
+        return _native.enabled()
+    except RuntimeError:  # CSP_MP_NATIVE=1 without the core: the next start raises
+        return False
+
+
 def num_goroutine() -> int:
     """Live goroutines in every P."""
     hub = _hub.peek()

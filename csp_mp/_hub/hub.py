@@ -81,8 +81,8 @@ class Broker(Protocol):
     def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
         """Park this P until rung or ``timeout``; may set ``hub.outcome`` (deadlock, lost P)."""
 
-    def place(self, hub: Hub, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
-        """Offer a new migratable goroutine to other Ps; True if the broker took it."""
+    def place(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        """Queue a new migratable goroutine where other Ps can take it (the hub's ``go``)."""
 
 
 class Hub:
@@ -109,6 +109,9 @@ class Hub:
         self.stopping = False
         self.main_g: G | None = None
         self.broker: Broker | None = None
+        #: go(fn, args, kwargs): start a goroutine that may run on any P (the broker's place
+        #: once one is plugged in, else a goroutine of this P).
+        self.go: Callable[[Callable[..., Any], tuple, dict], Any] = self._go_here
         self.mpool = MThreadPool()
         self.tick = 0
         if seed is None:
@@ -146,12 +149,15 @@ class Hub:
         None when the broker took it."""
         if self.stopping:
             return None
-        if not local and self.broker is not None \
-                and self.broker.place(self, fn, args, kwargs or {}):
+        if not local and self.broker is not None:
+            self.broker.place(fn, args, kwargs or {})
             return None  # queued where other Ps can steal it; it gets a G where it runs
         g = self.new_g(fn, args, kwargs or {}, local)
         self.runq.append(g)
         return g
+
+    def _go_here(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        self.spawn(fn, args, kwargs, False)
 
     def spawn_local(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""

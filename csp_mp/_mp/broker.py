@@ -38,7 +38,7 @@ from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from . import ctx as C
-from . import reports, runq, tokens
+from . import reports, runq, tasks, tokens
 from .tokens import TOKEN_LOCKS
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -49,6 +49,16 @@ WAKE_BATCH = 32  # wake-ups to other Ps sent at once
 # lock index ranges in the arena's lock set (lock 0 is the allocator's)
 CHAN_LOCKS = 32
 OBJ_LOCKS = 32
+
+
+CHAN_SPIN = 50e-6  # seconds a goroutine alone on its P polls a shared channel before parking
+_NCPU = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def spin_seconds(ctx: C.Ctx) -> float:
+    """How long a lone goroutine polls a shared channel before parking: ``CHAN_SPIN`` when every
+    P can have a core to itself (a P that spins then burns only its own core), else 0."""
+    return CHAN_SPIN if ctx.gload(C.G_LOGICAL) <= _NCPU else 0.0
 
 
 def nlocks_for(maxprocs: int) -> int:
@@ -80,6 +90,7 @@ class Broker:
         self.hub = hub
         self.p = ctx.p
         self.arena = ctx.arena
+        self.spin_seconds = spin_seconds(ctx)
         locks = ctx.arena.locks
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
@@ -97,6 +108,10 @@ class Broker:
         self.pending: dict[int, Any] = {}
         self.unflushed: list[bytes] = []
         self.seq = 0
+        self.fn_last: Any = None  # the callable go() was last given, and its pickle_fn entry
+        self.fn_entry: tuple[bytes, bytes, str] = (b"", b"", "")
+        self.encode_plain = tasks.plain_encoder(ctx.arena)
+        hub.go = self.place
         self.rng = random.Random()
         # select tokens (tokens.py)
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
@@ -115,6 +130,13 @@ class Broker:
         hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
 
     # ------------------------------------------------------------------ the jobs, bound here
+
+    def spin_time(self, hub: Hub) -> float:
+        """ProcLayer: how long a goroutine about to park on a shared channel may poll it: only
+        when no other goroutine of this P is runnable or queued (owner P only)."""
+        if hub.runq or hub.runnext is not None or self.unflushed or self.pending:
+            return 0.0
+        return self.spin_seconds
 
     # run queue (the hub's Broker protocol: place, idle; poll is below)
     place = runq.place

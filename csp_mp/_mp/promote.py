@@ -27,6 +27,7 @@ from .._errors import InternalError
 from .._sync.sema import Sema
 from . import ctx as C
 from .shobj import (
+    NativeSharedInt64,
     SharedInt64,
     SharedSema,
     attach_int64,
@@ -138,7 +139,7 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
 
 def promote_int64(obj: Int64) -> tuple:
     broker = _broker()
-    if not isinstance(obj, SharedInt64):
+    if not isinstance(obj, (SharedInt64, NativeSharedInt64)):
         with _arena_room(broker):
             off = new_int64_block(broker, obj._v)
         attach_int64(obj, broker, off)

@@ -39,21 +39,31 @@ SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 
-def place(b: Broker, hub: Hub, fn: Any, args: tuple, kwargs: dict) -> bool:
+def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
     """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
 
     Frames are published in batches (at ``SPAWN_BATCH``, and whenever the hub polls), so a
     loop of ``go()`` calls pays one lock per batch. The goroutine gets its G only if it
-    runs here (a thief makes its own).
+    runs here (a thief makes its own). The common fan-out call, scalar and channel arguments
+    of the function last given, is framed by one call (``b.encode_plain``: the compiled core's
+    when it runs, else ``tasks.encode_plain``); ``tasks.pack`` frames every other call.
     """
-    b.seq += 1
-    seq = b.seq
-    frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
+    if b.hub.stopping:
+        return
+    if fn is b.fn_last:
+        entry = b.fn_entry
+    else:
+        entry = b.fn_entry = tasks.pickle_fn(fn)
+        b.fn_last = fn
+    b.seq = seq = b.seq + 1
+    frame = None if kwargs else b.encode_plain(seq, b.p, entry, args)
+    if frame is None:
+        frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
     b.pending[seq] = (fn, args, kwargs)
-    b.unflushed.append(frame)
-    if len(b.unflushed) >= SPAWN_BATCH:
+    unflushed = b.unflushed
+    unflushed.append(frame)
+    if len(unflushed) >= SPAWN_BATCH:
         flush_spawns(b)
-    return True
 
 
 def flush_spawns(b: Broker) -> None:

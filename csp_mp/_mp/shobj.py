@@ -82,6 +82,36 @@ class SharedInt64(Int64):
             return True
 
 
+class NativeSharedInt64(Int64):
+    """An ``Int64`` in the arena whose every operation is one atomic instruction of the compiled
+    core, no lock (``_v`` is ``(core, byte offset, lock, offset)``; the lock is unused)."""
+
+    __slots__ = ()
+
+    def load(self) -> int:
+        c, o = self._v[0], self._v[1]
+        return c.iload(o)
+
+    def store(self, v: int) -> None:
+        c, o = self._v[0], self._v[1]
+        c.istore(o, _wrap(_check_int(v)))
+
+    def add(self, delta: int) -> int:
+        c, o = self._v[0], self._v[1]
+        return c.iadd(o, _wrap(_check_int(delta)))  # wrapping add mod 2**64: Go's int64
+
+    def swap(self, v: int) -> int:
+        c, o = self._v[0], self._v[1]
+        return c.iswap(o, _wrap(_check_int(v)))
+
+    def compare_and_swap(self, old: int, new: int) -> bool:
+        c, o = self._v[0], self._v[1]
+        new = _wrap(_check_int(new))
+        if not _MIN <= _check_int(old) <= _MAX:
+            return False
+        return c.icas(o, old, new)
+
+
 def new_int64_block(broker: Any, value: int) -> int:
     """Allocate the arena block of a shared Int64: ``[value, lock index]``."""
     a = broker.ctx.arena
@@ -95,8 +125,12 @@ def attach_int64(obj: Int64, broker: Any, off: int) -> None:
     """Turn ``obj`` into a handle on the shared Int64 at ``off``."""
     a = broker.ctx.arena
     lock = a.locks.lock(a.words.load(off // 8 + 1))
-    obj.__class__ = SharedInt64
-    obj._v = (a, off // 8, lock, off)
+    if a.core is not None:
+        obj.__class__ = NativeSharedInt64
+        obj._v = (a.core, off, lock, off)
+    else:
+        obj.__class__ = SharedInt64
+        obj._v = (a, off // 8, lock, off)
 
 
 class SharedSema(Sema):

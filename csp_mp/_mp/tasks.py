@@ -34,19 +34,51 @@ from .._shm import OOB_MIN, decode, encode
 from .promote import chan_offset, rebuild_chan
 
 _CHAN_EXT = 1
-_exts: dict[int, msgspec.msgpack.Ext] = {}  # arena offset -> the extension value naming it
-_PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
+#: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
+#: channels, as extension values: see plain_items).
+PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
+PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 
 
 def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
-    """The extension value naming an untyped channel (promoted first if still local)."""
-    off = chan_offset(obj)
-    ext = _exts.get(off)
+    """The extension value naming an untyped channel (promoted first if still local), cached on
+    its shared state."""
+    st = obj._st
+    ext = getattr(st, "handle", None)
     if ext is None:
-        if len(_exts) >= _RECENT_MAX:
-            _exts.clear()
-        ext = _exts[off] = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
+        off = chan_offset(obj)
+        ext = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
+        obj._st.handle = ext  # the state promotion made
     return ext
+
+
+def chan_ext_offset(obj: Chan) -> int | None:
+    """The arena offset naming an untyped channel in a frame (promoted first if still local);
+    None for a typed channel, which travels through the codec."""
+    return chan_offset(obj) if obj._type is None else None
+
+
+def encode_plain(seq: int, owner: int, entry: tuple[bytes, bytes, str], args: tuple
+                 ) -> bytes | None:
+    """The frame of a ``go()`` call without kwargs whose arguments are all plain (see
+    ``plain_items``), ``entry`` being ``pickle_fn``'s; None when the codec must carry them."""
+    items = plain_items(args)
+    if items is None:
+        return None
+    try:
+        return encode_frame((seq, owner, entry[0], entry[1], items, entry[2]))
+    except MSGPACK_FAIL:
+        return None  # a huge int or a lone surrogate: the codec pickles it
+
+
+def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], tuple],
+                                          bytes | None]:
+    """``encode_plain``, from the compiled core when ``arena`` runs on it."""
+    if arena.core is None:
+        return encode_plain
+    from .._shm.native import core
+
+    return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN).encode
 
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
@@ -55,15 +87,15 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
     return rebuild_chan(int.from_bytes(data, "little"), None)
 
 
-_frame = msgspec.msgpack.Encoder().encode
+encode_frame = msgspec.msgpack.Encoder().encode
 _unframe = msgspec.msgpack.Decoder(tuple, ext_hook=_chan_from_ext).decode
-_MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
-def _plain_args(args: tuple) -> list | None:
-    """``args`` as a list msgpack carries, if every item is a scalar or an untyped Chan (as its
-    extension value); else None."""
-    leaf = _PLAIN_LEAF
+def plain_items(args: tuple) -> list | None:
+    """``args`` as a list msgpack carries, if every item is a scalar, small bytes or an untyped
+    Chan (as its extension value); else None."""
+    leaf = PLAIN_LEAF
     items = []
     for a in args:
         t = type(a)
@@ -74,6 +106,7 @@ def _plain_args(args: tuple) -> list | None:
         else:
             return None
     return items
+
 
 _MUTABLE = (list, dict, set, bytearray)
 _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -272,18 +305,18 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
          arena: Any) -> bytes:
     """The task frame of ``go(fn, *args, **kwargs)``; TypeError if it cannot travel."""
     digest, fn_bytes, warn = pickle_fn(fn)
-    items = _plain_args(args) if not kwargs else None
+    items = plain_items(args) if not kwargs else None
     if items is not None:
         try:
-            return _frame((seq, owner, digest, fn_bytes, items, warn))
-        except _MSGPACK_FAIL:
+            return encode_frame((seq, owner, digest, fn_bytes, items, warn))
+        except MSGPACK_FAIL:
             pass  # a huge int or a lone surrogate: the codec pickles it
     try:
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:
         raise TypeError(f"go(): an argument of {getattr(fn, '__qualname__', fn)!r} cannot be "
                         f"sent to another P: {exc}") from exc
-    return _frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+    return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn))
 
 
 def is_plain(frame: bytes) -> bool:

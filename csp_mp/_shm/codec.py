@@ -211,6 +211,8 @@ def decode(buf: bytes, arena: Arena | None = None) -> Any:
     """The value encoded in ``buf``. Takes ownership of out-of-band blocks (needs ``arena``)."""
     b0 = buf[0]
     if b0 == _EXT:
+        if buf[1] == 1:  # a tuple, the common case of a result pair: _decode_ext's first case
+            return _tdec(buf[2:])
         return _decode_ext(buf, arena)
     if b0 == 0x80 and len(buf) > 1:
         return _ploads(buf)
