@@ -3,13 +3,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all setup test test-fast stress run bench lint clean
+.PHONY: all setup test test-python test-fast stress sanitize run bench lint clean
 
 all: test
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+CORE_SRC := setup.py $(wildcard csp_mp/_shm/c/*.c csp_mp/_shm/c/*.h)
+
+$(STAMP): pyproject.toml $(CORE_SRC)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
@@ -17,6 +19,24 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the same suite on the pure-Python path (the compiled core's specification and fallback)
+test-python: $(STAMP)
+	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not slow and not stress'
+
+# the compiled core's tests and the cross-P channel tests under AddressSanitizer and UBSan,
+# on a copy of the tree built with the sanitizers (the installed build is left alone)
+SAN := build/sanitize
+sanitize: $(STAMP)
+	rm -rf $(SAN) && mkdir -p $(SAN)
+	cp -r csp_mp tests setup.py pyproject.toml MANIFEST.in README.md $(SAN)/
+	rm -f $(SAN)/csp_mp/_shm/*.so
+	cd $(SAN) && CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -g" \
+		$(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not stress'
