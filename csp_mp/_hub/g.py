@@ -23,10 +23,16 @@ DEAD = "dead"
 class G:
     """One goroutine: its function, its greenlet once started, and its scheduling state."""
 
-    __slots__ = ("id", "fn", "args", "kwargs", "glet", "state", "reason", "param", "p",
-                 "result", "local", "is_main", "name", "elem")
-
-    # As a channel waiter: not part of a select.
+    # Fields most goroutines never change are class-level defaults, so that creating a G (once
+    # per goroutine, on every spawn and steal) stores only what differs: 6 stores, not 14.
+    glet: Any = None
+    state = RUNNABLE
+    reason = ""
+    param: Any = None
+    result: Any = None
+    is_main = False
+    name = ""
+    elem: Any = None
     sel = None
     case = -1
 
@@ -36,16 +42,8 @@ class G:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.glet = None
-        self.state = RUNNABLE
-        self.reason = ""
-        self.param = None
         self.p = p
-        self.result = None
         self.local = local
-        self.is_main = False
-        self.name = ""
-        self.elem = None
 
     @property
     def g(self) -> G:

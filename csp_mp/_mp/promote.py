@@ -39,9 +39,14 @@ from .shobj import (
 _brokers: list[Any] = [None]
 
 
+#: Untyped channel handles by the 8 bytes naming them in task frames (this runtime's only).
+ext_chans: dict[bytes, Chan] = {}
+
+
 def set_broker(broker: Any) -> None:
     """Install (or clear) this process's broker."""
     _brokers[0] = broker
+    ext_chans.clear()
 
 
 def _broker() -> Any:

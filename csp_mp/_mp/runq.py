@@ -8,8 +8,9 @@ functions take the P's ``Broker``; it binds the hot ones (``place``, ``flush_spa
 ``idle``, ``pop_own``, ``busy``) as its methods, so a call costs what a method call did.
 
 Invariants:
-- ``b.pending`` maps the sequence numbers of this P's queued frames to their ``(fn, args,
-  kwargs)``; a frame older than the one the owner pops was stolen, so its entry is dropped then.
+- ``b.pending`` maps the sequence numbers of this P's queued frames, in increasing order, to
+  their ``(fn, args, kwargs)`` (and the frame, when the codec made it); a frame older than the
+  one the owner pops was stolen, so its entry is dropped then.
 - ``b.unflushed`` holds frames not yet in the ring: they are counted by ``num_goroutine`` and
   published at ``SPAWN_BATCH`` or at the next poll.
 - A P marks itself RUNNING (``busy``) before taking stolen frames, so checkdead never sees it
@@ -19,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -59,7 +61,9 @@ def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
     frame = None if kwargs else b.encode_plain(seq, b.p, entry, args)
     if frame is None:
         frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
-    b.pending[seq] = (fn, args, kwargs)
+        b.pending[seq] = (fn, args, kwargs, frame)  # the codec's frame: freed if run here
+    else:
+        b.pending[seq] = (fn, args, kwargs)
     unflushed = b.unflushed
     unflushed.append(frame)
     if len(unflushed) >= SPAWN_BATCH:
@@ -74,10 +78,9 @@ def flush_spawns(b: Broker) -> None:
     b.unflushed = []
     n = b.ctx.runq[b.p].put_many(frames)
     for frame in frames[n:]:  # queue full: they run here
-        seq = tasks.own_frame(frame, b.arena)
-        entry = b.pending.pop(seq, None)
+        entry = _own_entry(b, tasks.frame_seq(frame))
         if entry is not None:
-            b.hub.runq.append(b.hub.new_g(*entry, False))
+            b.hub.runq.append(b.hub.new_g(entry[0], entry[1], entry[2], False))
     if n:
         wakep(b)
 
@@ -112,17 +115,25 @@ def pop_own(b: Broker, hub: Hub) -> bool:
     if not frames:
         b.pending.clear()  # everything queued was stolen
         return False
-    got = False
-    for frame in frames:
-        seq = tasks.own_frame(frame, b.arena)
-        if b.pending and min(b.pending) < seq:
-            for s in [s for s in b.pending if s < seq]:
-                del b.pending[s]  # older frames were stolen
-        entry = b.pending.pop(seq, None)
-        if entry is not None:
-            hub.runq.append(hub.new_g(*entry, False))
-            got = True
-    return got
+    seq = tasks.frame_seq(frames[0])
+    pending = b.pending
+    if next(iter(pending)) < seq:  # in seq order: the frames before this one were stolen
+        for s in list(itertools.takewhile(seq.__gt__, pending)):
+            del pending[s]
+    entry = _own_entry(b, seq)
+    if entry is None:
+        return False
+    hub.runq.append(hub.new_g(entry[0], entry[1], entry[2], False))
+    return True
+
+
+def _own_entry(b: Broker, seq: int) -> tuple | None:
+    """The live ``(fn, args, kwargs, ...)`` of this P's frame ``seq``, which it runs itself; a
+    frame the codec made has its out-of-band argument blocks freed (nobody will decode it)."""
+    entry = b.pending.pop(seq, None)
+    if entry is not None and len(entry) > 3:
+        tasks.own_frame(entry[3], b.arena)
+    return entry
 
 
 def steal(b: Broker, hub: Hub) -> bool:

@@ -31,7 +31,7 @@ import msgspec
 
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
-from .promote import chan_offset, rebuild_chan
+from .promote import chan_offset, ext_chans, rebuild_chan
 
 _CHAN_EXT = 1
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
@@ -82,9 +82,16 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
 
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
+    try:
+        ch = ext_chans.get(data)  # a read-only memoryview hashes and compares as its bytes
+    except ValueError:  # a writable one does not hash
+        ch = None
+    if ch is not None and code == _CHAN_EXT:
+        return ch
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
-    return rebuild_chan(int.from_bytes(data, "little"), None)
+    ch = ext_chans[bytes(data)] = rebuild_chan(int.from_bytes(data, "little"), None)
+    return ch
 
 
 encode_frame = msgspec.msgpack.Encoder().encode
@@ -322,6 +329,17 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
 def is_plain(frame: bytes) -> bool:
     """True if the frame carries its arguments as msgpack values, not the codec's bytes."""
     return type(_unframe(frame)[4]) is list
+
+
+_UINT_BYTES = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}  # msgpack's unsigned int headers
+
+
+def frame_seq(frame: bytes) -> int:
+    """The seq of a task frame (its first item, a msgpack unsigned int), without decoding it."""
+    b1 = frame[1]
+    if b1 < 0x80:
+        return b1
+    return int.from_bytes(frame[2 : 2 + _UINT_BYTES[b1]], "big")
 
 
 def own_frame(frame: bytes, arena: Any) -> int:
