@@ -25,6 +25,8 @@ try:
     from csp_mp._shm import _core as _compiled
 except ImportError:  # no C compiler at install time, or a source tree not built
     _compiled = None
+if _compiled is not None and not hasattr(_compiled, "Region"):
+    _compiled = None  # not the extension (a stray directory of that name)
 
 _ENV = "CSP_MP_NATIVE"
 
