@@ -371,19 +371,46 @@ def _rings_child(params: dict) -> None:
     print(json.dumps({"rows": rows, "native": native.enabled()}), flush=True)
 
 
+def _merge(runs: list[list[dict]]) -> list[dict]:
+    """Rows of single runs -> one row per (case, transport) with every run and their median."""
+    out: dict[tuple, dict] = {}
+    for rows in runs:
+        for r in rows:
+            m = out.setdefault((r["case"], r["transport"]), {**r, "runs": []})
+            m["runs"] += r["runs"]
+    for m in out.values():
+        m["median"] = statistics.median(m["runs"])
+    return list(out.values())
+
+
 def run(quick: bool) -> list[dict]:
     """The transport family's rows for the suite runner (``benchmarks/run.py``).
 
     The rings are measured once per runtime path (``_common.csp_paths``), each in a child
-    interpreter run with ``CSP_MP_NATIVE`` set; the peers once, in this process's children.
+    interpreter run with ``CSP_MP_NATIVE`` set, then the peers from this process; each of the
+    ``runs`` repeats does all of them once, and a figure is the median over the repeats.
     """
     from benchmarks._common import all_met, at_least, csp_paths, on_path, pick, row
 
-    n, runs, reps = pick(quick, (100_000, 3, 6), (20_000, 1, 2), (2_000, 1, 2))  # rep 1 warms
+    n, runs, reps = pick(quick, (100_000, 3, 6), (20_000, 2, 2), (2_000, 1, 2))  # rep 1 warms
     timeout = pick(quick, 600.0, 300.0, 120.0)
     paths = csp_paths()
-    rings = {path: rings_in_child(path, n, runs, reps, timeout) for path in paths}
-    peers, _ratios = measure(n, runs, reps, verbose=False, kinds=PEER_KINDS)
+    # one run at a time, rings then peers, so that machine noise hits both alike
+    ring_runs: dict[str, list[list[dict]]] = {path: [] for path in paths}
+    ring_err: dict[str, str] = {}
+    peer_runs: list[list[dict]] = []
+    for _ in range(runs):
+        for path in paths:
+            if path not in ring_err:  # a failure repeats: do not wait it out again
+                res = rings_in_child(path, n, 1, reps, timeout)
+                if "error" in res:
+                    ring_err[path] = res["error"]
+                else:
+                    ring_runs[path].append(res["rows"])
+        peer_runs.append(measure(n, 1, reps, verbose=False, kinds=PEER_KINDS)[0])
+    rings = {path: {"rows": _merge(ring_runs[path]), "error": ring_err.get(path, "")}
+             for path in paths}
+    peers = _merge(peer_runs)
 
     def med(raw: list[dict], case: str, kind: str) -> float | None:
         return next((r["median"] for r in raw if r["case"] == case and r["transport"] == kind),
