@@ -19,6 +19,12 @@ ROW_KEYS = ("family", "name", "figure", "unit", "value", "baseline", "baseline_v
 
 TINY_ENV = "CSP_MP_BENCH_TINY"
 
+#: The runtime's switch between its compiled core ("1") and its pure-Python path ("0").
+NATIVE_ENV = "CSP_MP_NATIVE"
+#: Which of those paths the families measure: "both" (the default), "1" or "0".
+PATHS_ENV = "CSP_MP_BENCH_NATIVE"
+PATH_LABELS = {"1": "compiled core", "0": "Python path"}
+
 
 def tiny() -> bool:
     """True when ``CSP_MP_BENCH_TINY`` asks for the smallest sizes (the smoke test does)."""
@@ -75,12 +81,43 @@ def at_least(v: float | None, limit: float) -> bool | None:
     return None if v is None else v >= limit
 
 
-def child_env() -> tuple[Path, dict[str, str]]:
-    """The repository root and an environment in which a child can import ``benchmarks``."""
+def csp_paths() -> list[str]:
+    """The runtime paths to measure csp_mp on, as ``CSP_MP_NATIVE`` values: compiled core first.
+
+    ``CSP_MP_BENCH_NATIVE`` (``both``, ``1`` or ``0``; ``python -m benchmarks --native``) picks.
+    """
+    want = os.environ.get(PATHS_ENV, "").strip() or "both"
+    if want == "both":
+        return ["1", "0"]
+    if want not in PATH_LABELS:
+        raise ValueError(f"{PATHS_ENV} must be both, 1 or 0, not {want!r}")
+    return [want]
+
+
+def path_unavailable(path: str) -> str:
+    """Why csp_mp cannot run on ``path`` here ("" when it can)."""
+    if path == "1":
+        from csp_mp._shm import native
+
+        if not native.built():
+            return "the compiled core is not built (pip install -e . with a C compiler)"
+    return ""
+
+
+def on_path(text: str, path: str) -> str:
+    """A figure's label with the runtime path it was measured on."""
+    return f"{text} ({PATH_LABELS[path]})"
+
+
+def child_env(native: str | None = None) -> tuple[Path, dict[str, str]]:
+    """The repository root and an environment in which a child can import ``benchmarks``;
+    with ``native``, ``CSP_MP_NATIVE`` set to it (which runtime path the child's csp_mp runs)."""
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(root) + (os.pathsep + old if old else "")
+    if native is not None:
+        env[NATIVE_ENV] = native
     return root, env
 
 

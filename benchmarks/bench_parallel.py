@@ -1,9 +1,12 @@
 """Several-P figures: CPU-bound speedup, tiny-task throughput, cross-P channels, start-up.
 
 Every csp_mp measurement runs in a fresh child interpreter under a timeout (a runtime that hangs or
-crashes becomes an "n/a" row, never a stuck runner); the peers (``multiprocessing.Pool``,
-``ProcessPoolExecutor``, loky, mpire, ``multiprocessing.Queue``) run in this process, interleaved
-with the csp_mp runs of the same repeat.
+crashes becomes an "n/a" row, never a stuck runner), once per runtime path: with
+``CSP_MP_NATIVE=1`` (the compiled core) and with ``CSP_MP_NATIVE=0`` (the pure-Python path), each
+row's figure saying which (``CSP_MP_BENCH_NATIVE=1`` or ``0`` measures one path only). The peers
+(``multiprocessing.Pool``, ``ProcessPoolExecutor``, loky, mpire, ``multiprocessing.Queue`` and
+``Pipe``, faster-fifo) run from this process, interleaved with the csp_mp runs of the same repeat;
+a peer that is not installed gives an "n/a" baseline.
 
 Goroutines are pinned to P1 by "placers": the main goroutine keeps starting ``go(_placer, ...)``
 until one of them observes ``runtime.current_p() == 1`` and wins an atomic flag; that one becomes
@@ -34,7 +37,10 @@ from ._common import (
     burn,
     calibrate_burn,
     child_env,
+    csp_paths,
     median,
+    on_path,
+    path_unavailable,
     pick,
     row,
     spin,
@@ -43,11 +49,17 @@ from ._common import (
 FAMILY = "parallel"
 SPEEDUP_BAR = 1.85
 VS_POOL_BAR = 1.05
-TINY_RATE_BAR = 100_000.0
+# issue 11's bars, against peers measured in the same run
+TINY_VS_P1_BAR = 1.0
+TINY_VS_MPIRE_BAR = 2.0
 TINY_VS_PPE_BAR = 10.0
-CROSS_RATE_BAR = 1_000_000.0
-CROSS_VS_MPQ_BAR = 4.0
+CROSS_MOONSHOT = 1_000_000.0
+CROSS_VS_MPQ_BAR = 3.0
+CROSS_VS_PIPE_BAR = 2.0
+CROSS_VS_FF_BAR = 2.0
 CROSS42_VS_MPQ_BAR = 3.0
+CROSS42_VS_FF_BAR = 1.5
+FF_BATCH = 256  # faster-fifo items per put_many, as a user batching ints would
 ARRAY_GBPS_BAR = 5.0
 ARRAY_VS_MPQ_BAR = 5.0
 STARTUP_BAR_S = 0.3
@@ -295,9 +307,15 @@ def child_cross(procs: int, n: int, reps: int, array_reps: int, deadline_s: floa
 CHILDREN = {"cpu": child_cpu, "tiny": child_tiny, "startup": child_startup, "cross": child_cross}
 
 
-def in_child(name: str, params: dict, timeout: float) -> dict:
-    """Run ``CHILDREN[name](**params)`` in a fresh interpreter; its result, or ``{"error"}``."""
-    root, env = child_env()
+def in_child(name: str, params: dict, timeout: float, path: str | None = None) -> dict:
+    """Run ``CHILDREN[name](**params)`` in a fresh interpreter; its result, or ``{"error"}``.
+
+    ``path``: the ``CSP_MP_NATIVE`` value the child runs with ("1" compiled core, "0" Python
+    path); the child says which path its runtime took, and running the other one is an error.
+    """
+    if path is not None and (why := path_unavailable(path)):
+        return {"error": why}
+    root, env = child_env(path)
     cmd = [sys.executable, "-m", "benchmarks.bench_parallel", "--child", name, json.dumps(params)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=root, env=env, start_new_session=True)
@@ -312,9 +330,12 @@ def in_child(name: str, params: dict, timeout: float) -> dict:
         tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         return {"error": f"exit {proc.returncode}: {tail[0]}"}
     try:
-        return json.loads(lines[-1])
+        res = json.loads(lines[-1])
     except json.JSONDecodeError:
         return {"error": f"unreadable child output: {lines[-1][:80]}"}
+    if path is not None and "error" not in res and res.get("native") != (path == "1"):
+        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
+    return res
 
 
 # ====================================================================== peers (this process)
@@ -471,15 +492,159 @@ def mpq_array(reps: int) -> list[float]:
     return out[ARRAY_WARMUP:]
 
 
+def mpire_tiny(n: int) -> float | None:
+    """Tasks/s of mpire's ``WorkerPool(2).map(fn, range(n))``, chunked as it chooses (workers
+    already up, as for ``ProcessPoolExecutor``); None when mpire is not installed."""
+    try:
+        from mpire import WorkerPool
+    except ImportError:
+        return None
+    with WorkerPool(n_jobs=2, keep_alive=True) as pool:
+        pool.map(_square, range(64), progress_bar=False)  # start the workers
+        t0 = time.perf_counter()
+        total = sum(pool.map(_square, range(n), progress_bar=False))
+        dt = time.perf_counter() - t0
+    if total != sum(i * i for i in range(n)):
+        raise RuntimeError("mpire tiny tasks: wrong sum of results")
+    return n / dt
+
+
+def _pipe_consume_n(conn: Any, n: int, done: Any) -> None:
+    done.put("ready")
+    for _ in range(n):
+        conn.recv()
+    done.put(time.monotonic())
+
+
+def pipe_1to1(n: int) -> float:
+    """msgs/s of ``multiprocessing.Pipe``, this process -> one consumer process."""
+    ctx = _ctx()
+    r, w = ctx.Pipe(duplex=False)
+    done = ctx.Queue()
+    p = ctx.Process(target=_pipe_consume_n, args=(r, n, done))
+    p.start()
+    done.get()
+    t0 = time.monotonic()
+    for i in range(n):
+        w.send(i)
+    t1 = done.get()
+    p.join()
+    r.close()
+    w.close()
+    return n / (t1 - t0)
+
+
+def _ff_queue() -> Any:
+    try:
+        from faster_fifo import Queue
+    except ImportError:
+        return None
+    return Queue(max_size_bytes=1 << 22)
+
+
+def _ff_put(q: Any, lo: int, hi: int) -> None:
+    for i in range(lo, hi, FF_BATCH):
+        q.put_many(list(range(i, min(hi, i + FF_BATCH))), timeout=60)
+
+
+def _ff_consume_n(q: Any, n: int, done: Any) -> None:
+    done.put("ready")
+    got = 0
+    while got < n:
+        got += len(q.get_many(max_messages_to_get=4 * FF_BATCH, timeout=60))
+    done.put(time.monotonic())
+
+
+def _ff_drain(q: Any, done: Any) -> None:
+    done.put("ready")
+    c = 0
+    while True:
+        batch = q.get_many(max_messages_to_get=4 * FF_BATCH, timeout=60)
+        if batch[-1] is None:  # the sentinels come after every message
+            ends = batch.count(None)
+            c += len(batch) - ends
+            for _ in range(ends - 1):
+                q.put(None)  # a sentinel meant for the other consumer
+            break
+        c += len(batch)
+    done.put((c, time.monotonic()))
+
+
+def _ff_produce(q: Any, m: int, start: Any, done: Any) -> None:
+    done.put("ready")
+    start.wait()
+    _ff_put(q, 0, m)
+
+
+def ff_1to1(n: int) -> float | None:
+    """msgs/s of faster-fifo ``put_many``/``get_many`` in batches, this process -> one consumer
+    process; None when faster-fifo is not installed."""
+    q = _ff_queue()
+    if q is None:
+        return None
+    ctx = _ctx()
+    done = ctx.Queue()
+    p = ctx.Process(target=_ff_consume_n, args=(q, n, done))
+    p.start()
+    done.get()
+    t0 = time.monotonic()
+    _ff_put(q, 0, n)
+    t1 = done.get()
+    p.join()
+    return n / (t1 - t0)
+
+
+def ff_4to2(n: int) -> float | None:
+    """msgs/s of one faster-fifo queue, 4 producer processes -> 2 consumer processes, batched;
+    None when faster-fifo is not installed."""
+    q = _ff_queue()
+    if q is None:
+        return None
+    ctx = _ctx()
+    done, start = ctx.Queue(), ctx.Event()
+    m = n // 4
+    cons = [ctx.Process(target=_ff_drain, args=(q, done)) for _ in range(2)]
+    prods = [ctx.Process(target=_ff_produce, args=(q, m, start, done)) for _ in range(4)]
+    for p in cons + prods:
+        p.start()
+    for _ in range(6):
+        done.get()
+    t0 = time.monotonic()
+    start.set()
+    for p in prods:
+        p.join()
+    q.put(None, timeout=60)
+    q.put(None, timeout=60)
+    got = [done.get(), done.get()]
+    for p in cons:
+        p.join()
+    if sum(c for c, _ in got) != 4 * m:
+        raise RuntimeError("faster-fifo 4->2 lost messages")
+    return 4 * m / (max(t for _, t in got) - t0)
+
+
 # ====================================================================== the family
 
 
-def _err(results: list[dict]) -> str:
-    return "; ".join(dict.fromkeys(r["error"] for r in results if "error" in r))
+def _vs(r: dict, bar: float | None) -> dict:
+    """``r`` with ``met`` set from its ratio against ``bar`` (None: a reference row)."""
+    if bar is not None:
+        r["met"] = at_least(r["ratio"], bar)
+    return r
+
+
+def _peer_note(values: list[float], label: str, what: str = "not installed") -> str:
+    return "" if values else f"{label} {what}"
 
 
 def run(quick: bool) -> list[dict]:
-    """Measure this family and return its rows (see ``_common.row``)."""
+    """Measure this family and return its rows (see ``_common.row``).
+
+    Every csp_mp figure is measured once per runtime path (``_common.csp_paths``: the compiled
+    core and the pure-Python path by default), each in children run with ``CSP_MP_NATIVE`` set;
+    the peers run once per repeat, between them.
+    """
+    paths = csp_paths()
     reps = pick(quick, 3, 2, 1)
     ntasks = pick(quick, 64, 64, 4)
     task_s = pick(quick, 0.020, 0.010, 0.002)
@@ -487,124 +652,190 @@ def run(quick: bool) -> list[dict]:
     n_tiny_ppe = pick(quick, 20_000, 5_000, 100)
     window = pick(quick, 4096, 4096, 64)
     n_msgs = pick(quick, 400_000, 100_000, 2_000)
-    n_msgs_mpq = pick(quick, 200_000, 50_000, 2_000)
+    n_msgs_peer = pick(quick, 200_000, 50_000, 2_000)
     array_reps = pick(quick, 5, 3, 1)
     deadline = pick(quick, 3.0, 2.0, 0.3)
     timeout = pick(quick, 120.0, 90.0, 30.0)  # per child; the cross-P child gets twice this
     rows: list[dict] = []
 
+    def add(r: dict, path: str) -> None:
+        r["path"] = path
+        rows.append(r)
+
+    def measured(key: tuple, res: dict, got: dict, failed: dict, field: str) -> None:
+        if field in res:
+            got.setdefault(key, []).append(res)
+        else:  # a failure repeats: do not wait it out again
+            failed[key] = res.get("error", f"no {field!r} in the child's answer")
+
     # ---- CPU-bound speedup
     n = calibrate_burn(task_s)
-    cpu: dict[str, list[float]] = {k: [] for k in ("p1", "p2", "pool", "ppe", "loky", "mpire")}
-    cpu_errs: list[dict] = []
+    cpu: dict[tuple, list[dict]] = {}
+    cpu_failed: dict[tuple, str] = {}
+    cpu_peers: dict[str, list[float]] = {k: [] for k in ("pool", "ppe", "loky", "mpire")}
     for _ in range(reps):
-        for procs, key in ((1, "p1"), (2, "p2")):
-            if any("error" in r and r.get("procs") == procs for r in cpu_errs):
-                continue
-            r = in_child("cpu", {"procs": procs, "ntasks": ntasks, "n": n}, timeout)
-            r["procs"] = procs
-            cpu_errs.append(r)
-            if "seconds" in r:
-                cpu[key].append(r["seconds"])
-        for key in ("pool", "ppe", "loky", "mpire"):
+        for path in paths:
+            for procs in (1, 2):
+                if (path, procs) not in cpu_failed:
+                    res = in_child("cpu", {"procs": procs, "ntasks": ntasks, "n": n}, timeout,
+                                   path)
+                    measured((path, procs), res, cpu, cpu_failed, "seconds")
+        for key in cpu_peers:
             v = pool_cpu(key, ntasks, n)
             if v is not None:
-                cpu[key].append(v)
-    c = {k: median(v) for k, v in cpu.items()}
-    note = _err(cpu_errs)
-    fig = f"{ntasks} CPU tasks of ~{task_s * 1e3:.0f} ms, procs=2"
-    r1 = row(FAMILY, "cpu_speedup", fig, "s", c["p2"], baseline="csp_mp procs=1",
-             baseline_value=c["p1"], higher_is_better=False, bar=f"ratio >= {SPEEDUP_BAR}x",
-             note=note, repeats=reps)
-    r1["met"] = at_least(r1["ratio"], SPEEDUP_BAR)
-    rows.append(r1)
-    for key, label, gated in (("pool", "multiprocessing.Pool(2)", True),
-                              ("ppe", "ProcessPoolExecutor(2)", True),
-                              ("loky", "loky ProcessPoolExecutor(2)", False),
-                              ("mpire", "mpire WorkerPool(2)", False)):
-        r = row(FAMILY, "cpu_vs_pool", fig, "s", c["p2"], baseline=label, baseline_value=c[key],
-                higher_is_better=False,
-                bar=f"<= {VS_POOL_BAR}x its wall time" if gated else "(reference)",
-                note=note if c["p2"] is None else ("" if c[key] is not None
-                                                   else f"{label} not installed"),
-                repeats=reps)
-        if gated and c["p2"] is not None and c[key] is not None:
-            r["met"] = c["p2"] <= VS_POOL_BAR * c[key]
-        rows.append(r)
+                cpu_peers[key].append(v)
+    c = {k: median(v) for k, v in cpu_peers.items()}
+    for path in paths:
+        p1 = median([r["seconds"] for r in cpu.get((path, 1), [])])
+        p2 = median([r["seconds"] for r in cpu.get((path, 2), [])])
+        note = "; ".join(e for e in dict.fromkeys(cpu_failed.get((path, p), "") for p in (1, 2))
+                         if e)
+        fig = on_path(f"{ntasks} CPU tasks of ~{task_s * 1e3:.0f} ms, procs=2", path)
+        r = row(FAMILY, "cpu_speedup", fig, "s", p2, baseline="csp_mp procs=1 (same path)",
+                baseline_value=p1, higher_is_better=False, bar=f"ratio >= {SPEEDUP_BAR}x",
+                note=note, repeats=reps)
+        add(_vs(r, SPEEDUP_BAR), path)
+        for key, label, gated in (("pool", "multiprocessing.Pool(2)", True),
+                                  ("ppe", "ProcessPoolExecutor(2)", True),
+                                  ("loky", "loky ProcessPoolExecutor(2)", False),
+                                  ("mpire", "mpire WorkerPool(2)", False)):
+            r = row(FAMILY, "cpu_vs_pool", fig, "s", p2, baseline=label, baseline_value=c[key],
+                    higher_is_better=False,
+                    bar=f"<= {VS_POOL_BAR}x its wall time" if gated else "(reference)",
+                    note=note if p2 is None else _peer_note(cpu_peers[key], label),
+                    repeats=reps)
+            if gated and p2 is not None and c[key] is not None:
+                r["met"] = p2 <= VS_POOL_BAR * c[key]
+            add(r, path)
 
-    # ---- tiny tasks
-    tiny_res: dict[int, list[dict]] = {0: [], window: []}
-    ppe_rates = []
+    # ---- tiny tasks: the issue-11 row (all at once) on 2 Ps and 1 P, and the windowed form
+    combos = ((2, 0), (1, 0), (2, window))
+    tiny: dict[tuple, list[dict]] = {}
+    tiny_failed: dict[tuple, str] = {}
+    ppe_rates: list[float] = []
+    mpire_rates: list[float] = []
     for _ in range(reps):
-        for w, got in tiny_res.items():
-            if not any("error" in r for r in got):  # a failure repeats: do not wait it out again
-                got.append(in_child("tiny", {"procs": 2, "n": n_tiny, "window": w}, timeout))
+        for path in paths:
+            for procs, w in combos:
+                if (path, procs, w) not in tiny_failed:
+                    res = in_child("tiny", {"procs": procs, "n": n_tiny, "window": w}, timeout,
+                                   path)
+                    measured((path, procs, w), res, tiny, tiny_failed, "rate")
         ppe_rates.append(ppe_tiny(n_tiny_ppe))
-    ppe_rate = median(ppe_rates)
+        v = mpire_tiny(n_tiny)
+        if v is not None:
+            mpire_rates.append(v)
+    ppe_rate, mpire_rate = median(ppe_rates), median(mpire_rates)
     label_n = f"{n_tiny // 1000} k" if n_tiny >= 1000 else str(n_tiny)
-    for w, name, how in ((0, "tiny_tasks", "all at once, Chan(n)"),
-                         (window, "tiny_tasks_window", f"<= {window} in flight")):
-        res = tiny_res[w]
-        rate = median([r["rate"] for r in res if "rate" in r])
+
+    def tiny_rate(key: tuple) -> tuple[float | None, str, str]:
+        """(median rate, why it failed, which share ran off P0)."""
+        res = tiny.get(key, [])
         off = [r["off_p0"] for r in res if "off_p0" in r]
-        note = _err(res) or (f"{median(off) / n_tiny:.0%} ran off P0; "
-                             f"ProcessPoolExecutor over {n_tiny_ppe} tasks")
-        r = row(FAMILY, name, f"{label_n} tiny tasks: go + result chan, procs=2, {how}",
+        share = f"{median(off) / n_tiny:.0%} ran off P0" if off and key[1] > 1 else ""
+        return median([r["rate"] for r in res]), tiny_failed.get(key, ""), share
+
+    for path in paths:
+        rate, err, share = tiny_rate((path, 2, 0))
+        p1_rate, p1_err, _ = tiny_rate((path, 1, 0))
+        fig = on_path(f"{label_n} tiny tasks: go + result chan, procs=2, all at once", path)
+        for label, base, bar, extra in (
+                ("csp_mp procs=1 (same path)", p1_rate, TINY_VS_P1_BAR,
+                 f"procs=1: {p1_err}" if p1_err else share),
+                ("mpire WorkerPool(2).map, auto chunks", mpire_rate, TINY_VS_MPIRE_BAR,
+                 _peer_note(mpire_rates, "mpire")),
+                ("ProcessPoolExecutor(2).submit", ppe_rate, TINY_VS_PPE_BAR,
+                 f"ProcessPoolExecutor over {n_tiny_ppe} tasks")):
+            r = row(FAMILY, "tiny_tasks", fig, "tasks/s", rate, baseline=label,
+                    baseline_value=base, higher_is_better=True, bar=f">= {bar:g}x",
+                    note="; ".join(x for x in (err, extra) if x), repeats=reps)
+            add(_vs(r, bar), path)
+        rate, err, share = tiny_rate((path, 2, window))
+        r = row(FAMILY, "tiny_tasks_window",
+                on_path(f"{label_n} tiny tasks: go + result chan, procs=2, <= {window} in flight",
+                        path),
                 "tasks/s", rate, baseline="ProcessPoolExecutor(2).submit",
-                baseline_value=ppe_rate, higher_is_better=True,
-                bar=f">= {TINY_RATE_BAR / 1e3:.0f} k/s and >= {TINY_VS_PPE_BAR:.0f}x", note=note,
-                repeats=reps)
-        r["met"] = all_met(at_least(rate, TINY_RATE_BAR), at_least(r["ratio"], TINY_VS_PPE_BAR))
-        rows.append(r)
+                baseline_value=ppe_rate, higher_is_better=True, bar=f">= {TINY_VS_PPE_BAR:g}x",
+                note=err or share, repeats=reps)
+        add(_vs(r, TINY_VS_PPE_BAR), path)
 
     # ---- cross-P channels and the array
-    cross = in_child("cross", {"procs": 2, "n": n_msgs, "reps": reps, "array_reps": array_reps,
-                               "deadline_s": deadline}, 2 * timeout)
-    mq11, mq42 = [], []
+    cross = {path: in_child("cross", {"procs": 2, "n": n_msgs, "reps": reps,
+                                      "array_reps": array_reps, "deadline_s": deadline},
+                            2 * timeout, path)
+             for path in paths}
+    mq11: list[float] = []
+    mq42: list[float] = []
+    pipe11: list[float] = []
+    ff11: list[float] = []
+    ff42: list[float] = []
     for _ in range(reps):
-        mq11.append(mpq_1to1(n_msgs_mpq))
-        mq42.append(mpq_4to2(n_msgs_mpq))
+        mq11.append(mpq_1to1(n_msgs_peer))
+        pipe11.append(pipe_1to1(n_msgs_peer))
+        if (v := ff_1to1(n_msgs_peer)) is not None:
+            ff11.append(v)
+        mq42.append(mpq_4to2(n_msgs_peer))
+        if (v := ff_4to2(n_msgs_peer)) is not None:
+            ff42.append(v)
     mq_arr = mpq_array(array_reps)
-    note = cross.get("error", "")
-    v11, b11 = median(cross.get("1to1", [])), median(mq11)
-    r = row(FAMILY, "cross_1to1", "cross-P channel, small msgs, 1 -> 1", "msgs/s", v11,
-            baseline="multiprocessing.Queue", baseline_value=b11, higher_is_better=True,
-            bar=f">= {CROSS_RATE_BAR / 1e6:.0f} M/s and >= {CROSS_VS_MPQ_BAR:.0f}x", note=note,
-            repeats=reps)
-    r["met"] = all_met(at_least(v11, CROSS_RATE_BAR), at_least(r["ratio"], CROSS_VS_MPQ_BAR))
-    rows.append(r)
-    v42 = median(cross.get("4to2", []))
-    r = row(FAMILY, "cross_4to2", "cross-P channel, small msgs, 4 -> 2", "msgs/s", v42,
-            baseline="multiprocessing.Queue (4 -> 2 procs)", baseline_value=median(mq42),
-            higher_is_better=True, bar=f">= {CROSS42_VS_MPQ_BAR:.0f}x", note=note, repeats=reps)
-    r["met"] = at_least(r["ratio"], CROSS42_VS_MPQ_BAR)
-    rows.append(r)
-    arr_all = cross.get("array", [])
-    va = median(arr_all[ARRAY_WARMUP:])
-    if len(arr_all) > ARRAY_WARMUP and not note:
-        note = (f"after {ARRAY_WARMUP} warm-up transfers on each side; the first, into arena "
-                f"pages not yet mapped, ran at {arr_all[0]:.2g} GB/s")
-    r = row(FAMILY, "array", "64 MiB NumPy array between Ps", "GB/s", va,
-            baseline="multiprocessing.Queue", baseline_value=median(mq_arr),
-            higher_is_better=True,
-            bar=f">= {ARRAY_GBPS_BAR:.0f} GB/s and >= {ARRAY_VS_MPQ_BAR:.0f}x", note=note,
-            repeats=array_reps)
-    r["met"] = all_met(at_least(va, ARRAY_GBPS_BAR), at_least(r["ratio"], ARRAY_VS_MPQ_BAR))
-    rows.append(r)
+    ff_missing = _peer_note(ff11, "faster-fifo")
+    for path in paths:
+        res = cross[path]
+        note = res.get("error", "")
+        v11 = median(res.get("1to1", []))
+        fig = on_path("cross-P channel, small msgs, 1 -> 1", path)
+        moon = "" if v11 is None else (f"moonshot >= {CROSS_MOONSHOT / 1e6:g} M msgs/s: "
+                                       f"{'met' if v11 >= CROSS_MOONSHOT else 'not met'}")
+        for label, vals, bar, extra in (
+                ("multiprocessing.Queue", mq11, CROSS_VS_MPQ_BAR, moon),
+                ("multiprocessing.Pipe", pipe11, CROSS_VS_PIPE_BAR, ""),
+                (f"faster-fifo put_many/get_many ({FF_BATCH} a batch)", ff11, CROSS_VS_FF_BAR,
+                 ff_missing)):
+            r = row(FAMILY, "cross_1to1", fig, "msgs/s", v11, baseline=label,
+                    baseline_value=median(vals), higher_is_better=True, bar=f">= {bar:g}x",
+                    note="; ".join(x for x in (note, extra) if x), repeats=reps)
+            add(_vs(r, bar), path)
+        v42 = median(res.get("4to2", []))
+        fig = on_path("cross-P channel, small msgs, 4 -> 2", path)
+        for label, vals, bar, extra in (
+                ("multiprocessing.Queue (4 -> 2 procs)", mq42, CROSS42_VS_MPQ_BAR, ""),
+                ("faster-fifo put_many/get_many (4 -> 2 procs)", ff42, CROSS42_VS_FF_BAR,
+                 ff_missing)):
+            r = row(FAMILY, "cross_4to2", fig, "msgs/s", v42, baseline=label,
+                    baseline_value=median(vals), higher_is_better=True, bar=f">= {bar:g}x",
+                    note="; ".join(x for x in (note, extra) if x), repeats=reps)
+            add(_vs(r, bar), path)
+        arr_all = res.get("array", [])
+        va = median(arr_all[ARRAY_WARMUP:])
+        anote = note
+        if len(arr_all) > ARRAY_WARMUP and not note:
+            anote = (f"after {ARRAY_WARMUP} warm-up transfers on each side; the first, into "
+                     f"arena pages not yet mapped, ran at {arr_all[0]:.2g} GB/s")
+        r = row(FAMILY, "array", on_path("64 MiB NumPy array between Ps", path), "GB/s", va,
+                baseline="multiprocessing.Queue", baseline_value=median(mq_arr),
+                higher_is_better=True,
+                bar=f">= {ARRAY_GBPS_BAR:.0f} GB/s and >= {ARRAY_VS_MPQ_BAR:.0f}x", note=anote,
+                repeats=array_reps)
+        r["met"] = all_met(at_least(va, ARRAY_GBPS_BAR), at_least(r["ratio"], ARRAY_VS_MPQ_BAR))
+        add(r, path)
 
     # ---- start-up
-    st_res, ppe_st = [], []
+    st: dict[tuple, list[dict]] = {}
+    st_failed: dict[tuple, str] = {}
+    ppe_st = []
     for _ in range(reps):
-        res = in_child("startup", {"procs": 2, "deadline_s": deadline}, timeout)
-        st_res.append(res)
+        for path in paths:
+            if (path,) not in st_failed:  # the same answer every time: do not wait it out again
+                res = in_child("startup", {"procs": 2, "deadline_s": deadline}, timeout, path)
+                measured((path,), res, st, st_failed, "seconds")
         ppe_st.append(ppe_startup())
-        if "error" in res:
-            break  # the same answer every time: do not wait out the deadline again
-    vst = median([r["seconds"] for r in st_res if "seconds" in r])
-    rows.append(row(FAMILY, "startup", "run(procs=2) to first goroutine on P1", "s", vst,
-                    baseline="ProcessPoolExecutor(2) to first task", baseline_value=median(ppe_st),
-                    higher_is_better=False, bar=f"<= {STARTUP_BAR_S} s",
-                    met=at_most(vst, STARTUP_BAR_S), note=_err(st_res), repeats=len(st_res)))
+    for path in paths:
+        vst = median([r["seconds"] for r in st.get((path,), [])])
+        add(row(FAMILY, "startup", on_path("run(procs=2) to first goroutine on P1", path), "s",
+                vst, baseline="ProcessPoolExecutor(2) to first task",
+                baseline_value=median(ppe_st), higher_is_better=False,
+                bar=f"<= {STARTUP_BAR_S} s", met=at_most(vst, STARTUP_BAR_S),
+                note=st_failed.get((path,), ""), repeats=len(st.get((path,), []))), path)
     return rows
 
 
@@ -621,6 +852,9 @@ def main(argv: list[str] | None = None) -> None:
         name, params = args.child[0], json.loads(args.child[1])
         try:
             res = mod.CHILDREN[name](**params)
+            from csp_mp._shm import native
+
+            res["native"] = native.enabled()  # the path this child's runtime took
         except Exception as exc:  # reported as an n/a row by the parent
             res = {"error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(res), flush=True)

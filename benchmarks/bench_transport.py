@@ -3,7 +3,9 @@
 Small messages (``[i, "chan-7", {"op": "send", "v": i}]``, encoded and decoded on each side)
 1 producer -> 1 consumer and 4 producers -> 2 consumers, and a 64 MiB NumPy array between two
 processes. Every transport runs in the same invocation; each figure is the median of ``--runs``
-runs. Prints a table and writes ``benchmarks/results/transport.json``.
+runs. Prints a table and writes ``benchmarks/results/transport.json``; the rings run on the path
+``CSP_MP_NATIVE`` selects (compiled core or pure Python). In the suite (``run``) the rings are
+measured on both paths, each in a child interpreter with ``CSP_MP_NATIVE`` set.
 
     .venv/bin/python benchmarks/bench_transport.py [--n 100000] [--runs 3]
 """
@@ -28,7 +30,13 @@ import numpy as np  # noqa: E402
 from csp_mp._shm import codec  # noqa: E402
 from csp_mp._shm.arena import Arena  # noqa: E402
 from csp_mp._shm.doorbell import Doorbell  # noqa: E402
-from csp_mp._shm.ring import Ring, SpscRing, attach_ring  # noqa: E402
+from csp_mp._shm.ring import (  # noqa: E402
+    NativeRing,
+    NativeSpscRing,
+    Ring,
+    SpscRing,
+    attach_ring,
+)
 
 BATCH = 64
 ARRAY_BYTES = 64 << 20
@@ -170,12 +178,19 @@ def _run(ctx: Any, prods: list[Any], cons: list[Any], go: Any, done: Any, finish
     return max(ends) - t0
 
 
+def _ring_class(arena: Arena, spsc: bool) -> type:
+    """The ring of the arena's path: the compiled core's operations, or the Python ones."""
+    if arena.native:
+        return NativeSpscRing if spsc else NativeRing
+    return SpscRing if spsc else Ring
+
+
 def small(ctx: Any, kind: str, nprod: int, ncons: int, n: int, arena: Arena) -> float:
     """Messages per second for ``n`` messages, ``nprod`` producers -> ``ncons`` consumers."""
     per = n // nprod
     go, done = ctx.Event(), ctx.Queue()
     if kind in ("ring", "spsc-ring"):
-        ring = (SpscRing if kind == "spsc-ring" else Ring).create(arena, 1 << 16)
+        ring = _ring_class(arena, kind == "spsc-ring").create(arena, 1 << 16)
         bell = arena._bench_bells.pop()
         prods = [ctx.Process(target=ring_producer, args=(arena, ring.offset, per, bell, go))
                  for _ in range(nprod)]
@@ -220,7 +235,7 @@ def array(ctx: Any, kind: str, reps: int, arena: Arena) -> float:
     back = ctx.Queue()
     times = []
     if kind == "ring":
-        ring = Ring.create(arena, 4096)
+        ring = _ring_class(arena, False).create(arena, 4096)
         bell = arena._bench_bells.pop()
         p = ctx.Process(target=array_ring_receiver, args=(arena, ring.offset, bell, back, reps))
         p.start()
@@ -246,10 +261,16 @@ def array(ctx: Any, kind: str, reps: int, arena: Arena) -> float:
     return ARRAY_BYTES / statistics.median(times[1:]) / 1e9
 
 
-def measure(n: int, runs: int, reps: int, verbose: bool = True) -> tuple[list[dict], dict]:
-    """Every transport figure: ``(rows, ratios)``; each row the median of ``runs`` runs."""
+RING_KINDS = ("ring", "spsc-ring")
+PEER_KINDS = ("mp.Queue", "mp.Pipe", "faster-fifo")
+
+
+def measure(n: int, runs: int, reps: int, verbose: bool = True,
+            kinds: tuple[str, ...] = RING_KINDS + PEER_KINDS) -> tuple[list[dict], dict]:
+    """The transport figures of ``kinds``: ``(rows, ratios)``; each row the median of ``runs``
+    runs. The rings run on the path ``CSP_MP_NATIVE`` selects (see ``csp_mp._shm.native``)."""
     ctx = mp.get_context("forkserver")
-    arena = Arena.create(1 << 30)
+    arena = Arena.create(1 << 30 if any(k in RING_KINDS for k in kinds) else 1 << 20)
     try:
         arena._bench_bells = [Doorbell.create(arena) for _ in range(2)]  # type: ignore[attr-defined]
         rows: list[dict[str, Any]] = []
@@ -262,15 +283,14 @@ def measure(n: int, runs: int, reps: int, verbose: bool = True) -> tuple[list[di
                 print(f"  {case:<12} {kind:<12} {statistics.median(vals):>14,.0f} {unit}",
                       flush=True)
 
-        for kind in ("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
-            if kind == "faster-fifo" and not _have_faster_fifo():
-                continue
+        def wanted(*ks: str) -> list[str]:
+            return [k for k in ks if k in kinds and (k != "faster-fifo" or _have_faster_fifo())]
+
+        for kind in wanted("ring", "spsc-ring", "mp.Queue", "mp.Pipe", "faster-fifo"):
             record("1->1", kind, "msgs/s", lambda k=kind: small(ctx, k, 1, 1, n, arena))
-        for kind in ("ring", "mp.Queue", "faster-fifo"):
-            if kind == "faster-fifo" and not _have_faster_fifo():
-                continue
+        for kind in wanted("ring", "mp.Queue", "faster-fifo"):
             record("4->2", kind, "msgs/s", lambda k=kind: small(ctx, k, 4, 2, n, arena))
-        for kind in ("ring", "mp.Queue"):
+        for kind in wanted("ring", "mp.Queue"):
             record("64MiB array", kind, "GB/s", lambda k=kind: array(ctx, k, reps, arena) * 1e9)
     finally:
         arena.sems.seal()
@@ -304,43 +324,135 @@ def _have_faster_fifo() -> bool:
     return True
 
 
+def rings_in_child(path: str, n: int, runs: int, reps: int, timeout: float) -> dict:
+    """The ring figures measured in a fresh interpreter run with ``CSP_MP_NATIVE=path``:
+    ``{"rows": [...], "native": bool}`` or ``{"error": ...}``."""
+    import subprocess
+
+    from benchmarks._common import child_env, path_unavailable
+
+    if why := path_unavailable(path):
+        return {"error": why}
+    root, env = child_env(path)
+    cmd = [sys.executable, "-m", "benchmarks.bench_transport", "--rings-child",
+           json.dumps({"n": n, "runs": runs, "reps": reps})]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=root, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # SIGTERM first: the child removes its semaphore names on it, then whatever is left
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": f"exit {proc.returncode}: {tail[0]}"}
+    try:
+        res = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable child output: {lines[-1][:80]}"}
+    if res.get("native") != (path == "1"):
+        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
+    return res
+
+
+def _rings_child(params: dict) -> None:
+    """``--rings-child``: the ring figures on this interpreter's path, as one JSON line."""
+    from csp_mp._shm import native
+
+    rows, _ = measure(params["n"], params["runs"], params["reps"], verbose=False,
+                      kinds=RING_KINDS)
+    print(json.dumps({"rows": rows, "native": native.enabled()}), flush=True)
+
+
+def _merge(runs: list[list[dict]]) -> list[dict]:
+    """Rows of single runs -> one row per (case, transport) with every run and their median."""
+    out: dict[tuple, dict] = {}
+    for rows in runs:
+        for r in rows:
+            m = out.setdefault((r["case"], r["transport"]), {**r, "runs": []})
+            m["runs"] += r["runs"]
+    for m in out.values():
+        m["median"] = statistics.median(m["runs"])
+    return list(out.values())
+
+
 def run(quick: bool) -> list[dict]:
-    """The transport family's rows for the suite runner (``benchmarks/run.py``)."""
-    from benchmarks._common import all_met, at_least, pick, row
+    """The transport family's rows for the suite runner (``benchmarks/run.py``).
 
-    n, runs, reps = pick(quick, (100_000, 3, 6), (20_000, 1, 2), (2_000, 1, 2))  # rep 1 warms
-    raw, _ratios = measure(n, runs, reps, verbose=False)
+    The rings are measured once per runtime path (``_common.csp_paths``), each in a child
+    interpreter run with ``CSP_MP_NATIVE`` set, then the peers from this process; each of the
+    ``runs`` repeats does all of them once, and a figure is the median over the repeats.
+    """
+    from benchmarks._common import all_met, at_least, csp_paths, on_path, pick, row
 
-    def med(case: str, kind: str) -> float | None:
+    n, runs, reps = pick(quick, (100_000, 3, 6), (20_000, 2, 2), (2_000, 1, 2))  # rep 1 warms
+    timeout = pick(quick, 600.0, 300.0, 120.0)
+    paths = csp_paths()
+    # one run at a time, rings then peers, so that machine noise hits both alike
+    ring_runs: dict[str, list[list[dict]]] = {path: [] for path in paths}
+    ring_err: dict[str, str] = {}
+    peer_runs: list[list[dict]] = []
+    for _ in range(runs):
+        for path in paths:
+            if path not in ring_err:  # a failure repeats: do not wait it out again
+                res = rings_in_child(path, n, 1, reps, timeout)
+                if "error" in res:
+                    ring_err[path] = res["error"]
+                else:
+                    ring_runs[path].append(res["rows"])
+        peer_runs.append(measure(n, 1, reps, verbose=False, kinds=PEER_KINDS)[0])
+    rings = {path: {"rows": _merge(ring_runs[path]), "error": ring_err.get(path, "")}
+             for path in paths}
+    peers = _merge(peer_runs)
+
+    def med(raw: list[dict], case: str, kind: str) -> float | None:
         return next((r["median"] for r in raw if r["case"] == case and r["transport"] == kind),
                     None)
 
     fam = "transport"
     out = []
-    r = row(fam, "ring_1to1", "shm ring, small msgs, 1 -> 1", "msgs/s", med("1->1", "ring"),
-            baseline="multiprocessing.Queue", baseline_value=med("1->1", "mp.Queue"),
-            higher_is_better=True, bar=">= 1 M/s and >= 4x", repeats=runs)
-    r["met"] = all_met(at_least(r["value"], 1e6), at_least(r["ratio"], 4.0))
-    out.append(r)
-    for kind, label in (("mp.Pipe", "multiprocessing.Pipe"), ("faster-fifo", "faster-fifo")):
-        out.append(row(fam, "ring_1to1", "shm ring, small msgs, 1 -> 1", "msgs/s",
-                       med("1->1", "ring"), baseline=label, baseline_value=med("1->1", kind),
-                       higher_is_better=True, bar="(reference)", repeats=runs))
-    out.append(row(fam, "spsc_1to1", "shm SPSC ring, small msgs, 1 -> 1", "msgs/s",
-                   med("1->1", "spsc-ring"), baseline="multiprocessing.Queue",
-                   baseline_value=med("1->1", "mp.Queue"), higher_is_better=True,
-                   bar="(reference)", repeats=runs))
-    r = row(fam, "ring_4to2", "shm ring, small msgs, 4 -> 2", "msgs/s", med("4->2", "ring"),
-            baseline="multiprocessing.Queue", baseline_value=med("4->2", "mp.Queue"),
-            higher_is_better=True, bar=">= 3x", repeats=runs)
-    r["met"] = at_least(r["ratio"], 3.0)
-    out.append(r)
-    r = row(fam, "ring_array", "64 MiB NumPy array, shm ring", "GB/s",
-            med("64MiB array", "ring"), baseline="multiprocessing.Queue",
-            baseline_value=med("64MiB array", "mp.Queue"), higher_is_better=True,
-            bar=">= 5 GB/s and >= 5x", repeats=runs)
-    r["met"] = all_met(at_least(r["value"], 5.0), at_least(r["ratio"], 5.0))
-    out.append(r)
+    for path in paths:
+        raw = rings[path].get("rows", [])
+        err = rings[path].get("error", "")
+
+        def add(name: str, fig: str, case: str, kind: str, label: str, peer: str,
+                bar: float | None, extra: str = "", unit: str = "msgs/s",
+                raw: list[dict] = raw, err: str = err, path: str = path) -> dict:
+            base = med(peers, case, peer)
+            note = "; ".join(x for x in (err, "" if base is not None else f"{label} not installed",
+                                         extra) if x)
+            r = row(fam, name, on_path(fig, path), unit, med(raw, case, kind), baseline=label,
+                    baseline_value=base, higher_is_better=True,
+                    bar="(reference)" if bar is None else f">= {bar:g}x", note=note,
+                    repeats=runs)
+            if bar is not None:
+                r["met"] = at_least(r["ratio"], bar)
+            r["path"] = path
+            out.append(r)
+            return r
+
+        ff = "faster-fifo put_many/get_many"
+        add("ring_1to1", "shm ring, small msgs, 1 -> 1", "1->1", "ring", "multiprocessing.Queue",
+            "mp.Queue", 3.0)
+        add("ring_1to1", "shm ring, small msgs, 1 -> 1", "1->1", "ring", "multiprocessing.Pipe",
+            "mp.Pipe", 2.0)
+        add("ring_1to1", "shm ring, small msgs, 1 -> 1", "1->1", "ring", ff, "faster-fifo", 2.0)
+        add("spsc_1to1", "shm SPSC ring, small msgs, 1 -> 1", "1->1", "spsc-ring",
+            "multiprocessing.Queue", "mp.Queue", None)
+        add("ring_4to2", "shm ring, small msgs, 4 -> 2", "4->2", "ring", "multiprocessing.Queue",
+            "mp.Queue", 3.0)
+        add("ring_4to2", "shm ring, small msgs, 4 -> 2", "4->2", "ring", ff, "faster-fifo", 1.5)
+        r = add("ring_array", "64 MiB NumPy array, shm ring", "64MiB array", "ring",
+                "multiprocessing.Queue", "mp.Queue", None, unit="GB/s")
+        r["bar"] = ">= 5 GB/s and >= 5x"
+        r["met"] = all_met(at_least(r["value"], 5.0), at_least(r["ratio"], 5.0))
     return out
 
 
@@ -350,10 +462,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median reported)")
     ap.add_argument("--reps", type=int, default=6, help="array transfers per run")
     ap.add_argument("--quick", action="store_true", help="--n 20000 --runs 1 --reps 2")
+    ap.add_argument("--rings-child", metavar="PARAMS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.rings_child:
+        _rings_child(json.loads(args.rings_child))
+        return
     if args.quick:
         args.n, args.runs, args.reps = 20_000, 1, 2
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     load, ver = os.getloadavg()[0], platform.python_version()
     print(f"load {load:.2f}, {os.cpu_count()} CPUs, python {ver}")
     rows, ratios = measure(args.n, args.runs, args.reps)

@@ -6,20 +6,32 @@ to tell whether a change to a hot path made it cheaper, then confirm with the ti
 - ``pingpong``, ``spawn``: CPU instructions per unbuffered hand-off and per ``go_local``
   spawn+finish on one P, counted by ``valgrind --tool=callgrind`` (runs of two sizes; the
   difference divided by the extra operations, so start-up cancels out).
+- ``shared-send``, ``shared-recv``: Python bytecodes per ``ch.send(i)`` and per ``ch.recv()`` of
+  a ``Chan(1024)`` promoted to a shared channel inside ``run(procs=2)``, on the fast path (the
+  buffer has room for each send, holds a value for each receive; nobody parks), counted by an
+  opcode trace function over the operations alone (the driving loop is not traced).
 - ``tiny-p0``: Python bytecodes P0 executes per task of the windowed tiny-task fan-out on two Ps
-  (``go(fn, i, out)`` plus the ``recv`` of its result), counted by an opcode trace function, with
-  the functions that execute the most.
+  (``go(fn, i, out)`` plus the ``recv`` of its result), counted the same way.
 
-    .venv/bin/python -m benchmarks.instr [pingpong spawn tiny-p0]
+Each bytecode count runs in a child interpreter once per runtime path: with ``CSP_MP_NATIVE=1``
+(the compiled core) and ``CSP_MP_NATIVE=0`` (the pure-Python path), or only the one ``--native``
+names. The functions that execute the most are printed under each count, and the bar from issue
+11 beside it (<= 40 bytecodes per shared send or receive, <= 150 per tiny task on P0).
 
-``pingpong`` and ``spawn`` need ``valgrind`` on the PATH.
+    .venv/bin/python -m benchmarks.instr [pingpong spawn shared-send shared-recv tiny-p0]
+                                         [--native both|1|0]
+
+``pingpong`` and ``spawn`` need ``valgrind`` on the PATH (they run on one P, where nothing
+crosses processes: they are counted once, on the default path).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -28,6 +40,13 @@ from typing import Any
 
 SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000)}
 OPS_PER_UNIT = {"pingpong": 2, "spawn": 1}  # hand-offs per round trip; goroutines per spawn
+CALLGRIND_KINDS = ("pingpong", "spawn")
+BYTECODE_KINDS = ("shared-send", "shared-recv", "tiny-p0")
+KINDS = CALLGRIND_KINDS + BYTECODE_KINDS
+#: issue 11's bars, bytecodes per operation
+BARS = {"shared-send": 40, "shared-recv": 40, "tiny-p0": 150}
+UNITS = {"shared-send": "send", "shared-recv": "receive", "tiny-p0": "task on P0"}
+TOP = 10
 
 
 def _child(kind: str, n: int) -> None:
@@ -57,24 +76,60 @@ def per_op(kind: str) -> float:
     return delta / ((large - small) * OPS_PER_UNIT[kind])
 
 
+class OpcodeCounter:
+    """A ``sys.settrace`` function counting opcodes per function of every frame it sees start.
+
+    Frames already running when it is installed (the caller's driving loop) are not traced.
+    With ``skip_preemption``, what runs inside the preemption signal handler (the time-slice
+    check, which tracing slows enough to trip now and then) is counted apart, in ``skipped``.
+    """
+
+    def __init__(self, skip_preemption: bool = False) -> None:
+        self.counts: collections.Counter = collections.Counter()
+        self.skipped = 0
+        self._skip = skip_preemption
+        self._in_handler = 0
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        counts = self.counts
+        code = frame.f_code
+        name = f"{os.path.basename(code.co_filename)}:{code.co_name}"
+        if self._skip and name == "preempt.py:_handler":
+            self._in_handler += 1
+
+            def handler(frame: Any, event: str, arg: Any) -> Any:
+                if event == "return":
+                    self._in_handler -= 1
+                self.skipped += event == "opcode"
+                return handler
+
+            return handler
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                if self._in_handler:
+                    self.skipped += 1
+                else:
+                    counts[name] += 1
+            return local
+
+        return local
+
+    def per_op(self, n: int) -> tuple[float, list[tuple[str, float]]]:
+        """Opcodes per operation over ``n`` operations, and the functions running the most (those
+        under 0.05 per operation left out: the odd preemption tick the slow tracing invites)."""
+        top = [(name, c / n) for name, c in self.counts.most_common(TOP) if c / n >= 0.05]
+        return sum(self.counts.values()) / n, top
+
+
 def tiny_p0(n: int = 20_000, window: int = 4096) -> tuple[float, list[tuple[str, float]]]:
     """Bytecodes P0 runs per windowed tiny task, and the ten functions running the most."""
     import csp_mp
     from benchmarks.bench_parallel import _tiny_task
 
-    counts: collections.Counter = collections.Counter()
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
-        frame.f_trace_lines = False
-
-        def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "opcode":
-                code = frame.f_code
-                counts[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
-            return local
-
-        return local
+    tracer = OpcodeCounter()
 
     def main() -> None:
         out = csp_mp.Chan(window)
@@ -94,33 +149,142 @@ def tiny_p0(n: int = 20_000, window: int = 4096) -> tuple[float, list[tuple[str,
         sys.settrace(None)
 
     csp_mp.run(main, procs=2)
-    top = [(name, c / n) for name, c in counts.most_common(10)]
-    return sum(counts.values()) / n, top
+    return tracer.per_op(n)
+
+
+def shared_ops(rounds: int = 5, cap: int = 1024) -> dict[str, tuple[float, list]]:
+    """Bytecodes per ``send`` and per ``recv`` of a shared ``Chan(cap)`` on the fast path.
+
+    Inside ``run(procs=2)`` the channel is promoted by pickling it (what happens when its handle
+    crosses to another P). Each round fills the buffer with ``cap`` sends, traced, then empties
+    it with ``cap`` receives, traced separately; one untraced round warms up first.
+    Returns ``{"shared-send": (per op, top, skipped per op), "shared-recv": (...)}``, where
+    ``skipped`` is what ran in the preemption handler meanwhile (not part of the operation).
+    """
+    import csp_mp
+
+    sends, recvs = OpcodeCounter(skip_preemption=True), OpcodeCounter(skip_preemption=True)
+
+    def main() -> str:
+        ch = csp_mp.Chan(cap)
+        pickle.dumps(ch)  # promote: the handle could now cross to P1
+        where = repr(ch)
+        for r in range(rounds + 1):
+            if r:
+                sys.settrace(sends)
+            for i in range(cap):
+                ch.send(i)
+            sys.settrace(None)
+            if r:
+                sys.settrace(recvs)
+            for _ in range(cap):
+                ch.recv()
+            sys.settrace(None)
+        return where
+
+    where = csp_mp.run(main, procs=2)
+    if "shared" not in where:
+        raise RuntimeError(f"the channel was not promoted: {where}")
+    n = rounds * cap
+    return {"shared-send": sends.per_op(n) + (sends.skipped / n,),
+            "shared-recv": recvs.per_op(n) + (recvs.skipped / n,)}
+
+
+def bytecodes(kinds: list[str], small: bool = False) -> dict[str, Any]:
+    """The bytecode counts of ``kinds`` in this interpreter, on the path it runs."""
+    from csp_mp._shm import native
+
+    out: dict[str, Any] = {"native": native.enabled()}
+    if {"shared-send", "shared-recv"} & set(kinds):
+        res = shared_ops(rounds=2 if small else 5, cap=64 if small else 1024)
+        for k in ("shared-send", "shared-recv"):
+            if k in kinds:
+                out[k] = res[k]
+    if "tiny-p0" in kinds:
+        out["tiny-p0"] = tiny_p0(n=300, window=32) if small else tiny_p0()
+    return out
+
+
+def bytecodes_in_child(kinds: list[str], path: str, small: bool = False,
+                       timeout: float = 600) -> dict[str, Any]:
+    """``bytecodes(kinds)`` in a fresh interpreter run with ``CSP_MP_NATIVE=path``."""
+    from benchmarks._common import child_env, path_unavailable
+
+    if why := path_unavailable(path):
+        return {"error": why}
+    root, env = child_env(path)
+    cmd = [sys.executable, "-m", "benchmarks.instr", "--bytecodes-child",
+           json.dumps({"kinds": kinds, "small": small})]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return {"error": f"exit {done.returncode}: {tail[0]}"}
+    res = json.loads(lines[-1])
+    if res.get("native") != (path == "1"):
+        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
+    return res
+
+
+def report(kind: str, path: str, res: dict[str, Any]) -> list[str]:
+    """The printed lines of one bytecode count: figure, bar, top functions."""
+    from benchmarks._common import PATH_LABELS
+
+    label = f"{kind} ({PATH_LABELS[path]})"
+    if "error" in res:
+        return [f"{label:<30} n/a: {res['error']}"]
+    total, top, *skipped = res[kind]
+    bar = BARS[kind]
+    met = "met" if total <= bar else "NOT met"
+    lines = [f"{label:<30} {total:8.1f} bytecodes per {UNITS[kind]}   bar <= {bar}: {met}"]
+    if skipped and skipped[0]:
+        lines[0] += f"   (+{skipped[0]:.1f} in the preemption handler, not counted)"
+    lines += [f"{'':>14}{c:8.1f}  {name}" for name, c in top]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: print the costs asked for (all three by default)."""
+    """Command line: print the costs asked for (all of them by default)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("kinds", nargs="*", metavar="KIND",
-                    help="pingpong, spawn or tiny-p0 (default: all three)")
+                    help=f"{', '.join(KINDS)} (default: all)")
+    ap.add_argument("--native", choices=("both", "1", "0"), default="both",
+                    help="the runtime path(s) of the bytecode counts: compiled core (1), "
+                         "pure Python (0) or both (default)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--bytecodes-child", metavar="PARAMS_JSON", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         _child(args.child[0], int(args.child[1]))
         return
-    for kind in args.kinds or ["pingpong", "spawn", "tiny-p0"]:
-        if kind not in ("pingpong", "spawn", "tiny-p0"):
+    if args.bytecodes_child:
+        params = json.loads(args.bytecodes_child)
+        print(json.dumps(bytecodes(params["kinds"], params.get("small", False))), flush=True)
+        return
+    kinds = args.kinds or list(KINDS)
+    for kind in kinds:
+        if kind not in KINDS:
             ap.error(f"unknown kind {kind!r}")
-        if kind == "tiny-p0":
-            total, top = tiny_p0()
-            print(f"tiny-p0    {total:8.0f} bytecodes per task on P0")
-            for name, c in top:
-                print(f"             {c:6.1f}  {name}")
-        elif shutil.which("valgrind") is None:
+    for kind in kinds:
+        if kind not in CALLGRIND_KINDS:
+            continue
+        if shutil.which("valgrind") is None:
             print(f"{kind:10s} skipped: valgrind is not installed")
         else:
             unit = "hand-off" if kind == "pingpong" else "goroutine"
             print(f"{kind:10s} {per_op(kind):8.0f} instructions per {unit}")
+    counted = [k for k in kinds if k in BYTECODE_KINDS]
+    if not counted:
+        return
+    paths = ["1", "0"] if args.native == "both" else [args.native]
+    results = {path: bytecodes_in_child(counted, path) for path in paths}
+    for kind in counted:
+        for path in paths:
+            print("\n".join(report(kind, path, results[path])), flush=True)
 
 
 if __name__ == "__main__":

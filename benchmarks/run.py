@@ -27,7 +27,16 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks._common import ROW_KEYS, child_env, row, tiny  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    PATH_LABELS,
+    PATHS_ENV,
+    ROW_KEYS,
+    child_env,
+    csp_paths,
+    path_unavailable,
+    row,
+    tiny,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -209,6 +218,8 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict:
         "commit": _git("rev-parse", "--short", "HEAD"),
         "uncommitted_runtime_changes": bool(_git("status", "--porcelain", "--", "csp_mp")),
         "multi_process_layer": _multi_process_active(),
+        "paths": [PATH_LABELS[p] for p in csp_paths()],
+        "compiled_core_built": not path_unavailable("1"),
     }
 
 
@@ -222,13 +233,29 @@ def main(argv: list[str] | None = None) -> dict:
                     help=f"run only these families ({', '.join(FAMILIES)}); repeat or comma")
     ap.add_argument("--json", default=str(DEFAULT_JSON), metavar="PATH",
                     help="where to write the results (default: benchmarks/results/latest.json)")
+    ap.add_argument("--native", choices=("both", "1", "0"), default=None,
+                    help="the runtime path(s) csp_mp is measured on in the parallel and transport "
+                         "families: compiled core (1), pure Python (0) or both (the default; "
+                         f"also {PATHS_ENV})")
     args = ap.parse_args(argv)
     only = [f.strip() for item in args.only for f in item.split(",") if f.strip()]
     unknown = [f for f in only if f not in FAMILIES]
     if unknown:
         ap.error(f"unknown family {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     families = only or list(FAMILIES)
+    old_paths = os.environ.get(PATHS_ENV)
+    if args.native is not None:
+        os.environ[PATHS_ENV] = args.native  # read by the families, inherited by their children
+    try:
+        return _run(args, argv, families)
+    finally:
+        if old_paths is None:
+            os.environ.pop(PATHS_ENV, None)
+        else:
+            os.environ[PATHS_ENV] = old_paths
 
+
+def _run(args: argparse.Namespace, argv: list[str], families: list[str]) -> dict:
     info = meta(args, argv)
     rows: list[dict] = []
     raw: dict[str, str] = {}
@@ -247,7 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"csp_mp benchmarks - {info['command']} - {info['date']} - Python {info['python']}, "
           f"{info['cpus']} CPUs, load {_load(info['loadavg_start'])}, commit {info['commit']}"
           f"{'+uncommitted' if info['uncommitted_runtime_changes'] else ''}, "
-          f"multi-process layer {'on' if info['multi_process_layer'] else 'off'}")
+          f"multi-process layer {'on' if info['multi_process_layer'] else 'off'}, "
+          f"csp_mp paths: {', '.join(info['paths'])}"
+          f"{'' if info['compiled_core_built'] else ' (compiled core not built)'}")
     print("ratio = times better than the baseline (time: baseline/csp_mp; rate: csp_mp/baseline)")
     print()
     print_table(rows)

@@ -17,12 +17,23 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import ROW_KEYS, TINY_ENV  # noqa: E402
+from benchmarks._common import PATH_LABELS, PATHS_ENV, ROW_KEYS, TINY_ENV  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _tiny_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TINY_ENV, "1")
+    monkeypatch.delenv(PATHS_ENV, raising=False)  # both runtime paths, as by default
+
+
+def _check_both_paths(rows: list[dict], names: set[str]) -> None:
+    """Each csp_mp figure in ``names`` has rows on the compiled core and on the Python path,
+    labelled so; a path that cannot run here is n/a with its reason, never missing."""
+    for name in names:
+        got = [r for r in rows if r["name"] == name]
+        assert {r["path"] for r in got} == {"1", "0"}, name
+        for r in got:
+            assert r["figure"].endswith(f"({PATH_LABELS[r['path']]})"), r["figure"]
 
 
 def _check_rows(rows: list[dict], family: str) -> None:
@@ -74,6 +85,24 @@ def test_parallel_family_rows() -> None:
             "cross_4to2", "array", "startup"} <= names
     baselines = {r["baseline"] for r in rows if r["name"] == "cpu_vs_pool"}
     assert {"multiprocessing.Pool(2)", "ProcessPoolExecutor(2)"} <= baselines
+    _check_both_paths(rows, names)
+
+    def bars(name: str) -> dict[str, str]:
+        return {r["baseline"].split(" (")[0]: r["bar"] for r in rows
+                if r["name"] == name and r["path"] == "0"}
+
+    # issue 11's bars, each against a peer measured in the same run
+    assert bars("tiny_tasks") == {"csp_mp procs=1": ">= 1x",
+                                  "mpire WorkerPool(2).map, auto chunks": ">= 2x",
+                                  "ProcessPoolExecutor(2).submit": ">= 10x"}
+    assert bars("cross_1to1") == {"multiprocessing.Queue": ">= 3x",
+                                  "multiprocessing.Pipe": ">= 2x",
+                                  "faster-fifo put_many/get_many": ">= 2x"}
+    assert bars("cross_4to2") == {"multiprocessing.Queue": ">= 3x",
+                                  "faster-fifo put_many/get_many": ">= 1.5x"}
+    for r in rows:  # a peer that is missing or failed is "n/a" and says why
+        if r["baseline_value"] is None and r["bar"] not in ("", "(reference)"):
+            assert r["met"] is None and r["note"], r
 
 
 def test_transport_family_rows() -> None:
@@ -87,6 +116,21 @@ def test_transport_family_rows() -> None:
     rows = [_normalise("transport", r) for r in mod.run(quick=True)]
     assert rows and all(isinstance(r, dict) for r in rows)
     assert all(set(ROW_KEYS) <= set(r) for r in rows)
+    _check_both_paths(rows, {"ring_1to1", "spsc_1to1", "ring_4to2", "ring_array"})
+    peers = {r["baseline"] for r in rows if r["name"] == "ring_1to1"}
+    assert {"multiprocessing.Queue", "multiprocessing.Pipe",
+            "faster-fifo put_many/get_many"} == peers
+
+
+def test_one_runtime_path_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import _common, run
+
+    monkeypatch.setenv(PATHS_ENV, "0")
+    assert _common.csp_paths() == ["0"]
+    monkeypatch.setenv(PATHS_ENV, "both")
+    assert _common.csp_paths() == ["1", "0"]
+    with pytest.raises(SystemExit):
+        run.main(["--native", "2"])
 
 
 def test_runner_writes_one_json_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -129,6 +173,33 @@ def test_bytecode_count_of_the_tiny_task_path() -> None:
     assert per_task > 0
     names = [name for name, _ in top]
     assert any(name.endswith(":place") for name in names), names  # go() is on P0's path
+
+
+def test_bytecode_counts_of_shared_send_and_recv() -> None:
+    from benchmarks import instr
+
+    res = instr.shared_ops(rounds=2, cap=64)
+    for kind, fn in (("shared-send", "chan.py:send"), ("shared-recv", "chan.py:recv")):
+        per_op, top, in_handler = res[kind]
+        assert per_op > 0 and in_handler >= 0
+        assert fn in [name for name, _ in top], top
+        assert not any(name.startswith("preempt.py:") for name, _ in top), top
+
+
+def test_bytecode_counts_on_each_path_in_children() -> None:
+    from benchmarks import instr
+
+    for path in ("1", "0"):
+        res = instr.bytecodes_in_child(["shared-send", "shared-recv", "tiny-p0"], path,
+                                       small=True, timeout=120)
+        if path == "1" and "error" in res and "not built" in res["error"]:
+            continue
+        assert "error" not in res, res
+        assert res["native"] is (path == "1")
+        for kind in ("shared-send", "shared-recv", "tiny-p0"):
+            lines = instr.report(kind, path, res)
+            assert f"({PATH_LABELS[path]})" in lines[0] and "bar <= " in lines[0], lines
+            assert len(lines) > 1, lines  # the functions that ran the most
 
 
 def test_instruction_counts_reject_an_unknown_kind(capsys: pytest.CaptureFixture) -> None:
