@@ -40,14 +40,13 @@ def test_install_without_a_compiler_runs_the_python_path(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=300)
     assert inst.returncode == 0, inst.stderr[-2000:]
     prog = ("import csp_mp, csp_mp._shm.native as n\n"
-            "assert csp_mp.__file__.startswith(%r), csp_mp.__file__\n"
+            f"assert csp_mp.__file__.startswith({str(target)!r}), csp_mp.__file__\n"
             "def main():\n"
             "    ch = csp_mp.Chan(4)\n"
             "    for i in range(10):\n"
             "        csp_mp.go(ch.send, i)\n"
             "    return sum(ch.recv() for _ in range(10))\n"
-            "print(n.built(), csp_mp.runtime.native(), csp_mp.run(main, procs=2))\n"
-            % str(target))
+            "print(n.built(), csp_mp.runtime.native(), csp_mp.run(main, procs=2))\n")
     env = dict(env, PYTHONPATH=str(target))
     run = subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
