@@ -12,14 +12,15 @@
  */
 #include "core.h"
 
+#include <string.h>
+
 #define CHAN_MAGIC UINT64_C(0xC4A7000000000001)
 #define CHAN_BLOCK (10 * 8)
 
 enum { W_MAGIC, W_CAP, W_CLOSED, W_COUNT, W_BUF, W_RECVQ, W_SENDQ, W_LOCK, W_NRECV, W_NSEND };
 
-static aword *chan_open(Region *r, PyObject *o, long long *lock) {
-    long long off;
-    if (arg_ll(o, &off) < 0 || region_span(r, off, CHAN_BLOCK, 8) < 0) return NULL;
+static aword *chan_open_at(Region *r, long long off, long long *lock) {
+    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return NULL;
     aword *w = word_at(r, off);
     /* load-acquire; pairs with the creator's final store of the magic */
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC) {
@@ -31,48 +32,42 @@ static aword *chan_open(Region *r, PyObject *o, long long *lock) {
     return w;
 }
 
+static aword *chan_open(Region *r, PyObject *o, long long *lock) {
+    long long off;
+    if (arg_ll(o, &off) < 0) return NULL;
+    return chan_open_at(r, off, lock);
+}
+
 /* relaxed: every word of the block is read under the channel's lock */
 #define LD(w, i) atomic_load_explicit(&(w)[i], memory_order_relaxed)
 #define ST(w, i, v) atomic_store_explicit(&(w)[i], (v), memory_order_relaxed)
 
-RMETH(R_chan_send) {
-    long long lock;
-    aword *w;
-    Py_buffer b;
-    if (arg_count("chan_send", nargs, 2, 2) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
-        return NULL;
-    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0) return NULL;
-    if (lock_take(r, lock) < 0) {
-        PyBuffer_Release(&b);
-        return NULL;
-    }
+/* Buffer `n` bytes at `p` if the channel is open, has no receiver queued and has room: 1 done,
+ * 0 nothing changed, -1 error (exception set). */
+static int chan_send_buf(Region *r, aword *w, long long lock, const char *p, uint64_t n) {
+    if (lock_take(r, lock) < 0) return -1;
     int done = 0;
-    uint64_t n = LD(w, W_COUNT);
-    if (!LD(w, W_CLOSED) && !LD(w, W_NRECV) && n < LD(w, W_CAP)) {
+    uint64_t count = LD(w, W_COUNT);
+    if (!LD(w, W_CLOSED) && !LD(w, W_NRECV) && count < LD(w, W_CAP)) {
         ring_t g;
         if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) {
             lock_give(r, lock);
-            PyBuffer_Release(&b);
-            return NULL;
+            return -1;
         }
         uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
         uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed);
-        if ((uint64_t)b.len <= g.max_inline && ring_write(&g, t, h, b.buf, (uint64_t)b.len, &nt)) {
+        if (n <= g.max_inline && ring_write(&g, t, h, p, n, &nt)) {
             atomic_store_explicit(g.tail, nt, memory_order_release); /* commit the frame */
-            ST(w, W_COUNT, n + 1);
+            ST(w, W_COUNT, count + 1);
             done = 1;
         }
     }
-    PyBuffer_Release(&b);
-    if (lock_give(r, lock) < 0) return NULL;
-    return PyBool_FromLong(done);
+    if (lock_give(r, lock) < 0) return -1;
+    return done;
 }
 
-RMETH(R_chan_recv) {
-    long long lock;
-    aword *w;
-    if (arg_count("chan_recv", nargs, 1, 1) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
-        return NULL;
+/* The oldest buffered inline value if no sender is queued (bytes), else Py_None; NULL on error. */
+static PyObject *chan_recv_buf(Region *r, aword *w, long long lock) {
     if (lock_take(r, lock) < 0) return NULL;
     PyObject *item = Py_None;
     uint64_t n = LD(w, W_COUNT);
@@ -97,6 +92,26 @@ RMETH(R_chan_recv) {
         return NULL;
     }
     return item == Py_None ? Py_NewRef(Py_None) : item;
+}
+
+RMETH(R_chan_send) {
+    long long lock;
+    aword *w;
+    Py_buffer b;
+    if (arg_count("chan_send", nargs, 2, 2) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0) return NULL;
+    int done = chan_send_buf(r, w, lock, b.buf, (uint64_t)b.len);
+    PyBuffer_Release(&b);
+    return done < 0 ? NULL : PyBool_FromLong(done);
+}
+
+RMETH(R_chan_recv) {
+    long long lock;
+    aword *w;
+    if (arg_count("chan_recv", nargs, 1, 1) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
+        return NULL;
+    return chan_recv_buf(r, w, lock);
 }
 
 static double mono(void) {
@@ -137,3 +152,157 @@ RMETH(R_chan_poll) {
     Py_END_ALLOW_THREADS
     return PyBool_FromLong(ready);
 }
+
+/* ---- ChanOps: one shared channel's fast paths with the value codec's common cases in C
+ *
+ * send(v) buffers a value of the codec's plain kinds (int, float, str, bool, None, bytes below
+ * the out-of-band size, and tuples of those), encoded as csp_mp/_shm/codec.py encodes them
+ * (msgspec, a tuple behind the 0xc1 0x01 tag); any other value, or a channel that cannot take
+ * it now, returns False with nothing changed, and the caller runs the general path. recv()
+ * returns the decoded oldest value, or the `novalue` object when the general path must run.
+ */
+
+typedef struct {
+    PyObject_HEAD
+    Region *region;
+    long long off;
+    PyObject *menc, *mdec, *tdec, *decode_any, *novalue;
+    Py_ssize_t oob_min;
+} ChanOps;
+
+static int plain_leaf(PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    return t == &PyLong_Type || t == &PyFloat_Type || t == &PyUnicode_Type || t == &PyBool_Type ||
+           o == Py_None || t == &PyBytes_Type;
+}
+
+/* The codec's bytes of v if it is of a plain kind; Py_None if not (or if msgspec cannot take
+ * it: a huge int, a lone surrogate, which the codec pickles); NULL on another error. */
+static PyObject *plain_encode(ChanOps *self, PyObject *v) {
+    PyTypeObject *t = Py_TYPE(v);
+    int tuple = 0;
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(v);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!plain_leaf(PyTuple_GET_ITEM(v, i))) Py_RETURN_NONE;
+        tuple = 1;
+    } else if (!plain_leaf(v) || (t == &PyBytes_Type && PyBytes_GET_SIZE(v) >= self->oob_min)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *data = PyObject_CallOneArg(self->menc, v);
+    if (data == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError) ||
+            PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return NULL;
+    }
+    if (!tuple) return data;
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *tagged = PyBytes_FromStringAndSize(NULL, n + 2);
+    if (tagged != NULL) {
+        char *p = PyBytes_AS_STRING(tagged);
+        p[0] = (char)0xc1;
+        p[1] = 0x01;
+        memcpy(p + 2, PyBytes_AS_STRING(data), (size_t)n);
+    }
+    Py_DECREF(data);
+    return tagged;
+}
+
+static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
+    long long lock;
+    aword *w = chan_open_at(self->region, self->off, &lock);
+    if (w == NULL) return NULL;
+    PyObject *data = plain_encode(self, v);
+    if (data == NULL) return NULL;
+    if (data == Py_None) {
+        Py_DECREF(data);
+        Py_RETURN_FALSE;
+    }
+    int done = chan_send_buf(self->region, w, lock, PyBytes_AS_STRING(data),
+                             (uint64_t)PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return done < 0 ? NULL : PyBool_FromLong(done);
+}
+
+static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
+    (void)unused;
+    long long lock;
+    aword *w = chan_open_at(self->region, self->off, &lock);
+    if (w == NULL) return NULL;
+    PyObject *data = chan_recv_buf(self->region, w, lock);
+    if (data == NULL) return NULL;
+    if (data == Py_None) {
+        Py_DECREF(data);
+        return Py_NewRef(self->novalue);
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *v;
+    if (n >= 2 && p[0] == 0xc1 && p[1] == 0x01) { /* a tuple */
+        PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
+        v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
+        Py_XDECREF(body);
+    } else if (n >= 1 && (p[0] == 0xc1 || (p[0] == 0x80 && n > 1))) { /* the codec's others */
+        v = PyObject_CallOneArg(self->decode_any, data);
+    } else {
+        v = PyObject_CallOneArg(self->mdec, data);
+    }
+    Py_DECREF(data);
+    return v;
+}
+
+static int ChanOps_init(ChanOps *self, PyObject *args, PyObject *kw) {
+    PyObject *region, *menc, *mdec, *tdec, *decode_any, *novalue;
+    long long off, lock;
+    Py_ssize_t oob_min;
+    static char *kwlist[] = {"region", "offset", "menc", "mdec", "tdec", "decode_any",
+                             "novalue", "oob_min", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn", kwlist, &Region_Type, &region, &off,
+                                     &menc, &mdec, &tdec, &decode_any, &novalue, &oob_min))
+        return -1;
+    if (chan_open_at((Region *)region, off, &lock) == NULL) return -1;
+    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    self->off = off;
+    Py_XSETREF(self->menc, Py_NewRef(menc));
+    Py_XSETREF(self->mdec, Py_NewRef(mdec));
+    Py_XSETREF(self->tdec, Py_NewRef(tdec));
+    Py_XSETREF(self->decode_any, Py_NewRef(decode_any));
+    Py_XSETREF(self->novalue, Py_NewRef(novalue));
+    self->oob_min = oob_min;
+    return 0;
+}
+
+static void ChanOps_dealloc(ChanOps *self) {
+    Py_XDECREF(self->region);
+    Py_XDECREF(self->menc);
+    Py_XDECREF(self->mdec);
+    Py_XDECREF(self->tdec);
+    Py_XDECREF(self->decode_any);
+    Py_XDECREF(self->novalue);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef ChanOps_methods[] = {
+    {"send", (PyCFunction)ChanOps_send, METH_O,
+     "send(v) -> bool: buffered without parking (a value of the codec's plain kinds), else "
+     "False with nothing changed."},
+    {"recv", (PyCFunction)ChanOps_recv, METH_NOARGS,
+     "recv(): the oldest buffered value, decoded, or `novalue` when the slow path must run."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ChanOps_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.ChanOps",
+    .tp_basicsize = sizeof(ChanOps),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "ChanOps(region, offset, menc, mdec, tdec, decode_any, novalue, oob_min): one "
+              "shared channel's fast paths, values included.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ChanOps_init,
+    .tp_dealloc = (destructor)ChanOps_dealloc,
+    .tp_methods = ChanOps_methods,
+};

@@ -35,6 +35,7 @@ extern PyTypeObject Region_Type;
 extern PyTypeObject Lock_Type;
 extern PyTypeObject Bell_Type;
 extern PyTypeObject TaskEncoder_Type;
+extern PyTypeObject ChanOps_Type;
 
 typedef _Atomic uint64_t aword;
 typedef _Atomic uint32_t aword32;
