@@ -293,3 +293,43 @@ def _park_forever() -> None:
 def count_reason_in(stack: str, reason: str) -> int:
     return sum(1 for line in stack.splitlines()
                if line.startswith("goroutine ") and f"[{reason}]" in line)
+
+
+def test_hub_looks_around_every_16th_switch_while_goroutines_stay_runnable() -> None:
+    """Two goroutines handing a value back and forth never leave the run queue empty; the hub
+    must still run its timers and ask the other Ps (a lost P, wake-ups) every 16th switch."""
+    from csp_mp import _hub
+
+    def main() -> tuple[int, int, int]:
+        hub = _hub.peek()
+        looks = [0]
+        run_due = hub.timers.run_due
+
+        def counting() -> None:
+            looks[0] += 1
+            run_due()
+
+        hub.timers.run_due = counting
+        a, b, done = csp_mp.Chan(), csp_mp.Chan(), csp_mp.Chan(1)
+        rounds = 3200
+
+        def ping() -> None:
+            for _ in range(rounds):
+                b.send(a.recv() + 1)
+
+        def pong() -> None:
+            for i in range(rounds):
+                v = b.recv() + 1
+                (done if i == rounds - 1 else a).send(v)
+
+        csp_mp.go_local(ping)
+        csp_mp.go_local(pong)
+        t0 = hub.tick
+        a.send(0)
+        total = done.recv()
+        return hub.tick - t0, looks[0], total
+
+    switches, looks, total = csp_mp.run(main, procs=1)
+    assert total == 2 * 3200
+    assert switches >= 2 * 3200
+    assert looks >= switches // 16 * 0.9

@@ -230,3 +230,4 @@ def test_timer_stop_leaves_a_blocked_receiver_blocked() -> None:
         assert t.stop() is True
         return out.recv()
     assert run1(main) == 1  # only the other case could complete
+

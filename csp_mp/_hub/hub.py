@@ -234,7 +234,10 @@ class Hub:
         """
         tick = self.tick + 1
         self.tick = tick
-        if not tick & 15 or self.poll_now:
+        if not tick & 15:
+            self.poll_now = True  # _pick counts a tick of its own: tell it this pass polls
+            return None
+        if self.poll_now:
             return None
         g = self.runnext
         runq = self.runq
