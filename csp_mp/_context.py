@@ -12,7 +12,6 @@ Invariants:
 
 from __future__ import annotations
 
-import time as _stdtime
 from collections.abc import Callable
 from typing import Any
 
@@ -210,7 +209,7 @@ def with_deadline(parent: Context, t: float) -> tuple[Context, Callable[[], None
         return with_cancel(parent)
     ctx = _CancelCtx(parent, deadline=t)
     _propagate(parent, ctx)
-    delay = t - _stdtime.monotonic()
+    delay = t - current_hub().timers.clock()
     if delay <= 0:
         ctx._cancel(_DEADLINE)
     elif ctx._code.load() == _NONE:
@@ -220,7 +219,7 @@ def with_deadline(parent: Context, t: float) -> tuple[Context, Callable[[], None
 
 def with_timeout(parent: Context, d: float) -> tuple[Context, Callable[[], None]]:
     """``with_deadline(parent, time.monotonic() + d)``."""
-    return with_deadline(parent, _stdtime.monotonic() + d)
+    return with_deadline(parent, current_hub().timers.clock() + d)
 
 
 class _ValueCtx(Context):

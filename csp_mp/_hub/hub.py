@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
-from . import interrupt, waits
+from . import interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
 from .sysmon import start_sysmon
@@ -125,6 +125,7 @@ class Hub:
         self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
+        self.all_blocked: list[G] = []  # parked in testing.wait_all_blocked (quiet.py)
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -397,6 +398,8 @@ class Hub:
 
     def _idle(self) -> None:
         delay = self.timers.next_delay()
+        if not self.pending_blocking and not self.inbox and quiet.on_quiet(self, delay):
+            return  # all durably blocked: wait_all_blocked callers run, or fake time moved
         local_can_wake = delay is not None or self.pending_blocking > 0 or bool(self.inbox)
         if self.broker is not None:
             self.broker.idle(self, delay, local_can_wake)
