@@ -27,7 +27,7 @@ HOMES: dict[str, str] = {
         "Canceled", "DeadlineExceeded")},
     **{f"runtime.{n}": "csp_mp.runtime" for n in (
         "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack")},
-    **{f"testing.{n}": "csp_mp.testing" for n in ("fake_time", "wait_all_blocked")},
+    **{f"testing.{n}": "csp_mp.testing" for n in ("fake_time", "wait_all_blocked", "ignore_leaks")},
 }
 # re-exported from csp_mp as well as from their home (SPEC: sync and time live in their modules)
 REEXPORTED = {"sleep", "after", "tick", "Timer", "Ticker", "after_func",
