@@ -4,8 +4,10 @@ from ._runtime import current_p as current_p
 from ._runtime import goid as goid
 from ._runtime import gomaxprocs as gomaxprocs
 from ._runtime import gosched as gosched
+from ._runtime import metrics as metrics
 from ._runtime import num_cpu as num_cpu
 from ._runtime import num_goroutine as num_goroutine
 from ._runtime import stack as stack
 
-__all__ = ["current_p", "gomaxprocs", "goid", "gosched", "num_cpu", "num_goroutine", "stack"]
+__all__ = ["current_p", "gomaxprocs", "goid", "gosched", "metrics", "num_cpu", "num_goroutine",
+           "stack"]

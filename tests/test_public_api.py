@@ -26,7 +26,8 @@ HOMES: dict[str, str] = {
         "background", "todo", "with_cancel", "with_timeout", "with_deadline", "with_value",
         "Canceled", "DeadlineExceeded")},
     **{f"runtime.{n}": "csp_mp.runtime" for n in (
-        "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack")},
+        "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack",
+        "metrics")},
     **{f"testing.{n}": "csp_mp.testing" for n in ("fake_time", "wait_all_blocked", "ignore_leaks")},
 }
 # re-exported from csp_mp as well as from their home (SPEC: sync and time live in their modules)

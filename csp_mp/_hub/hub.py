@@ -126,6 +126,11 @@ class Hub:
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
         self.all_blocked: list[G] = []  # parked in testing.wait_all_blocked (quiet.py)
+        # runtime.metrics() counters: plain ints, owner P only (published by _mp/counters.py)
+        self.n_created = 0  # goroutines started here (go, go_local, main)
+        self.n_blocking = 0  # calls handed to M threads
+        self.n_xops = 0  # sends and receives on shared (cross-P) channels
+        self.n_xbytes = 0  # encoded bytes sent on shared channels
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -147,6 +152,7 @@ class Hub:
         None when the broker took it."""
         if self.stopping:
             return None
+        self.n_created += 1
         if not local and self.broker is not None \
                 and self.broker.place(self, fn, args, kwargs or {}):
             return None  # queued where other Ps can steal it; it gets a G where it runs
@@ -158,6 +164,7 @@ class Hub:
         """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""
         if self.stopping:
             return
+        self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
         self.allgs[g.id] = g
         self.runq.append(g)
@@ -165,6 +172,7 @@ class Hub:
     def adopt_root_as_main(self) -> G:
         """Make the calling (root) greenlet the main goroutine: the implicit runtime."""
         g = self.new_g(_root_body, (), {}, True)
+        self.n_created += 1
         g.glet = self.root
         g.state = RUNNING
         g.is_main = True
@@ -292,6 +300,7 @@ class Hub:
             waker.post()
 
         self.pending_blocking += 1
+        self.n_blocking += 1
         self.mpool.submit(fn, args, kwargs, on_done)
         ok, value = self.park(waits.BLOCKING_CALL)
         if ok:

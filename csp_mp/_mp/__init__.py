@@ -12,6 +12,7 @@ from typing import Any
 
 from .._hub import Hub, Outcome
 from . import ctx as C
+from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
 from .promote import install as _install
 
@@ -74,4 +75,4 @@ def gomaxprocs(hub: Hub, n: int) -> int:
     return prev
 
 
-__all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs"]
+__all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs", "metrics"]
