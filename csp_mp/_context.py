@@ -18,6 +18,7 @@ from typing import Any
 from ._atomic import Int64
 from ._chan import Chan, nilchan, select
 from ._hub import current_hub, spawn
+from ._hub.timers import TimerEntry
 
 _NONE, _CANCELED, _DEADLINE = 0, 1, 2
 
@@ -103,11 +104,11 @@ class _CancelCtx(Context):
 
     def __init__(self, parent: Context, deadline: float | None = None) -> None:
         self._parent = parent
-        self._done = Chan(0)
+        self._done: Chan = Chan(0)
         self._code = Int64(_NONE)
         self._children: list[_CancelCtx] | None = []
         self._deadline = deadline
-        self._timer = None
+        self._timer: TimerEntry | None = None
 
     def done(self) -> Chan:
         return self._done

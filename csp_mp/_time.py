@@ -16,6 +16,7 @@ from typing import Any
 from ._chan import Chan, nilchan
 from ._hub import current_hub, spawn
 from ._hub import waits as W
+from ._hub.timers import TimerEntry
 
 
 def now() -> float:
@@ -63,7 +64,7 @@ class Timer:
     def __init__(self, d: float, _fn: Callable[[], Any] | None = None) -> None:
         self._fn = _fn
         self.c: Chan = nilchan if _fn is not None else Chan(1)
-        self._entry = None
+        self._entry: TimerEntry | None = None
         self._start(d)
 
     def _start(self, d: float) -> None:
@@ -98,9 +99,9 @@ class Ticker:
     def __init__(self, d: float) -> None:
         if d <= 0:
             raise ValueError("non-positive interval for Ticker")
-        self.c = Chan(1)
+        self.c: Chan = Chan(1)
         self._d = d
-        self._entry = None
+        self._entry: TimerEntry | None = None
         self._schedule(now() + d)
 
     def _schedule(self, when: float) -> None:

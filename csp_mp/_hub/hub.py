@@ -116,7 +116,7 @@ class Hub:
             seed = int(env) if env else None
         self.rng = random.Random(seed) if seed is not None else None
         if self.rng is not None:  # seeded shuffle: every pick goes through _pick
-            self._fast_next = _no_fast_next
+            self._fast_next = _no_fast_next  # type: ignore[method-assign]
         self.select_rng = random.Random(seed) if seed is not None else random.Random()
         self.hooks_on_stop: list[Callable[[], None]] = []
         self.nprocs = 1
@@ -440,7 +440,7 @@ class Hub:
             except BaseException as exc:
                 self._panic(g, exc)
             self._goexit(g)
-            g = None
+            g = None  # type: ignore[assignment]  # drop the reference while parked in the pool
             if self.stopping or self.outcome is not None:
                 # main returned, or a goroutine panicked: back to the loop, which ends the run
                 # before any other goroutine runs (Go's program exit)
@@ -478,7 +478,7 @@ class Hub:
         self.allgs.pop(g.id, None)
         if g.is_main and self.outcome is None:
             self.outcome = Outcome("return", g.result)
-        g.fn = g.args = g.kwargs = None
+        g.fn = g.args = g.kwargs = None  # type: ignore[assignment]  # free what it captured
 
     def _panic(self, g: G, exc: BaseException) -> None:
         if self.outcome is not None:

@@ -39,6 +39,8 @@ def park_until_quiet(hub: Hub, timeout: float | None) -> bool:
     """Park the calling goroutine until every other goroutine of this P is durably blocked;
     False if ``timeout`` real seconds passed first."""
     g = hub.current
+    if g is None:
+        raise RuntimeError("wait_all_blocked() called outside a goroutine")
     timer = None
     if timeout is not None:
         def expire() -> None:  # runs in the hub, posted by the timer thread

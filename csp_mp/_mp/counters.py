@@ -43,7 +43,7 @@ def _shared_objects(broker: Any) -> dict[str, int]:
 
 def metrics(hub: Hub) -> dict[str, Any]:
     """The figures ``runtime.metrics()`` documents, for every P of ``hub``'s runtime."""
-    broker = hub.broker
+    broker: Any = hub.broker  # the _mp Broker, more than the hub's Protocol says
     ctx = C.current()
     if broker is None or ctx is None:
         rows = {hub.p: _local(hub)}
