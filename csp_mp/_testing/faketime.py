@@ -13,6 +13,7 @@ fool the runtime's own bookkeeping (preemption, blocking-call reports, waits on 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +61,9 @@ def fake_time() -> Iterator[FakeClock]:
         raise RuntimeError(_ONE_P)
     if hub.timers.virtual:
         raise RuntimeError("fake_time() is already active in this runtime")
-    clock = VirtualClock(time.monotonic())
+    # a whole second at or after the real reading: sums and differences of the usual delays
+    # (1, 0.25, 30) are then exact in floating point, so tests may compare them with ==
+    clock = VirtualClock(float(math.ceil(time.monotonic())))
     hub.timers.swap_clock(clock)
     try:
         yield FakeClock(clock)
