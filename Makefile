@@ -44,6 +44,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check csp_mp tests benchmarks examples docs
 	$(BIN)/lint-imports
+	$(BIN)/mypy csp_mp
 	$(BIN)/python docs/gen_api.py --check
 
 run: $(STAMP)

@@ -42,9 +42,9 @@ from ._time import tick as tick
 
 for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking):
     _f.__module__ = "csp_mp"
-for _f in (after, after_func, sleep, tick):
-    _f.__module__ = "csp_mp.time"
-del _f
+for _t in (after, after_func, sleep, tick):
+    _t.__module__ = "csp_mp.time"
+del _f, _t
 
 __version__ = "0.1.0"
 

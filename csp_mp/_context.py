@@ -12,13 +12,13 @@ Invariants:
 
 from __future__ import annotations
 
-import time as _stdtime
 from collections.abc import Callable
 from typing import Any
 
 from ._atomic import Int64
 from ._chan import Chan, nilchan, select
 from ._hub import current_hub, spawn
+from ._hub.timers import TimerEntry
 
 _NONE, _CANCELED, _DEADLINE = 0, 1, 2
 
@@ -104,11 +104,11 @@ class _CancelCtx(Context):
 
     def __init__(self, parent: Context, deadline: float | None = None) -> None:
         self._parent = parent
-        self._done = Chan(0)
+        self._done: Chan = Chan(0)
         self._code = Int64(_NONE)
         self._children: list[_CancelCtx] | None = []
         self._deadline = deadline
-        self._timer = None
+        self._timer: TimerEntry | None = None
 
     def done(self) -> Chan:
         return self._done
@@ -210,7 +210,7 @@ def with_deadline(parent: Context, t: float) -> tuple[Context, Callable[[], None
         return with_cancel(parent)
     ctx = _CancelCtx(parent, deadline=t)
     _propagate(parent, ctx)
-    delay = t - _stdtime.monotonic()
+    delay = t - current_hub().timers.clock()
     if delay <= 0:
         ctx._cancel(_DEADLINE)
     elif ctx._code.load() == _NONE:
@@ -220,7 +220,7 @@ def with_deadline(parent: Context, t: float) -> tuple[Context, Callable[[], None
 
 def with_timeout(parent: Context, d: float) -> tuple[Context, Callable[[], None]]:
     """``with_deadline(parent, time.monotonic() + d)``."""
-    return with_deadline(parent, _stdtime.monotonic() + d)
+    return with_deadline(parent, current_hub().timers.clock() + d)
 
 
 class _ValueCtx(Context):

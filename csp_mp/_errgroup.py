@@ -36,7 +36,7 @@ class Group:
 
     def __init__(self) -> None:
         self._wg = WaitGroup()
-        self._err = Chan(1)
+        self._err: Chan = Chan(1)
         self._sem: Chan | None = None
         self._cancel: Callable[[], None] | None = None
         self._first: BaseException | None = None

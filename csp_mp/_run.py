@@ -76,6 +76,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     _hub.set_current(hub)
     try:
         g = hub.spawn(main, args, kwargs, local=True)
+        assert g is not None  # a local spawn on a fresh hub always makes a G
         g.is_main = True
         g.name = "main"
         hub.main_g = g

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from . import _hub
 
@@ -45,8 +46,9 @@ def native() -> bool:
     """True if the compiled core carries what crosses processes: in the running runtime, or
     (none running) in the next one to start. ``CSP_MP_NATIVE=0`` forces the pure-Python path."""
     hub = _hub.peek()
-    if hub is not None and hub.broker is not None:
-        return hub.broker.arena.core is not None
+    broker: Any = hub.broker if hub is not None else None  # the _mp Broker, when several Ps
+    if broker is not None:
+        return broker.arena.core is not None
     from ._shm import native as _native
 
     try:
@@ -87,7 +89,31 @@ def stack() -> str:
     return _multi("stack")(hub)
 
 
+def metrics() -> dict[str, Any]:
+    """Counters of the whole runtime, every P included (a snapshot; ``{}`` when none runs):
+
+    - ``procs``: Ps started; ``goroutines``: live goroutines; ``goroutines_per_p``: a list,
+      live goroutines of each P (other Ps' as they last published them);
+    - ``goroutines_created``: goroutines started since the runtime began (every ``go``,
+      ``go_local``, timer function and the main goroutine);
+    - ``steals``: goroutines a P took from another P's run queue;
+    - ``preemptions``: running goroutines switched out for having held their P too long;
+    - ``shared_chan_ops``, ``shared_chan_bytes``: sends and receives on channels shared
+      between Ps, and the encoded bytes those sends moved;
+    - ``blocking_calls``: calls handed to M threads (``blocking()``, patched blocking calls);
+    - ``m_threads``, ``m_threads_busy``: M threads started, and those running a call now;
+    - ``arena_bytes``, ``arena_bytes_in_use``: size of the shared-memory arena and bytes
+      allocated in it (0 with one P, which has no arena);
+    - ``shared_objects``: live shared objects by kind (``chan``, ``int64``, ``sema``) that
+      this process holds handles to.
+    """
+    hub = _hub.peek()
+    if hub is None:
+        return {}
+    return _multi("metrics")(hub)
+
+
 # Public home of these functions (pickling finds them by module): ``csp_mp.runtime``.
-for _f in (num_cpu, gomaxprocs, num_goroutine, gosched, goid, current_p, stack):
+for _f in (num_cpu, gomaxprocs, num_goroutine, gosched, goid, current_p, stack, metrics):
     _f.__module__ = "csp_mp.runtime"
 del _f

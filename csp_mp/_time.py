@@ -10,13 +10,18 @@ received from ``.c``: the stale value, if any, is drained from the channel by th
 
 from __future__ import annotations
 
-import time as _stdtime
 from collections.abc import Callable
 from typing import Any
 
 from ._chan import Chan, nilchan
 from ._hub import current_hub, spawn
 from ._hub import waits as W
+from ._hub.timers import TimerEntry
+
+
+def now() -> float:
+    """The runtime's ``time.monotonic()`` reading (virtual under ``testing.fake_time()``)."""
+    return current_hub().timers.clock()
 
 
 def sleep(d: float) -> None:
@@ -40,9 +45,9 @@ def _wake(hub: Any, g: Any) -> None:
 
 def _deliver(c: Chan) -> None:
     """Non-blocking send of the current time (dropped if the buffer is full)."""
-    done, w = c._st.try_send(now := _stdtime.monotonic())
+    done, w = c._st.try_send(t := current_hub().timers.clock())
     if done and w is not None:
-        current_hub().ready(w.g, (now, True), next_=False)
+        current_hub().ready(w.g, (t, True), next_=False)
 
 
 def _drain(c: Chan) -> bool:
@@ -59,7 +64,7 @@ class Timer:
     def __init__(self, d: float, _fn: Callable[[], Any] | None = None) -> None:
         self._fn = _fn
         self.c: Chan = nilchan if _fn is not None else Chan(1)
-        self._entry = None
+        self._entry: TimerEntry | None = None
         self._start(d)
 
     def _start(self, d: float) -> None:
@@ -94,21 +99,22 @@ class Ticker:
     def __init__(self, d: float) -> None:
         if d <= 0:
             raise ValueError("non-positive interval for Ticker")
-        self.c = Chan(1)
+        self.c: Chan = Chan(1)
         self._d = d
-        self._entry = None
-        self._schedule(_stdtime.monotonic() + d)
+        self._entry: TimerEntry | None = None
+        self._schedule(now() + d)
 
     def _schedule(self, when: float) -> None:
         self._next = when
-        self._entry = current_hub().timers.add(when - _stdtime.monotonic(), self._fire)
+        timers = current_hub().timers
+        self._entry = timers.add(when - timers.clock(), self._fire)
 
     def _fire(self) -> None:
         _deliver(self.c)
         nxt = self._next + self._d
-        now = _stdtime.monotonic()
-        if nxt <= now:  # fell behind: skip missed ticks instead of bursting
-            nxt = now + self._d - ((now - self._next) % self._d)
+        t = current_hub().timers.clock()
+        if nxt <= t:  # fell behind: skip missed ticks instead of bursting
+            nxt = t + self._d - ((t - self._next) % self._d)
         self._schedule(nxt)
 
     def stop(self) -> None:
@@ -124,7 +130,7 @@ class Ticker:
             raise ValueError("non-positive interval for Ticker.reset")
         self.stop()
         self._d = d
-        self._schedule(_stdtime.monotonic() + d)
+        self._schedule(now() + d)
 
 
 def after(d: float) -> Chan:

@@ -4,6 +4,7 @@ from ._runtime import current_p as current_p
 from ._runtime import goid as goid
 from ._runtime import gomaxprocs as gomaxprocs
 from ._runtime import gosched as gosched
+from ._runtime import metrics as metrics
 from ._runtime import native as native
 from ._runtime import num_cpu as num_cpu
 from ._runtime import num_goroutine as num_goroutine
@@ -14,6 +15,7 @@ __all__ = [
     "gomaxprocs",
     "goid",
     "gosched",
+    "metrics",
     "native",
     "num_cpu",
     "num_goroutine",

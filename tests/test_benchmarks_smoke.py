@@ -220,3 +220,11 @@ def test_platform_measurements_run() -> None:
     for name in ("greenlet switch", "greenlet create+start+finish", "codec encode",
                  "codec decode"):
         assert name in done.stdout
+
+
+def test_testing_family_rows() -> None:
+    from benchmarks import bench_testing
+
+    rows = bench_testing.run(quick=True)
+    _check_rows(rows, "testing")
+    assert [r["name"] for r in rows] == ["fake_time_with_timeout_30s"]

@@ -7,7 +7,7 @@ import time
 import pytest
 from helpers import run1, wait_blocked
 
-from csp_mp import Chan, context, default, go, nilchan, select
+from csp_mp import Chan, after, context, default, go, nilchan, select
 from csp_mp.context import Canceled, DeadlineExceeded
 
 
@@ -72,20 +72,18 @@ def test_child_of_cancelled_parent_starts_cancelled() -> None:
     run1(main)
 
 
+@pytest.mark.csp_mp(fake_time=True)
 def test_with_timeout_expires_with_deadline_exceeded() -> None:
-    def main():
-        t0 = time.monotonic()
-        ctx, cancel = context.with_timeout(context.background(), 0.01)
-        t, ok = ctx.deadline()
-        assert ok and t0 + 0.01 <= t <= time.monotonic() + 0.01
-        ctx.done().recv()
-        assert time.monotonic() >= t
-        err = ctx.err()
-        assert isinstance(err, DeadlineExceeded) and isinstance(err, TimeoutError)
-        assert str(err) == "context deadline exceeded"
-        cancel()  # after expiry the error stays DeadlineExceeded
-        assert isinstance(ctx.err(), DeadlineExceeded)
-    run1(main)
+    t0 = after(0).recv()
+    ctx, cancel = context.with_timeout(context.background(), 30)
+    assert ctx.deadline() == (t0 + 30, True)
+    ctx.done().recv()
+    assert after(0).recv() == t0 + 30  # expired exactly at its deadline, in virtual time
+    err = ctx.err()
+    assert isinstance(err, DeadlineExceeded) and isinstance(err, TimeoutError)
+    assert str(err) == "context deadline exceeded"
+    cancel()  # after expiry the error stays DeadlineExceeded
+    assert isinstance(ctx.err(), DeadlineExceeded)
 
 
 def test_cancel_before_deadline_is_canceled() -> None:
@@ -117,15 +115,14 @@ def test_parent_deadline_wins_when_earlier_and_propagates() -> None:
     run1(main)
 
 
+@pytest.mark.csp_mp(fake_time=True)
 def test_child_deadline_earlier_than_parents() -> None:
-    def main():
-        parent, cancel = context.with_timeout(context.background(), 60)
-        child, _ = context.with_timeout(parent, 0.01)
-        child.done().recv()
-        assert isinstance(child.err(), DeadlineExceeded)
-        assert parent.err() is None
-        cancel()
-    run1(main)
+    parent, cancel = context.with_timeout(context.background(), 60)
+    child, _ = context.with_timeout(parent, 59)
+    child.done().recv()
+    assert isinstance(child.err(), DeadlineExceeded)
+    assert parent.err() is None
+    cancel()
 
 
 def test_with_value() -> None:

@@ -26,7 +26,9 @@ HOMES: dict[str, str] = {
         "background", "todo", "with_cancel", "with_timeout", "with_deadline", "with_value",
         "Canceled", "DeadlineExceeded")},
     **{f"runtime.{n}": "csp_mp.runtime" for n in (
-        "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack")},
+        "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack",
+        "metrics")},
+    **{f"testing.{n}": "csp_mp.testing" for n in ("fake_time", "wait_all_blocked", "ignore_leaks")},
 }
 # re-exported from csp_mp as well as from their home (SPEC: sync and time live in their modules)
 REEXPORTED = {"sleep", "after", "tick", "Timer", "Ticker", "after_func",
@@ -71,7 +73,7 @@ def test_every_public_name_is_defined_once() -> None:
     """No object is exported under two public names or from two homes but the re-exports."""
     seen: dict[int, str] = {}
     for mod_name in ("csp_mp", "csp_mp.time", "csp_mp.sync", "csp_mp.atomic", "csp_mp.context",
-                     "csp_mp.errgroup", "csp_mp.runtime"):
+                     "csp_mp.errgroup", "csp_mp.runtime", "csp_mp.testing"):
         mod = importlib.import_module(mod_name)
         for name in mod.__all__:
             obj = getattr(mod, name)

@@ -58,13 +58,13 @@ def test_sleep_of_zero_or_less_just_yields() -> None:
     run1(main)
 
 
-def test_many_sleepers_wake_in_deadline_order() -> None:
-    def main():
-        out = Chan(10)
-        for d in (0.03, 0.01, 0.02):
-            go(lambda d=d: (csp_sleep(d), out.send(d)))
-        return [out.recv() for _ in range(3)]
-    assert run1(main) == [0.01, 0.02, 0.03]
+@pytest.mark.csp_mp(fake_time=True)
+def test_many_sleepers_wake_in_deadline_order_at_their_times() -> None:
+    out = Chan(10)
+    t0 = after(0).recv()
+    for d in (30, 10, 20):
+        go(lambda d=d: (csp_sleep(d), out.send((d, after(0).recv() - t0))))
+    assert [out.recv() for _ in range(3)] == [(10, 10), (20, 20), (30, 30)]
 
 
 def test_after_delivers_a_monotonic_time_once() -> None:
@@ -99,14 +99,13 @@ def test_timer_fires_once() -> None:
     run1(main)
 
 
+@pytest.mark.csp_mp(fake_time=True)
 def test_timer_stop_before_firing() -> None:
-    def main():
-        t = Timer(0.02)
-        assert t.stop() is True
-        assert t.stop() is False
-        csp_sleep(0.04)  # past the original deadline
-        assert _empty(t.c)
-    run1(main)
+    t = Timer(20)
+    assert t.stop() is True
+    assert t.stop() is False
+    csp_sleep(40)  # past the original deadline
+    assert _empty(t.c)
 
 
 def test_timer_stop_after_fire_discards_the_unreceived_value() -> None:
@@ -148,22 +147,21 @@ def test_timer_reset_after_receive_fires_again() -> None:
     run1(main)
 
 
+@pytest.mark.csp_mp(fake_time=True)
 def test_ticker_stop_and_reset() -> None:
-    def main():
-        tk = Ticker(0.001)
-        a = tk.c.recv()
-        b = tk.c.recv()
-        assert b > a
-        wait_until(lambda: len(tk.c) == 1, "a tick is buffered")
-        tk.stop()
-        assert _empty(tk.c)  # the buffered tick from before stop() is gone
-        csp_sleep(0.01)
-        assert _empty(tk.c)  # and no new one comes
-        t0 = time.monotonic()
-        tk.reset(0.01)
-        assert tk.c.recv() >= t0 + 0.01
-        tk.stop()
-    run1(main)
+    tk = Ticker(1)
+    a = tk.c.recv()
+    assert tk.c.recv() == a + 1
+    csp_sleep(1.5)  # a tick is buffered meanwhile
+    assert len(tk.c) == 1
+    tk.stop()
+    assert _empty(tk.c)  # the buffered tick from before stop() is gone
+    csp_sleep(10)
+    assert _empty(tk.c)  # and no new one comes
+    t0 = after(0).recv()
+    tk.reset(5)
+    assert tk.c.recv() == t0 + 5
+    tk.stop()
 
 
 def test_ticker_needs_a_positive_interval() -> None:

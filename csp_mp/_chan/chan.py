@@ -96,7 +96,7 @@ class _TypedChan:
         self.check = _validator(tp)
 
     def __call__(self, cap: int = 0) -> Chan:
-        ch = Chan(cap)
+        ch: Chan = Chan(cap)
         ch._type = self.tp
         ch._check = self.check
         return ch
@@ -387,7 +387,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
         kind, ch, x = parsed[i]
         if kind == _SEND and ch._st.shared:
             encoded[i] = ch._st.encode(x)  # TypeError here changes nothing
-    locks = {}
+    locks: dict[int, Any] = {}
     for st in states.values():
         locks.setdefault(st.lock_index, st.lock)
     order = sorted(locks)

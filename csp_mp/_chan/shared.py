@@ -301,6 +301,8 @@ class SharedChan:
     def send(self, v: Any, hub: Any) -> None:
         # self.encode inlined: the call (or a functools.partial) costs ~0.5 us a send+recv here
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
+        hub.n_xops += 1  # runtime.metrics()
+        hub.n_xbytes += len(data)
         lock = self.lock
         lock.acquire()
         # Fast path, the common case of a busy channel: open, no receiver waiting, room in the
@@ -339,6 +341,7 @@ class SharedChan:
             raise ClosedChannelError("send on closed channel")
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
+        hub.n_xops += 1  # runtime.metrics()
         lock = self.lock
         lock.acquire()
         # Fast path: no sender waiting and a value buffered (the steps of try_recv_l).

@@ -7,11 +7,12 @@ the upper layer registered with ``set_default_factory`` when none runs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .hub import Broker, Hub, Outcome, Waker
 
-_state: dict[str, object] = {"hub": None, "factory": None}
+_state: dict[str, Any] = {"hub": None, "factory": None}
 
 
 def set_current(hub: Hub | None) -> None:
@@ -21,7 +22,7 @@ def set_current(hub: Hub | None) -> None:
 
 def peek() -> Hub | None:
     """This process's hub, or None when no runtime runs."""
-    return _state["hub"]  # type: ignore[return-value]
+    return _state["hub"]
 
 
 def set_default_factory(factory: Callable[[], Hub]) -> None:
@@ -37,7 +38,7 @@ def current_hub() -> Hub:
         if factory is None:
             raise RuntimeError("csp_mp runtime is not available")
         hub = factory()
-    return hub  # type: ignore[return-value]
+    return hub
 
 
 def spawn(fn: Callable[..., object], args: tuple = (), kwargs: dict | None = None,

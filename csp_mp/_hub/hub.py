@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
-from . import interrupt, waits
+from . import interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
 from .sysmon import start_sysmon
@@ -119,7 +119,7 @@ class Hub:
             seed = int(env) if env else None
         self.rng = random.Random(seed) if seed is not None else None
         if self.rng is not None:  # seeded shuffle: every pick goes through _pick
-            self._fast_next = _no_fast_next
+            self._fast_next = _no_fast_next  # type: ignore[method-assign]
         self.select_rng = random.Random(seed) if seed is not None else random.Random()
         self.hooks_on_stop: list[Callable[[], None]] = []
         self.nprocs = 1
@@ -128,6 +128,12 @@ class Hub:
         self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
+        self.all_blocked: list[G] = []  # parked in testing.wait_all_blocked (quiet.py)
+        # runtime.metrics() counters: plain ints, owner P only (published by _mp/counters.py)
+        self.n_created = 0  # goroutines started here (go, go_local, main)
+        self.n_blocking = 0  # calls handed to M threads
+        self.n_xops = 0  # sends and receives on shared (cross-P) channels
+        self.n_xbytes = 0  # encoded bytes sent on shared channels
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -152,6 +158,7 @@ class Hub:
         if not local and self.broker is not None:
             self.broker.place(fn, args, kwargs or {})
             return None  # queued where other Ps can steal it; it gets a G where it runs
+        self.n_created += 1  # (the broker counts what it queues: its seq)
         g = self.new_g(fn, args, kwargs or {}, local)
         self.runq.append(g)
         return g
@@ -163,6 +170,7 @@ class Hub:
         """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""
         if self.stopping:
             return
+        self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
         self.allgs[g.id] = g
         self.runq.append(g)
@@ -170,6 +178,7 @@ class Hub:
     def adopt_root_as_main(self) -> G:
         """Make the calling (root) greenlet the main goroutine: the implicit runtime."""
         g = self.new_g(_root_body, (), {}, True)
+        self.n_created += 1
         g.glet = self.root
         g.state = RUNNING
         g.is_main = True
@@ -300,6 +309,7 @@ class Hub:
             waker.post()
 
         self.pending_blocking += 1
+        self.n_blocking += 1
         self.mpool.submit(fn, args, kwargs, on_done)
         ok, value = self.park(waits.BLOCKING_CALL)
         if ok:
@@ -406,6 +416,8 @@ class Hub:
 
     def _idle(self) -> None:
         delay = self.timers.next_delay()
+        if not self.pending_blocking and not self.inbox and quiet.on_quiet(self, delay):
+            return  # all durably blocked: wait_all_blocked callers run, or fake time moved
         local_can_wake = delay is not None or self.pending_blocking > 0 or bool(self.inbox)
         if self.broker is not None:
             self.broker.idle(self, delay, local_can_wake)
@@ -437,7 +449,7 @@ class Hub:
             except BaseException as exc:
                 self._panic(g, exc)
             self._goexit(g)
-            g = None
+            g = None  # type: ignore[assignment]  # drop the reference while parked in the pool
             if self.stopping or self.outcome is not None:
                 # main returned, or a goroutine panicked: back to the loop, which ends the run
                 # before any other goroutine runs (Go's program exit)
@@ -475,7 +487,7 @@ class Hub:
         self.allgs.pop(g.id, None)
         if g.is_main and self.outcome is None:
             self.outcome = Outcome("return", g.result)
-        g.fn = g.args = g.kwargs = None
+        g.fn = g.args = g.kwargs = None  # type: ignore[assignment]  # free what it captured
 
     def _panic(self, g: G, exc: BaseException) -> None:
         if self.outcome is not None:

@@ -4,6 +4,8 @@ Invariants:
 - ``active`` equals the number of entries in the heap whose ``cancelled`` is False.
 - A callback runs in the hub greenlet and must never park.
 - Entries are removed lazily: a cancelled entry stays in the heap until it reaches the top.
+- ``virtual`` is True exactly when ``clock`` is a ``VirtualClock`` (fake time): it then moves
+  only through ``advance()`` or ``VirtualClock.advance``.
 """
 
 from __future__ import annotations
@@ -40,14 +42,49 @@ class TimerEntry:
         return True
 
 
+class VirtualClock:
+    """A clock that stands still until advanced (fake time); reads as ``time.monotonic()``."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, d: float) -> None:
+        """Move the clock ``d >= 0`` seconds forward."""
+        if d < 0:
+            raise ValueError("a clock cannot go back")
+        self.t += d
+
+
 class TimerHeap:
     """Pending timers ordered by deadline. Owner P only."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.virtual = False
         self._heap: list[TimerEntry] = []
         self._seq = itertools.count()
         self.active = 0
+
+    def swap_clock(self, clock: Callable[[], float]) -> None:
+        """Read time from ``clock`` from now on; pending timers keep their remaining delay."""
+        shift = clock() - self.clock()
+        for entry in self._heap:  # a uniform shift keeps the heap ordered
+            entry.when += shift
+        self.clock = clock
+        self.virtual = isinstance(clock, VirtualClock)
+
+    def advance(self) -> bool:
+        """Fake time: jump the clock to the earliest live deadline; False when none pends."""
+        clock = self.clock
+        if not isinstance(clock, VirtualClock) or self.next_delay() is None:
+            return False
+        clock.t = max(clock.t, self._heap[0].when)
+        return True
 
     def add(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerEntry:
         """Schedule ``fn(*args)`` in ``delay`` seconds."""

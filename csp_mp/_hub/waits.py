@@ -22,6 +22,7 @@ COND_WAIT = "sync.Cond.Wait"
 SLEEP = "sleep"
 BLOCKING_CALL = "blocking call"
 GOSCHED = "gosched"
+WAIT_ALL_BLOCKED = "wait all blocked"
 
 # reason -> counts as durably blocked for deadlock detection
 TABLE: dict[str, bool] = {
@@ -40,6 +41,7 @@ TABLE: dict[str, bool] = {
     SLEEP: False,
     BLOCKING_CALL: False,
     GOSCHED: False,
+    WAIT_ALL_BLOCKED: False,  # testing.wait_all_blocked: the idle hub wakes it
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._hub import Hub, Outcome
 from . import ctx as C
+from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
 from .promote import install as _install
 
@@ -23,6 +24,7 @@ def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) 
     rt, hub, _broker = start_p0(nprocs)
     try:
         g = hub.spawn(main, args, kwargs, local=True)
+        assert g is not None  # a local spawn on a fresh hub always makes a G
         g.is_main = True
         g.name = "main"
         hub.main_g = g
@@ -40,14 +42,16 @@ def start_implicit(nprocs: int) -> Hub:
 
 def num_goroutine(hub: Hub) -> int:
     """Live goroutines of every P."""
-    return hub.broker.num_goroutine(hub) if hub.broker is not None else hub.num_goroutine()
+    broker: Any = hub.broker  # the _mp Broker, more than the hub's Protocol says
+    return broker.num_goroutine(hub) if broker is not None else hub.num_goroutine()
 
 
 def stack(hub: Hub) -> str:
     """Every goroutine of every P."""
-    if hub.broker is None:
+    broker: Any = hub.broker
+    if broker is None:
         return hub.stack_text()
-    return hub.broker.gather_stacks(hub, 1.0)
+    return broker.gather_stacks(hub, 1.0)
 
 
 def gomaxprocs(hub: Hub, n: int) -> int:
@@ -74,4 +78,4 @@ def gomaxprocs(hub: Hub, n: int) -> int:
     return prev
 
 
-__all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs"]
+__all__ = ["run_multi", "start_implicit", "num_goroutine", "stack", "gomaxprocs", "metrics"]

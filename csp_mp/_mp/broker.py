@@ -37,8 +37,8 @@ from .._errors import MigrationWarning
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
+from . import counters, reports, runq, tasks, tokens
 from . import ctx as C
-from . import reports, runq, tasks, tokens
 from .tokens import TOKEN_LOCKS
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -269,6 +269,7 @@ class Broker:
             hub = self.hub
             reports.publish_info(self, hub)
             self.ctx.pstore(C.P_NGOR, len(hub.allgs))
+            counters.publish(self.ctx, hub)
             self.send(m[1], _msg((C.M_STACK_REP, m[2], self.p, hub.stack_text())))
         elif kind == C.M_STACK_REP:
             self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]

@@ -3,7 +3,8 @@
 The control block is one arena block written by P0 before the other Ps start::
 
     line 0          global words: magic, stop, nprocs (active), maxprocs, lost P + 1, gen
-    P lines         16 words per P (two 64-byte lines), see the ``P_*`` indices
+    P lines         32 words per P (four 64-byte lines), see the ``P_*`` indices;
+                    from ``P_CREATED`` on: runtime.metrics() counters (counters.py)
     token tables    TOKENS words per P: select tokens (see tokens.py)
 
 Invariants:
@@ -32,7 +33,8 @@ _G_WORDS = LINE // 8
 # per-P words
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
 P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
-_P_WORDS = 16
+P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS, P_XBYTES, P_MTHREADS, P_MBUSY = range(16, 23)
+_P_WORDS = 32
 
 # P_STATUS values
 RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3

@@ -29,7 +29,7 @@ import msgspec
 
 from .._errors import MigrationWarning
 from .._hub import Hub
-from . import checkdead, reports, tasks
+from . import checkdead, counters, reports, tasks
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -197,6 +197,7 @@ def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> No
     if reports.gset(hub) != b.info_n or now - b.info_t > 0.05:
         reports.publish_info(b, hub)
     ctx.pstore(C.P_NGOR, len(hub.allgs))
+    counters.publish(ctx, hub)
     ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
     # blocks of received buffers that died since (deferred frees): back to the allocator
     # before sleeping, so that a sender's next large value reuses a block whose pages are

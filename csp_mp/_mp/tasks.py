@@ -43,12 +43,12 @@ PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel (promoted first if still local), cached on
     its shared state."""
-    st = obj._st
-    ext = getattr(st, "handle", None)
+    ext = getattr(obj._st, "handle", None)
     if ext is None:
         off = chan_offset(obj)
         ext = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
-        obj._st.handle = ext  # the state promotion made
+        shared: Any = obj._st  # the SharedChan promotion made
+        shared.handle = ext
     return ext
 
 
@@ -83,7 +83,7 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
     try:
-        ch = ext_chans.get(data)  # a read-only memoryview hashes and compares as its bytes
+        ch = ext_chans.get(data)  # type: ignore[call-overload]  # hashes as its bytes
     except ValueError:  # a writable one does not hash
         ch = None
     if ch is not None and code == _CHAN_EXT:

@@ -22,7 +22,7 @@ from types import ModuleType
 __all__ = ["core", "enabled", "built"]
 
 try:
-    from csp_mp._shm import _core as _compiled
+    from csp_mp._shm import _core as _compiled  # type: ignore[attr-defined]
 except ImportError:  # no C compiler at install time, or a source tree not built
     _compiled = None
 if _compiled is not None and not hasattr(_compiled, "Region"):

@@ -1,0 +1,161 @@
+"""Leak checks in the manner of Go's goleak: goroutines still alive after a test, P processes
+and ``/dev/shm`` entries left behind.
+
+Invariants:
+- ``_ignored["global"]`` holds names exempted outside any test (conftest, module level);
+  ``_ignored["test"]`` those exempted while the current test runs, cleared by ``end_test``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .. import _hub
+from .._hub import waits as W
+from .._runtime import goid, num_goroutine, stack
+from .faketime import wait_all_blocked
+from .stacks import StackEntry as StackEntry
+from .stacks import parse_stack
+
+SETTLE = 2.0  # real seconds goroutines get to end after the test before they count as leaked
+SHM = "/dev/shm"
+
+_ignored: dict[str, set[str]] = {"global": set(), "test": set()}
+_in_test = [False]
+
+
+def ignore_leaks(*function_names: str) -> None:
+    """Exempt goroutines running these functions (``"pkg.mod.fn"`` or a dotted tail such as
+    ``"fn"``) from leak checks: for the current test when called in one, else for all."""
+    for name in function_names:
+        if not isinstance(name, str) or not name:
+            raise TypeError("ignore_leaks() takes function names as non-empty strings")
+    _ignored["test" if _in_test[0] else "global"].update(function_names)
+
+
+def begin_test() -> None:
+    """A test starts: names exempted from now on are its own."""
+    _in_test[0] = True
+    _ignored["test"].clear()
+
+
+def end_test() -> None:
+    """The test ended: forget its exemptions."""
+    _in_test[0] = False
+    _ignored["test"].clear()
+
+
+def _exempt(e: StackEntry) -> bool:
+    names = _ignored["global"] | _ignored["test"]
+    return any(e.matches(n) for n in names)
+
+
+def _alive_others() -> tuple[list[StackEntry], int]:
+    """Goroutines other than the caller and main, not exempted; and how many goroutines exist
+    that no stack shows yet (queued for another P, not started)."""
+    me = goid()
+    entries = [e for e in parse_stack(stack()) if e.gid != me and e.function != "main"]
+    unseen = max(0, num_goroutine() - 1 - len(entries))
+    return [e for e in entries if not _exempt(e)], unseen
+
+
+def leaked_goroutines(settle: float = SETTLE) -> tuple[list[StackEntry], int]:
+    """From the main goroutine, once the test body returned: the goroutines that did not end
+    within ``settle`` seconds, and the count of queued ones not started."""
+    hub = _hub.current_hub()
+    if hub.broker is None and hub.num_goroutine() <= 1:
+        return [], 0  # one P, only the caller: the common case, answered without a stack dump
+    from .._time import sleep
+
+    deadline = time.monotonic() + settle
+    pause = 0.001
+    while True:
+        quiet = False
+        try:
+            wait_all_blocked(timeout=max(0.001, deadline - time.monotonic()))
+            quiet = True
+        except TimeoutError:
+            pass
+        leaks, unseen = _alive_others()
+        if not leaks and not unseen:
+            return [], 0
+        stuck = quiet and all(e.state in W.TABLE and W.is_durable(e.state) for e in leaks)
+        if stuck or time.monotonic() >= deadline:
+            return leaks, unseen  # only another goroutine could wake these: they leaked
+        sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def format_leaks(leaks: list[StackEntry], unseen: int = 0) -> str:
+    """A goleak-style report: each leaked goroutine's ``runtime.stack()`` entry."""
+    n = len(leaks) + unseen
+    lines = [f"csp_mp: found {n} unexpected goroutine{'s' if n != 1 else ''} still alive "
+             "after the test:", ""]
+    for e in leaks:
+        lines.append(f"[goroutine {e.gid} in state {e.state}, running {e.function} on P{e.p}]")
+        lines.append(e.text)
+    if unseen:
+        lines.append(f"[{unseen} goroutine(s) queued but never started]")
+    names = sorted({e.function for e in leaks})
+    if names:
+        args = ", ".join(repr(x) for x in names)
+        lines.append(f"Exempt known ones with csp_mp.testing.ignore_leaks({args}).")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ processes and shared memory
+
+@dataclass
+class Snapshot:
+    """Child processes and ``/dev/shm`` entries that existed when a test started."""
+
+    children: set[int] = field(default_factory=set)
+    shm: set[str] = field(default_factory=set)
+
+
+def _infra_pids() -> set[int]:
+    """Helpers ``multiprocessing`` keeps for a whole session (fork server, resource tracker)."""
+    pids: set[int] = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    for obj, attr in ((forkserver._forkserver, "_forkserver_pid"),
+                      (resource_tracker._resource_tracker, "_pid")):
+        pid = getattr(obj, attr, None)
+        if pid:
+            pids.add(pid)
+    return pids
+
+
+def _children() -> set[int]:
+    import psutil
+
+    infra = _infra_pids()
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.pid not in infra}
+
+
+def _shm() -> set[str]:
+    return set(os.listdir(SHM)) if os.path.isdir(SHM) else set()
+
+
+def snapshot() -> Snapshot:
+    """What exists now, to compare with after the test."""
+    return Snapshot(_children(), _shm())
+
+
+def resources_left(before: Snapshot, timeout: float = 5.0) -> list[str]:
+    """P processes and ``/dev/shm`` entries of ours made since ``before`` and still there;
+    stopped Ps get up to ``timeout`` seconds to be reaped."""
+    seen = {os.getpid()} | before.children
+    deadline = time.monotonic() + timeout
+    kids = _children() - before.children
+    seen |= kids
+    while kids and time.monotonic() < deadline:
+        time.sleep(0.01)  # a stopped P is being reaped: poll its exit, bounded
+        kids = _children() - before.children
+    out = [f"P process {pid} still running" for pid in sorted(kids)]
+    for entry in sorted(_shm() - before.shm):
+        if any(f"-{pid}-" in entry or entry.endswith(f"-{pid}") for pid in seen):
+            out.append(f"{SHM}/{entry} left behind")
+    return out

@@ -1,0 +1,160 @@
+"""The pytest plugin (loaded through the pytest11 entry point): the csp_mp marker, the
+csp_procs fixture, goleak-style leak checks and --csp-mp-leaks, run in a nested pytest."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HEADER = """
+import pytest
+import csp_mp
+from csp_mp import Chan, go, context, sleep, runtime
+from csp_mp.testing import ignore_leaks, wait_all_blocked
+"""
+
+
+def _run(pytester: pytest.Pytester, body: str, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(test_inner=HEADER + body)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", *args)
+
+
+def test_marker_runs_the_test_as_the_main_goroutine(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+@pytest.mark.csp_mp
+def test_one_p(csp_procs):
+    assert csp_procs == 1
+    assert runtime.current_p() == 0 and runtime.num_goroutine() == 1
+    ch = Chan()
+    go(ch.send, 42)
+    assert ch.recv() == 42
+
+@pytest.mark.csp_mp(procs=2)
+def test_two_ps(csp_procs):
+    assert csp_procs == 2 and runtime.gomaxprocs() == 2
+    out = Chan(4)
+    for i in range(4):
+        go(out.send, i)
+    assert sorted(out.recv() for _ in range(4)) == [0, 1, 2, 3]
+
+@pytest.mark.parametrize("csp_procs", [1, 2])
+@pytest.mark.csp_mp
+def test_parametrized(csp_procs):
+    assert runtime.gomaxprocs() == csp_procs
+
+@pytest.mark.csp_mp(fake_time=True)
+def test_fake_time():
+    ctx, cancel = context.with_timeout(context.background(), 30)
+    ctx.done().recv()
+    assert isinstance(ctx.err(), context.DeadlineExceeded)
+    cancel()
+""")
+    res.assert_outcomes(passed=5)
+
+
+def test_a_leaking_test_fails_with_function_and_wait_reason(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+def stuck_forever(ch):
+    ch.recv()
+
+@pytest.mark.csp_mp
+def test_leaks():
+    go(stuck_forever, Chan())
+""")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([
+        "*found 1 unexpected goroutine still alive after the test*",
+        "*goroutine * in state chan receive, running test_inner.stuck_forever on P0*",
+        "*line 7, in stuck_forever*",
+        "*ignore_leaks('test_inner.stuck_forever')*",
+    ])
+
+
+def test_a_leak_on_another_p_is_reported(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+def parked(ch):
+    ch.recv()
+
+@pytest.mark.csp_mp(procs=2)
+def test_leaks_on_p1():
+    ch = Chan()
+    started = Chan()
+    go(lambda: (started.send(runtime.current_p()), parked(ch)))
+    started.recv()
+""")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines(["*in state chan receive*"])
+
+
+def test_goroutines_that_end_in_time_and_ignored_ones_pass(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+def known_daemon(ch):
+    ch.recv()
+
+@pytest.mark.csp_mp
+def test_finishing():
+    go(sleep, 0.05)   # still asleep when the body returns, ends while the check waits
+
+@pytest.mark.csp_mp
+def test_ignored():
+    ignore_leaks("known_daemon")
+    go(known_daemon, Chan())
+
+@pytest.mark.csp_mp
+def test_ignore_is_per_test():
+    go(known_daemon, Chan())
+""")
+    res.assert_outcomes(passed=2, failed=1)
+    res.stdout.fnmatch_lines(["*test_ignore_is_per_test*"])
+
+
+def test_failures_and_panics_pass_through_unchanged(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+@pytest.mark.csp_mp
+def test_assert():
+    assert 1 + 1 == 3
+
+@pytest.mark.csp_mp
+def test_skip():
+    pytest.skip("not here")
+
+def boom():
+    raise ValueError("boom")
+
+@pytest.mark.csp_mp
+def test_panic():
+    go(boom)
+    Chan().recv()
+
+@pytest.mark.csp_mp(fake_time=True, procs=2)
+def test_fake_time_on_two_ps():
+    pass
+""")
+    res.assert_outcomes(failed=3, skipped=1)
+    res.stdout.fnmatch_lines_random([
+        "*assert (1 + 1) == 3*",
+        "*Panic*ValueError: boom*",
+        "*fake_time() needs a runtime with one P*",
+    ])
+
+
+def test_leaks_option_checks_the_implicit_runtime(pytester: pytest.Pytester) -> None:
+    body = """
+def waiter(ch):
+    ch.recv()
+
+def test_implicit_leak():
+    go(waiter, Chan())
+    wait_all_blocked()
+
+def test_implicit_clean():
+    ch = Chan()
+    go(ch.send, 1)
+    assert ch.recv() == 1
+"""
+    pytester.makeini("[pytest]\n")
+    res = _run(pytester, body, "--csp-mp-leaks")
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*running test_inner.waiter*"])
+    _run(pytester, body).assert_outcomes(passed=2)  # without the option: no check
