@@ -434,7 +434,7 @@ class NativeSharedChan(SharedChan):
     (``ProcLayer.spin_time``: only when nothing else on the P could run meanwhile).
     """
 
-    __slots__ = ("_c_send", "_c_recv", "_c_poll", "_vsend", "_vrecv")
+    __slots__ = ("_c_send", "_c_recv", "_c_poll", "_vsend", "_vrecv", "ops")
 
     def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
         super().__init__(broker, off, tp)
@@ -445,7 +445,10 @@ class NativeSharedChan(SharedChan):
             ops = native_core().ChanOps(core, off, _menc, _mdec, _tdec,
                                         functools.partial(decode, arena=arena), _NOVALUE, OOB_MIN)
             self._vsend, self._vrecv = ops.send, ops.recv
+            #: counts the fast paths' sends, receives and bytes (runtime.metrics())
+            self.ops: Any = ops
         else:  # a typed channel: its codec validates, so values go through it
+            self.ops = None
             self._vsend = _never
             self._vrecv = functools.partial(_typed_recv, core.chan_recv, off, self.codec.decode)
 
@@ -453,6 +456,8 @@ class NativeSharedChan(SharedChan):
         if self._vsend(v):
             return
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
+        hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
+        hub.n_xbytes += len(data)
         if self._c_send(self.off, data):
             return
         spin = self.broker.spin_time(hub)
@@ -469,6 +474,7 @@ class NativeSharedChan(SharedChan):
             v = self._vrecv()
             if v is not _NOVALUE:
                 return v, True
+        hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
         return self._recv_slow(hub)  # also an out-of-band value, which C leaves in place
 
 

@@ -23,9 +23,16 @@ def _local(hub: Hub) -> tuple[int, ...]:
     sm = hub.sysmon
     pool = hub.mpool
     started = len(pool._threads)
-    queued = getattr(hub.broker, "seq", 0)  # go() calls the broker framed (hub.go: its place)
+    broker: Any = hub.broker
+    queued = getattr(broker, "seq", 0)  # go() calls the broker framed (hub.go: its place)
+    xops, xbytes = hub.n_xops, hub.n_xbytes
+    for ch in getattr(broker, "chans", {}).values():  # the compiled core's fast paths count
+        ops = getattr(ch._st, "ops", None)         # per channel
+        if ops is not None:
+            xops += ops.ops
+            xbytes += ops.bytes
     return (hub.n_created + queued, sm.preempted if sm is not None else 0, hub.n_blocking,
-            hub.n_xops, hub.n_xbytes, started, max(0, started - pool.idle))
+            xops, xbytes, started, max(0, started - pool.idle))
 
 
 def publish(ctx: C.Ctx, hub: Hub) -> None:

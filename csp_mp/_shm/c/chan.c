@@ -168,6 +168,7 @@ typedef struct {
     long long off;
     PyObject *menc, *mdec, *tdec, *decode_any, *novalue;
     Py_ssize_t oob_min;
+    unsigned long long ops, bytes; /* fast-path sends and receives, bytes sent (metrics) */
 } ChanOps;
 
 static int plain_leaf(PyObject *o) {
@@ -223,6 +224,10 @@ static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
     }
     int done = chan_send_buf(self->region, w, lock, PyBytes_AS_STRING(data),
                              (uint64_t)PyBytes_GET_SIZE(data));
+    if (done > 0) {
+        self->ops++;
+        self->bytes += (unsigned long long)PyBytes_GET_SIZE(data);
+    }
     Py_DECREF(data);
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
@@ -238,6 +243,7 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
         Py_DECREF(data);
         return Py_NewRef(self->novalue);
     }
+    self->ops++;
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *v;
@@ -285,6 +291,22 @@ static void ChanOps_dealloc(ChanOps *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *ChanOps_get_ops(ChanOps *self, void *unused) {
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(self->ops);
+}
+
+static PyObject *ChanOps_get_bytes(ChanOps *self, void *unused) {
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(self->bytes);
+}
+
+static PyGetSetDef ChanOps_getset[] = {
+    {"ops", (getter)ChanOps_get_ops, NULL, "Sends and receives done by this object.", NULL},
+    {"bytes", (getter)ChanOps_get_bytes, NULL, "Encoded bytes it sent.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef ChanOps_methods[] = {
     {"send", (PyCFunction)ChanOps_send, METH_O,
      "send(v) -> bool: buffered without parking (a value of the codec's plain kinds), else "
@@ -305,4 +327,5 @@ PyTypeObject ChanOps_Type = {
     .tp_init = (initproc)ChanOps_init,
     .tp_dealloc = (destructor)ChanOps_dealloc,
     .tp_methods = ChanOps_methods,
+    .tp_getset = ChanOps_getset,
 };
