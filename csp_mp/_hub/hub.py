@@ -84,6 +84,12 @@ class Broker(Protocol):
     def place(self, hub: Hub, fn: Callable[..., Any], args: tuple, kwargs: dict) -> bool:
         """Offer a new migratable goroutine to other Ps; True if the broker took it."""
 
+    def steal(self, hub: Hub) -> bool:
+        """Take queued goroutines from another P without blocking; True if any came."""
+
+    def work_waiting(self) -> bool:
+        """Whether this P has work from other Ps to take (any thread: reads only)."""
+
 
 class Hub:
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
@@ -125,6 +131,8 @@ class Hub:
         self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
+        # the implicit main goroutine, parked by drive.py while its thread waits in plain code
+        self.driven: G | None = None
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -396,6 +404,10 @@ class Hub:
         return runq.popleft() if runq else None
 
     def _idle(self) -> None:
+        if self.driven is not None:  # its thread waits in plain code: hand it back, not sleep
+            if self.broker is None or not self.broker.steal(self):
+                self.release_driven()
+            return
         delay = self.timers.next_delay()
         local_can_wake = delay is not None or self.pending_blocking > 0 or bool(self.inbox)
         if self.broker is not None:
@@ -406,6 +418,15 @@ class Hub:
             return
         if delay is None or delay > 0:
             self.waker.wait(delay)
+
+    def release_driven(self) -> None:
+        """Give the thread back to the main goroutine that drive.py parked (owner thread)."""
+        g = self.driven
+        if g is None:
+            return
+        self.driven = None
+        if g.state == WAITING:
+            self.ready(g)
 
     def _worker(self, g: G) -> None:
         """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""

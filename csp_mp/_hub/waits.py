@@ -22,6 +22,7 @@ COND_WAIT = "sync.Cond.Wait"
 SLEEP = "sleep"
 BLOCKING_CALL = "blocking call"
 GOSCHED = "gosched"
+PLAIN_WAIT = "waiting in plain code"  # the implicit main goroutine, see drive.py
 
 # reason -> counts as durably blocked for deadlock detection
 TABLE: dict[str, bool] = {
@@ -40,6 +41,7 @@ TABLE: dict[str, bool] = {
     SLEEP: False,
     BLOCKING_CALL: False,
     GOSCHED: False,
+    PLAIN_WAIT: False,
 }
 
 
