@@ -306,7 +306,9 @@ def install(hub: Any) -> bool:
     if current is not _handler:
         try:
             signal.signal(SIGNUM, _handler)
-            signal.siginterrupt(SIGNUM, False)
+            # no SA_RESTART: drive.py's signal must end an untimed lock wait (a restarted
+            # futex wait would never see it); nothing else sends SIGNUM as a real signal
+            signal.siginterrupt(SIGNUM, True)
         except (ValueError, OSError):
             return False
         _inst.saved = current
