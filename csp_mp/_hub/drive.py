@@ -19,6 +19,7 @@ Known waits, and why a switch there is safe: ``threading.Condition.wait`` on its
 (after ``_release_save``: the condition's own lock is not held; every wait of
 ``concurrent.futures`` and ``threading.Event`` ends there), and a selector's ``select`` call (an
 event loop waiting for I/O holds no lock). Anywhere else (``time.sleep``, a socket read, C code)
+``Thread.join`` waiting on the thread's state lock is known too. Elsewhere
 the thread is left alone: its code might hold a lock a goroutine needs.
 
 Invariants:
@@ -87,9 +88,22 @@ def _selector_codes() -> dict[CodeType, frozenset[int]]:
     return out
 
 
+def _join_codes() -> dict[CodeType, frozenset[int]]:
+    """``Thread.join``'s wait on the thread's state lock (it holds no other lock)."""
+    fn = getattr(threading.Thread, "_wait_for_tstate_lock", None)
+    if fn is None:
+        return {}
+    try:
+        lines, first = inspect.getsourcelines(fn)
+    except (OSError, TypeError):
+        return {}
+    calls = frozenset(first + i for i, t in enumerate(lines) if "lock.acquire(" in t)
+    return {fn.__code__: calls} if calls else {}
+
+
 _COND_CODE = threading.Condition.wait.__code__
 _COND_LINES = _condition_wait_lines()
-_SELECT_CODES = _selector_codes()
+_SELECT_CODES = {**_selector_codes(), **_join_codes()}
 
 
 class _State:
