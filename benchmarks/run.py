@@ -32,7 +32,7 @@ from benchmarks._common import ROW_KEYS, child_env, row, tiny  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FAMILIES = {"local": "bench_local", "transport": "bench_transport", "parallel": "bench_parallel",
-            "preempt": "bench_preempt"}
+            "preempt": "bench_preempt", "futures": "bench_futures"}
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
 

@@ -284,7 +284,6 @@ def test_add_done_callback_runs_once_done(procs):
 def test_asyncio_wrap_future(procs):
     with Executor(procs=procs) as ex:
         async def main() -> list:
-            loop = asyncio.get_running_loop()
             return list(await asyncio.gather(*(asyncio.wrap_future(ex.submit(sq, i))
                                                for i in range(6))))
 
