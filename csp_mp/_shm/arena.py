@@ -40,8 +40,8 @@ import weakref
 from multiprocessing import reduction
 from typing import Any
 
-from csp_mp._shm.atomics import LINE, WORD, Words, align
 from csp_mp._shm import native
+from csp_mp._shm.atomics import LINE, WORD, Words, align
 from csp_mp._shm.locks import LockSet, NativeLockSet, SemRegistry, ShmLock
 
 __all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
