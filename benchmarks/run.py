@@ -41,7 +41,8 @@ from benchmarks._common import (  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FAMILIES = {"local": "bench_local", "transport": "bench_transport", "parallel": "bench_parallel",
-            "preempt": "bench_preempt", "testing": "bench_testing"}
+            "preempt": "bench_preempt", "testing": "bench_testing",
+            "futures": "bench_futures"}
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
 

@@ -7,6 +7,7 @@ within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. See SPEC.md
 from . import atomic as atomic
 from . import context as context
 from . import errgroup as errgroup
+from . import futures as futures
 from . import runtime as runtime
 from . import sync as sync
 from . import time as time
@@ -22,6 +23,7 @@ from ._errors import MigrationWarning as MigrationWarning
 from ._errors import Panic as Panic
 from ._errors import ProcessLost as ProcessLost
 from ._errors import RemoteError as RemoteError
+from ._futures import parallel_map as map  # noqa: A004 - csp_mp.map; the builtin is intact
 from ._patch import patch_blocking as patch_blocking
 from ._run import blocking as blocking
 from ._run import go as go
@@ -40,7 +42,7 @@ from ._time import after_func as after_func
 from ._time import sleep as sleep
 from ._time import tick as tick
 
-for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking):
+for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking, map):
     _f.__module__ = "csp_mp"
 for _t in (after, after_func, sleep, tick):
     _t.__module__ = "csp_mp.time"
@@ -52,6 +54,6 @@ __all__ = [
     "BlockingWarning", "Chan", "ClosedChannelError", "Cond", "DeadlockError", "InternalError",
     "MigrationWarning", "Mutex", "Once", "Panic", "ProcessLost", "RWMutex", "RemoteError",
     "Ticker", "Timer", "WaitGroup", "after", "after_func", "atomic", "blocking", "context",
-    "default", "errgroup", "go", "go_local", "nilchan", "patch_blocking", "run", "runtime",
-    "select", "shutdown", "sleep", "sync", "tick", "time",
+    "default", "errgroup", "futures", "go", "go_local", "map", "nilchan", "patch_blocking", "run",
+    "runtime", "select", "shutdown", "sleep", "sync", "tick", "time",
 ]

@@ -86,8 +86,8 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     return _outcome_result(out)
 
 
-def _start_implicit() -> Hub:
-    n = resolve_procs(None)
+def _start_implicit(procs: int | None = None) -> Hub:
+    n = resolve_procs(procs)
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     if n > 1:
         from . import _mp
@@ -114,6 +114,12 @@ def _start_implicit() -> Hub:
 
 
 _hub.set_default_factory(_start_implicit)
+
+
+def ensure_runtime(procs: int | None = None) -> Hub:
+    """This process's hub; starts the implicit runtime with ``procs`` Ps when none runs."""
+    hub = _hub.peek()
+    return hub if hub is not None else _start_implicit(procs)
 
 
 def shutdown() -> None:

@@ -128,3 +128,11 @@ def test_prime_sieve() -> None:
     out = run_example("prime_sieve.py", "10")
     assert "the first 10 primes" in out
     assert "2 3 5 7 11 13 17 19 23 29" in out.splitlines()
+
+
+def test_from_process_pool() -> None:
+    out = run_example("from_process_pool.py", "1600")
+    assert "ProcessPoolExecutor: 251 primes below 1600" in out
+    assert "csp_mp Executor:     251 primes below 1600" in out
+    assert "as_chan in a select: case 0, 25 primes below 100, error None" in out
+    assert "csp_mp.map:          251 primes below 1600" in out

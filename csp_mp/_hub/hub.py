@@ -84,6 +84,12 @@ class Broker(Protocol):
     def place(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         """Queue a new migratable goroutine where other Ps can take it (the hub's ``go``)."""
 
+    def steal(self, hub: Hub) -> bool:
+        """Take queued goroutines from another P without blocking; True if any came."""
+
+    def work_waiting(self) -> bool:
+        """Whether this P has work from other Ps to take (any thread: reads only)."""
+
 
 class Hub:
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
@@ -134,6 +140,8 @@ class Hub:
         self.n_blocking = 0  # calls handed to M threads
         self.n_xops = 0  # sends and receives on shared (cross-P) channels
         self.n_xbytes = 0  # encoded bytes sent on shared channels
+        # the implicit main goroutine, parked by drive.py while its thread waits in plain code
+        self.driven: G | None = None
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -415,6 +423,10 @@ class Hub:
         return runq.popleft() if runq else None
 
     def _idle(self) -> None:
+        if self.driven is not None:  # its thread waits in plain code: hand it back, not sleep
+            if self.broker is None or not self.broker.steal(self):
+                self.release_driven()
+            return
         delay = self.timers.next_delay()
         if not self.pending_blocking and not self.inbox and quiet.on_quiet(self, delay):
             return  # all durably blocked: wait_all_blocked callers run, or fake time moved
@@ -427,6 +439,15 @@ class Hub:
             return
         if delay is None or delay > 0:
             self.waker.wait(delay)
+
+    def release_driven(self) -> None:
+        """Give the thread back to the main goroutine that drive.py parked (owner thread)."""
+        g = self.driven
+        if g is None:
+            return
+        self.driven = None
+        if g.state == WAITING:
+            self.ready(g)
 
     def _worker(self, g: G) -> None:
         """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""

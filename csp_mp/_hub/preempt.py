@@ -57,6 +57,8 @@ from typing import Any
 
 from greenlet import getcurrent
 
+from . import drive
+
 SIGNUM = signal.SIGURG  # default action: ignore; also Go's choice
 
 SAFE, RETRY, UNSAFE = 0, 1, 2
@@ -272,6 +274,8 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         sm = hub.sysmon
         if sm is not None and sm.request is not None:
             _maybe_preempt(hub, sm, frame)
+        if drive._state.kicked:
+            drive.drive(hub, frame)
 
 
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
@@ -302,7 +306,9 @@ def install(hub: Any) -> bool:
     if current is not _handler:
         try:
             signal.signal(SIGNUM, _handler)
-            signal.siginterrupt(SIGNUM, False)
+            # no SA_RESTART: drive.py's signal must end an untimed lock wait (a restarted
+            # futex wait would never see it); nothing else sends SIGNUM as a real signal
+            signal.siginterrupt(SIGNUM, True)
         except (ValueError, OSError):
             return False
         _inst.saved = current

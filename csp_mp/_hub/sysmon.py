@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import BlockingWarning
-from . import preempt
+from . import drive, preempt
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
@@ -68,9 +68,10 @@ def preempt_enabled() -> bool:
 class Sysmon:
     """The watchdog of one hub. Created and stopped on the hub thread."""
 
-    def __init__(self, hub: Any, preempting: bool) -> None:
+    def __init__(self, hub: Any, preempting: bool, driving: bool = False) -> None:
         self.hub = hub
         self.preempting = preempting
+        self.driving = driving  # the signal handler is installed: drive.py can take the thread
         self.slice = settings.slice
         self.period = settings.period
         self.idle_period = settings.idle_period
@@ -83,6 +84,7 @@ class Sysmon:
         self.requests = 0  # requests made by sysmon
         self.reported: set[tuple[str, int, str]] = set()
         self.reports = 0
+        self.drives = 0  # times the main goroutine's thread was taken for the hub
         self._pending: list[Callable[[], None]] = []  # reports queued, not yet emitted
         try:
             self._cpu_clock: int | None = time.pthread_getcpuclockid(hub.thread_id)
@@ -103,7 +105,7 @@ class Sysmon:
             self._thread.join()
         for emit in list(self._pending):  # reports queued after the loop's last pass
             emit()
-        if self.preempting:
+        if self.driving:
             preempt.uninstall(self.hub)
         if self.hub.sysmon is self:
             self.hub.sysmon = None
@@ -111,7 +113,7 @@ class Sysmon:
     def stats(self) -> dict[str, int]:
         """Counters for tests and benchmarks."""
         return {"preempted": self.preempted, "declined": self.declined,
-                "requests": self.requests, "reports": self.reports}
+                "requests": self.requests, "reports": self.reports, "drives": self.drives}
 
     # ----------------------------------------------------------------- the thread
 
@@ -143,8 +145,13 @@ class Sysmon:
                 last_tick, last_g, since = tick, g, sampled
                 self._stuck_at = None
                 self.request = None
-            elif self.detect_blocking and not (g.glet is not None and g.glet is hub.root):
+            elif g.glet is not None and g.glet is hub.root:
+                if self.driving and now - since >= self.slice:
+                    self._drive(hub)
+            elif self.detect_blocking:
                 self._watch_blocking(g, tick, now, now - since)
+            if hub.driven is not None and drive.check_release(hub, now):
+                drive.ask_release(hub)
             remaining = since + self.slice - now - lag
             # before the slice ends, wake when it does; past it (nothing else to run, so no
             # preemption) sample once a period: every wake takes the GIL from the hub
@@ -156,6 +163,14 @@ class Sysmon:
                 preempt.trip()
                 # the switch should follow at once: wake one slice later, early by the lag
                 wait = min(self.period, max(0.0005, self.slice - lag))
+
+    def _drive(self, hub: Any) -> None:
+        """The main goroutine's thread has sat in plain code for a slice: take it for the hub
+        if it waits in a known wait and the P has work (drive.py)."""
+        frame = sys._current_frames().get(hub.thread_id)
+        if drive.wanted(hub, frame):
+            self.drives += 1
+            drive.kick(hub)
 
     def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
         """One sample of a goroutine that has not switched: report it once when it has sat in
@@ -276,10 +291,11 @@ def start_sysmon(hub: Any) -> Sysmon | None:
     preemption and blocking detection are off."""
     if hub.sysmon is not None:
         return hub.sysmon
-    preempting = preempt_enabled() and preempt.install(hub)
-    if not preempting and not settings.detect_blocking:
+    installed = preempt.install(hub)  # the handler serves preemption and drive.py
+    preempting = installed and preempt_enabled()
+    if not installed and not settings.detect_blocking:
         return None
-    sm = Sysmon(hub, preempting)
+    sm = Sysmon(hub, preempting, driving=installed)
     hub.sysmon = sm
     hub.hooks_on_stop.append(sm.stop)
     sm.start()

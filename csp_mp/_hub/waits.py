@@ -23,6 +23,7 @@ SLEEP = "sleep"
 BLOCKING_CALL = "blocking call"
 GOSCHED = "gosched"
 WAIT_ALL_BLOCKED = "wait all blocked"
+PLAIN_WAIT = "waiting in plain code"  # the implicit main goroutine, see drive.py
 
 # reason -> counts as durably blocked for deadlock detection
 TABLE: dict[str, bool] = {
@@ -42,6 +43,7 @@ TABLE: dict[str, bool] = {
     BLOCKING_CALL: False,
     GOSCHED: False,
     WAIT_ALL_BLOCKED: False,  # testing.wait_all_blocked: the idle hub wakes it
+    PLAIN_WAIT: False,
 }
 
 

@@ -144,6 +144,8 @@ class Broker:
     idle = runq.idle
     pop_own = runq.pop_own
     busy = runq.busy
+    steal = runq.steal
+    work_waiting = runq.work_waiting
     # select tokens (with chan_lock_index and deliver, the ProcLayer of shared channels)
     new_token = tokens.new_token
     release_token = tokens.release_token

@@ -161,6 +161,17 @@ def steal(b: Broker, hub: Hub) -> bool:
     return False
 
 
+def work_waiting(b: Broker) -> bool:
+    """Whether this P has something to take from other Ps: queued frames of its own, messages,
+    stealable frames, a stop or a lost P. Reads only: sysmon calls it from its thread."""
+    ctx = b.ctx
+    if b.unflushed or b.wakes_out or b.outbox or ctx.gload(C.G_STOP) or ctx.gload(C.G_LOST):
+        return True
+    if b.pending and len(ctx.runq[b.p]):
+        return True
+    return checkdead.work_visible(b)
+
+
 def adopt(b: Broker, hub: Hub, frame: bytes) -> None:
     try:
         fn, args, kwargs, warn, digest = tasks.unpack(frame, b.arena)

@@ -1,0 +1,545 @@
+"""``Executor`` (a ``concurrent.futures.Executor`` over goroutines), ``as_chan``, ``map``.
+
+Layer: above ``_run``, beside ``_runtime``.
+
+A task is a goroutine started with ``go()``: it may run on any P. Where it runs in the process
+that submitted it (the owner), it sets its future directly; elsewhere it sends ``(key, ok,
+payload)`` on the executor's results channel to a collector goroutine in the owner.
+``max_workers`` bounds the tasks dispatched (started with ``go()``) and not yet finished; the rest
+wait in ``queued``, where ``cancel()`` still works.
+
+Waiting on a future parks the calling goroutine when there is one (the implicit main goroutine
+included); waits that csp_mp does not see (``concurrent.futures.wait``, asyncio) leave the hub to
+``_hub/drive.py``, which runs P0's goroutines while the main thread waits.
+
+Invariants:
+- ``_live`` maps the key of every dispatched, unfinished task of this process to its executor
+  and future; a task's outcome is set once, by ``_finish``, on the owner's hub thread.
+- ``inflight`` counts dispatched, unfinished tasks; ``inflight <= max_workers``.
+- ``lock`` protects ``queued``, ``shutdown_called`` and ``binding`` (submit may come from any
+  thread); dispatching (``go()``) happens on the hub thread only.
+- When the runtime a binding belongs to stops, every unfinished future of that binding gets an
+  exception (``ProcessLost`` when a P died) and the next submit binds a new runtime.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures as cf
+from typing import Any
+
+import cloudpickle
+
+from . import _hub
+from ._chan import Chan, select
+from ._errors import GoroutineExit, ProcessLost, RemoteError
+from ._hub import drive
+from ._run import ensure_runtime, go
+from ._time import after
+
+_keys = itertools.count(1)
+_live: dict[int, tuple[Executor, cf.Future]] = {}
+_inited: dict[str, BaseException | None] = {}  # initializer token -> its error, in this P
+
+
+# ----------------------------------------------------------------- the task, on any P
+
+def _task(key: int, owner: int, results: Chan, init: tuple | None, fn: Callable[..., Any],
+          args: tuple, kwargs: dict) -> None:
+    """Body of a task goroutine: run ``fn`` and deliver its outcome to the owner."""
+    try:
+        if init is not None:
+            _initialize(init)
+        value, ok = fn(*args, **kwargs), True
+    except GoroutineExit:
+        raise
+    except BaseException as exc:
+        value, ok = exc, False
+    if os.getpid() == owner and key in _live:
+        _finish(key, ok, value)
+        return
+    if not ok:
+        value = (value, "".join(traceback.format_exception(value)))
+    try:
+        results.send((key, ok, value))
+    except TypeError as exc:  # the value (or the exception) cannot cross processes
+        stand_in = value[0] if not ok else value
+        err = RemoteError(type(stand_in).__name__, str(exc) if ok else str(stand_in),
+                          value[1] if not ok else "")
+        results.send((key, False, (err, err.traceback_text)))
+
+
+def _initialize(init: tuple) -> None:
+    token, initializer, initargs = init
+    if token not in _inited:
+        try:
+            initializer(*initargs)
+            _inited[token] = None
+        except Exception as exc:
+            _inited[token] = exc
+    err = _inited[token]
+    if err is not None:
+        raise cf.BrokenExecutor(f"the executor's initializer failed in this P: {err!r}") from err
+
+
+def _finish(key: int, ok: bool, value: Any) -> None:
+    """Set the outcome of task ``key`` (owner's hub thread)."""
+    entry = _live.pop(key, None)
+    if entry is None:
+        return
+    ex, fut = entry
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+    ex._task_done()
+    hub = _hub.peek()
+    if hub is not None and hub.driven is not None:
+        drive.release_if_done(hub)
+
+
+def _collect(results: Chan) -> None:
+    """Owner-side goroutine: outcomes of tasks that ran on other Ps."""
+    for key, ok, value in results:
+        if not ok:
+            exc, tb_text = value
+            if not isinstance(exc, RemoteError) and exc.__cause__ is None:
+                exc.__cause__ = RemoteError(type(exc).__name__, str(exc), tb_text)
+            value = exc
+        _finish(key, ok, value)
+
+
+def _chunk_call(fn: Callable[..., Any], chunk: list) -> list:
+    return [fn(*a) for a in chunk]
+
+
+def _chunk_call1(fn: Callable[..., Any], chunk: list) -> list:
+    return [fn(a) for a in chunk]
+
+
+# ----------------------------------------------------------------- futures and waiting
+
+def _on_hub(hub: Any, fn: Callable[[], None]) -> None:
+    """Run ``fn`` on ``hub``'s thread: now if this is it, else at the hub's next pass."""
+    if threading.get_ident() == hub.thread_id:
+        fn()
+        return
+    hub.inbox.append((None, fn, None))
+    hub.poll_now = True
+    hub.waker.post()
+
+
+def _can_park(hub: Any) -> bool:
+    if hub is None or hub.stopping or threading.get_ident() != hub.thread_id:
+        return False
+    g = hub.current
+    return g is not None and g.glet is not None and g.glet is _getcurrent()
+
+
+def _getcurrent() -> Any:
+    from greenlet import getcurrent
+
+    return getcurrent()
+
+
+def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
+    """Park the calling goroutine until ``fut`` is done: True; False on timeout; None when the
+    caller is not a goroutine (it must wait as plain code)."""
+    if fut.done():
+        return True
+    hub = _hub.peek()
+    if hub is None or not _can_park(hub):
+        return None
+    ch: Chan = Chan(1)
+
+    def wake(_f: cf.Future) -> None:
+        def close() -> None:
+            if not hub.stopping and not ch.closed:
+                ch.close()
+
+        _on_hub(hub, close)
+
+    fut.add_done_callback(wake)
+    try:
+        if timeout is None:
+            ch.recv()
+        else:
+            select(ch.recv, after(max(0.0, timeout)).recv)
+    except ProcessLost:
+        pass  # the runtime ended; the future carries the error
+    return fut.done()
+
+
+class Future(cf.Future):
+    """A ``concurrent.futures.Future`` whose waits park a calling goroutine, not its P."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's return value, waiting up to ``timeout`` seconds; raises its exception."""
+        if _park_until_done(self, timeout) is False:
+            raise cf.TimeoutError()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it returned), waiting up to ``timeout`` seconds."""
+        if _park_until_done(self, timeout) is False:
+            raise cf.TimeoutError()
+        return super().exception(timeout)
+
+
+Future.__module__ = "csp_mp.futures"
+
+
+def as_chan(future: cf.Future) -> Chan:
+    """A channel that delivers ``(result, None)`` or ``(None, exception)`` once ``future`` is
+    done, then is closed. A cancelled future delivers ``(None, CancelledError())``."""
+    hub = ensure_runtime()
+    ch: Chan = Chan(1)
+
+    def deliver(f: cf.Future) -> None:
+        if f.cancelled():
+            pair: tuple = (None, cf.CancelledError())
+        elif f.exception(0) is not None:
+            pair = (None, f.exception(0))
+        else:
+            pair = (f.result(0), None)
+
+        def put() -> None:
+            if hub.stopping:
+                return
+            ch.send(pair)  # buffered, never blocks
+            ch.close()
+
+        _on_hub(hub, put)
+
+    future.add_done_callback(deliver)
+    return ch
+
+
+# ----------------------------------------------------------------- the executor
+
+class _Binding:
+    """What an executor holds in one runtime: its hub and results channel."""
+
+    __slots__ = ("hub", "results", "keys")
+
+    def __init__(self, hub: Any, results: Chan) -> None:
+        self.hub = hub
+        self.results = results
+        self.keys: set[int] = set()
+
+
+class Executor(cf.Executor):
+    """A ``concurrent.futures.Executor`` whose tasks are goroutines that may run on any P."""
+
+    def __init__(self, max_workers: int | None = None, *, procs: int | None = None,
+                 initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> None:
+        if max_workers is not None and (isinstance(max_workers, bool)
+                                        or not isinstance(max_workers, int) or max_workers < 1):
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self.procs = procs
+        self._max_workers = max_workers
+        self._init = None if initializer is None else (
+            f"{os.getpid()}-{id(self)}-{next(_keys)}", initializer, tuple(initargs))
+        self._lock = threading.Lock()
+        self._queued: deque[tuple[int, cf.Future, Callable, tuple, dict]] = deque()
+        self._inflight = 0
+        self._shutdown = False
+        self._binding: _Binding | None = None
+        self._all: set[cf.Future] = set()
+
+    # the runtime --------------------------------------------------------------------------
+
+    def _bind(self) -> _Binding:
+        b = self._binding
+        hub = _hub.peek()
+        if b is not None and hub is b.hub and not hub.stopping:
+            return b
+        hub = ensure_runtime(self.procs)
+        results: Chan = Chan(1024)
+        b = _Binding(hub, results)
+        self._binding = b
+        go_collect = hub.spawn_local
+        go_collect(_collect, (results,), {})
+        hub.hooks_on_stop.append(lambda: self._runtime_stopped(b))
+        if not hub.hub_glet and _can_park(hub):
+            hub.gosched()  # start the loop (and sysmon) now: tasks run while plain code waits
+        return b
+
+    def _runtime_stopped(self, b: _Binding) -> None:
+        out = b.hub.outcome
+        if out is not None and isinstance(out.error, ProcessLost):
+            err: BaseException = out.error
+        else:
+            kind = out.kind if out is not None else "stop"
+            err = RuntimeError(f"the csp_mp runtime ended ({kind}) before the task finished")
+        with self._lock:
+            if self._binding is b:
+                self._binding = None
+            queued = list(self._queued)
+            self._queued.clear()
+        for key in list(b.keys):
+            entry = _live.pop(key, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_exception(_fresh(err))
+        for _key, fut, _fn, _args, _kwargs in queued:
+            if not fut.done() and fut.set_running_or_notify_cancel():
+                fut.set_exception(_fresh(err))
+        self._inflight = 0
+
+    def _limit(self, hub: Any) -> int:
+        return self._max_workers or 2 * max(1, hub.nprocs)
+
+    # submitting ---------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        """Schedule ``fn(*args, **kwargs)``; return its future. TypeError at once if the task
+        cannot be sent to another P."""
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        b = self._bind()
+        fut = Future()
+        key = next(_keys)
+        if b.hub.broker is not None:
+            try:
+                cloudpickle.dumps((fn, args, kwargs))
+            except Exception as exc:
+                raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
+                                f"be sent to another P: {exc}") from exc
+        with self._lock:
+            self._queued.append((key, fut, fn, args, kwargs))
+            self._all.add(fut)
+        fut.add_done_callback(self._all.discard)
+        _on_hub(b.hub, self._dispatch)
+        return fut
+
+    def _dispatch(self) -> None:
+        """Start queued tasks while fewer than ``max_workers`` run (hub thread)."""
+        b = self._binding
+        if b is None or b.hub.stopping:
+            return
+        hub = b.hub
+        limit = self._limit(hub)
+        owner = os.getpid()
+        started = False
+        while self._inflight < limit:
+            with self._lock:
+                if not self._queued:
+                    break
+                key, fut, fn, args, kwargs = self._queued.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            _live[key] = (self, fut)
+            b.keys.add(key)
+            self._inflight += 1
+            try:
+                go(_task, key, owner, b.results, self._init, fn, args, kwargs)
+            except BaseException as exc:
+                _live.pop(key, None)
+                self._inflight -= 1
+                fut.set_exception(exc)
+                continue
+            started = True
+        if started and hub.broker is not None:
+            hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
+
+    def _task_done(self) -> None:
+        self._inflight -= 1
+        if self._queued:
+            self._dispatch()
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable, timeout: float | None = None,
+            chunksize: int = 1) -> Iterator:
+        """``map(fn, *iterables)`` in parallel, results in order; ``chunksize`` items per task.
+        The iterator raises ``TimeoutError`` if a result is not ready ``timeout`` seconds after
+        the call."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end = None if timeout is None else time.monotonic() + timeout
+        if chunksize == 1:
+            fs = [self.submit(fn, *a) for a in zip(*iterables, strict=False)]
+            return _results(fs, end, chunked=False)
+        rows = zip(*iterables, strict=False)
+        fs = [self.submit(_chunk_call, fn, chunk) for chunk in _chunks(rows, chunksize)]
+        return _results(fs, end, chunked=True)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new tasks; ``cancel_futures`` cancels those not started; ``wait`` waits for the
+        others to finish."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                queued = list(self._queued)
+                self._queued.clear()
+            else:
+                queued = []
+        for _key, fut, _fn, _args, _kwargs in queued:
+            fut.cancel()
+        if wait:
+            for fut in list(self._all):
+                _wait_done(fut)
+
+
+def _fresh(err: BaseException) -> BaseException:
+    """A copy of ``err`` for one more future (a traceback is per exception object)."""
+    try:
+        return type(err)(*err.args) if not isinstance(err, ProcessLost) else ProcessLost(
+            str(err), err.p, err.goroutines)
+    except Exception:
+        return err
+
+
+def _wait_done(fut: cf.Future) -> None:
+    if _park_until_done(fut, None) is None:
+        cf.wait([fut])
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _results(fs: list[cf.Future], end: float | None, chunked: bool) -> Iterator:
+    def gen() -> Iterator:
+        pending = fs[::-1]
+        try:
+            while pending:
+                fut = pending[-1]
+                if end is None:
+                    value = fut.result()
+                else:
+                    value = fut.result(end - time.monotonic())
+                pending.pop()
+                if chunked:
+                    yield from value
+                else:
+                    yield value
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    return gen()
+
+
+# ----------------------------------------------------------------- csp_mp.map
+
+_AUTO_CHUNKS_PER_P = 4  # as mpire: about four chunks per worker
+
+
+def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int | str = "auto",
+                 ordered: bool = True, procs: int | None = None, progress: bool = False,
+                 lazy: bool = False) -> list | Iterator:
+    """Apply ``fn`` to every item of ``iterable`` in parallel; a list of the results (an
+    iterator with ``lazy=True``), in input order unless ``ordered=False``."""
+    if not callable(fn):
+        raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
+    it = _map_iter(fn, iterable, chunksize, ordered, procs, progress)
+    return it if lazy else list(it)
+
+
+def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
+              procs: int | None, progress: bool) -> Iterator:
+    ex = Executor(procs=procs)
+    nprocs = ex._bind().hub.nprocs
+    try:
+        total: int | None = len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if chunksize == "auto":
+        size = max(1, -(-total // (nprocs * _AUTO_CHUNKS_PER_P))) if total else 64
+    elif isinstance(chunksize, int) and not isinstance(chunksize, bool) and chunksize >= 1:
+        size = chunksize
+    else:
+        raise ValueError(f"chunksize must be 'auto' or an int >= 1, got {chunksize!r}")
+    bar = _Progress(total) if progress else None
+    fs = [ex.submit(_chunk_call1, fn, chunk) for chunk in _chunks(iterable, size)]
+    ex.shutdown(wait=False)
+    try:
+        order = iter(fs) if ordered else _completion_order(fs)
+        for fut in order:
+            values = fut.result()
+            if bar is not None:
+                bar.add(len(values))
+            yield from values
+    finally:
+        for fut in fs:
+            fut.cancel()
+        if bar is not None:
+            bar.close()
+
+
+def _completion_order(fs: list[cf.Future]) -> Iterator[cf.Future]:
+    """``fs`` as they complete (a goroutine-friendly ``as_completed``)."""
+    hub = ensure_runtime()
+    ch: Chan = Chan(len(fs))
+
+    def sender(i: int) -> Callable[[cf.Future], None]:
+        def done(_f: cf.Future) -> None:
+            _on_hub(hub, lambda: None if hub.stopping else ch.send(i))
+        return done
+
+    for i, fut in enumerate(fs):
+        fut.add_done_callback(sender(i))
+    for _ in fs:
+        i = ch.recv()
+        assert i is not None  # ch is never closed
+        yield fs[i]
+
+
+class _Progress:
+    """A progress bar on a terminal (stderr), periodic lines otherwise."""
+
+    WIDTH = 30
+    LINE_EVERY = 5.0  # seconds between lines when stderr is not a terminal
+
+    def __init__(self, total: int | None, stream: Any = None) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = self.last = time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        finished = self.total is not None and self.done >= self.total
+        if self.tty and (now - self.last >= 0.1 or finished):
+            self.last = now
+            self.stream.write("\r" + self._text(now))
+            self.stream.flush()
+        elif not self.tty and (now - self.last >= self.LINE_EVERY or finished):
+            self.last = now
+            self.stream.write(self._text(now) + "\n")
+            self.stream.flush()
+
+    def _text(self, now: float) -> str:
+        rate = self.done / max(now - self.start, 1e-9)
+        if self.total:
+            frac = min(1.0, self.done / self.total)
+            fill = int(frac * self.WIDTH)
+            return (f"csp_mp.map [{'#' * fill}{'.' * (self.WIDTH - fill)}] {self.done}/"
+                    f"{self.total} ({frac:.0%}, {rate:.0f} items/s)")
+        return f"csp_mp.map {self.done} items ({rate:.0f} items/s)"
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+__all__ = ["Executor", "Future", "as_chan", "parallel_map"]

@@ -1,0 +1,443 @@
+"""csp_mp.futures.Executor against concurrent.futures' behaviour, as_chan, and csp_mp.map.
+
+Every test uses the implicit runtime started by the executor (the autouse fixture stops it).
+Tasks are sequenced with csp_mp channels ("gates"), never with sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import io
+import os
+import signal
+import threading
+
+import pytest
+
+import csp_mp
+from csp_mp import Chan, atomic, select
+from csp_mp.futures import Executor, as_chan
+
+PROCS = [1, 2]
+
+
+def sq(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail(msg: str) -> None:
+    raise ValueError(msg)
+
+
+def gated(gate: Chan, value: object) -> object:
+    gate.recv()
+    return value
+
+
+def gated_fail(gate: Chan) -> None:
+    gate.recv()
+    raise KeyError("late")
+
+
+def report_and_block(pids: Chan, gate: Chan) -> int:
+    pids.send(os.getpid())
+    gate.recv()
+    return os.getpid()
+
+
+def counted(running: atomic.Int64, peak: atomic.Int64, gate: Chan) -> None:
+    n = running.add(1)
+    while True:
+        old = peak.load()
+        if n <= old or peak.compare_and_swap(old, n):
+            break
+    gate.recv()
+    running.add(-1)
+
+
+_init_state: list = []
+
+
+def remember(tag: str) -> None:
+    _init_state.append(tag)
+
+
+def read_init(_: int) -> tuple[int, list]:
+    return os.getpid(), list(_init_state)
+
+
+def pid_of(_: int) -> int:
+    s = 0
+    for i in range(200_000):
+        s += i
+    return os.getpid()
+
+
+def release(gate: Chan, n: int) -> None:
+    for _ in range(n):
+        gate.send(None)
+
+
+# ----------------------------------------------------------------- submit, results, errors
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_submit_returns_a_concurrent_future_with_the_result(procs):
+    with Executor(procs=procs) as ex:
+        fut = ex.submit(add, 2, b=3)
+        assert isinstance(fut, cf.Future)
+        assert fut.result() == 5
+        assert fut.done() and not fut.cancelled() and fut.exception() is None
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_an_exception_is_set_on_the_future_with_its_traceback(procs):
+    with Executor(procs=procs) as ex:
+        futs = [ex.submit(fail, f"bad {i}") for i in range(8)]
+        for i, fut in enumerate(futs):
+            exc = fut.exception()
+            assert isinstance(exc, ValueError) and str(exc) == f"bad {i}"
+            with pytest.raises(ValueError):
+                fut.result()
+            if exc.__cause__ is not None:  # ran on another P: the remote traceback as text
+                assert isinstance(exc.__cause__, csp_mp.RemoteError)
+                assert "in fail" in exc.__cause__.traceback_text
+            else:
+                assert exc.__traceback__ is not None
+
+
+def test_submit_validates_and_refuses_after_shutdown():
+    with pytest.raises(ValueError):
+        Executor(max_workers=0)
+    ex = Executor(procs=1)
+    with pytest.raises(TypeError):
+        ex.submit(42)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(sq, 1)
+
+
+# ----------------------------------------------------------------- map
+
+@pytest.mark.parametrize("procs", PROCS)
+@pytest.mark.parametrize("chunksize", [1, 3, 100])
+def test_map_keeps_order_for_every_chunksize(procs, chunksize):
+    with Executor(procs=procs) as ex:
+        assert list(ex.map(sq, range(40), chunksize=chunksize)) == [x * x for x in range(40)]
+        assert list(ex.map(add, range(5), range(10, 20), chunksize=chunksize)) == \
+            [a + b for a, b in zip(range(5), range(10, 15), strict=False)]
+        with pytest.raises(ValueError):
+            ex.map(sq, range(3), chunksize=0)
+
+
+def test_map_raises_timeout_when_a_result_is_late_and_cancels_the_rest():
+    gate: Chan = Chan()
+    with Executor(max_workers=1, procs=1) as ex:
+        it = ex.map(gated, [gate, gate, gate], [1, 2, 3], timeout=0.05)
+        with pytest.raises(cf.TimeoutError):
+            next(it)
+        it.close()  # the queued calls are cancelled
+        csp_mp.go(release, gate, 1)
+
+
+def test_map_reraises_a_task_error_in_order():
+    with Executor(procs=1) as ex:
+        it = ex.map(fail, ["x"])
+        with pytest.raises(ValueError, match="x"):
+            next(it)
+
+
+# ----------------------------------------------------------------- shutdown, cancel
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_shutdown_wait_waits_for_every_task(procs):
+    gate: Chan = Chan()
+    ex = Executor(procs=procs)
+    futs = [ex.submit(gated, gate, i) for i in range(4)]
+    csp_mp.go(release, gate, 4)
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futs)
+    assert sorted(f.result() for f in futs) == [0, 1, 2, 3]
+
+
+def test_shutdown_without_wait_returns_while_tasks_run():
+    gate: Chan = Chan()
+    ex = Executor(procs=1)
+    fut = ex.submit(gated, gate, "late")
+    ex.shutdown(wait=False)
+    assert not fut.done()
+    gate.send(None)
+    assert fut.result() == "late"
+
+
+def test_cancel_futures_cancels_the_queued_ones_only():
+    gate: Chan = Chan()
+    ex = Executor(max_workers=1, procs=1)
+    first = ex.submit(gated, gate, "first")
+    rest = [ex.submit(sq, i) for i in range(5)]
+    assert first.running()
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in rest)
+    gate.send(None)
+    assert first.result() == "first"
+
+
+def test_a_queued_future_can_be_cancelled_a_running_one_not():
+    gate: Chan = Chan()
+    with Executor(max_workers=1, procs=1) as ex:
+        first = ex.submit(gated, gate, 1)
+        queued = ex.submit(sq, 3)
+        assert queued.cancel() and queued.cancelled()
+        assert not first.cancel()
+        gate.send(None)
+        assert first.result() == 1
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_max_workers_bounds_the_tasks_running_at_once(procs):
+    gate: Chan = Chan()
+    running, peak = atomic.Int64(0), atomic.Int64(0)
+    with Executor(max_workers=2, procs=procs) as ex:
+        futs = [ex.submit(counted, running, peak, gate) for _ in range(6)]
+        csp_mp.go(release, gate, 6)
+        cf.wait(futs)
+    assert peak.load() <= 2
+    assert all(f.exception() is None for f in futs)
+
+
+# ----------------------------------------------------------------- wait, as_completed, callbacks
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_wait_first_completed(procs):
+    gate: Chan = Chan()
+    with Executor(procs=procs) as ex:
+        slow = ex.submit(gated, gate, "slow")
+        quick = ex.submit(sq, 4)
+        done, not_done = cf.wait([slow, quick], return_when=cf.FIRST_COMPLETED)
+        assert quick in done and slow in not_done
+        gate.send(None)
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_wait_first_exception(procs):
+    gate: Chan = Chan()
+    with Executor(procs=procs) as ex:
+        slow = ex.submit(gated, gate, "slow")
+        bad = ex.submit(fail, "now")
+        done, not_done = cf.wait([slow, bad], return_when=cf.FIRST_EXCEPTION)
+        assert bad in done and slow in not_done
+        gate.send(None)
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_wait_all_completed_and_timeout(procs):
+    gate: Chan = Chan()
+    with Executor(procs=procs) as ex:
+        slow = ex.submit(gated, gate, "slow")
+        done, not_done = cf.wait([slow], timeout=0.05)
+        assert not done and not_done == {slow}
+        futs = [ex.submit(sq, i) for i in range(10)] + [slow]
+        gate.send(None)
+        done, not_done = cf.wait(futs, return_when=cf.ALL_COMPLETED)
+        assert done == set(futs) and not not_done
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_as_completed_yields_each_future_once(procs):
+    gate: Chan = Chan()
+    with Executor(procs=procs) as ex:
+        slow = ex.submit(gated_fail, gate)
+        futs = [ex.submit(sq, i) for i in range(10)]
+        seen = []
+        for fut in cf.as_completed(futs + [slow]):
+            seen.append(fut)
+            if len(seen) == 10:
+                gate.send(None)
+        assert seen[-1] is slow and set(seen) == set(futs) | {slow}
+        assert isinstance(slow.exception(), KeyError)
+
+
+def test_as_completed_times_out():
+    gate: Chan = Chan()
+    with Executor(procs=1) as ex:
+        slow = ex.submit(gated, gate, 0)
+        with pytest.raises(cf.TimeoutError):
+            list(cf.as_completed([slow], timeout=0.05))
+        gate.send(None)
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_add_done_callback_runs_once_done(procs):
+    got: list = []
+    with Executor(procs=procs) as ex:
+        fut = ex.submit(sq, 6)
+        fut.add_done_callback(lambda f: got.append(f.result()))
+        cf.wait([fut])
+    assert got == [36]
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_asyncio_wrap_future(procs):
+    with Executor(procs=procs) as ex:
+        async def main() -> list:
+            return list(await asyncio.gather(*(asyncio.wrap_future(ex.submit(sq, i))
+                                               for i in range(6))))
+
+        assert asyncio.run(main()) == [i * i for i in range(6)]
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(loop.run_in_executor(ex, sq, 7)) == 49
+        finally:
+            loop.close()
+
+
+# ----------------------------------------------------------------- plain code waits, one P
+
+def test_one_p_runs_tasks_while_main_waits_in_a_plain_result():
+    gate: Chan = Chan()
+    with Executor(procs=1) as ex:
+        futs = [ex.submit(pid_of, i) for i in range(8)]
+        feeder = ex.submit(release, gate, 1)
+        waiter = ex.submit(gated, gate, "through")
+        # concurrent.futures' own blocking waits: the main thread sits in a threading lock
+        assert cf.Future.result(waiter, timeout=30) == "through"
+        assert cf.Future.result(feeder, timeout=30) is None
+        assert {cf.Future.result(f, timeout=30) for f in futs} == {os.getpid()}
+
+
+def test_a_thread_can_submit_and_wait():
+    with Executor(procs=1) as ex:
+        ex.submit(sq, 0).result()  # the runtime is up
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(ex.submit(sq, 5).result(timeout=30)))
+        t.start()
+        t.join(30)
+        assert out == [25]
+
+
+# ----------------------------------------------------------------- across Ps
+
+def test_tasks_use_channels_across_ps():
+    ch: Chan = Chan(4)
+    with Executor(procs=2) as ex:
+        producers = [ex.submit(release, ch, 5) for _ in range(4)]
+        got = [ch.recv() for _ in range(20)]
+        cf.wait(producers)
+    assert got == [None] * 20
+    assert all(f.exception() is None for f in producers)
+
+
+def test_tasks_run_on_every_p():
+    with Executor(procs=2) as ex:
+        ex.submit(sq, 0).result()
+        pids = set()
+        for _ in range(20):  # work stealing decides; repeat until both Ps took some
+            pids |= set(ex.map(pid_of, range(16)))
+            if len(pids) == 2:
+                break
+    assert len(pids) == 2
+
+
+def test_initializer_runs_once_in_each_p_before_its_first_task():
+    _init_state.clear()
+    with Executor(procs=2, initializer=remember, initargs=("ready",)) as ex:
+        seen = list(ex.map(read_init, range(64)))
+    for _pid, state in seen:
+        assert state == ["ready"]  # exactly once per process, before the task
+
+
+def test_an_unpicklable_task_raises_typeerror_at_submit_and_the_pool_works_on():
+    lock = threading.Lock()
+    with Executor(procs=2) as ex:
+        with pytest.raises(TypeError):
+            ex.submit(lambda: lock.locked())
+        with pytest.raises(TypeError):
+            ex.submit(sq, lock)
+        assert ex.submit(sq, 9).result() == 81
+
+
+def test_a_killed_p_sets_process_lost_and_the_executor_stays_usable():
+    pids: Chan = Chan(8)
+    gate: Chan = Chan()
+    ex = Executor(procs=2)
+    futs = [ex.submit(report_and_block, pids, gate) for _ in range(4)]
+    victim = None
+    while victim is None:  # until a task reports from the other P
+        pid = pids.recv()
+        if pid != os.getpid():
+            victim = pid
+    os.kill(victim, signal.SIGKILL)
+    cf.wait(futs, timeout=30)
+    assert all(f.done() for f in futs)
+    lost = [f for f in futs if isinstance(f.exception(), csp_mp.ProcessLost)]
+    assert lost, [f.exception() for f in futs]
+    assert ex.submit(sq, 12).result(timeout=30) == 144  # a fresh runtime takes the next task
+    ex.shutdown()
+
+
+# ----------------------------------------------------------------- as_chan
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_as_chan_delivers_result_or_error_then_closes(procs):
+    with Executor(procs=procs) as ex:
+        ok = as_chan(ex.submit(sq, 3))
+        bad = as_chan(ex.submit(fail, "no"))
+        assert ok.recv() == (9, None)
+        assert ok.recv_ok() == (None, False)
+        value, err = bad.recv()
+        assert value is None and isinstance(err, ValueError)
+
+
+def test_as_chan_in_select_with_a_timer():
+    gate: Chan = Chan()
+    with Executor(procs=1) as ex:
+        fut = ex.submit(gated, gate, "v")
+        i, _ = select(as_chan(fut).recv, csp_mp.after(0.01).recv)
+        assert i == 1
+        gate.send(None)
+        i, v = select(as_chan(fut).recv, csp_mp.after(30).recv)
+        assert (i, v) == (0, ("v", None))
+
+
+def test_as_chan_of_a_cancelled_future():
+    f: cf.Future = cf.Future()
+    ch = as_chan(f)
+    f.cancel()
+    value, err = ch.recv()
+    assert value is None and isinstance(err, cf.CancelledError)
+
+
+# ----------------------------------------------------------------- csp_mp.map
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_map_returns_a_list_in_order(procs):
+    assert csp_mp.map(sq, range(1000), procs=procs) == [x * x for x in range(1000)]
+    assert csp_mp.map(sq, [], procs=procs) == []
+    assert map(sq, [2]) is not None and list(map(sq, [2])) == [4]  # the builtin is intact
+
+
+def test_map_lazy_unordered_and_explicit_chunks():
+    it = csp_mp.map(sq, range(100), lazy=True, chunksize=7, procs=2)
+    assert not isinstance(it, list)
+    assert list(it) == [x * x for x in range(100)]
+    gen = (x for x in range(300))  # no len(): chunked as it goes
+    assert sorted(csp_mp.map(sq, gen, ordered=False)) == sorted(x * x for x in range(300))
+    with pytest.raises(ValueError):
+        csp_mp.map(sq, range(3), chunksize=0)
+
+
+def test_map_error_propagates():
+    with pytest.raises(ValueError, match="x"):
+        csp_mp.map(fail, ["x"], procs=1)
+
+
+def test_map_progress_lines_when_not_a_terminal(monkeypatch):
+    buf = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buf)
+    assert csp_mp.map(sq, range(50), procs=1, progress=True, chunksize=10) == \
+        [x * x for x in range(50)]
+    assert "50/50" in buf.getvalue() and "\r" not in buf.getvalue()
