@@ -496,9 +496,9 @@ def _completion_order(fs: list[cf.Future]) -> Iterator[cf.Future]:
     for i, fut in enumerate(fs):
         fut.add_done_callback(sender(i))
     for _ in fs:
-        i = ch.recv()
-        assert i is not None  # ch is never closed
-        yield fs[i]
+        k = ch.recv()
+        assert k is not None  # ch is never closed
+        yield fs[k]
 
 
 class _Progress:
