@@ -34,11 +34,11 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from .._errors import BlockingWarning
+from .._tb import warn_quietly
 from . import preempt
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
@@ -227,7 +227,6 @@ class Sysmon:
                    f"({filename}:{lineno}); other goroutines of the P cannot run meanwhile. "
                    f"Use csp_mp.blocking(...) or csp_mp.patch_blocking().\n"
                    f"Goroutine stack (most recent call last):\n{stack}")
-        module = site.f_globals.get("__name__", "")
         module_globals = site.f_globals
         hub = self.hub
 
@@ -237,9 +236,8 @@ class Sysmon:
             self._pending.remove(emit)
             self.reports += 1
             try:
-                warnings.warn_explicit(BlockingWarning(message), BlockingWarning, filename,
-                                       lineno, module=module, module_globals=module_globals)
-            except Exception as exc:  # a filter turned it into an error: it fails the program
+                warn_quietly(BlockingWarning(message), filename, lineno, module_globals)
+            except Warning as exc:  # a filter turned it into an error: it fails the program
                 if hub.outcome is not None and hub.outcome.kind == "return":
                     hub.outcome = None  # the loop is ending: the error replaces the result
                 hub._panic(g, exc)

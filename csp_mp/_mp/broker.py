@@ -23,22 +23,19 @@ Invariants:
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import time
-import traceback
-import warnings
 from typing import Any
 
 import msgspec
 
 from .._chan.local import SelectState
-from .._errors import DeadlockError, MigrationWarning, Panic, ProcessLost, RemoteError
+from .._errors import DeadlockError, ProcessLost
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from . import ctx as C
-from . import tasks
+from . import migrate_warn, remote_tb, tasks
 from .shchan import K_GRANT, NO_OBJ, SharedChan, recv_payload
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -293,7 +290,7 @@ class Broker:
             text = m[1]
             if text not in self.warned:
                 self.warned.add(text)
-                warnings.warn(MigrationWarning(text), stacklevel=1)
+                migrate_warn.emit(text)
         elif kind == M_STACK_REQ:
             # the description a ProcessLost report uses and the count num_goroutine reads are
             # brought up to date with the stack, so that what the asker saw, it also counts
@@ -449,7 +446,7 @@ class Broker:
         if warn and digest not in self.warned:
             self.warned.add(digest)
             if self.p == 0:
-                warnings.warn(MigrationWarning(warn), stacklevel=1)
+                migrate_warn.emit(warn)
             else:
                 self.send(0, _msg((M_WARN, warn)))
         g = hub.new_g(fn, args, kwargs, True)
@@ -600,30 +597,15 @@ class Broker:
 
     def report_panic(self, err: BaseException) -> None:
         """A worker P's goroutine panicked: tell P0 (the exception, or a stand-in)."""
-        cause = err.__cause__ if isinstance(err, Panic) and err.__cause__ is not None else err
-        tb = getattr(err, "traceback_text", "") or "".join(traceback.format_exception(cause))
-        try:
-            blob = pickle.dumps(cause, protocol=5)
-            pickle.loads(blob)
-        except Exception:
-            blob = pickle.dumps(RemoteError(type(cause).__name__, str(cause), tb), protocol=5)
-        text = str(err)
-        self.send(0, _msg((M_PANIC, blob, text, tb)))
+        self.send(0, _msg((M_PANIC, *remote_tb.panic_report(err))))
 
     def _on_panic(self, blob: bytes, text: str, tb: str) -> None:
         hub = self.hub
         if hub.outcome is not None:
             return
-        try:
-            cause = pickle.loads(blob)
-        except Exception as exc:
-            cause = RemoteError("UnpicklingError", str(exc), tb)
-        if isinstance(cause, (KeyboardInterrupt, SystemExit)):
-            hub.outcome = Outcome("interrupt", error=cause)
-            return
-        err = Panic(text, goroutine=text, traceback_text=tb)
-        err.__cause__ = cause
-        hub.outcome = Outcome("panic", error=err)
+        err = remote_tb.panic_from_report(blob, text, tb)
+        kind = "interrupt" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "panic"
+        hub.outcome = Outcome(kind, error=err)
 
     def _on_lost(self, q: int) -> None:
         info = self.ctx.read_info(q)

@@ -1,0 +1,187 @@
+"""What a user reads when something goes wrong, on one P and on two: remote tracebacks with the
+user's file, line and function; warnings located at the user's line; diagnostics that never fail
+the program; values that cannot cross a process refused by name.
+
+Programs run in child processes and their printed output is checked.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+from proc_helpers import GO_ON_DEFS, line_of, run_program
+
+from csp_mp import BlockingWarning, MigrationWarning, _tb
+
+# the goroutine that raised: job itself on one P, the probe that ran it on another
+GOROUTINE = r"goroutine \d+ \(__main__\.(?:job|_probe)\)"
+PROCS = pytest.mark.parametrize("procs", [1, 2], ids=["procs1", "procs2"])
+
+PANIC_PROG = GO_ON_DEFS + '''
+import sys, traceback
+import csp_mp
+
+def leaf(d):
+    return d["nope"]
+
+def job(n):
+    leaf({})
+
+def main(procs):
+    go_on(procs - 1, job, 1)
+    csp_mp.Chan().recv()
+
+procs = int(sys.argv[1])
+if sys.argv[2] == "catch":
+    try:
+        csp_mp.run(main, procs)
+    except csp_mp.Panic as e:
+        print("GOROUTINE", e.goroutine)
+        traceback.print_exception(e, file=sys.stdout)
+else:
+    csp_mp.run(main, procs)
+'''
+
+
+def _frame_re(path: str, line: int, name: str) -> str:
+    return rf'File "{re.escape(path)}", line {line}, in {name}\n'
+
+
+def _assert_remote_frames(text: str, path: str, prog: str) -> None:
+    assert "<dynamic-code>" not in text
+    leaf = line_of(prog, 'return d["nope"]')
+    job = line_of(prog, "leaf({})")
+    assert re.search(_frame_re(path, job, "job") + r'\s+leaf\(\{\}\)\n', text), text
+    assert re.search(_frame_re(path, leaf, "leaf") + r'\s+return d\["nope"\]\n', text), text
+    assert text.index(", in job") < text.index(", in leaf") < text.index("KeyError: 'nope'")
+
+
+@PROCS
+def test_uncaught_panic_prints_the_goroutine_frames(procs: int, tmp_path) -> None:
+    path = str(tmp_path / "job.py")
+    r = run_program(path, PANIC_PROG, str(procs), "raise")
+    assert r.returncode == 1
+    _assert_remote_frames(r.stderr, path, PANIC_PROG)
+    assert re.search(rf"csp_mp\.Panic: panic in {GOROUTINE}: KeyError", r.stderr), r.stderr
+
+
+@PROCS
+def test_print_exception_of_a_panic_shows_frames_and_goroutine(procs: int, tmp_path) -> None:
+    path = str(tmp_path / "job.py")
+    r = run_program(path, PANIC_PROG, str(procs), "catch")
+    assert r.returncode == 0, r.stderr
+    _assert_remote_frames(r.stdout, path, PANIC_PROG)
+    assert re.search(rf"^GOROUTINE {GOROUTINE}$", r.stdout, re.M), r.stdout
+
+
+ERRGROUP_PROG = '''
+import sys, traceback
+import csp_mp
+from csp_mp import errgroup
+
+def leaf(d):
+    return d["nope"]
+
+def job(p):
+    if csp_mp.runtime.current_p() == p:
+        leaf({})
+
+def main(procs):
+    while True:  # until one of the group's goroutines ran on the last P and failed there
+        g = errgroup.Group()
+        for _ in range(16):
+            g.go(job, procs - 1)
+        try:
+            g.wait()
+        except KeyError as e:
+            traceback.print_exception(e, file=sys.stdout)
+            return
+
+csp_mp.run(main, int(sys.argv[1]))
+'''
+
+
+@PROCS
+def test_errgroup_wait_reraises_with_the_goroutine_frames(procs: int, tmp_path) -> None:
+    path = str(tmp_path / "job.py")
+    r = run_program(path, ERRGROUP_PROG, str(procs))
+    assert r.returncode == 0, r.stderr
+    _assert_remote_frames(r.stdout, path, ERRGROUP_PROG)
+    assert "raise self._first" in r.stdout  # where wait() re-raised it, then where it began
+
+
+def test_remote_frames_survive_a_second_crossing() -> None:
+    err = KeyError("k")
+    err.__traceback__ = _tb.synthesize([("/nowhere/a.py", 3, "outer"), ("/nowhere/b.py", 9, "f")])
+    _tb.mark(err)
+    import pickle
+
+    back = pickle.loads(pickle.dumps(err))
+    _tb.restore(back)
+    import traceback
+
+    text = "".join(traceback.format_exception(back))
+    assert 'File "/nowhere/a.py", line 3, in outer' in text
+    assert 'File "/nowhere/b.py", line 9, in f' in text
+    assert "_csp_mp_frames" not in vars(back)
+
+
+# ---------------------------------------------------------------- BlockingWarning
+
+BLOCKING_PROG = GO_ON_DEFS + '''
+import sys, time
+import csp_mp
+
+def nap(done):
+    time.sleep(0.4)
+    done.send(None)
+
+def main(procs):
+    done = csp_mp.Chan()
+    go_on(procs - 1, nap, done)
+    done.recv()
+    print("finished")
+
+csp_mp.run(main, int(sys.argv[1]))
+'''
+
+
+@PROCS
+@pytest.mark.parametrize("how", ["c", "stdin", "file"])
+def test_blocking_warning_names_the_user_line_and_never_fails(procs: int, how: str,
+                                                               tmp_path) -> None:
+    path = str(tmp_path / "nap.py") if how == "file" else None
+    r = run_program(path, BLOCKING_PROG, str(procs), stdin=how == "stdin")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "finished"
+    assert "ImportError" not in r.stderr and "Panic" not in r.stderr
+    where = {"c": "<string>", "stdin": "<stdin>", "file": path}[how]
+    line = line_of(BLOCKING_PROG, "time.sleep(0.4)")
+    assert f"{where}:{line}: BlockingWarning: goroutine" in r.stderr, r.stderr
+    if how == "file":  # the call's text needs the source
+        assert "in a call to time.sleep" in r.stderr
+    assert "<dynamic-code>" not in r.stderr
+
+
+def test_a_failing_warning_machinery_is_swallowed(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise OSError("stderr is gone")
+
+    monkeypatch.setattr(warnings, "showwarning", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = broken
+        _tb.warn_quietly(BlockingWarning("x"), "<string>", 3, {"__name__": "__main__"})
+        _tb.warn_quietly(MigrationWarning("y"), "/nowhere.py", 5, None)
+
+
+def test_a_warning_filter_error_still_raises() -> None:
+    w = BlockingWarning("as error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BlockingWarning) as info:
+            _tb.warn_quietly(w, "<string>", 3, {"__name__": "__main__",
+                                                "__loader__": object()})
+    assert info.value is w
