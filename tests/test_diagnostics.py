@@ -36,12 +36,12 @@ def main(procs):
 procs = int(sys.argv[1])
 if sys.argv[2] == "catch":
     try:
-        csp_mp.run(main, procs)
+        csp_mp.run(main, procs, procs=procs)
     except csp_mp.Panic as e:
         print("GOROUTINE", e.goroutine)
         traceback.print_exception(e, file=sys.stdout)
 else:
-    csp_mp.run(main, procs)
+    csp_mp.run(main, procs, procs=procs)
 '''
 
 
@@ -99,7 +99,7 @@ def main(procs):
             traceback.print_exception(e, file=sys.stdout)
             return
 
-csp_mp.run(main, int(sys.argv[1]))
+csp_mp.run(main, int(sys.argv[1]), procs=int(sys.argv[1]))
 '''
 
 
@@ -144,7 +144,7 @@ def main(procs):
     done.recv()
     print("finished")
 
-csp_mp.run(main, int(sys.argv[1]))
+csp_mp.run(main, int(sys.argv[1]), procs=int(sys.argv[1]))
 '''
 
 
@@ -185,3 +185,109 @@ def test_a_warning_filter_error_still_raises() -> None:
             _tb.warn_quietly(w, "<string>", 3, {"__name__": "__main__",
                                                 "__loader__": object()})
     assert info.value is w
+
+
+# ---------------------------------------------------------------- MigrationWarning
+
+MIGRATION_PROG = '''
+import sys, warnings
+import csp_mp
+from csp_mp import Chan, go, runtime
+
+RESULTS = []
+
+def collect(out):
+    RESULTS.append(runtime.current_p())
+    out.send(runtime.current_p())
+
+def main(procs):
+    out = Chan(16)
+    seen = []
+
+    def closure():
+        seen.append(1)
+        out.send(runtime.current_p())
+
+    for fn in (collect, closure):
+        while True:  # until one ran on the last P
+            for _ in range(16):
+                go(fn, out) if fn is collect else go(closure)
+            if any([out.recv() == procs - 1 for _ in range(16)]):
+                break
+    print("done")
+
+warnings.simplefilter("always", csp_mp.MigrationWarning)
+csp_mp.run(main, int(sys.argv[1]), procs=int(sys.argv[1]))
+'''
+
+
+@PROCS
+def test_migration_warning_names_the_go_line_and_covers_module_globals(procs: int,
+                                                                        tmp_path) -> None:
+    path = str(tmp_path / "mig.py")
+    r = run_program(path, MIGRATION_PROG, str(procs))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["done"]
+    warned = [ln for ln in r.stderr.splitlines() if "MigrationWarning" in ln]
+    if procs == 1:
+        assert warned == []  # nothing migrates, nothing is a copy
+        return
+    line = line_of(MIGRATION_PROG, "go(fn, out) if fn is collect")
+    assert len(warned) == 2, r.stderr  # once per function
+    assert all(w.startswith(f"{path}:{line}: MigrationWarning: ") for w in warned), r.stderr
+    assert any("'collect' reads mutable module globals (RESULTS)" in w for w in warned)
+    assert any("'main.<locals>.closure' captures mutable state (seen)" in w for w in warned)
+    assert "<dynamic-code>" not in r.stderr and "broker.py" not in r.stderr
+
+
+# ---------------------------------------------------------------- values that cannot cross
+
+UNCROSSABLE_PROG = GO_ON_DEFS + '''
+import sys, threading
+import csp_mp
+
+def keep(ch, out):
+    out.send(type(ch.recv()).__name__)
+
+def main(procs, what):
+    value = {"file": lambda: open(sys.argv[0]), "lock": threading.Lock,
+             "gen": lambda: (i for i in range(3))}[what]()
+    ch, out = csp_mp.Chan(1), csp_mp.Chan(1)
+    go_on(procs - 1, keep, ch, out)
+    try:
+        ch.send((1, value))
+    except TypeError as e:
+        print("TypeError:", e)
+        print("len", len(ch))
+        return
+    print("sent", out.recv())
+
+csp_mp.run(main, int(sys.argv[1]), sys.argv[2], procs=int(sys.argv[1]))
+'''
+
+
+@PROCS
+@pytest.mark.parametrize("what,type_name", [("file", "TextIOWrapper"), ("lock", "lock"),
+                                            ("gen", "generator")])
+def test_a_value_that_cannot_cross_raises_type_error_naming_it(procs: int, what: str,
+                                                               type_name: str,
+                                                               tmp_path) -> None:
+    path = str(tmp_path / "cross.py")
+    r = run_program(path, UNCROSSABLE_PROG, str(procs), what)
+    assert r.returncode == 0, r.stderr
+    if procs == 1:  # the same P: passed by reference, nothing serialized
+        assert r.stdout.strip() == "sent tuple", r.stdout
+        return
+    first, second = r.stdout.splitlines()
+    assert first.startswith("TypeError: cannot send a value of type tuple to another P: "
+                            f"it holds a {type_name}; "), first
+    assert "go_local()" in first and "Mutex" in first
+    assert second == "len 0"  # the channel is unchanged
+
+
+def test_go_with_an_open_file_argument_raises_type_error(tmp_path) -> None:
+    from csp_mp._mp import tasks
+
+    with open(tmp_path / "f.txt", "w") as f, pytest.raises(TypeError) as info:
+        tasks.pack(1, 0, print, (f, 2), {}, None)
+    assert "TextIOWrapper" in str(info.value) and "go_local()" in str(info.value)

@@ -48,11 +48,11 @@ def text(fn: Any, captured: list[str], read: list[str]) -> str:
     if captured:
         parts.append(f"captures mutable state ({', '.join(captured)})")
     if read:
-        parts.append(f"reads mutable module globals ({', '.join(read)}), as of its first go()")
+        parts.append(f"reads mutable module globals ({', '.join(read)})")
     message = (f"goroutine function {fname!r} {' and '.join(parts)} and runs on another P, "
-               "where it works on a copy: writes are not seen by its spawner, nor later changes "
-               "by it. Use go_local() to keep it on the spawner's P, or pass values over a "
-               "channel.")
+               "where it works on a copy taken at its first go(): its writes are not seen by its "
+               "spawner, nor the spawner's later changes by it. Use go_local() to keep it on the "
+               "spawner's P, or pass values over a channel.")
     filename, lineno, _ = _tb.user_site(2)
     return f"{filename}\0{lineno}\0{message}"
 
