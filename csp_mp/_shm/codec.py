@@ -40,6 +40,7 @@ from csp_mp import _tb
 from csp_mp._shm.arena import Arena
 from csp_mp._shm.cloud import Uncrossable
 from csp_mp._shm.cloud import dumps as cloud_dumps
+from csp_mp._shm.typecheck import validator
 
 __all__ = ["OOB_MIN", "TypedCodec", "decode", "discard", "encode"]
 
@@ -278,6 +279,7 @@ class TypedCodec:
         except TypeError:
             pass
         self._exact = tp if tp in _SCALAR_TYPES else None
+        self._deep = validator(tp) if self._dec is not None else None
 
     def validate(self, value: Any) -> None:
         """Raise TypeError if ``value`` is not a ``tp``."""
@@ -291,7 +293,7 @@ class TypedCodec:
                 raise TypeError(self._mismatch(value, f"expected `{self._name}`"))
             return
         try:
-            msgspec.convert(value, self.type, strict=True)
+            self._deep(value)
         except msgspec.ValidationError as e:
             raise TypeError(self._mismatch(value, str(e))) from None
 
