@@ -35,7 +35,7 @@ from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from . import ctx as C
-from . import migrate_warn, remote_tb, tasks
+from . import lost, migrate_warn, remote_tb, tasks
 from .shchan import K_GRANT, NO_OBJ, SharedChan, recv_payload
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -587,10 +587,7 @@ class Broker:
         self._info_t = time.monotonic()
         self._info_n = _gset(hub)
         gs = sorted(hub.allgs.values(), key=lambda g: g.id)
-        lines = [g.describe() + (f" [{g.reason}]" if g.state == WAITING else f" [{g.state}]")
-                 for g in gs[:40]]
-        if len(gs) > 40:
-            lines.append(f"... and {len(gs) - 40} more")
+        lines = lost.info_lines(gs, lambda g: g.reason if g.state == WAITING else g.state)
         self.ctx.publish_info("\n".join(lines))
 
     # ------------------------------------------------------------------ failures
@@ -610,7 +607,7 @@ class Broker:
     def _on_lost(self, q: int) -> None:
         info = self.ctx.read_info(q)
         names = tuple(line for line in info.splitlines() if line)
-        what = ", ".join(names) if names else "no goroutine it reported"
+        what = lost.summary(names)
         err = ProcessLost(f"P{q} (pid {self.ctx.pload(q, C.P_PID)}) died; goroutines lost "
                           f"with it: {what}", p=q, goroutines=names)
         self.hub.outcome = Outcome("lost", error=err)
