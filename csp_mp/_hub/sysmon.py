@@ -39,7 +39,7 @@ from typing import Any
 
 from .._errors import BlockingWarning
 from .._tb import warn_quietly
-from . import preempt
+from . import preempt, slicer
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
@@ -53,6 +53,7 @@ class Settings:
     block_threshold = 0.100  # time in one call after which it is reported
     preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
     detect_blocking = True
+    cpu_clock = True  # slices measured by the kernel's CPU-time signal too (slicer.py)
 
 
 settings = Settings()
@@ -104,6 +105,7 @@ class Sysmon:
         for emit in list(self._pending):  # reports queued after the loop's last pass
             emit()
         if self.preempting:
+            slicer.uninstall(self.hub)
             preempt.uninstall(self.hub)
         if self.hub.sysmon is self:
             self.hub.sysmon = None
@@ -280,6 +282,8 @@ def start_sysmon(hub: Any) -> Sysmon | None:
     sm = Sysmon(hub, preempting)
     hub.sysmon = sm
     hub.hooks_on_stop.append(sm.stop)
+    if preempting and settings.cpu_clock:
+        slicer.install(hub)
     sm.start()
     return sm
 
