@@ -45,7 +45,8 @@ SIGNUM = getattr(signal, "SIGVTALRM", None)
 class _State:
     hub: Any = None
     tick: int = -1  # hub.tick at the previous look
-    since: float = 0.0  # when a look first saw that tick
+    since: float = 0.0  # the look before the first that saw that tick: the switch came after
+    last: float = 0.0  # when the previous look was
 
 
 _state = _State()
@@ -60,8 +61,11 @@ def _handler(signum: int, frame: Any) -> None:
     g = hub.current
     tick = hub.tick
     now = time.monotonic()
+    last, st.last = st.last, now
     if g is None or sm is None or tick != st.tick:
-        st.tick, st.since = tick, now
+        # the switch came after the previous look (the kernel looks every 4 ms or so whatever
+        # the quantum asked, at its timer tick): count from there, as sysmon does
+        st.tick, st.since = tick, last if now - last < 4 * QUANTUM else now
         return
     if now - st.since < sm.slice or hub.stopping or not sm._other_work(hub):
         return
