@@ -291,3 +291,41 @@ def test_go_with_an_open_file_argument_raises_type_error(tmp_path) -> None:
     with open(tmp_path / "f.txt", "w") as f, pytest.raises(TypeError) as info:
         tasks.pack(1, 0, print, (f, 2), {}, None)
     assert "TextIOWrapper" in str(info.value) and "go_local()" in str(info.value)
+
+
+def test_describing_a_migration_never_fails_go() -> None:
+    from csp_mp._mp import migrate_warn
+
+    class Odd:
+        __module__ = "__main__"
+        __qualname__ = "Odd"
+
+        @property
+        def __code__(self):
+            raise RuntimeError("no code here")
+
+        def __call__(self) -> None:
+            pass
+
+    assert migrate_warn.globals_read(Odd()) == []
+    assert migrate_warn.text(Odd(), ["x"], []) != ""  # described without the failing part
+
+    class Worse(Odd):
+        def __getattribute__(self, name):
+            raise RuntimeError(f"no {name} either")
+
+    assert migrate_warn.globals_read(Worse()) == []
+    assert migrate_warn.text(Worse(), ["x"], []) == ""
+
+
+def test_migration_warning_text_survives_a_broken_warnings_module(monkeypatch) -> None:
+    from csp_mp._mp import migrate_warn
+
+    def broken(*args, **kwargs):
+        raise OSError("stderr is gone")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        monkeypatch.setattr(warnings, "showwarning", broken)
+        migrate_warn.emit("/nowhere.py\x003\x00a copy")
+        migrate_warn.emit("not even the expected shape")

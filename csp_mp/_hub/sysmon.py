@@ -177,7 +177,10 @@ class Sysmon:
         # Off the CPU for most of the window: blocked in a call, not running bytecode (sampling
         # alone cannot tell: the GIL hand-off to sysmon lands on the same instruction each time).
         if cpu - self._stuck_cpu < _OFF_CPU_RATIO * window:
-            self._report(g, frame, ran)
+            try:
+                self._report(g, frame, ran)
+            except Exception:
+                pass  # a diagnostic: never the end of sysmon, nor of the program
             self._stuck_since = float("inf")  # once per episode
         else:
             self._stuck_since, self._stuck_cpu = now, cpu

@@ -28,7 +28,14 @@ def _names(code: types.CodeType, depth: int = 0) -> set[str]:
 
 def globals_read(fn: Any) -> list[str]:
     """Module globals of a ``__main__`` function (which travels by value, with a copy of the
-    globals it reads) that hold a list, dict, set or bytearray."""
+    globals it reads) that hold a list, dict, set or bytearray (none, should looking fail)."""
+    try:
+        return _globals_read(fn)
+    except Exception:
+        return []
+
+
+def _globals_read(fn: Any) -> list[str]:
     if getattr(fn, "__module__", None) != "__main__":
         return []
     code = getattr(fn, "__code__", None)
@@ -40,9 +47,16 @@ def globals_read(fn: Any) -> list[str]:
 
 def text(fn: Any, captured: list[str], read: list[str]) -> str:
     """The warning for ``fn`` (empty if nothing it uses would be a copy), located at the
-    caller's ``go()`` line."""
+    caller's ``go()`` line; empty, never an exception, should describing it fail."""
     if not captured and not read:
         return ""
+    try:
+        return _text(fn, captured, read)
+    except Exception:
+        return ""  # a diagnostic never fails the go() that would have carried it
+
+
+def _text(fn: Any, captured: list[str], read: list[str]) -> str:
     fname = getattr(fn, "__qualname__", repr(fn))
     parts = []
     if captured:
