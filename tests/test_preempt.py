@@ -457,3 +457,55 @@ def test_a_program_that_uses_sigvtalrm_keeps_it():
         assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
     finally:
         signal.signal(signal.SIGVTALRM, saved)
+
+
+P1_CLOCK_PROG = """
+import sys
+import csp_mp
+from csp_mp._hub import current_hub, slicer, sysmon
+
+sysmon.settings.period = 3600.0  # only the CPU-time clock can preempt
+sysmon.settings.detect_blocking = False
+
+def on_p1(out):
+    if csp_mp.runtime.current_p() != 1:
+        out.send(None)
+        return
+    done = []
+
+    def hog():
+        while not done:
+            pass
+
+    csp_mp.go_local(hog)
+    csp_mp.sleep(0.01)  # needs the hog switched out, on P1
+    done.append(True)
+    out.send(slicer._state.hub is current_hub())
+
+def main():
+    out = csp_mp.Chan()
+    while True:
+        for _ in range(8):
+            csp_mp.go(on_p1, out)
+        got = [out.recv() for _ in range(8)]
+        if any(v is not None for v in got):
+            return [v for v in got if v is not None][0]
+
+print("clock on P1", csp_mp.run(main, procs=2))
+"""
+
+
+@pytest.mark.parametrize("start", ["", "forkserver"], ids=["fork", "forkserver"])
+def test_cpu_clock_runs_in_worker_ps(start: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("CSP_MP_START", None)
+    if start:
+        env["CSP_MP_START"] = start
+    r = subprocess.run([sys.executable, "-c", P1_CLOCK_PROG], capture_output=True, text=True,
+                       timeout=40, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["clock", "on", "P1", "True"], r.stdout

@@ -81,7 +81,8 @@ def install(hub: Any, quantum: float = QUANTUM) -> bool:
     if SIGNUM is None or threading.current_thread() is not threading.main_thread():
         return False
     try:
-        if signal.getsignal(SIGNUM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        # ours too: a P forked while P0's clock ran inherits the handler, never the timer
+        if signal.getsignal(SIGNUM) not in (signal.SIG_DFL, signal.SIG_IGN, None, _handler):
             return False
         if signal.getitimer(signal.ITIMER_VIRTUAL) != (0.0, 0.0):
             return False
