@@ -512,13 +512,15 @@ def have_matplotlib() -> bool:
 
 
 class Progress:
-    """A one-line progress display, redrawn in place; silent unless ``stream`` is a terminal."""
+    """Progress of a run: one line redrawn in place on a terminal, else one line per step (as a
+    CI log shows it); silent when not ``enabled``."""
 
-    def __init__(self, stream: TextIO, total: int, enabled: bool) -> None:
+    def __init__(self, stream: TextIO, total: int, enabled: bool, redraw: bool = True) -> None:
         self._stream = stream
         self._total = total
         self._done = 0
         self._enabled = enabled
+        self._redraw = redraw
         self._width = 0
 
     def __call__(self, text: str) -> None:
@@ -526,12 +528,15 @@ class Progress:
             return
         self._done += 1
         line = f"[{self._done}/{self._total}] {text}"
-        self._stream.write("\r" + line.ljust(self._width))
+        if self._redraw:
+            self._stream.write("\r" + line.ljust(self._width))
+            self._width = len(line)
+        else:
+            self._stream.write(line + "\n")
         self._stream.flush()
-        self._width = len(line)
 
     def clear(self) -> None:
-        if self._enabled and self._width:
+        if self._enabled and self._redraw and self._width:
             self._stream.write("\r" + " " * self._width + "\r")
             self._stream.flush()
 
@@ -547,8 +552,8 @@ def main(quick: bool = False, tiny: bool = False, procs: int | None = None,
         return 2
     cfg = config(quick=quick, tiny=tiny, procs=procs, repeat=repeat)
     json_to_stdout = json_path == "-"
-    progress = Progress(out, 2 * len(MODE_KEYS) * cfg.repeat,
-                        enabled=out.isatty() and not json_to_stdout)
+    progress = Progress(out, 2 * len(MODE_KEYS) * cfg.repeat, enabled=not json_to_stdout,
+                        redraw=out.isatty())
     try:
         report = run_bench(cfg, progress)
     finally:

@@ -185,6 +185,13 @@ class Point(msgspec.Struct, frozen=True):
     y: float
 
 
+class Segment(msgspec.Struct, frozen=True):
+    """A typed-channel value holding Structs: nested fields are validated too."""
+
+    a: Point
+    rest: list[Point]
+
+
 def send_typed(ch: Chan, good: list, bad: Any, out: Chan) -> None:
     """Send ``bad`` on typed ``ch`` (reporting the error type and message on ``out``), then
     every value of ``good``."""

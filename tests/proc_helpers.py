@@ -111,3 +111,53 @@ def check_clean_end(out: str, err: str, rc: int, procs: list[int]) -> None:
     assert rc == 0, err
     assert gone(procs) == []
     assert shm_of(procs) == []
+
+
+# Program text: ``go_on(p, fn, *args)`` starts ``fn(*args)`` in a goroutine that runs on P ``p``
+# (probe goroutines are started with ``go()`` until one is stolen by P ``p``); ``fn`` may be a
+# function of the program itself, which then travels by value.
+GO_ON_DEFS = textwrap.dedent("""
+    import csp_mp as _c
+
+    def _probe(p, won, fn, args, reply):
+        if _c.runtime.current_p() == p and won.compare_and_swap(0, 1):
+            reply.send(True)
+            fn(*args)
+        else:
+            reply.send(False)
+
+    def go_on(p, fn, *args):
+        if p == _c.runtime.current_p():
+            _c.go_local(fn, *args)
+            return
+        won, reply = _c.atomic.Int64(0), _c.Chan(16)
+        while True:
+            for _ in range(16):
+                _c.go(_probe, p, won, fn, args, reply)
+            if any([reply.recv() for _ in range(16)]):
+                return
+""")
+
+
+def run_program(path: str | None, text: str, *args: str, stdin: bool = False,
+                timeout: float = 40.0) -> subprocess.CompletedProcess:
+    """Run ``text`` as a program: from the file ``path`` (written first), with ``python -c``
+    when ``path`` is None, or piped on stdin; ``args`` follow it on the command line."""
+    if stdin:
+        return subprocess.run([sys.executable, "-", *args], input=text, capture_output=True,
+                              text=True, timeout=timeout)
+    if path is None:
+        return subprocess.run([sys.executable, "-c", text, *args], capture_output=True,
+                              text=True, timeout=timeout)
+    with open(path, "w") as f:
+        f.write(text)
+    return subprocess.run([sys.executable, path, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def line_of(text: str, fragment: str) -> int:
+    """The 1-based number of the line of ``text`` holding ``fragment``."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if fragment in line:
+            return i
+    raise AssertionError(f"{fragment!r} not in the program")

@@ -49,7 +49,11 @@ def test_table_and_json_file(tmp_path) -> None:
                   "multiprocessing.Pool(2)"):
         assert sum(row.startswith(label + " ") for row in rows) == 2, label  # one per workload
     assert "What it shows:" in out
-    assert "\r" not in out  # no progress display when stdout is not a terminal
+    assert "\r" not in out  # no redrawn progress line when stdout is not a terminal
+    steps = [line for line in out.splitlines() if line.startswith("[")]
+    # one line per step, as a CI log shows it: [1/N] ... [N/N]
+    assert steps and steps[0].startswith("[1/"), out
+    assert steps[-1].startswith(f"[{len(steps)}/{len(steps)}]"), steps
     report = json.loads(path.read_text())
     assert report["procs"] == 2
     assert {m for wl in report["workloads"].values() for m in wl["modes"]} == MODES

@@ -326,6 +326,38 @@ def test_typed_list_of_float_channel(procs: int) -> None:
     assert got == [[1.0, 2.5], []]
 
 
+@pytest.mark.parametrize("bad", [H.Point("one", 2.0), H.Point(1, "two")], ids=["x", "y"])
+def test_typed_channel_checks_the_fields_of_a_struct(procs: int, bad: H.Point) -> None:
+    good = [H.Point(1, 2.0), H.Point(3, 4.5)]
+
+    def main():
+        ch, out = csp_mp.Chan[H.Point](4), Chan(1)
+        H.go_on(H.other_p(procs), H.send_typed, ch, good, bad, out)
+        err = out.recv()
+        return err, [ch.recv() for _ in good], len(ch)
+
+    err, got, left = run(main, procs)
+    assert err is not None and err[0] == "TypeError", err
+    assert "Chan[Point] send of Point" in err[1] and "got `str`" in err[1], err
+    assert got == good and left == 0  # the bad value never entered the channel
+
+
+def test_typed_channel_checks_nested_struct_fields(procs: int) -> None:
+    good = [H.Segment(H.Point(1, 2.0), [H.Point(3, 4.0)])]
+    bad = H.Segment(H.Point(1, 2.0), [H.Point(3, 4.0), H.Point("five", 6.0)])
+
+    def main():
+        ch, out = csp_mp.Chan[H.Segment](2), Chan(1)
+        H.go_on(H.other_p(procs), H.send_typed, ch, good, bad, out)
+        err = out.recv()
+        return err, [ch.recv() for _ in good]
+
+    err, got = run(main, procs)
+    assert err is not None and err[0] == "TypeError", err
+    assert "at `$.rest[1].x`" in err[1], err
+    assert got == good
+
+
 def test_msgspec_struct_is_a_known_type() -> None:
     assert msgspec.inspect.type_info(H.Point)  # the typed tests rely on it
 

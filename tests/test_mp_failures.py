@@ -7,6 +7,7 @@ Programs run in a child interpreter watch their own process tree explicitly.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import random
 import signal
@@ -135,6 +136,8 @@ def _stream(ch: Chan, out: Chan) -> None:
 def _segfault(ch: Chan, n: int, out: Chan) -> None:
     _park_here(ch, n, out)
     out.send(None)
+    # the crash is the test's intent: no fault dump from this P among the suite's output
+    faulthandler.disable()
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
@@ -540,3 +543,37 @@ def test_an_arena_too_small_to_start_says_so() -> None:
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 1
     assert "MemoryError: CSP_MP_ARENA_MB=16 is too small for a runtime of up to" in done.stderr
+
+
+
+def _wait_forever(ch: Chan) -> None:
+    ch.recv()
+
+
+def _park_two_kinds(ch: Chan, n: int, out: Chan) -> None:
+    for _ in range(2):
+        go_local(_wait_forever, ch)
+    _park_here(ch, n, out)
+
+
+def test_process_lost_counts_lost_goroutines_by_function() -> None:
+    n = 41  # more than the P describes one by one
+
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(1, _park_two_kinds, ch, n, out)
+        pid = out.recv()
+        H.wait_reason("chan receive", n + 2)  # P1 parked them (and published what it runs)
+        H.wait_until(lambda: runtime.num_goroutine() == n + 3, "P1's goroutines counted")
+        os.kill(pid, signal.SIGKILL)
+        select(ch.recv, after(2.0).recv)
+        return "P1 killed, run() not interrupted"
+
+    with pytest.raises(ProcessLost) as info:
+        csp_mp.run(main, procs=2)
+    err = info.value
+    text = str(err)
+    assert f"{n} goroutines (mp_helpers.block_forever)" in text, text
+    assert "2 goroutines (test_mp_failures._wait_forever)" in text, text
+    assert text.count("goroutine") == 3, text  # a summary, not one entry per goroutine
+    assert len(err.goroutines) > 2  # the per-goroutine descriptions stay available

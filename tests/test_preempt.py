@@ -12,7 +12,7 @@ import time
 import pytest
 
 import csp_mp
-from csp_mp._hub import current_hub, interrupt, preempt, sysmon
+from csp_mp._hub import current_hub, interrupt, preempt, slicer, sysmon
 
 TICK = 0.05  # a cap-1 ticker loses a tick only after a 2-period gap: robust on a loaded box
 WINDOW = 1.0
@@ -394,3 +394,118 @@ def test_safe_point_passes_a_wrapper_on_its_body_call_line():
         assert _frame_at(body_inside_wrapper) == preempt.RETRY
     finally:
         del preempt._body_calls[wrapper.__code__]
+
+
+# ---------------------------------------------------------------- the CPU-time clock (slicer)
+
+CPU_CLOCK_PROG = """
+import sys, time
+import csp_mp
+from csp_mp._hub import current_hub, sysmon
+
+sysmon.settings.period = 3600.0  # sysmon never looks: only the kernel's CPU-time signal can
+sysmon.settings.detect_blocking = False
+
+def main():
+    done = []
+
+    def hog():
+        while not done:
+            pass
+
+    csp_mp.go_local(hog)
+    for _ in range(5):
+        csp_mp.sleep(0.01)  # each wake needs the hog switched out
+    done.append(True)
+    return current_hub().sysmon.stats()["preempted"]
+
+print("preempted", csp_mp.run(main, procs=int(sys.argv[1])))
+"""
+
+
+@pytest.mark.parametrize("procs", [1, 2], ids=["procs1", "procs2"])
+def test_cpu_clock_preempts_without_sysmon_taking_the_gil(procs: int) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", CPU_CLOCK_PROG, str(procs)], capture_output=True,
+                       text=True, timeout=40)
+    assert r.returncode == 0, r.stderr
+    word, n = r.stdout.split()
+    assert word == "preempted" and int(n) >= 5, r.stdout
+
+
+def test_cpu_clock_stops_with_the_run_and_leaves_the_signal_ignored():
+    csp_mp.run(lambda: csp_mp.sleep(0.01), procs=1)
+    assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGVTALRM) in (signal.SIG_IGN, signal.SIG_DFL)
+
+
+def test_a_program_that_uses_sigvtalrm_keeps_it():
+    seen: list[int] = []
+
+    def mine(signum, frame):
+        seen.append(signum)
+
+    saved = signal.signal(signal.SIGVTALRM, mine)
+    try:
+        def main() -> bool:
+            return current_hub().sysmon is not None and slicer._state.hub is None
+
+        assert csp_mp.run(main, procs=1)
+        assert signal.getsignal(signal.SIGVTALRM) is mine
+        assert signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+    finally:
+        signal.signal(signal.SIGVTALRM, saved)
+
+
+P1_CLOCK_PROG = """
+import sys
+import csp_mp
+from csp_mp._hub import current_hub, slicer, sysmon
+
+sysmon.settings.period = 3600.0  # only the CPU-time clock can preempt
+sysmon.settings.detect_blocking = False
+
+def on_p1(out):
+    if csp_mp.runtime.current_p() != 1:
+        out.send(None)
+        return
+    done = []
+
+    def hog():
+        while not done:
+            pass
+
+    csp_mp.go_local(hog)
+    csp_mp.sleep(0.01)  # needs the hog switched out, on P1
+    done.append(True)
+    out.send(slicer._state.hub is current_hub())
+
+def main():
+    out = csp_mp.Chan()
+    while True:
+        for _ in range(8):
+            csp_mp.go(on_p1, out)
+        got = [out.recv() for _ in range(8)]
+        if any(v is not None for v in got):
+            return [v for v in got if v is not None][0]
+
+print("clock on P1", csp_mp.run(main, procs=2))
+"""
+
+
+@pytest.mark.parametrize("start", ["", "forkserver"], ids=["fork", "forkserver"])
+def test_cpu_clock_runs_in_worker_ps(start: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("CSP_MP_START", None)
+    if start:
+        env["CSP_MP_START"] = start
+    r = subprocess.run([sys.executable, "-c", P1_CLOCK_PROG], capture_output=True, text=True,
+                       timeout=40, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["clock", "on", "P1", "True"], r.stdout

@@ -25,6 +25,7 @@ from .._errors import ClosedChannelError
 from .._hub import _state as _hubstate
 from .._hub import current_hub, peek
 from .._hub import waits as W
+from .._shm.typecheck import validator
 from .local import CLOSED, LocalState, SelectState, Waiter
 from .shared import SharedChan
 
@@ -70,9 +71,11 @@ def set_promoter(fn: Callable[[Chan], Any] | None) -> None:
 
 
 def _validator(tp: Any) -> Callable[[Any], None]:
+    deep = validator(tp)  # fields of Structs included
+
     def check(v: Any) -> None:
         try:
-            msgspec.convert(v, tp, strict=True)
+            deep(v)
         except msgspec.ValidationError as exc:
             raise TypeError(f"Chan[{_type_name(tp)}] send of {type(v).__name__}: {exc}") from None
     return check

@@ -132,6 +132,7 @@ class Hub:
         self._gc_saved: tuple[int, ...] | None = None
         self.no_preempt = 0  # > 0: the running goroutine holds a runtime lock; never preempt it
         self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
+        self.preempted: G | None = None  # switched out by preemption, queued at the next pass
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
         self.all_blocked: list[G] = []  # parked in testing.wait_all_blocked (quiet.py)
@@ -288,15 +289,19 @@ class Hub:
         g.param = None
         return glet.switch(param)
 
-    def gosched(self) -> None:
-        """Yield the P: the current goroutine goes to the back of the run queue."""
+    def gosched(self, preempted: bool = False) -> None:
+        """Yield the P: the current goroutine goes to the back of the run queue (``preempted``:
+        also behind what the hub's next pass makes ready, a due timer's goroutine say)."""
         g = self.current
         if g is None or getcurrent() is not g.glet:
             raise _wrong_context(self)
         if self.stopping:
             raise GoroutineExit()
         g.state = RUNNABLE
-        self.runq.append(g)
+        if preempted:
+            self.preempted = g  # queued by _pick, after timers and the broker ran
+        else:
+            self.runq.append(g)
         v = self.hub_glet.switch()
         if type(v) is Outcome:
             raise _outcome_error(v, self)
@@ -403,6 +408,9 @@ class Hub:
             self.timers.run_due()
             if self.broker is not None:
                 self.broker.poll(self)
+        if self.preempted is not None:
+            runq.append(self.preempted)
+            self.preempted = None
         if self.rng is not None:  # seeded shuffle: any runnable goroutine may go next
             if not runq:
                 return None

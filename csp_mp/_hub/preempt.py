@@ -1,7 +1,8 @@
 """Time-slice preemption: the signal handler that switches a hogging goroutine out, and the
 safe-point test it applies (Go's ``isAsyncSafePoint``).
 
-Sysmon (sysmon.py) decides *when*: the same goroutine has run a whole slice without a switch. It
+Sysmon (sysmon.py) decides *when*: the same goroutine has run a whole slice without a switch (the
+kernel's CPU-time signal, slicer.py, applies the same rule without waiting for the GIL). It
 records a request and trips ``SIGNUM`` in the main thread with ``_thread.interrupt_main``, which
 sets CPython's pending-signal flag without sending an OS signal, so no system call of the hub
 thread is ever interrupted (no EINTR reaches foreign C code). CPython runs the Python handler on
@@ -38,10 +39,11 @@ code (a sort key) can be preempted; C code that keeps a thread-owned lock across
 is not protected. (A Python ``__enter__``/``__exit__`` and a normal-path ``finally`` body are
 covered: their caller sits inside the widened range.)
 
-Design notes (rejected): ``signal.setitimer`` ticks whether or not the goroutine yields and
-takes SIGALRM from the user; ``pthread_kill`` with a real signal interrupts blocking system
-calls of foreign code; tracing (``sys.settrace``) to find the next line costs every bytecode and
-fights debuggers and coverage.
+Design notes (rejected): ``signal.setitimer`` with ``ITIMER_REAL`` ticks whether or not the
+goroutine yields and takes SIGALRM from the user (slicer.py uses ``ITIMER_VIRTUAL``, which ticks
+only while the process uses the CPU, and only when the program leaves ``SIGVTALRM`` alone);
+``pthread_kill`` with a real signal interrupts blocking system calls of foreign code; tracing
+(``sys.settrace``) to find the next line costs every bytecode and fights debuggers and coverage.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
         sm.request = None
         sm.preempted += 1
         hub.poll_now = True
-        hub.gosched()
+        hub.gosched(preempted=True)
     else:
         sm.declined += 1
 

@@ -34,12 +34,12 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from .._errors import BlockingWarning
-from . import drive, preempt
+from .._tb import warn_quietly
+from . import drive, preempt, slicer
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
@@ -53,6 +53,7 @@ class Settings:
     block_threshold = 0.100  # time in one call after which it is reported
     preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
     detect_blocking = True
+    cpu_clock = True  # slices measured by the kernel's CPU-time signal too (slicer.py)
 
 
 settings = Settings()
@@ -105,6 +106,8 @@ class Sysmon:
             self._thread.join()
         for emit in list(self._pending):  # reports queued after the loop's last pass
             emit()
+        if self.preempting:
+            slicer.uninstall(self.hub)
         if self.driving:
             preempt.uninstall(self.hub)
         if self.hub.sysmon is self:
@@ -190,7 +193,10 @@ class Sysmon:
         # Off the CPU for most of the window: blocked in a call, not running bytecode (sampling
         # alone cannot tell: the GIL hand-off to sysmon lands on the same instruction each time).
         if cpu - self._stuck_cpu < _OFF_CPU_RATIO * window:
-            self._report(g, frame, ran)
+            try:
+                self._report(g, frame, ran)
+            except Exception:
+                pass  # a diagnostic: never the end of sysmon, nor of the program
             self._stuck_since = float("inf")  # once per episode
         else:
             self._stuck_since, self._stuck_cpu = now, cpu
@@ -242,7 +248,6 @@ class Sysmon:
                    f"({filename}:{lineno}); other goroutines of the P cannot run meanwhile. "
                    f"Use csp_mp.blocking(...) or csp_mp.patch_blocking().\n"
                    f"Goroutine stack (most recent call last):\n{stack}")
-        module = site.f_globals.get("__name__", "")
         module_globals = site.f_globals
         hub = self.hub
 
@@ -252,9 +257,8 @@ class Sysmon:
             self._pending.remove(emit)
             self.reports += 1
             try:
-                warnings.warn_explicit(BlockingWarning(message), BlockingWarning, filename,
-                                       lineno, module=module, module_globals=module_globals)
-            except Exception as exc:  # a filter turned it into an error: it fails the program
+                warn_quietly(BlockingWarning(message), filename, lineno, module_globals)
+            except Warning as exc:  # a filter turned it into an error: it fails the program
                 if hub.outcome is not None and hub.outcome.kind == "return":
                     hub.outcome = None  # the loop is ending: the error replaces the result
                 hub._panic(g, exc)
@@ -298,6 +302,8 @@ def start_sysmon(hub: Any) -> Sysmon | None:
     sm = Sysmon(hub, preempting, driving=installed)
     hub.sysmon = sm
     hub.hooks_on_stop.append(sm.stop)
+    if preempting and settings.cpu_clock:
+        slicer.install(hub)
     sm.start()
     return sm
 

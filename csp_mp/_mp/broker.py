@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from typing import Any
 
 import msgspec
 
 from .._chan.local import SelectState
 from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
-from .._errors import MigrationWarning
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
-from . import counters, reports, runq, tasks, tokens
+from . import counters, migrate_warn, reports, runq, tasks, tokens
 from . import ctx as C
 from .tokens import TOKEN_LOCKS
 
@@ -264,7 +262,7 @@ class Broker:
             text = m[1]
             if text not in self.warned:
                 self.warned.add(text)
-                warnings.warn(MigrationWarning(text), stacklevel=1)
+                migrate_warn.emit(text)
         elif kind == C.M_STACK_REQ:
             # the description a ProcessLost report uses and the count num_goroutine reads are
             # brought up to date with the stack, so that what the asker saw, it also counts

@@ -12,17 +12,16 @@ Owner P only.
 
 from __future__ import annotations
 
-import pickle
 import time
-import traceback
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from .._errors import Panic, ProcessLost, RemoteError
+from .._errors import ProcessLost
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from . import ctx as C
+from . import lost, remote_tb
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -97,46 +96,28 @@ def publish_info(b: Broker, hub: Hub) -> None:
     b.info_t = time.monotonic()
     b.info_n = gset(hub)
     gs = sorted(hub.allgs.values(), key=lambda g: g.id)
-    lines = [g.describe() + (f" [{g.reason}]" if g.state == WAITING else f" [{g.state}]")
-             for g in gs[:40]]
-    if len(gs) > 40:
-        lines.append(f"... and {len(gs) - 40} more")
+    lines = lost.info_lines(gs, lambda g: g.reason if g.state == WAITING else g.state)
     b.ctx.publish_info("\n".join(lines))
 
 
 def report_panic(b: Broker, err: BaseException) -> None:
     """A worker P's goroutine panicked: tell P0 (the exception, or a stand-in)."""
-    cause = err.__cause__ if isinstance(err, Panic) and err.__cause__ is not None else err
-    tb = getattr(err, "traceback_text", "") or "".join(traceback.format_exception(cause))
-    try:
-        blob = pickle.dumps(cause, protocol=5)
-        pickle.loads(blob)
-    except Exception:
-        blob = pickle.dumps(RemoteError(type(cause).__name__, str(cause), tb), protocol=5)
-    text = str(err)
-    b.send(0, _msg((C.M_PANIC, blob, text, tb)))
+    b.send(0, _msg((C.M_PANIC, *remote_tb.panic_report(err))))
 
 
 def on_panic(b: Broker, blob: bytes, text: str, tb: str) -> None:
     hub = b.hub
     if hub.outcome is not None:
         return
-    try:
-        cause = pickle.loads(blob)
-    except Exception as exc:
-        cause = RemoteError("UnpicklingError", str(exc), tb)
-    if isinstance(cause, (KeyboardInterrupt, SystemExit)):
-        hub.outcome = Outcome("interrupt", error=cause)
-        return
-    err = Panic(text, goroutine=text, traceback_text=tb)
-    err.__cause__ = cause
-    hub.outcome = Outcome("panic", error=err)
+    err = remote_tb.panic_from_report(blob, text, tb)
+    kind = "interrupt" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "panic"
+    hub.outcome = Outcome(kind, error=err)
 
 
 def on_lost(b: Broker, q: int) -> None:
     info = b.ctx.read_info(q)
     names = tuple(line for line in info.splitlines() if line)
-    what = ", ".join(names) if names else "no goroutine it reported"
+    what = lost.summary(names)
     err = ProcessLost(f"P{q} (pid {b.ctx.pload(q, C.P_PID)}) died; goroutines lost "
                       f"with it: {what}", p=q, goroutines=names)
     b.hub.outcome = Outcome("lost", error=err)

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import itertools
 import time
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._errors import MigrationWarning
 from .._hub import Hub
-from . import checkdead, counters, reports, tasks
+from . import checkdead, counters, migrate_warn, reports, tasks
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -185,7 +183,7 @@ def adopt(b: Broker, hub: Hub, frame: bytes) -> None:
     if warn and digest not in b.warned:
         b.warned.add(digest)
         if b.p == 0:
-            warnings.warn(MigrationWarning(warn), stacklevel=1)
+            migrate_warn.emit(warn)
         else:
             b.send(0, _msg((C.M_WARN, warn)))
     g = hub.new_g(fn, args, kwargs, True)

@@ -26,11 +26,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
 import msgspec
 
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
+from .._shm.cloud import dumps as cloudpickle_dumps
+from . import migrate_warn
 from .promote import chan_offset, ext_chans, rebuild_chan
 
 _CHAN_EXT = 1
@@ -293,18 +294,11 @@ def _pickle_fn_uncached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
             data = None
     if data is None:
         try:
-            data = cloudpickle.dumps(fn, protocol=5)
+            data = cloudpickle_dumps(fn)
         except Exception as exc:
             raise TypeError(f"go(): cannot pickle {_describe(fn)} to run it on another P: "
                             f"{type(exc).__name__}: {exc}") from exc
-    names = captured_mutable(fn)
-    warn = ""
-    if names:
-        fname = getattr(fn, "__qualname__", repr(fn))
-        warn = (f"goroutine function {fname!r} captures mutable state ({', '.join(names)}) "
-                "and runs on another P, where it works on a copy: writes are not seen by its "
-                "spawner. Use go_local() to keep it on the spawner's P, or pass results over a "
-                "channel.")
+    warn = migrate_warn.text(fn, captured_mutable(fn), migrate_warn.globals_read(fn))
     return (hashlib.blake2b(data, digest_size=16).digest(), data, warn)
 
 

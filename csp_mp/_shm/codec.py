@@ -36,7 +36,11 @@ from typing import Any
 import msgspec
 import msgspec.inspect
 
+from csp_mp import _tb
 from csp_mp._shm.arena import Arena
+from csp_mp._shm.cloud import Uncrossable
+from csp_mp._shm.cloud import dumps as cloud_dumps
+from csp_mp._shm.typecheck import validator
 
 __all__ = ["OOB_MIN", "TypedCodec", "decode", "discard", "encode"]
 
@@ -129,6 +133,8 @@ def _encode_pickle(value: Any, arena: Arena | None) -> bytes:
             bufs.append(pb)
             return False
 
+    if isinstance(value, BaseException):
+        _tb.mark(value)  # its frames travel with it (restored by decode)
     try:
         data = _pdumps(value, protocol=5, buffer_callback=callback)
     except Exception as e:
@@ -148,14 +154,14 @@ def _encode_pickle(value: Any, arena: Arena | None) -> bytes:
 
 def _cloudpickle(value: Any, first: Exception, callback: Any) -> bytes:
     try:
-        import cloudpickle
-    except ImportError:  # pragma: no cover - cloudpickle is a dependency
-        cloudpickle = None
-    if cloudpickle is not None:
-        try:
-            return cloudpickle.dumps(value, protocol=5, buffer_callback=callback)
-        except Exception:
-            pass
+        return cloud_dumps(value, buffer_callback=callback)
+    except Uncrossable as e:
+        if e.offending is type(value):
+            raise TypeError(str(e)) from None
+        raise TypeError(f"cannot send a value of type {type(value).__qualname__} to another P: "
+                        f"it holds a {e.offending.__qualname__}; {e.reason}") from None
+    except Exception:
+        pass
     raise TypeError(
         f"cannot serialize a value of type {type(value).__qualname__}: {first}"
     ) from first
@@ -215,7 +221,10 @@ def decode(buf: bytes, arena: Arena | None = None) -> Any:
             return _tdec(buf[2:])
         return _decode_ext(buf, arena)
     if b0 == 0x80 and len(buf) > 1:
-        return _ploads(buf)
+        v = _ploads(buf)
+        if isinstance(v, BaseException):
+            _tb.restore(v)
+        return v
     return _mdec(buf)
 
 
@@ -272,6 +281,7 @@ class TypedCodec:
         except TypeError:
             pass
         self._exact = tp if tp in _SCALAR_TYPES else None
+        self._deep = validator(tp) if self._dec is not None else None
 
     def validate(self, value: Any) -> None:
         """Raise TypeError if ``value`` is not a ``tp``."""
@@ -285,7 +295,7 @@ class TypedCodec:
                 raise TypeError(self._mismatch(value, f"expected `{self._name}`"))
             return
         try:
-            msgspec.convert(value, self.type, strict=True)
+            self._deep(value)
         except msgspec.ValidationError as e:
             raise TypeError(self._mismatch(value, str(e))) from None
 

@@ -1,0 +1,113 @@
+"""The time-slice clock: the kernel, not a Python thread, says when a slice has passed.
+
+Sysmon (sysmon.py) is a Python thread: to look at the hub it must first take the GIL from the
+goroutine that hogs it, which CPython hands over only at its switch interval (5 ms), and only
+then can it trip the preemption handler; a goroutine whose timer is due waited two to four
+slices. Here ``setitimer(ITIMER_VIRTUAL)`` makes the kernel send ``SIGVTALRM`` every
+``QUANTUM`` of the process's CPU time. CPython's C-level handler only records it (no GIL
+needed); the Python handler below runs in the main thread at its next check point and applies
+sysmon's rule itself: the same goroutine has run ``slice`` seconds without a switch and other
+work waits (a runnable goroutine, a due timer) -> preempt at a safe point (preempt.py).
+
+Only CPU time counts, so an idle or blocked process gets no signal, and the signal goes to the
+thread that was using the CPU, not to one sitting in a system call (``SA_RESTART`` is set
+anyway). Sysmon keeps its own requests as a fallback (a hub off the main thread, a program that
+uses ``SIGVTALRM`` or the virtual timer itself, which are then left alone).
+
+After a run, ``SIGVTALRM`` is left ignored (its default action ends the process, and a signal
+generated just before the timer stopped may still arrive).
+
+Invariants:
+- Installed by the hub loop of the main thread only, uninstalled by its stop hook; the timer
+  and the handler are set together and removed together.
+- ``_state`` is touched by the main thread only (install, uninstall, the handler).
+
+Rejected: ``ITIMER_REAL``/``SIGALRM`` (a signal programs use, and it ticks while idle);
+``pthread_kill`` from a thread (that thread needs the GIL to run Python, the very wait this
+removes); ``ITIMER_PROF``/``SIGPROF`` (profilers own it).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from . import preempt
+
+__all__ = ["QUANTUM", "install", "uninstall"]
+
+QUANTUM = 0.002  # CPU seconds between two looks; the handler costs about a microsecond
+SIGNUM: Any = getattr(signal, "SIGVTALRM", None)
+
+
+class _State:
+    hub: Any = None
+    tick: int = -1  # hub.tick at the previous look
+    since: float = 0.0  # the look before the first that saw that tick: the switch came after
+    last: float = 0.0  # when the previous look was
+
+
+_state = _State()
+
+
+def _handler(signum: int, frame: Any) -> None:
+    st = _state
+    hub = st.hub
+    if hub is None:
+        return
+    sm = hub.sysmon
+    g = hub.current
+    tick = hub.tick
+    now = time.monotonic()
+    last, st.last = st.last, now
+    if g is None or sm is None or tick != st.tick:
+        # the switch came after the previous look (the kernel looks every 4 ms or so whatever
+        # the quantum asked, at its timer tick): count from there, as sysmon does
+        st.tick, st.since = tick, last if now - last < 4 * QUANTUM else now
+        return
+    if now - st.since < sm.slice or hub.stopping or not sm._other_work(hub):
+        return
+    if sm.request is None:
+        sm.requests += 1
+    sm.request = (tick, g)
+    preempt._maybe_preempt(hub, sm, frame)
+
+
+def install(hub: Any, quantum: float = QUANTUM) -> bool:
+    """Start the CPU-time clock for ``hub``; False when it cannot be had (not the main thread,
+    no ``SIGVTALRM``, or the program uses the signal or the virtual timer)."""
+    if SIGNUM is None or threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        # ours too: a P forked while P0's clock ran inherits the handler, never the timer
+        if signal.getsignal(SIGNUM) not in (signal.SIG_DFL, signal.SIG_IGN, None, _handler):
+            return False
+        if signal.getitimer(signal.ITIMER_VIRTUAL) != (0.0, 0.0):
+            return False
+        signal.signal(SIGNUM, _handler)
+        signal.siginterrupt(SIGNUM, False)
+        _state.hub, _state.tick = hub, -1
+        signal.setitimer(signal.ITIMER_VIRTUAL, quantum, quantum)
+    except (ValueError, OSError, AttributeError):
+        uninstall(hub)
+        return False
+    return True
+
+
+def uninstall(hub: Any) -> None:
+    """Stop the clock ``install`` started for ``hub``."""
+    if _state.hub is not hub:
+        return
+    _state.hub = None
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        if signal.getsignal(SIGNUM) is _handler:
+            # ignored, not the default (which ends the process): a signal the kernel generated
+            # just before the timer stopped may still be on its way
+            signal.signal(SIGNUM, signal.SIG_IGN)
+    except (ValueError, OSError):
+        pass

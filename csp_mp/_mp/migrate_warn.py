@@ -1,0 +1,81 @@
+"""SPEC's ``MigrationWarning``: its text, made where ``go()`` was called, and its emission in P0.
+
+The text travels in the task frame as ``filename NUL lineno NUL message``, so the warning P0
+emits names the user's ``go()`` line, whichever P the goroutine migrated to.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from .. import _tb
+from .._errors import MigrationWarning
+
+__all__ = ["emit", "globals_read", "text"]
+
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _names(code: types.CodeType, depth: int = 0) -> set[str]:
+    names = set(code.co_names)
+    if depth < 4:
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names |= _names(c, depth + 1)
+    return names
+
+
+def globals_read(fn: Any) -> list[str]:
+    """Module globals of a ``__main__`` function (which travels by value, with a copy of the
+    globals it reads) that hold a list, dict, set or bytearray (none, should looking fail)."""
+    try:
+        return _globals_read(fn)
+    except Exception:
+        return []
+
+
+def _globals_read(fn: Any) -> list[str]:
+    if getattr(fn, "__module__", None) != "__main__":
+        return []
+    code = getattr(fn, "__code__", None)
+    g = getattr(fn, "__globals__", None)
+    if code is None or g is None:
+        return []
+    return sorted(n for n in _names(code) if isinstance(g.get(n), _MUTABLE))
+
+
+def text(fn: Any, captured: list[str], read: list[str]) -> str:
+    """The warning for ``fn`` (empty if nothing it uses would be a copy), located at the
+    caller's ``go()`` line; empty, never an exception, should describing it fail."""
+    if not captured and not read:
+        return ""
+    try:
+        return _text(fn, captured, read)
+    except Exception:
+        return ""  # a diagnostic never fails the go() that would have carried it
+
+
+def _text(fn: Any, captured: list[str], read: list[str]) -> str:
+    fname = getattr(fn, "__qualname__", repr(fn))
+    parts = []
+    if captured:
+        parts.append(f"captures mutable state ({', '.join(captured)})")
+    if read:
+        parts.append(f"reads mutable module globals ({', '.join(read)})")
+    message = (f"goroutine function {fname!r} {' and '.join(parts)} and runs on another P, "
+               "where it works on a copy taken at its first go(): its writes are not seen by its "
+               "spawner, nor the spawner's later changes by it. Use go_local() to keep it on the "
+               "spawner's P, or pass values over a channel.")
+    filename, lineno, _ = _tb.user_site(2)
+    return f"{filename}\0{lineno}\0{message}"
+
+
+def emit(warn: str) -> None:
+    """Emit the warning ``text`` made (in P0, or wherever the caller runs)."""
+    try:
+        filename, lineno, message = warn.split("\0", 2)
+        line = int(lineno)
+    except ValueError:
+        filename, line, message = "<unknown>", 0, warn
+    _tb.warn_quietly(MigrationWarning(message), filename, line)
