@@ -494,6 +494,49 @@ def test_p_killed_at_random_moments_of_channel_traffic_is_reported(start: str) -
         assert shm_of(tree) == []
 
 
+KILLED_THEN_ALL_STUCK = ON_P1 + textwrap.dedent("""
+    import signal
+    from csp_mp._mp import procs
+
+    _wait = procs.mp_wait
+    def slow_wait(fds, timeout):  # the watcher notices a death late: P0's checkdead goes first
+        time.sleep(0.3)
+        return _wait(fds, timeout)
+    procs.mp_wait = slow_wait
+
+    def main():
+        pid = pid_of_p1()
+        gate = Chan()
+        def block_on_p1(ready):
+            ready.send(runtime.current_p())
+            gate.recv()
+        while True:  # a goroutine blocked for good on P1
+            ready = Chan(1)
+            go(block_on_p1, ready)
+            if ready.recv() == 1:
+                break
+        os.kill(pid, signal.SIGKILL)
+        gate.recv()  # every goroutine left is blocked: a deadlock, were P1 alive
+
+    try:
+        csp_mp.run(main, procs=2)
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p, flush=True)
+    except csp_mp.DeadlockError:
+        print("DeadlockError", flush=True)
+""")
+
+
+@pytest.mark.timeout(200)
+def test_a_p_killed_while_every_goroutine_is_blocked_is_lost_not_a_deadlock(start: str) -> None:
+    """The P that died looked stuck: P0 must report it lost, also when its deadlock check runs
+    before the watcher thread has seen the death (slowed down here to make that certain)."""
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", KILLED_THEN_ALL_STUCK], capture_output=True,
+                             text=True, timeout=60, env=_env(start))
+        assert out.stdout.split() == ["ProcessLost", "1"], out.stderr[-2000:]
+
+
 ARENA_FILLER = textwrap.dedent("""
     import csp_mp
 

@@ -4,7 +4,8 @@ Each P publishes its status (RUNNING, IDLE, STUCK, EXITED), an epoch bumped on e
 RUNNING, and counts of WAKE messages sent and handled. P0 reports a deadlock when every P is
 STUCK or EXITED, no queue or inbox holds work, no wake-up is in flight (sent == handled), and the
 same snapshot of epochs and counts is seen twice ``DEADLOCK_SETTLE`` apart: a P that woke and
-fell asleep again in between bumped its epoch.
+fell asleep again in between bumped its epoch. A P that looks stuck because it died is not part
+of a deadlock: its loss is reported instead (ProcessLost).
 
 Invariants:
 - ``b.dl_snap`` is the last all-stuck snapshot (None when the last look found work) and
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import DeadlockError
 from .._hub import Hub, Outcome
+from .._shm.locks import pid_alive
 from . import ctx as C
 from . import reports
 
@@ -63,7 +65,12 @@ def check(b: Broker, hub: Hub) -> bool:
         return False
     if now - b.dl_t < DEADLOCK_SETTLE:
         return False
+    if any(ctx.pload(q, C.P_STATUS) == C.STUCK and not pid_alive(ctx.pload(q, C.P_PID))
+           for q in range(n) if q != b.p):
+        return False  # a P died stuck: the watcher reports it lost (ProcessLost), no deadlock
     stack = reports.gather_stacks(b, hub, 0.5)
+    if ctx.gload(C.G_LOST):
+        return False  # lost while its stack was asked for: the next poll reports the loss
     hub.outcome = Outcome("deadlock", error=DeadlockError(stack=stack))
     return True
 
