@@ -361,15 +361,17 @@ def test_an_unpicklable_task_raises_typeerror_at_submit_and_the_pool_works_on():
 
 
 def test_a_killed_p_sets_process_lost_and_the_executor_stays_usable():
-    pids: Chan = Chan(8)
+    pids: Chan = Chan(64)
     gate: Chan = Chan()
-    ex = Executor(procs=2)
-    futs = [ex.submit(report_and_block, pids, gate) for _ in range(4)]
+    ex = Executor(max_workers=64, procs=2)  # tasks blocked on P0 must not hold the next back
+    futs = [ex.submit(report_and_block, pids, gate) for _ in range(2)]
     victim = None
-    while victim is None:  # until a task reports from the other P
+    while victim is None:  # until a task reports from the other P (P0 may run the first ones)
         pid = pids.recv()
         if pid != os.getpid():
             victim = pid
+        else:
+            futs.append(ex.submit(report_and_block, pids, gate))
     os.kill(victim, signal.SIGKILL)
     cf.wait(futs, timeout=30)
     assert all(f.done() for f in futs)

@@ -80,6 +80,13 @@ class ProcLayer(Protocol):
         nothing else on this P could run meanwhile (owner P only)."""
         ...
 
+    def run_own(self, hub: Any) -> bool:
+        """Start one of this P's queued goroutines, if nothing else is runnable and every other
+        P is busy: a receiver that would park lets it run first and looks again (owner P only).
+        Waiting this way keeps senders on other Ps on the buffered fast path, where a parked
+        receiver would cost each of them a wake-up across processes."""
+        ...
+
     def chan_lock_index(self) -> int:
         """The arena lock for a new channel (any P)."""
         ...
@@ -358,6 +365,9 @@ class SharedChan:
                         return decode(data, self._arena), True
                     return self.codec.decode(data), True
         lock.release()
+        if self.broker.run_own(hub):  # a queued goroutine of this P runs first; then again
+            hub.gosched()
+            return self.recv(hub)
         return self._recv_slow(hub)
 
     def _recv_slow(self, hub: Any) -> tuple[Any, bool]:
@@ -467,13 +477,18 @@ class NativeSharedChan(SharedChan):
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
         v = self._vrecv()
+        while v is _NOVALUE:
+            spin = self.broker.spin_time(hub)
+            if spin:  # once: ready now may mean a parked sender, which the slow path serves
+                if self._c_poll(self.off, False, spin):
+                    v = self._vrecv()
+                break
+            if not self.broker.run_own(hub):  # a queued goroutine of this P runs first
+                break
+            hub.gosched()
+            v = self._vrecv()
         if v is not _NOVALUE:
             return v, True
-        spin = self.broker.spin_time(hub)
-        if spin and self._c_poll(self.off, False, spin):
-            v = self._vrecv()
-            if v is not _NOVALUE:
-                return v, True
         hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
         return self._recv_slow(hub)  # also an out-of-band value, which C leaves in place
 

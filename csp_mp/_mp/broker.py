@@ -136,6 +136,17 @@ class Broker:
             return 0.0
         return self.spin_seconds
 
+    def run_own(self, hub: Hub) -> bool:
+        """ProcLayer: start one of this P's queued goroutines when nothing else is runnable and
+        no other P is idle (an idle P is about to steal them: they are its to run)."""
+        if not self.pending or hub.runq or hub.runnext is not None:
+            return False
+        ctx = self.ctx
+        for q in range(ctx.nprocs):
+            if q != self.p and ctx.pload(q, C.P_STATUS) != C.RUNNING:
+                return False
+        return self.pop_own(hub)
+
     # run queue (the hub's Broker protocol: place, idle; poll is below)
     place = runq.place
     flush_spawns = runq.flush_spawns
