@@ -12,7 +12,7 @@ from mp_helpers import run
 
 import csp_mp
 from csp_mp import Chan, ClosedChannelError, default, go_local, runtime, select
-from csp_mp._chan.shared import K_SENT
+from csp_mp._chan.shared import K_SENT, SharedChan
 
 BIG = b"x" * 200_000  # above the codec's out-of-band threshold: its own arena block
 MIB = 1 << 20
@@ -87,3 +87,26 @@ def test_a_lost_wake_up_is_reported_as_an_internal_error() -> None:
 
     with pytest.raises(csp_mp.InternalError, match="wake-up for goroutine 1000000000"):
         run(main, 2)
+
+
+def test_a_destroyed_shared_channel_gives_back_all_its_memory() -> None:
+    def main() -> int:
+        from csp_mp._mp.promote import _brokers
+        broker = _brokers[0]
+        arena = broker.arena
+        before = arena.free_bytes()
+        st = SharedChan.create(broker, 4)
+        wakes: list = []
+        with st.lock:
+            for v in (BIG, 1, "x", BIG):
+                assert st.try_send_l(st.encode(v), wakes)
+            for _ in range(100):  # parked senders' values; the send queue grows several times
+                st.enqueue_l(True, st.encode(BIG), 10**9, -1, 0, 0)
+        assert wakes == []
+        off = st.off
+        st.destroy()
+        with pytest.raises(ValueError, match="no shared channel"):
+            SharedChan(broker, off)
+        return before - arena.free_bytes()
+
+    assert run(main, 2) == 0

@@ -158,6 +158,26 @@ class SharedChan:
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(broker, off, tp)
 
+    def destroy(self) -> None:
+        """Free the channel's block, its rings and every value they still hold (buffered values,
+        parked senders' values). No process may use the channel afterwards: the caller has seen
+        its last handle and in-flight reference go."""
+        arena = self._arena
+        with self.lock:
+            while (data := self._queue(_W_BUF).get_locked()) is not None:
+                discard(data, arena)
+            while (raw := self._queue(_W_SENDQ).get_locked()) is not None:
+                data = _unrec(raw)[5]
+                if data is not None:
+                    discard(data, arena)
+            self._q[self._w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+            rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
+        self._rings.clear()
+        self._buf = None
+        for ring in rings:
+            ring.destroy()
+        arena.decref(self.off)
+
     # ---- encoding
 
     def encode(self, v: Any) -> bytes:
