@@ -25,6 +25,7 @@ from .._errors import ClosedChannelError
 from .._hub import _state as _hubstate
 from .._hub import current_hub, peek
 from .._hub import waits as W
+from .._shm.codec import holds_blocks
 from .._shm.typecheck import validator
 from .local import CLOSED, LocalState, SelectState, Waiter
 from .shared import SharedChan
@@ -399,6 +400,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     sel = None
     waiters: list[tuple[Any, Waiter, bool]] = []
     taken = []
+    kept: set[int] = set()  # send cases whose encoded value a channel now holds
     try:
         for k in order:
             locks[k].acquire()
@@ -410,6 +412,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
             if st.shared:
                 if kind == _SEND:
                     if st.try_send_l(encoded[i], wakes[id(st)], x):
+                        kept.add(i)
                         result = (i, None, None, st)
                         break
                 else:
@@ -442,6 +445,7 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
                 is_send = kind == _SEND
                 if st.shared:
                     st.enqueue_l(is_send, encoded.get(i), g.id, tok.slot, tok.gen, i)
+                    kept.add(i)
                 else:
                     w = Waiter(g, x, sel, i)
                     (st.enqueue_send if is_send else st.enqueue_recv)(w)
@@ -449,6 +453,9 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     finally:
         for lock in reversed(taken):
             lock.release()
+        for i, data in encoded.items():
+            if i not in kept:  # default taken, another case won, or a case raised
+                parsed[i][1]._st.drop(data)
         for st in states.values():
             if wakes[id(st)]:
                 st.flush(wakes[id(st)])
@@ -461,4 +468,9 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
         return i, (data if parsed[i][0] == _RECV else (data, ok))
     if sel is None:
         return dflt, None
-    return _park_select(hub, sel, waiters, parsed)
+    try:
+        return _park_select(hub, sel, waiters, parsed)
+    finally:
+        for i, data in encoded.items():
+            if i != sel.case and holds_blocks(data):
+                parsed[i][1]._st.drop_dead_senders()  # pass 3, for values in their own blocks

@@ -15,8 +15,9 @@ Invariants:
   the channel's ShmLock. The lock is a leaf except for token locks (taken in
   ``ProcLayer.claim``), which may be taken under it.
 - A record is live while its token is WAITING (plain records always are until popped). Dead
-  records are skipped and dropped when reached, or compacted away when a queue is full: select
-  losers are never searched for.
+  records are skipped and dropped when reached, or compacted away when a queue is full or its
+  stats are read: select losers are searched for only when their value holds arena blocks (the
+  select's pass 3, ``drop_dead_senders``). Dropping a dead record frees its value's blocks.
 - At least one of recvq and sendq holds no live record; ``count <= cap``; ``count > 0`` implies
   no live receiver.
 - Wake-ups found under the lock are delivered (``ProcLayer.deliver``) after releasing it, so a
@@ -164,6 +165,26 @@ class SharedChan:
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(broker, off, tp)
 
+    def destroy(self) -> None:
+        """Free the channel's block, its rings and every value they still hold (buffered values,
+        parked senders' values). No process may use the channel afterwards: the caller has seen
+        its last handle and in-flight reference go."""
+        arena = self._arena
+        with self.lock:
+            while (data := self._queue(_W_BUF).get_locked()) is not None:
+                discard(data, arena)
+            while (raw := self._queue(_W_SENDQ).get_locked()) is not None:
+                data = _unrec(raw)[5]
+                if data is not None:
+                    discard(data, arena)
+            self._q[self._w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+            rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
+        self._rings.clear()
+        self._buf = None
+        for ring in rings:
+            ring.destroy()
+        arena.decref(self.off)
+
     # ---- encoding
 
     def encode(self, v: Any) -> bytes:
@@ -171,6 +192,10 @@ class SharedChan:
         if self.codec is not None:
             return self.codec.encode(v)
         return encode(v, self._arena)
+
+    def drop(self, data: bytes) -> None:
+        """Free the out-of-band blocks of ``data``, an encoded value no one will decode."""
+        discard(data, self._arena)
 
     def decode(self, data: bytes) -> Any:
         if self.codec is not None:
@@ -230,6 +255,8 @@ class SharedChan:
             rec = _unrec(raw)
             if live(rec[0], rec[2], rec[3]):
                 keep.append(raw)
+            elif rec[5] is not None:
+                discard(rec[5], self._arena)  # a select loser's value: nobody will take it
         for raw in keep:
             q.put_locked(raw)
 
@@ -426,8 +453,23 @@ class SharedChan:
         return done, (self.decode(data) if done and ok else None), ok, None
 
     def stats(self) -> tuple[int, int, int]:
+        """(buffered, live senders waiting, live receivers waiting), as ``LocalState``."""
         with self.lock:
-            return self._count(), len(self.sendq), len(self.recvq)
+            return self._count(), self._live_l(_W_SENDQ), self._live_l(_W_RECVQ)
+
+    def drop_dead_senders(self) -> None:
+        """Free the values of select losers parked in the send queue (any P)."""
+        with self.lock:
+            self._live_l(_W_SENDQ)
+
+    def _live_l(self, wi: int) -> int:
+        """The live records of queue ``wi``, dropping the dead ones (under the lock)."""
+        q = self._queue(wi)
+        if self._q[self._w + _NWORD[wi]]:
+            self._compact(q)
+        n = len(q)
+        self._q[self._w + _NWORD[wi]] = n
+        return n
 
 
 class NativeSharedChan(SharedChan):

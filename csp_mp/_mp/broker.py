@@ -32,6 +32,7 @@ import msgspec
 
 from .._chan.local import SelectState
 from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
+from .._errors import InternalError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
@@ -218,16 +219,16 @@ class Broker:
         if slot >= 0:
             entry = self.tokens.get(slot)
             if entry is None:
-                return
+                return self._lost_wake(f"select token {slot} of goroutine {gid}", data)
             g, sel, _gen = entry
             sel.done = True
             sel.case = case
         else:
             g = hub.allgs.get(gid)
             if g is None:
-                return
+                return self._lost_wake(f"goroutine {gid}, which has ended", data)
         if g.state != WAITING:
-            return
+            return self._lost_wake(f"goroutine {gid}, which is not waiting", data)
         if obj is not NO_OBJ:
             if data is not None:
                 discard(data, self.arena)  # out-of-band blocks nobody will decode
@@ -235,6 +236,16 @@ class Broker:
         else:
             payload = recv_payload(st, kind, data) if kind != K_GRANT else None
         hub.ready(g, payload, next_=False)
+
+    def _lost_wake(self, what: str, data: bytes | None) -> None:
+        """A claimed wait whose goroutine cannot take its wake-up: a broken invariant (a
+        completed send or receive would be lost), reported as the run's failure."""
+        if data is not None:
+            discard(data, self.arena)
+        hub = self.hub
+        if hub.outcome is None:  # else the run is ending and its goroutines with it
+            hub.outcome = Outcome("panic", error=InternalError(f"a wake-up for {what} on "
+                                                               f"P{self.p} was lost"))
 
     def send(self, p: int, msg: bytes, counted: bool = False) -> None:
         """Put ``msg`` in P ``p``'s inbox and ring its doorbell (queued locally if full)."""

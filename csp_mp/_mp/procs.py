@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import ctypes
+import functools
 import multiprocessing
 import multiprocessing.spawn as mp_spawn
 import os
@@ -24,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from multiprocessing import reduction
 from multiprocessing.connection import wait as mp_wait
@@ -35,6 +37,7 @@ from .. import _hub
 from .._hub import Hub
 from .._shm import Arena, Doorbell
 from . import ctx as C
+from . import demote
 from .broker import Broker, nlocks_for
 from .promote import set_broker
 
@@ -132,6 +135,8 @@ class Runtime:
     def __init__(self, nprocs: int) -> None:
         self.nprocs = nprocs
         self.maxprocs = max(nprocs, MAXPROCS_MIN)
+        #: called by ``stop`` once the other Ps are gone, before the arena closes
+        self.before_close: Callable[[], None] | None = None
         self.arena = Arena.create(ARENA_BYTES, nlocks_for(self.maxprocs))
         self.procs: list[Any] = []
         self.forked: dict[int, tuple[int, int]] = {}  # P -> (pid, pidfd) of zygote children
@@ -247,7 +252,11 @@ class Runtime:
             proc.join(1.0)
         if self.monitor is not None:
             self.monitor.join(1.0)
-        self.close()
+        try:
+            if self.before_close is not None:
+                self.before_close()  # the Ps are gone, the arena still mapped
+        finally:
+            self.close()
 
     def _close_lifeline(self) -> None:
         for name in ("_lifeline", "_requests"):
@@ -297,6 +306,7 @@ def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
     hub.broker = broker
     set_broker(broker)
     _hub.set_current(hub)
+    rt.before_close = functools.partial(demote.demote_all, broker)
     return rt, hub, broker
 
 

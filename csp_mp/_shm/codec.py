@@ -252,6 +252,11 @@ def _decode_ext(buf: bytes, arena: Arena | None) -> Any:
     return _ploads(extra, buffers=views)
 
 
+def holds_blocks(buf: bytes) -> bool:
+    """Whether the message ``buf`` names out-of-band blocks of the arena."""
+    return buf[0] == _EXT and buf[1] == 2
+
+
 def discard(buf: bytes, arena: Arena | None) -> None:
     """Free the out-of-band blocks of a message that will not be decoded."""
     if buf[0] == _EXT and buf[1] == 2 and arena is not None:
