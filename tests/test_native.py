@@ -95,3 +95,34 @@ def test_info_says_which_core_runs(env_native: str | None) -> None:
 
 def test_native_inside_a_run_reports_the_runtime_s_core() -> None:
     assert csp_mp.run(csp_mp.runtime.native, procs=1) == csp_mp.runtime.native()
+
+
+NAMED = """
+import csp_mp
+from csp_mp._shm import locks
+made = []
+_semaphore = locks.SemRegistry.semaphore
+def counting(self, *a, **k):  # the one place a named semaphore is made
+    made.append(a)
+    return _semaphore(self, *a, **k)
+locks.SemRegistry.semaphore = counting
+
+def main():
+    ch = csp_mp.Chan(4)
+    csp_mp.go(ch.send, 1)
+    return ch.recv()
+
+print(csp_mp.run(main, procs=2), len(made))
+"""
+
+
+@pytest.mark.skipif(not native.built(), reason="the compiled core is not built")
+@pytest.mark.parametrize("env_native, named", [("1", False), ("0", True)])
+def test_the_compiled_core_creates_nothing_named(env_native: str, named: bool) -> None:
+    """Locks and doorbells are futex words in the arena: no named semaphore is ever made (the
+    Python path makes them, then removes the names once every P holds them)."""
+    out = _run(NAMED, env_native)
+    assert out.returncode == 0, out.stderr
+    value, made = out.stdout.split()
+    assert value == "1"
+    assert (int(made) > 0) is named
