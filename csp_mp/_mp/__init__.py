@@ -21,7 +21,7 @@ _install()
 
 def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) -> Outcome:
     """Run ``main`` as the main goroutine of a runtime with ``nprocs`` Ps; its outcome."""
-    rt, hub, _broker = start_p0(nprocs)
+    rt, hub, broker = start_p0(nprocs)
     try:
         g = hub.spawn(main, args, kwargs, local=True)
         assert g is not None  # a local spawn on a fresh hub always makes a G
@@ -30,13 +30,19 @@ def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) 
         hub.main_g = g
         return hub.run_until_done()
     finally:
+        broker.drain_warnings()
         stop_p0(rt)
 
 
 def start_implicit(nprocs: int) -> Hub:
     """Start the Ps of the implicit runtime; they stop when its hub finishes."""
-    rt, hub, _broker = start_p0(nprocs)
-    hub.hooks_on_stop.append(lambda: stop_p0(rt))
+    rt, hub, broker = start_p0(nprocs)
+
+    def stop() -> None:
+        broker.drain_warnings()
+        stop_p0(rt)
+
+    hub.hooks_on_stop.append(stop)
     return hub
 
 

@@ -266,6 +266,17 @@ class Broker:
                 self.ctx.padd(C.P_SENT, 1)
             self.ctx.bells[p].ring()
 
+    def drain_warnings(self) -> None:
+        """As the run ends on P0: show the migration warnings other Ps sent that it has not read
+        yet (a P sends one before it runs the goroutine, so main may finish first). Other
+        messages are dropped: the run is over. Never raises (a diagnostic)."""
+        try:
+            for raw in self.ctx.inbox[self.p].get_many(1 << 16):
+                if _unmsg(raw)[0] == C.M_WARN:
+                    self.handle(raw)
+        except Exception:
+            pass
+
     def handle(self, raw: bytes) -> None:
         m = _unmsg(raw)
         kind = m[0]

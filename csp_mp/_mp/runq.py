@@ -107,6 +107,8 @@ def busy(b: Broker) -> None:
 def pop_own(b: Broker, hub: Hub) -> bool:
     if not b.pending:
         return False
+    if b.unflushed:  # in the ring first: an empty ring below means "all stolen"
+        flush_spawns(b)
     # One at a time, as Go's runqget: a goroutine taken here starts here and can never move,
     # so taking a batch left other Ps idle at the end of a CPU-bound fan-out.
     frames = b.ctx.runq[b.p].get_many(1)
