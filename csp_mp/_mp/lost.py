@@ -26,10 +26,25 @@ def _fn_of(describe: str) -> str:
     return m.group("fn") if m else describe
 
 
+def _describe_fn(name: str, fn: Any) -> str:
+    """What ``G.describe()`` says of a goroutine named ``name`` running ``fn`` (id 0)."""
+    from .._hub.g import G
+
+    g = G(0, fn, (), {}, 0)
+    g.name = name
+    return g.describe()
+
+
 def info_lines(gs: list[Any], reason_of: Any) -> list[str]:
     """The published lines for goroutines ``gs`` (``reason_of(g)`` is its ``[state]`` text)."""
     lines = [f"{g.describe()} [{reason_of(g)}]" for g in gs[:SHOWN]]
-    rest = Counter(_fn_of(g.describe()) for g in gs[SHOWN:]).most_common()
+    # tallied by function object first (a P may hold thousands: one describe() per function,
+    # not per goroutine; this runs at every steal)
+    by_fn: Counter[Any] = Counter((g.name, g.fn) for g in gs[SHOWN:])
+    named: Counter[str] = Counter()
+    for key, n in by_fn.items():
+        named[_fn_of(_describe_fn(*key))] += n
+    rest = named.most_common()
     lines.extend(f"... and {n} more ({fn})" for fn, n in rest[:_TALLIES])
     others = sum(n for _, n in rest[_TALLIES:])
     if others:
