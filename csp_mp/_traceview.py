@@ -57,14 +57,14 @@ def model(events: list[dict]) -> dict[str, Any]:
             t_min, t_max = min(t_min, ts), max(t_max, ts + dur)
         elif ph == "i":
             args = e.get("args", {})
-            name = e.get("name")
-            if name == "park":
+            what = e.get("name")
+            if what == "park":
                 parks[int(args.get("goid", 0))] = (ts, str(args.get("reason", "?")), pid)
-            elif name == "unpark":
+            elif what == "unpark":
                 start = parks.pop(int(args.get("goid", 0)), None)
                 if start is not None:
                     blocked[start[2]][start[1]] += ts - start[0]
-            elif name == "steal":
+            elif what == "steal":
                 steals[pid] += 1
             pnames.setdefault(pid, f"P{pid}")
     if t_min == float("inf"):
