@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "when FILE is omitted or '-')")
     bench.add_argument("--plot", default=None, metavar="FILE.png",
                        help="draw a chart of the results (needs the 'plot' extra: matplotlib)")
+    bench.add_argument("--trace", default=None, metavar="DIR",
+                       help="also trace one run of the CPU job on csp_mp procs=N into "
+                            "DIR/cpu-trace.json, with its viewer DIR/cpu-trace.html")
     trace = sub.add_parser(
         "trace", help="turn an execution trace (csp_mp.trace) into a self-contained HTML viewer",
         description="Write one HTML page, needing no network, with a zoomable timeline of the "
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _bench.main(quick=args.quick, tiny=args.tiny, procs=args.procs,
-                           repeat=args.repeat, json_path=args.json, plot_path=args.plot)
+                           repeat=args.repeat, json_path=args.json, plot_path=args.plot,
+                           trace_dir=args.trace)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
