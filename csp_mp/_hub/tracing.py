@@ -80,7 +80,6 @@ class Recorder:
         orig = {name: getattr(hub, name) for name in _WRAPPED}
         self._own = {name: hub.__dict__[name] for name in _WRAPPED if name in hub.__dict__}
         ev = self.events
-        names = self.names
         hub_glet = hub.hub_glet
 
         def park(reason: str) -> Any:
@@ -162,8 +161,6 @@ class Recorder:
             if args[1] is not hub_glet:
                 g = hub.current
                 if g is not None and g.state != DEAD:
-                    if g.id not in names:
-                        names[g.id] = g.name or fn_name(g.fn)
                     self._begin(g, now)
 
         for name, fn in (("park", park), ("ready", ready), ("gosched", gosched),
@@ -173,7 +170,6 @@ class Recorder:
         self._prev_trace = greenlet.settrace(on_switch)
         cur = hub.current
         if cur is not None:  # the goroutine starting the trace: its slice opens now
-            names[cur.id] = cur.name or fn_name(cur.fn)
             self._begin(cur, monotonic_ns())
         _active[:] = [self]
 
@@ -214,6 +210,8 @@ class Recorder:
             self.events.append(("s", now, fid))
 
     def _begin(self, g: G, now: int) -> None:
+        if g.id not in self.names:  # made before the trace started
+            self.names[g.id] = g.name or fn_name(g.fn)
         self.running = g
         self.since = now
         fid = self.flows.pop(g.id, None)
