@@ -1,4 +1,5 @@
-"""Command line: ``python -m csp_mp bench [options]`` and ``python -m csp_mp info``.
+"""Command line: ``python -m csp_mp bench [options]``, ``python -m csp_mp trace FILE.json``
+and ``python -m csp_mp info``.
 
 Argument parsing only; the benchmark itself lives in ``csp_mp._bench``.
 """
@@ -40,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "when FILE is omitted or '-')")
     bench.add_argument("--plot", default=None, metavar="FILE.png",
                        help="draw a chart of the results (needs the 'plot' extra: matplotlib)")
+    bench.add_argument("--trace", default=None, metavar="DIR",
+                       help="also trace one run of the CPU job on csp_mp procs=N into "
+                            "DIR/cpu-trace.json, with its viewer DIR/cpu-trace.html")
+    trace = sub.add_parser(
+        "trace", help="turn an execution trace (csp_mp.trace) into a self-contained HTML viewer",
+        description="Write one HTML page, needing no network, with a zoomable timeline of the "
+                    "trace (a lane per P and per M thread) and a per-P summary table.")
+    trace.add_argument("file", metavar="FILE.json", help="a trace written by csp_mp.trace")
+    trace.add_argument("-o", "--output", default=None, metavar="FILE.html",
+                       help="where to write the page (default: FILE.html)")
     sub.add_parser("info", help="print the version, the core in use, the default procs, the "
                                 "arena size and how Ps start")
     return parser
@@ -88,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         print(info())
         return 0
+    if args.command == "trace":
+        from . import _traceview
+
+        return _traceview.main(args.file, args.output)
     if args.command != "bench":
         parser.print_help()
         return 2
@@ -95,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _bench.main(quick=args.quick, tiny=args.tiny, procs=args.procs,
-                           repeat=args.repeat, json_path=args.json, plot_path=args.plot)
+                           repeat=args.repeat, json_path=args.json, plot_path=args.plot,
+                           trace_dir=args.trace)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

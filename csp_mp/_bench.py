@@ -180,6 +180,24 @@ def run_cspn(wl: Workload, procs: int) -> list[tuple]:
     return csp_mp.run(csp_main, wl.fn_csp, wl.arglist(), procs=procs)
 
 
+def write_trace(wl: Workload, procs: int, trace_dir: str) -> tuple[str, str]:
+    """Run ``wl`` once on csp_mp with ``procs`` Ps under a trace; the trace and its viewer."""
+    from . import _traceview, trace
+
+    os.makedirs(trace_dir, exist_ok=True)
+    path = os.path.join(trace_dir, f"{wl.key}-trace.json")
+
+    def main(fn: Callable[..., tuple[int, int, int]], arglist: list[tuple]) -> list[tuple]:
+        with trace.tracing(path):
+            return csp_main(fn, arglist)
+
+    csp_mp.run(main, wl.fn_csp, wl.arglist(), procs=procs)
+    html = os.path.join(trace_dir, f"{wl.key}-trace.html")
+    with open(html, "w", encoding="utf-8") as f:
+        f.write(_traceview.render(_traceview.load(path), title=f"csp_mp bench: {wl.title}"))
+    return path, html
+
+
 def run_pool(wl: Workload, procs: int) -> list[tuple]:
     ctx = multiprocessing.get_context("forkserver")
     pool = ctx.Pool(procs)
@@ -543,8 +561,10 @@ class Progress:
 
 def main(quick: bool = False, tiny: bool = False, procs: int | None = None,
          repeat: int | None = None, json_path: str | None = None,
-         plot_path: str | None = None, out: TextIO | None = None) -> int:
-    """Run the benchmark, print the table, write the JSON and plot asked for; an exit status."""
+         plot_path: str | None = None, out: TextIO | None = None,
+         trace_dir: str | None = None) -> int:
+    """Run the benchmark, print the table, write the JSON, plot and trace asked for; an exit
+    status."""
     out = out or sys.stdout
     if plot_path and not have_matplotlib():
         print("csp_mp bench: --plot needs matplotlib; install it with "
@@ -570,6 +590,11 @@ def main(quick: bool = False, tiny: bool = False, procs: int | None = None,
     if plot_path:
         write_plot(report, plot_path)
         print(f"chart written to {plot_path}", file=sys.stderr if json_to_stdout else out)
+    if trace_dir:
+        path, html = write_trace(cpu_workload(cfg.cpu_tasks, cfg.cpu_task_s, cfg.procs),
+                                 cfg.procs, trace_dir)
+        print(f"trace of the CPU job (csp_mp procs={cfg.procs}) written to {path}; "
+              f"viewer: {html}", file=sys.stderr if json_to_stdout else out)
     failed = [m["mode"] for wl in report["workloads"].values() for m in wl["modes"].values()
               if not m["ok"]]
     return 1 if failed else 0

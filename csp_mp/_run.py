@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -67,6 +68,8 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
             shutdown()
         else:
             raise RuntimeError("csp_mp.run() called while a runtime is running")
+    if os.environ.get("CSP_MP_TRACE"):
+        main = _traced_main(main)
     if n > 1:
         from . import _mp
 
@@ -84,6 +87,20 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     finally:
         _hub.set_current(None)
     return _outcome_result(out)
+
+
+def _traced_main(main: Callable[..., R]) -> Callable[..., R]:
+    """``main`` traced into ``CSP_MP_TRACE`` from its start to its return."""
+    from ._mp import tracing
+
+    def traced(*args: Any, **kwargs: Any) -> R:
+        tracing.start(os.environ["CSP_MP_TRACE"])
+        try:
+            return main(*args, **kwargs)
+        finally:
+            tracing.stop()
+
+    return traced
 
 
 def _start_implicit(procs: int | None = None) -> Hub:
@@ -110,6 +127,10 @@ def _start_implicit(procs: int | None = None) -> Hub:
     if not _implicit["atexit"]:
         atexit.register(shutdown)
         _implicit["atexit"] = True
+    if os.environ.get("CSP_MP_TRACE"):
+        from ._mp import tracing
+
+        tracing.start(os.environ["CSP_MP_TRACE"])
     return hub
 
 
@@ -130,6 +151,8 @@ def shutdown() -> None:
     if hub.current is not hub.main_g:
         raise RuntimeError("csp_mp.shutdown() must be called from the main goroutine")
     try:
+        if "csp_mp._mp.tracing" in sys.modules:  # a trace still running: written while Ps live
+            sys.modules["csp_mp._mp.tracing"].stop()
         hub.request_stop()
     finally:
         if _hub.peek() is hub:

@@ -17,7 +17,8 @@ OUT = Path(__file__).resolve().parent / "api.md"
 
 # (module, names documented there); csp_mp re-exports many of the others' names.
 MODULES = ["csp_mp", "csp_mp.sync", "csp_mp.time", "csp_mp.atomic", "csp_mp.context",
-           "csp_mp.errgroup", "csp_mp.runtime", "csp_mp.testing", "csp_mp.futures"]
+           "csp_mp.errgroup", "csp_mp.runtime", "csp_mp.testing", "csp_mp.futures",
+           "csp_mp.trace"]
 
 
 def _doc(obj: object) -> str:

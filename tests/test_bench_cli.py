@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,14 @@ def test_summary_follows_the_numbers() -> None:
     assert "starting processes" in slow
     starved = _summary(par_used=2, par_speedup=0.8, par_cores=0.9)
     assert "got only 0.90 CPU cores between them" in starved
+
+
+def test_bench_trace_writes_a_trace_of_the_cpu_job(tmp_path: Path) -> None:
+    proc = _bench_cmd("--tiny", "--procs", "2", "--trace", str(tmp_path / "tr"))
+    assert proc.returncode == 0, proc.stderr
+    assert "trace of the CPU job" in proc.stdout
+    events = json.loads((tmp_path / "tr" / "cpu-trace.json").read_text())["traceEvents"]
+    names = {e["name"] for e in events if e["ph"] == "X"}
+    assert any(n.endswith("goroutine") for n in names), names
+    assert {e["args"]["name"] for e in events if e["name"] == "process_name"} == {"P0", "P1"}
+    assert "window.cspTrace" in (tmp_path / "tr" / "cpu-trace.html").read_text()

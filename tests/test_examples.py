@@ -136,3 +136,13 @@ def test_from_process_pool() -> None:
     assert "csp_mp Executor:     251 primes below 1600" in out
     assert "as_chan in a select: case 0, 25 primes below 100, error None" in out
     assert "csp_mp.map:          251 primes below 1600" in out
+
+
+def test_traced_pipeline(tmp_path: Path) -> None:
+    import json
+
+    out = run_example("traced_pipeline.py", str(tmp_path / "t.json"), "6", "1000")
+    assert "sum of squares below 6000: 71982001000" in out
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    ran = {e["name"].rsplit(".", 1)[-1] for e in events if e["ph"] == "X"}
+    assert {"generate", "square_sum", "close_when_done"} <= ran

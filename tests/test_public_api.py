@@ -29,6 +29,7 @@ HOMES: dict[str, str] = {
         "gomaxprocs", "num_cpu", "num_goroutine", "gosched", "goid", "current_p", "stack",
         "metrics")},
     **{f"testing.{n}": "csp_mp.testing" for n in ("fake_time", "wait_all_blocked", "ignore_leaks")},
+    **{f"trace.{n}": "csp_mp.trace" for n in ("start", "stop", "tracing")},
 }
 # re-exported from csp_mp as well as from their home (SPEC: sync and time live in their modules)
 REEXPORTED = {"sleep", "after", "tick", "Timer", "Ticker", "after_func",

@@ -36,7 +36,7 @@ from .._errors import InternalError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
-from . import counters, migrate_warn, reports, runq, tasks, tokens
+from . import counters, migrate_warn, reports, runq, tasks, tokens, tracing
 from . import ctx as C
 from .tokens import TOKEN_LOCKS
 
@@ -306,6 +306,8 @@ class Broker:
             self.send(m[1], _msg((C.M_STACK_REP, m[2], self.p, hub.stack_text())))
         elif kind == C.M_STACK_REP:
             self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
+        elif kind == C.M_TRACE_REQ or kind == C.M_TRACE_REP:
+            tracing.on_message(self, m)
 
     def _chan_state(self, off: int) -> Any:
         ch = self.chans.get(off)

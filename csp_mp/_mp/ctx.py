@@ -40,7 +40,7 @@ _P_WORDS = 32
 RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
 
 # inbox messages: msgpack tuples whose first field is the kind
-M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP = range(1, 6)
+M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP, M_TRACE_REQ, M_TRACE_REP = range(1, 8)
 
 INBOX_BYTES = 1 << 20
 RUNQ_BYTES = 1 << 20

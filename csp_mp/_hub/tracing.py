@@ -1,0 +1,266 @@
+"""The per-P recorder of an execution trace: what ran on this P, when, and why it stopped.
+
+While a trace runs, ``install`` puts traced variants of the hub's scheduling methods on the hub
+instance (``park``, ``ready``, ``gosched``, ``blocking``, ``new_g``, ``spawn_local``,
+``_goexit``, ``_fast_next``, ``go``) and a greenlet trace function on the hub thread, which sees
+every switch between goroutines; ``uninstall`` deletes them again, so the class's methods run.
+Events are appended as tuples to a list and turned into Chrome trace events only at the end.
+
+Invariants:
+- At most one recorder per process (``active()``); it is installed on the hub thread and every
+  method it wraps runs there, except the wrapped blocking calls, which run on M threads and
+  only append to ``events`` (a list append is atomic).
+- ``running`` is the goroutine whose run slice is open (started at ``since``), or None while the
+  hub itself runs.
+- Owner P only.
+
+Design notes: a check of a "tracing" flag in park/_pick/_switch_to and go() was rejected: those
+are the scheduler's hottest lines, and tracing off must cost nothing. Instance attributes shadow
+the class's methods only while a trace runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic_ns
+from typing import Any
+
+import greenlet
+
+from .g import DEAD, G
+
+_LOCAL_FLOW = 1 << 48  # flow ids of goroutines made on their own P: above any (P, seq) id
+_WRAPPED = ("park", "ready", "gosched", "blocking", "new_g", "spawn_local", "_goexit",
+            "_fast_next", "go")
+
+_active: list[Recorder] = []
+
+
+def active() -> Recorder | None:
+    """This process's recorder, or None when no trace runs here."""
+    return _active[0] if _active else None
+
+
+def fn_name(fn: Any) -> str:
+    """``module.qualname`` of a goroutine's function, as the trace names its slices."""
+    what = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    mod = getattr(fn, "__module__", None)
+    return f"{mod}.{what}" if mod and mod != "builtins" else str(what)
+
+
+def flow_id(p: int, seq: int) -> int:
+    """The flow id of the goroutine that P ``p`` queued as frame ``seq`` (unique in a run)."""
+    return (p << 32) + seq
+
+
+class Recorder:
+    """Records one P's scheduling events between ``install`` and ``uninstall``."""
+
+    def __init__(self, hub: Any, t0: int) -> None:
+        self.hub = hub
+        self.p = hub.p
+        self.t0 = t0  # CLOCK_MONOTONIC ns of the trace's start (P0's), shared by every P
+        self.events: list[tuple] = []
+        self.names: dict[int, str] = {}  # goroutine id -> function name
+        self.flows: dict[int, int] = {}  # goroutine id -> flow id, until its first slice
+        self.incoming: deque[int] = deque()  # flow ids of frames taken, for the next new_g
+        self.running: G | None = None
+        self.since = 0
+        self._local_flows = 0
+        self._prev_trace: Any = None
+        self._hooks: list[Callable[[], None]] = []  # undo steps of upper layers (on_uninstall)
+
+    # ----------------------------------------------------------------- install / uninstall
+
+    def install(self) -> None:
+        """Start recording: traced methods on the hub, a greenlet trace function (hub thread)."""
+        hub = self.hub
+        orig = {name: getattr(hub, name) for name in _WRAPPED}
+        self._own = {name: hub.__dict__[name] for name in _WRAPPED if name in hub.__dict__}
+        ev = self.events
+        hub_glet = hub.hub_glet
+
+        def park(reason: str) -> Any:
+            g = hub.current
+            if g is not None:
+                ev.append(("i", monotonic_ns(), "park", g.id, reason))
+            return orig["park"](reason)
+
+        def ready(g: G, value: Any = None, next_: bool = True) -> None:
+            ev.append(("i", monotonic_ns(), "unpark", g.id, g.reason))
+            orig["ready"](g, value, next_)
+
+        def gosched(preempted: bool = False) -> None:
+            g = hub.current
+            if g is not None:
+                ev.append(("i", monotonic_ns(), "preempt" if preempted else "gosched", g.id, ""))
+            orig["gosched"](preempted)
+
+        def blocking(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+            g = hub.current
+            gid = g.id if g is not None else 0
+            name = fn_name(fn)
+
+            def call(*a: Any, **k: Any) -> Any:  # runs on an M thread
+                t = monotonic_ns()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    ev.append(("M", t, monotonic_ns() - t, threading.get_ident(), name, gid))
+
+            return orig["blocking"](call, args, kwargs)
+
+        def new_g(fn: Callable[..., Any], args: tuple, kwargs: dict, local: bool) -> G:
+            g = orig["new_g"](fn, args, kwargs, local)
+            self._created(g, fn)
+            return g
+
+        def spawn_local(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+            n = len(hub.allgs)
+            orig["spawn_local"](fn, args, kwargs)
+            if len(hub.allgs) > n:
+                self._created(next(reversed(hub.allgs.values())), fn)
+
+        def goexit(g: G) -> None:
+            orig["_goexit"](g)
+            now = monotonic_ns()
+            if self.running is g:
+                ev.append(("X", self.since, now - self.since, g.id))
+                self.running = None
+            ev.append(("i", now, "end", g.id, ""))
+
+        def fast_next() -> G | None:
+            nxt = orig["_fast_next"]()
+            if nxt is not None and nxt.glet is None and self.running is None \
+                    and hub.current is not None and hub.current.state == DEAD:
+                self._begin(nxt, monotonic_ns())  # _worker runs it on this greenlet: no switch
+            return nxt
+
+        def go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+            broker = hub.broker
+            if broker is None:
+                return orig["go"](fn, args, kwargs)
+            seq = broker.seq
+            orig["go"](fn, args, kwargs)
+            if broker.seq != seq:  # queued as frame broker.seq: its flow starts here
+                now = monotonic_ns()
+                ev.append(("i", now, "go", 0, fn_name(fn)))
+                ev.append(("s", now, flow_id(self.p, broker.seq)))
+            return None
+
+        def on_switch(event: str, args: Any) -> None:
+            if event != "switch" and event != "throw":
+                return
+            now = monotonic_ns()
+            run = self.running
+            if run is not None:
+                ev.append(("X", self.since, now - self.since, run.id))
+                self.running = None
+            if args[1] is not hub_glet:
+                g = hub.current
+                if g is not None and g.state != DEAD:
+                    self._begin(g, now)
+
+        for name, fn in (("park", park), ("ready", ready), ("gosched", gosched),
+                         ("blocking", blocking), ("new_g", new_g), ("spawn_local", spawn_local),
+                         ("_goexit", goexit), ("_fast_next", fast_next), ("go", go)):
+            setattr(hub, name, fn)
+        self._prev_trace = greenlet.settrace(on_switch)
+        cur = hub.current
+        if cur is not None:  # the goroutine starting the trace: its slice opens now
+            self._begin(cur, monotonic_ns())
+        _active[:] = [self]
+
+    def on_uninstall(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` at ``uninstall`` (an upper layer's own traced variants)."""
+        self._hooks.append(undo)
+
+    def uninstall(self) -> None:
+        """Stop recording and restore the hub's own methods (hub thread)."""
+        hub = self.hub
+        greenlet.settrace(self._prev_trace)
+        for name in _WRAPPED:  # back to exactly what was there: the class's or the instance's
+            if name in self._own:
+                setattr(hub, name, self._own[name])
+            else:
+                hub.__dict__.pop(name, None)
+        for undo in self._hooks:
+            undo()
+        if self.running is not None:
+            now = monotonic_ns()
+            self.events.append(("X", self.since, now - self.since, self.running.id))
+            self.running = None
+        _active[:] = []
+
+    # ----------------------------------------------------------------- recording
+
+    def _created(self, g: G, fn: Any) -> None:
+        now = monotonic_ns()
+        self.names[g.id] = g.name or fn_name(fn)
+        if self.incoming:
+            self.flows[g.id] = self.incoming.popleft()  # a frame of go(): its flow began there
+            return
+        self._local_flows += 1
+        fid = _LOCAL_FLOW + flow_id(self.p, self._local_flows)
+        self.flows[g.id] = fid
+        self.events.append(("i", now, "go", g.id, self.names[g.id]))
+        if self.running is not None:
+            self.events.append(("s", now, fid))
+
+    def _begin(self, g: G, now: int) -> None:
+        if g.id not in self.names:  # made before the trace started
+            self.names[g.id] = g.name or fn_name(g.fn)
+        self.running = g
+        self.since = now
+        fid = self.flows.pop(g.id, None)
+        if fid is not None:
+            self.events.append(("f", now, fid))
+
+    def instant(self, name: str, gid: int, detail: str) -> None:
+        """Record an instant event of an upper layer (a steal, say)."""
+        self.events.append(("i", monotonic_ns(), name, gid, detail))
+
+    def chrome_events(self) -> list[dict]:
+        """The recorded events as Chrome trace events (timestamps in µs from ``t0``)."""
+        p = self.p
+        t0 = self.t0
+        names = self.names
+        out: list[dict] = [
+            {"ph": "M", "name": "process_name", "pid": p, "tid": 0, "args": {"name": f"P{p}"}},
+            {"ph": "M", "name": "process_sort_index", "pid": p, "tid": 0,
+             "args": {"sort_index": p}},
+            {"ph": "M", "name": "thread_name", "pid": p, "tid": 0,
+             "args": {"name": "goroutines"}}]
+        mtids: dict[int, int] = {}
+        for e in self.events:
+            kind = e[0]
+            ts = (e[1] - t0) / 1000
+            if kind == "X":
+                out.append({"ph": "X", "name": names.get(e[3], "?"), "cat": "run", "pid": p,
+                            "tid": 0, "ts": ts, "dur": e[2] / 1000, "args": {"goid": e[3]}})
+            elif kind == "i":
+                args: dict[str, Any] = {"goid": e[3]}
+                if e[4]:
+                    args["reason" if e[2] in ("park", "unpark") else "detail"] = e[4]
+                out.append({"ph": "i", "s": "t", "name": e[2], "cat": "sched", "pid": p,
+                            "tid": 0, "ts": ts, "args": args})
+            elif kind == "s" or kind == "f":
+                d = {"ph": kind, "name": "go", "cat": "flow", "id": e[2], "pid": p, "tid": 0,
+                     "ts": ts}
+                if kind == "f":
+                    d["bp"] = "e"
+                out.append(d)
+            elif kind == "M":
+                tid = mtids.get(e[3])
+                if tid is None:
+                    tid = mtids[e[3]] = len(mtids) + 1
+                    out.append({"ph": "M", "name": "thread_name", "pid": p, "tid": tid,
+                                "args": {"name": f"M{tid}"}})
+                out.append({"ph": "X", "name": e[4], "cat": "blocking", "pid": p, "tid": tid,
+                            "ts": ts, "dur": e[2] / 1000, "args": {"goid": e[5]}})
+        return out
+
+
+__all__ = ["Recorder", "active", "flow_id", "fn_name"]

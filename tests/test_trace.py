@@ -1,0 +1,162 @@
+"""Execution traces: what a trace of a run holds, on one P and across Ps, and that stopping one
+restores the scheduler exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import wait_goroutines
+
+import csp_mp
+from csp_mp import trace
+from csp_mp._hub import tracing as hub_tracing
+
+
+def _work(i: int, ch: csp_mp.Chan) -> None:
+    total = 0
+    for k in range(500):
+        total += k
+    ch.send(i)
+
+
+def _fan_out(n: int) -> int:
+    ch = csp_mp.Chan(4)
+    for i in range(n):
+        csp_mp.go(_work, i, ch)
+    got = sum(ch.recv() for _ in range(n))
+    csp_mp.blocking(time.sleep, 0.001)
+    wait_goroutines(1)  # every _work has ended before the trace stops
+    return got
+
+
+def _load(path: Path) -> list[dict]:
+    doc = json.loads(path.read_text())
+    assert doc["otherData"]["missing_ps"] == []
+    return doc["traceEvents"]
+
+
+def _ran(ev: list[dict], fn: str) -> set[int]:
+    """The goroutines of function ``fn`` that have a run slice in the trace."""
+    return {e["args"]["goid"] for e in ev if e["ph"] == "X" and e["name"].endswith("." + fn)}
+
+
+def _traced_run(path: Path, procs: int, n: int) -> list[dict]:
+    def main() -> int:
+        with trace.tracing(path):
+            return _fan_out(n)
+
+    assert csp_mp.run(main, procs=procs) == n * (n - 1) // 2
+    return _load(path)
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_trace_records_every_goroutine_with_its_flow(tmp_path: Path, procs: int) -> None:
+    n = 300
+    ev = _traced_run(tmp_path / "t.json", procs, n)
+    names = {e["args"]["name"] for e in ev if e["name"] == "process_name"}
+    assert names == {f"P{q}" for q in range(procs)}
+    run = [e for e in ev if e["ph"] == "X" and e["cat"] == "run"]
+    work = {e["args"]["goid"] for e in run if e["name"].endswith("_work")}
+    assert len(work) == n  # every goroutine of _work ran, in at least one slice
+    ends = [e for e in ev if e["ph"] == "i" and e["name"] == "end"]
+    assert len(ends) == n
+    starts = Counter(e["id"] for e in ev if e["ph"] == "s")
+    finishes = Counter(e["id"] for e in ev if e["ph"] == "f")
+    assert len(starts) == n and starts == finishes  # each go() flows to exactly one start
+    parks = [e for e in ev if e["ph"] == "i" and e["name"] == "park"]
+    assert parks and all(e["args"]["reason"] for e in parks)
+    assert {e["args"]["reason"] for e in parks} >= {"blocking call"}
+    blocking = [e for e in ev if e["ph"] == "X" and e["cat"] == "blocking"]
+    assert [e["name"] for e in blocking] == ["time.sleep"]
+    assert blocking[0]["tid"] != 0  # an M thread's own track
+    assert not list(tmp_path.glob("t.json.P*"))  # the other Ps' parts were merged and removed
+
+
+def test_slices_of_one_p_never_overlap(tmp_path: Path) -> None:
+    ev = _traced_run(tmp_path / "t.json", 1, 200)
+    run = sorted((e["ts"], e["ts"] + e["dur"]) for e in ev if e["ph"] == "X" and e["tid"] == 0)
+    for (_, end), (start, _) in zip(run, run[1:], strict=False):
+        assert start >= end - 1e-3
+
+
+def test_steals_show_as_instants_and_cross_p_flows(tmp_path: Path) -> None:
+    ev = _traced_run(tmp_path / "t.json", 2, 400)
+    s_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "s"}
+    f_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "f"}
+    crossed = [i for i in s_pid if f_pid[i] != s_pid[i]]
+    steals = [e for e in ev if e["name"] == "steal"]
+    assert bool(crossed) == bool(steals)  # a goroutine ran on another P only by a steal
+    if steals:
+        assert all(e["pid"] == 1 or e["args"]["detail"].endswith("from P1") for e in steals)
+
+
+def test_stop_restores_the_hub_and_stop_without_start_is_none(tmp_path: Path) -> None:
+    def main() -> tuple[set[str], set[str], str | None]:
+        hub = csp_mp._hub.current_hub()
+        before = set(vars(hub))
+        trace.start(tmp_path / "t.json")
+        during = set(vars(hub))
+        with pytest.raises(RuntimeError, match="already running"):
+            trace.start(tmp_path / "u.json")
+        trace.stop()
+        assert set(vars(hub)) == before
+        assert hub_tracing.active() is None
+        return before, during, trace.stop()
+
+    before, during, again = csp_mp.run(main, procs=1)
+    assert {"park", "ready", "new_g"} <= during - before
+    assert again is None
+
+
+def test_csp_mp_trace_env_traces_a_whole_run(tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    code = ("import csp_mp, time\n"
+            "def w(i, ch): ch.send(i)\n"
+            "def main():\n"
+            "    ch = csp_mp.Chan()\n"
+            "    for i in range(50): csp_mp.go(w, i, ch)\n"
+            "    return sum(ch.recv() for _ in range(50))\n"
+            "print(csp_mp.run(main, procs=2))\n")
+    env = dict(os.environ, CSP_MP_TRACE=str(out))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1225"
+    ev = _load(out)
+    assert len(_ran(ev, "w")) == 50  # (a sender may not have ended when main returned)
+    assert {e["pid"] for e in ev} == {0, 1}
+
+
+def test_csp_mp_trace_env_traces_the_implicit_runtime(tmp_path: Path) -> None:
+    out = tmp_path / "implicit.json"
+    code = ("import csp_mp\n"
+            "ch = csp_mp.Chan()\n"
+            "def w(i): ch.send(i)\n"
+            "for i in range(20): csp_mp.go(w, i)\n"
+            "print(sum(ch.recv() for _ in range(20)))\n")
+    env = dict(os.environ, CSP_MP_TRACE=str(out), GOMAXPROCS="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "190"
+    ev = _load(out)
+    assert len(_ran(ev, "w")) == 20
+
+
+def test_trace_command_writes_a_self_contained_page(tmp_path: Path) -> None:
+    src = tmp_path / "t.json"
+    _traced_run(src, 1, 50)
+    proc = subprocess.run([sys.executable, "-m", "csp_mp", "trace", str(src), "-o",
+                           str(tmp_path / "t.html")], capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "t.html").read_text()
+    assert "<canvas" in page and "window.cspTrace" in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from a network
+    assert "<script src" not in page and "<link" not in page
