@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures as cf
@@ -40,13 +41,17 @@ import cloudpickle
 from . import _hub
 from ._chan import Chan, select
 from ._errors import GoroutineExit, ProcessLost, RemoteError
-from ._hub import drive
+from ._hub import drive, waits
+from ._hub.g import WAITING
 from ._run import ensure_runtime, go
 from ._time import after
 
 _keys = itertools.count(1)
-_live: dict[int, tuple[Executor, cf.Future]] = {}
+_live: dict[int, tuple[Executor, cf.Future, bool]] = {}  # key -> executor, future, ran here
 _inited: dict[str, BaseException | None] = {}  # initializer token -> its error, in this P
+_WAIT_REASON = waits.CHAN_RECV  # as the channel the outcome arrives on: durable
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+_fn_travels: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 # ----------------------------------------------------------------- the task, on any P
@@ -94,12 +99,12 @@ def _finish(key: int, ok: bool, value: Any) -> None:
     entry = _live.pop(key, None)
     if entry is None:
         return
-    ex, fut = entry
+    ex, fut, here = entry
     if ok:
         fut.set_result(value)
     else:
         fut.set_exception(value)
-    ex._task_done()
+    ex._task_done(here)
     hub = _hub.peek()
     if hub is not None and hub.driven is not None:
         drive.release_if_done(hub)
@@ -157,6 +162,8 @@ def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
     hub = _hub.peek()
     if hub is None or not _can_park(hub):
         return None
+    if timeout is None:
+        return _park_plain(hub, fut)
     ch: Chan = Chan(1)
 
     def wake(_f: cf.Future) -> None:
@@ -168,12 +175,33 @@ def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
 
     fut.add_done_callback(wake)
     try:
-        if timeout is None:
-            ch.recv()
-        else:
-            select(ch.recv, after(max(0.0, timeout)).recv)
+        select(ch.recv, after(max(0.0, timeout)).recv)
     except ProcessLost:
         pass  # the runtime ended; the future carries the error
+    return fut.done()
+
+
+def _park_plain(hub: Any, fut: cf.Future) -> bool:
+    """Park the calling goroutine (on ``hub``) until ``fut`` is done, with no timeout."""
+    g = hub.current
+    waiting = [True]
+
+    def ready() -> None:
+        if waiting[0] and not hub.stopping and g.state == WAITING:
+            waiting[0] = False
+            hub.ready(g)
+
+    def wake(_f: cf.Future) -> None:
+        _on_hub(hub, ready)
+
+    fut.add_done_callback(wake)
+    try:
+        while not fut.done():
+            hub.park(_WAIT_REASON)
+    except ProcessLost:
+        pass  # the runtime ended; the future carries the error
+    finally:
+        waiting[0] = False
     return fut.done()
 
 
@@ -224,15 +252,39 @@ def as_chan(future: cf.Future) -> Chan:
 
 # ----------------------------------------------------------------- the executor
 
-class _Binding:
-    """What an executor holds in one runtime: its hub and results channel."""
+def _check_travels(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """TypeError unless ``fn(*args, **kwargs)`` can be sent to another P."""
+    try:
+        known = _fn_travels.get(fn)
+    except TypeError:  # not weakly referenceable (a bound method, say): check every time
+        known = None
+    try:
+        if known is None:
+            cloudpickle.dumps(fn)
+            try:
+                _fn_travels[fn] = True
+            except TypeError:
+                pass
+        scalars = _SCALARS
+        if not all(type(a) in scalars for a in args) \
+                or not all(type(v) in scalars for v in kwargs.values()):
+            cloudpickle.dumps((args, kwargs))
+    except Exception as exc:
+        raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
+                        f"be sent to another P: {exc}") from exc
 
-    __slots__ = ("hub", "results", "keys")
+
+class _Binding:
+    """What an executor holds in one runtime: its hub, results channel and the keys of its
+    unfinished tasks (``here``: how many of them run pinned to the owner's P)."""
+
+    __slots__ = ("hub", "results", "keys", "here")
 
     def __init__(self, hub: Any, results: Chan) -> None:
         self.hub = hub
         self.results = results
         self.keys: set[int] = set()
+        self.here = 0
 
 
 class Executor(cf.Executor):
@@ -312,11 +364,7 @@ class Executor(cf.Executor):
         fut = Future()
         key = next(_keys)
         if b.hub.broker is not None:
-            try:
-                cloudpickle.dumps((fn, args, kwargs))
-            except Exception as exc:
-                raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
-                                f"be sent to another P: {exc}") from exc
+            _check_travels(fn, args, kwargs)
         with self._lock:
             self._queued.append((key, fut, fn, args, kwargs))
             self._all.add(fut)
@@ -340,22 +388,36 @@ class Executor(cf.Executor):
                 key, fut, fn, args, kwargs = self._queued.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue
-            _live[key] = (self, fut)
+            # The first unfinished task runs on the owner's P, with nothing to encode or send:
+            # the submitter usually waits for it next. Those after it go where any P can take
+            # them.
+            here = b.here == 0 or hub.broker is None
+            _live[key] = (self, fut, here)
             b.keys.add(key)
             self._inflight += 1
             try:
-                go(_task, key, owner, b.results, self._init, fn, args, kwargs)
+                if here:
+                    b.here += 1
+                    hub.spawn_local(_task, (key, owner, b.results, self._init, fn, args, kwargs),
+                                    {})
+                else:
+                    go(_task, key, owner, b.results, self._init, fn, args, kwargs)
+                    started = True
             except BaseException as exc:
                 _live.pop(key, None)
                 self._inflight -= 1
+                if here:
+                    b.here -= 1
                 fut.set_exception(exc)
                 continue
-            started = True
         if started and hub.broker is not None:
             hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
 
-    def _task_done(self) -> None:
+    def _task_done(self, here: bool) -> None:
         self._inflight -= 1
+        b = self._binding
+        if here and b is not None:
+            b.here -= 1
         if self._queued:
             self._dispatch()
 
