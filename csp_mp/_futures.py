@@ -30,13 +30,14 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures as cf
+from types import FunctionType
 from typing import Any
 
 import cloudpickle
+from greenlet import getcurrent
 
 from . import _hub
 from ._chan import Chan, select
@@ -49,9 +50,13 @@ from ._time import after
 _keys = itertools.count(1)
 _live: dict[int, tuple[Executor, cf.Future, bool]] = {}  # key -> executor, future, ran here
 _inited: dict[str, BaseException | None] = {}  # initializer token -> its error, in this P
+_pid = [os.getpid()]  # this process's id (kept current across fork)
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
 _WAIT_REASON = waits.CHAN_RECV  # as the channel the outcome arrives on: durable
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
-_fn_travels: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_fn_travels: set[Any] = set()  # plain functions known to pickle
+_FN_TRAVELS_MAX = 1024
 
 
 # ----------------------------------------------------------------- the task, on any P
@@ -67,7 +72,7 @@ def _task(key: int, owner: int, results: Chan, init: tuple | None, fn: Callable[
         raise
     except BaseException as exc:
         value, ok = exc, False
-    if os.getpid() == owner and key in _live:
+    if _pid[0] == owner and key in _live:
         _finish(key, ok, value)
         return
     if not ok:
@@ -104,7 +109,7 @@ def _finish(key: int, ok: bool, value: Any) -> None:
         fut.set_result(value)
     else:
         fut.set_exception(value)
-    ex._task_done(here)
+    ex._task_done(key, here)
     hub = _hub.peek()
     if hub is not None and hub.driven is not None:
         drive.release_if_done(hub)
@@ -145,13 +150,7 @@ def _can_park(hub: Any) -> bool:
     if hub is None or hub.stopping or threading.get_ident() != hub.thread_id:
         return False
     g = hub.current
-    return g is not None and g.glet is not None and g.glet is _getcurrent()
-
-
-def _getcurrent() -> Any:
-    from greenlet import getcurrent
-
-    return getcurrent()
+    return g is not None and g.glet is not None and g.glet is getcurrent()
 
 
 def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
@@ -208,17 +207,52 @@ def _park_plain(hub: Any, fut: cf.Future) -> bool:
 class Future(cf.Future):
     """A ``concurrent.futures.Future`` whose waits park a calling goroutine, not its P."""
 
+    _here: tuple | None = None  # the task, while it waits unstarted on the owner's P
+
     def result(self, timeout: float | None = None) -> Any:
         """The task's return value, waiting up to ``timeout`` seconds; raises its exception."""
+        if self._here is not None and timeout is None and _help(self):
+            return super().result(0)
         if _park_until_done(self, timeout) is False:
             raise cf.TimeoutError()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (None if it returned), waiting up to ``timeout`` seconds."""
+        if self._here is not None and timeout is None and _help(self):
+            return super().exception(0)
         if _park_until_done(self, timeout) is False:
             raise cf.TimeoutError()
         return super().exception(timeout)
+
+
+def _help(fut: Future) -> bool:
+    """Run ``fut``'s unstarted task in the goroutine about to wait for it without a timeout, if
+    that goroutine is on the task's P; True if it ran (``fut`` is then done)."""
+    hub = _hub.peek()
+    task = fut._here
+    if task is None or task[2] is not hub or hub.stopping or not _can_park(hub):
+        return False
+    fut._here = None
+    _task(*task[:2], *task[3:])
+    return fut.done()
+
+
+def _run_slot(b: _Binding) -> None:
+    """Body of the goroutine that runs a binding's pinned task unless a waiter did."""
+    b.runner = False
+    fut = b.slot
+    if fut is not None:
+        b.slot = None
+        _task_here(fut)
+
+
+def _task_here(fut: Future) -> None:
+    """Body of a task goroutine pinned to the owner's P: run the task unless a waiter did."""
+    task = fut._here
+    if task is not None:
+        fut._here = None
+        _task(*task[:2], *task[3:])
 
 
 Future.__module__ = "csp_mp.futures"
@@ -255,36 +289,41 @@ def as_chan(future: cf.Future) -> Chan:
 def _check_travels(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     """TypeError unless ``fn(*args, **kwargs)`` can be sent to another P."""
     try:
-        known = _fn_travels.get(fn)
-    except TypeError:  # not weakly referenceable (a bound method, say): check every time
-        known = None
-    try:
-        if known is None:
+        if fn not in _fn_travels:
             cloudpickle.dumps(fn)
-            try:
-                _fn_travels[fn] = True
-            except TypeError:
-                pass
+            if type(fn) is FunctionType:
+                if len(_fn_travels) >= _FN_TRAVELS_MAX:
+                    _fn_travels.clear()
+                _fn_travels.add(fn)
         scalars = _SCALARS
-        if not all(type(a) in scalars for a in args) \
-                or not all(type(v) in scalars for v in kwargs.values()):
-            cloudpickle.dumps((args, kwargs))
+        for a in args:
+            if type(a) not in scalars:
+                cloudpickle.dumps((args, kwargs))
+                return
+        for a in kwargs.values():
+            if type(a) not in scalars:
+                cloudpickle.dumps((args, kwargs))
+                return
     except Exception as exc:
         raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
                         f"be sent to another P: {exc}") from exc
 
 
 class _Binding:
-    """What an executor holds in one runtime: its hub, results channel and the keys of its
-    unfinished tasks (``here``: how many of them run pinned to the owner's P)."""
+    """What an executor holds in one runtime: its hub and results channel; ``here``: how many
+    of its unfinished tasks are pinned to the owner's P; with several Ps (at most one pinned
+    task), ``slot``, that task while unstarted, and ``runner``: a goroutine that will run it is
+    queued."""
 
-    __slots__ = ("hub", "results", "keys", "here")
+    __slots__ = ("hub", "results", "here", "limit", "slot", "runner")
 
     def __init__(self, hub: Any, results: Chan) -> None:
         self.hub = hub
         self.results = results
-        self.keys: set[int] = set()
         self.here = 0
+        self.limit = 0  # max_workers, resolved
+        self.slot: Future | None = None
+        self.runner = False
 
 
 class Executor(cf.Executor):
@@ -306,7 +345,6 @@ class Executor(cf.Executor):
         self._inflight = 0
         self._shutdown = False
         self._binding: _Binding | None = None
-        self._all: set[cf.Future] = set()
 
     # the runtime --------------------------------------------------------------------------
 
@@ -318,6 +356,7 @@ class Executor(cf.Executor):
         hub = ensure_runtime(self.procs)
         results: Chan = Chan(1024)
         b = _Binding(hub, results)
+        b.limit = self._limit(hub)
         self._binding = b
         go_collect = hub.spawn_local
         go_collect(_collect, (results,), {})
@@ -338,7 +377,7 @@ class Executor(cf.Executor):
                 self._binding = None
             queued = list(self._queued)
             self._queued.clear()
-        for key in list(b.keys):
+        for key in [k for k, e in _live.items() if e[0] is self]:
             entry = _live.pop(key, None)
             if entry is not None and not entry[1].done():
                 entry[1].set_exception(_fresh(err))
@@ -357,19 +396,29 @@ class Executor(cf.Executor):
         cannot be sent to another P."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        b = self._bind()
+        hub = b.hub
+        if hub.broker is not None:
+            _check_travels(fn, args, kwargs)
+        fut = Future()
+        key = next(_keys)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-        b = self._bind()
-        fut = Future()
-        key = next(_keys)
-        if b.hub.broker is not None:
-            _check_travels(fn, args, kwargs)
-        with self._lock:
-            self._queued.append((key, fut, fn, args, kwargs))
-            self._all.add(fut)
-        fut.add_done_callback(self._all.discard)
-        _on_hub(b.hub, self._dispatch)
+            later = bool(self._queued) or threading.get_ident() != hub.thread_id \
+                or self._inflight >= b.limit
+            if later:
+                self._queued.append((key, fut, fn, args, kwargs))
+            else:
+                fut.set_running_or_notify_cancel()  # a fresh future: never cancelled yet
+                _live[key] = (self, fut, False)
+        if later:
+            _on_hub(hub, self._dispatch)
+            return fut
+        if self._start(b, key, fut, fn, args, kwargs) and hub.broker is not None:
+            hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
         return fut
 
     def _dispatch(self) -> None:
@@ -379,41 +428,53 @@ class Executor(cf.Executor):
             return
         hub = b.hub
         limit = self._limit(hub)
-        owner = os.getpid()
-        started = False
+        placed = False
         while self._inflight < limit:
             with self._lock:
                 if not self._queued:
                     break
                 key, fut, fn, args, kwargs = self._queued.popleft()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            # The first unfinished task runs on the owner's P, with nothing to encode or send:
-            # the submitter usually waits for it next. Those after it go where any P can take
-            # them.
-            here = b.here == 0 or hub.broker is None
-            _live[key] = (self, fut, here)
-            b.keys.add(key)
-            self._inflight += 1
-            try:
-                if here:
-                    b.here += 1
-                    hub.spawn_local(_task, (key, owner, b.results, self._init, fn, args, kwargs),
-                                    {})
-                else:
-                    go(_task, key, owner, b.results, self._init, fn, args, kwargs)
-                    started = True
-            except BaseException as exc:
-                _live.pop(key, None)
-                self._inflight -= 1
-                if here:
-                    b.here -= 1
-                fut.set_exception(exc)
-                continue
-        if started and hub.broker is not None:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                _live[key] = (self, fut, False)
+            placed = self._start(b, key, fut, fn, args, kwargs) or placed
+        if placed and hub.broker is not None:
             hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
 
-    def _task_done(self, here: bool) -> None:
+    def _start(self, b: _Binding, key: int, fut: cf.Future, fn: Callable[..., Any], args: tuple,
+               kwargs: dict) -> bool:
+        """Start a task already in ``_live`` (hub thread); True if it went where other Ps can
+        take it."""
+        hub = b.hub
+        # The first unfinished task runs on the owner's P, with nothing to encode or send: the
+        # submitter usually waits for it next. Those after it go where any P can take them.
+        here = b.here == 0 or hub.broker is None
+        _live[key] = (self, fut, here)
+        self._inflight += 1
+        try:
+            if here:
+                b.here += 1
+                fut._here = (key, _pid[0], hub, b.results,  # type: ignore[attr-defined]
+                             self._init, fn, args, kwargs)
+                if hub.broker is None:
+                    hub.spawn_local(_task_here, (fut,), {})
+                else:
+                    b.slot = fut  # type: ignore[assignment]
+                    if not b.runner:
+                        b.runner = True
+                        hub.spawn_local(_run_slot, (b,), {})
+                return False
+            go(_task, key, _pid[0], b.results, self._init, fn, args, kwargs)
+            return True
+        except BaseException as exc:
+            _live.pop(key, None)
+            self._inflight -= 1
+            if here:
+                b.here -= 1
+            fut.set_exception(exc)
+            return False
+
+    def _task_done(self, key: int, here: bool) -> None:
         self._inflight -= 1
         b = self._binding
         if here and b is not None:
@@ -446,10 +507,12 @@ class Executor(cf.Executor):
                 self._queued.clear()
             else:
                 queued = []
+            pending = [fut for _key, fut, _fn, _args, _kwargs in self._queued]
+            pending += [e[1] for e in list(_live.values()) if e[0] is self]
         for _key, fut, _fn, _args, _kwargs in queued:
             fut.cancel()
         if wait:
-            for fut in list(self._all):
+            for fut in pending:
                 _wait_done(fut)
 
 
