@@ -446,9 +446,10 @@ class Executor(cf.Executor):
         """Start a task already in ``_live`` (hub thread); True if it went where other Ps can
         take it."""
         hub = b.hub
-        # The first unfinished task runs on the owner's P, with nothing to encode or send: the
-        # submitter usually waits for it next. Those after it go where any P can take them.
-        here = b.here == 0 or hub.broker is None
+        # A task started while none of the executor's others is unfinished runs on the owner's
+        # P, with nothing to encode or send: the submitter usually waits for it next. Tasks
+        # started beside others go where any P can take them, so a fan-out spreads as before.
+        here = self._inflight == 0 or hub.broker is None
         _live[key] = (self, fut, here)
         self._inflight += 1
         try:
