@@ -54,7 +54,7 @@ _pid = [os.getpid()]  # this process's id (kept current across fork)
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 _WAIT_REASON = waits.CHAN_RECV  # as the channel the outcome arrives on: durable
-_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex, range})
 _fn_travels: set[Any] = set()  # plain functions known to pickle
 _FN_TRAVELS_MAX = 1024
 
@@ -130,7 +130,7 @@ def _chunk_call(fn: Callable[..., Any], chunk: list) -> list:
     return [fn(*a) for a in chunk]
 
 
-def _chunk_call1(fn: Callable[..., Any], chunk: list) -> list:
+def _chunk_call1(fn: Callable[..., Any], chunk: Iterable) -> list:
     return [fn(a) for a in chunk]
 
 
@@ -345,6 +345,8 @@ class Executor(cf.Executor):
         self._inflight = 0
         self._shutdown = False
         self._binding: _Binding | None = None
+        self._batch = False  # inside _submit_all: leave flushing spawns to its end
+        self._unflushed = False
 
     # the runtime --------------------------------------------------------------------------
 
@@ -418,8 +420,25 @@ class Executor(cf.Executor):
             _on_hub(hub, self._dispatch)
             return fut
         if self._start(b, key, fut, fn, args, kwargs) and hub.broker is not None:
-            hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
+            if self._batch:
+                self._unflushed = True
+            else:
+                hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
         return fut
+
+    def _submit_all(self, fn: Callable[..., Any], calls: Iterable[tuple]) -> list[cf.Future]:
+        """``[submit(fn, *args) for args in calls]``, made visible to other Ps at once at the
+        end (one wake-up rather than one per task)."""
+        self._batch = True
+        try:
+            return [self.submit(fn, *args) for args in calls]
+        finally:
+            self._batch = False
+            b = self._binding
+            if self._unflushed and b is not None and b.hub.broker is not None \
+                    and threading.get_ident() == b.hub.thread_id:
+                self._unflushed = False
+                b.hub.broker.flush_spawns()
 
     def _dispatch(self) -> None:
         """Start queued tasks while fewer than ``max_workers`` run (hub thread)."""
@@ -492,10 +511,10 @@ class Executor(cf.Executor):
             raise ValueError("chunksize must be >= 1.")
         end = None if timeout is None else time.monotonic() + timeout
         if chunksize == 1:
-            fs = [self.submit(fn, *a) for a in zip(*iterables, strict=False)]
+            fs = self._submit_all(fn, zip(*iterables, strict=False))
             return _results(fs, end, chunked=False)
         rows = zip(*iterables, strict=False)
-        fs = [self.submit(_chunk_call, fn, chunk) for chunk in _chunks(rows, chunksize)]
+        fs = self._submit_all(_chunk_call, ((fn, chunk) for chunk in _chunks(rows, chunksize)))
         return _results(fs, end, chunked=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -574,12 +593,14 @@ def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int |
     iterator with ``lazy=True``), in input order unless ``ordered=False``."""
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
-    it = _map_iter(fn, iterable, chunksize, ordered, procs, progress)
+    it = itertools.chain.from_iterable(_map_chunks(fn, iterable, chunksize, ordered, procs,
+                                                   progress))
     return it if lazy else list(it)
 
 
-def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
-              procs: int | None, progress: bool) -> Iterator:
+def _map_chunks(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
+                procs: int | None, progress: bool) -> Iterator[list]:
+    """The result lists of ``fn`` over ``iterable``'s chunks, in order unless ``ordered=False``."""
     ex = Executor(procs=procs)
     nprocs = ex._bind().hub.nprocs
     try:
@@ -593,7 +614,12 @@ def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, 
     else:
         raise ValueError(f"chunksize must be 'auto' or an int >= 1, got {chunksize!r}")
     bar = _Progress(total) if progress else None
-    fs = [ex.submit(_chunk_call1, fn, chunk) for chunk in _chunks(iterable, size)]
+    if type(iterable) in _SLICEABLE and total is not None:
+        seq: Any = iterable  # slices of a range are ranges: a chunk travels as three integers
+        chunks: Iterable = (seq[i:i + size] for i in range(0, total, size))
+    else:
+        chunks = _chunks(iterable, size)
+    fs = ex._submit_all(_chunk_call1, ((fn, chunk) for chunk in chunks))
     ex.shutdown(wait=False)
     try:
         order = iter(fs) if ordered else _completion_order(fs)
@@ -601,12 +627,15 @@ def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, 
             values = fut.result()
             if bar is not None:
                 bar.add(len(values))
-            yield from values
+            yield values
     finally:
         for fut in fs:
             fut.cancel()
         if bar is not None:
             bar.close()
+
+
+_SLICEABLE = frozenset({range, list, tuple})
 
 
 def _completion_order(fs: list[cf.Future]) -> Iterator[cf.Future]:
