@@ -346,6 +346,8 @@ class Executor(cf.Executor):
         self._shutdown = False
         self._binding: _Binding | None = None
         self._batch = False  # inside _submit_all: leave flushing spawns to its end
+        self._pin_every = 0
+        self._batch_i = 0
         self._unflushed = False
 
     # the runtime --------------------------------------------------------------------------
@@ -419,21 +421,27 @@ class Executor(cf.Executor):
         if later:
             _on_hub(hub, self._dispatch)
             return fut
-        if self._start(b, key, fut, fn, args, kwargs) and hub.broker is not None:
+        pin = None
+        if self._batch and self._pin_every:
+            pin = self._batch_i % self._pin_every == 0
+            self._batch_i += 1
+        if self._start(b, key, fut, fn, args, kwargs, pin) and hub.broker is not None:
             if self._batch:
                 self._unflushed = True
             else:
                 hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
         return fut
 
-    def _submit_all(self, fn: Callable[..., Any], calls: Iterable[tuple]) -> list[cf.Future]:
+    def _submit_all(self, fn: Callable[..., Any], calls: Iterable[tuple],
+                    pin_every: int = 0) -> list[cf.Future]:
         """``[submit(fn, *args) for args in calls]``, made visible to other Ps at once at the
-        end (one wake-up rather than one per task)."""
-        self._batch = True
+        end (one wake-up rather than one per task); with ``pin_every``, the tasks started at
+        once whose index is a multiple of it run on this P (its share), the others on any."""
+        self._batch, self._pin_every, self._batch_i = True, pin_every, 0
         try:
             return [self.submit(fn, *args) for args in calls]
         finally:
-            self._batch = False
+            self._batch, self._pin_every = False, 0
             b = self._binding
             if self._unflushed and b is not None and b.hub.broker is not None \
                     and threading.get_ident() == b.hub.thread_id:
@@ -461,14 +469,15 @@ class Executor(cf.Executor):
             hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
 
     def _start(self, b: _Binding, key: int, fut: cf.Future, fn: Callable[..., Any], args: tuple,
-               kwargs: dict) -> bool:
+               kwargs: dict, pin: bool | None = None) -> bool:
         """Start a task already in ``_live`` (hub thread); True if it went where other Ps can
         take it."""
         hub = b.hub
         # A task started while none of the executor's others is unfinished runs on the owner's
         # P, with nothing to encode or send: the submitter usually waits for it next. Tasks
         # started beside others go where any P can take them, so a fan-out spreads as before.
-        here = self._inflight == 0 or hub.broker is None
+        # _submit_all may pin every k-th task instead (the owner's share of a map).
+        here = hub.broker is None or (self._inflight == 0 if pin is None else pin)
         _live[key] = (self, fut, here)
         self._inflight += 1
         try:
@@ -476,13 +485,13 @@ class Executor(cf.Executor):
                 b.here += 1
                 fut._here = (key, _pid[0], hub, b.results,  # type: ignore[attr-defined]
                              self._init, fn, args, kwargs)
-                if hub.broker is None:
-                    hub.spawn_local(_task_here, (fut,), {})
-                else:
+                if b.slot is None or b.slot._here is None:  # the slot is free
                     b.slot = fut  # type: ignore[assignment]
                     if not b.runner:
                         b.runner = True
                         hub.spawn_local(_run_slot, (b,), {})
+                else:
+                    hub.spawn_local(_task_here, (fut,), {})
                 return False
             go(_task, key, _pid[0], b.results, self._init, fn, args, kwargs)
             return True
@@ -584,6 +593,7 @@ def _results(fs: list[cf.Future], end: float | None, chunked: bool) -> Iterator:
 # ----------------------------------------------------------------- csp_mp.map
 
 _AUTO_CHUNKS_PER_P = 4  # as mpire: about four chunks per worker
+_MAP_WINDOW = 4096  # chunks of one map started at once (more wait for earlier ones to finish)
 
 
 def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int | str = "auto",
@@ -601,7 +611,7 @@ def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int |
 def _map_chunks(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
                 procs: int | None, progress: bool) -> Iterator[list]:
     """The result lists of ``fn`` over ``iterable``'s chunks, in order unless ``ordered=False``."""
-    ex = Executor(procs=procs)
+    ex = Executor(_MAP_WINDOW, procs=procs)
     nprocs = ex._bind().hub.nprocs
     try:
         total: int | None = len(iterable)  # type: ignore[arg-type]
@@ -619,7 +629,9 @@ def _map_chunks(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str
         chunks: Iterable = (seq[i:i + size] for i in range(0, total, size))
     else:
         chunks = _chunks(iterable, size)
-    fs = ex._submit_all(_chunk_call1, ((fn, chunk) for chunk in chunks))
+    # Every chunk is queued at once, every nprocs-th one pinned to this P: the waiting loop
+    # below runs those itself while the other Ps take the rest.
+    fs = ex._submit_all(_chunk_call1, ((fn, chunk) for chunk in chunks), pin_every=nprocs)
     ex.shutdown(wait=False)
     try:
         order = iter(fs) if ordered else _completion_order(fs)
