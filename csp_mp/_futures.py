@@ -5,8 +5,14 @@ Layer: above ``_run``, beside ``_runtime``.
 A task is a goroutine started with ``go()``: it may run on any P. Where it runs in the process
 that submitted it (the owner), it sets its future directly; elsewhere it sends ``(key, ok,
 payload)`` on the executor's results channel to a collector goroutine in the owner.
-``max_workers`` bounds the tasks dispatched (started with ``go()``) and not yet finished; the rest
-wait in ``queued``, where ``cancel()`` still works.
+``max_workers`` bounds the tasks dispatched and not yet finished; the rest wait in ``queued``,
+where ``cancel()`` still works.
+
+A task dispatched while none of the executor's others is unfinished is *pinned* to the owner's P
+instead (as are the owner's share of a ``csp_mp.map``): the future's ``_here`` holds the call
+until it starts, a local goroutine (the binding's ``slot`` runner, or one of its own) will run it,
+and a goroutine of that P waiting on the future without a timeout takes it and runs it itself.
+Whoever clears ``_here`` first runs the task; the other does nothing.
 
 Waiting on a future parks the calling goroutine when there is one (the implicit main goroutine
 included); waits that csp_mp does not see (``concurrent.futures.wait``, asyncio) leave the hub to
@@ -16,6 +22,9 @@ Invariants:
 - ``_live`` maps the key of every dispatched, unfinished task of this process to its executor
   and future; a task's outcome is set once, by ``_finish``, on the owner's hub thread.
 - ``inflight`` counts dispatched, unfinished tasks; ``inflight <= max_workers``.
+- ``_live`` entries say whether the task is pinned; a binding's ``here`` counts its pinned,
+  unfinished tasks; ``slot`` is a pinned future whose ``_here`` may still be set, and while
+  ``runner`` is true a goroutine that will run ``slot`` is queued on the owner's P.
 - ``lock`` protects ``queued``, ``shutdown_called`` and ``binding`` (submit may come from any
   thread); dispatching (``go()``) happens on the hub thread only.
 - When the runtime a binding belongs to stops, every unfinished future of that binding gets an
