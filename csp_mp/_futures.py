@@ -354,7 +354,7 @@ class Executor(cf.Executor):
         self._inflight = 0
         self._shutdown = False
         self._binding: _Binding | None = None
-        self._batch = False  # inside _submit_all: leave flushing spawns to its end
+        self._batch = 0  # the thread inside _submit_all: its submits leave flushing to its end
         self._pin_every = 0
         self._batch_i = 0
         self._unflushed = False
@@ -431,11 +431,11 @@ class Executor(cf.Executor):
             _on_hub(hub, self._dispatch)
             return fut
         pin = None
-        if self._batch and self._pin_every:
+        if self._batch == threading.get_ident() and self._pin_every:
             pin = self._batch_i % self._pin_every == 0
             self._batch_i += 1
         if self._start(b, key, fut, fn, args, kwargs, pin) and hub.broker is not None:
-            if self._batch:
+            if self._batch == threading.get_ident():
                 self._unflushed = True
             else:
                 hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
@@ -446,11 +446,11 @@ class Executor(cf.Executor):
         """``[submit(fn, *args) for args in calls]``, made visible to other Ps at once at the
         end (one wake-up rather than one per task); with ``pin_every``, the tasks started at
         once whose index is a multiple of it run on this P (its share), the others on any."""
-        self._batch, self._pin_every, self._batch_i = True, pin_every, 0
+        self._batch, self._pin_every, self._batch_i = threading.get_ident(), pin_every, 0
         try:
             return [self.submit(fn, *args) for args in calls]
         finally:
-            self._batch, self._pin_every = False, 0
+            self._batch, self._pin_every = 0, 0
             b = self._binding
             if self._unflushed and b is not None and b.hub.broker is not None \
                     and threading.get_ident() == b.hub.thread_id:
@@ -602,7 +602,7 @@ def _results(fs: list[cf.Future], end: float | None, chunked: bool) -> Iterator:
 # ----------------------------------------------------------------- csp_mp.map
 
 _AUTO_CHUNKS_PER_P = 4  # as mpire: about four chunks per worker
-_MAP_WINDOW = 4096  # chunks of one map started at once (more wait for earlier ones to finish)
+_MAP_WINDOW_PER_P = 16  # chunks of one map started at once, per P (more wait for earlier ones)
 
 
 def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int | str = "auto",
@@ -620,8 +620,10 @@ def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int |
 def _map_chunks(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
                 procs: int | None, progress: bool) -> Iterator[list]:
     """The result lists of ``fn`` over ``iterable``'s chunks, in order unless ``ordered=False``."""
-    ex = Executor(_MAP_WINDOW, procs=procs)
-    nprocs = ex._bind().hub.nprocs
+    ex = Executor(procs=procs)
+    b = ex._bind()
+    nprocs = b.hub.nprocs
+    b.limit = ex._max_workers = _MAP_WINDOW_PER_P * nprocs
     try:
         total: int | None = len(iterable)  # type: ignore[arg-type]
     except TypeError:
