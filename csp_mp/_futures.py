@@ -57,7 +57,7 @@ from ._run import ensure_runtime, go
 from ._time import after
 
 _keys = itertools.count(1)
-_live: dict[int, tuple[Executor, cf.Future, bool]] = {}  # key -> executor, future, ran here
+_live: dict[int, tuple[Executor, cf.Future, bool]] = {}  # key -> executor, future, pinned
 _inited: dict[str, BaseException | None] = {}  # initializer token -> its error, in this P
 _pid = [os.getpid()]  # this process's id (kept current across fork)
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
@@ -320,9 +320,9 @@ def _check_travels(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
 
 class _Binding:
     """What an executor holds in one runtime: its hub and results channel; ``here``: how many
-    of its unfinished tasks are pinned to the owner's P; with several Ps (at most one pinned
-    task), ``slot``, that task while unstarted, and ``runner``: a goroutine that will run it is
-    queued."""
+    of its unfinished tasks are pinned to the owner's P; ``slot``: a pinned task that the queued
+    runner goroutine (``runner`` is true while it is queued) will run unless a waiter did; other
+    pinned tasks get a goroutine each."""
 
     __slots__ = ("hub", "results", "here", "limit", "slot", "runner")
 
