@@ -5,8 +5,14 @@ Layer: above ``_run``, beside ``_runtime``.
 A task is a goroutine started with ``go()``: it may run on any P. Where it runs in the process
 that submitted it (the owner), it sets its future directly; elsewhere it sends ``(key, ok,
 payload)`` on the executor's results channel to a collector goroutine in the owner.
-``max_workers`` bounds the tasks dispatched (started with ``go()``) and not yet finished; the rest
-wait in ``queued``, where ``cancel()`` still works.
+``max_workers`` bounds the tasks dispatched and not yet finished; the rest wait in ``queued``,
+where ``cancel()`` still works.
+
+A task dispatched while none of the executor's others is unfinished is *pinned* to the owner's P
+instead (as are the owner's share of a ``csp_mp.map``): the future's ``_here`` holds the call
+until it starts, a local goroutine (the binding's ``slot`` runner, or one of its own) will run it,
+and a goroutine of that P waiting on the future without a timeout takes it and runs it itself.
+Whoever clears ``_here`` first runs the task; the other does nothing.
 
 Waiting on a future parks the calling goroutine when there is one (the implicit main goroutine
 included); waits that csp_mp does not see (``concurrent.futures.wait``, asyncio) leave the hub to
@@ -16,6 +22,9 @@ Invariants:
 - ``_live`` maps the key of every dispatched, unfinished task of this process to its executor
   and future; a task's outcome is set once, by ``_finish``, on the owner's hub thread.
 - ``inflight`` counts dispatched, unfinished tasks; ``inflight <= max_workers``.
+- ``_live`` entries say whether the task is pinned; a binding's ``here`` counts its pinned,
+  unfinished tasks; ``slot`` is a pinned future whose ``_here`` may still be set, and while
+  ``runner`` is true a goroutine that will run ``slot`` is queued on the owner's P.
 - ``lock`` protects ``queued``, ``shutdown_called`` and ``binding`` (submit may come from any
   thread); dispatching (``go()``) happens on the hub thread only.
 - When the runtime a binding belongs to stops, every unfinished future of that binding gets an
@@ -33,20 +42,30 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures as cf
+from types import FunctionType
 from typing import Any
 
 import cloudpickle
+from greenlet import getcurrent
 
 from . import _hub
 from ._chan import Chan, select
 from ._errors import GoroutineExit, ProcessLost, RemoteError
-from ._hub import drive
+from ._hub import drive, waits
+from ._hub.g import WAITING
 from ._run import ensure_runtime, go
 from ._time import after
 
 _keys = itertools.count(1)
-_live: dict[int, tuple[Executor, cf.Future]] = {}
+_live: dict[int, tuple[Executor, cf.Future, bool]] = {}  # key -> executor, future, pinned
 _inited: dict[str, BaseException | None] = {}  # initializer token -> its error, in this P
+_pid = [os.getpid()]  # this process's id (kept current across fork)
+os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+
+_WAIT_REASON = waits.CHAN_RECV  # as the channel the outcome arrives on: durable
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex, range})
+_fn_travels: set[Any] = set()  # plain functions known to pickle
+_FN_TRAVELS_MAX = 1024
 
 
 # ----------------------------------------------------------------- the task, on any P
@@ -62,7 +81,7 @@ def _task(key: int, owner: int, results: Chan, init: tuple | None, fn: Callable[
         raise
     except BaseException as exc:
         value, ok = exc, False
-    if os.getpid() == owner and key in _live:
+    if _pid[0] == owner and key in _live:
         _finish(key, ok, value)
         return
     if not ok:
@@ -94,12 +113,12 @@ def _finish(key: int, ok: bool, value: Any) -> None:
     entry = _live.pop(key, None)
     if entry is None:
         return
-    ex, fut = entry
+    ex, fut, here = entry
     if ok:
         fut.set_result(value)
     else:
         fut.set_exception(value)
-    ex._task_done()
+    ex._task_done(key, here)
     hub = _hub.peek()
     if hub is not None and hub.driven is not None:
         drive.release_if_done(hub)
@@ -120,7 +139,7 @@ def _chunk_call(fn: Callable[..., Any], chunk: list) -> list:
     return [fn(*a) for a in chunk]
 
 
-def _chunk_call1(fn: Callable[..., Any], chunk: list) -> list:
+def _chunk_call1(fn: Callable[..., Any], chunk: Iterable) -> list:
     return [fn(a) for a in chunk]
 
 
@@ -140,13 +159,7 @@ def _can_park(hub: Any) -> bool:
     if hub is None or hub.stopping or threading.get_ident() != hub.thread_id:
         return False
     g = hub.current
-    return g is not None and g.glet is not None and g.glet is _getcurrent()
-
-
-def _getcurrent() -> Any:
-    from greenlet import getcurrent
-
-    return getcurrent()
+    return g is not None and g.glet is not None and g.glet is getcurrent()
 
 
 def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
@@ -157,6 +170,8 @@ def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
     hub = _hub.peek()
     if hub is None or not _can_park(hub):
         return None
+    if timeout is None:
+        return _park_plain(hub, fut)
     ch: Chan = Chan(1)
 
     def wake(_f: cf.Future) -> None:
@@ -168,29 +183,85 @@ def _park_until_done(fut: cf.Future, timeout: float | None) -> bool | None:
 
     fut.add_done_callback(wake)
     try:
-        if timeout is None:
-            ch.recv()
-        else:
-            select(ch.recv, after(max(0.0, timeout)).recv)
+        select(ch.recv, after(max(0.0, timeout)).recv)
     except ProcessLost:
         pass  # the runtime ended; the future carries the error
+    return fut.done()
+
+
+def _park_plain(hub: Any, fut: cf.Future) -> bool:
+    """Park the calling goroutine (on ``hub``) until ``fut`` is done, with no timeout."""
+    g = hub.current
+    waiting = [True]
+
+    def ready() -> None:
+        if waiting[0] and not hub.stopping and g.state == WAITING:
+            waiting[0] = False
+            hub.ready(g)
+
+    def wake(_f: cf.Future) -> None:
+        _on_hub(hub, ready)
+
+    fut.add_done_callback(wake)
+    try:
+        while not fut.done():
+            hub.park(_WAIT_REASON)
+    except ProcessLost:
+        pass  # the runtime ended; the future carries the error
+    finally:
+        waiting[0] = False
     return fut.done()
 
 
 class Future(cf.Future):
     """A ``concurrent.futures.Future`` whose waits park a calling goroutine, not its P."""
 
+    _here: tuple | None = None  # the task, while it waits unstarted on the owner's P
+
     def result(self, timeout: float | None = None) -> Any:
         """The task's return value, waiting up to ``timeout`` seconds; raises its exception."""
+        if self._here is not None and timeout is None and _help(self):
+            return super().result(0)
         if _park_until_done(self, timeout) is False:
             raise cf.TimeoutError()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (None if it returned), waiting up to ``timeout`` seconds."""
+        if self._here is not None and timeout is None and _help(self):
+            return super().exception(0)
         if _park_until_done(self, timeout) is False:
             raise cf.TimeoutError()
         return super().exception(timeout)
+
+
+def _help(fut: Future) -> bool:
+    """Run ``fut``'s unstarted task in the goroutine about to wait for it without a timeout, if
+    that goroutine is on the task's P; True if it ran (``fut`` is then done)."""
+    hub = _hub.peek()
+    task = fut._here
+    if task is None or task[2] is not hub or hub.stopping or not _can_park(hub):
+        return False
+    fut._here = None
+    _task(*task[:2], *task[3:])
+    return fut.done()
+
+
+def _run_slot(b: _Binding) -> None:
+    """Body of the goroutine that runs a binding's pinned task unless a waiter did."""
+    b.runner = False
+    fut = b.slot
+    if fut is not None:
+        b.slot = None
+        _task_here(fut)
+
+
+def _task_here(fut: Future) -> None:
+    """Body of a task goroutine pinned to the owner's P: run the task unless a waiter did."""
+    task = fut._here
+    if task is not None:
+        fut._here = None
+        _task(*task[:2], *task[3:])
 
 
 Future.__module__ = "csp_mp.futures"
@@ -224,15 +295,44 @@ def as_chan(future: cf.Future) -> Chan:
 
 # ----------------------------------------------------------------- the executor
 
-class _Binding:
-    """What an executor holds in one runtime: its hub and results channel."""
+def _check_travels(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """TypeError unless ``fn(*args, **kwargs)`` can be sent to another P."""
+    try:
+        if fn not in _fn_travels:
+            cloudpickle.dumps(fn)
+            if type(fn) is FunctionType:
+                if len(_fn_travels) >= _FN_TRAVELS_MAX:
+                    _fn_travels.clear()
+                _fn_travels.add(fn)
+        scalars = _SCALARS
+        for a in args:
+            if type(a) not in scalars:
+                cloudpickle.dumps((args, kwargs))
+                return
+        for a in kwargs.values():
+            if type(a) not in scalars:
+                cloudpickle.dumps((args, kwargs))
+                return
+    except Exception as exc:
+        raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
+                        f"be sent to another P: {exc}") from exc
 
-    __slots__ = ("hub", "results", "keys")
+
+class _Binding:
+    """What an executor holds in one runtime: its hub and results channel; ``here``: how many
+    of its unfinished tasks are pinned to the owner's P; ``slot``: a pinned task that the queued
+    runner goroutine (``runner`` is true while it is queued) will run unless a waiter did; other
+    pinned tasks get a goroutine each."""
+
+    __slots__ = ("hub", "results", "here", "limit", "slot", "runner")
 
     def __init__(self, hub: Any, results: Chan) -> None:
         self.hub = hub
         self.results = results
-        self.keys: set[int] = set()
+        self.here = 0
+        self.limit = 0  # max_workers, resolved
+        self.slot: Future | None = None
+        self.runner = False
 
 
 class Executor(cf.Executor):
@@ -254,7 +354,10 @@ class Executor(cf.Executor):
         self._inflight = 0
         self._shutdown = False
         self._binding: _Binding | None = None
-        self._all: set[cf.Future] = set()
+        self._batch = 0  # the thread inside _submit_all: its submits leave flushing to its end
+        self._pin_every = 0
+        self._batch_i = 0
+        self._unflushed = False
 
     # the runtime --------------------------------------------------------------------------
 
@@ -266,6 +369,7 @@ class Executor(cf.Executor):
         hub = ensure_runtime(self.procs)
         results: Chan = Chan(1024)
         b = _Binding(hub, results)
+        b.limit = self._limit(hub)
         self._binding = b
         go_collect = hub.spawn_local
         go_collect(_collect, (results,), {})
@@ -286,7 +390,7 @@ class Executor(cf.Executor):
                 self._binding = None
             queued = list(self._queued)
             self._queued.clear()
-        for key in list(b.keys):
+        for key in [k for k, e in _live.items() if e[0] is self]:
             entry = _live.pop(key, None)
             if entry is not None and not entry[1].done():
                 entry[1].set_exception(_fresh(err))
@@ -305,24 +409,53 @@ class Executor(cf.Executor):
         cannot be sent to another P."""
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, got {type(fn).__name__}")
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        b = self._bind()
+        hub = b.hub
+        if hub.broker is not None:
+            _check_travels(fn, args, kwargs)
+        fut = Future()
+        key = next(_keys)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-        b = self._bind()
-        fut = Future()
-        key = next(_keys)
-        if b.hub.broker is not None:
-            try:
-                cloudpickle.dumps((fn, args, kwargs))
-            except Exception as exc:
-                raise TypeError(f"submit(): the task {getattr(fn, '__qualname__', fn)!r} cannot "
-                                f"be sent to another P: {exc}") from exc
-        with self._lock:
-            self._queued.append((key, fut, fn, args, kwargs))
-            self._all.add(fut)
-        fut.add_done_callback(self._all.discard)
-        _on_hub(b.hub, self._dispatch)
+            later = bool(self._queued) or threading.get_ident() != hub.thread_id \
+                or self._inflight >= b.limit
+            if later:
+                self._queued.append((key, fut, fn, args, kwargs))
+            else:
+                fut.set_running_or_notify_cancel()  # a fresh future: never cancelled yet
+                _live[key] = (self, fut, False)
+        if later:
+            _on_hub(hub, self._dispatch)
+            return fut
+        pin = None
+        if self._batch == threading.get_ident() and self._pin_every:
+            pin = self._batch_i % self._pin_every == 0
+            self._batch_i += 1
+        if self._start(b, key, fut, fn, args, kwargs, pin) and hub.broker is not None:
+            if self._batch == threading.get_ident():
+                self._unflushed = True
+            else:
+                hub.broker.flush_spawns()  # other Ps see it now, not at P0's next poll
         return fut
+
+    def _submit_all(self, fn: Callable[..., Any], calls: Iterable[tuple],
+                    pin_every: int = 0) -> list[cf.Future]:
+        """``[submit(fn, *args) for args in calls]``, made visible to other Ps at once at the
+        end (one wake-up rather than one per task); with ``pin_every``, the tasks started at
+        once whose index is a multiple of it run on this P (its share), the others on any."""
+        self._batch, self._pin_every, self._batch_i = threading.get_ident(), pin_every, 0
+        try:
+            return [self.submit(fn, *args) for args in calls]
+        finally:
+            self._batch, self._pin_every = 0, 0
+            b = self._binding
+            if self._unflushed and b is not None and b.hub.broker is not None \
+                    and threading.get_ident() == b.hub.thread_id:
+                self._unflushed = False
+                b.hub.broker.flush_spawns()
 
     def _dispatch(self) -> None:
         """Start queued tasks while fewer than ``max_workers`` run (hub thread)."""
@@ -331,31 +464,59 @@ class Executor(cf.Executor):
             return
         hub = b.hub
         limit = self._limit(hub)
-        owner = os.getpid()
-        started = False
+        placed = False
         while self._inflight < limit:
             with self._lock:
                 if not self._queued:
                     break
                 key, fut, fn, args, kwargs = self._queued.popleft()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            _live[key] = (self, fut)
-            b.keys.add(key)
-            self._inflight += 1
-            try:
-                go(_task, key, owner, b.results, self._init, fn, args, kwargs)
-            except BaseException as exc:
-                _live.pop(key, None)
-                self._inflight -= 1
-                fut.set_exception(exc)
-                continue
-            started = True
-        if started and hub.broker is not None:
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                _live[key] = (self, fut, False)
+            placed = self._start(b, key, fut, fn, args, kwargs) or placed
+        if placed and hub.broker is not None:
             hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
 
-    def _task_done(self) -> None:
+    def _start(self, b: _Binding, key: int, fut: cf.Future, fn: Callable[..., Any], args: tuple,
+               kwargs: dict, pin: bool | None = None) -> bool:
+        """Start a task already in ``_live`` (hub thread); True if it went where other Ps can
+        take it."""
+        hub = b.hub
+        # A task started while none of the executor's others is unfinished runs on the owner's
+        # P, with nothing to encode or send: the submitter usually waits for it next. Tasks
+        # started beside others go where any P can take them, so a fan-out spreads as before.
+        # _submit_all may pin every k-th task instead (the owner's share of a map).
+        here = hub.broker is None or (self._inflight == 0 if pin is None else pin)
+        _live[key] = (self, fut, here)
+        self._inflight += 1
+        try:
+            if here:
+                b.here += 1
+                fut._here = (key, _pid[0], hub, b.results,  # type: ignore[attr-defined]
+                             self._init, fn, args, kwargs)
+                if b.slot is None or b.slot._here is None:  # the slot is free
+                    b.slot = fut  # type: ignore[assignment]
+                    if not b.runner:
+                        b.runner = True
+                        hub.spawn_local(_run_slot, (b,), {})
+                else:
+                    hub.spawn_local(_task_here, (fut,), {})
+                return False
+            go(_task, key, _pid[0], b.results, self._init, fn, args, kwargs)
+            return True
+        except BaseException as exc:
+            _live.pop(key, None)
+            self._inflight -= 1
+            if here:
+                b.here -= 1
+            fut.set_exception(exc)
+            return False
+
+    def _task_done(self, key: int, here: bool) -> None:
         self._inflight -= 1
+        b = self._binding
+        if here and b is not None:
+            b.here -= 1
         if self._queued:
             self._dispatch()
 
@@ -368,10 +529,10 @@ class Executor(cf.Executor):
             raise ValueError("chunksize must be >= 1.")
         end = None if timeout is None else time.monotonic() + timeout
         if chunksize == 1:
-            fs = [self.submit(fn, *a) for a in zip(*iterables, strict=False)]
+            fs = self._submit_all(fn, zip(*iterables, strict=False))
             return _results(fs, end, chunked=False)
         rows = zip(*iterables, strict=False)
-        fs = [self.submit(_chunk_call, fn, chunk) for chunk in _chunks(rows, chunksize)]
+        fs = self._submit_all(_chunk_call, ((fn, chunk) for chunk in _chunks(rows, chunksize)))
         return _results(fs, end, chunked=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -384,10 +545,12 @@ class Executor(cf.Executor):
                 self._queued.clear()
             else:
                 queued = []
+            pending = [fut for _key, fut, _fn, _args, _kwargs in self._queued]
+            pending += [e[1] for e in list(_live.values()) if e[0] is self]
         for _key, fut, _fn, _args, _kwargs in queued:
             fut.cancel()
         if wait:
-            for fut in list(self._all):
+            for fut in pending:
                 _wait_done(fut)
 
 
@@ -439,6 +602,7 @@ def _results(fs: list[cf.Future], end: float | None, chunked: bool) -> Iterator:
 # ----------------------------------------------------------------- csp_mp.map
 
 _AUTO_CHUNKS_PER_P = 4  # as mpire: about four chunks per worker
+_MAP_WINDOW_PER_P = 16  # chunks of one map started at once, per P (more wait for earlier ones)
 
 
 def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int | str = "auto",
@@ -448,14 +612,18 @@ def parallel_map(fn: Callable[..., Any], iterable: Iterable, *, chunksize: int |
     iterator with ``lazy=True``), in input order unless ``ordered=False``."""
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {type(fn).__name__}")
-    it = _map_iter(fn, iterable, chunksize, ordered, procs, progress)
+    it = itertools.chain.from_iterable(_map_chunks(fn, iterable, chunksize, ordered, procs,
+                                                   progress))
     return it if lazy else list(it)
 
 
-def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
-              procs: int | None, progress: bool) -> Iterator:
+def _map_chunks(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, ordered: bool,
+                procs: int | None, progress: bool) -> Iterator[list]:
+    """The result lists of ``fn`` over ``iterable``'s chunks, in order unless ``ordered=False``."""
     ex = Executor(procs=procs)
-    nprocs = ex._bind().hub.nprocs
+    b = ex._bind()
+    nprocs = b.hub.nprocs
+    b.limit = ex._max_workers = _MAP_WINDOW_PER_P * nprocs
     try:
         total: int | None = len(iterable)  # type: ignore[arg-type]
     except TypeError:
@@ -467,7 +635,14 @@ def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, 
     else:
         raise ValueError(f"chunksize must be 'auto' or an int >= 1, got {chunksize!r}")
     bar = _Progress(total) if progress else None
-    fs = [ex.submit(_chunk_call1, fn, chunk) for chunk in _chunks(iterable, size)]
+    if type(iterable) in _SLICEABLE and total is not None:
+        seq: Any = iterable  # slices of a range are ranges: a chunk travels as three integers
+        chunks: Iterable = (seq[i:i + size] for i in range(0, total, size))
+    else:
+        chunks = _chunks(iterable, size)
+    # Every chunk is queued at once, every nprocs-th one pinned to this P: the waiting loop
+    # below runs those itself while the other Ps take the rest.
+    fs = ex._submit_all(_chunk_call1, ((fn, chunk) for chunk in chunks), pin_every=nprocs)
     ex.shutdown(wait=False)
     try:
         order = iter(fs) if ordered else _completion_order(fs)
@@ -475,12 +650,15 @@ def _map_iter(fn: Callable[..., Any], iterable: Iterable, chunksize: int | str, 
             values = fut.result()
             if bar is not None:
                 bar.add(len(values))
-            yield from values
+            yield values
     finally:
         for fut in fs:
             fut.cancel()
         if bar is not None:
             bar.close()
+
+
+_SLICEABLE = frozenset({range, list, tuple})
 
 
 def _completion_order(fs: list[cf.Future]) -> Iterator[cf.Future]:

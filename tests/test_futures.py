@@ -360,6 +360,41 @@ def test_an_unpicklable_task_raises_typeerror_at_submit_and_the_pool_works_on():
         assert ex.submit(sq, 9).result() == 81
 
 
+def test_a_nested_unpicklable_argument_raises_typeerror_at_submit():
+    lock = threading.Lock()
+    with Executor(procs=2) as ex:
+        with pytest.raises(TypeError):
+            ex.submit(len, [1, 2, lock])
+        with pytest.raises(TypeError):
+            ex.submit(add, 1, b=lock)
+        assert ex.submit(len, [1, 2, range(3)]).result() == 3
+
+
+def test_a_lone_task_waited_for_runs_on_the_callers_p():
+    with Executor(procs=2) as ex:
+        for _ in range(20):
+            assert ex.submit(pid_of, 0).result() == os.getpid()
+
+
+def test_a_lone_task_nobody_waits_for_still_runs():
+    with Executor(procs=2) as ex:
+        fut = ex.submit(sq, 6)
+        done, _ = cf.wait([fut], timeout=30)  # plain code: the task is not run by the waiter
+        assert fut in done and fut.result() == 36
+        later = ex.submit(sq, 7)
+        assert as_chan(later).recv() == (49, None)
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_a_waited_task_that_blocks_on_a_channel_completes(procs):
+    gate: Chan = Chan()
+    with Executor(procs=procs) as ex:
+        fut = ex.submit(gated, gate, "opened")
+        csp_mp.go(release, gate, 1)
+        assert fut.result() == "opened"
+        assert ex.submit(fail, "inline").exception().args == ("inline",)
+
+
 def test_a_killed_p_sets_process_lost_and_the_executor_stays_usable():
     pids: Chan = Chan(64)
     gate: Chan = Chan()
@@ -430,6 +465,27 @@ def test_map_lazy_unordered_and_explicit_chunks():
     assert sorted(csp_mp.map(sq, gen, ordered=False)) == sorted(x * x for x in range(300))
     with pytest.raises(ValueError):
         csp_mp.map(sq, range(3), chunksize=0)
+
+
+@pytest.mark.parametrize("procs", PROCS)
+def test_map_slices_ranges_and_sequences_into_chunks(procs):
+    r = range(3, 1000, 7)
+    want = [x * x for x in r]
+    for chunksize in ("auto", 1, 9, 10_000):
+        assert csp_mp.map(sq, r, chunksize=chunksize, procs=procs) == want
+        assert csp_mp.map(sq, list(r), chunksize=chunksize, procs=procs) == want
+        assert csp_mp.map(sq, tuple(r), chunksize=chunksize, procs=procs) == want
+    assert csp_mp.map(sq, range(10, 0, -3), procs=procs) == [100, 49, 16, 1]
+    assert sorted(csp_mp.map(sq, r, ordered=False, procs=procs)) == sorted(want)
+
+
+def test_map_spreads_a_large_map_over_every_p():
+    pids: set = set()
+    for _ in range(20):  # work stealing decides; repeat until both Ps took some
+        pids |= set(csp_mp.map(pid_of, range(32), procs=2))
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
 
 
 def test_map_error_propagates():
