@@ -509,3 +509,23 @@ def test_cpu_clock_runs_in_worker_ps(start: str) -> None:
                        timeout=40, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["clock", "on", "P1", "True"], r.stdout
+
+
+def test_a_request_cleared_by_sysmon_before_the_handler_reads_it_is_ignored() -> None:
+    """sysmon's thread may drop its request between the signal handler's check and its read:
+    the handler then does nothing (it used to fail unpacking None)."""
+    import sys
+
+    from csp_mp import _hub
+    from csp_mp._hub import preempt
+
+    def main() -> int:
+        hub = _hub.peek()
+        sm = hub.sysmon
+        assert sm is not None
+        sm.request = None
+        before = (sm.preempted, sm.declined)
+        preempt._maybe_preempt(hub, sm, sys._getframe())
+        return int((sm.preempted, sm.declined) == before)
+
+    assert csp_mp.run(main, procs=1) == 1

@@ -281,7 +281,10 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
-    tick, g = sm.request
+    req = sm.request  # once: sysmon's thread may clear it between our check and here
+    if req is None:
+        return
+    tick, g = req
     if hub.tick != tick or hub.current is not g or hub.stopping:
         sm.request = None  # stale: it switched meanwhile
         return
