@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FAMILIES = {"local": "bench_local", "transport": "bench_transport", "parallel": "bench_parallel",
             "preempt": "bench_preempt", "testing": "bench_testing",
-            "futures": "bench_futures"}
+            "futures": "bench_futures", "lifetime": "bench_lifetime"}
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
 

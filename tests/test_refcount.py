@@ -227,3 +227,24 @@ def test_soak_a_reply_channel_per_request_runs_in_a_fixed_arena() -> None:
     total, before, after = map(int, done.stdout.split())
     assert total == n
     assert abs(after - before) < MIB, (before, after)
+
+
+def _closure_over(ch: Chan):  # type: ignore[no-untyped-def]
+    def send_one() -> None:
+        ch.send(runtime.current_p())
+
+    return send_one
+
+
+def test_a_closure_shipped_in_two_runtimes_names_its_channel_in_each() -> None:
+    ch = Chan(64)
+    fn = _closure_over(ch)  # one function object: its pickled bytes are cached
+
+    def main() -> int:
+        H.go_on(1, H.noop)
+        for _ in range(32):
+            go(fn)
+        return sum(1 for _ in range(32) if ch.recv() in (0, 1))
+
+    assert run(main, 2) == 32
+    assert run(main, 2) == 32  # not the offsets of the first runtime's arena

@@ -157,8 +157,8 @@ class SharedChan:
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
         words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 1024) * 32), key).offset)
-        # Wait queues start small and double when full (grow): shared channels are freed only
-        # when the run ends, so their size sets how many a run can share.
+        # Wait queues start small and double when full (grow): a channel's block and rings are
+        # held until no goroutine can reach it, so their size sets how many a run can share.
         words.store(w + _W_RECVQ, Ring.create(arena, _RECVQ_BYTES, key).offset)
         words.store(w + _W_SENDQ, Ring.create(arena, _SENDQ_BYTES, key).offset)
         words.store(w + _W_LOCK, lock_index)

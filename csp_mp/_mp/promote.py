@@ -119,10 +119,17 @@ def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
     broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
 
 
+#: Called whenever the broker changes: caches of bytes naming this runtime's arena offsets.
+on_new_broker: list[Any] = []
+
+
 def set_broker(broker: Any) -> None:
-    """Install (or clear) this process's broker."""
+    """Install (or clear) this process's broker; bytes cached by a previous runtime name
+    blocks of its arena, never of this one, so their caches are emptied."""
     _brokers[0] = broker
     ext_chans.clear()
+    for reset in on_new_broker:
+        reset()
 
 
 def _broker() -> Any:
@@ -141,10 +148,10 @@ def _arena_room(broker: Any) -> Iterator[None]:
     except MemoryError as exc:
         mib = broker.ctx.arena.size >> 20
         raise MemoryError(
-            f"{exc}: the shared-memory arena ({mib} MiB) is full. Channels, atomics and sync "
-            "objects shared between Ps are freed only when the run ends: share fewer of them "
-            "(reuse a reply channel rather than making one per task), or set CSP_MP_ARENA_MB "
-            "higher") from exc
+            f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel shared between Ps "
+            "is freed once no goroutine can reach it, atomics and sync objects only when the "
+            "run ends: keep fewer of them (reuse a reply channel rather than keeping one per "
+            "task), or set CSP_MP_ARENA_MB higher") from exc
 
 
 # ---------------------------------------------------------------- channels

@@ -31,7 +31,7 @@ import msgspec
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
-from . import migrate_warn
+from . import migrate_warn, promote
 from .promote import chan_offset, ext_chans, pinning, rebuild_chan
 
 _CHAN_EXT = 1
@@ -321,6 +321,18 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
         raise TypeError(f"go(): an argument of {getattr(fn, '__qualname__', fn)!r} cannot be "
                         f"sent to another P: {exc}") from exc
     return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+
+
+def _reset_caches() -> None:
+    """Forget pickled callables and the callables unpickled from them: their bytes may name
+    channels by arena offset, which a new runtime's arena gives to other blocks."""
+    _fn_cache.clear()
+    _recent.clear()
+    _closure_cache.clear()
+    _by_digest.clear()
+
+
+promote.on_new_broker.append(_reset_caches)
 
 
 def is_plain(frame: bytes) -> bool:
