@@ -318,6 +318,10 @@ class Broker:
             off, st = ref.off, ref.st
             if chans.get(off) is ref:
                 del chans[off]
+            ops = getattr(st, "ops", None)  # what its fast paths counted (runtime.metrics())
+            if ops is not None:
+                self.hub.n_xops += ops.ops
+                self.hub.n_xbytes += ops.bytes
             if st.broker is self and st.add_refs(-1) == 0:
                 st.destroy()
 

@@ -35,10 +35,17 @@ Invariants:
 - A goroutine parked on a shared channel holds its ``Chan``, so a wake-up for a live waiter
   always finds this P's handle (``Broker._chan_state``); no bare state is built for a block
   this P holds no handle on.
-- Errors only leak: a name counted but never read (bytes pickled and dropped by user code, a
-  frame that fails to unpickle, frames lost with a dead P: the arena goes with the runtime)
-  keeps its channel until the run ends. A callable's pickled bytes are cached and shipped many
-  times, so a channel it captures is pinned (``PIN``) instead of counted.
+- Errors only leak: a name counted but never read keeps its channel until the run ends. That
+  is: bytes pickled and dropped by user code; a value whose encoding failed after the channel
+  was reduced, or was retried with cloudpickle (counted twice); a plain frame that msgpack
+  refused after ``plain_items`` counted it (``pack`` counts again); a stolen frame that fails to
+  unpickle; frames, messages and handles lost with a dead P (nothing reclaims them: the arena
+  goes with the runtime). A callable's pickled bytes are cached and shipped many times, so a
+  channel it captures is pinned (``PIN``) instead of counted; those caches are emptied when the
+  runtime changes (``on_new_broker``), since their bytes name one arena's offsets.
+- The count word changes only by atomic adds (``Arena.add_word``): the compiled core's
+  fetch_add, or on the Python path under the arena's allocator lock, a leaf (a channel's own
+  lock is not: a count changes while ``discard`` decodes a value under it).
 - Atomics and semaphores are not counted: their blocks live until the run ends.
 - Promotion runs on the owner P without a switch in the middle, so no local waiter can be
   readied halfway through the move.
