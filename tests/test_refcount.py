@@ -17,6 +17,7 @@ import mp_helpers as H
 import pytest
 from mp_helpers import run
 
+import csp_mp
 from csp_mp import Chan, go, go_local, runtime, select
 from csp_mp._chan.shared import SharedChan
 from csp_mp._mp import promote
@@ -248,3 +249,24 @@ def test_a_closure_shipped_in_two_runtimes_names_its_channel_in_each() -> None:
 
     assert run(main, 2) == 32
     assert run(main, 2) == 32  # not the offsets of the first runtime's arena
+
+
+def test_a_value_woken_for_a_channel_this_p_no_longer_holds_is_an_internal_error() -> None:
+    import msgspec
+
+    from csp_mp._chan.shared import K_VALUE
+    from csp_mp._mp import ctx as C
+
+    def main() -> None:
+        ch = Chan(1)
+        H.go_on(1, H.noop, ch)
+        off = ch._st.off  # type: ignore[attr-defined]
+        del ch
+        H.wait_until(lambda: _gone(off), "the channel's block to be freed")
+        broker = promote._brokers[0]
+        msg = msgspec.msgpack.encode((C.M_WAKE, 1, -1, 0, 0, K_VALUE, b"\x01", off))
+        broker.handle(msg)  # a waiter would hold its channel: this wake-up cannot be right
+        Chan().recv()
+
+    with pytest.raises(csp_mp.InternalError, match="whose channel is gone"):
+        run(main, 2)

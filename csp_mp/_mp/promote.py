@@ -218,12 +218,13 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
 def rebuild_chan(off: int, tp: Any) -> Chan:
     """This P's handle on the shared channel at ``off`` (one handle per channel and P), from a
     name in flight, which it consumes (see the module doc)."""
-    broker = _broker()
-    ref = broker.chans.get(off)
+    b = _brokers[0]
+    ref = b.chans.get(off) if b is not None else None
     ch = ref() if ref is not None else None
-    if ch is not None:
+    if ch is not None:  # the common case, looked up before the runtime check below
         ch._st.add_refs(-1)  # its handle keeps one
         return ch
+    broker = _broker()
     ch = Chan.__new__(Chan)
     st = SharedChan(broker, off, tp)  # ValueError if the block holds no channel
     ch._st = st
