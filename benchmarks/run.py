@@ -42,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FAMILIES = {"local": "bench_local", "transport": "bench_transport", "parallel": "bench_parallel",
             "preempt": "bench_preempt", "testing": "bench_testing",
-            "futures": "bench_futures", "trace": "bench_trace"}
+            "futures": "bench_futures", "trace": "bench_trace",
+            "lifetime": "bench_lifetime"}
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
 

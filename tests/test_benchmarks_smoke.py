@@ -228,3 +228,10 @@ def test_testing_family_rows() -> None:
     rows = bench_testing.run(quick=True)
     _check_rows(rows, "testing")
     assert [r["name"] for r in rows] == ["fake_time_with_timeout_30s"]
+
+
+def test_lifetime_family_rows() -> None:
+    mod = importlib.import_module("benchmarks.bench_lifetime")
+    rows = mod.run(quick=True)
+    _check_rows(rows, "lifetime")
+    _check_both_paths(rows, {"reply_chan_per_request"})

@@ -544,12 +544,12 @@ ARENA_FILLER = textwrap.dedent("""
         ch.send(1)
 
     def fill():
-        n = 0
-        while True:  # a new reply channel per task: each one shared, none freed before the end
+        kept = []
+        while True:  # a new reply channel per task, each one shared and kept: none is freed
             ch = csp_mp.Chan(1)
             csp_mp.go(reply, ch)
             ch.recv()
-            n += 1
+            kept.append(ch)
 
     try:
         csp_mp.run(fill, procs=2)

@@ -1,7 +1,8 @@
 """A channel shared by every P: Go's ``hchan`` laid out in the arena.
 
 Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index,
-records in recvq, records in sendq.
+records in recvq, records in sendq, references (handles and in-flight names: the protocol that
+frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access).
 The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
 waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value.
@@ -41,6 +42,7 @@ from .local import CLOSED, SENT, SelectState
 _MAGIC = 0xC4A7_0000_0000_0001
 _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
 _W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
+_W_REFS = 10  # handles in processes + references in flight (task.c's REFS_BYTE is its byte)
 _NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
 _BLOCK = 128
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
@@ -155,15 +157,22 @@ class SharedChan:
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
         words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 1024) * 32), key).offset)
-        # Wait queues start small and double when full (grow): shared channels are freed only
-        # when the run ends, so their size sets how many a run can share.
+        # Wait queues start small and double when full (grow): a channel's block and rings are
+        # held until no goroutine can reach it, so their size sets how many a run can share.
         words.store(w + _W_RECVQ, Ring.create(arena, _RECVQ_BYTES, key).offset)
         words.store(w + _W_SENDQ, Ring.create(arena, _SENDQ_BYTES, key).offset)
         words.store(w + _W_LOCK, lock_index)
         words.store(w + _W_NRECV, 0)
         words.store(w + _W_NSEND, 0)
+        words.store(w + _W_REFS, 1)  # the creating process's handle
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(broker, off, tp)
+
+    def add_refs(self, d: int) -> int:
+        """Add ``d`` to the channel's reference word and return the new count (any P; an
+        atomic add: the compiled core's fetch_add, else under the arena's allocator lock, a
+        leaf, because counts change while channel locks are held)."""
+        return self._arena.add_word(self.off + _W_REFS * 8, d)
 
     def destroy(self) -> None:
         """Free the channel's block, its rings and every value they still hold (buffered values,

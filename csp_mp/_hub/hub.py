@@ -478,7 +478,9 @@ class Hub:
             except BaseException as exc:
                 self._panic(g, exc)
             self._goexit(g)
-            g = None  # type: ignore[assignment]  # drop the reference while parked in the pool
+            # drop what it ran with while parked in the pool: a channel it held is freed when
+            # no goroutine can reach it (_mp/promote.py)
+            g = args = result = None  # type: ignore[assignment]
             if self.stopping or self.outcome is not None:
                 # main returned, or a goroutine panicked: back to the loop, which ends the run
                 # before any other goroutine runs (Go's program exit)

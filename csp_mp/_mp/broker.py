@@ -101,7 +101,10 @@ class Broker:
         self.wakes_out: list[tuple[int, bytes]] = []
         self.outbox: list[tuple[int, bytes, bool]] = []
         self.warned: set[bytes] = set()
-        self.chans: dict[int, Any] = {}  # arena offset -> Chan handle in this process
+        # arena offset -> weak ref to this process's Chan handle (promote.HandleRef); the refs
+        # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
+        self.chans: dict[int, Any] = {}
+        self.dead: list[Any] = []
         self.objs: dict[int, Any] = {}  # arena offset -> shared atomic / semaphore handle
         # run queue (runq.py)
         self.pending: dict[int, Any] = {}
@@ -283,11 +286,13 @@ class Broker:
         if kind == C.M_WAKE:
             _, gid, slot, gen, case, wkind, data, off = m
             self.ctx.padd(C.P_HANDLED, 1)
-            st = self._chan_state(off) if off else None
             if slot >= 0:
                 entry = self.tokens.get(slot)
                 if entry is None or entry[2] != gen:
                     return
+            st = self._chan_state(off) if off else None
+            if st is None and data is not None:  # a waiter holds its channel's handle
+                return self._lost_wake(f"goroutine {gid}, whose channel is gone", data)
             self._wake_local(gid, slot, case, wkind, data, st)
         elif kind == C.M_PANIC:
             reports.on_panic(self, m[1], m[2], m[3])
@@ -309,11 +314,29 @@ class Broker:
         elif kind == C.M_TRACE_REQ or kind == C.M_TRACE_REP:
             tracing.on_message(self, m)
 
-    def _chan_state(self, off: int) -> Any:
-        ch = self.chans.get(off)
-        if ch is not None:
-            return ch._st
-        return SharedChan(self, off)
+    def _chan_state(self, off: int) -> SharedChan | None:
+        """The state of this P's handle on channel ``off``; None without one. Never a bare
+        state: the block may have been freed and reused (promote.py's protocol)."""
+        ref = self.chans.get(off)
+        ch = ref() if ref is not None else None
+        return ch._st if ch is not None else None
+
+    def release_handles(self) -> None:
+        """Drop the counts of this P's channel handles that died, destroying a channel whose
+        count reaches 0 (owner P only, at a poll: never inside the weakref callback)."""
+        dead = self.dead
+        chans = self.chans
+        while dead:
+            ref = dead.pop()
+            off, st = ref.off, ref.st
+            if chans.get(off) is ref:
+                del chans[off]
+            ops = getattr(st, "ops", None)  # what its fast paths counted (runtime.metrics())
+            if ops is not None:
+                self.hub.n_xops += ops.ops
+                self.hub.n_xbytes += ops.bytes
+            if st.broker is self and st.add_refs(-1) == 0:
+                st.destroy()
 
     # ------------------------------------------------------------------ the hub's poll
 
@@ -321,6 +344,8 @@ class Broker:
         """Drain the inbox and, when nothing is runnable, take this P's own queued goroutines."""
         ctx = self.ctx
         got = False
+        if self.dead:
+            self.release_handles()
         if self.wakes_out:
             self.flush_wakes()
         if self.unflushed:

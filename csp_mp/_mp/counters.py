@@ -26,8 +26,8 @@ def _local(hub: Hub) -> tuple[int, ...]:
     broker: Any = hub.broker
     queued = getattr(broker, "seq", 0)  # go() calls the broker framed (hub.go: its place)
     xops, xbytes = hub.n_xops, hub.n_xbytes
-    for ch in getattr(broker, "chans", {}).values():  # the compiled core's fast paths count
-        ops = getattr(ch._st, "ops", None)         # per channel
+    for ref in getattr(broker, "chans", {}).values():  # the compiled core's fast paths count
+        ops = getattr(ref.st, "ops", None)              # per channel
         if ops is not None:
             xops += ops.ops
             xbytes += ops.bytes

@@ -60,7 +60,10 @@ def local_chan(st: SharedChan) -> LocalState:
 
 def demote_all(broker: Any) -> None:
     """Turn every shared handle of this process into a local object (see the module doc)."""
-    for ch in list(broker.chans.values()):
+    for ref in list(broker.chans.values()):
+        ch = ref()
+        if ch is None:
+            continue
         st = ch._st
         if not isinstance(st, SharedChan):
             continue
@@ -80,4 +83,5 @@ def demote_all(broker: Any) -> None:
             obj.count = count
             obj.waiters = deque()
     broker.chans.clear()
+    broker.dead.clear()  # the arena goes with the runtime: nothing to release
     broker.objs.clear()

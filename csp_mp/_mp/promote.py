@@ -6,14 +6,54 @@ shared twin, moves its contents (buffered values, waiters, closed flag, count) t
 the local object into a handle on it; unpickling in any process of the runtime yields that
 process's one handle for the block.
 
+Shared channels are reference-counted, so that a program making a channel per request runs in
+a fixed arena. The count is the block's ``_W_REFS`` word (``SharedChan.add_refs``: an atomic
+add), and it counts two kinds of reference:
+
+- a *handle*: the one ``Chan`` of a process for the block, registered weakly in
+  ``broker.chans`` (a ``HandleRef``); 1 from promotion for the promoting P's handle;
+- a name *in flight*: +1 each time the channel is written into bytes that will travel: the
+  codec pickling it (``promote_chan``, once per message: pickle memoizes repeats), a task frame
+  naming it as an extension value (``tasks._chan_ext``; in C, ``TaskEncoder`` once the frame is
+  complete).
+
+A P that reads a name (``rebuild_chan``, ``tasks._chan_from_ext``) consumes it: with a live
+handle already, −1; else the name becomes its new handle's count (+1 −1). A P that takes back
+its own frame consumes the names it wrote (``runq._own_entry``, ``tasks.own_frame``); bytes
+dropped unread (a select loser's value, a value passed by reference on one P, a destroyed
+channel's buffer) are decoded for that purpose by ``codec.discard`` when they name a channel.
+When a handle's ``Chan`` dies, its weakref callback only queues the ``HandleRef``
+(``broker.dead``); ``Broker.poll`` drains the queue (``release_handles``): −1, and at 0
+``SharedChan.destroy`` frees the block, its rings and the values they hold.
+
 Invariants:
-- At most one handle per arena block per process (``broker.chans`` / ``broker.objs``).
+- At most one live handle per arena block per process (``broker.chans`` / ``broker.objs``).
+- count = live or queued handles + names in flight, over every process. Whoever adds a name
+  holds a handle, so a count of 0 cannot rise again: ``destroy`` runs only from
+  ``release_handles``, on the P that dropped the last reference. Consuming a name never reaches
+  0 (the consumer holds a handle first).
+- A goroutine parked on a shared channel holds its ``Chan``, so a wake-up for a live waiter
+  always finds this P's handle (``Broker._chan_state``); no bare state is built for a block
+  this P holds no handle on.
+- Errors only leak: a name counted but never read keeps its channel until the run ends. That
+  is: bytes pickled and dropped by user code; a value whose encoding failed after the channel
+  was reduced, or was retried with cloudpickle (counted twice); a plain frame that msgpack
+  refused after ``plain_items`` counted it (``pack`` counts again); a stolen frame that fails to
+  unpickle; frames, messages and handles lost with a dead P (nothing reclaims them: the arena
+  goes with the runtime). A callable's pickled bytes are cached and shipped many times, so a
+  channel it captures is pinned (``PIN``) instead of counted; those caches are emptied when the
+  runtime changes (``on_new_broker``), since their bytes name one arena's offsets.
+- The count word changes only by atomic adds (``Arena.add_word``): the compiled core's
+  fetch_add, or on the Python path under the arena's allocator lock, a leaf (a channel's own
+  lock is not: a count changes while ``discard`` decodes a value under it).
+- Atomics and semaphores are not counted: their blocks live until the run ends.
 - Promotion runs on the owner P without a switch in the middle, so no local waiter can be
   readied halfway through the move.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,13 +80,63 @@ _brokers: list[Any] = [None]
 
 
 #: Untyped channel handles by the 8 bytes naming them in task frames (this runtime's only).
-ext_chans: dict[bytes, Chan] = {}
+ext_chans: weakref.WeakValueDictionary[bytes, Chan] = weakref.WeakValueDictionary()
+
+#: What a channel captured by a callable's cached pickle adds: it is never freed.
+PIN = 1 << 40
+_pinning = [0]  # > 0 while pickle_fn pickles a callable (its bytes are shipped many times)
+
+
+@contextmanager
+def pinning() -> Iterator[None]:
+    """Channels pickled inside this block are pinned rather than counted (see the module
+    doc): the bytes made here are cached and shipped any number of times."""
+    _pinning[0] += 1
+    try:
+        yield
+    finally:
+        _pinning[0] -= 1
+
+
+class HandleRef(weakref.ref):
+    """A weak reference to this process's handle on a shared channel; when the handle dies, the
+    ref queues itself on ``broker.dead`` for ``Broker.release_handles``."""
+
+    __slots__ = ("off", "st")
+    off: int
+    st: SharedChan
+
+    def __new__(cls, ch: Chan, dead: list, off: int, st: SharedChan) -> HandleRef:
+        self = super().__new__(cls, ch, dead.append)
+        self.off = off
+        self.st = st
+        return self
+
+    def __init__(self, ch: Chan, dead: list, off: int, st: SharedChan) -> None:
+        super().__init__(ch, dead.append)
+
+
+def handle_of(broker: Any, off: int) -> Chan | None:
+    """This process's live handle on the shared channel at ``off``, if any (owner P only)."""
+    ref = broker.chans.get(off)
+    return ref() if ref is not None else None
+
+
+def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
+    broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
+
+
+#: Called whenever the broker changes: caches of bytes naming this runtime's arena offsets.
+on_new_broker: list[Any] = []
 
 
 def set_broker(broker: Any) -> None:
-    """Install (or clear) this process's broker."""
+    """Install (or clear) this process's broker; bytes cached by a previous runtime name
+    blocks of its arena, never of this one, so their caches are emptied."""
     _brokers[0] = broker
     ext_chans.clear()
+    for reset in on_new_broker:
+        reset()
 
 
 def _broker() -> Any:
@@ -65,17 +155,21 @@ def _arena_room(broker: Any) -> Iterator[None]:
     except MemoryError as exc:
         mib = broker.ctx.arena.size >> 20
         raise MemoryError(
-            f"{exc}: the shared-memory arena ({mib} MiB) is full. Channels, atomics and sync "
-            "objects shared between Ps are freed only when the run ends: share fewer of them "
-            "(reuse a reply channel rather than making one per task), or set CSP_MP_ARENA_MB "
-            "higher") from exc
+            f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel shared between Ps "
+            "is freed once no goroutine can reach it, atomics and sync objects only when the "
+            "run ends: keep fewer of them (reuse a reply channel rather than keeping one per "
+            "task), or set CSP_MP_ARENA_MB higher") from exc
 
 
 # ---------------------------------------------------------------- channels
 
 
 def promote_chan(ch: Chan) -> tuple:
-    return (rebuild_chan, (chan_offset(ch), ch._type))
+    """The codec's reduction of a channel: counts the name it writes (see the module doc)."""
+    off = chan_offset(ch)
+    st: Any = ch._st
+    st.add_refs(PIN if _pinning[0] else 1)
+    return (rebuild_chan, (off, ch._type))
 
 
 def chan_offset(ch: Chan) -> int:
@@ -89,7 +183,7 @@ def chan_offset(ch: Chan) -> int:
             shared = SharedChan.create(broker, st.cap, ch._type)
         _move_chan(broker, st, shared)
         ch._st = shared
-        broker.chans[shared.off] = ch
+        _register(broker, ch, shared)  # the count of 1 create() set
         return shared.off
     if not isinstance(st, SharedChan):
         raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
@@ -122,20 +216,21 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
 
 
 def rebuild_chan(off: int, tp: Any) -> Chan:
-    """This P's handle on the shared channel at ``off`` (one handle per channel and P)."""
+    """This P's handle on the shared channel at ``off`` (one handle per channel and P), from a
+    name in flight, which it consumes (see the module doc)."""
     b = _brokers[0]
-    ch = b.chans.get(off) if b is not None else None
+    ref = b.chans.get(off) if b is not None else None
+    ch = ref() if ref is not None else None
     if ch is not None:  # the common case, looked up before the runtime check below
+        ch._st.add_refs(-1)  # its handle keeps one
         return ch
     broker = _broker()
-    ch = broker.chans.get(off)
-    if ch is not None:
-        return ch
     ch = Chan.__new__(Chan)
-    ch._st = SharedChan(broker, off, tp)
+    st = SharedChan(broker, off, tp)  # ValueError if the block holds no channel
+    ch._st = st
     ch._type = tp
     ch._check = _validator(tp) if tp is not None else None
-    broker.chans[off] = ch
+    _register(broker, ch, st)  # the name read becomes the handle's count
     return ch
 
 
@@ -193,8 +288,10 @@ def _rebuild_sema(off: int, limit: int) -> Sema:
 def install() -> None:
     """Register the promoters with the lower layers (at import of ``_mp``)."""
     from .. import _atomic, _chan
+    from .._shm import codec
     from .._sync import sema
 
     _chan.set_promoter(promote_chan)
+    codec.set_ref_marker(rebuild_chan.__name__.encode())
     _atomic.set_promoter(promote_int64)
     sema.set_promoter(promote_sema)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._chan import Chan
 from .._hub import Hub
 from . import checkdead, counters, migrate_warn, reports, tasks
 from . import ctx as C
@@ -128,11 +129,17 @@ def pop_own(b: Broker, hub: Hub) -> bool:
 
 
 def _own_entry(b: Broker, seq: int) -> tuple | None:
-    """The live ``(fn, args, kwargs, ...)`` of this P's frame ``seq``, which it runs itself; a
-    frame the codec made has its out-of-band argument blocks freed (nobody will decode it)."""
+    """The live ``(fn, args, kwargs, ...)`` of this P's frame ``seq``, which it runs itself: the
+    channel names it carries are consumed and a frame the codec made has its out-of-band
+    argument blocks freed, as nobody will read it (promote.py's protocol)."""
     entry = b.pending.pop(seq, None)
-    if entry is not None and len(entry) > 3:
-        tasks.own_frame(entry[3], b.arena)
+    if entry is not None:
+        if len(entry) > 3:
+            tasks.own_frame(entry[3], b.arena)
+        else:  # encode_plain's frame: one name per untyped channel argument
+            for a in entry[1]:
+                if type(a) is Chan and a._type is None:
+                    a._st.add_refs(-1)  # type: ignore[attr-defined]
     return entry
 
 

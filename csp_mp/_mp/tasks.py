@@ -31,8 +31,8 @@ import msgspec
 from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
-from . import migrate_warn
-from .promote import chan_offset, ext_chans, rebuild_chan
+from . import migrate_warn, promote
+from .promote import chan_offset, ext_chans, pinning, rebuild_chan
 
 _CHAN_EXT = 1
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
@@ -43,13 +43,14 @@ PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 
 def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel (promoted first if still local), cached on
-    its shared state."""
+    its shared state; counts the name in flight (promote.py's protocol)."""
     ext = getattr(obj._st, "handle", None)
     if ext is None:
         off = chan_offset(obj)
         ext = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
-        shared: Any = obj._st  # the SharedChan promotion made
-        shared.handle = ext
+    shared: Any = obj._st  # the SharedChan promotion made
+    shared.handle = ext
+    shared.add_refs(1)
     return ext
 
 
@@ -79,7 +80,7 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
         return encode_plain
     from .._shm.native import core
 
-    return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN).encode
+    return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN, arena.core).encode
 
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
@@ -88,6 +89,7 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
     except ValueError:  # a writable one does not hash
         ch = None
     if ch is not None and code == _CHAN_EXT:
+        ch._st.add_refs(-1)  # the name read; its handle keeps one
         return ch
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
@@ -272,7 +274,8 @@ def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
             _closure_cache.move_to_end(key[0])
             _fn_cache[fn] = entry[0]
             return entry[0]
-    entry = _pickle_fn_uncached(fn)
+    with pinning():  # these bytes are shipped many times: channels they hold stay
+        entry = _pickle_fn_uncached(fn)
     if key is not None:
         _closure_cache[key[0]] = (entry, key[1])
         if len(_closure_cache) > _CLOSURE_CACHE_MAX:
@@ -320,6 +323,18 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
     return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn))
 
 
+def _reset_caches() -> None:
+    """Forget pickled callables and the callables unpickled from them: their bytes may name
+    channels by arena offset, which a new runtime's arena gives to other blocks."""
+    _fn_cache.clear()
+    _recent.clear()
+    _closure_cache.clear()
+    _by_digest.clear()
+
+
+promote.on_new_broker.append(_reset_caches)
+
+
 def is_plain(frame: bytes) -> bool:
     """True if the frame carries its arguments as msgpack values, not the codec's bytes."""
     return type(_unframe(frame)[4]) is list
@@ -338,10 +353,10 @@ def frame_seq(frame: bytes) -> int:
 
 def own_frame(frame: bytes, arena: Any) -> int:
     """The seq of a frame its owner takes back (it runs the live G): frees its out-of-band
-    argument blocks, which nobody will decode."""
-    t = _unframe(frame)
+    argument blocks and consumes the channel names it carries, as nobody else will read it."""
+    t = _unframe(frame)  # consumes the names of extension values (_chan_from_ext)
     args = t[4]
-    if type(args) is bytes and args[:2] == b"\xc1\x02":
+    if type(args) is bytes and args:
         from .._shm import discard
 
         discard(args, arena)

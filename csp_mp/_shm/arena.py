@@ -282,6 +282,20 @@ class Arena:
             raise ValueError(f"offset {off} is not an allocated arena block")
         return r, b, tag & 0xFF
 
+    def add_word(self, byte_off: int, d: int) -> int:
+        """Add ``d`` to the word at ``byte_off`` atomically and return its new value (any
+        process): the compiled core's fetch_add (seq_cst), else under the allocator lock."""
+        core = self.core
+        if core is not None:
+            return (core.fetch_add(byte_off, d) + d) & 0xFFFF_FFFF_FFFF_FFFF
+        self._enter()
+        try:
+            v = (self.words.load(byte_off // 8) + d) & 0xFFFF_FFFF_FFFF_FFFF
+            self.words.store(byte_off // 8, v)
+        finally:
+            self._lock.release()
+        return v
+
     def incref(self, off: int) -> None:
         """Add a reference to block ``off`` (any process)."""
         self._enter()

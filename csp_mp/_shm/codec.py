@@ -257,8 +257,25 @@ def holds_blocks(buf: bytes) -> bool:
     return buf[0] == _EXT and buf[1] == 2
 
 
+#: Bytes found in every pickle that names a reference-counted shared object (the process layer
+#: sets it: ``set_ref_marker``); empty while none is counted.
+_REF_MARK: list[bytes] = []
+
+
+def set_ref_marker(marker: bytes | None) -> None:
+    """Say which pickled messages name counted shared objects (``discard`` decodes those)."""
+    _REF_MARK[:] = [marker] if marker else []
+
+
 def discard(buf: bytes, arena: Arena | None) -> None:
-    """Free the out-of-band blocks of a message that will not be decoded."""
+    """Free the out-of-band blocks of a message that will not be decoded. A message naming a
+    counted shared object is decoded and dropped instead, which releases its names."""
+    if _REF_MARK and arena is not None and _REF_MARK[0] in bytes(buf):
+        try:
+            decode(buf, arena)  # takes the out-of-band blocks, freed as the value dies
+        except Exception:  # noqa: S110  # a name not released only leaks its object
+            pass
+        return
     if buf[0] == _EXT and buf[1] == 2 and arena is not None:
         for off in _mdec(memoryview(buf)[2:])[1]:
             arena.decref(off)

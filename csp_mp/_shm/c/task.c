@@ -4,6 +4,10 @@
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other
  * argument makes encode() return None, and the caller takes pack()'s general path; pack() is the
  * specification of the frame, and msgspec decodes both alike.
+ *
+ * A frame that names channels counts one in-flight reference on each (the channel block's
+ * reference word, _W_REFS in csp_mp/_chan/shared.py), once the frame is complete: a frame
+ * given up half-way (None) has counted nothing. See the protocol in csp_mp/_mp/promote.py.
  */
 #include "core.h"
 
@@ -14,7 +18,11 @@ typedef struct {
     PyObject *chan_type; /* csp_mp.Chan */
     PyObject *chan_ext;  /* chan -> arena offset (int), or None if it cannot be named */
     Py_ssize_t oob_min;  /* bytes of at least this size go through the codec */
+    PyObject *region;    /* the arena's Region (its reference words), or NULL */
 } TaskEncoder;
+
+#define MAX_CHANS 16   /* channels one plain frame may name; more take the codec's path */
+#define REFS_BYTE 80   /* byte offset of a channel block's reference word (_W_REFS * 8) */
 
 typedef struct {
     char *p;
@@ -143,7 +151,7 @@ static PyObject *shared_offset(PyObject *ch) {
 }
 
 /* 0 written, 1 not a plain argument, -1 error */
-static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o) {
+static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, int *noffs) {
     PyTypeObject *t = Py_TYPE(o);
     if (t == &PyLong_Type) return put_int(b, o);
     if (t == &PyUnicode_Type) return put_str(b, o);
@@ -172,6 +180,8 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o) {
         unsigned long long v = PyLong_AsUnsignedLongLong(off);
         Py_DECREF(off);
         if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+        if (*noffs == MAX_CHANS) return 1;
+        offs[(*noffs)++] = (long long)v;
         unsigned char e[10] = {0xd7, 0x01};
         for (int i = 0; i < 8; i++) e[2 + i] = (unsigned char)(v >> (8 * i)); /* little-endian */
         return put(b, e, 10);
@@ -202,23 +212,38 @@ static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(digest), PyBytes_GET_SIZE(digest), 0);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(fnb), PyBytes_GET_SIZE(fnb), 0);
     if (!r) r = put_array_header(&b, n);
-    for (Py_ssize_t i = 0; !r && i < n; i++) r = put_arg(self, &b, items[i]);
+    long long offs[MAX_CHANS];
+    int noffs = 0;
+    for (Py_ssize_t i = 0; !r && i < n; i++) r = put_arg(self, &b, items[i], offs, &noffs);
     if (!r) r = put_str(&b, PyTuple_GET_ITEM(entry, 2));
+    Region *reg = (Region *)self->region;
+    for (int i = 0; r == 0 && reg != NULL && i < noffs; i++) /* checked before any count moves */
+        if (region_span(reg, offs[i] + REFS_BYTE, 8, 8) < 0) r = -1;
     PyObject *res = NULL;
-    if (r == 0)
+    if (r == 0) {
         res = PyBytes_FromStringAndSize(b.p, b.len);
-    else if (r == 1)
+        /* seq_cst, as Region.fetch_add: pairs with the receiving P's decrement (promote.py) */
+        for (int i = 0; res != NULL && reg != NULL && i < noffs; i++)
+            atomic_fetch_add_explicit(word_at(reg, offs[i] + REFS_BYTE), 1, memory_order_seq_cst);
+    } else if (r == 1) {
         res = Py_NewRef(Py_None);
+    }
     PyMem_Free(b.p);
     return res;
 }
 
 static int TaskEncoder_init(TaskEncoder *self, PyObject *args, PyObject *kw) {
-    PyObject *chan_type, *chan_ext;
+    PyObject *chan_type, *chan_ext, *region = Py_None;
     Py_ssize_t oob_min;
-    static char *kwlist[] = {"chan_type", "chan_ext", "oob_min", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn", kwlist, &chan_type, &chan_ext, &oob_min))
+    static char *kwlist[] = {"chan_type", "chan_ext", "oob_min", "region", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn|O", kwlist, &chan_type, &chan_ext, &oob_min,
+                                     &region))
         return -1;
+    if (region != Py_None && !PyObject_TypeCheck(region, &Region_Type)) {
+        PyErr_SetString(PyExc_TypeError, "TaskEncoder: region must be a Region or None");
+        return -1;
+    }
+    Py_XSETREF(self->region, region == Py_None ? NULL : Py_NewRef(region));
     Py_XSETREF(self->chan_type, Py_NewRef(chan_type));
     Py_XSETREF(self->chan_ext, Py_NewRef(chan_ext));
     self->oob_min = oob_min;
@@ -228,6 +253,7 @@ static int TaskEncoder_init(TaskEncoder *self, PyObject *args, PyObject *kw) {
 static void TaskEncoder_dealloc(TaskEncoder *self) {
     Py_XDECREF(self->chan_type);
     Py_XDECREF(self->chan_ext);
+    Py_XDECREF(self->region);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -243,7 +269,8 @@ PyTypeObject TaskEncoder_Type = {
     .tp_name = "csp_mp._shm._core.TaskEncoder",
     .tp_basicsize = sizeof(TaskEncoder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "TaskEncoder(chan_type, chan_ext, oob_min): task frames of plain go() calls.",
+    .tp_doc = "TaskEncoder(chan_type, chan_ext, oob_min, region=None): task frames of plain go() calls; "
+               "with a region, each frame counts a reference on the channels it names.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)TaskEncoder_init,
     .tp_dealloc = (destructor)TaskEncoder_dealloc,

@@ -1,0 +1,116 @@
+"""Shared objects freed while the program runs: what the reference counts cost a service loop.
+
+The figure is the reply-channel loop of issue 13 inside ``run(procs=2)``: 4 client goroutines
+each send ``(i, reply)`` to 2 servers on a ``Chan(64)`` (servers and clients on any P) and wait
+for the answer. With a fresh ``Chan(1)`` per request every reply channel is promoted, counted
+and freed; the baseline is the same loop with one reply channel per client, made once. Both
+run in the same child interpreter, interleaved, once per runtime path. Bar (issue 13): per
+request >= 0.8x per client.
+
+``python -m benchmarks.bench_lifetime [--quick]`` prints this family's rows;
+``python -m benchmarks.bench_lifetime --child N`` is the child (prints JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from ._common import at_least, child_env, csp_paths, median, on_path, path_unavailable, pick, row
+
+FAMILY = "lifetime"
+BAR = 0.8
+REPEATS = 3
+
+
+def _server(reqs) -> None:  # type: ignore[no-untyped-def]
+    for i, reply in reqs:
+        reply.send(i)
+
+
+def _client(reqs, n: int, fresh: bool, done) -> None:  # type: ignore[no-untyped-def]
+    from csp_mp import Chan
+
+    mine = Chan(1)
+    for i in range(n):
+        reply = Chan(1) if fresh else mine
+        reqs.send((i, reply))
+        reply.recv()
+    done.send(n)
+
+
+def _loop(n: int) -> dict[str, list[float]]:
+    from csp_mp import Chan, go
+
+    reqs, done = Chan(64), Chan(8)
+    for _ in range(2):
+        go(_server, reqs)
+    out: dict[str, list[float]] = {"per_request": [], "per_client": []}
+    for r in range(REPEATS + 1):
+        for fresh in (False, True):
+            t0 = time.perf_counter()
+            for _ in range(4):
+                go(_client, reqs, n // 4, fresh, done)
+            total = sum(done.recv() for _ in range(4))
+            if r:  # the first round warms both up
+                out["per_request" if fresh else "per_client"].append(
+                    total / (time.perf_counter() - t0))
+    reqs.close()
+    return out
+
+
+def _child(n: int) -> None:
+    import csp_mp
+
+    print(json.dumps(csp_mp.run(_loop, n, procs=2)))
+
+
+def run(quick: bool) -> list[dict]:
+    """One child per runtime path; the result rows."""
+    n = pick(quick, 40_000, 12_000, 400)
+    rows = []
+    for path in csp_paths():
+        figure = on_path("reply-channel loop, a Chan(1) per request, procs=2", path)
+        why = path_unavailable(path)
+        got = None
+        if not why:
+            root, env = child_env(path)
+            done = subprocess.run([sys.executable, "-m", "benchmarks.bench_lifetime", "--child",
+                                   str(n)], cwd=root, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            if done.returncode == 0:
+                got = json.loads(done.stdout.strip().splitlines()[-1])
+            else:
+                why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        per_req = median(got["per_request"]) if got else None
+        per_client = median(got["per_client"]) if got else None
+        ratio = per_req / per_client if per_req and per_client else None
+        rows.append(row(FAMILY, "reply_chan_per_request", figure, "requests/s", per_req,
+                        baseline="same loop, one reply Chan(1) per client",
+                        baseline_value=per_client, higher_is_better=True,
+                        bar=f">= {BAR}x", met=at_least(ratio, BAR),
+                        note=why or f"{n} requests a repeat, median of {REPEATS}",
+                        repeats=REPEATS))
+        rows[-1]["path"] = path
+    return rows
+
+
+def main() -> None:
+    """Command line: the child, or print the rows."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--child", type=int, default=0)
+    args = ap.parse_args()
+    if args.child:
+        _child(args.child)
+        return
+    for r in run(quick=args.quick):
+        print(f"{r['figure']}: {r['value'] or 0:.0f} {r['unit']} vs {r['baseline_value'] or 0:.0f}"
+              f" (ratio {r['ratio'] or 0:.2f}, bar {r['bar']}, met: {r['met']}; {r['note']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Shared channels no goroutine can reach any more are freed while the program runs.
+
+The protocol is in ``csp_mp/_mp/promote.py``: a count word per channel block, one for each
+process's handle and one for each name in flight. These tests read that word
+(``add_refs(0)``) and the arena's bytes in use; they run on both paths (``make test`` and
+``make test-python``). Each crosses processes (``procs=2``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import mp_helpers as H
+import pytest
+from mp_helpers import run
+
+import csp_mp
+from csp_mp import Chan, go, go_local, runtime, select
+from csp_mp._chan.shared import SharedChan
+from csp_mp._mp import promote
+from csp_mp._mp.promote import PIN
+
+MIB = 1 << 20
+
+
+def _refs(ch: Chan) -> int:
+    return int(ch._st.add_refs(0))  # type: ignore[attr-defined]
+
+
+def _gone(off: int) -> bool:
+    """Whether the channel block at ``off`` was destroyed (its magic word cleared; the tests
+    make no other channel meanwhile, so the block is not reused as one)."""
+    broker = promote._brokers[0]
+    return int(broker.arena.words.load(off // 8)) == 0
+
+
+def _take_send_drop(reqs: Chan, done: Chan) -> None:
+    ch = reqs.recv()
+    ch.send(1)
+    del ch
+    done.send(runtime.current_p())
+
+
+def _take_and_hold(reqs: Chan, quit: Chan, done: Chan) -> None:
+    ch = reqs.recv()
+    done.send(runtime.current_p())
+    assert select(ch.recv, quit.recv)[0] == 1  # holds ch until quit closes
+    done.send(True)
+
+
+def test_a_channel_sent_to_another_p_and_dropped_everywhere_is_freed() -> None:
+    def main() -> tuple[int, bool]:
+        reqs, done = Chan(1), Chan(1)
+        H.go_on(1, H.noop, reqs, done)
+        go(_take_send_drop, reqs, done)  # on any P
+        ch = Chan(1)
+        reqs.send(ch)  # promoted: its block is shared with whoever takes it
+        where = done.recv()
+        assert ch.recv() == 1
+        off = ch._st.off  # type: ignore[attr-defined]
+        assert not _gone(off)
+        del ch
+        H.wait_until(lambda: _gone(off), "the channel's block to be freed")
+        return where, _gone(off)
+
+    _where, gone = run(main, 2)
+    assert gone
+
+
+def test_a_channel_still_referenced_on_another_p_is_not_freed() -> None:
+    def main() -> tuple[int, int]:
+        reqs, quit, done = Chan(1), Chan(), Chan(1)
+        H.go_on(1, _take_and_hold, reqs, quit, done)
+        ch = Chan()
+        reqs.send(ch)
+        assert done.recv() == 1
+        st = ch._st
+        off = st.off  # type: ignore[attr-defined]
+        H.wait_until(lambda: st.add_refs(0) == 2, "the name sent to be read")  # type: ignore
+        del ch
+        H.wait_until(lambda: st.add_refs(0) == 1, "P0's handle to be released")  # type: ignore
+        for _ in range(50):
+            runtime.gosched()
+        held = int(st.add_refs(0)), int(not _gone(off))  # type: ignore[attr-defined]
+        quit.close()  # P1 drops it: now it goes
+        assert done.recv() is True
+        H.wait_until(lambda: _gone(off), "the channel's block to be freed")
+        return held
+
+    assert run(main, 2) == (1, 1)
+
+
+def _send_back(ch: Chan, i: int) -> None:
+    ch.send(i)
+
+
+def _send_back_kw(ch: Chan, *, i: int) -> None:
+    ch.send(i)
+
+
+def test_frames_run_by_their_owner_or_stolen_leave_one_count() -> None:
+    def main() -> tuple[int, int]:
+        ch = Chan(400)
+        H.go_on(1, H.noop, ch)
+        for i in range(200):
+            go(_send_back, ch, i)  # plain frames (encode_plain)
+            go(_send_back_kw, ch, i=i)  # codec frames (pack)
+        got = sorted(ch.recv() for _ in range(400))
+        assert got == sorted(list(range(200)) * 2)
+        H.wait_until(lambda: _refs(ch) == 1, "every frame's name to be consumed")
+        return _refs(ch), runtime.metrics()["steals"]
+
+    refs, _steals = run(main, 2)
+    assert refs == 1
+
+
+def _echo_chans(inp: Chan) -> None:
+    for reply in inp:
+        reply.send(reply)  # a channel inside a value, back on its own channel
+
+
+def test_channels_in_values_on_one_p_and_across_ps_are_freed() -> None:
+    def main() -> int:
+        inp = Chan(8)
+        H.go_on(1, _echo_chans, inp)
+        go_local(_echo_chans, inp)  # a partner on this P: values by reference
+        before = int(runtime.metrics()["arena_bytes_in_use"])
+        for _ in range(300):
+            reply = Chan(1)
+            inp.send(reply)
+            assert reply.recv() is reply
+        del reply
+        H.wait_until(lambda: runtime.metrics()["arena_bytes_in_use"] - before < MIB // 4,
+                     "the reply channels to be freed")
+        inp.close()
+        return 0
+
+    assert run(main, 2) == 0
+
+
+def test_a_channel_captured_by_a_shipped_closure_is_pinned() -> None:
+    def main() -> int:
+        ch = Chan(10)
+        H.go_on(1, H.noop, ch)
+        for i in range(10):
+            go(lambda i=i: ch.send(i))  # the closure's bytes are cached and shipped again
+        assert sorted(ch.recv() for _ in range(10)) == list(range(10))
+        return _refs(ch)
+
+    assert run(main, 2) >= PIN
+
+
+def test_a_freed_channel_block_is_refused() -> None:
+    def main() -> bool:
+        ch = Chan(1)
+        H.go_on(1, H.noop, ch)
+        st = ch._st
+        off = st.off  # type: ignore[attr-defined]
+        broker = promote._brokers[0]
+        del ch
+        H.wait_until(lambda: _gone(off), "the channel's block to be freed")
+        assert broker._chan_state(off) is None  # a wake-up never builds a bare state
+        with pytest.raises(ValueError, match="no shared channel"):
+            SharedChan(broker, off)
+        with pytest.raises(ValueError, match="no shared channel"):
+            promote.rebuild_chan(off, None)
+        return True
+
+    assert run(main, 2)
+
+
+def test_the_task_encoder_refuses_a_region_of_another_type() -> None:
+    from csp_mp._shm.native import built, core
+
+    if not built():
+        pytest.skip("the compiled core is not built")
+    with pytest.raises(TypeError, match="region"):
+        core().TaskEncoder(Chan, lambda ch: None, 1, object())
+
+
+SOAK = textwrap.dedent("""
+    import sys
+    import csp_mp
+    from csp_mp import Chan, go, runtime
+
+    def server(reqs):
+        for i, reply in reqs:
+            reply.send(i * 2)
+
+    def client(reqs, n, done):
+        for i in range(n):
+            reply = Chan(1)
+            reqs.send((i, reply))
+            assert reply.recv() == i * 2
+        done.send(n)
+
+    def main(n):
+        reqs, done = Chan(64), Chan(8)
+        for _ in range(2):
+            go(server, reqs)
+        for _ in range(4):  # warm up: every P has its rings and its handles
+            go(client, reqs, 500, done)
+        assert sum(done.recv() for _ in range(4)) == 2000
+        before = runtime.metrics()["arena_bytes_in_use"]
+        for _ in range(4):
+            go(client, reqs, n // 4, done)
+        total = sum(done.recv() for _ in range(4))
+        after = runtime.metrics()["arena_bytes_in_use"]
+        reqs.close()
+        return total, before, after
+
+    print(*csp_mp.run(main, int(sys.argv[1]), procs=2))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_soak_a_reply_channel_per_request_runs_in_a_fixed_arena() -> None:
+    # ~7 KiB a channel: 100 k channels are ~10 times the 64 MiB arena, were they not freed
+    n = 100_000
+    env = dict(os.environ, CSP_MP_ARENA_MB="64")
+    done = subprocess.run([sys.executable, "-c", SOAK, str(n)], capture_output=True,
+                          text=True, env=env, timeout=110)
+    assert done.returncode == 0, done.stderr
+    total, before, after = map(int, done.stdout.split())
+    assert total == n
+    assert abs(after - before) < MIB, (before, after)
+
+
+def _closure_over(ch: Chan):  # type: ignore[no-untyped-def]
+    def send_one() -> None:
+        ch.send(runtime.current_p())
+
+    return send_one
+
+
+def test_a_closure_shipped_in_two_runtimes_names_its_channel_in_each() -> None:
+    ch = Chan(64)
+    fn = _closure_over(ch)  # one function object: its pickled bytes are cached
+
+    def main() -> int:
+        H.go_on(1, H.noop)
+        for _ in range(32):
+            go(fn)
+        return sum(1 for _ in range(32) if ch.recv() in (0, 1))
+
+    assert run(main, 2) == 32
+    assert run(main, 2) == 32  # not the offsets of the first runtime's arena
+
+
+def test_a_value_woken_for_a_channel_this_p_no_longer_holds_is_an_internal_error() -> None:
+    import msgspec
+
+    from csp_mp._chan.shared import K_VALUE
+    from csp_mp._mp import ctx as C
+
+    def main() -> None:
+        ch = Chan(1)
+        H.go_on(1, H.noop, ch)
+        off = ch._st.off  # type: ignore[attr-defined]
+        del ch
+        H.wait_until(lambda: _gone(off), "the channel's block to be freed")
+        broker = promote._brokers[0]
+        msg = msgspec.msgpack.encode((C.M_WAKE, 1, -1, 0, 0, K_VALUE, b"\x01", off))
+        broker.handle(msg)  # a waiter would hold its channel: this wake-up cannot be right
+        Chan().recv()
+
+    with pytest.raises(csp_mp.InternalError, match="whose channel is gone"):
+        run(main, 2)
