@@ -219,3 +219,28 @@ def test_no_goroutine_lost_while_a_trace_function_runs() -> None:
 
     for _ in range(rounds):
         assert csp_mp.run(main, procs=2) == n * (n - 1) // 2
+
+
+def _send_index_and_p(i: int, out: Chan) -> None:
+    out.send((i, csp_mp.runtime.current_p()))
+
+
+@pytest.mark.timeout(120)
+def test_a_fan_out_larger_than_the_run_queue_runs_every_goroutine_once() -> None:
+    """More go() frames than P0's stealable ring holds: what does not fit waits to be published
+    (still stealable) instead of becoming P0's own goroutines; each runs exactly once."""
+    from csp_mp._mp import ctx as C
+
+    n = 40_000  # ~1 MiB ring of ~150-byte frames: several times over
+
+    def main() -> tuple[list[int], set[int], int]:
+        out = Chan(n)
+        for i in range(n):
+            csp_mp.go(_send_index_and_p, i, out)
+        got = [out.recv() for _ in range(n)]
+        return sorted(i for i, _ in got), {p for _, p in got}, C.RUNQ_BYTES
+
+    got, ps, ring = csp_mp.run(main, procs=2)
+    assert got == list(range(n))
+    assert n * 100 > ring  # the fan-out did not fit
+    assert ps == {0, 1}

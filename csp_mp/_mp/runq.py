@@ -11,7 +11,8 @@ Invariants:
 - ``b.pending`` maps the sequence numbers of this P's queued frames, in increasing order, to
   their ``(fn, args, kwargs)`` (and the frame, when the codec made it); a frame older than the
   one the owner pops was stolen, so its entry is dropped then.
-- ``b.unflushed`` holds frames not yet in the ring: they are counted by ``num_goroutine`` and
+- ``b.unflushed`` holds frames not yet in the ring (the last batch, or what a full ring could
+  not take, oldest first): they are counted by ``num_goroutine`` and
   published at ``SPAWN_BATCH`` or at the next poll.
 - A P marks itself RUNNING (``busy``) before taking stolen frames, so checkdead never sees it
   STUCK with work in hand; it publishes STUCK or IDLE only after describing its goroutines.
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 _msg = msgspec.msgpack.Encoder().encode
 
 SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
+# most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
+# 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
+STEAL_MAX = 128
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 
@@ -65,7 +69,7 @@ def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
         b.pending[seq] = (fn, args, kwargs)
     unflushed = b.unflushed
     unflushed.append(frame)
-    if len(unflushed) >= SPAWN_BATCH:
+    if not len(unflushed) % SPAWN_BATCH:  # every batch; also retried while the ring is full
         flush_spawns(b)
 
 
@@ -74,13 +78,12 @@ def flush_spawns(b: Broker) -> None:
     frames = b.unflushed
     if not frames:
         return
-    b.unflushed = []
     n = b.ctx.runq[b.p].put_many(frames)
-    for frame in frames[n:]:  # queue full: they run here
-        entry = _own_entry(b, tasks.frame_seq(frame))
-        if entry is not None:
-            b.hub.runq.append(b.hub.new_g(entry[0], entry[1], entry[2], False))
     if n:
+        # what a full ring could not take waits here, still stealable once thieves make room
+        # (made local goroutines, a fan-out larger than the ring ran mostly on this P, and a
+        # preempted spawner waited behind all of them)
+        b.unflushed = frames[n:]
         wakep(b)
 
 
@@ -156,7 +159,7 @@ def steal(b: Broker, hub: Hub) -> bool:
         if not k:
             continue
         busy(b)  # before taking: checkdead must not see STUCK while frames are in hand
-        frames = ring.get_many(max(1, k // 2))
+        frames = ring.get_many(max(1, min(k // 2, STEAL_MAX)))
         ctx.padd(C.P_STOLEN, len(frames))
         for frame in frames:
             adopt(b, hub, frame)
