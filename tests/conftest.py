@@ -10,37 +10,18 @@ import os
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 import csp_mp
 from csp_mp import _hub
+from csp_mp._testing import leaks
 
 SHM = "/dev/shm"
 
 
-def _infra_pids() -> set[int]:
-    """Helpers ``multiprocessing`` keeps for the whole session (forkserver, resource tracker)."""
-    pids: set[int] = set()
-    try:
-        from multiprocessing import forkserver, resource_tracker
-    except ImportError:  # pragma: no cover - platform without them
-        return pids
-    for obj, attr in ((forkserver._forkserver, "_forkserver_pid"),
-                      (resource_tracker._resource_tracker, "_pid")):
-        pid = getattr(obj, attr, None)
-        if pid:
-            pids.add(pid)
-    return pids
-
-
 def _children() -> set[int]:
-    infra = _infra_pids()
-    out = set()
-    for p in psutil.Process().children(recursive=True):
-        if p.pid not in infra:
-            out.add(p.pid)
-    return out
+    """Our child processes, less the helpers multiprocessing keeps for the session."""
+    return leaks._children()
 
 
 def _ours(entry: str, pids: set[int]) -> bool:
