@@ -76,11 +76,15 @@ def per_op(kind: str) -> float:
     return delta / ((large - small) * OPS_PER_UNIT[kind])
 
 
+# the time-slice signal handlers: sysmon's SIGURG one and the CPU-time clock's SIGVTALRM one
+_SIGNAL_HANDLERS = frozenset({"preempt.py:_handler", "slicer.py:_handler"})
+
+
 class OpcodeCounter:
     """A ``sys.settrace`` function counting opcodes per function of every frame it sees start.
 
     Frames already running when it is installed (the caller's driving loop) are not traced.
-    With ``skip_preemption``, what runs inside the preemption signal handler (the time-slice
+    With ``skip_preemption``, what runs inside a preemption signal handler (the time-slice
     check, which tracing slows enough to trip now and then) is counted apart, in ``skipped``.
     """
 
@@ -96,7 +100,7 @@ class OpcodeCounter:
         counts = self.counts
         code = frame.f_code
         name = f"{os.path.basename(code.co_filename)}:{code.co_name}"
-        if self._skip and name == "preempt.py:_handler":
+        if self._skip and name in _SIGNAL_HANDLERS:
             self._in_handler += 1
 
             def handler(frame: Any, event: str, arg: Any) -> Any:
