@@ -168,6 +168,14 @@ class SharedChan:
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(broker, off, tp)
 
+    def refs_dropper(self) -> Any:
+        """A call taking one from the reference word: ``add_refs(-1)`` as one C call when the
+        compiled core runs (a handle reading a name it already holds, once per stolen task)."""
+        core = self._arena.core
+        if core is not None:
+            return functools.partial(core.fetch_add, self.off + _W_REFS * 8, -1)
+        return functools.partial(self.add_refs, -1)
+
     def add_refs(self, d: int) -> int:
         """Add ``d`` to the channel's reference word and return the new count (any P; an
         atomic add: the compiled core's fetch_add, else under the arena's allocator lock, a

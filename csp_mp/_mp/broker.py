@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -36,7 +38,7 @@ from .._errors import InternalError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
-from . import counters, migrate_warn, reports, runq, tasks, tokens, tracing
+from . import counters, migrate_warn, promote, reports, runq, tasks, tokens, tracing
 from . import ctx as C
 from .tokens import TOKEN_LOCKS
 
@@ -107,8 +109,9 @@ class Broker:
         self.dead: list[Any] = []
         self.objs: dict[int, Any] = {}  # arena offset -> shared atomic / semaphore handle
         # run queue (runq.py)
-        self.pending: dict[int, Any] = {}
-        self.unflushed: list[bytes] = []
+        self.pending: deque[tuple] = deque()
+        self.unflushed: deque[bytes] = deque()
+        self.unq: deque[tuple] = deque()
         self.seq = 0
         self.fn_last: Any = None  # the callable go() was last given, and its pickle_fn entry
         self.fn_entry: tuple[bytes, bytes, str] = (b"", b"", "")
@@ -126,6 +129,7 @@ class Broker:
         self.stack_replies: dict[int, dict[int, str]] = {}
         self.stack_req = 0
         self.info_t = 0.0
+        self.info_stale = False  # a steal left its goroutines undescribed (poll publishes)
         self.info_n: tuple[int, int] = (-1, -1)
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
@@ -143,7 +147,7 @@ class Broker:
     def run_own(self, hub: Hub) -> bool:
         """ProcLayer: start one of this P's queued goroutines when nothing else is runnable and
         no other P is idle (an idle P is about to steal them: they are its to run)."""
-        if not self.pending or hub.runq or hub.runnext is not None:
+        if not (self.pending or self.unflushed) or hub.runq or hub.runnext is not None:
             return False
         ctx = self.ctx
         for q in range(ctx.nprocs):
@@ -331,6 +335,7 @@ class Broker:
             off, st = ref.off, ref.st
             if chans.get(off) is ref:
                 del chans[off]
+                promote.names.pop(off.to_bytes(8, "little"), None)
             ops = getattr(st, "ops", None)  # what its fast paths counted (runtime.metrics())
             if ops is not None:
                 self.hub.n_xops += ops.ops
@@ -352,6 +357,8 @@ class Broker:
             self.flush_spawns()
         if self.outbox:
             self.flush_outbox()
+        if self.info_stale and time.monotonic() - self.info_t >= reports.INFO_EVERY:
+            reports.publish_info(self, hub)
         inbox = ctx.inbox[self.p]
         if len(inbox):
             for raw in inbox.get_many(256):

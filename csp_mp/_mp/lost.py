@@ -9,6 +9,7 @@ back and summarises them by function: ``41 goroutines (__main__.spin), 1 gorouti
 
 from __future__ import annotations
 
+import operator
 import re
 from collections import Counter
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = ["SHOWN", "info_lines", "summary"]
 SHOWN = 30  # with the tallies, well inside the P's 4 KiB description
 _TALLIES = 8
 _LINE = re.compile(r"^goroutine \d+ \((?P<fn>.*)\)(?: \[[^\]]*\])?$")
+_NAME_FN = operator.attrgetter("name", "fn")
 _MORE = re.compile(r"^\.\.\. and (?P<n>\d+) more(?: \((?P<fn>.*)\))?$")
 
 
@@ -40,7 +42,7 @@ def info_lines(gs: list[Any], reason_of: Any) -> list[str]:
     lines = [f"{g.describe()} [{reason_of(g)}]" for g in gs[:SHOWN]]
     # tallied by function object first (a P may hold thousands: one describe() per function,
     # not per goroutine; this runs at every steal)
-    by_fn: Counter[Any] = Counter((g.name, g.fn) for g in gs[SHOWN:])
+    by_fn: Counter[Any] = Counter(map(_NAME_FN, gs[SHOWN:]))
     named: Counter[str] = Counter()
     for key, n in by_fn.items():
         named[_fn_of(_describe_fn(*key))] += n

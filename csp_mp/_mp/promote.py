@@ -79,9 +79,6 @@ from .shobj import (
 _brokers: list[Any] = [None]
 
 
-#: Untyped channel handles by the 8 bytes naming them in task frames (this runtime's only).
-ext_chans: weakref.WeakValueDictionary[bytes, Chan] = weakref.WeakValueDictionary()
-
 #: What a channel captured by a callable's cached pickle adds: it is never freed.
 PIN = 1 << 40
 _pinning = [0]  # > 0 while pickle_fn pickles a callable (its bytes are shipped many times)
@@ -102,18 +99,27 @@ class HandleRef(weakref.ref):
     """A weak reference to this process's handle on a shared channel; when the handle dies, the
     ref queues itself on ``broker.dead`` for ``Broker.release_handles``."""
 
-    __slots__ = ("off", "st")
+    __slots__ = ("off", "st", "drop")
     off: int
     st: SharedChan
+    drop: Any  # consumes one name in flight, which this handle already holds for its P
 
     def __new__(cls, ch: Chan, dead: list, off: int, st: SharedChan) -> HandleRef:
         self = super().__new__(cls, ch, dead.append)
         self.off = off
         self.st = st
+        self.drop = st.refs_dropper()
         return self
 
     def __init__(self, ch: Chan, dead: list, off: int, st: SharedChan) -> None:
         super().__init__(ch, dead.append)
+
+
+#: This P's ``HandleRef`` by the 8 bytes naming its channel in task frames (little-endian
+#: offset): what a stolen frame's channel argument resolves to without a Python call
+#: (``tasks._chan_from_ext``). Kept with ``broker.chans`` by ``_register`` and
+#: ``Broker.release_handles``.
+names: dict[bytes, HandleRef] = {}
 
 
 def handle_of(broker: Any, off: int) -> Chan | None:
@@ -123,7 +129,8 @@ def handle_of(broker: Any, off: int) -> Chan | None:
 
 
 def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
-    broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
+    ref = broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
+    names[st.off.to_bytes(8, "little")] = ref
 
 
 #: Called whenever the broker changes: caches of bytes naming this runtime's arena offsets.
@@ -134,7 +141,7 @@ def set_broker(broker: Any) -> None:
     """Install (or clear) this process's broker; bytes cached by a previous runtime name
     blocks of its arena, never of this one, so their caches are emptied."""
     _brokers[0] = broker
-    ext_chans.clear()
+    names.clear()
     for reset in on_new_broker:
         reset()
 
@@ -222,7 +229,7 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
     ref = b.chans.get(off) if b is not None else None
     ch = ref() if ref is not None else None
     if ch is not None:  # the common case, looked up before the runtime check below
-        ch._st.add_refs(-1)  # its handle keeps one
+        ref.drop()  # its handle keeps one
         return ch
     broker = _broker()
     ch = Chan.__new__(Chan)

@@ -12,6 +12,7 @@ Owner P only.
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
+_BY_ID = operator.attrgetter("id")
+
+INFO_EVERY = 0.002  # seconds between two descriptions a steal publishes (publish_info)
 
 
 def gset(hub: Hub) -> tuple[int, int]:
@@ -95,7 +99,8 @@ def publish_info(b: Broker, hub: Hub) -> None:
     # publishes too: measuring from an older one left the stolen goroutines' text in place)
     b.info_t = time.monotonic()
     b.info_n = gset(hub)
-    gs = sorted(hub.allgs.values(), key=lambda g: g.id)
+    b.info_stale = False
+    gs = sorted(hub.allgs.values(), key=_BY_ID)
     lines = lost.info_lines(gs, lambda g: g.reason if g.state == WAITING else g.state)
     b.ctx.publish_info("\n".join(lines))
 

@@ -8,12 +8,14 @@ functions take the P's ``Broker``; it binds the hot ones (``place``, ``flush_spa
 ``idle``, ``pop_own``, ``busy``) as its methods, so a call costs what a method call did.
 
 Invariants:
-- ``b.pending`` maps the sequence numbers of this P's queued frames, in increasing order, to
-  their ``(fn, args, kwargs)`` (and the frame, when the codec made it); a frame older than the
-  one the owner pops was stolen, so its entry is dropped then.
+- An entry is ``(seq, fn, args, kwargs)``, and the frame when the codec made it.
 - ``b.unflushed`` holds frames not yet in the ring (the last batch, or what a full ring could
-  not take, oldest first): they are counted by ``num_goroutine`` and
-  published at ``SPAWN_BATCH`` or at the next poll.
+  not take, oldest first) and ``b.unq`` their entries, in the same order: they are counted by
+  ``num_goroutine`` and published at ``SPAWN_BATCH`` or at the next poll, at most ``FLUSH_MAX``
+  per try. Nobody else can see them: the owner runs them first, without the ring's lock.
+- ``b.pending`` holds the entries of the frames published to the ring, in increasing ``seq``
+  order; an entry older than the frame the owner pops from the ring was stolen, so it is
+  dropped then. All three are deques: both ends in O(1), however long the fan-out.
 - A P marks itself RUNNING (``busy``) before taking stolen frames, so checkdead never sees it
   STUCK with work in hand; it publishes STUCK or IDLE only after describing its goroutines.
 - Owner P only (the rings themselves are locked for every P).
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 _msg = msgspec.msgpack.Encoder().encode
 
 SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
+FLUSH_MAX = 256  # most unflushed frames one flush offers the ring (a full ring takes none)
 # most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
 # 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
 STEAL_MAX = 128
@@ -64,9 +67,9 @@ def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
     frame = None if kwargs else b.encode_plain(seq, b.p, entry, args)
     if frame is None:
         frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
-        b.pending[seq] = (fn, args, kwargs, frame)  # the codec's frame: freed if run here
+        b.unq.append((seq, fn, args, kwargs, frame))  # the codec's frame: freed if run here
     else:
-        b.pending[seq] = (fn, args, kwargs)
+        b.unq.append((seq, fn, args, kwargs))
     unflushed = b.unflushed
     unflushed.append(frame)
     if not len(unflushed) % SPAWN_BATCH:  # every batch; also retried while the ring is full
@@ -78,12 +81,22 @@ def flush_spawns(b: Broker) -> None:
     frames = b.unflushed
     if not frames:
         return
-    n = b.ctx.runq[b.p].put_many(frames)
+    n = b.ctx.runq[b.p].put_many(
+        list(frames) if len(frames) <= FLUSH_MAX else list(itertools.islice(frames, FLUSH_MAX)))
     if n:
         # what a full ring could not take waits here, still stealable once thieves make room
         # (made local goroutines, a fan-out larger than the ring ran mostly on this P, and a
         # preempted spawner waited behind all of them)
-        b.unflushed = frames[n:]
+        unq = b.unq
+        if n == len(frames):
+            frames.clear()
+            b.pending.extend(unq)
+            unq.clear()
+        else:
+            b.pending.extend(itertools.islice(unq, n))
+            for _ in range(n):
+                frames.popleft()
+                unq.popleft()
         wakep(b)
 
 
@@ -109,40 +122,42 @@ def busy(b: Broker) -> None:
 
 
 def pop_own(b: Broker, hub: Hub) -> bool:
-    if not b.pending:
-        return False
-    if b.unflushed:  # in the ring first: an empty ring below means "all stolen"
-        flush_spawns(b)
     # One at a time, as Go's runqget: a goroutine taken here starts here and can never move,
-    # so taking a batch left other Ps idle at the end of a CPU-bound fan-out.
+    # so taking a batch left other Ps idle at the end of a CPU-bound fan-out. The oldest frame
+    # thieves cannot see first, without any lock (a fan-out larger than the ring: the ring's
+    # frames are the thieves' share); else the ring's head.
+    if b.unflushed:
+        b.unflushed.popleft()
+        entry = _own_entry(b, b.unq.popleft())
+        hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
+        return True
+    pending = b.pending
+    if not pending:
+        return False
     frames = b.ctx.runq[b.p].get_many(1)
     if not frames:
-        b.pending.clear()  # everything queued was stolen
+        pending.clear()  # everything queued was stolen
         return False
     seq = tasks.frame_seq(frames[0])
-    pending = b.pending
-    if next(iter(pending)) < seq:  # in seq order: the frames before this one were stolen
-        for s in list(itertools.takewhile(seq.__gt__, pending)):
-            del pending[s]
-    entry = _own_entry(b, seq)
-    if entry is None:
+    while pending and pending[0][0] < seq:  # in seq order: the frames before it were stolen
+        pending.popleft()
+    if not pending or pending[0][0] != seq:
         return False
-    hub.runq.append(hub.new_g(entry[0], entry[1], entry[2], False))
+    entry = _own_entry(b, pending.popleft())
+    hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
     return True
 
 
-def _own_entry(b: Broker, seq: int) -> tuple | None:
-    """The live ``(fn, args, kwargs, ...)`` of this P's frame ``seq``, which it runs itself: the
-    channel names it carries are consumed and a frame the codec made has its out-of-band
+def _own_entry(b: Broker, entry: tuple) -> tuple:
+    """``entry``, the live ``(seq, fn, args, kwargs, ...)`` of a frame this P runs itself: the
+    channel names its frame carries are consumed and a frame the codec made has its out-of-band
     argument blocks freed, as nobody will read it (promote.py's protocol)."""
-    entry = b.pending.pop(seq, None)
-    if entry is not None:
-        if len(entry) > 3:
-            tasks.own_frame(entry[3], b.arena)
-        else:  # encode_plain's frame: one name per untyped channel argument
-            for a in entry[1]:
-                if type(a) is Chan and a._type is None:
-                    a._st.add_refs(-1)  # type: ignore[attr-defined]
+    if len(entry) > 4:
+        tasks.own_frame(entry[4], b.arena)
+    else:  # encode_plain's frame: one name per untyped channel argument
+        for a in entry[2]:
+            if type(a) is Chan and a._type is None:
+                a._st.add_refs(-1)  # type: ignore[attr-defined]
     return entry
 
 
@@ -161,10 +176,15 @@ def steal(b: Broker, hub: Hub) -> bool:
         busy(b)  # before taking: checkdead must not see STUCK while frames are in hand
         frames = ring.get_many(max(1, min(k // 2, STEAL_MAX)))
         ctx.padd(C.P_STOLEN, len(frames))
-        for frame in frames:
-            adopt(b, hub, frame)
+        adopt(b, hub, frames)
         if frames:
-            reports.publish_info(b, hub)  # should this P die, P0 can name what it took
+            # should this P die, P0 can name what it took: now, or when the hub next polls
+            # (steals of a tiny-task fan-out come thousands a second; each description costs
+            # what ~10 of its tasks do)
+            if time.monotonic() - b.info_t >= reports.INFO_EVERY:
+                reports.publish_info(b, hub)
+            else:
+                b.info_stale = True
             if len(ring):
                 wakep(b)  # work is left: another idle P may take its share (Go)
             return True
@@ -182,24 +202,36 @@ def work_waiting(b: Broker) -> bool:
     return checkdead.work_visible(b)
 
 
-def adopt(b: Broker, hub: Hub, frame: bytes) -> None:
-    try:
-        fn, args, kwargs, warn, digest = tasks.unpack(frame, b.arena)
-    except BaseException as exc:
-        err = exc
+def adopt(b: Broker, hub: Hub, frames: list[bytes]) -> None:
+    """Queue a G for each of ``frames``, stolen from another P (a frame that cannot be
+    unpacked becomes a G raising why, so that the run reports it)."""
+    unframe, known_fn, new_g = tasks.unframe, tasks.known_fn, hub.new_g
+    gs = []
+    for frame in frames:
+        try:
+            t = unframe(frame)
+            fn = known_fn(t[2])
+            if fn is not None and type(t[4]) is list and not t[5]:  # plain, callable known
+                gs.append(new_g(fn, tuple(t[4]), {}, True))
+                continue
+            fn, args, kwargs, warn, digest = tasks.unpack_items(t, b.arena)
+        except BaseException as exc:
+            fn, args, kwargs, warn, digest = _failing(exc), (), {}, "", b""
+        if warn and digest not in b.warned:
+            b.warned.add(digest)
+            if b.p == 0:
+                migrate_warn.emit(warn)
+            else:
+                b.send(0, _msg((C.M_WARN, warn)))
+        gs.append(new_g(fn, args, kwargs, True))
+    hub.runq.extend(gs)
 
-        def fail() -> None:
-            raise RuntimeError(f"cannot run a goroutine stolen from another P: {err}") from err
 
-        fn, args, kwargs, warn, digest = fail, (), {}, "", b""
-    if warn and digest not in b.warned:
-        b.warned.add(digest)
-        if b.p == 0:
-            migrate_warn.emit(warn)
-        else:
-            b.send(0, _msg((C.M_WARN, warn)))
-    g = hub.new_g(fn, args, kwargs, True)
-    hub.runq.append(g)
+def _failing(err: BaseException) -> Any:
+    def fail() -> None:
+        raise RuntimeError(f"cannot run a goroutine stolen from another P: {err}") from err
+
+    return fail
 
 
 def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
@@ -211,7 +243,7 @@ def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> No
     if steal(b, hub):
         busy(b)
         return
-    stuck = not local_can_wake and not b.outbox and not b.pending
+    stuck = not local_can_wake and not b.outbox and not b.pending and not b.unflushed
     now = time.monotonic()
     # describe the goroutines before publishing their count: whoever sees the count (P0
     # waiting for it before killing this P, say) finds the description already there

@@ -32,7 +32,7 @@ from .._chan import Chan
 from .._shm import OOB_MIN, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
-from .promote import chan_offset, ext_chans, pinning, rebuild_chan
+from .promote import chan_offset, names, pinning, rebuild_chan
 
 _CHAN_EXT = 1
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
@@ -85,20 +85,24 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
     try:
-        ch = ext_chans.get(data)  # type: ignore[call-overload]  # hashes as its bytes
-    except ValueError:  # a writable one does not hash
-        ch = None
-    if ch is not None and code == _CHAN_EXT:
-        ch._st.add_refs(-1)  # the name read; its handle keeps one
-        return ch
+        ref = names.get(data)  # type: ignore[call-overload]  # hashes as its bytes
+    except ValueError:  # a writable view does not hash
+        ref = None
+    if ref is not None and code == _CHAN_EXT:
+        ch = ref()
+        if ch is not None:
+            ref.drop()  # the name read; its handle keeps one
+            return ch
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
-    ch = ext_chans[bytes(data)] = rebuild_chan(int.from_bytes(data, "little"), None)
-    return ch
+    return rebuild_chan(int.from_bytes(data, "little"), None)  # consumes the name read
 
 
 encode_frame = msgspec.msgpack.Encoder().encode
 _unframe = msgspec.msgpack.Decoder(tuple, ext_hook=_chan_from_ext).decode
+#: A task frame as a tuple ``(seq, owner, digest, fn_bytes, args, warn)``; consumes the channel
+#: names it carries. ``args`` is a list for ``encode_plain``'s frames.
+unframe = _unframe
 MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
@@ -126,6 +130,8 @@ _fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _recent: dict[int, tuple[Any, tuple[bytes, bytes, str]]] = {}
 _RECENT_MAX = 64
 _by_digest: dict[bytes, Callable[..., Any]] = {}
+#: The callable of a digest already unpickled here (and without a warning to give), or None.
+known_fn = _by_digest.get
 
 
 def _is_plain_mutable(v: Any) -> bool:
@@ -365,7 +371,12 @@ def own_frame(frame: bytes, arena: Any) -> int:
 
 def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
     """``(fn, args, kwargs, warn, digest)`` of a stolen task."""
-    _seq, _owner, digest, fn_bytes, args_bytes, warn = _unframe(frame)
+    return unpack_items(_unframe(frame), arena)
+
+
+def unpack_items(t: tuple, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
+    """``unpack`` of a frame already decoded (``_unframe``)."""
+    _seq, _owner, digest, fn_bytes, args_bytes, warn = t
     fn = _by_digest.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)

@@ -187,6 +187,8 @@ def _wrap_runq(rec: rec_mod.Recorder, b: Any) -> None:
     orig_pop = b.pop_own
 
     def pop_own(hub: Hub) -> bool:
+        if b.unflushed:  # taken from there first, without the ring
+            incoming.append(frame_flow(b.unflushed[0]))
         got = orig_pop(hub)
         incoming.clear()  # a frame taken but not run here (stolen meanwhile) names no G
         return got
