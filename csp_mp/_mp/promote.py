@@ -227,10 +227,11 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
     name in flight, which it consumes (see the module doc)."""
     b = _brokers[0]
     ref = b.chans.get(off) if b is not None else None
-    ch = ref() if ref is not None else None
-    if ch is not None:  # the common case, looked up before the runtime check below
-        ref.drop()  # its handle keeps one
-        return ch
+    if ref is not None:  # the common case, looked up before the runtime check below
+        ch = ref()
+        if ch is not None:
+            ref.drop()  # its handle keeps one
+            return ch
     broker = _broker()
     ch = Chan.__new__(Chan)
     st = SharedChan(broker, off, tp)  # ValueError if the block holds no channel
