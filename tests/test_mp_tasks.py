@@ -104,3 +104,54 @@ def test_plain_arguments_arrive_exactly_on_another_p() -> None:
     expected = [(a, type(a).__name__) for a in args]
     assert remote == expected
     assert all(seen == expected for seen in local)
+
+
+# ---------------------------------------------------------------- stolen frames decoded whole
+
+
+def _decode_case() -> dict:
+    """Frames of this P decoded as a thief would: what the compiled core decodes whole, where it
+    stops, and the channel's count before and after (each frame names it once)."""
+    from csp_mp._hub import current_hub
+    from csp_mp._mp import promote
+
+    b: Any = current_hub().broker
+    ch = Chan(4)
+    entry = tasks.pickle_fn(H.noop)
+    plain = [b.encode_plain(i, 0, entry, (i, "s", 2.5, None, ch)) for i in range(3)]
+    codec = tasks.pack(9, 0, H.noop, ((1, 2),), {}, b.arena)
+    refs = lambda: int(ch._st.add_refs(0))  # noqa: E731
+    before = refs()
+    decode = b.decode_plain
+    unknown = decode(plain[:1], 0, {}, promote.names)  # the callable not known yet: stops
+    after_unknown = refs()
+    fns = {entry[0]: H.noop}
+    whole = decode([*plain[:2], codec, plain[2]], 0, fns, promote.names)
+    after_two = refs()
+    rest = decode([*plain[:2], codec, plain[2]], 3, fns, promote.names)
+    after_rest = refs()
+    bad = [plain[2][:k] for k in range(len(plain[2]))] + [b"", b"\x96", b"\xff" * 40]
+    broken = [decode([frame], 0, fns, promote.names) for frame in bad]
+    after_broken = refs()
+    # consume what is left of the names: the unread first frame and the codec frame
+    tasks.own_frame(codec, b.arena)
+    return {"before": before, "unknown": unknown, "after_unknown": after_unknown,
+            "whole": [(fn is H.noop, args[:4], args[4] is ch) for fn, args in whole],
+            "after_two": after_two, "rest": [(fn is H.noop, args[0]) for fn, args in rest],
+            "after_rest": after_rest,
+            "after_broken": after_broken, "broken": broken, "native": csp_mp.runtime.native()}
+
+
+def test_stolen_plain_frames_decode_whole_and_consume_their_names_once() -> None:
+    got = csp_mp.run(_decode_case, procs=2)
+    if not got["native"]:  # the Python path decodes nothing here: unpack_items does it all
+        assert got["unknown"] == [] and got["whole"] == [] and got["rest"] == []
+        assert got["after_two"] == got["before"]
+        return
+    assert got["unknown"] == [] and got["after_unknown"] == got["before"]  # nothing consumed
+    assert got["whole"] == [(True, (i, "s", 2.5, None), True) for i in range(2)]
+    assert got["after_two"] == got["before"] - 2  # the two names read, one each
+    assert got["rest"] == [(True, 2)] and got["after_rest"] == got["before"] - 3
+    # cut or garbage: left to the Python path, having consumed nothing
+    assert got["broken"] == [[]] * len(got["broken"])
+    assert got["after_broken"] == got["after_rest"]

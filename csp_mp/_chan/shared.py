@@ -117,7 +117,7 @@ class SharedChan:
 
     shared = True
     __slots__ = ("broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
-                 "_q", "_arena", "_buf", "codec", "handle", "__weakref__")
+                 "_q", "_arena", "_buf", "codec", "handle", "drop_name", "__weakref__")
 
     def __new__(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
         # the arena's core decides the implementation: every handle of a run uses the same one
@@ -143,6 +143,8 @@ class SharedChan:
         self.codec = TypedCodec(tp, arena) if tp is not None else None
         #: What the process layer caches to name this channel in its messages (opaque here).
         self.handle: Any = None
+        #: Consumes one name in flight (``add_refs(-1)``; one C call on the compiled core).
+        self.drop_name = self.refs_dropper()
 
     @classmethod
     def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
@@ -170,7 +172,7 @@ class SharedChan:
 
     def refs_dropper(self) -> Any:
         """A call taking one from the reference word: ``add_refs(-1)`` as one C call when the
-        compiled core runs (a handle reading a name it already holds, once per stolen task)."""
+        compiled core runs (``drop_name``: once per task frame naming the channel)."""
         core = self._arena.core
         if core is not None:
             return functools.partial(core.fetch_add, self.off + _W_REFS * 8, -1)
@@ -567,12 +569,16 @@ def _typed_recv(c_recv: Any, off: int, decode_typed: Any) -> Any:
 def grow(arena: Arena, q: Ring, word: int, raw: bytes) -> Ring:
     """Move a full wait queue into one twice its size, append ``raw``, publish it in ``word``.
 
-    The caller holds the queue's lock; every user re-reads ``word`` under that lock.
+    The caller holds the queue's lock; every user re-reads ``word`` under that lock. The
+    compiled core moves the frames in one call (a buffer of 100 k values grows ~8 times).
     """
-    bigger = Ring.create(arena, q.capacity * 2, q._lock_index - 1)
-    while (x := q.get_locked()) is not None:
-        bigger.put_locked(x)
-    if not bigger.put_locked(raw):
+    bigger = type(q).create(arena, q.capacity * 2, q._lock_index - 1)
+    if arena.core is not None:
+        arena.core.ring_move_locked(q.offset, bigger.offset)
+    else:
+        while (x := q.get_locked()) is not None:
+            bigger.put_locked(x)
+    if len(q) or not bigger.put_locked(raw):
         raise MemoryError("a shared wait queue cannot grow")
     arena.words.store(word, bigger.offset)  # store; read under the same lock by every user
     arena.decref(q.offset)

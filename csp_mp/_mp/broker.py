@@ -112,11 +112,11 @@ class Broker:
         self.pending: deque[tuple] = deque()
         self.unflushed: deque[bytes] = deque()
         self.unq: deque[tuple] = deque()
-        self.seq = 0
-        self.fn_last: Any = None  # the callable go() was last given, and its pickle_fn entry
-        self.fn_entry: tuple[bytes, bytes, str] = (b"", b"", "")
         self.encode_plain = tasks.plain_encoder(ctx.arena)
-        hub.go = self.place
+        self.decode_plain = tasks.plain_decoder(ctx.arena)
+        # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
+        self.spawn: Any = runq.spawner(self, hub)
+        hub.go = getattr(self.spawn, "go", self.place)
         self.rng = random.Random()
         # select tokens (tokens.py)
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
@@ -134,6 +134,11 @@ class Broker:
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
         hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last frame this P queued (go() calls framed so far)."""
+        return int(self.spawn.seq)
 
     # ------------------------------------------------------------------ the jobs, bound here
 
@@ -160,6 +165,7 @@ class Broker:
     flush_spawns = runq.flush_spawns
     idle = runq.idle
     pop_own = runq.pop_own
+    own_entry = runq.own_entry
     busy = runq.busy
     steal = runq.steal
     work_waiting = runq.work_waiting
@@ -354,6 +360,8 @@ class Broker:
         if self.wakes_out:
             self.flush_wakes()
         if self.unflushed:
+            # where idle Ps can steal them (SPEC: taken at once); what a full ring cannot
+            # take stays, and pop_own below takes it first
             self.flush_spawns()
         if self.outbox:
             self.flush_outbox()

@@ -19,7 +19,7 @@ add), and it counts two kinds of reference:
 
 A P that reads a name (``rebuild_chan``, ``tasks._chan_from_ext``) consumes it: with a live
 handle already, −1; else the name becomes its new handle's count (+1 −1). A P that takes back
-its own frame consumes the names it wrote (``runq._own_entry``, ``tasks.own_frame``); bytes
+its own frame consumes the names it wrote (``runq.own_entry``, ``tasks.own_frame``); bytes
 dropped unread (a select loser's value, a value passed by reference on one P, a destroyed
 channel's buffer) are decoded for that purpose by ``codec.discard`` when they name a channel.
 When a handle's ``Chan`` dies, its weakref callback only queues the ``HandleRef``
@@ -108,7 +108,7 @@ class HandleRef(weakref.ref):
         self = super().__new__(cls, ch, dead.append)
         self.off = off
         self.st = st
-        self.drop = st.refs_dropper()
+        self.drop = st.drop_name
         return self
 
     def __init__(self, ch: Chan, dead: list, off: int, st: SharedChan) -> None:

@@ -31,7 +31,7 @@ _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 _BY_ID = operator.attrgetter("id")
 
-INFO_EVERY = 0.002  # seconds between two descriptions a steal publishes (publish_info)
+INFO_EVERY = 0.01  # seconds between two descriptions a steal publishes (publish_info)
 
 
 def gset(hub: Hub) -> tuple[int, int]:

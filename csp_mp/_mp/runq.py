@@ -31,7 +31,7 @@ import msgspec
 
 from .._chan import Chan
 from .._hub import Hub
-from . import checkdead, counters, migrate_warn, reports, tasks
+from . import checkdead, counters, migrate_warn, promote, reports, tasks
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -41,10 +41,37 @@ _msg = msgspec.msgpack.Encoder().encode
 
 SPAWN_BATCH = 32  # go() frames published to the stealable queue at once
 FLUSH_MAX = 256  # most unflushed frames one flush offers the ring (a full ring takes none)
+OWN_BATCH = 16  # unpublished frames a P takes back at once while the ring is full (pop_own)
 # most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
 # 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
 STEAL_MAX = 128
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
+
+
+class SpawnState:
+    """What ``place`` remembers between calls: the seq last given, the callable last given and
+    its ``pickle_fn`` entry. The compiled core's ``Spawner`` holds the same three and runs the
+    common ``go()`` itself (``spawner``)."""
+
+    __slots__ = ("seq", "fn_last", "entry")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.fn_last: Any = None
+        self.entry: tuple[bytes, bytes, str] = (b"", b"", "")
+
+
+def spawner(b: Broker, hub: Hub) -> Any:
+    """This P's go() state: a ``SpawnState`` for ``place``, or on the compiled core its
+    ``Spawner``, whose ``go`` frames and queues the call of the callable last given with plain
+    arguments as ``place`` does (and calls ``place`` for every other call)."""
+    encoder = getattr(b.encode_plain, "__self__", None)
+    if encoder is None:
+        return SpawnState()
+    from .._shm.native import core
+
+    return core().Spawner(encoder, hub, b.p, b.unflushed, b.unq, b.place, b.flush_spawns,
+                          SPAWN_BATCH)
 
 
 def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
@@ -58,12 +85,13 @@ def place(b: Broker, fn: Any, args: tuple, kwargs: dict) -> None:
     """
     if b.hub.stopping:
         return
-    if fn is b.fn_last:
-        entry = b.fn_entry
+    st = b.spawn
+    if fn is st.fn_last:
+        entry = st.entry
     else:
-        entry = b.fn_entry = tasks.pickle_fn(fn)
-        b.fn_last = fn
-    b.seq = seq = b.seq + 1
+        entry = st.entry = tasks.pickle_fn(fn)
+        st.fn_last = fn
+    st.seq = seq = st.seq + 1
     frame = None if kwargs else b.encode_plain(seq, b.p, entry, args)
     if frame is None:
         frame = tasks.pack(seq, b.p, fn, args, kwargs, b.arena)
@@ -122,14 +150,22 @@ def busy(b: Broker) -> None:
 
 
 def pop_own(b: Broker, hub: Hub) -> bool:
-    # One at a time, as Go's runqget: a goroutine taken here starts here and can never move,
-    # so taking a batch left other Ps idle at the end of a CPU-bound fan-out. The oldest frame
-    # thieves cannot see first, without any lock (a fan-out larger than the ring: the ring's
-    # frames are the thieves' share); else the ring's head.
-    if b.unflushed:
-        b.unflushed.popleft()
-        entry = _own_entry(b, b.unq.popleft())
-        hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
+    """Make this P's oldest queued goroutines runnable here (True if it found one).
+
+    The oldest frames thieves cannot see come first, without any lock: ``OWN_BATCH`` at once
+    while more than a batch waits (the ring could not take them: the ring's frames are the
+    thieves' share, and the hub runs the batch back to back, as one P runs a fan-out), else
+    one. Then the ring's head, one at a time, as Go's runqget: a goroutine taken here starts
+    here and can never move, so taking a batch left other Ps idle at the end of a CPU-bound
+    fan-out.
+    """
+    unflushed = b.unflushed
+    if unflushed:
+        unq, runq, new_g, own_entry = b.unq, hub.runq, hub.new_g, b.own_entry
+        for _ in range(min(OWN_BATCH, len(unflushed)) if len(unflushed) > SPAWN_BATCH else 1):
+            unflushed.popleft()
+            entry = own_entry(unq.popleft())
+            runq.append(new_g(entry[1], entry[2], entry[3], False))
         return True
     pending = b.pending
     if not pending:
@@ -143,12 +179,12 @@ def pop_own(b: Broker, hub: Hub) -> bool:
         pending.popleft()
     if not pending or pending[0][0] != seq:
         return False
-    entry = _own_entry(b, pending.popleft())
+    entry = b.own_entry(pending.popleft())
     hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
     return True
 
 
-def _own_entry(b: Broker, entry: tuple) -> tuple:
+def own_entry(b: Broker, entry: tuple) -> tuple:
     """``entry``, the live ``(seq, fn, args, kwargs, ...)`` of a frame this P runs itself: the
     channel names its frame carries are consumed and a frame the codec made has its out-of-band
     argument blocks freed, as nobody will read it (promote.py's protocol)."""
@@ -157,7 +193,7 @@ def _own_entry(b: Broker, entry: tuple) -> tuple:
     else:  # encode_plain's frame: one name per untyped channel argument
         for a in entry[2]:
             if type(a) is Chan and a._type is None:
-                a._st.add_refs(-1)  # type: ignore[attr-defined]
+                a._st.drop_name()  # type: ignore[attr-defined]
     return entry
 
 
@@ -180,7 +216,7 @@ def steal(b: Broker, hub: Hub) -> bool:
         if frames:
             # should this P die, P0 can name what it took: now, or when the hub next polls
             # (steals of a tiny-task fan-out come thousands a second; each description costs
-            # what ~10 of its tasks do)
+            # what ~20 of its tasks do)
             if time.monotonic() - b.info_t >= reports.INFO_EVERY:
                 reports.publish_info(b, hub)
             else:
@@ -205,9 +241,19 @@ def work_waiting(b: Broker) -> bool:
 def adopt(b: Broker, hub: Hub, frames: list[bytes]) -> None:
     """Queue a G for each of ``frames``, stolen from another P (a frame that cannot be
     unpacked becomes a G raising why, so that the run reports it)."""
-    unframe, known_fn, new_g = tasks.unframe, tasks.known_fn, hub.new_g
-    gs = []
-    for frame in frames:
+    unframe, known_fn, new_g, decode = tasks.unframe, tasks.known_fn, hub.new_g, b.decode_plain
+    gs: list = []
+    i, n = 0, len(frames)
+    while i < n:
+        # the frames the compiled core decodes whole, then the one it leaves to this path
+        done = decode(frames, i, tasks.fns, promote.names)
+        if done:
+            gs.extend([new_g(fn, args, {}, True) for fn, args in done])
+            i += len(done)
+            if i == n:
+                break
+        frame = frames[i]
+        i += 1
         try:
             t = unframe(frame)
             fn = known_fn(t[2])

@@ -83,6 +83,23 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
     return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN, arena.core).encode
 
 
+def decode_plain(frames: list[bytes], start: int, fns: dict, names: dict) -> list:
+    """The Python path of the compiled core's ``TaskEncoder.decode_many``: none decoded, each
+    frame is left to ``unframe`` and ``unpack_items`` (the protocol: ``(fn, args)`` of the
+    frames from ``start`` up to the first one the caller must unpack, which has consumed no
+    channel name)."""
+    return []
+
+
+def plain_decoder(arena: Any) -> Callable[[list[bytes], int, dict, dict], list]:
+    """``decode_plain``, from the compiled core when ``arena`` runs on it."""
+    if arena.core is None:
+        return decode_plain
+    from .._shm.native import core
+
+    return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN, arena.core).decode_many
+
+
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
     try:
         ref = names.get(data)  # type: ignore[call-overload]  # hashes as its bytes
@@ -132,6 +149,7 @@ _RECENT_MAX = 64
 _by_digest: dict[bytes, Callable[..., Any]] = {}
 #: The callable of a digest already unpickled here (and without a warning to give), or None.
 known_fn = _by_digest.get
+fns = _by_digest
 
 
 def _is_plain_mutable(v: Any) -> bool:

@@ -175,30 +175,30 @@ def _wrap_runq(rec: rec_mod.Recorder, b: Any) -> None:
     rings = list(b.ctx.runq)
     me = b.p
     for q, ring in enumerate(rings):
+        if q == me:
+            continue  # this P's own frames: own_entry below names them
+
         def get_many(n: int, _orig: Any = ring.get_many, _q: int = q) -> list[bytes]:
             frames = _orig(n)
             for frame in frames:
                 incoming.append(frame_flow(frame))
-            if frames and _q != me:
+            if frames:
                 rec.instant("steal", 0, f"{len(frames)} from P{_q}")
             return frames
 
         ring.get_many = get_many
-    orig_pop = b.pop_own
+    orig_own = b.own_entry
 
-    def pop_own(hub: Hub) -> bool:
-        if b.unflushed:  # taken from there first, without the ring
-            incoming.append(frame_flow(b.unflushed[0]))
-        got = orig_pop(hub)
-        incoming.clear()  # a frame taken but not run here (stolen meanwhile) names no G
-        return got
+    def own_entry(entry: tuple) -> tuple:
+        incoming.append(rec_mod.flow_id(me, entry[0]))  # the next G made runs frame entry[0]
+        return orig_own(entry)
 
-    b.pop_own = pop_own
+    b.own_entry = own_entry
 
     def undo() -> None:
         for ring in rings:
             ring.__dict__.pop("get_many", None)
-        b.__dict__.pop("pop_own", None)
+        b.__dict__.pop("own_entry", None)
 
     rec.on_uninstall(undo)
 

@@ -122,6 +122,32 @@ def test_rings_interoperate_with_the_python_path(carena: Arena) -> None:
     assert c.try_get() is None and c.get_many(5) == []
 
 
+def test_ring_move_keeps_every_frame_in_order(carena: Arena) -> None:
+    """A full queue moved to a bigger one (a shared channel's buffer growing): inline and
+    out-of-band frames, across the source's wrap point, arrive in order and the source is left
+    empty; a destination too small takes what fits and leaves the rest in the source."""
+    src = NativeRing.create(carena, 512, 2)
+    for _ in range(9):  # move the head past the start: the frames below wrap around
+        assert src.try_put(b"w" * 40) and src.try_get() == b"w" * 40
+    big = b"B" * 400  # more than half the ring: out of band
+    items = [b"%02d" % i + b"x" * (i * 7 % 30) for i in range(8)]
+    items.insert(3, big)
+    for item in items:
+        assert src.try_put(item)
+    dst = NativeRing.create(carena, 1024, 2)
+    assert dst.try_put(b"first")
+    with src.lock:
+        assert carena.core.ring_move_locked(src.offset, dst.offset) == len(items)
+    assert len(src) == 0 and src.try_get() is None
+    assert dst.get_many(20) == [b"first", *items]
+    small = NativeRing.create(carena, 64, 2)  # two frames of 8 + 24 bytes
+    for item in (b"a" * 20, b"b" * 20, b"c" * 20):
+        assert src.try_put(item)
+    with src.lock:
+        assert carena.core.ring_move_locked(src.offset, small.offset) == 2
+    assert small.get_many(5) == [b"a" * 20, b"b" * 20] and src.get_many(5) == [b"c" * 20]
+
+
 def test_ring_fills_and_wraps(carena: Arena) -> None:
     r = NativeRing.create(carena, 256)
     sent = got = 0

@@ -35,6 +35,7 @@ extern PyTypeObject Region_Type;
 extern PyTypeObject Lock_Type;
 extern PyTypeObject Bell_Type;
 extern PyTypeObject TaskEncoder_Type;
+extern PyTypeObject Spawner_Type;
 extern PyTypeObject ChanOps_Type;
 
 typedef _Atomic uint64_t aword;
@@ -86,7 +87,7 @@ RMETH(R_load); RMETH(R_store); RMETH(R_cas); RMETH(R_fetch_add);
 RMETH(R_iload); RMETH(R_istore); RMETH(R_iadd); RMETH(R_iswap); RMETH(R_icas);
 RMETH(R_lock_init); RMETH(R_lock); RMETH(R_unlock); RMETH(R_lock_owner);
 RMETH(R_ring_try_put); RMETH(R_ring_put_locked); RMETH(R_ring_try_get); RMETH(R_ring_get_locked);
-RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len);
+RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len); RMETH(R_ring_move_locked);
 RMETH(R_chan_send); RMETH(R_chan_recv); RMETH(R_chan_poll);
 RMETH(R_bell_ring);
 

@@ -211,6 +211,8 @@ static PyMethodDef Region_methods[] = {
     FAST(R_ring_put_many, "ring_put_many(off, items, start) -> int: index of the first not put."),
     FAST(R_ring_get_many, "ring_get_many(off, max) -> list of frames."),
     FAST(R_ring_len, "ring_len(off) -> int: frames waiting (a snapshot)."),
+    FAST(R_ring_move_locked, "ring_move_locked(src, dst) -> int: move src's frames to the end "
+                             "of dst, under the caller's lock of src; how many moved."),
     FAST(R_chan_send, "chan_send(off, data) -> bool: buffered without parking, else False."),
     FAST(R_chan_recv, "chan_recv(off) -> bytes | None: a buffered inline value, else None."),
     FAST(R_chan_poll, "chan_poll(off, for_send, seconds) -> bool: wait until likely ready."),
@@ -247,7 +249,7 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&Region_Type) < 0 || PyType_Ready(&Lock_Type) < 0 ||
         PyType_Ready(&Bell_Type) < 0 || PyType_Ready(&TaskEncoder_Type) < 0 ||
-        PyType_Ready(&ChanOps_Type) < 0)
+        PyType_Ready(&ChanOps_Type) < 0 || PyType_Ready(&Spawner_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
@@ -255,6 +257,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddObjectRef(m, "Lock", (PyObject *)&Lock_Type) < 0 ||
         PyModule_AddObjectRef(m, "Bell", (PyObject *)&Bell_Type) < 0 ||
         PyModule_AddObjectRef(m, "TaskEncoder", (PyObject *)&TaskEncoder_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Spawner", (PyObject *)&Spawner_Type) < 0 ||
         PyModule_AddObjectRef(m, "ChanOps", (PyObject *)&ChanOps_Type) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0) {
         Py_DECREF(m);

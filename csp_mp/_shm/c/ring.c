@@ -243,3 +243,50 @@ RMETH(R_ring_len) {
     uint64_t h = atomic_load_explicit(g.head, memory_order_acquire);
     return PyLong_FromUnsignedLongLong(((t >> 40) - (h >> 40)) & M24);
 }
+
+/* Every frame of ring src moved, byte for byte, to the end of ring dst (inline and out-of-band
+ * frames alike: an out-of-band block changes hands with its frame); the number moved. The
+ * caller holds src's lock and dst is not yet shared. dst is committed with one tail store,
+ * then src is emptied with one head store: a process killed between the two leaves both
+ * holding the frames, a killed mover's readers see src unchanged (its lock is then recovered
+ * with src as it was, and dst is garbage nobody names). Stops early when dst is full. */
+RMETH(R_ring_move_locked) {
+    ring_t s, d;
+    if (arg_count("ring_move_locked", nargs, 2, 2) < 0 || ring_arg(r, args[0], &s) < 0 ||
+        ring_arg(r, args[1], &d) < 0)
+        return NULL;
+    uint64_t h = atomic_load_explicit(s.head, memory_order_relaxed);
+    uint64_t st = atomic_load_explicit(s.tail, memory_order_acquire);
+    uint64_t t0 = atomic_load_explicit(d.tail, memory_order_relaxed), t = t0;
+    uint64_t dh = atomic_load_explicit(d.head, memory_order_acquire);
+    long n = 0;
+    while (h != st) {
+        uint64_t hpos, hdr, need;
+        char *p = frame_at(&s, h, &hpos, &hdr);
+        if (hdr >> 32 == F_OOB) {
+            need = 24;
+        } else if (hdr >> 32 == F_INLINE && (hdr & M32) <= s.cap - (uint64_t)(p - s.data) - 8) {
+            need = 8 + (((hdr & M32) + 7) & ~UINT64_C(7));
+        } else {
+            PyErr_SetString(PyExc_ValueError, "corrupt ring frame");
+            return NULL;
+        }
+        uint64_t tpos = t & M40, i = tpos & d.mask, rem = d.cap - i;
+        uint64_t skip = rem >= need ? 0 : rem;
+        if (d.cap - ((tpos - (dh & M40)) & M40) < need + skip) break; /* dst full */
+        char *q = d.data + i;
+        if (skip) {
+            *(uint64_t *)q = (uint64_t)F_WRAP << 32;
+            q = d.data;
+        }
+        memcpy(q, p, need);
+        t = (((t >> 40) + 1) & M24) << 40 | ((tpos + skip + need) & M40);
+        h = (((h >> 40) + 1) & M24) << 40 | ((hpos + need) & M40);
+        n++;
+    }
+    if (t != t0) {
+        atomic_store_explicit(d.tail, t, memory_order_release); /* one commit */
+        atomic_store_explicit(s.head, h, memory_order_release); /* then src lets them go */
+    }
+    return PyLong_FromLong(n);
+}

@@ -189,10 +189,8 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
     return 1;
 }
 
-static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* encode(seq, owner, entry, args): entry is pickle_fn's (digest, fn_bytes, warn) */
-    if (arg_count("encode", nargs, 4, 4) < 0) return NULL;
-    PyObject *entry = args[2], *targs = args[3];
+static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner, PyObject *entry,
+                              PyObject *targs) {
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1)) ||
@@ -207,8 +205,8 @@ static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py
     Py_ssize_t n = PySequence_Fast_GET_SIZE(targs);
     PyObject **items = PySequence_Fast_ITEMS(targs);
     int r = put_array_header(&b, 6);
-    if (!r) r = put_int(&b, args[0]);
-    if (!r) r = put_int(&b, args[1]);
+    if (!r) r = put_int(&b, seq);
+    if (!r) r = put_int(&b, owner);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(digest), PyBytes_GET_SIZE(digest), 0);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(fnb), PyBytes_GET_SIZE(fnb), 0);
     if (!r) r = put_array_header(&b, n);
@@ -230,6 +228,253 @@ static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py
     }
     PyMem_Free(b.p);
     return res;
+}
+
+static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* encode(seq, owner, entry, args): entry is pickle_fn's (digest, fn_bytes, warn) */
+    if (arg_count("encode", nargs, 4, 4) < 0) return NULL;
+    return encode_frame(self, args[0], args[1], args[2], args[3]);
+}
+
+
+/* ---------------------------------------------------------------- decoding stolen frames
+ *
+ * decode_many(frames, start, fns, names) reads frames laid out as above (by encode() or by
+ * msgspec, which writes the same msgpack) from frames[start] on, and returns (fn, args) for
+ * each, stopping before the first frame that is not plain, whose callable is not known here
+ * (fns: digest -> fn) or has a warning to give, or that names a channel without a live handle
+ * here (names: the 8 name bytes -> weakref to the handle): the Python path takes that one
+ * (tasks.unpack_items), which makes the handle, and calls again for the rest. A frame decoded
+ * here consumes its channel names (one reference each off the channel's word, as the Python
+ * path's HandleRef.drop); the frame it stops at has consumed nothing. A malformed frame stops
+ * it too: the Python path reports it.
+ */
+
+typedef struct {
+    const unsigned char *p, *end;
+} rd_t;
+
+/* what one decode_many call looked up last: a batch of frames mostly names one callable and
+ * the same channels (nothing runs Python code between its frames, so the handle stays alive) */
+typedef struct {
+    unsigned char digest[32];
+    Py_ssize_t digest_len;
+    PyObject *fn; /* borrowed from fns */
+    unsigned char name[8];
+    PyObject *ch; /* borrowed from a live weakref in names; NULL: none cached */
+} cache_t;
+
+static int rd_n(rd_t *r, Py_ssize_t n, const unsigned char **out) {
+    if (r->end - r->p < n) return -1;
+    *out = r->p;
+    r->p += n;
+    return 0;
+}
+
+static int rd_be(rd_t *r, int nbytes, uint64_t *v) {
+    const unsigned char *q;
+    if (rd_n(r, nbytes, &q) < 0) return -1;
+    uint64_t x = 0;
+    for (int i = 0; i < nbytes; i++) x = (x << 8) | q[i];
+    *v = x;
+    return 0;
+}
+
+/* the length of a raw (str or bin) item, is_str telling which; -1 not one */
+static int rd_raw(rd_t *r, int *is_str, const unsigned char **s, Py_ssize_t *n) {
+    const unsigned char *t;
+    uint64_t len;
+    if (rd_n(r, 1, &t) < 0) return -1;
+    unsigned char c = t[0];
+    if ((c & 0xe0) == 0xa0) {
+        *is_str = 1;
+        len = c & 0x1f;
+    } else if (c == 0xd9 || c == 0xc4) {
+        *is_str = c == 0xd9;
+        if (rd_be(r, 1, &len) < 0) return -1;
+    } else if (c == 0xda || c == 0xc5) {
+        *is_str = c == 0xda;
+        if (rd_be(r, 2, &len) < 0) return -1;
+    } else if (c == 0xdb || c == 0xc6) {
+        *is_str = c == 0xdb;
+        if (rd_be(r, 4, &len) < 0) return -1;
+    } else {
+        return -1;
+    }
+    if ((uint64_t)(r->end - r->p) < len) return -1;
+    *n = (Py_ssize_t)len;
+    return rd_n(r, *n, s);
+}
+
+static int rd_uint(rd_t *r) { /* skips an unsigned int (seq, owner) */
+    const unsigned char *t;
+    uint64_t v;
+    if (rd_n(r, 1, &t) < 0) return -1;
+    if (t[0] < 0x80) return 0;
+    if (t[0] >= 0xcc && t[0] <= 0xcf) return rd_be(r, 1 << (t[0] - 0xcc), &v);
+    return -1;
+}
+
+/* one argument: a new reference, NULL with no exception when not plain (or malformed), NULL
+ * with an exception on error; a channel's offset goes to offs */
+static PyObject *rd_arg(rd_t *r, PyObject *names, long long *offs, int *noffs,
+                        PyObject **handles, cache_t *cache) {
+    const unsigned char *t;
+    uint64_t v;
+    if (r->p >= r->end) return NULL;
+    unsigned char c = *r->p;
+    if (c < 0x80 || c >= 0xe0) {
+        r->p++;
+        return PyLong_FromLong(c < 0x80 ? (long)c : (long)(int8_t)c);
+    }
+    if (c >= 0xcc && c <= 0xcf) {
+        r->p++;
+        if (rd_be(r, 1 << (c - 0xcc), &v) < 0) return NULL;
+        return PyLong_FromUnsignedLongLong(v);
+    }
+    if (c >= 0xd0 && c <= 0xd3) {
+        int nb = 1 << (c - 0xd0);
+        r->p++;
+        if (rd_be(r, nb, &v) < 0) return NULL;
+        int64_t sv = nb == 1 ? (int8_t)v : nb == 2 ? (int16_t)v : nb == 4 ? (int32_t)v : (int64_t)v;
+        return PyLong_FromLongLong(sv);
+    }
+    if (c == 0xc0 || c == 0xc2 || c == 0xc3) {
+        r->p++;
+        return Py_NewRef(c == 0xc0 ? Py_None : c == 0xc3 ? Py_True : Py_False);
+    }
+    if (c == 0xcb) {
+        r->p++;
+        if (rd_be(r, 8, &v) < 0) return NULL;
+        double d;
+        memcpy(&d, &v, 8);
+        return PyFloat_FromDouble(d);
+    }
+    if (c == 0xd7) { /* fixext 8: a channel name */
+        if (rd_n(r, 10, &t) < 0 || t[1] != 0x01 || *noffs == MAX_CHANS) return NULL;
+        PyObject *ch = cache->ch;
+        if (ch == NULL || memcmp(cache->name, t + 2, 8) != 0) {
+            PyObject *key = PyBytes_FromStringAndSize((const char *)t + 2, 8);
+            if (key == NULL) return NULL;
+            PyObject *ref = PyDict_GetItemWithError(names, key); /* borrowed */
+            Py_DECREF(key);
+            if (ref == NULL || !PyWeakref_Check(ref)) return NULL;
+            ch = PyWeakref_GetObject(ref); /* borrowed; None once dead */
+            if (ch == NULL || ch == Py_None) return NULL;
+            memcpy(cache->name, t + 2, 8);
+            cache->ch = ch;
+        }
+        uint64_t off = 0;
+        for (int i = 0; i < 8; i++) off |= (uint64_t)t[2 + i] << (8 * i);
+        offs[*noffs] = (long long)off;
+        handles[(*noffs)++] = Py_NewRef(ch);
+        return Py_NewRef(ch);
+    }
+    int is_str;
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (rd_raw(r, &is_str, &s, &n) < 0) return NULL;
+    if (is_str) {
+        PyObject *o = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+        if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+        return o;
+    }
+    return PyBytes_FromStringAndSize((const char *)s, n);
+}
+
+/* (fn, args) of one frame, or a new reference to the frame itself (see above); NULL on error */
+static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, PyObject *names,
+                            cache_t *cache) {
+    if (!PyBytes_CheckExact(frame)) return Py_NewRef(frame);
+    rd_t r = {(const unsigned char *)PyBytes_AS_STRING(frame),
+              (const unsigned char *)PyBytes_AS_STRING(frame) + PyBytes_GET_SIZE(frame)};
+    const unsigned char *t, *s;
+    int is_str;
+    Py_ssize_t n;
+    uint64_t count;
+    if (rd_n(&r, 1, &t) < 0 || t[0] != 0x96 || rd_uint(&r) < 0 || rd_uint(&r) < 0 ||
+        rd_raw(&r, &is_str, &s, &n) < 0 || is_str)
+        return Py_NewRef(frame);
+    PyObject *fn = cache->fn;
+    if (fn == NULL || n != cache->digest_len || memcmp(cache->digest, s, (size_t)n) != 0) {
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)s, n);
+        if (digest == NULL) return NULL;
+        fn = PyDict_GetItemWithError(fns, digest); /* borrowed */
+        Py_DECREF(digest);
+        if (fn == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(frame);
+        if (n <= (Py_ssize_t)sizeof(cache->digest)) {
+            memcpy(cache->digest, s, (size_t)n);
+            cache->digest_len = n;
+            cache->fn = fn;
+        }
+    }
+    if (rd_raw(&r, &is_str, &s, &n) < 0 || is_str || rd_n(&r, 1, &t) < 0)
+        return Py_NewRef(frame);
+    if ((t[0] & 0xf0) == 0x90) {
+        count = t[0] & 0x0f;
+    } else if (t[0] == 0xdc) {
+        if (rd_be(&r, 2, &count) < 0) return Py_NewRef(frame);
+    } else {
+        return Py_NewRef(frame); /* the codec's bytes: the Python path */
+    }
+    if (count > (uint64_t)(r.end - r.p)) return Py_NewRef(frame);
+    PyObject *args = PyTuple_New((Py_ssize_t)count);
+    if (args == NULL) return NULL;
+    long long offs[MAX_CHANS];
+    PyObject *handles[MAX_CHANS];
+    int noffs = 0;
+    PyObject *res = NULL;
+    for (uint64_t i = 0; i < count; i++) {
+        PyObject *a = rd_arg(&r, names, offs, &noffs, handles, cache);
+        if (a == NULL) goto done;
+        PyTuple_SET_ITEM(args, (Py_ssize_t)i, a);
+    }
+    /* the warning: an empty str, and nothing after it */
+    if (rd_raw(&r, &is_str, &s, &n) < 0 || !is_str || n != 0 || r.p != r.end) goto done;
+    Region *reg = (Region *)self->region;
+    for (int i = 0; reg != NULL && i < noffs; i++) /* checked before any count moves */
+        if (region_span(reg, offs[i] + REFS_BYTE, 8, 8) < 0) {
+            PyErr_Clear();
+            goto done;
+        }
+    res = PyTuple_Pack(2, fn, args);
+    /* seq_cst, as Region.fetch_add: the name read; the handle keeps its own (promote.py) */
+    for (int i = 0; res != NULL && reg != NULL && i < noffs; i++)
+        atomic_fetch_add_explicit(word_at(reg, offs[i] + REFS_BYTE), -1, memory_order_seq_cst);
+done:
+    Py_DECREF(args);
+    for (int i = 0; i < noffs; i++) Py_DECREF(handles[i]);
+    if (res == NULL && !PyErr_Occurred()) res = Py_NewRef(frame);
+    return res;
+}
+
+static PyObject *TaskEncoder_decode_many(TaskEncoder *self, PyObject *const *args,
+                                         Py_ssize_t nargs) {
+    long long start;
+    if (arg_count("decode_many", nargs, 4, 4) < 0 || arg_ll(args[1], &start) < 0) return NULL;
+    PyObject *frames = args[0], *fns = args[2], *names = args[3];
+    if (!PyList_CheckExact(frames) || !PyDict_CheckExact(fns) || !PyDict_CheckExact(names)) {
+        PyErr_SetString(PyExc_TypeError, "decode_many() needs a list, an int and two dicts");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    cache_t cache = {.fn = NULL, .ch = NULL, .digest_len = 0};
+    for (Py_ssize_t i = start < 0 ? 0 : (Py_ssize_t)start; i < PyList_GET_SIZE(frames); i++) {
+        PyObject *frame = PyList_GET_ITEM(frames, i);
+        PyObject *item = decode_one(self, frame, fns, names, &cache);
+        if (item == frame) { /* the Python path's */
+            Py_DECREF(item);
+            break;
+        }
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
 }
 
 static int TaskEncoder_init(TaskEncoder *self, PyObject *args, PyObject *kw) {
@@ -261,6 +506,10 @@ static PyMethodDef TaskEncoder_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))TaskEncoder_encode, METH_FASTCALL,
      "encode(seq, owner, entry, args) -> bytes | None: the task frame, or None when an "
      "argument needs the codec."},
+    {"decode_many", (PyCFunction)(void (*)(void))TaskEncoder_decode_many, METH_FASTCALL,
+     "decode_many(frames, start, fns, names) -> list: (fn, args) of frames[start:], up to the "
+     "first that is not plain, whose callable is not in fns (digest -> fn) or whose channels "
+     "are not live in names (name bytes -> weakref); that one consumed nothing."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -275,4 +524,210 @@ PyTypeObject TaskEncoder_Type = {
     .tp_init = (initproc)TaskEncoder_init,
     .tp_dealloc = (destructor)TaskEncoder_dealloc,
     .tp_methods = TaskEncoder_methods,
+};
+
+/* ---------------------------------------------------------------- go() of a P, in one call
+ *
+ * Spawner(encoder, hub, owner, frames, entries, place, flush, batch) is the compiled form of
+ * csp_mp/_mp/runq.py's place() for its common call: go(fn, *args) of the callable last given
+ * (fn_last, whose pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs) then
+ * takes the next seq, frames the call (encode()), appends the frame to frames and
+ * (seq, fn, args, {}) to entries (the broker's unflushed and unq deques) and calls flush()
+ * every batch frames; any other call, or a hub that is stopping, goes to place(fn, args,
+ * kwargs), the Python function, which reads and updates seq, fn_last and entry here.
+ */
+typedef struct {
+    PyObject_HEAD
+    TaskEncoder *encoder;
+    PyObject *hub, *owner, *frames_append, *entries_append, *frames, *place, *flush;
+    PyObject *fn_last, *entry;
+    long long seq, batch;
+} Spawner;
+
+static PyObject *s_stopping;
+
+static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (arg_count("go", nargs, 3, 3) < 0) return NULL;
+    PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
+    if (s_stopping == NULL && (s_stopping = PyUnicode_InternFromString("stopping")) == NULL)
+        return NULL;
+    PyObject *stop = PyObject_GetAttr(self->hub, s_stopping);
+    if (stop == NULL) return NULL;
+    int stopping = PyObject_IsTrue(stop);
+    Py_DECREF(stop);
+    if (stopping < 0) return NULL;
+    if (stopping || fn != self->fn_last || !PyTuple_CheckExact(targs) ||
+        !PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0)
+        return PyObject_Vectorcall(self->place, args, 3, NULL);
+    PyObject *seq = PyLong_FromLongLong(self->seq + 1);
+    if (seq == NULL) return NULL;
+    PyObject *frame = encode_frame(self->encoder, seq, self->owner, self->entry, targs);
+    if (frame == Py_None) { /* an argument for the codec: the Python path */
+        Py_DECREF(frame);
+        Py_DECREF(seq);
+        return PyObject_Vectorcall(self->place, args, 3, NULL);
+    }
+    PyObject *ent = frame == NULL ? NULL : PyTuple_Pack(4, seq, fn, targs, kwargs);
+    Py_DECREF(seq);
+    if (ent == NULL) {
+        Py_XDECREF(frame);
+        return NULL;
+    }
+    self->seq++;
+    /* the entry first: a frame is never queued without one (pop_own pairs them) */
+    PyObject *r = PyObject_CallOneArg(self->entries_append, ent);
+    Py_DECREF(ent);
+    if (r == NULL) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    Py_DECREF(r);
+    r = PyObject_CallOneArg(self->frames_append, frame);
+    Py_DECREF(frame);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    Py_ssize_t n = PyObject_Length(self->frames);
+    if (n < 0) return NULL;
+    if (self->batch > 0 && n % self->batch == 0) return PyObject_CallNoArgs(self->flush);
+    Py_RETURN_NONE;
+}
+
+static int Spawner_init(Spawner *self, PyObject *args, PyObject *kw) {
+    PyObject *encoder, *hub, *owner, *frames, *entries, *place, *flush;
+    long long batch;
+    static char *kwlist[] = {"encoder", "hub", "owner", "frames", "entries", "place", "flush",
+                             "batch", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL", kwlist, &TaskEncoder_Type, &encoder,
+                                     &hub, &PyLong_Type, &owner, &frames, &entries, &place,
+                                     &flush, &batch))
+        return -1;
+    PyObject *fa = PyObject_GetAttrString(frames, "append");
+    PyObject *ea = fa == NULL ? NULL : PyObject_GetAttrString(entries, "append");
+    if (ea == NULL) {
+        Py_XDECREF(fa);
+        return -1;
+    }
+    Py_XSETREF(self->encoder, (TaskEncoder *)Py_NewRef(encoder));
+    Py_XSETREF(self->hub, Py_NewRef(hub));
+    Py_XSETREF(self->owner, Py_NewRef(owner));
+    Py_XSETREF(self->frames, Py_NewRef(frames));
+    Py_XSETREF(self->frames_append, fa);
+    Py_XSETREF(self->entries_append, ea);
+    Py_XSETREF(self->place, Py_NewRef(place));
+    Py_XSETREF(self->flush, Py_NewRef(flush));
+    Py_XSETREF(self->fn_last, Py_NewRef(Py_None));
+    Py_XSETREF(self->entry, Py_NewRef(Py_None));
+    self->batch = batch;
+    self->seq = 0;
+    return 0;
+}
+
+static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
+    Py_VISIT(self->encoder);
+    Py_VISIT(self->hub);
+    Py_VISIT(self->frames);
+    Py_VISIT(self->frames_append);
+    Py_VISIT(self->entries_append);
+    Py_VISIT(self->place);
+    Py_VISIT(self->flush);
+    Py_VISIT(self->fn_last);
+    Py_VISIT(self->entry);
+    return 0;
+}
+
+static int Spawner_clear(Spawner *self) {
+    Py_CLEAR(self->encoder);
+    Py_CLEAR(self->hub);
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->frames);
+    Py_CLEAR(self->frames_append);
+    Py_CLEAR(self->entries_append);
+    Py_CLEAR(self->place);
+    Py_CLEAR(self->flush);
+    Py_CLEAR(self->fn_last);
+    Py_CLEAR(self->entry);
+    return 0;
+}
+
+static void Spawner_dealloc(Spawner *self) {
+    PyObject_GC_UnTrack(self);
+    Spawner_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Spawner_get_seq(Spawner *self, void *unused) {
+    (void)unused;
+    return PyLong_FromLongLong(self->seq);
+}
+
+static int Spawner_set_seq(Spawner *self, PyObject *v, void *unused) {
+    (void)unused;
+    long long s;
+    if (v == NULL || arg_ll(v, &s) < 0) {
+        if (v == NULL) PyErr_SetString(PyExc_AttributeError, "seq cannot be deleted");
+        return -1;
+    }
+    self->seq = s;
+    return 0;
+}
+
+static PyObject *Spawner_get_fn_last(Spawner *self, void *unused) {
+    (void)unused;
+    return Py_NewRef(self->fn_last);
+}
+
+static int Spawner_set_fn_last(Spawner *self, PyObject *v, void *unused) {
+    (void)unused;
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "fn_last cannot be deleted");
+        return -1;
+    }
+    Py_XSETREF(self->fn_last, Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *Spawner_get_entry(Spawner *self, void *unused) {
+    (void)unused;
+    return Py_NewRef(self->entry);
+}
+
+static int Spawner_set_entry(Spawner *self, PyObject *v, void *unused) {
+    (void)unused;
+    if (v == NULL || !PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 3) {
+        PyErr_SetString(PyExc_TypeError, "entry must be pickle_fn's (digest, fn_bytes, warn)");
+        return -1;
+    }
+    Py_XSETREF(self->entry, Py_NewRef(v));
+    return 0;
+}
+
+static PyGetSetDef Spawner_getset[] = {
+    {"seq", (getter)Spawner_get_seq, (setter)Spawner_set_seq, "the last seq given", NULL},
+    {"fn_last", (getter)Spawner_get_fn_last, (setter)Spawner_set_fn_last,
+     "the callable go() was last given", NULL},
+    {"entry", (getter)Spawner_get_entry, (setter)Spawner_set_entry, "fn_last's pickle_fn entry",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Spawner_methods[] = {
+    {"go", (PyCFunction)(void (*)(void))Spawner_go, METH_FASTCALL,
+     "go(fn, args, kwargs) -> None: queue go(fn, *args, **kwargs) as runq.place() does."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject Spawner_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Spawner",
+    .tp_basicsize = sizeof(Spawner),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch): a P's go() "
+              "for the callable last given, no kwargs and plain args; place() takes the rest.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Spawner_init,
+    .tp_dealloc = (destructor)Spawner_dealloc,
+    .tp_traverse = (traverseproc)Spawner_traverse,
+    .tp_clear = (inquiry)Spawner_clear,
+    .tp_methods = Spawner_methods,
+    .tp_getset = Spawner_getset,
 };
