@@ -172,6 +172,45 @@ def test_a_freed_channel_block_is_refused() -> None:
     assert run(main, 2)
 
 
+def _park_then_answer(reqs: Chan, done: Chan) -> None:
+    for reply in reqs:
+        done.send(runtime.current_p())
+        reply.send(reply.recv() * 2)  # parks on the reply channel first: a waiter record
+        del reply  # this P's handle goes before the next request comes
+
+
+def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
+    """A destroyed channel's block and rings go to its P's spares and the next channel of
+    that buffer size takes them: no stale waiter, value, count or closed flag carries over."""
+    def main() -> tuple[bool, list[int]]:
+        reqs, done = Chan(), Chan(1)
+        H.go_on(1, _park_then_answer, reqs, done)
+        broker = promote._brokers[0]
+        offs, answers = [], []
+        for i in range(6):
+            reply = Chan(1)
+            reqs.send(reply)
+            assert done.recv() == 1
+            H.wait_reason("chan receive", 1)  # P1's answerer parked on the reply channel
+            reply.send(i + 1)
+            answers.append(reply.recv())
+            offs.append(reply._st.off)  # type: ignore[attr-defined]
+            if i == 2:
+                reply.close()  # a closed block must come back open
+            H.wait_until(lambda r=reply: _refs(r) == 1, "P1 to drop its handle")
+            del reply  # the last handle: this P destroys the channel and keeps its block
+            H.wait_until(lambda: offs[-1] in broker.spare_chans.get(256, []),
+                         "the reply channel's block to be spared")
+            assert _gone(offs[-1])
+        reqs.close()
+        reused = len(set(offs)) < len(offs)
+        return reused, answers
+
+    reused, answers = run(main, 2)
+    assert answers == [2 * (i + 1) for i in range(6)]
+    assert reused  # the same block served several requests (each from its spare)
+
+
 def test_the_task_encoder_refuses_a_region_of_another_type() -> None:
     from csp_mp._shm.native import built, core
 

@@ -157,11 +157,15 @@ class Chan(Generic[T]):
                 hub.ready(w.g, payload)
 
     def __iter__(self) -> Iterator[T]:
+        recv_ok = self.recv_ok
         while True:
-            v, ok = self.recv_ok()
-            if not ok:
+            got = recv_ok()
+            if not got[1]:
                 return
-            yield v  # type: ignore[misc]
+            # the value is the loop's: this suspended frame keeps no reference to it while
+            # it waits for the next one (a reply channel it held would never be freed)
+            yield got[0]  # type: ignore[misc]
+            got = None  # noqa: F841
 
     def __len__(self) -> int:
         return self._st.stats()[0]

@@ -47,6 +47,7 @@ _NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
 _BLOCK = 128
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
 _SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
+SPARE_MAX = 16  # destroyed channel blocks (rings included) a P keeps for its next channels
 
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
@@ -77,6 +78,9 @@ class ProcLayer(Protocol):
 
     p: int  # this P's number
     arena: Arena  # the arena every P maps
+    # blocks of channels this P destroyed, by their buffer ring's capacity, rings attached and
+    # empty: create() takes one before the allocator (owner P only)
+    spare_chans: dict[int, list[int]]
 
     def spin_time(self, hub: Any) -> float:
         """How long a goroutine about to park on a shared channel may poll it first: 0 unless
@@ -148,8 +152,20 @@ class SharedChan:
 
     @classmethod
     def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
-        """A new, empty shared channel (any P)."""
+        """A new, empty shared channel (any P): a block this P destroyed when it has one with
+        the buffer ring the capacity wants (no allocator lock, no ring made), else new."""
         arena = broker.arena
+        buf_bytes = max(256, min(cap, 1024) * 32)
+        spare = broker.spare_chans.get(max(64, 1 << (buf_bytes - 1).bit_length()))
+        if spare:
+            off = spare.pop()
+            w = off // 8
+            words = arena.words
+            for wi, v in ((_W_CAP, cap), (_W_CLOSED, 0), (_W_COUNT, 0), (_W_NRECV, 0),
+                          (_W_NSEND, 0), (_W_REFS, 1)):
+                words.store(w + wi, v)
+            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+            return cls(broker, off, tp)
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
         w = off // 8
@@ -158,7 +174,7 @@ class SharedChan:
         words.store(w + _W_CAP, cap)
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
-        words.store(w + _W_BUF, Ring.create(arena, max(256, min(cap, 1024) * 32), key).offset)
+        words.store(w + _W_BUF, Ring.create(arena, buf_bytes, key).offset)
         # Wait queues start small and double when full (grow): a channel's block and rings are
         # held until no goroutine can reach it, so their size sets how many a run can share.
         words.store(w + _W_RECVQ, Ring.create(arena, _RECVQ_BYTES, key).offset)
@@ -185,9 +201,10 @@ class SharedChan:
         return self._arena.add_word(self.off + _W_REFS * 8, d)
 
     def destroy(self) -> None:
-        """Free the channel's block, its rings and every value they still hold (buffered values,
-        parked senders' values). No process may use the channel afterwards: the caller has seen
-        its last handle and in-flight reference go."""
+        """Free every value the channel still holds (buffered values, parked senders' values)
+        and its block with its rings, or keep those, emptied, in ``broker.spare_chans`` for the
+        next channel this P makes (at most ``SPARE_MAX`` a buffer size). No process may use the
+        channel afterwards: the caller has seen its last handle and in-flight reference go."""
         arena = self._arena
         with self.lock:
             while (data := self._queue(_W_BUF).get_locked()) is not None:
@@ -196,10 +213,16 @@ class SharedChan:
                 data = _unrec(raw)[5]
                 if data is not None:
                     discard(data, arena)
+            while self._queue(_W_RECVQ).get_locked() is not None:
+                pass  # dead select records: a reused block starts with no waiter
             self._q[self._w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
             rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
         self._rings.clear()
         self._buf = None
+        spare = self.broker.spare_chans.setdefault(rings[0].capacity, [])
+        if len(spare) < SPARE_MAX:
+            spare.append(self.off)
+            return
         for ring in rings:
             ring.destroy()
         arena.decref(self.off)

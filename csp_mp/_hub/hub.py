@@ -386,6 +386,7 @@ class Hub:
                     param = g.param
                     g.param = None
                     glet.switch(param)
+                    param = None  # the value it was woken with is its own: not held while idle
                 self.current = None
         finally:
             self.stopping = True
