@@ -172,7 +172,8 @@ def test_bytecode_count_of_the_tiny_task_path() -> None:
     per_task, top = instr.tiny_p0(n=300, window=32)
     assert per_task > 0
     names = [name for name, _ in top]
-    assert "_run.py:go" in names, names  # go() is on P0's path
+    # go() is on P0's path: the compiled core frames it in one call, the Python path in place()
+    assert {"_run.py:go", "runq.py:place"} & set(names), names
 
 
 def test_bytecode_counts_of_shared_send_and_recv() -> None:

@@ -49,6 +49,12 @@ _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers
 _SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
 SPARE_MAX = 16  # destroyed channel blocks (rings included) a P keeps for its next channels
 
+
+def _buf_bytes(cap: int) -> int:
+    """The data bytes of a new channel's buffer ring (Ring.create's power of two)."""
+    n = max(256, min(cap, 1024) * 32)
+    return 1 << (n - 1).bit_length()
+
 _rec = msgspec.msgpack.Encoder().encode
 _unrec = msgspec.msgpack.Decoder(tuple).decode
 
@@ -78,8 +84,8 @@ class ProcLayer(Protocol):
 
     p: int  # this P's number
     arena: Arena  # the arena every P maps
-    # blocks of channels this P destroyed, by their buffer ring's capacity, rings attached and
-    # empty: create() takes one before the allocator (owner P only)
+    # blocks of channels this P destroyed, by their buffer ring's capacity, rings attached,
+    # empty and none grown: create() takes one before the allocator (owner P only)
     spare_chans: dict[int, list[int]]
 
     def spin_time(self, hub: Any) -> float:
@@ -155,8 +161,8 @@ class SharedChan:
         """A new, empty shared channel (any P): a block this P destroyed when it has one with
         the buffer ring the capacity wants (no allocator lock, no ring made), else new."""
         arena = broker.arena
-        buf_bytes = max(256, min(cap, 1024) * 32)
-        spare = broker.spare_chans.get(max(64, 1 << (buf_bytes - 1).bit_length()))
+        buf_bytes = _buf_bytes(cap)
+        spare = broker.spare_chans.get(buf_bytes)
         if spare:
             off = spare.pop()
             w = off // 8
@@ -219,10 +225,13 @@ class SharedChan:
             rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
         self._rings.clear()
         self._buf = None
-        spare = self.broker.spare_chans.setdefault(rings[0].capacity, [])
-        if len(spare) < SPARE_MAX:
-            spare.append(self.off)
-            return
+        buf_bytes = _buf_bytes(self.cap)
+        if (rings[0].capacity, rings[1].capacity, rings[2].capacity) == (
+                buf_bytes, _RECVQ_BYTES, _SENDQ_BYTES):  # none grew: a new channel's rings
+            spare = self.broker.spare_chans.setdefault(buf_bytes, [])
+            if len(spare) < SPARE_MAX:
+                spare.append(self.off)
+                return
         for ring in rings:
             ring.destroy()
         arena.decref(self.off)

@@ -131,6 +131,7 @@ class Broker:
         self.stack_req = 0
         self.info_t = 0.0
         self.info_stale = False  # a steal left its goroutines undescribed (poll publishes)
+        self.metrics_t = 0.0  # when idle() last published this P's counters
         self.info_n: tuple[int, int] = (-1, -1)
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)

@@ -2,7 +2,8 @@
 
 Each hub counts with plain ints on its own thread (``Hub.n_*``, the sysmon's preemptions); a P
 copies them to its per-P words of the control block (``ctx.P_CREATED`` on) when it goes idle
-and when asked for its stack, so the asker refreshes them with one stack round trip.
+(at most every ``PUBLISH_EVERY``) and when asked for its stack, so the asker refreshes them
+with one stack round trip.
 
 Invariants:
 - The per-P metric words are stored only by their P (a snapshot for anyone else).
@@ -15,6 +16,7 @@ from typing import Any
 from .._hub import Hub
 from . import ctx as C
 
+PUBLISH_EVERY = 0.02  # seconds between two publications of an idling P (metrics() asks anyway)
 _WORDS = (C.P_CREATED, C.P_PREEMPT, C.P_BLOCKING, C.P_XOPS, C.P_XBYTES, C.P_MTHREADS, C.P_MBUSY)
 
 

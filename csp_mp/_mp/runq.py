@@ -296,7 +296,9 @@ def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> No
     if reports.gset(hub) != b.info_n or now - b.info_t > 0.05:
         reports.publish_info(b, hub)
     ctx.pstore(C.P_NGOR, len(hub.allgs))
-    counters.publish(ctx, hub)
+    if now - b.metrics_t >= counters.PUBLISH_EVERY:  # metrics() asks every P anyway
+        counters.publish(ctx, hub)
+        b.metrics_t = now
     ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
     # blocks of received buffers that died since (deferred frees): back to the allocator
     # before sleeping, so that a sender's next large value reuses a block whose pages are
