@@ -155,3 +155,47 @@ def test_stolen_plain_frames_decode_whole_and_consume_their_names_once() -> None
     # cut or garbage: left to the Python path, having consumed nothing
     assert got["broken"] == [[]] * len(got["broken"])
     assert got["after_broken"] == got["after_rest"]
+
+
+def _spawner_case() -> dict:
+    """A P's compiled go() on its own (deques and callbacks of the test's): what it queued."""
+    from collections import deque
+
+    from csp_mp._hub import current_hub
+    from csp_mp._shm.native import core
+
+    hub = current_hub()
+    b: Any = hub.broker
+    frames: deque = deque()
+    entries: deque = deque()
+    slow: list = []
+    flushes: list[int] = []
+    sp = core().Spawner(b.encode_plain.__self__, hub, 0, frames, entries,
+                        lambda fn, args, kwargs: slow.append((fn, args, kwargs)),
+                        lambda: flushes.append(len(frames)), 4)
+    ch = Chan(1)
+    sp.go(H.noop, (1, ch), {})  # not the callable last given: the slow path decides
+    sp.fn_last, sp.entry = H.noop, tasks.pickle_fn(H.noop)
+    for i in range(5):
+        sp.go(H.noop, (i, "s", ch), {})
+    sp.go(H.noop, (1,), {"k": 2})  # kwargs: the slow path
+    sp.go(H.noop, ((1, 2),), {})  # a tuple argument needs the codec: the slow path
+    sp.seq = 100
+    sp.go(H.noop, (7,), {})
+    for f in frames:  # consume the channel names the frames counted (nobody runs them)
+        tasks.own_frame(f, b.arena)
+    return {"seqs": [e[0] for e in entries], "frame_seqs": [tasks.frame_seq(f) for f in frames],
+            "args": [e[2][0] for e in entries], "kwargs": [e[3] for e in entries],
+            "flushes": flushes, "slow": [(a, k) for _fn, a, k in slow][1:], "seq": sp.seq,
+            "first_slow": slow[0][0] is H.noop}
+
+
+def test_the_compiled_go_queues_frames_and_entries_in_step() -> None:
+    if not csp_mp.runtime.native():
+        pytest.skip("the compiled core's Spawner (the Python path is place() itself)")
+    got = csp_mp.run(_spawner_case, procs=2)
+    assert got["first_slow"]
+    assert got["seqs"] == got["frame_seqs"] == [1, 2, 3, 4, 5, 101]  # one seq each, in order
+    assert got["args"] == [0, 1, 2, 3, 4, 7] and got["kwargs"] == [{}] * 6
+    assert got["flushes"] == [4]  # every batch of 4 frames
+    assert got["slow"] == [((1,), {"k": 2}), (((1, 2),), {})] and got["seq"] == 101
