@@ -113,6 +113,7 @@ class Broker:
         self.pending: deque[tuple] = deque()
         self.unflushed: deque[bytes] = deque()
         self.unq: deque[tuple] = deque()
+        self.ring_full = 0  # frames in this P's ring when it last refused a flush (0: it took)
         self.encode_plain = tasks.plain_encoder(ctx.arena)
         self.decode_plain = tasks.plain_decoder(ctx.arena)
         # go(): the compiled core's Spawner when it runs (place() is its slow path), else place

@@ -109,8 +109,12 @@ def flush_spawns(b: Broker) -> None:
     frames = b.unflushed
     if not frames:
         return
-    n = b.ctx.runq[b.p].put_many(
+    ring = b.ctx.runq[b.p]
+    if b.ring_full and len(ring) >= b.ring_full:
+        return  # no thief took a frame since the ring refused the last ones: still full
+    n = ring.put_many(
         list(frames) if len(frames) <= FLUSH_MAX else list(itertools.islice(frames, FLUSH_MAX)))
+    b.ring_full = 0 if n else len(ring)
     if n:
         # what a full ring could not take waits here, still stealable once thieves make room
         # (made local goroutines, a fan-out larger than the ring ran mostly on this P, and a
