@@ -84,9 +84,10 @@ class ProcLayer(Protocol):
 
     p: int  # this P's number
     arena: Arena  # the arena every P maps
-    # blocks of channels this P destroyed, by their buffer ring's capacity, rings attached,
-    # empty and none grown: create() takes one before the allocator (owner P only)
-    spare_chans: dict[int, list[int]]
+    # blocks of channels this P destroyed (offset, this P's Ring objects of them), by their
+    # buffer ring's capacity, empty and none grown: create() takes one before the allocator
+    # (owner P only)
+    spare_chans: dict[int, list[tuple[int, dict]]]
 
     def spin_time(self, hub: Any) -> float:
         """How long a goroutine about to park on a shared channel may poll it first: 0 unless
@@ -164,14 +165,17 @@ class SharedChan:
         buf_bytes = _buf_bytes(cap)
         spare = broker.spare_chans.get(buf_bytes)
         if spare:
-            off = spare.pop()
+            off, rings = spare.pop()
             w = off // 8
             words = arena.words
             for wi, v in ((_W_CAP, cap), (_W_CLOSED, 0), (_W_COUNT, 0), (_W_NRECV, 0),
                           (_W_NSEND, 0), (_W_REFS, 1)):
                 words.store(w + wi, v)
             words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
-            return cls(broker, off, tp)
+            st = cls(broker, off, tp)
+            st._rings.update(rings)  # the same rings: this P's objects for them still hold
+            st._buf = rings.get(_W_BUF)
+            return st
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
         w = off // 8
@@ -223,6 +227,7 @@ class SharedChan:
                 pass  # dead select records: a reused block starts with no waiter
             self._q[self._w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
             rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
+        objs = dict(self._rings)
         self._rings.clear()
         self._buf = None
         buf_bytes = _buf_bytes(self.cap)
@@ -230,7 +235,7 @@ class SharedChan:
                 buf_bytes, _RECVQ_BYTES, _SENDQ_BYTES):  # none grew: a new channel's rings
             spare = self.broker.spare_chans.setdefault(buf_bytes, [])
             if len(spare) < SPARE_MAX:
-                spare.append(self.off)
+                spare.append((self.off, objs))
                 return
         for ring in rings:
             ring.destroy()

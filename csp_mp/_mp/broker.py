@@ -108,7 +108,7 @@ class Broker:
         self.chans: dict[int, Any] = {}
         self.dead: list[Any] = []
         self.objs: dict[int, Any] = {}  # arena offset -> shared atomic / semaphore handle
-        self.spare_chans: dict[int, list[int]] = {}  # blocks of destroyed channels (shared.py)
+        self.spare_chans: dict[int, list[tuple[int, dict]]] = {}  # destroyed channels' blocks
         # run queue (runq.py)
         self.pending: deque[tuple] = deque()
         self.unflushed: deque[bytes] = deque()
