@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import logging
 import signal
+import sys
 import threading
 import time
 
@@ -529,3 +530,28 @@ def test_a_request_cleared_by_sysmon_before_the_handler_reads_it_is_ignored() ->
         return int((sm.preempted, sm.declined) == before)
 
     assert csp_mp.run(main, procs=1) == 1
+
+
+def test_a_trip_landing_inside_the_preemption_check_is_left_to_the_running_check(
+        monkeypatch) -> None:
+    """Python runs a signal handler at check points inside a handler too: a check slower than
+    the trips' period (disassembling a large function under valgrind) nested one level per trip
+    until the C stack overflowed."""
+    from types import SimpleNamespace
+
+    g = SimpleNamespace(glet=None)
+    sm = SimpleNamespace(request=None, declined=0, preempted=0, base_code=None)
+    hub = SimpleNamespace(tick=7, current=g, stopping=False, no_preempt=False, root=None)
+    nested = []
+
+    def deciding_slowly(frame, base):
+        sm.request = (7, g)  # the next trip asks again while this one decides
+        nested.append(preempt._maybe_preempt(hub, sm, frame))
+        return preempt.UNSAFE
+
+    g.glet = preempt.getcurrent()
+    sm.request = (7, g)
+    monkeypatch.setattr(preempt, "safe_point", deciding_slowly)
+    preempt._maybe_preempt(hub, sm, sys._getframe())
+    assert nested == [None]  # the nested trip returned at once, without a second check
+    assert sm.preempted == 0 and preempt._deciding == [False]

@@ -280,9 +280,16 @@ def _handler(signum: int, frame: FrameType | None) -> None:
             drive.drive(hub, frame)
 
 
+_deciding = [False]  # a preemption check is running (its signal handler's trip)
+
+
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     req = sm.request  # once: sysmon's thread may clear it between our check and here
-    if req is None:
+    if req is None or _deciding[0]:
+        # a trip landing inside the check (Python runs handlers at check points inside a
+        # handler too): when deciding takes longer than a trip's period (the first look at a
+        # large function on a slow machine), each trip nested one level deeper until the C
+        # stack overflowed; the running check decides for both
         return
     tick, g = req
     if hub.tick != tick or hub.current is not g or hub.stopping:
@@ -292,7 +299,11 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     if glet is None or getcurrent() is not glet or hub.no_preempt:
         sm.declined += 1
         return
-    verdict = safe_point(frame, None if glet is hub.root else sm.base_code)
+    _deciding[0] = True
+    try:
+        verdict = safe_point(frame, None if glet is hub.root else sm.base_code)
+    finally:
+        _deciding[0] = False
     if verdict == SAFE:
         sm.request = None
         sm.preempted += 1
