@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections import Counter
 
 import msgspec
@@ -10,7 +11,18 @@ import pytest
 from helpers import run1, wait_blocked, wait_reason, wait_until
 
 import csp_mp
-from csp_mp import Chan, ClosedChannelError, WaitGroup, default, go, nilchan, runtime, select
+from csp_mp import (
+    Chan,
+    ClosedChannelError,
+    WaitGroup,
+    default,
+    go,
+    go_local,
+    nilchan,
+    runtime,
+    select,
+    testing,
+)
 
 CAPS = [0, 1, 5]
 
@@ -445,3 +457,40 @@ def test_stats_snapshot() -> None:
         assert ch.stats().closed and ch.closed
     run1(main)
     assert csp_mp.Chan is Chan
+
+
+class _Payload:
+    """A value whose lifetime the test watches (a weakref)."""
+
+
+def _receive_and_drop(ch: Chan, got: Chan) -> None:
+    v = ch.recv()
+    ref = weakref.ref(v)
+    del v
+    got.send(ref)
+
+
+def _hand_over_then_park(ch: Chan, block: Chan) -> None:
+    ch.send(_Payload())  # the receiver waits: handed over, the receiver readied
+    block.recv()  # parks: straight into the receiver
+
+
+@pytest.mark.parametrize("rounds", [1, 40])  # 40: some switches go through the hub's loop
+def test_a_parked_goroutine_keeps_no_value_it_handed_over(rounds: int) -> None:
+    """A sender that wakes a parked receiver and then parks itself switches straight into the
+    receiver: the value travels in the receiver's record, so once the receiver has dropped it
+    nothing keeps it alive, however long the sender stays parked."""
+    def main() -> list[bool]:
+        alive = []
+        for _ in range(rounds):
+            ch, block, got = Chan(), Chan(), Chan(1)
+            go_local(_receive_and_drop, ch, got)
+            testing.wait_all_blocked()  # the receiver parked first
+            go_local(_hand_over_then_park, ch, block)
+            ref = got.recv()
+            gc.collect()
+            alive.append(ref() is not None)
+            block.close()
+        return alive
+
+    assert run1(main) == [False] * rounds

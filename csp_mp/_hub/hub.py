@@ -232,15 +232,17 @@ class Hub:
             self._streak = 0
             self.current = nxt
             nxt.state = RUNNING
-            param = nxt.param
-            nxt.param = None
-            v = nxt.glet.switch(param)
+            v = nxt.glet.switch()
         else:
             self.tick -= 1
             nxt = self._fast_next()
             v = self.hub_glet.switch() if nxt is None else self._switch_to(nxt)
         if type(v) is Outcome:  # the loop ended while the implicit main goroutine was parked
             raise _outcome_error(v, self)
+        # the value ready() handed over waits in g.param, never on a switch's arguments: a
+        # parked goroutine's frame would keep what it passed on alive until it resumes
+        v = g.param
+        g.param = None
         return v
 
     def _fast_next(self) -> G | None:
@@ -285,9 +287,7 @@ class Hub:
                 glet = greenlet(self._worker, self.hub_glet)
             g.glet = glet
             return glet.switch(g)
-        param = g.param
-        g.param = None
-        return glet.switch(param)
+        return glet.switch()  # it takes the value it was readied with from g.param (park)
 
     def gosched(self, preempted: bool = False) -> None:
         """Yield the P: the current goroutine goes to the back of the run queue (``preempted``:
@@ -383,10 +383,7 @@ class Hub:
                     g.glet = glet
                     glet.switch(g)
                 else:
-                    param = g.param
-                    g.param = None
-                    glet.switch(param)
-                    param = None  # the value it was woken with is its own: not held while idle
+                    glet.switch()  # park() takes its value from g.param
                 self.current = None
         finally:
             self.stopping = True
