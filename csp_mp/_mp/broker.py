@@ -115,7 +115,7 @@ class Broker:
         self.unq: deque[tuple] = deque()
         self.ring_full = 0  # frames in this P's ring when it last refused a flush (0: it took)
         self.encode_plain = tasks.plain_encoder(ctx.arena)
-        self.decode_plain = tasks.plain_decoder(ctx.arena)
+        self.decode_plain = tasks.plain_decoder(self.encode_plain)
         # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
         self.spawn: Any = runq.spawner(self, hub)
         hub.go = getattr(self.spawn, "go", self.place)

@@ -91,13 +91,11 @@ def decode_plain(frames: list[bytes], start: int, fns: dict, names: dict) -> lis
     return []
 
 
-def plain_decoder(arena: Any) -> Callable[[list[bytes], int, dict, dict], list]:
-    """``decode_plain``, from the compiled core when ``arena`` runs on it."""
-    if arena.core is None:
-        return decode_plain
-    from .._shm.native import core
-
-    return core().TaskEncoder(Chan, chan_ext_offset, OOB_MIN, arena.core).decode_many
+def plain_decoder(encode: Any) -> Callable[[list[bytes], int, dict, dict], list]:
+    """``decode_plain``, or the ``decode_many`` of the compiled core's ``TaskEncoder`` whose
+    ``encode`` is ``encode`` (``plain_encoder``'s answer)."""
+    encoder = getattr(encode, "__self__", None)
+    return decode_plain if encoder is None else encoder.decode_many
 
 
 def _chan_from_ext(code: int, data: memoryview) -> Chan:
