@@ -346,6 +346,41 @@ def test_safe_point_rules():
         _frame_at(in_finally_handler)
 
 
+def test_a_trace_function_between_two_steps_of_the_worker_loop_is_no_safe_point():
+    """A trace function is user code, but run for the worker loop's own lines (the goroutine
+    has returned, the worker may already be back in the hub's pool) it is a callback inside
+    the runtime: switching there once lost a goroutine. Only the line calling the goroutine's
+    function lets a user frame above the loop be preempted."""
+    from csp_mp._hub.hub import Hub
+
+    base = Hub._worker.__code__
+    body_lines = preempt._body_calls[base]
+    verdicts: dict[int, set[int]] = {}
+
+    def local(frame, event, arg):
+        if frame.f_code is base:
+            verdict = preempt.safe_point(sys._getframe(0), base)
+            verdicts.setdefault(frame.f_lineno, set()).add(verdict)
+        return local
+
+    def body():
+        worker = sys._getframe(1)
+        assert worker.f_code is base
+        worker.f_trace = local
+        worker.f_trace_opcodes = True
+        sys.settrace(lambda *a: None)  # tracing on; only the worker frame has a local tracer
+
+    def main():
+        csp_mp.go(body)
+        csp_mp.sleep(0.01)
+        sys.settrace(None)
+
+    csp_mp.run(main, procs=1)
+    outside = {line: v for line, v in verdicts.items() if line not in body_lines}
+    assert outside, verdicts  # the loop's own steps after the body returned were traced
+    assert all(v == {preempt.UNSAFE} for v in outside.values()), outside
+
+
 def test_safe_point_refuses_locking_modules_and_del():
     def fake_module_frame(modname: str, src: str = "def f(cb):\n    cb()\n"):
         ns: dict = {"__name__": modname}

@@ -229,6 +229,13 @@ def safe_point(frame: FrameType | None, base: CodeType | None) -> int:
     while f is not None:
         code = f.f_code
         if code is base:
+            # the worker loop is the runtime's own too: a user frame above it is the
+            # goroutine's body only on a body-call line; from any other line it is a callback
+            # (a trace function) run between two steps of the loop, e.g. with this worker
+            # already back in the hub's pool
+            lines = _body_calls.get(code)
+            if lines is not None and (not inside_user or f.f_lineno not in lines):
+                return UNSAFE
             break
         kind, ranges, _ = _code_info(code, f.f_globals.get("__name__"))
         if kind == LOCKING:
