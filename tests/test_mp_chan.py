@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import mp_helpers as H
 import msgspec
@@ -85,6 +86,92 @@ def test_receiver_on_another_p_gets_values_in_order(procs: int) -> None:
         return out.recv()
 
     assert run(main, procs) == list(range(50))
+
+
+def _handed_off_in_c(ch: Chan) -> int:
+    """Sends and receives of this P's handle on ``ch`` done by the compiled core's fast path
+    (0 on the Python path). On an unbuffered channel each is a hand-off to a parked partner."""
+    return ch._st.ops.ops if getattr(ch._st, "ops", None) is not None else 0
+
+
+@pytest.mark.parametrize("kind", ["plain", "tuple", "pickled"])
+def test_each_send_hands_off_to_a_receiver_parked_on_another_p(procs: int, kind: str) -> None:
+    def value(i: int) -> Any:
+        return {"plain": i, "tuple": (i, "x", 1.5), "pickled": [i]}[kind]
+
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(H.other_p(procs), H.recv_n, ch, 100, out)
+        for i in range(100):
+            blocked(ch, receivers=1)  # the receiver is parked: the send hands off
+            ch.send(value(i))
+        return out.recv(), _handed_off_in_c(ch)
+
+    got, in_c = run(main, procs)
+    assert got == [value(i) for i in range(100)]
+    if procs > 1 and runtime.native() and kind != "pickled":
+        assert in_c == 100  # every hand-off in one call of the compiled core
+
+
+def test_each_recv_takes_from_a_sender_parked_on_another_p(procs: int) -> None:
+    def main():
+        ch = Chan()
+        H.go_on(H.other_p(procs), H.send_all, ch, list(range(100)))
+        got = []
+        for _ in range(100):
+            blocked(ch, senders=1)  # the sender is parked: the receive takes its value
+            got.append(ch.recv())
+        return got, _handed_off_in_c(ch)
+
+    got, in_c = run(main, procs)
+    assert got == list(range(100))
+    if procs > 1 and runtime.native():
+        assert in_c == 100
+
+
+def test_a_parked_receiver_of_the_same_p_gets_the_sent_object_itself(procs: int) -> None:
+    def echo_once(ch: Chan) -> None:
+        ch.send(ch.recv())
+
+    def recv_one(ch: Chan, out: Chan) -> None:
+        out.send(ch.recv())
+
+    def main():
+        ch, out = Chan(), Chan(1)
+        H.go_on(H.other_p(procs), echo_once, ch)  # ch is shared from here on
+        ch.send("promoted")
+        assert ch.recv() == "promoted"
+        sent = []
+        for obj in (["a list"], "a str " + str(procs), (1, 2)):
+            go_local(recv_one, ch, out)
+            blocked(ch, receivers=1)
+            ch.send(obj)
+            sent.append(out.recv() is obj)
+        return sent
+
+    assert run(main, procs) == [True, True, True]
+
+
+def test_a_timed_out_select_send_is_never_received(procs: int) -> None:
+    """The losing select's record keeps its value in the send queue until a receiver drops it;
+    the receiver then parks and takes the next real send."""
+    def late_recv(ch: Chan, start: Chan, out: Chan) -> None:
+        start.recv()
+        out.send(ch.recv())
+
+    def main():
+        ch, start, out = Chan(), Chan(), Chan(1)
+        H.go_on(H.other_p(procs), late_recv, ch, start, out)
+        for v in ("lost", b"lost bytes", ["lost list"]):
+            assert select((ch.send, v), after(0.02).recv)[0] == 1  # the timer won
+        start.send(None)
+        blocked(ch, receivers=1)
+        ch.send("kept")
+        return out.recv(), ch.stats()
+
+    got, st = run(main, procs)
+    assert got == "kept"
+    assert (st.senders_waiting, st.receivers_waiting) == (0, 0)
 
 
 def test_len_and_cap_agree_in_every_p(procs: int) -> None:

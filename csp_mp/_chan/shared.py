@@ -5,7 +5,9 @@ records in recvq, records in sendq, references (handles and in-flight names: the
 frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access).
 The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
-waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value.
+waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value. A
+record is six little-endian 64-bit words (p, gid, slot, gen, case, 1 if it has data) followed by
+the data: the compiled core reads them in place.
 
 This layer knows nothing of processes: what it needs from them (this P's number, the arena, lock
 stripes, select tokens, wake-ups for goroutines of other Ps) it asks of a ``ProcLayer``, which
@@ -28,9 +30,8 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import struct
 from typing import Any, Protocol
-
-import msgspec
 
 from .._errors import ClosedChannelError
 from .._hub import waits as W
@@ -55,8 +56,24 @@ def _buf_bytes(cap: int) -> int:
     n = max(256, min(cap, 1024) * 32)
     return 1 << (n - 1).bit_length()
 
-_rec = msgspec.msgpack.Encoder().encode
-_unrec = msgspec.msgpack.Decoder(tuple).decode
+_REC = struct.Struct("<6q")  # a waiter record's header (chan.c's wrec)
+_pack_rec = _REC.pack
+_unpack_rec = _REC.unpack_from
+
+
+def _rec(rec: tuple) -> bytes:
+    """A waiter record ``(p, gid, slot, gen, case, data)`` as stored in a wait queue."""
+    data = rec[5]
+    if data is None:
+        return _pack_rec(rec[0], rec[1], rec[2], rec[3], rec[4], 0)
+    return _pack_rec(rec[0], rec[1], rec[2], rec[3], rec[4], 1) + data
+
+
+def _unrec(raw: bytes) -> tuple:
+    """The record ``(p, gid, slot, gen, case, data)`` stored as ``raw``."""
+    p, gid, slot, gen, case, has = _unpack_rec(raw)
+    return p, gid, slot, gen, case, (raw[48:] if has else None)
+
 
 NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
 
@@ -88,6 +105,12 @@ class ProcLayer(Protocol):
     # buffer ring's capacity, empty and none grown: create() takes one before the allocator
     # (owner P only)
     spare_chans: dict[int, list[tuple[int, dict]]]
+    # the compiled core's claims and wake-ups for this P (a ``Peers``; None on the Python path)
+    peers: Any
+    # channel handles of this process that died and still count (owner P only): a sender
+    # releases them (``release_handles``) before its send, so a goroutine that never parks
+    # frees the channels it drops without waiting for the hub's next poll
+    dead: list
 
     def spin_time(self, hub: Any) -> float:
         """How long a goroutine about to park on a shared channel may poll it first: 0 unless
@@ -105,6 +128,11 @@ class ProcLayer(Protocol):
         """The arena lock for a new channel (any P)."""
         ...
 
+    def release_handles(self) -> None:
+        """Drop the counts of the handles in ``dead``, destroying the channels they held last
+        (owner P only; no channel lock held)."""
+        ...
+
     def new_token(self, g: Any, sel: SelectState) -> SelectToken:
         """A token for a select of goroutine ``g`` of this P about to park (owner P only)."""
         ...
@@ -120,6 +148,12 @@ class ProcLayer(Protocol):
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                 data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
         """Wake goroutine ``gid`` of P ``p`` with a wake of ``kind`` (no channel lock held)."""
+        ...
+
+    def deliver_off(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                    data: bytes | None, off: int, obj: Any = NO_OBJ) -> None:
+        """``deliver`` for channel ``off``: what the compiled core's hand-off could not send
+        itself (a goroutine of this P, an inbox with no room); ``obj`` is given with data."""
         ...
 
 
@@ -389,6 +423,8 @@ class SharedChan:
     # ---- blocking operations (the Chan methods)
 
     def send(self, v: Any, hub: Any) -> None:
+        if self.broker.dead:  # channels this P dropped: freed now, not at the hub's next poll
+            self.broker.release_handles()
         # self.encode inlined: the call (or a functools.partial) costs ~0.5 us a send+recv here
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         hub.n_xops += 1  # runtime.metrics()
@@ -531,45 +567,53 @@ class SharedChan:
 class NativeSharedChan(SharedChan):
     """A shared channel whose fast paths run in one call of the compiled core.
 
-    ``ChanOps.send``/``recv`` do what the fast paths of :meth:`SharedChan.send` and
-    :meth:`SharedChan.recv` spell out (buffer a value when open, no receiver queued and room;
-    take a buffered inline value when no sender is queued), with the codec's plain kinds
-    (scalars, small bytes, tuples of those) encoded and decoded in the same call; anything else
-    changes nothing, and the codec's general path and ``chan_send``/``chan_recv`` take over. When
+    ``ChanOps.send``/``recv`` do what :meth:`SharedChan.try_send_l` and
+    :meth:`SharedChan.try_recv_l` spell out when no select's value needs freeing: hand a value
+    to the oldest live parked receiver, else buffer it when open and with room; take the value
+    of the oldest live sender parked on an unbuffered channel, else a buffered inline value. The
+    codec's plain kinds (scalars, small bytes, tuples of those) are encoded and decoded in the
+    same call; other values go through the codec and ``send_data``/``recv_data``. Anything else
+    (a closed channel, a buffered channel with a parked sender, an out-of-band frame) changes
+    nothing, and the Python slow path takes over. A parked partner of this P, or an inbox with
+    no room, is woken through ``ProcLayer.deliver_off``. When
     the goroutine is alone on its P, it then polls the channel's words (GIL released) for up to
     ``spin_seconds`` before the slow path parks it: a wake-up across processes costs 15-25 µs
     on these machines, more than a partner on another core takes to make the channel ready
     (``ProcLayer.spin_time``: only when nothing else on the P could run meanwhile).
     """
 
-    __slots__ = ("_c_send", "_c_recv", "_c_poll", "_vsend", "_vrecv", "ops")
+    __slots__ = ("_c_send", "_c_poll", "_vsend", "_vrecv", "ops")
 
     def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
         super().__init__(broker, off, tp)
         arena = broker.arena
         core = arena.core
-        self._c_send, self._c_recv, self._c_poll = core.chan_send, core.chan_recv, core.chan_poll
+        self._c_poll = core.chan_poll
+        #: the fast paths; counts their sends, receives and bytes (runtime.metrics())
+        self.ops: Any = native_core().ChanOps(
+            core, off, _menc, _mdec, _tdec, functools.partial(decode, arena=arena), _NOVALUE,
+            OOB_MIN, broker.peers)
+        self._c_send = self.ops.send_data
         if self.codec is None:
-            ops = native_core().ChanOps(core, off, _menc, _mdec, _tdec,
-                                        functools.partial(decode, arena=arena), _NOVALUE, OOB_MIN)
-            self._vsend, self._vrecv = ops.send, ops.recv
-            #: counts the fast paths' sends, receives and bytes (runtime.metrics())
-            self.ops: Any = ops
+            self._vsend, self._vrecv = self.ops.send, self.ops.recv
         else:  # a typed channel: its codec validates, so values go through it
-            self.ops = None
             self._vsend = _never
-            self._vrecv = functools.partial(_typed_recv, core.chan_recv, off, self.codec.decode)
+            self._vrecv = functools.partial(_typed_recv, self.ops.recv_data, self.codec.decode)
 
     def send(self, v: Any, hub: Any) -> None:
+        if self.broker.dead:  # channels this P dropped: freed now, not at the hub's next poll
+            self.broker.release_handles()
         if self._vsend(v):
             return
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
         hub.n_xbytes += len(data)
-        if self._c_send(self.off, data):
+        if self._c_send(data, v):
             return
-        spin = self.broker.spin_time(hub)
-        if spin and self._c_poll(self.off, True, spin) and self._c_send(self.off, data):
+        # an unbuffered channel is ready only once a receiver parks, which a receiver
+        # spinning for a sender never does: the sender parks at once, for it to find
+        spin = self.broker.spin_time(hub) if self.cap else 0.0
+        if spin and self._c_poll(self.off, True, spin) and self._c_send(data, v):
             return
         self._send_slow(data, v, hub)
 
@@ -577,7 +621,7 @@ class NativeSharedChan(SharedChan):
         v = self._vrecv()
         while v is _NOVALUE:
             spin = self.broker.spin_time(hub)
-            if spin:  # once: ready now may mean a parked sender, which the slow path serves
+            if spin:  # once: ready may mean what only the slow path serves (a close, ...)
                 if self._c_poll(self.off, False, spin):
                     v = self._vrecv()
                 break
@@ -598,8 +642,8 @@ def _never(v: Any) -> bool:
     return False
 
 
-def _typed_recv(c_recv: Any, off: int, decode_typed: Any) -> Any:
-    data = c_recv(off)
+def _typed_recv(recv_data: Any, decode_typed: Any) -> Any:
+    data = recv_data()
     return _NOVALUE if data is None else decode_typed(data)
 
 

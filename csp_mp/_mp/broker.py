@@ -124,6 +124,10 @@ class Broker:
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
         self.free_slots = list(range(C.TOKENS - 1, -1, -1))
         self.token_gen = 1
+        # the compiled core's token claims and wake-ups (the shared channel's hand-off)
+        self.peers: Any = tokens.peers(self)
+        if self.peers is not None:
+            self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # deadlock detection (checkdead.py)
         self.dl_snap: tuple | None = None
         self.dl_t = 0.0
@@ -206,7 +210,19 @@ class Broker:
         if p == self.p:
             self._wake_local(gid, slot, case, kind, data, st, obj)
             return
-        off = st.off if st is not None else 0
+        self._queue_wake(p, gid, slot, gen, case, kind, data, st.off if st is not None else 0)
+
+    def deliver_off(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                    data: bytes | None, off: int, obj: Any = NO_OBJ) -> None:
+        """``deliver`` for the compiled core's hand-off, which names the channel by ``off`` and
+        always passes ``obj`` with a value (so a local receiver needs no channel state)."""
+        if p == self.p:
+            self._wake_local(gid, slot, case, kind, data, None, obj)
+            return
+        self._queue_wake(p, gid, slot, gen, case, kind, data, off)
+
+    def _queue_wake(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                    data: bytes | None, off: int) -> None:
         self.wakes_out.append((p, _msg((C.M_WAKE, gid, slot, gen, case, kind, data, off))))
         self.hub.poll_now = True  # the next switch goes through the hub, which flushes
         if len(self.wakes_out) >= WAKE_BATCH:

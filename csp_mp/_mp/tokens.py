@@ -11,15 +11,19 @@ Invariants:
   about to park; its word reads ``gen << 8 | T_WAITING`` until one claimer sets T_DONE.
 - A token word is stored only under its token lock (``b.token_locks``, a stripe of
   ``TOKEN_LOCKS``), except by the owner when it hands out a fresh slot (nobody else knows that
-  ``gen`` yet). Token locks are leaves, taken under channel locks.
+  ``gen`` yet). Token locks are leaves, taken under channel locks. With the compiled core, a
+  claim is instead one compare-and-swap (``Peers.claim``); a run uses one of the two.
 - ``new_token``/``release_token``: owner P only. ``claim``/``token_live``: any P.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._chan.local import SelectState
+from .._chan.shared import NO_OBJ
+from .._shm.doorbell import NativeDoorbell
+from .._shm.native import core as native_core
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -41,11 +45,24 @@ class Token:
 
     def claim(self, case: int) -> bool:
         """Win the select for ``case`` (a local partner completing it)."""
-        return claim(self.broker, self.broker.p, self.slot, self.gen, case)
+        return self.broker.claim(self.broker.p, self.slot, self.gen, case)
 
     def release(self) -> None:
         """The select has finished."""
         release_token(self.broker, self)
+
+
+def peers(b: Broker) -> Any:
+    """The compiled core's ``Peers`` of this P (token claims by CAS, wake-ups written to other
+    Ps' inboxes), or None on the Python path."""
+    core = b.arena.core
+    if core is None:
+        return None
+    ctx = b.ctx
+    bells = [cast(NativeDoorbell, bell).offset for bell in ctx.bells]
+    return native_core().Peers(
+        core, b.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
+        ctx.pidx(b.p, C.P_SENT) * 8, C.M_WAKE, b.deliver_off, NO_OBJ)
 
 
 def tok_word(b: Broker, p: int, slot: int) -> int:

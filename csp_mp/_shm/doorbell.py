@@ -138,6 +138,11 @@ class NativeDoorbell:
         """Post one wake-up (any process, any thread)."""
         self._post()
 
+    @property
+    def offset(self) -> int:
+        """The bell's arena offset (the compiled core rings it by offset)."""
+        return self._bell.offset
+
     def wait(self, timeout: float | None = None) -> bool:
         """Take one post, waiting up to ``timeout`` seconds (None: forever). False on timeout."""
         if timeout == 0:

@@ -261,3 +261,163 @@ def test_chan_fast_paths_across_processes(carena: Arena, ctx) -> None:
         for p in procs:
             p.join(20)
     assert last == [n - 1] * 4 and c.chan_recv(off) is None
+
+
+# ---- the hand-off to a parked partner (Peers, ChanOps), against the Python formats
+
+
+class _TwoPs:
+    """Two Ps' worth of what a Peers names: token tables, inboxes, doorbells, P_SENT words."""
+
+    NTOK = 4
+
+    def __init__(self, a: Arena) -> None:
+        self.a = a
+        self.tok = a.alloc(2 * self.NTOK * 8)
+        self.sent = [_word(a), _word(a)]
+        for q in range(2):
+            for s in range(self.NTOK):
+                a.core.store(self.tok + (q * self.NTOK + s) * 8, 0)
+        self.inbox = [NativeRing.create(a, 4096, 0), NativeRing.create(a, 4096, 0)]
+        self.bells = [Doorbell.create(a), Doorbell.create(a)]
+        self.local: list[tuple] = []
+
+    def peers(self, p: int = 0, **kw) -> object:
+        args = dict(region=self.a.core, p=p, tok_off=self.tok, ntokens=self.NTOK,
+                    inboxes=[r.offset for r in self.inbox], bells=[b.offset for b in self.bells],
+                    sent_off=self.sent[p % 2], m_wake=1, deliver=self._deliver, no_obj=NO_OBJ)
+        args.update(kw)
+        return native.core().Peers(**args)
+
+    def _deliver(self, *args) -> None:
+        self.local.append(args)
+
+    def token(self, q: int, slot: int, gen: int, state: int = 1) -> None:
+        self.a.core.store(self.tok + (q * self.NTOK + slot) * 8, gen << 8 | state)
+
+    def token_word(self, q: int, slot: int) -> int:
+        return self.a.core.load(self.tok + (q * self.NTOK + slot) * 8)
+
+
+def _ops(a: Arena, off: int, peers: object) -> object:
+    import functools
+
+    from csp_mp._shm.codec import _mdec, _menc, _tdec, decode
+
+    return native.core().ChanOps(a.core, off, _menc, _mdec, _tdec,
+                                 functools.partial(decode, arena=a), NO_VALUE, 1 << 20, peers)
+
+
+NO_OBJ, NO_VALUE = object(), object()
+W_NRECV, W_NSEND = 8, 9
+
+
+def _park(a: Arena, off: int, wi: int, rec: tuple) -> None:
+    """Queue waiter record ``rec`` as SharedChan.enqueue_l does (queue word ``wi``)."""
+    from csp_mp._chan.shared import _rec
+
+    ring = attach_ring(a, a.core.load(off + wi * 8))
+    assert ring.put_locked(_rec(rec)) == 1
+    a.core.store(off + (W_NRECV if wi == 5 else W_NSEND) * 8, len(ring))
+
+
+def _wakes(ps: _TwoPs, q: int) -> list[tuple]:
+    import msgspec
+
+    return [msgspec.msgpack.decode(m, type=tuple) for m in ps.inbox[q].get_many(100)]
+
+
+def test_peers_checks_its_arguments(carena: Arena) -> None:
+    ps = _TwoPs(carena)
+    with pytest.raises(ValueError):
+        ps.peers(p=2)
+    with pytest.raises(ValueError):
+        ps.peers(tok_off=carena.size - 8)
+    with pytest.raises(ValueError, match="offsets for"):
+        ps.peers(bells=[ps.bells[0].offset])
+    with pytest.raises(TypeError, match="callable"):
+        ps.peers(deliver=None)
+    peers = ps.peers()
+    with pytest.raises(ValueError, match="no select token"):
+        peers.claim(0, ps.NTOK, 1, 0)
+    with pytest.raises(ValueError, match="no select token"):
+        peers.claim(5, 0, 1, 0)
+    with pytest.raises(TypeError, match="same region"):
+        _ops(carena, _chan_block(carena, cap=1), object())
+    other = Arena.create(1 << 20, nlocks=4, use_native=True)
+    try:
+        with pytest.raises(TypeError, match="same region"):
+            _ops(carena, _chan_block(carena, cap=1), _TwoPs(other).peers())
+    finally:
+        other.sems.seal()
+        other.close()
+
+
+def test_peers_claim_is_one_winner_per_waiting_token(carena: Arena) -> None:
+    ps = _TwoPs(carena)
+    peers = ps.peers()
+    ps.token(1, 2, gen=7)
+    assert peers.claim(1, 2, 6, 0) is False  # another select's generation
+    assert peers.claim(1, 2, 7, 0) is True
+    assert ps.token_word(1, 2) == 7 << 8 | 2  # T_DONE, as tokens.py reads it
+    assert peers.claim(1, 2, 7, 1) is False
+
+
+def test_send_hands_off_to_a_receiver_parked_on_another_p(carena: Arena) -> None:
+    from csp_mp._shm.codec import encode
+
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=0)
+    ops = _ops(carena, off, ps.peers(p=0))
+    assert ops.send(5) is False  # nobody waiting, no buffer: the slow path parks
+    _park(carena, off, 5, (1, 42, -1, 0, 0, None))  # goroutine 42 of P1 parked receiving
+    assert ops.send(5) is True
+    assert _wakes(ps, 1) == [(1, 42, -1, 0, 0, 0, encode(5), off)]  # M_WAKE ... K_VALUE
+    assert ps.bells[1].pending == 1 and ps.bells[0].pending == 0
+    assert carena.core.load(ps.sent[0]) == 1  # P_SENT: one wake-up in flight
+    assert carena.core.load(off + W_NRECV * 8) == 0
+    assert ops.send(6) is False and ps.local == []
+
+
+def test_send_skips_dead_selects_and_wakes_a_local_receiver_by_callback(carena: Arena) -> None:
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=1)
+    ops = _ops(carena, off, ps.peers(p=0))
+    ps.token(1, 0, gen=3, state=2)  # a select of P1 that another case already won
+    ps.token(0, 1, gen=9)  # a select of this P still waiting
+    _park(carena, off, 5, (1, 10, 0, 3, 0, None))
+    _park(carena, off, 5, (0, 11, 1, 9, 2, None))
+    obj = ["the object"]
+    assert ops.send_data(b"\x93\x01\x02\x03", obj) is True
+    assert ps.local == [(0, 11, 1, 9, 2, 0, b"\x93\x01\x02\x03", off, obj)]
+    assert ps.token_word(0, 1) == 9 << 8 | 2  # claimed
+    assert _wakes(ps, 1) == [] and carena.core.load(off + W_NRECV * 8) == 0
+    assert ops.send(1) is True  # no receiver left: buffered
+    assert carena.core.load(off + 3 * 8) == 1
+
+
+def test_recv_takes_from_a_sender_parked_on_another_p(carena: Arena) -> None:
+    from csp_mp._shm.codec import encode
+
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=0)
+    ops = _ops(carena, off, ps.peers(p=0))
+    assert ops.recv() is NO_VALUE
+    _park(carena, off, 6, (1, 7, -1, 0, 0, encode(("a", 1))))
+    assert ops.recv() == ("a", 1)
+    assert _wakes(ps, 1) == [(1, 7, -1, 0, 0, 2, None, off)]  # K_SENT, no value
+    assert carena.core.load(off + W_NSEND * 8) == 0
+    assert ops.recv() is NO_VALUE
+
+
+def test_a_dead_select_holding_a_value_is_left_to_the_python_path(carena: Arena) -> None:
+    """Its value may hold arena blocks only the codec can free: C changes nothing."""
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=0)
+    ops = _ops(carena, off, ps.peers(p=0))
+    ps.token(1, 3, gen=4, state=2)
+    _park(carena, off, 6, (1, 7, 3, 4, 0, b"\x01"))
+    assert ops.recv() is NO_VALUE
+    assert ops.recv_data() is None
+    assert carena.core.load(off + W_NSEND * 8) == 1  # still queued, for SharedChan._pop_live
+    assert _wakes(ps, 1) == [] and ps.local == []

@@ -95,6 +95,13 @@ static int bell_wait(aword32 *count, aword32 *sleepers, double timeout, double s
     }
 }
 
+int bell_ring_at(Region *r, long long off) {
+    aword32 *c, *s;
+    if (bell_words(r, off, &c, &s) < 0) return -1;
+    bell_post(c, s);
+    return 0;
+}
+
 RMETH(R_bell_ring) {
     long long off;
     aword32 *c, *s;

@@ -1,13 +1,14 @@
-/* The shared channel's fast paths: a send or receive that needs no goroutine to park or wake.
+/* The shared channel's fast paths: a send or receive that needs no goroutine to park.
  *
  * The channel block (csp_mp/_chan/shared.py has the layout and the full protocol) holds, in
  * words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index, records in
  * recvq, records in sendq. Everything in it changes only under the channel's lock.
  *
  * chan_send buffers a value when the channel is open, no receiver is queued and the buffer has
- * room; chan_recv takes a buffered inline value when no sender is queued. In every other case
- * they change nothing and return False / None, and the caller runs the Python slow path, which
- * re-decides everything under the lock (hand-off to a waiter, closed channel, parking).
+ * room; chan_recv takes a buffered inline value when no sender is queued. ChanOps adds the
+ * hand-off to a parked partner (below). In every other case they change nothing and return
+ * False / None, and the caller runs the Python slow path, which re-decides everything under the
+ * lock (closed channel, parking, select).
  * Go's chan.go takes the same order: a waiting partner first, then the buffer, then park.
  */
 #include "core.h"
@@ -42,56 +43,52 @@ static aword *chan_open(Region *r, PyObject *o, long long *lock) {
 #define LD(w, i) atomic_load_explicit(&(w)[i], memory_order_relaxed)
 #define ST(w, i, v) atomic_store_explicit(&(w)[i], (v), memory_order_relaxed)
 
-/* Buffer `n` bytes at `p` if the channel is open, has no receiver queued and has room: 1 done,
- * 0 nothing changed, -1 error (exception set). */
+/* Under the lock: buffer `n` bytes at `p` if the channel is open, has no receiver queued and
+ * has room: 1 done, 0 nothing changed, -1 error (exception set). */
+static int send_buf_locked(Region *r, aword *w, const char *p, uint64_t n) {
+    uint64_t count = LD(w, W_COUNT);
+    if (LD(w, W_CLOSED) || LD(w, W_NRECV) || count >= LD(w, W_CAP)) return 0;
+    ring_t g;
+    if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return -1;
+    uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
+    uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed);
+    if (n > g.max_inline || !ring_write(&g, t, h, p, n, &nt)) return 0;
+    atomic_store_explicit(g.tail, nt, memory_order_release); /* commit the frame */
+    ST(w, W_COUNT, count + 1);
+    return 1;
+}
+
+/* Under the lock: the oldest buffered inline value if no sender is queued (bytes), else
+ * Py_None; NULL on error. */
+static PyObject *recv_buf_locked(Region *r, aword *w) {
+    uint64_t n = LD(w, W_COUNT);
+    if (LD(w, W_NSEND) || n == 0) Py_RETURN_NONE;
+    ring_t g;
+    if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return NULL;
+    uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), nh;
+    if (h == atomic_load_explicit(g.tail, memory_order_relaxed) ||
+        ring_peek_kind(&g, h) != F_INLINE)
+        Py_RETURN_NONE;
+    PyObject *item = ring_read(&g, h, &nh);
+    if (item != NULL) {
+        atomic_store_explicit(g.head, nh, memory_order_release); /* frees the frame */
+        ST(w, W_COUNT, n - 1);
+    }
+    return item;
+}
+
 static int chan_send_buf(Region *r, aword *w, long long lock, const char *p, uint64_t n) {
     if (lock_take(r, lock) < 0) return -1;
-    int done = 0;
-    uint64_t count = LD(w, W_COUNT);
-    if (!LD(w, W_CLOSED) && !LD(w, W_NRECV) && count < LD(w, W_CAP)) {
-        ring_t g;
-        if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) {
-            lock_give(r, lock);
-            return -1;
-        }
-        uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
-        uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed);
-        if (n <= g.max_inline && ring_write(&g, t, h, p, n, &nt)) {
-            atomic_store_explicit(g.tail, nt, memory_order_release); /* commit the frame */
-            ST(w, W_COUNT, count + 1);
-            done = 1;
-        }
-    }
+    int done = send_buf_locked(r, w, p, n);
     if (lock_give(r, lock) < 0) return -1;
     return done;
 }
 
-/* The oldest buffered inline value if no sender is queued (bytes), else Py_None; NULL on error. */
 static PyObject *chan_recv_buf(Region *r, aword *w, long long lock) {
     if (lock_take(r, lock) < 0) return NULL;
-    PyObject *item = Py_None;
-    uint64_t n = LD(w, W_COUNT);
-    if (!LD(w, W_NSEND) && n > 0) {
-        ring_t g;
-        if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) {
-            lock_give(r, lock);
-            return NULL;
-        }
-        uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), nh;
-        if (h != atomic_load_explicit(g.tail, memory_order_relaxed) &&
-            ring_peek_kind(&g, h) == F_INLINE) {
-            item = ring_read(&g, h, &nh);
-            if (item != NULL) {
-                atomic_store_explicit(g.head, nh, memory_order_release); /* frees the frame */
-                ST(w, W_COUNT, n - 1);
-            }
-        }
-    }
-    if (lock_give(r, lock) < 0) {
-        if (item != Py_None) Py_XDECREF(item);
-        return NULL;
-    }
-    return item == Py_None ? Py_NewRef(Py_None) : item;
+    PyObject *item = recv_buf_locked(r, w);
+    if (lock_give(r, lock) < 0) Py_CLEAR(item);
+    return item;
 }
 
 RMETH(R_chan_send) {
@@ -157,9 +154,17 @@ RMETH(R_chan_poll) {
  *
  * send(v) buffers a value of the codec's plain kinds (int, float, str, bool, None, bytes below
  * the out-of-band size, and tuples of those), encoded as csp_mp/_shm/codec.py encodes them
- * (msgspec, a tuple behind the 0xc1 0x01 tag); any other value, or a channel that cannot take
- * it now, returns False with nothing changed, and the caller runs the general path. recv()
- * returns the decoded oldest value, or the `novalue` object when the general path must run.
+ * (msgspec, a tuple behind the 0xc1 0x01 tag), or hands it to the oldest live receiver parked
+ * on the channel; any other value, or a channel that cannot take it now, returns False with
+ * nothing changed, and the caller runs the general path. recv() returns the decoded oldest
+ * value (buffered, or the value of a sender parked on an unbuffered channel), or the `novalue`
+ * object when the general path must run. send_data/recv_data do the same with encoded bytes.
+ *
+ * A hand-off (Go's chan.go `send`/`recv` with a waiting sudog) pops the waiter's record under
+ * the channel lock, claims its select token (Peers), gives the lock back, then wakes it
+ * (peers_wake: a WAKE message to another P, or the process layer's callback for one of this
+ * P). Without a Peers object, or when the oldest record is one C leaves to Python (an
+ * out-of-band frame, a dead select's record holding a value to free), nothing is handed.
  */
 
 typedef struct {
@@ -167,9 +172,102 @@ typedef struct {
     Region *region;
     long long off;
     PyObject *menc, *mdec, *tdec, *decode_any, *novalue;
+    Peers *peers; /* NULL: no hand-off */
     Py_ssize_t oob_min;
     unsigned long long ops, bytes; /* fast-path sends and receives, bytes sent (metrics) */
 } ChanOps;
+
+/* Under the channel lock: the oldest live record of wait queue `qi` (its record count in word
+ * `nwi`), claimed, into *rec and, when it holds a value, a copy into *data. Dead records without
+ * a value are dropped. 1 found, 0 no live record (the queue is empty), 2 left to the Python
+ * path, -1 error. */
+static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObject **data) {
+    Region *r = self->region;
+    *data = NULL;
+    if (!LD(w, nwi)) return 0;
+    ring_t g;
+    if (ring_open(r, (long long)LD(w, qi), &g) < 0) return -1;
+    for (;;) {
+        uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), n, nh;
+        if (h == atomic_load_explicit(g.tail, memory_order_relaxed)) {
+            ST(w, nwi, 0);
+            return 0;
+        }
+        const char *p;
+        int k = ring_view(&g, h, &p, &n, &nh);
+        if (k <= 0) return k < 0 ? -1 : 2;
+        if (n < WREC_BYTES) {
+            PyErr_SetString(PyExc_ValueError, "corrupt channel wait record");
+            return -1;
+        }
+        memcpy(rec, p, WREC_BYTES);
+        if (rec->has) { /* copied before the claim: once won, the hand-off cannot fail */
+            *data = PyBytes_FromStringAndSize(p + WREC_BYTES, (Py_ssize_t)(n - WREC_BYTES));
+            if (*data == NULL) return -1;
+        }
+        int live = rec->slot < 0 ? 1 : peers_claim(self->peers, rec->p, rec->slot, rec->gen);
+        if (live <= 0 && *data != NULL) {
+            Py_CLEAR(*data);
+            if (live == 0) return 2; /* its value's blocks are freed by the Python path */
+        }
+        if (live < 0) return -1;
+        atomic_store_explicit(g.head, nh, memory_order_release); /* frees the frame */
+        ST(w, nwi, LD(w, nwi) - 1);
+        if (live) return 1;
+    }
+}
+
+/* Send `n` bytes at `p` (the object `obj`) without parking: to the oldest live receiver or into
+ * the buffer. 1 done, 0 nothing changed (closed, full, or left to Python), -1 error. */
+static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *obj) {
+    long long lock;
+    Region *r = self->region;
+    aword *w = chan_open_at(r, self->off, &lock);
+    if (w == NULL || lock_take(r, lock) < 0) return -1;
+    wrec rec;
+    int k = 0;
+    if (LD(w, W_NRECV) && !LD(w, W_CLOSED) && self->peers != NULL) {
+        PyObject *none;
+        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none);
+        Py_XDECREF(none); /* receivers' records hold no value */
+    }
+    int done = k == 0 ? send_buf_locked(r, w, p, n) : k == 1 ? 1 : k < 0 ? -1 : 0;
+    if (lock_give(r, lock) < 0) return -1;
+    if (k == 1 && peers_wake(self->peers, &rec, K_VALUE, p, n, self->off, obj) < 0) return -1;
+    return done;
+}
+
+/* Receive without parking: the value of a sender parked on an unbuffered channel, or the
+ * oldest buffered inline value. Bytes, Py_None when the Python path must run, NULL on error. */
+static PyObject *ops_recv(ChanOps *self) {
+    long long lock;
+    Region *r = self->region;
+    aword *w = chan_open_at(r, self->off, &lock);
+    if (w == NULL || lock_take(r, lock) < 0) return NULL;
+    wrec rec;
+    PyObject *data = NULL;
+    int k = 0;
+    if (LD(w, W_NSEND) && self->peers != NULL)  /* a buffered channel's: left to Python */
+        k = LD(w, W_CAP) == 0 ? pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data) : 2;
+    if (k == 0)
+        data = recv_buf_locked(r, w);
+    else if (k == 2)
+        data = Py_NewRef(Py_None);
+    if (lock_give(r, lock) < 0) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    if (k != 1) return data;
+    if (data == NULL) {
+        PyErr_SetString(PyExc_ValueError, "a parked sender's record holds no value");
+        return NULL;
+    }
+    if (peers_wake(self->peers, &rec, K_SENT, NULL, 0, self->off, NULL) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    return data;
+}
 
 static int plain_leaf(PyObject *o) {
     PyTypeObject *t = Py_TYPE(o);
@@ -213,17 +311,13 @@ static PyObject *plain_encode(ChanOps *self, PyObject *v) {
 }
 
 static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
-    long long lock;
-    aword *w = chan_open_at(self->region, self->off, &lock);
-    if (w == NULL) return NULL;
     PyObject *data = plain_encode(self, v);
     if (data == NULL) return NULL;
     if (data == Py_None) {
         Py_DECREF(data);
         Py_RETURN_FALSE;
     }
-    int done = chan_send_buf(self->region, w, lock, PyBytes_AS_STRING(data),
-                             (uint64_t)PyBytes_GET_SIZE(data));
+    int done = ops_send(self, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), v);
     if (done > 0) {
         self->ops++;
         self->bytes += (unsigned long long)PyBytes_GET_SIZE(data);
@@ -232,12 +326,24 @@ static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
+static PyObject *ChanOps_send_data(ChanOps *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer b;
+    if (arg_count("send_data", nargs, 2, 2) < 0 ||
+        PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int done = ops_send(self, b.buf, (uint64_t)b.len, args[1]);
+    PyBuffer_Release(&b);
+    return done < 0 ? NULL : PyBool_FromLong(done);
+}
+
+static PyObject *ChanOps_recv_data(ChanOps *self, PyObject *unused) {
+    (void)unused;
+    return ops_recv(self);
+}
+
 static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     (void)unused;
-    long long lock;
-    aword *w = chan_open_at(self->region, self->off, &lock);
-    if (w == NULL) return NULL;
-    PyObject *data = chan_recv_buf(self->region, w, lock);
+    PyObject *data = ops_recv(self);
     if (data == NULL) return NULL;
     if (data == Py_None) {
         Py_DECREF(data);
@@ -261,15 +367,22 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
 }
 
 static int ChanOps_init(ChanOps *self, PyObject *args, PyObject *kw) {
-    PyObject *region, *menc, *mdec, *tdec, *decode_any, *novalue;
+    PyObject *region, *menc, *mdec, *tdec, *decode_any, *novalue, *peers = Py_None;
     long long off, lock;
     Py_ssize_t oob_min;
     static char *kwlist[] = {"region", "offset", "menc", "mdec", "tdec", "decode_any",
-                             "novalue", "oob_min", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn", kwlist, &Region_Type, &region, &off,
-                                     &menc, &mdec, &tdec, &decode_any, &novalue, &oob_min))
+                             "novalue", "oob_min", "peers", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn|O", kwlist, &Region_Type, &region,
+                                     &off, &menc, &mdec, &tdec, &decode_any, &novalue, &oob_min,
+                                     &peers))
         return -1;
     if (chan_open_at((Region *)region, off, &lock) == NULL) return -1;
+    if (peers != Py_None && (!PyObject_TypeCheck(peers, &Peers_Type) ||
+                             !peers_region_is((Peers *)peers, (Region *)region))) {
+        PyErr_SetString(PyExc_TypeError, "ChanOps: peers must be a Peers of the same region");
+        return -1;
+    }
+    Py_XSETREF(self->peers, peers == Py_None ? NULL : (Peers *)Py_NewRef(peers));
     Py_XSETREF(self->region, (Region *)Py_NewRef(region));
     self->off = off;
     Py_XSETREF(self->menc, Py_NewRef(menc));
@@ -288,6 +401,7 @@ static void ChanOps_dealloc(ChanOps *self) {
     Py_XDECREF(self->tdec);
     Py_XDECREF(self->decode_any);
     Py_XDECREF(self->novalue);
+    Py_XDECREF(self->peers);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -309,10 +423,15 @@ static PyGetSetDef ChanOps_getset[] = {
 
 static PyMethodDef ChanOps_methods[] = {
     {"send", (PyCFunction)ChanOps_send, METH_O,
-     "send(v) -> bool: buffered without parking (a value of the codec's plain kinds), else "
-     "False with nothing changed."},
+     "send(v) -> bool: handed to a parked receiver or buffered without parking (a value of the "
+     "codec's plain kinds), else False with nothing changed."},
+    {"send_data", (PyCFunction)(void (*)(void))ChanOps_send_data, METH_FASTCALL,
+     "send_data(data, obj) -> bool: send(), for the encoded value `data` of object `obj`."},
     {"recv", (PyCFunction)ChanOps_recv, METH_NOARGS,
-     "recv(): the oldest buffered value, decoded, or `novalue` when the slow path must run."},
+     "recv(): the oldest value (buffered, or a parked sender's), decoded, or `novalue` when "
+     "the slow path must run."},
+    {"recv_data", (PyCFunction)ChanOps_recv_data, METH_NOARGS,
+     "recv_data() -> bytes | None: recv() without decoding; None when the slow path must run."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -321,8 +440,8 @@ PyTypeObject ChanOps_Type = {
     .tp_name = "csp_mp._shm._core.ChanOps",
     .tp_basicsize = sizeof(ChanOps),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "ChanOps(region, offset, menc, mdec, tdec, decode_any, novalue, oob_min): one "
-              "shared channel's fast paths, values included.",
+    .tp_doc = "ChanOps(region, offset, menc, mdec, tdec, decode_any, novalue, oob_min, "
+              "peers=None): one shared channel's fast paths, values and hand-offs included.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)ChanOps_init,
     .tp_dealloc = (destructor)ChanOps_dealloc,

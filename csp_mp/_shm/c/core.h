@@ -37,6 +37,7 @@ extern PyTypeObject Bell_Type;
 extern PyTypeObject TaskEncoder_Type;
 extern PyTypeObject Spawner_Type;
 extern PyTypeObject ChanOps_Type;
+extern PyTypeObject Peers_Type;
 
 typedef _Atomic uint64_t aword;
 typedef _Atomic uint32_t aword32;
@@ -74,8 +75,41 @@ int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uin
 PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh);
 /* The kind of the frame at head word h (INLINE or OOB), skipping a wrap marker. */
 int ring_peek_kind(ring_t *g, uint64_t h);
+/* The inline frame at head word h (the ring is not empty), in place: 1 with its payload in *p,
+ * *n and the head word after it in *nh; 0 for an out-of-band frame; -1 corrupt (exception set).
+ * The caller has the consumer side and frees the frame by storing *nh. */
+int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh);
+/* Put one inline frame, taking the ring's producer side: 1 put, 0 full or not inline-sized,
+ * -1 error (exception set). */
+int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n);
 
 enum { F_INLINE = 1, F_OOB = 2, F_WRAP = 3 };
+
+/* Doorbells (bell.c): post one wake-up to the bell at `off`; 0, or -1 with ValueError. */
+int bell_ring_at(Region *r, long long off);
+
+/* Wake-ups across Ps (wake.c): select-token claims and WAKE messages into other Ps' inboxes. */
+typedef struct Peers Peers;
+
+/* A waiter record of a shared channel's wait queue (shared.py's _REC), then its data. */
+typedef struct {
+    int64_t p, gid, slot, gen, cas, has;
+} wrec;
+#define WREC_BYTES ((uint64_t)sizeof(wrec))
+
+/* Wake kinds (shared.py's K_*). */
+enum { K_VALUE = 0, K_CLOSED_RECV = 1, K_SENT = 2, K_CLOSED_SEND = 3, K_GRANT = 4 };
+
+/* Win select token (p, slot, gen): 1 won, 0 its select already completed, -1 error. */
+int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen);
+/* Wake the claimed waiter `rec` with a wake of `kind` for channel `chan_off`, after the channel
+ * lock is given back: a WAKE message in its P's inbox and a ring of its doorbell, or, for a
+ * goroutine of this P or an inbox with no room, the process layer's deliver callback (which
+ * gets `obj`, the sent object, when not NULL). data may be NULL (no value). 0 or -1. */
+int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
+               long long chan_off, PyObject *obj);
+/* Peers_Type's check for ChanOps' argument. */
+int peers_region_is(Peers *ps, Region *r);
 
 #define M40 ((UINT64_C(1) << 40) - 1)
 #define M24 ((UINT64_C(1) << 24) - 1)

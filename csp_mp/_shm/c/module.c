@@ -249,7 +249,8 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&Region_Type) < 0 || PyType_Ready(&Lock_Type) < 0 ||
         PyType_Ready(&Bell_Type) < 0 || PyType_Ready(&TaskEncoder_Type) < 0 ||
-        PyType_Ready(&ChanOps_Type) < 0 || PyType_Ready(&Spawner_Type) < 0)
+        PyType_Ready(&ChanOps_Type) < 0 || PyType_Ready(&Spawner_Type) < 0 ||
+        PyType_Ready(&Peers_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
@@ -259,7 +260,11 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddObjectRef(m, "TaskEncoder", (PyObject *)&TaskEncoder_Type) < 0 ||
         PyModule_AddObjectRef(m, "Spawner", (PyObject *)&Spawner_Type) < 0 ||
         PyModule_AddObjectRef(m, "ChanOps", (PyObject *)&ChanOps_Type) < 0 ||
-        PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0) {
+        PyModule_AddObjectRef(m, "Peers", (PyObject *)&Peers_Type) < 0 ||
+        PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0 ||
+        PyModule_AddIntConstant(m, "WREC_BYTES", (long)WREC_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "K_VALUE", K_VALUE) < 0 ||
+        PyModule_AddIntConstant(m, "K_SENT", K_SENT) < 0) {
         Py_DECREF(m);
         return NULL;
     }

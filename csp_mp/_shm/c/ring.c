@@ -101,6 +101,20 @@ PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh) {
     return item;
 }
 
+int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh) {
+    uint64_t hpos, hdr;
+    char *f = frame_at(g, h, &hpos, &hdr);
+    if (hdr >> 32 == F_OOB) return 0;
+    *n = hdr & M32;
+    if (hdr >> 32 != F_INLINE || *n > g->cap - (uint64_t)(f - g->data) - 8) {
+        PyErr_SetString(PyExc_ValueError, "corrupt ring frame");
+        return -1;
+    }
+    *p = f + 8;
+    *nh = (((h >> 40) + 1) & M24) << 40 | ((hpos + 8 + ((*n + 7) & ~UINT64_C(7))) & M40);
+    return 1;
+}
+
 /* ---- taking the ring's side: the lock for a locked ring, nothing for SPSC */
 
 static int ring_enter(Region *r, ring_t *g) {
@@ -154,6 +168,18 @@ static PyObject *put_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
     }
     PyBuffer_Release(&b);
     return res == -2 ? NULL : PyLong_FromLong(res);
+}
+
+int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n) {
+    if (n > g->max_inline) return 0;
+    if (ring_enter(r, g) < 0) return -1;
+    uint64_t t = atomic_load_explicit(g->tail, memory_order_relaxed), nt;
+    /* load-acquire; pairs with the consumer's store-release of the head */
+    uint64_t h = atomic_load_explicit(g->head, memory_order_acquire);
+    int put = ring_write(g, t, h, p, n, &nt);
+    if (put) atomic_store_explicit(g->tail, nt, memory_order_release); /* commit */
+    if (ring_leave(r, g) < 0) return -1;
+    return put;
 }
 
 RMETH(R_ring_try_put) { return put_common(r, args, nargs, 0); }

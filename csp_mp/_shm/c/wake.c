@@ -1,0 +1,265 @@
+/* Wake-ups across Ps: select-token claims and WAKE messages, for the shared channel's hand-off.
+ *
+ * A Peers object is one P's view of the others (csp_mp/_mp/broker.py is the Python side): the
+ * token tables (tokens.py: a select's word reads gen << 8 | T_WAITING until one claimer sets
+ * T_DONE), every P's inbox ring and doorbell, and this P's P_SENT word (ctx.py). A claim is one
+ * compare-and-swap; a wake-up to another P is one inbox frame, msgpack as broker.py's `_msg`
+ * writes it, `(M_WAKE, gid, slot, gen, case, kind, data, chan_off)`, a doorbell ring and
+ * P_SENT + 1, the same steps as Broker.flush_wakes for one message.
+ *
+ * Invariants:
+ *   - a token word goes WAITING -> DONE only by a CAS here, so exactly one claimer wins (the
+ *     Python path takes a token lock instead; a run uses one of the two throughout).
+ *   - P_SENT is this P's word, stored only by this P, after the message is committed (the
+ *     deadlock check counts messages in flight as SENT minus HANDLED).
+ *   - a wake-up this file cannot send (a goroutine of this P, an inbox with no room, a message
+ *     too big for an inline frame) goes to the `deliver` callback, which queues it in order.
+ */
+#include "core.h"
+
+#include <string.h>
+
+enum { T_WAITING = 1, T_DONE = 2 };
+
+struct Peers {
+    PyObject_HEAD
+    Region *region;
+    int64_t p;          /* this P */
+    int64_t nprocs;     /* Ps with an inbox and a bell (maxprocs) */
+    int64_t ntokens;    /* token words per P */
+    long long tok_off;  /* byte offset of P 0's token table */
+    long long sent_off; /* this P's P_SENT word */
+    long long m_wake;   /* the WAKE message kind */
+    long long *inbox;   /* inbox ring offset of each P */
+    long long *bell;    /* doorbell offset of each P */
+    PyObject *deliver;  /* deliver(p, gid, slot, gen, case, kind, data, chan_off, obj) */
+    PyObject *no_obj;   /* deliver's "no object" */
+};
+
+int peers_region_is(Peers *ps, Region *r) { return ps->region == r; }
+
+static int peers_ready(Peers *ps) {
+    if (ps->region != NULL) return 0;
+    PyErr_SetString(PyExc_ValueError, "Peers is not initialised");
+    return -1;
+}
+
+int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
+    if (peers_ready(ps) < 0) return -1;
+    if (p < 0 || p >= ps->nprocs || slot < 0 || slot >= ps->ntokens) {
+        PyErr_Format(PyExc_ValueError, "no select token %lld of P %lld", (long long)slot,
+                     (long long)p);
+        return -1;
+    }
+    aword *w = word_at(ps->region, ps->tok_off + (p * ps->ntokens + slot) * 8);
+    uint64_t want = (uint64_t)gen << 8 | T_WAITING;
+    /* seq_cst: the winner's store is seen by every later claim and liveness load */
+    return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << 8 | T_DONE,
+                                                   memory_order_seq_cst, memory_order_seq_cst);
+}
+
+/* msgpack: an int as a fixint or int64, bytes as bin, None as nil */
+static char *mp_int(char *q, int64_t v) {
+    if (v >= -32 && v < 128) {
+        *q++ = (char)(uint8_t)v;
+        return q;
+    }
+    *q++ = (char)0xd3;
+    for (int s = 56; s >= 0; s -= 8) *q++ = (char)(uint8_t)((uint64_t)v >> s);
+    return q;
+}
+
+static char *mp_bin(char *q, const char *data, uint64_t n) {
+    if (data == NULL) {
+        *q++ = (char)0xc0;
+        return q;
+    }
+    if (n < 256) {
+        *q++ = (char)0xc4;
+        *q++ = (char)n;
+    } else if (n < 65536) {
+        *q++ = (char)0xc5;
+        *q++ = (char)(n >> 8);
+        *q++ = (char)n;
+    } else {
+        *q++ = (char)0xc6;
+        for (int s = 24; s >= 0; s -= 8) *q++ = (char)(uint8_t)(n >> s);
+    }
+    memcpy(q, data, n);
+    return q + n;
+}
+
+/* 1 sent to P rec->p's inbox, 0 it had no room (or the message is not inline-sized), -1 error */
+static int send_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
+                     long long chan_off) {
+    char small[512], *buf = small;
+    uint64_t need = 1 + 7 * 9 + 5 + n;
+    if (need > sizeof small && (buf = PyMem_Malloc(need)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *q = buf;
+    *q++ = (char)0x98; /* fixarray of 8 */
+    q = mp_int(q, ps->m_wake);
+    q = mp_int(q, rec->gid);
+    q = mp_int(q, rec->slot);
+    q = mp_int(q, rec->gen);
+    q = mp_int(q, rec->cas);
+    q = mp_int(q, kind);
+    q = mp_bin(q, data, n);
+    q = mp_int(q, chan_off);
+    ring_t g;
+    int sent = ring_open(ps->region, ps->inbox[rec->p], &g);
+    if (sent == 0) sent = ring_put_bytes(ps->region, &g, buf, (uint64_t)(q - buf));
+    if (buf != small) PyMem_Free(buf);
+    if (sent <= 0) return sent;
+    aword *c = word_at(ps->region, ps->sent_off);
+    /* single writer (this P): a plain increment; loaders only need a recent value */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_release);
+    return bell_ring_at(ps->region, ps->bell[rec->p]) < 0 ? -1 : 1;
+}
+
+int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
+               long long chan_off, PyObject *obj) {
+    if (peers_ready(ps) < 0) return -1;
+    if (rec->p < 0 || rec->p >= ps->nprocs) {
+        PyErr_Format(PyExc_ValueError, "a waiter record names P %lld", (long long)rec->p);
+        return -1;
+    }
+    if (rec->p != ps->p) {
+        int sent = send_wake(ps, rec, kind, data, n, chan_off);
+        if (sent != 0) return sent < 0 ? -1 : 0;
+    }
+    PyObject *d = data == NULL ? Py_NewRef(Py_None)
+                               : PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+    if (d == NULL) return -1;
+    PyObject *r = PyObject_CallFunction(ps->deliver, "LLLLLiOLO", (long long)rec->p,
+                                        (long long)rec->gid, (long long)rec->slot,
+                                        (long long)rec->gen, (long long)rec->cas, kind, d,
+                                        chan_off, obj == NULL ? ps->no_obj : obj);
+    Py_DECREF(d);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ---- the Python face */
+
+static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, what);
+    if (fast == NULL) return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != n) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd offsets for %zd Ps", what,
+                     PySequence_Fast_GET_SIZE(fast), n);
+        Py_DECREF(fast);
+        return -1;
+    }
+    long long *a = PyMem_Calloc((size_t)n, sizeof *a);
+    if (a == NULL) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (arg_ll(PySequence_Fast_GET_ITEM(fast, i), &a[i]) < 0) {
+            PyMem_Free(a);
+            Py_DECREF(fast);
+            return -1;
+        }
+    }
+    Py_DECREF(fast);
+    PyMem_Free(*out);
+    *out = a;
+    return 0;
+}
+
+static int Peers_init(Peers *self, PyObject *args, PyObject *kw) {
+    PyObject *region, *inboxes, *bells, *deliver, *no_obj;
+    long long p, tok_off, ntokens, sent_off, m_wake;
+    static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
+                             "sent_off", "m_wake", "deliver", "no_obj", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO", kwlist, &Region_Type, &region, &p,
+                                     &tok_off, &ntokens, &inboxes, &bells, &sent_off, &m_wake,
+                                     &deliver, &no_obj))
+        return -1;
+    Py_ssize_t n = PySequence_Size(inboxes);
+    if (n < 0) return -1;
+    Region *r = (Region *)region;
+    if (p < 0 || p >= n || ntokens <= 0 ||
+        region_span(r, tok_off, (long long)n * ntokens * 8, 8) < 0 ||
+        region_span(r, sent_off, 8, 8) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Peers: bad P or token count");
+        return -1;
+    }
+    if (!PyCallable_Check(deliver)) {
+        PyErr_SetString(PyExc_TypeError, "Peers: deliver must be callable");
+        return -1;
+    }
+    if (offsets(inboxes, n, &self->inbox, "inboxes") < 0 ||
+        offsets(bells, n, &self->bell, "bells") < 0)
+        return -1;
+    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    Py_XSETREF(self->deliver, Py_NewRef(deliver));
+    Py_XSETREF(self->no_obj, Py_NewRef(no_obj));
+    self->p = p;
+    self->nprocs = n;
+    self->ntokens = ntokens;
+    self->tok_off = tok_off;
+    self->sent_off = sent_off;
+    self->m_wake = m_wake;
+    return 0;
+}
+
+static int Peers_traverse(Peers *self, visitproc visit, void *arg) {
+    Py_VISIT(self->region);
+    Py_VISIT(self->deliver);
+    Py_VISIT(self->no_obj);
+    return 0;
+}
+
+static int Peers_clear(Peers *self) {
+    Py_CLEAR(self->deliver);
+    Py_CLEAR(self->no_obj);
+    Py_CLEAR(self->region);
+    return 0;
+}
+
+static void Peers_dealloc(Peers *self) {
+    PyObject_GC_UnTrack(self);
+    Peers_clear(self);
+    PyMem_Free(self->inbox);
+    PyMem_Free(self->bell);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Peers_claim(Peers *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long p, slot, gen, cas;
+    if (arg_count("claim", nargs, 4, 4) < 0 || arg_ll(args[0], &p) < 0 ||
+        arg_ll(args[1], &slot) < 0 || arg_ll(args[2], &gen) < 0 || arg_ll(args[3], &cas) < 0)
+        return NULL;
+    int won = peers_claim(self, p, slot, gen);
+    return won < 0 ? NULL : PyBool_FromLong(won);
+}
+
+static PyMethodDef Peers_methods[] = {
+    {"claim", (PyCFunction)(void (*)(void))Peers_claim, METH_FASTCALL,
+     "claim(p, slot, gen, case) -> bool: win select token (p, slot, gen) for `case`; False if "
+     "its select already completed."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject Peers_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Peers",
+    .tp_basicsize = sizeof(Peers),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Peers(region, p, tok_off, ntokens, inboxes, bells, sent_off, m_wake, deliver, "
+              "no_obj): one P's token claims and wake-ups to the other Ps.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Peers_init,
+    .tp_dealloc = (destructor)Peers_dealloc,
+    .tp_traverse = (traverseproc)Peers_traverse,
+    .tp_clear = (inquiry)Peers_clear,
+    .tp_methods = Peers_methods,
+};
