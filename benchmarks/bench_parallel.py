@@ -257,6 +257,21 @@ def _cross_4to2(cmds: Any, n: int) -> float:
     return 4 * m / (max(t for _, t in got) - t0)
 
 
+def _cross_unbuffered(cmds: Any, n: int) -> float:
+    """msgs/s through an unbuffered channel, P0 -> a goroutine of P1: each send is a
+    rendezvous (a hand-off to the parked receiver, or a receive from the parked sender)."""
+    import csp_mp
+
+    ch, ready, done = csp_mp.Chan(), csp_mp.Chan(1), csp_mp.Chan(1)
+    cmds.send((_consume_n, (ch, n, ready, done)))
+    if ready.recv() != 1:
+        raise RuntimeError("consumer did not run on P1")
+    t0 = time.monotonic()
+    for i in range(n):
+        ch.send(i)
+    return n / (done.recv() - t0)
+
+
 def _cross_array(cmds: Any, reps: int) -> list[float]:
     import numpy as np
 
@@ -287,10 +302,11 @@ def child_cross(procs: int, n: int, reps: int, array_reps: int, deadline_s: floa
         cmds = csp_mp.Chan(16)
         if place_on(1, cmds, deadline_s) is None:
             return {"error": f"no goroutine ran on P1 within {deadline_s:g} s"}
-        res: dict[str, Any] = {"1to1": [], "4to2": [], "array": []}
+        res: dict[str, Any] = {"1to1": [], "4to2": [], "unbuf": [], "array": []}
         errors = []
         for key, fn in (("1to1", lambda: [_cross_1to1(cmds, n) for _ in range(reps)]),
                         ("4to2", lambda: [_cross_4to2(cmds, n) for _ in range(reps)]),
+                        ("unbuf", lambda: [_cross_unbuffered(cmds, n // 8) for _ in range(reps)]),
                         ("array", lambda: _cross_array(cmds, array_reps))):
             try:
                 res[key] = fn()
@@ -534,6 +550,32 @@ def pipe_1to1(n: int) -> float:
     return n / (t1 - t0)
 
 
+def _pipe_ack_n(conn: Any, n: int, done: Any) -> None:
+    done.put("ready")
+    for _ in range(n):
+        conn.send(conn.recv())
+
+
+def pipe_rendezvous(n: int) -> float:
+    """msgs/s of a duplex ``multiprocessing.Pipe`` used as a rendezvous: each message to one
+    consumer process waits for its acknowledgement before the next (an unbuffered send)."""
+    ctx = _ctx()
+    a, b = ctx.Pipe()
+    done = ctx.Queue()
+    p = ctx.Process(target=_pipe_ack_n, args=(b, n, done))
+    p.start()
+    done.get()
+    t0 = time.monotonic()
+    for i in range(n):
+        a.send(i)
+        a.recv()
+    t1 = time.monotonic()
+    p.join()
+    a.close()
+    b.close()
+    return n / (t1 - t0)
+
+
 def _ff_queue() -> Any:
     try:
         from faster_fifo import Queue
@@ -767,11 +809,13 @@ def run(quick: bool) -> list[dict]:
     mq11: list[float] = []
     mq42: list[float] = []
     pipe11: list[float] = []
+    pipe_rv: list[float] = []
     ff11: list[float] = []
     ff42: list[float] = []
     for _ in range(reps):
         mq11.append(mpq_1to1(n_msgs_peer))
         pipe11.append(pipe_1to1(n_msgs_peer))
+        pipe_rv.append(pipe_rendezvous(n_msgs_peer // 8))
         if (v := ff_1to1(n_msgs_peer)) is not None:
             ff11.append(v)
         mq42.append(mpq_4to2(n_msgs_peer))
@@ -805,6 +849,12 @@ def run(quick: bool) -> list[dict]:
                     baseline_value=median(vals), higher_is_better=True, bar=f">= {bar:g}x",
                     note="; ".join(x for x in (note, extra) if x), repeats=reps)
             add(_vs(r, bar), path)
+        vu = median(res.get("unbuf", []))
+        add(row(FAMILY, "cross_unbuffered",
+                on_path("cross-P unbuffered channel, 1 -> 1 (each send a rendezvous)", path),
+                "msgs/s", vu, baseline="multiprocessing.Pipe, each message acknowledged",
+                baseline_value=median(pipe_rv), higher_is_better=True, note=note,
+                repeats=reps), path)
         arr_all = res.get("array", [])
         va = median(arr_all[ARRAY_WARMUP:])
         anote = note

@@ -10,15 +10,19 @@ to tell whether a change to a hot path made it cheaper, then confirm with the ti
   a ``Chan(1024)`` promoted to a shared channel inside ``run(procs=2)``, on the fast path (the
   buffer has room for each send, holds a value for each receive; nobody parks), counted by an
   opcode trace function over the operations alone (the driving loop is not traced).
+- ``shared-handoff``: Python bytecodes per ``ch.send(i)`` on an unbuffered shared channel whose
+  receiver, a goroutine of P1, is parked for each send (Go's hand-off to a waiting partner).
 - ``tiny-p0``: Python bytecodes P0 executes per task of the windowed tiny-task fan-out on two Ps
   (``go(fn, i, out)`` plus the ``recv`` of its result), counted the same way.
 
 Each bytecode count runs in a child interpreter once per runtime path: with ``CSP_MP_NATIVE=1``
 (the compiled core) and ``CSP_MP_NATIVE=0`` (the pure-Python path), or only the one ``--native``
 names. The functions that execute the most are printed under each count, and the bar from issue
-11 beside it (<= 40 bytecodes per shared send or receive, <= 150 per tiny task on P0).
+11 beside it (<= 40 bytecodes per shared send or receive, its fast paths including the hand-off,
+<= 150 per tiny task on P0).
 
-    .venv/bin/python -m benchmarks.instr [pingpong spawn shared-send shared-recv tiny-p0]
+    .venv/bin/python -m benchmarks.instr [pingpong spawn shared-send shared-recv shared-handoff
+                                          tiny-p0]
                                          [--native both|1|0]
 
 ``pingpong`` and ``spawn`` need ``valgrind`` on the PATH (they run on one P, where nothing
@@ -41,11 +45,12 @@ from typing import Any
 SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000)}
 OPS_PER_UNIT = {"pingpong": 2, "spawn": 1}  # hand-offs per round trip; goroutines per spawn
 CALLGRIND_KINDS = ("pingpong", "spawn")
-BYTECODE_KINDS = ("shared-send", "shared-recv", "tiny-p0")
+BYTECODE_KINDS = ("shared-send", "shared-recv", "shared-handoff", "tiny-p0")
 KINDS = CALLGRIND_KINDS + BYTECODE_KINDS
 #: issue 11's bars, bytecodes per operation
-BARS = {"shared-send": 40, "shared-recv": 40, "tiny-p0": 150}
-UNITS = {"shared-send": "send", "shared-recv": "receive", "tiny-p0": "task on P0"}
+BARS = {"shared-send": 40, "shared-recv": 40, "shared-handoff": 40, "tiny-p0": 150}
+UNITS = {"shared-send": "send", "shared-recv": "receive", "shared-handoff": "send",
+         "tiny-p0": "task on P0"}
 TOP = 10
 
 
@@ -194,6 +199,42 @@ def shared_ops(rounds: int = 5, cap: int = 1024) -> dict[str, tuple[float, list]
             "shared-recv": recvs.per_op(n) + (recvs.skipped / n,)}
 
 
+def _recv_on_p1(ch: Any, n: int, won: Any, ready: Any) -> None:
+    import csp_mp
+
+    if csp_mp.runtime.current_p() != 1 or not won.compare_and_swap(0, 1):
+        return
+    ready.send(None)
+    for _ in range(n):
+        ch.recv()
+
+
+def shared_handoff(n: int = 2000) -> tuple[float, list[tuple[str, float]], float]:
+    """Bytecodes per send on an unbuffered shared channel to a receiver of P1 parked each time
+    (waiting for it to park is not traced)."""
+    import csp_mp
+
+    sends = OpcodeCounter(skip_preemption=True)
+
+    def main() -> None:
+        ch, ready = csp_mp.Chan(), csp_mp.Chan(1)
+        won = csp_mp.atomic.Int64(0)
+        while not won.load():  # probes until one runs on P1: it becomes the receiver
+            for _ in range(16):
+                csp_mp.go(_recv_on_p1, ch, n, won, ready)
+            csp_mp.sleep(0.001)
+        ready.recv()
+        for i in range(n):
+            while not ch.stats().receivers_waiting:
+                csp_mp.runtime.gosched()
+            sys.settrace(sends)
+            ch.send(i)
+            sys.settrace(None)
+
+    csp_mp.run(main, procs=2)
+    return sends.per_op(n) + (sends.skipped / n,)
+
+
 def bytecodes(kinds: list[str], small: bool = False) -> dict[str, Any]:
     """The bytecode counts of ``kinds`` in this interpreter, on the path it runs."""
     from csp_mp._shm import native
@@ -204,6 +245,8 @@ def bytecodes(kinds: list[str], small: bool = False) -> dict[str, Any]:
         for k in ("shared-send", "shared-recv"):
             if k in kinds:
                 out[k] = res[k]
+    if "shared-handoff" in kinds:
+        out["shared-handoff"] = shared_handoff(n=100 if small else 2000)
     if "tiny-p0" in kinds:
         out["tiny-p0"] = tiny_p0(n=300, window=32) if small else tiny_p0()
     return out
