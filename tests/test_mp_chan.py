@@ -129,6 +129,23 @@ def test_each_recv_takes_from_a_sender_parked_on_another_p(procs: int) -> None:
         assert in_c == 100
 
 
+def test_each_recv_on_a_full_buffer_takes_in_the_parked_senders_value(procs: int) -> None:
+    def main():
+        ch = Chan(2)
+        H.go_on(H.other_p(procs), H.send_all, ch, list(range(50)))
+        got = []
+        for i in range(50):
+            if i < 48:
+                blocked(ch, senders=1)  # the buffer is full and the next send parked
+            got.append(ch.recv())
+        return got, _handed_off_in_c(ch)
+
+    got, in_c = run(main, procs)
+    assert got == list(range(50))
+    if procs > 1 and runtime.native():
+        assert in_c == 50
+
+
 def test_a_parked_receiver_of_the_same_p_gets_the_sent_object_itself(procs: int) -> None:
     def echo_once(ch: Chan) -> None:
         ch.send(ch.recv())

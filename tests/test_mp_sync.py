@@ -492,6 +492,10 @@ def test_stack_shows_goroutines_of_every_p_with_wait_reasons(procs: int) -> None
 
 def test_runtime_queries_from_another_p_see_every_p(procs: int) -> None:
     def remote(out: Chan) -> None:
+        # main parked on out: what the stack must show (not main woken by go_on's replies);
+        # P0 publishes its count when it next idles, which it then does
+        H.wait_until(lambda: out.stats().receivers_waiting >= 1, "main parked on out")
+        H.wait_until(lambda: runtime.num_goroutine() >= 3, "P0's goroutines counted")
         out.send((runtime.current_p(), runtime.num_goroutine(), runtime.stack(),
                   runtime.gomaxprocs()))
 

@@ -570,11 +570,13 @@ class NativeSharedChan(SharedChan):
     ``ChanOps.send``/``recv`` do what :meth:`SharedChan.try_send_l` and
     :meth:`SharedChan.try_recv_l` spell out when no select's value needs freeing: hand a value
     to the oldest live parked receiver, else buffer it when open and with room; take the value
-    of the oldest live sender parked on an unbuffered channel, else a buffered inline value. The
+    of the oldest live parked sender (on a buffered channel: the oldest buffered value, the
+    sender's moving to the buffer's end), else a buffered inline value. The
     codec's plain kinds (scalars, small bytes, tuples of those) are encoded and decoded in the
     same call; other values go through the codec and ``send_data``/``recv_data``. Anything else
-    (a closed channel, a buffered channel with a parked sender, an out-of-band frame) changes
-    nothing, and the Python slow path takes over. A parked partner of this P, or an inbox with
+    (a closed channel, an out-of-band frame, a parked sender's value the buffer's bytes cannot
+    take until it grows, a dead select holding a value) changes nothing, and the Python slow
+    path takes over. A parked partner of this P, or an inbox with
     no room, is woken through ``ProcLayer.deliver_off``. When
     the goroutine is alone on its P, it then polls the channel's words (GIL released) for up to
     ``spin_seconds`` before the slow path parks it: a wake-up across processes costs 15-25 µs

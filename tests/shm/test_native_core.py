@@ -421,3 +421,29 @@ def test_a_dead_select_holding_a_value_is_left_to_the_python_path(carena: Arena)
     assert ops.recv_data() is None
     assert carena.core.load(off + W_NSEND * 8) == 1  # still queued, for SharedChan._pop_live
     assert _wakes(ps, 1) == [] and ps.local == []
+
+
+def test_recv_on_a_full_buffer_moves_the_parked_senders_value_in(carena: Arena) -> None:
+    from csp_mp._shm.codec import encode
+
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=2)
+    ops = _ops(carena, off, ps.peers(p=0))
+    assert ops.send(1) is True and ops.send(2) is True and ops.send(3) is False
+    _park(carena, off, 6, (1, 8, -1, 0, 0, encode(3)))  # the third send parked on P1
+    assert ops.recv() == 1
+    assert _wakes(ps, 1) == [(1, 8, -1, 0, 0, 2, None, off)]
+    assert carena.core.load(off + 3 * 8) == 2 and carena.core.load(off + W_NSEND * 8) == 0
+    assert [ops.recv(), ops.recv(), ops.recv()] == [2, 3, NO_VALUE]
+
+
+def test_a_parked_value_the_full_buffer_cannot_take_is_left_to_python(carena: Arena) -> None:
+    """The buffer ring's bytes are sized for small values; the Python path grows it."""
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=2)
+    ops = _ops(carena, off, ps.peers(p=0))
+    assert ops.send_data(b"\x01" * 1500, None) and ops.send_data(b"\x02" * 1500, None)
+    _park(carena, off, 6, (1, 8, -1, 0, 0, b"\x03" * 1900))  # fits after one frees: no
+    assert ops.recv_data() is None
+    assert carena.core.load(off + W_NSEND * 8) == 1 and carena.core.load(off + 3 * 8) == 2
+    assert _wakes(ps, 1) == []

@@ -157,8 +157,9 @@ RMETH(R_chan_poll) {
  * (msgspec, a tuple behind the 0xc1 0x01 tag), or hands it to the oldest live receiver parked
  * on the channel; any other value, or a channel that cannot take it now, returns False with
  * nothing changed, and the caller runs the general path. recv() returns the decoded oldest
- * value (buffered, or the value of a sender parked on an unbuffered channel), or the `novalue`
- * object when the general path must run. send_data/recv_data do the same with encoded bytes.
+ * value (buffered, or the value of a sender parked on an unbuffered channel; a parked sender of
+ * a full buffered channel moves its value into the buffer's end), or the `novalue` object when
+ * the general path must run. send_data/recv_data do the same with encoded bytes.
  *
  * A hand-off (Go's chan.go `send`/`recv` with a waiting sudog) pops the waiter's record under
  * the channel lock, claims its select token (Peers), gives the lock back, then wakes it
@@ -179,9 +180,11 @@ typedef struct {
 
 /* Under the channel lock: the oldest live record of wait queue `qi` (its record count in word
  * `nwi`), claimed, into *rec and, when it holds a value, a copy into *data. Dead records without
- * a value are dropped. 1 found, 0 no live record (the queue is empty), 2 left to the Python
- * path, -1 error. */
-static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObject **data) {
+ * a value are dropped. With `buf`, a live record is claimed only if its value fits in `buf` after
+ * tail word bt with head word bh. 1 found, 0 no live record (the queue is empty), 2 left to the
+ * Python path, -1 error. */
+static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObject **data,
+                    ring_t *buf, uint64_t bt, uint64_t bh) {
     Region *r = self->region;
     *data = NULL;
     if (!LD(w, nwi)) return 0;
@@ -201,6 +204,7 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
             return -1;
         }
         memcpy(rec, p, WREC_BYTES);
+        if (buf != NULL && !ring_fits(buf, bt, bh, n - WREC_BYTES)) return 2;
         if (rec->has) { /* copied before the claim: once won, the hand-off cannot fail */
             *data = PyBytes_FromStringAndSize(p + WREC_BYTES, (Py_ssize_t)(n - WREC_BYTES));
             if (*data == NULL) return -1;
@@ -228,7 +232,7 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *obj) {
     int k = 0;
     if (LD(w, W_NRECV) && !LD(w, W_CLOSED) && self->peers != NULL) {
         PyObject *none;
-        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none);
+        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0);
         Py_XDECREF(none); /* receivers' records hold no value */
     }
     int done = k == 0 ? send_buf_locked(r, w, p, n) : k == 1 ? 1 : k < 0 ? -1 : 0;
@@ -237,8 +241,52 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *obj) {
     return done;
 }
 
-/* Receive without parking: the value of a sender parked on an unbuffered channel, or the
- * oldest buffered inline value. Bytes, Py_None when the Python path must run, NULL on error. */
+/* Under the lock, a buffered channel with a sender parked (so a full buffer): the oldest
+ * buffered value (bytes) and the sender's value moved to the buffer's end in its place, as Go's
+ * recv does; the claimed sender in *rec. Py_None when left to Python (an out-of-band frame at
+ * either end, a value that does not fit the ring's bytes: the Python path grows it), NULL on
+ * error; *k as pop_live's. */
+static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k) {
+    Region *r = self->region;
+    ring_t g;
+    if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return NULL;
+    uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), nh, n;
+    uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
+    const char *p;
+    *k = 2;
+    if (h == t) return Py_NewRef(Py_None);
+    int kind = ring_view(&g, h, &p, &n, &nh);
+    if (kind <= 0) { /* corrupt, or an out-of-band value at the head */
+        *k = kind < 0 ? -1 : 2;
+        return kind < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *data, *item = PyBytes_FromStringAndSize(p, (Py_ssize_t)n); /* before a claim */
+    if (item == NULL) {
+        *k = -1;
+        return NULL;
+    }
+    *k = pop_live(self, w, W_SENDQ, W_NSEND, rec, &data, &g, t, nh);
+    if (*k != 1) {
+        Py_DECREF(item);
+        return *k < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    if (data == NULL) {
+        PyErr_SetString(PyExc_ValueError, "a parked sender's record holds no value");
+        Py_DECREF(item);
+        *k = -1;
+        return NULL;
+    }
+    /* commit the read first: a process killed after it loses this value, never tears a frame */
+    atomic_store_explicit(g.head, nh, memory_order_release);
+    ring_write(&g, t, nh, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &nt);
+    atomic_store_explicit(g.tail, nt, memory_order_release); /* fits: pop_live checked */
+    Py_DECREF(data);
+    return item;
+}
+
+/* Receive without parking: the value of a sender parked on an unbuffered channel, the oldest
+ * buffered value (a parked sender's then moving into the buffer), or the oldest buffered inline
+ * value. Bytes, Py_None when the Python path must run, NULL on error. */
 static PyObject *ops_recv(ChanOps *self) {
     long long lock;
     Region *r = self->region;
@@ -247,11 +295,18 @@ static PyObject *ops_recv(ChanOps *self) {
     wrec rec;
     PyObject *data = NULL;
     int k = 0;
-    if (LD(w, W_NSEND) && self->peers != NULL)  /* a buffered channel's: left to Python */
-        k = LD(w, W_CAP) == 0 ? pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data) : 2;
+    if (LD(w, W_NSEND) && self->peers != NULL) {
+        if (LD(w, W_CAP) == 0)
+            k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0);
+        else if (LD(w, W_COUNT) > 0) {
+            data = recv_rotate_locked(self, w, &rec, &k);
+            if (k == 0) Py_CLEAR(data); /* no live sender: a plain buffered receive below */
+        } else
+            k = 2;
+    }
     if (k == 0)
         data = recv_buf_locked(r, w);
-    else if (k == 2)
+    else if (k == 2 && data == NULL)
         data = Py_NewRef(Py_None);
     if (lock_give(r, lock) < 0) {
         Py_XDECREF(data);

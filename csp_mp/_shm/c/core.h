@@ -70,6 +70,9 @@ int ring_open(Region *r, long long off, ring_t *g);
 /* Write one inline frame after tail word t (head word h); 1 and *nt = new tail word, or 0 when
  * it does not fit. Unpublished until the caller stores *nt. */
 int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uint64_t *nt);
+/* Whether an inline frame of n bytes fits after tail word t with head word h (ring_write's
+ * test, writing nothing). */
+int ring_fits(ring_t *g, uint64_t t, uint64_t h, uint64_t n);
 /* The frame at head word h (the ring is not empty): bytes, or (offset, length) for an
  * out-of-band frame; *nh = the head word after it. NULL with an exception on a corrupt frame. */
 PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh);

@@ -46,6 +46,13 @@ int ring_open(Region *r, long long off, ring_t *g) {
     return 0;
 }
 
+int ring_fits(ring_t *g, uint64_t t, uint64_t h, uint64_t n) {
+    uint64_t need = 8 + ((n + 7) & ~UINT64_C(7));
+    uint64_t tpos = t & M40, rem = g->cap - (tpos & g->mask);
+    uint64_t skip = rem >= need ? 0 : rem;
+    return n <= g->max_inline && g->cap - ((tpos - (h & M40)) & M40) >= need + skip;
+}
+
 int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uint64_t *nt) {
     uint64_t need = 8 + ((n + 7) & ~UINT64_C(7));
     uint64_t tpos = t & M40, i = tpos & g->mask, rem = g->cap - i;
