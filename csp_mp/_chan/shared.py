@@ -107,6 +107,9 @@ class ProcLayer(Protocol):
     spare_chans: dict[int, list[tuple[int, dict]]]
     # the compiled core's claims and wake-ups for this P (a ``Peers``; None on the Python path)
     peers: Any
+    # this P's doorbell offset in the arena (compiled core; else -1): a goroutine polling a
+    # channel stops when it rings, for the wake-up of another goroutine has arrived
+    bell_off: int
     # channel handles of this process that died and still count (owner P only): a sender
     # releases them (``release_handles``) before its send, so a goroutine that never parks
     # frees the channels it drops without waiting for the hub's next poll
@@ -571,26 +574,28 @@ class NativeSharedChan(SharedChan):
     :meth:`SharedChan.try_recv_l` spell out when no select's value needs freeing: hand a value
     to the oldest live parked receiver, else buffer it when open and with room; take the value
     of the oldest live parked sender (on a buffered channel: the oldest buffered value, the
-    sender's moving to the buffer's end), else a buffered inline value. The
-    codec's plain kinds (scalars, small bytes, tuples of those) are encoded and decoded in the
-    same call; other values go through the codec and ``send_data``/``recv_data``. Anything else
-    (a closed channel, an out-of-band frame, a parked sender's value the buffer's bytes cannot
-    take until it grows, a dead select holding a value) changes nothing, and the Python slow
-    path takes over. A parked partner of this P, or an inbox with
-    no room, is woken through ``ProcLayer.deliver_off``. When
-    the goroutine is alone on its P, it then polls the channel's words (GIL released) for up to
-    ``spin_seconds`` before the slow path parks it: a wake-up across processes costs 15-25 µs
-    on these machines, more than a partner on another core takes to make the channel ready
-    (``ProcLayer.spin_time``: only when nothing else on the P could run meanwhile).
+    sender's moving to the buffer's end), else a buffered inline value. The codec's plain kinds
+    (scalars, small bytes, tuples of those) are encoded and decoded in the same call; other
+    values go through the codec and ``send_data``/``recv_data``. Anything else (a closed
+    channel, an out-of-band frame, a parked sender's value the buffer's bytes cannot take until
+    it grows, a dead select holding a value) changes nothing, and the Python slow path takes
+    over. A parked partner of this P, or an inbox with no room, is woken through
+    ``ProcLayer.deliver_off``. When the goroutine is alone on its P, it then polls the channel's
+    words (GIL released) for up to ``spin_seconds`` before the slow path parks it: a wake-up
+    across processes costs 15-25 µs on these machines, more than a partner on another core
+    takes to make the channel ready (``ProcLayer.spin_time``: only when nothing else on the P
+    could run meanwhile; the poll ends early when this P's doorbell rings, a wake-up for
+    another goroutine having come).
     """
 
-    __slots__ = ("_c_send", "_c_poll", "_vsend", "_vrecv", "ops")
+    __slots__ = ("_c_send", "_c_poll", "_bell", "_vsend", "_vrecv", "ops")
 
     def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
         super().__init__(broker, off, tp)
         arena = broker.arena
         core = arena.core
         self._c_poll = core.chan_poll
+        self._bell = broker.bell_off
         #: the fast paths; counts their sends, receives and bytes (runtime.metrics())
         self.ops: Any = native_core().ChanOps(
             core, off, _menc, _mdec, _tdec, functools.partial(decode, arena=arena), _NOVALUE,
@@ -615,7 +620,7 @@ class NativeSharedChan(SharedChan):
         # an unbuffered channel is ready only once a receiver parks, which a receiver
         # spinning for a sender never does: the sender parks at once, for it to find
         spin = self.broker.spin_time(hub) if self.cap else 0.0
-        if spin and self._c_poll(self.off, True, spin) and self._c_send(data, v):
+        if spin and self._c_poll(self.off, True, spin, self._bell) and self._c_send(data, v):
             return
         self._send_slow(data, v, hub)
 
@@ -624,7 +629,7 @@ class NativeSharedChan(SharedChan):
         while v is _NOVALUE:
             spin = self.broker.spin_time(hub)
             if spin:  # once: ready may mean what only the slow path serves (a close, ...)
-                if self._c_poll(self.off, False, spin):
+                if self._c_poll(self.off, False, spin, self._bell):
                     v = self._vrecv()
                 break
             if not self.broker.run_own(hub):  # a queued goroutine of this P runs first

@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -38,6 +38,7 @@ from .._errors import InternalError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
+from .._shm.doorbell import NativeDoorbell
 from . import counters, migrate_warn, promote, reports, runq, tasks, tokens, tracing
 from . import ctx as C
 from .tokens import TOKEN_LOCKS
@@ -128,6 +129,8 @@ class Broker:
         self.peers: Any = tokens.peers(self)
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
+        # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
+        self.bell_off = -1 if self.peers is None else cast(NativeDoorbell, ctx.bell).offset
         # deadlock detection (checkdead.py)
         self.dl_snap: tuple | None = None
         self.dl_t = 0.0

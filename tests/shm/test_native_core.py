@@ -447,3 +447,18 @@ def test_a_parked_value_the_full_buffer_cannot_take_is_left_to_python(carena: Ar
     assert ops.recv_data() is None
     assert carena.core.load(off + W_NSEND * 8) == 1 and carena.core.load(off + 3 * 8) == 2
     assert _wakes(ps, 1) == []
+
+
+@pytest.mark.timeout(60)
+def test_chan_poll_ends_when_this_ps_doorbell_rings(carena: Arena) -> None:
+    """A goroutine polling a channel gives way as soon as a wake-up for another one arrives."""
+    c = carena.core
+    off = _chan_block(carena, cap=0)
+    bell = Doorbell.create(carena)
+    assert c.chan_poll(off, False, 0.001, bell.offset) is False  # nothing: times out
+    bell.ring()
+    assert c.chan_poll(off, False, 3600.0, bell.offset) is False  # at once, not in an hour
+    assert bell.pending == 1  # the post stays for the hub to take
+    assert c.chan_poll(off, False, 0.001, -1) is False
+    with pytest.raises(ValueError):
+        c.chan_poll(off, False, 0.001, carena.size)

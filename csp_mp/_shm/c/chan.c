@@ -120,17 +120,23 @@ static double mono(void) {
 /* Spin (GIL released) until the channel is likely ready: for a send, closed or a receiver
  * queued or room in the buffer; for a receive, closed or a sender queued or a value buffered.
  * Racy reads without the lock, as Go's non-blocking fast checks: the caller re-decides under the
- * lock. True if it saw the channel ready within `seconds`. */
+ * lock. True if it saw the channel ready within `seconds`; False at once when the doorbell at
+ * `bell` (optional; negative: none) has a post: this P has other work waiting (a wake-up in
+ * its inbox). */
 RMETH(R_chan_poll) {
-    long long lock;
+    long long lock, bell = -1;
     aword *w;
     double seconds;
-    if (arg_count("chan_poll", nargs, 3, 3) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
+    if (arg_count("chan_poll", nargs, 3, 4) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
         return NULL;
     int for_send = PyObject_IsTrue(args[1]);
     if (for_send < 0) return NULL;
     seconds = PyFloat_AsDouble(args[2]);
     if (seconds == -1 && PyErr_Occurred()) return NULL;
+    if (nargs > 3 && (arg_ll(args[3], &bell) < 0 || (bell >= 0 && region_span(r, bell, 8, 8) < 0)))
+        return NULL;
+    /* the bell's post count (bell.c); relaxed loads: a hint, the hub takes the post */
+    aword32 *posts = bell >= 0 ? (aword32 *)(r->base + bell) : NULL;
     int ready = 0;
     Py_BEGIN_ALLOW_THREADS
     double until = mono() + seconds;
@@ -143,7 +149,9 @@ RMETH(R_chan_poll) {
                     count < atomic_load_explicit(&w[W_CAP], memory_order_relaxed);
         else
             ready = closed || count > 0 || atomic_load_explicit(&w[W_NSEND], memory_order_acquire);
-        if (ready || ((k & 63) == 0 && mono() >= until)) break;
+        if (ready || (posts != NULL && atomic_load_explicit(posts, memory_order_relaxed)) ||
+            ((k & 63) == 0 && mono() >= until))
+            break;
         cpu_relax();
     }
     Py_END_ALLOW_THREADS
