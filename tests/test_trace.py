@@ -67,8 +67,8 @@ def test_trace_records_every_goroutine_with_its_flow(tmp_path: Path, procs: int)
     assert len(work) == n  # every goroutine of _work ran, in at least one slice
     ends = [e for e in ev if e["ph"] == "i" and e["name"] == "end"]
     assert len(ends) == n
-    starts = Counter(e["id"] for e in ev if e["ph"] == "s")
-    finishes = Counter(e["id"] for e in ev if e["ph"] == "f")
+    starts = Counter(e["id"] for e in ev if e["ph"] == "s" and e["name"] == "go")
+    finishes = Counter(e["id"] for e in ev if e["ph"] == "f" and e["name"] == "go")
     assert len(starts) == n and starts == finishes  # each go() flows to exactly one start
     parks = [e for e in ev if e["ph"] == "i" and e["name"] == "park"]
     assert parks and all(e["args"]["reason"] for e in parks)
@@ -88,13 +88,52 @@ def test_slices_of_one_p_never_overlap(tmp_path: Path) -> None:
 
 def test_steals_show_as_instants_and_cross_p_flows(tmp_path: Path) -> None:
     ev = _traced_run(tmp_path / "t.json", 2, 400)
-    s_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "s"}
-    f_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "f"}
+    s_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "s" and e["name"] == "go"}
+    f_pid = {e["id"]: e["pid"] for e in ev if e["ph"] == "f" and e["name"] == "go"}
     crossed = [i for i in s_pid if f_pid[i] != s_pid[i]]
     steals = [e for e in ev if e["name"] == "steal"]
     assert bool(crossed) == bool(steals)  # a goroutine ran on another P only by a steal
     if steals:
         assert all(e["pid"] == 1 or e["args"]["detail"].endswith("from P1") for e in steals)
+
+
+def _recv_n_on(p: int, ch: csp_mp.Chan, n: int, out: csp_mp.Chan, won: csp_mp.atomic.Int64) -> None:
+    if csp_mp.runtime.current_p() != p or not won.compare_and_swap(0, 1):
+        return
+    out.send(p)
+    out.send(sum(ch.recv() for _ in range(n)))
+
+
+def test_a_cross_p_send_flows_to_the_receive_it_woke(tmp_path: Path) -> None:
+    """Every value handed to a receiver parked on another P draws a "wake" arrow from the
+    sender's P to the receiver's next run slice (the compiled core's hand-off included)."""
+    n = 50
+    path = tmp_path / "t.json"
+
+    def main() -> int:
+        ch, out = csp_mp.Chan(), csp_mp.Chan(2)
+        won = csp_mp.atomic.Int64(0)
+        while not won.load():  # probes until one runs on P1: it becomes the receiver
+            for _ in range(8):
+                csp_mp.go(_recv_n_on, 1, ch, n, out, won)
+            csp_mp.sleep(0.001)
+        assert out.recv() == 1
+        with trace.tracing(path):
+            for i in range(n):
+                while not ch.stats().receivers_waiting:  # parked: the send wakes it
+                    csp_mp.runtime.gosched()
+                ch.send(i)
+            total = out.recv()
+        return total
+
+    assert csp_mp.run(main, procs=2) == n * (n - 1) // 2
+    ev = _load(path)
+    starts = {e["id"]: e for e in ev if e["ph"] == "s" and e["name"] == "wake"}
+    ends = {e["id"]: e for e in ev if e["ph"] == "f" and e["name"] == "wake"}
+    to_p1 = [i for i, e in starts.items() if e["pid"] == 0]
+    assert len(to_p1) >= n  # one per send (the receiver's wake-ups of P0 may add more)
+    assert all(i in ends and ends[i]["pid"] == 1 and ends[i]["ts"] >= starts[i]["ts"]
+               for i in to_p1)
 
 
 def test_stop_restores_the_hub_and_stop_without_start_is_none(tmp_path: Path) -> None:

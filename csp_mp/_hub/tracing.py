@@ -32,6 +32,7 @@ import greenlet
 from .g import DEAD, G
 
 _LOCAL_FLOW = 1 << 48  # flow ids of goroutines made on their own P: above any (P, seq) id
+_WAKE_FLOW = 2 << 48  # flow ids of wake-ups sent to another P (a send waking a receiver)
 _WRAPPED = ("park", "ready", "gosched", "blocking", "new_g", "spawn_local", "_goexit",
             "_fast_next", "go")
 
@@ -53,6 +54,11 @@ def fn_name(fn: Any) -> str:
 def flow_id(p: int, seq: int) -> int:
     """The flow id of the goroutine that P ``p`` queued as frame ``seq`` (unique in a run)."""
     return (p << 32) + seq
+
+
+def wake_flow_id(p: int, n: int) -> int:
+    """The flow id of the ``n``-th wake-up P ``p`` sent to another P (unique in a run)."""
+    return _WAKE_FLOW + flow_id(p, n)
 
 
 class Recorder:
@@ -247,8 +253,8 @@ class Recorder:
                 out.append({"ph": "i", "s": "t", "name": e[2], "cat": "sched", "pid": p,
                             "tid": 0, "ts": ts, "args": args})
             elif kind == "s" or kind == "f":
-                d = {"ph": kind, "name": "go", "cat": "flow", "id": e[2], "pid": p, "tid": 0,
-                     "ts": ts}
+                d = {"ph": kind, "name": "wake" if e[2] >= _WAKE_FLOW else "go", "cat": "flow",
+                     "id": e[2], "pid": p, "tid": 0, "ts": ts}
                 if kind == "f":
                     d["bp"] = "e"
                 out.append(d)
@@ -263,4 +269,4 @@ class Recorder:
         return out
 
 
-__all__ = ["Recorder", "active", "flow_id", "fn_name"]
+__all__ = ["Recorder", "active", "flow_id", "fn_name", "wake_flow_id"]

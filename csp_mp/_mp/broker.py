@@ -225,8 +225,11 @@ class Broker:
         self._queue_wake(p, gid, slot, gen, case, kind, data, off)
 
     def _queue_wake(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                    data: bytes | None, off: int) -> None:
-        self.wakes_out.append((p, _msg((C.M_WAKE, gid, slot, gen, case, kind, data, off))))
+                    data: bytes | None, off: int, flow: int = 0) -> None:
+        """Queue a WAKE message for P ``p``; ``flow``: the execution trace's flow id, which the
+        message carries to where the woken goroutine runs next."""
+        msg = (C.M_WAKE, gid, slot, gen, case, kind, data, off)
+        self.wakes_out.append((p, _msg(msg + (flow,) if flow else msg)))
         self.hub.poll_now = True  # the next switch goes through the hub, which flushes
         if len(self.wakes_out) >= WAKE_BATCH:
             self.flush_wakes()
@@ -316,8 +319,10 @@ class Broker:
         m = _unmsg(raw)
         kind = m[0]
         if kind == C.M_WAKE:
-            _, gid, slot, gen, case, wkind, data, off = m
+            _, gid, slot, gen, case, wkind, data, off = m[:8]
             self.ctx.padd(C.P_HANDLED, 1)
+            if len(m) > 8:  # sent while a trace runs: its flow ends where gid runs next
+                tracing.wake_arrived(gid, m[8])
             if slot >= 0:
                 entry = self.tokens.get(slot)
                 if entry is None or entry[2] != gen:

@@ -39,7 +39,8 @@ _P_WORDS = 32
 # P_STATUS values
 RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
 
-# inbox messages: msgpack tuples whose first field is the kind
+# inbox messages: msgpack tuples whose first field is the kind (M_WAKE: kind, gid, slot, gen,
+# case, wake kind, data, channel offset, and while a trace runs the flow id)
 M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP, M_TRACE_REQ, M_TRACE_REP = range(1, 8)
 
 INBOX_BYTES = 1 << 20

@@ -2,7 +2,10 @@
 
 ``start`` installs this P's recorder (``_hub/tracing.py``) and sends ``M_TRACE_REQ`` to the
 other Ps, which install theirs; every P stamps its events with CLOCK_MONOTONIC, which all
-processes share, relative to the ``t0`` P0 sent. ``stop`` asks the others to stop: each writes
+processes share, relative to the ``t0`` P0 sent. A wake-up sent to another P starts a "wake"
+flow whose id travels in the WAKE message (``_wrap_wakes``, ``wake_arrived``); while a trace runs
+the compiled core's hand-offs go through the broker for that (``Peers.divert``). ``stop`` asks
+the others to stop: each writes
 its events to ``PATH.P<q>`` (msgpack) and answers ``M_TRACE_REP``; P0 reads and deletes those
 files and writes the merged Chrome trace-event JSON to ``PATH``.
 
@@ -165,7 +168,44 @@ def _begin(hub: Hub, t0: int) -> rec_mod.Recorder:
     b: Any = hub.broker
     if b is not None:
         _wrap_runq(rec, b)
+        _wrap_wakes(rec, b)
     return rec
+
+
+def _wrap_wakes(rec: rec_mod.Recorder, b: Any) -> None:
+    """Traced wake-ups to other Ps: each starts a flow, and its message carries the flow's id
+    to the P of the goroutine it wakes (``wake_arrived``). The compiled core's hand-off sends
+    its wake-ups through the broker meanwhile (``Peers.divert``), so that every one is seen."""
+    orig = b._queue_wake
+    ev = rec.events
+    me = b.p
+    sent = [0]
+
+    def queue_wake(p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                   data: bytes | None, off: int, flow: int = 0) -> None:
+        sent[0] += 1
+        fid = rec_mod.wake_flow_id(me, sent[0])
+        ev.append(("s", time.monotonic_ns(), fid))
+        orig(p, gid, slot, gen, case, kind, data, off, fid)
+
+    b._queue_wake = queue_wake
+    if b.peers is not None:
+        b.peers.divert = True
+
+    def undo() -> None:
+        b.__dict__.pop("_queue_wake", None)
+        if b.peers is not None:
+            b.peers.divert = False
+
+    rec.on_uninstall(undo)
+
+
+def wake_arrived(gid: int, fid: int) -> None:
+    """A wake-up sent while a trace runs reached this P: its flow ends where goroutine ``gid``
+    next starts running (nothing when this P records no trace)."""
+    rec = rec_mod.active()
+    if rec is not None:
+        rec.flows[gid] = fid
 
 
 def _wrap_runq(rec: rec_mod.Recorder, b: Any) -> None:

@@ -462,3 +462,19 @@ def test_chan_poll_ends_when_this_ps_doorbell_rings(carena: Arena) -> None:
     assert c.chan_poll(off, False, 0.001, -1) is False
     with pytest.raises(ValueError):
         c.chan_poll(off, False, 0.001, carena.size)
+
+
+def test_a_diverted_peers_sends_every_wake_up_through_the_callback(carena: Arena) -> None:
+    """While a trace runs, the broker sees each wake-up (and draws its flow)."""
+    from csp_mp._shm.codec import encode
+
+    ps = _TwoPs(carena)
+    off = _chan_block(carena, cap=0)
+    peers = ps.peers(p=0)
+    ops = _ops(carena, off, peers)
+    assert peers.divert is False
+    peers.divert = True
+    _park(carena, off, 5, (1, 42, -1, 0, 0, None))
+    assert ops.send(5) is True
+    assert ps.local == [(1, 42, -1, 0, 0, 0, encode(5), off, 5)]
+    assert _wakes(ps, 1) == [] and carena.core.load(ps.sent[0]) == 0

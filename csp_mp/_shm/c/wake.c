@@ -13,11 +13,15 @@
  *   - P_SENT is this P's word, stored only by this P, after the message is committed (the
  *     deadlock check counts messages in flight as SENT minus HANDLED).
  *   - a wake-up this file cannot send (a goroutine of this P, an inbox with no room, a message
- *     too big for an inline frame) goes to the `deliver` callback, which queues it in order.
+ *     too big for an inline frame) goes to the `deliver` callback, which queues it in order;
+ *     so does every wake-up while `divert` is set (a trace records each one's flow).
  */
 #include "core.h"
 
+#include <stddef.h>
 #include <string.h>
+
+#include <structmember.h>
 
 enum { T_WAITING = 1, T_DONE = 2 };
 
@@ -34,6 +38,7 @@ struct Peers {
     long long *bell;    /* doorbell offset of each P */
     PyObject *deliver;  /* deliver(p, gid, slot, gen, case, kind, data, chan_off, obj) */
     PyObject *no_obj;   /* deliver's "no object" */
+    char divert;        /* every wake-up goes to deliver (an execution trace draws them) */
 };
 
 int peers_region_is(Peers *ps, Region *r) { return ps->region == r; }
@@ -127,7 +132,7 @@ int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t 
         PyErr_Format(PyExc_ValueError, "a waiter record names P %lld", (long long)rec->p);
         return -1;
     }
-    if (rec->p != ps->p) {
+    if (rec->p != ps->p && !ps->divert) {
         int sent = send_wake(ps, rec, kind, data, n, chan_off);
         if (sent != 0) return sent < 0 ? -1 : 0;
     }
@@ -242,6 +247,12 @@ static PyObject *Peers_claim(Peers *self, PyObject *const *args, Py_ssize_t narg
     return won < 0 ? NULL : PyBool_FromLong(won);
 }
 
+static PyMemberDef Peers_members[] = {
+    {"divert", T_BOOL, offsetof(Peers, divert), 0,
+     "Send every wake-up through the deliver callback (for an execution trace)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyMethodDef Peers_methods[] = {
     {"claim", (PyCFunction)(void (*)(void))Peers_claim, METH_FASTCALL,
      "claim(p, slot, gen, case) -> bool: win select token (p, slot, gen) for `case`; False if "
@@ -262,4 +273,5 @@ PyTypeObject Peers_Type = {
     .tp_traverse = (traverseproc)Peers_traverse,
     .tp_clear = (inquiry)Peers_clear,
     .tp_methods = Peers_methods,
+    .tp_members = Peers_members,
 };
