@@ -16,6 +16,7 @@ from . import _hub
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
 from ._hub import _state as _hubstate
+from ._hub.sysmon import start_sysmon
 from ._shm import native
 
 R = TypeVar("R")
@@ -124,6 +125,10 @@ def _start_implicit(procs: int | None = None) -> Hub:
     hub.hooks_on_stop.append(forget)
     _implicit["hub"] = hub
     _hub.set_current(hub)
+    # sysmon from the start, not from the hub loop's first pass: a script that calls go() and
+    # then waits in plain code (time.sleep, a future's result()) never enters the loop, and
+    # only sysmon can take the thread for the goroutines meanwhile (_hub/drive.py)
+    start_sysmon(hub)
     if not _implicit["atexit"]:
         atexit.register(shutdown)
         _implicit["atexit"] = True

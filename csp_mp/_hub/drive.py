@@ -17,9 +17,11 @@ returns and CPython retries the wait.
 
 Known waits, and why a switch there is safe: ``threading.Condition.wait`` on its waiter lock
 (after ``_release_save``: the condition's own lock is not held; every wait of
-``concurrent.futures`` and ``threading.Event`` ends there), and a selector's ``select`` call (an
-event loop waiting for I/O holds no lock). Anywhere else (``time.sleep``, a socket read, C code)
-``Thread.join`` waiting on the thread's state lock is known too. Elsewhere
+``concurrent.futures`` and ``threading.Event`` ends there), a selector's ``select`` call (an
+event loop waiting for I/O holds no lock), ``Thread.join`` waiting on the thread's state lock,
+and ``time.sleep`` called as ``time.sleep(x)`` or ``sleep(x)`` with a simple argument (the
+sleep holds nothing; its callers' frames pass preemption's ``safe_point`` rules, so no
+``with lock:`` or ``try``/``finally`` body encloses it). Elsewhere (a socket read, other C code)
 the thread is left alone: its code might hold a lock a goroutine needs.
 
 Invariants:
@@ -37,6 +39,7 @@ of them would then wake, find it not done and sleep again for a slice per task).
 
 from __future__ import annotations
 
+import dis
 import inspect
 import selectors
 import signal
@@ -104,6 +107,53 @@ def _join_codes() -> dict[CodeType, frozenset[int]]:
 _COND_CODE = threading.Condition.wait.__code__
 _COND_LINES = _condition_wait_lines()
 _SELECT_CODES = {**_selector_codes(), **_join_codes()}
+_SIMPLE_LOADS = frozenset({"LOAD_CONST", "LOAD_FAST", "LOAD_NAME", "LOAD_GLOBAL", "LOAD_DEREF"})
+#: code object -> {offset of a (PRE)CALL of ``time.sleep``-looking code: (how, name)}; how is
+#: "attr" (``name.sleep(x)``, name a module) or "bare" (``name(x)``, name the function)
+_sleep_calls: dict[CodeType, dict[int, tuple[str, str]]] = {}
+_SLEEP_CACHE_MAX = 4096
+
+
+def _find_sleep_calls(code: CodeType) -> dict[int, tuple[str, str]]:
+    """The CALLs in ``code`` whose callable is loaded as ``<name>.sleep`` or ``<name>`` with
+    one simple argument (a constant or a variable), the way ``time.sleep(x)`` compiles."""
+    ins = list(dis.get_instructions(code))
+    out: dict[int, tuple[str, str]] = {}
+    for k, i in enumerate(ins):
+        if i.opname != "CALL" or i.arg != 1 or k < 3 or ins[k - 1].opname != "PRECALL":
+            continue
+        arg, fn = ins[k - 2], ins[k - 3]
+        if arg.opname not in _SIMPLE_LOADS:
+            continue
+        if fn.opname in ("LOAD_METHOD", "LOAD_ATTR") and fn.argval == "sleep" and k >= 4 \
+                and ins[k - 4].opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            what = ("attr", ins[k - 4].argval)
+        elif fn.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            what = ("bare", fn.argval)
+        else:
+            continue
+        # a specialized PRECALL makes the call itself: the frame then stands on it
+        out[i.offset] = out[ins[k - 1].offset] = what
+    return out
+
+
+def _in_sleep(frame: FrameType) -> bool:
+    """Whether ``frame`` is calling ``time.sleep`` now (names resolved in its globals)."""
+    code = frame.f_code
+    calls = _sleep_calls.get(code)
+    if calls is None:
+        if len(_sleep_calls) >= _SLEEP_CACHE_MAX:
+            _sleep_calls.clear()
+        calls = _sleep_calls[code] = _find_sleep_calls(code)
+    how_name = calls.get(frame.f_lasti)
+    if how_name is None:
+        return False
+    how, name = how_name
+    g = frame.f_globals
+    obj = g[name] if name in g else getattr(frame.f_builtins, "get", lambda _n: None)(name)
+    if how == "attr":
+        return obj is time
+    return obj is time.sleep
 
 
 class _State:
@@ -123,7 +173,9 @@ def known_wait(frame: FrameType | None) -> bool:
     if code is _COND_CODE:
         return frame.f_lineno in _COND_LINES
     lines = _SELECT_CODES.get(code)
-    return lines is not None and frame.f_lineno in lines
+    if lines is not None:
+        return frame.f_lineno in lines
+    return _in_sleep(frame)
 
 
 def wanted(hub: Any, frame: FrameType | None) -> bool:
@@ -186,6 +238,11 @@ def drive(hub: Any, frame: FrameType | None) -> None:
             or hub.stopping or hub.no_preempt or hub.driven is not None or frame is None \
             or not known_wait(frame):
         return
+    if frame.f_code is not _COND_CODE and frame.f_code not in _SELECT_CODES:
+        from .preempt import UNSAFE, safe_point  # (preempt imports this module)
+
+        if safe_point(frame, None) == UNSAFE:  # a sleep inside ``with lock:``, say
+            return
     _state.waiter = frame.f_locals.get("waiter") if frame.f_code is _COND_CODE else None
     _state.since = time.monotonic()
     hub.driven = g
