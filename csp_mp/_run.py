@@ -104,6 +104,20 @@ def _traced_main(main: Callable[..., R]) -> Callable[..., R]:
     return traced
 
 
+def _publish_main_spawns(hub: Hub) -> None:
+    """Make every ``go()`` of the script's own code stealable at once: its thread may next wait
+    where nothing can take it for the hub (a prompt, a socket read), and the goroutines it
+    queued would wait with it. Goroutines' own ``go()`` calls batch as usual."""
+    go, broker, main = hub.go, hub.broker, hub.main_g
+
+    def implicit_go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        go(fn, args, kwargs)
+        if hub.current is main:
+            broker.flush_spawns()  # type: ignore[union-attr]
+
+    hub.go = implicit_go
+
+
 def _start_implicit(procs: int | None = None) -> Hub:
     n = resolve_procs(procs)
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
@@ -115,6 +129,8 @@ def _start_implicit(procs: int | None = None) -> Hub:
         hub = Hub(0)
         hub.nprocs = 1
     hub.adopt_root_as_main()
+    if n > 1:
+        _publish_main_spawns(hub)
 
     def forget() -> None:
         if _hub.peek() is hub:

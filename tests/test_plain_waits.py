@@ -3,12 +3,14 @@
 A script that calls ``go()`` and then ``time.sleep()`` (or waits on a future) never enters
 csp_mp: sysmon takes the thread for the hub while it sleeps (``_hub/drive.py``), unless the
 sleep is inside a ``with`` block or a ``try``/``finally`` body, where the thread may hold a lock
-a goroutine needs. Each script runs in a fresh interpreter: the implicit runtime is its own.
+a goroutine needs. Where nothing can take the thread (a prompt), the other Ps run what the
+script queued. Each script runs in a fresh interpreter: the implicit runtime is its own.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -68,6 +70,37 @@ def test_goroutines_run_while_the_main_thread_sleeps_in_plain_code(procs: int) -
 
 def test_a_sleep_inside_a_with_block_keeps_its_thread() -> None:
     assert _run(SLEEP_UNDER_A_LOCK, 1) == "0 8"
+
+
+GO_THEN_PROMPT = textwrap.dedent("""
+    import sys, csp_mp
+    from csp_mp import atomic
+    done = atomic.Int64(0)
+    def work(i):
+        if done.add(1) == 8:
+            print("all done", flush=True)
+    for i in range(8):
+        csp_mp.go(work, i)
+    sys.stdin.readline()  # a wait nothing takes the thread from, as a prompt's
+    print("released")
+""")
+
+
+def test_work_queued_from_plain_code_reaches_the_other_ps_at_once() -> None:
+    """The script then blocks where P0 cannot run anything: P1 takes the goroutines."""
+    env = dict(os.environ, GOMAXPROCS="2")
+    p = subprocess.Popen([sys.executable, "-c", GO_THEN_PROMPT], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 30)
+        assert ready, "the goroutines did not run while the script waited"
+        assert p.stdout.readline() == "all done\n"
+        out, err = p.communicate("\n", timeout=30)
+        assert (p.returncode, out) == (0, "released\n"), err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_the_sleep_calls_drive_recognizes() -> None:
