@@ -285,6 +285,67 @@ def test_soak_a_reply_channel_per_request_runs_in_a_fixed_arena() -> None:
         assert abs(late - early) <= early // 10, (early, late)
 
 
+KILLED_THEN_AGAIN = textwrap.dedent("""
+    import os, signal
+    import csp_mp
+    from csp_mp import Chan, go, runtime
+    from csp_mp._hub import current_hub
+    from csp_mp._mp import ctx as C
+
+    def server(reqs):
+        for i, reply in reqs:
+            reply.send(i * 2)
+
+    def client(reqs, n, done):
+        for i in range(n):
+            reply = Chan(1)
+            reqs.send((i, reply))
+            assert reply.recv() == i * 2
+        done.send(n)
+
+    def loop(n, kill_after=None):
+        reqs, done = Chan(64), Chan(8)
+        for _ in range(2):
+            go(server, reqs)
+        for _ in range(4):
+            go(client, reqs, n // 4, done)
+        if kill_after is not None:  # P1 dies halfway, holding handles, frames, locks maybe
+            total = done.recv()
+            os.kill(current_hub().broker.ctx.pload(1, C.P_PID), signal.SIGKILL)
+        return sum(done.recv() for _ in range(4))
+
+    def measured(n):
+        loop(2000)  # warm-up: every P has its rings and handles
+        before = runtime.metrics()["arena_bytes_in_use"]
+        total = loop(n)
+        return total, before, runtime.metrics()["arena_bytes_in_use"]
+
+    try:
+        csp_mp.run(loop, 40000, True, procs=2)
+        print("no loss")
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p)
+    print(*csp_mp.run(measured, 200000, procs=2))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_runtime_after_a_killed_p_runs_the_loop_in_a_fixed_arena() -> None:
+    """Issue 13's kill soak: P1 killed with the reply-channel loop in full swing ends that run
+    with ProcessLost; a new runtime in the same process runs 200 k requests of the loop in a
+    64 MiB arena, which ends within 1 MiB of where it began."""
+    env = dict(os.environ, CSP_MP_ARENA_MB="64")
+    done = subprocess.run([sys.executable, "-c", KILLED_THEN_AGAIN], capture_output=True,
+                          text=True, env=env, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lost, again = done.stdout.strip().splitlines()
+    assert lost == "ProcessLost 1"
+    total, before, after = map(int, again.split())
+    assert total == 200000
+    assert abs(after - before) < MIB, (before, after)
+
+
 def _closure_over(ch: Chan):  # type: ignore[no-untyped-def]
     def send_one() -> None:
         ch.send(runtime.current_p())
