@@ -95,3 +95,34 @@ def test_an_object_whose_state_was_lost_says_so() -> None:
         ch.send(1)
     with pytest.raises(RuntimeError, match="has stopped"):
         ch.stats()
+
+
+FIRST_SWITCH_ENDS_THE_RUN = textwrap.dedent("""
+    import sys
+    import csp_mp
+    from csp_mp import Chan, go_local
+
+    def boom():
+        raise {exc}("boom")
+
+    go_local(boom)  # the main goroutine's first park runs it: the hub loop has never run
+    try:
+        Chan().recv()
+    except BaseException as e:
+        print("ended", type(e).__name__)
+    ch = Chan(1)
+    ch.send("next")
+    print(ch.recv())
+""")
+
+
+@pytest.mark.parametrize("exc", ["ValueError", "KeyboardInterrupt"])
+def test_a_run_ended_before_the_hub_loop_ever_ran(exc: str) -> None:
+    """A goroutine that ends the implicit runtime (a panic, Ctrl-C) while the hub's loop has
+    not started yet: the run ends with its own error and the next runtime works."""
+    env = dict(os.environ, GOMAXPROCS="1")
+    done = subprocess.run([sys.executable, "-c", FIRST_SWITCH_ENDS_THE_RUN.format(exc=exc)],
+                          capture_output=True, text=True, timeout=40, env=env)
+    assert done.returncode == 0, done.stderr
+    ended = "Panic" if exc == "ValueError" else exc
+    assert done.stdout.split() == ["ended", ended, "next"], done.stderr

@@ -362,7 +362,9 @@ class Hub:
         out = self.hub_glet.switch()
         return out if type(out) is Outcome else self.outcome
 
-    def _loop(self) -> Outcome:
+    def _loop(self, *_: Any) -> Outcome:
+        # (a worker that ends the run before the loop ever ran starts it by returning into
+        # it, its parent, with its return value: the loop then ends at once with the outcome)
         runq = self.runq
         start_sysmon(self)  # preemption and blocking reports; stopped by a hooks_on_stop entry
         if interrupt.install(self):  # Ctrl-C never lands inside the runtime's own code
