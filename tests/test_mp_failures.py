@@ -575,7 +575,7 @@ def test_a_full_arena_says_what_to_do_and_the_next_run_works() -> None:
     lines = out.splitlines()
     assert lines[0] == "panic MemoryError", out + err
     assert "arena (96 MiB) is full" in out and "CSP_MP_ARENA_MB" in out
-    assert "reuse a reply channel" in out
+    assert "freed once no goroutine can reach it" in out
     assert lines[-1] == "again 1"
     assert shm_of([p.pid]) == []
 

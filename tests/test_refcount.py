@@ -211,6 +211,53 @@ def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
     assert reused  # the same block served several requests (each from its spare)
 
 
+def _use_and_drop(reqs: Chan, done: Chan) -> None:
+    counter, mu = reqs.recv()
+    with mu:
+        counter.add(5)
+    del counter, mu
+    done.send(None)
+
+
+def _block_free(off: int) -> bool:
+    """Whether the arena block at ``off`` is no longer allocated."""
+    try:
+        promote._brokers[0].arena._block(off)
+    except ValueError:
+        return True
+    return False
+
+
+def test_an_atomic_and_a_mutex_are_freed_once_no_p_holds_them() -> None:
+    """An Int64 and a Mutex (a semaphore) sent to another P: each keeps its block while any P
+    holds a handle or a name, and gives it back once none does."""
+    from csp_mp import Mutex
+    from csp_mp.atomic import Int64
+
+    def main():
+        reqs, done = Chan(1), Chan(1)
+        H.go_on(1, _use_and_drop, reqs, done)
+        kinds = ("int64", "sema")
+        before = [runtime.metrics()["shared_objects"].get(k, 0) for k in kinds]
+        counter, mu = Int64(1), Mutex()
+        reqs.send((counter, mu))  # promoted here, named once, read on P1
+        done.recv()
+        offs = [counter._v[3], mu._sema.count[1]]
+        assert counter.load() == 6
+        broker = promote._brokers[0]
+        H.wait_until(lambda: all(broker.arena.add_word(o + r * 8, 0) == 1
+                                 for o, r in zip(offs, (2, 3), strict=True)),
+                     "P1 to drop its handles")
+        assert not any(_block_free(o) for o in offs)  # P0's handles keep them
+        del counter, mu
+        H.wait_until(lambda: all(_block_free(o) for o in offs), "the blocks to be freed")
+        after = [runtime.metrics()["shared_objects"].get(k, 0) for k in kinds]
+        return before, after
+
+    before, after = run(main, 2)
+    assert after == before
+
+
 def test_the_task_encoder_refuses_a_region_of_another_type() -> None:
     from csp_mp._shm.native import built, core
 
@@ -343,6 +390,62 @@ def test_a_runtime_after_a_killed_p_runs_the_loop_in_a_fixed_arena() -> None:
     assert lost == "ProcessLost 1"
     total, before, after = map(int, again.split())
     assert total == 200000
+    assert abs(after - before) < MIB, (before, after)
+
+
+SOAK_OBJECTS = textwrap.dedent("""
+    import sys
+    import csp_mp
+    from csp_mp import Chan, Mutex, go, runtime
+    from csp_mp.atomic import Int64
+
+    def server(reqs):
+        for i, reply, counter, mu in reqs:
+            with mu:
+                counter.add(i)
+            reply.send(i * 2)
+
+    def client(reqs, n, done):
+        for i in range(n):
+            reply, counter, mu = Chan(1), Int64(0), Mutex()
+            reqs.send((i, reply, counter, mu))
+            assert reply.recv() == i * 2
+            assert counter.load() == i
+        done.send(n)
+
+    def requests(reqs, done, n):
+        for _ in range(4):
+            go(client, reqs, n // 4, done)
+        return sum(done.recv() for _ in range(4))
+
+    def main(n):
+        reqs, done = Chan(64), Chan(8)
+        for _ in range(2):
+            go(server, reqs)
+        requests(reqs, done, 2000)
+        before = runtime.metrics()["arena_bytes_in_use"]
+        total = requests(reqs, done, n)
+        after = runtime.metrics()["arena_bytes_in_use"]
+        reqs.close()
+        return total, before, after
+
+    print(*csp_mp.run(main, int(sys.argv[1]), procs=2))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_soak_an_atomic_and_a_mutex_per_request_run_in_a_fixed_arena() -> None:
+    """Issue 13's second soak: the reply-channel loop with an Int64 and a Mutex made per request
+    as well (a semaphore block with its waiter ring is ~33 KiB: 300 k of them are 150 times the
+    64 MiB arena), on 2 Ps; the arena in use at the end within 1 MiB of its start."""
+    n = 300_000
+    env = dict(os.environ, CSP_MP_ARENA_MB="64")
+    done = subprocess.run([sys.executable, "-c", SOAK_OBJECTS, str(n)], capture_output=True,
+                          text=True, env=env, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    total, before, after = map(int, done.stdout.split())
+    assert total == n
     assert abs(after - before) < MIB, (before, after)
 
 

@@ -108,7 +108,8 @@ class Broker:
         # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
         self.chans: dict[int, Any] = {}
         self.dead: list[Any] = []
-        self.objs: dict[int, Any] = {}  # arena offset -> shared atomic / semaphore handle
+        # arena offset -> weak ref to this process's atomic or semaphore handle (promote.ObjRef)
+        self.objs: dict[int, Any] = {}
         self.spare_chans: dict[int, list[tuple[int, dict]]] = {}  # destroyed channels' blocks
         # run queue (runq.py)
         self.pending: deque[tuple] = deque()
@@ -359,12 +360,16 @@ class Broker:
         return ch._st if ch is not None else None
 
     def release_handles(self) -> None:
-        """Drop the counts of this P's channel handles that died, destroying a channel whose
-        count reaches 0 (owner P only, at a poll: never inside the weakref callback)."""
+        """Drop the counts of this P's handles that died, destroying a channel (freeing an
+        atomic's or a semaphore's block) whose count reaches 0 (owner P only, at a poll or
+        before a send: never inside the weakref callback)."""
         dead = self.dead
         chans = self.chans
         while dead:
             ref = dead.pop()
+            if type(ref) is promote.ObjRef:  # an atomic's or a semaphore's handle
+                self._release_obj(ref)
+                continue
             off, st = ref.off, ref.st
             if chans.get(off) is ref:
                 del chans[off]
@@ -375,6 +380,14 @@ class Broker:
                 self.hub.n_xbytes += ops.bytes
             if st.broker is self and st.add_refs(-1) == 0:
                 st.destroy()
+
+    def _release_obj(self, ref: promote.ObjRef) -> None:
+        """The count of a dead atomic or semaphore handle; at 0, its block is freed."""
+        if self.objs.get(ref.off) is ref:
+            del self.objs[ref.off]
+        arena = self.arena
+        if arena.add_word(ref.refs, -1) == 0:
+            ref.free(arena, ref.off)
 
     # ------------------------------------------------------------------ the hub's poll
 

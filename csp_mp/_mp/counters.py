@@ -45,8 +45,11 @@ def publish(ctx: C.Ctx, hub: Hub) -> None:
 
 def _shared_objects(broker: Any) -> dict[str, int]:
     kinds: dict[str, int] = {"chan": len(broker.chans)}
-    for obj in broker.objs.values():
-        name = type(obj).__name__.removeprefix("Shared").lower()
+    for ref in broker.objs.values():
+        obj = ref()
+        if obj is None:
+            continue  # released at the next poll
+        name = type(obj).__name__.removeprefix("Shared").removeprefix("NativeShared").lower()
         kinds[name] = kinds.get(name, 0) + 1
     return kinds
 

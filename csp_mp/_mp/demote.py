@@ -71,7 +71,8 @@ def demote_all(broker: Any) -> None:
             ch._st = local_chan(st)
         except Exception:
             ch._st = StoppedState()
-    for obj in list(broker.objs.values()):
+    for ref in list(broker.objs.values()):
+        obj = ref()
         if isinstance(obj, Int64):
             value = obj.load()
             obj.__class__ = Int64

@@ -6,12 +6,14 @@ shared twin, moves its contents (buffered values, waiters, closed flag, count) t
 the local object into a handle on it; unpickling in any process of the runtime yields that
 process's one handle for the block.
 
-Shared channels are reference-counted, so that a program making a channel per request runs in
-a fixed arena. The count is the block's ``_W_REFS`` word (``SharedChan.add_refs``: an atomic
-add), and it counts two kinds of reference:
+Shared channels, atomics and semaphores are reference-counted, so that a program making them
+per request runs in a fixed arena. The count is a word of the block (a channel's ``_W_REFS``,
+``shobj.INT64_REFS``, ``shobj.SEMA_REFS``; changed by atomic adds only), and it counts two
+kinds of reference:
 
-- a *handle*: the one ``Chan`` of a process for the block, registered weakly in
-  ``broker.chans`` (a ``HandleRef``); 1 from promotion for the promoting P's handle;
+- a *handle*: the one ``Chan`` (``Int64``, ``Sema``) of a process for the block, registered
+  weakly in ``broker.chans`` (a ``HandleRef``; ``broker.objs``, an ``ObjRef``); 1 from
+  promotion for the promoting P's handle;
 - a name *in flight*: +1 each time the channel is written into bytes that will travel: the
   codec pickling it (``promote_chan``, once per message: pickle memoizes repeats), a task frame
   naming it as an extension value (``tasks._chan_ext``; in C, ``TaskEncoder`` once the frame is
@@ -21,10 +23,11 @@ A P that reads a name (``rebuild_chan``, ``tasks._chan_from_ext``) consumes it: 
 handle already, −1; else the name becomes its new handle's count (+1 −1). A P that takes back
 its own frame consumes the names it wrote (``runq.own_entry``, ``tasks.own_frame``); bytes
 dropped unread (a select loser's value, a value passed by reference on one P, a destroyed
-channel's buffer) are decoded for that purpose by ``codec.discard`` when they name a channel.
-When a handle's ``Chan`` dies, its weakref callback only queues the ``HandleRef``
-(``broker.dead``); ``Broker.poll`` drains the queue (``release_handles``): −1, and at 0
-``SharedChan.destroy`` frees the block, its rings and the values they hold.
+channel's buffer) are decoded for that purpose by ``codec.discard`` when they name a counted
+object. When a handle dies, its weakref callback only queues its ref (``broker.dead``);
+``Broker.poll`` (and a send on a shared channel) drains the queue (``release_handles``): −1,
+and at 0 ``SharedChan.destroy`` frees a channel's block, its rings and the values they hold,
+``shobj.free_int64_block``/``free_sema_block`` an atomic's or a semaphore's.
 
 Invariants:
 - At most one live handle per arena block per process (``broker.chans`` / ``broker.objs``).
@@ -46,7 +49,9 @@ Invariants:
 - The count word changes only by atomic adds (``Arena.add_word``): the compiled core's
   fetch_add, or on the Python path under the arena's allocator lock, a leaf (a channel's own
   lock is not: a count changes while ``discard`` decodes a value under it).
-- Atomics and semaphores are not counted: their blocks live until the run ends.
+- Atomics and semaphores follow the same rules through the codec (pickling counts, unpickling
+  consumes, ``discard`` decodes what names them); they have no task-frame extension value and
+  their blocks are freed, not kept as spares.
 - Promotion runs on the owner P without a switch in the middle, so no local waiter can be
   readied halfway through the move.
 """
@@ -67,11 +72,15 @@ from .._errors import InternalError
 from .._sync.sema import Sema
 from . import ctx as C
 from .shobj import (
+    INT64_REFS,
+    SEMA_REFS,
     NativeSharedInt64,
     SharedInt64,
     SharedSema,
     attach_int64,
     attach_sema,
+    free_int64_block,
+    free_sema_block,
     new_int64_block,
     new_sema_block,
 )
@@ -79,7 +88,7 @@ from .shobj import (
 _brokers: list[Any] = [None]
 
 
-#: What a channel captured by a callable's cached pickle adds: it is never freed.
+#: What an object captured by a callable's cached pickle adds: it is never freed.
 PIN = 1 << 40
 _pinning = [0]  # > 0 while pickle_fn pickles a callable (its bytes are shipped many times)
 
@@ -128,6 +137,26 @@ def handle_of(broker: Any, off: int) -> Chan | None:
     return ref() if ref is not None else None
 
 
+class ObjRef(weakref.ref):
+    """A weak reference to this process's handle on a shared ``Int64`` or semaphore; when the
+    handle dies, the ref queues itself on ``broker.dead`` as a ``HandleRef`` does."""
+
+    __slots__ = ("off", "refs", "free")
+    off: int
+    refs: int  # byte offset of the block's reference word
+    free: Any  # free(arena, off): gives the block back once no reference is left
+
+    def __new__(cls, obj: Any, dead: list, off: int, refs: int, free: Any) -> ObjRef:
+        self = super().__new__(cls, obj, dead.append)
+        self.off = off
+        self.refs = refs
+        self.free = free
+        return self
+
+    def __init__(self, obj: Any, dead: list, off: int, refs: int, free: Any) -> None:
+        super().__init__(obj, dead.append)
+
+
 def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
     ref = broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
     names[st.off.to_bytes(8, "little")] = ref
@@ -162,10 +191,10 @@ def _arena_room(broker: Any) -> Iterator[None]:
     except MemoryError as exc:
         mib = broker.ctx.arena.size >> 20
         raise MemoryError(
-            f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel shared between Ps "
-            "is freed once no goroutine can reach it, atomics and sync objects only when the "
-            "run ends: keep fewer of them (reuse a reply channel rather than keeping one per "
-            "task), or set CSP_MP_ARENA_MB higher") from exc
+            f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel, atomic or sync "
+            "object shared between Ps is freed once no goroutine can reach it (one captured by "
+            "a function that go() ships only when the run ends): keep fewer of them alive at "
+            "once, or set CSP_MP_ARENA_MB higher") from exc
 
 
 # ---------------------------------------------------------------- channels
@@ -245,27 +274,51 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
 # ---------------------------------------------------------------- atomics and semaphores
 
 
+def _count_name(broker: Any, refs: int) -> None:
+    """A name of a counted object written into bytes that will travel (see the module doc)."""
+    broker.ctx.arena.add_word(refs, PIN if _pinning[0] else 1)
+
+
+def _handle(broker: Any, off: int) -> Any:
+    """This process's live handle on the atomic or semaphore at ``off``, or None."""
+    ref = broker.objs.get(off)
+    return ref() if ref is not None else None
+
+
+def _register_obj(broker: Any, obj: Any, off: int, refs_word: int, free: Any) -> None:
+    broker.objs[off] = ObjRef(obj, broker.dead, off, off + refs_word * 8, free)
+
+
 def promote_int64(obj: Int64) -> tuple:
+    """The codec's reduction of an ``Int64``: promotes it if it is still local, then counts the
+    name it writes (see the module doc)."""
     broker = _broker()
     if not isinstance(obj, (SharedInt64, NativeSharedInt64)):
         with _arena_room(broker):
             off = new_int64_block(broker, obj._v)
         attach_int64(obj, broker, off)
-        broker.objs[off] = obj
-    return (_rebuild_int64, (obj._v[3],))
+        _register_obj(broker, obj, off, INT64_REFS, free_int64_block)  # create()'s count
+    off = obj._v[3]
+    _count_name(broker, off + INT64_REFS * 8)
+    return (_rebuild_int64, (off,))
 
 
 def _rebuild_int64(off: int) -> Int64:
+    """This P's handle on the shared Int64 at ``off``, from a name it consumes."""
     broker = _broker()
-    obj = broker.objs.get(off)
-    if obj is None:
-        obj = Int64.__new__(Int64)
-        attach_int64(obj, broker, off)
-        broker.objs[off] = obj
+    obj = _handle(broker, off)
+    if obj is not None:
+        broker.ctx.arena.add_word(off + INT64_REFS * 8, -1)  # its handle keeps one
+        return obj
+    obj = Int64.__new__(Int64)
+    attach_int64(obj, broker, off)
+    _register_obj(broker, obj, off, INT64_REFS, free_int64_block)  # the name becomes its count
     return obj
 
 
 def promote_sema(obj: Sema) -> tuple:
+    """The codec's reduction of a ``Sema``: promotes it (its waiters included) if it is still
+    local, then counts the name it writes."""
     broker = _broker()
     if not isinstance(obj, SharedSema):
         waiters = list(obj.waiters)
@@ -279,17 +332,22 @@ def promote_sema(obj: Sema) -> tuple:
         with lock:
             for g in waiters:
                 ring.put_locked(_rec((broker.ctx.p, g.id)))
-        broker.objs[off] = obj
-    return (_rebuild_sema, (obj.count[1], obj.limit))
+        _register_obj(broker, obj, off, SEMA_REFS, free_sema_block)
+    off = obj.count[1]
+    _count_name(broker, off + SEMA_REFS * 8)
+    return (_rebuild_sema, (off, obj.limit))
 
 
 def _rebuild_sema(off: int, limit: int) -> Sema:
+    """This P's handle on the shared semaphore at ``off``, from a name it consumes."""
     broker = _broker()
-    obj = broker.objs.get(off)
-    if obj is None:
-        obj = Sema.__new__(Sema)
-        attach_sema(obj, broker, off, limit)
-        broker.objs[off] = obj
+    obj = _handle(broker, off)
+    if obj is not None:
+        broker.ctx.arena.add_word(off + SEMA_REFS * 8, -1)
+        return obj
+    obj = Sema.__new__(Sema)
+    attach_sema(obj, broker, off, limit)
+    _register_obj(broker, obj, off, SEMA_REFS, free_sema_block)
     return obj
 
 
@@ -300,6 +358,7 @@ def install() -> None:
     from .._sync import sema
 
     _chan.set_promoter(promote_chan)
-    codec.set_ref_marker(rebuild_chan.__name__.encode())
+    codec.set_ref_markers(rebuild_chan.__name__.encode(), _rebuild_int64.__name__.encode(),
+                          _rebuild_sema.__name__.encode())
     _atomic.set_promoter(promote_int64)
     sema.set_promoter(promote_sema)

@@ -3,6 +3,7 @@
 A promoted ``Int64`` keeps its class's API; its slot then holds ``(word, lock)``: the arena word
 with its value (two's complement) and the lock stripe that serializes read-modify-writes.
 A promoted ``Sema`` keeps a count word and a ring of waiter records ``(p, gid)`` under one lock.
+Both blocks end with a reference word, counted as a shared channel's is (``_mp/promote.py``).
 
 Invariants:
 - An atomic's word is stored only under its lock; plain loads read a whole 8-byte word, so a
@@ -112,13 +113,24 @@ class NativeSharedInt64(Int64):
         return c.icas(o, old, new)
 
 
+INT64_REFS = 2  # the reference word of an Int64 block (promote.py's protocol)
+SEMA_REFS = 3  # the reference word of a semaphore block
+
+
 def new_int64_block(broker: Any, value: int) -> int:
-    """Allocate the arena block of a shared Int64: ``[value, lock index]``."""
+    """Allocate the arena block of a shared Int64: ``[value, lock index, references]``, with
+    the reference of the creating process's handle."""
     a = broker.ctx.arena
-    off = a.alloc(16)
+    off = a.alloc(24)
     a.words.store(off // 8 + 1, broker.obj_lock_index())
+    a.words.store(off // 8 + INT64_REFS, 1)
     a.words.store(off // 8, _to_word(value))
     return off
+
+
+def free_int64_block(arena: Any, off: int) -> None:
+    """Give back the block of a shared Int64 no process can reach any more."""
+    arena.decref(off)
 
 
 def attach_int64(obj: Int64, broker: Any, off: int) -> None:
@@ -199,15 +211,27 @@ class SharedSema(Sema):
 
 
 def new_sema_block(broker: Any, count: int) -> int:
-    """Allocate a shared semaphore: ``[count, lock index, waiter ring offset]``."""
+    """Allocate a shared semaphore: ``[count, lock index, waiter ring offset, references]``,
+    with the reference of the creating process's handle."""
     a = broker.ctx.arena
     lock_index = broker.obj_lock_index()
-    off = a.alloc(24)
-    ring = Ring.create(a, 16384, lock_index - 1)
+    off = a.alloc(32)
+    ring = Ring.create(a, SEMA_RING_BYTES, lock_index - 1)
     a.words.store(off // 8 + 1, lock_index)
     a.words.store(off // 8 + 2, ring.offset)
+    a.words.store(off // 8 + SEMA_REFS, 1)
     a.words.store(off // 8, count)
     return off
+
+
+SEMA_RING_BYTES = 16384  # waiter records (p, gid) before the ring grows (it doubles)
+
+
+def free_sema_block(arena: Any, off: int) -> None:
+    """Give back the block of a shared semaphore no process can reach any more, its waiter
+    ring included (nobody waits: a waiter holds a handle)."""
+    attach_ring(arena, arena.words.load(off // 8 + 2)).destroy()
+    arena.decref(off)
 
 
 def attach_sema(obj: Sema, broker: Any, off: int, limit: int) -> None:

@@ -257,20 +257,24 @@ def holds_blocks(buf: bytes) -> bool:
     return buf[0] == _EXT and buf[1] == 2
 
 
-#: Bytes found in every pickle that names a reference-counted shared object (the process layer
-#: sets it: ``set_ref_marker``); empty while none is counted.
+#: Bytes found in every pickle that names a reference-counted shared object, one per kind (the
+#: process layer sets them: ``set_ref_markers``); empty while none is counted.
 _REF_MARK: list[bytes] = []
 
 
-def set_ref_marker(marker: bytes | None) -> None:
+def set_ref_markers(*markers: bytes) -> None:
     """Say which pickled messages name counted shared objects (``discard`` decodes those)."""
-    _REF_MARK[:] = [marker] if marker else []
+    _REF_MARK[:] = [m for m in markers if m]
+
+
+def _names_counted(raw: bytes) -> bool:
+    return any(m in raw for m in _REF_MARK)
 
 
 def discard(buf: bytes, arena: Arena | None) -> None:
     """Free the out-of-band blocks of a message that will not be decoded. A message naming a
     counted shared object is decoded and dropped instead, which releases its names."""
-    if _REF_MARK and arena is not None and _REF_MARK[0] in bytes(buf):
+    if _REF_MARK and arena is not None and _names_counted(bytes(buf)):
         try:
             decode(buf, arena)  # takes the out-of-band blocks, freed as the value dies
         except Exception:  # noqa: S110  # a name not released only leaks its object
