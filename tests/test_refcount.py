@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import mp_helpers as H
 import pytest
@@ -489,3 +490,29 @@ def test_a_value_woken_for_a_channel_this_p_no_longer_holds_is_an_internal_error
 
     with pytest.raises(csp_mp.InternalError, match="whose channel is gone"):
         run(main, 2)
+
+
+def _lock_and_count(mu, n: Any) -> None:  # type: ignore[no-untyped-def]
+    with mu:
+        n.add(1)
+
+
+def test_a_mutex_promoted_with_more_waiters_than_its_ring_holds_keeps_them_all() -> None:
+    """Promotion moves every local waiter into the shared waiter ring, growing it."""
+    from csp_mp import Mutex
+    from csp_mp.atomic import Int64
+
+    waiters = 2000  # ~1000 records fill the first ring
+
+    def main():
+        mu, n = Mutex(), Int64(0)
+        mu.lock()
+        for _ in range(waiters):
+            go_local(_lock_and_count, mu, n)
+        H.wait_reason("sync.Mutex.Lock", waiters)
+        H.go_on(1, _lock_and_count, mu, n)  # promotes mu with its 2000 local waiters
+        mu.unlock()
+        H.wait_until(lambda: n.load() == waiters + 1, "every waiter to get the lock")
+        return n.load()
+
+    assert run(main, 2) == waiters + 1

@@ -326,12 +326,16 @@ def promote_sema(obj: Sema) -> tuple:
             off = new_sema_block(broker, obj.count)
         limit = obj.limit
         attach_sema(obj, broker, off, limit)
-        _b, _off, _w, lock, ring = obj.count
+        _b, _off, w, lock, ring = obj.count
+        from .._chan.shared import grow
         from .shobj import _rec
 
         with lock:
             for g in waiters:
-                ring.put_locked(_rec((broker.ctx.p, g.id)))
+                raw = _rec((broker.ctx.p, g.id))
+                if not ring.put_locked(raw):  # more waiters than the ring holds: it doubles
+                    ring = grow(broker.ctx.arena, ring, w + 2, raw)
+        obj.count = obj.count[:4] + (ring,)
         _register_obj(broker, obj, off, SEMA_REFS, free_sema_block)
     off = obj.count[1]
     _count_name(broker, off + SEMA_REFS * 8)
