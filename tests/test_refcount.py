@@ -438,8 +438,9 @@ SOAK_OBJECTS = textwrap.dedent("""
 @pytest.mark.timeout(300)
 def test_soak_an_atomic_and_a_mutex_per_request_run_in_a_fixed_arena() -> None:
     """Issue 13's second soak: the reply-channel loop with an Int64 and a Mutex made per request
-    as well (a semaphore block with its waiter ring is ~33 KiB: 300 k of them are 150 times the
-    64 MiB arena), on 2 Ps; the arena in use at the end within 1 MiB of its start."""
+    as well (with the Int64 and the semaphore's waiter ring, ~2.5 KiB a request: 300 k of them
+    are ten times the 64 MiB arena), on 2 Ps; the arena in use at the end within 1 MiB of its
+    start."""
     n = 300_000
     env = dict(os.environ, CSP_MP_ARENA_MB="64")
     done = subprocess.run([sys.executable, "-c", SOAK_OBJECTS, str(n)], capture_output=True,

@@ -224,7 +224,7 @@ def new_sema_block(broker: Any, count: int) -> int:
     return off
 
 
-SEMA_RING_BYTES = 16384  # waiter records (p, gid) before the ring grows (it doubles)
+SEMA_RING_BYTES = 1024  # ~60 waiter records (p, gid) before the ring grows (it doubles)
 
 
 def free_sema_block(arena: Any, off: int) -> None:
