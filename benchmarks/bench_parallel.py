@@ -222,10 +222,12 @@ def _array_sink(ch: Any, ready: Any, done: Any) -> None:
         done.send((time.monotonic(), int(a[-1])))
 
 
-def _cross_1to1(cmds: Any, n: int) -> float:
+def _cross_1to1(cmds: Any, n: int, cap: int = 1024) -> float:
+    """msgs/s through a ``Chan(cap)``, P0 -> a goroutine of P1 (``cap`` 0: each send is a
+    rendezvous, a hand-off to the parked receiver or a receive from the parked sender)."""
     import csp_mp
 
-    ch, ready, done = csp_mp.Chan(1024), csp_mp.Chan(1), csp_mp.Chan(1)
+    ch, ready, done = csp_mp.Chan(cap), csp_mp.Chan(1), csp_mp.Chan(1)
     cmds.send((_consume_n, (ch, n, ready, done)))
     if ready.recv() != 1:
         raise RuntimeError("consumer did not run on P1")
@@ -255,21 +257,6 @@ def _cross_4to2(cmds: Any, n: int) -> float:
     if sum(c for c, _ in got) != 4 * m:
         raise RuntimeError("4->2: messages lost or duplicated")
     return 4 * m / (max(t for _, t in got) - t0)
-
-
-def _cross_unbuffered(cmds: Any, n: int) -> float:
-    """msgs/s through an unbuffered channel, P0 -> a goroutine of P1: each send is a
-    rendezvous (a hand-off to the parked receiver, or a receive from the parked sender)."""
-    import csp_mp
-
-    ch, ready, done = csp_mp.Chan(), csp_mp.Chan(1), csp_mp.Chan(1)
-    cmds.send((_consume_n, (ch, n, ready, done)))
-    if ready.recv() != 1:
-        raise RuntimeError("consumer did not run on P1")
-    t0 = time.monotonic()
-    for i in range(n):
-        ch.send(i)
-    return n / (done.recv() - t0)
 
 
 def _cross_array(cmds: Any, reps: int) -> list[float]:
@@ -306,7 +293,7 @@ def child_cross(procs: int, n: int, reps: int, array_reps: int, deadline_s: floa
         errors = []
         for key, fn in (("1to1", lambda: [_cross_1to1(cmds, n) for _ in range(reps)]),
                         ("4to2", lambda: [_cross_4to2(cmds, n) for _ in range(reps)]),
-                        ("unbuf", lambda: [_cross_unbuffered(cmds, n // 8) for _ in range(reps)]),
+                        ("unbuf", lambda: [_cross_1to1(cmds, n // 8, 0) for _ in range(reps)]),
                         ("array", lambda: _cross_array(cmds, array_reps))):
             try:
                 res[key] = fn()
