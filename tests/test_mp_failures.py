@@ -620,3 +620,42 @@ def test_process_lost_counts_lost_goroutines_by_function() -> None:
     assert "2 goroutines (test_mp_failures._wait_forever)" in text, text
     assert text.count("goroutine") == 3, text  # a summary, not one entry per goroutine
     assert len(err.goroutines) > 2  # the per-goroutine descriptions stay available
+
+
+KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + textwrap.dedent("""
+    import pickle, signal
+    from csp_mp._hub import current_hub
+
+    def die_holding_the_allocator(ready):
+        if runtime.current_p() != 1:
+            ready.send(False)
+            return
+        ready.send(True)
+        current_hub().broker.arena._enter()  # the allocator's lock, never released
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def main():
+        while True:
+            ready = Chan(1)
+            go(die_holding_the_allocator, ready)
+            if ready.recv():
+                break
+        while True:  # allocating without a pause: the poisoned arena is met before any poll
+            pickle.dumps(Chan(1))
+
+    try:
+        csp_mp.run(main, procs=2)
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p, type(e.__cause__).__name__, flush=True)
+    except csp_mp.Panic as e:
+        print("Panic", e, flush=True)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_p_killed_inside_the_allocator_is_reported_lost(start: str) -> None:
+    """The arena is poisoned and P0's next allocation fails: the run still reports the lost P
+    (with that failure as its cause), not the allocator's error."""
+    out = subprocess.run([sys.executable, "-c", KILLED_INSIDE_THE_ALLOCATOR],
+                         capture_output=True, text=True, timeout=50, env=_env(start))
+    assert out.stdout.split() == ["ProcessLost", "1", "Panic"], out.stdout + out.stderr[-2000:]

@@ -21,6 +21,7 @@ import msgspec
 from .._errors import ProcessLost
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING
+from .._shm import ArenaPoisoned
 from . import ctx as C
 from . import lost, remote_tb
 
@@ -126,4 +127,38 @@ def on_lost(b: Broker, q: int) -> None:
     err = ProcessLost(f"P{q} (pid {b.ctx.pload(q, C.P_PID)}) died; goroutines lost "
                       f"with it: {what}", p=q, goroutines=names)
     b.hub.outcome = Outcome("lost", error=err)
+
+
+LOST_WAIT = 2.0  # how long a run ended by a poisoned arena waits for the watcher to name the P
+
+
+def _poisoned(err: BaseException | None) -> bool:
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, ArenaPoisoned):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+def lost_behind(b: Broker, out: Outcome) -> Outcome:
+    """The outcome of a run that ended in a panic from a poisoned arena: a P died inside the
+    allocator, and that loss, once P0's watcher names the P, is what the run reports
+    (``ProcessLost``, the panic as its cause). Any other outcome is returned as it is."""
+    if out.kind != "panic" or not _poisoned(out.error):
+        return out
+    ctx = b.ctx
+    deadline = time.monotonic() + LOST_WAIT
+    while not ctx.gload(C.G_LOST) and time.monotonic() < deadline:
+        ctx.bell.wait(0.05)  # the watcher rings P0's bell as it stores G_LOST
+    q = ctx.gload(C.G_LOST)
+    if not q:
+        return out
+    b.hub.outcome = None
+    on_lost(b, q - 1)
+    lost_out = b.hub.outcome
+    assert lost_out is not None
+    lost_out.error.__cause__ = out.error
+    return lost_out
 
