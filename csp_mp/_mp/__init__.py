@@ -13,11 +13,13 @@ from typing import Any
 from .._hub import Hub, Outcome
 from . import ctx as C
 from . import reports
+from . import tasks as _tasks
 from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
 from .promote import install as _install
 
 _install()
+_tasks.install()
 
 
 def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) -> Outcome:

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from .._chan import Chan
-from .._shm import OOB_MIN, decode, encode
+from .._shm import OOB_MIN, codec, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
 from .promote import chan_offset, names, pinning, rebuild_chan
@@ -41,17 +41,39 @@ PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
 PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 
 
-def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
+def _chan_name(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel (promoted first if still local), cached on
-    its shared state; counts the name in flight (promote.py's protocol)."""
+    its shared state. Counts nothing: the caller counts the name once it travels."""
     ext = getattr(obj._st, "handle", None)
     if ext is None:
         off = chan_offset(obj)
         ext = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
-    shared: Any = obj._st  # the SharedChan promotion made
-    shared.handle = ext
-    shared.add_refs(1)
+        shared: Any = obj._st  # the SharedChan promotion made
+        shared.handle = ext
     return ext
+
+
+def _count_name(obj: Chan) -> None:
+    """A name of ``obj`` written into bytes that will travel (promote.py's protocol)."""
+    obj._st.add_refs(promote.PIN if promote._pinning[0] else 1)  # type: ignore[union-attr]
+
+
+def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
+    """The extension value naming an untyped channel in a frame; counts the name in flight."""
+    ext = _chan_name(obj)
+    _count_name(obj)
+    return ext
+
+
+def _untyped(obj: Chan) -> bool:
+    return obj._type is None
+
+
+def install() -> None:
+    """Let the codec carry untyped channels in tuples and lists as this module's extension
+    values, the way frames carry them (at import of ``_mp``)."""
+    codec.set_extension(Chan, _CHAN_EXT, codec.Extension(_untyped, _chan_name, _count_name,
+                                                         _chan_from_ext))
 
 
 def chan_ext_offset(obj: Chan) -> int | None:

@@ -6,7 +6,8 @@ The first byte says how the rest is read:
   - ``0x80`` followed by more bytes: a pickle (protocol 5 starts ``0x80 0x05``; in msgpack
     ``0x80`` is the empty map, a complete one-byte value)
   - ``0xc1`` (a byte msgpack never uses), then a sub-tag:
-    ``0x01`` tuple of msgpack-exact items; ``0x02`` out of band (see below); ``0x03`` memoryview.
+    ``0x01`` tuple of msgpack-exact items; ``0x02`` out of band (see below); ``0x03`` memoryview;
+    ``0x04`` / ``0x05`` a tuple / list of msgpack-exact scalars and extension values (below).
 
 msgpack is used only where the round trip is exact: ``int`` (64-bit), ``float``, ``str``,
 ``bytes``, ``bool``, ``None``, and lists and str-keyed dicts of them (exact types, no
@@ -21,6 +22,11 @@ blocks' offsets. The decoder owns the blocks: ``bytes``/``bytearray`` are copied
 block freed at once; pickled buffers and memoryviews are *leased* (the receiver's object is a
 view of the block, freed when the last view dies). A message that will never be decoded must be
 passed to :func:`discard` to free its blocks.
+
+Extension values: the process layer registers a type whose objects travel as msgpack extension
+values (``set_extension``: an untyped channel, as its arena offset). A top-level tuple or list of
+scalars and such objects is encoded with them, not pickled; its bytes name objects whose count
+``count`` raised once the encoding succeeded, so ``discard`` decodes it to consume them.
 
 Rejected: an explicit tag byte before msgpack data (decode would slice off a copy or a view,
 ~60-100 ns per message); msgspec's own tuple/set/datetime support (they come back as lists or
@@ -42,13 +48,16 @@ from csp_mp._shm.cloud import Uncrossable
 from csp_mp._shm.cloud import dumps as cloud_dumps
 from csp_mp._shm.typecheck import validator
 
-__all__ = ["OOB_MIN", "TypedCodec", "decode", "discard", "encode"]
+__all__ = ["OOB_MIN", "Extension", "TypedCodec", "decode", "discard", "encode",
+           "set_extension"]
 
 OOB_MIN = 64 * 1024
 _EXT = 0xC1
 _TUPLE = b"\xc1\x01"
 _OOBTAG = b"\xc1\x02"
 _MVTAG = b"\xc1\x03"
+_XTUPLE = b"\xc1\x04"
+_XLIST = b"\xc1\x05"
 
 _menc = msgspec.msgpack.Encoder().encode
 _mdec = msgspec.msgpack.Decoder().decode
@@ -95,6 +104,78 @@ def _exact_dict(v: dict[Any, Any]) -> bool:
     return True
 
 
+class Extension:
+    """How objects of one type travel as msgpack extension values (``set_extension``)."""
+
+    __slots__ = ("carries", "name", "count", "read")
+
+    def __init__(self, carries: Any, name: Any, count: Any, read: Any) -> None:
+        self.carries = carries  # carries(obj) -> bool: whether this object can
+        self.name = name  # name(obj) -> msgspec.msgpack.Ext (no side effect a failure leaks)
+        self.count = count  # count(obj): its name was written into bytes that will travel
+        self.read = read  # read(code, data) -> obj: the object a name read stands for
+
+
+_EXT_TYPES: dict[type, Extension] = {}
+_EXT_CODES: dict[int, Any] = {}
+_named: list[list[Any]] = []  # the objects each encoding in progress named (it nests)
+
+
+def set_extension(tp: type, code: int, ext: Extension) -> None:
+    """Carry objects of exactly type ``tp`` in top-level tuples and lists as extension values
+    of ``code``."""
+    _EXT_TYPES[tp] = ext
+    _EXT_CODES[code] = ext.read
+
+
+def _name_hook(obj: Any) -> Any:
+    ext = _EXT_TYPES.get(type(obj))
+    if ext is None:
+        raise TypeError(f"cannot carry a {type(obj).__qualname__} as an extension value")
+    _named[-1].append(obj)
+    return ext.name(obj)
+
+
+def _read_hook(code: int, data: memoryview) -> Any:
+    read = _EXT_CODES.get(code)
+    if read is None:
+        raise ValueError(f"unknown codec extension {code}")
+    return read(code, data)
+
+
+_xenc = msgspec.msgpack.Encoder(enc_hook=_name_hook).encode
+_xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=_read_hook).decode
+_xldec = msgspec.msgpack.Decoder(list, ext_hook=_read_hook).decode
+
+
+def _ext_items(v: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether ``v`` holds only scalars and at least one object carried as an extension."""
+    leaf = _LEAF
+    ext = _EXT_TYPES
+    found = False
+    for x in v:
+        t = type(x)
+        if t in leaf:
+            continue
+        e = ext.get(t)
+        if e is None or not e.carries(x):
+            return False
+        found = True
+    return found
+
+
+def _encode_ext(tag: bytes, value: list[Any] | tuple[Any, ...]) -> bytes:
+    named: list[Any] = []
+    _named.append(named)
+    try:
+        data = tag + _xenc(value)
+    finally:
+        _named.pop()
+    for obj in named:  # the bytes exist: each name now travels
+        _EXT_TYPES[type(obj)].count(obj)
+    return data
+
+
 def encode(value: Any, arena: Arena | None = None) -> bytes:
     """The bytes of ``value``; large buffers go into ``arena`` blocks if one is given.
 
@@ -109,12 +190,16 @@ def encode(value: Any, arena: Arena | None = None) -> bytes:
         if t is list:
             if _exact_list(value):
                 return _menc(value)
+            if _EXT_TYPES and _ext_items(value):
+                return _encode_ext(_XLIST, value)
         elif t is dict:
             if _exact_dict(value):
                 return _menc(value)
         elif t is tuple:
             if _exact_list(value):
                 return _TUPLE + _menc(value)
+            if _EXT_TYPES and _ext_items(value):
+                return _encode_ext(_XTUPLE, value)
         elif t is bytearray or t is memoryview:
             return _encode_buffer(value, arena)
     except _MSGPACK_FAIL:
@@ -233,6 +318,10 @@ def _decode_ext(buf: bytes, arena: Arena | None) -> Any:
     body = memoryview(buf)[2:]
     if sub == 1:
         return _tdec(body)
+    if sub == 4:
+        return _xtdec(body)
+    if sub == 5:
+        return _xldec(body)
     if sub == 3:
         meta, data = _mdec(body)
         return _cast(memoryview(bytearray(data)), meta)
@@ -274,7 +363,10 @@ def _names_counted(raw: bytes) -> bool:
 def discard(buf: bytes, arena: Arena | None) -> None:
     """Free the out-of-band blocks of a message that will not be decoded. A message naming a
     counted shared object is decoded and dropped instead, which releases its names."""
-    if _REF_MARK and arena is not None and _names_counted(bytes(buf)):
+    b0, b1 = buf[0], buf[1] if len(buf) > 1 else 0
+    if b0 == _EXT and (b1 == 4 or b1 == 5) or (
+            _REF_MARK and arena is not None and (b0 == 0x80 or b0 == _EXT and b1 == 2)
+            and _names_counted(bytes(buf))):  # a pickle naming counted objects
         try:
             decode(buf, arena)  # takes the out-of-band blocks, freed as the value dies
         except Exception:  # noqa: S110  # a name not released only leaks its object
