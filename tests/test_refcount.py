@@ -181,8 +181,8 @@ def _park_then_answer(reqs: Chan, done: Chan) -> None:
 
 
 def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
-    """A destroyed channel's block and rings go to its P's spares and the next channel of
-    that buffer size takes them: no stale waiter, value, count or closed flag carries over."""
+    """A destroyed channel's block and rings stay with its P (spare_states) and the next channel
+    of that buffer size takes them: no stale waiter, value, count or closed flag carries over."""
     def main() -> tuple[bool, list[int]]:
         reqs, done = Chan(), Chan(1)
         H.go_on(1, _park_then_answer, reqs, done)
@@ -200,7 +200,7 @@ def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
                 reply.close()  # a closed block must come back open
             H.wait_until(lambda r=reply: _refs(r) == 1, "P1 to drop its handle")
             del reply  # the last handle: this P destroys the channel and keeps its block
-            H.wait_until(lambda: offs[-1] in [o for o, _ in broker.spare_chans.get(256, [])],
+            H.wait_until(lambda: offs[-1] in [st.off for st in broker.spare_states.get(256, [])],
                          "the reply channel's block to be spared")
             assert _gone(offs[-1])
         reqs.close()

@@ -208,6 +208,7 @@ class ChanStats(msgspec.Struct, frozen=True):
 class _NilState:
     """State of the nil channel: never ready, never closable."""
 
+    shared = False
     cap = 0
     closed = False
 

@@ -2,7 +2,7 @@
 
 Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index,
 records in recvq, records in sendq, references (handles and in-flight names: the protocol that
-frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access).
+frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access), id.
 The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
 waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value. A
@@ -25,6 +25,11 @@ Invariants:
   no live receiver.
 - Wake-ups found under the lock are delivered (``ProcLayer.deliver``) after releasing it, so a
   channel lock is never held while writing another P's inbox.
+- A destroyed block whose rings kept a new channel's sizes goes, rings and all, to the runtime's
+  ``SparePool``, where the next channel of any P takes it; it keeps its id there. The allocator
+  gives a block a new id each time it hands it out, so a P's state object for an offset
+  (``ProcLayer.chan_states``: its rings, lock and compiled fast paths) serves again exactly while
+  the id is the same (``SharedChan.attach``).
 """
 
 from __future__ import annotations
@@ -44,17 +49,23 @@ _MAGIC = 0xC4A7_0000_0000_0001
 _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
 _W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
 _W_REFS = 10  # handles in processes + references in flight (task.c's REFS_BYTE is its byte)
+_W_ID = 11  # new each time the allocator hands the block out; kept while it is a spare
 _NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
 _BLOCK = 128
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
 _SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
-SPARE_MAX = 16  # destroyed channel blocks (rings included) a P keeps for its next channels
+_SPARE_CLASSES = 8  # spare pools, one a buffer ring size: 256 << k bytes (_buf_bytes' range)
+_SPARE_SLOTS = 16  # destroyed channel blocks (rings included) kept a size, for any P
+_OWN_SPARES = 16  # ... and kept a size by the P that destroyed them, before the pool
+_STATES_MAX = 4096  # a P's cached state objects (chan_states) before it drops them all
 
 
 def _buf_bytes(cap: int) -> int:
     """The data bytes of a new channel's buffer ring (Ring.create's power of two)."""
     n = max(256, min(cap, 1024) * 32)
     return 1 << (n - 1).bit_length()
+
+_BUF_BYTES = tuple(_buf_bytes(cap) for cap in range(1025))  # by capacity (1024 and above: last)
 
 _REC = struct.Struct("<6q")  # a waiter record's header (chan.c's wrec)
 _pack_rec = _REC.pack
@@ -73,6 +84,91 @@ def _unrec(raw: bytes) -> tuple:
     """The record ``(p, gid, slot, gen, case, data)`` stored as ``raw``."""
     p, gid, slot, gen, case, has = _unpack_rec(raw)
     return p, gid, slot, gen, case, (raw[48:] if has else None)
+
+
+class SparePool:
+    """Destroyed channel blocks, rings included, kept for the next channels of every P.
+
+    Arena words: word 0 hands out block ids (``new_id``), word 1 is the pool's lock; then for
+    each buffer ring size ``256 << k`` a stack: its size, then ``_SPARE_SLOTS`` offsets of blocks
+    whose three rings have the sizes a new channel's would have, emptied. A take or a give
+    commits with its one store of the size, under the pool's lock (a leaf), so a P killed
+    holding it changed nothing. The compiled core does each in one call (``stack_pop``,
+    ``stack_push``).
+    """
+
+    __slots__ = ("arena", "off", "_q", "_w", "_lock", "_lock_index", "_pop", "_push")
+    WORDS = 2 + _SPARE_CLASSES * (1 + _SPARE_SLOTS)
+
+    def __init__(self, arena: Arena, off: int) -> None:
+        self.arena = arena
+        self.off = off
+        self._q = arena.words.view
+        self._w = off // 8
+        self._lock_index = self._q[self._w + 1]
+        self._lock = arena.locks.lock(self._lock_index)
+        core = arena.core
+        self._pop = core.stack_pop if core is not None else self._pop_py
+        self._push = core.stack_push if core is not None else self._push_py
+
+    @classmethod
+    def create(cls, arena: Arena, lock_index: int) -> SparePool:
+        """An empty pool guarded by arena lock ``lock_index`` (before any channel is shared)."""
+        off = arena.alloc(cls.WORDS * 8)
+        arena.map[off : off + cls.WORDS * 8] = bytes(cls.WORDS * 8)
+        arena.words.store(off // 8 + 1, lock_index)
+        return cls(arena, off)
+
+    def new_id(self) -> int:
+        """An id no channel block of this arena had."""
+        return self.arena.add_word(self.off, 1)
+
+    def _at(self, buf_bytes: int) -> int:
+        """The byte offset of the stack for buffer rings of ``buf_bytes``; -1 for none."""
+        k = (buf_bytes >> 8).bit_length() - 1
+        return self.off + 8 * (2 + k * (1 + _SPARE_SLOTS)) if 0 <= k < _SPARE_CLASSES else -1
+
+    def take(self, buf_bytes: int) -> int | None:
+        """A spare block whose buffer ring has ``buf_bytes``, or None."""
+        at = self._at(buf_bytes)
+        return None if at < 0 else self._pop(at, self._lock_index)
+
+    def give(self, buf_bytes: int, off: int) -> bool:
+        """Keep block ``off`` (buffer ring of ``buf_bytes``); False when that size's pool is
+        full."""
+        at = self._at(buf_bytes)
+        return at >= 0 and self._push(at, self._lock_index, off, _SPARE_SLOTS)
+
+    def _pop_py(self, at: int, lock_index: int) -> int | None:
+        q, b = self._q, at // 8
+        if not q[b]:  # a snapshot: empty now, the allocator serves
+            return None
+        with self._lock:
+            n = q[b]
+            if not n:
+                return None
+            off = q[b + n]
+            q[b] = n - 1
+            return off
+
+    def _push_py(self, at: int, lock_index: int, off: int, most: int) -> bool:
+        q, b = self._q, at // 8
+        with self._lock:
+            n = q[b]
+            if n >= most:
+                return False
+            q[b + 1 + n] = off
+            q[b] = n + 1
+            return True
+
+    def blocks(self) -> list[int]:
+        """The offsets of the spare blocks (a snapshot)."""
+        q = self._q
+        out = []
+        for k in range(_SPARE_CLASSES):
+            b = self._w + 2 + k * (1 + _SPARE_SLOTS)
+            out.extend(q[b + 1 + i] for i in range(q[b]))
+        return out
 
 
 NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
@@ -101,10 +197,15 @@ class ProcLayer(Protocol):
 
     p: int  # this P's number
     arena: Arena  # the arena every P maps
-    # blocks of channels this P destroyed (offset, this P's Ring objects of them), by their
-    # buffer ring's capacity, empty and none grown: create() takes one before the allocator
-    # (owner P only)
-    spare_chans: dict[int, list[tuple[int, dict]]]
+    # the runtime's destroyed channel blocks, empty, none of their rings grown: create() takes
+    # one before the allocator (any P)
+    spares: SparePool
+    # this P's state object for each channel block it has used, by offset: reused while the
+    # block keeps its id (SharedChan.attach; owner P only)
+    chan_states: dict[int, SharedChan]
+    # the states of blocks this P destroyed, by buffer ring size, kept for its next channels
+    # before the pool (at most _OWN_SPARES a size; owner P only)
+    spare_states: dict[int, list[SharedChan]]
     # the compiled core's claims and wake-ups for this P (a ``Peers``; None on the Python path)
     peers: Any
     # this P's doorbell offset in the arena (compiled core; else -1): a goroutine polling a
@@ -164,7 +265,7 @@ class SharedChan:
     """The state of a promoted channel; the same protocol as ``LocalState`` plus locked ops."""
 
     shared = True
-    __slots__ = ("broker", "off", "cap", "lock", "lock_index", "_rings", "_w",
+    __slots__ = ("broker", "off", "key", "cap", "lock", "lock_index", "_rings", "_w", "uid",
                  "_q", "_arena", "_buf", "codec", "handle", "drop_name", "__weakref__")
 
     def __new__(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
@@ -176,6 +277,7 @@ class SharedChan:
     def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
         self.broker = broker
         self.off = off
+        self.key = off.to_bytes(8, "little")  # how task frames name it (_mp's names)
         arena = broker.arena
         w = off // 8
         self._w = w
@@ -185,39 +287,69 @@ class SharedChan:
         if self._q[w + _W_MAGIC] != _MAGIC:
             raise ValueError(f"no shared channel at arena offset {off}")
         self.cap = self._q[w + _W_CAP]
+        self.uid = self._q[w + _W_ID]
         self.lock_index = self._q[w + _W_LOCK]
         self.lock = arena.locks.lock(self.lock_index)
         self._rings: dict[int, Ring] = {}
         self.codec = TypedCodec(tp, arena) if tp is not None else None
         #: What the process layer caches to name this channel in its messages (opaque here).
         self.handle: Any = None
-        #: Consumes one name in flight (``add_refs(-1)``; one C call on the compiled core).
+        #: Takes one from the reference word and returns the count it had (one C call on the
+        #: compiled core): consumes a name in flight, or drops a handle's count.
         self.drop_name = self.refs_dropper()
 
     @classmethod
-    def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
-        """A new, empty shared channel (any P): a block this P destroyed when it has one with
-        the buffer ring the capacity wants (no allocator lock, no ring made), else new."""
-        arena = broker.arena
-        buf_bytes = _buf_bytes(cap)
-        spare = broker.spare_chans.get(buf_bytes)
-        if spare:
-            off, rings = spare.pop()
-            w = off // 8
-            words = arena.words
-            for wi, v in ((_W_CAP, cap), (_W_CLOSED, 0), (_W_COUNT, 0), (_W_NRECV, 0),
-                          (_W_NSEND, 0), (_W_REFS, 1)):
-                words.store(w + wi, v)
-            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
-            st = cls(broker, off, tp)
-            st._rings.update(rings)  # the same rings: this P's objects for them still hold
-            st._buf = rings.get(_W_BUF)
+    def attach(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
+        """This P's state for the channel at ``off``: the object it made for the block before
+        while the block keeps that id (its rings, lock and fast paths serve again), else a new
+        one (ValueError if the block holds no channel). Owner P, with no live handle on it."""
+        st = broker.chan_states.get(off)
+        q = broker.arena.words.view
+        w = off // 8
+        if (st is not None and st.uid == q[w + _W_ID] and q[w + _W_MAGIC] == _MAGIC
+                and (st.codec.type if st.codec is not None else None) == tp):
+            st.cap = q[w + _W_CAP]
             return st
+        st = cls(broker, off, tp)
+        states = broker.chan_states
+        if len(states) >= _STATES_MAX:
+            states.clear()
+        states[off] = st
+        return st
+
+    @classmethod
+    def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
+        """A new, empty shared channel (any P): a spare block with the buffer ring the capacity
+        wants when the pool has one (no ring made), else a new block."""
+        arena = broker.arena
+        words = arena.words
+        buf_bytes = _BUF_BYTES[cap if cap < 1024 else 1024]
+        own = broker.spare_states.get(buf_bytes)
+        if own:  # a block this P destroyed, with its state object
+            st = own.pop()
+            w, q = st._w, st._q
+            q[w + _W_CAP] = cap
+            q[w + _W_CLOSED] = 0
+            q[w + _W_REFS] = 1  # the creating process's handle; count and records are 0
+            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+            broker.chan_states[st.off] = st
+            st.cap = cap
+            if (st.codec.type if st.codec is not None else None) == tp:
+                return st
+            return cls.attach(broker, st.off, tp)
+        off = broker.spares.take(buf_bytes)
+        if off is not None:
+            w = off // 8
+            q = words.view
+            q[w + _W_CAP] = cap
+            q[w + _W_CLOSED] = 0
+            q[w + _W_REFS] = 1  # the creating process's handle; count and records are 0
+            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+            return cls.attach(broker, off, tp)
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
         w = off // 8
         key = lock_index - 1  # Ring.create maps key k to lock 1 + k % (nlocks - 1)
-        words = arena.words
         words.store(w + _W_CAP, cap)
         words.store(w + _W_CLOSED, 0)
         words.store(w + _W_COUNT, 0)
@@ -230,16 +362,20 @@ class SharedChan:
         words.store(w + _W_NRECV, 0)
         words.store(w + _W_NSEND, 0)
         words.store(w + _W_REFS, 1)  # the creating process's handle
+        words.store(w + _W_ID, broker.spares.new_id())
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
-        return cls(broker, off, tp)
+        return cls.attach(broker, off, tp)
 
     def refs_dropper(self) -> Any:
-        """A call taking one from the reference word: ``add_refs(-1)`` as one C call when the
-        compiled core runs (``drop_name``: once per task frame naming the channel)."""
+        """A call taking one from the reference word and returning the count it had: one C
+        call when the compiled core runs (``drop_name``)."""
         core = self._arena.core
         if core is not None:
             return functools.partial(core.fetch_add, self.off + _W_REFS * 8, -1)
-        return functools.partial(self.add_refs, -1)
+        return self._drop_one
+
+    def _drop_one(self) -> int:
+        return self.add_refs(-1) + 1
 
     def add_refs(self, d: int) -> int:
         """Add ``d`` to the channel's reference word and return the new count (any P; an
@@ -249,34 +385,47 @@ class SharedChan:
 
     def destroy(self) -> None:
         """Free every value the channel still holds (buffered values, parked senders' values)
-        and its block with its rings, or keep those, emptied, in ``broker.spare_chans`` for the
-        next channel this P makes (at most ``SPARE_MAX`` a buffer size). No process may use the
-        channel afterwards: the caller has seen its last handle and in-flight reference go."""
-        arena = self._arena
+        and its block with its rings, or give those, emptied, to the spare pool for the next
+        channel of any P. No process may use the channel afterwards: the caller has seen its
+        last handle and in-flight reference go."""
+        q, w = self._q, self._w
         with self.lock:
-            while (data := self._queue(_W_BUF).get_locked()) is not None:
-                discard(data, arena)
-            while (raw := self._queue(_W_SENDQ).get_locked()) is not None:
-                data = _unrec(raw)[5]
-                if data is not None:
-                    discard(data, arena)
-            while self._queue(_W_RECVQ).get_locked() is not None:
-                pass  # dead select records: a reused block starts with no waiter
-            self._q[self._w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
-            rings = [self._queue(wi) for wi in (_W_BUF, _W_RECVQ, _W_SENDQ)]
-        objs = dict(self._rings)
+            if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV]:
+                self._empty_l()
+            q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+        buf_bytes = _BUF_BYTES[self.cap if self.cap < 1024 else 1024]
+        broker = self.broker
+        if ((q[q[w + _W_BUF] // 8 + 1], q[q[w + _W_RECVQ] // 8 + 1], q[q[w + _W_SENDQ] // 8 + 1])
+                == (buf_bytes, _RECVQ_BYTES, _SENDQ_BYTES)):  # ring capacities: none grew
+            own = broker.spare_states.get(buf_bytes)
+            if own is None:
+                own = broker.spare_states[buf_bytes] = []
+            if len(own) < _OWN_SPARES:
+                own.append(self)
+                return
+            if broker.spares.give(buf_bytes, self.off):
+                return
+        broker.chan_states.pop(self.off, None)
+        for wi in (_W_BUF, _W_RECVQ, _W_SENDQ):
+            self._queue(wi).destroy()
         self._rings.clear()
         self._buf = None
-        buf_bytes = _buf_bytes(self.cap)
-        if (rings[0].capacity, rings[1].capacity, rings[2].capacity) == (
-                buf_bytes, _RECVQ_BYTES, _SENDQ_BYTES):  # none grew: a new channel's rings
-            spare = self.broker.spare_chans.setdefault(buf_bytes, [])
-            if len(spare) < SPARE_MAX:
-                spare.append((self.off, objs))
-                return
-        for ring in rings:
-            ring.destroy()
-        arena.decref(self.off)
+        self._arena.decref(self.off)
+
+    def _empty_l(self) -> None:
+        """Drop every buffered value and record, freeing what the values hold (under the
+        lock)."""
+        arena = self._arena
+        while (data := self._queue(_W_BUF).get_locked()) is not None:
+            discard(data, arena)
+        while (raw := self._queue(_W_SENDQ).get_locked()) is not None:
+            data = _unrec(raw)[5]
+            if data is not None:
+                discard(data, arena)
+        while self._queue(_W_RECVQ).get_locked() is not None:
+            pass  # dead select records: a reused block starts with no waiter
+        q, w = self._q, self._w
+        q[w + _W_COUNT] = q[w + _W_NSEND] = q[w + _W_NRECV] = 0
 
     # ---- encoding
 

@@ -64,8 +64,8 @@ def spin_seconds(ctx: C.Ctx) -> float:
 
 
 def nlocks_for(maxprocs: int) -> int:
-    """How many arena locks a runtime of ``maxprocs`` Ps needs."""
-    return 1 + 2 * maxprocs + CHAN_LOCKS + TOKEN_LOCKS + OBJ_LOCKS
+    """How many arena locks a runtime of ``maxprocs`` Ps needs (the last: the spare pool's)."""
+    return 1 + 2 * maxprocs + CHAN_LOCKS + TOKEN_LOCKS + OBJ_LOCKS + 1
 
 
 class _BellWaker:
@@ -110,7 +110,9 @@ class Broker:
         self.dead: list[Any] = []
         # arena offset -> weak ref to this process's atomic or semaphore handle (promote.ObjRef)
         self.objs: dict[int, Any] = {}
-        self.spare_chans: dict[int, list[tuple[int, dict]]] = {}  # destroyed channels' blocks
+        self.spares = ctx.spares  # destroyed channels' blocks, for any P
+        self.chan_states: dict[int, SharedChan] = {}  # SharedChan.attach's
+        self.spare_states: dict[int, list[SharedChan]] = {}  # blocks this P destroyed
         # run queue (runq.py)
         self.pending: deque[tuple] = deque()
         self.unflushed: deque[bytes] = deque()
@@ -373,12 +375,13 @@ class Broker:
             off, st = ref.off, ref.st
             if chans.get(off) is ref:
                 del chans[off]
-                promote.names.pop(off.to_bytes(8, "little"), None)
+                promote.names.pop(st.key, None)
             ops = getattr(st, "ops", None)  # what its fast paths counted (runtime.metrics())
             if ops is not None:
-                self.hub.n_xops += ops.ops
-                self.hub.n_xbytes += ops.bytes
-            if st.broker is self and st.add_refs(-1) == 0:
+                n, nbytes = ops.take_counts()  # the state may serve a later handle
+                self.hub.n_xops += n
+                self.hub.n_xbytes += nbytes
+            if st.broker is self and st.drop_name() == 1:  # the last reference
                 st.destroy()
 
     def _release_obj(self, ref: promote.ObjRef) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._chan.shared import SparePool
 from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
 from .._shm.atomics import LINE
 
@@ -27,7 +28,7 @@ MAGIC = 0xC5B0_C7A1_0000_0002
 TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
 
 # global words
-G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL = range(6)
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL, G_SPARES = range(7)
 _G_WORDS = LINE // 8
 
 # per-P words
@@ -75,6 +76,7 @@ class Ctx:
             self.inbox.append(attach_ring(arena, self.pload(q, P_INBOX)))
             self.runq.append(attach_ring(arena, self.pload(q, P_RUNQ)))
         self.bell = bells[p]
+        self.spares = SparePool(arena, self.load(self.base + G_SPARES))
 
     @classmethod
     def create(cls, arena: Arena, maxprocs: int, nprocs: int, bells: list[Doorbell]) -> Ctx:
@@ -92,6 +94,7 @@ class Ctx:
             w.store(pb + P_INBOX, make_ring(arena, INBOX_BYTES, lock_key=2 * q).offset)
             w.store(pb + P_RUNQ, make_ring(arena, RUNQ_BYTES, lock_key=2 * q + 1).offset)
             w.store(pb + P_INFO, arena.alloc(INFO_BYTES))
+        w.store(base + G_SPARES, SparePool.create(arena, len(arena.locks) - 1).off)  # its own
         w.store(base + G_MAGIC, MAGIC)
         return cls(arena, off, 0, bells)
 

@@ -108,20 +108,10 @@ class HandleRef(weakref.ref):
     """A weak reference to this process's handle on a shared channel; when the handle dies, the
     ref queues itself on ``broker.dead`` for ``Broker.release_handles``."""
 
-    __slots__ = ("off", "st", "drop")
+    __slots__ = ("off", "st", "drop")  # set by _register (weakref.ref's own constructor)
     off: int
     st: SharedChan
     drop: Any  # consumes one name in flight, which this handle already holds for its P
-
-    def __new__(cls, ch: Chan, dead: list, off: int, st: SharedChan) -> HandleRef:
-        self = super().__new__(cls, ch, dead.append)
-        self.off = off
-        self.st = st
-        self.drop = st.drop_name
-        return self
-
-    def __init__(self, ch: Chan, dead: list, off: int, st: SharedChan) -> None:
-        super().__init__(ch, dead.append)
 
 
 #: This P's ``HandleRef`` by the 8 bytes naming its channel in task frames (little-endian
@@ -158,8 +148,12 @@ class ObjRef(weakref.ref):
 
 
 def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
-    ref = broker.chans[st.off] = HandleRef(ch, broker.dead, st.off, st)
-    names[st.off.to_bytes(8, "little")] = ref
+    ref = HandleRef(ch, broker.dead.append)
+    ref.off = st.off
+    ref.st = st
+    ref.drop = st.drop_name
+    broker.chans[st.off] = ref
+    names[st.key] = ref
 
 
 #: Called whenever the broker changes: caches of bytes naming this runtime's arena offsets.
@@ -183,18 +177,14 @@ def _broker() -> Any:
     return b
 
 
-@contextmanager
-def _arena_room(broker: Any) -> Iterator[None]:
-    """Say what to do when promoting an object finds the arena full."""
-    try:
-        yield
-    except MemoryError as exc:
-        mib = broker.ctx.arena.size >> 20
-        raise MemoryError(
-            f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel, atomic or sync "
-            "object shared between Ps is freed once no goroutine can reach it (one captured by "
-            "a function that go() ships only when the run ends): keep fewer of them alive at "
-            "once, or set CSP_MP_ARENA_MB higher") from exc
+def _arena_full(broker: Any, exc: MemoryError) -> MemoryError:
+    """What to say when promoting an object finds the arena full."""
+    mib = broker.ctx.arena.size >> 20
+    return MemoryError(
+        f"{exc}: the shared-memory arena ({mib} MiB) is full. A channel, atomic or sync "
+        "object shared between Ps is freed once no goroutine can reach it (one captured by "
+        "a function that go() ships only when the run ends): keep fewer of them alive at "
+        "once, or set CSP_MP_ARENA_MB higher")
 
 
 # ---------------------------------------------------------------- channels
@@ -211,13 +201,16 @@ def promote_chan(ch: Chan) -> tuple:
 def chan_offset(ch: Chan) -> int:
     """The arena offset of ``ch``'s shared block, promoting it first if it is still local."""
     st = ch._st
-    if type(st) is SharedChan and st.broker is _brokers[0]:
+    if st.shared and st.broker is _brokers[0]:
         return st.off
     broker = _broker()
     if isinstance(st, LocalState):
-        with _arena_room(broker):
+        try:
             shared = SharedChan.create(broker, st.cap, ch._type)
-        _move_chan(broker, st, shared)
+        except MemoryError as exc:
+            raise _arena_full(broker, exc) from exc
+        if st.buf or st.sendq or st.recvq or st.closed:
+            _move_chan(broker, st, shared)
         ch._st = shared
         _register(broker, ch, shared)  # the count of 1 create() set
         return shared.off
@@ -263,7 +256,7 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
             return ch
     broker = _broker()
     ch = Chan.__new__(Chan)
-    st = SharedChan(broker, off, tp)  # ValueError if the block holds no channel
+    st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
     ch._st = st
     ch._type = tp
     ch._check = _validator(tp) if tp is not None else None
@@ -294,8 +287,10 @@ def promote_int64(obj: Int64) -> tuple:
     name it writes (see the module doc)."""
     broker = _broker()
     if not isinstance(obj, (SharedInt64, NativeSharedInt64)):
-        with _arena_room(broker):
+        try:
             off = new_int64_block(broker, obj._v)
+        except MemoryError as exc:
+            raise _arena_full(broker, exc) from exc
         attach_int64(obj, broker, off)
         _register_obj(broker, obj, off, INT64_REFS, free_int64_block)  # create()'s count
     off = obj._v[3]
@@ -322,8 +317,10 @@ def promote_sema(obj: Sema) -> tuple:
     broker = _broker()
     if not isinstance(obj, SharedSema):
         waiters = list(obj.waiters)
-        with _arena_room(broker):
+        try:
             off = new_sema_block(broker, obj.count)
+        except MemoryError as exc:
+            raise _arena_full(broker, exc) from exc
         limit = obj.limit
         attach_sema(obj, broker, off, limit)
         _b, _off, w, lock, ring = obj.count

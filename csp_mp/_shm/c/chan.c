@@ -478,6 +478,13 @@ static PyObject *ChanOps_get_bytes(ChanOps *self, void *unused) {
     return PyLong_FromUnsignedLongLong(self->bytes);
 }
 
+static PyObject *ChanOps_take_counts(ChanOps *self, PyObject *unused) {
+    (void)unused;
+    PyObject *r = Py_BuildValue("(KK)", self->ops, self->bytes);
+    if (r != NULL) self->ops = self->bytes = 0;
+    return r;
+}
+
 static PyGetSetDef ChanOps_getset[] = {
     {"ops", (getter)ChanOps_get_ops, NULL, "Sends and receives done by this object.", NULL},
     {"bytes", (getter)ChanOps_get_bytes, NULL, "Encoded bytes it sent.", NULL},
@@ -495,6 +502,8 @@ static PyMethodDef ChanOps_methods[] = {
      "the slow path must run."},
     {"recv_data", (PyCFunction)ChanOps_recv_data, METH_NOARGS,
      "recv_data() -> bytes | None: recv() without decoding; None when the slow path must run."},
+    {"take_counts", (PyCFunction)ChanOps_take_counts, METH_NOARGS,
+     "take_counts() -> (ops, bytes): the counts so far, which start again from 0."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -187,6 +187,52 @@ RMETH(R_icas) {
         w, &o, (uint64_t)new, memory_order_seq_cst, memory_order_seq_cst));
 }
 
+/* A bounded stack of words under a shared lock: the word at byte offset `at` holds its size n,
+ * the n words after it its items. A pop or a push commits with its one store of the size, so
+ * a holder killed before that store changed nothing. */
+
+RMETH(R_stack_pop) {
+    aword *w;
+    long long lock;
+    if (arg_count("stack_pop", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &lock) < 0)
+        return NULL;
+    if (atomic_load_explicit(w, memory_order_relaxed) == 0) Py_RETURN_NONE; /* a snapshot */
+    if (lock_take(r, lock) < 0) return NULL;
+    uint64_t n = atomic_load_explicit(w, memory_order_relaxed), v = 0;
+    if (n > 0) {
+        if (region_span(r, (long long)((char *)w - r->base) + (long long)n * 8, 8, 8) < 0) {
+            (void)lock_give(r, lock);
+            return NULL;
+        }
+        v = atomic_load_explicit(&w[n], memory_order_relaxed);
+        atomic_store_explicit(w, n - 1, memory_order_relaxed);
+    }
+    if (lock_give(r, lock) < 0) return NULL;
+    if (n == 0) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+RMETH(R_stack_push) {
+    aword *w;
+    long long lock, max;
+    uint64_t v;
+    if (arg_count("stack_push", nargs, 4, 4) < 0 || word_arg(r, args[0], &w) < 0 ||
+        arg_ll(args[1], &lock) < 0 || arg_u64(args[2], &v) < 0 || arg_ll(args[3], &max) < 0)
+        return NULL;
+    if (max < 0 || region_span(r, (long long)((char *)w - r->base), (max + 1) * 8, 8) < 0)
+        return NULL;
+    if (lock_take(r, lock) < 0) return NULL;
+    uint64_t n = atomic_load_explicit(w, memory_order_relaxed);
+    int done = n < (uint64_t)max;
+    if (done) {
+        atomic_store_explicit(&w[n + 1], v, memory_order_relaxed);
+        atomic_store_explicit(w, n + 1, memory_order_relaxed);
+    }
+    if (lock_give(r, lock) < 0) return NULL;
+    return PyBool_FromLong(done);
+}
+
 #define FAST(name, doc) {#name + 2, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
 
 static PyMethodDef Region_methods[] = {
@@ -195,6 +241,11 @@ static PyMethodDef Region_methods[] = {
     FAST(R_store, "store(off, v): store-release of the word at byte offset off."),
     FAST(R_cas, "cas(off, old, new) -> bool: compare-and-swap (seq_cst)."),
     FAST(R_fetch_add, "fetch_add(off, d) -> int: add d (mod 2**64), return the old value."),
+    FAST(R_stack_pop, "stack_pop(at, lock) -> int | None: under lock `lock`, take the top item "
+                      "of the stack whose size is the word at `at` (items follow it); None "
+                      "when empty."),
+    FAST(R_stack_push, "stack_push(at, lock, v, max) -> bool: under lock `lock`, push v unless "
+                       "the stack holds `max` items already."),
     FAST(R_iload, "iload(off) -> int: the word as a signed 64-bit integer."),
     FAST(R_istore, "istore(off, v): store a signed 64-bit integer."),
     FAST(R_iadd, "iadd(off, d) -> int: add d (wrapping), return the new signed value."),
