@@ -2,7 +2,8 @@
 
 Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index,
 records in recvq, records in sendq, references (handles and in-flight names: the protocol that
-frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access), id.
+frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access), id,
+grown (1 once a ring grew: the block cannot be a new channel's).
 The buffer ring holds encoded values; recvq and sendq hold waiter records
 ``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
 waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value. A
@@ -50,6 +51,7 @@ _W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = ran
 _W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
 _W_REFS = 10  # handles in processes + references in flight (task.c's REFS_BYTE is its byte)
 _W_ID = 11  # new each time the allocator hands the block out; kept while it is a spare
+_W_GROWN = 12  # 1 once one of its rings grew (under the lock)
 _NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
 _BLOCK = 128
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
@@ -86,6 +88,20 @@ def _unrec(raw: bytes) -> tuple:
     return p, gid, slot, gen, case, (raw[48:] if has else None)
 
 
+def _reopen(arena: Arena, off: int, cap: int) -> None:
+    """Make the ended channel block at ``off`` an open, empty channel of capacity ``cap`` with
+    one reference, its creator's handle (the compiled core's ``chan_reopen``)."""
+    if arena.core is not None:
+        arena.core.chan_reopen(off, cap)
+        return
+    w = off // 8
+    q = arena.words.view
+    q[w + _W_CAP] = cap
+    q[w + _W_CLOSED] = 0
+    q[w + _W_REFS] = 1  # count and records are 0: the channel ended empty
+    arena.words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+
+
 class SparePool:
     """Destroyed channel blocks, rings included, kept for the next channels of every P.
 
@@ -97,7 +113,7 @@ class SparePool:
     ``stack_push``).
     """
 
-    __slots__ = ("arena", "off", "_q", "_w", "_lock", "_lock_index", "_pop", "_push")
+    __slots__ = ("arena", "off", "_q", "_w", "_lock", "_lock_index", "_pop", "_push", "_ats")
     WORDS = 2 + _SPARE_CLASSES * (1 + _SPARE_SLOTS)
 
     def __init__(self, arena: Arena, off: int) -> None:
@@ -110,6 +126,8 @@ class SparePool:
         core = arena.core
         self._pop = core.stack_pop if core is not None else self._pop_py
         self._push = core.stack_push if core is not None else self._push_py
+        self._ats = {256 << k: off + 8 * (2 + k * (1 + _SPARE_SLOTS))
+                     for k in range(_SPARE_CLASSES)}  # each size's stack
 
     @classmethod
     def create(cls, arena: Arena, lock_index: int) -> SparePool:
@@ -123,21 +141,16 @@ class SparePool:
         """An id no channel block of this arena had."""
         return self.arena.add_word(self.off, 1)
 
-    def _at(self, buf_bytes: int) -> int:
-        """The byte offset of the stack for buffer rings of ``buf_bytes``; -1 for none."""
-        k = (buf_bytes >> 8).bit_length() - 1
-        return self.off + 8 * (2 + k * (1 + _SPARE_SLOTS)) if 0 <= k < _SPARE_CLASSES else -1
-
     def take(self, buf_bytes: int) -> int | None:
         """A spare block whose buffer ring has ``buf_bytes``, or None."""
-        at = self._at(buf_bytes)
-        return None if at < 0 else self._pop(at, self._lock_index)
+        at = self._ats.get(buf_bytes)
+        return None if at is None else self._pop(at, self._lock_index)
 
     def give(self, buf_bytes: int, off: int) -> bool:
         """Keep block ``off`` (buffer ring of ``buf_bytes``); False when that size's pool is
         full."""
-        at = self._at(buf_bytes)
-        return at >= 0 and self._push(at, self._lock_index, off, _SPARE_SLOTS)
+        at = self._ats.get(buf_bytes)
+        return at is not None and self._push(at, self._lock_index, off, _SPARE_SLOTS)
 
     def _pop_py(self, at: int, lock_index: int) -> int | None:
         q, b = self._q, at // 8
@@ -304,12 +317,12 @@ class SharedChan:
         while the block keeps that id (its rings, lock and fast paths serve again), else a new
         one (ValueError if the block holds no channel). Owner P, with no live handle on it."""
         st = broker.chan_states.get(off)
-        q = broker.arena.words.view
-        w = off // 8
-        if (st is not None and st.uid == q[w + _W_ID] and q[w + _W_MAGIC] == _MAGIC
-                and (st.codec.type if st.codec is not None else None) == tp):
-            st.cap = q[w + _W_CAP]
-            return st
+        if st is not None:
+            q, w = st._q, st._w
+            if (st.uid == q[w + _W_ID] and q[w + _W_MAGIC] == _MAGIC
+                    and (st.codec.type if st.codec is not None else None) == tp):
+                st.cap = q[w + _W_CAP]
+                return st
         st = cls(broker, off, tp)
         states = broker.chan_states
         if len(states) >= _STATES_MAX:
@@ -327,11 +340,7 @@ class SharedChan:
         own = broker.spare_states.get(buf_bytes)
         if own:  # a block this P destroyed, with its state object
             st = own.pop()
-            w, q = st._w, st._q
-            q[w + _W_CAP] = cap
-            q[w + _W_CLOSED] = 0
-            q[w + _W_REFS] = 1  # the creating process's handle; count and records are 0
-            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+            _reopen(arena, st.off, cap)
             broker.chan_states[st.off] = st
             st.cap = cap
             if (st.codec.type if st.codec is not None else None) == tp:
@@ -339,12 +348,12 @@ class SharedChan:
             return cls.attach(broker, st.off, tp)
         off = broker.spares.take(buf_bytes)
         if off is not None:
-            w = off // 8
-            q = words.view
-            q[w + _W_CAP] = cap
-            q[w + _W_CLOSED] = 0
-            q[w + _W_REFS] = 1  # the creating process's handle; count and records are 0
-            words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+            _reopen(arena, off, cap)
+            st = broker.chan_states.get(off)
+            if (st is not None and st.uid == words.view[off // 8 + _W_ID] and tp is None
+                    and st.codec is None):  # this P's state for the block: attach's fast case
+                st.cap = cap
+                return st
             return cls.attach(broker, off, tp)
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
@@ -363,6 +372,7 @@ class SharedChan:
         words.store(w + _W_NSEND, 0)
         words.store(w + _W_REFS, 1)  # the creating process's handle
         words.store(w + _W_ID, broker.spares.new_id())
+        words.store(w + _W_GROWN, 0)
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls.attach(broker, off, tp)
 
@@ -385,27 +395,41 @@ class SharedChan:
 
     def destroy(self) -> None:
         """Free every value the channel still holds (buffered values, parked senders' values)
-        and its block with its rings, or give those, emptied, to the spare pool for the next
-        channel of any P. No process may use the channel afterwards: the caller has seen its
-        last handle and in-flight reference go."""
+        and its block with its rings, or keep those, emptied, for the next channel: first
+        this P's (``spare_states``), then any P's (the pool). No process may use the channel
+        afterwards: the caller has seen its last handle and in-flight reference go."""
+        core = self._arena.core
+        if not (core.chan_retire(self.off) if core is not None else self._retire()):
+            q, w = self._q, self._w
+            with self.lock:
+                self._empty_l()
+                q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+            if q[w + _W_GROWN]:
+                self._free()
+                return
+        broker = self.broker
+        buf_bytes = _BUF_BYTES[self.cap if self.cap < 1024 else 1024]
+        own = broker.spare_states.get(buf_bytes)
+        if own is None:
+            own = broker.spare_states[buf_bytes] = []
+        if len(own) < _OWN_SPARES:
+            own.append(self)
+        elif not broker.spares.give(buf_bytes, self.off):
+            self._free()
+
+    def _retire(self) -> bool:
+        """End the channel if it holds no value or record and no ring of it grew (the
+        compiled core's ``chan_retire``); else change nothing."""
         q, w = self._q, self._w
         with self.lock:
-            if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV]:
-                self._empty_l()
+            if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV] or q[w + _W_GROWN]:
+                return False
             q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
-        buf_bytes = _BUF_BYTES[self.cap if self.cap < 1024 else 1024]
-        broker = self.broker
-        if ((q[q[w + _W_BUF] // 8 + 1], q[q[w + _W_RECVQ] // 8 + 1], q[q[w + _W_SENDQ] // 8 + 1])
-                == (buf_bytes, _RECVQ_BYTES, _SENDQ_BYTES)):  # ring capacities: none grew
-            own = broker.spare_states.get(buf_bytes)
-            if own is None:
-                own = broker.spare_states[buf_bytes] = []
-            if len(own) < _OWN_SPARES:
-                own.append(self)
-                return
-            if broker.spares.give(buf_bytes, self.off):
-                return
-        broker.chan_states.pop(self.off, None)
+            return True
+
+    def _free(self) -> None:
+        """Give the ended channel's block and rings back to the allocator."""
+        self.broker.chan_states.pop(self.off, None)
         for wi in (_W_BUF, _W_RECVQ, _W_SENDQ):
             self._queue(wi).destroy()
         self._rings.clear()
@@ -517,6 +541,7 @@ class SharedChan:
             self._compact(q)
             if not q.put_locked(raw):
                 self._rings[wi] = q = grow(self._arena, q, self._w + wi, raw)
+                self._q[self._w + _W_GROWN] = 1
         self._q[self._w + _NWORD[wi]] = len(q)
 
     # ---- locked operations (caller holds self.lock); wakes are appended to ``wakes``
@@ -541,6 +566,7 @@ class SharedChan:
         q = self._queue(_W_BUF)
         if not q.put_locked(data):
             self._rings[_W_BUF] = self._buf = grow(self._arena, q, self._w + _W_BUF, data)
+            self._q[self._w + _W_GROWN] = 1
 
     def _buf_get(self) -> bytes | None:
         return self._queue(_W_BUF).get_locked()
@@ -745,7 +771,7 @@ class NativeSharedChan(SharedChan):
         core = arena.core
         self._c_poll = core.chan_poll
         self._bell = broker.bell_off
-        #: the fast paths; counts their sends, receives and bytes (runtime.metrics())
+        #: the fast paths (their counts for runtime.metrics() go to this P's Peers)
         self.ops: Any = native_core().ChanOps(
             core, off, _menc, _mdec, _tdec, functools.partial(decode, arena=arena), _NOVALUE,
             OOB_MIN, broker.peers)

@@ -41,6 +41,7 @@ from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
 from . import counters, migrate_warn, promote, reports, runq, tasks, tokens, tracing
 from . import ctx as C
+from .promote import HandleRef
 from .tokens import TOKEN_LOCKS
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -367,20 +368,16 @@ class Broker:
         before a send: never inside the weakref callback)."""
         dead = self.dead
         chans = self.chans
+        names = promote.names
         while dead:
             ref = dead.pop()
-            if type(ref) is promote.ObjRef:  # an atomic's or a semaphore's handle
+            if type(ref) is not HandleRef:  # an atomic's or a semaphore's handle
                 self._release_obj(ref)
                 continue
             off, st = ref.off, ref.st
             if chans.get(off) is ref:
                 del chans[off]
-                promote.names.pop(st.key, None)
-            ops = getattr(st, "ops", None)  # what its fast paths counted (runtime.metrics())
-            if ops is not None:
-                n, nbytes = ops.take_counts()  # the state may serve a later handle
-                self.hub.n_xops += n
-                self.hub.n_xbytes += nbytes
+                names.pop(st.key, None)
             if st.broker is self and st.drop_name() == 1:  # the last reference
                 st.destroy()
 

@@ -28,11 +28,10 @@ def _local(hub: Hub) -> tuple[int, ...]:
     broker: Any = hub.broker
     queued = getattr(broker, "seq", 0)  # go() calls the broker framed (hub.go: its place)
     xops, xbytes = hub.n_xops, hub.n_xbytes
-    for ref in getattr(broker, "chans", {}).values():  # the compiled core's fast paths count
-        ops = getattr(ref.st, "ops", None)              # per channel
-        if ops is not None:
-            xops += ops.ops
-            xbytes += ops.bytes
+    peers = getattr(broker, "peers", None)  # the compiled core's fast paths count there
+    if peers is not None:
+        xops += peers.ops
+        xbytes += peers.bytes
     return (hub.n_created + queued, sm.preempted if sm is not None else 0, hub.n_blocking,
             xops, xbytes, started, max(0, started - pool.idle))
 

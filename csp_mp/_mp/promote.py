@@ -254,13 +254,19 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
         if ch is not None:
             ref.drop()  # its handle keeps one
             return ch
+    return new_handle(off, tp)
+
+
+def new_handle(off: int, tp: Any) -> Chan:
+    """A new handle of this P on the shared channel at ``off``, which has none here; a name
+    read becomes its count (see the module doc)."""
     broker = _broker()
     ch = Chan.__new__(Chan)
     st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
     ch._st = st
     ch._type = tp
     ch._check = _validator(tp) if tp is not None else None
-    _register(broker, ch, st)  # the name read becomes the handle's count
+    _register(broker, ch, st)
     return ch
 
 

@@ -32,7 +32,7 @@ from .._chan import Chan
 from .._shm import OOB_MIN, codec, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
-from .promote import chan_offset, names, pinning, rebuild_chan
+from .promote import chan_offset, names, pinning
 
 _CHAN_EXT = 1
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
@@ -44,12 +44,13 @@ PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 def _chan_name(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel (promoted first if still local), cached on
     its shared state. Counts nothing: the caller counts the name once it travels."""
-    ext = getattr(obj._st, "handle", None)
+    st: Any = obj._st
+    if not st.shared:
+        chan_offset(obj)  # promotes it: a state this P may have named before
+        st = obj._st
+    ext = st.handle
     if ext is None:
-        off = chan_offset(obj)
-        ext = msgspec.msgpack.Ext(_CHAN_EXT, off.to_bytes(8, "little"))
-        shared: Any = obj._st  # the SharedChan promotion made
-        shared.handle = ext
+        ext = st.handle = msgspec.msgpack.Ext(_CHAN_EXT, st.key)
     return ext
 
 
@@ -132,7 +133,8 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
             return ch
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
-    return rebuild_chan(int.from_bytes(data, "little"), None)  # consumes the name read
+    # no live handle here (names keeps them all): the name read becomes a new one's count
+    return promote.new_handle(int.from_bytes(data, "little"), None)
 
 
 encode_frame = msgspec.msgpack.Encoder().encode

@@ -246,15 +246,6 @@ class Arena:
             self._lock.release()
             raise ArenaPoisoned("a process was killed inside the arena allocator")
 
-    def lock_meta(self) -> None:
-        """Take the allocator's lock for bookkeeping kept beside the allocator (a leaf, as it
-        is: take nothing else before ``unlock_meta``). ArenaPoisoned as ``alloc``."""
-        self._enter()
-
-    def unlock_meta(self) -> None:
-        """Release what ``lock_meta`` took."""
-        self._lock.release()
-
     def alloc(self, nbytes: int) -> int:
         """Offset of a new block of at least ``nbytes`` (64-aligned, refcount 1). Any process."""
         if self._pending:

@@ -2,7 +2,8 @@
  *
  * The channel block (csp_mp/_chan/shared.py has the layout and the full protocol) holds, in
  * words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index, records in
- * recvq, records in sendq. Everything in it changes only under the channel's lock.
+ * recvq, records in sendq, references, id, grown. Everything in it but the references (atomic
+ * adds) changes only under the channel's lock, or before the block is shared.
  *
  * chan_send buffers a value when the channel is open, no receiver is queued and the buffer has
  * room; chan_recv takes a buffered inline value when no sender is queued. ChanOps adds the
@@ -16,9 +17,10 @@
 #include <string.h>
 
 #define CHAN_MAGIC UINT64_C(0xC4A7000000000001)
-#define CHAN_BLOCK (10 * 8)
+#define CHAN_BLOCK (13 * 8)
 
-enum { W_MAGIC, W_CAP, W_CLOSED, W_COUNT, W_BUF, W_RECVQ, W_SENDQ, W_LOCK, W_NRECV, W_NSEND };
+enum { W_MAGIC, W_CAP, W_CLOSED, W_COUNT, W_BUF, W_RECVQ, W_SENDQ, W_LOCK, W_NRECV, W_NSEND,
+       W_REFS, W_ID, W_GROWN };
 
 static aword *chan_open_at(Region *r, long long off, long long *lock) {
     if (region_span(r, off, CHAN_BLOCK, 8) < 0) return NULL;
@@ -103,6 +105,36 @@ RMETH(R_chan_send) {
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
+/* chan_retire(off) -> bool: under the lock, end the channel at `off` if it holds no value, no
+ * record and none of its rings grew (its magic cleared: a stale name is refused); False, with
+ * nothing changed, when the Python path must empty it first. */
+RMETH(R_chan_retire) {
+    long long lock;
+    aword *w;
+    if (arg_count("chan_retire", nargs, 1, 1) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
+        return NULL;
+    if (lock_take(r, lock) < 0) return NULL;
+    int done = !LD(w, W_COUNT) && !LD(w, W_NSEND) && !LD(w, W_NRECV) && !LD(w, W_GROWN);
+    if (done) ST(w, W_MAGIC, 0);
+    if (lock_give(r, lock) < 0) return NULL;
+    return PyBool_FromLong(done);
+}
+
+/* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
+ * reference (its creator's handle); the magic is stored last (release). */
+RMETH(R_chan_reopen) {
+    long long off, cap;
+    if (arg_count("chan_reopen", nargs, 2, 2) < 0 || arg_ll(args[0], &off) < 0 ||
+        arg_ll(args[1], &cap) < 0 || region_span(r, off, CHAN_BLOCK, 8) < 0)
+        return NULL;
+    aword *w = word_at(r, off);
+    ST(w, W_CAP, (uint64_t)cap);
+    ST(w, W_CLOSED, 0);
+    ST(w, W_REFS, 1);
+    atomic_store_explicit(&w[W_MAGIC], CHAN_MAGIC, memory_order_release);
+    Py_RETURN_NONE;
+}
+
 RMETH(R_chan_recv) {
     long long lock;
     aword *w;
@@ -183,8 +215,18 @@ typedef struct {
     PyObject *menc, *mdec, *tdec, *decode_any, *novalue;
     Peers *peers; /* NULL: no hand-off */
     Py_ssize_t oob_min;
-    unsigned long long ops, bytes; /* fast-path sends and receives, bytes sent (metrics) */
+    unsigned long long ops, bytes; /* without peers: fast-path sends and receives, bytes sent */
 } ChanOps;
+
+/* runtime.metrics() counts: in this P's Peers, which outlives every channel handle */
+static void count_op(ChanOps *self, uint64_t nbytes) {
+    if (self->peers != NULL) {
+        peers_count(self->peers, nbytes);
+        return;
+    }
+    self->ops++;
+    self->bytes += nbytes;
+}
 
 /* Under the channel lock: the oldest live record of wait queue `qi` (its record count in word
  * `nwi`), claimed, into *rec and, when it holds a value, a copy into *data. Dead records without
@@ -381,10 +423,7 @@ static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
         Py_RETURN_FALSE;
     }
     int done = ops_send(self, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), v);
-    if (done > 0) {
-        self->ops++;
-        self->bytes += (unsigned long long)PyBytes_GET_SIZE(data);
-    }
+    if (done > 0) count_op(self, (uint64_t)PyBytes_GET_SIZE(data));
     Py_DECREF(data);
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
@@ -412,7 +451,7 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
         Py_DECREF(data);
         return Py_NewRef(self->novalue);
     }
-    self->ops++;
+    count_op(self, 0);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *v;
@@ -478,16 +517,10 @@ static PyObject *ChanOps_get_bytes(ChanOps *self, void *unused) {
     return PyLong_FromUnsignedLongLong(self->bytes);
 }
 
-static PyObject *ChanOps_take_counts(ChanOps *self, PyObject *unused) {
-    (void)unused;
-    PyObject *r = Py_BuildValue("(KK)", self->ops, self->bytes);
-    if (r != NULL) self->ops = self->bytes = 0;
-    return r;
-}
-
 static PyGetSetDef ChanOps_getset[] = {
-    {"ops", (getter)ChanOps_get_ops, NULL, "Sends and receives done by this object.", NULL},
-    {"bytes", (getter)ChanOps_get_bytes, NULL, "Encoded bytes it sent.", NULL},
+    {"ops", (getter)ChanOps_get_ops, NULL,
+     "Sends and receives done by this object (without peers: else its Peers counts).", NULL},
+    {"bytes", (getter)ChanOps_get_bytes, NULL, "Encoded bytes it sent (the same).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -502,8 +535,6 @@ static PyMethodDef ChanOps_methods[] = {
      "the slow path must run."},
     {"recv_data", (PyCFunction)ChanOps_recv_data, METH_NOARGS,
      "recv_data() -> bytes | None: recv() without decoding; None when the slow path must run."},
-    {"take_counts", (PyCFunction)ChanOps_take_counts, METH_NOARGS,
-     "take_counts() -> (ops, bytes): the counts so far, which start again from 0."},
     {NULL, NULL, 0, NULL},
 };
 

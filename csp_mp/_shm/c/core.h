@@ -113,6 +113,8 @@ int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t 
                long long chan_off, PyObject *obj);
 /* Peers_Type's check for ChanOps' argument. */
 int peers_region_is(Peers *ps, Region *r);
+/* One fast-path operation of a ChanOps of this P, sending `nbytes` (0 for a receive). */
+void peers_count(Peers *ps, uint64_t nbytes);
 
 #define M40 ((UINT64_C(1) << 40) - 1)
 #define M24 ((UINT64_C(1) << 24) - 1)
@@ -126,6 +128,7 @@ RMETH(R_lock_init); RMETH(R_lock); RMETH(R_unlock); RMETH(R_lock_owner);
 RMETH(R_ring_try_put); RMETH(R_ring_put_locked); RMETH(R_ring_try_get); RMETH(R_ring_get_locked);
 RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len); RMETH(R_ring_move_locked);
 RMETH(R_chan_send); RMETH(R_chan_recv); RMETH(R_chan_poll);
+RMETH(R_chan_retire); RMETH(R_chan_reopen);
 RMETH(R_bell_ring);
 
 /* Argument helpers: 0 ok, -1 with TypeError set. */

@@ -266,6 +266,9 @@ static PyMethodDef Region_methods[] = {
                              "of dst, under the caller's lock of src; how many moved."),
     FAST(R_chan_send, "chan_send(off, data) -> bool: buffered without parking, else False."),
     FAST(R_chan_recv, "chan_recv(off) -> bytes | None: a buffered inline value, else None."),
+    FAST(R_chan_retire, "chan_retire(off) -> bool: end an empty channel none of whose rings "
+                        "grew; False (nothing changed) when it holds values or records."),
+    FAST(R_chan_reopen, "chan_reopen(off, cap): a retired channel block open again, empty."),
     FAST(R_chan_poll, "chan_poll(off, for_send, seconds, bell=-1) -> bool: wait until likely "
                       "ready, or until the doorbell at `bell` has a post (False)."),
     FAST(R_bell_ring, "bell_ring(off): post the doorbell at off."),

@@ -39,9 +39,15 @@ struct Peers {
     PyObject *deliver;  /* deliver(p, gid, slot, gen, case, kind, data, chan_off, obj) */
     PyObject *no_obj;   /* deliver's "no object" */
     char divert;        /* every wake-up goes to deliver (an execution trace draws them) */
+    unsigned long long ops, bytes; /* fast-path sends and receives of this P's ChanOps */
 };
 
 int peers_region_is(Peers *ps, Region *r) { return ps->region == r; }
+
+void peers_count(Peers *ps, uint64_t nbytes) {
+    ps->ops++;
+    ps->bytes += nbytes;
+}
 
 static int peers_ready(Peers *ps) {
     if (ps->region != NULL) return 0;
@@ -250,6 +256,9 @@ static PyObject *Peers_claim(Peers *self, PyObject *const *args, Py_ssize_t narg
 static PyMemberDef Peers_members[] = {
     {"divert", T_BOOL, offsetof(Peers, divert), 0,
      "Send every wake-up through the deliver callback (for an execution trace)."},
+    {"ops", T_ULONGLONG, offsetof(Peers, ops), READONLY,
+     "Sends and receives the fast paths of this P's ChanOps did (runtime.metrics())."},
+    {"bytes", T_ULONGLONG, offsetof(Peers, bytes), READONLY, "Encoded bytes they sent."},
     {NULL, 0, 0, 0, NULL},
 };
 
