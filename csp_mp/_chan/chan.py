@@ -121,10 +121,11 @@ class Chan(Generic[T]):
     __module__ = "csp_mp"
 
     def __init__(self, cap: int = 0) -> None:
-        if isinstance(cap, bool) or not isinstance(cap, int):
-            raise TypeError(f"Chan capacity must be an int, not {type(cap).__name__}")
-        if cap < 0:
-            raise ValueError(f"makechan: size out of range (cap={cap})")
+        if type(cap) is not int or cap < 0:
+            if isinstance(cap, bool) or not isinstance(cap, int):
+                raise TypeError(f"Chan capacity must be an int, not {type(cap).__name__}")
+            if cap < 0:
+                raise ValueError(f"makechan: size out of range (cap={cap})")
         self._st: ChanState = LocalState(cap)
         self._type: Any = None
         self._check: Callable[[Any], None] | None = None

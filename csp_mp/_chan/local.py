@@ -68,18 +68,22 @@ def claim(w: Waiter) -> bool:
     return True
 
 
+_NOQ: Any = ()  # a wait queue (or an unbuffered channel's buffer) no one has used: empty
+
+
 class LocalState:
-    """Buffer and wait queues of a channel living in one P."""
+    """Buffer and wait queues of a channel living in one P. A wait queue is made at its first
+    waiter (``_NOQ`` until then: most channels of a request loop never park anyone)."""
 
     shared = False
     __slots__ = ("cap", "buf", "closed", "recvq", "sendq")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.buf: deque = deque()
+        self.buf: deque = deque() if cap else _NOQ  # only a buffered channel appends to it
         self.closed = False
-        self.recvq: deque[Waiter] = deque()
-        self.sendq: deque[Waiter] = deque()
+        self.recvq: deque[Waiter] = _NOQ
+        self.sendq: deque[Waiter] = _NOQ
 
     # Blocking operations, the whole fast path inline (the hot path of every program).
 
@@ -99,7 +103,10 @@ class LocalState:
             return
         g = hub.current  # its own waiter (g.py)
         g.elem = v
-        self.sendq.append(g)
+        q = self.sendq
+        if q is _NOQ:
+            q = self.sendq = deque()
+        q.append(g)
         try:
             res = hub.park(W_SEND)
         except BaseException:
@@ -129,7 +136,10 @@ class LocalState:
         if self.closed:
             return None, False
         g = hub.current  # its own waiter (g.py)
-        self.recvq.append(g)
+        q = self.recvq
+        if q is _NOQ:
+            q = self.recvq = deque()
+        q.append(g)
         try:
             return hub.park(W_RECV)
         except BaseException:
@@ -188,15 +198,21 @@ class LocalState:
 
     def enqueue_send(self, w: Waiter) -> None:
         """Park ``w`` as a sender (after a failed ``try_send``)."""
+        if self.sendq is _NOQ:
+            self.sendq = deque()
         self.sendq.append(w)
 
     def enqueue_recv(self, w: Waiter) -> None:
         """Park ``w`` as a receiver (after a failed ``try_recv``)."""
+        if self.recvq is _NOQ:
+            self.recvq = deque()
         self.recvq.append(w)
 
     def dequeue(self, w: Waiter, is_send: bool) -> None:
         """Remove ``w`` if still queued (a select's losing case, or an interrupted park)."""
         q = self.sendq if is_send else self.recvq
+        if not q:
+            return
         try:
             q.remove(w)
         except ValueError:

@@ -279,7 +279,8 @@ class SharedChan:
 
     shared = True
     __slots__ = ("broker", "off", "key", "cap", "lock", "lock_index", "_rings", "_w", "uid",
-                 "_q", "_arena", "_buf", "codec", "handle", "drop_name", "__weakref__")
+                 "_q", "_arena", "_buf", "codec", "handle", "drop_name", "add_name",
+                 "__weakref__")
 
     def __new__(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
         # the arena's core decides the implementation: every handle of a run uses the same one
@@ -310,6 +311,9 @@ class SharedChan:
         #: Takes one from the reference word and returns the count it had (one C call on the
         #: compiled core): consumes a name in flight, or drops a handle's count.
         self.drop_name = self.refs_dropper()
+        #: Adds one to the reference word: a name of the channel written into bytes that travel.
+        self.add_name = (functools.partial(arena.core.fetch_add, off + _W_REFS * 8, 1)
+                         if arena.core is not None else functools.partial(self.add_refs, 1))
 
     @classmethod
     def attach(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:

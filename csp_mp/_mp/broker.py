@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import msgspec
 
+from .._chan import Chan
 from .._chan.local import SelectState
 from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
 from .._errors import InternalError
@@ -39,6 +40,7 @@ from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
+from .._shm.native import core as native_core
 from . import counters, migrate_warn, promote, reports, runq, tasks, tokens, tracing
 from . import ctx as C
 from .promote import HandleRef
@@ -131,6 +133,11 @@ class Broker:
         self.token_gen = 1
         # the compiled core's token claims and wake-ups (the shared channel's hand-off)
         self.peers: Any = tokens.peers(self)
+        # the compiled core's registration and release of channel handles (promote.py's
+        # protocol, whose Python path _register and release_handles spell out), else None
+        self.handles: Any = (native_core().Handles(Chan, HandleRef, self.chans, promote.names,
+                                                   self.dead, self)
+                             if ctx.arena.core is not None else None)
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
@@ -367,6 +374,14 @@ class Broker:
         atomic's or a semaphore's block) whose count reaches 0 (owner P only, at a poll or
         before a send: never inside the weakref callback)."""
         dead = self.dead
+        if self.handles is not None:
+            while dead:  # a destroyed channel's values may hold handles that die meanwhile
+                ended, others = self.handles.release()
+                for st in ended:
+                    st.destroy()
+                for ref in others:
+                    self._release_obj(ref)
+            return
         chans = self.chans
         names = promote.names
         while dead:

@@ -66,11 +66,10 @@ from typing import Any
 from .._atomic import Int64
 from .._chan import Chan
 from .._chan.chan import _validator
-from .._chan.local import LocalState
+from .._chan.local import _NOQ, LocalState
 from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._sync.sema import Sema
-from . import ctx as C
 from .shobj import (
     INT64_REFS,
     SEMA_REFS,
@@ -148,6 +147,11 @@ class ObjRef(weakref.ref):
 
 
 def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
+    """Make ``ch`` this P's handle on the channel of ``st`` (the compiled core's
+    ``Handles.register`` when it runs; these lines are its specification)."""
+    if broker.handles is not None:
+        broker.handles.register(ch, st)
+        return
     ref = HandleRef(ch, broker.dead.append)
     ref.off = st.off
     ref.st = st
@@ -170,8 +174,8 @@ def set_broker(broker: Any) -> None:
 
 
 def _broker() -> Any:
-    b = _brokers[0]
-    if b is None or C.current() is None:
+    b = _brokers[0]  # installed and cleared with the process's context (procs.py)
+    if b is None:
         raise TypeError("csp_mp channels, sync objects and atomics can only be pickled inside "
                         "a multi-process runtime (run(..., procs>1))")
     return b
@@ -203,6 +207,12 @@ def chan_offset(ch: Chan) -> int:
     st = ch._st
     if st.shared and st.broker is _brokers[0]:
         return st.off
+    return promote_chan_state(ch).off
+
+
+def promote_chan_state(ch: Chan) -> SharedChan:
+    """The shared state of ``ch``, promoting it first if it is still local."""
+    st = ch._st
     broker = _broker()
     if isinstance(st, LocalState):
         try:
@@ -213,10 +223,10 @@ def chan_offset(ch: Chan) -> int:
             _move_chan(broker, st, shared)
         ch._st = shared
         _register(broker, ch, shared)  # the count of 1 create() set
-        return shared.off
+        return shared
     if not isinstance(st, SharedChan):
         raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")
-    return st.off
+    return st
 
 
 def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
@@ -238,9 +248,9 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
                 shared.enqueue_l(is_send, data, w.g.id, slot, max(gen, 0), w.case)
         if st.closed:
             shared.mark_closed_l()
-    st.buf.clear()
-    st.sendq.clear()
-    st.recvq.clear()
+    if st.buf:
+        st.buf.clear()
+    st.sendq = st.recvq = _NOQ
     del hub
 
 
@@ -261,8 +271,10 @@ def new_handle(off: int, tp: Any) -> Chan:
     """A new handle of this P on the shared channel at ``off``, which has none here; a name
     read becomes its count (see the module doc)."""
     broker = _broker()
-    ch = Chan.__new__(Chan)
     st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
+    if tp is None and broker.handles is not None:
+        return broker.handles.new(st)  # these lines in one call
+    ch = Chan.__new__(Chan)
     ch._st = st
     ch._type = tp
     ch._check = _validator(tp) if tp is not None else None

@@ -45,9 +45,8 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel (promoted first if still local), cached on
     its shared state. Counts nothing: the caller counts the name once it travels."""
     st: Any = obj._st
-    if not st.shared:
-        chan_offset(obj)  # promotes it: a state this P may have named before
-        st = obj._st
+    if not st.shared or st.broker is not promote._brokers[0]:
+        st = promote.promote_chan_state(obj)  # a state this P may have named before
     ext = st.handle
     if ext is None:
         ext = st.handle = msgspec.msgpack.Ext(_CHAN_EXT, st.key)
@@ -56,7 +55,10 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext:
 
 def _count_name(obj: Chan) -> None:
     """A name of ``obj`` written into bytes that will travel (promote.py's protocol)."""
-    obj._st.add_refs(promote.PIN if promote._pinning[0] else 1)  # type: ignore[union-attr]
+    if promote._pinning[0]:
+        obj._st.add_refs(promote.PIN)  # type: ignore[union-attr]
+    else:
+        obj._st.add_name()  # type: ignore[union-attr]
 
 
 def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:

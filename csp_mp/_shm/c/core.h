@@ -38,6 +38,7 @@ extern PyTypeObject TaskEncoder_Type;
 extern PyTypeObject Spawner_Type;
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
+extern PyTypeObject Handles_Type;
 
 typedef _Atomic uint64_t aword;
 typedef _Atomic uint32_t aword32;
