@@ -9,6 +9,7 @@ process's handle and one for each name in flight. These tests read that word
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -210,6 +211,70 @@ def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
     reused, answers = run(main, 2)
     assert answers == [2 * (i + 1) for i in range(6)]
     assert reused  # the same block served several requests (each from its spare)
+
+
+def _share(ch: Chan, box: Chan) -> None:
+    """Promote ``ch`` by passing it through the shared channel ``box`` (no name left over)."""
+    box.send(ch)
+    assert box.recv() is ch
+
+
+def _make_one_shared(reqs: Chan, box: Chan, done: Chan) -> None:
+    kept = []  # alive until the end: each channel takes a block of its own
+    for _ in reqs:
+        ch = Chan(1)
+        _share(ch, box)  # promoted here: a block from this P's spares, else the pool
+        done.send(ch._st.off)  # type: ignore[attr-defined]
+        kept.append(ch)
+
+
+def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
+    """A P keeps the blocks of the channels it destroyed (up to _OWN_SPARES a size), then
+    gives them to the runtime's pool, where a channel made on another P finds them."""
+    from csp_mp._chan import shared
+
+    def main() -> tuple[list[int], list[int]]:
+        broker = promote._brokers[0]
+        reqs, box, done, mybox = Chan(), Chan(1), Chan(1), Chan(1)
+        H.go_on(1, _make_one_shared, reqs, box, done)
+        H.go_on(1, _share, mybox, mybox)  # mybox: shared, P0's own
+        extra = 3
+        chans = [Chan(1) for _ in range(shared._OWN_SPARES + extra)]
+        for ch in chans:
+            _share(ch, mybox)
+        pool_before = set(broker.spares.blocks())
+        del ch
+        chans.clear()  # every handle dies: P0 destroys them all at its next poll
+        H.wait_until(lambda: len(broker.spare_states.get(256, [])) == shared._OWN_SPARES,
+                     "P0 to keep its own spares")
+        pooled = [o for o in broker.spares.blocks() if o not in pool_before]
+        got = []
+        for _ in range(extra):
+            reqs.send(None)
+            got.append(done.recv())
+        reqs.close()
+        return pooled, got
+
+    pooled, got = run(main, 2)
+    assert len(pooled) == 3
+    assert sorted(got) == sorted(pooled)  # P1's channels took the pooled blocks
+
+
+def test_a_ps_state_for_a_block_serves_again_only_while_the_block_keeps_its_id() -> None:
+    """attach() hands back this P's cached state for an offset while the block's id word is the
+    one it saw; a block made anew (another id) gets a fresh state."""
+    def main() -> tuple[bool, bool]:
+        broker = promote._brokers[0]
+        ch = Chan(1)
+        pickle.dumps(ch)
+        st = ch._st  # type: ignore[attr-defined]
+        same = SharedChan.attach(broker, st.off) is st
+        st.uid += 1  # as if the block had been freed and handed out again
+        fresh = SharedChan.attach(broker, st.off) is not st
+        st.uid -= 1
+        return same, fresh
+
+    assert run(main, 2) == (True, True)
 
 
 def _use_and_drop(reqs: Chan, done: Chan) -> None:
@@ -517,3 +582,80 @@ def test_a_mutex_promoted_with_more_waiters_than_its_ring_holds_keeps_them_all()
         return n.load()
 
     assert run(main, 2) == waiters + 1
+
+
+def test_channels_in_tuples_and_lists_travel_as_extension_values_counted_once() -> None:
+    """A top-level tuple or list of scalars and untyped channels is msgpack with extension
+    values (not a pickle): encoding counts each name once, decoding or discarding consumes it;
+    nested containers and typed channels are still pickled."""
+    from csp_mp._shm import codec
+
+    def main() -> list[Any]:
+        arena = promote._brokers[0].arena
+        ch, other = Chan(1), Chan(2)
+        out: list[Any] = []
+        data = codec.encode((7, ch, "x", other, ch))
+        out.append(data[:2])
+        out.append((_refs(ch), _refs(other)))  # a handle each, plus the names in flight
+        back = codec.decode(data, arena)
+        out.append(back == (7, ch, "x", other, ch) and back[1] is ch and back[3] is other)
+        out.append((_refs(ch), _refs(other)))  # consumed
+        data = codec.encode([ch, None])
+        out.append((data[:2], _refs(ch)))
+        codec.discard(data, arena)  # never decoded: its names are consumed all the same
+        out.append(_refs(ch))
+        out.append(codec.encode(((1, ch),))[:1])  # nested: pickled
+        out.append(codec.encode((1, Chan[int](1)))[:1])  # typed: pickled
+        return out
+
+    got = run(main, 2)
+    assert got[0] == b"\xc1\x04"
+    assert got[1] == (3, 2)
+    assert got[2] is True
+    assert got[3] == (1, 1)
+    assert got[4] == (b"\xc1\x05", 2)
+    assert got[5] == 1
+    assert got[6] == b"\x80"
+    assert got[7] == b"\x80"
+
+
+def test_a_handle_is_registered_and_released_the_same_way_on_both_paths() -> None:
+    """_register's lines (the Python path) and the compiled core's Handles leave the same
+    registry: the handle's weakref in chans by offset and in names by its 8 name bytes, with its
+    fields; once the handle dies and is released, both entries go and its count with them."""
+    def main() -> list[Any]:
+        broker = promote._brokers[0]
+        ch, box = Chan(1), Chan(1)
+        H.go_on(1, _share, box, box)  # box: shared
+        _share(ch, box)
+        st = ch._st  # type: ignore[attr-defined]
+        ref = broker.chans[st.off]
+        seen = [type(ref) is promote.HandleRef, ref() is ch, ref.off == st.off, ref.st is st,
+                promote.names[st.key] is ref, _refs(ch)]
+        extra = Chan(1)
+        _share(extra, box)
+        box.send(extra)  # a name in flight keeps extra's block after its handle dies
+        off = extra._st.off  # type: ignore[attr-defined]
+        del extra
+        broker.release_handles()
+        seen += [off in broker.chans, _word(broker, off + 80)]
+        box.recv()  # consumed: a new handle, dropped at once
+        broker.release_handles()
+        seen.append(_gone(off))
+        return seen
+
+    assert run(main, 2) == [True, True, True, True, True, 1, False, 1, True]
+
+
+def _word(broker: Any, byte_off: int) -> int:
+    return int(broker.arena.add_word(byte_off, 0))
+
+
+def test_the_compiled_core_handles_refuse_use_before_init() -> None:
+    from csp_mp._shm import native
+
+    if not native.built():
+        pytest.skip("the compiled core is not built")
+    h = native.core().Handles.__new__(native.core().Handles)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        h.release()

@@ -478,3 +478,36 @@ def test_a_diverted_peers_sends_every_wake_up_through_the_callback(carena: Arena
     assert ops.send(5) is True
     assert ps.local == [(1, 42, -1, 0, 0, 0, encode(5), off, 5)]
     assert _wakes(ps, 1) == [] and carena.core.load(ps.sent[0]) == 0
+
+
+def test_a_word_stack_pushes_up_to_its_bound_and_pops_last_first(carena: Arena) -> None:
+    core = carena.core
+    at = carena.alloc(8 * 5)
+    for i in range(5):
+        core.store(at + 8 * i, 0)
+    assert core.stack_pop(at, 3) is None
+    assert [core.stack_push(at, 3, v, 3) for v in (11, 22, 33, 44)] == [True, True, True, False]
+    assert core.load(at) == 3
+    assert [core.stack_pop(at, 3) for _ in range(4)] == [33, 22, 11, None]
+    with pytest.raises(ValueError):
+        core.stack_push(carena.size - 8, 3, 1, 4)  # its items would run past the arena
+
+
+def test_chan_retire_ends_only_an_empty_channel_whose_rings_kept_their_size(carena: Arena
+                                                                              ) -> None:
+    core = carena.core
+    off = _chan_block(carena, 2)
+    carena.core.store(off + 8 * 12, 0)  # grown: no
+    assert core.chan_send(off, b"\x01")
+    assert core.chan_retire(off) is False  # it holds a value
+    assert core.chan_recv(off) == b"\x01"
+    core.store(off + 8 * 12, 1)
+    assert core.chan_retire(off) is False  # a ring grew
+    core.store(off + 8 * 12, 0)
+    assert core.chan_retire(off) is True
+    assert core.load(off) == 0  # the magic: a stale name is refused
+    with pytest.raises(ValueError, match="no shared channel"):
+        core.chan_send(off, b"\x02")
+    core.chan_reopen(off, 5)
+    assert (core.load(off), core.load(off + 8), core.load(off + 8 * 10)) == (CHAN_MAGIC, 5, 1)
+    assert core.chan_send(off, b"\x03") and core.chan_recv(off) == b"\x03"
