@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import weakref
 from typing import Any
 
 import mp_helpers as H
@@ -630,7 +631,7 @@ def test_a_handle_is_registered_and_released_the_same_way_on_both_paths() -> Non
         _share(ch, box)
         st = ch._st  # type: ignore[attr-defined]
         ref = broker.chans[st.off]
-        seen = [type(ref) is promote.HandleRef, ref() is ch, ref.off == st.off, ref.st is st,
+        seen = [isinstance(ref, weakref.ref), ref() is ch, ref.off == st.off, ref.st is st,
                 promote.names[st.key] is ref, _refs(ch)]
         extra = Chan(1)
         _share(extra, box)

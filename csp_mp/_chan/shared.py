@@ -344,7 +344,10 @@ class SharedChan:
         own = broker.spare_states.get(buf_bytes)
         if own:  # a block this P destroyed, with its state object
             st = own.pop()
-            _reopen(arena, st.off, cap)
+            if arena.core is not None:
+                arena.core.chan_reopen(st.off, cap)
+            else:
+                _reopen(arena, st.off, cap)
             broker.chan_states[st.off] = st
             st.cap = cap
             if (st.codec.type if st.codec is not None else None) == tp:

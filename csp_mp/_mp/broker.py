@@ -135,8 +135,8 @@ class Broker:
         self.peers: Any = tokens.peers(self)
         # the compiled core's registration and release of channel handles (promote.py's
         # protocol, whose Python path _register and release_handles spell out), else None
-        self.handles: Any = (native_core().Handles(Chan, HandleRef, self.chans, promote.names,
-                                                   self.dead, self)
+        self.handles: Any = (native_core().Handles(ctx.arena.core, Chan, self.chans,
+                                                   promote.names, self.dead, self)
                              if ctx.arena.core is not None else None)
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock

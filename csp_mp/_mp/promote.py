@@ -214,7 +214,7 @@ def promote_chan_state(ch: Chan) -> SharedChan:
     """The shared state of ``ch``, promoting it first if it is still local."""
     st = ch._st
     broker = _broker()
-    if isinstance(st, LocalState):
+    if type(st) is LocalState:
         try:
             shared = SharedChan.create(broker, st.cap, ch._type)
         except MemoryError as exc:
@@ -222,7 +222,10 @@ def promote_chan_state(ch: Chan) -> SharedChan:
         if st.buf or st.sendq or st.recvq or st.closed:
             _move_chan(broker, st, shared)
         ch._st = shared
-        _register(broker, ch, shared)  # the count of 1 create() set
+        if broker.handles is not None:  # the count of 1 create() set
+            broker.handles.register(ch, shared)
+        else:
+            _register(broker, ch, shared)
         return shared
     if not isinstance(st, SharedChan):
         raise InternalError(f"cannot promote a channel whose state is {type(st).__name__}")

@@ -41,9 +41,12 @@ PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
 PLAIN_WITH_CHAN = PLAIN_LEAF | {bytes, Chan}
 
 
-def _chan_name(obj: Chan) -> msgspec.msgpack.Ext:
+def _chan_name(obj: Chan) -> msgspec.msgpack.Ext | None:
     """The extension value naming an untyped channel (promoted first if still local), cached on
-    its shared state. Counts nothing: the caller counts the name once it travels."""
+    its shared state; None for a typed channel (pickled). Counts nothing: the caller counts the
+    name once it travels."""
+    if obj._type is not None:
+        return None
     st: Any = obj._st
     if not st.shared or st.broker is not promote._brokers[0]:
         st = promote.promote_chan_state(obj)  # a state this P may have named before
@@ -64,18 +67,15 @@ def _count_name(obj: Chan) -> None:
 def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
     """The extension value naming an untyped channel in a frame; counts the name in flight."""
     ext = _chan_name(obj)
+    assert ext is not None  # plain_items passes untyped channels only
     _count_name(obj)
     return ext
-
-
-def _untyped(obj: Chan) -> bool:
-    return obj._type is None
 
 
 def install() -> None:
     """Let the codec carry untyped channels in tuples and lists as this module's extension
     values, the way frames carry them (at import of ``_mp``)."""
-    codec.set_extension(Chan, _CHAN_EXT, codec.Extension(_untyped, _chan_name, _count_name,
+    codec.set_extension(Chan, _CHAN_EXT, codec.Extension(_chan_name, _count_name,
                                                          _chan_from_ext))
 
 

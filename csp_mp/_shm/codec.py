@@ -107,33 +107,29 @@ def _exact_dict(v: dict[Any, Any]) -> bool:
 class Extension:
     """How objects of one type travel as msgpack extension values (``set_extension``)."""
 
-    __slots__ = ("carries", "name", "count", "read")
+    __slots__ = ("name", "count", "read")
 
-    def __init__(self, carries: Any, name: Any, count: Any, read: Any) -> None:
-        self.carries = carries  # carries(obj) -> bool: whether this object can
-        self.name = name  # name(obj) -> msgspec.msgpack.Ext (no side effect a failure leaks)
+    def __init__(self, name: Any, count: Any, read: Any) -> None:
+        #: name(obj) -> msgspec.msgpack.Ext, or None when this object is not carried so; it
+        #: may prepare the object (promote it) but counts nothing
+        self.name = name
         self.count = count  # count(obj): its name was written into bytes that will travel
         self.read = read  # read(code, data) -> obj: the object a name read stands for
 
 
 _EXT_TYPES: dict[type, Extension] = {}
 _EXT_CODES: dict[int, Any] = {}
-_named: list[list[Any]] = []  # the objects each encoding in progress named (it nests)
 
 
 def set_extension(tp: type, code: int, ext: Extension) -> None:
     """Carry objects of exactly type ``tp`` in top-level tuples and lists as extension values
     of ``code``."""
+    global _xtdec, _xldec
     _EXT_TYPES[tp] = ext
     _EXT_CODES[code] = ext.read
-
-
-def _name_hook(obj: Any) -> Any:
-    ext = _EXT_TYPES.get(type(obj))
-    if ext is None:
-        raise TypeError(f"cannot carry a {type(obj).__qualname__} as an extension value")
-    _named[-1].append(obj)
-    return ext.name(obj)
+    hook = ext.read if len(_EXT_CODES) == 1 else _read_hook  # one kind: no dispatch
+    _xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=hook).decode
+    _xldec = msgspec.msgpack.Decoder(list, ext_hook=hook).decode
 
 
 def _read_hook(code: int, data: memoryview) -> Any:
@@ -143,36 +139,33 @@ def _read_hook(code: int, data: memoryview) -> Any:
     return read(code, data)
 
 
-_xenc = msgspec.msgpack.Encoder(enc_hook=_name_hook).encode
 _xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=_read_hook).decode
 _xldec = msgspec.msgpack.Decoder(list, ext_hook=_read_hook).decode
 
 
-def _ext_items(v: list[Any] | tuple[Any, ...]) -> bool:
-    """Whether ``v`` holds only scalars and at least one object carried as an extension."""
+def _encode_ext(tag: bytes, value: list[Any] | tuple[Any, ...]) -> bytes | None:
+    """``value`` with its extension objects written as their names, the names counted once
+    the bytes exist; None when an item is neither a scalar nor such an object."""
     leaf = _LEAF
-    ext = _EXT_TYPES
-    found = False
-    for x in v:
+    exts = _EXT_TYPES
+    items = []
+    named = []
+    for x in value:
         t = type(x)
         if t in leaf:
+            items.append(x)
             continue
-        e = ext.get(t)
-        if e is None or not e.carries(x):
-            return False
-        found = True
-    return found
-
-
-def _encode_ext(tag: bytes, value: list[Any] | tuple[Any, ...]) -> bytes:
-    named: list[Any] = []
-    _named.append(named)
-    try:
-        data = tag + _xenc(value)
-    finally:
-        _named.pop()
-    for obj in named:  # the bytes exist: each name now travels
-        _EXT_TYPES[type(obj)].count(obj)
+        e = exts.get(t)
+        n = e.name(x) if e is not None else None
+        if n is None:
+            return None
+        items.append(n)
+        named.append(x)
+    if not named:
+        return None
+    data = tag + _menc(items)
+    for x in named:  # the bytes exist: each name now travels
+        exts[type(x)].count(x)
     return data
 
 
@@ -190,16 +183,16 @@ def encode(value: Any, arena: Arena | None = None) -> bytes:
         if t is list:
             if _exact_list(value):
                 return _menc(value)
-            if _EXT_TYPES and _ext_items(value):
-                return _encode_ext(_XLIST, value)
+            if _EXT_TYPES and (data := _encode_ext(_XLIST, value)) is not None:
+                return data
         elif t is dict:
             if _exact_dict(value):
                 return _menc(value)
         elif t is tuple:
             if _exact_list(value):
                 return _TUPLE + _menc(value)
-            if _EXT_TYPES and _ext_items(value):
-                return _encode_ext(_XTUPLE, value)
+            if _EXT_TYPES and (data := _encode_ext(_XTUPLE, value)) is not None:
+                return data
         elif t is bytearray or t is memoryview:
             return _encode_buffer(value, arena)
     except _MSGPACK_FAIL:

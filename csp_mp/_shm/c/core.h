@@ -39,6 +39,7 @@ extern PyTypeObject Spawner_Type;
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;
+extern PyTypeObject HandleRef_Type;
 
 typedef _Atomic uint64_t aword;
 typedef _Atomic uint32_t aword32;

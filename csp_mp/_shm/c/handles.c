@@ -1,59 +1,115 @@
 /* A P's handles on shared channels, registered and released in one call each.
  *
- * csp_mp/_mp/promote.py has the protocol (and its Python path, _register and new_handle;
- * Broker.release_handles is the release): a handle is the one Chan of this P for a channel
- * block, known through a weak reference (promote.HandleRef, whose callback queues it on the
- * dead list) kept in `chans` (by block offset) and `names` (by the 8 bytes naming the block).
- * Handles does the same steps with the same objects, so both paths can serve one program:
+ * csp_mp/_mp/promote.py has the protocol (and its Python path: HandleRef, _register and
+ * new_handle; Broker.release_handles is the release): a handle is the one Chan of this P for a
+ * channel block, known through a weak reference whose callback queues it on the dead list,
+ * kept in `chans` (by block offset) and `names` (by the 8 bytes naming the block). Here the weak
+ * reference is a HandleRef of this file (a weakref subtype with its fields in C):
  *
- *   register(ch, st): ref = HandleRef(ch, dead.append) with ref.off, ref.st and ref.drop set,
- *                     entered in chans and names;
+ *   register(ch, st): ref = HandleRef to ch, its callback dead.append, entered in chans and
+ *                     names; off, st and drop (st.drop_name) as the Python HandleRef's;
  *   new(st) -> Chan:  a new untyped Chan whose state is st, registered;
  *   release() -> (ended, others): empties the dead list; for each HandleRef, forgets it (if
- *                     still the registered one) and takes its count off the block: the states
- *                     whose count reached 0 come back in `ended` for the caller to destroy,
- *                     other refs (atomics, semaphores) in `others`.
+ *                     still the registered one) and takes its count off the block's reference
+ *                     word (REFS_BYTE, an atomic add): the states whose count reached 0 come
+ *                     back in `ended` for the caller to destroy, other refs (atomics,
+ *                     semaphores) in `others`.
  */
 #include "core.h"
 
+#include <stddef.h>
+
+#include <structmember.h>
+
+#define REFS_BYTE 80 /* a channel block's reference word (shared.py's _W_REFS * 8) */
+
+typedef struct {
+    PyWeakReference wr;
+    PyObject *off;  /* int: the block's offset (chans' key) */
+    PyObject *key;  /* bytes: its name (names' key) */
+    PyObject *st;   /* this P's state of the channel */
+    PyObject *drop; /* st.drop_name */
+    char counts;    /* st belongs to the Handles' broker: its release takes a count off */
+} HandleRef;
+
+static void HandleRef_dealloc(HandleRef *self) {
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->off);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->st);
+    Py_CLEAR(self->drop);
+    _PyWeakref_RefType.tp_dealloc((PyObject *)self);
+}
+
+static int HandleRef_traverse(HandleRef *self, visitproc visit, void *arg) {
+    Py_VISIT(self->st);
+    Py_VISIT(self->drop);
+    return _PyWeakref_RefType.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int HandleRef_clear(HandleRef *self) {
+    Py_CLEAR(self->st);
+    Py_CLEAR(self->drop);
+    return _PyWeakref_RefType.tp_clear((PyObject *)self);
+}
+
+static PyMemberDef HandleRef_members[] = {
+    {"off", T_OBJECT, offsetof(HandleRef, off), READONLY, "The channel block's offset."},
+    {"st", T_OBJECT, offsetof(HandleRef, st), READONLY, "This P's state of the channel."},
+    {"drop", T_OBJECT, offsetof(HandleRef, drop), READONLY,
+     "Consumes one name in flight, which this handle already holds for its P."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject HandleRef_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.HandleRef",
+    .tp_basicsize = sizeof(HandleRef),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A weak reference to this P's handle on a shared channel (made by Handles).",
+    .tp_base = &_PyWeakref_RefType,
+    .tp_dealloc = (destructor)HandleRef_dealloc,
+    .tp_traverse = (traverseproc)HandleRef_traverse,
+    .tp_clear = (inquiry)HandleRef_clear,
+    .tp_members = HandleRef_members,
+};
+
 typedef struct {
     PyObject_HEAD
-    PyObject *chan_type, *ref_type, *chans, *names, *dead, *dead_append, *broker;
+    Region *region;
+    PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker;
 } Handles;
 
-static PyObject *s_off, *s_st, *s_drop, *s_key, *s_drop_name, *s_broker, *s_st_slot, *s_type,
-    *s_check, *s_empty;
+static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
+    *s_empty;
 
 static int intern_names(void) {
-    if (s_off != NULL) return 0;
+    if (s_empty != NULL) return 0;
 #define IN(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
     IN(s_off, "off");
-    IN(s_st, "st");
-    IN(s_drop, "drop");
-    IN(s_key, "key");
     IN(s_drop_name, "drop_name");
+    IN(s_key, "key");
     IN(s_broker, "broker");
     IN(s_st_slot, "_st");
     IN(s_type, "_type");
     IN(s_check, "_check");
 #undef IN
-    if ((s_empty = PyTuple_New(0)) == NULL) return -1;
-    return 0;
+    return (s_empty = PyTuple_New(0)) == NULL ? -1 : 0;
 }
 
 static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
-    PyObject *chan_type, *ref_type, *chans, *names, *dead, *broker;
-    static char *kwlist[] = {"chan_type", "ref_type", "chans", "names", "dead", "broker", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!O", kwlist, &PyType_Type, &chan_type,
-                                     &PyType_Type, &ref_type, &PyDict_Type, &chans, &PyDict_Type,
-                                     &names, &PyList_Type, &dead, &broker))
+    PyObject *region, *chan_type, *chans, *names, *dead, *broker;
+    static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!O", kwlist, &Region_Type, &region,
+                                     &PyType_Type, &chan_type, &PyDict_Type, &chans,
+                                     &PyDict_Type, &names, &PyList_Type, &dead, &broker))
         return -1;
     if (intern_names() < 0) return -1;
     PyObject *append = PyObject_GetAttrString(dead, "append");
     if (append == NULL) return -1;
     Py_XSETREF(self->dead_append, append);
+    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
     Py_XSETREF(self->chan_type, Py_NewRef(chan_type));
-    Py_XSETREF(self->ref_type, Py_NewRef(ref_type));
     Py_XSETREF(self->chans, Py_NewRef(chans));
     Py_XSETREF(self->names, Py_NewRef(names));
     Py_XSETREF(self->dead, Py_NewRef(dead));
@@ -62,8 +118,8 @@ static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
 }
 
 static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
+    Py_VISIT(self->region);
     Py_VISIT(self->chan_type);
-    Py_VISIT(self->ref_type);
     Py_VISIT(self->chans);
     Py_VISIT(self->names);
     Py_VISIT(self->dead);
@@ -73,8 +129,8 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
 }
 
 static int Handles_clear(Handles *self) {
+    Py_CLEAR(self->region);
     Py_CLEAR(self->chan_type);
-    Py_CLEAR(self->ref_type);
     Py_CLEAR(self->chans);
     Py_CLEAR(self->names);
     Py_CLEAR(self->dead);
@@ -99,23 +155,30 @@ static int ready(Handles *self) {
 
 /* ref = HandleRef(ch, dead.append) with its fields, entered in chans and names */
 static int do_register(Handles *self, PyObject *ch, PyObject *st) {
-    int rc = -1;
-    PyObject *off = NULL, *drop = NULL, *key = NULL;
-    PyObject *ref = PyObject_CallFunctionObjArgs(self->ref_type, ch, self->dead_append, NULL);
+    PyObject *args = PyTuple_Pack(2, ch, self->dead_append);
+    if (args == NULL) return -1;
+    HandleRef *ref = (HandleRef *)_PyWeakref_RefType.tp_new(&HandleRef_Type, args, NULL);
+    Py_DECREF(args);
     if (ref == NULL) return -1;
-    if ((off = PyObject_GetAttr(st, s_off)) == NULL ||
-        (drop = PyObject_GetAttr(st, s_drop_name)) == NULL ||
-        (key = PyObject_GetAttr(st, s_key)) == NULL)
+    int rc = -1;
+    PyObject *broker = NULL;
+    if ((ref->off = PyObject_GetAttr(st, s_off)) == NULL ||
+        (ref->key = PyObject_GetAttr(st, s_key)) == NULL ||
+        (ref->drop = PyObject_GetAttr(st, s_drop_name)) == NULL ||
+        (broker = PyObject_GetAttr(st, s_broker)) == NULL)
         goto done;
-    if (PyObject_SetAttr(ref, s_off, off) < 0 || PyObject_SetAttr(ref, s_st, st) < 0 ||
-        PyObject_SetAttr(ref, s_drop, drop) < 0 || PyDict_SetItem(self->chans, off, ref) < 0 ||
-        PyDict_SetItem(self->names, key, ref) < 0)
+    if (!PyLong_CheckExact(ref->off) || !PyBytes_CheckExact(ref->key)) {
+        PyErr_SetString(PyExc_TypeError, "Handles: a state's off must be an int, key bytes");
+        goto done;
+    }
+    ref->st = Py_NewRef(st);
+    ref->counts = broker == self->broker;
+    if (PyDict_SetItem(self->chans, ref->off, (PyObject *)ref) < 0 ||
+        PyDict_SetItem(self->names, ref->key, (PyObject *)ref) < 0)
         goto done;
     rc = 0;
 done:
-    Py_XDECREF(off);
-    Py_XDECREF(drop);
-    Py_XDECREF(key);
+    Py_XDECREF(broker);
     Py_DECREF(ref);
     return rc;
 }
@@ -140,40 +203,25 @@ static PyObject *Handles_new(Handles *self, PyObject *st) {
     return ch;
 }
 
-/* One dead HandleRef: forget it if it is still the registered one; its count off the block.
- * 1: the block's last reference went (st appended to ended), 0 not, -1 error. */
-static int release_one(Handles *self, PyObject *ref, PyObject *ended) {
-    int rc = -1;
-    PyObject *off = NULL, *st = NULL, *key = NULL, *broker = NULL, *old = NULL;
-    if ((off = PyObject_GetAttr(ref, s_off)) == NULL || (st = PyObject_GetAttr(ref, s_st)) == NULL)
-        goto done;
-    PyObject *cur = PyDict_GetItemWithError(self->chans, off); /* borrowed */
-    if (cur == NULL && PyErr_Occurred()) goto done;
-    if (cur == ref) {
-        if (PyDict_DelItem(self->chans, off) < 0 || (key = PyObject_GetAttr(st, s_key)) == NULL)
-            goto done;
-        if (PyDict_DelItem(self->names, key) < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_KeyError)) goto done;
+/* One dead HandleRef: forget it if it is still the registered one, take its count off the
+ * block; st appended to `ended` when that was the last reference. 0, or -1 on error. */
+static int release_one(Handles *self, HandleRef *ref, PyObject *ended) {
+    PyObject *cur = PyDict_GetItemWithError(self->chans, ref->off); /* borrowed */
+    if (cur == NULL && PyErr_Occurred()) return -1;
+    if (cur == (PyObject *)ref) {
+        if (PyDict_DelItem(self->chans, ref->off) < 0) return -1;
+        if (PyDict_DelItem(self->names, ref->key) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) return -1;
             PyErr_Clear(); /* names was emptied for a new runtime */
         }
     }
-    if ((broker = PyObject_GetAttr(st, s_broker)) == NULL) goto done;
-    rc = 0;
-    if (broker == self->broker) {
-        if ((old = PyObject_CallMethodNoArgs(st, s_drop_name)) == NULL) {
-            rc = -1;
-            goto done;
-        }
-        int last = PyLong_Check(old) && PyLong_AsLongLong(old) == 1;
-        if (last && PyList_Append(ended, st) < 0) rc = -1;
-    }
-done:
-    Py_XDECREF(off);
-    Py_XDECREF(st);
-    Py_XDECREF(key);
-    Py_XDECREF(broker);
-    Py_XDECREF(old);
-    return rc;
+    if (!ref->counts || ref->st == NULL) return 0;
+    long long off = PyLong_AsLongLong(ref->off);
+    if (off == -1 && PyErr_Occurred()) return -1;
+    if (region_span(self->region, off + REFS_BYTE, 8, 8) < 0) return -1;
+    uint64_t old = atomic_fetch_add_explicit(word_at(self->region, off + REFS_BYTE),
+                                             (uint64_t)-1, memory_order_seq_cst);
+    return old == 1 ? PyList_Append(ended, ref->st) : 0;
 }
 
 static PyObject *Handles_release(Handles *self, PyObject *unused) {
@@ -189,8 +237,8 @@ static PyObject *Handles_release(Handles *self, PyObject *unused) {
             Py_DECREF(ref);
             goto fail;
         }
-        int r = Py_TYPE(ref) == (PyTypeObject *)self->ref_type ? release_one(self, ref, ended)
-                                                               : PyList_Append(others, ref);
+        int r = Py_IS_TYPE(ref, &HandleRef_Type) ? release_one(self, (HandleRef *)ref, ended)
+                                                  : PyList_Append(others, ref);
         Py_DECREF(ref);
         if (r < 0) goto fail;
     }
@@ -217,8 +265,8 @@ PyTypeObject Handles_Type = {
     .tp_name = "csp_mp._shm._core.Handles",
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Handles(chan_type, ref_type, chans, names, dead, broker): a P's handles on "
-              "shared channels, registered and released in one call each.",
+    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker): a P's handles on shared "
+              "channels, registered and released in one call each.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Handles_init,
     .tp_traverse = (traverseproc)Handles_traverse,

@@ -305,7 +305,8 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&Region_Type) < 0 || PyType_Ready(&Lock_Type) < 0 ||
         PyType_Ready(&Bell_Type) < 0 || PyType_Ready(&TaskEncoder_Type) < 0 ||
         PyType_Ready(&ChanOps_Type) < 0 || PyType_Ready(&Spawner_Type) < 0 ||
-        PyType_Ready(&Peers_Type) < 0 || PyType_Ready(&Handles_Type) < 0)
+        PyType_Ready(&Peers_Type) < 0 || PyType_Ready(&Handles_Type) < 0 ||
+        PyType_Ready(&HandleRef_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
@@ -317,6 +318,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddObjectRef(m, "ChanOps", (PyObject *)&ChanOps_Type) < 0 ||
         PyModule_AddObjectRef(m, "Peers", (PyObject *)&Peers_Type) < 0 ||
         PyModule_AddObjectRef(m, "Handles", (PyObject *)&Handles_Type) < 0 ||
+        PyModule_AddObjectRef(m, "HandleRef", (PyObject *)&HandleRef_Type) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0 ||
         PyModule_AddIntConstant(m, "WREC_BYTES", (long)WREC_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "K_VALUE", K_VALUE) < 0 ||
