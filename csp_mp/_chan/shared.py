@@ -225,8 +225,9 @@ class ProcLayer(Protocol):
     # channel stops when it rings, for the wake-up of another goroutine has arrived
     bell_off: int
     # channel handles of this process that died and still count (owner P only): a sender
-    # releases them (``release_handles``) before its send, so a goroutine that never parks
-    # frees the channels it drops without waiting for the hub's next poll
+    # releases them (``release_handles``) once its value is on its way (or before it parks),
+    # so a goroutine that never parks frees the channels it drops without waiting for the
+    # hub's next poll, and its partner does not wait for the release
     dead: list
 
     def spin_time(self, hub: Any) -> float:
@@ -608,8 +609,6 @@ class SharedChan:
     # ---- blocking operations (the Chan methods)
 
     def send(self, v: Any, hub: Any) -> None:
-        if self.broker.dead:  # channels this P dropped: freed now, not at the hub's next poll
-            self.broker.release_handles()
         # self.encode inlined: the call (or a functools.partial) costs ~0.5 us a send+recv here
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         hub.n_xops += 1  # runtime.metrics()
@@ -626,6 +625,8 @@ class SharedChan:
                 if b is not None and b.offset == q[w + _W_BUF] and b.put_locked(data):
                     q[w + _W_COUNT] = n + 1
                     lock.release()
+                    if self.broker.dead:  # channels this P dropped: freed now, the value sent
+                        self.broker.release_handles()
                     return
         lock.release()
         self._send_slow(data, v, hub)
@@ -646,6 +647,8 @@ class SharedChan:
         lock.release()
         if wakes:
             self.flush(wakes)
+        if self.broker.dead:  # channels this P dropped: freed now, the value sent or queued
+            self.broker.release_handles()
         if done:
             return
         if hub.park(W.CHAN_SEND) is CLOSED:
@@ -790,21 +793,25 @@ class NativeSharedChan(SharedChan):
             self._vrecv = functools.partial(_typed_recv, self.ops.recv_data, self.codec.decode)
 
     def send(self, v: Any, hub: Any) -> None:
-        if self.broker.dead:  # channels this P dropped: freed now, not at the hub's next poll
-            self.broker.release_handles()
         if self._vsend(v):
+            if self.broker.dead:  # channels this P dropped: freed now, the value sent
+                self.broker.release_handles()
             return
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
         hub.n_xbytes += len(data)
         if self._c_send(data, v):
+            if self.broker.dead:
+                self.broker.release_handles()
             return
         # an unbuffered channel is ready only once a receiver parks, which a receiver
         # spinning for a sender never does: the sender parks at once, for it to find
         spin = self.broker.spin_time(hub) if self.cap else 0.0
         if spin and self._c_poll(self.off, True, spin, self._bell) and self._c_send(data, v):
+            if self.broker.dead:
+                self.broker.release_handles()
             return
-        self._send_slow(data, v, hub)
+        self._send_slow(data, v, hub)  # releases them too
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
         v = self._vrecv()

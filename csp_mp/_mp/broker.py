@@ -34,6 +34,7 @@ import msgspec
 
 from .._chan import Chan
 from .._chan.local import SelectState
+from .._chan.shared import _OWN_SPARES as OWN_SPARES
 from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
 from .._errors import InternalError
 from .._hub import Hub, Outcome
@@ -135,9 +136,9 @@ class Broker:
         self.peers: Any = tokens.peers(self)
         # the compiled core's registration and release of channel handles (promote.py's
         # protocol, whose Python path _register and release_handles spell out), else None
-        self.handles: Any = (native_core().Handles(ctx.arena.core, Chan, self.chans,
-                                                   promote.names, self.dead, self)
-                             if ctx.arena.core is not None else None)
+        self.handles: Any = (native_core().Handles(
+            ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
+            self.spare_states, OWN_SPARES) if ctx.arena.core is not None else None)
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings

@@ -215,6 +215,12 @@ def promote_chan_state(ch: Chan) -> SharedChan:
     st = ch._st
     broker = _broker()
     if type(st) is LocalState:
+        h = broker.handles
+        if h is not None and ch._type is None and not (st.buf or st.sendq or st.recvq
+                                                        or st.closed):
+            shared = h.promote(ch, st.cap)  # create's first case and _register, in one call
+            if shared is not None:
+                return shared
         try:
             shared = SharedChan.create(broker, st.cap, ch._type)
         except MemoryError as exc:
@@ -274,9 +280,12 @@ def new_handle(off: int, tp: Any) -> Chan:
     """A new handle of this P on the shared channel at ``off``, which has none here; a name
     read becomes its count (see the module doc)."""
     broker = _broker()
-    st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
     if tp is None and broker.handles is not None:
-        return broker.handles.new(st)  # these lines in one call
+        ch = broker.handles.attach_new(off)  # attach's first case and new(), in one call
+        if ch is not None:
+            return ch
+        return broker.handles.new(SharedChan.attach(broker, off, tp))
+    st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
     ch = Chan.__new__(Chan)
     ch._st = st
     ch._type = tp

@@ -108,31 +108,51 @@ RMETH(R_chan_send) {
 /* chan_retire(off) -> bool: under the lock, end the channel at `off` if it holds no value, no
  * record and none of its rings grew (its magic cleared: a stale name is refused); False, with
  * nothing changed, when the Python path must empty it first. */
-RMETH(R_chan_retire) {
+int chan_retire_at(Region *r, long long off) {
     long long lock;
-    aword *w;
-    if (arg_count("chan_retire", nargs, 1, 1) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
-        return NULL;
-    if (lock_take(r, lock) < 0) return NULL;
+    aword *w = chan_open_at(r, off, &lock);
+    if (w == NULL || lock_take(r, lock) < 0) return -1;
     int done = !LD(w, W_COUNT) && !LD(w, W_NSEND) && !LD(w, W_NRECV) && !LD(w, W_GROWN);
     if (done) ST(w, W_MAGIC, 0);
-    if (lock_give(r, lock) < 0) return NULL;
-    return PyBool_FromLong(done);
+    if (lock_give(r, lock) < 0) return -1;
+    return done;
+}
+
+RMETH(R_chan_retire) {
+    long long off;
+    if (arg_count("chan_retire", nargs, 1, 1) < 0 || arg_ll(args[0], &off) < 0) return NULL;
+    int done = chan_retire_at(r, off);
+    return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
 /* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
  * reference (its creator's handle); the magic is stored last (release). */
-RMETH(R_chan_reopen) {
-    long long off, cap;
-    if (arg_count("chan_reopen", nargs, 2, 2) < 0 || arg_ll(args[0], &off) < 0 ||
-        arg_ll(args[1], &cap) < 0 || region_span(r, off, CHAN_BLOCK, 8) < 0)
-        return NULL;
+int chan_reopen_at(Region *r, long long off, long long cap) {
+    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return -1;
     aword *w = word_at(r, off);
     ST(w, W_CAP, (uint64_t)cap);
     ST(w, W_CLOSED, 0);
     ST(w, W_REFS, 1);
     atomic_store_explicit(&w[W_MAGIC], CHAN_MAGIC, memory_order_release);
+    return 0;
+}
+
+RMETH(R_chan_reopen) {
+    long long off, cap;
+    if (arg_count("chan_reopen", nargs, 2, 2) < 0 || arg_ll(args[0], &off) < 0 ||
+        arg_ll(args[1], &cap) < 0 || chan_reopen_at(r, off, cap) < 0)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+/* The block's word `i` if it holds a live channel whose id word is `id`; -1 if not (no error). */
+long long chan_word_if(Region *r, long long off, uint64_t id, int i) {
+    if (r->base == NULL || off < 0 || off + CHAN_BLOCK > (long long)r->size || off % 8) return -1;
+    aword *w = word_at(r, off);
+    if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC ||
+        LD(w, W_ID) != id)
+        return -1;
+    return (long long)LD(w, i);
 }
 
 RMETH(R_chan_recv) {

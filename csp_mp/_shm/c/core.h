@@ -131,6 +131,11 @@ RMETH(R_ring_try_put); RMETH(R_ring_put_locked); RMETH(R_ring_try_get); RMETH(R_
 RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len); RMETH(R_ring_move_locked);
 RMETH(R_chan_send); RMETH(R_chan_recv); RMETH(R_chan_poll);
 RMETH(R_chan_retire); RMETH(R_chan_reopen);
+/* chan.c's block operations for handles.c: 1 retired / 0 not / -1 error; 0 / -1 error; the
+ * word `i` (1: the capacity) of a live channel block whose id is `id`, else -1. */
+int chan_retire_at(Region *r, long long off);
+int chan_reopen_at(Region *r, long long off, long long cap);
+long long chan_word_if(Region *r, long long off, uint64_t id, int i);
 RMETH(R_bell_ring);
 
 /* Argument helpers: 0 ok, -1 with TypeError set. */

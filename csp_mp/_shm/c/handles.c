@@ -11,9 +11,18 @@
  *   new(st) -> Chan:  a new untyped Chan whose state is st, registered;
  *   release() -> (ended, others): empties the dead list; for each HandleRef, forgets it (if
  *                     still the registered one) and takes its count off the block's reference
- *                     word (REFS_BYTE, an atomic add): the states whose count reached 0 come
- *                     back in `ended` for the caller to destroy, other refs (atomics,
- *                     semaphores) in `others`.
+ *                     word (REFS_BYTE, an atomic add). A block whose count reached 0 is ended
+ *                     here when SharedChan.destroy's first case holds (chan_retire: empty, no
+ *                     ring grown) and this P's spares of its size have room (its state joins
+ *                     them); the other states come back in `ended` for the caller to destroy,
+ *                     and refs that are not channel handles (atomics, semaphores) in `others`.
+ *
+ * and the common cases of SharedChan.create and attach, for an untyped channel:
+ *
+ *   promote(ch, cap) -> st | None: a state from this P's spares for a buffer of `cap`, reopened
+ *                     (chan_reopen), made ch's state and registered; None when there is none;
+ *   attach_new(off) -> Chan | None: new() with this P's cached state for `off` (chan_states)
+ *                     while the block is a live channel with that state's id; None otherwise.
  */
 #include "core.h"
 
@@ -77,11 +86,12 @@ PyTypeObject HandleRef_Type = {
 typedef struct {
     PyObject_HEAD
     Region *region;
-    PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker;
+    PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker, *states, *spares;
+    Py_ssize_t own_max; /* spares kept a size (shared.py's _OWN_SPARES) */
 } Handles;
 
 static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
-    *s_empty;
+    *s_empty, *s_cap, *s_uid, *s_codec;
 
 static int intern_names(void) {
     if (s_empty != NULL) return 0;
@@ -93,17 +103,26 @@ static int intern_names(void) {
     IN(s_st_slot, "_st");
     IN(s_type, "_type");
     IN(s_check, "_check");
+    IN(s_cap, "cap");
+    IN(s_uid, "uid");
+    IN(s_codec, "codec");
 #undef IN
     return (s_empty = PyTuple_New(0)) == NULL ? -1 : 0;
 }
 
 static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
-    PyObject *region, *chan_type, *chans, *names, *dead, *broker;
-    static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!O", kwlist, &Region_Type, &region,
-                                     &PyType_Type, &chan_type, &PyDict_Type, &chans,
-                                     &PyDict_Type, &names, &PyList_Type, &dead, &broker))
+    PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares;
+    Py_ssize_t own_max;
+    static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
+                             "states", "spares", "own_max", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!n", kwlist, &Region_Type,
+                                     &region, &PyType_Type, &chan_type, &PyDict_Type, &chans,
+                                     &PyDict_Type, &names, &PyList_Type, &dead, &broker,
+                                     &PyDict_Type, &states, &PyDict_Type, &spares, &own_max))
         return -1;
+    Py_XSETREF(self->states, Py_NewRef(states));
+    Py_XSETREF(self->spares, Py_NewRef(spares));
+    self->own_max = own_max;
     if (intern_names() < 0) return -1;
     PyObject *append = PyObject_GetAttrString(dead, "append");
     if (append == NULL) return -1;
@@ -125,6 +144,8 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
     Py_VISIT(self->dead);
     Py_VISIT(self->dead_append);
     Py_VISIT(self->broker);
+    Py_VISIT(self->states);
+    Py_VISIT(self->spares);
     return 0;
 }
 
@@ -136,6 +157,8 @@ static int Handles_clear(Handles *self) {
     Py_CLEAR(self->dead);
     Py_CLEAR(self->dead_append);
     Py_CLEAR(self->broker);
+    Py_CLEAR(self->states);
+    Py_CLEAR(self->spares);
     return 0;
 }
 
@@ -203,6 +226,87 @@ static PyObject *Handles_new(Handles *self, PyObject *st) {
     return ch;
 }
 
+/* shared.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` */
+static long long buf_bytes(long long cap) {
+    long long n = (cap < 1024 ? cap : 1024) * 32, b = 256;
+    while (b < n) b <<= 1;
+    return b;
+}
+
+/* this P's spares for a buffer of `cap` (borrowed; NULL without error: none made yet) */
+static PyObject *spare_list(Handles *self, long long cap) {
+    PyObject *k = PyLong_FromLongLong(buf_bytes(cap));
+    if (k == NULL) return NULL;
+    PyObject *lst = PyDict_GetItemWithError(self->spares, k);
+    Py_DECREF(k);
+    return lst != NULL && PyList_CheckExact(lst) ? lst : NULL;
+}
+
+static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long cap;
+    if (ready(self) < 0 || arg_count("promote", nargs, 2, 2) < 0 || arg_ll(args[1], &cap) < 0)
+        return NULL;
+    PyObject *ch = args[0];
+    PyObject *lst = spare_list(self, cap);
+    if (lst == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(lst);
+    if (n == 0) Py_RETURN_NONE;
+    PyObject *st = PyList_GET_ITEM(lst, n - 1); /* borrowed until taken */
+    PyObject *codec = PyObject_GetAttr(st, s_codec), *off = NULL, *capo = NULL;
+    if (codec == NULL) return NULL;
+    int untyped = codec == Py_None;
+    Py_DECREF(codec);
+    if (!untyped) Py_RETURN_NONE; /* a typed channel's state: Python's create reopens it */
+    Py_INCREF(st);
+    PyObject *res = NULL;
+    long long o;
+    if (PyList_SetSlice(lst, n - 1, n, NULL) < 0 || (off = PyObject_GetAttr(st, s_off)) == NULL ||
+        ((o = PyLong_AsLongLong(off)) == -1 && PyErr_Occurred()) ||
+        chan_reopen_at(self->region, o, cap) < 0 || (capo = PyLong_FromLongLong(cap)) == NULL ||
+        PyObject_SetAttr(st, s_cap, capo) < 0 || PyDict_SetItem(self->states, off, st) < 0 ||
+        PyObject_SetAttr(ch, s_st_slot, st) < 0 || do_register(self, ch, st) < 0)
+        goto done;
+    res = Py_NewRef(st);
+done:
+    Py_XDECREF(off);
+    Py_XDECREF(capo);
+    Py_DECREF(st);
+    return res;
+}
+
+static PyObject *Handles_attach_new(Handles *self, PyObject *off) {
+    if (ready(self) < 0) return NULL;
+    PyObject *st = PyDict_GetItemWithError(self->states, off); /* borrowed */
+    if (st == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(st);
+    PyObject *res = NULL, *uid = NULL, *codec = NULL, *capo = NULL;
+    long long o = PyLong_AsLongLong(off), cap;
+    if ((o == -1 && PyErr_Occurred()) || (uid = PyObject_GetAttr(st, s_uid)) == NULL ||
+        (codec = PyObject_GetAttr(st, s_codec)) == NULL)
+        goto done;
+    unsigned long long id = PyLong_AsUnsignedLongLong(uid);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+    if (codec != Py_None || (cap = chan_word_if(self->region, o, id, 1)) < 0) {
+        res = Py_NewRef(Py_None); /* typed, or the block is no longer that channel */
+        goto done;
+    }
+    if ((capo = PyLong_FromLongLong(cap)) == NULL || PyObject_SetAttr(st, s_cap, capo) < 0)
+        goto done;
+    res = Handles_new(self, st);
+done:
+    Py_XDECREF(uid);
+    Py_XDECREF(codec);
+    Py_XDECREF(capo);
+    Py_DECREF(st);
+    return res;
+}
+
 /* One dead HandleRef: forget it if it is still the registered one, take its count off the
  * block; st appended to `ended` when that was the last reference. 0, or -1 on error. */
 static int release_one(Handles *self, HandleRef *ref, PyObject *ended) {
@@ -221,7 +325,18 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended) {
     if (region_span(self->region, off + REFS_BYTE, 8, 8) < 0) return -1;
     uint64_t old = atomic_fetch_add_explicit(word_at(self->region, off + REFS_BYTE),
                                              (uint64_t)-1, memory_order_seq_cst);
-    return old == 1 ? PyList_Append(ended, ref->st) : 0;
+    if (old != 1) return 0;
+    /* the last reference: end it here if it is empty and this P's spares have room */
+    long long cap = (long long)atomic_load_explicit(word_at(self->region, off + 8),
+                                                    memory_order_relaxed);
+    PyObject *lst = spare_list(self, cap);
+    if (lst == NULL && PyErr_Occurred()) return -1;
+    if (lst != NULL && PyList_GET_SIZE(lst) < self->own_max) {
+        int r = chan_retire_at(self->region, off);
+        if (r < 0) return -1;
+        if (r == 1) return PyList_Append(lst, ref->st);
+    }
+    return PyList_Append(ended, ref->st);
 }
 
 static PyObject *Handles_release(Handles *self, PyObject *unused) {
@@ -254,6 +369,10 @@ static PyMethodDef Handles_methods[] = {
      "register(ch, st): make ch this P's handle on the channel of state st."},
     {"new", (PyCFunction)Handles_new, METH_O,
      "new(st) -> Chan: a new untyped handle on the channel of state st, registered."},
+    {"promote", (PyCFunction)(void (*)(void))Handles_promote, METH_FASTCALL,
+     "promote(ch, cap) -> st | None: ch's new shared state from this P's spares, registered."},
+    {"attach_new", (PyCFunction)Handles_attach_new, METH_O,
+     "attach_new(off) -> Chan | None: a new handle on `off` with this P's cached state."},
     {"release", (PyCFunction)Handles_release, METH_NOARGS,
      "release() -> (ended, others): empty the dead list; the states whose block lost its last "
      "reference, and the dead refs that are not channel handles."},
@@ -265,8 +384,9 @@ PyTypeObject Handles_Type = {
     .tp_name = "csp_mp._shm._core.Handles",
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker): a P's handles on shared "
-              "channels, registered and released in one call each.",
+    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, "
+              "own_max): a P's handles on shared channels, registered and released in one "
+              "call each.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Handles_init,
     .tp_traverse = (traverseproc)Handles_traverse,
