@@ -68,19 +68,20 @@ def claim(w: Waiter) -> bool:
     return True
 
 
-_NOQ: Any = ()  # a wait queue (or an unbuffered channel's buffer) no one has used: empty
+_NOQ: Any = ()  # a buffer or wait queue no one has used yet: empty
 
 
 class LocalState:
-    """Buffer and wait queues of a channel living in one P. A wait queue is made at its first
-    waiter (``_NOQ`` until then: most channels of a request loop never park anyone)."""
+    """Buffer and wait queues of a channel living in one P. Each is made when its first value
+    or waiter comes (``_NOQ`` until then: a reply channel made per request often never
+    holds one here, for it is shared before its first send)."""
 
     shared = False
     __slots__ = ("cap", "buf", "closed", "recvq", "sendq")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.buf: deque = deque() if cap else _NOQ  # only a buffered channel appends to it
+        self.buf: deque = _NOQ
         self.closed = False
         self.recvq: deque[Waiter] = _NOQ
         self.sendq: deque[Waiter] = _NOQ
@@ -98,8 +99,11 @@ class LocalState:
                 continue
             hub.ready(w.g, (v, True))
             return
-        if len(self.buf) < self.cap:
-            self.buf.append(v)
+        buf = self.buf
+        if len(buf) < self.cap:
+            if buf is _NOQ:
+                buf = self.buf = deque()
+            buf.append(v)
             return
         g = hub.current  # its own waiter (g.py)
         g.elem = v
@@ -157,8 +161,11 @@ class LocalState:
             w = recvq.popleft()
             if claim(w):
                 return True, w
-        if len(self.buf) < self.cap:
-            self.buf.append(v)
+        buf = self.buf
+        if len(buf) < self.cap:
+            if buf is _NOQ:
+                buf = self.buf = deque()
+            buf.append(v)
             return True, None
         return False, None
 

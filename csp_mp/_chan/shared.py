@@ -174,6 +174,16 @@ class SparePool:
             q[b] = n + 1
             return True
 
+    @property
+    def lock_index(self) -> int:
+        """The arena lock guarding the pool."""
+        return self._lock_index
+
+    def stacks(self) -> dict[int, int]:
+        """The byte offset of each buffer ring size's stack (the compiled core pops and pushes
+        them itself: ``Handles``)."""
+        return dict(self._ats)
+
     def blocks(self) -> list[int]:
         """The offsets of the spare blocks (a snapshot)."""
         q = self._q
@@ -336,6 +346,22 @@ class SharedChan:
         return st
 
     @classmethod
+    def reopen(cls, broker: ProcLayer, off: int, cap: int, tp: Any = None) -> SharedChan:
+        """The ended channel block ``off``, taken from the pool, made a new channel of
+        capacity ``cap`` with one reference (its creator's handle)."""
+        arena = broker.arena
+        if arena.core is not None:
+            arena.core.chan_reopen(off, cap)
+        else:
+            _reopen(arena, off, cap)
+        st = broker.chan_states.get(off)
+        if (st is not None and st.uid == arena.words.view[off // 8 + _W_ID] and tp is None
+                and st.codec is None):  # this P's state for the block: attach's fast case
+            st.cap = cap
+            return st
+        return cls.attach(broker, off, tp)
+
+    @classmethod
     def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
         """A new, empty shared channel (any P): a spare block with the buffer ring the capacity
         wants when the pool has one (no ring made), else a new block."""
@@ -356,13 +382,7 @@ class SharedChan:
             return cls.attach(broker, st.off, tp)
         off = broker.spares.take(buf_bytes)
         if off is not None:
-            _reopen(arena, off, cap)
-            st = broker.chan_states.get(off)
-            if (st is not None and st.uid == words.view[off // 8 + _W_ID] and tp is None
-                    and st.codec is None):  # this P's state for the block: attach's fast case
-                st.cap = cap
-                return st
-            return cls.attach(broker, off, tp)
+            return cls.reopen(broker, off, cap, tp)
         lock_index = broker.chan_lock_index()
         off = arena.alloc(_BLOCK)
         w = off // 8

@@ -35,6 +35,7 @@ import msgspec
 from .._chan import Chan
 from .._chan.local import SelectState
 from .._chan.shared import _OWN_SPARES as OWN_SPARES
+from .._chan.shared import _SPARE_SLOTS as SPARE_SLOTS
 from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
 from .._errors import InternalError
 from .._hub import Hub, Outcome
@@ -138,7 +139,8 @@ class Broker:
         # protocol, whose Python path _register and release_handles spell out), else None
         self.handles: Any = (native_core().Handles(
             ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
-            self.spare_states, OWN_SPARES) if ctx.arena.core is not None else None)
+            self.spare_states, OWN_SPARES, self.spares.stacks(), self.spares.lock_index,
+            SPARE_SLOTS) if ctx.arena.core is not None else None)
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
@@ -377,9 +379,11 @@ class Broker:
         dead = self.dead
         if self.handles is not None:
             while dead:  # a destroyed channel's values may hold handles that die meanwhile
-                ended, others = self.handles.release()
+                ended, others, freed = self.handles.release()
                 for st in ended:
                     st.destroy()
+                for st in freed:
+                    st._free()  # ended in C; this P's spares and the pool were full
                 for ref in others:
                     self._release_obj(ref)
             return

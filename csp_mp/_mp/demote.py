@@ -47,6 +47,8 @@ class StoppedState:
 def local_chan(st: SharedChan) -> LocalState:
     """A local channel state holding what ``st`` buffered, closed if it was."""
     local = LocalState(st.cap)
+    if st.cap:
+        local.buf = deque()
     n = st._count()
     while n > 0:
         data = st._buf_get()

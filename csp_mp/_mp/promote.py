@@ -218,9 +218,14 @@ def promote_chan_state(ch: Chan) -> SharedChan:
         h = broker.handles
         if h is not None and ch._type is None and not (st.buf or st.sendq or st.recvq
                                                         or st.closed):
-            shared = h.promote(ch, st.cap)  # create's first case and _register, in one call
-            if shared is not None:
+            got = h.promote(ch, st.cap)  # create's first cases and _register, in one call
+            if type(got) is int:  # a block from the pool, which this P has no state for
+                shared = SharedChan.reopen(broker, got, st.cap)
+                ch._st = shared
+                h.register(ch, shared)
                 return shared
+            if got is not None:
+                return got
         try:
             shared = SharedChan.create(broker, st.cap, ch._type)
         except MemoryError as exc:

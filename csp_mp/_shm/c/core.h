@@ -136,6 +136,10 @@ RMETH(R_chan_retire); RMETH(R_chan_reopen);
 int chan_retire_at(Region *r, long long off);
 int chan_reopen_at(Region *r, long long off, long long cap);
 long long chan_word_if(Region *r, long long off, uint64_t id, int i);
+/* module.c's bounded word stacks (the spare pool): 1 popped into *v / 0 empty / -1 error; 1
+ * pushed / 0 full / -1 error. */
+int stack_pop_at(Region *r, long long at, long long lock, uint64_t *v);
+int stack_push_at(Region *r, long long at, long long lock, uint64_t v, long long max);
 RMETH(R_bell_ring);
 
 /* Argument helpers: 0 ok, -1 with TypeError set. */

@@ -9,18 +9,23 @@
  *   register(ch, st): ref = HandleRef to ch, its callback dead.append, entered in chans and
  *                     names; off, st and drop (st.drop_name) as the Python HandleRef's;
  *   new(st) -> Chan:  a new untyped Chan whose state is st, registered;
- *   release() -> (ended, others): empties the dead list; for each HandleRef, forgets it (if
- *                     still the registered one) and takes its count off the block's reference
- *                     word (REFS_BYTE, an atomic add). A block whose count reached 0 is ended
- *                     here when SharedChan.destroy's first case holds (chan_retire: empty, no
- *                     ring grown) and this P's spares of its size have room (its state joins
- *                     them); the other states come back in `ended` for the caller to destroy,
- *                     and refs that are not channel handles (atomics, semaphores) in `others`.
+ *   release() -> (ended, others, freed): empties the dead list; for each HandleRef, forgets it
+ *                     (if still the registered one) and takes its count off the block's
+ *                     reference word (REFS_BYTE, an atomic add). A block whose count reached 0
+ *                     is ended here when SharedChan.destroy's first case holds (chan_retire:
+ *                     empty, no ring grown): its state joins this P's spares of its size, or
+ *                     its offset the runtime's pool (SparePool), or, both full, it comes back in
+ *                     `freed` for the caller to free (SharedChan._free). The other states come
+ *                     back in `ended` for the caller to destroy, and refs that are not channel
+ *                     handles (atomics, semaphores) in `others`.
  *
  * and the common cases of SharedChan.create and attach, for an untyped channel:
  *
- *   promote(ch, cap) -> st | None: a state from this P's spares for a buffer of `cap`, reopened
- *                     (chan_reopen), made ch's state and registered; None when there is none;
+ *   promote(ch, cap) -> st | off | None: a state from this P's spares for a buffer of `cap`,
+ *                     else the pool's block if this P cached a state for it (same id),
+ *                     reopened (chan_reopen), made ch's state and registered; the pool's
+ *                     block alone (an int: the caller reopens and attaches it) when this P has
+ *                     no state for it; None when neither has one;
  *   attach_new(off) -> Chan | None: new() with this P's cached state for `off` (chan_states)
  *                     while the block is a live channel with that state's id; None otherwise.
  */
@@ -87,8 +92,13 @@ typedef struct {
     PyObject_HEAD
     Region *region;
     PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker, *states, *spares;
-    Py_ssize_t own_max; /* spares kept a size (shared.py's _OWN_SPARES) */
+    PyObject *pool_ats;  /* buffer ring size -> byte offset of the pool's stack for it */
+    Py_ssize_t own_max;  /* spares kept a size (shared.py's _OWN_SPARES) */
+    long long pool_lock; /* the pool's lock */
+    long long pool_max;  /* the pool's blocks a size (_SPARE_SLOTS) */
 } Handles;
+
+#define ID_BYTE 88 /* a channel block's id word (shared.py's _W_ID * 8) */
 
 static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
     *s_empty, *s_cap, *s_uid, *s_codec;
@@ -111,18 +121,24 @@ static int intern_names(void) {
 }
 
 static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
-    PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares;
+    PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares, *pool_ats;
     Py_ssize_t own_max;
+    long long pool_lock, pool_max;
     static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
-                             "states", "spares", "own_max", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!n", kwlist, &Region_Type,
+                             "states", "spares", "own_max", "pool_ats", "pool_lock",
+                             "pool_max", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LL", kwlist, &Region_Type,
                                      &region, &PyType_Type, &chan_type, &PyDict_Type, &chans,
                                      &PyDict_Type, &names, &PyList_Type, &dead, &broker,
-                                     &PyDict_Type, &states, &PyDict_Type, &spares, &own_max))
+                                     &PyDict_Type, &states, &PyDict_Type, &spares, &own_max,
+                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max))
         return -1;
     Py_XSETREF(self->states, Py_NewRef(states));
     Py_XSETREF(self->spares, Py_NewRef(spares));
+    Py_XSETREF(self->pool_ats, Py_NewRef(pool_ats));
     self->own_max = own_max;
+    self->pool_lock = pool_lock;
+    self->pool_max = pool_max;
     if (intern_names() < 0) return -1;
     PyObject *append = PyObject_GetAttrString(dead, "append");
     if (append == NULL) return -1;
@@ -146,6 +162,7 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
     Py_VISIT(self->broker);
     Py_VISIT(self->states);
     Py_VISIT(self->spares);
+    Py_VISIT(self->pool_ats);
     return 0;
 }
 
@@ -159,6 +176,7 @@ static int Handles_clear(Handles *self) {
     Py_CLEAR(self->broker);
     Py_CLEAR(self->states);
     Py_CLEAR(self->spares);
+    Py_CLEAR(self->pool_ats);
     return 0;
 }
 
@@ -242,6 +260,78 @@ static PyObject *spare_list(Handles *self, long long cap) {
     return lst != NULL && PyList_CheckExact(lst) ? lst : NULL;
 }
 
+/* the byte offset of the pool's stack for a buffer of `cap`: 1 found, 0 none, -1 error */
+static int pool_at(Handles *self, long long cap, long long *at) {
+    PyObject *k = PyLong_FromLongLong(buf_bytes(cap));
+    if (k == NULL) return -1;
+    PyObject *v = PyDict_GetItemWithError(self->pool_ats, k);
+    Py_DECREF(k);
+    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+    *at = PyLong_AsLongLong(v);
+    return *at == -1 && PyErr_Occurred() ? -1 : 1;
+}
+
+/* st (borrowed) is this P's untyped state of the block at `off` with id word `id`: 1, 0, -1 */
+static int state_fits(PyObject *st, uint64_t id) {
+    PyObject *codec = PyObject_GetAttr(st, s_codec), *uid = NULL;
+    if (codec == NULL) return -1;
+    int fits = codec == Py_None;
+    Py_DECREF(codec);
+    if (!fits) return 0;
+    if ((uid = PyObject_GetAttr(st, s_uid)) == NULL) return -1;
+    unsigned long long u = PyLong_AsUnsignedLongLong(uid);
+    Py_DECREF(uid);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    return u == id;
+}
+
+/* reopen st's block (at `off`, capacity `cap`), make it ch's state, register: st, or NULL */
+static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, PyObject *off,
+                            long long cap) {
+    long long o = PyLong_AsLongLong(off);
+    PyObject *capo = NULL;
+    if ((o == -1 && PyErr_Occurred()) || chan_reopen_at(self->region, o, cap) < 0 ||
+        (capo = PyLong_FromLongLong(cap)) == NULL || PyObject_SetAttr(st, s_cap, capo) < 0 ||
+        PyDict_SetItem(self->states, off, st) < 0 || PyObject_SetAttr(ch, s_st_slot, st) < 0 ||
+        do_register(self, ch, st) < 0) {
+        Py_XDECREF(capo);
+        return NULL;
+    }
+    Py_DECREF(capo);
+    return Py_NewRef(st);
+}
+
+/* promote's second case: the pool's block for `cap` */
+static PyObject *promote_from_pool(Handles *self, PyObject *ch, long long cap) {
+    long long at;
+    uint64_t v;
+    int r = pool_at(self, cap, &at);
+    if (r <= 0) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    if ((r = stack_pop_at(self->region, at, self->pool_lock, &v)) <= 0) {
+        if (r < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *off = PyLong_FromUnsignedLongLong(v);
+    if (off == NULL) return NULL;
+    PyObject *st = PyDict_GetItemWithError(self->states, off); /* borrowed */
+    PyObject *res = NULL;
+    if (st == NULL) {
+        res = PyErr_Occurred() ? NULL : Py_NewRef(off);
+    } else if (region_span(self->region, (long long)v + ID_BYTE, 8, 8) == 0) {
+        Py_INCREF(st);
+        uint64_t id = atomic_load_explicit(word_at(self->region, (long long)v + ID_BYTE),
+                                           memory_order_relaxed);
+        int fits = state_fits(st, id);
+        res = fits < 0 ? NULL : fits ? take_state(self, ch, st, off, cap) : Py_NewRef(off);
+        Py_DECREF(st);
+    }
+    Py_DECREF(off);
+    return res;
+}
+
 static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_t nargs) {
     long long cap;
     if (ready(self) < 0 || arg_count("promote", nargs, 2, 2) < 0 || arg_ll(args[1], &cap) < 0)
@@ -250,10 +340,10 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
     PyObject *lst = spare_list(self, cap);
     if (lst == NULL) {
         if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE;
+        return promote_from_pool(self, ch, cap);
     }
     Py_ssize_t n = PyList_GET_SIZE(lst);
-    if (n == 0) Py_RETURN_NONE;
+    if (n == 0) return promote_from_pool(self, ch, cap);
     PyObject *st = PyList_GET_ITEM(lst, n - 1); /* borrowed until taken */
     PyObject *codec = PyObject_GetAttr(st, s_codec), *off = NULL, *capo = NULL;
     if (codec == NULL) return NULL;
@@ -262,15 +352,8 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
     if (!untyped) Py_RETURN_NONE; /* a typed channel's state: Python's create reopens it */
     Py_INCREF(st);
     PyObject *res = NULL;
-    long long o;
-    if (PyList_SetSlice(lst, n - 1, n, NULL) < 0 || (off = PyObject_GetAttr(st, s_off)) == NULL ||
-        ((o = PyLong_AsLongLong(off)) == -1 && PyErr_Occurred()) ||
-        chan_reopen_at(self->region, o, cap) < 0 || (capo = PyLong_FromLongLong(cap)) == NULL ||
-        PyObject_SetAttr(st, s_cap, capo) < 0 || PyDict_SetItem(self->states, off, st) < 0 ||
-        PyObject_SetAttr(ch, s_st_slot, st) < 0 || do_register(self, ch, st) < 0)
-        goto done;
-    res = Py_NewRef(st);
-done:
+    if (PyList_SetSlice(lst, n - 1, n, NULL) == 0 && (off = PyObject_GetAttr(st, s_off)) != NULL)
+        res = take_state(self, ch, st, off, cap);
     Py_XDECREF(off);
     Py_XDECREF(capo);
     Py_DECREF(st);
@@ -309,7 +392,7 @@ done:
 
 /* One dead HandleRef: forget it if it is still the registered one, take its count off the
  * block; st appended to `ended` when that was the last reference. 0, or -1 on error. */
-static int release_one(Handles *self, HandleRef *ref, PyObject *ended) {
+static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject *freed) {
     PyObject *cur = PyDict_GetItemWithError(self->chans, ref->off); /* borrowed */
     if (cur == NULL && PyErr_Occurred()) return -1;
     if (cur == (PyObject *)ref) {
@@ -330,20 +413,25 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended) {
     long long cap = (long long)atomic_load_explicit(word_at(self->region, off + 8),
                                                     memory_order_relaxed);
     PyObject *lst = spare_list(self, cap);
-    if (lst == NULL && PyErr_Occurred()) return -1;
-    if (lst != NULL && PyList_GET_SIZE(lst) < self->own_max) {
-        int r = chan_retire_at(self->region, off);
-        if (r < 0) return -1;
-        if (r == 1) return PyList_Append(lst, ref->st);
-    }
-    return PyList_Append(ended, ref->st);
+    if (lst == NULL) /* none made yet: destroy makes the list */
+        return PyErr_Occurred() ? -1 : PyList_Append(ended, ref->st);
+    int r = chan_retire_at(self->region, off);
+    if (r <= 0) /* it holds values or records, or a ring grew: destroy empties it */
+        return r < 0 ? -1 : PyList_Append(ended, ref->st);
+    if (PyList_GET_SIZE(lst) < self->own_max) return PyList_Append(lst, ref->st);
+    long long at;
+    if ((r = pool_at(self, cap, &at)) < 0) return -1;
+    if (r == 1 && (r = stack_push_at(self->region, at, self->pool_lock, (uint64_t)off,
+                                     self->pool_max)) < 0)
+        return -1;
+    return r == 1 ? 0 : PyList_Append(freed, ref->st);
 }
 
 static PyObject *Handles_release(Handles *self, PyObject *unused) {
     (void)unused;
     if (ready(self) < 0) return NULL;
-    PyObject *ended = PyList_New(0), *others = PyList_New(0);
-    if (ended == NULL || others == NULL) goto fail;
+    PyObject *ended = PyList_New(0), *others = PyList_New(0), *freed = PyList_New(0);
+    if (ended == NULL || others == NULL || freed == NULL) goto fail;
     PyObject *dead = self->dead;
     while (PyList_GET_SIZE(dead) > 0) {
         Py_ssize_t n = PyList_GET_SIZE(dead);
@@ -352,15 +440,17 @@ static PyObject *Handles_release(Handles *self, PyObject *unused) {
             Py_DECREF(ref);
             goto fail;
         }
-        int r = Py_IS_TYPE(ref, &HandleRef_Type) ? release_one(self, (HandleRef *)ref, ended)
-                                                  : PyList_Append(others, ref);
+        int r = Py_IS_TYPE(ref, &HandleRef_Type)
+                    ? release_one(self, (HandleRef *)ref, ended, freed)
+                    : PyList_Append(others, ref);
         Py_DECREF(ref);
         if (r < 0) goto fail;
     }
-    return Py_BuildValue("(NN)", ended, others);
+    return Py_BuildValue("(NNN)", ended, others, freed);
 fail:
     Py_XDECREF(ended);
     Py_XDECREF(others);
+    Py_XDECREF(freed);
     return NULL;
 }
 
@@ -370,12 +460,13 @@ static PyMethodDef Handles_methods[] = {
     {"new", (PyCFunction)Handles_new, METH_O,
      "new(st) -> Chan: a new untyped handle on the channel of state st, registered."},
     {"promote", (PyCFunction)(void (*)(void))Handles_promote, METH_FASTCALL,
-     "promote(ch, cap) -> st | None: ch's new shared state from this P's spares, registered."},
+     "promote(ch, cap) -> st | off | None: ch's new shared state from this P's spares or the "
+     "pool, registered; a pool block this P has no state for; None."},
     {"attach_new", (PyCFunction)Handles_attach_new, METH_O,
      "attach_new(off) -> Chan | None: a new handle on `off` with this P's cached state."},
     {"release", (PyCFunction)Handles_release, METH_NOARGS,
-     "release() -> (ended, others): empty the dead list; the states whose block lost its last "
-     "reference, and the dead refs that are not channel handles."},
+     "release() -> (ended, others, freed): empty the dead list; the states to destroy, the "
+     "dead refs that are not channel handles, the ended states to free."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -384,9 +475,9 @@ PyTypeObject Handles_Type = {
     .tp_name = "csp_mp._shm._core.Handles",
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, "
-              "own_max): a P's handles on shared channels, registered and released in one "
-              "call each.",
+    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, own_max, "
+              "pool_ats, pool_lock, pool_max): a P's handles on shared channels, registered "
+              "and released in one call each.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Handles_init,
     .tp_traverse = (traverseproc)Handles_traverse,

@@ -191,46 +191,58 @@ RMETH(R_icas) {
  * the n words after it its items. A pop or a push commits with its one store of the size, so
  * a holder killed before that store changed nothing. */
 
-RMETH(R_stack_pop) {
-    aword *w;
-    long long lock;
-    if (arg_count("stack_pop", nargs, 2, 2) < 0 || word_arg(r, args[0], &w) < 0 ||
-        arg_ll(args[1], &lock) < 0)
-        return NULL;
-    if (atomic_load_explicit(w, memory_order_relaxed) == 0) Py_RETURN_NONE; /* a snapshot */
-    if (lock_take(r, lock) < 0) return NULL;
-    uint64_t n = atomic_load_explicit(w, memory_order_relaxed), v = 0;
+int stack_pop_at(Region *r, long long at, long long lock, uint64_t *v) {
+    if (region_span(r, at, 8, 8) < 0) return -1;
+    aword *w = word_at(r, at);
+    if (atomic_load_explicit(w, memory_order_relaxed) == 0) return 0; /* a snapshot */
+    if (lock_take(r, lock) < 0) return -1;
+    uint64_t n = atomic_load_explicit(w, memory_order_relaxed);
+    int got = 0;
     if (n > 0) {
-        if (region_span(r, (long long)((char *)w - r->base) + (long long)n * 8, 8, 8) < 0) {
+        if (region_span(r, at + (long long)n * 8, 8, 8) < 0) {
             (void)lock_give(r, lock);
-            return NULL;
+            return -1;
         }
-        v = atomic_load_explicit(&w[n], memory_order_relaxed);
+        *v = atomic_load_explicit(&w[n], memory_order_relaxed);
         atomic_store_explicit(w, n - 1, memory_order_relaxed);
+        got = 1;
     }
-    if (lock_give(r, lock) < 0) return NULL;
-    if (n == 0) Py_RETURN_NONE;
-    return PyLong_FromUnsignedLongLong(v);
+    return lock_give(r, lock) < 0 ? -1 : got;
 }
 
-RMETH(R_stack_push) {
-    aword *w;
-    long long lock, max;
-    uint64_t v;
-    if (arg_count("stack_push", nargs, 4, 4) < 0 || word_arg(r, args[0], &w) < 0 ||
-        arg_ll(args[1], &lock) < 0 || arg_u64(args[2], &v) < 0 || arg_ll(args[3], &max) < 0)
-        return NULL;
-    if (max < 0 || region_span(r, (long long)((char *)w - r->base), (max + 1) * 8, 8) < 0)
-        return NULL;
-    if (lock_take(r, lock) < 0) return NULL;
+int stack_push_at(Region *r, long long at, long long lock, uint64_t v, long long max) {
+    if (max < 0 || region_span(r, at, (max + 1) * 8, 8) < 0) return -1;
+    aword *w = word_at(r, at);
+    if (lock_take(r, lock) < 0) return -1;
     uint64_t n = atomic_load_explicit(w, memory_order_relaxed);
     int done = n < (uint64_t)max;
     if (done) {
         atomic_store_explicit(&w[n + 1], v, memory_order_relaxed);
         atomic_store_explicit(w, n + 1, memory_order_relaxed);
     }
-    if (lock_give(r, lock) < 0) return NULL;
-    return PyBool_FromLong(done);
+    return lock_give(r, lock) < 0 ? -1 : done;
+}
+
+RMETH(R_stack_pop) {
+    long long at, lock;
+    uint64_t v = 0;
+    if (arg_count("stack_pop", nargs, 2, 2) < 0 || arg_ll(args[0], &at) < 0 ||
+        arg_ll(args[1], &lock) < 0)
+        return NULL;
+    int got = stack_pop_at(r, at, lock, &v);
+    if (got < 0) return NULL;
+    if (!got) Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+RMETH(R_stack_push) {
+    long long at, lock, max;
+    uint64_t v;
+    if (arg_count("stack_push", nargs, 4, 4) < 0 || arg_ll(args[0], &at) < 0 ||
+        arg_ll(args[1], &lock) < 0 || arg_u64(args[2], &v) < 0 || arg_ll(args[3], &max) < 0)
+        return NULL;
+    int done = stack_push_at(r, at, lock, v, max);
+    return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
 #define FAST(name, doc) {#name + 2, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
