@@ -660,3 +660,31 @@ def test_the_compiled_core_handles_refuse_use_before_init() -> None:
     h = native.core().Handles.__new__(native.core().Handles)
     with pytest.raises(RuntimeError, match="not initialised"):
         h.release()
+
+
+def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> None:
+    """Ended channel blocks fill this P's spares, then the pool's stack for their size; the
+    rest are freed (their blocks and rings back to the allocator)."""
+    from csp_mp._chan import shared
+
+    def main() -> tuple[int, int, int]:
+        broker = promote._brokers[0]
+        box = Chan(1)
+        H.go_on(1, _share, box, box)
+        n = shared._OWN_SPARES + shared._SPARE_SLOTS + 5
+        chans = [Chan(1) for _ in range(n)]
+        for ch in chans:
+            _share(ch, box)
+        offs = [ch._st.off for ch in chans]  # type: ignore[attr-defined]
+        del ch
+        chans.clear()
+        broker.release_handles()
+        own = {st.off for st in broker.spare_states.get(256, [])}
+        pooled = set(broker.spares.blocks())
+        freed = [o for o in offs if o not in own and o not in pooled]
+        return len(own & set(offs)), len(pooled & set(offs)), sum(map(_block_free, freed))
+
+    own, pooled, freed = run(main, 2)
+    assert own == 16
+    assert pooled == 16
+    assert freed == 5
