@@ -140,7 +140,9 @@ class Broker:
         self.handles: Any = (native_core().Handles(
             ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
             self.spare_states, OWN_SPARES, self.spares.stacks(), self.spares.lock_index,
-            SPARE_SLOTS) if ctx.arena.core is not None else None)
+            SPARE_SLOTS, self._release_slow) if ctx.arena.core is not None else None)
+        if self.handles is not None:  # the whole release in one C call
+            self.release_handles = self.handles.release  # type: ignore[method-assign]
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
@@ -375,18 +377,9 @@ class Broker:
     def release_handles(self) -> None:
         """Drop the counts of this P's handles that died, destroying a channel (freeing an
         atomic's or a semaphore's block) whose count reaches 0 (owner P only, at a poll or
-        before a send: never inside the weakref callback)."""
+        after a send: never inside the weakref callback). The Python path: on the compiled
+        core, ``Handles.release`` takes this method's place on the instance."""
         dead = self.dead
-        if self.handles is not None:
-            while dead:  # a destroyed channel's values may hold handles that die meanwhile
-                ended, others, freed = self.handles.release()
-                for st in ended:
-                    st.destroy()
-                for st in freed:
-                    st._free()  # ended in C; this P's spares and the pool were full
-                for ref in others:
-                    self._release_obj(ref)
-            return
         chans = self.chans
         names = promote.names
         while dead:
@@ -400,6 +393,17 @@ class Broker:
                 names.pop(st.key, None)
             if st.broker is self and st.drop_name() == 1:  # the last reference
                 st.destroy()
+
+    def _release_slow(self, ended: list, others: list, freed: list) -> None:
+        """What the compiled core's ``Handles.release`` leaves to Python: channels to destroy
+        (holding values, or no room among this P's spares), channels it ended to free (no
+        room in the pool either), atomics' and semaphores' handles."""
+        for st in ended:
+            st.destroy()
+        for st in freed:
+            st._free()
+        for ref in others:
+            self._release_obj(ref)
 
     def _release_obj(self, ref: promote.ObjRef) -> None:
         """The count of a dead atomic or semaphore handle; at 0, its block is freed."""

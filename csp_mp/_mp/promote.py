@@ -210,20 +210,28 @@ def chan_offset(ch: Chan) -> int:
     return promote_chan_state(ch).off
 
 
+def adopt_block(broker: Any, ch: Chan, off: int, cap: int) -> SharedChan:
+    """Make the pool's block ``off`` (taken by ``Handles.promote``) the shared state of the
+    untyped local channel ``ch``, which has nothing buffered or waiting."""
+    shared = SharedChan.reopen(broker, off, cap)
+    ch._st = shared
+    broker.handles.register(ch, shared)
+    return shared
+
+
 def promote_chan_state(ch: Chan) -> SharedChan:
     """The shared state of ``ch``, promoting it first if it is still local."""
     st = ch._st
-    broker = _broker()
+    broker = _brokers[0]
+    if broker is None:
+        broker = _broker()  # raises
     if type(st) is LocalState:
         h = broker.handles
         if h is not None and ch._type is None and not (st.buf or st.sendq or st.recvq
                                                         or st.closed):
             got = h.promote(ch, st.cap)  # create's first cases and _register, in one call
             if type(got) is int:  # a block from the pool, which this P has no state for
-                shared = SharedChan.reopen(broker, got, st.cap)
-                ch._st = shared
-                h.register(ch, shared)
-                return shared
+                return adopt_block(broker, ch, got, st.cap)
             if got is not None:
                 return got
         try:
@@ -284,7 +292,9 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
 def new_handle(off: int, tp: Any) -> Chan:
     """A new handle of this P on the shared channel at ``off``, which has none here; a name
     read becomes its count (see the module doc)."""
-    broker = _broker()
+    broker = _brokers[0]
+    if broker is None:
+        broker = _broker()  # raises
     if tp is None and broker.handles is not None:
         ch = broker.handles.attach_new(off)  # attach's first case and new(), in one call
         if ch is not None:

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from .._chan import Chan
+from .._chan.local import LocalState
 from .._shm import OOB_MIN, codec, decode, encode
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
@@ -49,7 +50,14 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext | None:
         return None
     st: Any = obj._st
     if not st.shared or st.broker is not promote._brokers[0]:
-        st = promote.promote_chan_state(obj)  # a state this P may have named before
+        b = promote._brokers[0]
+        got = None
+        if (b is not None and b.handles is not None and type(st) is LocalState
+                and not (st.buf or st.sendq or st.recvq or st.closed)):
+            got = b.handles.promote(obj, st.cap)  # promote_chan_state's first case
+            if type(got) is int:  # a block from the pool, which this P has no state for
+                got = promote.adopt_block(b, obj, got, st.cap)
+        st = got if got is not None else promote.promote_chan_state(obj)
     ext = st.handle
     if ext is None:
         ext = st.handle = msgspec.msgpack.Ext(_CHAN_EXT, st.key)
@@ -136,7 +144,13 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
     # no live handle here (names keeps them all): the name read becomes a new one's count
-    return promote.new_handle(int.from_bytes(data, "little"), None)
+    off = int.from_bytes(data, "little")
+    b = promote._brokers[0]
+    if b is not None and b.handles is not None:
+        ch = b.handles.attach_new(off)  # new_handle's first case
+        if ch is not None:
+            return ch
+    return promote.new_handle(off, None)
 
 
 encode_frame = msgspec.msgpack.Encoder().encode

@@ -9,15 +9,17 @@
  *   register(ch, st): ref = HandleRef to ch, its callback dead.append, entered in chans and
  *                     names; off, st and drop (st.drop_name) as the Python HandleRef's;
  *   new(st) -> Chan:  a new untyped Chan whose state is st, registered;
- *   release() -> (ended, others, freed): empties the dead list; for each HandleRef, forgets it
- *                     (if still the registered one) and takes its count off the block's
- *                     reference word (REFS_BYTE, an atomic add). A block whose count reached 0
- *                     is ended here when SharedChan.destroy's first case holds (chan_retire:
- *                     empty, no ring grown): its state joins this P's spares of its size, or
- *                     its offset the runtime's pool (SparePool), or, both full, it comes back in
- *                     `freed` for the caller to free (SharedChan._free). The other states come
- *                     back in `ended` for the caller to destroy, and refs that are not channel
- *                     handles (atomics, semaphores) in `others`.
+ *   release():        empties the dead list; for each HandleRef, forgets it (if still the
+ *                     registered one) and takes its count off the block's reference word
+ *                     (REFS_BYTE, an atomic add). A block whose count reached 0 is ended here
+ *                     when SharedChan.destroy's first case holds (chan_retire: empty, no ring
+ *                     grown): its state joins this P's spares of its size, or its offset the
+ *                     runtime's pool (SparePool), or, both full, it goes to `freed` (to free:
+ *                     SharedChan._free). Other states go to `ended` (to destroy), refs that
+ *                     are not channel handles (atomics, semaphores) to `others`; when one of
+ *                     the three is not empty, slow(ended, others, freed) does that, and the
+ *                     loop goes on while the dead list is not (a destroyed channel's values
+ *                     may hold handles).
  *
  * and the common cases of SharedChan.create and attach, for an untyped channel:
  *
@@ -92,6 +94,7 @@ typedef struct {
     PyObject_HEAD
     Region *region;
     PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker, *states, *spares;
+    PyObject *slow;      /* slow(ended, others, freed): what release leaves to Python */
     PyObject *pool_ats;  /* buffer ring size -> byte offset of the pool's stack for it */
     Py_ssize_t own_max;  /* spares kept a size (shared.py's _OWN_SPARES) */
     long long pool_lock; /* the pool's lock */
@@ -122,17 +125,23 @@ static int intern_names(void) {
 
 static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
     PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares, *pool_ats;
+    PyObject *slow;
     Py_ssize_t own_max;
     long long pool_lock, pool_max;
     static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
                              "states", "spares", "own_max", "pool_ats", "pool_lock",
-                             "pool_max", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LL", kwlist, &Region_Type,
+                             "pool_max", "slow", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLO", kwlist, &Region_Type,
                                      &region, &PyType_Type, &chan_type, &PyDict_Type, &chans,
                                      &PyDict_Type, &names, &PyList_Type, &dead, &broker,
                                      &PyDict_Type, &states, &PyDict_Type, &spares, &own_max,
-                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max))
+                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max, &slow))
         return -1;
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "Handles: slow must be callable");
+        return -1;
+    }
+    Py_XSETREF(self->slow, Py_NewRef(slow));
     Py_XSETREF(self->states, Py_NewRef(states));
     Py_XSETREF(self->spares, Py_NewRef(spares));
     Py_XSETREF(self->pool_ats, Py_NewRef(pool_ats));
@@ -163,6 +172,7 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
     Py_VISIT(self->states);
     Py_VISIT(self->spares);
     Py_VISIT(self->pool_ats);
+    Py_VISIT(self->slow);
     return 0;
 }
 
@@ -177,6 +187,7 @@ static int Handles_clear(Handles *self) {
     Py_CLEAR(self->states);
     Py_CLEAR(self->spares);
     Py_CLEAR(self->pool_ats);
+    Py_CLEAR(self->slow);
     return 0;
 }
 
@@ -427,31 +438,45 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
     return r == 1 ? 0 : PyList_Append(freed, ref->st);
 }
 
-static PyObject *Handles_release(Handles *self, PyObject *unused) {
-    (void)unused;
-    if (ready(self) < 0) return NULL;
-    PyObject *ended = PyList_New(0), *others = PyList_New(0), *freed = PyList_New(0);
-    if (ended == NULL || others == NULL || freed == NULL) goto fail;
+/* One pass over the dead list into ended, others and freed: 0, or -1 on error */
+static int release_pass(Handles *self, PyObject *ended, PyObject *others, PyObject *freed) {
     PyObject *dead = self->dead;
     while (PyList_GET_SIZE(dead) > 0) {
         Py_ssize_t n = PyList_GET_SIZE(dead);
         PyObject *ref = Py_NewRef(PyList_GET_ITEM(dead, n - 1));
         if (PyList_SetSlice(dead, n - 1, n, NULL) < 0) {
             Py_DECREF(ref);
-            goto fail;
+            return -1;
         }
         int r = Py_IS_TYPE(ref, &HandleRef_Type)
                     ? release_one(self, (HandleRef *)ref, ended, freed)
                     : PyList_Append(others, ref);
         Py_DECREF(ref);
-        if (r < 0) goto fail;
+        if (r < 0) return -1;
     }
-    return Py_BuildValue("(NNN)", ended, others, freed);
-fail:
-    Py_XDECREF(ended);
-    Py_XDECREF(others);
-    Py_XDECREF(freed);
-    return NULL;
+    return 0;
+}
+
+static PyObject *Handles_release(Handles *self, PyObject *unused) {
+    (void)unused;
+    if (ready(self) < 0) return NULL;
+    while (PyList_GET_SIZE(self->dead) > 0) {
+        PyObject *ended = PyList_New(0), *others = PyList_New(0), *freed = PyList_New(0);
+        PyObject *res = NULL;
+        if (ended != NULL && others != NULL && freed != NULL &&
+            release_pass(self, ended, others, freed) == 0) {
+            if (PyList_GET_SIZE(ended) || PyList_GET_SIZE(others) || PyList_GET_SIZE(freed))
+                res = PyObject_CallFunctionObjArgs(self->slow, ended, others, freed, NULL);
+            else
+                res = Py_NewRef(Py_None);
+        }
+        Py_XDECREF(ended);
+        Py_XDECREF(others);
+        Py_XDECREF(freed);
+        if (res == NULL) return NULL;
+        Py_DECREF(res);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef Handles_methods[] = {
@@ -465,8 +490,8 @@ static PyMethodDef Handles_methods[] = {
     {"attach_new", (PyCFunction)Handles_attach_new, METH_O,
      "attach_new(off) -> Chan | None: a new handle on `off` with this P's cached state."},
     {"release", (PyCFunction)Handles_release, METH_NOARGS,
-     "release() -> (ended, others, freed): empty the dead list; the states to destroy, the "
-     "dead refs that are not channel handles, the ended states to free."},
+     "release(): empty the dead list, calling slow(ended, others, freed) for what is left to "
+     "Python."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -476,8 +501,8 @@ PyTypeObject Handles_Type = {
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, own_max, "
-              "pool_ats, pool_lock, pool_max): a P's handles on shared channels, registered "
-              "and released in one call each.",
+              "pool_ats, pool_lock, pool_max, slow): a P's handles on shared channels, "
+              "registered and released in one call each.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Handles_init,
     .tp_traverse = (traverseproc)Handles_traverse,
