@@ -156,23 +156,27 @@ class SparePool:
         q, b = self._q, at // 8
         if not q[b]:  # a snapshot: empty now, the allocator serves
             return None
-        with self._lock:
-            n = q[b]
-            if not n:
-                return None
+        lock = self._lock
+        lock.acquire()
+        n = q[b]
+        off = None
+        if n:
             off = q[b + n]
             q[b] = n - 1
-            return off
+        lock.release()
+        return off
 
     def _push_py(self, at: int, lock_index: int, off: int, most: int) -> bool:
         q, b = self._q, at // 8
-        with self._lock:
-            n = q[b]
-            if n >= most:
-                return False
+        lock = self._lock
+        lock.acquire()
+        n = q[b]
+        done = n < most
+        if done:
             q[b + 1 + n] = off
             q[b] = n + 1
-            return True
+        lock.release()
+        return done
 
     @property
     def lock_index(self) -> int:
@@ -449,11 +453,14 @@ class SharedChan:
         """End the channel if it holds no value or record and no ring of it grew (the
         compiled core's ``chan_retire``); else change nothing."""
         q, w = self._q, self._w
-        with self.lock:
-            if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV] or q[w + _W_GROWN]:
-                return False
-            q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
-            return True
+        lock = self.lock
+        lock.acquire()
+        if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV] or q[w + _W_GROWN]:
+            lock.release()
+            return False
+        q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+        lock.release()
+        return True
 
     def _free(self) -> None:
         """Give the ended channel's block and rings back to the allocator."""

@@ -296,7 +296,7 @@ def new_handle(off: int, tp: Any) -> Chan:
     if broker is None:
         broker = _broker()  # raises
     if tp is None and broker.handles is not None:
-        ch = broker.handles.attach_new(off)  # attach's first case and new(), in one call
+        ch = broker.handles.attach_new(off.to_bytes(8, "little"))  # attach's first case, new()
         if ch is not None:
             return ch
         return broker.handles.new(SharedChan.attach(broker, off, tp))

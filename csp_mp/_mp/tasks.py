@@ -144,13 +144,12 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
     # no live handle here (names keeps them all): the name read becomes a new one's count
-    off = int.from_bytes(data, "little")
     b = promote._brokers[0]
     if b is not None and b.handles is not None:
-        ch = b.handles.attach_new(off)  # new_handle's first case
+        ch = b.handles.attach_new(data)  # new_handle's first case
         if ch is not None:
             return ch
-    return promote.new_handle(off, None)
+    return promote.new_handle(int.from_bytes(data, "little"), None)
 
 
 encode_frame = msgspec.msgpack.Encoder().encode

@@ -28,8 +28,9 @@
  *                     reopened (chan_reopen), made ch's state and registered; the pool's
  *                     block alone (an int: the caller reopens and attaches it) when this P has
  *                     no state for it; None when neither has one;
- *   attach_new(off) -> Chan | None: new() with this P's cached state for `off` (chan_states)
- *                     while the block is a live channel with that state's id; None otherwise.
+ *   attach_new(name) -> Chan | None: new() with this P's cached state for the block the 8
+ *                     name bytes give (little-endian offset; chan_states) while it is a live
+ *                     channel with that state's id; None otherwise.
  */
 #include "core.h"
 
@@ -371,16 +372,29 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
     return res;
 }
 
-static PyObject *Handles_attach_new(Handles *self, PyObject *off) {
+static PyObject *Handles_attach_new(Handles *self, PyObject *name) {
     if (ready(self) < 0) return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(name, &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (b.len != 8) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "attach_new: a channel's name is 8 bytes");
+        return NULL;
+    }
+    uint64_t u = 0;
+    for (int i = 7; i >= 0; i--) u = u << 8 | ((const unsigned char *)b.buf)[i]; /* little */
+    PyBuffer_Release(&b);
+    PyObject *off = PyLong_FromUnsignedLongLong(u);
+    if (off == NULL) return NULL;
     PyObject *st = PyDict_GetItemWithError(self->states, off); /* borrowed */
     if (st == NULL) {
+        Py_DECREF(off);
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
     Py_INCREF(st);
     PyObject *res = NULL, *uid = NULL, *codec = NULL, *capo = NULL;
-    long long o = PyLong_AsLongLong(off), cap;
+    long long o = (long long)u, cap;
     if ((o == -1 && PyErr_Occurred()) || (uid = PyObject_GetAttr(st, s_uid)) == NULL ||
         (codec = PyObject_GetAttr(st, s_codec)) == NULL)
         goto done;
@@ -398,6 +412,7 @@ done:
     Py_XDECREF(codec);
     Py_XDECREF(capo);
     Py_DECREF(st);
+    Py_DECREF(off);
     return res;
 }
 
@@ -488,7 +503,8 @@ static PyMethodDef Handles_methods[] = {
      "promote(ch, cap) -> st | off | None: ch's new shared state from this P's spares or the "
      "pool, registered; a pool block this P has no state for; None."},
     {"attach_new", (PyCFunction)Handles_attach_new, METH_O,
-     "attach_new(off) -> Chan | None: a new handle on `off` with this P's cached state."},
+     "attach_new(name) -> Chan | None: a new handle on the block named by the 8 bytes `name` "
+     "with this P's cached state."},
     {"release", (PyCFunction)Handles_release, METH_NOARGS,
      "release(): empty the dead list, calling slow(ended, others, freed) for what is left to "
      "Python."},
