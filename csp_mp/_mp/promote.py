@@ -15,9 +15,10 @@ kinds of reference:
   weakly in ``broker.chans`` (a ``HandleRef``; ``broker.objs``, an ``ObjRef``); 1 from
   promotion for the promoting P's handle;
 - a name *in flight*: +1 each time the channel is written into bytes that will travel: the
-  codec pickling it (``promote_chan``, once per message: pickle memoizes repeats), a task frame
-  naming it as an extension value (``tasks._chan_ext``; in C, ``TaskEncoder`` once the frame is
-  complete).
+  codec pickling it (``promote_chan``, once per message: pickle memoizes repeats) or writing it
+  as an extension value in a top-level tuple or list (``tasks._chan_name``, counted by
+  ``tasks._count_name`` once the bytes exist, once per occurrence), a task frame naming it as
+  an extension value (``tasks._chan_ext``; in C, ``TaskEncoder`` once the frame is complete).
 
 A P that reads a name (``rebuild_chan``, ``tasks._chan_from_ext``) consumes it: with a live
 handle already, −1; else the name becomes its new handle's count (+1 −1). A P that takes back
@@ -25,12 +26,23 @@ its own frame consumes the names it wrote (``runq.own_entry``, ``tasks.own_frame
 dropped unread (a select loser's value, a value passed by reference on one P, a destroyed
 channel's buffer) are decoded for that purpose by ``codec.discard`` when they name a counted
 object. When a handle dies, its weakref callback only queues its ref (``broker.dead``);
-``Broker.poll`` (and a send on a shared channel) drains the queue (``release_handles``): −1,
-and at 0 ``SharedChan.destroy`` frees a channel's block, its rings and the values they hold,
-``shobj.free_int64_block``/``free_sema_block`` an atomic's or a semaphore's.
+``Broker.poll`` (and a send on a shared channel, once its value is on its way) drains the
+queue (``release_handles``): −1, and at 0 ``SharedChan.destroy`` ends a channel: the values it
+holds are freed, its block and rings kept for the next channel (this P's spares, then the
+runtime's pool, where any P takes them) or freed; ``shobj.free_int64_block``/
+``free_sema_block`` free an atomic's or a semaphore's block.
+
+On the compiled core, ``Handles`` (``_shm/c/handles.c``) does ``_register``, the common cases
+of ``new_handle`` and ``promote_chan_state`` (a block from the spares or the pool, a state this
+P cached for it) and the whole of ``release_handles`` but what it hands back to Python
+(``Broker._release_slow``), one call each, with the same objects; the Python lines here and in
+``Broker.release_handles`` are its specification and the Python path.
 
 Invariants:
 - At most one live handle per arena block per process (``broker.chans`` / ``broker.objs``).
+- A P's state object for a channel block (``broker.chan_states``) serves a new handle only
+  while the block's id word is the one it saw (``SharedChan.attach``): a block from the spares
+  or the pool keeps its id, one from the allocator gets a new one.
 - count = live or queued handles + names in flight, over every process. Whoever adds a name
   holds a handle, so a count of 0 cannot rise again: ``destroy`` runs only from
   ``release_handles``, on the P that dropped the last reference. Consuming a name never reaches
