@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 import weakref
 from typing import Any
 
@@ -220,10 +221,13 @@ def _share(ch: Chan, box: Chan) -> None:
     assert box.recv() is ch
 
 
+POOL_CAP = 64  # the pool tests' channels: a buffer size of their own
+
+
 def _make_one_shared(reqs: Chan, box: Chan, done: Chan) -> None:
     kept = []  # alive until the end: each channel takes a block of its own
     for _ in reqs:
-        ch = Chan(1)
+        ch = Chan(POOL_CAP)
         _share(ch, box)  # promoted here: a block from this P's spares, else the pool
         done.send(ch._st.off)  # type: ignore[attr-defined]
         kept.append(ch)
@@ -231,7 +235,8 @@ def _make_one_shared(reqs: Chan, box: Chan, done: Chan) -> None:
 
 def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
     """A P keeps the blocks of the channels it destroyed (up to _OWN_SPARES a size), then
-    gives them to the runtime's pool, where a channel made on another P finds them."""
+    gives them to the runtime's pool, where a channel made on another P finds them. (A
+    capacity no helper channel of the test has: go_on's own channels end on P1 too.)"""
     from csp_mp._chan import shared
 
     def main() -> tuple[list[int], list[int]]:
@@ -240,13 +245,14 @@ def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
         H.go_on(1, _make_one_shared, reqs, box, done)
         H.go_on(1, _share, mybox, mybox)  # mybox: shared, P0's own
         extra = 3
-        chans = [Chan(1) for _ in range(shared._OWN_SPARES + extra)]
+        chans = [Chan(POOL_CAP) for _ in range(shared._OWN_SPARES + extra)]
         for ch in chans:
             _share(ch, mybox)
         pool_before = set(broker.spares.blocks())
         del ch
         chans.clear()  # every handle dies: P0 destroys them all at its next poll
-        H.wait_until(lambda: len(broker.spare_states.get(256, [])) == shared._OWN_SPARES,
+        size = shared._buf_bytes(POOL_CAP)
+        H.wait_until(lambda: len(broker.spare_states.get(size, [])) == shared._OWN_SPARES,
                      "P0 to keep its own spares")
         pooled = [o for o in broker.spares.blocks() if o not in pool_before]
         got = []
@@ -302,10 +308,14 @@ def test_an_atomic_and_a_mutex_are_freed_once_no_p_holds_them() -> None:
     from csp_mp.atomic import Int64
 
     def main():
+        kinds = ("int64", "sema")
+
+        def counts() -> list[int]:
+            return [runtime.metrics()["shared_objects"].get(k, 0) for k in kinds]
+
+        before = counts()  # go_on's probes share an Int64 of their own while they run
         reqs, done = Chan(1), Chan(1)
         H.go_on(1, _use_and_drop, reqs, done)
-        kinds = ("int64", "sema")
-        before = [runtime.metrics()["shared_objects"].get(k, 0) for k in kinds]
         counter, mu = Int64(1), Mutex()
         reqs.send((counter, mu))  # promoted here, named once, read on P1
         done.recv()
@@ -318,8 +328,10 @@ def test_an_atomic_and_a_mutex_are_freed_once_no_p_holds_them() -> None:
         assert not any(_block_free(o) for o in offs)  # P0's handles keep them
         del counter, mu
         H.wait_until(lambda: all(_block_free(o) for o in offs), "the blocks to be freed")
-        after = [runtime.metrics()["shared_objects"].get(k, 0) for k in kinds]
-        return before, after
+        deadline = time.monotonic() + H.DEADLINE
+        while counts() != before and time.monotonic() < deadline:
+            csp_mp.sleep(0.01)  # idle: this P runs the probes it still queues (gosched would not)
+        return before, counts()
 
     before, after = run(main, 2)
     assert after == before
@@ -672,14 +684,14 @@ def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> Non
         box = Chan(1)
         H.go_on(1, _share, box, box)
         n = shared._OWN_SPARES + shared._SPARE_SLOTS + 5
-        chans = [Chan(1) for _ in range(n)]
+        chans = [Chan(POOL_CAP) for _ in range(n)]
         for ch in chans:
             _share(ch, box)
         offs = [ch._st.off for ch in chans]  # type: ignore[attr-defined]
         del ch
         chans.clear()
         broker.release_handles()
-        own = {st.off for st in broker.spare_states.get(256, [])}
+        own = {st.off for st in broker.spare_states.get(shared._buf_bytes(POOL_CAP), [])}
         pooled = set(broker.spares.blocks())
         freed = [o for o in offs if o not in own and o not in pooled]
         return len(own & set(offs)), len(pooled & set(offs)), sum(map(_block_free, freed))

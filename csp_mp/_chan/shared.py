@@ -327,8 +327,8 @@ class SharedChan:
         #: compiled core): consumes a name in flight, or drops a handle's count.
         self.drop_name = self.refs_dropper()
         #: Adds one to the reference word: a name of the channel written into bytes that travel.
-        self.add_name = (functools.partial(arena.core.fetch_add, off + _W_REFS * 8, 1)
-                         if arena.core is not None else functools.partial(self.add_refs, 1))
+        fetch_add = arena.core.fetch_add if arena.core is not None else arena.fetch_add
+        self.add_name = functools.partial(fetch_add, off + _W_REFS * 8, 1)
 
     @classmethod
     def attach(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
@@ -411,13 +411,9 @@ class SharedChan:
     def refs_dropper(self) -> Any:
         """A call taking one from the reference word and returning the count it had: one C
         call when the compiled core runs (``drop_name``)."""
-        core = self._arena.core
-        if core is not None:
-            return functools.partial(core.fetch_add, self.off + _W_REFS * 8, -1)
-        return self._drop_one
-
-    def _drop_one(self) -> int:
-        return self.add_refs(-1) + 1
+        arena = self._arena
+        fetch_add = arena.core.fetch_add if arena.core is not None else arena.fetch_add
+        return functools.partial(fetch_add, self.off + _W_REFS * 8, -1)
 
     def add_refs(self, d: int) -> int:
         """Add ``d`` to the channel's reference word and return the new count (any P; an

@@ -288,13 +288,18 @@ class Arena:
         core = self.core
         if core is not None:
             return (core.fetch_add(byte_off, d) + d) & 0xFFFF_FFFF_FFFF_FFFF
+        return (self.fetch_add(byte_off, d) + d) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def fetch_add(self, byte_off: int, d: int) -> int:
+        """Add ``d`` to the word at ``byte_off`` (mod 2**64) under the allocator lock and return
+        the value it had: the Python path of the compiled core's ``fetch_add`` (any process)."""
         self._enter()
-        try:
-            v = (self.words.load(byte_off // 8) + d) & 0xFFFF_FFFF_FFFF_FFFF
-            self.words.store(byte_off // 8, v)
-        finally:
-            self._lock.release()
-        return v
+        q = self.words.view
+        i = byte_off // 8
+        old = q[i]
+        q[i] = (old + d) & 0xFFFF_FFFF_FFFF_FFFF
+        self._lock.release()
+        return old
 
     def incref(self, off: int) -> None:
         """Add a reference to block ``off`` (any process)."""
