@@ -187,6 +187,18 @@ def test_bytecode_counts_of_shared_send_and_recv() -> None:
         assert not any(name.startswith("preempt.py:") for name, _ in top), top
 
 
+def test_bytecode_counts_of_the_reply_channel_loop() -> None:
+    """A fresh reply channel per request runs more bytecodes than a kept one (its promotion,
+    its handle on the server's P, its release), and both count both Ps."""
+    from benchmarks import instr
+
+    fresh, fresh_top, _ = instr.reply_loop(True, n=100, warm=20)
+    kept, kept_top, _ = instr.reply_loop(False, n=100, warm=20)
+    assert fresh > kept > 0
+    names = [name for name, _ in fresh_top + kept_top]
+    assert "broker.py:poll" in names, names  # the Ps poll for the wake-ups of each request
+
+
 def test_bytecode_counts_on_each_path_in_children() -> None:
     from benchmarks import instr
 
