@@ -114,7 +114,7 @@ def test_frames_run_by_their_owner_or_stolen_leave_one_count() -> None:
             go(_send_back_kw, ch, i=i)  # codec frames (pack)
         got = sorted(ch.recv() for _ in range(400))
         assert got == sorted(list(range(200)) * 2)
-        H.wait_until(lambda: _refs(ch) == 1, "every frame's name to be consumed")
+        H.wait_until(lambda c=ch: _refs(c) == 1, "every frame's name to be consumed")
         return _refs(ch), runtime.metrics()["steals"]
 
     refs, _steals = run(main, 2)
@@ -700,3 +700,25 @@ def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> Non
     assert own == 16
     assert pooled == 16
     assert freed == 5
+
+
+def _takes(ch: Chan, extra: Any, done: Chan) -> None:
+    done.send(None)
+
+
+def test_a_go_whose_arguments_are_not_all_plain_counts_each_channel_once() -> None:
+    """go(fn, ch, <not plain>, ...) travels through the codec: the channel is named once, not
+    once more by the plain-frame attempt that gave up at the next argument."""
+    def main() -> tuple[int, bool]:
+        ch, done = Chan(1), Chan(8)
+        for _ in range(20):
+            go(_takes, ch, [1, object], done)  # a list holding a class: not a plain argument
+        for _ in range(20):
+            done.recv()
+        H.wait_until(lambda c=ch: _refs(c) == 1, "every frame's name to be consumed")
+        off = ch._st.off  # type: ignore[attr-defined]
+        del ch
+        promote._brokers[0].release_handles()
+        return 1, _gone(off)
+
+    assert run(main, 2) == (1, True)

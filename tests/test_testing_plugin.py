@@ -87,6 +87,43 @@ def test_leaks_on_p1():
     res.stdout.fnmatch_lines(["*in state chan receive*"])
 
 
+def test_shared_objects_a_test_leaves_live_fail_it(pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+from csp_mp import Mutex
+from csp_mp.atomic import Int64
+
+KEPT = []
+
+def use(done, ch, n, mu):
+    with mu:
+        n.add(1)
+    done.send(runtime.current_p())
+
+def share_on_p1(*objs):
+    done = Chan(1)
+    while True:  # until a goroutine that got them ran on P1
+        go(use, done, *objs)
+        if done.recv() == 1:
+            return
+
+@pytest.mark.csp_mp(procs=2)
+def test_keeps_shared_objects():
+    ch, n, mu = Chan(1), Int64(0), Mutex()
+    share_on_p1(ch, n, mu)
+    KEPT.append((ch, n, mu))
+
+@pytest.mark.csp_mp(procs=2)
+def test_drops_them():
+    ch, n, mu = Chan(1), Int64(0), Mutex()
+    share_on_p1(ch, n, mu)
+""")
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines([
+        "*test_keeps_shared_objects*",
+        "*shared objects made by the test still live after it*: 1 chan, 1 int64, 1 sema*",
+    ])
+
+
 def test_goroutines_that_end_in_time_and_ignored_ones_pass(pytester: pytest.Pytester) -> None:
     res = _run(pytester, """
 def known_daemon(ch):

@@ -88,6 +88,12 @@ def _unrec(raw: bytes) -> tuple:
     return p, gid, slot, gen, case, (raw[48:] if has else None)
 
 
+def _count_live(arena: Arena, word: int, d: int) -> None:
+    """Add ``d`` to this P's count of live channels (word ``word``; owner P only)."""
+    q = arena.words.view
+    q[word] = (q[word] + d) & 0xFFFF_FFFF_FFFF_FFFF
+
+
 def _reopen(arena: Arena, off: int, cap: int) -> None:
     """Make the ended channel block at ``off`` an open, empty channel of capacity ``cap`` with
     one reference, its creator's handle (the compiled core's ``chan_reopen``)."""
@@ -191,7 +197,7 @@ class SparePool:
     def blocks(self) -> list[int]:
         """The offsets of the spare blocks (a snapshot)."""
         q = self._q
-        out = []
+        out: list[int] = []
         for k in range(_SPARE_CLASSES):
             b = self._w + 2 + k * (1 + _SPARE_SLOTS)
             out.extend(q[b + 1 + i] for i in range(q[b]))
@@ -233,6 +239,9 @@ class ProcLayer(Protocol):
     # the states of blocks this P destroyed, by buffer ring size, kept for its next channels
     # before the pool (at most _OWN_SPARES a size; owner P only)
     spare_states: dict[int, list[SharedChan]]
+    # the arena word counting the channels this P made live minus those it ended (mod 2**64,
+    # written by this P only; the sum over Ps is runtime.metrics()'s live channels)
+    live_word: int
     # the compiled core's claims and wake-ups for this P (a ``Peers``; None on the Python path)
     peers: Any
     # this P's doorbell offset in the arena (compiled core; else -1): a goroutine polling a
@@ -358,6 +367,7 @@ class SharedChan:
             arena.core.chan_reopen(off, cap)
         else:
             _reopen(arena, off, cap)
+        _count_live(arena, broker.live_word, 1)
         st = broker.chan_states.get(off)
         if (st is not None and st.uid == arena.words.view[off // 8 + _W_ID] and tp is None
                 and st.codec is None):  # this P's state for the block: attach's fast case
@@ -379,6 +389,7 @@ class SharedChan:
                 arena.core.chan_reopen(st.off, cap)
             else:
                 _reopen(arena, st.off, cap)
+            _count_live(arena, broker.live_word, 1)
             broker.chan_states[st.off] = st
             st.cap = cap
             if (st.codec.type if st.codec is not None else None) == tp:
@@ -406,6 +417,7 @@ class SharedChan:
         words.store(w + _W_ID, broker.spares.new_id())
         words.store(w + _W_GROWN, 0)
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+        _count_live(arena, broker.live_word, 1)
         return cls.attach(broker, off, tp)
 
     def refs_dropper(self) -> Any:
@@ -426,6 +438,7 @@ class SharedChan:
         and its block with its rings, or keep those, emptied, for the next channel: first
         this P's (``spare_states``), then any P's (the pool). No process may use the channel
         afterwards: the caller has seen its last handle and in-flight reference go."""
+        _count_live(self._arena, self.broker.live_word, -1)
         core = self._arena.core
         if not (core.chan_retire(self.off) if core is not None else self._retire()):
             q, w = self._q, self._w

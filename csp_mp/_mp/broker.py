@@ -118,6 +118,7 @@ class Broker:
         self.spares = ctx.spares  # destroyed channels' blocks, for any P
         self.chan_states: dict[int, SharedChan] = {}  # SharedChan.attach's
         self.spare_states: dict[int, list[SharedChan]] = {}  # blocks this P destroyed
+        self.live_word = ctx.pbase + C.P_LIVE_CHAN  # its live channels (ProcLayer)
         # run queue (runq.py)
         self.pending: deque[tuple] = deque()
         self.unflushed: deque[bytes] = deque()
@@ -140,9 +141,10 @@ class Broker:
         self.handles: Any = (native_core().Handles(
             ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
             self.spare_states, OWN_SPARES, self.spares.stacks(), self.spares.lock_index,
-            SPARE_SLOTS, self._release_slow) if ctx.arena.core is not None else None)
+            SPARE_SLOTS, self._release_slow, self.live_word * 8)
+            if ctx.arena.core is not None else None)
         if self.handles is not None:  # the whole release in one C call
-            self.release_handles = self.handles.release  # type: ignore[method-assign]
+            self.release_handles = self.handles.release
         if self.peers is not None:
             self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
@@ -412,6 +414,7 @@ class Broker:
         arena = self.arena
         if arena.add_word(ref.refs, -1) == 0:
             ref.free(arena, ref.off)
+            self.ctx.live_add(ref.live, -1)
 
     # ------------------------------------------------------------------ the hub's poll
 

@@ -42,15 +42,15 @@ def publish(ctx: C.Ctx, hub: Hub) -> None:
         ctx.pstore(i, v)
 
 
-def _shared_objects(broker: Any) -> dict[str, int]:
-    kinds: dict[str, int] = {"chan": len(broker.chans)}
-    for ref in broker.objs.values():
-        obj = ref()
-        if obj is None:
-            continue  # released at the next poll
-        name = type(obj).__name__.removeprefix("Shared").removeprefix("NativeShared").lower()
-        kinds[name] = kinds.get(name, 0) + 1
-    return kinds
+def live_objects(ctx: C.Ctx, pinned: bool = True) -> dict[str, int]:
+    """The runtime's live shared objects by kind: what every P made live minus what it ended
+    (words each P writes at once, so the count is exact whenever no P is mid-operation);
+    without the pinned ones (kept until the run ends) if ``pinned`` is false."""
+    live = {kind: ctx.live(word) for kind, word in C.LIVE_KINDS.items()}
+    if not pinned:
+        for kind, word in C.PINNED_KINDS.items():
+            live[kind] -= ctx.live(word)
+    return live
 
 
 def metrics(hub: Hub) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def metrics(hub: Hub) -> dict[str, Any]:
         steals = sum(ctx.pload(q, C.P_STOLEN) for q in range(n))
         a = ctx.arena
         arena = {"size": a.size, "in_use": a.size - a.free_bytes()}
-        shared = _shared_objects(broker)
+        shared = live_objects(ctx)
     col = {name: sum(r[k] for r in rows.values()) for k, name in enumerate(
         ("created", "preempt", "blocking", "xops", "xbytes", "mthreads", "mbusy"))}
     return {

@@ -35,6 +35,12 @@ _G_WORDS = LINE // 8
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
 P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
 P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS, P_XBYTES, P_MTHREADS, P_MBUSY = range(16, 23)
+# shared objects this P made live minus those it ended, by kind (mod 2**64; the sum over Ps is
+# the runtime's live count): written only by this P, at once (not published)
+P_LIVE_CHAN, P_LIVE_INT64, P_LIVE_SEMA = range(23, 26)
+LIVE_KINDS = {"chan": P_LIVE_CHAN, "int64": P_LIVE_INT64, "sema": P_LIVE_SEMA}
+# ... and those this P pinned (promote.PIN: kept until the run ends), by kind
+PINNED_KINDS = {"chan": 26, "int64": 27, "sema": 28}
 _P_WORDS = 32
 
 # P_STATUS values
@@ -122,6 +128,16 @@ class Ctx:
     def padd(self, i: int, d: int) -> None:
         """Add to word ``i`` of this P (owner P only: single writer, no lock needed)."""
         self.q[self.pbase + i] += d
+
+    def live_add(self, i: int, d: int) -> None:
+        """Add ``d`` (either sign) to this P's live-object word ``i`` (owner P only)."""
+        j = self.pbase + i
+        self.q[j] = (self.q[j] + d) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def live(self, i: int) -> int:
+        """The runtime's live objects of the kind of word ``i``: the sum over every P."""
+        total = sum(self.pload(q, i) for q in range(self.maxprocs)) & 0xFFFF_FFFF_FFFF_FFFF
+        return total - (1 << 64) if total >> 63 else total
 
     @property
     def nprocs(self) -> int:

@@ -18,7 +18,8 @@ kinds of reference:
   codec pickling it (``promote_chan``, once per message: pickle memoizes repeats) or writing it
   as an extension value in a top-level tuple or list (``tasks._chan_name``, counted by
   ``tasks._count_name`` once the bytes exist, once per occurrence), a task frame naming it as
-  an extension value (``tasks._chan_ext``; in C, ``TaskEncoder`` once the frame is complete).
+  an extension value (``tasks.plain_items``, counted once the frame exists; in C,
+  ``TaskEncoder`` once the frame is complete).
 
 A P that reads a name (``rebuild_chan``, ``tasks._chan_from_ext``) consumes it: with a live
 handle already, −1; else the name becomes its new handle's count (+1 −1). A P that takes back
@@ -52,8 +53,7 @@ Invariants:
   this P holds no handle on.
 - Errors only leak: a name counted but never read keeps its channel until the run ends. That
   is: bytes pickled and dropped by user code; a value whose encoding failed after the channel
-  was reduced, or was retried with cloudpickle (counted twice); a plain frame that msgpack
-  refused after ``plain_items`` counted it (``pack`` counts again); a stolen frame that fails to
+  was reduced, or was retried with cloudpickle (counted twice); a stolen frame that fails to
   unpickle; frames, messages and handles lost with a dead P (nothing reclaims them: the arena
   goes with the runtime). A callable's pickled bytes are cached and shipped many times, so a
   channel it captures is pinned (``PIN``) instead of counted; those caches are emptied when the
@@ -82,6 +82,7 @@ from .._chan.local import _NOQ, LocalState
 from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._sync.sema import Sema
+from . import ctx as C
 from .shobj import (
     INT64_REFS,
     SEMA_REFS,
@@ -142,19 +143,23 @@ class ObjRef(weakref.ref):
     """A weak reference to this process's handle on a shared ``Int64`` or semaphore; when the
     handle dies, the ref queues itself on ``broker.dead`` as a ``HandleRef`` does."""
 
-    __slots__ = ("off", "refs", "free")
+    __slots__ = ("off", "refs", "free", "live")
     off: int
     refs: int  # byte offset of the block's reference word
     free: Any  # free(arena, off): gives the block back once no reference is left
+    live: int  # the P word counting live objects of its kind (ctx.LIVE_KINDS)
 
-    def __new__(cls, obj: Any, dead: list, off: int, refs: int, free: Any) -> ObjRef:
+    def __new__(cls, obj: Any, dead: list, off: int, refs: int, free: Any,
+                live: int) -> ObjRef:
         self = super().__new__(cls, obj, dead.append)
         self.off = off
         self.refs = refs
         self.free = free
+        self.live = live
         return self
 
-    def __init__(self, obj: Any, dead: list, off: int, refs: int, free: Any) -> None:
+    def __init__(self, obj: Any, dead: list, off: int, refs: int, free: Any,
+                 live: int) -> None:
         super().__init__(obj, dead.append)
 
 
@@ -210,15 +215,26 @@ def promote_chan(ch: Chan) -> tuple:
     """The codec's reduction of a channel: counts the name it writes (see the module doc)."""
     off = chan_offset(ch)
     st: Any = ch._st
-    st.add_refs(PIN if _pinning[0] else 1)
+    if _pinning[0]:
+        pin(_brokers[0], st.add_refs(PIN), "chan")
+    else:
+        st.add_refs(1)
     return (rebuild_chan, (off, ch._type))
+
+
+def pin(broker: Any, count: int, kind: str) -> None:
+    """An object just pinned, its count now ``count``: the first pin of it counts it among
+    the runtime's pinned objects (kept until the run ends; ``runtime.metrics()`` and the leak
+    checks tell them apart)."""
+    if count < 2 * PIN:
+        broker.ctx.live_add(C.PINNED_KINDS[kind], 1)
 
 
 def chan_offset(ch: Chan) -> int:
     """The arena offset of ``ch``'s shared block, promoting it first if it is still local."""
-    st = ch._st
+    st: Any = ch._st
     if st.shared and st.broker is _brokers[0]:
-        return st.off
+        return int(st.off)
     return promote_chan_state(ch).off
 
 
@@ -324,9 +340,12 @@ def new_handle(off: int, tp: Any) -> Chan:
 # ---------------------------------------------------------------- atomics and semaphores
 
 
-def _count_name(broker: Any, refs: int) -> None:
+def _count_name(broker: Any, refs: int, kind: str) -> None:
     """A name of a counted object written into bytes that will travel (see the module doc)."""
-    broker.ctx.arena.add_word(refs, PIN if _pinning[0] else 1)
+    if _pinning[0]:
+        pin(broker, broker.ctx.arena.add_word(refs, PIN), kind)
+    else:
+        broker.ctx.arena.add_word(refs, 1)
 
 
 def _handle(broker: Any, off: int) -> Any:
@@ -336,7 +355,8 @@ def _handle(broker: Any, off: int) -> Any:
 
 
 def _register_obj(broker: Any, obj: Any, off: int, refs_word: int, free: Any) -> None:
-    broker.objs[off] = ObjRef(obj, broker.dead, off, off + refs_word * 8, free)
+    live = C.P_LIVE_INT64 if free is free_int64_block else C.P_LIVE_SEMA
+    broker.objs[off] = ObjRef(obj, broker.dead, off, off + refs_word * 8, free, live)
 
 
 def promote_int64(obj: Int64) -> tuple:
@@ -350,8 +370,9 @@ def promote_int64(obj: Int64) -> tuple:
             raise _arena_full(broker, exc) from exc
         attach_int64(obj, broker, off)
         _register_obj(broker, obj, off, INT64_REFS, free_int64_block)  # create()'s count
+        broker.ctx.live_add(C.P_LIVE_INT64, 1)
     off = obj._v[3]
-    _count_name(broker, off + INT64_REFS * 8)
+    _count_name(broker, off + INT64_REFS * 8, "int64")
     return (_rebuild_int64, (off,))
 
 
@@ -391,8 +412,9 @@ def promote_sema(obj: Sema) -> tuple:
                     ring = grow(broker.ctx.arena, ring, w + 2, raw)
         obj.count = obj.count[:4] + (ring,)
         _register_obj(broker, obj, off, SEMA_REFS, free_sema_block)
+        broker.ctx.live_add(C.P_LIVE_SEMA, 1)
     off = obj.count[1]
-    _count_name(broker, off + SEMA_REFS * 8)
+    _count_name(broker, off + SEMA_REFS * 8, "sema")
     return (_rebuild_sema, (off, obj.limit))
 
 

@@ -66,18 +66,11 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext | None:
 
 def _count_name(obj: Chan) -> None:
     """A name of ``obj`` written into bytes that will travel (promote.py's protocol)."""
+    st: Any = obj._st  # a SharedChan: _chan_name promoted it
     if promote._pinning[0]:
-        obj._st.add_refs(promote.PIN)  # type: ignore[union-attr]
+        promote.pin(promote._brokers[0], st.add_refs(promote.PIN), "chan")
     else:
-        obj._st.add_name()  # type: ignore[union-attr]
-
-
-def _chan_ext(obj: Chan) -> msgspec.msgpack.Ext:
-    """The extension value naming an untyped channel in a frame; counts the name in flight."""
-    ext = _chan_name(obj)
-    assert ext is not None  # plain_items passes untyped channels only
-    _count_name(obj)
-    return ext
+        st.add_name()
 
 
 def install() -> None:
@@ -97,13 +90,17 @@ def encode_plain(seq: int, owner: int, entry: tuple[bytes, bytes, str], args: tu
                  ) -> bytes | None:
     """The frame of a ``go()`` call without kwargs whose arguments are all plain (see
     ``plain_items``), ``entry`` being ``pickle_fn``'s; None when the codec must carry them."""
-    items = plain_items(args)
-    if items is None:
+    got = plain_items(args)
+    if got is None:
         return None
+    items, chans = got
     try:
-        return encode_frame((seq, owner, entry[0], entry[1], items, entry[2]))
+        frame = encode_frame((seq, owner, entry[0], entry[1], items, entry[2]))
     except MSGPACK_FAIL:
         return None  # a huge int or a lone surrogate: the codec pickles it
+    for ch in chans:  # the frame exists: each name now travels
+        _count_name(ch)
+    return frame
 
 
 def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], tuple],
@@ -160,20 +157,23 @@ unframe = _unframe
 MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
 
-def plain_items(args: tuple) -> list | None:
+def plain_items(args: tuple) -> tuple[list, list[Chan]] | None:
     """``args`` as a list msgpack carries, if every item is a scalar, small bytes or an untyped
-    Chan (as its extension value); else None."""
+    Chan (as its extension value, promoting it), with the channels it names; else None. Counts
+    nothing: the caller counts each name once the frame exists (``_count_name``)."""
     leaf = PLAIN_LEAF
     items = []
+    chans = []
     for a in args:
         t = type(a)
         if t in leaf or (t is bytes and len(a) < OOB_MIN):
             items.append(a)
         elif t is Chan and a._type is None:
-            items.append(_chan_ext(a))
+            items.append(_chan_name(a))
+            chans.append(a)
         else:
             return None
-    return items
+    return items, chans
 
 
 _MUTABLE = (list, dict, set, bytearray)
@@ -370,12 +370,17 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
          arena: Any) -> bytes:
     """The task frame of ``go(fn, *args, **kwargs)``; TypeError if it cannot travel."""
     digest, fn_bytes, warn = pickle_fn(fn)
-    items = plain_items(args) if not kwargs else None
-    if items is not None:
+    got = plain_items(args) if not kwargs else None
+    if got is not None:
+        items, chans = got
         try:
-            return encode_frame((seq, owner, digest, fn_bytes, items, warn))
+            frame = encode_frame((seq, owner, digest, fn_bytes, items, warn))
         except MSGPACK_FAIL:
             pass  # a huge int or a lone surrogate: the codec pickles it
+        else:
+            for ch in chans:  # the frame exists: each name now travels
+                _count_name(ch)
+            return frame
     try:
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:

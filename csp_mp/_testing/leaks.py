@@ -1,5 +1,5 @@
-"""Leak checks in the manner of Go's goleak: goroutines still alive after a test, P processes
-and ``/dev/shm`` entries left behind.
+"""Leak checks in the manner of Go's goleak: goroutines still alive after a test, shared objects
+it made still holding arena blocks, P processes and ``/dev/shm`` entries left behind.
 
 Invariants:
 - ``_ignored["global"]`` holds names exempted outside any test (conftest, module level);
@@ -103,6 +103,45 @@ def format_leaks(leaks: list[StackEntry], unseen: int = 0) -> str:
         args = ", ".join(repr(x) for x in names)
         lines.append(f"Exempt known ones with csp_mp.testing.ignore_leaks({args}).")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ shared objects
+
+def live_objects() -> dict[str, int]:
+    """The running runtime's live shared objects by kind (``runtime.metrics()``'s
+    ``shared_objects``, without asking every P for its stack), those pinned by a function
+    ``go()`` shipped left out (kept until the run ends, as documented); empty outside a
+    runtime of several Ps."""
+    from .._mp import counters
+    from .._mp import ctx as C
+
+    ctx = C.current()
+    return counters.live_objects(ctx, pinned=False) if ctx is not None else {}
+
+
+def objects_left(before: dict[str, int], settle: float = SETTLE) -> dict[str, int]:
+    """From the main goroutine, once no other goroutine is alive: the shared objects made since
+    ``before`` and still live after up to ``settle`` seconds (a handle dropped on a P is
+    released at its next poll), by kind."""
+    from .._time import sleep
+
+    deadline = time.monotonic() + settle
+    pause = 0.001
+    while True:
+        extra = {kind: n - before.get(kind, 0) for kind, n in live_objects().items()
+                 if n > before.get(kind, 0)}
+        if not extra or time.monotonic() >= deadline:
+            return extra
+        sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def format_objects(extra: dict[str, int]) -> str:
+    """The report of shared objects a test left live."""
+    what = ", ".join(f"{n} {kind}" for kind, n in sorted(extra.items()))
+    return ("csp_mp: shared objects made by the test still live after it (their arena blocks "
+            f"are not freed): {what}. Something outside the test's goroutines still holds "
+            "them: a module-level or class variable, a cache, a closure shipped by go().")
 
 
 # ------------------------------------------------------------------ processes and shared memory

@@ -5,6 +5,7 @@
   (parametrize ``csp_procs`` to run a test on several counts of Ps);
 - after such a test, goroutines other than main still alive, P processes or ``/dev/shm``
   entries left fail it with the leaked goroutines' ``runtime.stack()`` entries (Go's goleak);
+  so do shared objects it made that still hold arena blocks once no other goroutine is alive;
 - ``--csp-mp-leaks`` applies the same check to every test that used the implicit runtime,
   which is then stopped so that the next test starts clean.
 
@@ -21,6 +22,7 @@ import pytest
 
 from .._errors import GoroutineExit
 from .._run import _implicit, run, shutdown
+from .._runtime import num_goroutine
 from . import leaks as L
 from .faketime import _ONE_P, fake_time
 
@@ -68,7 +70,9 @@ def csp_procs(request: pytest.FixtureRequest) -> int:
 
 
 def _main(fn: Any, kwargs: dict[str, Any], fake: bool) -> tuple[Any, Any]:
-    """The main goroutine of a marked test: the test body, then the goroutine leak check."""
+    """The main goroutine of a marked test: the test body, then the leak checks of goroutines
+    and, once no other goroutine is alive, of shared objects."""
+    before = L.live_objects()
     try:
         if fake:
             with fake_time():
@@ -79,7 +83,10 @@ def _main(fn: Any, kwargs: dict[str, Any], fake: bool) -> tuple[Any, Any]:
         raise
     except BaseException as exc:  # re-raised by the caller, outside the runtime
         return exc, None
-    return None, L.leaked_goroutines()
+    del kwargs
+    leaked, unseen = L.leaked_goroutines()
+    objects = L.objects_left(before) if num_goroutine() == 1 else {}
+    return None, (leaked, unseen, objects)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -99,9 +106,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if exc is not None:
         raise exc
     problems = []
-    leaked, unseen = found
+    leaked, unseen, objects = found
     if leaked or unseen:
         problems.append(L.format_leaks(leaked, unseen))
+    if objects:
+        problems.append(L.format_objects(objects))
     left = L.resources_left(before)
     if left:
         problems.append("csp_mp: left behind after the test:\n" + "\n".join(left))
@@ -124,25 +133,32 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     check = item.config.getoption("csp_mp_leaks") and item.get_closest_marker(MARK) is None
     before = L.snapshot() if check else None
+    objects = L.live_objects() if check else {}
     result = yield
     if before is not None and _implicit["hub"] is not None:
-        _check_implicit(before)
+        _check_implicit(before, objects)
     return result
 
 
-def _check_implicit(before: L.Snapshot) -> None:
-    """After a test that used the implicit runtime: its leaked goroutines, then what its Ps
-    left once stopped."""
+def _check_implicit(before: L.Snapshot, objects_before: dict[str, int]) -> None:
+    """After a test that used the implicit runtime: its leaked goroutines and, once no other
+    goroutine is alive, the shared objects it left live; then what its Ps left once
+    stopped."""
     __tracebackhide__ = True
     hub = _implicit["hub"]
     leaked: list[L.StackEntry] = []
     unseen = 0
+    objects: dict[str, int] = {}
     if hub.current is hub.main_g:
         leaked, unseen = L.leaked_goroutines()
+        if num_goroutine() == 1:
+            objects = L.objects_left(objects_before)
     shutdown()
     problems = []
     if leaked or unseen:
         problems.append(L.format_leaks(leaked, unseen))
+    if objects:
+        problems.append(L.format_objects(objects))
     left = L.resources_left(before)
     if left:
         problems.append("csp_mp: left behind after the test:\n" + "\n".join(left))

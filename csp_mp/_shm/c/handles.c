@@ -31,6 +31,9 @@
  *   attach_new(name) -> Chan | None: new() with this P's cached state for the block the 8
  *                     name bytes give (little-endian offset; chan_states) while it is a live
  *                     channel with that state's id; None otherwise.
+ *
+ * A channel made live here (promote) adds one to this P's live-channel word (live_off), one
+ * ended here (release) takes one off, as SharedChan.create and destroy do.
  */
 #include "core.h"
 
@@ -100,7 +103,16 @@ typedef struct {
     Py_ssize_t own_max;  /* spares kept a size (shared.py's _OWN_SPARES) */
     long long pool_lock; /* the pool's lock */
     long long pool_max;  /* the pool's blocks a size (_SPARE_SLOTS) */
+    long long live_off;  /* this P's word counting live channels (mod 2**64; only it writes) */
 } Handles;
+
+static int count_live(Handles *self, int64_t d) {
+    if (region_span(self->region, self->live_off, 8, 8) < 0) return -1;
+    aword *w = word_at(self->region, self->live_off);
+    atomic_store_explicit(w, atomic_load_explicit(w, memory_order_relaxed) + (uint64_t)d,
+                          memory_order_relaxed);
+    return 0;
+}
 
 #define ID_BYTE 88 /* a channel block's id word (shared.py's _W_ID * 8) */
 
@@ -128,16 +140,18 @@ static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
     PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares, *pool_ats;
     PyObject *slow;
     Py_ssize_t own_max;
-    long long pool_lock, pool_max;
+    long long pool_lock, pool_max, live_off;
     static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
                              "states", "spares", "own_max", "pool_ats", "pool_lock",
-                             "pool_max", "slow", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLO", kwlist, &Region_Type,
+                             "pool_max", "slow", "live_off", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLOL", kwlist, &Region_Type,
                                      &region, &PyType_Type, &chan_type, &PyDict_Type, &chans,
                                      &PyDict_Type, &names, &PyList_Type, &dead, &broker,
                                      &PyDict_Type, &states, &PyDict_Type, &spares, &own_max,
-                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max, &slow))
+                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max, &slow,
+                                     &live_off))
         return -1;
+    self->live_off = live_off;
     if (!PyCallable_Check(slow)) {
         PyErr_SetString(PyExc_TypeError, "Handles: slow must be callable");
         return -1;
@@ -303,6 +317,7 @@ static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, PyObject 
     long long o = PyLong_AsLongLong(off);
     PyObject *capo = NULL;
     if ((o == -1 && PyErr_Occurred()) || chan_reopen_at(self->region, o, cap) < 0 ||
+        count_live(self, 1) < 0 ||
         (capo = PyLong_FromLongLong(cap)) == NULL || PyObject_SetAttr(st, s_cap, capo) < 0 ||
         PyDict_SetItem(self->states, off, st) < 0 || PyObject_SetAttr(ch, s_st_slot, st) < 0 ||
         do_register(self, ch, st) < 0) {
@@ -444,6 +459,7 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
     int r = chan_retire_at(self->region, off);
     if (r <= 0) /* it holds values or records, or a ring grew: destroy empties it */
         return r < 0 ? -1 : PyList_Append(ended, ref->st);
+    if (count_live(self, -1) < 0) return -1;
     if (PyList_GET_SIZE(lst) < self->own_max) return PyList_Append(lst, ref->st);
     long long at;
     if ((r = pool_at(self, cap, &at)) < 0) return -1;
@@ -517,8 +533,8 @@ PyTypeObject Handles_Type = {
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, own_max, "
-              "pool_ats, pool_lock, pool_max, slow): a P's handles on shared channels, "
-              "registered and released in one call each.",
+              "pool_ats, pool_lock, pool_max, slow, live_off): a P's handles on shared "
+              "channels, registered and released in one call each.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Handles_init,
     .tp_traverse = (traverseproc)Handles_traverse,
