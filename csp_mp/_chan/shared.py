@@ -88,24 +88,20 @@ def _unrec(raw: bytes) -> tuple:
     return p, gid, slot, gen, case, (raw[48:] if has else None)
 
 
-def _count_live(arena: Arena, word: int, d: int) -> None:
-    """Add ``d`` to this P's count of live channels (word ``word``; owner P only)."""
-    q = arena.words.view
-    q[word] = (q[word] + d) & 0xFFFF_FFFF_FFFF_FFFF
-
-
-def _reopen(arena: Arena, off: int, cap: int) -> None:
+def _reopen(arena: Arena, off: int, cap: int, live_word: int) -> None:
     """Make the ended channel block at ``off`` an open, empty channel of capacity ``cap`` with
-    one reference, its creator's handle (the compiled core's ``chan_reopen``)."""
+    one reference, its creator's handle (the compiled core's ``chan_reopen``), and count it
+    among this P's live channels (word ``live_word``; owner P only)."""
+    q = arena.words.view
+    q[live_word] = (q[live_word] + 1) & 0xFFFF_FFFF_FFFF_FFFF
     if arena.core is not None:
         arena.core.chan_reopen(off, cap)
         return
     w = off // 8
-    q = arena.words.view
     q[w + _W_CAP] = cap
     q[w + _W_CLOSED] = 0
     q[w + _W_REFS] = 1  # count and records are 0: the channel ended empty
-    arena.words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
+    q[w + _W_MAGIC] = _MAGIC  # stored last; pairs with the load in __init__
 
 
 class SparePool:
@@ -363,11 +359,7 @@ class SharedChan:
         """The ended channel block ``off``, taken from the pool, made a new channel of
         capacity ``cap`` with one reference (its creator's handle)."""
         arena = broker.arena
-        if arena.core is not None:
-            arena.core.chan_reopen(off, cap)
-        else:
-            _reopen(arena, off, cap)
-        _count_live(arena, broker.live_word, 1)
+        _reopen(arena, off, cap, broker.live_word)
         st = broker.chan_states.get(off)
         if (st is not None and st.uid == arena.words.view[off // 8 + _W_ID] and tp is None
                 and st.codec is None):  # this P's state for the block: attach's fast case
@@ -385,11 +377,7 @@ class SharedChan:
         own = broker.spare_states.get(buf_bytes)
         if own:  # a block this P destroyed, with its state object
             st = own.pop()
-            if arena.core is not None:
-                arena.core.chan_reopen(st.off, cap)
-            else:
-                _reopen(arena, st.off, cap)
-            _count_live(arena, broker.live_word, 1)
+            _reopen(arena, st.off, cap, broker.live_word)
             broker.chan_states[st.off] = st
             st.cap = cap
             if (st.codec.type if st.codec is not None else None) == tp:
@@ -417,7 +405,9 @@ class SharedChan:
         words.store(w + _W_ID, broker.spares.new_id())
         words.store(w + _W_GROWN, 0)
         words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
-        _count_live(arena, broker.live_word, 1)
+        q = words.view
+        lw = broker.live_word
+        q[lw] = (q[lw] + 1) & 0xFFFF_FFFF_FFFF_FFFF  # this P's live channels (owner P only)
         return cls.attach(broker, off, tp)
 
     def refs_dropper(self) -> Any:
@@ -438,13 +428,21 @@ class SharedChan:
         and its block with its rings, or keep those, emptied, for the next channel: first
         this P's (``spare_states``), then any P's (the pool). No process may use the channel
         afterwards: the caller has seen its last handle and in-flight reference go."""
-        _count_live(self._arena, self.broker.live_word, -1)
+        q, w = self._q, self._w
+        lw = self.broker.live_word
+        q[lw] = (q[lw] - 1) & 0xFFFF_FFFF_FFFF_FFFF  # this P's live channels (owner P only)
         core = self._arena.core
-        if not (core.chan_retire(self.off) if core is not None else self._retire()):
-            q, w = self._q, self._w
+        if core is not None:
+            retired = core.chan_retire(self.off)
+        else:  # chan_retire: no lock, since no process can reach a channel whose count is 0
+            retired = not (q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV]
+                           or q[w + _W_GROWN])
+            if retired:
+                q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+        if not retired:
             with self.lock:
                 self._empty_l()
-                q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
+                q[w + _W_MAGIC] = 0
             if q[w + _W_GROWN]:
                 self._free()
                 return
@@ -457,19 +455,6 @@ class SharedChan:
             own.append(self)
         elif not broker.spares.give(buf_bytes, self.off):
             self._free()
-
-    def _retire(self) -> bool:
-        """End the channel if it holds no value or record and no ring of it grew (the
-        compiled core's ``chan_retire``); else change nothing."""
-        q, w = self._q, self._w
-        lock = self.lock
-        lock.acquire()
-        if q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV] or q[w + _W_GROWN]:
-            lock.release()
-            return False
-        q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
-        lock.release()
-        return True
 
     def _free(self) -> None:
         """Give the ended channel's block and rings back to the allocator."""

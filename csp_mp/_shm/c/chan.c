@@ -105,16 +105,16 @@ RMETH(R_chan_send) {
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
 
-/* chan_retire(off) -> bool: under the lock, end the channel at `off` if it holds no value, no
- * record and none of its rings grew (its magic cleared: a stale name is refused); False, with
- * nothing changed, when the Python path must empty it first. */
+/* chan_retire(off) -> bool: end the channel at `off` if it holds no value, no record and none of
+ * its rings grew (its magic cleared: a stale name is refused); False, with nothing changed, when
+ * the Python path must empty it first. No lock: its count reached 0, so no process can reach it
+ * (the atomic add that took the count there ordered every earlier access before this one). */
 int chan_retire_at(Region *r, long long off) {
     long long lock;
     aword *w = chan_open_at(r, off, &lock);
-    if (w == NULL || lock_take(r, lock) < 0) return -1;
+    if (w == NULL) return -1;
     int done = !LD(w, W_COUNT) && !LD(w, W_NSEND) && !LD(w, W_NRECV) && !LD(w, W_GROWN);
     if (done) ST(w, W_MAGIC, 0);
-    if (lock_give(r, lock) < 0) return -1;
     return done;
 }
 
