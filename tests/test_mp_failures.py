@@ -652,6 +652,53 @@ KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + textwrap.dedent("""
 """)
 
 
+KILLED_INSIDE_THE_ALLOCATOR_IMPLICIT = textwrap.dedent("""
+    import os, pickle, signal
+    import csp_mp
+    from csp_mp import Chan, go, runtime
+    from csp_mp._hub import current_hub
+
+    def die_holding_the_allocator(ready):
+        if runtime.current_p() != 1:
+            ready.send(False)
+            return
+        ready.send(True)
+        current_hub().broker.arena._enter()  # the allocator's lock, never released
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    try:  # plain code of the implicit runtime: no run() to convert what it meets
+        while True:
+            ready = Chan(1)
+            go(die_holding_the_allocator, ready)
+            if ready.recv():
+                break
+        while True:
+            pickle.dumps(Chan(1))
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p, type(e.__cause__).__name__, flush=True)
+    csp_mp.shutdown()
+    out = Chan(1)
+    go(out.send, 42)  # the next runtime
+    print(out.recv(), flush=True)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_the_implicit_runtime_reports_a_p_killed_inside_the_allocator_as_lost(
+        start: str) -> None:
+    """Plain code that meets the poisoned arena gets the lost P (``ProcessLost``, the
+    allocator's error as its cause, when the compiled core saw the poison first); after
+    ``shutdown()`` the next ``go()`` starts a runtime that works."""
+    out = subprocess.run([sys.executable, "-c", KILLED_INSIDE_THE_ALLOCATOR_IMPLICIT],
+                         capture_output=True, text=True, timeout=50,
+                         env=dict(_env(start), GOMAXPROCS="2"))
+    lines = out.stdout.split("\n")
+    words = lines[0].split()
+    assert words[:2] == ["ProcessLost", "1"], out.stdout + out.stderr[-2000:]
+    assert words[2:] in (["ArenaPoisoned"], ["NoneType"]), out.stdout
+    assert lines[1] == "42", out.stdout + out.stderr[-2000:]
+
+
 @pytest.mark.timeout(60)
 def test_a_p_killed_inside_the_allocator_is_reported_lost(start: str) -> None:
     """The arena is poisoned and P0's next allocation fails: the run still reports the lost P

@@ -24,6 +24,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -161,6 +162,8 @@ class Broker:
         self.info_n: tuple[int, int] = (-1, -1)
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
+        if self.p == 0:  # where plain code meets a poisoned arena: the lost P is what it raises
+            ctx.arena.poisoned_error = functools.partial(reports.lost_error, self)
         hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
 
     @property

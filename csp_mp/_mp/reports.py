@@ -120,13 +120,18 @@ def on_panic(b: Broker, blob: bytes, text: str, tb: str) -> None:
     hub.outcome = Outcome(kind, error=err)
 
 
-def on_lost(b: Broker, q: int) -> None:
+def _lost_error(b: Broker, q: int) -> ProcessLost:
+    """The ``ProcessLost`` naming P ``q`` and the goroutines it last described."""
     info = b.ctx.read_info(q)
     names = tuple(line for line in info.splitlines() if line)
     what = lost.summary(names)
-    err = ProcessLost(f"P{q} (pid {b.ctx.pload(q, C.P_PID)}) died; goroutines lost "
-                      f"with it: {what}", p=q, goroutines=names)
-    b.hub.outcome = Outcome("lost", error=err)
+    return ProcessLost(f"P{q} (pid {b.ctx.pload(q, C.P_PID)}) died; goroutines lost "
+                       f"with it: {what}", p=q, goroutines=names)
+
+
+def on_lost(b: Broker, q: int) -> None:
+    """P ``q`` died: the run ends with its loss."""
+    b.hub.outcome = Outcome("lost", error=_lost_error(b, q))
 
 
 LOST_WAIT = 2.0  # how long a run ended by a poisoned arena waits for the watcher to name the P
@@ -140,6 +145,26 @@ def _poisoned(err: BaseException | None) -> bool:
         err = err.__cause__ or err.__context__
         seen += 1
     return False
+
+
+def lost_error(b: Broker, err: ArenaPoisoned) -> BaseException:
+    """What P0 raises where it finds the arena poisoned (``Arena.poisoned_error``): the loss of
+    the P that died inside the allocator, once P0's watcher names it (``ProcessLost``, ``err``
+    its cause), else ``err``. The implicit runtime's main goroutine meets it in plain code."""
+    ctx = b.ctx
+    deadline = time.monotonic() + LOST_WAIT
+    waited = False
+    while not ctx.gload(C.G_LOST) and time.monotonic() < deadline:
+        ctx.bell.wait(0.05)  # the watcher rings P0's bell as it stores G_LOST
+        waited = True
+    if waited:
+        ctx.bell.ring()  # the ring this wait took was the hub's: it polls and sees the loss
+    q = ctx.gload(C.G_LOST)
+    if not q:
+        return err
+    lost_err = _lost_error(b, q - 1)
+    lost_err.__cause__ = err
+    return lost_err
 
 
 def lost_behind(b: Broker, out: Outcome) -> Outcome:

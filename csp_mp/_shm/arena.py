@@ -37,6 +37,7 @@ import mmap
 import os
 import time
 import weakref
+from collections.abc import Callable
 from multiprocessing import reduction
 from typing import Any
 
@@ -91,6 +92,9 @@ class Arena:
             self.core = native.core().Region(self._mm, _LOCKS_AT, len(locks))
         locks.bind(self.words, self.core)
         self._lock: ShmLock = locks.lock(0)
+        #: What to raise instead of an ``ArenaPoisoned`` (given it), set by the layer that knows
+        #: which process died: its loss, say. ``None`` raises the ``ArenaPoisoned``.
+        self.poisoned_error: Callable[[ArenaPoisoned], BaseException] | None = None
         self._pending: list[int] = []  # deferred decrefs (process-local)
         self._closed = False
         self._heap = self.words.load(_W_HEAP)  # written once by the creator before any sharing
@@ -244,7 +248,9 @@ class Arena:
             self.words.store(_W_POISON, 1)  # under arena lock
         if self.words.load(_W_POISON):
             self._lock.release()
-            raise ArenaPoisoned("a process was killed inside the arena allocator")
+            err = ArenaPoisoned("a process was killed inside the arena allocator")
+            hook = self.poisoned_error
+            raise err if hook is None else hook(err)
 
     def alloc(self, nbytes: int) -> int:
         """Offset of a new block of at least ``nbytes`` (64-aligned, refcount 1). Any process."""
