@@ -439,6 +439,34 @@ def test_a_killed_p_fails_its_tasks_and_the_runtime_replaces_it():
     ex.shutdown()
 
 
+def die_holding_a_channel_lock(ch: Chan, pids: Chan) -> None:
+    if os.getpid() == pids.recv():  # the submitting process: not the P to kill
+        return
+    ch._st.lock.acquire()  # type: ignore[attr-defined]  # the shared channel's lock, kept
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_p_killed_holding_a_lock_ends_the_runtime_and_the_executor_starts_a_new_one():
+    """What a lock guards may be half-changed: no replacement. Every unfinished future gets
+    ProcessLost, and the next task runs in a fresh runtime."""
+    ch: Chan = Chan(1)
+    pids: Chan = Chan(1024)
+    gate: Chan = Chan()
+    ex = Executor(max_workers=4096, procs=2)
+    blocked = ex.submit(gated, gate, 1)
+    dying: list = []
+    with pytest.raises(csp_mp.ProcessLost):  # the main goroutine's next wait meets the end
+        while len(dying) < 2000:
+            pids.send(os.getpid())
+            dying.append(ex.submit(die_holding_a_channel_lock, ch, pids))
+            csp_mp.sleep(0.001)
+    cf.wait([blocked], timeout=30)
+    assert isinstance(blocked.exception(), csp_mp.ProcessLost)
+    assert "replaced" not in str(blocked.exception())
+    assert ex.submit(sq, 5).result(timeout=30) == 25
+    ex.shutdown()
+
+
 REPLACED_IN_RUN = textwrap.dedent("""
     import os, signal, sys
     import csp_mp
@@ -498,6 +526,12 @@ def test_in_run_a_p_holding_only_tasks_is_replaced_else_the_run_ends(mixed):
     for line in lines[:2]:
         got = eval(line)  # the outcomes of one round, sorted
         assert "ProcessLost" in got and "ok" in got, line
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("round_", range(8))
+def test_stress_replacing_a_p_again_and_again(round_):
+    test_in_run_a_p_holding_only_tasks_is_replaced_else_the_run_ends(mixed=round_ % 2 == 1)
 
 
 # ----------------------------------------------------------------- as_chan
