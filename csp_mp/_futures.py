@@ -28,7 +28,9 @@ Invariants:
 - ``lock`` protects ``queued``, ``shutdown_called`` and ``binding`` (submit may come from any
   thread); dispatching (``go()``) happens on the hub thread only.
 - When the runtime a binding belongs to stops, every unfinished future of that binding gets an
-  exception (``ProcessLost`` when a P died) and the next submit binds a new runtime.
+  exception (``ProcessLost`` when a P died) and the next submit binds a new runtime. A P that
+  died holding only tasks is replaced instead (``_mp/replace.py``): ``_tasks_lost`` fails the
+  futures of the tasks it held, and the binding carries on.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def _task(key: int, owner: int, results: Chan, init: tuple | None, fn: Callable[
         err = RemoteError(type(stand_in).__name__, str(exc) if ok else str(stand_in),
                           value[1] if not ok else "")
         results.send((key, False, (err, err.traceback_text)))
+    broker: Any = _hub.current_hub().broker
+    if broker is not None and broker.p:  # (a worker P: _mp is loaded)
+        sys.modules["csp_mp._mp.replace"].task_done(broker, key)  # its outcome is on its way
 
 
 def _initialize(init: tuple) -> None:
@@ -122,6 +127,26 @@ def _finish(key: int, ok: bool, value: Any) -> None:
     hub = _hub.peek()
     if hub is not None and hub.driven is not None:
         drive.release_if_done(hub)
+
+
+def _tasks_lost(keys: list[int], err: BaseException) -> None:
+    """The tasks ``keys`` died with a P the runtime replaced (owner's hub thread): each future
+    of this process's gets a ``ProcessLost`` (unless its outcome arrived first)."""
+    for key in keys:
+        if key in _live:
+            _finish(key, False, _fresh(err))
+
+
+_task.executor_task = True  # type: ignore[attr-defined]  # what a P may die holding (replace.py)
+
+
+def _watch_replacements(hub: Any) -> None:
+    """Let a multi-P runtime tell this process of its tasks lost with a P it replaced."""
+    if hub.nprocs > 1:
+        from ._mp import replace  # loaded with the runtime
+
+        if _tasks_lost not in replace.on_tasks_lost:
+            replace.on_tasks_lost.append(_tasks_lost)
 
 
 def _collect(results: Chan) -> None:
@@ -367,6 +392,7 @@ class Executor(cf.Executor):
         if b is not None and hub is b.hub and not hub.stopping:
             return b
         hub = ensure_runtime(self.procs)
+        _watch_replacements(hub)
         results: Chan = Chan(1024)
         b = _Binding(hub, results)
         b.limit = self._limit(hub)
@@ -565,6 +591,9 @@ def _fresh(err: BaseException) -> BaseException:
 
 def _wait_done(fut: cf.Future) -> None:
     if _park_until_done(fut, None) is None:
+        hub = _hub.peek()
+        if hub is not None and hub.stopping and threading.get_ident() == hub.thread_id:
+            return  # a goroutine unwinding as its run ends: the run's error is the futures'
         cf.wait([fut])
 
 

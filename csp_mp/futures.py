@@ -5,8 +5,9 @@ P; its futures are ``concurrent.futures.Future`` objects, so ``wait``, ``as_comp
 ``add_done_callback`` and asyncio's ``wrap_future`` work. Departures from
 ``ProcessPoolExecutor``:
 
-- (*) a P that dies sets ``csp_mp.ProcessLost`` on the futures of the tasks in flight; the
-  executor is not broken: its next task runs in a fresh runtime.
+- (*) a P that dies holding only executor tasks sets ``csp_mp.ProcessLost`` on their futures
+  and the runtime replaces it; any other loss ends the runtime, every unfinished future gets
+  ``ProcessLost``, and the executor is not broken: its next task runs in a fresh runtime.
 - (*) ``as_chan(future)`` turns a future into a channel for ``select``.
 """
 

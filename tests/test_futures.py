@@ -11,6 +11,9 @@ import concurrent.futures as cf
 import io
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -395,25 +398,140 @@ def test_a_waited_task_that_blocks_on_a_channel_completes(procs):
         assert ex.submit(fail, "inline").exception().args == ("inline",)
 
 
-def test_a_killed_p_sets_process_lost_and_the_executor_stays_usable():
-    pids: Chan = Chan(64)
-    gate: Chan = Chan()
-    ex = Executor(max_workers=64, procs=2)  # tasks blocked on P0 must not hold the next back
+def _tasks_on_both_ps(ex: Executor, pids: Chan, gate: Chan) -> tuple[list, int]:
+    """Tasks blocked on ``gate`` until one runs on another P than this one: the futures and
+    that P's pid, once every task waits on the gate (its P then holds no lock)."""
     futs = [ex.submit(report_and_block, pids, gate) for _ in range(2)]
     victim = None
+    reports = 0
     while victim is None:  # until a task reports from the other P (P0 may run the first ones)
         pid = pids.recv()
+        reports += 1
         if pid != os.getpid():
             victim = pid
         else:
             futs.append(ex.submit(report_and_block, pids, gate))
+    for _ in range(len(futs) - reports):  # every task reports, then waits on the gate
+        pids.recv()
+    while gate.stats().receivers_waiting < len(futs):
+        csp_mp.sleep(0.001)
+    return futs, victim
+
+
+def test_a_killed_p_fails_its_tasks_and_the_runtime_replaces_it():
+    pids: Chan = Chan(64)
+    gate: Chan = Chan()
+    ex = Executor(max_workers=4096, procs=2)  # every task starts: none waits for a slot
+    futs, victim = _tasks_on_both_ps(ex, pids, gate)
     os.kill(victim, signal.SIGKILL)
-    cf.wait(futs, timeout=30)
-    assert all(f.done() for f in futs)
-    lost = [f for f in futs if isinstance(f.exception(), csp_mp.ProcessLost)]
-    assert lost, [f.exception() for f in futs]
-    assert ex.submit(sq, 12).result(timeout=30) == 144  # a fresh runtime takes the next task
+    cf.wait(futs, timeout=30, return_when=cf.FIRST_COMPLETED)
+    lost = [f for f in futs if f.done()]
+    assert lost and all(isinstance(f.exception(), csp_mp.ProcessLost) for f in lost)
+    assert "the runtime replaced it" in str(lost[0].exception())
+    assert lost[0].exception().p == 1
+    live = [f for f in futs if f not in lost]
+    for _ in live:  # the tasks on P0 go on: the dead ones' records on the gate are skipped
+        gate.send(None)
+    assert [f.result(timeout=30) for f in live] == [os.getpid()] * len(live)
+    assert ex.submit(sq, 12).result(timeout=30) == 144
+    pids_now = set(ex.map(pid_of, range(16)))  # the same runtime, P1 a new process
+    assert victim not in pids_now and len(pids_now - {os.getpid()}) <= 1
     ex.shutdown()
+
+
+def die_holding_a_channel_lock(ch: Chan, pids: Chan) -> None:
+    if os.getpid() == pids.recv():  # the submitting process: not the P to kill
+        return
+    ch._st.lock.acquire()  # type: ignore[attr-defined]  # the shared channel's lock, kept
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_p_killed_holding_a_lock_ends_the_runtime_and_the_executor_starts_a_new_one():
+    """What a lock guards may be half-changed: no replacement. Every unfinished future gets
+    ProcessLost, and the next task runs in a fresh runtime."""
+    ch: Chan = Chan(1)
+    pids: Chan = Chan(1024)
+    gate: Chan = Chan()
+    ex = Executor(max_workers=4096, procs=2)
+    blocked = ex.submit(gated, gate, 1)
+    dying: list = []
+    with pytest.raises(csp_mp.ProcessLost):  # the main goroutine's next wait meets the end
+        while len(dying) < 2000:
+            pids.send(os.getpid())
+            dying.append(ex.submit(die_holding_a_channel_lock, ch, pids))
+            csp_mp.sleep(0.001)
+    cf.wait([blocked], timeout=30)
+    assert isinstance(blocked.exception(), csp_mp.ProcessLost)
+    assert "replaced" not in str(blocked.exception())
+    assert ex.submit(sq, 5).result(timeout=30) == 25
+    ex.shutdown()
+
+
+REPLACED_IN_RUN = textwrap.dedent("""
+    import os, signal, sys
+    import csp_mp
+    from csp_mp import Chan, go
+    from csp_mp.futures import Executor
+    from test_futures import _tasks_on_both_ps, report_and_block
+
+    def plain(pids, gate):
+        pids.send(-os.getpid())  # (a task reports its pid, this the negated one)
+        gate.recv()
+
+    def main(mixed):
+        pids, gate = Chan(64), Chan()
+        with Executor(max_workers=4096) as ex:
+            for _ in range(2):  # P1 replaced twice
+                futs, victim = _tasks_on_both_ps(ex, pids, gate)
+                waiting = len(futs)
+                while mixed:  # a plain goroutine waits on the victim too
+                    go(plain, pids, gate)
+                    waiting += 1
+                    while (pid := pids.recv()) > 0:  # a late task's report
+                        pass
+                    if pid == -victim:
+                        while gate.stats().receivers_waiting < waiting:
+                            csp_mp.sleep(0.001)
+                        break
+                os.kill(victim, signal.SIGKILL)
+                while not any(f.done() for f in futs):
+                    csp_mp.sleep(0.001)
+                live = [f for f in futs if not f.done()]
+                for _ in live:
+                    gate.send(None)
+                print(sorted(type(f.exception()).__name__ if f.exception() else "ok"
+                             for f in futs), flush=True)
+        return "done"
+
+    try:
+        print(csp_mp.run(main, sys.argv[1] == "mixed", procs=2))
+    except csp_mp.ProcessLost as e:
+        print("ProcessLost", e.p, "plain" in str(e))
+""")
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_in_run_a_p_holding_only_tasks_is_replaced_else_the_run_ends(mixed):
+    """A P that dies holding only executor tasks is replaced (twice here) and the run goes on;
+    one that also held a plain goroutine ends the run with ProcessLost naming it."""
+    done = subprocess.run([sys.executable, "-c", REPLACED_IN_RUN, "mixed" if mixed else "tasks"],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(__file__),
+                          env=dict(os.environ, PYTHONPATH=os.path.dirname(__file__)))
+    lines = done.stdout.splitlines()
+    if mixed:
+        assert lines == ["ProcessLost 1 True"], done.stdout + done.stderr[-3000:]
+        return
+    assert len(lines) == 3 and lines[-1] == "done", done.stdout + done.stderr[-3000:]
+    for line in lines[:2]:
+        got = eval(line)  # the outcomes of one round, sorted
+        assert "ProcessLost" in got and "ok" in got, line
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("round_", range(8))
+def test_stress_replacing_a_p_again_and_again(round_):
+    test_in_run_a_p_holding_only_tasks_is_replaced_else_the_run_ends(mixed=round_ % 2 == 1)
 
 
 # ----------------------------------------------------------------- as_chan

@@ -278,8 +278,14 @@ class ProcLayer(Protocol):
         """Win token ``(p, slot, gen)`` for ``case``; False if its select already completed."""
         ...
 
-    def token_live(self, p: int, slot: int, gen: int) -> bool:
-        """Whether token ``(p, slot, gen)``'s select still waits (a snapshot; slot -1: True)."""
+    def token_live(self, p: int, gid: int, slot: int, gen: int) -> bool:
+        """Whether the record of goroutine ``gid`` of P ``p`` still waits: its select's token
+        ``(slot, gen)`` does (a snapshot), or for a plain record (slot -1) ``plain_live``."""
+        ...
+
+    def plain_live(self, p: int, gid: int) -> bool:
+        """Whether goroutine ``gid`` of P ``p`` can still be woken: False once the process that
+        ran it died and was replaced (any P; a snapshot)."""
         ...
 
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
@@ -527,7 +533,8 @@ class SharedChan:
                 return None
             self._q[nw] = self._q[nw] - 1
             rec = _unrec(raw)
-            if rec[2] < 0 or broker.claim(rec[0], rec[2], rec[3], rec[4]):
+            if (broker.plain_live(rec[0], rec[1]) if rec[2] < 0
+                    else broker.claim(rec[0], rec[2], rec[3], rec[4])):
                 return rec
             if rec[5] is not None:
                 discard(rec[5], self._arena)
@@ -548,7 +555,7 @@ class SharedChan:
         keep = []
         while (raw := q.get_locked()) is not None:
             rec = _unrec(raw)
-            if live(rec[0], rec[2], rec[3]):
+            if live(rec[0], rec[1], rec[2], rec[3]):
                 keep.append(raw)
             elif rec[5] is not None:
                 discard(rec[5], self._arena)  # a select loser's value: nobody will take it

@@ -14,8 +14,10 @@ thread that was using the CPU, not to one sitting in a system call (``SA_RESTART
 anyway). Sysmon keeps its own requests as a fallback (a hub off the main thread, a program that
 uses ``SIGVTALRM`` or the virtual timer itself, which are then left alone).
 
-After a run, ``SIGVTALRM`` is left ignored (its default action ends the process, and a signal
-generated just before the timer stopped may still arrive).
+After a run, ``SIGVTALRM`` is left to the handler, which does nothing without a hub: its
+default action ends the process, a signal generated just before the timer stopped may still
+arrive, and one CPython has taken but not yet handled would raise ``OSError`` in the program's
+code if the handler were then ``SIG_IGN``.
 
 Invariants:
 - Installed by the hub loop of the main thread only, uninstalled by its stop hook; the timer
@@ -105,9 +107,9 @@ def uninstall(hub: Any) -> None:
         return
     try:
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        if signal.getsignal(SIGNUM) is _handler:
-            # ignored, not the default (which ends the process): a signal the kernel generated
-            # just before the timer stopped may still be on its way
-            signal.signal(SIGNUM, signal.SIG_IGN)
     except (ValueError, OSError):
         pass
+    # The handler stays, doing nothing without a hub: a signal the kernel generated just before
+    # the timer stopped may still be on its way, and one CPython received but has not yet run
+    # the handler for would raise "Signal 26 ignored due to race condition" in the program's
+    # code were the handler SIG_IGN (and the default action ends the process).

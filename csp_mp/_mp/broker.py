@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import random
 import time
@@ -44,7 +45,7 @@ from .._hub.g import WAITING
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
 from .._shm.native import core as native_core
-from . import counters, migrate_warn, promote, reports, runq, tasks, tokens, tracing
+from . import counters, migrate_warn, promote, replace, reports, runq, tasks, tokens, tracing
 from . import ctx as C
 from .promote import HandleRef
 from .tokens import TOKEN_LOCKS
@@ -109,6 +110,16 @@ class Broker:
         # messaging
         self.wakes_out: list[tuple[int, bytes]] = []
         self.outbox: list[tuple[int, bytes, bool]] = []
+        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)  # 1 while either holds a message (replace.py)
+        # goroutines of this P's earlier processes have lower ids (replace.py)
+        self.gfloor = ctx.pload(ctx.p, C.P_GFLOOR)
+        self._floors = ctx.pidx(0, C.P_GFLOOR)
+        # replace.py: whether this worker P holds only executor tasks, and those tasks
+        self.clean = False
+        self.clean_go: Any = None  # hub.go while clean wrappers stand in for it
+        self.task_slots: dict[int, int] = {}  # task key -> its entry in this P's task table
+        self.free_task_slots: list[int] = []
+        self.tasks_w = ctx.pload(ctx.p, C.P_TASKS) // 8
         self.warned: set[bytes] = set()
         # arena offset -> weak ref to this process's Chan handle (promote.HandleRef); the refs
         # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
@@ -134,7 +145,9 @@ class Broker:
         # select tokens (tokens.py)
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
         self.free_slots = list(range(C.TOKENS - 1, -1, -1))
-        self.token_gen = 1
+        self.token_gen = self.gfloor & 0xFFFF_FFFF_FFFF or 1  # above any earlier process's
+        if self.gfloor:
+            hub._ids = itertools.count(self.gfloor)
         # the compiled core's token claims and wake-ups (the shared channel's hand-off)
         self.peers: Any = tokens.peers(self)
         # the compiled core's registration and release of channel handles (promote.py's
@@ -165,6 +178,8 @@ class Broker:
         if self.p == 0:  # where plain code meets a poisoned arena: the lost P is what it raises
             ctx.arena.poisoned_error = functools.partial(reports.lost_error, self)
         hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
+        if self.p:  # a worker P: replaced, should it die holding only executor tasks
+            replace.install(self, hub)
 
     @property
     def seq(self) -> int:
@@ -205,6 +220,10 @@ class Broker:
     release_token = tokens.release_token
     claim = tokens.claim
     token_live = tokens.token_live
+
+    def plain_live(self, p: int, gid: int) -> bool:
+        """Whether goroutine ``gid`` of P ``p`` is of that P's current process (replace.py)."""
+        return gid >= self.ctx.q[self._floors + p * C.P_STRIDE]
     # reports
     report_panic = reports.report_panic
     gather_stacks = reports.gather_stacks
@@ -250,6 +269,8 @@ class Broker:
         """Queue a WAKE message for P ``p``; ``flow``: the execution trace's flow id, which the
         message carries to where the woken goroutine runs next."""
         msg = (C.M_WAKE, gid, slot, gen, case, kind, data, off)
+        if not self.wakes_out:
+            self.ctx.q[self._owes_w] = 1
         self.wakes_out.append((p, _msg(msg + (flow,) if flow else msg)))
         self.hub.poll_now = True  # the next switch goes through the hub, which flushes
         if len(self.wakes_out) >= WAKE_BATCH:
@@ -271,10 +292,16 @@ class Broker:
                 ctx.bells[p].ring()
             for msg in msgs[n:]:
                 self.outbox.append((p, msg, True))
+        if not self.outbox:
+            ctx.q[self._owes_w] = 0  # every wake-up is in an inbox
 
     def _wake_local(self, gid: int, slot: int, case: int, kind: int, data: bytes | None,
                     st: Any, obj: Any = NO_OBJ) -> None:
         hub = self.hub
+        if gid < self.gfloor:  # for a goroutine of this P's dead process (replace.py)
+            if data is not None:
+                discard(data, self.arena)
+            return
         if slot >= 0:
             entry = self.tokens.get(slot)
             if entry is None:
@@ -310,6 +337,7 @@ class Broker:
         """Put ``msg`` in P ``p``'s inbox and ring its doorbell (queued locally if full)."""
         if self.outbox or not self.ctx.inbox[p].try_put(msg):
             self.outbox.append((p, msg, counted))
+            self.ctx.q[self._owes_w] = 1
             return
         if counted:
             self.ctx.padd(C.P_SENT, 1)
@@ -324,6 +352,8 @@ class Broker:
             if counted:
                 self.ctx.padd(C.P_SENT, 1)
             self.ctx.bells[p].ring()
+        if not self.wakes_out:
+            self.ctx.q[self._owes_w] = 0  # every message is in an inbox
 
     def drain_warnings(self) -> None:
         """As the run ends on P0: show the migration warnings other Ps sent that it has not read

@@ -8,7 +8,8 @@ The control block is one arena block written by P0 before the other Ps start::
     token tables    TOKENS words per P: select tokens (see tokens.py)
 
 Invariants:
-- Per-P words are stored only by their P (any P may load them), except ``P_DRAIN`` (P0 stores).
+- Per-P words are stored only by their P (any P may load them), except ``P_DRAIN`` (P0 stores)
+  and the words P0 resets when it replaces a dead P (replace.py), before the new process starts.
 - ``P_SENT`` and ``P_HANDLED`` count WAKE messages: the sum of SENT over every P minus the sum of
   HANDLED is the number of wake-ups in flight; deadlock detection needs it to be 0.
 - ``G_STOP`` goes 0 -> 1 once; every P ends its hub loop when it sees it.
@@ -34,6 +35,13 @@ _G_WORDS = LINE // 8
 # per-P words
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
 P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
+# a P replaced after it died (replace.py): the first goroutine id of its current process (0:
+# the first process; waiter records and wake-ups naming a lower id are of a dead one), whether
+# it may hold more than executor tasks (``DIRTY``), whether it owes other Ps messages
+P_GFLOOR, P_DIRTY, P_OWES = range(13, 16)
+# the P's executor tasks: TASK_SLOTS entries (owner pid, task key) from the word P_TASKS names
+P_TASKS = 29
+TASK_SLOTS = 256
 P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS, P_XBYTES, P_MTHREADS, P_MBUSY = range(16, 23)
 # shared objects this P made live minus those it ended, by kind (mod 2**64; the sum over Ps is
 # the runtime's live count): written only by this P, at once (not published)
@@ -42,6 +50,7 @@ LIVE_KINDS = {"chan": P_LIVE_CHAN, "int64": P_LIVE_INT64, "sema": P_LIVE_SEMA}
 # ... and those this P pinned (promote.PIN: kept until the run ends), by kind
 PINNED_KINDS = {"chan": 26, "int64": 27, "sema": 28}
 _P_WORDS = 32
+P_STRIDE = _P_WORDS  # words from one P's block to the next's
 
 # P_STATUS values
 RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
@@ -100,7 +109,11 @@ class Ctx:
             w.store(pb + P_INBOX, make_ring(arena, INBOX_BYTES, lock_key=2 * q).offset)
             w.store(pb + P_RUNQ, make_ring(arena, RUNQ_BYTES, lock_key=2 * q + 1).offset)
             w.store(pb + P_INFO, arena.alloc(INFO_BYTES))
+            tasks = arena.alloc(TASK_SLOTS * 16)
+            arena.map[tasks : tasks + TASK_SLOTS * 16] = bytes(TASK_SLOTS * 16)
+            w.store(pb + P_TASKS, tasks)
         w.store(base + G_SPARES, SparePool.create(arena, len(arena.locks) - 1).off)  # its own
+        arena.guard_state_from(1 + 2 * maxprocs)  # the inbox and run queue locks come first
         w.store(base + G_MAGIC, MAGIC)
         return cls(arena, off, 0, bells)
 

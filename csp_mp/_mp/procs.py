@@ -4,7 +4,8 @@ P0 (the user's process) creates the arena, the doorbells and the control block, 
 with the forkserver start method (csp_mp preloaded, the user's ``__main__`` never re-run), waits
 until every P has mapped the arena, then removes every name (``arena.seal()``): from then on a
 SIGKILL of the whole tree leaves nothing in ``/dev/shm``. A monitor thread in P0 waits on the
-workers' sentinels and reports a death within milliseconds. A worker dies with P0: its parent is
+workers' sentinels and reports a death within milliseconds, or has the zygote fork a new process
+for a P that died holding only executor tasks (``replace.py``). A worker dies with P0: its parent is
 the forkserver, which exits when P0 does, and the worker asked for SIGKILL on its parent's death.
 
 Invariants:
@@ -37,7 +38,7 @@ from .. import _hub
 from .._hub import Hub
 from .._shm import Arena, Doorbell
 from . import ctx as C
-from . import demote
+from . import demote, replace
 from .broker import Broker, nlocks_for
 from .promote import set_broker
 
@@ -128,8 +129,9 @@ class Runtime:
     """P0's handle on a running multi-P runtime.
 
     Besides P1..Pn-1 it starts a zygote: a single-threaded process holding the arena and every
-    doorbell, which forks further Ps when ``gomaxprocs`` grows the runtime (after start-up the
-    semaphores have no names, so a new process can only inherit them).
+    doorbell, which forks further Ps when ``gomaxprocs`` grows the runtime, and a new process for
+    a P the watcher replaces (after start-up the semaphores have no names, so a new process can
+    only inherit them).
     """
 
     def __init__(self, nprocs: int) -> None:
@@ -140,6 +142,10 @@ class Runtime:
         self.arena = Arena.create(ARENA_BYTES, nlocks_for(self.maxprocs))
         self.procs: list[Any] = []
         self.forked: dict[int, tuple[int, int]] = {}  # P -> (pid, pidfd) of zygote children
+        #: P0's side of a replaced P (replace.py): called with ``(q, dead pid, task keys)``
+        self.on_replaced: Callable[[int, int, list[int]], None] | None = None
+        self._processes: dict[int, int] = {}  # P -> how many processes it has had, past the first
+        self._grow_lock = threading.Lock()  # grow() and a replacement both ask the zygote
         self._lifeline = -1
         self._requests = -1
         self.monitor: threading.Thread | None = None
@@ -191,6 +197,10 @@ class Runtime:
 
     def grow(self, n: int) -> None:
         """Start Ps until ``n`` exist (P0 only; the zygote forks them)."""
+        with self._grow_lock:
+            self._grow(n)
+
+    def _grow(self, n: int) -> None:
         ctx = self.ctx
         if n > self.maxprocs:
             raise ValueError(f"gomaxprocs: at most {self.maxprocs} Ps in this runtime")
@@ -223,9 +233,39 @@ class Runtime:
                 if s == self.zygote.sentinel:
                     continue  # only matters if a P must be grown (grow() reports it)
                 p = watched.pop(s)
+                if self._replace(p):
+                    seen.discard(s)  # (its number may come back as a later pidfd's)
+                    continue  # the run goes on: a new process is P p
                 self.ctx.gstore(C.G_LOST, p + 1)
                 self.bells[0].ring()
                 return
+
+    def _replace(self, q: int) -> bool:
+        """Replace P ``q``, just dead, if it held only executor tasks (replace.py); False when
+        its loss must end the run instead."""
+        ctx = self.ctx
+        pid = ctx.pload(q, C.P_PID)
+        try:
+            with self._grow_lock:
+                if not replace.recoverable(ctx, q, pid) or not self.zygote.is_alive():
+                    return False
+                keys = [key for _owner, key in replace.tasks_of(ctx, q)]
+                k = self._processes.get(q, 0) + 1
+                self._processes[q] = k
+                replace.reset(ctx, q, k)
+                os.write(self._requests, q.to_bytes(4, "little"))
+                new = replace.wait_started(ctx, q, self.zygote.is_alive, START_TIMEOUT)
+                if not new:
+                    return False
+                old = self.forked.get(q)
+                self.forked[q] = (new, os.pidfd_open(new))
+                if old is not None:
+                    os.close(old[1])
+        except OSError:  # the zygote's pipe closed, the new process already gone: the run ends
+            return False
+        if self.on_replaced is not None:
+            self.on_replaced(q, pid, keys)
+        return True
 
     def stop(self) -> None:
         """Stop every worker (politely, then SIGKILL) and free everything."""
@@ -307,7 +347,21 @@ def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
     set_broker(broker)
     _hub.set_current(hub)
     rt.before_close = functools.partial(demote.demote_all, broker)
+    rt.on_replaced = functools.partial(_replaced, hub)
     return rt, hub, broker
+
+
+def _replaced(hub: Hub, q: int, pid: int, keys: list[int]) -> None:
+    """From the watcher thread: P ``q`` (process ``pid``) was replaced; its executor tasks'
+    owners learn it on P0's hub thread (replace.on_tasks_lost)."""
+
+    def tell() -> None:
+        for hook in replace.on_tasks_lost:
+            hook(keys, replace.lost_error(q, pid, keys))
+
+    hub.inbox.append((None, tell, None))
+    hub.poll_now = True
+    hub.waker.post()
 
 
 def stop_p0(rt: Runtime) -> None:

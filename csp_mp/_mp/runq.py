@@ -31,7 +31,7 @@ import msgspec
 
 from .._chan import Chan
 from .._hub import Hub
-from . import checkdead, counters, migrate_warn, promote, reports, tasks
+from . import checkdead, counters, migrate_warn, promote, replace, reports, tasks
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -214,9 +214,14 @@ def steal(b: Broker, hub: Hub) -> bool:
         if not k:
             continue
         busy(b)  # before taking: checkdead must not see STUCK while frames are in hand
+        clean = b.clean
+        if clean:  # frames in hand: lost with this P should it die now (replace.py)
+            ctx.pstore(C.P_DIRTY, 1)
         frames = ring.get_many(max(1, min(k // 2, STEAL_MAX)))
         ctx.padd(C.P_STOLEN, len(frames))
         adopt(b, hub, frames)
+        if clean and b.clean:  # every frame was an executor task, now in the task table
+            ctx.pstore(C.P_DIRTY, 0)
         if frames:
             # should this P die, P0 can name what it took: now, or when the hub next polls
             # (steals of a tiny-task fan-out come thousands a second; each description costs
@@ -274,6 +279,8 @@ def adopt(b: Broker, hub: Hub, frames: list[bytes]) -> None:
             else:
                 b.send(0, _msg((C.M_WARN, warn)))
         gs.append(new_g(fn, args, kwargs, True))
+    if b.clean:
+        replace.adopted(b, hub, gs)
     hub.runq.extend(gs)
 
 
@@ -293,6 +300,8 @@ def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> No
     if steal(b, hub):
         busy(b)
         return
+    if b.p and not b.clean:
+        replace.at_idle(b, hub)
     stuck = not local_can_wake and not b.outbox and not b.pending and not b.unflushed
     now = time.monotonic()
     # describe the goroutines before publishing their count: whoever sees the count (P0

@@ -200,7 +200,10 @@ class SharedSema(Sema):
                 raw = q.get_locked()
                 if raw is None:
                     break
-                woken.append(_unrec(raw))
+                rec = _unrec(raw)
+                if not b.plain_live(rec[0], rec[1]):
+                    continue  # a waiter that died with its P: the unit goes to the next one
+                woken.append(rec)
                 n -= 1
             if n:
                 words[w] += n

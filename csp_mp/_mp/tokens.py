@@ -62,7 +62,8 @@ def peers(b: Broker) -> Any:
     bells = [cast(NativeDoorbell, bell).offset for bell in ctx.bells]
     return native_core().Peers(
         core, b.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
-        ctx.pidx(b.p, C.P_SENT) * 8, C.M_WAKE, b.deliver_off, NO_OBJ)
+        ctx.pidx(b.p, C.P_SENT) * 8, C.M_WAKE, b.deliver_off, NO_OBJ,
+        floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8)
 
 
 def tok_word(b: Broker, p: int, slot: int) -> int:
@@ -102,7 +103,10 @@ def claim(b: Broker, p: int, slot: int, gen: int, case: int) -> bool:
         lock.release()
 
 
-def token_live(b: Broker, p: int, slot: int, gen: int) -> bool:
-    """Whether a record's select is still waiting (a snapshot)."""
-    return slot < 0 or b.ctx.load(tok_word(b, p, slot)) == gen << 8 | T_WAITING
+def token_live(b: Broker, p: int, gid: int, slot: int, gen: int) -> bool:
+    """Whether a record still waits: its select's token does, or for a plain record its
+    goroutine's process is the P's current one (a snapshot)."""
+    if slot < 0:
+        return b.plain_live(p, gid)
+    return b.ctx.load(tok_word(b, p, slot)) == gen << 8 | T_WAITING
 

@@ -43,7 +43,14 @@ from typing import Any
 
 from csp_mp._shm import native
 from csp_mp._shm.atomics import LINE, WORD, Words, align
-from csp_mp._shm.locks import LockSet, NativeLockSet, SemRegistry, ShmLock
+from csp_mp._shm.locks import (
+    STATE_LOCKS_WORD,
+    TAKEOVERS_WORD,
+    LockSet,
+    NativeLockSet,
+    SemRegistry,
+    ShmLock,
+)
 
 __all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
 
@@ -57,6 +64,9 @@ BLOCK_HEADER = LINE
 
 # header word indices
 _W_MAGIC, _W_SIZE, _W_HEAP, _W_NLOCKS, _W_ATTACHED, _W_POISON = range(6)
+# takeovers from a dead holder, ever, of the locks from index _W_STATE_LOCKS up (guarding state
+# such a holder may leave torn; lock.c counts too)
+_W_TAKEOVERS, _W_STATE_LOCKS = TAKEOVERS_WORD, STATE_LOCKS_WORD
 _HEADS = LINE // WORD  # word index of free-list head for class 0
 _LOCKS_AT = align(LINE + NCLASS * WORD)
 
@@ -251,6 +261,30 @@ class Arena:
             err = ArenaPoisoned("a process was killed inside the arena allocator")
             hook = self.poisoned_error
             raise err if hook is None else hook(err)
+
+    def guard_state_from(self, first: int) -> None:
+        """Locks from index ``first`` up guard state a holder killed inside may leave torn
+        (``takeovers``, ``locks_orphaned``); those below (queues built to survive it) do not.
+        Creator process, before others attach."""
+        self.words.store(_W_STATE_LOCKS, first)
+
+    def takeovers(self) -> int:
+        """How many times a state lock of this arena was taken over from a dead holder (any
+        process; a snapshot): what it guarded may have been left half-changed."""
+        return self.words.load(_W_TAKEOVERS)
+
+    def locks_orphaned(self, pid: int) -> bool:
+        """Whether the allocator's lock or a state lock of this arena is held by a dead holder,
+        process ``pid`` on the Python path (a snapshot; the compiled core's robust mutexes say
+        so themselves)."""
+        if self.core is not None:
+            return bool(self.core.locks_orphaned())
+        first = max(1, self.words.load(_W_STATE_LOCKS))
+        return any(self.locks.lock(i).owner() == pid for i in (0, *range(first, len(self.locks))))
+
+    def poisoned(self) -> bool:
+        """Whether a process was killed inside the allocator (a snapshot)."""
+        return bool(self.words.load(_W_POISON))
 
     def alloc(self, nbytes: int) -> int:
         """Offset of a new block of at least ``nbytes`` (64-aligned, refcount 1). Any process."""

@@ -54,6 +54,8 @@ __all__ = [
 
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 SEM_VALUE_MAX: int = _multiprocessing.SemLock.SEM_VALUE_MAX
+TAKEOVERS_WORD = 6  # the arena header word counting takeovers from dead holders (arena.py)
+STATE_LOCKS_WORD = 7  # ... and the one with the first lock index such takeovers count from
 SPIN_TRIES = 200  # non-blocking attempts (~25 us) before a contended acquire sleeps
 WAIT_SLICE = 0.05  # seconds between liveness checks of a lock's holder
 GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken over
@@ -183,9 +185,11 @@ class ShmLock:
     protects may hold that holder's unfinished (never committed) writes.
     """
 
-    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_q")
+    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_q", "_index")
 
-    def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem) -> None:
+    def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem,
+                 index: int = 0) -> None:
+        self._index = index
         self._sem = sem
         self._owner = owner_word
         self._rescue = rescue
@@ -244,6 +248,8 @@ class ShmLock:
         try:
             if self._q[self._owner] == seen and not self._sem.acquire(False):
                 self._q[self._owner] = pid  # store; pairs with the loads in _slow
+                if self._index >= self._q[STATE_LOCKS_WORD]:  # (arena.py's takeovers)
+                    self._q[TAKEOVERS_WORD] += 1  # under the rescue semaphore: one at a time
                 return True
             if self._sem.acquire(False):
                 self._q[self._owner] = pid
@@ -291,7 +297,8 @@ class LockSet:
         """Attach to the owner words (after unpickling in another process)."""
         step = self.WORDS_PER_LOCK
         self.locks = [
-            ShmLock(s, words, self._base + i * step, self._rescue) for i, s in enumerate(self._sems)
+            ShmLock(s, words, self._base + i * step, self._rescue, i)
+            for i, s in enumerate(self._sems)
         ]
 
     def __len__(self) -> int:

@@ -279,7 +279,8 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
             *data = PyBytes_FromStringAndSize(p + WREC_BYTES, (Py_ssize_t)(n - WREC_BYTES));
             if (*data == NULL) return -1;
         }
-        int live = rec->slot < 0 ? 1 : peers_claim(self->peers, rec->p, rec->slot, rec->gen);
+        int live = rec->slot < 0 ? peers_plain_live(self->peers, rec->p, rec->gid)
+                                 : peers_claim(self->peers, rec->p, rec->slot, rec->gen);
         if (live <= 0 && *data != NULL) {
             Py_CLEAR(*data);
             if (live == 0) return 2; /* its value's blocks are freed by the Python path */

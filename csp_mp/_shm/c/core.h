@@ -107,6 +107,8 @@ enum { K_VALUE = 0, K_CLOSED_RECV = 1, K_SENT = 2, K_CLOSED_SEND = 3, K_GRANT = 
 
 /* Win select token (p, slot, gen): 1 won, 0 its select already completed, -1 error. */
 int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen);
+/* 1 if the plain waiter record of goroutine `gid` of P `p` is of the P's current process */
+int peers_plain_live(Peers *ps, int64_t p, int64_t gid);
 /* Wake the claimed waiter `rec` with a wake of `kind` for channel `chan_off`, after the channel
  * lock is given back: a WAKE message in its P's inbox and a ring of its doorbell, or, for a
  * goroutine of this P or an inbox with no room, the process layer's deliver callback (which
@@ -127,6 +129,7 @@ void peers_count(Peers *ps, uint64_t nbytes);
 RMETH(R_load); RMETH(R_store); RMETH(R_cas); RMETH(R_fetch_add);
 RMETH(R_iload); RMETH(R_istore); RMETH(R_iadd); RMETH(R_iswap); RMETH(R_icas);
 RMETH(R_lock_init); RMETH(R_lock); RMETH(R_unlock); RMETH(R_lock_owner);
+RMETH(R_locks_orphaned);
 RMETH(R_ring_try_put); RMETH(R_ring_put_locked); RMETH(R_ring_try_get); RMETH(R_ring_get_locked);
 RMETH(R_ring_put_many); RMETH(R_ring_get_many); RMETH(R_ring_len); RMETH(R_ring_move_locked);
 RMETH(R_chan_send); RMETH(R_chan_recv); RMETH(R_chan_poll);

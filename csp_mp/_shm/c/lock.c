@@ -56,6 +56,11 @@ int lock_init(Region *r, long long i) {
     return rc ? set_errno_error("pthread_mutex_init", rc) : 0;
 }
 
+/* arena.py's _W_TAKEOVERS: takeovers from a dead holder of a lock at or above the index in
+ * _W_STATE_LOCKS (locks guarding state a dead holder may leave torn), ever; byte offsets */
+#define TAKEOVERS_BYTE 48
+#define STATE_LOCKS_BYTE 56
+
 static int lock_result(pthread_mutex_t *m, int rc) {
     if (rc == 0) return 0;
     if (rc == EOWNERDEAD) {
@@ -83,7 +88,11 @@ int lock_take(Region *r, long long i) {
         rc = pthread_mutex_lock(m);
         Py_END_ALLOW_THREADS
     }
-    return lock_result(m, rc);
+    int got = lock_result(m, rc);
+    if (got == 1 && (uint64_t)i >= atomic_load(word_at(r, STATE_LOCKS_BYTE)))
+        /* counted where the runtime can see it (arena.py's takeovers) */
+        atomic_fetch_add_explicit(word_at(r, TAKEOVERS_BYTE), 1, memory_order_seq_cst);
+    return got;
 }
 
 int lock_give(Region *r, long long i) {
@@ -127,6 +136,19 @@ RMETH(R_lock_owner) {
     /* glibc keeps the holder's TID in the mutex's lock word (FUTEX_TID_MASK) */
     aword32 *w = (aword32 *)mutex_at(r, i);
     return PyLong_FromUnsignedLong(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+}
+
+RMETH(R_locks_orphaned) {
+    (void)args;
+    if (arg_count("locks_orphaned", nargs, 0, 0) < 0) return NULL;
+    /* the kernel marks a robust mutex whose holder died FUTEX_OWNER_DIED until it is taken */
+    Py_ssize_t first = (Py_ssize_t)atomic_load(word_at(r, STATE_LOCKS_BYTE));
+    for (Py_ssize_t i = 0; i < r->nlocks; i = i ? i + 1 : (first > 1 ? first : 1)) {
+        /* lock 0 (the allocator's), then the state locks */
+        aword32 *w = (aword32 *)mutex_at(r, i);
+        if (atomic_load_explicit(w, memory_order_acquire) & 0x40000000u) Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
 }
 
 /* ---- Lock: one lock of a region as an object (the ShmLock interface) */

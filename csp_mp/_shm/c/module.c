@@ -267,6 +267,8 @@ static PyMethodDef Region_methods[] = {
     FAST(R_lock, "lock(i) -> bool: take lock i; True if taken over from a dead holder."),
     FAST(R_unlock, "unlock(i): release lock i (the thread that took it)."),
     FAST(R_lock_owner, "lock_owner(i) -> int: the holder's thread id, 0 if free (a snapshot)."),
+    FAST(R_locks_orphaned, "locks_orphaned() -> bool: whether a state lock's holder died and no "
+                           "one has taken it since (a snapshot)."),
     FAST(R_ring_try_put, "ring_try_put(off, data) -> int: 1 put, 0 full, -1 not inline-sized."),
     FAST(R_ring_put_locked, "ring_put_locked(off, data) -> int: try_put under the caller's lock."),
     FAST(R_ring_try_get, "ring_try_get(off): oldest frame: bytes, (offset, length), or None."),

@@ -33,6 +33,8 @@ struct Peers {
     int64_t ntokens;    /* token words per P */
     long long tok_off;  /* byte offset of P 0's token table */
     long long sent_off; /* this P's P_SENT word */
+    long long floor_off; /* byte offset of P 0's P_GFLOOR word, -1: no P is ever replaced */
+    long long pstride;  /* bytes from one P's words to the next's */
     long long m_wake;   /* the WAKE message kind */
     long long *inbox;   /* inbox ring offset of each P */
     long long *bell;    /* doorbell offset of each P */
@@ -67,6 +69,13 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
     /* seq_cst: the winner's store is seen by every later claim and liveness load */
     return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << 8 | T_DONE,
                                                    memory_order_seq_cst, memory_order_seq_cst);
+}
+
+int peers_plain_live(Peers *ps, int64_t p, int64_t gid) {
+    if (ps->floor_off < 0 || p < 0 || p >= ps->nprocs) return 1;
+    /* a goroutine of a P that was replaced has an id below its successor's first */
+    aword *w = word_at(ps->region, ps->floor_off + p * ps->pstride);
+    return (uint64_t)gid >= atomic_load_explicit(w, memory_order_acquire);
 }
 
 /* msgpack: an int as a fixint or int64, bytes as bin, None as nil */
@@ -187,19 +196,21 @@ static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *wha
 
 static int Peers_init(Peers *self, PyObject *args, PyObject *kw) {
     PyObject *region, *inboxes, *bells, *deliver, *no_obj;
-    long long p, tok_off, ntokens, sent_off, m_wake;
+    long long p, tok_off, ntokens, sent_off, m_wake, floor_off = -1, pstride = 0;
     static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
-                             "sent_off", "m_wake", "deliver", "no_obj", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO", kwlist, &Region_Type, &region, &p,
-                                     &tok_off, &ntokens, &inboxes, &bells, &sent_off, &m_wake,
-                                     &deliver, &no_obj))
+                             "sent_off", "m_wake", "deliver", "no_obj", "floor_off", "pstride",
+                             NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LL", kwlist, &Region_Type, &region,
+                                     &p, &tok_off, &ntokens, &inboxes, &bells, &sent_off,
+                                     &m_wake, &deliver, &no_obj, &floor_off, &pstride))
         return -1;
     Py_ssize_t n = PySequence_Size(inboxes);
     if (n < 0) return -1;
     Region *r = (Region *)region;
     if (p < 0 || p >= n || ntokens <= 0 ||
         region_span(r, tok_off, (long long)n * ntokens * 8, 8) < 0 ||
-        region_span(r, sent_off, 8, 8) < 0) {
+        region_span(r, sent_off, 8, 8) < 0 ||
+        (floor_off >= 0 && region_span(r, floor_off, (n - 1) * pstride + 8, 8) < 0)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Peers: bad P or token count");
         return -1;
     }
@@ -218,6 +229,8 @@ static int Peers_init(Peers *self, PyObject *args, PyObject *kw) {
     self->ntokens = ntokens;
     self->tok_off = tok_off;
     self->sent_off = sent_off;
+    self->floor_off = floor_off;
+    self->pstride = pstride;
     self->m_wake = m_wake;
     return 0;
 }

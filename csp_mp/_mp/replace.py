@@ -1,0 +1,204 @@
+"""Replacing a P that died while it ran only executor tasks.
+
+A P that dies ends the run (``ProcessLost``) unless everything it held was executor tasks: then
+P0 fails those tasks' futures with ``ProcessLost`` and starts a new process for the same P
+number, and the run goes on (SPEC: executor and map). Deciding that needs facts the dead
+process published before it died, in its control-block words (``ctx.py``):
+
+- ``P_DIRTY``: 1 while the P may hold anything but executor tasks: a goroutine started on it
+  (``spawn``, ``spawn_local``, ``go``), a frame it stole that is not a task, frames in hand
+  during a steal. A worker P starts clean; the first such event soils it, and it is clean again
+  only when it has no goroutine and nothing queued (``at_idle``). While a P is clean its hub's
+  ``spawn``/``spawn_local``/``go`` are wrappers that soil it first (instance attributes: no
+  cost once soiled, and none on P0, which is never replaced).
+- ``P_OWES``: 1 while WAKE messages for other Ps (or an inbox's overflow) wait in this
+  process: their loss would leave goroutines elsewhere parked for ever.
+- The task table (``P_TASKS``, ``TASK_SLOTS`` entries ``(owner pid, key)``): each executor task
+  this P adopted and has not finished (``adopted``/``task_done``). More tasks than slots soil it.
+  An executor task is a goroutine whose function has a true ``executor_task`` attribute and
+  takes ``(key, owner pid, ...)`` (the executor's, a layer above, marks its own).
+
+P0's watcher (``procs.Runtime._watch``) asks ``recoverable``: the dead P is not P0, the run is
+not stopping, it held at least one task, it was clean and owed nothing, the allocator is not
+poisoned, no lock guarding shared state is held by a dead process or was ever taken over from
+one (the state may be torn: ``Arena.takeovers``, the compiled core's robust mutexes, the Python
+path's owner words; the inbox and run-queue locks need no repair), and every task's owner is
+P0. Then ``reset`` clears the P's words, token table and task table and raises its goroutine-id
+floor (``P_GFLOOR``), the zygote forks a new process for it, and P0's hub runs the
+``on_tasks_lost`` hooks (the executor's futures) with the keys the dead P held.
+
+Invariants:
+- Goroutine ids of P ``q``'s k-th process start at ``gid_base(q, k, maxprocs)``, above every id
+  of its earlier processes; ``P_GFLOOR`` holds the current process's first id. A waiter record
+  (channel or semaphore) of a plain wait is live only while its goroutine id is at or above its
+  P's floor (``plain_live``; the compiled core's ``peers_plain_live``): a value is never handed
+  to a goroutine that died. Select records die with their token table, which ``replace``
+  zeroes (claims of the old tokens fail) and whose generations restart at the floor.
+- A WAKE that reaches the new process for an id below its floor is dropped, its value freed.
+- What a replaced P held stays counted (its handles, names in flight, live objects): those
+  shared objects are not freed until the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ProcessLost
+from . import ctx as C
+
+if TYPE_CHECKING:
+    from .._hub import Hub
+    from .broker import Broker
+
+#: Called on P0's hub thread with ``(keys, error)`` when a P that held tasks was replaced.
+on_tasks_lost: list[Callable[[list[int], BaseException], None]] = []
+
+ID_STRIDE = 1_000_000_000  # goroutine ids of one process of one P (hub.GOID_STRIDE)
+
+
+def gid_base(q: int, k: int, maxprocs: int) -> int:
+    """The first goroutine id of P ``q``'s ``k``-th process (k = 0: the one the run started)."""
+    return 1 + (k * maxprocs + q) * ID_STRIDE
+
+
+# ---------------------------------------------------------------- on a worker P
+
+
+def install(b: Broker, hub: Hub) -> None:
+    """Start this worker P clean (see the module doc)."""
+    b.task_slots = {}
+    b.free_task_slots = list(range(C.TASK_SLOTS - 1, -1, -1))
+    _clean(b, hub)
+
+
+def _clean(b: Broker, hub: Hub) -> None:
+    b.clean = True
+    b.ctx.pstore(C.P_DIRTY, 0)
+    spawn, spawn_local, go = type(hub).spawn.__get__(hub), type(hub).spawn_local.__get__(hub), \
+        hub.go
+
+    def soiling_spawn(*args: Any, **kwargs: Any) -> Any:
+        soil(b, hub)
+        return spawn(*args, **kwargs)
+
+    def soiling_spawn_local(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        soil(b, hub)
+        spawn_local(fn, args, kwargs)
+
+    def soiling_go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        soil(b, hub)
+        return go(fn, args, kwargs)
+
+    b.clean_go = go
+    hub.spawn = soiling_spawn  # type: ignore[method-assign]
+    hub.spawn_local = soiling_spawn_local  # type: ignore[method-assign]
+    hub.go = soiling_go
+
+
+def soil(b: Broker, hub: Hub) -> None:
+    """This P may now hold more than executor tasks: a loss of it ends the run."""
+    if not b.clean:
+        return
+    b.clean = False
+    b.ctx.pstore(C.P_DIRTY, 1)
+    hub.__dict__.pop("spawn", None)
+    hub.__dict__.pop("spawn_local", None)
+    hub.go = b.clean_go
+
+
+def at_idle(b: Broker, hub: Hub) -> None:
+    """Nothing runs here: a soiled worker P with no goroutine and nothing queued is clean."""
+    if (not b.clean and not hub.allgs and not hub.runq and not b.unflushed and not b.pending
+            and not b.wakes_out and not b.outbox):
+        _clean(b, hub)
+
+
+def adopted(b: Broker, hub: Hub, gs: list) -> None:
+    """Record the executor tasks among ``gs`` (goroutines just stolen) in the task table;
+    anything else soils the P."""
+    q, w, slots, free = b.ctx.q, b.tasks_w, b.task_slots, b.free_task_slots
+    for g in gs:
+        if (getattr(g.fn, "executor_task", False) and free and type(g.args[0]) is int
+                and type(g.args[1]) is int):
+            i = free.pop()
+            slots[g.args[0]] = i
+            q[w + 2 * i] = g.args[1]  # owner pid
+            q[w + 2 * i + 1] = g.args[0]  # task key
+        else:
+            soil(b, hub)
+
+
+def task_done(b: Broker, key: int) -> None:
+    """Executor task ``key`` finished here: its table entry goes."""
+    i = b.task_slots.pop(key, None)
+    if i is not None:
+        b.ctx.q[b.tasks_w + 2 * i] = 0
+        b.free_task_slots.append(i)
+
+
+def owes(b: Broker, owing: bool) -> None:
+    """Whether this P holds messages for other Ps (P_OWES)."""
+    b.ctx.pstore(C.P_OWES, 1 if owing else 0)
+
+
+# ---------------------------------------------------------------- on P0
+
+
+def tasks_of(ctx: C.Ctx, q: int) -> list[tuple[int, int]]:
+    """The ``(owner pid, key)`` of each task in P ``q``'s table."""
+    w = ctx.pload(q, C.P_TASKS) // 8
+    out = []
+    for i in range(C.TASK_SLOTS):
+        owner = ctx.q[w + 2 * i]
+        if owner:
+            out.append((owner, ctx.q[w + 2 * i + 1]))
+    return out
+
+
+def recoverable(ctx: C.Ctx, q: int, pid: int) -> bool:
+    """Whether P ``q`` (process ``pid``, just dead) held nothing but executor tasks of P0's and
+    left no shared state torn (see the module doc)."""
+    arena = ctx.arena
+    if q == 0 or ctx.stopping or ctx.gload(C.G_LOST):
+        return False
+    if ctx.pload(q, C.P_DIRTY) or ctx.pload(q, C.P_OWES):
+        return False
+    if arena.takeovers() or arena.poisoned() or arena.locks_orphaned(pid):
+        return False
+    held = tasks_of(ctx, q)
+    me = os.getpid()  # (a P that held no task at all: its loss ends the run, as any P's does)
+    return bool(held) and all(owner == me for owner, _key in held)
+
+
+def reset(ctx: C.Ctx, q: int, k: int) -> None:
+    """Make P ``q``'s words ready for its ``k``-th process (P0, the old one dead)."""
+    for i in (C.P_PID, C.P_INFOLEN, C.P_NGOR, C.P_DIRTY, C.P_OWES):
+        ctx.q[ctx.pidx(q, i)] = 0
+    w = ctx.pload(q, C.P_TASKS) // 8
+    ctx.arena.map[w * 8 : (w + 2 * C.TASK_SLOTS) * 8] = bytes(16 * C.TASK_SLOTS)
+    tok = ctx.tok_base + q * C.TOKENS
+    ctx.arena.map[tok * 8 : (tok + C.TOKENS) * 8] = bytes(8 * C.TOKENS)
+    # last: from here no record of the dead process is live, and the new one starts above it
+    ctx.q[ctx.pidx(q, C.P_GFLOOR)] = gid_base(q, k, ctx.maxprocs)
+    ctx.q[ctx.pidx(q, C.P_STATUS)] = C.RUNNING
+
+
+def lost_error(q: int, pid: int, keys: list[int]) -> ProcessLost:
+    """What the futures of the tasks a replaced P held are set to."""
+    n = len(keys)
+    return ProcessLost(f"P{q} (pid {pid}) died running {n} executor task{'s' * (n != 1)}; "
+                       f"the runtime replaced it", p=q,
+                       goroutines=tuple(f"executor task {k}" for k in keys))
+
+
+def wait_started(ctx: C.Ctx, q: int, alive: Callable[[], bool], timeout: float) -> int:
+    """The pid of P ``q``'s new process once it runs (0: it did not start in time)."""
+    deadline = time.monotonic() + timeout
+    while not ctx.pload(q, C.P_PID):
+        if time.monotonic() > deadline or not alive():
+            return 0
+        time.sleep(0.001)
+    return ctx.pload(q, C.P_PID)
