@@ -117,6 +117,7 @@ class Broker:
         # replace.py: whether this worker P holds only executor tasks, and those tasks
         self.clean = False
         self.clean_go: Any = None  # hub.go while clean wrappers stand in for it
+        self.soiling: tuple = ()  # those wrappers: spawn, spawn_local, go
         self.task_slots: dict[int, int] = {}  # task key -> its entry in this P's task table
         self.free_task_slots: list[int] = []
         self.tasks_w = ctx.pload(ctx.p, C.P_TASKS) // 8

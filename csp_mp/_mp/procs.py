@@ -276,14 +276,16 @@ class Runtime:
         self._stop_monitor.set()
         self._close_lifeline()
         deadline = time.monotonic() + 1.0
+        with self._grow_lock:  # a replacement under way ends first (it sees G_STOP)
+            forked = list(self.forked.values())
         for proc in self.procs:
             proc.join(max(0.0, deadline - time.monotonic()))
-        for _pid, fd in self.forked.values():
+        for _pid, fd in forked:
             mp_wait([fd], timeout=max(0.0, deadline - time.monotonic()))
         for proc in self.procs:
             if proc.is_alive():
                 proc.kill()
-        for pid, _fd in self.forked.values():
+        for pid, _fd in forked:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -71,12 +71,6 @@ def install(b: Broker, hub: Hub) -> None:
     """Start this worker P clean (see the module doc)."""
     b.task_slots = {}
     b.free_task_slots = list(range(C.TASK_SLOTS - 1, -1, -1))
-    _clean(b, hub)
-
-
-def _clean(b: Broker, hub: Hub) -> None:
-    b.clean = True
-    b.ctx.pstore(C.P_DIRTY, 0)
     spawn, spawn_local, go = type(hub).spawn.__get__(hub), type(hub).spawn_local.__get__(hub), \
         hub.go
 
@@ -93,9 +87,14 @@ def _clean(b: Broker, hub: Hub) -> None:
         return go(fn, args, kwargs)
 
     b.clean_go = go
-    hub.spawn = soiling_spawn  # type: ignore[method-assign]
-    hub.spawn_local = soiling_spawn_local  # type: ignore[method-assign]
-    hub.go = soiling_go
+    b.soiling = (soiling_spawn, soiling_spawn_local, soiling_go)
+    _clean(b, hub)
+
+
+def _clean(b: Broker, hub: Hub) -> None:
+    b.clean = True
+    b.ctx.pstore(C.P_DIRTY, 0)
+    hub.spawn, hub.spawn_local, hub.go = b.soiling  # type: ignore[method-assign]
 
 
 def soil(b: Broker, hub: Hub) -> None:
@@ -104,8 +103,7 @@ def soil(b: Broker, hub: Hub) -> None:
         return
     b.clean = False
     b.ctx.pstore(C.P_DIRTY, 1)
-    hub.__dict__.pop("spawn", None)
-    hub.__dict__.pop("spawn_local", None)
+    del hub.spawn, hub.spawn_local  # the class's methods again
     hub.go = b.clean_go
 
 
@@ -195,10 +193,11 @@ def lost_error(q: int, pid: int, keys: list[int]) -> ProcessLost:
 
 
 def wait_started(ctx: C.Ctx, q: int, alive: Callable[[], bool], timeout: float) -> int:
-    """The pid of P ``q``'s new process once it runs (0: it did not start in time)."""
+    """The pid of P ``q``'s new process once it runs (0: it did not start in time, or the run
+    is stopping)."""
     deadline = time.monotonic() + timeout
     while not ctx.pload(q, C.P_PID):
-        if time.monotonic() > deadline or not alive():
+        if time.monotonic() > deadline or not alive() or ctx.stopping:
             return 0
         time.sleep(0.001)
     return ctx.pload(q, C.P_PID)

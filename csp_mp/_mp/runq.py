@@ -297,11 +297,11 @@ def idle(b: Broker, hub: Hub, timeout: float | None, local_can_wake: bool) -> No
     if b.poll(hub) or hub.runq or hub.outcome is not None:
         busy(b)
         return
+    if b.p and not b.clean:  # before a steal too: a P fed tasks without a pause gets clean
+        replace.at_idle(b, hub)
     if steal(b, hub):
         busy(b)
         return
-    if b.p and not b.clean:
-        replace.at_idle(b, hub)
     stuck = not local_can_wake and not b.outbox and not b.pending and not b.unflushed
     now = time.monotonic()
     # describe the goroutines before publishing their count: whoever sees the count (P0
