@@ -23,7 +23,7 @@ from ._errors import MigrationWarning as MigrationWarning
 from ._errors import Panic as Panic
 from ._errors import ProcessLost as ProcessLost
 from ._errors import RemoteError as RemoteError
-from ._futures import parallel_map as map  # noqa: A004 - csp_mp.map; the builtin is intact
+from ._map import parallel_map as map  # noqa: A004 - csp_mp.map; the builtin is intact
 from ._patch import patch_blocking as patch_blocking
 from ._run import blocking as blocking
 from ._run import go as go
