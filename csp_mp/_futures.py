@@ -97,7 +97,7 @@ def _task(key: int, owner: int, results: Chan, init: tuple | None, fn: Callable[
         results.send((key, False, (err, err.traceback_text)))
     broker: Any = _hub.current_hub().broker
     if broker is not None and broker.p:  # (a worker P: _mp is loaded)
-        sys.modules["csp_mp._mp.replace"].task_done(broker, key)  # its outcome is on its way
+        sys.modules["csp_mp._mp.replace"].task_done(broker, owner, key)  # outcome on its way
 
 
 def _initialize(init: tuple) -> None:

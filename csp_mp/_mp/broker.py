@@ -118,7 +118,7 @@ class Broker:
         self.clean = False
         self.clean_go: Any = None  # hub.go while clean wrappers stand in for it
         self.soiling: tuple = ()  # those wrappers: spawn, spawn_local, go
-        self.task_slots: dict[int, int] = {}  # task key -> its entry in this P's task table
+        self.task_slots: dict[tuple[int, int], int] = {}  # (owner, key) -> its table entry
         self.free_task_slots: list[int] = []
         self.tasks_w = ctx.pload(ctx.p, C.P_TASKS) // 8
         self.warned: set[bytes] = set()

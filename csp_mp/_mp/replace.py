@@ -47,6 +47,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProcessLost
+from .._hub.hub import GOID_STRIDE
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -56,12 +57,9 @@ if TYPE_CHECKING:
 #: Called on P0's hub thread with ``(keys, error)`` when a P that held tasks was replaced.
 on_tasks_lost: list[Callable[[list[int], BaseException], None]] = []
 
-ID_STRIDE = 1_000_000_000  # goroutine ids of one process of one P (hub.GOID_STRIDE)
-
-
 def gid_base(q: int, k: int, maxprocs: int) -> int:
     """The first goroutine id of P ``q``'s ``k``-th process (k = 0: the one the run started)."""
-    return 1 + (k * maxprocs + q) * ID_STRIDE
+    return 1 + (k * maxprocs + q) * GOID_STRIDE
 
 
 # ---------------------------------------------------------------- on a worker P
@@ -122,24 +120,19 @@ def adopted(b: Broker, hub: Hub, gs: list) -> None:
         if (getattr(g.fn, "executor_task", False) and free and type(g.args[0]) is int
                 and type(g.args[1]) is int):
             i = free.pop()
-            slots[g.args[0]] = i
+            slots[g.args[1], g.args[0]] = i
             q[w + 2 * i] = g.args[1]  # owner pid
             q[w + 2 * i + 1] = g.args[0]  # task key
         else:
             soil(b, hub)
 
 
-def task_done(b: Broker, key: int) -> None:
-    """Executor task ``key`` finished here: its table entry goes."""
-    i = b.task_slots.pop(key, None)
+def task_done(b: Broker, owner: int, key: int) -> None:
+    """Executor task ``key`` of process ``owner`` finished here: its table entry goes."""
+    i = b.task_slots.pop((owner, key), None)
     if i is not None:
         b.ctx.q[b.tasks_w + 2 * i] = 0
         b.free_task_slots.append(i)
-
-
-def owes(b: Broker, owing: bool) -> None:
-    """Whether this P holds messages for other Ps (P_OWES)."""
-    b.ctx.pstore(C.P_OWES, 1 if owing else 0)
 
 
 # ---------------------------------------------------------------- on P0
