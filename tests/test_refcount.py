@@ -715,6 +715,10 @@ def test_a_go_whose_arguments_are_not_all_plain_counts_each_channel_once() -> No
             go(_takes, ch, [1, object], done)  # a list holding a class: not a plain argument
         for _ in range(20):
             done.recv()
+        # a goroutine that sent may not have returned yet, and the entries of the frames P1
+        # stole stay with P0 until it sees its queue empty: either holds ch until then
+        H.wait_until(lambda: runtime.num_goroutine() == 1, "every goroutine to end")
+        H.wait_until(lambda: not promote._brokers[0].pending, "P0 to drop the stolen frames")
         H.wait_until(lambda c=ch: _refs(c) == 1, "every frame's name to be consumed")
         off = ch._st.off  # type: ignore[attr-defined]
         del ch

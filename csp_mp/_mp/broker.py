@@ -483,6 +483,10 @@ class Broker:
                 return True
         if not hub.runq and hub.runnext is None:
             got = self.pop_own(hub) or got
+        elif self.pending and not len(ctx.runq[self.p]):
+            # every frame published was stolen: their arguments go now, not when this P next
+            # runs out of work (a channel among them is freed once no goroutine can reach it)
+            self.pending.clear()
         if got:
             self.busy()
         return got
