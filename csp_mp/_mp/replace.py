@@ -44,6 +44,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProcessLost
@@ -117,8 +118,9 @@ def adopted(b: Broker, hub: Hub, gs: list) -> None:
     anything else soils the P."""
     q, w, slots, free = b.ctx.q, b.tasks_w, b.task_slots, b.free_task_slots
     for g in gs:
-        if (getattr(g.fn, "executor_task", False) and free and type(g.args[0]) is int
-                and type(g.args[1]) is int):
+        fn = g.fn  # (a plain function's own attribute: no user __getattr__ runs here)
+        if (type(fn) is FunctionType and fn.__dict__.get("executor_task") and free
+                and type(g.args[0]) is int and type(g.args[1]) is int):
             i = free.pop()
             slots[g.args[1], g.args[0]] = i
             q[w + 2 * i] = g.args[1]  # owner pid
