@@ -622,8 +622,10 @@ def test_process_lost_counts_lost_goroutines_by_function() -> None:
     assert len(err.goroutines) > 2  # the per-goroutine descriptions stay available
 
 
-KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + textwrap.dedent("""
-    import pickle, signal
+DIE_HOLDING_THE_ALLOCATOR = textwrap.dedent("""
+    import os, pickle, signal
+    import csp_mp
+    from csp_mp import Chan, go, runtime
     from csp_mp._hub import current_hub
 
     def die_holding_the_allocator(ready):
@@ -633,7 +635,10 @@ KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + textwrap.dedent("""
         ready.send(True)
         current_hub().broker.arena._enter()  # the allocator's lock, never released
         os.kill(os.getpid(), signal.SIGKILL)
+""")
 
+
+KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + DIE_HOLDING_THE_ALLOCATOR + textwrap.dedent("""
     def main():
         while True:
             ready = Chan(1)
@@ -652,20 +657,7 @@ KILLED_INSIDE_THE_ALLOCATOR = ON_P1 + textwrap.dedent("""
 """)
 
 
-KILLED_INSIDE_THE_ALLOCATOR_IMPLICIT = textwrap.dedent("""
-    import os, pickle, signal
-    import csp_mp
-    from csp_mp import Chan, go, runtime
-    from csp_mp._hub import current_hub
-
-    def die_holding_the_allocator(ready):
-        if runtime.current_p() != 1:
-            ready.send(False)
-            return
-        ready.send(True)
-        current_hub().broker.arena._enter()  # the allocator's lock, never released
-        os.kill(os.getpid(), signal.SIGKILL)
-
+KILLED_INSIDE_THE_ALLOCATOR_IMPLICIT = DIE_HOLDING_THE_ALLOCATOR + textwrap.dedent("""
     try:  # plain code of the implicit runtime: no run() to convert what it meets
         while True:
             ready = Chan(1)
