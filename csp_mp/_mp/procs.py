@@ -256,6 +256,7 @@ class Runtime:
                 os.write(self._requests, q.to_bytes(4, "little"))
                 new = replace.wait_started(ctx, q, self.zygote.is_alive, START_TIMEOUT)
                 if not new:
+                    ctx.q[ctx.pidx(q, C.P_PID)] = pid  # the loss report names the dead one
                     return False
                 old = self.forked.get(q)
                 self.forked[q] = (new, os.pidfd_open(new))
