@@ -225,6 +225,7 @@ class Broker:
     def plain_live(self, p: int, gid: int) -> bool:
         """Whether goroutine ``gid`` of P ``p`` is of that P's current process (replace.py)."""
         return gid >= self.ctx.q[self._floors + p * C.P_STRIDE]
+
     # reports
     report_panic = reports.report_panic
     gather_stacks = reports.gather_stacks
