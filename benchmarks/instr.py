@@ -72,7 +72,10 @@ def _instructions(kind: str, n: int) -> int:
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
            "-m", "benchmarks.instr", "--child", kind, str(n)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=900)
+    # no time-slice clock: valgrind delivers a SIGVTALRM of the run so late that it can land after
+    # the interpreter's finalization gave the signal its default action back (the child dies)
+    env = {**os.environ, "CSP_MP_PREEMPT": "0"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=900, env=env)
     counts = [int(m) for m in re.findall(r"Collected : (\d+)", out.stderr)]
     if out.returncode != 0 or not counts:
         raise RuntimeError(f"callgrind failed: {out.stderr.strip()[-500:]}")

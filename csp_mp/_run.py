@@ -75,7 +75,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
         from . import _mp
 
         return _outcome_result(_mp.run_multi(main, args, kwargs, n))
-    hub = Hub(0)
+    hub = _hub.new_hub(0)
     hub.nprocs = n
     _hub.set_current(hub)
     try:
@@ -108,14 +108,14 @@ def _publish_main_spawns(hub: Hub) -> None:
     """Make every ``go()`` of the script's own code stealable at once: its thread may next wait
     where nothing can take it for the hub (a prompt, a socket read), and the goroutines it
     queued would wait with it. Goroutines' own ``go()`` calls batch as usual."""
-    go, broker, main = hub.go, hub.broker, hub.main_g
+    place, broker, main = hub.placer, hub.broker, hub.main_g
 
     def implicit_go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        go(fn, args, kwargs)
+        place(fn, args, kwargs)
         if hub.current is main:
             broker.flush_spawns()  # type: ignore[union-attr]
 
-    hub.go = implicit_go
+    hub.set_placer(implicit_go)
 
 
 def _start_implicit(procs: int | None = None) -> Hub:
@@ -126,7 +126,7 @@ def _start_implicit(procs: int | None = None) -> Hub:
 
         hub = _mp.start_implicit(n)
     else:
-        hub = Hub(0)
+        hub = _hub.new_hub(0)
         hub.nprocs = 1
     hub.adopt_root_as_main()
     if n > 1:

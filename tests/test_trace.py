@@ -16,6 +16,7 @@ from helpers import wait_goroutines
 
 import csp_mp
 from csp_mp import trace
+from csp_mp._hub import hooks
 from csp_mp._hub import tracing as hub_tracing
 
 
@@ -137,20 +138,22 @@ def test_a_cross_p_send_flows_to_the_receive_it_woke(tmp_path: Path) -> None:
 
 
 def test_stop_restores_the_hub_and_stop_without_start_is_none(tmp_path: Path) -> None:
-    def main() -> tuple[set[str], set[str], str | None]:
+    def main() -> tuple[type, tuple, type, tuple, str | None]:
         hub = csp_mp._hub.current_hub()
-        before = set(vars(hub))
+        before = dict(vars(hub))
         trace.start(tmp_path / "t.json")
-        during = set(vars(hub))
+        during = type(hub), hub.instruments
         with pytest.raises(RuntimeError, match="already running"):
             trace.start(tmp_path / "u.json")
         trace.stop()
-        assert set(vars(hub)) == before
+        assert dict(vars(hub)) == before  # no method of the hub was replaced, none is left
         assert hub_tracing.active() is None
-        return before, during, trace.stop()
+        return *during, type(hub), hub.instruments, trace.stop()
 
-    before, during, again = csp_mp.run(main, procs=1)
-    assert {"park", "ready", "new_g"} <= during - before
+    cls_during, inst_during, cls_after, inst_after, again = csp_mp.run(main, procs=1)
+    assert cls_during is hooks.InstrumentedHub
+    assert [type(i) for i in inst_during] == [hub_tracing.Recorder]
+    assert cls_after is csp_mp._hub.Hub and inst_after == ()
     assert again is None
 
 
@@ -199,3 +202,44 @@ def test_trace_command_writes_a_self_contained_page(tmp_path: Path) -> None:
     assert "<canvas" in page and "window.cspTrace" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from a network
     assert "<script src" not in page and "<link" not in page
+
+
+def _seeded_order(seed: int, path: Path | None) -> list[int]:
+    """The order in which 20 goroutines ran under the seeded scheduler (traced into ``path``)."""
+
+    def main() -> list[int]:
+        hub = csp_mp._hub.current_hub()
+        hooks.install(hub, hooks.Seeded(seed))
+        if path is not None:
+            trace.start(path)
+        order: list[int] = []
+        wg = csp_mp.WaitGroup()
+        for i in range(20):
+            wg.add(1)
+
+            def body(i: int = i) -> None:
+                csp_mp.runtime.gosched()
+                order.append(i)
+                wg.done()
+
+            csp_mp.go_local(body)
+        wg.wait()
+        if path is not None:
+            trace.stop()
+        return order
+
+    return csp_mp.run(main, procs=1)
+
+
+def test_trace_recorder_and_seeded_scheduler_work_together(tmp_path: Path) -> None:
+    plain = _seeded_order(11, None)
+    traced = _seeded_order(11, tmp_path / "s.json")
+    assert sorted(traced) == list(range(20))
+    assert traced == plain  # the seed alone decides the order, traced or not
+    assert traced != list(range(20)) and _seeded_order(12, None) != plain
+    ev = _load(tmp_path / "s.json")
+    runs = Counter(e["name"] for e in ev if e["ph"] == "X")
+    ends = [e for e in ev if e["ph"] == "i" and e["name"] == "end"]
+    parks = [e for e in ev if e["ph"] == "i" and e["name"] in ("gosched", "park")]
+    assert sum(n for name, n in runs.items() if "body" in name) >= 40  # 2 slices each
+    assert len(ends) >= 20 and len(parks) >= 20

@@ -6,13 +6,26 @@ the upper layer registered with ``set_default_factory`` when none runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
+from . import hooks
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .hub import Broker, Hub, Outcome, Waker
 
 _state: dict[str, Any] = {"hub": None, "factory": None}
+
+
+def new_hub(p: int = 0) -> Hub:
+    """A hub for P ``p``; with ``CSP_MP_SCHED_SEED`` set, its order is the seeded scheduler's."""
+    hub = Hub(p)
+    env = os.environ.get("CSP_MP_SCHED_SEED", "").strip()
+    if env:
+        seed = int(env)
+        hub.select_rng.seed(seed)
+        hooks.install(hub, hooks.Seeded(seed))
+    return hub
 
 
 def set_current(hub: Hub | None) -> None:
@@ -50,4 +63,4 @@ def spawn(fn: Callable[..., object], args: tuple = (), kwargs: dict | None = Non
 
 
 __all__ = ["G", "Hub", "Outcome", "Broker", "Waker", "RUNNABLE", "RUNNING", "WAITING", "DEAD",
-           "current_hub", "spawn", "peek", "set_current", "set_default_factory"]
+           "current_hub", "new_hub", "spawn", "peek", "set_current", "set_default_factory"]

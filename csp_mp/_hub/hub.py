@@ -90,11 +90,15 @@ class Broker(Protocol):
     def work_waiting(self) -> bool:
         """Whether this P has work from other Ps to take (any thread: reads only)."""
 
+    @property
+    def seq(self) -> int:
+        """How many ``go()`` calls this P has framed so far (the seq of the last frame)."""
+
 
 class Hub:
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
-    def __init__(self, p: int = 0, seed: int | None = None) -> None:
+    def __init__(self, p: int = 0) -> None:
         self.p = p
         self.thread_id = threading.get_ident()
         self.root = getcurrent()
@@ -115,18 +119,18 @@ class Hub:
         self.stopping = False
         self.main_g: G | None = None
         self.broker: Broker | None = None
-        #: go(fn, args, kwargs): start a goroutine that may run on any P (the broker's place
-        #: once one is plugged in, else a goroutine of this P).
+        #: what ``go`` hands a goroutine that may run on any P: the broker's (set_placer), else
+        #: a goroutine of this P
+        self.placer: Callable[[Callable[..., Any], tuple, dict], Any] = self._go_here
+        #: go(fn, args, kwargs): start a goroutine that may run on any P; the placer itself, or
+        #: the instrumented variant while instruments are installed (bind_go)
         self.go: Callable[[Callable[..., Any], tuple, dict], Any] = self._go_here
+        #: the tools watching this hub (hooks.py), and the one deciding the order, if any
+        self.instruments: tuple = ()
+        self.picker: Callable[[deque], G] | None = None
         self.mpool = MThreadPool()
         self.tick = 0
-        if seed is None:
-            env = os.environ.get("CSP_MP_SCHED_SEED")
-            seed = int(env) if env else None
-        self.rng = random.Random(seed) if seed is not None else None
-        if self.rng is not None:  # seeded shuffle: every pick goes through _pick
-            self._fast_next = _no_fast_next  # type: ignore[method-assign]
-        self.select_rng = random.Random(seed) if seed is not None else random.Random()
+        self.select_rng = random.Random()  # which ready case a select takes
         self.hooks_on_stop: list[Callable[[], None]] = []
         self.nprocs = 1
         self._gc_saved: tuple[int, ...] | None = None
@@ -173,7 +177,16 @@ class Hub:
         return g
 
     def _go_here(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        self.spawn(fn, args, kwargs, False)
+        Hub.spawn(self, fn, args, kwargs, False)
+
+    def set_placer(self, placer: Callable[[Callable[..., Any], tuple, dict], Any]) -> None:
+        """Make ``placer`` what ``go`` hands goroutines that may run on any P (the broker's)."""
+        self.placer = placer
+        self.bind_go()
+
+    def bind_go(self) -> None:
+        """Point ``go`` at the placer, or at the instrumented variant while instruments run."""
+        self.go = self.placer if not self.instruments else self.go_hooked  # type: ignore[attr-defined]
 
     def spawn_local(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""
@@ -206,7 +219,7 @@ class Hub:
         g.state = RUNNABLE
         g.reason = ""
         g.param = value
-        if next_ and self.rng is None and self.current is not None:
+        if next_ and self.current is not None:
             old = self.runnext
             self.runnext = g
             if old is not None:
@@ -250,7 +263,7 @@ class Hub:
 
         Every 16th switch, and whenever M threads have reported (they set ``poll_now``), the hub
         runs instead, so that timers, completions and other Ps are never starved by a busy run
-        queue. A seeded hub replaces this method with one that always answers None.
+        queue. An instrumented hub with a picker (hooks.py) never takes this shortcut.
         """
         tick = self.tick + 1
         self.tick = tick
@@ -411,14 +424,8 @@ class Hub:
         if self.preempted is not None:
             runq.append(self.preempted)
             self.preempted = None
-        if self.rng is not None:  # seeded shuffle: any runnable goroutine may go next
-            if not runq:
-                return None
-            i = self.rng.randrange(len(runq))
-            runq.rotate(-i)
-            g = runq.popleft()
-            runq.rotate(i)
-            return g
+        if self.picker is not None:  # a scheduler that decides the order (hooks.py)
+            return self.picker(runq) if runq else None
         g = self.runnext
         if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
             self.runnext = None
@@ -599,11 +606,6 @@ GC_GEN0_THRESHOLD = 50_000
 
 
 interrupt.register_body_call(Hub._worker)  # a Ctrl-C during g.fn(...) is the goroutine's
-
-
-def _no_fast_next() -> None:
-    """``Hub._fast_next`` of a seeded hub: never skip the hub's own pick."""
-    return None
 
 
 def _raise_gc_threshold() -> tuple[int, ...] | None:

@@ -1,10 +1,10 @@
 """The per-P recorder of an execution trace: what ran on this P, when, and why it stopped.
 
-While a trace runs, ``install`` puts traced variants of the hub's scheduling methods on the hub
-instance (``park``, ``ready``, ``gosched``, ``blocking``, ``new_g``, ``spawn_local``,
-``_goexit``, ``_fast_next``, ``go``) and a greenlet trace function on the hub thread, which sees
-every switch between goroutines; ``uninstall`` deletes them again, so the class's methods run.
-Events are appended as tuples to a list and turned into Chrome trace events only at the end.
+While a trace runs, the recorder is an instrument on the hub's hook points (``hooks.py``: every
+goroutine made, queued, parked, readied, yielded, ended, every blocking call) and a greenlet
+trace function on the hub thread sees every switch between goroutines; ``uninstall`` takes both
+away. Events are appended as tuples to a list and turned into Chrome trace events only at the
+end.
 
 Invariants:
 - At most one recorder per process (``active()``); it is installed on the hub thread and every
@@ -14,9 +14,8 @@ Invariants:
   hub itself runs.
 - Owner P only.
 
-Design notes: a check of a "tracing" flag in park/_pick/_switch_to and go() was rejected: those
-are the scheduler's hottest lines, and tracing off must cost nothing. Instance attributes shadow
-the class's methods only while a trace runs.
+Design notes: tracing off costs nothing, since a hub with no instrument runs no hook code
+(``hooks.py``); other instruments (P replacement, the seeded scheduler) may run beside it.
 """
 
 from __future__ import annotations
@@ -29,12 +28,12 @@ from typing import Any
 
 import greenlet
 
+from . import hooks
 from .g import DEAD, G
+from .hooks import Instrument
 
 _LOCAL_FLOW = 1 << 48  # flow ids of goroutines made on their own P: above any (P, seq) id
 _WAKE_FLOW = 2 << 48  # flow ids of wake-ups sent to another P (a send waking a receiver)
-_WRAPPED = ("park", "ready", "gosched", "blocking", "new_g", "spawn_local", "_goexit",
-            "_fast_next", "go")
 
 _active: list[Recorder] = []
 
@@ -61,7 +60,7 @@ def wake_flow_id(p: int, n: int) -> int:
     return _WAKE_FLOW + flow_id(p, n)
 
 
-class Recorder:
+class Recorder(Instrument):
     """Records one P's scheduling events between ``install`` and ``uninstall``."""
 
     def __init__(self, hub: Any, t0: int) -> None:
@@ -71,7 +70,7 @@ class Recorder:
         self.events: list[tuple] = []
         self.names: dict[int, str] = {}  # goroutine id -> function name
         self.flows: dict[int, int] = {}  # goroutine id -> flow id, until its first slice
-        self.incoming: deque[int] = deque()  # flow ids of frames taken, for the next new_g
+        self.incoming: deque[int] = deque()  # flow ids of frames taken, for the next new G
         self.running: G | None = None
         self.since = 0
         self._local_flows = 0
@@ -81,99 +80,11 @@ class Recorder:
     # ----------------------------------------------------------------- install / uninstall
 
     def install(self) -> None:
-        """Start recording: traced methods on the hub, a greenlet trace function (hub thread)."""
+        """Start recording: this recorder on the hub's hook points, a greenlet trace function
+        (hub thread)."""
         hub = self.hub
-        orig = {name: getattr(hub, name) for name in _WRAPPED}
-        self._own = {name: hub.__dict__[name] for name in _WRAPPED if name in hub.__dict__}
-        ev = self.events
-        hub_glet = hub.hub_glet
-
-        def park(reason: str) -> Any:
-            g = hub.current
-            if g is not None:
-                ev.append(("i", monotonic_ns(), "park", g.id, reason))
-            return orig["park"](reason)
-
-        def ready(g: G, value: Any = None, next_: bool = True) -> None:
-            ev.append(("i", monotonic_ns(), "unpark", g.id, g.reason))
-            orig["ready"](g, value, next_)
-
-        def gosched(preempted: bool = False) -> None:
-            g = hub.current
-            if g is not None:
-                ev.append(("i", monotonic_ns(), "preempt" if preempted else "gosched", g.id, ""))
-            orig["gosched"](preempted)
-
-        def blocking(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-            g = hub.current
-            gid = g.id if g is not None else 0
-            name = fn_name(fn)
-
-            def call(*a: Any, **k: Any) -> Any:  # runs on an M thread
-                t = monotonic_ns()
-                try:
-                    return fn(*a, **k)
-                finally:
-                    ev.append(("M", t, monotonic_ns() - t, threading.get_ident(), name, gid))
-
-            return orig["blocking"](call, args, kwargs)
-
-        def new_g(fn: Callable[..., Any], args: tuple, kwargs: dict, local: bool) -> G:
-            g = orig["new_g"](fn, args, kwargs, local)
-            self._created(g, fn)
-            return g
-
-        def spawn_local(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-            n = len(hub.allgs)
-            orig["spawn_local"](fn, args, kwargs)
-            if len(hub.allgs) > n:
-                self._created(next(reversed(hub.allgs.values())), fn)
-
-        def goexit(g: G) -> None:
-            orig["_goexit"](g)
-            now = monotonic_ns()
-            if self.running is g:
-                ev.append(("X", self.since, now - self.since, g.id))
-                self.running = None
-            ev.append(("i", now, "end", g.id, ""))
-
-        def fast_next() -> G | None:
-            nxt = orig["_fast_next"]()
-            if nxt is not None and nxt.glet is None and self.running is None \
-                    and hub.current is not None and hub.current.state == DEAD:
-                self._begin(nxt, monotonic_ns())  # _worker runs it on this greenlet: no switch
-            return nxt
-
-        def go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-            broker = hub.broker
-            if broker is None:
-                return orig["go"](fn, args, kwargs)
-            seq = broker.seq
-            orig["go"](fn, args, kwargs)
-            if broker.seq != seq:  # queued as frame broker.seq: its flow starts here
-                now = monotonic_ns()
-                ev.append(("i", now, "go", 0, fn_name(fn)))
-                ev.append(("s", now, flow_id(self.p, broker.seq)))
-            return None
-
-        def on_switch(event: str, args: Any) -> None:
-            if event != "switch" and event != "throw":
-                return
-            now = monotonic_ns()
-            run = self.running
-            if run is not None:
-                ev.append(("X", self.since, now - self.since, run.id))
-                self.running = None
-            if args[1] is not hub_glet:
-                g = hub.current
-                if g is not None and g.state != DEAD:
-                    self._begin(g, now)
-
-        for name, fn in (("park", park), ("ready", ready), ("gosched", gosched),
-                         ("blocking", blocking), ("new_g", new_g), ("spawn_local", spawn_local),
-                         ("_goexit", goexit), ("_fast_next", fast_next), ("go", go)):
-            setattr(hub, name, fn)
-        self._prev_trace = greenlet.settrace(on_switch)
+        hooks.install(hub, self)
+        self._prev_trace = greenlet.settrace(self._on_switch)
         cur = hub.current
         if cur is not None:  # the goroutine starting the trace: its slice opens now
             self._begin(cur, monotonic_ns())
@@ -184,14 +95,9 @@ class Recorder:
         self._hooks.append(undo)
 
     def uninstall(self) -> None:
-        """Stop recording and restore the hub's own methods (hub thread)."""
-        hub = self.hub
+        """Stop recording and leave the hub's hook points (hub thread)."""
         greenlet.settrace(self._prev_trace)
-        for name in _WRAPPED:  # back to exactly what was there: the class's or the instance's
-            if name in self._own:
-                setattr(hub, name, self._own[name])
-            else:
-                hub.__dict__.pop(name, None)
+        hooks.uninstall(self.hub, self)
         for undo in self._hooks:
             undo()
         if self.running is not None:
@@ -199,6 +105,65 @@ class Recorder:
             self.events.append(("X", self.since, now - self.since, self.running.id))
             self.running = None
         _active[:] = []
+
+    # ----------------------------------------------------------------- the hub's events
+
+    def spawned(self, g: G) -> None:
+        self._created(g, g.fn)
+
+    def queued(self, fn: Callable[..., Any], seq: int) -> None:
+        now = monotonic_ns()  # a go() framed as seq: its flow starts here
+        self.events.append(("i", now, "go", 0, fn_name(fn)))
+        self.events.append(("s", now, flow_id(self.p, seq)))
+
+    def parked(self, g: G, reason: str) -> None:
+        self.events.append(("i", monotonic_ns(), "park", g.id, reason))
+
+    def readied(self, g: G) -> None:
+        self.events.append(("i", monotonic_ns(), "unpark", g.id, g.reason))
+
+    def yielded(self, g: G, preempted: bool) -> None:
+        self.events.append(("i", monotonic_ns(), "preempt" if preempted else "gosched", g.id,
+                            ""))
+
+    def started_inline(self, g: G) -> None:
+        if self.running is None:
+            self._begin(g, monotonic_ns())
+
+    def exited(self, g: G) -> None:
+        now = monotonic_ns()
+        if self.running is g:
+            self.events.append(("X", self.since, now - self.since, g.id))
+            self.running = None
+        self.events.append(("i", now, "end", g.id, ""))
+
+    def blocking_call(self, g: G | None, fn: Callable[..., Any]) -> Callable[..., Any]:
+        ev = self.events
+        gid = g.id if g is not None else 0
+        name = fn_name(fn)
+
+        def call(*a: Any, **k: Any) -> Any:  # runs on an M thread
+            t = monotonic_ns()
+            try:
+                return fn(*a, **k)
+            finally:
+                ev.append(("M", t, monotonic_ns() - t, threading.get_ident(), name, gid))
+
+        return call
+
+    def _on_switch(self, event: str, args: Any) -> None:
+        if event != "switch" and event != "throw":
+            return
+        now = monotonic_ns()
+        run = self.running
+        if run is not None:
+            self.events.append(("X", self.since, now - self.since, run.id))
+            self.running = None
+        hub = self.hub
+        if args[1] is not hub.hub_glet:
+            g = hub.current
+            if g is not None and g.state != DEAD:
+                self._begin(g, now)
 
     # ----------------------------------------------------------------- recording
 

@@ -116,8 +116,7 @@ class Broker:
         self._floors = ctx.pidx(0, C.P_GFLOOR)
         # replace.py: whether this worker P holds only executor tasks, and those tasks
         self.clean = False
-        self.clean_go: Any = None  # hub.go while clean wrappers stand in for it
-        self.soiling: tuple = ()  # those wrappers: spawn, spawn_local, go
+        self.soiler: Any = None  # the instrument that soils it (replace._Soiler)
         self.task_slots: dict[tuple[int, int], int] = {}  # (owner, key) -> its table entry
         self.free_task_slots: list[int] = []
         self.tasks_w = ctx.pload(ctx.p, C.P_TASKS) // 8
@@ -141,7 +140,7 @@ class Broker:
         self.decode_plain = tasks.plain_decoder(self.encode_plain)
         # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
         self.spawn: Any = runq.spawner(self, hub)
-        hub.go = getattr(self.spawn, "go", self.place)
+        hub.set_placer(getattr(self.spawn, "go", self.place))
         self.rng = random.Random()
         # select tokens (tokens.py)
         self.tokens: dict[int, tuple[Any, SelectState, int]] = {}

@@ -35,7 +35,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from .. import _hub
-from .._hub import Hub
+from .._hub import Hub, new_hub
 from .._shm import Arena, Doorbell
 from . import ctx as C
 from . import demote, replace
@@ -342,7 +342,7 @@ def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
     """Start the Ps and make the calling process P0 with a fresh hub."""
     rt = Runtime(nprocs)
     _running[0] = rt
-    hub = Hub(0)
+    hub = new_hub(0)
     hub.nprocs = nprocs
     C.set_current(rt.ctx)
     broker = Broker(rt.ctx, hub)
@@ -438,7 +438,7 @@ def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], life
                      daemon=True).start()
     ctx = C.Ctx(arena, ctl_off, p, bells)
     C.set_current(ctx)
-    hub = Hub(p)
+    hub = new_hub(p)
     hub.nprocs = ctx.nprocs
     broker = Broker(ctx, hub)
     hub.broker = broker

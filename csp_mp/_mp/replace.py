@@ -8,9 +8,10 @@ process published before it died, in its control-block words (``ctx.py``):
 - ``P_DIRTY``: 1 while the P may hold anything but executor tasks: a goroutine started on it
   (``spawn``, ``spawn_local``, ``go``), a frame it stole that is not a task, frames in hand
   during a steal. A worker P starts clean; the first such event soils it, and it is clean again
-  only when it has no goroutine and nothing queued (``at_idle``). While a P is clean its hub's
-  ``spawn``/``spawn_local``/``go`` are wrappers that soil it first (instance attributes: no
-  cost once soiled, and none on P0, which is never replaced).
+  only when it has no goroutine and nothing queued (``at_idle``). While a P is clean an
+  instrument on its hub (``_Soiler``, on the ``spawning`` hook point) soils it before a
+  goroutine is started from it; it leaves the hub once the P is soiled (no cost then, and none
+  on P0, which is never replaced).
 - ``P_OWES``: 1 while WAKE messages for other Ps (or an inbox's overflow) wait in this
   process: their loss would leave goroutines elsewhere parked for ever.
 - The task table (``P_TASKS``, ``TASK_SLOTS`` entries ``(owner pid, key)``): each executor task
@@ -48,6 +49,8 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ProcessLost
+from .._hub import hooks
+from .._hub.hooks import Instrument
 from .._hub.hub import GOID_STRIDE
 from . import ctx as C
 
@@ -66,34 +69,29 @@ def gid_base(q: int, k: int, maxprocs: int) -> int:
 # ---------------------------------------------------------------- on a worker P
 
 
+class _Soiler(Instrument):
+    """On a clean worker P's hub: the first goroutine started from it soils the P."""
+
+    def __init__(self, b: Broker, hub: Hub) -> None:
+        self.b = b
+        self.hub = hub
+
+    def spawning(self, fn: Callable[..., Any], local: bool) -> None:
+        soil(self.b, self.hub)
+
+
 def install(b: Broker, hub: Hub) -> None:
     """Start this worker P clean (see the module doc)."""
     b.task_slots = {}
     b.free_task_slots = list(range(C.TASK_SLOTS - 1, -1, -1))
-    spawn, spawn_local, go = type(hub).spawn.__get__(hub), type(hub).spawn_local.__get__(hub), \
-        hub.go
-
-    def soiling_spawn(*args: Any, **kwargs: Any) -> Any:
-        soil(b, hub)
-        return spawn(*args, **kwargs)
-
-    def soiling_spawn_local(fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        soil(b, hub)
-        spawn_local(fn, args, kwargs)
-
-    def soiling_go(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        soil(b, hub)
-        return go(fn, args, kwargs)
-
-    b.clean_go = go
-    b.soiling = (soiling_spawn, soiling_spawn_local, soiling_go)
+    b.soiler = _Soiler(b, hub)
     _clean(b, hub)
 
 
 def _clean(b: Broker, hub: Hub) -> None:
     b.clean = True
     b.ctx.pstore(C.P_DIRTY, 0)
-    hub.spawn, hub.spawn_local, hub.go = b.soiling  # type: ignore[method-assign]
+    hooks.install(hub, b.soiler, first=True)  # soiled before any other tool sees the spawn
 
 
 def soil(b: Broker, hub: Hub) -> None:
@@ -102,8 +100,7 @@ def soil(b: Broker, hub: Hub) -> None:
         return
     b.clean = False
     b.ctx.pstore(C.P_DIRTY, 1)
-    del hub.spawn, hub.spawn_local  # the class's methods again
-    hub.go = b.clean_go
+    hooks.uninstall(hub, b.soiler)  # no cost on its hub once soiled
 
 
 def at_idle(b: Broker, hub: Hub) -> None:
