@@ -308,14 +308,14 @@ def test_describing_a_migration_never_fails_go() -> None:
             pass
 
     assert migrate_warn.globals_read(Odd()) == []
-    assert migrate_warn.text(Odd(), ["x"], []) != ""  # described without the failing part
+    assert migrate_warn.text(Odd(), ["x"], [], []) != ""  # described without the failing part
 
     class Worse(Odd):
         def __getattribute__(self, name):
             raise RuntimeError(f"no {name} either")
 
     assert migrate_warn.globals_read(Worse()) == []
-    assert migrate_warn.text(Worse(), ["x"], []) == ""
+    assert migrate_warn.text(Worse(), ["x"], [], []) == ""
 
 
 def test_migration_warning_text_survives_a_broken_warnings_module(monkeypatch) -> None:

@@ -6,13 +6,14 @@ emits names the user's ``go()`` line, whichever P the goroutine migrated to.
 
 from __future__ import annotations
 
+import dis
 import types
 from typing import Any
 
 from .. import _tb
 from .._errors import MigrationWarning
 
-__all__ = ["emit", "globals_read", "text"]
+__all__ = ["emit", "globals_read", "globals_written", "text"]
 
 _MUTABLE = (list, dict, set, bytearray)
 
@@ -45,28 +46,55 @@ def _globals_read(fn: Any) -> list[str]:
     return sorted(n for n in _names(code) if isinstance(g.get(n), _MUTABLE))
 
 
-def text(fn: Any, captured: list[str], read: list[str]) -> str:
-    """The warning for ``fn`` (empty if nothing it uses would be a copy), located at the
+def globals_written(fn: Any) -> list[str]:
+    """Module globals a function (or a function nested in it) assigns or deletes with
+    ``global`` (none, should looking fail)."""
+    try:
+        code = getattr(fn, "__code__", None)
+        return sorted(_written(code)) if code is not None else []
+    except Exception:
+        return []
+
+
+def _written(code: types.CodeType, depth: int = 0) -> set[str]:
+    names = {i.argval for i in dis.get_instructions(code)
+             if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
+    if depth < 4:
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names |= _written(c, depth + 1)
+    return names
+
+
+def text(fn: Any, captured: list[str], read: list[str], written: list[str]) -> str:
+    """The warning for ``fn`` (empty if nothing it uses differs across Ps), located at the
     caller's ``go()`` line; empty, never an exception, should describing it fail."""
-    if not captured and not read:
+    if not captured and not read and not written:
         return ""
     try:
-        return _text(fn, captured, read)
+        return _text(fn, captured, read, written)
     except Exception:
         return ""  # a diagnostic never fails the go() that would have carried it
 
 
-def _text(fn: Any, captured: list[str], read: list[str]) -> str:
+def _text(fn: Any, captured: list[str], read: list[str], written: list[str]) -> str:
     fname = getattr(fn, "__qualname__", repr(fn))
     parts = []
+    why = []
     if captured:
         parts.append(f"captures mutable state ({', '.join(captured)})")
-    if read:
-        parts.append(f"reads mutable module globals ({', '.join(read)})")
+        why.append("what it captures is a copy taken at its first go(): its writes are not "
+                   "seen by its spawner, nor the spawner's later changes by it")
+    if read or written:
+        if read:
+            parts.append(f"reads mutable module globals ({', '.join(read)})")
+        if written:
+            parts.append(f"writes module globals ({', '.join(written)})")
+        why.append("module globals are per process, like a multiprocessing worker's, never "
+                   "shared: it sees and changes that P's own")
     message = (f"goroutine function {fname!r} {' and '.join(parts)} and runs on another P, "
-               "where it works on a copy taken at its first go(): its writes are not seen by its "
-               "spawner, nor the spawner's later changes by it. Use go_local() to keep it on the "
-               "spawner's P, or pass values over a channel.")
+               f"where {'; '.join(why)}. Use go_local() to keep it on the spawner's P, or pass "
+               "values over a channel (or share them: atomic.Int64, shared_array).")
     filename, lineno, _ = _tb.user_site(2)
     return f"{filename}\0{lineno}\0{message}"
 

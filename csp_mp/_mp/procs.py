@@ -36,7 +36,7 @@ from greenlet import getcurrent
 
 from .. import _hub
 from .._hub import Hub, new_hub
-from .._shm import Arena, Doorbell
+from .._shm import Arena, Doorbell, cloud
 from . import ctx as C
 from . import demote, replace
 from .broker import Broker, nlocks_for
@@ -434,6 +434,7 @@ def zygote_main(bells: list[Doorbell], arena: Arena, ctl_off: int, lifeline: Any
 def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], lifeline: int) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is P0's to handle
+    cloud.begin_worker()  # module globals: this P's own from here on
     threading.Thread(target=_watch_lifeline, args=(lifeline,), name="csp_mp-lifeline",
                      daemon=True).start()
     ctx = C.Ctx(arena, ctl_off, p, bells)

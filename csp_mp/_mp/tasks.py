@@ -362,7 +362,8 @@ def _pickle_fn_uncached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
         except Exception as exc:
             raise TypeError(f"go(): cannot pickle {_describe(fn)} to run it on another P: "
                             f"{type(exc).__name__}: {exc}") from exc
-    warn = migrate_warn.text(fn, captured_mutable(fn), migrate_warn.globals_read(fn))
+    warn = migrate_warn.text(fn, captured_mutable(fn), migrate_warn.globals_read(fn),
+                             migrate_warn.globals_written(fn))
     return (hashlib.blake2b(data, digest_size=16).digest(), data, warn)
 
 
