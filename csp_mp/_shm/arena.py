@@ -51,6 +51,7 @@ from csp_mp._shm.locks import (
     SemRegistry,
     ShmLock,
 )
+from csp_mp._shm.segment import Segments
 
 __all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
 
@@ -109,6 +110,8 @@ class Arena:
         self._closed = False
         self._heap = self.words.load(_W_HEAP)  # written once by the creator before any sharing
         self._len = (size - self._heap) & ~((1 << MIN_CLASS) - 1)
+        #: values too large for the heap's blocks, each in a segment of its own (segment.py)
+        self.segments = Segments(self)
 
     # ---- creation, hand-over, sealing -------------------------------------------------
 
@@ -202,6 +205,7 @@ class Arena:
         if self._closed:
             return
         self._closed = True
+        self.segments.close()
         if self.core is not None:
             self.core.release()
         self.words.release()
@@ -387,6 +391,11 @@ class Arena:
         """The ``nbytes`` the block was allocated with."""
         _, b, _ = self._block(off)
         return self.words.load(b + 4)
+
+    @property
+    def heap_bytes(self) -> int:
+        """The size of the heap the blocks are carved from."""
+        return self._len
 
     def free_bytes(self) -> int:
         """Total bytes on the free lists (walks them under the arena lock)."""

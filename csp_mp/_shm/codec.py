@@ -17,10 +17,12 @@ is touched.
 
 Out of band: with an arena, a top-level ``bytes``/``bytearray``/``memoryview`` of at least
 ``OOB_MIN`` bytes, and every buffer of at least ``OOB_MIN`` bytes that pickle 5 hands out of band
-(contiguous NumPy arrays), is copied once into its own arena block; the message carries the
-blocks' offsets. The decoder owns the blocks: ``bytes``/``bytearray`` are copied out and the
-block freed at once; pickled buffers and memoryviews are *leased* (the receiver's object is a
-view of the block, freed when the last view dies). A message that will never be decoded must be
+(contiguous NumPy arrays), is copied once into its own arena block or, too large for the arena,
+into a shared-memory segment of its own (``segment.py``); the message carries the blocks'
+offsets (a segment as minus its ticket's offset). The decoder owns the blocks:
+``bytes``/``bytearray`` are copied out and the block freed at once; pickled buffers and
+memoryviews are *leased* (the receiver's object is a view of the block or segment, freed when
+the last view dies). A message that will never be decoded must be
 passed to :func:`discard` to free its blocks.
 
 Extension values: the process layer registers a type whose objects travel as msgpack extension
@@ -46,6 +48,7 @@ from csp_mp import _tb
 from csp_mp._shm.arena import Arena
 from csp_mp._shm.cloud import Uncrossable
 from csp_mp._shm.cloud import dumps as cloud_dumps
+from csp_mp._shm.segment import too_large_for_arena
 from csp_mp._shm.typecheck import validator
 
 __all__ = ["OOB_MIN", "Extension", "TypedCodec", "decode", "discard", "encode",
@@ -246,21 +249,37 @@ def _cloudpickle(value: Any, first: Exception, callback: Any) -> bytes:
 
 
 def _copy_in(views: list[memoryview], arena: Arena) -> tuple[list[int], list[int]]:
+    """Copy each buffer into an arena block (its offset) or, too large for the arena, into a
+    segment of its own (minus its ticket's offset: ``segment.py``)."""
     offs: list[int] = []
     lens: list[int] = []
     mm = arena.map
     try:
         for m in views:
             n = m.nbytes
-            off = arena.alloc(n)
+            if too_large_for_arena(n, arena.heap_bytes):
+                off = -arena.segments.put(m)
+            else:
+                try:
+                    off = arena.alloc(n)
+                except MemoryError:  # no room left in the heap: a segment of its own
+                    off = -arena.segments.put(m)
+                else:
+                    mm[off : off + n] = m
             offs.append(off)
             lens.append(n)
-            mm[off : off + n] = m
     except BaseException:
-        for off in offs:
-            arena.decref(off)
+        _free_blocks(offs, arena)
         raise
     return offs, lens
+
+
+def _free_blocks(offs: list[int], arena: Arena) -> None:
+    for off in offs:
+        if off > 0:
+            arena.decref(off)
+        else:
+            arena.segments.drop(-off)
 
 
 def _oob_raw(kind: bytes, value: Any, arena: Arena, meta: Any = None) -> bytes:
@@ -325,10 +344,15 @@ def _decode_ext(buf: bytes, arena: Arena | None) -> Any:
     kind, offs, lens, extra = _mdec(body)
     if kind == b"b" or kind == b"ba":
         off, n = offs[0], lens[0]
-        data = arena.map[off : off + n]
-        arena.decref(off)
+        if off > 0:
+            data = arena.map[off : off + n]
+            arena.decref(off)
+        else:
+            with arena.segments.take(-off) as seg:
+                data = bytes(seg)
         return data if kind == b"b" else bytearray(data)
-    views = [arena.lease(off, n) for off, n in zip(offs, lens, strict=True)]
+    views = [arena.lease(off, n) if off > 0 else arena.segments.take(-off)
+             for off, n in zip(offs, lens, strict=True)]
     if kind == b"mv":
         return _cast(views[0], extra)
     return _ploads(extra, buffers=views)
@@ -366,8 +390,7 @@ def discard(buf: bytes, arena: Arena | None) -> None:
             pass
         return
     if buf[0] == _EXT and buf[1] == 2 and arena is not None:
-        for off in _mdec(memoryview(buf)[2:])[1]:
-            arena.decref(off)
+        _free_blocks(_mdec(memoryview(buf)[2:])[1], arena)
 
 
 _SCALAR_TYPES = (int, float, str, bytes, bool)
