@@ -329,3 +329,50 @@ def test_migration_warning_text_survives_a_broken_warnings_module(monkeypatch) -
         monkeypatch.setattr(warnings, "showwarning", broken)
         migrate_warn.emit("/nowhere.py\x003\x00a copy")
         migrate_warn.emit("not even the expected shape")
+
+
+TABLE_PROG = '''
+import warnings
+import csp_mp
+from csp_mp import Chan, go, runtime
+
+TABLE = [Chan(64) for _ in range(2)]  # Go's module-level table of channels: shared handles
+BY_NAME = {"a": Chan(64)}
+NUMS = [0]
+
+def put(i):
+    TABLE[i % 2].send(runtime.current_p())
+    BY_NAME["a"].send(0)
+
+def count():
+    NUMS.append(1)
+    TABLE[0].send(runtime.current_p())
+
+def main():
+    chans = [Chan(64), Chan(64)]
+
+    def closure():
+        chans[0].send(runtime.current_p())
+
+    for fn, out in ((put, TABLE[0]), (closure, chans[0]), (count, TABLE[0])):
+        while True:  # until one ran on P1
+            for i in range(16):
+                go(fn, 0) if fn is put else go(fn)
+            got = [out.recv() for _ in range(16)]
+            if fn is put:
+                [BY_NAME["a"].recv() for _ in range(16)]
+            if 1 in got:
+                break
+    print("done")
+
+warnings.simplefilter("always", csp_mp.MigrationWarning)
+csp_mp.run(main, procs=2)
+'''
+
+
+def test_no_migration_warning_for_tables_of_channels(tmp_path) -> None:
+    r = run_program(str(tmp_path / "table.py"), TABLE_PROG)
+    assert r.returncode == 0, r.stderr
+    warned = [ln for ln in r.stderr.splitlines() if "MigrationWarning" in ln]
+    assert len(warned) == 1, r.stderr  # only the list of numbers is a copy
+    assert "'count' reads mutable module globals (NUMS)" in warned[0]

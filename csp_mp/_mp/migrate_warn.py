@@ -11,11 +11,28 @@ import types
 from typing import Any
 
 from .. import _tb
+from .._atomic import Bool, Int64
+from .._chan import Chan
+from .._context import Context
+from .._errgroup import Group
 from .._errors import MigrationWarning
+from .._sync import Cond, Mutex, Once, RWMutex, Sema, WaitGroup
 
-__all__ = ["emit", "globals_read", "globals_written", "text"]
+__all__ = ["RUNTIME_TYPES", "emit", "globals_read", "globals_written", "shared_table", "text"]
 
 _MUTABLE = (list, dict, set, bytearray)
+#: the runtime's shared objects: a copy of one is a handle on the same object
+RUNTIME_TYPES = (Chan, Int64, Bool, Sema, WaitGroup, Mutex, RWMutex, Once, Cond, Context, Group)
+
+
+def shared_table(v: Any) -> bool:
+    """Whether ``v`` is a non-empty list, tuple, set or dict (its values) of the runtime's
+    shared objects only: a table of channels, say, which works the same from any P."""
+    items = v.values() if isinstance(v, dict) else v
+    if not isinstance(items, (list, tuple, set, frozenset, type({}.values()))) or not items:
+        return False
+    return all(isinstance(x, RUNTIME_TYPES) or (type(x) in (list, tuple) and shared_table(x))
+               for x in items)
 
 
 def _names(code: types.CodeType, depth: int = 0) -> set[str]:
@@ -29,7 +46,8 @@ def _names(code: types.CodeType, depth: int = 0) -> set[str]:
 
 def globals_read(fn: Any) -> list[str]:
     """Module globals of a ``__main__`` function (which travels by value, with a copy of the
-    globals it reads) that hold a list, dict, set or bytearray (none, should looking fail)."""
+    globals it reads) that hold a list, dict, set or bytearray, other than tables of the
+    runtime's shared objects (none, should looking fail)."""
     try:
         return _globals_read(fn)
     except Exception:
@@ -43,7 +61,8 @@ def _globals_read(fn: Any) -> list[str]:
     g = getattr(fn, "__globals__", None)
     if code is None or g is None:
         return []
-    return sorted(n for n in _names(code) if isinstance(g.get(n), _MUTABLE))
+    return sorted(n for n in _names(code)
+                  if isinstance(g.get(n), _MUTABLE) and not shared_table(g[n]))
 
 
 def globals_written(fn: Any) -> list[str]:

@@ -191,7 +191,7 @@ fns = _by_digest
 
 def _is_plain_mutable(v: Any) -> bool:
     if isinstance(v, _MUTABLE):
-        return True
+        return not migrate_warn.shared_table(v)  # a table of channels is shared, not copied
     t = type(v)
     if isinstance(v, (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
                       types.MethodType, staticmethod, classmethod, property)):
@@ -237,18 +237,6 @@ _CLOSURE_CACHE_MAX = 1024
 _closure_cache: OrderedDict[tuple, tuple] = OrderedDict()
 
 
-def _runtime_types() -> tuple[type, ...]:
-    from .._atomic import Bool, Int64
-    from .._chan import Chan
-    from .._context import Context
-    from .._errgroup import Group
-    from .._sync import Cond, Mutex, Once, RWMutex, Sema, WaitGroup
-
-    return (Chan, Int64, Bool, Sema, WaitGroup, Mutex, RWMutex, Once, Cond, Context, Group)
-
-
-_RUNTIME: list[tuple[type, ...]] = []
-
 
 def _stable(v: Any, refs: list, depth: int) -> bool:
     """Whether ``v`` pickles to the same bytes for as long as it is the same object: immutable
@@ -258,9 +246,7 @@ def _stable(v: Any, refs: list, depth: int) -> bool:
         return True
     if t is tuple or t is frozenset:
         return depth < 4 and all(_stable(x, refs, depth + 1) for x in v)
-    if not _RUNTIME:
-        _RUNTIME.append(_runtime_types())
-    if isinstance(v, _RUNTIME[0]):
+    if isinstance(v, migrate_warn.RUNTIME_TYPES):
         return True
     if t is types.FunctionType:
         return depth < 3 and _function_refs(v, refs, depth + 1)
