@@ -13,7 +13,7 @@ import warnings
 import pytest
 from proc_helpers import GO_ON_DEFS, line_of, run_program
 
-from csp_mp import BlockingWarning, MigrationWarning, _tb
+from csp_mp import BlockingWarning, Chan, MigrationWarning, _tb
 
 # the goroutine that raised: job itself on one P, the probe that ran it on another
 GOROUTINE = r"goroutine \d+ \(__main__\.(?:job|_probe)\)"
@@ -285,12 +285,24 @@ def test_a_value_that_cannot_cross_raises_type_error_naming_it(procs: int, what:
     assert second == "len 0"  # the channel is unchanged
 
 
-def test_go_with_an_open_file_argument_raises_type_error(tmp_path) -> None:
+def test_go_with_an_open_file_argument_names_that_argument(tmp_path) -> None:
     from csp_mp._mp import tasks
 
-    with open(tmp_path / "f.txt", "w") as f, pytest.raises(TypeError) as info:
-        tasks.pack(1, 0, print, (f, 2), {}, None)
-    assert "TextIOWrapper" in str(info.value) and "go_local()" in str(info.value)
+    def use(n: int, f: object, ch: object, *, mode: str = "") -> None: ...
+
+    ch = Chan(1)
+    with open(tmp_path / "f.txt", "w") as f:
+        for args, kwargs, label in (((2, f, ch), {}, "argument 2"),
+                                    ((2, 3, ch), {"mode": f}, "keyword argument 'mode'")):
+            with pytest.raises(TypeError) as info:
+                tasks.pack(1, 0, use, args, kwargs, None)
+            msg = str(info.value)  # the user's argument, not the runtime's argument tuple
+            fn = "test_go_with_an_open_file_argument_names_that_argument.<locals>.use"
+            assert msg.startswith(f"{label} of go({fn}, ...) cannot be sent to another P "
+                                  "(TextIOWrapper): "), msg
+            assert "an open file belongs to its process" in msg and "go_local()" in msg
+            assert "tuple" not in msg
+    assert ch.stats().buffered == 0  # the channel named among the arguments was not touched
 
 
 def test_describing_a_migration_never_fails_go() -> None:

@@ -31,6 +31,7 @@ import msgspec
 from .._chan import Chan
 from .._chan.local import LocalState
 from .._shm import OOB_MIN, codec, decode, encode
+from .._shm.cloud import check as cloud_check
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
 from .promote import chan_offset, names, pinning
@@ -371,9 +372,25 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
     try:
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:
-        raise TypeError(f"go(): an argument of {getattr(fn, '__qualname__', fn)!r} cannot be "
-                        f"sent to another P: {exc}") from exc
+        raise _argument_error(fn, args, kwargs, exc) from exc
     return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+
+
+def _argument_error(fn: Callable[..., Any], args: tuple, kwargs: dict,
+                    exc: TypeError) -> TypeError:
+    """The TypeError of a go() whose arguments cannot travel, naming the user's argument that
+    cannot ("argument 2 of go(use, ...): an open file (TextIOWrapper) ...")."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    where: list[tuple[str, Any]] = [(f"argument {i + 1}", a) for i, a in enumerate(args)]
+    where += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for label, value in where:
+        try:
+            cloud_check(value, migrate_warn.RUNTIME_TYPES)
+        except Exception as e:  # the first that cannot travel on its own
+            why = str(e) if isinstance(e, TypeError) else f"{type(e).__name__}: {e}"
+            return TypeError(f"{label} of go({name}, ...) cannot be sent to another P "
+                             f"({type(value).__qualname__}): {why}")
+    return TypeError(f"go({name}, ...): its arguments cannot be sent to another P: {exc}")
 
 
 def _reset_caches() -> None:

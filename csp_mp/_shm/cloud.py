@@ -239,4 +239,20 @@ def dumps(obj: Any, buffer_callback: Any = None) -> bytes:
         return f.getvalue()
 
 
+class _Probe(_Pickler):
+    def __init__(self, f: Any, opaque: tuple[type, ...]) -> None:
+        super().__init__(f, protocol=5)
+        self.opaque = opaque
+
+    def persistent_id(self, obj: Any) -> Any:
+        return 1 if isinstance(obj, self.opaque) else None
+
+
+def check(obj: Any, opaque: tuple[type, ...]) -> None:
+    """Raise what ``dumps(obj)`` would, without pickling objects of the ``opaque`` types (whose
+    pickling has effects: a channel's names): a diagnosis, the bytes are thrown away."""
+    with io.BytesIO() as f:
+        _Probe(f, opaque).dump(obj)
+
+
 del _t
