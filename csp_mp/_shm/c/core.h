@@ -2,8 +2,8 @@
  *
  * Everything here works on one mapped arena (a Region): offsets and words, never Python objects
  * in shared state. The Python modules in csp_mp/_shm are the readable specification of the same
- * protocol (ring.py: frames and head/tail words; locks.py: what a lock protects; doorbell.py;
- * csp_mp/_chan/block.py and shared.py: the channel block).
+ * protocol (ring_frames.py: frames and head/tail words; locks.py: what a lock protects;
+ * doorbell.py; csp_mp/_chan/block.py and shared.py: the channel block).
  *
  * Invariants:
  *   - every offset and length that comes from Python is checked against the region before use
@@ -59,7 +59,7 @@ int lock_take(Region *r, long long i);
 /* 0 released, -1 error (exception set). */
 int lock_give(Region *r, long long i);
 
-/* Rings (ring.c): the frame format of ring.py. */
+/* Rings (ring.c): the frame format of ring_frames.py. */
 typedef struct {
     char *data;
     uint64_t cap, mask, max_inline, lock, kind;
