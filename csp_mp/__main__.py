@@ -1,14 +1,27 @@
 """Command line: ``python -m csp_mp bench [options]``, ``python -m csp_mp trace FILE.json``
 and ``python -m csp_mp info``.
 
-Argument parsing only; the benchmark itself lives in ``csp_mp._bench``.
+Argument parsing only. The benchmark lives outside the package, in the source tree's
+``benchmarks/concurrency_vs_parallelism.py`` (:func:`bench_module` finds it); the trace viewer
+is ``csp_mp._traceview``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from pathlib import Path
+from types import ModuleType
+
+BENCH_MODULE = "benchmarks.concurrency_vs_parallelism"
+NO_BENCH = (
+    "python -m csp_mp bench: the benchmark is not part of an installed csp_mp; it lives in the "
+    "benchmarks/ directory of the csp_mp source tree. Run it from a clone of the repository: "
+    "`make run`, or `python -m csp_mp bench` with the clone installed (`pip install -e .`) or "
+    "as the current directory."
+)
 
 
 def _positive(text: str) -> int:
@@ -92,6 +105,25 @@ def info() -> str:
     return "\n".join(f"{k + ':':15}{v}" for k, v in lines)
 
 
+def bench_module(root: Path | None = None) -> ModuleType | None:
+    """The benchmark module of the source tree at ``root`` (default: the one this package was
+    imported from, a checkout or an editable install), else of ``sys.path``; None when neither
+    has one (an installed wheel). The tree goes first on ``sys.path``, where the Ps the
+    benchmark starts find its work functions."""
+    if root is None:
+        root = Path(__file__).resolve().parent.parent
+    if (root / "benchmarks" / "concurrency_vs_parallelism.py").is_file():
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        return importlib.import_module(BENCH_MODULE)
+    try:
+        return importlib.import_module(BENCH_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("benchmarks", BENCH_MODULE):
+            raise  # the module is there but something it imports is not
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m csp_mp``; returns the exit status."""
     parser = build_parser()
@@ -106,12 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "bench":
         parser.print_help()
         return 2
-    from . import _bench
-
+    bench = bench_module()
+    if bench is None:
+        print(NO_BENCH, file=sys.stderr)
+        return 2
     try:
-        return _bench.main(quick=args.quick, tiny=args.tiny, procs=args.procs,
-                           repeat=args.repeat, json_path=args.json, plot_path=args.plot,
-                           trace_dir=args.trace)
+        return bench.main(quick=args.quick, tiny=args.tiny, procs=args.procs,
+                          repeat=args.repeat, json_path=args.json, plot_path=args.plot,
+                          trace_dir=args.trace)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -1,17 +1,25 @@
 """``python -m csp_mp bench``: the command runs end to end and reports every mode of both
-workloads, each with correct results. Speed is not asserted, only shape and correctness."""
+workloads, each with correct results. Speed is not asserted, only shape and correctness. The
+benchmark lives in the source tree's ``benchmarks/``; without it the command says how to get it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from csp_mp import _bench
-from csp_mp.__main__ import build_parser
+import csp_mp
+from csp_mp.__main__ import bench_module, build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import concurrency_vs_parallelism as _bench  # noqa: E402
 
 MODES = {"sequential", "threads", "asyncio", "csp_mp_procs1", "csp_mp_procsN", "mp_pool"}
 
@@ -127,3 +135,23 @@ def test_bench_trace_writes_a_trace_of_the_cpu_job(tmp_path: Path) -> None:
     assert any(n.endswith("goroutine") for n in names), names
     assert {e["args"]["name"] for e in events if e["name"] == "process_name"} == {"P0", "P1"}
     assert "window.cspTrace" in (tmp_path / "tr" / "cpu-trace.html").read_text()
+
+
+def test_the_command_finds_the_benchmark_in_the_source_tree() -> None:
+    mod = bench_module()
+    assert mod is _bench
+    assert Path(mod.__file__).resolve() == ROOT / "benchmarks" / "concurrency_vs_parallelism.py"
+
+
+def test_without_the_source_tree_the_command_says_how_to_get_it(tmp_path: Path) -> None:
+    """An installed package with no ``benchmarks/`` beside it (as a wheel installs it): the
+    command exits 2 with a message naming where the benchmark is, and runs nothing."""
+    site = tmp_path / "site"
+    shutil.copytree(Path(csp_mp.__file__).parent, site / "csp_mp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "csp_mp", "bench", "--tiny"], cwd=site,
+                          capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 2, proc.stderr
+    assert "benchmarks/ directory of the csp_mp source tree" in proc.stderr
+    assert "make run" in proc.stderr
+    assert proc.stdout == ""

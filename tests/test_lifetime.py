@@ -12,7 +12,8 @@ from mp_helpers import run
 
 import csp_mp
 from csp_mp import Chan, ClosedChannelError, default, go_local, runtime, select
-from csp_mp._chan.shared import K_SENT, SharedChan
+from csp_mp._chan.proclayer import K_SENT
+from csp_mp._chan.shared import SharedChan
 
 BIG = b"x" * 200_000  # above the codec's out-of-band threshold: its own arena block
 MIB = 1 << 20

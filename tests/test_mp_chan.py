@@ -646,7 +646,7 @@ def _park_receivers(ch: Chan, out: Chan, k: int) -> None:
 def test_hundreds_of_waiters_grow_the_shared_wait_queues(procs: int) -> None:
     """Parked senders (each record carrying its value) and parked receivers outgrow the wait
     queues a shared channel starts with; every value still arrives exactly once."""
-    from csp_mp._chan import shared
+    from csp_mp._chan import block
 
     k = 150
 
@@ -671,4 +671,4 @@ def test_hundreds_of_waiters_grow_the_shared_wait_queues(procs: int) -> None:
     assert got == Counter(f"{p}-{i}-" + "x" * 200 for p in range(procs) for i in range(k))
     assert back == Counter(range(k * procs))
     if procs > 1:  # both queues outgrew their first ring
-        assert sizes[0] > shared._SENDQ_BYTES and sizes[1] > shared._RECVQ_BYTES, sizes
+        assert sizes[0] > block._SENDQ_BYTES and sizes[1] > block._RECVQ_BYTES, sizes

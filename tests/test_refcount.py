@@ -237,7 +237,7 @@ def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
     """A P keeps the blocks of the channels it destroyed (up to _OWN_SPARES a size), then
     gives them to the runtime's pool, where a channel made on another P finds them. (A
     capacity no helper channel of the test has: go_on's own channels end on P1 too.)"""
-    from csp_mp._chan import shared
+    from csp_mp._chan import block
 
     def main() -> tuple[list[int], list[int]]:
         broker = promote._brokers[0]
@@ -245,14 +245,14 @@ def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
         H.go_on(1, _make_one_shared, reqs, box, done)
         H.go_on(1, _share, mybox, mybox)  # mybox: shared, P0's own
         extra = 3
-        chans = [Chan(POOL_CAP) for _ in range(shared._OWN_SPARES + extra)]
+        chans = [Chan(POOL_CAP) for _ in range(block._OWN_SPARES + extra)]
         for ch in chans:
             _share(ch, mybox)
         pool_before = set(broker.spares.blocks())
         del ch
         chans.clear()  # every handle dies: P0 destroys them all at its next poll
-        size = shared._buf_bytes(POOL_CAP)
-        H.wait_until(lambda: len(broker.spare_states.get(size, [])) == shared._OWN_SPARES,
+        size = block._buf_bytes(POOL_CAP)
+        H.wait_until(lambda: len(broker.spare_states.get(size, [])) == block._OWN_SPARES,
                      "P0 to keep its own spares")
         pooled = [o for o in broker.spares.blocks() if o not in pool_before]
         got = []
@@ -553,7 +553,7 @@ def test_a_closure_shipped_in_two_runtimes_names_its_channel_in_each() -> None:
 def test_a_value_woken_for_a_channel_this_p_no_longer_holds_is_an_internal_error() -> None:
     import msgspec
 
-    from csp_mp._chan.shared import K_VALUE
+    from csp_mp._chan.proclayer import K_VALUE
     from csp_mp._mp import ctx as C
 
     def main() -> None:
@@ -677,13 +677,13 @@ def test_the_compiled_core_handles_refuse_use_before_init() -> None:
 def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> None:
     """Ended channel blocks fill this P's spares, then the pool's stack for their size; the
     rest are freed (their blocks and rings back to the allocator)."""
-    from csp_mp._chan import shared
+    from csp_mp._chan import block
 
     def main() -> tuple[int, int, int]:
         broker = promote._brokers[0]
         box = Chan(1)
         H.go_on(1, _share, box, box)
-        n = shared._OWN_SPARES + shared._SPARE_SLOTS + 5
+        n = block._OWN_SPARES + block._SPARE_SLOTS + 5
         chans = [Chan(POOL_CAP) for _ in range(n)]
         for ch in chans:
             _share(ch, box)
@@ -691,7 +691,7 @@ def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> Non
         del ch
         chans.clear()
         broker.release_handles()
-        own = {st.off for st in broker.spare_states.get(shared._buf_bytes(POOL_CAP), [])}
+        own = {st.off for st in broker.spare_states.get(block._buf_bytes(POOL_CAP), [])}
         pooled = set(broker.spares.blocks())
         freed = [o for o in offs if o not in own and o not in pooled]
         return len(own & set(offs)), len(pooled & set(offs)), sum(map(_block_free, freed))

@@ -14,18 +14,31 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._errors import ClosedChannelError
 from .._hub.waits import CHAN_RECV as W_RECV
 from .._hub.waits import CHAN_SEND as W_SEND
 
-if TYPE_CHECKING:
-    from .shared import SelectToken
-
 # What a parked sender is readied with.
 SENT = True
 CLOSED = False
+
+
+class SelectToken(Protocol):
+    """A select's claim on its shared channels: whoever claims it first picks the case (the
+    process layer makes them: ``ProcLayer.new_token``)."""
+
+    slot: int
+    gen: int
+
+    def claim(self, case: int) -> bool:
+        """Win the select for ``case`` (a partner on this P completing it)."""
+        ...
+
+    def release(self) -> None:
+        """The select has finished: its token can be reused."""
+        ...
 
 
 class SelectState:

@@ -1,18 +1,12 @@
 """A channel shared by every P: Go's ``hchan`` laid out in the arena.
 
-Block words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index,
-records in recvq, records in sendq, references (handles and in-flight names: the protocol that
-frees a channel no one can reach is in ``_mp/promote.py``; ``add_refs`` is its one access), id,
-grown (1 once a ring grew: the block cannot be a new channel's).
-The buffer ring holds encoded values; recvq and sendq hold waiter records
-``(p, gid, slot, gen, case, data)`` (Go's sudogs): ``slot``/``gen`` name the select token of a
-waiting select (slot -1: a plain send or receive), ``data`` a waiting sender's encoded value. A
-record is six little-endian 64-bit words (p, gid, slot, gen, case, 1 if it has data) followed by
-the data: the compiled core reads them in place.
-
-This layer knows nothing of processes: what it needs from them (this P's number, the arena, lock
-stripes, select tokens, wake-ups for goroutines of other Ps) it asks of a ``ProcLayer``, which
-the ``_mp`` layer's broker implements. Imports: ``_hub``, ``_shm``, ``_errors``, ``_chan.local``.
+``SharedChan`` is the state a ``Chan`` holds once promoted: the same protocol as ``LocalState``
+plus the locked operations a select drives; ``NativeSharedChan`` runs its fast paths in one call
+of the compiled core. The block's words, its waiter records and the spare blocks are in
+``block.py``; what the channel asks of processes (this P's number, the arena, lock stripes,
+select tokens, wake-ups for goroutines of other Ps) is the ``ProcLayer`` of ``proclayer.py``,
+which the ``_mp`` layer's broker implements. Imports: ``_hub``, ``_shm``, ``_errors``, and
+``local``, ``block``, ``proclayer`` of ``_chan``.
 
 Invariants:
 - Everything in the block (the three rings, ``closed``, ``count``) is read and written only under
@@ -26,278 +20,53 @@ Invariants:
   no live receiver.
 - Wake-ups found under the lock are delivered (``ProcLayer.deliver``) after releasing it, so a
   channel lock is never held while writing another P's inbox.
-- A destroyed block whose rings kept a new channel's sizes goes, rings and all, to the runtime's
-  ``SparePool``, where the next channel of any P takes it; it keeps its id there. The allocator
-  gives a block a new id each time it hands it out, so a P's state object for an offset
-  (``ProcLayer.chan_states``: its rings, lock and compiled fast paths) serves again exactly while
-  the id is the same (``SharedChan.attach``).
+- A destroyed block whose rings kept a new channel's sizes goes, rings and all, to this P's
+  ``spare_states`` or the runtime's ``SparePool``, where the next channel takes it; it keeps its
+  id there. The allocator gives a block a new id each time it hands it out, so a P's state
+  object for an offset (``ProcLayer.chan_states``: its rings, lock and compiled fast paths)
+  serves again exactly while the id is the same (``SharedChan.attach``).
 """
 
 from __future__ import annotations
 
 import functools
-import struct
-from typing import Any, Protocol
+from typing import Any
 
 from .._errors import ClosedChannelError
 from .._hub import waits as W
-from .._shm import OOB_MIN, Arena, Ring, TypedCodec, attach_ring, decode, discard, encode
+from .._shm import OOB_MIN, Ring, TypedCodec, attach_ring, decode, discard, encode
 from .._shm.codec import _mdec, _menc, _tdec
 from .._shm.native import core as native_core
-from .local import CLOSED, SENT, SelectState
+from .block import (
+    _BUF_BYTES,
+    _MAGIC,
+    _NWORD,
+    _OWN_SPARES,
+    _W_BUF,
+    _W_CAP,
+    _W_CLOSED,
+    _W_COUNT,
+    _W_GROWN,
+    _W_ID,
+    _W_LOCK,
+    _W_MAGIC,
+    _W_NRECV,
+    _W_NSEND,
+    _W_RECVQ,
+    _W_REFS,
+    _W_SENDQ,
+    _rec,
+    _unrec,
+    compact,
+    grow,
+    new_block,
+    reopen_block,
+    retire_block,
+)
+from .local import CLOSED
+from .proclayer import K_CLOSED_RECV, K_CLOSED_SEND, K_SENT, K_VALUE, NO_OBJ, ProcLayer
 
-_MAGIC = 0xC4A7_0000_0000_0001
-_W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
-_W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
-_W_REFS = 10  # handles in processes + references in flight (task.c's REFS_BYTE is its byte)
-_W_ID = 11  # new each time the allocator hands the block out; kept while it is a spare
-_W_GROWN = 12  # 1 once one of its rings grew (under the lock)
-_NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
-_BLOCK = 128
-_RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
-_SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
-_SPARE_CLASSES = 8  # spare pools, one a buffer ring size: 256 << k bytes (_buf_bytes' range)
-_SPARE_SLOTS = 16  # destroyed channel blocks (rings included) kept a size, for any P
-_OWN_SPARES = 16  # ... and kept a size by the P that destroyed them, before the pool
 _STATES_MAX = 4096  # a P's cached state objects (chan_states) before it drops them all
-
-
-def _buf_bytes(cap: int) -> int:
-    """The data bytes of a new channel's buffer ring (Ring.create's power of two)."""
-    n = max(256, min(cap, 1024) * 32)
-    return 1 << (n - 1).bit_length()
-
-_BUF_BYTES = tuple(_buf_bytes(cap) for cap in range(1025))  # by capacity (1024 and above: last)
-
-_REC = struct.Struct("<6q")  # a waiter record's header (chan.c's wrec)
-_pack_rec = _REC.pack
-_unpack_rec = _REC.unpack_from
-
-
-def _rec(rec: tuple) -> bytes:
-    """A waiter record ``(p, gid, slot, gen, case, data)`` as stored in a wait queue."""
-    data = rec[5]
-    if data is None:
-        return _pack_rec(rec[0], rec[1], rec[2], rec[3], rec[4], 0)
-    return _pack_rec(rec[0], rec[1], rec[2], rec[3], rec[4], 1) + data
-
-
-def _unrec(raw: bytes) -> tuple:
-    """The record ``(p, gid, slot, gen, case, data)`` stored as ``raw``."""
-    p, gid, slot, gen, case, has = _unpack_rec(raw)
-    return p, gid, slot, gen, case, (raw[48:] if has else None)
-
-
-def _reopen(arena: Arena, off: int, cap: int, live_word: int) -> None:
-    """Make the ended channel block at ``off`` an open, empty channel of capacity ``cap`` with
-    one reference, its creator's handle (the compiled core's ``chan_reopen``), and count it
-    among this P's live channels (word ``live_word``; owner P only)."""
-    q = arena.words.view
-    q[live_word] = (q[live_word] + 1) & 0xFFFF_FFFF_FFFF_FFFF
-    if arena.core is not None:
-        arena.core.chan_reopen(off, cap)
-        return
-    w = off // 8
-    q[w + _W_CAP] = cap
-    q[w + _W_CLOSED] = 0
-    q[w + _W_REFS] = 1  # count and records are 0: the channel ended empty
-    q[w + _W_MAGIC] = _MAGIC  # stored last; pairs with the load in __init__
-
-
-class SparePool:
-    """Destroyed channel blocks, rings included, kept for the next channels of every P.
-
-    Arena words: word 0 hands out block ids (``new_id``), word 1 is the pool's lock; then for
-    each buffer ring size ``256 << k`` a stack: its size, then ``_SPARE_SLOTS`` offsets of blocks
-    whose three rings have the sizes a new channel's would have, emptied. A take or a give
-    commits with its one store of the size, under the pool's lock (a leaf), so a P killed
-    holding it changed nothing. The compiled core does each in one call (``stack_pop``,
-    ``stack_push``).
-    """
-
-    __slots__ = ("arena", "off", "_q", "_w", "_lock", "_lock_index", "_pop", "_push", "_ats")
-    WORDS = 2 + _SPARE_CLASSES * (1 + _SPARE_SLOTS)
-
-    def __init__(self, arena: Arena, off: int) -> None:
-        self.arena = arena
-        self.off = off
-        self._q = arena.words.view
-        self._w = off // 8
-        self._lock_index = self._q[self._w + 1]
-        self._lock = arena.locks.lock(self._lock_index)
-        core = arena.core
-        self._pop = core.stack_pop if core is not None else self._pop_py
-        self._push = core.stack_push if core is not None else self._push_py
-        self._ats = {256 << k: off + 8 * (2 + k * (1 + _SPARE_SLOTS))
-                     for k in range(_SPARE_CLASSES)}  # each size's stack
-
-    @classmethod
-    def create(cls, arena: Arena, lock_index: int) -> SparePool:
-        """An empty pool guarded by arena lock ``lock_index`` (before any channel is shared)."""
-        off = arena.alloc(cls.WORDS * 8)
-        arena.map[off : off + cls.WORDS * 8] = bytes(cls.WORDS * 8)
-        arena.words.store(off // 8 + 1, lock_index)
-        return cls(arena, off)
-
-    def new_id(self) -> int:
-        """An id no channel block of this arena had."""
-        return self.arena.add_word(self.off, 1)
-
-    def take(self, buf_bytes: int) -> int | None:
-        """A spare block whose buffer ring has ``buf_bytes``, or None."""
-        at = self._ats.get(buf_bytes)
-        return None if at is None else self._pop(at, self._lock_index)
-
-    def give(self, buf_bytes: int, off: int) -> bool:
-        """Keep block ``off`` (buffer ring of ``buf_bytes``); False when that size's pool is
-        full."""
-        at = self._ats.get(buf_bytes)
-        return at is not None and self._push(at, self._lock_index, off, _SPARE_SLOTS)
-
-    def _pop_py(self, at: int, lock_index: int) -> int | None:
-        q, b = self._q, at // 8
-        if not q[b]:  # a snapshot: empty now, the allocator serves
-            return None
-        lock = self._lock
-        lock.acquire()
-        n = q[b]
-        off = None
-        if n:
-            off = q[b + n]
-            q[b] = n - 1
-        lock.release()
-        return off
-
-    def _push_py(self, at: int, lock_index: int, off: int, most: int) -> bool:
-        q, b = self._q, at // 8
-        lock = self._lock
-        lock.acquire()
-        n = q[b]
-        done = n < most
-        if done:
-            q[b + 1 + n] = off
-            q[b] = n + 1
-        lock.release()
-        return done
-
-    @property
-    def lock_index(self) -> int:
-        """The arena lock guarding the pool."""
-        return self._lock_index
-
-    def stacks(self) -> dict[int, int]:
-        """The byte offset of each buffer ring size's stack (the compiled core pops and pushes
-        them itself: ``Handles``)."""
-        return dict(self._ats)
-
-    def blocks(self) -> list[int]:
-        """The offsets of the spare blocks (a snapshot)."""
-        q = self._q
-        out: list[int] = []
-        for k in range(_SPARE_CLASSES):
-            b = self._w + 2 + k * (1 + _SPARE_SLOTS)
-            out.extend(q[b + 1 + i] for i in range(q[b]))
-        return out
-
-
-NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
-
-# wake kinds (what a waiter is told)
-K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
-
-
-class SelectToken(Protocol):
-    """A select's claim on its shared channels: whoever claims it first picks the case."""
-
-    slot: int
-    gen: int
-
-    def claim(self, case: int) -> bool:
-        """Win the select for ``case`` (a partner on this P completing it)."""
-        ...
-
-    def release(self) -> None:
-        """The select has finished: its token can be reused."""
-        ...
-
-
-class ProcLayer(Protocol):
-    """What a shared channel asks of the process layer (the ``_mp`` broker implements it)."""
-
-    p: int  # this P's number
-    arena: Arena  # the arena every P maps
-    # the runtime's destroyed channel blocks, empty, none of their rings grown: create() takes
-    # one before the allocator (any P)
-    spares: SparePool
-    # this P's state object for each channel block it has used, by offset: reused while the
-    # block keeps its id (SharedChan.attach; owner P only)
-    chan_states: dict[int, SharedChan]
-    # the states of blocks this P destroyed, by buffer ring size, kept for its next channels
-    # before the pool (at most _OWN_SPARES a size; owner P only)
-    spare_states: dict[int, list[SharedChan]]
-    # the arena word counting the channels this P made live minus those it ended (mod 2**64,
-    # written by this P only; the sum over Ps is runtime.metrics()'s live channels)
-    live_word: int
-    # the compiled core's claims and wake-ups for this P (a ``Peers``; None on the Python path)
-    peers: Any
-    # this P's doorbell offset in the arena (compiled core; else -1): a goroutine polling a
-    # channel stops when it rings, for the wake-up of another goroutine has arrived
-    bell_off: int
-    # channel handles of this process that died and still count (owner P only): a sender
-    # releases them (``release_handles``) once its value is on its way (or before it parks),
-    # so a goroutine that never parks frees the channels it drops without waiting for the
-    # hub's next poll, and its partner does not wait for the release
-    dead: list
-
-    def spin_time(self, hub: Any) -> float:
-        """How long a goroutine about to park on a shared channel may poll it first: 0 unless
-        nothing else on this P could run meanwhile (owner P only)."""
-        ...
-
-    def run_own(self, hub: Any) -> bool:
-        """Start one of this P's queued goroutines, if nothing else is runnable and every other
-        P is busy: a receiver that would park lets it run first and looks again (owner P only).
-        Waiting this way keeps senders on other Ps on the buffered fast path, where a parked
-        receiver would cost each of them a wake-up across processes."""
-        ...
-
-    def chan_lock_index(self) -> int:
-        """The arena lock for a new channel (any P)."""
-        ...
-
-    def release_handles(self) -> None:
-        """Drop the counts of the handles in ``dead``, destroying the channels they held last
-        (owner P only; no channel lock held)."""
-        ...
-
-    def new_token(self, g: Any, sel: SelectState) -> SelectToken:
-        """A token for a select of goroutine ``g`` of this P about to park (owner P only)."""
-        ...
-
-    def claim(self, p: int, slot: int, gen: int, case: int) -> bool:
-        """Win token ``(p, slot, gen)`` for ``case``; False if its select already completed."""
-        ...
-
-    def token_live(self, p: int, gid: int, slot: int, gen: int) -> bool:
-        """Whether the record of goroutine ``gid`` of P ``p`` still waits: its select's token
-        ``(slot, gen)`` does (a snapshot), or for a plain record (slot -1) ``plain_live``."""
-        ...
-
-    def plain_live(self, p: int, gid: int) -> bool:
-        """Whether goroutine ``gid`` of P ``p`` can still be woken: False once the process that
-        ran it died and was replaced (any P; a snapshot)."""
-        ...
-
-    def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
-        """Wake goroutine ``gid`` of P ``p`` with a wake of ``kind`` (no channel lock held)."""
-        ...
-
-    def deliver_off(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                    data: bytes | None, off: int, obj: Any = NO_OBJ) -> None:
-        """``deliver`` for channel ``off``: what the compiled core's hand-off could not send
-        itself (a goroutine of this P, an inbox with no room); ``obj`` is given with data."""
-        ...
 
 
 class SharedChan:
@@ -308,13 +77,13 @@ class SharedChan:
                  "_q", "_arena", "_buf", "codec", "handle", "drop_name", "add_name",
                  "__weakref__")
 
-    def __new__(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
+    def __new__(cls, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> SharedChan:
         # the arena's core decides the implementation: every handle of a run uses the same one
         if cls is SharedChan and broker.arena.core is not None:
             cls = NativeSharedChan
         return object.__new__(cls)
 
-    def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
+    def __init__(self, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> None:
         self.broker = broker
         self.off = off
         self.key = off.to_bytes(8, "little")  # how task frames name it (_mp's names)
@@ -342,7 +111,7 @@ class SharedChan:
         self.add_name = functools.partial(fetch_add, off + _W_REFS * 8, 1)
 
     @classmethod
-    def attach(cls, broker: ProcLayer, off: int, tp: Any = None) -> SharedChan:
+    def attach(cls, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> SharedChan:
         """This P's state for the channel at ``off``: the object it made for the block before
         while the block keeps that id (its rings, lock and fast paths serve again), else a new
         one (ValueError if the block holds no channel). Owner P, with no live handle on it."""
@@ -361,11 +130,12 @@ class SharedChan:
         return st
 
     @classmethod
-    def reopen(cls, broker: ProcLayer, off: int, cap: int, tp: Any = None) -> SharedChan:
+    def reopen(cls, broker: ProcLayer[SharedChan], off: int, cap: int,
+               tp: Any = None) -> SharedChan:
         """The ended channel block ``off``, taken from the pool, made a new channel of
         capacity ``cap`` with one reference (its creator's handle)."""
         arena = broker.arena
-        _reopen(arena, off, cap, broker.live_word)
+        reopen_block(arena, off, cap, broker.live_word)
         st = broker.chan_states.get(off)
         if (st is not None and st.uid == arena.words.view[off // 8 + _W_ID] and tp is None
                 and st.codec is None):  # this P's state for the block: attach's fast case
@@ -374,16 +144,15 @@ class SharedChan:
         return cls.attach(broker, off, tp)
 
     @classmethod
-    def create(cls, broker: ProcLayer, cap: int, tp: Any = None) -> SharedChan:
+    def create(cls, broker: ProcLayer[SharedChan], cap: int, tp: Any = None) -> SharedChan:
         """A new, empty shared channel (any P): a spare block with the buffer ring the capacity
         wants when the pool has one (no ring made), else a new block."""
         arena = broker.arena
-        words = arena.words
         buf_bytes = _BUF_BYTES[cap if cap < 1024 else 1024]
         own = broker.spare_states.get(buf_bytes)
         if own:  # a block this P destroyed, with its state object
             st = own.pop()
-            _reopen(arena, st.off, cap, broker.live_word)
+            reopen_block(arena, st.off, cap, broker.live_word)
             broker.chan_states[st.off] = st
             st.cap = cap
             if (st.codec.type if st.codec is not None else None) == tp:
@@ -392,28 +161,8 @@ class SharedChan:
         off = broker.spares.take(buf_bytes)
         if off is not None:
             return cls.reopen(broker, off, cap, tp)
-        lock_index = broker.chan_lock_index()
-        off = arena.alloc(_BLOCK)
-        w = off // 8
-        key = lock_index - 1  # Ring.create maps key k to lock 1 + k % (nlocks - 1)
-        words.store(w + _W_CAP, cap)
-        words.store(w + _W_CLOSED, 0)
-        words.store(w + _W_COUNT, 0)
-        words.store(w + _W_BUF, Ring.create(arena, buf_bytes, key).offset)
-        # Wait queues start small and double when full (grow): a channel's block and rings are
-        # held until no goroutine can reach it, so their size sets how many a run can share.
-        words.store(w + _W_RECVQ, Ring.create(arena, _RECVQ_BYTES, key).offset)
-        words.store(w + _W_SENDQ, Ring.create(arena, _SENDQ_BYTES, key).offset)
-        words.store(w + _W_LOCK, lock_index)
-        words.store(w + _W_NRECV, 0)
-        words.store(w + _W_NSEND, 0)
-        words.store(w + _W_REFS, 1)  # the creating process's handle
-        words.store(w + _W_ID, broker.spares.new_id())
-        words.store(w + _W_GROWN, 0)
-        words.store(w + _W_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
-        q = words.view
-        lw = broker.live_word
-        q[lw] = (q[lw] + 1) & 0xFFFF_FFFF_FFFF_FFFF  # this P's live channels (owner P only)
+        off = new_block(arena, cap, buf_bytes, broker.chan_lock_index(), broker.spares.new_id(),
+                        broker.live_word)
         return cls.attach(broker, off, tp)
 
     def refs_dropper(self) -> Any:
@@ -437,15 +186,7 @@ class SharedChan:
         q, w = self._q, self._w
         lw = self.broker.live_word
         q[lw] = (q[lw] - 1) & 0xFFFF_FFFF_FFFF_FFFF  # this P's live channels (owner P only)
-        core = self._arena.core
-        if core is not None:
-            retired = core.chan_retire(self.off)
-        else:  # chan_retire: no lock, since no process can reach a channel whose count is 0
-            retired = not (q[w + _W_COUNT] or q[w + _W_NSEND] or q[w + _W_NRECV]
-                           or q[w + _W_GROWN])
-            if retired:
-                q[w + _W_MAGIC] = 0  # a stale name of this block is refused (__init__)
-        if not retired:
+        if not retire_block(self._arena, self.off):
             with self.lock:
                 self._empty_l()
                 q[w + _W_MAGIC] = 0
@@ -549,19 +290,6 @@ class SharedChan:
                 self._buf = q
         return q
 
-    def _compact(self, q: Ring) -> None:
-        """Drop the dead records of a full wait queue (under the lock)."""
-        live = self.broker.token_live
-        keep = []
-        while (raw := q.get_locked()) is not None:
-            rec = _unrec(raw)
-            if live(rec[0], rec[1], rec[2], rec[3]):
-                keep.append(raw)
-            elif rec[5] is not None:
-                discard(rec[5], self._arena)  # a select loser's value: nobody will take it
-        for raw in keep:
-            q.put_locked(raw)
-
     @property
     def recvq(self) -> Ring:
         return self._queue(_W_RECVQ)
@@ -574,7 +302,7 @@ class SharedChan:
         q = self._queue(wi)
         raw = _rec(rec)
         if not q.put_locked(raw):
-            self._compact(q)
+            compact(self._arena, q, self.broker.token_live)
             if not q.put_locked(raw):
                 self._rings[wi] = q = grow(self._arena, q, self._w + wi, raw)
                 self._q[self._w + _W_GROWN] = 1
@@ -774,7 +502,7 @@ class SharedChan:
         """The live records of queue ``wi``, dropping the dead ones (under the lock)."""
         q = self._queue(wi)
         if self._q[self._w + _NWORD[wi]]:
-            self._compact(q)
+            compact(self._arena, q, self.broker.token_live)
         n = len(q)
         self._q[self._w + _NWORD[wi]] = n
         return n
@@ -803,7 +531,7 @@ class NativeSharedChan(SharedChan):
 
     __slots__ = ("_c_send", "_c_poll", "_bell", "_vsend", "_vrecv", "ops")
 
-    def __init__(self, broker: ProcLayer, off: int, tp: Any = None) -> None:
+    def __init__(self, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> None:
         super().__init__(broker, off, tp)
         arena = broker.arena
         core = arena.core
@@ -870,34 +598,3 @@ def _typed_recv(recv_data: Any, decode_typed: Any) -> Any:
     data = recv_data()
     return _NOVALUE if data is None else decode_typed(data)
 
-
-def grow(arena: Arena, q: Ring, word: int, raw: bytes) -> Ring:
-    """Move a full wait queue into one twice its size, append ``raw``, publish it in ``word``.
-
-    The caller holds the queue's lock; every user re-reads ``word`` under that lock. The
-    compiled core moves the frames in one call (a buffer of 100 k values grows ~8 times).
-    """
-    bigger = type(q).create(arena, q.capacity * 2, q._lock_index - 1)
-    if arena.core is not None:
-        arena.core.ring_move_locked(q.offset, bigger.offset)
-    else:
-        while (x := q.get_locked()) is not None:
-            bigger.put_locked(x)
-    if len(q) or not bigger.put_locked(raw):
-        raise MemoryError("a shared wait queue cannot grow")
-    arena.words.store(word, bigger.offset)  # store; read under the same lock by every user
-    arena.decref(q.offset)
-    return bigger
-
-
-def recv_payload(st: SharedChan, kind: int, data: bytes | None) -> Any:
-    """What a woken waiter's park() returns, from a wake of ``kind``."""
-    if kind == K_VALUE:
-        return st.decode(data), True
-    if kind == K_CLOSED_RECV:
-        return None, False
-    if kind == K_SENT:
-        return SENT
-    if kind == K_CLOSED_SEND:
-        return CLOSED
-    return None

@@ -35,10 +35,11 @@ from typing import Any, cast
 import msgspec
 
 from .._chan import Chan
+from .._chan.block import _OWN_SPARES as OWN_SPARES
+from .._chan.block import _SPARE_SLOTS as SPARE_SLOTS
 from .._chan.local import SelectState
-from .._chan.shared import _OWN_SPARES as OWN_SPARES
-from .._chan.shared import _SPARE_SLOTS as SPARE_SLOTS
-from .._chan.shared import K_GRANT, NO_OBJ, SharedChan, recv_payload
+from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
+from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._hub import Hub, Outcome
 from .._hub.g import WAITING

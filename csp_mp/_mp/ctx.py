@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._chan.shared import SparePool
+from .._chan.block import SparePool
 from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
 from .._shm.atomics import LINE
 

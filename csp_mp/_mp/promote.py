@@ -402,7 +402,7 @@ def promote_sema(obj: Sema) -> tuple:
         limit = obj.limit
         attach_sema(obj, broker, off, limit)
         _b, _off, w, lock, ring = obj.count
-        from .._chan.shared import grow
+        from .._chan.block import grow
         from .shobj import _rec
 
         with lock:

@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 
 from .._atomic import _MAX, _MIN, Int64, _check_int, _wrap
-from .._chan.shared import K_GRANT, grow
+from .._chan.block import grow
+from .._chan.proclayer import K_GRANT
 from .._hub import current_hub
 from .._hub import waits as W
 from .._shm import Ring, attach_ring

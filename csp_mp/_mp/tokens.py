@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from .._chan.local import SelectState
-from .._chan.shared import NO_OBJ
+from .._chan.proclayer import NO_OBJ
 from .._shm.doorbell import NativeDoorbell
 from .._shm.native import core as native_core
 from . import ctx as C

@@ -12,10 +12,14 @@ Modules and what they offer:
             ``seal``, ``wait_attached``; picklable into a forkserver/spawn child until sealed.
   ring      ``Ring`` (MPMC, locked) and ``SpscRing`` (lock-free, x86-64) of framed messages:
             ``try_put``/``try_get``/``put_many``/``get_many``; ``make_ring``/``attach_ring``.
+            Built on ``ring_frames`` (the block layout, one frame), ``ring_batch`` (runs of
+            frames under one commit) and ``ring_native`` (the compiled core's operations).
   doorbell  ``Doorbell.create(arena)``: ``ring()`` from any process or thread,
             ``wait(timeout)`` in the owning P.
   codec     ``encode(value, arena)``/``decode(buf, arena)``/``discard(buf, arena)``,
-            ``TypedCodec(T, arena)``.
+            ``TypedCodec(T, arena)``; with ``cloud`` (cloudpickle as csp_mp uses it) and
+            ``typecheck`` (does a value match a msgspec type all the way down).
+  native    whether the compiled core ``_core`` (sources in ``c/``) is built and in use.
 
 Invariants of the layer:
   - nothing named outlives start-up: the arena is a memfd; semaphores are named only until the
@@ -25,7 +29,9 @@ Invariants of the layer:
     producer-owned and consumer-owned words sit on different 64-byte lines.
   - every published structure commits with a single word store after its payload, so a process
     SIGKILLed at any point leaves it consistent (a half-written message is never delivered).
-  - imports: ``csp_mp._errors`` only, from outside this package.
+  - imports, from outside this package: ``csp_mp._errors`` and ``csp_mp._tb`` (the layer below;
+    see the import-linter contract), msgspec and cloudpickle. This ``__init__`` only
+    re-exports: no module of the package uses a name it defines.
 """
 
 from __future__ import annotations

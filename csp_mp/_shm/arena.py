@@ -421,10 +421,6 @@ class Arena:
         weakref.finalize(holder, self._pending.append, off)
         return memoryview(holder).cast("B")
 
-    def defer_decref(self, off: int) -> None:
-        """Drop a reference later, at the next alloc or collect (safe from finalizers)."""
-        self._pending.append(off)
-
     def collect(self) -> int:
         """Do the deferred decrefs now. Returns how many blocks were freed."""
         freed = 0

@@ -16,13 +16,17 @@ semaphores), and the hot operations on rings, shared channels and atomics, done 
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 __all__ = ["core", "enabled", "built"]
 
+_compiled: ModuleType | None
 try:
-    from csp_mp._shm import _core as _compiled  # type: ignore[attr-defined]
+    # the extension module by its full name: this module needs nothing of the package's
+    # __init__, which imports the modules that import this one
+    _compiled = importlib.import_module("csp_mp._shm._core")
 except ImportError:  # no C compiler at install time, or a source tree not built
     _compiled = None
 if _compiled is not None and not hasattr(_compiled, "Region"):

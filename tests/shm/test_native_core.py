@@ -43,7 +43,7 @@ def _word(a: Arena) -> int:
 
 
 def _chan_block(a: Arena, cap: int, lock: int = 3) -> int:
-    """A shared channel block laid out as csp_mp/_chan/shared.py lays it (no waiters)."""
+    """A shared channel block laid out as csp_mp/_chan/block.py lays it (no waiters)."""
     off = a.alloc(128)
     key = lock - 1  # Ring.create maps key k to lock 1 + k % (nlocks - 1)
     words = [0, cap, 0, 0, Ring.create(a, 4096, key).offset, Ring.create(a, 1024, key).offset,
@@ -314,7 +314,7 @@ W_NRECV, W_NSEND = 8, 9
 
 def _park(a: Arena, off: int, wi: int, rec: tuple) -> None:
     """Queue waiter record ``rec`` as SharedChan.enqueue_l does (queue word ``wi``)."""
-    from csp_mp._chan.shared import _rec
+    from csp_mp._chan.block import _rec
 
     ring = attach_ring(a, a.core.load(off + wi * 8))
     assert ring.put_locked(_rec(rec)) == 1

@@ -1,6 +1,6 @@
 /* The shared channel's fast paths: a send or receive that needs no goroutine to park.
  *
- * The channel block (csp_mp/_chan/shared.py has the layout and the full protocol) holds, in
+ * The channel block (csp_mp/_chan/block.py has the layout, shared.py the full protocol) holds, in
  * words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index, records in
  * recvq, records in sendq, references, id, grown. Everything in it but the references (atomic
  * adds) changes only under the channel's lock, or before the block is shared.

@@ -2,8 +2,8 @@
  *
  * Everything here works on one mapped arena (a Region): offsets and words, never Python objects
  * in shared state. The Python modules in csp_mp/_shm are the readable specification of the same
- * protocol (ring.py: frames and head/tail words; locks.py: what a lock protects; doorbell.py;
- * csp_mp/_chan/shared.py: the channel block).
+ * protocol (ring_frames.py: frames and head/tail words; locks.py: what a lock protects;
+ * doorbell.py; csp_mp/_chan/block.py and shared.py: the channel block).
  *
  * Invariants:
  *   - every offset and length that comes from Python is checked against the region before use
@@ -59,7 +59,7 @@ int lock_take(Region *r, long long i);
 /* 0 released, -1 error (exception set). */
 int lock_give(Region *r, long long i);
 
-/* Rings (ring.c): the frame format of ring.py. */
+/* Rings (ring.c): the frame format of ring_frames.py. */
 typedef struct {
     char *data;
     uint64_t cap, mask, max_inline, lock, kind;
@@ -96,13 +96,13 @@ int bell_ring_at(Region *r, long long off);
 /* Wake-ups across Ps (wake.c): select-token claims and WAKE messages into other Ps' inboxes. */
 typedef struct Peers Peers;
 
-/* A waiter record of a shared channel's wait queue (shared.py's _REC), then its data. */
+/* A waiter record of a shared channel's wait queue (block.py's _REC), then its data. */
 typedef struct {
     int64_t p, gid, slot, gen, cas, has;
 } wrec;
 #define WREC_BYTES ((uint64_t)sizeof(wrec))
 
-/* Wake kinds (shared.py's K_*). */
+/* Wake kinds (proclayer.py's K_*). */
 enum { K_VALUE = 0, K_CLOSED_RECV = 1, K_SENT = 2, K_CLOSED_SEND = 3, K_GRANT = 4 };
 
 /* Win select token (p, slot, gen): 1 won, 0 its select already completed, -1 error. */

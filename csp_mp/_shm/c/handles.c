@@ -41,7 +41,7 @@
 
 #include <structmember.h>
 
-#define REFS_BYTE 80 /* a channel block's reference word (shared.py's _W_REFS * 8) */
+#define REFS_BYTE 80 /* a channel block's reference word (block.py's _W_REFS * 8) */
 
 typedef struct {
     PyWeakReference wr;
@@ -100,7 +100,7 @@ typedef struct {
     PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker, *states, *spares;
     PyObject *slow;      /* slow(ended, others, freed): what release leaves to Python */
     PyObject *pool_ats;  /* buffer ring size -> byte offset of the pool's stack for it */
-    Py_ssize_t own_max;  /* spares kept a size (shared.py's _OWN_SPARES) */
+    Py_ssize_t own_max;  /* spares kept a size (block.py's _OWN_SPARES) */
     long long pool_lock; /* the pool's lock */
     long long pool_max;  /* the pool's blocks a size (_SPARE_SLOTS) */
     long long live_off;  /* this P's word counting live channels (mod 2**64; only it writes) */
@@ -114,7 +114,7 @@ static int count_live(Handles *self, int64_t d) {
     return 0;
 }
 
-#define ID_BYTE 88 /* a channel block's id word (shared.py's _W_ID * 8) */
+#define ID_BYTE 88 /* a channel block's id word (block.py's _W_ID * 8) */
 
 static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
     *s_empty, *s_cap, *s_uid, *s_codec;
@@ -270,7 +270,7 @@ static PyObject *Handles_new(Handles *self, PyObject *st) {
     return ch;
 }
 
-/* shared.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` */
+/* block.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` */
 static long long buf_bytes(long long cap) {
     long long n = (cap < 1024 ? cap : 1024) * 32, b = 256;
     while (b < n) b <<= 1;

@@ -1,10 +1,11 @@
-/* Rings of framed messages: the block layout, frame format and commit rules of ring.py.
+/* Rings of framed messages: the block layout, frame format and commit rules of ring_frames.py
+ * (runs of frames: ring_batch.py; locked and SPSC rings: ring.py).
  *
  * Block: line 0 constants (magic, capacity, lock index, kind); line 1 the head word; line 2 the
  * tail word; then `capacity` data bytes. Head and tail words pack count << 40 | position. A frame
  * is a header word (kind << 32 | length) and its payload padded to 8 bytes.
  *
- * Invariants (ring.py's):
+ * Invariants (those Python modules'):
  *   - a producer writes the frame, then commits it with ONE store-release of the tail word;
  *     a consumer copies the frame out, then frees it with ONE store-release of the head word. A
  *     process killed before its commit store leaves the ring as it was.

@@ -6,7 +6,7 @@
  * specification of the frame, and msgspec decodes both alike.
  *
  * A frame that names channels counts one in-flight reference on each (the channel block's
- * reference word, _W_REFS in csp_mp/_chan/shared.py), once the frame is complete: a frame
+ * reference word, _W_REFS in csp_mp/_chan/block.py), once the frame is complete: a frame
  * given up half-way (None) has counted nothing. See the protocol in csp_mp/_mp/promote.py.
  */
 #include "core.h"

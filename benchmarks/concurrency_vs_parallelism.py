@@ -1,5 +1,9 @@
 """The parallelism-vs-concurrency benchmark behind ``python -m csp_mp bench``.
 
+It lives beside the micro-benchmark families, outside the package: ``csp_mp/__main__.py`` parses
+the command line and imports this module from the source tree (a checkout, or an editable
+install of one); an installed wheel has no ``benchmarks/`` and the command says how to get it.
+
 Two workloads, each run the same way by six executors:
 
 - CPU-bound: ``tasks`` pure-Python computations of about ``task_s`` seconds each.
@@ -11,7 +15,8 @@ every goroutine on one P), ``csp_mp.run(procs=N)`` (parallelism: goroutines spre
 checked for correctness and reports how many processes really did the work.
 
 The work functions are module-level so that they pickle by reference: a goroutine stolen by
-another P, or a task sent to a pool worker, carries only their names.
+another P, or a task sent to a pool worker, carries only their names (``__main__.py`` puts the
+source tree on ``sys.path`` before any P starts, so every P imports this module too).
 
 CPU accounting: the CPU time of this process, of its reaped children, and of every descendant
 process sampled while a run is in progress (the Ps of csp_mp and the workers of a pool may be
@@ -182,7 +187,7 @@ def run_cspn(wl: Workload, procs: int) -> list[tuple]:
 
 def write_trace(wl: Workload, procs: int, trace_dir: str) -> tuple[str, str]:
     """Run ``wl`` once on csp_mp with ``procs`` Ps under a trace; the trace and its viewer."""
-    from . import _traceview, trace
+    from csp_mp import _traceview, trace
 
     os.makedirs(trace_dir, exist_ok=True)
     path = os.path.join(trace_dir, f"{wl.key}-trace.json")
