@@ -23,6 +23,7 @@ def shared_array(shape: int | tuple[int, ...], dtype: Any = float) -> Any:
     ``WaitGroup`` or a ``Mutex`` orders them. Its memory is freed once no process holds an array
     over it and no message names it, and in any case when the runtime ends. Made where no
     runtime of several Ps runs, it works in this process only.
+
     Raises ImportError without NumPy, TypeError or ValueError for a bad shape or dtype (object
     dtypes are refused: their elements are references, meaningless in another process), and
     MemoryError when the arena has no room for it.
