@@ -11,6 +11,7 @@ from . import futures as futures
 from . import runtime as runtime
 from . import sync as sync
 from . import time as time
+from ._array import shared_array as shared_array
 from ._chan import Chan as Chan
 from ._chan import default as default
 from ._chan import nilchan as nilchan
@@ -42,7 +43,7 @@ from ._time import after_func as after_func
 from ._time import sleep as sleep
 from ._time import tick as tick
 
-for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking, map):
+for _f in (blocking, go, go_local, run, shutdown, select, patch_blocking, map, shared_array):
     _f.__module__ = "csp_mp"
 for _t in (after, after_func, sleep, tick):
     _t.__module__ = "csp_mp.time"
@@ -55,5 +56,5 @@ __all__ = [
     "MigrationWarning", "Mutex", "Once", "Panic", "ProcessLost", "RWMutex", "RemoteError",
     "Ticker", "Timer", "WaitGroup", "after", "after_func", "atomic", "blocking", "context",
     "default", "errgroup", "futures", "go", "go_local", "map", "nilchan", "patch_blocking", "run",
-    "runtime", "select", "shutdown", "sleep", "sync", "tick", "time",
+    "runtime", "select", "shared_array", "shutdown", "sleep", "sync", "tick", "time",
 ]

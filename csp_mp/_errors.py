@@ -109,7 +109,9 @@ class RemoteError(Exception):
 
 
 class MigrationWarning(RuntimeWarning):
-    """Warned once per function when a goroutine that captures mutable state moves to another P."""
+    """Warned once per function when a goroutine that captures mutable state moves to another P,
+    and once per function and argument when a goroutine on another P than its spawner's changed
+    a plain ``list``, ``dict`` or NumPy array it received (a copy)."""
 
     __module__ = "csp_mp"
 

@@ -104,9 +104,9 @@ def metrics() -> dict[str, Any]:
     - ``m_threads``, ``m_threads_busy``: M threads started, and those running a call now;
     - ``arena_bytes``, ``arena_bytes_in_use``: size of the shared-memory arena and bytes
       allocated in it (0 with one P, which has no arena);
-    - ``shared_objects``: live shared objects by kind (``chan``, ``int64``, ``sema``) in the
-      whole runtime: made shared and not yet freed (an object many Ps hold counts once; empty
-      with one P).
+    - ``shared_objects``: live shared objects by kind (``chan``, ``int64``, ``sema``,
+      ``array``: a ``shared_array``'s memory) in the whole runtime: made shared and not yet
+      freed (an object many Ps hold counts once; empty with one P).
     """
     hub = _hub.peek()
     if hub is None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._hub import Hub, Outcome
+from . import arrays as _arrays  # noqa: F401 - discard must know the names of shared arrays
 from . import ctx as C
 from . import reports
 from . import tasks as _tasks

@@ -46,9 +46,11 @@ P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS, P_XBYTES, P_MTHREADS, P_MBUSY = range(
 # shared objects this P made live minus those it ended, by kind (mod 2**64; the sum over Ps is
 # the runtime's live count): written only by this P, at once (not published)
 P_LIVE_CHAN, P_LIVE_INT64, P_LIVE_SEMA = range(23, 26)
-LIVE_KINDS = {"chan": P_LIVE_CHAN, "int64": P_LIVE_INT64, "sema": P_LIVE_SEMA}
+P_LIVE_ARRAY = 30  # shared arrays (_mp/arrays.py)
+LIVE_KINDS = {"chan": P_LIVE_CHAN, "int64": P_LIVE_INT64, "sema": P_LIVE_SEMA,
+              "array": P_LIVE_ARRAY}
 # ... and those this P pinned (promote.PIN: kept until the run ends), by kind
-PINNED_KINDS = {"chan": 26, "int64": 27, "sema": 28}
+PINNED_KINDS = {"chan": 26, "int64": 27, "sema": 28, "array": 31}
 _P_WORDS = 32
 P_STRIDE = _P_WORDS  # words from one P's block to the next's
 

@@ -31,7 +31,7 @@ import msgspec
 
 from .._chan import Chan
 from .._hub import Hub
-from . import checkdead, counters, migrate_warn, promote, replace, reports, tasks
+from . import argwatch, checkdead, counters, migrate_warn, promote, replace, reports, tasks
 from . import ctx as C
 
 if TYPE_CHECKING:
@@ -270,6 +270,8 @@ def adopt(b: Broker, hub: Hub, frames: list[bytes]) -> None:
                 gs.append(new_g(fn, tuple(t[4]), {}, True))
                 continue
             fn, args, kwargs, warn, digest = tasks.unpack_items(t, b.arena)
+            if type(t[4]) is bytes:  # the codec carried them: lists, dicts, arrays to watch
+                fn = argwatch.watch(b, fn, args, kwargs)
         except BaseException as exc:
             fn, args, kwargs, warn, digest = _failing(exc), (), {}, "", b""
         if warn and digest not in b.warned:

@@ -369,8 +369,9 @@ _REF_MARK: list[bytes] = []
 
 
 def set_ref_markers(*markers: bytes) -> None:
-    """Say which pickled messages name counted shared objects (``discard`` decodes those)."""
-    _REF_MARK[:] = [m for m in markers if m]
+    """Say which pickled messages name counted shared objects (``discard`` decodes those), in
+    addition to the markers said before."""
+    _REF_MARK.extend(m for m in markers if m and m not in _REF_MARK)
 
 
 def _names_counted(raw: bytes) -> bool:
