@@ -21,13 +21,20 @@ Invariants:
   ``CLOSURES_MAX`` entries (docs/tuning.md); ``fn_bytes`` holds entries only while their
   function lives.
 
+Hot paths name a container field at module level (``_mp/promote.py`` ``names``,
+``_mp/tasks.py`` ``fns`` and ``_recent``, ``_shm/codec.py`` ``_EXT_TYPES``): the same object as
+the field, which is why those are cleared in place.
+
 Module-level state that stays outside this object, and why:
-- constants: tables and sizes never written after import (UPPER_CASE names, ``__all__``);
+- constants: tables and sizes never written after import, and stateless marker objects
+  (``nilchan``, ``default``, the background and TODO contexts);
 - caches of pure functions of the code, keyed by code objects or types, which a fork or a new
   runtime cannot make wrong: ``_hub/preempt.py`` ``_code_cache`` and ``_body_calls``,
   ``_hub/drive.py`` ``_sleep_calls``, ``_tb.py`` ``_stubs``, ``_mp/tasks.py`` ``_RUNTIME``;
 - ``_shm/cloud.py`` ``_table``, cloudpickle's reducer table, filled at import;
-- ``_shm/doorbell.py``'s CPU count, read once.
+- not moved yet: the hub layer's signal-handler and sysmon state (``_hub/drive.py`` and
+  ``_hub/slicer.py`` ``_state``, ``_hub/interrupt.py`` and ``_hub/preempt.py`` ``_inst``,
+  ``_hub/sysmon.py`` ``settings``).
 ``tests/test_proc.py`` checks that nothing else is.
 """
 

@@ -20,7 +20,7 @@ Invariants:
   thread); dispatching (``go()``) happens on the hub thread only.
 - When the runtime a binding belongs to stops, every unfinished future of that binding gets an
   exception (``ProcessLost`` when a P died) and the next submit binds a new runtime. A P that
-  died holding only tasks is replaced instead (``_mp/replace.py``): ``task.tasks_lost`` fails the
+  died holding only tasks is replaced instead (``_mp/replace.py``): ``task._tasks_lost`` fails the
   futures of the tasks it held, and the binding carries on.
 """
 

@@ -8,9 +8,9 @@ payload)`` on the executor's results channel to a collector goroutine in the own
 
 Invariants:
 - ``proc.tasks`` maps the key of every dispatched, unfinished task of this process to its
-  executor, future, and whether it is pinned; a task's outcome is set once, by ``finish``, on the
+  executor, future, and whether it is pinned; a task's outcome is set once, by ``_finish``, on the
   owner's hub thread.
-- A P that died holding only tasks is replaced (``_mp/replace.py``): ``tasks_lost``, on the
+- A P that died holding only tasks is replaced (``_mp/replace.py``): ``_tasks_lost``, on the
   runtime object's ``on_tasks_lost`` hooks, fails the futures of the tasks it held.
 """
 
