@@ -2,7 +2,8 @@
 
 Inside one P every operation runs without a switch in the middle (the hub never preempts
 runtime code), so a plain attribute is atomic. When a handle leaves its process it is promoted
-to a word in the shared arena, by the multi-process layer's registered promoter.
+to a word in the shared arena, by the promoter a running multi-process runtime registers
+(``proc.promote_int64``).
 
 Invariants:
 - ``Int64`` values stay in [-2**63, 2**63): arithmetic wraps as Go's int64 does.
@@ -10,19 +11,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
+
+from ._proc import proc
 
 _MIN = -(1 << 63)
 _MAX = (1 << 63) - 1
-_promoter: list[Callable[[Any], Any]] = []
-
-
-def set_promoter(fn: Callable[[Any], Any] | None) -> None:
-    """Register how an atomic becomes shared when its handle is pickled (the ``_mp`` layer)."""
-    _promoter.clear()
-    if fn is not None:
-        _promoter.append(fn)
 
 
 def _wrap(v: int) -> int:
@@ -79,9 +73,10 @@ class Int64:
         return f"<csp_mp.atomic.Int64 {self.load()}>"
 
     def __reduce__(self):
-        if not _promoter:
+        promote = proc.promote_int64  # set while a multi-P runtime runs (_mp/promote.py)
+        if promote is None:
             raise TypeError("csp_mp atomics can only be pickled inside a multi-process runtime")
-        return _promoter[0](self)
+        return promote(self)
 
 
 class Bool:

@@ -18,7 +18,9 @@ from concurrent import futures as cf
 from typing import Any
 
 from ._chan import Chan
-from ._futures import Executor, _chunk_call1, _chunks, _on_hub
+from ._futures.executor import Executor, _chunks
+from ._futures.task import _chunk_call1
+from ._futures.wait import _on_hub
 from ._run import ensure_runtime
 
 _AUTO_CHUNKS_PER_P = 4  # as mpire: about four chunks per worker

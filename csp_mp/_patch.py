@@ -21,8 +21,8 @@ unchanged. Not covered: reads through Python file objects (``open()``, ``Popen.s
 ``csp_mp.blocking(fn, ...)`` for those.
 
 Invariants:
-- ``_saved`` holds every replaced attribute while patched, and is empty otherwise; patching twice
-  changes nothing; unpatching restores each owner's ``__dict__`` exactly.
+- ``proc.patched`` holds every replaced attribute while patched, and is empty otherwise;
+  patching twice changes nothing; unpatching restores each owner's ``__dict__`` exactly.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from . import _hub
-
-_saved: list[tuple[Any, str, Any, bool]] = []  # (owner, name, original, was in owner.__dict__)
+from ._proc import proc
 
 _SOCKET_METHODS = ("recv", "recv_into", "recvfrom", "recvfrom_into", "send", "sendall",
                    "sendto", "accept", "connect")
@@ -141,14 +140,14 @@ def _replace(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
     original = getattr(owner, name, None)
     if original is None:
         return
-    _saved.append((owner, name, original, name in vars(owner)))
+    proc.patched.append((owner, name, original, name in vars(owner)))
     setattr(owner, name, make(original))
 
 
 def patch_blocking() -> None:
     """Make ``time.sleep``, socket operations, ``select.select``, ``subprocess`` waits and
     ``os`` reads park only the calling goroutine, when called inside one. Idempotent."""
-    if _saved:
+    if proc.patched:
         return
     _replace(time, "sleep", _sleep)
     for name in _SOCKET_METHODS:
@@ -172,8 +171,8 @@ def patch_blocking() -> None:
 
 def unpatch_blocking() -> None:
     """Undo ``patch_blocking()`` (tests). Idempotent."""
-    while _saved:
-        owner, name, original, own = _saved.pop()
+    while proc.patched:
+        owner, name, original, own = proc.patched.pop()
         if own:
             setattr(owner, name, original)
         else:  # it was inherited (socket.socket.recv comes from _socket.socket)
@@ -182,7 +181,7 @@ def unpatch_blocking() -> None:
 
 def is_patched() -> bool:
     """Whether ``patch_blocking()`` is in effect."""
-    return bool(_saved)
+    return bool(proc.patched)
 
 
 __all__ = ["is_patched", "patch_blocking", "unpatch_blocking"]

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _hub
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
-from ._hub import _state as _hubstate
 from ._hub.sysmon import start_sysmon
+from ._proc import proc
 from ._shm import native
 
 R = TypeVar("R")
-
-_implicit: dict[str, Any] = {"hub": None, "atexit": False}
 
 
 def resolve_procs(procs: int | None) -> int:
@@ -65,7 +62,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     hub = _hub.peek()
     if hub is not None:
-        if hub is _implicit["hub"] and hub.current is hub.main_g:
+        if hub is proc.implicit and hub.current is hub.main_g:
             shutdown()
         else:
             raise RuntimeError("csp_mp.run() called while a runtime is running")
@@ -86,7 +83,7 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
         hub.main_g = g
         out = hub.run_until_done()
     finally:
-        _hub.set_current(None)
+        proc.stop()
     return _outcome_result(out)
 
 
@@ -133,21 +130,19 @@ def _start_implicit(procs: int | None = None) -> Hub:
         _publish_main_spawns(hub)
 
     def forget() -> None:
-        if _hub.peek() is hub:
-            _hub.set_current(None)
-        if _implicit["hub"] is hub:
-            _implicit["hub"] = None
+        if proc.hub is hub or proc.implicit is hub:
+            proc.stop()
 
     hub.hooks_on_stop.append(forget)
-    _implicit["hub"] = hub
+    proc.implicit = hub
     _hub.set_current(hub)
     # sysmon from the start, not from the hub loop's first pass: a script that calls go() and
     # then waits in plain code (time.sleep, a future's result()) never enters the loop, and
     # only sysmon can take the thread for the goroutines meanwhile (_hub/drive.py)
     start_sysmon(hub)
-    if not _implicit["atexit"]:
+    if not proc.exit_hook:
         atexit.register(shutdown)
-        _implicit["atexit"] = True
+        proc.exit_hook = True
     if os.environ.get("CSP_MP_TRACE"):
         from ._mp import tracing
 
@@ -166,33 +161,32 @@ def ensure_runtime(procs: int | None = None) -> Hub:
 
 def shutdown() -> None:
     """Stop the implicit runtime: every goroutine but the caller is stopped. Idempotent."""
-    hub = _implicit["hub"]
+    hub = proc.implicit
     if hub is None:
         return
     if hub.current is not hub.main_g:
         raise RuntimeError("csp_mp.shutdown() must be called from the main goroutine")
     try:
-        if "csp_mp._mp.tracing" in sys.modules:  # a trace still running: written while Ps live
-            sys.modules["csp_mp._mp.tracing"].stop()
+        if proc.stop_trace is not None:  # a trace still running: written while Ps live
+            proc.stop_trace()
         hub.request_stop()
     finally:
-        if _hub.peek() is hub:
-            _hub.set_current(None)
-        _implicit["hub"] = None
+        if proc.hub is hub or proc.implicit is hub:
+            proc.stop()
 
 
 def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start ``fn(*args, **kwargs)`` in a new goroutine, on any P (it may migrate)."""
     if not callable(fn):
         raise TypeError(f"go() needs a callable, got {type(fn).__name__}")
-    (_hubstate["hub"] or _hub.current_hub()).go(fn, args, kwargs)
+    (proc.hub or _hub.current_hub()).go(fn, args, kwargs)
 
 
 def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start ``fn(*args, **kwargs)`` in a new goroutine pinned to the current P."""
     if not callable(fn):
         raise TypeError(f"go_local() needs a callable, got {type(fn).__name__}")
-    (_hubstate["hub"] or _hub.current_hub()).spawn_local(fn, args, kwargs)
+    (proc.hub or _hub.current_hub()).spawn_local(fn, args, kwargs)
 
 
 def blocking(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:

@@ -81,8 +81,8 @@ def test_shared_stats_count_only_live_waiters() -> None:
 
 def test_a_lost_wake_up_is_reported_as_an_internal_error() -> None:
     def main() -> None:
-        from csp_mp._mp.promote import _brokers
-        broker = _brokers[0]
+        from csp_mp._proc import proc
+        broker = proc.broker
         broker.deliver(broker.p, 10**9, -1, 0, 0, K_SENT, None, None)  # no such goroutine
         Chan().recv()
 
@@ -92,8 +92,8 @@ def test_a_lost_wake_up_is_reported_as_an_internal_error() -> None:
 
 def test_a_destroyed_shared_channel_gives_back_all_its_memory() -> None:
     def main() -> int:
-        from csp_mp._mp.promote import _brokers
-        broker = _brokers[0]
+        from csp_mp._proc import proc
+        broker = proc.broker
         arena = broker.arena
         before = arena.free_bytes()
         st = SharedChan.create(broker, 4)

@@ -19,7 +19,7 @@ from mp_helpers import run
 
 import csp_mp
 from csp_mp import Chan, ClosedChannelError, after, default, go_local, runtime, select
-from csp_mp._mp import promote
+from csp_mp._proc import proc
 
 
 def blocked(ch: Chan, senders: int = 0, receivers: int = 0) -> None:
@@ -92,7 +92,7 @@ def test_receiver_on_another_p_gets_values_in_order(procs: int) -> None:
 def _fast_ops() -> int:
     """Sends and receives this P's handles did on the compiled core's fast path so far (0 on
     the Python path). On an unbuffered channel each is a hand-off to a parked partner."""
-    b = promote._brokers[0]
+    b = proc.broker
     peers = getattr(b, "peers", None)
     return peers.ops if peers is not None else 0
 

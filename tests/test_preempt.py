@@ -596,4 +596,4 @@ def test_a_trip_landing_inside_the_preemption_check_is_left_to_the_running_check
     monkeypatch.setattr(preempt, "safe_point", deciding_slowly)
     preempt._maybe_preempt(hub, sm, sys._getframe())
     assert nested == [None]  # the nested trip returned at once, without a second check
-    assert sm.preempted == 0 and preempt._deciding == [False]
+    assert sm.preempted == 0 and not preempt.proc.deciding

@@ -26,6 +26,7 @@ from csp_mp import Chan, go, go_local, runtime, select
 from csp_mp._chan.shared import SharedChan
 from csp_mp._mp import promote
 from csp_mp._mp.promote import PIN
+from csp_mp._proc import proc
 
 MIB = 1 << 20
 
@@ -37,7 +38,7 @@ def _refs(ch: Chan) -> int:
 def _gone(off: int) -> bool:
     """Whether the channel block at ``off`` was destroyed (its magic word cleared; the tests
     make no other channel meanwhile, so the block is not reused as one)."""
-    broker = promote._brokers[0]
+    broker = proc.broker
     return int(broker.arena.words.load(off // 8)) == 0
 
 
@@ -163,7 +164,7 @@ def test_a_freed_channel_block_is_refused() -> None:
         H.go_on(1, H.noop, ch)
         st = ch._st
         off = st.off  # type: ignore[attr-defined]
-        broker = promote._brokers[0]
+        broker = proc.broker
         del ch
         H.wait_until(lambda: _gone(off), "the channel's block to be freed")
         assert broker._chan_state(off) is None  # a wake-up never builds a bare state
@@ -189,7 +190,7 @@ def test_a_freed_block_is_reused_empty_by_the_next_channel() -> None:
     def main() -> tuple[bool, list[int]]:
         reqs, done = Chan(), Chan(1)
         H.go_on(1, _park_then_answer, reqs, done)
-        broker = promote._brokers[0]
+        broker = proc.broker
         offs, answers = [], []
         for i in range(6):
             reply = Chan(1)
@@ -240,7 +241,7 @@ def test_blocks_beyond_a_ps_own_spares_go_to_the_pool_for_any_p() -> None:
     from csp_mp._chan import block
 
     def main() -> tuple[list[int], list[int]]:
-        broker = promote._brokers[0]
+        broker = proc.broker
         reqs, box, done, mybox = Chan(), Chan(1), Chan(1), Chan(1)
         H.go_on(1, _make_one_shared, reqs, box, done)
         H.go_on(1, _share, mybox, mybox)  # mybox: shared, P0's own
@@ -271,7 +272,7 @@ def test_a_ps_state_for_a_block_serves_again_only_while_the_block_keeps_its_id()
     """attach() hands back this P's cached state for an offset while the block's id word is the
     one it saw; a block made anew (another id) gets a fresh state."""
     def main() -> tuple[bool, bool]:
-        broker = promote._brokers[0]
+        broker = proc.broker
         ch = Chan(1)
         pickle.dumps(ch)
         st = ch._st  # type: ignore[attr-defined]
@@ -295,7 +296,7 @@ def _use_and_drop(reqs: Chan, done: Chan) -> None:
 def _block_free(off: int) -> bool:
     """Whether the arena block at ``off`` is no longer allocated."""
     try:
-        promote._brokers[0].arena._block(off)
+        proc.broker.arena._block(off)
     except ValueError:
         return True
     return False
@@ -321,7 +322,7 @@ def test_an_atomic_and_a_mutex_are_freed_once_no_p_holds_them() -> None:
         done.recv()
         offs = [counter._v[3], mu._sema.count[1]]
         assert counter.load() == 6
-        broker = promote._brokers[0]
+        broker = proc.broker
         H.wait_until(lambda: all(broker.arena.add_word(o + r * 8, 0) == 1
                                  for o, r in zip(offs, (2, 3), strict=True)),
                      "P1 to drop its handles")
@@ -562,7 +563,7 @@ def test_a_value_woken_for_a_channel_this_p_no_longer_holds_is_an_internal_error
         off = ch._st.off  # type: ignore[attr-defined]
         del ch
         H.wait_until(lambda: _gone(off), "the channel's block to be freed")
-        broker = promote._brokers[0]
+        broker = proc.broker
         msg = msgspec.msgpack.encode((C.M_WAKE, 1, -1, 0, 0, K_VALUE, b"\x01", off))
         broker.handle(msg)  # a waiter would hold its channel: this wake-up cannot be right
         Chan().recv()
@@ -604,7 +605,7 @@ def test_channels_in_tuples_and_lists_travel_as_extension_values_counted_once() 
     from csp_mp._shm import codec
 
     def main() -> list[Any]:
-        arena = promote._brokers[0].arena
+        arena = proc.broker.arena
         ch, other = Chan(1), Chan(2)
         out: list[Any] = []
         data = codec.encode((7, ch, "x", other, ch))
@@ -637,7 +638,7 @@ def test_a_handle_is_registered_and_released_the_same_way_on_both_paths() -> Non
     registry: the handle's weakref in chans by offset and in names by its 8 name bytes, with its
     fields; once the handle dies and is released, both entries go and its count with them."""
     def main() -> list[Any]:
-        broker = promote._brokers[0]
+        broker = proc.broker
         ch, box = Chan(1), Chan(1)
         H.go_on(1, _share, box, box)  # box: shared
         _share(ch, box)
@@ -680,7 +681,7 @@ def test_blocks_beyond_the_spares_and_the_pool_go_back_to_the_allocator() -> Non
     from csp_mp._chan import block
 
     def main() -> tuple[int, int, int]:
-        broker = promote._brokers[0]
+        broker = proc.broker
         box = Chan(1)
         H.go_on(1, _share, box, box)
         n = block._OWN_SPARES + block._SPARE_SLOTS + 5
@@ -718,11 +719,11 @@ def test_a_go_whose_arguments_are_not_all_plain_counts_each_channel_once() -> No
         # a goroutine that sent may not have returned yet, and the entries of the frames P1
         # stole stay with P0 until it sees its queue empty: either holds ch until then
         H.wait_until(lambda: runtime.num_goroutine() == 1, "every goroutine to end")
-        H.wait_until(lambda: not promote._brokers[0].pending, "P0 to drop the stolen frames")
+        H.wait_until(lambda: not proc.broker.pending, "P0 to drop the stolen frames")
         H.wait_until(lambda c=ch: _refs(c) == 1, "every frame's name to be consumed")
         off = ch._st.off  # type: ignore[attr-defined]
         del ch
-        promote._brokers[0].release_handles()
+        proc.broker.release_handles()
         return 1, _gone(off)
 
     assert run(main, 2) == (1, True)

@@ -1,5 +1,5 @@
 """L3: channels. A local state per P, a shared state once promoted, select over both."""
 
-from .chan import Chan, ChanStats, default, nilchan, select, set_promoter
+from .chan import Chan, ChanStats, default, nilchan, select
 
-__all__ = ["Chan", "ChanStats", "default", "nilchan", "select", "set_promoter"]
+__all__ = ["Chan", "ChanStats", "default", "nilchan", "select"]

@@ -22,9 +22,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from .._errors import ClosedChannelError
-from .._hub import _state as _hubstate
 from .._hub import current_hub, peek
 from .._hub import waits as W
+from .._proc import proc
 from .._shm.codec import holds_blocks
 from .._shm.typecheck import validator
 from .local import CLOSED, LocalState, SelectState, Waiter
@@ -59,16 +59,6 @@ class ChanState(Protocol):
         ...
 
     def stats(self) -> tuple[int, int, int]: ...
-
-# Set by the multi-process layer: called with a Chan whose handle is being pickled.
-_promoter: list[Callable[[Chan], Any]] = []
-
-
-def set_promoter(fn: Callable[[Chan], Any] | None) -> None:
-    """Register how a Chan becomes shared when its handle is pickled (the ``_mp`` layer)."""
-    _promoter.clear()
-    if fn is not None:
-        _promoter.append(fn)
 
 
 def _validator(tp: Any) -> Callable[[Any], None]:
@@ -139,15 +129,15 @@ class Chan(Generic[T]):
         """Send ``v``; blocks until delivered or buffered. Closed channel: ClosedChannelError."""
         if self._check is not None:
             self._check(v)
-        self._st.send(v, _hubstate["hub"] or current_hub())
+        self._st.send(v, proc.hub or current_hub())
 
     def recv_ok(self) -> tuple[T | None, bool]:
         """Receive: ``(value, True)``, or ``(None, False)`` once closed and drained."""
-        return self._st.recv(_hubstate["hub"] or current_hub())
+        return self._st.recv(proc.hub or current_hub())
 
     def recv(self) -> T | None:
         """Receive a value; ``None`` at once when the channel is closed and drained."""
-        return self._st.recv(_hubstate["hub"] or current_hub())[0]
+        return self._st.recv(proc.hub or current_hub())[0]
 
     def close(self) -> None:
         """Close: waiting receivers get ``(None, False)``, waiting senders raise."""
@@ -192,9 +182,10 @@ class Chan(Generic[T]):
         return f"<csp_mp.Chan{typ} cap={self.cap} len={len(self)} {where} at {id(self):#x}>"
 
     def __reduce__(self):
-        if not _promoter:
+        promote = proc.promote_chan  # set while a multi-P runtime runs (_mp/promote.py)
+        if promote is None:
             raise TypeError("a csp_mp.Chan can only be pickled inside a multi-process runtime")
-        return _promoter[0](self)
+        return promote(self)
 
 
 class ChanStats(msgspec.Struct, frozen=True):

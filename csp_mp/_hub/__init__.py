@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
+from .._proc import proc
 from . import hooks
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .hub import Broker, Hub, Outcome, Waker
-
-_state: dict[str, Any] = {"hub": None, "factory": None}
 
 
 def new_hub(p: int = 0) -> Hub:
@@ -30,24 +28,24 @@ def new_hub(p: int = 0) -> Hub:
 
 def set_current(hub: Hub | None) -> None:
     """Install (or clear) the hub of this process."""
-    _state["hub"] = hub
+    proc.hub = hub
 
 
 def peek() -> Hub | None:
     """This process's hub, or None when no runtime runs."""
-    return _state["hub"]
+    return proc.hub
 
 
 def set_default_factory(factory: Callable[[], Hub]) -> None:
     """Register how to start the implicit runtime (the ``_run`` layer does, at import)."""
-    _state["factory"] = factory
+    proc.start_implicit = factory
 
 
 def current_hub() -> Hub:
     """This process's hub, starting the implicit runtime on first use."""
-    hub = _state["hub"]
+    hub = proc.hub
     if hub is None:
-        factory = _state["factory"]
+        factory = proc.start_implicit
         if factory is None:
             raise RuntimeError("csp_mp runtime is not available")
         hub = factory()

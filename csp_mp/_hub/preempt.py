@@ -59,6 +59,7 @@ from typing import Any
 
 from greenlet import getcurrent
 
+from .._proc import proc
 from . import drive
 
 SIGNUM = signal.SIGURG  # default action: ignore; also Go's choice
@@ -287,12 +288,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
             drive.drive(hub, frame)
 
 
-_deciding = [False]  # a preemption check is running (its signal handler's trip)
-
-
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     req = sm.request  # once: sysmon's thread may clear it between our check and here
-    if req is None or _deciding[0]:
+    if req is None or proc.deciding:  # a preemption check is running (a trip inside it)
         # a trip landing inside the check (Python runs handlers at check points inside a
         # handler too): when deciding takes longer than a trip's period (the first look at a
         # large function on a slow machine), each trip nested one level deeper until the C
@@ -306,11 +304,11 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     if glet is None or getcurrent() is not glet or hub.no_preempt:
         sm.declined += 1
         return
-    _deciding[0] = True
+    proc.deciding = True
     try:
         verdict = safe_point(frame, None if glet is hub.root else sm.base_code)
     finally:
-        _deciding[0] = False
+        proc.deciding = False
     if verdict == SAFE:
         sm.request = None
         sm.preempted += 1

@@ -28,6 +28,7 @@ from typing import Any
 
 import greenlet
 
+from .._proc import proc
 from . import hooks
 from .g import DEAD, G
 from .hooks import Instrument
@@ -35,12 +36,9 @@ from .hooks import Instrument
 _LOCAL_FLOW = 1 << 48  # flow ids of goroutines made on their own P: above any (P, seq) id
 _WAKE_FLOW = 2 << 48  # flow ids of wake-ups sent to another P (a send waking a receiver)
 
-_active: list[Recorder] = []
-
-
 def active() -> Recorder | None:
     """This process's recorder, or None when no trace runs here."""
-    return _active[0] if _active else None
+    return proc.recorder
 
 
 def fn_name(fn: Any) -> str:
@@ -88,7 +86,7 @@ class Recorder(Instrument):
         cur = hub.current
         if cur is not None:  # the goroutine starting the trace: its slice opens now
             self._begin(cur, monotonic_ns())
-        _active[:] = [self]
+        proc.recorder = self
 
     def on_uninstall(self, undo: Callable[[], None]) -> None:
         """Run ``undo`` at ``uninstall`` (an upper layer's own traced variants)."""
@@ -104,7 +102,7 @@ class Recorder(Instrument):
             now = monotonic_ns()
             self.events.append(("X", self.since, now - self.since, self.running.id))
             self.running = None
-        _active[:] = []
+        proc.recorder = None
 
     # ----------------------------------------------------------------- the hub's events
 

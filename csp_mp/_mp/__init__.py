@@ -1,7 +1,8 @@
 """L5: processes. Start, watch and stop Ps; work stealing; shared channels, atomics and
 semaphores; deadlock detection, lost Ps and panics across Ps.
 
-Importing this package registers the promoters with the lower layers; ``_run`` calls
+Importing this package changes nothing below it: a runtime it starts registers the promoters
+on the runtime object (``promote.set_broker``) and a stop removes them. ``_run`` calls
 ``run_multi`` for ``procs > 1``.
 """
 
@@ -14,13 +15,8 @@ from .._hub import Hub, Outcome
 from . import arrays as _arrays  # noqa: F401 - discard must know the names of shared arrays
 from . import ctx as C
 from . import reports
-from . import tasks as _tasks
 from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
-from .promote import install as _install
-
-_install()
-_tasks.install()
 
 
 def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) -> Outcome:

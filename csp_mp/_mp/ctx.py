@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._chan.block import SparePool
+from .._proc import proc
 from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
 from .._shm.atomics import LINE
 
@@ -181,14 +182,11 @@ class Ctx:
         raise TypeError("the runtime context does not travel")
 
 
-_current: list[Ctx | None] = [None]
-
-
 def current() -> Ctx | None:
     """This process's context, or None outside a multi-P runtime."""
-    return _current[0]
+    return proc.ctx
 
 
 def set_current(ctx: Ctx | None) -> None:
     """Install (or clear) this process's context."""
-    _current[0] = ctx
+    proc.ctx = ctx

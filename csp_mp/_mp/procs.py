@@ -36,9 +36,10 @@ from greenlet import getcurrent
 
 from .. import _hub
 from .._hub import Hub, new_hub
+from .._proc import proc as this_proc
 from .._shm import Arena, Doorbell, cloud
 from . import ctx as C
-from . import demote, replace
+from . import demote, replace, tasks
 from .broker import Broker, nlocks_for
 from .promote import set_broker
 
@@ -65,21 +66,19 @@ def _no_main_reimport():
         mp_spawn.get_preparation_data = orig
 
 
-_mpctx: list[Any] = [None]
-_running: list[Runtime | None] = [None]  # P0's runtime, while one runs
 _PRELOAD_IF_LOADED = ("numpy", "pandas", "scipy")
 
 
 def _context() -> Any:
-    if _mpctx[0] is None:
-        mctx = multiprocessing.get_context("forkserver")
-        # Everything a P imports anyway, plus heavy libraries the user has already imported,
-        # so that a P starts as a fork of a warm process instead of importing them per run.
-        preload = ["csp_mp", "csp_mp._mp", "cloudpickle"]
-        preload += [m for m in _PRELOAD_IF_LOADED if m in sys.modules]
-        mctx.set_forkserver_preload(preload)
-        _mpctx[0] = mctx
-    return _mpctx[0]
+    """The forkserver start method. Its server starts once per process, with the modules to
+    preload named before that: everything a P imports anyway, plus heavy libraries the user has
+    already imported, so that a P starts as a fork of a warm process instead of importing them
+    per run (naming them again once the server runs changes nothing)."""
+    mctx = multiprocessing.get_context("forkserver")
+    preload = ["csp_mp", "csp_mp._mp", "cloudpickle"]
+    preload += [m for m in _PRELOAD_IF_LOADED if m in sys.modules]
+    mctx.set_forkserver_preload(preload)
+    return mctx
 
 
 class _Fd:
@@ -335,19 +334,20 @@ class Runtime:
 
 def running() -> Runtime | None:
     """P0's running runtime (None in other Ps and outside a multi-P run)."""
-    return _running[0]
+    return this_proc.runtime
 
 
 def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
     """Start the Ps and make the calling process P0 with a fresh hub."""
     rt = Runtime(nprocs)
-    _running[0] = rt
+    this_proc.runtime = rt
     hub = new_hub(0)
     hub.nprocs = nprocs
     C.set_current(rt.ctx)
     broker = Broker(rt.ctx, hub)
     hub.broker = broker
     set_broker(broker)
+    tasks.install()
     _hub.set_current(hub)
     rt.before_close = functools.partial(demote.demote_all, broker)
     rt.on_replaced = functools.partial(_replaced, hub)
@@ -356,10 +356,10 @@ def start_p0(nprocs: int) -> tuple[Runtime, Hub, Broker]:
 
 def _replaced(hub: Hub, q: int, pid: int, keys: list[int]) -> None:
     """From the watcher thread: P ``q`` (process ``pid``) was replaced; its executor tasks'
-    owners learn it on P0's hub thread (replace.on_tasks_lost)."""
+    owners learn it on P0's hub thread (``proc.on_tasks_lost``)."""
 
     def tell() -> None:
-        for hook in replace.on_tasks_lost:
+        for hook in this_proc.on_tasks_lost:
             hook(keys, replace.lost_error(q, pid, keys))
 
     hub.inbox.append((None, tell, None))
@@ -372,10 +372,7 @@ def stop_p0(rt: Runtime) -> None:
     try:
         rt.stop()
     finally:
-        _running[0] = None
-        set_broker(None)
-        C.set_current(None)
-        _hub.set_current(None)
+        this_proc.stop()
 
 
 def _die_with_parent() -> None:
@@ -444,6 +441,8 @@ def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], life
     broker = Broker(ctx, hub)
     hub.broker = broker
     set_broker(broker)
+    tasks.install()
+    this_proc.task_done = functools.partial(replace.task_done, broker)
     _hub.set_current(hub)
     code = 0
     try:

@@ -57,7 +57,8 @@ Invariants:
   unpickle; frames, messages and handles lost with a dead P (nothing reclaims them: the arena
   goes with the runtime). A callable's pickled bytes are cached and shipped many times, so a
   channel it captures is pinned (``PIN``) instead of counted; those caches are emptied when the
-  runtime changes (``on_new_broker``), since their bytes name one arena's offsets.
+  runtime changes (``set_broker``: ``proc.forget_arena``), since their bytes name one arena's
+  offsets.
 - The count word changes only by atomic adds (``Arena.add_word``): the compiled core's
   fetch_add, or on the Python path under the arena's allocator lock, a leaf (a channel's own
   lock is not: a count changes while ``discard`` decodes a value under it).
@@ -81,6 +82,8 @@ from .._chan.chan import _validator
 from .._chan.local import _NOQ, LocalState
 from .._chan.shared import SharedChan
 from .._errors import InternalError
+from .._proc import proc
+from .._shm import codec
 from .._sync.sema import Sema
 from . import ctx as C
 from .shobj import (
@@ -97,23 +100,20 @@ from .shobj import (
     new_sema_block,
 )
 
-_brokers: list[Any] = [None]
-
-
 #: What an object captured by a callable's cached pickle adds: it is never freed.
 PIN = 1 << 40
-_pinning = [0]  # > 0 while pickle_fn pickles a callable (its bytes are shipped many times)
 
 
 @contextmanager
 def pinning() -> Iterator[None]:
     """Channels pickled inside this block are pinned rather than counted (see the module
-    doc): the bytes made here are cached and shipped any number of times."""
-    _pinning[0] += 1
+    doc): the bytes made here are cached and shipped any number of times (``proc.pinning``
+    counts the blocks under way)."""
+    proc.pinning += 1
     try:
         yield
     finally:
-        _pinning[0] -= 1
+        proc.pinning -= 1
 
 
 class HandleRef(weakref.ref):
@@ -129,8 +129,8 @@ class HandleRef(weakref.ref):
 #: This P's ``HandleRef`` by the 8 bytes naming its channel in task frames (little-endian
 #: offset): what a stolen frame's channel argument resolves to without a Python call
 #: (``tasks._chan_from_ext``). Kept with ``broker.chans`` by ``_register`` and
-#: ``Broker.release_handles``.
-names: dict[bytes, HandleRef] = {}
+#: ``Broker.release_handles``. The runtime object's dict (``proc.names``), never rebound.
+names: dict[bytes, HandleRef] = proc.names
 
 
 def handle_of(broker: Any, off: int) -> Chan | None:
@@ -177,21 +177,24 @@ def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
     names[st.key] = ref
 
 
-#: Called whenever the broker changes: caches of bytes naming this runtime's arena offsets.
-on_new_broker: list[Any] = []
-
-
 def set_broker(broker: Any) -> None:
-    """Install (or clear) this process's broker; bytes cached by a previous runtime name
+    """Install (or clear) this process's broker, and with it the promoters: a Chan, an Int64 or
+    a Sema pickles only while a multi-P runtime runs. Bytes cached by a previous runtime name
     blocks of its arena, never of this one, so their caches are emptied."""
-    _brokers[0] = broker
-    names.clear()
-    for reset in on_new_broker:
-        reset()
+    proc.broker = broker
+    proc.forget_arena()
+    if broker is None:
+        proc.promote_chan = proc.promote_int64 = proc.promote_sema = None
+        return
+    proc.promote_chan = promote_chan
+    proc.promote_int64 = promote_int64
+    proc.promote_sema = promote_sema
+    codec.set_ref_markers(rebuild_chan.__name__.encode(), _rebuild_int64.__name__.encode(),
+                          _rebuild_sema.__name__.encode())
 
 
 def _broker() -> Any:
-    b = _brokers[0]  # installed and cleared with the process's context (procs.py)
+    b = proc.broker  # installed and cleared with the process's context (procs.py)
     if b is None:
         raise TypeError("csp_mp channels, sync objects and atomics can only be pickled inside "
                         "a multi-process runtime (run(..., procs>1))")
@@ -215,8 +218,8 @@ def promote_chan(ch: Chan) -> tuple:
     """The codec's reduction of a channel: counts the name it writes (see the module doc)."""
     off = chan_offset(ch)
     st: Any = ch._st
-    if _pinning[0]:
-        pin(_brokers[0], st.add_refs(PIN), "chan")
+    if proc.pinning:
+        pin(proc.broker, st.add_refs(PIN), "chan")
     else:
         st.add_refs(1)
     return (rebuild_chan, (off, ch._type))
@@ -233,7 +236,7 @@ def pin(broker: Any, count: int, kind: str) -> None:
 def chan_offset(ch: Chan) -> int:
     """The arena offset of ``ch``'s shared block, promoting it first if it is still local."""
     st: Any = ch._st
-    if st.shared and st.broker is _brokers[0]:
+    if st.shared and st.broker is proc.broker:
         return int(st.off)
     return promote_chan_state(ch).off
 
@@ -250,7 +253,7 @@ def adopt_block(broker: Any, ch: Chan, off: int, cap: int) -> SharedChan:
 def promote_chan_state(ch: Chan) -> SharedChan:
     """The shared state of ``ch``, promoting it first if it is still local."""
     st = ch._st
-    broker = _brokers[0]
+    broker = proc.broker
     if broker is None:
         broker = _broker()  # raises
     if type(st) is LocalState:
@@ -307,7 +310,7 @@ def _move_chan(broker: Any, st: LocalState, shared: SharedChan) -> None:
 def rebuild_chan(off: int, tp: Any) -> Chan:
     """This P's handle on the shared channel at ``off`` (one handle per channel and P), from a
     name in flight, which it consumes (see the module doc)."""
-    b = _brokers[0]
+    b = proc.broker
     ref = b.chans.get(off) if b is not None else None
     if ref is not None:  # the common case, looked up before the runtime check below
         ch = ref()
@@ -320,7 +323,7 @@ def rebuild_chan(off: int, tp: Any) -> Chan:
 def new_handle(off: int, tp: Any) -> Chan:
     """A new handle of this P on the shared channel at ``off``, which has none here; a name
     read becomes its count (see the module doc)."""
-    broker = _brokers[0]
+    broker = proc.broker
     if broker is None:
         broker = _broker()  # raises
     if tp is None and broker.handles is not None:
@@ -342,7 +345,7 @@ def new_handle(off: int, tp: Any) -> Chan:
 
 def _count_name(broker: Any, refs: int, kind: str) -> None:
     """A name of a counted object written into bytes that will travel (see the module doc)."""
-    if _pinning[0]:
+    if proc.pinning:
         pin(broker, broker.ctx.arena.add_word(refs, PIN), kind)
     else:
         broker.ctx.arena.add_word(refs, 1)
@@ -430,15 +433,3 @@ def _rebuild_sema(off: int, limit: int) -> Sema:
     _register_obj(broker, obj, off, SEMA_REFS, free_sema_block)
     return obj
 
-
-def install() -> None:
-    """Register the promoters with the lower layers (at import of ``_mp``)."""
-    from .. import _atomic, _chan
-    from .._shm import codec
-    from .._sync import sema
-
-    _chan.set_promoter(promote_chan)
-    codec.set_ref_markers(rebuild_chan.__name__.encode(), _rebuild_int64.__name__.encode(),
-                          _rebuild_sema.__name__.encode())
-    _atomic.set_promoter(promote_int64)
-    sema.set_promoter(promote_sema)

@@ -26,7 +26,7 @@ one (the state may be torn: ``Arena.takeovers``, the compiled core's robust mute
 path's owner words; the inbox and run-queue locks need no repair), and every task's owner is
 P0. Then ``reset`` clears the P's words, token table and task table and raises its goroutine-id
 floor (``P_GFLOOR``), the zygote forks a new process for it, and P0's hub runs the
-``on_tasks_lost`` hooks (the executor's futures) with the keys the dead P held.
+``proc.on_tasks_lost`` hooks (the executor's futures) with the keys the dead P held.
 
 Invariants:
 - Goroutine ids of P ``q``'s k-th process start at ``gid_base(q, k, maxprocs)``, above every id
@@ -57,9 +57,6 @@ from . import ctx as C
 if TYPE_CHECKING:
     from .._hub import Hub
     from .broker import Broker
-
-#: Called on P0's hub thread with ``(keys, error)`` when a P that held tasks was replaced.
-on_tasks_lost: list[Callable[[list[int], BaseException], None]] = []
 
 def gid_base(q: int, k: int, maxprocs: int) -> int:
     """The first goroutine id of P ``q``'s ``k``-th process (k = 0: the one the run started)."""

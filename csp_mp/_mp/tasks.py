@@ -3,7 +3,9 @@
 A task frame is ``(seq, owner, digest, fn_bytes, args, warn)``, one msgpack array. The callable
 pickles by reference where plain pickle can (an importable module-level function), by value through
 cloudpickle otherwise (``__main__`` functions, closures, lambdas); its bytes are cached per
-function object and thieves cache the unpickled function by digest. ``warn`` names the mutable
+function object and thieves cache the unpickled function by digest. The caches are the runtime
+object's (``proc.fn_bytes``, ``recent``, ``closures``, ``fns``), bounded, and emptied with the
+runtime (their bytes name its arena's offsets). ``warn`` names the mutable
 plain state the function captures (SPEC's MigrationWarning), or is empty.
 
 ``args`` is a list for the common fan-out call, ``go(fn, i, out)``, whose positional arguments
@@ -21,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import types
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +30,7 @@ import msgspec
 
 from .._chan import Chan
 from .._chan.local import LocalState
+from .._proc import CLOSURES_MAX, FNS_MAX, RECENT_MAX, proc
 from .._shm import OOB_MIN, codec, decode, encode
 from .._shm.cloud import check as cloud_check
 from .._shm.cloud import dumps as cloudpickle_dumps
@@ -50,8 +51,8 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext | None:
     if obj._type is not None:
         return None
     st: Any = obj._st
-    if not st.shared or st.broker is not promote._brokers[0]:
-        b = promote._brokers[0]
+    if not st.shared or st.broker is not proc.broker:
+        b = proc.broker
         got = None
         if (b is not None and b.handles is not None and type(st) is LocalState
                 and not (st.buf or st.sendq or st.recvq or st.closed)):
@@ -68,15 +69,15 @@ def _chan_name(obj: Chan) -> msgspec.msgpack.Ext | None:
 def _count_name(obj: Chan) -> None:
     """A name of ``obj`` written into bytes that will travel (promote.py's protocol)."""
     st: Any = obj._st  # a SharedChan: _chan_name promoted it
-    if promote._pinning[0]:
-        promote.pin(promote._brokers[0], st.add_refs(promote.PIN), "chan")
+    if proc.pinning:
+        promote.pin(proc.broker, st.add_refs(promote.PIN), "chan")
     else:
         st.add_name()
 
 
 def install() -> None:
     """Let the codec carry untyped channels in tuples and lists as this module's extension
-    values, the way frames carry them (at import of ``_mp``)."""
+    values, the way frames carry them (when a multi-P runtime starts)."""
     codec.set_extension(Chan, _CHAN_EXT, codec.Extension(_chan_name, _count_name,
                                                          _chan_from_ext))
 
@@ -142,7 +143,7 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
     if code != _CHAN_EXT:
         raise ValueError(f"unknown argument extension {code}")
     # no live handle here (names keeps them all): the name read becomes a new one's count
-    b = promote._brokers[0]
+    b = proc.broker
     if b is not None and b.handles is not None:
         ch = b.handles.attach_new(data)  # new_handle's first case
         if ch is not None:
@@ -178,16 +179,16 @@ def plain_items(args: tuple) -> tuple[list, list[Chan]] | None:
 
 
 _MUTABLE = (list, dict, set, bytearray)
-_fn_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 # The last few callables go() was given, held strongly: a dict hit by id, where the weak-keyed
-# cache pays a weakref per lookup (and the only cache for callables that cannot be weakly
-# referenced). Cleared when full, so it keeps at most _RECENT_MAX alive.
-_recent: dict[int, tuple[Any, tuple[bytes, bytes, str]]] = {}
-_RECENT_MAX = 64
-_by_digest: dict[bytes, Callable[..., Any]] = {}
-#: The callable of a digest already unpickled here (and without a warning to give), or None.
-known_fn = _by_digest.get
-fns = _by_digest
+# proc.fn_bytes pays a weakref per lookup (and the only cache for callables that cannot be weakly
+# referenced). Cleared when full, so it keeps at most RECENT_MAX alive. The runtime object's
+# dict (proc.recent), named here for go()'s path.
+_recent = proc.recent
+#: digest -> the callable unpickled here (and without a warning to give): the runtime object's
+#: dict, never rebound (the compiled core's ``decode_many`` reads it).
+fns = proc.fns
+#: The callable of a digest already unpickled here, or None.
+known_fn = fns.get
 
 
 def _is_plain_mutable(v: Any) -> bool:
@@ -234,8 +235,6 @@ def _describe(obj: Any) -> str:
 
 
 _LEAVES = frozenset({int, float, str, bytes, bool, type(None), complex, range})
-_CLOSURE_CACHE_MAX = 1024
-_closure_cache: OrderedDict[tuple, tuple] = OrderedDict()
 
 
 
@@ -301,15 +300,16 @@ def pickle_fn(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     if recent is not None and recent[0] is fn:
         return recent[1]
     entry = _pickle_fn_cached(fn)
-    if len(_recent) >= _RECENT_MAX:
+    if len(_recent) >= RECENT_MAX:
         _recent.clear()
     _recent[id(fn)] = (fn, entry)
     return entry
 
 
 def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
+    by_fn, closures = proc.fn_bytes, proc.closures
     try:
-        hit = _fn_cache.get(fn)
+        hit = by_fn.get(fn)
     except TypeError:  # not weakly referable: only _recent keeps its entry
         hit = None
     if hit is not None:
@@ -317,19 +317,19 @@ def _pickle_fn_cached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
     key = _closure_key(fn) if getattr(fn, "__closure__", None) or getattr(
         fn, "__module__", None) == "__main__" else None
     if key is not None:
-        entry = _closure_cache.get(key[0])
+        entry = closures.get(key[0])
         if entry is not None:
-            _closure_cache.move_to_end(key[0])
-            _fn_cache[fn] = entry[0]
+            closures.move_to_end(key[0])
+            by_fn[fn] = entry[0]
             return entry[0]
     with pinning():  # these bytes are shipped many times: channels they hold stay
         entry = _pickle_fn_uncached(fn)
     if key is not None:
-        _closure_cache[key[0]] = (entry, key[1])
-        if len(_closure_cache) > _CLOSURE_CACHE_MAX:
-            _closure_cache.popitem(last=False)
+        closures[key[0]] = (entry, key[1])
+        if len(closures) > CLOSURES_MAX:
+            closures.popitem(last=False)
     try:
-        _fn_cache[fn] = entry
+        by_fn[fn] = entry
     except TypeError:
         pass  # not weakly referable: pickle_fn's _recent holds it
     return entry
@@ -393,18 +393,6 @@ def _argument_error(fn: Callable[..., Any], args: tuple, kwargs: dict,
     return TypeError(f"go({name}, ...): its arguments cannot be sent to another P: {exc}")
 
 
-def _reset_caches() -> None:
-    """Forget pickled callables and the callables unpickled from them: their bytes may name
-    channels by arena offset, which a new runtime's arena gives to other blocks."""
-    _fn_cache.clear()
-    _recent.clear()
-    _closure_cache.clear()
-    _by_digest.clear()
-
-
-promote.on_new_broker.append(_reset_caches)
-
-
 def is_plain(frame: bytes) -> bool:
     """True if the frame carries its arguments as msgpack values, not the codec's bytes."""
     return type(_unframe(frame)[4]) is list
@@ -441,11 +429,13 @@ def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, s
 def unpack_items(t: tuple, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
     """``unpack`` of a frame already decoded (``_unframe``)."""
     _seq, _owner, digest, fn_bytes, args_bytes, warn = t
-    fn = _by_digest.get(digest)
+    fn = fns.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)
         if not warn:  # a function carrying copied mutable state gets its own copy every time
-            _by_digest[digest] = fn
+            if len(fns) >= FNS_MAX:
+                del fns[next(iter(fns))]  # the oldest
+            fns[digest] = fn
     if type(args_bytes) is list:
         return fn, tuple(args_bytes), {}, warn, digest
     if args_bytes:

@@ -10,8 +10,8 @@ its events to ``PATH.P<q>`` (msgpack) and answers ``M_TRACE_REP``; P0 reads and 
 files and writes the merged Chrome trace-event JSON to ``PATH``.
 
 Invariants:
-- At most one trace runs per runtime; ``_session["path"]`` is its output on P0 (None on the
-  other Ps and when none runs).
+- At most one trace runs per runtime; ``proc.trace["path"]`` is its output on P0 (None on the
+  other Ps and when none runs), and ``proc.stop_trace`` is ``stop`` while it runs there.
 - Owner P only (messages are handled on the hub thread).
 
 Design notes: shipping the events through the inbox rings was rejected: a trace of 100 k
@@ -31,15 +31,13 @@ import msgspec
 from .. import _hub
 from .._hub import Hub
 from .._hub import tracing as rec_mod
+from .._proc import proc
 from . import ctx as C
 from .tasks import _UINT_BYTES
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 REPLY_TIMEOUT = 30.0  # how long P0 waits for another P's part of the trace
-
-_session: dict[str, Any] = {"path": None, "replies": set()}
-
 
 def env_path() -> str | None:
     """The trace output ``CSP_MP_TRACE`` names, or None."""
@@ -53,12 +51,13 @@ def start(path: str | os.PathLike[str]) -> None:
     if old is not None:
         if old.hub is hub:
             raise RuntimeError("csp_mp.trace.start: a trace is already running")
-        rec_mod._active[:] = []  # left over from a runtime that has ended
+        proc.recorder = None  # left over from a runtime that has ended
     path = os.fspath(path)
     t0 = time.monotonic_ns()
     _begin(hub, t0)
-    _session["path"] = path
-    _session["procs"] = hub.nprocs
+    proc.trace["path"] = path
+    proc.trace["procs"] = hub.nprocs
+    proc.stop_trace = stop
     b: Any = hub.broker
     if b is not None:
         for q in _others(b):
@@ -68,18 +67,19 @@ def start(path: str | os.PathLike[str]) -> None:
 def stop() -> str | None:
     """Stop the trace and write it; its path, or None when no trace was running."""
     rec = rec_mod.active()
-    path = _session["path"]
+    path = proc.trace["path"]
     if rec is None or path is None:
         return None
     hub = rec.hub
     rec.uninstall()
-    _session["path"] = None
+    proc.trace["path"] = None
+    proc.stop_trace = None
     events = rec.chrome_events()
     b: Any = hub.broker
     missing: list[int] = []
     if b is not None:
         missing = _gather(b, hub, path, events)
-    procs = max(_session.get("procs", 1), 1)
+    procs = max(proc.trace["procs"], 1)
     doc = {"traceEvents": events, "displayTimeUnit": "ns",
            "otherData": {"generator": "csp_mp", "procs": procs,
                          "missing_ps": missing}}
@@ -103,7 +103,7 @@ def tracing(path: str | os.PathLike[str]) -> Iterator[None]:
 def on_message(b: Any, m: tuple) -> None:
     """Handle ``M_TRACE_REQ`` (start or stop this P's part) and ``M_TRACE_REP`` (P0)."""
     if m[0] == C.M_TRACE_REP:
-        _session["replies"].add(m[1])
+        proc.trace["replies"].add(m[1])
         return
     hub = b.hub
     if m[1] == 1:  # start
@@ -135,7 +135,7 @@ def _gather(b: Any, hub: Hub, path: str, events: list) -> list[int]:
     answered."""
     ctx = b.ctx
     others = _others(b)
-    replies: set[int] = _session["replies"]
+    replies: set[int] = proc.trace["replies"]
     replies.clear()
     for q in others:
         b.send(q, _msg((C.M_TRACE_REQ, 0, 0, path)))

@@ -45,6 +45,7 @@ import msgspec
 import msgspec.inspect
 
 from csp_mp import _tb
+from csp_mp._proc import proc
 from csp_mp._shm.arena import Arena
 from csp_mp._shm.cloud import Uncrossable
 from csp_mp._shm.cloud import dumps as cloud_dumps
@@ -120,30 +121,29 @@ class Extension:
         self.read = read  # read(code, data) -> obj: the object a name read stands for
 
 
-_EXT_TYPES: dict[type, Extension] = {}
-_EXT_CODES: dict[int, Any] = {}
+# The extension table is the runtime object's (proc.ext_types, proc.ext_codes, proc.xtdec,
+# proc.xldec): a process's, set by the process layer when a multi-P runtime starts. Its dict is
+# named here for encode's path; it is never rebound.
+_EXT_TYPES: dict[type, Extension] = proc.ext_types
 
 
 def set_extension(tp: type, code: int, ext: Extension) -> None:
     """Carry objects of exactly type ``tp`` in top-level tuples and lists as extension values
     of ``code``."""
-    global _xtdec, _xldec
-    _EXT_TYPES[tp] = ext
-    _EXT_CODES[code] = ext.read
-    hook = ext.read if len(_EXT_CODES) == 1 else _read_hook  # one kind: no dispatch
-    _xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=hook).decode
-    _xldec = msgspec.msgpack.Decoder(list, ext_hook=hook).decode
+    if proc.ext_types.get(tp) is ext and proc.ext_codes.get(code) is ext.read:
+        return  # already so
+    proc.ext_types[tp] = ext
+    proc.ext_codes[code] = ext.read
+    hook = ext.read if len(proc.ext_codes) == 1 else _read_hook  # one kind: no dispatch
+    proc.xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=hook).decode
+    proc.xldec = msgspec.msgpack.Decoder(list, ext_hook=hook).decode
 
 
 def _read_hook(code: int, data: memoryview) -> Any:
-    read = _EXT_CODES.get(code)
+    read = proc.ext_codes.get(code)
     if read is None:
         raise ValueError(f"unknown codec extension {code}")
     return read(code, data)
-
-
-_xtdec = msgspec.msgpack.Decoder(tuple, ext_hook=_read_hook).decode
-_xldec = msgspec.msgpack.Decoder(list, ext_hook=_read_hook).decode
 
 
 def _encode_ext(tag: bytes, value: list[Any] | tuple[Any, ...]) -> bytes | None:
@@ -331,9 +331,9 @@ def _decode_ext(buf: bytes, arena: Arena | None) -> Any:
     if sub == 1:
         return _tdec(body)
     if sub == 4:
-        return _xtdec(body)
+        return proc.xtdec(body)
     if sub == 5:
-        return _xldec(body)
+        return proc.xldec(body)
     if sub == 3:
         meta, data = _mdec(body)
         return _cast(memoryview(bytearray(data)), meta)
@@ -363,19 +363,15 @@ def holds_blocks(buf: bytes) -> bool:
     return buf[0] == _EXT and buf[1] == 2
 
 
-#: Bytes found in every pickle that names a reference-counted shared object, one per kind (the
-#: process layer sets them: ``set_ref_markers``); empty while none is counted.
-_REF_MARK: list[bytes] = []
-
-
 def set_ref_markers(*markers: bytes) -> None:
     """Say which pickled messages name counted shared objects (``discard`` decodes those), in
-    addition to the markers said before."""
-    _REF_MARK.extend(m for m in markers if m and m not in _REF_MARK)
+    addition to the markers said before: the bytes found in every pickle naming one, one per
+    kind (``proc.ref_marks``; the process layer sets them; empty while none is counted)."""
+    proc.ref_marks = tuple(dict.fromkeys((*proc.ref_marks, *(m for m in markers if m))))
 
 
 def _names_counted(raw: bytes) -> bool:
-    return any(m in raw for m in _REF_MARK)
+    return any(m in raw for m in proc.ref_marks)
 
 
 def discard(buf: bytes, arena: Arena | None) -> None:
@@ -383,7 +379,7 @@ def discard(buf: bytes, arena: Arena | None) -> None:
     counted shared object is decoded and dropped instead, which releases its names."""
     b0, b1 = buf[0], buf[1] if len(buf) > 1 else 0
     if b0 == _EXT and (b1 == 4 or b1 == 5) or (
-            _REF_MARK and arena is not None and (b0 == 0x80 or b0 == _EXT and b1 == 2)
+            proc.ref_marks and arena is not None and (b0 == 0x80 or b0 == _EXT and b1 == 2)
             and _names_counted(bytes(buf))):  # a pickle naming counted objects
         try:
             decode(buf, arena)  # takes the out-of-band blocks, freed as the value dies

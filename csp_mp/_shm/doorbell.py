@@ -23,39 +23,33 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from csp_mp._proc import proc
 from csp_mp._shm.locks import SEM_VALUE_MAX, Sem
 
 __all__ = ["Doorbell", "NativeDoorbell", "SPIN_SECONDS", "set_spin_policy", "spare_core"]
 
 SPIN_SECONDS = 30e-6  # how long a waiter spins before sleeping, when a core is spare
 
-_ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_load_at = 0.0
-_load = 0.0
+_NCPU = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def spare_core() -> bool:
     """Default spin policy: more than one CPU and the 1-minute load leaves one idle.
 
-    The load is re-read at most every 0.25 s.
+    The load is re-read at most every 0.25 s (``proc.load``, ``proc.load_at``).
     """
-    global _load_at, _load
-    if _ncpu < 2:
+    if _NCPU < 2:
         return False
     now = time.monotonic()
-    if now - _load_at > 0.25:
-        _load_at = now
-        _load = os.getloadavg()[0]
-    return _load <= _ncpu - 1
-
-
-_policy: Callable[[], bool] = spare_core
+    if now - proc.load_at > 0.25:
+        proc.load_at = now
+        proc.load = os.getloadavg()[0]
+    return proc.load <= _NCPU - 1
 
 
 def set_spin_policy(policy: Callable[[], bool]) -> None:
     """Replace the spare-core test (the runtime knows how many Ps are running or spinning)."""
-    global _policy
-    _policy = policy
+    proc.spin_policy = None if policy is spare_core else policy
 
 
 class Doorbell:
@@ -86,7 +80,7 @@ class Doorbell:
         """Take one post, waiting up to ``timeout`` seconds (None: forever). False on timeout."""
         if self._try(False):
             return True
-        if timeout != 0 and _policy():
+        if timeout != 0 and (proc.spin_policy or spare_core)():
             deadline = time.perf_counter() + min(SPIN_SECONDS, timeout or SPIN_SECONDS)
             try_ = self._try
             while time.perf_counter() < deadline:
@@ -147,7 +141,7 @@ class NativeDoorbell:
         """Take one post, waiting up to ``timeout`` seconds (None: forever). False on timeout."""
         if timeout == 0:
             return self._wait(0)
-        return self._wait(timeout, SPIN_SECONDS if _policy() else 0.0)
+        return self._wait(timeout, SPIN_SECONDS if (proc.spin_policy or spare_core)() else 0.0)
 
     def drain(self) -> int:
         """Take every pending post without waiting; how many there were."""

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from csp_mp._errors import InternalError
+from csp_mp._proc import proc
 from csp_mp._shm.atomics import LINE, WORD, Words
 
 __all__ = [
@@ -62,17 +63,9 @@ GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken
 _sem_unlink: Callable[[str], None] = _multiprocessing.sem_unlink
 
 
-_pid = os.getpid()  # this process's pid, the value a holder stores in the owner word
-
-
-def _after_fork_in_child() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-# A P forked from P0 inherits P0's ShmLock objects: it must record its own pid, not P0's, or a
-# lock it dies holding would look held by a living process.
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# A holder stores its pid in the owner word: proc.pid, which a fork renews (a P forked from P0
+# inherits P0's ShmLock objects: it must record its own pid, not P0's, or a lock it dies holding
+# would look held by a living process).
 
 
 def pid_alive(pid: int) -> bool:
@@ -199,7 +192,7 @@ class ShmLock:
     def acquire(self) -> bool:
         """Take the lock (any process). True if it was taken over from a dead holder."""
         if self._try(False):
-            self._q[self._owner] = _pid  # store; pairs with the load in _slow
+            self._q[self._owner] = proc.pid  # store; pairs with the load in _slow
             return False
         return self._slow()
 
@@ -213,7 +206,7 @@ class ShmLock:
         return self._q[self._owner]  # load; pairs with the stores in acquire/release
 
     def _slow(self) -> bool:
-        pid = _pid
+        pid = proc.pid
         # Critical sections are a few microseconds long: a short spin usually wins the lock
         # without a sleep, where a sleep costs a cross-core wake-up (tens of microseconds).
         try_ = self._try

@@ -11,20 +11,10 @@ Invariants:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from .._hub import current_hub
 from .._hub import waits as W
-
-_promoter: list[Callable[[Any], Any]] = []
-
-
-def set_promoter(fn: Callable[[Any], Any] | None) -> None:
-    """Register how a Sema becomes shared when its handle is pickled (the ``_mp`` layer)."""
-    _promoter.clear()
-    if fn is not None:
-        _promoter.append(fn)
+from .._proc import proc
 
 
 class Sema:
@@ -74,7 +64,8 @@ class Sema:
         self.count += n
 
     def __reduce__(self):
-        if not _promoter:
+        promote = proc.promote_sema  # set while a multi-P runtime runs (_mp/promote.py)
+        if promote is None:
             raise TypeError(
                 "csp_mp sync objects can only be pickled inside a multi-process runtime")
-        return _promoter[0](self)
+        return promote(self)

@@ -2,8 +2,8 @@
 it made still holding arena blocks, P processes and ``/dev/shm`` entries left behind.
 
 Invariants:
-- ``_ignored["global"]`` holds names exempted outside any test (conftest, module level);
-  ``_ignored["test"]`` those exempted while the current test runs, cleared by ``end_test``.
+- ``proc.leak_names`` holds names exempted outside any test (conftest, module level);
+  ``proc.leak_test_names`` those exempted while the current test runs, cleared by ``end_test``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .. import _hub
 from .._hub import waits as W
+from .._proc import proc
 from .._runtime import goid, num_goroutine, stack
 from .faketime import wait_all_blocked
 from .stacks import StackEntry as StackEntry
@@ -22,8 +23,6 @@ from .stacks import parse_stack
 SETTLE = 2.0  # real seconds goroutines get to end after the test before they count as leaked
 SHM = "/dev/shm"
 
-_ignored: dict[str, set[str]] = {"global": set(), "test": set()}
-_in_test = [False]
 
 
 def ignore_leaks(*function_names: str) -> None:
@@ -32,23 +31,23 @@ def ignore_leaks(*function_names: str) -> None:
     for name in function_names:
         if not isinstance(name, str) or not name:
             raise TypeError("ignore_leaks() takes function names as non-empty strings")
-    _ignored["test" if _in_test[0] else "global"].update(function_names)
+    (proc.leak_test_names if proc.in_test else proc.leak_names).update(function_names)
 
 
 def begin_test() -> None:
     """A test starts: names exempted from now on are its own."""
-    _in_test[0] = True
-    _ignored["test"].clear()
+    proc.in_test = True
+    proc.leak_test_names.clear()
 
 
 def end_test() -> None:
     """The test ended: forget its exemptions."""
-    _in_test[0] = False
-    _ignored["test"].clear()
+    proc.in_test = False
+    proc.leak_test_names.clear()
 
 
 def _exempt(e: StackEntry) -> bool:
-    names = _ignored["global"] | _ignored["test"]
+    names = proc.leak_names | proc.leak_test_names
     return any(e.matches(n) for n in names)
 
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from .._errors import GoroutineExit
-from .._run import _implicit, run, shutdown
+from .._proc import proc
+from .._run import run, shutdown
 from .._runtime import num_goroutine
 from . import leaks as L
 from .faketime import _ONE_P, fake_time
@@ -135,7 +136,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     before = L.snapshot() if check else None
     objects = L.live_objects() if check else {}
     result = yield
-    if before is not None and _implicit["hub"] is not None:
+    if before is not None and proc.implicit is not None:
         _check_implicit(before, objects)
     return result
 
@@ -145,7 +146,7 @@ def _check_implicit(before: L.Snapshot, objects_before: dict[str, int]) -> None:
     goroutine is alive, the shared objects it left live; then what its Ps left once
     stopped."""
     __tracebackhide__ = True
-    hub = _implicit["hub"]
+    hub = proc.implicit
     leaked: list[L.StackEntry] = []
     unseen = 0
     objects: dict[str, int] = {}
