@@ -30,7 +30,7 @@ Module-level state that stays outside this object, and why:
   (``nilchan``, ``default``, the background and TODO contexts);
 - caches of pure functions of the code, keyed by code objects or types, which a fork or a new
   runtime cannot make wrong: ``_hub/preempt.py`` ``_code_cache`` and ``_body_calls``,
-  ``_hub/drive.py`` ``_sleep_calls``, ``_tb.py`` ``_stubs``, ``_mp/tasks.py`` ``_RUNTIME``;
+  ``_hub/drive.py`` ``_sleep_calls``, ``_tb.py`` ``_stubs``, ``_mp/arrays.py`` ``_ARRAY_CLASS``;
 - ``_shm/cloud.py`` ``_table``, cloudpickle's reducer table, filled at import;
 - not moved yet: the hub layer's signal-handler and sysmon state (``_hub/drive.py`` and
   ``_hub/slicer.py`` ``_state``, ``_hub/interrupt.py`` and ``_hub/preempt.py`` ``_inst``,
@@ -77,6 +77,7 @@ class Proc:
         "ext_types", "ext_codes", "xtdec", "xldec", "ref_marks",
         "spin_policy", "load_at", "load",
         "patched", "leak_names", "leak_test_names", "in_test",
+        "worker", "brought", "forked",
     )
 
     def __init__(self) -> None:
@@ -148,6 +149,12 @@ class Proc:
         self.leak_names: set[str] = set()
         self.leak_test_names: set[str] = set()
         self.in_test = False
+        #: this process is a worker P; names of its ``__main__`` and the id of the value last
+        #: brought for each by a function sent by value, those still a fork's copy of P0's
+        #: (``_shm/cloud.py`` ``merge_main``)
+        self.worker = False
+        self.brought: dict[str, int] = {}
+        self.forked: set[str] = set()
 
     def stop(self) -> None:
         """The runtime stopped: forget it (its hub, its Ps, the bytes naming its arena)."""
@@ -180,6 +187,9 @@ class Proc:
         self.stop_trace = None
         self.deciding = False
         self.load_at = 0.0
+        self.worker = False
+        self.brought = {}
+        self.forked = set()
 
 
 proc = Proc()

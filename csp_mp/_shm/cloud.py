@@ -40,6 +40,8 @@ from typing import Any
 
 import cloudpickle
 
+from csp_mp._proc import proc
+
 __all__ = ["Uncrossable", "dumps"]
 
 
@@ -126,57 +128,46 @@ def module_namespace(modname: str) -> dict[str, Any]:
     return main.__dict__ if main is not None else {"__name__": modname}
 
 
-class MainMerge:
-    """How globals brought by functions merge into this process's ``__main__`` namespace.
+def begin_worker() -> None:
+    """This process is a worker P (called once as it starts): what its ``__main__`` holds now is
+    a fork's copy of P0's, not its own (see ``merge_main``)."""
+    main = sys.modules.get("__main__")
+    ns = main.__dict__ if main is not None else {}
+    proc.worker = True
+    proc.brought = {k: id(v) for k, v in ns.items()}
+    proc.forked = set(ns)
 
-    ``brought`` maps a name to the id of the value a function last brought for it, or that the
-    name had when this worker P began (``forked``: a fork's copy of P0's value). A name still
-    bound to that value was not rebound here, and a newer value brought for it replaces it (a
-    channel P0 rebound, a forked copy of a channel), except a list, dict, set or bytearray a
+
+def merge_main(ns: dict[str, Any], values: dict[str, Any]) -> None:
+    """Merge ``values``, the globals a function sent by value brought, into ``ns``, this
+    process's ``__main__`` namespace.
+
+    ``proc.brought`` maps a name to the id of the value a function last brought for it, or that
+    the name had when this worker P began (``proc.forked``: a fork's copy of P0's value). A name
+    still bound to that value was not rebound here, and a newer value brought for it replaces it
+    (a channel P0 rebound, a forked copy of a channel), except a list, dict, set or bytearray a
     function brought, which this process's goroutines may have changed in place (a cache). A
     name rebound here (a counter, what an initializer set) is this process's and stays, except
     the program's code (functions and classes), which a newer definition replaces. In P0
-    (``worker`` False) nothing is replaced: missing names are filled.
+    (``proc.worker`` False) nothing is replaced: missing names are filled.
     """
-
-    __slots__ = ("worker", "brought", "forked")
-
-    def __init__(self) -> None:
-        self.worker = False
-        self.brought: dict[str, int] = {}
-        self.forked: set[str] = set()
-
-    def begin_worker(self, ns: dict[str, Any]) -> None:
-        """This process is a worker P: what ``ns`` holds now is a copy of P0's, not its own."""
-        self.worker = True
-        self.brought = {k: id(v) for k, v in ns.items()}
-        self.forked = set(ns)
-
-    def merge(self, ns: dict[str, Any], values: dict[str, Any]) -> None:
-        """Merge ``values`` (brought by a function sent by value) into ``ns``."""
-        for k, v in values.items():
-            if k in ns:
-                if not self.worker:
-                    continue
-                cur = ns[k]
-                if not isinstance(v, (types.FunctionType, type)):  # code: the newest wins
-                    if cur is v or id(cur) != self.brought.get(k):
-                        continue  # the same, or rebound here: this process's own
-                    if isinstance(cur, _CONTAINERS) and k not in self.forked:
-                        continue  # brought before and maybe filled here since
-            ns[k] = v
-            self.brought[k] = id(v)
-            self.forked.discard(k)
+    brought, forked, worker = proc.brought, proc.forked, proc.worker
+    for k, v in values.items():
+        if k in ns:
+            if not worker:
+                continue
+            cur = ns[k]
+            if not isinstance(v, (types.FunctionType, type)):  # code: the newest wins
+                if cur is v or id(cur) != brought.get(k):
+                    continue  # the same, or rebound here: this process's own
+                if isinstance(cur, _CONTAINERS) and k not in forked:
+                    continue  # brought before and maybe filled here since
+        ns[k] = v
+        brought[k] = id(v)
+        forked.discard(k)
 
 
 _CONTAINERS = (list, dict, set, bytearray)
-main_merge = MainMerge()
-
-
-def begin_worker() -> None:
-    """Called once when a worker P starts (see ``MainMerge``)."""
-    main = sys.modules.get("__main__")
-    main_merge.begin_worker(main.__dict__ if main is not None else {})
 
 
 def _shared(ns: dict[str, Any]) -> bool:
@@ -202,7 +193,7 @@ def _function_setstate(fn: types.FunctionType, state: tuple) -> None:
     slotstate.pop("_cloudpickle_submodules", None)
     ns = fn.__globals__
     if _shared(ns):
-        main_merge.merge(ns, brought)
+        merge_main(ns, brought)
     elif not ns.get("__spec__") and "__file__" not in ns:  # a fresh dict (module not found)
         ns.update(brought)
     if closure is not None:
