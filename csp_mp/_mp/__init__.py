@@ -12,7 +12,6 @@ from typing import Any
 
 from .._hub import Hub, Outcome
 from . import ctx as C
-from . import reports
 from . import tasks as _tasks
 from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
@@ -31,7 +30,7 @@ def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) 
         g.is_main = True
         g.name = "main"
         hub.main_g = g
-        return reports.lost_behind(broker, hub.run_until_done())
+        return broker.reporter.lost_behind(hub.run_until_done())
     finally:
         broker.drain_warnings()
         stop_p0(rt)
