@@ -279,7 +279,6 @@ REPLACED_THEN_TRACED = textwrap.dedent("""
     import csp_mp
     from csp_mp import Chan, go, go_local, trace
     from csp_mp.futures import Executor
-    from helpers import wait_goroutines
     from test_futures import _tasks_on_both_ps
 
     KIDS = 6
@@ -306,7 +305,6 @@ REPLACED_THEN_TRACED = textwrap.dedent("""
             for f in futs:
                 if not f.done():
                     gate.send(None)
-        base = csp_mp.runtime.num_goroutine()  # main and the executor's collector
         done = Chan(1024)
         spawned, on = 0, set()
         with trace.tracing(path):  # P1 is clean: it has run nothing but executor tasks
@@ -316,7 +314,9 @@ REPLACED_THEN_TRACED = textwrap.dedent("""
                 spawned += 16
                 for _ in range(16):
                     on.add(done.recv())
-            wait_goroutines(base)  # every spawner and child has ended
+            # every spawner and child has ended (a fresh stack of every P, not published counts)
+            while any(f"__main__.{fn})" in csp_mp.runtime.stack() for fn in ("spawner", "child")):
+                csp_mp.sleep(0.001)
         return {"spawned": spawned, "kids": KIDS, "on": sorted(on)}
 
     print(json.dumps(csp_mp.run(main, sys.argv[1], procs=2)))
