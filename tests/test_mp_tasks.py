@@ -118,11 +118,11 @@ def _decode_case() -> dict:
     b: Any = current_hub().broker
     ch = Chan(4)
     entry = tasks.pickle_fn(H.noop)
-    plain = [b.encode_plain(i, 0, entry, (i, "s", 2.5, None, ch)) for i in range(3)]
+    plain = [b.runq.encode_plain(i, 0, entry, (i, "s", 2.5, None, ch)) for i in range(3)]
     codec = tasks.pack(9, 0, H.noop, ((1, 2),), {}, b.arena)
     refs = lambda: int(ch._st.add_refs(0))  # noqa: E731
     before = refs()
-    decode = b.decode_plain
+    decode = b.runq.decode_plain
     unknown = decode(plain[:1], 0, {}, promote.names)  # the callable not known yet: stops
     after_unknown = refs()
     fns = {entry[0]: H.noop}
@@ -170,7 +170,7 @@ def _spawner_case() -> dict:
     entries: deque = deque()
     slow: list = []
     flushes: list[int] = []
-    sp = core().Spawner(b.encode_plain.__self__, hub, 0, frames, entries,
+    sp = core().Spawner(b.runq.encode_plain.__self__, hub, 0, frames, entries,
                         lambda fn, args, kwargs: slow.append((fn, args, kwargs)),
                         lambda: flushes.append(len(frames)), 4)
     ch = Chan(1)

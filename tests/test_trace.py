@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import wait_goroutines
@@ -157,6 +159,33 @@ def test_stop_restores_the_hub_and_stop_without_start_is_none(tmp_path: Path) ->
     assert again is None
 
 
+def test_a_trace_across_ps_watches_the_broker_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The process layer's part of a trace is a watcher of the broker: nothing is assigned on
+    the broker, its run queue or the run-queue rings, and stopping restores all three."""
+
+    def methods(obj: Any) -> dict:
+        return {k: v for k, v in vars(obj).items() if callable(v)}
+
+    def state(b: Any, rings: list) -> tuple:
+        return methods(b), methods(b.runq), [sorted(vars(r)) for r in rings]
+
+    def main() -> tuple[list[str], bool]:
+        b: Any = csp_mp._hub.current_hub().broker
+        rings = list(b.ctx.runq)
+        before = state(b, rings)
+        trace.start(tmp_path / "t.json")
+        during = [type(w).__name__ for w in b.watchers]
+        ring_attrs = [sorted(vars(r)) for r in rings]
+        assert _fan_out(64) == 64 * 63 // 2
+        trace.stop()
+        assert state(b, rings) == before
+        assert b.watchers == () and b.runq.watchers == ()
+        return during, ring_attrs == before[2]
+
+    during, rings_untouched = csp_mp.run(main, procs=2)
+    assert during == ["_Flows"] and rings_untouched
+
+
 def test_csp_mp_trace_env_traces_a_whole_run(tmp_path: Path) -> None:
     out = tmp_path / "env.json"
     code = ("import csp_mp, time\n"
@@ -243,3 +272,89 @@ def test_trace_recorder_and_seeded_scheduler_work_together(tmp_path: Path) -> No
     parks = [e for e in ev if e["ph"] == "i" and e["name"] in ("gosched", "park")]
     assert sum(n for name, n in runs.items() if "body" in name) >= 40  # 2 slices each
     assert len(ends) >= 20 and len(parks) >= 20
+
+
+REPLACED_THEN_TRACED = textwrap.dedent("""
+    import json, os, signal, sys
+    import csp_mp
+    from csp_mp import Chan, go, go_local, trace
+    from csp_mp.futures import Executor
+    from test_futures import _tasks_on_both_ps
+
+    KIDS = 6
+
+    def child(gate):
+        gate.recv()  # parks once: nothing is sent, the gate only closes
+
+    def spawner(done):
+        gate = Chan()
+        for _ in range(KIDS):
+            go_local(child, gate)
+        while gate.stats().receivers_waiting < KIDS:
+            csp_mp.sleep(0.001)
+        gate.close()
+        done.send(csp_mp.runtime.current_p())
+
+    def main(path):
+        pids, gate = Chan(64), Chan()
+        with Executor(max_workers=4096) as ex:
+            futs, victim = _tasks_on_both_ps(ex, pids, gate)
+            os.kill(victim, signal.SIGKILL)  # P1 holds only tasks: a new process replaces it
+            while not any(f.done() for f in futs):
+                csp_mp.sleep(0.001)
+            for f in futs:
+                if not f.done():
+                    gate.send(None)
+        done = Chan(1024)
+        spawned, on = 0, set()
+        with trace.tracing(path):  # P1 is clean: it has run nothing but executor tasks
+            while on != {0, 1} and spawned < 64 * 16:
+                for _ in range(16):
+                    go(spawner, done)
+                spawned += 16
+                for _ in range(16):
+                    on.add(done.recv())
+            # every spawner and child has ended (a fresh stack of every P, not published counts)
+            while any(f"__main__.{fn})" in csp_mp.runtime.stack() for fn in ("spawner", "child")):
+                csp_mp.sleep(0.001)
+        return {"spawned": spawned, "kids": KIDS, "on": sorted(on)}
+
+    print(json.dumps(csp_mp.run(main, sys.argv[1], procs=2)))
+""")
+
+
+def test_a_trace_after_a_p_was_replaced_holds_every_goroutine_of_every_p(tmp_path: Path) -> None:
+    """P1 dies holding only executor tasks and is replaced; a trace then records every
+    goroutine created on either P, each park and each end (the new P1 starts clean, and
+    soiling it must not take the recorder's hooks with it)."""
+    path = tmp_path / "r.json"
+    here = os.path.dirname(os.path.abspath(__file__))
+    done = subprocess.run([sys.executable, "-c", REPLACED_THEN_TRACED, str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=here,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              [here, os.path.dirname(here)])))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["on"] == [0, 1], got  # spawners ran on both Ps
+    spawned, kids = got["spawned"], got["kids"]
+    ev = _load(path)
+    inst = [e for e in ev if e["ph"] == "i"]
+    # go(spawner): each framed on P0, each run once, on the P that took it, and ended
+    queued = [e for e in inst if e["name"] == "go" and e["args"]["goid"] == 0
+              and e["args"]["detail"].endswith(".spawner")]
+    assert len(queued) == spawned and {e["pid"] for e in queued} == {0}
+    runs = {e["args"]["goid"]: e["pid"] for e in ev
+            if e["ph"] == "X" and e["cat"] == "run" and e["name"].endswith(".spawner")}
+    assert len(runs) == spawned
+    per_p = Counter(runs.values())
+    assert per_p[0] > 0 and per_p[1] > 0
+    ends = Counter(e["args"]["goid"] for e in inst if e["name"] == "end")
+    assert all(ends[g] == 1 for g in runs)
+    # go_local(child): created on the spawner's P, parked once on the gate, ended
+    made = {e["args"]["goid"]: e["pid"] for e in inst
+            if e["name"] == "go" and e["args"]["goid"] and e["args"]["detail"].endswith(".child")}
+    assert Counter(made.values()) == {q: n * kids for q, n in per_p.items()}
+    parks = Counter(e["args"]["goid"] for e in inst
+                    if e["name"] == "park" and e["args"]["goid"] in made)
+    assert parks == Counter(dict.fromkeys(made, 1))
+    assert all(ends[g] == 1 for g in made)

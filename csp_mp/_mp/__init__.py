@@ -14,7 +14,6 @@ from typing import Any
 from .._hub import Hub, Outcome
 from . import arrays as _arrays  # noqa: F401 - discard must know the names of shared arrays
 from . import ctx as C
-from . import reports
 from .counters import metrics as metrics
 from .procs import running, start_p0, stop_p0
 
@@ -28,7 +27,7 @@ def run_multi(main: Callable[..., Any], args: tuple, kwargs: dict, nprocs: int) 
         g.is_main = True
         g.name = "main"
         hub.main_g = g
-        return reports.lost_behind(broker, hub.run_until_done())
+        return broker.reporter.lost_behind(hub.run_until_done())
     finally:
         broker.drain_warnings()
         stop_p0(rt)

@@ -19,9 +19,6 @@ from typing import Any
 
 import msgspec
 
-from . import ctx as C
-from . import migrate_warn
-
 __all__ = ["watch"]
 
 _msg = msgspec.msgpack.Encoder().encode
@@ -57,8 +54,10 @@ def _fingerprint(v: Any, depth: int = 0) -> Any:
     return id(v)
 
 
-def watch(broker: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Callable[..., Any]:
-    """``fn``, or a stand-in that runs it and then warns if it changed a watched argument."""
+def watch(p: int, warn: Callable[[str, bytes], None], fn: Callable[..., Any], args: tuple,
+          kwargs: dict) -> Callable[..., Any]:
+    """``fn``, or a stand-in that runs it on P ``p`` and then warns (``warn(text, key)``, once
+    per key) if it changed a watched argument."""
     picked = [(i, a) for i, a in enumerate(args) if _watched(a)]
     picked += [(k, a) for k, a in kwargs.items() if _watched(a)]
     if not picked:
@@ -74,7 +73,7 @@ def watch(broker: Any, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Cal
             changed = [key for (key, v), fp in zip(picked, before, strict=True)
                        if _fingerprint(v) != fp]
             if changed:
-                _report(broker, fn, changed, picked)
+                _report(p, warn, fn, changed, picked)
         except Exception:  # noqa: S110 - a diagnostic never fails the goroutine
             pass
         return result
@@ -96,26 +95,19 @@ def _param(fn: Any, key: int | str) -> str:
     return f"#{key}"
 
 
-def _report(broker: Any, fn: Any, changed: list, picked: list) -> None:
+def _report(p: int, warn: Callable[[str, bytes], None], fn: Any, changed: list,
+            picked: list) -> None:
     kinds = dict(picked)
     for key in changed:
         name = _param(fn, key)
         what = getattr(fn, "__qualname__", repr(fn))
-        seen = f"{what}\0{name}"
-        if seen in broker.warned:
-            continue
-        broker.warned.add(seen)
         v = kinds[key]
         kind = "a NumPy array" if _is_ndarray(type(v)) else f"a {type(v).__name__}"
         message = (f"goroutine function {what!r} changed its argument {name!r} ({kind}) on P"
-                   f"{broker.p}, another P than the one that started it: it received a copy, "
+                   f"{p}, another P than the one that started it: it received a copy, "
                    "and its spawner does not see the change. Use csp_mp.shared_array() for an "
                    "array every P writes in place, or send the results on a channel.")
         code = getattr(fn, "__code__", None)
         filename = code.co_filename if code is not None else "<unknown>"
         lineno = code.co_firstlineno if code is not None else 0
-        text = f"{filename}\0{lineno}\0{message}"
-        if broker.p == 0:
-            migrate_warn.emit(text)
-        else:
-            broker.send(0, _msg((C.M_WARN, text)))
+        warn(f"{filename}\0{lineno}\0{message}", f"{what}\0{name}".encode())

@@ -1,35 +1,42 @@
 """The broker: what a P's hub asks of the other Ps (Go's work stealing, wake-ups and checkdead).
 
 One per P process, plugged into its hub (``hub.broker``), and the ``ProcLayer`` of the shared
-channels of this process. It owns this P's per-P state and the messaging between Ps: the inbox
-(WAKE messages from other Ps, stack requests and replies, panics and warnings forwarded to P0),
-wake-ups for goroutines parked on shared objects (``deliver``) and the lock stripes. Each other
-job lives in its own module, as functions taking the broker:
+channels of this process. It owns this P's messaging with the other Ps: the inbox (WAKE messages
+from other Ps, stack requests and replies, panics and warnings forwarded to P0), wake-ups for
+goroutines parked on shared objects (``deliver``), the handles of shared objects and the lock
+stripes. The other jobs are parts it is composed of, each a class owning its state, in a module
+that imports none of the others' above it:
 
-- ``runq``: the stealable run queue of this P, stealing and idling;
-- ``tokens``: select tokens, the words that make exactly one case of a select win;
-- ``checkdead``: deadlock detection across Ps (P0);
-- ``reports``: goroutine descriptions and stacks, panic and lost-P reports.
+- ``runq``: the stealable run queue of this P and stealing (``RunQueue``);
+- ``tokens``: select tokens, the words that make exactly one case of a select win
+  (``TokenTable``);
+- ``replace``: whether this worker P holds only executor tasks, and those tasks (``TaskTable``);
+- ``reports``: goroutine descriptions and stacks, panic and lost-P reports (``Reporter``);
+- ``checkdead``: deadlock detection across Ps (``Checkdead``, run by P0).
 
-The functions on hot paths (``place``, ``flush_spawns``, ``claim``, ...) are bound below as
-methods, so the hub and the channels call them without an extra layer.
+``idle`` and ``poll`` bring them together (Go's findRunnable). The parts' methods on hot paths
+(``place``, ``flush_spawns``, ``claim``, ``token_live``, ...) are bound methods cached as this
+broker's attributes, so the hub and the channels call them without an extra layer; tools watch
+it through ``watch`` (``watch.py``).
 
 Invariants:
 - ``wakes_out`` holds WAKE messages for other Ps not yet sent; the hub polls (``poll_now``)
   before its next switch, which flushes them. ``outbox`` holds messages an inbox had no room
   for, in order: while it is not empty, every new message queues behind it.
-- Owner P only, except ``claim``/``token_live`` and ``chan_lock_index``/``obj_lock_index``,
-  which any P's channels call for any P under the documented locks.
+- ``unflushed``/``pending`` are the run queue's deques and ``token_waiting`` the token table's
+  dict, read here (never rebound by either side).
+- ``_queue_wake`` is the class's method while nobody watches, else the watched variant.
+- Owner P only, except ``claim``/``token_live``/``plain_live`` and ``chan_lock_index``/
+  ``obj_lock_index``, which any P's channels call for any P under the documented locks, and
+  ``work_waiting`` (reads only, any thread).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 import random
 import time
-from collections import deque
 from typing import Any, cast
 
 import msgspec
@@ -37,7 +44,6 @@ import msgspec
 from .._chan import Chan
 from .._chan.block import _OWN_SPARES as OWN_SPARES
 from .._chan.block import _SPARE_SLOTS as SPARE_SLOTS
-from .._chan.local import SelectState
 from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
 from .._chan.shared import SharedChan
 from .._errors import InternalError
@@ -46,15 +52,21 @@ from .._hub.g import WAITING
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
 from .._shm.native import core as native_core
-from . import counters, migrate_warn, promote, replace, reports, runq, tasks, tokens, tracing
 from . import ctx as C
+from . import migrate_warn, promote, tracing
+from .checkdead import DEADLOCK_SETTLE, Checkdead, work_visible
 from .promote import HandleRef
-from .tokens import TOKEN_LOCKS
+from .replace import TaskTable
+from .reports import INFO_EVERY, Reporter
+from .runq import RunQueue
+from .tokens import TOKEN_LOCKS, TokenTable
+from .watch import Watcher
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 
 WAKE_BATCH = 32  # wake-ups to other Ps sent at once
+IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 # lock index ranges in the arena's lock set (lock 0 is the allocator's)
 CHAN_LOCKS = 32
@@ -101,10 +113,8 @@ class Broker:
         self.p = ctx.p
         self.arena = ctx.arena
         self.spin_seconds = spin_seconds(ctx)
-        locks = ctx.arena.locks
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
-        self.token_locks = [locks.lock(base + CHAN_LOCKS + i) for i in range(TOKEN_LOCKS)]
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
         self._next_chan_lock = random.randrange(CHAN_LOCKS)
         self._next_obj_lock = random.randrange(OBJ_LOCKS)
@@ -112,16 +122,13 @@ class Broker:
         self.wakes_out: list[tuple[int, bytes]] = []
         self.outbox: list[tuple[int, bytes, bool]] = []
         self._owes_w = ctx.pidx(ctx.p, C.P_OWES)  # 1 while either holds a message (replace.py)
+        self._inbox = ctx.inbox[ctx.p]
+        self.warned: set[bytes] = set()  # migration warnings shown (P0) or sent, by text or key
+        self.watchers: tuple[Watcher, ...] = ()
         # goroutines of this P's earlier processes have lower ids (replace.py)
         self.gfloor = ctx.pload(ctx.p, C.P_GFLOOR)
-        self._floors = ctx.pidx(0, C.P_GFLOOR)
-        # replace.py: whether this worker P holds only executor tasks, and those tasks
-        self.clean = False
-        self.soiler: Any = None  # the instrument that soils it (replace._Soiler)
-        self.task_slots: dict[tuple[int, int], int] = {}  # (owner, key) -> its table entry
-        self.free_task_slots: list[int] = []
-        self.tasks_w = ctx.pload(ctx.p, C.P_TASKS) // 8
-        self.warned: set[bytes] = set()
+        if self.gfloor:
+            hub._ids = itertools.count(self.gfloor)
         # arena offset -> weak ref to this process's Chan handle (promote.HandleRef); the refs
         # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
         self.chans: dict[int, Any] = {}
@@ -132,25 +139,33 @@ class Broker:
         self.chan_states: dict[int, SharedChan] = {}  # SharedChan.attach's
         self.spare_states: dict[int, list[SharedChan]] = {}  # blocks this P destroyed
         self.live_word = ctx.pbase + C.P_LIVE_CHAN  # its live channels (ProcLayer)
-        # run queue (runq.py)
-        self.pending: deque[tuple] = deque()
-        self.unflushed: deque[bytes] = deque()
-        self.unq: deque[tuple] = deque()
-        self.ring_full = 0  # frames in this P's ring when it last refused a flush (0: it took)
-        self.encode_plain = tasks.plain_encoder(ctx.arena)
-        self.decode_plain = tasks.plain_decoder(self.encode_plain)
-        # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
-        self.spawn: Any = runq.spawner(self, hub)
-        hub.set_placer(getattr(self.spawn, "go", self.place))
-        self.rng = random.Random()
-        # select tokens (tokens.py)
-        self.tokens: dict[int, tuple[Any, SelectState, int]] = {}
-        self.free_slots = list(range(C.TOKENS - 1, -1, -1))
-        self.token_gen = self.gfloor & 0xFFFF_FFFF_FFFF or 1  # above any earlier process's
-        if self.gfloor:
-            hub._ids = itertools.count(self.gfloor)
+        # the parts
+        self.reporter = Reporter(ctx, hub, self)
+        self.checkdead = Checkdead(ctx, self.reporter.gather_stacks)
+        self.task_table = TaskTable(ctx, hub)
+        self.runq = RunQueue(ctx, hub, self.task_table, self.reporter, self.warn_migration)
         # the compiled core's token claims and wake-ups (the shared channel's hand-off)
-        self.peers: Any = tokens.peers(self)
+        self.peers: Any = self._peers()
+        self.tokens = TokenTable(ctx, base + CHAN_LOCKS, self.gfloor, self.peers)
+        # the parts' methods the hub, the channels and the compiled core call (bound once)
+        rq, tt, rep = self.runq, self.tokens, self.reporter
+        self.place = rq.place
+        self.flush_spawns = rq.flush_spawns
+        self.pop_own = rq.pop_own
+        self.steal = rq.steal
+        self.busy = rq.busy
+        self.unflushed = rq.unflushed
+        self.pending = rq.pending
+        self.new_token = tt.new_token
+        self.claim = tt.claim
+        self.token_live = tt.token_live
+        self.plain_live = tt.plain_live
+        self.token_waiting = tt.waiting
+        self.report_panic = rep.report_panic
+        self.gather_stacks = rep.gather_stacks
+        self.stats = rep.stats
+        # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
+        hub.set_placer(getattr(rq.spawn, "go", rq.place))
         # the compiled core's registration and release of channel handles (promote.py's
         # protocol, whose Python path _register and release_handles spell out), else None
         self.handles: Any = (native_core().Handles(
@@ -160,34 +175,56 @@ class Broker:
             if ctx.arena.core is not None else None)
         if self.handles is not None:  # the whole release in one C call
             self.release_handles = self.handles.release
-        if self.peers is not None:
-            self.claim = self.peers.claim  # one CAS; the Python path's claim takes a lock
         # this P's doorbell in the arena (compiled core): a channel poll ends when it rings
         self.bell_off = -1 if self.peers is None else cast(NativeDoorbell, ctx.bell).offset
-        # deadlock detection (checkdead.py)
-        self.dl_snap: tuple | None = None
-        self.dl_t = 0.0
-        # reports (reports.py)
-        self.stack_replies: dict[int, dict[int, str]] = {}
-        self.stack_req = 0
-        self.info_t = 0.0
-        self.info_stale = False  # a steal left its goroutines undescribed (poll publishes)
-        self.metrics_t = 0.0  # when idle() last published this P's counters
-        self.info_n: tuple[int, int] = (-1, -1)
         ctx.pstore(C.P_PID, os.getpid())
         ctx.pstore(C.P_STATUS, C.RUNNING)
         if self.p == 0:  # where plain code meets a poisoned arena: the lost P is what it raises
-            ctx.arena.poisoned_error = functools.partial(reports.lost_error, self)
+            ctx.arena.poisoned_error = self.reporter.lost_error
         hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
         if self.p:  # a worker P: replaced, should it die holding only executor tasks
-            replace.install(self, hub)
+            self.task_table.start_clean()
+
+    def _peers(self) -> Any:
+        """The compiled core's ``Peers`` of this P (token claims by CAS, wake-ups written to
+        other Ps' inboxes), or None on the Python path."""
+        core = self.arena.core
+        if core is None:
+            return None
+        ctx = self.ctx
+        bells = [cast(NativeDoorbell, bell).offset for bell in ctx.bells]
+        return native_core().Peers(
+            core, self.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
+            ctx.pidx(self.p, C.P_SENT) * 8, C.M_WAKE, self.deliver_off, NO_OBJ,
+            floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8)
 
     @property
     def seq(self) -> int:
         """The seq of the last frame this P queued (go() calls framed so far)."""
-        return int(self.spawn.seq)
+        return int(self.runq.spawn.seq)
 
-    # ------------------------------------------------------------------ the jobs, bound here
+    # ------------------------------------------------------------------ hook points
+
+    def watch(self, w: Watcher) -> None:
+        """Send this P's process-layer events to ``w`` too (``watch.py``; owner P)."""
+        if w in self.watchers:
+            raise ValueError(f"{w!r} already watches this broker")
+        self.watchers = (*self.watchers, w)
+        self.runq.watch(w)
+        self._queue_wake = self._queue_wake_watched
+        if self.peers is not None:  # every hand-off's wake-up comes through deliver_off
+            self.peers.divert = True
+
+    def unwatch(self, w: Watcher) -> None:
+        """Stop sending events to ``w``; nothing if it does not watch."""
+        self.watchers = tuple(x for x in self.watchers if x is not w)
+        self.runq.unwatch(w)
+        if not self.watchers:
+            self.__dict__.pop("_queue_wake", None)  # the class's method again
+            if self.peers is not None:
+                self.peers.divert = False
+
+    # ------------------------------------------------------------------ the ProcLayer's
 
     def spin_time(self, hub: Hub) -> float:
         """ProcLayer: how long a goroutine about to park on a shared channel may poll it: only
@@ -207,31 +244,9 @@ class Broker:
                 return False
         return self.pop_own(hub)
 
-    # run queue (the hub's Broker protocol: place, idle; poll is below)
-    place = runq.place
-    flush_spawns = runq.flush_spawns
-    idle = runq.idle
-    pop_own = runq.pop_own
-    own_entry = runq.own_entry
-    busy = runq.busy
-    steal = runq.steal
-    work_waiting = runq.work_waiting
-    # select tokens (with chan_lock_index and deliver, the ProcLayer of shared channels)
-    new_token = tokens.new_token
-    release_token = tokens.release_token
-    claim = tokens.claim
-    token_live = tokens.token_live
-
-    def plain_live(self, p: int, gid: int) -> bool:
-        """Whether goroutine ``gid`` of P ``p`` is of that P's current process (replace.py)."""
-        return gid >= self.ctx.q[self._floors + p * C.P_STRIDE]
-
-    # reports
-    report_panic = reports.report_panic
-    gather_stacks = reports.gather_stacks
-    num_goroutine = reports.num_goroutine
-    stats = reports.stats
-    publish_info = reports.publish_info
+    def num_goroutine(self, hub: Hub) -> int:
+        """Live goroutines in every P (other Ps' counts are their last published ones)."""
+        return self.reporter.num_goroutine(hub, len(self.unflushed))
 
     # ------------------------------------------------------------------ lock stripes
 
@@ -267,14 +282,27 @@ class Broker:
         self._queue_wake(p, gid, slot, gen, case, kind, data, off)
 
     def _queue_wake(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                    data: bytes | None, off: int, flow: int = 0) -> None:
-        """Queue a WAKE message for P ``p``; ``flow``: the execution trace's flow id, which the
-        message carries to where the woken goroutine runs next."""
+                    data: bytes | None, off: int) -> None:
+        """Queue a WAKE message for P ``p``."""
+        if not self.wakes_out:
+            self.ctx.q[self._owes_w] = 1
+        self.wakes_out.append((p, _msg((C.M_WAKE, gid, slot, gen, case, kind, data, off))))
+        self.hub.poll_now = True  # the next switch goes through the hub, which flushes
+        if len(self.wakes_out) >= WAKE_BATCH:
+            self.flush_wakes()
+
+    def _queue_wake_watched(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
+                            data: bytes | None, off: int) -> None:
+        """``_queue_wake`` while watchers watch: the message also carries the flow they give
+        it, which reaches them on P ``p`` (``wake_arrived``)."""
+        flow = 0
+        for w in self.watchers:
+            flow = w.wake_sent(p, gid) or flow
         msg = (C.M_WAKE, gid, slot, gen, case, kind, data, off)
         if not self.wakes_out:
             self.ctx.q[self._owes_w] = 1
         self.wakes_out.append((p, _msg(msg + (flow,) if flow else msg)))
-        self.hub.poll_now = True  # the next switch goes through the hub, which flushes
+        self.hub.poll_now = True
         if len(self.wakes_out) >= WAKE_BATCH:
             self.flush_wakes()
 
@@ -305,7 +333,7 @@ class Broker:
                 discard(data, self.arena)
             return
         if slot >= 0:
-            entry = self.tokens.get(slot)
+            entry = self.token_waiting.get(slot)
             if entry is None:
                 return self._lost_wake(f"select token {slot} of goroutine {gid}", data)
             g, sel, _gen = entry
@@ -357,6 +385,17 @@ class Broker:
         if not self.wakes_out:
             self.ctx.q[self._owes_w] = 0  # every message is in an inbox
 
+    def warn_migration(self, text: str, key: bytes) -> None:
+        """Show a ``MigrationWarning`` once per ``key``: on P0 itself, from another P by
+        sending it to P0."""
+        if key in self.warned:
+            return
+        self.warned.add(key)
+        if self.p == 0:
+            migrate_warn.emit(text)
+        else:
+            self.send(0, _msg((C.M_WARN, text)))
+
     def drain_warnings(self) -> None:
         """As the run ends on P0: show the migration warnings other Ps sent that it has not read
         yet (a P sends one before it runs the goroutine, so main may finish first). Other
@@ -374,10 +413,11 @@ class Broker:
         if kind == C.M_WAKE:
             _, gid, slot, gen, case, wkind, data, off = m[:8]
             self.ctx.padd(C.P_HANDLED, 1)
-            if len(m) > 8:  # sent while a trace runs: its flow ends where gid runs next
-                tracing.wake_arrived(gid, m[8])
+            if len(m) > 8:  # sent while watched: the flow it carries
+                for w in self.watchers:
+                    w.wake_arrived(gid, m[8])
             if slot >= 0:
-                entry = self.tokens.get(slot)
+                entry = self.token_waiting.get(slot)
                 if entry is None or entry[2] != gen:
                     return
             st = self._chan_state(off) if off else None
@@ -385,22 +425,13 @@ class Broker:
                 return self._lost_wake(f"goroutine {gid}, whose channel is gone", data)
             self._wake_local(gid, slot, case, wkind, data, st)
         elif kind == C.M_PANIC:
-            reports.on_panic(self, m[1], m[2], m[3])
+            self.reporter.on_panic(m[1], m[2], m[3])
         elif kind == C.M_WARN:
-            text = m[1]
-            if text not in self.warned:
-                self.warned.add(text)
-                migrate_warn.emit(text)
+            self.warn_migration(m[1], m[1])
         elif kind == C.M_STACK_REQ:
-            # the description a ProcessLost report uses and the count num_goroutine reads are
-            # brought up to date with the stack, so that what the asker saw, it also counts
-            hub = self.hub
-            reports.publish_info(self, hub)
-            self.ctx.pstore(C.P_NGOR, len(hub.allgs))
-            counters.publish(self.ctx, hub)
-            self.send(m[1], _msg((C.M_STACK_REP, m[2], self.p, hub.stack_text())))
+            self.reporter.answer_stacks(self.hub, m[1], m[2])
         elif kind == C.M_STACK_REP:
-            self.stack_replies.setdefault(m[1], {})[m[2]] = m[3]
+            self.reporter.stack_reply(m[1], m[2], m[3])
         elif kind == C.M_TRACE_REQ or kind == C.M_TRACE_REP:
             tracing.on_message(self, m)
 
@@ -467,9 +498,9 @@ class Broker:
             self.flush_spawns()
         if self.outbox:
             self.flush_outbox()
-        if self.info_stale and time.monotonic() - self.info_t >= reports.INFO_EVERY:
-            reports.publish_info(self, hub)
-        inbox = ctx.inbox[self.p]
+        if self.reporter.info_stale and time.monotonic() - self.reporter.info_t >= INFO_EVERY:
+            self.reporter.publish_info(hub)
+        inbox = self._inbox
         if len(inbox):
             for raw in inbox.get_many(256):
                 self.handle(raw)
@@ -480,7 +511,7 @@ class Broker:
         if self.p == 0:
             lost = ctx.gload(C.G_LOST)
             if lost and hub.outcome is None:
-                reports.on_lost(self, lost - 1)
+                self.reporter.on_lost(lost - 1)
                 return True
         if not hub.runq and hub.runnext is None:
             got = self.pop_own(hub) or got
@@ -491,3 +522,51 @@ class Broker:
         if got:
             self.busy()
         return got
+
+    # ------------------------------------------------------------------ idling
+
+    def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
+        """Nothing runnable here: poll, steal, then park on the doorbell."""
+        ctx = self.ctx
+        if self.poll(hub) or hub.runq or hub.outcome is not None:
+            self.busy()
+            return
+        tt = self.task_table
+        if self.p and not tt.clean:  # before a steal too: a P fed tasks without a pause gets clean
+            tt.at_idle(bool(self.unflushed or self.pending or self.wakes_out or self.outbox))
+        if self.steal(hub):
+            self.busy()
+            return
+        stuck = not local_can_wake and not self.outbox and not self.pending and not self.unflushed
+        # it publishes STUCK or IDLE only after describing its goroutines (reports.py)
+        self.reporter.publish_idle(hub)
+        ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
+        # blocks of received buffers that died since (deferred frees): back to the allocator
+        # before sleeping, so that a sender's next large value reuses a block whose pages are
+        # already mapped (a fresh 64 MiB block costs ~70 ms of page faults on the 2-vCPU VM)
+        self.arena.collect()
+        # A post taken here is a full barrier: a producer that queued work before reading our
+        # status either sees IDLE (and rings) or its work is visible to the re-check below.
+        if ctx.bell.wait(0) or work_visible(ctx):
+            self.busy()
+            return
+        wait = IDLE_WAIT if timeout is None else min(timeout, IDLE_WAIT)
+        if self.p == 0 and stuck:
+            if self.checkdead.check(hub):
+                return
+            wait = min(wait, DEADLOCK_SETTLE)
+        ctx.padd(C.P_PARKS, 1)
+        if ctx.bell.wait(wait):
+            self.busy()
+
+    def work_waiting(self) -> bool:
+        """Whether this P has something to take from other Ps: queued frames of its own,
+        messages, stealable frames, a stop or a lost P. Reads only: sysmon calls it from its
+        thread."""
+        ctx = self.ctx
+        if (self.unflushed or self.wakes_out or self.outbox or ctx.gload(C.G_STOP)
+                or ctx.gload(C.G_LOST)):
+            return True
+        if self.pending and len(ctx.runq[self.p]):
+            return True
+        return work_visible(ctx)

@@ -442,7 +442,7 @@ def _worker_body(arena: Arena, ctl_off: int, p: int, bells: list[Doorbell], life
     hub.broker = broker
     set_broker(broker)
     tasks.install()
-    this_proc.task_done = functools.partial(replace.task_done, broker)
+    this_proc.task_done = broker.task_table.done
     _hub.set_current(hub)
     code = 0
     try:

@@ -133,12 +133,6 @@ class HandleRef(weakref.ref):
 names: dict[bytes, HandleRef] = proc.names
 
 
-def handle_of(broker: Any, off: int) -> Chan | None:
-    """This process's live handle on the shared channel at ``off``, if any (owner P only)."""
-    ref = broker.chans.get(off)
-    return ref() if ref is not None else None
-
-
 class ObjRef(weakref.ref):
     """A weak reference to this process's handle on a shared ``Int64`` or semaphore; when the
     handle dies, the ref queues itself on ``broker.dead`` as a ``HandleRef`` does."""

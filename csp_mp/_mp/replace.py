@@ -11,11 +11,12 @@ process published before it died, in its control-block words (``ctx.py``):
   only when it has no goroutine and nothing queued (``at_idle``). While a P is clean an
   instrument on its hub (``_Soiler``, on the ``spawning`` hook point) soils it before a
   goroutine is started from it; it leaves the hub once the P is soiled (no cost then, and none
-  on P0, which is never replaced).
+  on P0, which is never replaced). ``TaskTable`` is this P's side of these words.
 - ``P_OWES``: 1 while WAKE messages for other Ps (or an inbox's overflow) wait in this
   process: their loss would leave goroutines elsewhere parked for ever.
 - The task table (``P_TASKS``, ``TASK_SLOTS`` entries ``(owner pid, key)``): each executor task
-  this P adopted and has not finished (``adopted``/``task_done``). More tasks than slots soil it.
+  this P adopted and has not finished (``TaskTable.adopted``/``done``). More tasks than slots
+  soil it.
   An executor task is a goroutine whose function has a true ``executor_task`` attribute and
   takes ``(key, owner pid, ...)`` (the executor's, a layer above, marks its own).
 
@@ -56,7 +57,6 @@ from . import ctx as C
 
 if TYPE_CHECKING:
     from .._hub import Hub
-    from .broker import Broker
 
 def gid_base(q: int, k: int, maxprocs: int) -> int:
     """The first goroutine id of P ``q``'s ``k``-th process (k = 0: the one the run started)."""
@@ -69,66 +69,81 @@ def gid_base(q: int, k: int, maxprocs: int) -> int:
 class _Soiler(Instrument):
     """On a clean worker P's hub: the first goroutine started from it soils the P."""
 
-    def __init__(self, b: Broker, hub: Hub) -> None:
-        self.b = b
-        self.hub = hub
+    def __init__(self, table: TaskTable) -> None:
+        self.table = table
 
     def spawning(self, fn: Callable[..., Any], local: bool) -> None:
-        soil(self.b, self.hub)
+        self.table.soil()
 
 
-def install(b: Broker, hub: Hub) -> None:
-    """Start this worker P clean (see the module doc)."""
-    b.task_slots = {}
-    b.free_task_slots = list(range(C.TASK_SLOTS - 1, -1, -1))
-    b.soiler = _Soiler(b, hub)
-    _clean(b, hub)
+class TaskTable:
+    """This P's ``P_DIRTY`` word and task table (see the module doc). Owner P only."""
 
+    def __init__(self, ctx: C.Ctx, hub: Hub) -> None:
+        self.ctx = ctx
+        self.hub = hub
+        self.clean = False  # whether this worker P holds only executor tasks (P0: never)
+        self.slots: dict[tuple[int, int], int] = {}  # (owner, key) -> its table entry
+        self.free = list(range(C.TASK_SLOTS - 1, -1, -1))
+        self.w = ctx.pload(ctx.p, C.P_TASKS) // 8
+        self.soiler = _Soiler(self)
 
-def _clean(b: Broker, hub: Hub) -> None:
-    b.clean = True
-    b.ctx.pstore(C.P_DIRTY, 0)
-    hooks.install(hub, b.soiler, first=True)  # soiled before any other tool sees the spawn
+    def start_clean(self) -> None:
+        """Start this worker P clean (P0 is never replaced: it never calls this)."""
+        self.clean = True
+        self.ctx.pstore(C.P_DIRTY, 0)
+        hooks.install(self.hub, self.soiler, first=True)  # soiled before any other tool sees it
 
+    def soil(self) -> None:
+        """This P may now hold more than executor tasks: a loss of it ends the run."""
+        if not self.clean:
+            return
+        self.clean = False
+        self.ctx.pstore(C.P_DIRTY, 1)
+        hooks.uninstall(self.hub, self.soiler)  # no cost on its hub once soiled
 
-def soil(b: Broker, hub: Hub) -> None:
-    """This P may now hold more than executor tasks: a loss of it ends the run."""
-    if not b.clean:
-        return
-    b.clean = False
-    b.ctx.pstore(C.P_DIRTY, 1)
-    hooks.uninstall(hub, b.soiler)  # no cost on its hub once soiled
+    def at_idle(self, holding: bool) -> None:
+        """Nothing runs here: a soiled worker P with no goroutine and, ``holding`` false,
+        nothing queued or owed to other Ps is clean again."""
+        hub = self.hub
+        if not self.clean and not holding and not hub.allgs and not hub.runq:
+            self.start_clean()
 
+    def steal_begins(self) -> bool:
+        """Frames are about to be in hand: lost with this P should it die now. Whether it was
+        clean (give it to ``steal_ends``)."""
+        clean = self.clean
+        if clean:
+            self.ctx.pstore(C.P_DIRTY, 1)
+        return clean
 
-def at_idle(b: Broker, hub: Hub) -> None:
-    """Nothing runs here: a soiled worker P with no goroutine and nothing queued is clean."""
-    if (not b.clean and not hub.allgs and not hub.runq and not b.unflushed and not b.pending
-            and not b.wakes_out and not b.outbox):
-        _clean(b, hub)
+    def steal_ends(self, was_clean: bool) -> None:
+        """The stolen frames are goroutines now: a P that every one of them left clean (each an
+        executor task, now in the table) is clean again."""
+        if was_clean and self.clean:
+            self.ctx.pstore(C.P_DIRTY, 0)
 
+    def adopted(self, gs: list) -> None:
+        """Record the executor tasks among ``gs`` (goroutines just stolen) in the task table;
+        anything else soils the P."""
+        q, w, slots, free = self.ctx.q, self.w, self.slots, self.free
+        for g in gs:
+            fn = g.fn  # (a plain function's own attribute: no user __getattr__ runs here)
+            if (type(fn) is FunctionType and fn.__dict__.get("executor_task") and free
+                    and type(g.args[0]) is int and type(g.args[1]) is int):
+                i = free.pop()
+                slots[g.args[1], g.args[0]] = i
+                q[w + 2 * i] = g.args[1]  # owner pid
+                q[w + 2 * i + 1] = g.args[0]  # task key
+            else:
+                self.soil()
 
-def adopted(b: Broker, hub: Hub, gs: list) -> None:
-    """Record the executor tasks among ``gs`` (goroutines just stolen) in the task table;
-    anything else soils the P."""
-    q, w, slots, free = b.ctx.q, b.tasks_w, b.task_slots, b.free_task_slots
-    for g in gs:
-        fn = g.fn  # (a plain function's own attribute: no user __getattr__ runs here)
-        if (type(fn) is FunctionType and fn.__dict__.get("executor_task") and free
-                and type(g.args[0]) is int and type(g.args[1]) is int):
-            i = free.pop()
-            slots[g.args[1], g.args[0]] = i
-            q[w + 2 * i] = g.args[1]  # owner pid
-            q[w + 2 * i + 1] = g.args[0]  # task key
-        else:
-            soil(b, hub)
-
-
-def task_done(b: Broker, owner: int, key: int) -> None:
-    """Executor task ``key`` of process ``owner`` finished here: its table entry goes."""
-    i = b.task_slots.pop((owner, key), None)
-    if i is not None:
-        b.ctx.q[b.tasks_w + 2 * i] = 0
-        b.free_task_slots.append(i)
+    def done(self, owner: int, key: int) -> None:
+        """Executor task ``key`` of process ``owner`` finished here: its table entry goes."""
+        i = self.slots.pop((owner, key), None)
+        if i is not None:
+            self.ctx.q[self.w + 2 * i] = 0
+            self.free.append(i)
 
 
 # ---------------------------------------------------------------- on P0

@@ -2,12 +2,13 @@
 
 ``start`` installs this P's recorder (``_hub/tracing.py``) and sends ``M_TRACE_REQ`` to the
 other Ps, which install theirs; every P stamps its events with CLOCK_MONOTONIC, which all
-processes share, relative to the ``t0`` P0 sent. A wake-up sent to another P starts a "wake"
-flow whose id travels in the WAKE message (``_wrap_wakes``, ``wake_arrived``); while a trace runs
-the compiled core's hand-offs go through the broker for that (``Peers.divert``). ``stop`` asks
-the others to stop: each writes
-its events to ``PATH.P<q>`` (msgpack) and answers ``M_TRACE_REP``; P0 reads and deletes those
-files and writes the merged Chrome trace-event JSON to ``PATH``.
+processes share, relative to the ``t0`` P0 sent. Beside the recorder, a watcher of the broker
+(``_Flows``, ``watch.py``) links work across Ps: a frame taken from a run queue continues the
+flow its ``go()`` started, a steal is an instant, and a wake-up sent to another P starts a
+"wake" flow whose id travels in the WAKE message to where the woken goroutine runs next.
+``stop`` asks the others to stop: each writes its events to ``PATH.P<q>`` (msgpack) and answers
+``M_TRACE_REP``; P0 reads and deletes those files and writes the merged Chrome trace-event JSON
+to ``PATH``.
 
 Invariants:
 - At most one trace runs per runtime; ``proc.trace["path"]`` is its output on P0 (None on the
@@ -34,14 +35,12 @@ from .._hub import tracing as rec_mod
 from .._proc import proc
 from . import ctx as C
 from .tasks import _UINT_BYTES
+from .watch import Watcher
 
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 REPLY_TIMEOUT = 30.0  # how long P0 waits for another P's part of the trace
 
-def env_path() -> str | None:
-    """The trace output ``CSP_MP_TRACE`` names, or None."""
-    return os.environ.get("CSP_MP_TRACE") or None
 
 
 def start(path: str | os.PathLike[str]) -> None:
@@ -167,80 +166,40 @@ def _begin(hub: Hub, t0: int) -> rec_mod.Recorder:
     rec.install()
     b: Any = hub.broker
     if b is not None:
-        _wrap_runq(rec, b)
-        _wrap_wakes(rec, b)
+        flows = _Flows(rec, b.p)
+        b.watch(flows)
+        rec.on_uninstall(lambda: b.unwatch(flows))
     return rec
 
 
-def _wrap_wakes(rec: rec_mod.Recorder, b: Any) -> None:
-    """Traced wake-ups to other Ps: each starts a flow, and its message carries the flow's id
-    to the P of the goroutine it wakes (``wake_arrived``). The compiled core's hand-off sends
-    its wake-ups through the broker meanwhile (``Peers.divert``), so that every one is seen."""
-    orig = b._queue_wake
-    ev = rec.events
-    me = b.p
-    sent = [0]
+class _Flows(Watcher):
+    """What the trace draws between Ps: each frame taken names the flow its G continues (the
+    recorder gives it to the next G made), a take from another P's queue is a steal, and each
+    wake-up sent to another P starts a flow that ends where the goroutine it wakes runs next."""
 
-    def queue_wake(p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                   data: bytes | None, off: int, flow: int = 0) -> None:
-        sent[0] += 1
-        fid = rec_mod.wake_flow_id(me, sent[0])
-        ev.append(("s", time.monotonic_ns(), fid))
-        orig(p, gid, slot, gen, case, kind, data, off, fid)
+    def __init__(self, rec: rec_mod.Recorder, p: int) -> None:
+        self.rec = rec
+        self.p = p
+        self.sent = 0
 
-    b._queue_wake = queue_wake
-    if b.peers is not None:
-        b.peers.divert = True
+    def stolen(self, q: int, frames: list[bytes]) -> None:
+        incoming = self.rec.incoming
+        for frame in frames:
+            incoming.append(frame_flow(frame))
+        if frames:
+            self.rec.instant("steal", 0, f"{len(frames)} from P{q}")
 
-    def undo() -> None:
-        b.__dict__.pop("_queue_wake", None)
-        if b.peers is not None:
-            b.peers.divert = False
+    def own(self, seq: int) -> None:
+        self.rec.incoming.append(rec_mod.flow_id(self.p, seq))
 
-    rec.on_uninstall(undo)
+    def wake_sent(self, p: int, gid: int) -> int:
+        self.sent += 1
+        fid = rec_mod.wake_flow_id(self.p, self.sent)
+        self.rec.events.append(("s", time.monotonic_ns(), fid))
+        return fid
 
-
-def wake_arrived(gid: int, fid: int) -> None:
-    """A wake-up sent while a trace runs reached this P: its flow ends where goroutine ``gid``
-    next starts running (nothing when this P records no trace)."""
-    rec = rec_mod.active()
-    if rec is not None:
-        rec.flows[gid] = fid
-
-
-def _wrap_runq(rec: rec_mod.Recorder, b: Any) -> None:
-    """Traced run-queue reads: each frame taken names the flow its G continues; a take from
-    another P's queue is a steal."""
-    incoming = rec.incoming
-    rings = list(b.ctx.runq)
-    me = b.p
-    for q, ring in enumerate(rings):
-        if q == me:
-            continue  # this P's own frames: own_entry below names them
-
-        def get_many(n: int, _orig: Any = ring.get_many, _q: int = q) -> list[bytes]:
-            frames = _orig(n)
-            for frame in frames:
-                incoming.append(frame_flow(frame))
-            if frames:
-                rec.instant("steal", 0, f"{len(frames)} from P{_q}")
-            return frames
-
-        ring.get_many = get_many
-    orig_own = b.own_entry
-
-    def own_entry(entry: tuple) -> tuple:
-        incoming.append(rec_mod.flow_id(me, entry[0]))  # the next G made runs frame entry[0]
-        return orig_own(entry)
-
-    b.own_entry = own_entry
-
-    def undo() -> None:
-        for ring in rings:
-            ring.__dict__.pop("get_many", None)
-        b.__dict__.pop("own_entry", None)
-
-    rec.on_uninstall(undo)
+    def wake_arrived(self, gid: int, flow: int) -> None:
+        self.rec.flows[gid] = flow  # its flow ends where gid next starts running
 
 
 def frame_flow(frame: bytes) -> int:
