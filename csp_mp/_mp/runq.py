@@ -300,7 +300,7 @@ class RunQueue:
                 if fn is not None and type(t[4]) is list and not t[5]:  # plain, callable known
                     gs.append(new_g(fn, tuple(t[4]), {}, True))
                     continue
-                fn, args, kwargs, warn, digest = tasks.unpack_items(t, self.arena, not self.p)
+                fn, args, kwargs, warn, digest = tasks.unpack_items(t, self.arena)
                 if type(t[4]) is bytes:  # the codec carried them: lists, dicts, arrays to watch
                     fn = argwatch.watch(self.p, self.warn, fn, args, kwargs)
             except BaseException as exc:
