@@ -94,3 +94,10 @@ def test_make_run_installs_only_what_the_benchmark_needs() -> None:
     assert "pip install -q -e ." in run and "[test]" not in run
     assert "-m csp_mp bench" in run
     assert "pip install -q -e '.[test]'" in commands("test")
+
+
+def test_the_readme_says_how_long_the_tests_take_and_names_the_faster_target() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make test-fast" in readme
+    assert re.search(r"`make test`.*?about [\d.]+ minutes", readme, re.S)
+    assert "`make run` installs csp_mp and its four dependencies" in readme
