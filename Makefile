@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: all setup test test-python test-fast stress sanitize run bench lint clean
 
@@ -9,11 +10,19 @@ all: test
 
 CORE_SRC := setup.py $(wildcard csp_mp/_shm/c/*.c csp_mp/_shm/c/*.h)
 
+# `make test` and the tools: csp_mp with its test extra
 $(STAMP): pyproject.toml $(CORE_SRC)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
+
+# `make run`: csp_mp and its four dependencies, nothing else (the benchmark needs no extra)
+$(RUN_STAMP): pyproject.toml $(CORE_SRC)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 'setuptools>=77'
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUN_STAMP)
 
 setup: $(STAMP)
 
@@ -47,10 +56,10 @@ lint: $(STAMP)
 	$(BIN)/mypy csp_mp
 	$(BIN)/python docs/gen_api.py --check
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python -m csp_mp bench
 
-bench: $(STAMP)
+bench: $(RUN_STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks
 

@@ -1,7 +1,7 @@
 """csp_mp: Go's goroutines, channels and select for Python, in parallel across processes.
 
 ``go(fn)`` starts a goroutine that may run on any P (an OS process); ``Chan`` and ``select`` work
-within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. See SPEC.md for the contract.
+within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. docs/spec.md is the contract.
 """
 
 from . import atomic as atomic

@@ -106,7 +106,9 @@ def metrics() -> dict[str, Any]:
       allocated in it (0 with one P, which has no arena);
     - ``shared_objects``: live shared objects by kind (``chan``, ``int64``, ``sema``,
       ``array``: a ``shared_array``'s memory) in the whole runtime: made shared and not yet
-      freed (an object many Ps hold counts once; empty with one P).
+      freed (an object many Ps hold counts once; empty with one P);
+    - ``pids``: each P's process id, a list indexed by P number (P0 is the process that
+      started the runtime), so that an operator can watch or signal one P.
     """
     hub = _hub.peek()
     if hub is None:

@@ -2,8 +2,11 @@
 
 The page needs no network: its script and style are inline, and the trace is embedded as compact
 per-lane arrays (a lane per P for goroutine run slices, one per M thread for blocking calls),
-drawn on a canvas so that a trace of 100 k goroutines stays responsive. The summary table (per
-P: busy %, goroutines run, steals, time blocked by wait reason) is computed here.
+drawn on a canvas so that a trace of 100 k goroutines stays responsive. Over the slices it draws
+the steals and parks of each P as marks, and the flows as arrows: from a ``go()`` to where the
+goroutine first ran (on another P when a P stole it), and from a send to the receive it woke on
+another P. The summary table (per P: busy %, goroutines run, steals, time blocked by wait
+reason) is computed here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ def load(path: str | os.PathLike[str]) -> list[dict]:
 
 def model(events: list[dict]) -> dict[str, Any]:
     """What the page draws: functions, lanes of [start µs, duration µs, function, goid]
-    slices, and the per-P summary rows."""
+    slices, steals ([P, µs, detail]), parks per P ([µs, wait reason, goid] flat), flows
+    ([start µs, from P, end µs, to P, 0 for go / 1 for wake] flat, by start) and the per-P
+    summary rows. Times are µs from the trace's first slice."""
     fns: dict[str, int] = {}
     pnames: dict[int, str] = {}
     tnames: dict[tuple[int, int], str] = {}
@@ -33,6 +38,10 @@ def model(events: list[dict]) -> dict[str, Any]:
     blocked: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     ran: dict[int, set[int]] = defaultdict(set)
     steals: dict[int, int] = defaultdict(int)
+    steal_marks: list[tuple[int, float, str]] = []
+    park_marks: dict[int, list[tuple[float, int, int]]] = defaultdict(list)
+    reasons: dict[str, int] = {}
+    flow_ends: dict[tuple[str, int], list[tuple[float, int] | None]] = {}
     t_min, t_max = float("inf"), float("-inf")
     for e in events:
         ph = e.get("ph")
@@ -59,14 +68,21 @@ def model(events: list[dict]) -> dict[str, Any]:
             args = e.get("args", {})
             what = e.get("name")
             if what == "park":
-                parks[int(args.get("goid", 0))] = (ts, str(args.get("reason", "?")), pid)
+                goid = int(args.get("goid", 0))
+                reason = str(args.get("reason", "?"))
+                parks[goid] = (ts, reason, pid)
+                park_marks[pid].append((ts, reasons.setdefault(reason, len(reasons)), goid))
             elif what == "unpark":
                 start = parks.pop(int(args.get("goid", 0)), None)
                 if start is not None:
                     blocked[start[2]][start[1]] += ts - start[0]
             elif what == "steal":
                 steals[pid] += 1
+                steal_marks.append((pid, ts, str(args.get("detail", ""))))
             pnames.setdefault(pid, f"P{pid}")
+        elif (ph == "s" or ph == "f") and e.get("cat") == "flow":
+            ends = flow_ends.setdefault((str(e.get("name")), int(e.get("id", 0))), [None, None])
+            ends[ph == "f"] = (ts, pid)
     if t_min == float("inf"):
         t_min = t_max = 0.0
     span = max(t_max - t_min, 1e-9)
@@ -91,8 +107,16 @@ def model(events: list[dict]) -> dict[str, Any]:
                         "goroutines": len(ran[pid]), "steals": steals[pid],
                         "blocked": {r: round(v / 1000, 3) for r, v in
                                     sorted(blocked[pid].items(), key=lambda kv: -kv[1])}})
+    flows = sorted((s[0], s[1], f[0], f[1], int(name == "wake"))
+                   for (name, _), (s, f) in flow_ends.items() if s is not None and f is not None)
     return {"fns": list(fns), "lanes": out_lanes, "summary": summary, "span": span,
-            "ps": len(pnames)}
+            "ps": len(pnames),
+            "steals": [[p, round(ts - t_min, 3), d] for p, ts, d in sorted(steal_marks)],
+            "reasons": list(reasons),
+            "parks": {str(p): [round(v - t_min, 3) if i == 0 else v for m in sorted(marks)
+                               for i, v in enumerate(m)] for p, marks in park_marks.items()},
+            "flows": [round(v - t_min, 3) if i in (0, 2) else v
+                      for f in flows for i, v in enumerate(f)]}
 
 
 def render(events: list[dict], title: str = "csp_mp trace") -> str:

@@ -1,7 +1,8 @@
 """Fixtures for every test: nothing a test starts may outlive it.
 
 Each test must leave no child process, no ``/dev/shm`` entry of ours and no implicit runtime
-behind. Randomised tests print their seed.
+behind. Randomised tests print their seed. faulthandler's thread dump waits for each test's own
+timeout (``timeouts.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from timeouts import pytest_runtest_setup as pytest_runtest_setup
 
 import csp_mp
 from csp_mp import _hub

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from csp_mp import Chan, blocking, go, go_local, runtime
 
 KEYS = {"procs", "goroutines", "goroutines_per_p", "goroutines_created", "steals", "preemptions",
         "shared_chan_ops", "shared_chan_bytes", "blocking_calls", "m_threads", "m_threads_busy",
-        "arena_bytes", "arena_bytes_in_use", "shared_objects"}
+        "arena_bytes", "arena_bytes_in_use", "shared_objects", "pids"}
 
 
 def test_no_runtime_no_metrics() -> None:
@@ -61,6 +62,35 @@ def test_two_ps_count_steals_and_shared_channel_traffic() -> None:
     assert m["shared_objects"].get("chan", 0) >= 1
     assert 0 < m["arena_bytes_in_use"] <= m["arena_bytes"]
     wait_until(lambda: runtime.metrics()["goroutines"] == 1, "the goroutines ended")
+
+
+@pytest.mark.csp_mp(procs=1)
+def test_one_p_reports_its_own_pid() -> None:
+    assert runtime.metrics()["pids"] == [os.getpid()]
+
+
+def _report_pid(out: Chan) -> None:
+    sum(range(20_000))  # long enough that an idle P takes some of these
+    out.send((runtime.current_p(), os.getpid()))
+
+
+@pytest.mark.csp_mp(procs=2)
+def test_two_ps_report_each_p_pid() -> None:
+    pids = runtime.metrics()["pids"]
+    assert len(pids) == 2 and pids[0] == os.getpid()
+    assert pids[1] not in (0, os.getpid())
+    os.kill(pids[1], 0)  # a live process this user may signal
+    # a goroutine that ran on P1 saw the same pid
+    out = Chan(64)
+    seen: dict[int, int] = {}
+    deadline = time.monotonic() + 20
+    while 1 not in seen and time.monotonic() < deadline:
+        for _ in range(16):
+            go(_report_pid, out)
+        for _ in range(16):
+            p, pid = out.recv()
+            seen[p] = pid
+    assert seen.get(1) == pids[1] and seen[0] == pids[0]
 
 
 def test_metrics_is_documented_key_by_key() -> None:

@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .._hub import Hub
@@ -63,6 +64,7 @@ def metrics(hub: Hub) -> dict[str, Any]:
         steals = 0
         arena: dict[str, Any] = {"size": 0, "in_use": 0}
         shared: dict[str, int] = {}
+        pids = [os.getpid()]
     else:
         broker.gather_stacks(hub, 1.0)  # every live P publishes its counters as it answers
         publish(ctx, hub)
@@ -76,6 +78,7 @@ def metrics(hub: Hub) -> dict[str, Any]:
         a = ctx.arena
         arena = {"size": a.size, "in_use": a.size - a.free_bytes()}
         shared = live_objects(ctx)
+        pids = [ctx.pload(q, C.P_PID) for q in range(n)]  # a lost P's: the dead process's
     col = {name: sum(r[k] for r in rows.values()) for k, name in enumerate(
         ("created", "preempt", "blocking", "xops", "xbytes", "mthreads", "mbusy"))}
     return {
@@ -93,4 +96,5 @@ def metrics(hub: Hub) -> dict[str, Any]:
         "arena_bytes": arena["size"],
         "arena_bytes_in_use": arena["in_use"],
         "shared_objects": shared,
+        "pids": pids,
     }
