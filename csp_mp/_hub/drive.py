@@ -28,7 +28,7 @@ Invariants:
 - ``hub.driven`` is set only by ``drive`` on the hub's thread, and cleared only by
   ``Hub.release_driven`` (owner thread); while set, the main goroutine is parked (PLAIN_WAIT).
 - ``_state.kicked`` is set by sysmon before it signals, and cleared by the handler.
-- Sysmon only reads hub state here, and asks for a release through ``hub.inbox``.
+- Sysmon only reads hub state here, and asks for a release through ``hub.post``.
 
 Design notes (rejected): running P0's hub loop on another thread while the main thread waits
 (greenlets cannot move between threads, and the implicit main goroutine is the root greenlet of
@@ -182,16 +182,7 @@ def wanted(hub: Any, frame: FrameType | None) -> bool:
     """Sysmon's test: the main goroutine waits in a known wait and the P has work."""
     if hub.driven is not None or hub.stopping or not known_wait(frame):
         return False
-    if hub.runq or hub.runnext is not None or hub.inbox:
-        return True
-    broker = hub.broker
-    if broker is not None and broker.work_waiting():
-        return True
-    try:
-        heap = hub.timers._heap  # read-only peek from another thread; races are harmless
-        return bool(heap) and heap[0].when <= time.monotonic()
-    except (IndexError, AttributeError):
-        return False
+    return hub.has_work()
 
 
 def kick(hub: Any) -> None:
@@ -216,9 +207,7 @@ def check_release(hub: Any, now: float | None = None) -> bool:
 
 def ask_release(hub: Any) -> None:
     """From any thread: have the hub hand the thread back at its next pass."""
-    hub.inbox.append((None, hub.release_driven, None))
-    hub.poll_now = True
-    hub.waker.post()
+    hub.post(hub.release_driven)
 
 
 def release_if_done(hub: Any) -> None:

@@ -72,6 +72,11 @@ class Waker:
         return self._sem.acquire(timeout=timeout)
 
 
+#: an M thread's outcome of a blocking call, posted to the hub: (the goroutine, ok, value or
+#: exception); every other inbox entry is a call
+Completion = tuple[G, bool, Any]
+
+
 class Broker(Protocol):
     """What the multi-process layer plugs into a hub (registered by ``_mp``; None for one P)."""
 
@@ -112,7 +117,7 @@ class Hub:
         self._ids = itertools.count(1 + p * GOID_STRIDE)
         self._free: list[greenlet] = []
         self.current: G | None = None
-        self.inbox: deque = deque()
+        self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
         self.waker = Waker()
         self.pending_blocking = 0
         self.outcome: Outcome | None = None
@@ -326,13 +331,10 @@ class Hub:
         g = self.current
         if g is None or getcurrent() is not g.glet:
             raise _wrong_context(self)
-        inbox = self.inbox
-        waker = self.waker
+        post = self.post
 
         def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
-            inbox.append((g, ok, value))
-            self.poll_now = True  # the next switch goes through the hub, which drains the inbox
-            waker.post()
+            post((g, ok, value))
 
         self.pending_blocking += 1
         self.n_blocking += 1
@@ -342,16 +344,52 @@ class Hub:
             return value
         raise value
 
+    def post(self, entry: Callable[[], object] | Completion) -> None:
+        """Hand the hub work from any thread: a call to run on the hub thread at its next pass,
+        or an M thread's ``(g, ok, value)`` completion. The one way into the hub from outside.
+
+        Safe from any thread: the deque append is atomic, ``poll_now`` makes the running
+        goroutine's next switch go through the hub, and the waker's post is never lost (an idle
+        hub wakes, a busy one finds its next wait already posted).
+        """
+        self.inbox.append(entry)
+        self.poll_now = True
+        self.waker.post()
+
+    def has_work(self) -> bool:
+        """Whether this P has work besides the running goroutine: a runnable goroutine, a posted
+        call or completion, a due timer, or work from other Ps (the broker's ``work_waiting``).
+
+        Any thread (sysmon, the CPU-time handler): it only reads, each read is one atomic step
+        under the GIL (a deque's truth, an attribute, ``TimerHeap.due``, the broker's reads),
+        and it takes no lock. The answer may be stale as it returns; callers act on it only by
+        asking the hub to make a pass, and look again at their next tick.
+        """
+        if self.runq or self.runnext is not None or self.inbox or self.timers.due():
+            return True
+        broker = self.broker
+        return broker is not None and broker.work_waiting()
+
     def _drain_inbox(self) -> None:
         inbox = self.inbox
         while inbox:
-            g, ok, value = inbox.popleft()
-            if g is None:  # a call posted by another thread (sysmon reports): run it here
-                ok()
-                continue
-            self.pending_blocking -= 1
-            if g.state == WAITING:
-                self.ready(g, (ok, value), next_=False)
+            entry = inbox.popleft()
+            if isinstance(entry, tuple):  # an M thread's completion
+                g, ok, value = entry
+                self.pending_blocking -= 1
+                if g.state == WAITING:
+                    self.ready(g, (ok, value), next_=False)
+            else:  # a call posted by another thread (sysmon reports, a timer thread)
+                entry()
+
+    def interrupted(self) -> None:
+        """End the run with ``KeyboardInterrupt`` for a Ctrl-C that arrived in runtime code,
+        unless it was raised in user code meanwhile (interrupt.py posts this; owner thread)."""
+        if not self.interrupt_pending:
+            return
+        self.interrupt_pending = False
+        if self.outcome is None:
+            self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
 
     # ----------------------------------------------------------------- the loop
 
@@ -407,16 +445,13 @@ class Hub:
         return self.outcome
 
     def _pick(self, runq: deque) -> G | None:
-        if self.interrupt_pending:  # Ctrl-C arrived in runtime code: end the run here
-            self.interrupt_pending = False
-            if self.outcome is None:
-                self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
-            return None
         self.tick += 1
         poll = self.poll_now
         self.poll_now = False  # before the drain: an M thread's later report sets it again
         if self.inbox:
             self._drain_inbox()
+            if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
+                return None
         if self.tick & 15 == 0 or poll or not (runq or self.runnext):
             self.timers.run_due()
             if self.broker is not None:

@@ -48,12 +48,7 @@ def park_until_quiet(hub: Hub, timeout: float | None) -> bool:
                 hub.all_blocked.remove(g)
                 hub.ready(g, False, next_=False)
 
-        def post() -> None:  # timer thread: hand ``expire`` to the hub (see Hub.inbox)
-            hub.inbox.append((None, expire, None))
-            hub.poll_now = True
-            hub.waker.post()
-
-        timer = threading.Timer(timeout, post)
+        timer = threading.Timer(timeout, hub.post, (expire,))  # run by the hub, not the timer
         timer.daemon = True
         timer.start()
     hub.all_blocked.append(g)
