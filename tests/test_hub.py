@@ -151,3 +151,25 @@ def test_runnext_goes_first_until_its_streak_ends_then_the_run_queue_gets_a_turn
         return seen_at[0]
 
     assert run1(main) <= 64
+
+
+def test_installing_a_picker_keeps_the_goroutine_waiting_in_runnext() -> None:
+    from csp_mp._hub import hooks
+
+    def main() -> list[int]:
+        hub = current_hub()
+        ch = csp_mp.Chan()
+        got: list[int] = []
+        go_local(lambda: got.append(ch.recv()))
+        runtime.gosched()  # it parks on ch
+        ch.send(7)  # hands it the value and puts it in runnext
+        assert hub.runnext is not None
+        seeded = hooks.Seeded(1)
+        hooks.install(hub, seeded)  # the picker sees only the run queue: runnext moves there
+        try:
+            wait_until(lambda: got == [7], "the readied goroutine ran")
+        finally:
+            hooks.uninstall(hub, seeded)
+        return got
+
+    assert run1(main) == [7]

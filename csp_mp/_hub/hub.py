@@ -1,18 +1,31 @@
 """The hub: one P's scheduler, a greenlet on the P's main thread.
 
 Only the hub switches greenlets: ``park()`` is the one way out of a goroutine and ``ready()``
-the one way back in. Goroutine bodies run on pooled worker greenlets (a greenlet that finishes a
-body parks and takes the next one, as Go keeps a free list of Gs): a fresh greenlet per ``go``
-would cost a new data-stack chunk each time.
+the one way back in; ``post()`` is the one way in from other threads. Goroutine bodies run on
+pooled worker greenlets (a greenlet that finishes a body parks and takes the next one, as Go
+keeps a free list of Gs): a fresh greenlet per ``go`` would cost a new data-stack chunk each
+time.
+
+Scheduling (Go's ``schedule``): ``ready()`` applies the one scheduling rule as it queues a
+goroutine (``runnext`` first, with a bound on how long the run queue waits for it), and
+``runqget()`` takes the next one. A goroutine that stops running (it parks, or it ends on its
+worker) switches straight into that next one; every 16th switch (``tick``), and whenever
+``poll_now`` asks, it switches to the hub instead, whose pass (``_find_runnable``) runs posted
+calls, due timers and the broker's poll before it takes the next goroutine. ``gosched`` always
+goes through the hub.
 
 Invariants:
 - Exactly one greenlet of this thread runs at a time: the hub or the goroutine in ``current``.
 - A G is in at most one of: ``runq``, ``runnext``, parked (state WAITING), running.
-- ``pending_blocking`` counts calls handed to M threads whose outcome has not been drained.
+- ``pending_blocking`` counts calls handed to M threads whose completion has not been drained.
 - ``outcome`` once set never changes; the loop then stops every goroutine and returns it.
-- Every field is owned by the hub thread, except ``inbox`` (appended to by M threads; a deque
-  append is atomic; each append is followed by setting ``poll_now``) and ``waker`` (posted by
-  anyone).
+- ``inbox`` holds only calls and M threads' ``(g, ok, value)`` completions, put there by
+  ``post`` (any thread: a deque append, then ``poll_now`` set, then ``waker`` posted, each step
+  atomic under the GIL), and taken by the hub's pass.
+- Every other field is owned by the hub thread (its goroutines, the hub greenlet, and the
+  signal handlers that run there: preemption sets ``poll_now``, Ctrl-C ``interrupt_pending``).
+  Other threads only read ``tick``, ``current``, ``stopping``, ``driven`` and what ``has_work``
+  reads (sysmon, drive.py).
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -43,7 +56,7 @@ from .timers import TimerHeap
 
 GOID_STRIDE = 1_000_000_000
 _FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
-_RUNNEXT_STREAK_MAX = 64  # runnext picks in a row before the run queue gets a turn
+_RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
 
 
 class Outcome:
@@ -110,7 +123,7 @@ class Hub:
         self.hub_glet = greenlet(self._loop, parent=self.root)
         self.runq: deque[G] = deque()
         self.runnext: G | None = None
-        self._streak = 0
+        self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
         # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
@@ -217,6 +230,12 @@ class Hub:
     def ready(self, g: G, value: Any = None, next_: bool = True) -> None:
         """Make a parked goroutine runnable, handing it ``value`` as park()'s result.
 
+        With ``next_`` (from a goroutine), it runs next (``runnext``), so that a hand-off runs
+        its partner at once; a goroutine it displaces from ``runnext`` keeps its turn at the
+        run queue's tail. The scheduling rule, written here only: of the goroutines put in
+        ``runnext`` while the run queue waits, every ``_RUNNEXT_STREAK_MAX + 1``-th joins the
+        queue's tail instead, so the queue's head runs after at most that many hand-offs.
+
         Called from the owner thread only (goroutines, the hub, timer callbacks).
         """
         if g.state != WAITING:
@@ -224,13 +243,22 @@ class Hub:
         g.state = RUNNABLE
         g.reason = ""
         g.param = value
-        if next_ and self.current is not None:
-            old = self.runnext
+        runq = self.runq
+        if not next_ or self.current is None:
+            runq.append(g)
+            return
+        old = self.runnext
+        if old is not None:
+            runq.append(old)
+        if not runq:
             self.runnext = g
-            if old is not None:
-                self.runq.append(old)
+        elif self._streak < _RUNNEXT_STREAK_MAX:
+            self._streak += 1
+            self.runnext = g
         else:
-            self.runq.append(g)
+            self._streak = 0  # runnext had its streak: the run queue's head goes first
+            self.runnext = None
+            runq.append(g)
 
     def park(self, reason: str) -> Any:
         """Park the current goroutine until ``ready()``; return the value it was readied with."""
@@ -241,20 +269,26 @@ class Hub:
             raise GoroutineExit()
         g.state = WAITING
         g.reason = reason
-        # Inline fast path of _fast_next + _switch_to: straight into the next goroutine.
-        self.tick += 1
+        # Every 16th switch, and whenever asked (poll_now), the switch goes through the hub's
+        # pass, which counts it; else straight into the next goroutine: runqget's, with its
+        # first case inlined (a readied goroutine has parked: it has its greenlet)
+        tick = self.tick + 1
         nxt = self.runnext
-        if nxt is not None and not self.runq and self.tick & 15 and not self.poll_now \
-                and nxt.glet is not None:
+        if not tick & 15 or self.poll_now:
+            v = self.hub_glet.switch()
+        elif nxt is not None:
             self.runnext = None
-            self._streak = 0
+            self.tick = tick
             self.current = nxt
             nxt.state = RUNNING
             v = nxt.glet.switch()
         else:
-            self.tick -= 1
-            nxt = self._fast_next()
-            v = self.hub_glet.switch() if nxt is None else self._switch_to(nxt)
+            nxt = self.runqget()
+            if nxt is None:
+                v = self.hub_glet.switch()
+            else:
+                self.tick = tick
+                v = self._switch_to(nxt)
         if type(v) is Outcome:  # the loop ended while the implicit main goroutine was parked
             raise _outcome_error(v, self)
         # the value ready() handed over waits in g.param, never on a switch's arguments: a
@@ -263,35 +297,15 @@ class Hub:
         g.param = None
         return v
 
-    def _fast_next(self) -> G | None:
-        """The next goroutine to switch to directly, skipping the hub; None: go via the hub.
-
-        Every 16th switch, and whenever M threads have reported (they set ``poll_now``), the hub
-        runs instead, so that timers, completions and other Ps are never starved by a busy run
-        queue. An instrumented hub with a picker (hooks.py) never takes this shortcut.
-        """
-        tick = self.tick + 1
-        self.tick = tick
-        if not tick & 15:
-            self.poll_now = True  # _pick counts a tick of its own: tell it this pass polls
-            return None
-        if self.poll_now:
-            return None
+    def runqget(self) -> G | None:
+        """Take the next goroutine to run (Go's ``runqget``): ``runnext``, else the run
+        queue's head; None when both are empty. Owner thread."""
         g = self.runnext
-        runq = self.runq
-        if g is None:
-            if runq:
-                self._streak = 0
-                return runq.popleft()
-            return None
-        if self._streak < _RUNNEXT_STREAK_MAX or not runq:
+        if g is not None:
             self.runnext = None
-            self._streak = self._streak + 1 if runq else 0
             return g
-        self._streak = 0  # runnext had its streak: the run queue's head goes first
-        self.runnext = None
-        runq.append(g)
-        return runq.popleft()
+        runq = self.runq
+        return runq.popleft() if runq else None
 
     def _switch_to(self, g: G) -> Any:
         """Switch from the current goroutine straight into ``g`` (started or not)."""
@@ -317,7 +331,7 @@ class Hub:
             raise GoroutineExit()
         g.state = RUNNABLE
         if preempted:
-            self.preempted = g  # queued by _pick, after timers and the broker ran
+            self.preempted = g  # queued by the hub's pass, after timers and the broker ran
         else:
             self.runq.append(g)
         v = self.hub_glet.switch()
@@ -423,7 +437,7 @@ class Hub:
         self._gc_saved = _raise_gc_threshold()
         try:
             while self.outcome is None:
-                g = self._pick(runq)
+                g = self._find_runnable(runq)
                 if g is None:
                     if self.outcome is None:
                         self._idle()
@@ -444,10 +458,13 @@ class Hub:
             self._finish()
         return self.outcome
 
-    def _pick(self, runq: deque) -> G | None:
+    def _find_runnable(self, runq: deque) -> G | None:
+        """The hub's pass (Go's ``findRunnable``): run posted calls, and every 16th switch, when
+        asked (``poll_now``) or when nothing is runnable, due timers and the broker's poll; then
+        the next goroutine (``runqget``, or the picker of an instrumented hub), or None."""
         self.tick += 1
         poll = self.poll_now
-        self.poll_now = False  # before the drain: an M thread's later report sets it again
+        self.poll_now = False  # before the drain: an M thread's later post sets it again
         if self.inbox:
             self._drain_inbox()
             if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
@@ -461,16 +478,7 @@ class Hub:
             self.preempted = None
         if self.picker is not None:  # a scheduler that decides the order (hooks.py)
             return self.picker(runq) if runq else None
-        g = self.runnext
-        if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
-            self.runnext = None
-            self._streak = self._streak + 1 if runq else 0
-            return g
-        self._streak = 0
-        if g is not None:
-            self.runnext = None
-            runq.append(g)
-        return runq.popleft() if runq else None
+        return self.runqget()
 
     def _idle(self) -> None:
         if self.driven is not None:  # its thread waits in plain code: hand it back, not sleep
@@ -527,21 +535,24 @@ class Hub:
                 # main returned, or a goroutine panicked: back to the loop, which ends the run
                 # before any other goroutine runs (Go's program exit)
                 return
-            nxt = self._fast_next()
-            if nxt is not None and nxt.glet is None:
-                # run the next fresh goroutine on this very greenlet: no switch at all
-                self.current = nxt
-                nxt.state = RUNNING
-                nxt.glet = me
-                g = nxt
-                continue
+            tick = self.tick + 1
+            nxt = self.runqget() if tick & 15 and not self.poll_now else None
+            if nxt is not None:
+                self.tick = tick
+                if nxt.glet is None:
+                    # run the next fresh goroutine on this very greenlet: no switch at all
+                    self.current = nxt
+                    nxt.state = RUNNING
+                    nxt.glet = me
+                    g = nxt
+                    continue
             if len(self._free) >= _FREE_WORKERS_MAX:
                 if nxt is not None:
                     self.runq.appendleft(nxt)
                 return
             self._free.append(me)
             if nxt is None:
-                g = self.hub_glet.switch()
+                g = self.hub_glet.switch()  # the hub's pass counts this switch
             else:
                 g = self._switch_to(nxt)
 
