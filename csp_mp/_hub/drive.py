@@ -52,6 +52,7 @@ from greenlet import getcurrent
 
 from .._errors import GoroutineExit, ProcessLost
 from . import waits
+from .safepoint import UNSAFE, safe_point
 
 HOLD = 0.050  # longest stretch the hub keeps the thread while its own wait may be done
 
@@ -185,11 +186,12 @@ def wanted(hub: Any, frame: FrameType | None) -> bool:
     return hub.has_work()
 
 
-def kick(hub: Any) -> None:
-    """From sysmon: interrupt the hub thread's wait so that the handler drives the hub."""
+def kick(hub: Any, signum: int) -> None:
+    """From sysmon: interrupt the hub thread's wait with ``signum``, the preemption handler's
+    signal, so that the handler drives the hub."""
     _state.kicked = True
     try:
-        signal.pthread_kill(hub.thread_id, _signum())
+        signal.pthread_kill(hub.thread_id, signum)
     except (OSError, ValueError):
         _state.kicked = False
 
@@ -228,8 +230,6 @@ def drive(hub: Any, frame: FrameType | None) -> None:
             or not known_wait(frame):
         return
     if frame.f_code is not _COND_CODE and frame.f_code not in _SELECT_CODES:
-        from .preempt import UNSAFE, safe_point  # (preempt imports this module)
-
         if safe_point(frame, None) == UNSAFE:  # a sleep inside ``with lock:``, say
             return
     _state.waiter = frame.f_locals.get("waiter") if frame.f_code is _COND_CODE else None
@@ -245,12 +245,6 @@ def drive(hub: Any, frame: FrameType | None) -> None:
     finally:
         hub.driven = None
         _state.waiter = None
-
-
-def _signum() -> int:
-    from .preempt import SIGNUM
-
-    return SIGNUM
 
 
 __all__ = ["HOLD", "ask_release", "check_release", "drive", "kick", "known_wait",

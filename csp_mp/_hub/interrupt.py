@@ -34,7 +34,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from csp_mp._hub.preempt import RUNTIME, _body_calls, code_kind, register_body_call
+from .safepoint import RUNTIME, _body_calls, code_kind, register_body_call
 
 __all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 

@@ -15,12 +15,26 @@ have to agree on (as the deadlock check does); fake time refuses to start on sev
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import waits as W
+from .g import G
+from .timers import TimerHeap
 
-if TYPE_CHECKING:
-    from .hub import Hub
+
+class Hub(Protocol):
+    """What this module uses of a hub (hub.py's ``Hub``, which calls it)."""
+
+    all_blocked: list[G]
+    current: G | None
+    timers: TimerHeap
+
+    def ready(self, g: G, value: Any = None, next_: bool = True) -> None: ...
+
+    def park(self, reason: str) -> Any: ...
+
+    def post(self, entry: Callable[[], object]) -> None: ...
 
 
 def on_quiet(hub: Hub, delay: float | None) -> bool:

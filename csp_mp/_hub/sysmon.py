@@ -40,7 +40,7 @@ from typing import Any
 
 from .._errors import BlockingWarning
 from .._tb import warn_quietly
-from . import drive, preempt, slicer
+from . import drive, preempt, safepoint, slicer
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
@@ -174,7 +174,7 @@ class Sysmon:
         frame = sys._current_frames().get(hub.thread_id)
         if drive.wanted(hub, frame):
             self.drives += 1
-            drive.kick(hub)
+            drive.kick(hub, preempt.SIGNUM)
 
     def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
         """One sample of a goroutine that has not switched: report it once when it has sat in
@@ -219,10 +219,10 @@ class Sysmon:
         inside ``subprocess``); nothing when that frame is the runtime's own."""
         site = frame
         while site is not None:
-            kind = preempt._code_info(site.f_code, site.f_globals.get("__name__"))[0]
-            if kind == preempt.RUNTIME:
+            kind = safepoint.code_kind(site.f_code, site.f_globals.get("__name__"))
+            if kind == safepoint.RUNTIME:
                 return  # the runtime's own wait (starting an M thread, say): not the user's
-            if kind != preempt.STDLIB and kind != preempt.LOCKING:
+            if kind != safepoint.STDLIB and kind != safepoint.LOCKING:
                 break
             site = site.f_back
         if site is None:
