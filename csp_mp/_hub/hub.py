@@ -2,9 +2,8 @@
 
 Only the hub switches greenlets: ``park()`` is the one way out of a goroutine and ``ready()``
 the one way back in; ``post()`` is the one way in from other threads. Goroutine bodies run on
-pooled worker greenlets (a greenlet that finishes a body parks and takes the next one, as Go
-keeps a free list of Gs): a fresh greenlet per ``go`` would cost a new data-stack chunk each
-time.
+pooled worker greenlets, and their end is handled there (workers.py, whose methods the hub
+inherits); ``stack_text`` is dumps.py's, the run's ``Outcome`` outcome.py's.
 
 Scheduling (Go's ``schedule``): ``ready()`` applies the one scheduling rule as it queues a
 goroutine (``runnext`` first, with a bound on how long the run queue waits for it), and
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import random
 import sys
 import threading
@@ -47,27 +45,17 @@ from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
 
-from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
-from . import interrupt, quiet, waits
+from .._errors import DeadlockError, GoroutineExit, InternalError
+from . import dumps, interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
+from .outcome import Outcome, outcome_error
 from .sysmon import start_sysmon
 from .timers import TimerHeap
+from .workers import Workers
 
 GOID_STRIDE = 1_000_000_000
-_FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
 _RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
-
-
-class Outcome:
-    """How a hub loop ended: ``kind`` is "return", "panic", "deadlock", "stop" or "lost"."""
-
-    __slots__ = ("kind", "value", "error")
-
-    def __init__(self, kind: str, value: Any = None, error: BaseException | None = None) -> None:
-        self.kind = kind
-        self.value = value
-        self.error = error
 
 
 class Waker:
@@ -113,7 +101,7 @@ class Broker(Protocol):
         """How many ``go()`` calls this P has framed so far (the seq of the last frame)."""
 
 
-class Hub:
+class Hub(Workers):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
     def __init__(self, p: int = 0) -> None:
@@ -128,7 +116,7 @@ class Hub:
         self.allgs: dict[int, G] = {}
         # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
         self._ids = itertools.count(1 + p * GOID_STRIDE)
-        self._free: list[greenlet] = []
+        self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
         self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
         self.waker = Waker()
@@ -290,7 +278,7 @@ class Hub:
                 self.tick = tick
                 v = self._switch_to(nxt)
         if type(v) is Outcome:  # the loop ended while the implicit main goroutine was parked
-            raise _outcome_error(v, self)
+            raise outcome_error(v)
         # the value ready() handed over waits in g.param, never on a switch's arguments: a
         # parked goroutine's frame would keep what it passed on alive until it resumes
         v = g.param
@@ -307,20 +295,6 @@ class Hub:
         runq = self.runq
         return runq.popleft() if runq else None
 
-    def _switch_to(self, g: G) -> Any:
-        """Switch from the current goroutine straight into ``g`` (started or not)."""
-        self.current = g
-        g.state = RUNNING
-        glet = g.glet
-        if glet is None:
-            if self._free:
-                glet = self._free.pop()
-            else:
-                glet = greenlet(self._worker, self.hub_glet)
-            g.glet = glet
-            return glet.switch(g)
-        return glet.switch()  # it takes the value it was readied with from g.param (park)
-
     def gosched(self, preempted: bool = False) -> None:
         """Yield the P: the current goroutine goes to the back of the run queue (``preempted``:
         also behind what the hub's next pass makes ready, a due timer's goroutine say)."""
@@ -336,7 +310,7 @@ class Hub:
             self.runq.append(g)
         v = self.hub_glet.switch()
         if type(v) is Outcome:
-            raise _outcome_error(v, self)
+            raise outcome_error(v)
 
     # ----------------------------------------------------------------- blocking calls (M threads)
 
@@ -507,109 +481,6 @@ class Hub:
         if g.state == WAITING:
             self.ready(g)
 
-    def _worker(self, g: G) -> None:
-        """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""
-        me = getcurrent()
-        while True:
-            try:
-                args = g.args
-                if g.kwargs:
-                    result = g.fn(*args, **g.kwargs)
-                elif not args:
-                    result = g.fn()
-                elif len(args) == 1:
-                    result = g.fn(args[0])
-                else:
-                    result = g.fn(*args)
-                if g.is_main:
-                    g.result = result
-            except GoroutineExit:
-                pass
-            except BaseException as exc:
-                self._panic(g, exc)
-            self._goexit(g)
-            # drop what it ran with while parked in the pool: a channel it held is freed when
-            # no goroutine can reach it (_mp/promote.py)
-            g = args = result = None  # type: ignore[assignment]
-            if self.stopping or self.outcome is not None:
-                # main returned, or a goroutine panicked: back to the loop, which ends the run
-                # before any other goroutine runs (Go's program exit)
-                return
-            tick = self.tick + 1
-            nxt = self.runqget() if tick & 15 and not self.poll_now else None
-            if nxt is not None:
-                self.tick = tick
-                if nxt.glet is None:
-                    # run the next fresh goroutine on this very greenlet: no switch at all
-                    self.current = nxt
-                    nxt.state = RUNNING
-                    nxt.glet = me
-                    g = nxt
-                    continue
-            if len(self._free) >= _FREE_WORKERS_MAX:
-                if nxt is not None:
-                    self.runq.appendleft(nxt)
-                return
-            self._free.append(me)
-            if nxt is None:
-                g = self.hub_glet.switch()  # the hub's pass counts this switch
-            else:
-                g = self._switch_to(nxt)
-
-    def _goexit(self, g: G) -> None:
-        if g.state == RUNNABLE:
-            # it ended while queued: an exception (Ctrl-C, preemption's gosched) struck between
-            # gosched() queueing it and switching away; running it again would resume a body
-            # that has finished
-            if self.runnext is g:
-                self.runnext = None
-            try:
-                self.runq.remove(g)
-            except ValueError:
-                pass
-        g.state = DEAD
-        self.allgs.pop(g.id, None)
-        if g.is_main and self.outcome is None:
-            self.outcome = Outcome("return", g.result)
-        g.fn = g.args = g.kwargs = None  # type: ignore[assignment]  # free what it captured
-
-    def _panic(self, g: G, exc: BaseException) -> None:
-        if self.outcome is not None:
-            return
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self.outcome = Outcome("interrupt", error=exc)
-            return
-        if isinstance(exc, Panic):
-            err = exc
-        else:
-            err = Panic(f"panic in {g.describe()}: {type(exc).__name__}: {exc}",
-                        goroutine=g.describe(),
-                        traceback_text="".join(traceback.format_exception(exc)))
-            err.__cause__ = exc
-        self.outcome = Outcome("panic", error=err)
-
-    def _kill_all(self) -> None:
-        """Throw GoroutineExit into every started goroutine but the implicit main one."""
-        for g in list(self.allgs.values()):
-            glet = g.glet
-            if g.is_main and glet is self.root:
-                continue
-            if glet is not None and not glet.dead and glet is not getcurrent():
-                try:
-                    glet.throw(GoroutineExit())
-                except GoroutineExit:
-                    pass
-            g.state = DEAD
-        self.allgs.clear()
-        if self.main_g is not None and self.main_g.glet is self.root:
-            self.allgs[self.main_g.id] = self.main_g
-        self.runq.clear()
-        self.runnext = None
-        for w in self._free:
-            if not w.dead:
-                w.throw()  # GreenletExit: the parked worker ends quietly
-        self._free.clear()
-
     def _finish(self) -> None:
         self.timers.clear()
         if self._gc_saved is not None:
@@ -630,28 +501,10 @@ class Hub:
 
     def stack_text(self) -> str:
         """Every goroutine of this P: id, P, state, wait reason and Python stack (Go's format)."""
-        parts = []
-        for g in sorted(self.allgs.values(), key=lambda x: x.id):
-            state = g.reason if g.state == WAITING else g.state
-            head = f"goroutine {g.id} [{state}] on P{g.p}: {g.describe()}"
-            frame = None
-            if g.glet is not None:
-                if g.glet is getcurrent():
-                    frame = sys._getframe(1)
-                else:
-                    frame = g.glet.gr_frame
-            if frame is None:
-                body = "  (not started)\n"
-            else:
-                body = "".join(traceback.format_list(_user_frames(frame)))
-            parts.append(f"{head}\n{body}")
-        return "\n".join(parts)
+        return dumps.stack_text(self.allgs.values(), sys._getframe(1))
 
 
 GC_GEN0_THRESHOLD = 50_000
-
-
-interrupt.register_body_call(Hub._worker)  # a Ctrl-C during g.fn(...) is the goroutine's
 
 
 def _raise_gc_threshold() -> tuple[int, ...] | None:
@@ -668,25 +521,6 @@ def _raise_gc_threshold() -> tuple[int, ...] | None:
     return saved
 
 
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
-def _user_frames(frame: Any) -> list[traceback.FrameSummary]:
-    """A goroutine's stack for a dump: its own frames and, after each run of them, the csp_mp
-    call they made; the runtime's frames around that (worker loop, park, switch) are left out."""
-    summary = traceback.extract_stack(frame)
-    out = []
-    after_user = False
-    for fs in summary:
-        if not fs.filename.startswith(_PKG):
-            out.append(fs)
-            after_user = True
-        elif after_user:
-            out.append(fs)
-            after_user = False
-    return out or list(summary)
-
-
 def _root_body() -> None:  # placeholder fn of the implicit main goroutine
     return None
 
@@ -699,12 +533,6 @@ def _wrong_context(hub: Hub) -> BaseException:
     if getcurrent() is hub.hub_glet:
         return InternalError("a blocking operation ran in the hub (timer callback?)")
     return RuntimeError("csp_mp blocking operation called outside a goroutine")
-
-
-def _outcome_error(out: Outcome, hub: Hub) -> BaseException:
-    if out.error is not None:
-        return out.error
-    return GoroutineExit()
 
 
 __all__ = ["Hub", "Outcome", "Broker", "Waker", "G", "RUNNABLE", "RUNNING", "WAITING", "DEAD"]
