@@ -141,7 +141,9 @@ class Hub(Workers):
         self.nprocs = 1
         self._gc_saved: tuple[int, ...] | None = None
         self.no_preempt = 0  # > 0: the running goroutine holds a runtime lock; never preempt it
-        self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
+        # the next switch goes through the hub's pass, which runs timers and polls the broker
+        # (set by post, preemption, drive.py, the broker's queued wake-ups)
+        self.poll_now = False
         self.preempted: G | None = None  # switched out by preemption, queued at the next pass
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
