@@ -206,8 +206,8 @@ def test_a_trip_landing_inside_the_handler_is_left_to_the_running_call(monkeypat
     RecursionError ended the run."""
     from types import SimpleNamespace
 
-    hub = SimpleNamespace(stopping=False, interrupt_pending=False, poll_now=False,
-                          waker=SimpleNamespace(post=lambda: None))
+    hub = SimpleNamespace(stopping=False, interrupt_pending=False, interrupted=None,
+                          post=lambda fn: None)
     nested = []
 
     def deciding_slowly(frame):

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import csp_mp
-from csp_mp._hub import current_hub, interrupt, preempt, slicer, sysmon
+from csp_mp._hub import current_hub, interrupt, preempt, safepoint, slicer, sysmon
 
 TICK = 0.05  # a cap-1 ticker loses a tick only after a 2-period gap: robust on a loaded box
 WINDOW = 1.0
@@ -296,7 +296,7 @@ def _frame_at(fn):
         import sys
 
         frame = sys._getframe(1)
-        got.append(preempt.safe_point(frame, _frame_at.__code__))  # stop at our caller
+        got.append(safepoint.safe_point(frame, _frame_at.__code__))  # stop at our caller
 
     fn(capture)
     return got[0]
@@ -337,11 +337,11 @@ def test_safe_point_rules():
             capture()
 
     # "plain" code is not at a signal check point here (it is at a call), so RETRY, never UNSAFE
-    assert _frame_at(plain) == preempt.RETRY
-    assert _frame_at(in_try_except) == preempt.RETRY
-    assert _frame_at(in_with) == preempt.UNSAFE
-    assert _frame_at(in_try_finally) == preempt.UNSAFE
-    assert _frame_at(in_except) == preempt.UNSAFE
+    assert _frame_at(plain) == safepoint.RETRY
+    assert _frame_at(in_try_except) == safepoint.RETRY
+    assert _frame_at(in_with) == safepoint.UNSAFE
+    assert _frame_at(in_try_finally) == safepoint.UNSAFE
+    assert _frame_at(in_except) == safepoint.UNSAFE
     with pytest.raises(ValueError):
         _frame_at(in_finally_handler)
 
@@ -354,12 +354,12 @@ def test_a_trace_function_between_two_steps_of_the_worker_loop_is_no_safe_point(
     from csp_mp._hub.hub import Hub
 
     base = Hub._worker.__code__
-    body_lines = preempt._body_calls[base]
+    body_lines = safepoint._body_calls[base]
     verdicts: dict[int, set[int]] = {}
 
     def local(frame, event, arg):
         if frame.f_code is base:
-            verdict = preempt.safe_point(sys._getframe(0), base)
+            verdict = safepoint.safe_point(sys._getframe(0), base)
             verdicts.setdefault(frame.f_lineno, set()).add(verdict)
         return local
 
@@ -378,7 +378,7 @@ def test_a_trace_function_between_two_steps_of_the_worker_loop_is_no_safe_point(
     csp_mp.run(main, procs=1)
     outside = {line: v for line, v in verdicts.items() if line not in body_lines}
     assert outside, verdicts  # the loop's own steps after the body returned were traced
-    assert all(v == {preempt.UNSAFE} for v in outside.values()), outside
+    assert all(v == {safepoint.UNSAFE} for v in outside.values()), outside
 
 
 def test_safe_point_refuses_locking_modules_and_del():
@@ -389,10 +389,10 @@ def test_safe_point_refuses_locking_modules_and_del():
 
     for mod in ("logging", "threading", "importlib._bootstrap", "queue"):
         f = fake_module_frame(mod)
-        assert _frame_at(f) == preempt.UNSAFE, mod
+        assert _frame_at(f) == safepoint.UNSAFE, mod
     f = fake_module_frame("mymod", "class A:\n    def __del__(self, cb):\n        cb()\n"
                                    "def f(cb):\n    A.__del__(None, cb)\n")
-    assert _frame_at(f) == preempt.UNSAFE
+    assert _frame_at(f) == safepoint.UNSAFE
 
 
 def _runtime_function(src: str = "def f(cb):\n    x = 1\n    cb()\n    return x\n"):
@@ -413,12 +413,12 @@ def test_safe_point_refuses_user_code_the_runtime_calls_back():
 
         runtime_f(user_callback)
 
-    assert _frame_at(callback_inside_runtime) == preempt.UNSAFE
+    assert _frame_at(callback_inside_runtime) == safepoint.UNSAFE
 
 
 def test_safe_point_passes_a_wrapper_on_its_body_call_line():
     wrapper = _runtime_function("def f(fn):\n    x = 1\n    fn()\n    return x\n")
-    preempt.register_body_call(wrapper)
+    safepoint.register_body_call(wrapper)
     try:
         def body_inside_wrapper(capture):
             def user_body():
@@ -427,9 +427,9 @@ def test_safe_point_passes_a_wrapper_on_its_body_call_line():
             wrapper(user_body)
 
         # at a call, not a check point: RETRY, where a refusing frame would say UNSAFE
-        assert _frame_at(body_inside_wrapper) == preempt.RETRY
+        assert _frame_at(body_inside_wrapper) == safepoint.RETRY
     finally:
-        del preempt._body_calls[wrapper.__code__]
+        del safepoint._body_calls[wrapper.__code__]
 
 
 # ---------------------------------------------------------------- the CPU-time clock (slicer)
@@ -589,7 +589,7 @@ def test_a_trip_landing_inside_the_preemption_check_is_left_to_the_running_check
     def deciding_slowly(frame, base):
         sm.request = (7, g)  # the next trip asks again while this one decides
         nested.append(preempt._maybe_preempt(hub, sm, frame))
-        return preempt.UNSAFE
+        return safepoint.UNSAFE
 
     g.glet = preempt.getcurrent()
     sm.request = (7, g)

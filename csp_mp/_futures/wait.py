@@ -38,9 +38,7 @@ def _on_hub(hub: Any, fn: Callable[[], None]) -> None:
     if threading.get_ident() == hub.thread_id:
         fn()
         return
-    hub.inbox.append((None, fn, None))
-    hub.poll_now = True
-    hub.waker.post()
+    hub.post(fn)
 
 
 def _can_park(hub: Any) -> bool:

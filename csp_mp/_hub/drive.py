@@ -28,7 +28,7 @@ Invariants:
 - ``hub.driven`` is set only by ``drive`` on the hub's thread, and cleared only by
   ``Hub.release_driven`` (owner thread); while set, the main goroutine is parked (PLAIN_WAIT).
 - ``_state.kicked`` is set by sysmon before it signals, and cleared by the handler.
-- Sysmon only reads hub state here, and asks for a release through ``hub.inbox``.
+- Sysmon only reads hub state here, and asks for a release through ``hub.post``.
 
 Design notes (rejected): running P0's hub loop on another thread while the main thread waits
 (greenlets cannot move between threads, and the implicit main goroutine is the root greenlet of
@@ -52,6 +52,7 @@ from greenlet import getcurrent
 
 from .._errors import GoroutineExit, ProcessLost
 from . import waits
+from .safepoint import UNSAFE, safe_point
 
 HOLD = 0.050  # longest stretch the hub keeps the thread while its own wait may be done
 
@@ -182,23 +183,15 @@ def wanted(hub: Any, frame: FrameType | None) -> bool:
     """Sysmon's test: the main goroutine waits in a known wait and the P has work."""
     if hub.driven is not None or hub.stopping or not known_wait(frame):
         return False
-    if hub.runq or hub.runnext is not None or hub.inbox:
-        return True
-    broker = hub.broker
-    if broker is not None and broker.work_waiting():
-        return True
-    try:
-        heap = hub.timers._heap  # read-only peek from another thread; races are harmless
-        return bool(heap) and heap[0].when <= time.monotonic()
-    except (IndexError, AttributeError):
-        return False
+    return hub.has_work()
 
 
-def kick(hub: Any) -> None:
-    """From sysmon: interrupt the hub thread's wait so that the handler drives the hub."""
+def kick(hub: Any, signum: int) -> None:
+    """From sysmon: interrupt the hub thread's wait with ``signum``, the preemption handler's
+    signal, so that the handler drives the hub."""
     _state.kicked = True
     try:
-        signal.pthread_kill(hub.thread_id, _signum())
+        signal.pthread_kill(hub.thread_id, signum)
     except (OSError, ValueError):
         _state.kicked = False
 
@@ -216,9 +209,7 @@ def check_release(hub: Any, now: float | None = None) -> bool:
 
 def ask_release(hub: Any) -> None:
     """From any thread: have the hub hand the thread back at its next pass."""
-    hub.inbox.append((None, hub.release_driven, None))
-    hub.poll_now = True
-    hub.waker.post()
+    hub.post(hub.release_driven)
 
 
 def release_if_done(hub: Any) -> None:
@@ -239,8 +230,6 @@ def drive(hub: Any, frame: FrameType | None) -> None:
             or not known_wait(frame):
         return
     if frame.f_code is not _COND_CODE and frame.f_code not in _SELECT_CODES:
-        from .preempt import UNSAFE, safe_point  # (preempt imports this module)
-
         if safe_point(frame, None) == UNSAFE:  # a sleep inside ``with lock:``, say
             return
     _state.waiter = frame.f_locals.get("waiter") if frame.f_code is _COND_CODE else None
@@ -256,12 +245,6 @@ def drive(hub: Any, frame: FrameType | None) -> None:
     finally:
         hub.driven = None
         _state.waiter = None
-
-
-def _signum() -> int:
-    from .preempt import SIGNUM
-
-    return SIGNUM
 
 
 __all__ = ["HOLD", "ask_release", "check_release", "drive", "kick", "known_wait",

@@ -123,6 +123,9 @@ def uninstall(hub: Hub, inst: Instrument) -> None:
 def _rebind(hub: Hub) -> None:
     pickers = [i.pick for i in hub.instruments if i.pick is not None]
     hub.picker = pickers[0] if pickers else None
+    if hub.picker is not None and hub.runnext is not None:
+        hub.runq.append(hub.runnext)  # the picker sees only the run queue
+        hub.runnext = None
     hub.__class__ = InstrumentedHub if hub.instruments else Hub
     hub.bind_go()
 
@@ -190,10 +193,12 @@ class InstrumentedHub(Hub):
         for i in self.instruments:
             i.exited(g)
 
-    def _fast_next(self) -> G | None:
+    def runqget(self) -> G | None:
         if self.picker is not None:
-            return None  # every pick goes through _pick, which asks the picker
-        nxt = Hub._fast_next(self)
+            # nothing for a direct switch: every pick goes through the hub's pass, which asks
+            # the picker (and never gets here)
+            return None
+        nxt = Hub.runqget(self)
         cur = self.current
         if nxt is not None and nxt.glet is None and cur is not None and cur.state == DEAD:
             for i in self.instruments:  # _worker runs it on this very greenlet

@@ -1,18 +1,30 @@
 """The hub: one P's scheduler, a greenlet on the P's main thread.
 
 Only the hub switches greenlets: ``park()`` is the one way out of a goroutine and ``ready()``
-the one way back in. Goroutine bodies run on pooled worker greenlets (a greenlet that finishes a
-body parks and takes the next one, as Go keeps a free list of Gs): a fresh greenlet per ``go``
-would cost a new data-stack chunk each time.
+the one way back in; ``post()`` is the one way in from other threads. Goroutine bodies run on
+pooled worker greenlets, and their end is handled there (workers.py, whose methods the hub
+inherits); ``stack_text`` is dumps.py's, the run's ``Outcome`` outcome.py's.
+
+Scheduling (Go's ``schedule``): ``ready()`` applies the one scheduling rule as it queues a
+goroutine (``runnext`` first, with a bound on how long the run queue waits for it), and
+``runqget()`` takes the next one. A goroutine that stops running (it parks, or it ends on its
+worker) switches straight into that next one; every 16th switch (``tick``), and whenever
+``poll_now`` asks, it switches to the hub instead, whose pass (``_find_runnable``) runs posted
+calls, due timers and the broker's poll before it takes the next goroutine. ``gosched`` always
+goes through the hub.
 
 Invariants:
 - Exactly one greenlet of this thread runs at a time: the hub or the goroutine in ``current``.
 - A G is in at most one of: ``runq``, ``runnext``, parked (state WAITING), running.
-- ``pending_blocking`` counts calls handed to M threads whose outcome has not been drained.
+- ``pending_blocking`` counts calls handed to M threads whose completion has not been drained.
 - ``outcome`` once set never changes; the loop then stops every goroutine and returns it.
-- Every field is owned by the hub thread, except ``inbox`` (appended to by M threads; a deque
-  append is atomic; each append is followed by setting ``poll_now``) and ``waker`` (posted by
-  anyone).
+- ``inbox`` holds only calls and M threads' ``(g, ok, value)`` completions, put there by
+  ``post`` (any thread: a deque append, then ``poll_now`` set, then ``waker`` posted, each step
+  atomic under the GIL), and taken by the hub's pass.
+- Every other field is owned by the hub thread (its goroutines, the hub greenlet, and the
+  signal handlers that run there: preemption sets ``poll_now``, Ctrl-C ``interrupt_pending``).
+  Other threads only read ``tick``, ``current``, ``stopping``, ``driven`` and what ``has_work``
+  reads (sysmon, drive.py).
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -23,7 +35,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import random
 import sys
 import threading
@@ -34,27 +45,17 @@ from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
 
-from .._errors import DeadlockError, GoroutineExit, InternalError, Panic
-from . import interrupt, quiet, waits
+from .._errors import DeadlockError, GoroutineExit, InternalError
+from . import dumps, interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
+from .outcome import Outcome, outcome_error
 from .sysmon import start_sysmon
 from .timers import TimerHeap
+from .workers import Workers
 
 GOID_STRIDE = 1_000_000_000
-_FREE_WORKERS_MAX = 4096  # parked worker greenlets kept for reuse
-_RUNNEXT_STREAK_MAX = 64  # runnext picks in a row before the run queue gets a turn
-
-
-class Outcome:
-    """How a hub loop ended: ``kind`` is "return", "panic", "deadlock", "stop" or "lost"."""
-
-    __slots__ = ("kind", "value", "error")
-
-    def __init__(self, kind: str, value: Any = None, error: BaseException | None = None) -> None:
-        self.kind = kind
-        self.value = value
-        self.error = error
+_RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
 
 
 class Waker:
@@ -70,6 +71,11 @@ class Waker:
     def wait(self, timeout: float | None) -> bool:
         """Wait for a post or ``timeout`` seconds; True if posted."""
         return self._sem.acquire(timeout=timeout)
+
+
+#: an M thread's outcome of a blocking call, posted to the hub: (the goroutine, ok, value or
+#: exception); every other inbox entry is a call
+Completion = tuple[G, bool, Any]
 
 
 class Broker(Protocol):
@@ -95,7 +101,7 @@ class Broker(Protocol):
         """How many ``go()`` calls this P has framed so far (the seq of the last frame)."""
 
 
-class Hub:
+class Hub(Workers):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
     def __init__(self, p: int = 0) -> None:
@@ -105,14 +111,14 @@ class Hub:
         self.hub_glet = greenlet(self._loop, parent=self.root)
         self.runq: deque[G] = deque()
         self.runnext: G | None = None
-        self._streak = 0
+        self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
         # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
         self._ids = itertools.count(1 + p * GOID_STRIDE)
-        self._free: list[greenlet] = []
+        self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
-        self.inbox: deque = deque()
+        self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
         self.waker = Waker()
         self.pending_blocking = 0
         self.outcome: Outcome | None = None
@@ -135,7 +141,9 @@ class Hub:
         self.nprocs = 1
         self._gc_saved: tuple[int, ...] | None = None
         self.no_preempt = 0  # > 0: the running goroutine holds a runtime lock; never preempt it
-        self.poll_now = False  # set on preemption: the next hub pass runs timers and the broker
+        # the next switch goes through the hub's pass, which runs timers and polls the broker
+        # (set by post, preemption, drive.py, the broker's queued wake-ups)
+        self.poll_now = False
         self.preempted: G | None = None  # switched out by preemption, queued at the next pass
         self.interrupt_pending = False  # a Ctrl-C deferred out of runtime code (interrupt.py)
         self.sysmon: Any = None  # this P's sysmon (sysmon.py), while the loop runs
@@ -212,6 +220,12 @@ class Hub:
     def ready(self, g: G, value: Any = None, next_: bool = True) -> None:
         """Make a parked goroutine runnable, handing it ``value`` as park()'s result.
 
+        With ``next_`` (from a goroutine), it runs next (``runnext``), so that a hand-off runs
+        its partner at once; a goroutine it displaces from ``runnext`` keeps its turn at the
+        run queue's tail. The scheduling rule, written here only: of the goroutines put in
+        ``runnext`` while the run queue waits, every ``_RUNNEXT_STREAK_MAX + 1``-th joins the
+        queue's tail instead, so the queue's head runs after at most that many hand-offs.
+
         Called from the owner thread only (goroutines, the hub, timer callbacks).
         """
         if g.state != WAITING:
@@ -219,13 +233,22 @@ class Hub:
         g.state = RUNNABLE
         g.reason = ""
         g.param = value
-        if next_ and self.current is not None:
-            old = self.runnext
+        runq = self.runq
+        if not next_ or self.current is None:
+            runq.append(g)
+            return
+        old = self.runnext
+        if old is not None:
+            runq.append(old)
+        if not runq:
             self.runnext = g
-            if old is not None:
-                self.runq.append(old)
+        elif self._streak < _RUNNEXT_STREAK_MAX:
+            self._streak += 1
+            self.runnext = g
         else:
-            self.runq.append(g)
+            self._streak = 0  # runnext had its streak: the run queue's head goes first
+            self.runnext = None
+            runq.append(g)
 
     def park(self, reason: str) -> Any:
         """Park the current goroutine until ``ready()``; return the value it was readied with."""
@@ -236,71 +259,43 @@ class Hub:
             raise GoroutineExit()
         g.state = WAITING
         g.reason = reason
-        # Inline fast path of _fast_next + _switch_to: straight into the next goroutine.
-        self.tick += 1
+        # Every 16th switch, and whenever asked (poll_now), the switch goes through the hub's
+        # pass, which counts it; else straight into the next goroutine: runqget's, with its
+        # first case inlined (a readied goroutine has parked: it has its greenlet)
+        tick = self.tick + 1
         nxt = self.runnext
-        if nxt is not None and not self.runq and self.tick & 15 and not self.poll_now \
-                and nxt.glet is not None:
+        if not tick & 15 or self.poll_now:
+            v = self.hub_glet.switch()
+        elif nxt is not None:
             self.runnext = None
-            self._streak = 0
+            self.tick = tick
             self.current = nxt
             nxt.state = RUNNING
             v = nxt.glet.switch()
         else:
-            self.tick -= 1
-            nxt = self._fast_next()
-            v = self.hub_glet.switch() if nxt is None else self._switch_to(nxt)
+            nxt = self.runqget()
+            if nxt is None:
+                v = self.hub_glet.switch()
+            else:
+                self.tick = tick
+                v = self._switch_to(nxt)
         if type(v) is Outcome:  # the loop ended while the implicit main goroutine was parked
-            raise _outcome_error(v, self)
+            raise outcome_error(v)
         # the value ready() handed over waits in g.param, never on a switch's arguments: a
         # parked goroutine's frame would keep what it passed on alive until it resumes
         v = g.param
         g.param = None
         return v
 
-    def _fast_next(self) -> G | None:
-        """The next goroutine to switch to directly, skipping the hub; None: go via the hub.
-
-        Every 16th switch, and whenever M threads have reported (they set ``poll_now``), the hub
-        runs instead, so that timers, completions and other Ps are never starved by a busy run
-        queue. An instrumented hub with a picker (hooks.py) never takes this shortcut.
-        """
-        tick = self.tick + 1
-        self.tick = tick
-        if not tick & 15:
-            self.poll_now = True  # _pick counts a tick of its own: tell it this pass polls
-            return None
-        if self.poll_now:
-            return None
+    def runqget(self) -> G | None:
+        """Take the next goroutine to run (Go's ``runqget``): ``runnext``, else the run
+        queue's head; None when both are empty. Owner thread."""
         g = self.runnext
-        runq = self.runq
-        if g is None:
-            if runq:
-                self._streak = 0
-                return runq.popleft()
-            return None
-        if self._streak < _RUNNEXT_STREAK_MAX or not runq:
+        if g is not None:
             self.runnext = None
-            self._streak = self._streak + 1 if runq else 0
             return g
-        self._streak = 0  # runnext had its streak: the run queue's head goes first
-        self.runnext = None
-        runq.append(g)
-        return runq.popleft()
-
-    def _switch_to(self, g: G) -> Any:
-        """Switch from the current goroutine straight into ``g`` (started or not)."""
-        self.current = g
-        g.state = RUNNING
-        glet = g.glet
-        if glet is None:
-            if self._free:
-                glet = self._free.pop()
-            else:
-                glet = greenlet(self._worker, self.hub_glet)
-            g.glet = glet
-            return glet.switch(g)
-        return glet.switch()  # it takes the value it was readied with from g.param (park)
+        runq = self.runq
+        return runq.popleft() if runq else None
 
     def gosched(self, preempted: bool = False) -> None:
         """Yield the P: the current goroutine goes to the back of the run queue (``preempted``:
@@ -312,12 +307,12 @@ class Hub:
             raise GoroutineExit()
         g.state = RUNNABLE
         if preempted:
-            self.preempted = g  # queued by _pick, after timers and the broker ran
+            self.preempted = g  # queued by the hub's pass, after timers and the broker ran
         else:
             self.runq.append(g)
         v = self.hub_glet.switch()
         if type(v) is Outcome:
-            raise _outcome_error(v, self)
+            raise outcome_error(v)
 
     # ----------------------------------------------------------------- blocking calls (M threads)
 
@@ -326,13 +321,10 @@ class Hub:
         g = self.current
         if g is None or getcurrent() is not g.glet:
             raise _wrong_context(self)
-        inbox = self.inbox
-        waker = self.waker
+        post = self.post
 
         def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
-            inbox.append((g, ok, value))
-            self.poll_now = True  # the next switch goes through the hub, which drains the inbox
-            waker.post()
+            post((g, ok, value))
 
         self.pending_blocking += 1
         self.n_blocking += 1
@@ -342,16 +334,52 @@ class Hub:
             return value
         raise value
 
+    def post(self, entry: Callable[[], object] | Completion) -> None:
+        """Hand the hub work from any thread: a call to run on the hub thread at its next pass,
+        or an M thread's ``(g, ok, value)`` completion. The one way into the hub from outside.
+
+        Safe from any thread: the deque append is atomic, ``poll_now`` makes the running
+        goroutine's next switch go through the hub, and the waker's post is never lost (an idle
+        hub wakes, a busy one finds its next wait already posted).
+        """
+        self.inbox.append(entry)
+        self.poll_now = True
+        self.waker.post()
+
+    def has_work(self) -> bool:
+        """Whether this P has work besides the running goroutine: a runnable goroutine, a posted
+        call or completion, a due timer, or work from other Ps (the broker's ``work_waiting``).
+
+        Any thread (sysmon, the CPU-time handler): it only reads, each read is one atomic step
+        under the GIL (a deque's truth, an attribute, ``TimerHeap.due``, the broker's reads),
+        and it takes no lock. The answer may be stale as it returns; callers act on it only by
+        asking the hub to make a pass, and look again at their next tick.
+        """
+        if self.runq or self.runnext is not None or self.inbox or self.timers.due():
+            return True
+        broker = self.broker
+        return broker is not None and broker.work_waiting()
+
     def _drain_inbox(self) -> None:
         inbox = self.inbox
         while inbox:
-            g, ok, value = inbox.popleft()
-            if g is None:  # a call posted by another thread (sysmon reports): run it here
-                ok()
-                continue
-            self.pending_blocking -= 1
-            if g.state == WAITING:
-                self.ready(g, (ok, value), next_=False)
+            entry = inbox.popleft()
+            if isinstance(entry, tuple):  # an M thread's completion
+                g, ok, value = entry
+                self.pending_blocking -= 1
+                if g.state == WAITING:
+                    self.ready(g, (ok, value), next_=False)
+            else:  # a call posted by another thread (sysmon reports, a timer thread)
+                entry()
+
+    def interrupted(self) -> None:
+        """End the run with ``KeyboardInterrupt`` for a Ctrl-C that arrived in runtime code,
+        unless it was raised in user code meanwhile (interrupt.py posts this; owner thread)."""
+        if not self.interrupt_pending:
+            return
+        self.interrupt_pending = False
+        if self.outcome is None:
+            self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
 
     # ----------------------------------------------------------------- the loop
 
@@ -385,7 +413,7 @@ class Hub:
         self._gc_saved = _raise_gc_threshold()
         try:
             while self.outcome is None:
-                g = self._pick(runq)
+                g = self._find_runnable(runq)
                 if g is None:
                     if self.outcome is None:
                         self._idle()
@@ -406,17 +434,17 @@ class Hub:
             self._finish()
         return self.outcome
 
-    def _pick(self, runq: deque) -> G | None:
-        if self.interrupt_pending:  # Ctrl-C arrived in runtime code: end the run here
-            self.interrupt_pending = False
-            if self.outcome is None:
-                self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
-            return None
+    def _find_runnable(self, runq: deque) -> G | None:
+        """The hub's pass (Go's ``findRunnable``): run posted calls, and every 16th switch, when
+        asked (``poll_now``) or when nothing is runnable, due timers and the broker's poll; then
+        the next goroutine (``runqget``, or the picker of an instrumented hub), or None."""
         self.tick += 1
         poll = self.poll_now
-        self.poll_now = False  # before the drain: an M thread's later report sets it again
+        self.poll_now = False  # before the drain: an M thread's later post sets it again
         if self.inbox:
             self._drain_inbox()
+            if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
+                return None
         if self.tick & 15 == 0 or poll or not (runq or self.runnext):
             self.timers.run_due()
             if self.broker is not None:
@@ -426,16 +454,7 @@ class Hub:
             self.preempted = None
         if self.picker is not None:  # a scheduler that decides the order (hooks.py)
             return self.picker(runq) if runq else None
-        g = self.runnext
-        if g is not None and (self._streak < _RUNNEXT_STREAK_MAX or not runq):
-            self.runnext = None
-            self._streak = self._streak + 1 if runq else 0
-            return g
-        self._streak = 0
-        if g is not None:
-            self.runnext = None
-            runq.append(g)
-        return runq.popleft() if runq else None
+        return self.runqget()
 
     def _idle(self) -> None:
         if self.driven is not None:  # its thread waits in plain code: hand it back, not sleep
@@ -464,106 +483,6 @@ class Hub:
         if g.state == WAITING:
             self.ready(g)
 
-    def _worker(self, g: G) -> None:
-        """Body of a pooled worker greenlet: run goroutine bodies until the runtime stops."""
-        me = getcurrent()
-        while True:
-            try:
-                args = g.args
-                if g.kwargs:
-                    result = g.fn(*args, **g.kwargs)
-                elif not args:
-                    result = g.fn()
-                elif len(args) == 1:
-                    result = g.fn(args[0])
-                else:
-                    result = g.fn(*args)
-                if g.is_main:
-                    g.result = result
-            except GoroutineExit:
-                pass
-            except BaseException as exc:
-                self._panic(g, exc)
-            self._goexit(g)
-            # drop what it ran with while parked in the pool: a channel it held is freed when
-            # no goroutine can reach it (_mp/promote.py)
-            g = args = result = None  # type: ignore[assignment]
-            if self.stopping or self.outcome is not None:
-                # main returned, or a goroutine panicked: back to the loop, which ends the run
-                # before any other goroutine runs (Go's program exit)
-                return
-            nxt = self._fast_next()
-            if nxt is not None and nxt.glet is None:
-                # run the next fresh goroutine on this very greenlet: no switch at all
-                self.current = nxt
-                nxt.state = RUNNING
-                nxt.glet = me
-                g = nxt
-                continue
-            if len(self._free) >= _FREE_WORKERS_MAX:
-                if nxt is not None:
-                    self.runq.appendleft(nxt)
-                return
-            self._free.append(me)
-            if nxt is None:
-                g = self.hub_glet.switch()
-            else:
-                g = self._switch_to(nxt)
-
-    def _goexit(self, g: G) -> None:
-        if g.state == RUNNABLE:
-            # it ended while queued: an exception (Ctrl-C, preemption's gosched) struck between
-            # gosched() queueing it and switching away; running it again would resume a body
-            # that has finished
-            if self.runnext is g:
-                self.runnext = None
-            try:
-                self.runq.remove(g)
-            except ValueError:
-                pass
-        g.state = DEAD
-        self.allgs.pop(g.id, None)
-        if g.is_main and self.outcome is None:
-            self.outcome = Outcome("return", g.result)
-        g.fn = g.args = g.kwargs = None  # type: ignore[assignment]  # free what it captured
-
-    def _panic(self, g: G, exc: BaseException) -> None:
-        if self.outcome is not None:
-            return
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self.outcome = Outcome("interrupt", error=exc)
-            return
-        if isinstance(exc, Panic):
-            err = exc
-        else:
-            err = Panic(f"panic in {g.describe()}: {type(exc).__name__}: {exc}",
-                        goroutine=g.describe(),
-                        traceback_text="".join(traceback.format_exception(exc)))
-            err.__cause__ = exc
-        self.outcome = Outcome("panic", error=err)
-
-    def _kill_all(self) -> None:
-        """Throw GoroutineExit into every started goroutine but the implicit main one."""
-        for g in list(self.allgs.values()):
-            glet = g.glet
-            if g.is_main and glet is self.root:
-                continue
-            if glet is not None and not glet.dead and glet is not getcurrent():
-                try:
-                    glet.throw(GoroutineExit())
-                except GoroutineExit:
-                    pass
-            g.state = DEAD
-        self.allgs.clear()
-        if self.main_g is not None and self.main_g.glet is self.root:
-            self.allgs[self.main_g.id] = self.main_g
-        self.runq.clear()
-        self.runnext = None
-        for w in self._free:
-            if not w.dead:
-                w.throw()  # GreenletExit: the parked worker ends quietly
-        self._free.clear()
-
     def _finish(self) -> None:
         self.timers.clear()
         if self._gc_saved is not None:
@@ -584,28 +503,10 @@ class Hub:
 
     def stack_text(self) -> str:
         """Every goroutine of this P: id, P, state, wait reason and Python stack (Go's format)."""
-        parts = []
-        for g in sorted(self.allgs.values(), key=lambda x: x.id):
-            state = g.reason if g.state == WAITING else g.state
-            head = f"goroutine {g.id} [{state}] on P{g.p}: {g.describe()}"
-            frame = None
-            if g.glet is not None:
-                if g.glet is getcurrent():
-                    frame = sys._getframe(1)
-                else:
-                    frame = g.glet.gr_frame
-            if frame is None:
-                body = "  (not started)\n"
-            else:
-                body = "".join(traceback.format_list(_user_frames(frame)))
-            parts.append(f"{head}\n{body}")
-        return "\n".join(parts)
+        return dumps.stack_text(self.allgs.values(), sys._getframe(1))
 
 
 GC_GEN0_THRESHOLD = 50_000
-
-
-interrupt.register_body_call(Hub._worker)  # a Ctrl-C during g.fn(...) is the goroutine's
 
 
 def _raise_gc_threshold() -> tuple[int, ...] | None:
@@ -622,25 +523,6 @@ def _raise_gc_threshold() -> tuple[int, ...] | None:
     return saved
 
 
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
-def _user_frames(frame: Any) -> list[traceback.FrameSummary]:
-    """A goroutine's stack for a dump: its own frames and, after each run of them, the csp_mp
-    call they made; the runtime's frames around that (worker loop, park, switch) are left out."""
-    summary = traceback.extract_stack(frame)
-    out = []
-    after_user = False
-    for fs in summary:
-        if not fs.filename.startswith(_PKG):
-            out.append(fs)
-            after_user = True
-        elif after_user:
-            out.append(fs)
-            after_user = False
-    return out or list(summary)
-
-
 def _root_body() -> None:  # placeholder fn of the implicit main goroutine
     return None
 
@@ -653,12 +535,6 @@ def _wrong_context(hub: Hub) -> BaseException:
     if getcurrent() is hub.hub_glet:
         return InternalError("a blocking operation ran in the hub (timer callback?)")
     return RuntimeError("csp_mp blocking operation called outside a goroutine")
-
-
-def _outcome_error(out: Outcome, hub: Hub) -> BaseException:
-    if out.error is not None:
-        return out.error
-    return GoroutineExit()
 
 
 __all__ = ["Hub", "Outcome", "Broker", "Waker", "G", "RUNNABLE", "RUNNING", "WAITING", "DEAD"]

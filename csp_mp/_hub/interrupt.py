@@ -10,8 +10,9 @@ with Python's default handler in place, this module's handler replaces it:
   (see ``register_body_call``; a C function run as a goroutine has no frame of its own, so its
   caller's body-call line stands for it): it raises ``KeyboardInterrupt`` there, as Python
   would, so a goroutine blocked in a C call (``time.sleep``) is interrupted at once;
-- interrupted in the runtime's own code: it records the interrupt on the hub and wakes it. The hub
-  ends the run with ``KeyboardInterrupt`` at its next pass (the goroutine parks, or the hub idles).
+- interrupted in the runtime's own code: it records the interrupt on the hub and posts it
+  ``Hub.interrupted``, which ends the run with ``KeyboardInterrupt`` at the hub's next pass (the
+  goroutine parks, or the hub idles).
   Meanwhile the user frame the runtime call will return to is trapped: it raises
   ``KeyboardInterrupt`` at its next line (``f_trace``, as a debugger's breakpoint), so a goroutine
   that never parks gets it as soon as it is back in its own code, however little time it spends
@@ -33,7 +34,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from csp_mp._hub.preempt import RUNTIME, _body_calls, code_kind, register_body_call
+from .safepoint import RUNTIME, _body_calls, code_kind, register_body_call
 
 __all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 
@@ -150,8 +151,7 @@ def _decide(frame: FrameType | None) -> None:
         _disarm_trap()
         raise KeyboardInterrupt
     hub.interrupt_pending = True
-    hub.poll_now = True
-    hub.waker.post()
+    hub.post(hub.interrupted)
     _arm_trap(frame)
     r = _inst.retrier
     if r is None or not r.is_alive():

@@ -1,7 +1,8 @@
 """M threads: a pool of OS threads of one P that run blocking calls.
 
 A goroutine hands ``(fn, args)`` to the pool and parks; the thread runs the call and reports the
-outcome through ``on_done``, which must be thread-safe (the hub queues it and rings its waker).
+outcome through ``on_done``, which must be thread-safe (the hub's: it posts the completion,
+``Hub.post``).
 Threads never touch greenlets.
 
 Invariants:

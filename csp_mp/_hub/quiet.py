@@ -15,12 +15,26 @@ have to agree on (as the deadlock check does); fake time refuses to start on sev
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import waits as W
+from .g import G
+from .timers import TimerHeap
 
-if TYPE_CHECKING:
-    from .hub import Hub
+
+class Hub(Protocol):
+    """What this module uses of a hub (hub.py's ``Hub``, which calls it)."""
+
+    all_blocked: list[G]
+    current: G | None
+    timers: TimerHeap
+
+    def ready(self, g: G, value: Any = None, next_: bool = True) -> None: ...
+
+    def park(self, reason: str) -> Any: ...
+
+    def post(self, entry: Callable[[], object]) -> None: ...
 
 
 def on_quiet(hub: Hub, delay: float | None) -> bool:
@@ -48,12 +62,7 @@ def park_until_quiet(hub: Hub, timeout: float | None) -> bool:
                 hub.all_blocked.remove(g)
                 hub.ready(g, False, next_=False)
 
-        def post() -> None:  # timer thread: hand ``expire`` to the hub (see Hub.inbox)
-            hub.inbox.append((None, expire, None))
-            hub.poll_now = True
-            hub.waker.post()
-
-        timer = threading.Timer(timeout, post)
+        timer = threading.Timer(timeout, hub.post, (expire,))  # run by the hub, not the timer
         timer.daemon = True
         timer.start()
     hub.all_blocked.append(g)

@@ -7,7 +7,7 @@ slices. Here ``setitimer(ITIMER_VIRTUAL)`` makes the kernel send ``SIGVTALRM`` e
 ``QUANTUM`` of the process's CPU time. CPython's C-level handler only records it (no GIL
 needed); the Python handler below runs in the main thread at its next check point and applies
 sysmon's rule itself: the same goroutine has run ``slice`` seconds without a switch and other
-work waits (a runnable goroutine, a due timer) -> preempt at a safe point (preempt.py).
+work waits (``Hub.has_work``) -> preempt at a safe point (preempt.py).
 
 Only CPU time counts, so an idle or blocked process gets no signal, and the signal goes to the
 thread that was using the CPU, not to one sitting in a system call (``SA_RESTART`` is set
@@ -69,7 +69,7 @@ def _handler(signum: int, frame: Any) -> None:
         # the quantum asked, at its timer tick): count from there, as sysmon does
         st.tick, st.since = tick, last if now - last < 4 * QUANTUM else now
         return
-    if now - st.since < sm.slice or hub.stopping or not sm._other_work(hub):
+    if now - st.since < sm.slice or hub.stopping or not hub.has_work():
         return
     if sm.request is None:
         sm.requests += 1

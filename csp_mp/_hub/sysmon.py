@@ -5,7 +5,8 @@ Every ``period`` seconds it reads the hub's switch counter (``hub.tick``, which 
 greenlet switch) and the running goroutine (``hub.current``):
 
 - Preemption: when the same goroutine has run for ``slice`` seconds without a switch and some
-  other work waits (a runnable goroutine, a due timer, a completion, or other Ps), it records a
+  other work waits (``Hub.has_work``: a runnable goroutine, a due timer, a posted call or
+  completion, work from other Ps), it records a
   request and trips the preemption handler (preempt.py), which yields the P at a safe point.
   ``CSP_MP_PREEMPT=0`` turns preemption off (read each time a hub loop starts).
 - Blocking detection: when, in addition, the hub thread's innermost frame has stayed on the same
@@ -20,9 +21,9 @@ greenlet switch) and the running goroutine (``hub.current``):
 Invariants:
 - At most one sysmon thread per hub; it is started by the hub loop and joined by the stop hook
   it appends to ``hub.hooks_on_stop``, so it never outlives the runtime.
-- The sysmon thread only reads hub state, appends to ``hub.inbox`` (then sets
-  ``hub.poll_now``) and posts ``hub.waker`` (all thread-safe); everything else it touches is
-  its own.
+- The sysmon thread only reads hub state (``Hub.has_work``, the counters above) and hands the
+  hub calls through ``Hub.post`` (both safe from any thread); everything else it touches is its
+  own.
 - ``request`` is ``(tick, g)`` or None; set by the sysmon thread, cleared by the handler.
 """
 
@@ -39,7 +40,7 @@ from typing import Any
 
 from .._errors import BlockingWarning
 from .._tb import warn_quietly
-from . import drive, preempt, slicer
+from . import drive, preempt, safepoint, slicer
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
@@ -159,7 +160,7 @@ class Sysmon:
             # before the slice ends, wake when it does; past it (nothing else to run, so no
             # preemption) sample once a period: every wake takes the GIL from the hub
             wait = min(self.period, max(0.0005, remaining)) if remaining > 0 else self.period
-            if self.preempting and now - since >= self.slice and self._other_work(hub):
+            if self.preempting and now - since >= self.slice and hub.has_work():
                 if self.request is None:
                     self.requests += 1
                 self.request = (tick, g)
@@ -173,7 +174,7 @@ class Sysmon:
         frame = sys._current_frames().get(hub.thread_id)
         if drive.wanted(hub, frame):
             self.drives += 1
-            drive.kick(hub)
+            drive.kick(hub, preempt.SIGNUM)
 
     def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
         """One sample of a goroutine that has not switched: report it once when it has sat in
@@ -212,26 +213,16 @@ class Sysmon:
             self._cpu_clock = None
             return 0.0
 
-    @staticmethod
-    def _other_work(hub: Any) -> bool:
-        if hub.runq or hub.runnext is not None or hub.inbox or hub.broker is not None:
-            return True
-        try:
-            heap = hub.timers._heap  # read-only peek from another thread; races are harmless
-            return bool(heap) and heap[0].when <= time.monotonic()
-        except (IndexError, AttributeError):
-            return False
-
     def _report(self, g: Any, frame: Any, ran: float) -> None:
         """Queue a BlockingWarning for the call ``frame`` sits in, attributed to the innermost
         frame of user code (a blocking ``subprocess.run`` is reported at the user's line, not
         inside ``subprocess``); nothing when that frame is the runtime's own."""
         site = frame
         while site is not None:
-            kind = preempt._code_info(site.f_code, site.f_globals.get("__name__"))[0]
-            if kind == preempt.RUNTIME:
+            kind = safepoint.code_kind(site.f_code, site.f_globals.get("__name__"))
+            if kind == safepoint.RUNTIME:
                 return  # the runtime's own wait (starting an M thread, say): not the user's
-            if kind != preempt.STDLIB and kind != preempt.LOCKING:
+            if kind != safepoint.STDLIB and kind != safepoint.LOCKING:
                 break
             site = site.f_back
         if site is None:
@@ -264,9 +255,7 @@ class Sysmon:
                 hub._panic(g, exc)
 
         self._pending.append(emit)
-        hub.inbox.append((None, emit, None))
-        hub.poll_now = True  # the hub's next pass drains the inbox
-        hub.waker.post()
+        hub.post(emit)
 
 
 def _call_text(frame: Any) -> str:

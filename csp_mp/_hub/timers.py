@@ -61,7 +61,7 @@ class VirtualClock:
 
 
 class TimerHeap:
-    """Pending timers ordered by deadline. Owner P only."""
+    """Pending timers ordered by deadline. Owner P only, unless a method says otherwise."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -101,6 +101,17 @@ class TimerHeap:
         if not heap:
             return None
         return max(0.0, heap[0].when - self.clock())
+
+    def due(self) -> bool:
+        """Whether the earliest entry's deadline has passed. Any thread: it reads the heap's top
+        (one atomic list read under the GIL) and the clock, nothing else; a cancelled top counts
+        until the owner drops it (the entries under it may be due: the answer errs towards yes).
+        """
+        try:
+            top = self._heap[0]
+        except IndexError:
+            return False
+        return top.when <= self.clock()
 
     def run_due(self) -> int:
         """Fire every live timer whose deadline has passed; return how many fired."""

@@ -362,9 +362,7 @@ def _replaced(hub: Hub, q: int, pid: int, keys: list[int]) -> None:
         for hook in this_proc.on_tasks_lost:
             hook(keys, replace.lost_error(q, pid, keys))
 
-    hub.inbox.append((None, tell, None))
-    hub.poll_now = True
-    hub.waker.post()
+    hub.post(tell)
 
 
 def stop_p0(rt: Runtime) -> None:
