@@ -29,7 +29,7 @@ Module-level state that stays outside this object, and why:
 - constants: tables and sizes never written after import, and stateless marker objects
   (``nilchan``, ``default``, the background and TODO contexts);
 - caches of pure functions of the code, keyed by code objects or types, which a fork or a new
-  runtime cannot make wrong: ``_hub/preempt.py`` ``_code_cache`` and ``_body_calls``,
+  runtime cannot make wrong: ``_hub/safepoint.py`` ``_code_cache`` and ``_body_calls``,
   ``_hub/drive.py`` ``_sleep_calls``, ``_tb.py`` ``_stubs``, ``_mp/arrays.py`` ``_ARRAY_CLASS``;
 - ``_shm/cloud.py`` ``_table``, cloudpickle's reducer table, filled at import;
 - not moved yet: the hub layer's signal-handler and sysmon state (``_hub/drive.py`` and

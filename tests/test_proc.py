@@ -44,8 +44,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     # caches of pure functions of the code: no fork or runtime can make an entry wrong
     ("_tb.py", "_stubs"): "code stubs by (file, function)",
     ("_hub/drive.py", "_sleep_calls"): "analysis of a code object",
-    ("_hub/preempt.py", "_code_cache"): "analysis of a code object",
-    ("_hub/preempt.py", "_body_calls"): "analysis of a code object",
+    ("_hub/safepoint.py", "_code_cache"): "analysis of a code object",
+    ("_hub/safepoint.py", "_body_calls"): "analysis of a code object",
     ("_mp/arrays.py", "_ARRAY_CLASS"): "the ndarray subclass, made from the code once",
     ("_shm/cloud.py", "_table"): "cloudpickle's reducers by type, filled at import",
     # Not moved yet: the hub layer's signal-handler and sysmon state (one per process, installed
