@@ -280,7 +280,9 @@ RMETH(R_stack_push) {
 #define FAST(name, doc) {#name + 2, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
 
 static PyMethodDef Region_methods[] = {
-    {"release", (PyCFunction)Region_release, METH_NOARGS, "Drop the buffer; later calls raise."},
+    {"release", (PyCFunction)Region_release, METH_NOARGS,
+     "Close the region: later calls raise; the buffer is let go now, or when the last call "
+     "sleeping on the region returns."},
     FAST(R_load, "load(off) -> int: load-acquire of the word at byte offset off."),
     FAST(R_store, "store(off, v): store-release of the word at byte offset off."),
     FAST(R_cas, "cas(off, old, new) -> bool: compare-and-swap (seq_cst)."),
@@ -316,7 +318,8 @@ static PyMethodDef Region_methods[] = {
                         "grew; False (nothing changed) when it holds values or records."),
     FAST(R_chan_reopen, "chan_reopen(off, cap): a retired channel block open again, empty."),
     FAST(R_chan_poll, "chan_poll(off, for_send, seconds, bell=-1) -> bool: wait until likely "
-                      "ready, or until the doorbell at `bell` has a post (False)."),
+                      "ready, or until the doorbell at `bell` has a post (False); `seconds` is "
+                      "finite and not negative (else ValueError)."),
     FAST(R_bell_ring, "bell_ring(off): post the doorbell at off."),
     {NULL, NULL, 0, NULL},
 };
