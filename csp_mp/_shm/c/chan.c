@@ -194,11 +194,11 @@ RMETH(R_chan_poll) {
     long long lock, bell = -1;
     aword *w;
     double seconds;
-    if (arg_count("chan_poll", nargs, 3, 4) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
-        return NULL;
-    int for_send = PyObject_IsTrue(args[1]);
-    if (for_send < 0 || arg_seconds("seconds", args[2], 0, 0, &seconds) < 0) return NULL;
-    if (nargs > 3 && (arg_ll(args[3], &bell) < 0 || (bell >= 0 && region_span(r, bell, 8, 8) < 0)))
+    if (arg_count("chan_poll", nargs, 3, 4) < 0) return NULL;
+    int for_send = PyObject_IsTrue(args[1]); /* can run Python code: before any check */
+    if (for_send < 0 || arg_seconds("seconds", args[2], 0, 0, &seconds) < 0 ||
+        (nargs > 3 && arg_ll(args[3], &bell) < 0) || (w = chan_open(r, args[0], &lock)) == NULL ||
+        (bell >= 0 && region_span(r, bell, 8, 8) < 0))
         return NULL;
     /* the bell's post count (bell.c); relaxed loads: a hint, the hub takes the post */
     aword32 *posts = bell >= 0 ? (aword32 *)(r->base + bell) : NULL;

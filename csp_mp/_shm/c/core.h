@@ -9,8 +9,10 @@
  *   - every offset and length that comes from Python is checked against the region before use
  *     (region_span): a bad one raises ValueError, never a wild access.
  *   - every word read or written goes through region_span (or a check it implies) in the same
- *     stretch of C that uses it: no Python code, GIL release or allocation of a Python object
- *     lies between the check and the access, unless the call holds the region (region_hold).
+ *     stretch of C that uses it: no Python code, GIL release or allocation of an object the GC
+ *     tracks (a tuple or a list can start a collection, which runs finalizers; bytes and ints
+ *     cannot) lies between the check and the access, unless the call holds the region
+ *     (region_hold).
  *   - every shared access names its memory order and what it pairs with.
  *   - the GIL is released around every wait that can sleep (lock contention, futex waits, spins),
  *     and every such wait is timed: it wakes at least every WAIT_SLICE_NS to run signal
