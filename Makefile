@@ -33,8 +33,9 @@ test: $(STAMP)
 test-python: $(STAMP)
 	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not slow and not stress'
 
-# the compiled core's tests and the cross-P channel tests under AddressSanitizer and UBSan,
-# on a copy of the tree built with the sanitizers (the installed build is left alone)
+# the compiled core's tests, its misuse cases and the cross-P channel tests under
+# AddressSanitizer and UBSan, on a copy of the tree built with the sanitizers (the installed
+# build is left alone); about two minutes on two cores
 SAN := build/sanitize
 sanitize: $(STAMP)
 	rm -rf $(SAN) && mkdir -p $(SAN)
@@ -45,7 +46,8 @@ sanitize: $(STAMP)
 	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py
+		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py \
+		tests/test_native_fuzz.py tests/test_native_hygiene.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not stress'

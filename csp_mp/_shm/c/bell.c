@@ -11,10 +11,12 @@
  *   - count == posts not yet taken, saturating at BELL_MAX (a saturated bell is already due to
  *     wake, so a post that finds it full is dropped, not lost).
  *   - sleepers == threads between their announcement and their return from FUTEX_WAIT.
+ *   - a wait holds its region and sleeps (or spins) at most WAIT_SLICE_NS at a time with the GIL
+ *     released; between slices it runs signal handlers and gives up if the region was released.
  */
 #include "core.h"
 
-#include <errno.h>
+#include <math.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -56,41 +58,42 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* 1 taken, 0 timed out, -1 a signal handler raised. timeout < 0: forever. */
-static int bell_wait(aword32 *count, aword32 *sleepers, double timeout, double spin) {
+/* 1 taken, 0 timed out, -1 a signal handler raised or the region was released (exception set).
+ * timeout < 0: forever. The caller holds the region. */
+static int bell_wait(Region *r, aword32 *count, aword32 *sleepers, double timeout, double spin) {
     if (bell_take(count)) return 1;
     if (timeout == 0) return 0;
+    const double slice = WAIT_SLICE_NS * 1e-9;
     double start = now_s();
     double deadline = timeout < 0 ? -1 : start + timeout;
-    int got = 0, err = 0;
+    double spin_until = start + spin;
+    int got = 0;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
-        if (spin > 0) {
-            double until = start + spin;
+        double now = now_s();
+        if (now < spin_until) { /* spin, a slice at most */
+            double until = spin_until < now + slice ? spin_until : now + slice;
             while (!(got = bell_take(count)) && now_s() < until) cpu_relax();
-            spin = 0;
-        }
-        if (!got) {
-            struct timespec ts, *tsp = NULL;
-            if (deadline >= 0) {
-                double left = deadline - now_s();
-                if (left < 0) left = 0;
-                ts.tv_sec = (time_t)left;
-                ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
-                tsp = &ts;
-            }
+        } else {
+            double left = deadline < 0 ? slice : deadline - now;
+            if (left > slice) left = slice;
+            if (left < 0) left = 0;
+            struct timespec ts;
+            ts.tv_sec = (time_t)left;
+            ts.tv_nsec = (long)((left - (double)ts.tv_sec) * 1e9);
             atomic_fetch_add_explicit(sleepers, 1, memory_order_seq_cst);
-            if (!(got = bell_take(count))) {
-                err = 0;
-                if (syscall(SYS_futex, (uint32_t *)count, FUTEX_WAIT, 0, tsp, NULL, 0) < 0)
-                    err = errno;
-            }
+            if (!(got = bell_take(count)))
+                syscall(SYS_futex, (uint32_t *)count, FUTEX_WAIT, 0, &ts, NULL, 0);
             atomic_fetch_sub_explicit(sleepers, 1, memory_order_seq_cst);
             if (!got) got = bell_take(count);
         }
         Py_END_ALLOW_THREADS
         if (got) return 1;
-        if (err == EINTR && PyErr_CheckSignals() < 0) return -1;
+        if (PyErr_CheckSignals() < 0) return -1;
+        if (r->base == NULL) {
+            PyErr_SetString(PyExc_ValueError, "the arena was closed while waiting on a doorbell");
+            return -1;
+        }
         if (deadline >= 0 && now_s() >= deadline) return 0;
     }
 }
@@ -120,20 +123,28 @@ typedef struct {
     long long off;
 } BellObject;
 
-static int Bell_init(BellObject *self, PyObject *args, PyObject *kw) {
+static PyObject *Bell_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region;
     long long off;
     aword32 *c, *s;
     static char *kwlist[] = {"region", "offset", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L", kwlist, &Region_Type, &region, &off))
-        return -1;
-    if (bell_words((Region *)region, off, &c, &s) < 0) return -1;
-    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L:Bell", kwlist, &Region_Type, &region, &off) ||
+        bell_words((Region *)region, off, &c, &s) < 0)
+        return NULL;
+    BellObject *self = (BellObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->region = (Region *)Py_NewRef(region);
     self->off = off;
+    return (PyObject *)self;
+}
+
+static int Bell_traverse(BellObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->region);
     return 0;
 }
 
 static void Bell_dealloc(BellObject *self) {
+    PyObject_GC_UnTrack(self);
     Py_XDECREF(self->region);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -151,16 +162,15 @@ static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t n
     double timeout = -1, spin = 0;
     if (arg_count("wait", nargs, 0, 2) < 0) return NULL;
     if (nargs > 0 && args[0] != Py_None) {
-        timeout = PyFloat_AsDouble(args[0]);
-        if (timeout == -1 && PyErr_Occurred()) return NULL;
-        if (timeout < 0) timeout = 0;
+        if (arg_seconds("timeout", args[0], 1, 1, &timeout) < 0) return NULL;
+        if (isinf(timeout)) timeout = -1; /* forever, as None */
+        else if (timeout < 0) timeout = 0;
     }
-    if (nargs > 1) {
-        spin = PyFloat_AsDouble(args[1]);
-        if (spin == -1 && PyErr_Occurred()) return NULL;
-    }
+    if (nargs > 1 && arg_seconds("spin", args[1], 0, 0, &spin) < 0) return NULL;
     if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
-    int got = bell_wait(c, s, timeout, spin);
+    region_hold(self->region);
+    int got = bell_wait(self->region, c, s, timeout, spin);
+    region_drop(self->region);
     return got < 0 ? NULL : PyBool_FromLong(got);
 }
 
@@ -187,7 +197,8 @@ static PyMethodDef Bell_methods[] = {
     {"ring", (PyCFunction)Bell_ring, METH_NOARGS, "Post one wake-up (any process, any thread)."},
     {"wait", (PyCFunction)(void (*)(void))Bell_wait, METH_FASTCALL,
      "wait(timeout=None, spin=0.0) -> bool: take one post, spinning `spin` seconds first, then "
-     "sleeping up to `timeout` seconds (None: forever). False on timeout."},
+     "sleeping up to `timeout` seconds (None or inf: forever; negative: 0; NaN: ValueError). "
+     "False on timeout."},
     {"drain", (PyCFunction)Bell_drain, METH_NOARGS, "Take every pending post; how many."},
     {NULL, NULL, 0, NULL},
 };
@@ -202,11 +213,11 @@ PyTypeObject Bell_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.Bell",
     .tp_basicsize = sizeof(BellObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Bell(region, offset): a doorbell made of futex words in the arena.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Bell_init,
+    .tp_new = Bell_new,
     .tp_dealloc = (destructor)Bell_dealloc,
+    .tp_traverse = (traverseproc)Bell_traverse,
     .tp_methods = Bell_methods,
     .tp_getset = Bell_getset,
 };

@@ -11,6 +11,21 @@
  * False / None, and the caller runs the Python slow path, which re-decides everything under the
  * lock (closed channel, parking, select).
  * Go's chan.go takes the same order: a waiting partner first, then the buffer, then park.
+ *
+ * Invariants:
+ *   - every word of the block but W_REFS changes only under the block's lock (W_LOCK), and a
+ *     channel's block is found only through chan_open_at: in the region, 8-aligned, its magic
+ *     current (load-acquire) and its lock index in range.
+ *   - a ring, a frame or a wait record read here is checked before use (ring_open, ring_view,
+ *     the record's size): corrupt words raise ValueError with the lock given back.
+ *   - under the lock no Python code runs: only bytes are made (which cannot start a collection),
+ *     so the pointers into the block stay good until lock_give; a wait for the lock that sees
+ *     its region released gives up before touching anything (lock_take).
+ *   - a hand-off claims its partner only after copying everything the wake-up needs (its value
+ *     copied out of the record), and wakes it after the lock is given back.
+ *   - ChanOps takes part in the cyclic GC: its codec callables and its Peers (whose deliver
+ *     callback leads back to the process layer) are cleared with the cycle; a cleared ChanOps
+ *     raises instead of running.
  */
 #include "core.h"
 
@@ -179,34 +194,54 @@ RMETH(R_chan_poll) {
     long long lock, bell = -1;
     aword *w;
     double seconds;
-    if (arg_count("chan_poll", nargs, 3, 4) < 0 || (w = chan_open(r, args[0], &lock)) == NULL)
-        return NULL;
-    int for_send = PyObject_IsTrue(args[1]);
-    if (for_send < 0) return NULL;
-    seconds = PyFloat_AsDouble(args[2]);
-    if (seconds == -1 && PyErr_Occurred()) return NULL;
-    if (nargs > 3 && (arg_ll(args[3], &bell) < 0 || (bell >= 0 && region_span(r, bell, 8, 8) < 0)))
+    if (arg_count("chan_poll", nargs, 3, 4) < 0) return NULL;
+    int for_send = PyObject_IsTrue(args[1]); /* can run Python code: before any check */
+    if (for_send < 0 || arg_seconds("seconds", args[2], 0, 0, &seconds) < 0 ||
+        (nargs > 3 && arg_ll(args[3], &bell) < 0) || (w = chan_open(r, args[0], &lock)) == NULL ||
+        (bell >= 0 && region_span(r, bell, 8, 8) < 0))
         return NULL;
     /* the bell's post count (bell.c); relaxed loads: a hint, the hub takes the post */
     aword32 *posts = bell >= 0 ? (aword32 *)(r->base + bell) : NULL;
-    int ready = 0;
-    Py_BEGIN_ALLOW_THREADS
+    int ready = 0, stop = 0;
     double until = mono() + seconds;
-    for (unsigned k = 0;; k++) {
-        /* acquire loads; pair with the stores made under the lock by the other side */
-        uint64_t closed = atomic_load_explicit(&w[W_CLOSED], memory_order_acquire);
-        uint64_t count = atomic_load_explicit(&w[W_COUNT], memory_order_acquire);
-        if (for_send)
-            ready = closed || atomic_load_explicit(&w[W_NRECV], memory_order_acquire) ||
-                    count < atomic_load_explicit(&w[W_CAP], memory_order_relaxed);
-        else
-            ready = closed || count > 0 || atomic_load_explicit(&w[W_NSEND], memory_order_acquire);
-        if (ready || (posts != NULL && atomic_load_explicit(posts, memory_order_relaxed)) ||
-            ((k & 63) == 0 && mono() >= until))
-            break;
-        cpu_relax();
+    region_hold(r);
+    while (!ready && !stop) {
+        Py_BEGIN_ALLOW_THREADS
+        double slice_end = mono() + WAIT_SLICE_NS * 1e-9;
+        for (unsigned k = 0;; k++) {
+            /* acquire loads; pair with the stores made under the lock by the other side */
+            uint64_t closed = atomic_load_explicit(&w[W_CLOSED], memory_order_acquire);
+            uint64_t count = atomic_load_explicit(&w[W_COUNT], memory_order_acquire);
+            if (for_send)
+                ready = closed || atomic_load_explicit(&w[W_NRECV], memory_order_acquire) ||
+                        count < atomic_load_explicit(&w[W_CAP], memory_order_relaxed);
+            else
+                ready = closed || count > 0 ||
+                        atomic_load_explicit(&w[W_NSEND], memory_order_acquire);
+            if (ready || (posts != NULL && atomic_load_explicit(posts, memory_order_relaxed)))
+                break;
+            if ((k & 63) == 0) {
+                double now = mono();
+                if (now >= until) {
+                    stop = 1;
+                    break;
+                }
+                if (now >= slice_end) break;
+            }
+            cpu_relax();
+        }
+        if (!ready && posts != NULL && atomic_load_explicit(posts, memory_order_relaxed))
+            stop = 1;
+        Py_END_ALLOW_THREADS
+        /* between slices: signal handlers run, and a released region ends the poll */
+        if (!ready && !stop && (PyErr_CheckSignals() < 0 || r->base == NULL)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "the arena was closed during chan_poll");
+            region_drop(r);
+            return NULL;
+        }
     }
-    Py_END_ALLOW_THREADS
+    region_drop(r);
     return PyBool_FromLong(ready);
 }
 
@@ -395,6 +430,13 @@ static PyObject *ops_recv(ChanOps *self) {
     return data;
 }
 
+/* A ChanOps the cyclic GC cleared (its codec and Peers gone): ValueError, -1. */
+static int cleared(ChanOps *self) {
+    (void)self;
+    PyErr_SetString(PyExc_ValueError, "ChanOps: cleared by the garbage collector");
+    return -1;
+}
+
 static int plain_leaf(PyObject *o) {
     PyTypeObject *t = Py_TYPE(o);
     return t == &PyLong_Type || t == &PyFloat_Type || t == &PyUnicode_Type || t == &PyBool_Type ||
@@ -437,6 +479,7 @@ static PyObject *plain_encode(ChanOps *self, PyObject *v) {
 }
 
 static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
+    if (self->novalue == NULL && cleared(self) < 0) return NULL;
     PyObject *data = plain_encode(self, v);
     if (data == NULL) return NULL;
     if (data == Py_None) {
@@ -451,7 +494,7 @@ static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
 
 static PyObject *ChanOps_send_data(ChanOps *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer b;
-    if (arg_count("send_data", nargs, 2, 2) < 0 ||
+    if ((self->novalue == NULL && cleared(self) < 0) || arg_count("send_data", nargs, 2, 2) < 0 ||
         PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
         return NULL;
     int done = ops_send(self, b.buf, (uint64_t)b.len, args[1]);
@@ -461,11 +504,13 @@ static PyObject *ChanOps_send_data(ChanOps *self, PyObject *const *args, Py_ssiz
 
 static PyObject *ChanOps_recv_data(ChanOps *self, PyObject *unused) {
     (void)unused;
+    if (self->novalue == NULL && cleared(self) < 0) return NULL;
     return ops_recv(self);
 }
 
 static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     (void)unused;
+    if (self->novalue == NULL && cleared(self) < 0) return NULL;
     PyObject *data = ops_recv(self);
     if (data == NULL) return NULL;
     if (data == Py_None) {
@@ -489,42 +534,64 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     return v;
 }
 
-static int ChanOps_init(ChanOps *self, PyObject *args, PyObject *kw) {
+static PyObject *ChanOps_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *menc, *mdec, *tdec, *decode_any, *novalue, *peers = Py_None;
     long long off, lock;
     Py_ssize_t oob_min;
     static char *kwlist[] = {"region", "offset", "menc", "mdec", "tdec", "decode_any",
                              "novalue", "oob_min", "peers", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn|O", kwlist, &Region_Type, &region,
-                                     &off, &menc, &mdec, &tdec, &decode_any, &novalue, &oob_min,
-                                     &peers))
-        return -1;
-    if (chan_open_at((Region *)region, off, &lock) == NULL) return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn|O:ChanOps", kwlist, &Region_Type,
+                                     &region, &off, &menc, &mdec, &tdec, &decode_any, &novalue,
+                                     &oob_min, &peers))
+        return NULL;
+    if (chan_open_at((Region *)region, off, &lock) == NULL) return NULL;
     if (peers != Py_None && (!PyObject_TypeCheck(peers, &Peers_Type) ||
                              !peers_region_is((Peers *)peers, (Region *)region))) {
         PyErr_SetString(PyExc_TypeError, "ChanOps: peers must be a Peers of the same region");
-        return -1;
+        return NULL;
     }
-    Py_XSETREF(self->peers, peers == Py_None ? NULL : (Peers *)Py_NewRef(peers));
-    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    ChanOps *self = (ChanOps *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->peers = peers == Py_None ? NULL : (Peers *)Py_NewRef(peers);
+    self->region = (Region *)Py_NewRef(region);
     self->off = off;
-    Py_XSETREF(self->menc, Py_NewRef(menc));
-    Py_XSETREF(self->mdec, Py_NewRef(mdec));
-    Py_XSETREF(self->tdec, Py_NewRef(tdec));
-    Py_XSETREF(self->decode_any, Py_NewRef(decode_any));
-    Py_XSETREF(self->novalue, Py_NewRef(novalue));
+    self->menc = Py_NewRef(menc);
+    self->mdec = Py_NewRef(mdec);
+    self->tdec = Py_NewRef(tdec);
+    self->decode_any = Py_NewRef(decode_any);
+    self->novalue = Py_NewRef(novalue);
     self->oob_min = oob_min;
+    return (PyObject *)self;
+}
+
+static int ChanOps_traverse(ChanOps *self, visitproc visit, void *arg) {
+    Py_VISIT(self->region);
+    Py_VISIT(self->menc);
+    Py_VISIT(self->mdec);
+    Py_VISIT(self->tdec);
+    Py_VISIT(self->decode_any);
+    Py_VISIT(self->novalue);
+    Py_VISIT(self->peers);
+    return 0;
+}
+
+/* Breaks cycles through the codec callables and the Peers (whose deliver callback leads back
+ * to the process layer); the region stays (it refers to nothing of ours). A cleared ChanOps
+ * refuses to run (cleared()). */
+static int ChanOps_clear(ChanOps *self) {
+    Py_CLEAR(self->novalue); /* first: a finalizer run by the clearing sees it cleared */
+    Py_CLEAR(self->menc);
+    Py_CLEAR(self->mdec);
+    Py_CLEAR(self->tdec);
+    Py_CLEAR(self->decode_any);
+    Py_CLEAR(self->peers);
     return 0;
 }
 
 static void ChanOps_dealloc(ChanOps *self) {
+    PyObject_GC_UnTrack(self);
+    ChanOps_clear(self);
     Py_XDECREF(self->region);
-    Py_XDECREF(self->menc);
-    Py_XDECREF(self->mdec);
-    Py_XDECREF(self->tdec);
-    Py_XDECREF(self->decode_any);
-    Py_XDECREF(self->novalue);
-    Py_XDECREF(self->peers);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -563,12 +630,13 @@ PyTypeObject ChanOps_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.ChanOps",
     .tp_basicsize = sizeof(ChanOps),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "ChanOps(region, offset, menc, mdec, tdec, decode_any, novalue, oob_min, "
               "peers=None): one shared channel's fast paths, values and hand-offs included.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)ChanOps_init,
+    .tp_new = ChanOps_new,
     .tp_dealloc = (destructor)ChanOps_dealloc,
+    .tp_traverse = (traverseproc)ChanOps_traverse,
+    .tp_clear = (inquiry)ChanOps_clear,
     .tp_methods = ChanOps_methods,
     .tp_getset = ChanOps_getset,
 };

@@ -8,8 +8,18 @@
  * Invariants:
  *   - every offset and length that comes from Python is checked against the region before use
  *     (region_span): a bad one raises ValueError, never a wild access.
+ *   - every word read or written goes through region_span (or a check it implies) in the same
+ *     stretch of C that uses it: no Python code, GIL release or allocation of an object the GC
+ *     tracks (a tuple or a list can start a collection, which runs finalizers; bytes and ints
+ *     cannot) lies between the check and the access, unless the call holds the region
+ *     (region_hold).
  *   - every shared access names its memory order and what it pairs with.
- *   - the GIL is released around every wait that can sleep (lock contention, futex waits, spins).
+ *   - the GIL is released around every wait that can sleep (lock contention, futex waits, spins),
+ *     and every such wait is timed: it wakes at least every WAIT_SLICE_NS to run signal
+ *     handlers (PyErr_CheckSignals) and to see whether its region was released meanwhile.
+ *   - no object of these types exists half-made: each type's tp_new checks its arguments and
+ *     fills every field, and there is no tp_init to call again.
+ *   - every type holding a PyObject* takes part in the cyclic GC (tp_traverse, tp_clear).
  */
 #ifndef CSP_MP_CORE_H
 #define CSP_MP_CORE_H
@@ -24,12 +34,22 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_buffer view;      /* the arena mapping, held while the region is open */
-    char *base;          /* NULL once released */
+    Py_buffer view;      /* the arena mapping; view.obj is NULL once the buffer is let go */
+    char *base;          /* NULL once released: every new call raises */
     Py_ssize_t size;
     Py_ssize_t locks_at; /* byte offset of lock 0's line */
     Py_ssize_t nlocks;
+    Py_ssize_t holds;    /* calls running on the region across a GIL release (region_hold) */
 } Region;
+
+/* A call that keeps pointers into the arena across a GIL release or a call that can run Python
+ * code holds the region: release() then closes it to new calls at once but keeps the buffer
+ * until the last holder drops it, so no holder touches memory that was let go. */
+static inline void region_hold(Region *r) { r->holds++; }
+void region_drop(Region *r);
+
+/* How long a wait sleeps with the GIL released before it looks at signals and its region. */
+#define WAIT_SLICE_NS 20000000L
 
 extern PyTypeObject Region_Type;
 extern PyTypeObject Lock_Type;
@@ -149,6 +169,9 @@ RMETH(R_bell_ring);
 int arg_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi);
 int arg_ll(PyObject *o, long long *out);
 int arg_u64(PyObject *o, uint64_t *out);
+/* A number of seconds: 0 ok, -1 with ValueError for NaN, or for an infinity or a negative
+ * number where `inf_ok` / `neg_ok` does not allow one (TypeError for a non-number). */
+int arg_seconds(const char *what, PyObject *o, int inf_ok, int neg_ok, double *out);
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -34,6 +34,21 @@
  *
  * A channel made live here (promote) adds one to this P's live-channel word (live_off), one
  * ended here (release) takes one off, as SharedChan.create and destroy do.
+ *
+ * Invariants:
+ *   - a reference word, id word or pool entry is read through region_span in the same stretch of
+ *     C that uses it; an offset read from the arena (a pool entry) is bounded before it makes an
+ *     offset.
+ *   - a Python object this file uses across a call that can run Python code (an attribute, a
+ *     dict or list operation on objects of ours, the slow callback) is held by a strong
+ *     reference: a spare list and the state taken from it, a cached state, the dead list.
+ *   - what an operation counted or took is given back when it fails: a block reopened by a
+ *     promotion that fails is retired again and its live count taken off, and its state goes
+ *     back to the spares or its offset back to the pool; a block whose last reference was
+ *     dropped goes to `ended` or `freed` even when a later step fails, and what a release pass
+ *     collected reaches slow() even when the pass stops on an error.
+ *   - a HandleRef is made only here (no instantiation from Python); Handles is made whole by its
+ *     tp_new and, once the cyclic GC cleared it, raises instead of running.
  */
 #include "core.h"
 
@@ -85,8 +100,8 @@ PyTypeObject HandleRef_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.HandleRef",
     .tp_basicsize = sizeof(HandleRef),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "A weak reference to this P's handle on a shared channel (made by Handles).",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .tp_doc = "A weak reference to this P's handle on a shared channel (made by Handles only).",
     .tp_base = &_PyWeakref_RefType,
     .tp_dealloc = (destructor)HandleRef_dealloc,
     .tp_traverse = (traverseproc)HandleRef_traverse,
@@ -136,7 +151,7 @@ static int intern_names(void) {
     return (s_empty = PyTuple_New(0)) == NULL ? -1 : 0;
 }
 
-static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
+static PyObject *Handles_make(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares, *pool_ats;
     PyObject *slow;
     Py_ssize_t own_max;
@@ -144,36 +159,43 @@ static int Handles_init(Handles *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
                              "states", "spares", "own_max", "pool_ats", "pool_lock",
                              "pool_max", "slow", "live_off", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLOL", kwlist, &Region_Type,
-                                     &region, &PyType_Type, &chan_type, &PyDict_Type, &chans,
-                                     &PyDict_Type, &names, &PyList_Type, &dead, &broker,
-                                     &PyDict_Type, &states, &PyDict_Type, &spares, &own_max,
-                                     &PyDict_Type, &pool_ats, &pool_lock, &pool_max, &slow,
-                                     &live_off))
-        return -1;
-    self->live_off = live_off;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLOL:Handles", kwlist,
+                                     &Region_Type, &region, &PyType_Type, &chan_type,
+                                     &PyDict_Type, &chans, &PyDict_Type, &names, &PyList_Type,
+                                     &dead, &broker, &PyDict_Type, &states, &PyDict_Type,
+                                     &spares, &own_max, &PyDict_Type, &pool_ats, &pool_lock,
+                                     &pool_max, &slow, &live_off))
+        return NULL;
     if (!PyCallable_Check(slow)) {
         PyErr_SetString(PyExc_TypeError, "Handles: slow must be callable");
-        return -1;
+        return NULL;
     }
-    Py_XSETREF(self->slow, Py_NewRef(slow));
-    Py_XSETREF(self->states, Py_NewRef(states));
-    Py_XSETREF(self->spares, Py_NewRef(spares));
-    Py_XSETREF(self->pool_ats, Py_NewRef(pool_ats));
+    if (region_span((Region *)region, live_off, 8, 8) < 0 ||
+        lock_index_ok((Region *)region, pool_lock) < 0 || intern_names() < 0)
+        return NULL;
+    PyObject *append = PyObject_GetAttrString(dead, "append");
+    if (append == NULL) return NULL;
+    Handles *self = (Handles *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(append);
+        return NULL;
+    }
+    self->live_off = live_off;
+    self->slow = Py_NewRef(slow);
+    self->states = Py_NewRef(states);
+    self->spares = Py_NewRef(spares);
+    self->pool_ats = Py_NewRef(pool_ats);
     self->own_max = own_max;
     self->pool_lock = pool_lock;
     self->pool_max = pool_max;
-    if (intern_names() < 0) return -1;
-    PyObject *append = PyObject_GetAttrString(dead, "append");
-    if (append == NULL) return -1;
-    Py_XSETREF(self->dead_append, append);
-    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
-    Py_XSETREF(self->chan_type, Py_NewRef(chan_type));
-    Py_XSETREF(self->chans, Py_NewRef(chans));
-    Py_XSETREF(self->names, Py_NewRef(names));
-    Py_XSETREF(self->dead, Py_NewRef(dead));
-    Py_XSETREF(self->broker, Py_NewRef(broker));
-    return 0;
+    self->dead_append = append;
+    self->region = (Region *)Py_NewRef(region);
+    self->chan_type = Py_NewRef(chan_type);
+    self->chans = Py_NewRef(chans);
+    self->names = Py_NewRef(names);
+    self->dead = Py_NewRef(dead);
+    self->broker = Py_NewRef(broker);
+    return (PyObject *)self;
 }
 
 static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
@@ -192,9 +214,9 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
 }
 
 static int Handles_clear(Handles *self) {
+    Py_CLEAR(self->chans); /* first: a finalizer run by the clearing sees it cleared (ready) */
     Py_CLEAR(self->region);
     Py_CLEAR(self->chan_type);
-    Py_CLEAR(self->chans);
     Py_CLEAR(self->names);
     Py_CLEAR(self->dead);
     Py_CLEAR(self->dead_append);
@@ -212,9 +234,10 @@ static void Handles_dealloc(Handles *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A Handles the cyclic GC cleared refuses to run. */
 static int ready(Handles *self) {
     if (self->chans == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Handles: not initialised");
+        PyErr_SetString(PyExc_ValueError, "Handles: cleared by the garbage collector");
         return -1;
     }
     return 0;
@@ -277,13 +300,13 @@ static long long buf_bytes(long long cap) {
     return b;
 }
 
-/* this P's spares for a buffer of `cap` (borrowed; NULL without error: none made yet) */
+/* this P's spares for a buffer of `cap` (a new reference; NULL without error: none made yet) */
 static PyObject *spare_list(Handles *self, long long cap) {
     PyObject *k = PyLong_FromLongLong(buf_bytes(cap));
     if (k == NULL) return NULL;
     PyObject *lst = PyDict_GetItemWithError(self->spares, k);
     Py_DECREF(k);
-    return lst != NULL && PyList_CheckExact(lst) ? lst : NULL;
+    return lst != NULL && PyList_CheckExact(lst) ? Py_NewRef(lst) : NULL;
 }
 
 /* the byte offset of the pool's stack for a buffer of `cap`: 1 found, 0 none, -1 error */
@@ -297,7 +320,8 @@ static int pool_at(Handles *self, long long cap, long long *at) {
     return *at == -1 && PyErr_Occurred() ? -1 : 1;
 }
 
-/* st (borrowed) is this P's untyped state of the block at `off` with id word `id`: 1, 0, -1 */
+/* st (a strong reference of the caller) is this P's untyped state of the block with id word
+ * `id`: 1, 0, -1 */
 static int state_fits(PyObject *st, uint64_t id) {
     PyObject *codec = PyObject_GetAttr(st, s_codec), *uid = NULL;
     if (codec == NULL) return -1;
@@ -311,17 +335,37 @@ static int state_fits(PyObject *st, uint64_t id) {
     return u == id;
 }
 
-/* reopen st's block (at `off`, capacity `cap`), make it ch's state, register: st, or NULL */
+/* The pool's block `v` back on its stack, after a promotion that failed (an exception is set
+ * and stays the one raised). */
+static void pool_give_back(Handles *self, long long at, uint64_t v) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (stack_push_at(self->region, at, self->pool_lock, v, self->pool_max) < 0)
+        PyErr_WriteUnraisable((PyObject *)self); /* the block is lost to this run */
+    PyErr_Restore(et, ev, tb);
+}
+
+/* Reopen st's block (at `off`, capacity `cap`), make it ch's state, register: st, or NULL
+ * with the block retired again and its live count given back (the caller returns st, or the
+ * block, to where it came from). */
 static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, PyObject *off,
                             long long cap) {
     long long o = PyLong_AsLongLong(off);
-    PyObject *capo = NULL;
-    if ((o == -1 && PyErr_Occurred()) || chan_reopen_at(self->region, o, cap) < 0 ||
-        count_live(self, 1) < 0 ||
-        (capo = PyLong_FromLongLong(cap)) == NULL || PyObject_SetAttr(st, s_cap, capo) < 0 ||
+    if ((o == -1 && PyErr_Occurred()) || chan_reopen_at(self->region, o, cap) < 0) return NULL;
+    if (count_live(self, 1) < 0) {
+        (void)chan_retire_at(self->region, o);
+        return NULL;
+    }
+    PyObject *capo = PyLong_FromLongLong(cap);
+    if (capo == NULL || PyObject_SetAttr(st, s_cap, capo) < 0 ||
         PyDict_SetItem(self->states, off, st) < 0 || PyObject_SetAttr(ch, s_st_slot, st) < 0 ||
         do_register(self, ch, st) < 0) {
         Py_XDECREF(capo);
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        /* nobody was told of the block: end it again, uncount it */
+        if (chan_retire_at(self->region, o) < 0 || count_live(self, -1) < 0) PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
         return NULL;
     }
     Py_DECREF(capo);
@@ -341,21 +385,30 @@ static PyObject *promote_from_pool(Handles *self, PyObject *ch, long long cap) {
         if (r < 0) return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *off = PyLong_FromUnsignedLongLong(v);
-    if (off == NULL) return NULL;
-    PyObject *st = PyDict_GetItemWithError(self->states, off); /* borrowed */
-    PyObject *res = NULL;
-    if (st == NULL) {
-        res = PyErr_Occurred() ? NULL : Py_NewRef(off);
-    } else if (region_span(self->region, (long long)v + ID_BYTE, 8, 8) == 0) {
-        Py_INCREF(st);
-        uint64_t id = atomic_load_explicit(word_at(self->region, (long long)v + ID_BYTE),
-                                           memory_order_relaxed);
-        int fits = state_fits(st, id);
-        res = fits < 0 ? NULL : fits ? take_state(self, ch, st, off, cap) : Py_NewRef(off);
-        Py_DECREF(st);
+    PyObject *res = NULL, *st = NULL, *off = PyLong_FromUnsignedLongLong(v);
+    if (off == NULL) goto done;
+    st = PyDict_GetItemWithError(self->states, off);
+    if (st == NULL) { /* no state here: the caller attaches the block */
+        if (!PyErr_Occurred()) res = Py_NewRef(off);
+        goto done;
     }
-    Py_DECREF(off);
+    Py_INCREF(st); /* state_fits runs Python code */
+    /* v is a word of the arena: bounded before it makes an offset */
+    if (v > (uint64_t)self->region->size ||
+        region_span(self->region, (long long)v + ID_BYTE, 8, 8) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "a spare pool names block %llu outside the arena",
+                         (unsigned long long)v);
+        goto done;
+    }
+    uint64_t id = atomic_load_explicit(word_at(self->region, (long long)v + ID_BYTE),
+                                       memory_order_relaxed);
+    int fits = state_fits(st, id);
+    if (fits >= 0) res = fits ? take_state(self, ch, st, off, cap) : Py_NewRef(off);
+done:
+    if (res == NULL) pool_give_back(self, at, v);
+    Py_XDECREF(st);
+    Py_XDECREF(off);
     return res;
 }
 
@@ -370,20 +423,40 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
         return promote_from_pool(self, ch, cap);
     }
     Py_ssize_t n = PyList_GET_SIZE(lst);
-    if (n == 0) return promote_from_pool(self, ch, cap);
-    PyObject *st = PyList_GET_ITEM(lst, n - 1); /* borrowed until taken */
-    PyObject *codec = PyObject_GetAttr(st, s_codec), *off = NULL, *capo = NULL;
-    if (codec == NULL) return NULL;
+    if (n == 0) {
+        Py_DECREF(lst);
+        return promote_from_pool(self, ch, cap);
+    }
+    PyObject *st = Py_NewRef(PyList_GET_ITEM(lst, n - 1)); /* its attributes run Python code */
+    PyObject *res = NULL, *off = NULL, *codec = PyObject_GetAttr(st, s_codec);
+    if (codec == NULL) goto done;
     int untyped = codec == Py_None;
     Py_DECREF(codec);
-    if (!untyped) Py_RETURN_NONE; /* a typed channel's state: Python's create reopens it */
-    Py_INCREF(st);
-    PyObject *res = NULL;
-    if (PyList_SetSlice(lst, n - 1, n, NULL) == 0 && (off = PyObject_GetAttr(st, s_off)) != NULL)
-        res = take_state(self, ch, st, off, cap);
+    if (!untyped) { /* a typed channel's state: Python's create reopens it */
+        res = Py_NewRef(Py_None);
+        goto done;
+    }
+    if ((off = PyObject_GetAttr(st, s_off)) == NULL) goto done;
+    /* the list may have changed meanwhile: take st itself, wherever it is now */
+    n = PyList_GET_SIZE(lst);
+    Py_ssize_t i = n - 1;
+    while (i >= 0 && PyList_GET_ITEM(lst, i) != st) i--;
+    if (i < 0) { /* taken by someone else: none here after all */
+        res = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyList_SetSlice(lst, i, i + 1, NULL) < 0) goto done;
+    res = take_state(self, ch, st, off, cap);
+    if (res == NULL) { /* back among the spares (take_state ended the block again) */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (PyList_Append(lst, st) < 0) PyErr_WriteUnraisable((PyObject *)self);
+        PyErr_Restore(et, ev, tb);
+    }
+done:
     Py_XDECREF(off);
-    Py_XDECREF(capo);
     Py_DECREF(st);
+    Py_DECREF(lst);
     return res;
 }
 
@@ -431,10 +504,20 @@ done:
     return res;
 }
 
+/* With an exception set: item appended to lst all the same; -1, the exception kept. */
+static int append_failing(PyObject *lst, PyObject *item) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (PyList_Append(lst, item) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    return -1;
+}
+
 /* One dead HandleRef: forget it if it is still the registered one, take its count off the
  * block; st appended to `ended` when that was the last reference. 0, or -1 on error. */
 static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject *freed) {
-    PyObject *cur = PyDict_GetItemWithError(self->chans, ref->off); /* borrowed */
+    if (ref->off == NULL || ref->key == NULL) return 0; /* made by weakref's own new: no handle */
+    PyObject *cur = PyDict_GetItemWithError(self->chans, ref->off); /* compared, not used */
     if (cur == NULL && PyErr_Occurred()) return -1;
     if (cur == (PyObject *)ref) {
         if (PyDict_DelItem(self->chans, ref->off) < 0) return -1;
@@ -446,27 +529,39 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
     if (!ref->counts || ref->st == NULL) return 0;
     long long off = PyLong_AsLongLong(ref->off);
     if (off == -1 && PyErr_Occurred()) return -1;
-    if (region_span(self->region, off + REFS_BYTE, 8, 8) < 0) return -1;
+    /* the block's words from its capacity (word 1) to its reference word */
+    if (region_span(self->region, off, REFS_BYTE + 8, 8) < 0) return -1;
     uint64_t old = atomic_fetch_add_explicit(word_at(self->region, off + REFS_BYTE),
                                              (uint64_t)-1, memory_order_seq_cst);
     if (old != 1) return 0;
-    /* the last reference: end it here if it is empty and this P's spares have room */
+    /* the last reference: end it here if it is empty and this P's spares have room; from here
+     * on the state goes to `ended` (or `freed`) whatever fails, or its block is lost */
     long long cap = (long long)atomic_load_explicit(word_at(self->region, off + 8),
                                                     memory_order_relaxed);
     PyObject *lst = spare_list(self, cap);
     if (lst == NULL) /* none made yet: destroy makes the list */
         return PyErr_Occurred() ? -1 : PyList_Append(ended, ref->st);
     int r = chan_retire_at(self->region, off);
-    if (r <= 0) /* it holds values or records, or a ring grew: destroy empties it */
+    if (r <= 0) { /* it holds values or records, or a ring grew: destroy empties it */
+        Py_DECREF(lst);
         return r < 0 ? -1 : PyList_Append(ended, ref->st);
-    if (count_live(self, -1) < 0) return -1;
-    if (PyList_GET_SIZE(lst) < self->own_max) return PyList_Append(lst, ref->st);
+    }
+    if (count_live(self, -1) < 0) { /* retired: Python frees it */
+        Py_DECREF(lst);
+        return append_failing(freed, ref->st);
+    }
+    if (PyList_GET_SIZE(lst) < self->own_max) {
+        r = PyList_Append(lst, ref->st);
+        Py_DECREF(lst);
+        return r;
+    }
+    Py_DECREF(lst);
     long long at;
-    if ((r = pool_at(self, cap, &at)) < 0) return -1;
-    if (r == 1 && (r = stack_push_at(self->region, at, self->pool_lock, (uint64_t)off,
-                                     self->pool_max)) < 0)
-        return -1;
-    return r == 1 ? 0 : PyList_Append(freed, ref->st);
+    if ((r = pool_at(self, cap, &at)) == 1)
+        r = stack_push_at(self->region, at, self->pool_lock, (uint64_t)off, self->pool_max);
+    if (r == 1) return 0;
+    /* no room in the pool (or it failed): Python frees the block */
+    return r < 0 ? append_failing(freed, ref->st) : PyList_Append(freed, ref->st);
 }
 
 /* One pass over the dead list into ended, others and freed: 0, or -1 on error */
@@ -491,22 +586,35 @@ static int release_pass(Handles *self, PyObject *ended, PyObject *others, PyObje
 static PyObject *Handles_release(Handles *self, PyObject *unused) {
     (void)unused;
     if (ready(self) < 0) return NULL;
-    while (PyList_GET_SIZE(self->dead) > 0) {
+    PyObject *dead = Py_NewRef(self->dead); /* slow() runs Python code */
+    int failed = 0;
+    while (!failed && PyList_GET_SIZE(dead) > 0) {
         PyObject *ended = PyList_New(0), *others = PyList_New(0), *freed = PyList_New(0);
         PyObject *res = NULL;
-        if (ended != NULL && others != NULL && freed != NULL &&
-            release_pass(self, ended, others, freed) == 0) {
+        if (ended != NULL && others != NULL && freed != NULL) {
+            failed = release_pass(self, ended, others, freed) < 0;
+            /* what this pass collected is ended even when the pass failed half-way */
+            PyObject *et = NULL, *ev = NULL, *tb = NULL;
+            if (failed) PyErr_Fetch(&et, &ev, &tb);
             if (PyList_GET_SIZE(ended) || PyList_GET_SIZE(others) || PyList_GET_SIZE(freed))
                 res = PyObject_CallFunctionObjArgs(self->slow, ended, others, freed, NULL);
             else
                 res = Py_NewRef(Py_None);
+            if (failed) {
+                if (res == NULL) PyErr_WriteUnraisable(self->slow);
+                PyErr_Restore(et, ev, tb);
+            }
+        } else {
+            failed = 1;
         }
         Py_XDECREF(ended);
         Py_XDECREF(others);
         Py_XDECREF(freed);
-        if (res == NULL) return NULL;
-        Py_DECREF(res);
+        if (res == NULL) failed = 1;
+        Py_XDECREF(res);
     }
+    Py_DECREF(dead);
+    if (failed) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -535,8 +643,7 @@ PyTypeObject Handles_Type = {
     .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, own_max, "
               "pool_ats, pool_lock, pool_max, slow, live_off): a P's handles on shared "
               "channels, registered and released in one call each.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Handles_init,
+    .tp_new = Handles_make,
     .tp_traverse = (traverseproc)Handles_traverse,
     .tp_clear = (inquiry)Handles_clear,
     .tp_dealloc = (destructor)Handles_dealloc,

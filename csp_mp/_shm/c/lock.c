@@ -8,8 +8,10 @@
  * Invariants:
  *   - a lock is unlocked by the thread that locked it (error-checking mutex: a wrong unlock or
  *     a relock by the holder raises instead of corrupting or deadlocking).
- *   - a contended lock spins briefly, then sleeps in pthread_mutex_lock with the GIL released:
- *     its holder may be a thread of this process that needs the GIL to finish.
+ *   - a contended lock spins briefly, then sleeps with the GIL released (its holder may be a
+ *     thread of this process that needs the GIL to finish), in timed slices of WAIT_SLICE_NS:
+ *     between two slices it runs signal handlers (Ctrl-C ends a wait behind a stopped holder)
+ *     and gives up if its region was released meanwhile, the lock given back if it got it.
  *
  * Rejected: a home-made futex lock with the owner's TID: a thread has one robust list and glibc
  * owns it, so such a lock could only learn of a dead holder by polling (the Python path's way).
@@ -18,6 +20,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #define SPINS 100 /* trylocks (~a few µs) before sleeping: critical sections are that short */
 
@@ -61,6 +64,14 @@ int lock_init(Region *r, long long i) {
 #define TAKEOVERS_BYTE 48
 #define STATE_LOCKS_BYTE 56
 
+/* the first state lock (_W_STATE_LOCKS), or -1 with ValueError when the arena is too small to
+ * hold the word */
+static long long first_state_lock(Region *r) {
+    if (region_span(r, STATE_LOCKS_BYTE, 8, 8) < 0) return -1;
+    uint64_t v = atomic_load_explicit(word_at(r, STATE_LOCKS_BYTE), memory_order_seq_cst);
+    return v > (uint64_t)r->nlocks ? r->nlocks : (long long)v;
+}
+
 static int lock_result(pthread_mutex_t *m, int rc) {
     if (rc == 0) return 0;
     if (rc == EOWNERDEAD) {
@@ -75,6 +86,48 @@ static int lock_result(pthread_mutex_t *m, int rc) {
     return set_errno_error("pthread_mutex_lock", rc);
 }
 
+/* pthread_mutex_lock in timed slices with the GIL released, the region held; between slices,
+ * signal handlers run. The lock's result code, or -1 with an exception set (a handler raised,
+ * or the region was released: the lock is not held then). */
+static int lock_wait(Region *r, pthread_mutex_t *m) {
+    int rc;
+    region_hold(r);
+    for (;;) {
+        struct timespec ts;
+        Py_BEGIN_ALLOW_THREADS
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+#define TIMED_LOCK(m, ts) pthread_mutex_clocklock(m, CLOCK_MONOTONIC, ts)
+#else
+        clock_gettime(CLOCK_REALTIME, &ts);
+#define TIMED_LOCK(m, ts) pthread_mutex_timedlock(m, ts)
+#endif
+        ts.tv_nsec += WAIT_SLICE_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        rc = TIMED_LOCK(m, &ts);
+        Py_END_ALLOW_THREADS
+        if (rc != ETIMEDOUT && rc != EINTR) break;
+        if (r->base == NULL || PyErr_CheckSignals() < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    if (r->base == NULL && rc != -1) { /* released while asleep: give back what it got */
+        if (rc == 0 || rc == EOWNERDEAD) {
+            if (rc == EOWNERDEAD) pthread_mutex_consistent(m);
+            pthread_mutex_unlock(m);
+        }
+        rc = -1;
+    }
+    if (rc == -1 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "the arena was closed while waiting for a lock");
+    region_drop(r); /* after the last touch of m */
+    return rc;
+}
+
 int lock_take(Region *r, long long i) {
     if (lock_index_ok(r, i) < 0) return -1;
     pthread_mutex_t *m = mutex_at(r, i);
@@ -83,15 +136,17 @@ int lock_take(Region *r, long long i) {
         cpu_relax();
         rc = pthread_mutex_trylock(m);
     }
-    if (rc == EBUSY) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = pthread_mutex_lock(m);
-        Py_END_ALLOW_THREADS
-    }
+    if (rc == EBUSY && (rc = lock_wait(r, m)) == -1) return -1;
     int got = lock_result(m, rc);
-    if (got == 1 && (uint64_t)i >= atomic_load(word_at(r, STATE_LOCKS_BYTE)))
-        /* counted where the runtime can see it (arena.py's takeovers) */
-        atomic_fetch_add_explicit(word_at(r, TAKEOVERS_BYTE), 1, memory_order_seq_cst);
+    if (got == 1) {
+        long long first = first_state_lock(r);
+        if (first < 0) { /* no such word: the lock is held, the count cannot be kept */
+            pthread_mutex_unlock(m);
+            return -1;
+        }
+        if (i >= first) /* counted where the runtime can see it (arena.py's takeovers) */
+            atomic_fetch_add_explicit(word_at(r, TAKEOVERS_BYTE), 1, memory_order_seq_cst);
+    }
     return got;
 }
 
@@ -141,8 +196,9 @@ RMETH(R_lock_owner) {
 RMETH(R_locks_orphaned) {
     (void)args;
     if (arg_count("locks_orphaned", nargs, 0, 0) < 0) return NULL;
+    long long first = first_state_lock(r);
+    if (first < 0) return NULL;
     /* the kernel marks a robust mutex whose holder died FUTEX_OWNER_DIED until it is taken */
-    Py_ssize_t first = (Py_ssize_t)atomic_load(word_at(r, STATE_LOCKS_BYTE));
     for (Py_ssize_t i = 0; i < r->nlocks; i = i ? i + 1 : (first > 1 ? first : 1)) {
         /* lock 0 (the allocator's), then the state locks */
         aword32 *w = (aword32 *)mutex_at(r, i);
@@ -159,19 +215,27 @@ typedef struct {
     long long index;
 } LockObject;
 
-static int Lock_init(LockObject *self, PyObject *args, PyObject *kw) {
+static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region;
     long long i;
     static char *kwlist[] = {"region", "index", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L", kwlist, &Region_Type, &region, &i))
-        return -1;
-    if (lock_index_ok((Region *)region, i) < 0) return -1;
-    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!L:Lock", kwlist, &Region_Type, &region, &i) ||
+        lock_index_ok((Region *)region, i) < 0)
+        return NULL;
+    LockObject *self = (LockObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->region = (Region *)Py_NewRef(region);
     self->index = i;
+    return (PyObject *)self;
+}
+
+static int Lock_traverse(LockObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->region);
     return 0;
 }
 
 static void Lock_dealloc(LockObject *self) {
+    PyObject_GC_UnTrack(self);
     Py_XDECREF(self->region);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -228,11 +292,11 @@ PyTypeObject Lock_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.Lock",
     .tp_basicsize = sizeof(LockObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Lock(region, index): a robust process-shared mutex in the arena.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Lock_init,
+    .tp_new = Lock_new,
     .tp_dealloc = (destructor)Lock_dealloc,
+    .tp_traverse = (traverseproc)Lock_traverse,
     .tp_methods = Lock_methods,
     .tp_getset = Lock_getset,
 };

@@ -1,9 +1,12 @@
 /* csp_mp._shm._core: the Region type (one mapped arena), its word operations and the module.
  *
- * A Region holds the arena's buffer for as long as it is open; release() drops it, after which
- * every method raises ValueError instead of touching unmapped memory.
+ * A Region holds the arena's buffer for as long as it is open; release() closes it, after which
+ * every method raises ValueError instead of touching unmapped memory. A release() while a call
+ * sleeps on the region (region_hold) lets the buffer go when that call returns.
  */
 #include "core.h"
+
+#include <math.h>
 
 int arg_count(const char *fn, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi) {
     if (nargs < lo || nargs > hi) {
@@ -28,6 +31,19 @@ int arg_u64(PyObject *o, uint64_t *out) {
     return 0;
 }
 
+int arg_seconds(const char *what, PyObject *o, int inf_ok, int neg_ok, double *out) {
+    double v = PyFloat_AsDouble(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (isnan(v) || (!inf_ok && isinf(v)) || (!neg_ok && v < 0)) {
+        PyErr_Format(PyExc_ValueError, "%s must be a%s number of seconds, not %R", what,
+                     neg_ok ? (inf_ok ? "" : " finite") : (inf_ok ? " non-negative" :
+                                                           " finite non-negative"), o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int region_span(Region *r, long long off, long long len, long long align) {
     if (r->base == NULL) {
         PyErr_SetString(PyExc_ValueError, "the arena is closed");
@@ -44,47 +60,56 @@ int region_span(Region *r, long long off, long long len, long long align) {
 
 /* ---- the Region type */
 
-static int Region_init(Region *self, PyObject *args, PyObject *kw) {
+static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *buf;
     Py_ssize_t locks_at, nlocks;
     static char *kwlist[] = {"buffer", "locks_at", "nlocks", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Onn", kwlist, &buf, &locks_at, &nlocks))
-        return -1;
-    if (self->base != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Region is already open");
-        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Onn:Region", kwlist, &buf, &locks_at, &nlocks))
+        return NULL;
+    Region *self = (Region *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) {
+        self->view.obj = NULL;
+        Py_DECREF(self);
+        return NULL;
     }
-    if (PyObject_GetBuffer(buf, &self->view, PyBUF_WRITABLE) < 0) return -1;
     if (((uintptr_t)self->view.buf) % LINE) {
-        PyBuffer_Release(&self->view);
         PyErr_SetString(PyExc_ValueError, "the arena buffer must be 64-byte aligned");
-        return -1;
+        Py_DECREF(self); /* lets the buffer go */
+        return NULL;
     }
-    self->base = self->view.buf;
     self->size = self->view.len;
-    if (nlocks < 0 || locks_at < 0 || locks_at % LINE ||
+    if (nlocks < 0 || locks_at < 0 || locks_at % LINE || nlocks > self->size / LINE ||
         locks_at > self->size - nlocks * (Py_ssize_t)LINE) {
-        PyBuffer_Release(&self->view);
-        self->base = NULL;
         PyErr_SetString(PyExc_ValueError, "the lock lines lie outside the arena");
-        return -1;
+        Py_DECREF(self);
+        return NULL;
     }
     self->locks_at = locks_at;
     self->nlocks = nlocks;
-    return 0;
+    self->base = self->view.buf; /* open: last, once every field is checked */
+    return (PyObject *)self;
+}
+
+void region_drop(Region *r) {
+    if (--r->holds == 0 && r->base == NULL && r->view.obj != NULL) PyBuffer_Release(&r->view);
 }
 
 static PyObject *Region_release(Region *self, PyObject *unused) {
     (void)unused;
-    if (self->base != NULL) {
-        self->base = NULL;
-        PyBuffer_Release(&self->view);
-    }
+    self->base = NULL; /* closed to new calls; a holder's call lets the buffer go */
+    if (self->holds == 0 && self->view.obj != NULL) PyBuffer_Release(&self->view);
     Py_RETURN_NONE;
 }
 
+static int Region_traverse(Region *self, visitproc visit, void *arg) {
+    Py_VISIT(self->view.obj);
+    return 0;
+}
+
 static void Region_dealloc(Region *self) {
-    if (self->base != NULL) PyBuffer_Release(&self->view);
+    PyObject_GC_UnTrack(self);
+    if (self->view.obj != NULL) PyBuffer_Release(&self->view);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -199,7 +224,10 @@ int stack_pop_at(Region *r, long long at, long long lock, uint64_t *v) {
     uint64_t n = atomic_load_explicit(w, memory_order_relaxed);
     int got = 0;
     if (n > 0) {
-        if (region_span(r, at + (long long)n * 8, 8, 8) < 0) {
+        /* n is a word of the arena: checked before it scales an offset */
+        if (n > (uint64_t)(r->size / 8) || region_span(r, at + (long long)n * 8, 8, 8) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "corrupt word stack at arena offset %lld", at);
             (void)lock_give(r, lock);
             return -1;
         }
@@ -211,11 +239,15 @@ int stack_pop_at(Region *r, long long at, long long lock, uint64_t *v) {
 }
 
 int stack_push_at(Region *r, long long at, long long lock, uint64_t v, long long max) {
-    if (max < 0 || region_span(r, at, (max + 1) * 8, 8) < 0) return -1;
+    if (max < 0 || max >= r->size / 8) {
+        PyErr_Format(PyExc_ValueError, "a word stack of %lld items does not fit the arena", max);
+        return -1;
+    }
+    if (region_span(r, at, (max + 1) * 8, 8) < 0) return -1;
     aword *w = word_at(r, at);
     if (lock_take(r, lock) < 0) return -1;
     uint64_t n = atomic_load_explicit(w, memory_order_relaxed);
-    int done = n < (uint64_t)max;
+    int done = n < (uint64_t)max; /* and so w[n + 1] lies in the span checked above */
     if (done) {
         atomic_store_explicit(&w[n + 1], v, memory_order_relaxed);
         atomic_store_explicit(w, n + 1, memory_order_relaxed);
@@ -248,7 +280,9 @@ RMETH(R_stack_push) {
 #define FAST(name, doc) {#name + 2, (PyCFunction)(void (*)(void))name, METH_FASTCALL, doc}
 
 static PyMethodDef Region_methods[] = {
-    {"release", (PyCFunction)Region_release, METH_NOARGS, "Drop the buffer; later calls raise."},
+    {"release", (PyCFunction)Region_release, METH_NOARGS,
+     "Close the region: later calls raise; the buffer is let go now, or when the last call "
+     "sleeping on the region returns."},
     FAST(R_load, "load(off) -> int: load-acquire of the word at byte offset off."),
     FAST(R_store, "store(off, v): store-release of the word at byte offset off."),
     FAST(R_cas, "cas(off, old, new) -> bool: compare-and-swap (seq_cst)."),
@@ -284,7 +318,8 @@ static PyMethodDef Region_methods[] = {
                         "grew; False (nothing changed) when it holds values or records."),
     FAST(R_chan_reopen, "chan_reopen(off, cap): a retired channel block open again, empty."),
     FAST(R_chan_poll, "chan_poll(off, for_send, seconds, bell=-1) -> bool: wait until likely "
-                      "ready, or until the doorbell at `bell` has a post (False)."),
+                      "ready, or until the doorbell at `bell` has a post (False); `seconds` is "
+                      "finite and not negative (else ValueError)."),
     FAST(R_bell_ring, "bell_ring(off): post the doorbell at off."),
     {NULL, NULL, 0, NULL},
 };
@@ -298,12 +333,12 @@ PyTypeObject Region_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.Region",
     .tp_basicsize = sizeof(Region),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Region(buffer, locks_at, nlocks): word, lock, ring and channel operations on one "
               "mapped arena.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Region_init,
+    .tp_new = Region_new,
     .tp_dealloc = (destructor)Region_dealloc,
+    .tp_traverse = (traverseproc)Region_traverse,
     .tp_methods = Region_methods,
     .tp_getset = Region_getset,
 };

@@ -198,8 +198,10 @@ static PyObject *get_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
     ring_t g;
     if (arg_count("ring_try_get", nargs, 1, 1) < 0 || ring_arg(r, args[0], &g) < 0) return NULL;
     if (!locked && ring_enter(r, &g) < 0) return NULL;
+    region_hold(r); /* an out-of-band frame's tuple can start a collection */
     PyObject *item = get_one(&g);
     if (!locked && ring_leave(r, &g) < 0) Py_CLEAR(item);
+    region_drop(r);
     return item;
 }
 
@@ -238,15 +240,14 @@ RMETH(R_ring_put_many) {
 RMETH(R_ring_get_many) {
     ring_t g;
     long long max;
-    if (arg_count("ring_get_many", nargs, 2, 2) < 0 || ring_arg(r, args[0], &g) < 0 ||
-        arg_ll(args[1], &max) < 0)
-        return NULL;
-    PyObject *out = PyList_New(0);
+    if (arg_count("ring_get_many", nargs, 2, 2) < 0 || arg_ll(args[1], &max) < 0) return NULL;
+    PyObject *out = PyList_New(0); /* before the ring is checked: it can start a collection */
     if (out == NULL) return NULL;
-    if (ring_enter(r, &g) < 0) {
+    if (ring_arg(r, args[0], &g) < 0 || ring_enter(r, &g) < 0) {
         Py_DECREF(out);
         return NULL;
     }
+    region_hold(r); /* the list and out-of-band tuples can start a collection */
     uint64_t h0 = atomic_load_explicit(g.head, memory_order_relaxed), h = h0, nh;
     /* load-acquire; pairs with the producer's commit store of the tail */
     uint64_t t = atomic_load_explicit(g.tail, memory_order_acquire);
@@ -263,6 +264,7 @@ RMETH(R_ring_get_many) {
     }
     if (!failed && h != h0) atomic_store_explicit(g.head, h, memory_order_release); /* frees */
     if (ring_leave(r, &g) < 0) failed = 1;
+    region_drop(r);
     if (failed) {
         Py_DECREF(out);
         return NULL;

@@ -8,6 +8,18 @@
  * A frame that names channels counts one in-flight reference on each (the channel block's
  * reference word, _W_REFS in csp_mp/_chan/block.py), once the frame is complete: a frame
  * given up half-way (None) has counted nothing. See the protocol in csp_mp/_mp/promote.py.
+ *
+ * Invariants:
+ *   - a frame's names are counted (one reference each on the block's reference word) only once
+ *     the frame exists, right after every word was checked with region_span and with no Python
+ *     code in between; a frame that then fails to be queued (Spawner.go) gives its counts back.
+ *   - a frame is decoded whole before its names are consumed: decode_many takes a count off
+ *     only for a frame it returns; the frame it stops at has consumed nothing.
+ *   - every Python object used across a call that can run Python code (an attribute, a call,
+ *     the allocation of a tuple, which can start a collection) is held by a strong reference:
+ *     decode_many's cached callable and channel, each decoded argument.
+ *   - TaskEncoder and Spawner are made whole by their tp_new and take part in the cyclic GC; a
+ *     Spawner the GC cleared raises instead of running.
  */
 #include "core.h"
 
@@ -171,7 +183,10 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
     }
     if ((PyObject *)t == self->chan_type) {
         PyObject *off = shared_offset(o);
-        if (off == NULL && !PyErr_Occurred()) off = PyObject_CallOneArg(self->chan_ext, o);
+        if (off == NULL && !PyErr_Occurred()) {
+            if (self->chan_ext == NULL) return 1; /* cleared by the GC: the codec's path */
+            off = PyObject_CallOneArg(self->chan_ext, o);
+        }
         if (off == NULL) return -1;
         if (off == Py_None) {
             Py_DECREF(off);
@@ -189,8 +204,30 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
     return 1;
 }
 
+/* the channel names a frame carries */
+typedef struct {
+    long long offs[MAX_CHANS];
+    int n;
+} names_t;
+
+/* Add d to the reference word of every block `nm` names; 0, or -1 (nothing counted) when the
+ * region cannot take them. No Python code runs between the checks and the adds. */
+static int count_names(Region *reg, const names_t *nm, int64_t d) {
+    for (int i = 0; i < nm->n; i++)
+        if (nm->offs[i] > reg->size || region_span(reg, nm->offs[i] + REFS_BYTE, 8, 8) < 0)
+            return -1;
+    /* seq_cst, as Region.fetch_add: pairs with the receiving P's decrement (promote.py) */
+    for (int i = 0; i < nm->n; i++)
+        atomic_fetch_add_explicit(word_at(reg, nm->offs[i] + REFS_BYTE), (uint64_t)d,
+                                  memory_order_seq_cst);
+    return 0;
+}
+
+/* The frame (bytes, its names counted), None when an argument needs the codec, NULL on error;
+ * the names it counted in *nm. */
 static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner, PyObject *entry,
-                              PyObject *targs) {
+                              PyObject *targs, names_t *nm) {
+    nm->n = 0;
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 1)) ||
@@ -199,41 +236,46 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
         return NULL;
     }
     if (!PyTuple_CheckExact(targs) && !PyList_CheckExact(targs)) Py_RETURN_NONE;
+    /* strong references: an argument's chan_ext runs Python code, which may change a list */
+    Py_INCREF(entry);
+    PyObject *fast = PySequence_Tuple(targs);
+    if (fast == NULL) {
+        Py_DECREF(entry);
+        return NULL;
+    }
     PyObject *digest = PyTuple_GET_ITEM(entry, 0), *fnb = PyTuple_GET_ITEM(entry, 1);
     buf_t b = {NULL, 0, 0};
-    if (grow(&b, 64 + PyBytes_GET_SIZE(digest) + PyBytes_GET_SIZE(fnb)) < 0) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(targs);
-    PyObject **items = PySequence_Fast_ITEMS(targs);
-    int r = put_array_header(&b, 6);
+    PyObject *res = NULL;
+    int r = grow(&b, 64 + PyBytes_GET_SIZE(digest) + PyBytes_GET_SIZE(fnb));
+    Py_ssize_t n = PyTuple_GET_SIZE(fast);
+    if (!r) r = put_array_header(&b, 6);
     if (!r) r = put_int(&b, seq);
     if (!r) r = put_int(&b, owner);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(digest), PyBytes_GET_SIZE(digest), 0);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(fnb), PyBytes_GET_SIZE(fnb), 0);
     if (!r) r = put_array_header(&b, n);
-    long long offs[MAX_CHANS];
-    int noffs = 0;
-    for (Py_ssize_t i = 0; !r && i < n; i++) r = put_arg(self, &b, items[i], offs, &noffs);
+    for (Py_ssize_t i = 0; !r && i < n; i++)
+        r = put_arg(self, &b, PyTuple_GET_ITEM(fast, i), nm->offs, &nm->n);
     if (!r) r = put_str(&b, PyTuple_GET_ITEM(entry, 2));
-    Region *reg = (Region *)self->region;
-    for (int i = 0; r == 0 && reg != NULL && i < noffs; i++) /* checked before any count moves */
-        if (region_span(reg, offs[i] + REFS_BYTE, 8, 8) < 0) r = -1;
-    PyObject *res = NULL;
     if (r == 0) {
         res = PyBytes_FromStringAndSize(b.p, b.len);
-        /* seq_cst, as Region.fetch_add: pairs with the receiving P's decrement (promote.py) */
-        for (int i = 0; res != NULL && reg != NULL && i < noffs; i++)
-            atomic_fetch_add_explicit(word_at(reg, offs[i] + REFS_BYTE), 1, memory_order_seq_cst);
+        Region *reg = (Region *)self->region;
+        if (res != NULL && reg != NULL && count_names(reg, nm, 1) < 0) Py_CLEAR(res);
     } else if (r == 1) {
         res = Py_NewRef(Py_None);
     }
+    if (res == NULL || res == Py_None || self->region == NULL) nm->n = 0; /* nothing counted */
     PyMem_Free(b.p);
+    Py_DECREF(fast);
+    Py_DECREF(entry);
     return res;
 }
 
 static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py_ssize_t nargs) {
     /* encode(seq, owner, entry, args): entry is pickle_fn's (digest, fn_bytes, warn) */
+    names_t nm;
     if (arg_count("encode", nargs, 4, 4) < 0) return NULL;
-    return encode_frame(self, args[0], args[1], args[2], args[3]);
+    return encode_frame(self, args[0], args[1], args[2], args[3], &nm);
 }
 
 
@@ -255,13 +297,14 @@ typedef struct {
 } rd_t;
 
 /* what one decode_many call looked up last: a batch of frames mostly names one callable and
- * the same channels (nothing runs Python code between its frames, so the handle stays alive) */
+ * the same channels. Strong references (the allocation of a tuple can start a collection, which
+ * runs Python code), dropped when the call returns. */
 typedef struct {
     unsigned char digest[32];
     Py_ssize_t digest_len;
-    PyObject *fn; /* borrowed from fns */
+    PyObject *fn; /* from fns; NULL: none cached */
     unsigned char name[8];
-    PyObject *ch; /* borrowed from a live weakref in names; NULL: none cached */
+    PyObject *ch; /* the handle of a live weakref in names; NULL: none cached */
 } cache_t;
 
 static int rd_n(rd_t *r, Py_ssize_t n, const unsigned char **out) {
@@ -362,7 +405,7 @@ static PyObject *rd_arg(rd_t *r, PyObject *names, long long *offs, int *noffs,
             ch = PyWeakref_GetObject(ref); /* borrowed; None once dead */
             if (ch == NULL || ch == Py_None) return NULL;
             memcpy(cache->name, t + 2, 8);
-            cache->ch = ch;
+            Py_XSETREF(cache->ch, Py_NewRef(ch));
         }
         uint64_t off = 0;
         for (int i = 0; i < 8; i++) off |= (uint64_t)t[2 + i] << (8 * i);
@@ -399,14 +442,16 @@ static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, P
     if (fn == NULL || n != cache->digest_len || memcmp(cache->digest, s, (size_t)n) != 0) {
         PyObject *digest = PyBytes_FromStringAndSize((const char *)s, n);
         if (digest == NULL) return NULL;
-        fn = PyDict_GetItemWithError(fns, digest); /* borrowed */
+        fn = PyDict_GetItemWithError(fns, digest); /* borrowed until just below */
         Py_DECREF(digest);
         if (fn == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(frame);
         if (n <= (Py_ssize_t)sizeof(cache->digest)) {
             memcpy(cache->digest, s, (size_t)n);
             cache->digest_len = n;
-            cache->fn = fn;
+        } else {
+            cache->digest_len = -1; /* held, but matched by no later frame */
         }
+        Py_XSETREF(cache->fn, Py_NewRef(fn));
     }
     if (rd_raw(&r, &is_str, &s, &n) < 0 || is_str || rd_n(&r, 1, &t) < 0)
         return Py_NewRef(frame);
@@ -420,30 +465,27 @@ static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, P
     if (count > (uint64_t)(r.end - r.p)) return Py_NewRef(frame);
     PyObject *args = PyTuple_New((Py_ssize_t)count);
     if (args == NULL) return NULL;
-    long long offs[MAX_CHANS];
+    names_t nm = {.n = 0};
     PyObject *handles[MAX_CHANS];
-    int noffs = 0;
     PyObject *res = NULL;
     for (uint64_t i = 0; i < count; i++) {
-        PyObject *a = rd_arg(&r, names, offs, &noffs, handles, cache);
+        PyObject *a = rd_arg(&r, names, nm.offs, &nm.n, handles, cache);
         if (a == NULL) goto done;
         PyTuple_SET_ITEM(args, (Py_ssize_t)i, a);
     }
     /* the warning: an empty str, and nothing after it */
     if (rd_raw(&r, &is_str, &s, &n) < 0 || !is_str || n != 0 || r.p != r.end) goto done;
+    res = PyTuple_Pack(2, cache->fn, args);
+    /* the names read (one count off each); the handle keeps its own (promote.py). A name the
+     * region cannot take leaves the frame to the Python path, which reports it. */
     Region *reg = (Region *)self->region;
-    for (int i = 0; reg != NULL && i < noffs; i++) /* checked before any count moves */
-        if (region_span(reg, offs[i] + REFS_BYTE, 8, 8) < 0) {
-            PyErr_Clear();
-            goto done;
-        }
-    res = PyTuple_Pack(2, fn, args);
-    /* seq_cst, as Region.fetch_add: the name read; the handle keeps its own (promote.py) */
-    for (int i = 0; res != NULL && reg != NULL && i < noffs; i++)
-        atomic_fetch_add_explicit(word_at(reg, offs[i] + REFS_BYTE), -1, memory_order_seq_cst);
+    if (res != NULL && reg != NULL && count_names(reg, &nm, -1) < 0) {
+        PyErr_Clear();
+        Py_CLEAR(res);
+    }
 done:
     Py_DECREF(args);
-    for (int i = 0; i < noffs; i++) Py_DECREF(handles[i]);
+    for (int i = 0; i < nm.n; i++) Py_DECREF(handles[i]);
     if (res == NULL && !PyErr_Occurred()) res = Py_NewRef(frame);
     return res;
 }
@@ -461,43 +503,68 @@ static PyObject *TaskEncoder_decode_many(TaskEncoder *self, PyObject *const *arg
     if (out == NULL) return NULL;
     cache_t cache = {.fn = NULL, .ch = NULL, .digest_len = 0};
     for (Py_ssize_t i = start < 0 ? 0 : (Py_ssize_t)start; i < PyList_GET_SIZE(frames); i++) {
-        PyObject *frame = PyList_GET_ITEM(frames, i);
+        PyObject *frame = Py_NewRef(PyList_GET_ITEM(frames, i)); /* its bytes are read */
         PyObject *item = decode_one(self, frame, fns, names, &cache);
-        if (item == frame) { /* the Python path's */
+        int stop = item == frame; /* the Python path's */
+        Py_DECREF(frame);
+        if (stop) {
             Py_DECREF(item);
             break;
         }
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            break;
         }
         Py_DECREF(item);
     }
+    Py_XDECREF(cache.fn);
+    Py_XDECREF(cache.ch);
     return out;
 }
 
-static int TaskEncoder_init(TaskEncoder *self, PyObject *args, PyObject *kw) {
+static PyObject *TaskEncoder_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *chan_type, *chan_ext, *region = Py_None;
     Py_ssize_t oob_min;
     static char *kwlist[] = {"chan_type", "chan_ext", "oob_min", "region", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn|O", kwlist, &chan_type, &chan_ext, &oob_min,
-                                     &region))
-        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOn|O:TaskEncoder", kwlist, &chan_type,
+                                     &chan_ext, &oob_min, &region))
+        return NULL;
     if (region != Py_None && !PyObject_TypeCheck(region, &Region_Type)) {
         PyErr_SetString(PyExc_TypeError, "TaskEncoder: region must be a Region or None");
-        return -1;
+        return NULL;
     }
-    Py_XSETREF(self->region, region == Py_None ? NULL : Py_NewRef(region));
-    Py_XSETREF(self->chan_type, Py_NewRef(chan_type));
-    Py_XSETREF(self->chan_ext, Py_NewRef(chan_ext));
+    if (!PyCallable_Check(chan_ext)) {
+        PyErr_SetString(PyExc_TypeError, "TaskEncoder: chan_ext must be callable");
+        return NULL;
+    }
+    TaskEncoder *self = (TaskEncoder *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->region = region == Py_None ? NULL : Py_NewRef(region);
+    self->chan_type = Py_NewRef(chan_type);
+    self->chan_ext = Py_NewRef(chan_ext);
     self->oob_min = oob_min;
+    return (PyObject *)self;
+}
+
+static int TaskEncoder_traverse(TaskEncoder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->chan_type);
+    Py_VISIT(self->chan_ext);
+    Py_VISIT(self->region);
+    return 0;
+}
+
+/* Breaks cycles through chan_ext; chan_type and the region stay (neither can lead back to an
+ * encoder), so a cleared encoder still encodes, only no channel it has not seen named. */
+static int TaskEncoder_clear(TaskEncoder *self) {
+    Py_CLEAR(self->chan_ext);
     return 0;
 }
 
 static void TaskEncoder_dealloc(TaskEncoder *self) {
+    PyObject_GC_UnTrack(self);
+    TaskEncoder_clear(self);
     Py_XDECREF(self->chan_type);
-    Py_XDECREF(self->chan_ext);
     Py_XDECREF(self->region);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -517,12 +584,14 @@ PyTypeObject TaskEncoder_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "csp_mp._shm._core.TaskEncoder",
     .tp_basicsize = sizeof(TaskEncoder),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "TaskEncoder(chan_type, chan_ext, oob_min, region=None): task frames of plain go() calls; "
-               "with a region, each frame counts a reference on the channels it names.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)TaskEncoder_init,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "TaskEncoder(chan_type, chan_ext, oob_min, region=None): task frames of plain "
+              "go() calls; with a region, each frame counts a reference on the channels it "
+              "names.",
+    .tp_new = TaskEncoder_new,
     .tp_dealloc = (destructor)TaskEncoder_dealloc,
+    .tp_traverse = (traverseproc)TaskEncoder_traverse,
+    .tp_clear = (inquiry)TaskEncoder_clear,
     .tp_methods = TaskEncoder_methods,
 };
 
@@ -546,7 +615,21 @@ typedef struct {
 
 static PyObject *s_stopping;
 
+/* A queued frame given up: its names' counts back (an exception is set and stays). */
+static void uncount(Spawner *self, const names_t *nm) {
+    Region *reg = (Region *)self->encoder->region;
+    if (reg == NULL || nm->n == 0) return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (count_names(reg, nm, -1) < 0) PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+}
+
 static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (self->place == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Spawner: cleared by the garbage collector");
+        return NULL;
+    }
     if (arg_count("go", nargs, 3, 3) < 0) return NULL;
     PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
     if (s_stopping == NULL && (s_stopping = PyUnicode_InternFromString("stopping")) == NULL)
@@ -561,7 +644,8 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
         return PyObject_Vectorcall(self->place, args, 3, NULL);
     PyObject *seq = PyLong_FromLongLong(self->seq + 1);
     if (seq == NULL) return NULL;
-    PyObject *frame = encode_frame(self->encoder, seq, self->owner, self->entry, targs);
+    names_t nm;
+    PyObject *frame = encode_frame(self->encoder, seq, self->owner, self->entry, targs, &nm);
     if (frame == Py_None) { /* an argument for the codec: the Python path */
         Py_DECREF(frame);
         Py_DECREF(seq);
@@ -570,6 +654,7 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     PyObject *ent = frame == NULL ? NULL : PyTuple_Pack(4, seq, fn, targs, kwargs);
     Py_DECREF(seq);
     if (ent == NULL) {
+        if (frame != NULL) uncount(self, &nm);
         Py_XDECREF(frame);
         return NULL;
     }
@@ -578,13 +663,17 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     PyObject *r = PyObject_CallOneArg(self->entries_append, ent);
     Py_DECREF(ent);
     if (r == NULL) {
+        uncount(self, &nm);
         Py_DECREF(frame);
         return NULL;
     }
     Py_DECREF(r);
     r = PyObject_CallOneArg(self->frames_append, frame);
     Py_DECREF(frame);
-    if (r == NULL) return NULL;
+    if (r == NULL) {
+        uncount(self, &nm);
+        return NULL;
+    }
     Py_DECREF(r);
     Py_ssize_t n = PyObject_Length(self->frames);
     if (n < 0) return NULL;
@@ -592,34 +681,40 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     Py_RETURN_NONE;
 }
 
-static int Spawner_init(Spawner *self, PyObject *args, PyObject *kw) {
+static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *encoder, *hub, *owner, *frames, *entries, *place, *flush;
     long long batch;
     static char *kwlist[] = {"encoder", "hub", "owner", "frames", "entries", "place", "flush",
                              "batch", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL", kwlist, &TaskEncoder_Type, &encoder,
-                                     &hub, &PyLong_Type, &owner, &frames, &entries, &place,
-                                     &flush, &batch))
-        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL:Spawner", kwlist, &TaskEncoder_Type,
+                                     &encoder, &hub, &PyLong_Type, &owner, &frames, &entries,
+                                     &place, &flush, &batch))
+        return NULL;
+    if (!PyCallable_Check(place) || !PyCallable_Check(flush)) {
+        PyErr_SetString(PyExc_TypeError, "Spawner: place and flush must be callable");
+        return NULL;
+    }
     PyObject *fa = PyObject_GetAttrString(frames, "append");
     PyObject *ea = fa == NULL ? NULL : PyObject_GetAttrString(entries, "append");
-    if (ea == NULL) {
+    Spawner *self = ea == NULL ? NULL : (Spawner *)type->tp_alloc(type, 0);
+    if (self == NULL) {
         Py_XDECREF(fa);
-        return -1;
+        Py_XDECREF(ea);
+        return NULL;
     }
-    Py_XSETREF(self->encoder, (TaskEncoder *)Py_NewRef(encoder));
-    Py_XSETREF(self->hub, Py_NewRef(hub));
-    Py_XSETREF(self->owner, Py_NewRef(owner));
-    Py_XSETREF(self->frames, Py_NewRef(frames));
-    Py_XSETREF(self->frames_append, fa);
-    Py_XSETREF(self->entries_append, ea);
-    Py_XSETREF(self->place, Py_NewRef(place));
-    Py_XSETREF(self->flush, Py_NewRef(flush));
-    Py_XSETREF(self->fn_last, Py_NewRef(Py_None));
-    Py_XSETREF(self->entry, Py_NewRef(Py_None));
+    self->encoder = (TaskEncoder *)Py_NewRef(encoder);
+    self->hub = Py_NewRef(hub);
+    self->owner = Py_NewRef(owner);
+    self->frames = Py_NewRef(frames);
+    self->frames_append = fa;
+    self->entries_append = ea;
+    self->place = Py_NewRef(place);
+    self->flush = Py_NewRef(flush);
+    self->fn_last = Py_NewRef(Py_None);
+    self->entry = Py_NewRef(Py_None);
     self->batch = batch;
     self->seq = 0;
-    return 0;
+    return (PyObject *)self;
 }
 
 static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
@@ -635,14 +730,15 @@ static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* place first: a finalizer run by the clearing sees a cleared Spawner (go() checks it) */
 static int Spawner_clear(Spawner *self) {
+    Py_CLEAR(self->place);
     Py_CLEAR(self->encoder);
     Py_CLEAR(self->hub);
     Py_CLEAR(self->owner);
     Py_CLEAR(self->frames);
     Py_CLEAR(self->frames_append);
     Py_CLEAR(self->entries_append);
-    Py_CLEAR(self->place);
     Py_CLEAR(self->flush);
     Py_CLEAR(self->fn_last);
     Py_CLEAR(self->entry);
@@ -673,7 +769,7 @@ static int Spawner_set_seq(Spawner *self, PyObject *v, void *unused) {
 
 static PyObject *Spawner_get_fn_last(Spawner *self, void *unused) {
     (void)unused;
-    return Py_NewRef(self->fn_last);
+    return Py_NewRef(self->fn_last != NULL ? self->fn_last : Py_None);
 }
 
 static int Spawner_set_fn_last(Spawner *self, PyObject *v, void *unused) {
@@ -688,7 +784,7 @@ static int Spawner_set_fn_last(Spawner *self, PyObject *v, void *unused) {
 
 static PyObject *Spawner_get_entry(Spawner *self, void *unused) {
     (void)unused;
-    return Py_NewRef(self->entry);
+    return Py_NewRef(self->entry != NULL ? self->entry : Py_None);
 }
 
 static int Spawner_set_entry(Spawner *self, PyObject *v, void *unused) {
@@ -723,8 +819,7 @@ PyTypeObject Spawner_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch): a P's go() "
               "for the callable last given, no kwargs and plain args; place() takes the rest.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Spawner_init,
+    .tp_new = Spawner_new,
     .tp_dealloc = (destructor)Spawner_dealloc,
     .tp_traverse = (traverseproc)Spawner_traverse,
     .tp_clear = (inquiry)Spawner_clear,

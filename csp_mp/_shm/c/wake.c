@@ -12,6 +12,9 @@
  *     Python path takes a token lock instead; a run uses one of the two throughout).
  *   - P_SENT is this P's word, stored only by this P, after the message is committed (the
  *     deadlock check counts messages in flight as SENT minus HANDLED).
+ *   - every word is read through region_span: the token word, the P_GFLOOR word, P_SENT, and
+ *     each inbox ring and doorbell where it is used (offsets checked at construction may be
+ *     stale once the region is released).
  *   - a wake-up this file cannot send (a goroutine of this P, an inbox with no room, a message
  *     too big for an inline frame) goes to the `deliver` callback, which queues it in order;
  *     so does every wake-up while `divert` is set (a trace records each one's flow).
@@ -51,9 +54,10 @@ void peers_count(Peers *ps, uint64_t nbytes) {
     ps->bytes += nbytes;
 }
 
+/* A Peers the cyclic GC cleared (its deliver callback gone) refuses to run. */
 static int peers_ready(Peers *ps) {
-    if (ps->region != NULL) return 0;
-    PyErr_SetString(PyExc_ValueError, "Peers is not initialised");
+    if (ps->deliver != NULL) return 0;
+    PyErr_SetString(PyExc_ValueError, "Peers: cleared by the garbage collector");
     return -1;
 }
 
@@ -64,7 +68,9 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
                      (long long)p);
         return -1;
     }
-    aword *w = word_at(ps->region, ps->tok_off + (p * ps->ntokens + slot) * 8);
+    long long off = ps->tok_off + (p * ps->ntokens + slot) * 8;
+    if (region_span(ps->region, off, 8, 8) < 0) return -1;
+    aword *w = word_at(ps->region, off);
     uint64_t want = (uint64_t)gen << 8 | T_WAITING;
     /* seq_cst: the winner's store is seen by every later claim and liveness load */
     return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << 8 | T_DONE,
@@ -74,7 +80,9 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
 int peers_plain_live(Peers *ps, int64_t p, int64_t gid) {
     if (ps->floor_off < 0 || p < 0 || p >= ps->nprocs) return 1;
     /* a goroutine of a P that was replaced has an id below its successor's first */
-    aword *w = word_at(ps->region, ps->floor_off + p * ps->pstride);
+    long long off = ps->floor_off + p * ps->pstride;
+    if (region_span(ps->region, off, 8, 8) < 0) return -1;
+    aword *w = word_at(ps->region, off);
     return (uint64_t)gid >= atomic_load_explicit(w, memory_order_acquire);
 }
 
@@ -133,6 +141,7 @@ static int send_wake(Peers *ps, const wrec *rec, int kind, const char *data, uin
     if (sent == 0) sent = ring_put_bytes(ps->region, &g, buf, (uint64_t)(q - buf));
     if (buf != small) PyMem_Free(buf);
     if (sent <= 0) return sent;
+    if (region_span(ps->region, ps->sent_off, 8, 8) < 0) return -1;
     aword *c = word_at(ps->region, ps->sent_off);
     /* single writer (this P): a plain increment; loaders only need a recent value */
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
@@ -194,36 +203,43 @@ static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *wha
     return 0;
 }
 
-static int Peers_init(Peers *self, PyObject *args, PyObject *kw) {
+static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *inboxes, *bells, *deliver, *no_obj;
     long long p, tok_off, ntokens, sent_off, m_wake, floor_off = -1, pstride = 0;
     static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
                              "sent_off", "m_wake", "deliver", "no_obj", "floor_off", "pstride",
                              NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LL", kwlist, &Region_Type, &region,
-                                     &p, &tok_off, &ntokens, &inboxes, &bells, &sent_off,
-                                     &m_wake, &deliver, &no_obj, &floor_off, &pstride))
-        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LL:Peers", kwlist, &Region_Type,
+                                     &region, &p, &tok_off, &ntokens, &inboxes, &bells,
+                                     &sent_off, &m_wake, &deliver, &no_obj, &floor_off, &pstride))
+        return NULL;
     Py_ssize_t n = PySequence_Size(inboxes);
-    if (n < 0) return -1;
+    if (n < 0) return NULL;
     Region *r = (Region *)region;
-    if (p < 0 || p >= n || ntokens <= 0 ||
+    /* the products below cannot overflow: each factor is bounded by the arena's size first */
+    if (p < 0 || p >= n || ntokens <= 0 || n > r->size / 8 || ntokens > r->size / 8 ||
+        pstride < 0 || pstride > r->size ||
         region_span(r, tok_off, (long long)n * ntokens * 8, 8) < 0 ||
         region_span(r, sent_off, 8, 8) < 0 ||
         (floor_off >= 0 && region_span(r, floor_off, (n - 1) * pstride + 8, 8) < 0)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Peers: bad P or token count");
-        return -1;
+        return NULL;
     }
     if (!PyCallable_Check(deliver)) {
         PyErr_SetString(PyExc_TypeError, "Peers: deliver must be callable");
-        return -1;
+        return NULL;
     }
+    Peers *self = (Peers *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    /* the ring and bell offsets are checked where they are used (ring_open, bell_ring_at) */
     if (offsets(inboxes, n, &self->inbox, "inboxes") < 0 ||
-        offsets(bells, n, &self->bell, "bells") < 0)
-        return -1;
-    Py_XSETREF(self->region, (Region *)Py_NewRef(region));
-    Py_XSETREF(self->deliver, Py_NewRef(deliver));
-    Py_XSETREF(self->no_obj, Py_NewRef(no_obj));
+        offsets(bells, n, &self->bell, "bells") < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->region = (Region *)Py_NewRef(region);
+    self->deliver = Py_NewRef(deliver);
+    self->no_obj = Py_NewRef(no_obj);
     self->p = p;
     self->nprocs = n;
     self->ntokens = ntokens;
@@ -232,7 +248,7 @@ static int Peers_init(Peers *self, PyObject *args, PyObject *kw) {
     self->floor_off = floor_off;
     self->pstride = pstride;
     self->m_wake = m_wake;
-    return 0;
+    return (PyObject *)self;
 }
 
 static int Peers_traverse(Peers *self, visitproc visit, void *arg) {
@@ -242,16 +258,18 @@ static int Peers_traverse(Peers *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* Breaks cycles through the deliver callback; the region stays (it refers to nothing of ours),
+ * so a claim still checks its word. */
 static int Peers_clear(Peers *self) {
     Py_CLEAR(self->deliver);
     Py_CLEAR(self->no_obj);
-    Py_CLEAR(self->region);
     return 0;
 }
 
 static void Peers_dealloc(Peers *self) {
     PyObject_GC_UnTrack(self);
     Peers_clear(self);
+    Py_XDECREF(self->region);
     PyMem_Free(self->inbox);
     PyMem_Free(self->bell);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -289,8 +307,7 @@ PyTypeObject Peers_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Peers(region, p, tok_off, ntokens, inboxes, bells, sent_off, m_wake, deliver, "
               "no_obj): one P's token claims and wake-ups to the other Ps.",
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)Peers_init,
+    .tp_new = Peers_new,
     .tp_dealloc = (destructor)Peers_dealloc,
     .tp_traverse = (traverseproc)Peers_traverse,
     .tp_clear = (inquiry)Peers_clear,
