@@ -17,7 +17,7 @@ do not suit a runtime whose goroutines migrate:
   that unpickles it, over its module's namespace there (``module_namespace``):
 
   - a module that can be imported there: that module's own dict, never written to;
-  - ``__main__`` (a script, ``python -c``, a notebook's cells): ``sys.modules["__main__"]``'s
+  - ``__main__`` (a script, ``python -c``, a notebook's cells): the ``__main__`` module's
     dict. A P forked from P0 starts with a copy of the script's globals, a P from the fork
     server with none. The globals a function brings fill the names the process lacks, so state
     its goroutines built (a counter, a cache, what an initializer set) is kept; in a process
