@@ -10,8 +10,9 @@ Life of the fields:
 - The *process* fields outlive runtimes.
 - The *signal* fields are the hub layer's signal handlers' (``_hub/preempt.py``,
   ``slicer.py``, ``interrupt.py``, ``drive.py``): ``install`` sets them with a hub on the main
-  thread, ``uninstall`` clears them as that hub stops; the handlers read them with one
-  attribute read of ``proc``.
+  thread (``driving``: sysmon's ``kick`` and the handler), ``uninstall`` clears them as that hub
+  stops (``driving``: the drive's end); the handlers read them with one attribute read of
+  ``proc``.
 - A fork (``os.register_at_fork``) gives the child a fresh ``Proc``: no runtime, its own pid,
   no executor tasks, no trace, no hub behind any signal handler (no CPU-time clock, no Ctrl-C
   deferral, no drive under way, no preemption check running). Kept by a fork: what the child
