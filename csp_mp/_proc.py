@@ -8,10 +8,18 @@ Life of the fields:
 - A runtime sets the *runtime* fields when it starts (``_run.py`` the hub, ``_mp/procs.py`` the
   multi-P ones, the promoters included) and ``stop()`` clears them when it stops.
 - The *process* fields outlive runtimes.
+- The *signal* fields are the hub layer's signal handlers' (``_hub/preempt.py``,
+  ``slicer.py``, ``interrupt.py``, ``drive.py``): ``install`` sets them with a hub on the main
+  thread (``driving``: sysmon's ``kick`` and the handler), ``uninstall`` clears them as that hub
+  stops (``driving``: the drive's end); the handlers read them with one attribute read of
+  ``proc``.
 - A fork (``os.register_at_fork``) gives the child a fresh ``Proc``: no runtime, its own pid,
-  no executor tasks, no trace. Kept by a fork: what the child inherits from its parent's memory
-  anyway (the blocking calls patched, the ``atexit`` registration, the implicit runtime's
-  factory, the codec's extension table, the leak checks' exemptions).
+  no executor tasks, no trace, no hub behind any signal handler (no CPU-time clock, no Ctrl-C
+  deferral, no drive under way, no preemption check running). Kept by a fork: what the child
+  inherits from its parent's memory anyway (the blocking calls patched, the ``atexit``
+  registration, the implicit runtime's factory, the codec's extension table, the leak checks'
+  exemptions, sysmon's settings, and the handler the preemption handler chains and gives back:
+  a child inherits the installed handler itself).
 
 Invariants:
 - ``promote_chan``, ``promote_int64`` and ``promote_sema`` are set while, and only while, a
@@ -23,7 +31,8 @@ Invariants:
 
 Hot paths name a container field at module level (``_mp/promote.py`` ``names``,
 ``_mp/tasks.py`` ``fns`` and ``_recent``, ``_shm/codec.py`` ``_EXT_TYPES``): the same object as
-the field, which is why those are cleared in place.
+the field, which is why those are cleared in place. ``_hub/sysmon.py`` ``settings`` names
+``sysmon_settings`` the same way, where docs/tuning.md tells tests and benchmarks to find it.
 
 Module-level state that stays outside this object, and why:
 - constants: tables and sizes never written after import, and stateless marker objects
@@ -31,10 +40,7 @@ Module-level state that stays outside this object, and why:
 - caches of pure functions of the code, keyed by code objects or types, which a fork or a new
   runtime cannot make wrong: ``_hub/safepoint.py`` ``_code_cache`` and ``_body_calls``,
   ``_hub/drive.py`` ``_sleep_calls``, ``_tb.py`` ``_stubs``, ``_mp/arrays.py`` ``_ARRAY_CLASS``;
-- ``_shm/cloud.py`` ``_table``, cloudpickle's reducer table, filled at import;
-- not moved yet: the hub layer's signal-handler and sysmon state (``_hub/drive.py`` and
-  ``_hub/slicer.py`` ``_state``, ``_hub/interrupt.py`` and ``_hub/preempt.py`` ``_inst``,
-  ``_hub/sysmon.py`` ``settings``).
+- ``_shm/cloud.py`` ``_table``, cloudpickle's reducer table, filled at import.
 ``tests/test_proc.py`` checks that nothing else is.
 """
 
@@ -61,6 +67,72 @@ def _no_extension(body: Any) -> Any:
     raise ValueError("unknown codec extension: none is registered in this process")
 
 
+class SysmonSettings:
+    """Sysmon's process-wide knobs (``_hub/sysmon.py`` ``settings``, docs/tuning.md): tests and
+    benchmarks change them; a hub loop reads them as it starts."""
+
+    __slots__ = ("slice", "period", "idle_period", "block_threshold", "preempt",
+                 "detect_blocking", "cpu_clock")
+
+    def __init__(self) -> None:
+        self.slice = 0.010  # run time after which a goroutine is preempted
+        self.period = 0.010  # longest sysmon sleep while goroutines run (each wake takes the GIL)
+        self.idle_period = 0.050  # sampling period while the hub is idle
+        self.block_threshold = 0.100  # time in one call after which it is reported
+        self.preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
+        self.detect_blocking = True
+        self.cpu_clock = True  # slices measured by the kernel's CPU-time signal too (slicer.py)
+
+
+class PreemptHandler:
+    """The preemption handler's installation (``_hub/preempt.py``): what ``install`` changed,
+    so that ``uninstall`` can put it back."""
+
+    __slots__ = ("hub", "saved", "chain", "deciding")
+
+    def __init__(self) -> None:
+        self.hub: Any = None  # the hub it preempts for, None when not installed
+        self.saved: Any = None  # the handler found at install time
+        self.chain: Any = None  # the previous Python handler, called first on every trip
+        self.deciding = False  # a preemption check is running (a trip landing inside it)
+
+
+class SliceClock:
+    """The CPU-time clock's view of its hub (``_hub/slicer.py``; main thread only)."""
+
+    __slots__ = ("hub", "tick", "since", "last")
+
+    def __init__(self) -> None:
+        self.hub: Any = None  # the hub the clock runs for, None when stopped
+        self.tick = -1  # hub.tick at the previous look
+        self.since = 0.0  # the look before the first that saw that tick: the switch came after
+        self.last = 0.0  # when the previous look was
+
+
+class SigintHandler:
+    """The Ctrl-C handler's installation and its deferred interrupt (``_hub/interrupt.py``)."""
+
+    __slots__ = ("hub", "retrier", "trapped", "handling")
+
+    def __init__(self) -> None:
+        self.hub: Any = None  # the hub it defers Ctrl-C for, None when not installed
+        self.retrier: Any = None  # the thread re-tripping a deferred Ctrl-C
+        self.trapped: Any = None  # the user frame armed to raise it, until it fires
+        self.handling = False  # the handler is running: a trip landing inside it is dropped
+
+
+class Driving:
+    """Sysmon's request to drive the hub from a plain wait, and the wait taken
+    (``_hub/drive.py``)."""
+
+    __slots__ = ("kicked", "waiter", "since")
+
+    def __init__(self) -> None:
+        self.kicked = False  # sysmon asked the handler to drive
+        self.waiter: Any = None  # the lock the driven thread waits on (None: a selector)
+        self.since = 0.0  # when the thread was taken
+
+
 class Proc:
     """This process's runtime state (see the module doc for the life of each field)."""
 
@@ -73,11 +145,13 @@ class Proc:
         # process: outlive runtimes
         "pid", "start_implicit", "exit_hook",
         "task_keys", "tasks", "inited", "travels",
-        "recorder", "trace", "stop_trace", "deciding",
+        "recorder", "trace", "stop_trace",
         "ext_types", "ext_codes", "xtdec", "xldec", "ref_marks",
         "spin_policy", "load_at", "load",
         "patched", "leak_names", "leak_test_names", "in_test",
-        "worker", "brought", "forked",
+        "worker", "brought", "forked", "sysmon_settings",
+        # signal: set with a hub by the hub layer's signal handlers' install, cleared by uninstall
+        "preempt_handler", "slice_clock", "sigint_handler", "driving",
     )
 
     def __init__(self) -> None:
@@ -130,8 +204,6 @@ class Proc:
         #: answered (``_mp/tracing.py``); and how to finish it before the runtime stops
         self.trace: dict[str, Any] = {"path": None, "procs": 1, "replies": set()}
         self.stop_trace: Callable[[], Any] | None = None
-        #: a preemption check is running (``_hub/preempt.py``'s signal handler's trip)
-        self.deciding = False
         #: the codec's extension types and codes, its decoders of tuples and lists carrying
         #: them, and the bytes found in a pickle naming a counted shared object (``codec.py``)
         self.ext_types: dict[type, Any] = {}
@@ -155,6 +227,13 @@ class Proc:
         self.worker = False
         self.brought: dict[str, int] = {}
         self.forked: set[str] = set()
+        #: sysmon's knobs (``_hub/sysmon.py`` ``settings``)
+        self.sysmon_settings = SysmonSettings()
+        # -- signal ----------------------------------------------------------------------------
+        self.preempt_handler = PreemptHandler()
+        self.slice_clock = SliceClock()
+        self.sigint_handler = SigintHandler()
+        self.driving = Driving()
 
     def stop(self) -> None:
         """The runtime stopped: forget it (its hub, its Ps, the bytes naming its arena)."""
@@ -175,7 +254,8 @@ class Proc:
         self.fns.clear()
 
     def after_fork(self) -> None:
-        """In a forked child: no runtime, this pid, no executor task, no trace."""
+        """In a forked child: no runtime, this pid, no executor task, no trace, no hub behind a
+        signal handler."""
         self.stop()
         self.pid = os.getpid()
         self.task_keys = itertools.count(1)
@@ -185,11 +265,16 @@ class Proc:
         self.recorder = None
         self.trace = {"path": None, "procs": 1, "replies": set()}
         self.stop_trace = None
-        self.deciding = False
         self.load_at = 0.0
         self.worker = False
         self.brought = {}
         self.forked = set()
+        # the parent's hub is not this process's: its handlers do nothing until one installs
+        self.preempt_handler.hub = None
+        self.preempt_handler.deciding = False
+        self.slice_clock = SliceClock()
+        self.sigint_handler = SigintHandler()
+        self.driving = Driving()
 
 
 proc = Proc()
@@ -197,4 +282,5 @@ proc = Proc()
 
 os.register_at_fork(after_in_child=proc.after_fork)
 
-__all__ = ["CLOSURES_MAX", "FNS_MAX", "RECENT_MAX", "TRAVELS_MAX", "Proc", "proc"]
+__all__ = ["CLOSURES_MAX", "FNS_MAX", "RECENT_MAX", "TRAVELS_MAX", "Driving", "PreemptHandler",
+           "Proc", "SigintHandler", "SliceClock", "SysmonSettings", "proc"]

@@ -20,6 +20,7 @@ from proc_helpers import TRAFFIC_DEFS, catching_interrupt, check_clean_end, inte
 import csp_mp
 from csp_mp import Chan, go_local, runtime
 from csp_mp._hub import current_hub, interrupt
+from csp_mp._proc import proc
 
 # Cross-P channel traffic in every P; main alternates buffered receives with short sleeps, so a
 # Ctrl-C lands in channel code (locks held) as often as anywhere.
@@ -214,8 +215,8 @@ def test_a_trip_landing_inside_the_handler_is_left_to_the_running_call(monkeypat
         nested.append(interrupt._handler(signal.SIGINT, frame))  # the next re-trip lands here
         return False  # the first trip landed in runtime code: defer it
 
-    monkeypatch.setattr(interrupt._inst, "hub", hub)
-    monkeypatch.setattr(interrupt._inst, "retrier", SimpleNamespace(is_alive=lambda: True))
+    monkeypatch.setattr(proc.sigint_handler, "hub", hub)
+    monkeypatch.setattr(proc.sigint_handler, "retrier", SimpleNamespace(is_alive=lambda: True))
     monkeypatch.setattr(interrupt, "_in_user_code", deciding_slowly)
     interrupt._handler(signal.SIGINT, sys._getframe())
     assert nested == [None]

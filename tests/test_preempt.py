@@ -13,7 +13,8 @@ import time
 import pytest
 
 import csp_mp
-from csp_mp._hub import current_hub, interrupt, preempt, safepoint, slicer, sysmon
+from csp_mp._hub import current_hub, interrupt, preempt, safepoint, sysmon
+from csp_mp._proc import proc
 
 TICK = 0.05  # a cap-1 ticker loses a tick only after a 2-period gap: robust on a loaded box
 WINDOW = 1.0
@@ -493,7 +494,7 @@ def test_a_program_that_uses_sigvtalrm_keeps_it():
     saved = signal.signal(signal.SIGVTALRM, mine)
     try:
         def main() -> bool:
-            return current_hub().sysmon is not None and slicer._state.hub is None
+            return current_hub().sysmon is not None and proc.slice_clock.hub is None
 
         assert csp_mp.run(main, procs=1)
         assert signal.getsignal(signal.SIGVTALRM) is mine
@@ -505,7 +506,8 @@ def test_a_program_that_uses_sigvtalrm_keeps_it():
 P1_CLOCK_PROG = """
 import sys
 import csp_mp
-from csp_mp._hub import current_hub, slicer, sysmon
+import csp_mp._proc
+from csp_mp._hub import current_hub, sysmon
 
 sysmon.settings.period = 3600.0  # only the CPU-time clock can preempt
 sysmon.settings.detect_blocking = False
@@ -523,7 +525,7 @@ def on_p1(out):
     csp_mp.go_local(hog)
     csp_mp.sleep(0.01)  # needs the hog switched out, on P1
     done.append(True)
-    out.send(slicer._state.hub is current_hub())
+    out.send(csp_mp._proc.proc.slice_clock.hub is current_hub())  # (a module travels by name)
 
 def main():
     out = csp_mp.Chan()
@@ -596,4 +598,4 @@ def test_a_trip_landing_inside_the_preemption_check_is_left_to_the_running_check
     monkeypatch.setattr(preempt, "safe_point", deciding_slowly)
     preempt._maybe_preempt(hub, sm, sys._getframe())
     assert nested == [None]  # the nested trip returned at once, without a second check
-    assert sm.preempted == 0 and not preempt.proc.deciding
+    assert sm.preempted == 0 and not proc.preempt_handler.deciding

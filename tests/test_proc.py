@@ -15,6 +15,7 @@ import pytest
 
 import csp_mp
 from csp_mp import Chan, run
+from csp_mp._hub import current_hub
 from csp_mp._proc import FNS_MAX, proc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,13 +49,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_hub/safepoint.py", "_body_calls"): "analysis of a code object",
     ("_mp/arrays.py", "_ARRAY_CLASS"): "the ndarray subclass, made from the code once",
     ("_shm/cloud.py", "_table"): "cloudpickle's reducers by type, filled at import",
-    # Not moved yet: the hub layer's signal-handler and sysmon state (one per process, installed
-    # and removed with a hub), in files the scheduling work is reorganizing.
-    ("_hub/drive.py", "_state"): "not moved yet",
-    ("_hub/slicer.py", "_state"): "not moved yet",
-    ("_hub/interrupt.py", "_inst"): "not moved yet",
-    ("_hub/preempt.py", "_inst"): "not moved yet",
-    ("_hub/sysmon.py", "settings"): "not moved yet",
 }
 
 _MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "WeakKeyDictionary", "WeakValueDictionary",
@@ -213,6 +207,41 @@ def test_a_fork_gives_the_child_a_fresh_runtime_object() -> None:
     got = run(main, procs=2)
     assert got == repr((True, True, True, True, True))
     assert proc.pid == os.getpid()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_has_no_hub_behind_its_inherited_signal_handlers() -> None:
+    """The child inherits the handlers the parent's hub installed (signal dispositions survive a
+    fork), but not that hub: they do nothing until a hub of its own installs them."""
+    def main() -> tuple[bool, str]:
+        hub = current_hub()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                seen = (proc.preempt_handler.hub, proc.preempt_handler.deciding,
+                        proc.slice_clock.hub, proc.slice_clock.tick, proc.sigint_handler.hub,
+                        proc.sigint_handler.retrier, proc.driving.kicked, proc.driving.waiter)
+                os.write(w, repr(seen).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            got = f.read()
+        os.waitpid(pid, 0)
+        return proc.preempt_handler.hub is hub, got
+
+    installed, got = run(main, procs=1)
+    assert installed  # the parent's hub had the preemption handler (pytest's main thread)
+    assert got == repr((None, False, None, -1, None, None, False, None))
+    assert proc.preempt_handler.hub is None and proc.slice_clock.hub is None
+    assert proc.sigint_handler.hub is None
+
+
+def test_sysmon_settings_are_the_runtime_objects() -> None:
+    from csp_mp._hub import sysmon
+
+    assert sysmon.settings is proc.sysmon_settings
 
 
 def test_a_stop_keeps_what_outlives_runtimes() -> None:

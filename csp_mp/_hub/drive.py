@@ -27,7 +27,7 @@ the thread is left alone: its code might hold a lock a goroutine needs.
 Invariants:
 - ``hub.driven`` is set only by ``drive`` on the hub's thread, and cleared only by
   ``Hub.release_driven`` (owner thread); while set, the main goroutine is parked (PLAIN_WAIT).
-- ``_state.kicked`` is set by sysmon before it signals, and cleared by the handler.
+- ``proc.driving.kicked`` is set by sysmon before it signals, and cleared by the handler.
 - Sysmon only reads hub state here, and asks for a release through ``hub.post``.
 
 Design notes (rejected): running P0's hub loop on another thread while the main thread waits
@@ -51,6 +51,7 @@ from typing import Any
 from greenlet import getcurrent
 
 from .._errors import GoroutineExit, ProcessLost
+from .._proc import proc
 from . import waits
 from .safepoint import UNSAFE, safe_point
 
@@ -157,15 +158,6 @@ def _in_sleep(frame: FrameType) -> bool:
     return obj is time.sleep
 
 
-class _State:
-    kicked = False  # sysmon asked the handler to drive
-    waiter: Any = None  # the lock the driven thread waits on (None: a selector)
-    since = 0.0  # when the thread was taken
-
-
-_state = _State()
-
-
 def known_wait(frame: FrameType | None) -> bool:
     """Whether ``frame`` (a thread's innermost Python frame) sits in a known wait."""
     if frame is None:
@@ -189,11 +181,12 @@ def wanted(hub: Any, frame: FrameType | None) -> bool:
 def kick(hub: Any, signum: int) -> None:
     """From sysmon: interrupt the hub thread's wait with ``signum``, the preemption handler's
     signal, so that the handler drives the hub."""
-    _state.kicked = True
+    st = proc.driving
+    st.kicked = True
     try:
         signal.pthread_kill(hub.thread_id, signum)
     except (OSError, ValueError):
-        _state.kicked = False
+        st.kicked = False
 
 
 def check_release(hub: Any, now: float | None = None) -> bool:
@@ -201,10 +194,11 @@ def check_release(hub: Any, now: float | None = None) -> bool:
     been held for ``HOLD`` (any thread: reads only)."""
     if hub.driven is None:
         return False
-    waiter = _state.waiter
+    st = proc.driving
+    waiter = st.waiter
     if waiter is not None and not waiter.locked():
         return True
-    return (time.monotonic() if now is None else now) - _state.since > HOLD
+    return (time.monotonic() if now is None else now) - st.since > HOLD
 
 
 def ask_release(hub: Any) -> None:
@@ -221,9 +215,10 @@ def release_if_done(hub: Any) -> None:
 
 def drive(hub: Any, frame: FrameType | None) -> None:
     """From the signal handler on the hub thread: park the main goroutine so the hub runs."""
-    if not _state.kicked:
+    st = proc.driving
+    if not st.kicked:
         return
-    _state.kicked = False
+    st.kicked = False
     g = hub.current
     if g is None or g is not hub.main_g or g.glet is not hub.root or getcurrent() is not hub.root \
             or hub.stopping or hub.no_preempt or hub.driven is not None or frame is None \
@@ -232,8 +227,8 @@ def drive(hub: Any, frame: FrameType | None) -> None:
     if frame.f_code is not _COND_CODE and frame.f_code not in _SELECT_CODES:
         if safe_point(frame, None) == UNSAFE:  # a sleep inside ``with lock:``, say
             return
-    _state.waiter = frame.f_locals.get("waiter") if frame.f_code is _COND_CODE else None
-    _state.since = time.monotonic()
+    st.waiter = frame.f_locals.get("waiter") if frame.f_code is _COND_CODE else None
+    st.since = time.monotonic()
     hub.driven = g
     hub.poll_now = True
     try:
@@ -244,7 +239,7 @@ def drive(hub: Any, frame: FrameType | None) -> None:
         return
     finally:
         hub.driven = None
-        _state.waiter = None
+        st.waiter = None
 
 
 __all__ = ["HOLD", "ask_release", "check_release", "drive", "kick", "known_wait",

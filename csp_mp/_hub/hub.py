@@ -25,6 +25,14 @@ Invariants:
   signal handlers that run there: preemption sets ``poll_now``, Ctrl-C ``interrupt_pending``).
   Other threads only read ``tick``, ``current``, ``stopping``, ``driven`` and what ``has_work``
   reads (sysmon, drive.py).
+- Fields other modules set, each a stated part of the hub's interface: ``nprocs``, ``broker``
+  and ``main_g`` by whoever creates the hub (``_run.py``, ``_mp/procs.py``, ``_mp/__init__.py``),
+  ``nprocs`` also by ``runtime.gomaxprocs``; ``outcome`` by whoever ends the run, on the hub
+  thread (the broker's ``poll`` and ``idle`` and its parts, a sysmon report); ``poll_now``
+  (the broker, preempt.py, drive.py); ``driven`` (drive.py); ``interrupt_pending``
+  (interrupt.py); ``sysmon`` (sysmon.py); ``all_blocked`` (quiet.py); ``instruments``,
+  ``picker`` and ``runnext`` (hooks.py, as it installs an instrument). The waker and the
+  goroutine-id floor are set through ``use_waker`` and ``start_ids_at``.
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -73,6 +81,16 @@ class Waker:
         return self._sem.acquire(timeout=timeout)
 
 
+class Wakes(Protocol):
+    """What wakes an idle hub from any thread: a ``Waker``, or the P's doorbell (``_mp``)."""
+
+    def post(self) -> None:
+        """Wake the hub if it waits, else make its next wait return at once."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for a post or ``timeout`` seconds; True if posted."""
+
+
 #: an M thread's outcome of a blocking call, posted to the hub: (the goroutine, ok, value or
 #: exception); every other inbox entry is a call
 Completion = tuple[G, bool, Any]
@@ -119,7 +137,7 @@ class Hub(Workers):
         self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
         self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
-        self.waker = Waker()
+        self.waker: Wakes = Waker()  # use_waker
         self.pending_blocking = 0
         self.outcome: Outcome | None = None
         self.stopping = False
@@ -161,6 +179,16 @@ class Hub(Workers):
         Python signal handlers run (preemption and Ctrl-C handling need it)."""
         return (threading.current_thread() is threading.main_thread()
                 and threading.get_ident() == self.thread_id)
+
+    def use_waker(self, waker: Wakes) -> None:
+        """Wake this hub with ``waker`` from now on (the broker's: the P's doorbell, which other
+        Ps ring too). Before the loop runs."""
+        self.waker = waker
+
+    def start_ids_at(self, first: int) -> None:
+        """Number the goroutines created from now on from ``first`` (a replacement P: above the
+        ids of its earlier processes). Before the loop runs."""
+        self._ids = itertools.count(first)
 
     # ----------------------------------------------------------------- goroutines in and out
 

@@ -22,6 +22,9 @@ with Python's default handler in place, this module's handler replaces it:
 
 Once the hub is stopping, a further Ctrl-C raises at once wherever it lands (the way out of a
 shutdown that does not end). The handler the user installed themselves is never replaced.
+
+The installation, the trapped frame and the re-tripping thread are the runtime object's
+``sigint_handler`` (``_proc.py``): a forked child starts with none of them.
 """
 
 from __future__ import annotations
@@ -34,21 +37,12 @@ import time
 from types import FrameType
 from typing import Any
 
+from .._proc import proc
 from .safepoint import RUNTIME, _body_calls, code_kind, register_body_call
 
 __all__ = ["RETRY_S", "install", "register_body_call", "uninstall"]
 
 RETRY_S = 0.002  # how often a deferred Ctrl-C is offered to the main thread again
-
-
-class _Installed:
-    hub: Any = None
-    retrier: threading.Thread | None = None
-    trapped: FrameType | None = None  # the user frame armed by _arm_trap, until it fires
-    handling = False  # _handler is running: a trip landing inside it is dropped
-
-
-_inst = _Installed()
 
 
 def _in_user_code(frame: FrameType | None) -> bool:
@@ -91,22 +85,24 @@ def _arm_trap(frame: FrameType | None) -> None:
     """Make the user frame the interrupted runtime call returns to raise KeyboardInterrupt at
     its next line (as a debugger's breakpoint does: ``f_trace`` on that frame, tracing turned
     on for this thread). Left to the re-trips when a trace function is already installed."""
-    if _inst.trapped is not None or sys.gettrace() is not None:
+    inst = proc.sigint_handler
+    if inst.trapped is not None or sys.gettrace() is not None:
         return
     target = _return_point(frame)
     if target is None:
         return
-    _inst.trapped = target
+    inst.trapped = target
     target.f_trace = _trap
     target.f_trace_lines = True
     sys.settrace(_no_call_trace)
 
 
 def _disarm_trap() -> None:
-    target = _inst.trapped
+    inst = proc.sigint_handler
+    target = inst.trapped
     if target is None:
         return
-    _inst.trapped = None
+    inst.trapped = None
     target.f_trace = None
     if sys.gettrace() is _no_call_trace:
         sys.settrace(None)
@@ -119,10 +115,11 @@ def _no_call_trace(frame: FrameType, event: str, arg: Any) -> None:
 
 def _trap(frame: FrameType, event: str, arg: Any) -> Any:
     """``f_trace`` of the trapped frame: control is back in user code, the runtime call done."""
-    if frame is not _inst.trapped:
+    inst = proc.sigint_handler
+    if frame is not inst.trapped:
         return None
     _disarm_trap()
-    hub = _inst.hub
+    hub = inst.hub
     if event in ("line", "return") and hub is not None and hub.interrupt_pending \
             and not hub.stopping:
         hub.interrupt_pending = False
@@ -131,20 +128,22 @@ def _trap(frame: FrameType, event: str, arg: Any) -> Any:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _inst.handling:
+    inst = proc.sigint_handler
+    if inst.handling:
         # A re-trip (or a second Ctrl-C) landed while this handler decides: Python runs handlers
         # at check points inside handlers too, and every 2 ms re-trip nested one more level
         # until the stack overflowed. The running call decides for both.
         return
-    _inst.handling = True
+    inst.handling = True
     try:
         _decide(frame)
     finally:
-        _inst.handling = False
+        inst.handling = False
 
 
 def _decide(frame: FrameType | None) -> None:
-    hub = _inst.hub
+    inst = proc.sigint_handler
+    hub = inst.hub
     if hub is None or hub.stopping or _in_user_code(frame):
         if hub is not None:
             hub.interrupt_pending = False
@@ -153,9 +152,9 @@ def _decide(frame: FrameType | None) -> None:
     hub.interrupt_pending = True
     hub.post(hub.interrupted)
     _arm_trap(frame)
-    r = _inst.retrier
+    r = inst.retrier
     if r is None or not r.is_alive():
-        r = _inst.retrier = threading.Thread(target=_retry, args=(hub,), daemon=True,
+        r = inst.retrier = threading.Thread(target=_retry, args=(hub,), daemon=True,
                                              name="csp_mp-sigint")
         r.start()
 
@@ -163,7 +162,7 @@ def _decide(frame: FrameType | None) -> None:
 def _retry(hub: Any) -> None:
     while True:
         time.sleep(RETRY_S)
-        if not hub.interrupt_pending or hub.stopping or _inst.hub is not hub:
+        if not hub.interrupt_pending or hub.stopping or proc.sigint_handler.hub is not hub:
             return
         _thread.interrupt_main(signal.SIGINT)
 
@@ -179,20 +178,21 @@ def install(hub: Any) -> bool:
         signal.signal(signal.SIGINT, _handler)
     except (ValueError, OSError):
         return False
-    _inst.hub = hub
+    proc.sigint_handler.hub = hub
     return True
 
 
 def uninstall(hub: Any) -> None:
     """Put Python's default handler back (unless the user has set another since)."""
-    if _inst.hub is not hub:
+    inst = proc.sigint_handler
+    if inst.hub is not hub:
         return
-    _inst.hub = None
+    inst.hub = None
     hub.interrupt_pending = False
     _disarm_trap()
-    r = _inst.retrier
-    _inst.retrier = None
+    r = inst.retrier
+    inst.retrier = None
     if r is not None and r is not threading.current_thread():
-        r.join()  # it sees _inst.hub changed within RETRY_S; no trip after this
+        r.join()  # it sees inst.hub changed within RETRY_S; no trip after this
     if signal.getsignal(signal.SIGINT) is _handler:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -46,34 +46,27 @@ from .safepoint import SAFE, safe_point
 SIGNUM = signal.SIGURG  # default action: ignore; also Go's choice
 
 # ----------------------------------------------------------------- the handler, per process
-
-class _Installed:
-    """What ``install`` changed, so that ``uninstall`` can put it back."""
-
-    hub: Any = None
-    saved: Any = None  # the handler found at install time
-    chain: Any = None  # the previous Python handler, called first on every trip
-
-
-_inst = _Installed()
+# What install changed, for uninstall to put back, is the runtime object's preempt_handler.
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    chain = _inst.chain
+    inst = proc.preempt_handler
+    chain = inst.chain
     if chain is not None:
         chain(signum, frame)
-    hub = _inst.hub
+    hub = inst.hub
     if hub is not None:
         sm = hub.sysmon
         if sm is not None and sm.request is not None:
             _maybe_preempt(hub, sm, frame)
-        if drive._state.kicked:
+        if proc.driving.kicked:
             drive.drive(hub, frame)
 
 
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     req = sm.request  # once: sysmon's thread may clear it between our check and here
-    if req is None or proc.deciding:  # a preemption check is running (a trip inside it)
+    inst = proc.preempt_handler
+    if req is None or inst.deciding:  # a preemption check is running (a trip inside it)
         # a trip landing inside the check (Python runs handlers at check points inside a
         # handler too): when deciding takes longer than a trip's period (the first look at a
         # large function on a slow machine), each trip nested one level deeper until the C
@@ -87,11 +80,11 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     if glet is None or getcurrent() is not glet or hub.no_preempt:
         sm.declined += 1
         return
-    proc.deciding = True
+    inst.deciding = True
     try:
         verdict = safe_point(frame, None if glet is hub.root else sm.base_code)
     finally:
-        proc.deciding = False
+        inst.deciding = False
     if verdict == SAFE:
         sm.request = None
         sm.preempted += 1
@@ -106,6 +99,7 @@ def install(hub: Any) -> bool:
     (not the main thread). A Python handler already installed is chained, not replaced."""
     if not hub.owns_main_thread():
         return False
+    inst = proc.preempt_handler
     current = signal.getsignal(SIGNUM)
     if current is not _handler:
         try:
@@ -115,23 +109,24 @@ def install(hub: Any) -> bool:
             signal.siginterrupt(SIGNUM, True)
         except (ValueError, OSError):
             return False
-        _inst.saved = current
-        _inst.chain = current if callable(current) else None
-    _inst.hub = hub
+        inst.saved = current
+        inst.chain = current if callable(current) else None
+    inst.hub = hub
     return True
 
 
 def uninstall(hub: Any) -> None:
     """Undo ``install`` for ``hub``; a handler the user set since is left alone."""
-    if _inst.hub is not hub:
+    inst = proc.preempt_handler
+    if inst.hub is not hub:
         return
-    _inst.hub = None
+    inst.hub = None
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(SIGNUM) is _handler:
-        saved = _inst.saved
+        saved = inst.saved
         signal.signal(SIGNUM, saved if saved is not None else signal.SIG_DFL)
-    _inst.saved = _inst.chain = None
+    inst.saved = inst.chain = None
 
 
 def trip() -> None:

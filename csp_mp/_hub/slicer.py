@@ -22,7 +22,7 @@ code if the handler were then ``SIG_IGN``.
 Invariants:
 - Installed by the hub loop of the main thread only, uninstalled by its stop hook; the timer
   and the handler are set together and removed together.
-- ``_state`` is touched by the main thread only (install, uninstall, the handler).
+- ``proc.slice_clock`` is touched by the main thread only (install, uninstall, the handler).
 
 Rejected: ``ITIMER_REAL``/``SIGALRM`` (a signal programs use, and it ticks while idle);
 ``pthread_kill`` from a thread (that thread needs the GIL to run Python, the very wait this
@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+from .._proc import proc
 from . import preempt
 
 __all__ = ["QUANTUM", "install", "uninstall"]
@@ -44,18 +45,8 @@ QUANTUM = 0.002  # CPU seconds between two looks; the handler costs about a micr
 SIGNUM: Any = getattr(signal, "SIGVTALRM", None)
 
 
-class _State:
-    hub: Any = None
-    tick: int = -1  # hub.tick at the previous look
-    since: float = 0.0  # the look before the first that saw that tick: the switch came after
-    last: float = 0.0  # when the previous look was
-
-
-_state = _State()
-
-
 def _handler(signum: int, frame: Any) -> None:
-    st = _state
+    st = proc.slice_clock
     hub = st.hub
     if hub is None:
         return
@@ -90,7 +81,8 @@ def install(hub: Any, quantum: float = QUANTUM) -> bool:
             return False
         signal.signal(SIGNUM, _handler)
         signal.siginterrupt(SIGNUM, False)
-        _state.hub, _state.tick = hub, -1
+        st = proc.slice_clock
+        st.hub, st.tick = hub, -1
         signal.setitimer(signal.ITIMER_VIRTUAL, quantum, quantum)
     except (ValueError, OSError, AttributeError):
         uninstall(hub)
@@ -100,9 +92,10 @@ def install(hub: Any, quantum: float = QUANTUM) -> bool:
 
 def uninstall(hub: Any) -> None:
     """Stop the clock ``install`` started for ``hub``."""
-    if _state.hub is not hub:
+    st = proc.slice_clock
+    if st.hub is not hub:
         return
-    _state.hub = None
+    st.hub = None
     if threading.current_thread() is not threading.main_thread():
         return
     try:

@@ -39,25 +39,16 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import BlockingWarning
+from .._proc import proc
 from .._tb import warn_quietly
 from . import drive, preempt, safepoint, slicer
 
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
 
-class Settings:
-    """Process-wide knobs (tests and benchmarks change them; read when a hub loop starts)."""
-
-    slice = 0.010  # run time after which a goroutine is preempted
-    period = 0.010  # longest sysmon sleep while the hub runs goroutines (each wake takes the GIL)
-    idle_period = 0.050  # sampling period while the hub is idle
-    block_threshold = 0.100  # time in one call after which it is reported
-    preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
-    detect_blocking = True
-    cpu_clock = True  # slices measured by the kernel's CPU-time signal too (slicer.py)
-
-
-settings = Settings()
+#: process-wide knobs, the runtime object's (tests and benchmarks change them; read when a hub
+#: loop starts)
+settings = proc.sysmon_settings
 
 
 def preempt_enabled() -> bool:
@@ -297,4 +288,4 @@ def start_sysmon(hub: Any) -> Sysmon | None:
     return sm
 
 
-__all__ = ["Settings", "Sysmon", "preempt_enabled", "settings", "start_sysmon"]
+__all__ = ["Sysmon", "preempt_enabled", "settings", "start_sysmon"]

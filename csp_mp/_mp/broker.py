@@ -33,7 +33,6 @@ Invariants:
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import time
@@ -89,7 +88,7 @@ def nlocks_for(maxprocs: int) -> int:
 
 
 class _BellWaker:
-    """The hub's Waker protocol over the P's doorbell."""
+    """The hub's ``Wakes`` protocol over the P's doorbell."""
 
     __slots__ = ("bell",)
 
@@ -128,7 +127,7 @@ class Broker:
         # goroutines of this P's earlier processes have lower ids (replace.py)
         self.gfloor = ctx.pload(ctx.p, C.P_GFLOOR)
         if self.gfloor:
-            hub._ids = itertools.count(self.gfloor)
+            hub.start_ids_at(self.gfloor)
         # arena offset -> weak ref to this process's Chan handle (promote.HandleRef); the refs
         # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
         self.chans: dict[int, Any] = {}
@@ -181,7 +180,7 @@ class Broker:
         ctx.pstore(C.P_STATUS, C.RUNNING)
         if self.p == 0:  # where plain code meets a poisoned arena: the lost P is what it raises
             ctx.arena.poisoned_error = self.reporter.lost_error
-        hub.waker = _BellWaker(ctx.bell)  # M threads wake this P through its doorbell
+        hub.use_waker(_BellWaker(ctx.bell))  # M threads wake this P through its doorbell
         if self.p:  # a worker P: replaced, should it die holding only executor tasks
             self.task_table.start_clean()
 
