@@ -16,6 +16,8 @@ Modules and what they offer:
             frames under one commit) and ``ring_native`` (the compiled core's operations).
   doorbell  ``Doorbell.create(arena)``: ``ring()`` from any process or thread,
             ``wait(timeout)`` in the owning P.
+  segment   ``Segments`` of an arena: a value too large for it, in a memfd of its own
+            (``put`` by the sender, ``take`` by the receiver, freed with the last view).
   codec     ``encode(value, arena)``/``decode(buf, arena)``/``discard(buf, arena)``,
             ``TypedCodec(T, arena)``; with ``cloud`` (cloudpickle as csp_mp uses it) and
             ``typecheck`` (does a value match a msgspec type all the way down).
