@@ -71,7 +71,7 @@ def gosched() -> None:
 
 
 def goid() -> int:
-    """The current goroutine's id (unique within its P; ``current_p()`` tells the P)."""
+    """The current goroutine's id: a small integer unique in the runtime (main is 1)."""
     g = _hub.current_hub().current
     return g.id if g is not None else 0
 

@@ -40,7 +40,7 @@ import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
@@ -54,7 +54,6 @@ from .sysmon import start_sysmon
 from .timers import TimerHeap
 from .workers import Workers
 
-GOID_STRIDE = 1_000_000_000
 _RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
 
 
@@ -114,8 +113,9 @@ class Hub(Workers):
         self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
-        # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
-        self._ids = itertools.count(1 + p * GOID_STRIDE)
+        # goroutine ids 1, 2, 3...; with several Ps, batches unique in the runtime (the
+        # broker's: ctx.goids)
+        self._ids: Iterator[int] = itertools.count(1)
         self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
         self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()

@@ -1,0 +1,45 @@
+"""What a person reads about goroutines: their ids, where they were created, dumps that group
+goroutines stopped at the same place, tracebacks without the runtime's frames, and the goroutines
+a lost P held.
+
+Whole programs run in child processes where the printed text is the outcome.
+"""
+
+from __future__ import annotations
+
+from mp_helpers import go_on, run
+
+from csp_mp import Chan, go, runtime
+
+
+def _report_id(out: Chan) -> None:
+    out.send((runtime.goid(), runtime.current_p()))
+
+
+def _ids_main(n: int) -> tuple[int, list[tuple[int, int]]]:
+    out: Chan = Chan(n)
+    go_on(1, _report_id, out)  # at least one on P1
+    for _ in range(n - 1):
+        go(_report_id, out)
+    return runtime.goid(), [out.recv() for _ in range(n)]
+
+
+def test_goroutine_ids_are_small_and_unique_in_the_runtime() -> None:
+    n = 300
+    main_id, got = run(_ids_main, 2, n)
+    ids = [gid for gid, _p in got]
+    assert main_id == 1
+    assert len(set(ids)) == n and main_id not in ids, sorted(ids)
+    assert {p for _gid, p in got} == {0, 1}
+    # batches of 16 from one counter: no P numbers its goroutines from a stride of its own
+    # (go_on's probes are goroutines too, a few batches' worth)
+    assert max(ids) < 4 * n, sorted(ids)
+
+
+def test_one_p_numbers_goroutines_1_2_3() -> None:
+    def main() -> tuple[int, list[int]]:
+        out: Chan = Chan(3)
+        for _ in range(3):
+            go(_report_id, out)
+        return runtime.goid(), sorted(out.recv()[0] for _ in range(3))
+    assert run(main, 1) == (1, [2, 3, 4])
