@@ -7,9 +7,13 @@ Whole programs run in child processes where the printed text is the outcome.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+import pytest
 from mp_helpers import go_on, run
 
-from csp_mp import Chan, go, runtime
+from csp_mp import Chan, DeadlockError, go, go_local, runtime
 
 
 def _report_id(out: Chan) -> None:
@@ -43,3 +47,35 @@ def test_one_p_numbers_goroutines_1_2_3() -> None:
             go(_report_id, out)
         return runtime.goid(), sorted(out.recv()[0] for _ in range(3))
     assert run(main, 1) == (1, [2, 3, 4])
+
+
+def _stuck(ch: Chan) -> None:
+    ch.recv()
+
+
+def test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSP_MP_DEBUG", "1")  # go() records where it was called
+
+    def main() -> None:
+        ch: Chan = Chan()
+        for _ in range(3):
+            go(_stuck, ch)  # the creating line
+        go_local(_stuck, Chan())
+        ch.recv()
+
+    with pytest.raises(DeadlockError) as info:
+        run(main, 1)
+    stack = info.value.stack
+    here = f"{__file__}:{_line_of(main, 'the creating line')}"
+    assert (f"3 goroutines [chan receive] on P0: test_reports._stuck (2, 3, 4)\n"
+            f'  File "{__file__}"') in stack, stack
+    assert f"created by test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place." \
+           f"<locals>.main in goroutine 1 at {here}\n" in stack, stack
+    assert "goroutine 5 [chan receive] on P0: test_reports._stuck\n" in stack, stack
+    assert stack.count("created by") == 2, stack  # the group's line, and goroutine 5's
+
+
+def _line_of(fn: Any, fragment: str) -> int:
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if fragment in line)

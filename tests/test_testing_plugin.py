@@ -65,9 +65,36 @@ def test_leaks():
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([
         "*found 1 unexpected goroutine still alive after the test*",
-        "*goroutine * in state chan receive, running test_inner.stuck_forever on P0*",
+        "goroutine * ?chan receive? on P0: test_inner.stuck_forever",
         "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:11",
         "*ignore_leaks('test_inner.stuck_forever')*",
+    ])
+    assert res.stdout.str().count("stuck_forever") == 3  # head, frame, exemption: once each
+
+
+def test_leaked_goroutines_stuck_at_the_same_place_are_one_entry(
+        pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+def stuck_forever(ch):
+    ch.recv()
+
+@pytest.mark.csp_mp
+def test_leaks():
+    ch = Chan()
+    for _ in range(4):
+        csp_mp.go_local(stuck_forever, ch)
+    go(stuck_forever, Chan())
+""")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([
+        "*found 5 unexpected goroutines still alive after the test*",
+        "4 goroutines ?chan receive? on P0: test_inner.stuck_forever (2, 3, 4, 5)",
+        "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:13",
+        "goroutine 6 ?chan receive? on P0: test_inner.stuck_forever",
+        "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:14",
     ])
 
 
@@ -84,7 +111,7 @@ def test_leaks_on_p1():
     started.recv()
 """)
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*in state chan receive*"])
+    res.stdout.fnmatch_lines(["goroutine * ?chan receive? on P*: test_inner.test_leaks_on_p1.*"])
 
 
 def test_shared_objects_a_test_leaves_live_fail_it(pytester: pytest.Pytester) -> None:
@@ -193,5 +220,5 @@ def test_implicit_clean():
     pytester.makeini("[pytest]\n")
     res = _run(pytester, body, "--csp-mp-leaks")
     res.assert_outcomes(passed=1, failed=1)
-    res.stdout.fnmatch_lines(["*running test_inner.waiter*"])
+    res.stdout.fnmatch_lines(["goroutine * ?chan receive? on P*: test_inner.waiter"])
     _run(pytester, body).assert_outcomes(passed=2)  # without the option: no check

@@ -35,6 +35,10 @@ class G:
     elem: Any = None
     sel = None
     case = -1
+    #: where it was created, for Go's "created by" line: ``(code, instruction offset, creator's
+    #: goroutine id)`` of the ``go()`` call, resolved to a line only when printed; None when
+    #: not recorded (the main goroutine, goroutines that other Ps queued)
+    made: Any = None
 
     def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
                  local: bool = True) -> None:
@@ -50,17 +54,27 @@ class G:
         """The goroutine a waiter wakes: itself."""
         return self
 
-    def describe(self) -> str:
-        """``goroutine N (module.func)``, as panics and stack dumps name it."""
+    def function(self) -> str:
+        """``module.func`` of its function, or its name (``main``)."""
         if self.name:
-            what = self.name
-        else:
-            fn = self.fn
-            what = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-            mod = getattr(fn, "__module__", None)
-            if mod:
-                what = f"{mod}.{what}"
-        return f"goroutine {self.id} ({what})"
+            return self.name
+        fn = self.fn
+        what = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+        mod = getattr(fn, "__module__", None)
+        return f"{mod}.{what}" if mod else what
+
+    def describe(self) -> str:
+        """``goroutine N (module.func)``, as panics name it."""
+        return f"goroutine {self.id} ({self.function()})"
+
+    def created_by(self) -> str:
+        """Go's ``created by fn in goroutine N at file:line``, or "" when not recorded."""
+        if self.made is None:
+            return ""
+        code, offset, creator = self.made
+        line = next((ln for start, end, ln in code.co_lines() if start <= offset < end), None)
+        where = f" in goroutine {creator}" if creator else ""
+        return f"created by {code.co_qualname}{where} at {code.co_filename}:{line or '?'}"
 
     def __repr__(self) -> str:
         extra = f" [{self.reason}]" if self.state == WAITING else ""

@@ -35,17 +35,20 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import random
 import sys
 import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from sys import _getframe
 from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
+from .._proc import proc
 from . import dumps, interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
 from .mthreads import MThreadPool
@@ -155,6 +158,10 @@ class Hub(Workers):
         self.n_xbytes = 0  # encoded bytes sent on shared channels
         # the implicit main goroutine, parked by drive.py while its thread waits in plain code
         self.driven: G | None = None
+        #: whether go() and go_local() record where they were called (G.created_by, in dumps):
+        #: with CSP_MP_DEBUG=1 and under the pytest plugin. Reading the caller's frame costs a
+        #: spawn about 11 % more instructions, too much to pay always
+        self.sites = os.environ.get("CSP_MP_DEBUG") == "1" or proc.in_test
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -185,7 +192,10 @@ class Hub(Workers):
         return g
 
     def _go_here(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        Hub.spawn(self, fn, args, kwargs, False)
+        g = Hub.spawn(self, fn, args, kwargs, False)
+        if g is not None and self.sites:  # go()'s caller, two frames up: G.created_by
+            f, cur = _getframe(2), self.current
+            g.made = (f.f_code, f.f_lasti, cur.id if cur is not None else 0)
 
     def set_placer(self, placer: Callable[[Callable[..., Any], tuple, dict], Any]) -> None:
         """Make ``placer`` what ``go`` hands goroutines that may run on any P (the broker's)."""
@@ -202,6 +212,9 @@ class Hub(Workers):
             return
         self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
+        if self.sites:  # go_local's caller: G.created_by
+            f, cur = _getframe(2), self.current
+            g.made = (f.f_code, f.f_lasti, cur.id if cur is not None else 0)
         self.allgs[g.id] = g
         self.runq.append(g)
 
