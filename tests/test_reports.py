@@ -8,12 +8,14 @@ Whole programs run in child processes where the printed text is the outcome.
 from __future__ import annotations
 
 import inspect
+import os
+import signal
 from typing import Any
 
 import pytest
 from mp_helpers import go_on, run
 
-from csp_mp import Chan, DeadlockError, go, go_local, runtime
+from csp_mp import Chan, DeadlockError, ProcessLost, go, go_local, runtime
 
 
 def _report_id(out: Chan) -> None:
@@ -79,3 +81,33 @@ def test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place(
 def _line_of(fn: Any, fragment: str) -> int:
     lines, first = inspect.getsourcelines(fn)
     return first + next(i for i, line in enumerate(lines) if fragment in line)
+
+
+def _spin_on_p1(out: Chan) -> None:
+    if runtime.current_p() != 1:
+        out.send(0)
+        return
+    out.send(os.getpid())
+    while True:  # holds P1 without a poll: what it published before it ran is what P0 reads
+        pass
+
+
+def _kill_right_after_a_start() -> str:
+    while True:  # a goroutine that P1 stole, right after P1 stole (and described) others
+        out: Chan = Chan(1)
+        go(_spin_on_p1, out)
+        pid = out.recv()
+        if pid:
+            break
+    os.kill(pid, signal.SIGKILL)
+    Chan().recv()  # the loss ends the run
+    return "not lost"
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(240)
+def test_process_lost_names_a_goroutine_that_had_just_started() -> None:
+    for i in range(20):
+        with pytest.raises(ProcessLost) as info:
+            run(_kill_right_after_a_start, 2)
+        assert "1 goroutine (test_reports._spin_on_p1)" in str(info.value), (i, str(info.value))
