@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from mp_helpers import go_on, run
 
+import csp_mp
 from csp_mp import Chan, DeadlockError, ProcessLost, go, go_local, runtime
 
 
@@ -111,3 +115,75 @@ def test_process_lost_names_a_goroutine_that_had_just_started() -> None:
         with pytest.raises(ProcessLost) as info:
             run(_kill_right_after_a_start, 2)
         assert "1 goroutine (test_reports._spin_on_p1)" in str(info.value), (i, str(info.value))
+
+
+# ---------------------------------------------------------------- tracebacks a user reads
+
+PKG = os.path.dirname(os.path.abspath(csp_mp.__file__))
+ROOT = os.path.dirname(PKG)
+
+PANIC = """
+import csp_mp
+def job():
+    raise ValueError("boom")
+def main():
+    csp_mp.go(job)
+    csp_mp.Chan().recv()
+csp_mp.run(main, procs=PROCS)
+"""
+DEADLOCK_IN_RUN = """
+import csp_mp
+def main():
+    csp_mp.Chan().recv()
+csp_mp.run(main, procs=1)
+"""
+DEADLOCK_IMPLICIT = """
+import csp_mp
+csp_mp.Chan().recv()
+"""
+INTERRUPTED = """
+import csp_mp
+def main():
+    print("ready", flush=True)
+    csp_mp.Chan().recv()
+csp_mp.run(main, procs=1)
+"""
+
+
+def _frames(stderr: str) -> tuple[int, int]:
+    """``(frames of csp_mp, frames in all)`` of the tracebacks in ``stderr`` (not of the
+    goroutine dump a DeadlockError's message carries)."""
+    text = stderr.split("all goroutines are asleep")[0]
+    files = re.findall(r'^\s*File "([^"]*)", line \d+', text, re.M)
+    return sum(f.startswith(PKG + os.sep) for f in files), len(files)
+
+
+def _python(prog: str, debug: bool, sigint: bool = False) -> str:
+    env = dict(os.environ, PYTHONPATH=ROOT, CSP_MP_DEBUG="1" if debug else "0")
+    p = subprocess.Popen([sys.executable, "-c", prog], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        if sigint:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode != 0, err
+    return err
+
+
+@pytest.mark.parametrize("name", ["panic-p1", "panic-p2", "deadlock-run", "deadlock-implicit",
+                                  "ctrl-c"])
+def test_tracebacks_show_the_users_frames_only_unless_debugging(name: str) -> None:
+    prog = {"panic-p1": PANIC.replace("PROCS", "1"), "panic-p2": PANIC.replace("PROCS", "2"),
+            "deadlock-run": DEADLOCK_IN_RUN, "deadlock-implicit": DEADLOCK_IMPLICIT,
+            "ctrl-c": INTERRUPTED}[name]
+    err = _python(prog, debug=False, sigint=name == "ctrl-c")
+    ours, total = _frames(err)
+    assert ours == 0 and total >= 1, err
+    assert 'File "<string>"' in err, err
+    err = _python(prog, debug=True, sigint=name == "ctrl-c")
+    ours, _total = _frames(err)
+    assert ours >= 1, err  # CSP_MP_DEBUG=1 shows the runtime's frames too

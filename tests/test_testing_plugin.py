@@ -3,6 +3,8 @@ csp_procs fixture, goleak-style leak checks and --csp-mp-leaks, run in a nested 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -96,6 +98,32 @@ def test_leaks():
         "*line 7, in stuck_forever*",
         "created by test_leaks in goroutine 1 at *test_inner.py:14",
     ])
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_a_failing_test_shows_its_own_frames_only(pytester: pytest.Pytester,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  debug: str) -> None:
+    monkeypatch.setenv("CSP_MP_DEBUG", debug)
+    res = _run(pytester, """
+@pytest.mark.csp_mp
+def test_fails():
+    ch = Chan(1)
+    ch.send(1)
+    assert ch.recv() == 2
+
+@pytest.mark.csp_mp
+def test_deadlocks():
+    Chan().recv()
+""")
+    res.assert_outcomes(failed=2)
+    out = res.stdout.str()
+    assert "assert 1 == 2" in out and "DeadlockError" in out, out
+    runtime_files = re.findall(r"csp_mp/\w+(?:/\w+)*\.py:\d+", out)
+    if debug == "1":
+        assert runtime_files, out  # CSP_MP_DEBUG=1 keeps the runtime's frames
+    else:
+        assert not runtime_files, out  # no plugin.py, _run.py, chan.py or hub.py frame
 
 
 def test_a_leak_on_another_p_is_reported(pytester: pytest.Pytester) -> None:

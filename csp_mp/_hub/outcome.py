@@ -11,6 +11,7 @@ import os
 import traceback
 from typing import Any
 
+from .. import _tb
 from .._errors import GoroutineExit, Panic
 from .g import G
 
@@ -35,6 +36,7 @@ def panic_outcome(g: G, exc: BaseException) -> Outcome:
         return Outcome("interrupt", error=exc)
     if isinstance(exc, Panic):
         return Outcome("panic", error=exc)
+    _tb.trim(exc)  # the goroutine's frames, not the worker loop that ran it
     pid = os.getpid()
     err = Panic(f"panic in {g.describe()} on P{g.p} (pid {pid}): {type(exc).__name__}: {exc}",
                 goroutine=g.describe(),
