@@ -50,7 +50,7 @@ from greenlet import getcurrent, greenlet
 from .._errors import DeadlockError, GoroutineExit, InternalError
 from .._proc import proc
 from . import dumps, interrupt, quiet, waits
-from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, call_site
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
 from .sysmon import start_sysmon
@@ -188,14 +188,13 @@ class Hub(Workers):
             return None  # queued where other Ps can steal it; it gets a G where it runs
         self.n_created += 1  # (the broker counts what it queues: its seq)
         g = self.new_g(fn, args, kwargs or {}, local)
+        if self.sites:  # the user's call that made it (go(), go_local, errgroup): created_by
+            g.made = call_site(_getframe(1), self.current)
         self.runq.append(g)
         return g
 
     def _go_here(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        g = Hub.spawn(self, fn, args, kwargs, False)
-        if g is not None and self.sites:  # go()'s caller, two frames up: G.created_by
-            f, cur = _getframe(2), self.current
-            g.made = (f.f_code, f.f_lasti, cur.id if cur is not None else 0)
+        Hub.spawn(self, fn, args, kwargs, False)
 
     def set_placer(self, placer: Callable[[Callable[..., Any], tuple, dict], Any]) -> None:
         """Make ``placer`` what ``go`` hands goroutines that may run on any P (the broker's)."""
@@ -212,9 +211,8 @@ class Hub(Workers):
             return
         self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
-        if self.sites:  # go_local's caller: G.created_by
-            f, cur = _getframe(2), self.current
-            g.made = (f.f_code, f.f_lasti, cur.id if cur is not None else 0)
+        if self.sites:  # the user's call that made it: G.created_by
+            g.made = call_site(_getframe(1), self.current)
         self.allgs[g.id] = g
         self.runq.append(g)
 
