@@ -27,19 +27,23 @@ class ClosedChannelError(RuntimeError):
 class Panic(RuntimeError):
     """Raised by ``run()`` when an exception escapes a goroutine.
 
-    The message names the goroutine; ``__cause__`` is the original exception (or a
+    The message names the goroutine, the P it ran on and that P's process id (``p`` and
+    ``pid``; -1 and 0 when unknown); ``__cause__`` is the original exception (or a
     :class:`RemoteError` standing in for one that could not cross a process).
     """
 
     __module__ = "csp_mp"
 
-    def __init__(self, message: str, goroutine: str = "", traceback_text: str = "") -> None:
+    def __init__(self, message: str, goroutine: str = "", traceback_text: str = "",
+                 p: int = -1, pid: int = 0) -> None:
         super().__init__(message)
         self.goroutine = goroutine
         self.traceback_text = traceback_text
+        self.p = p
+        self.pid = pid
 
     def __reduce__(self):  # keep the extra fields across pickling
-        return (type(self), (str(self), self.goroutine, self.traceback_text))
+        return (type(self), (str(self), self.goroutine, self.traceback_text, self.p, self.pid))
 
 
 class DeadlockError(RuntimeError):

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _hub
+from . import _hub, _tb
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
 from ._hub.sysmon import start_sysmon
@@ -41,9 +41,11 @@ def resolve_procs(procs: int | None) -> int:
 
 
 def _outcome_result(out: Outcome) -> Any:
+    __tracebackhide__ = not _tb.debug()  # pytest leaves it out, the excepthook (_tb) others
     if out.kind == "return":
         return out.value
     if out.error is not None:
+        _tb.trim(out.error)  # the user's frames only, unless CSP_MP_DEBUG=1
         raise out.error
     if out.kind == "deadlock":
         raise DeadlockError()
@@ -56,9 +58,11 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
     When ``main`` returns, every other goroutine and P is stopped. A panic in any goroutine
     raises ``Panic``; a deadlock raises ``DeadlockError``.
     """
+    __tracebackhide__ = not _tb.debug()
     if not callable(main):
         raise TypeError(f"run() needs a callable, got {type(main).__name__}")
     n = resolve_procs(procs)
+    _tb.install_excepthook()
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     hub = _hub.peek()
     if hub is not None:
@@ -117,6 +121,7 @@ def _publish_main_spawns(hub: Hub) -> None:
 
 def _start_implicit(procs: int | None = None) -> Hub:
     n = resolve_procs(procs)
+    _tb.install_excepthook()  # a deadlock or Ctrl-C met in plain code shows the user's frames
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     if n > 1:
         from . import _mp

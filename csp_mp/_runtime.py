@@ -71,7 +71,7 @@ def gosched() -> None:
 
 
 def goid() -> int:
-    """The current goroutine's id (unique within its P; ``current_p()`` tells the P)."""
+    """The current goroutine's id: a small integer unique in the runtime (main is 1)."""
     g = _hub.current_hub().current
     return g.id if g is not None else 0
 
@@ -82,7 +82,8 @@ def current_p() -> int:
 
 
 def stack() -> str:
-    """Every goroutine in every P: id, P, state, wait reason and Python stack."""
+    """Every goroutine in every P: id, P, state, wait reason, Python stack and, where recorded, the
+    ``created by`` line; goroutines stopped at the same place are one entry."""
     hub = _hub.peek()
     if hub is None:
         return ""

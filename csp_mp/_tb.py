@@ -23,7 +23,8 @@ import types
 import warnings
 from typing import Any
 
-__all__ = ["mark", "restore", "synthesize", "user_site", "warn_quietly"]
+__all__ = ["debug", "install_excepthook", "mark", "restore", "synthesize", "trim", "user_site",
+           "warn_quietly"]
 
 _ATTR = "_csp_mp_frames"
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -103,6 +104,68 @@ def _stub_frame(filename: str, name: str) -> types.FrameType:
     ns: dict[str, Any] = {"_getframe": sys._getframe, "__name__": "csp_mp.remote"}
     exec(code, ns)
     return ns["__frame__"]
+
+
+def debug() -> bool:
+    """Whether ``CSP_MP_DEBUG=1`` asks for the runtime's own frames in tracebacks."""
+    return os.environ.get("CSP_MP_DEBUG") == "1"
+
+
+def _user_tb(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """``tb`` without the entries of csp_mp's own frames (``tb`` itself if it has only those)."""
+    kept = []
+    t = tb
+    while t is not None:
+        if not _ours(t.tb_frame.f_code.co_filename):
+            kept.append(t)
+        t = t.tb_next
+    if not kept or len(kept) == _tb_len(tb):
+        return tb
+    out = None
+    for t in reversed(kept):
+        out = types.TracebackType(out, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return out
+
+
+def _tb_len(tb: types.TracebackType | None) -> int:
+    n = 0
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+def trim(exc: BaseException) -> None:
+    """Leave out csp_mp's own frames (the goroutine trampoline, ``run()``, ``park``, the
+    Ctrl-C handler) from the tracebacks of ``exc`` and of its causes: a user reads only
+    their own frames. Nothing with ``CSP_MP_DEBUG=1``."""
+    if debug():
+        return
+    for e in _chain(exc):
+        try:
+            e.__traceback__ = _user_tb(e.__traceback__)
+        except Exception:
+            pass  # a diagnostic: the exception itself is left as it is
+
+
+def install_excepthook() -> None:
+    """Make the interpreter's report of an uncaught exception leave out csp_mp's own frames
+    (``trim``): the frames an exception gathers as it leaves ``run()`` or a blocking call of
+    the implicit runtime cannot be dropped before it reaches the user. Once per process."""
+    prev = sys.excepthook
+    if getattr(prev, "_csp_mp", False):
+        return
+
+    def excepthook(t: type[BaseException], v: BaseException, tb: Any) -> None:
+        try:
+            if v.__traceback__ is tb:
+                trim(v)
+                tb = v.__traceback__
+        except Exception:
+            pass
+        prev(t, v, tb)
+
+    excepthook._csp_mp = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
 
 
 def user_site(depth: int = 1) -> tuple[str, int, dict[str, Any] | None]:

@@ -10,6 +10,7 @@ its channel when it leaves.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -43,8 +44,11 @@ def safe(ctx: Context) -> Chan:
 
 
 def blocked_in(reason: str) -> int:
-    """How many goroutines ``runtime.stack()`` shows parked for ``reason``."""
-    return runtime.stack().count(f"[{reason}]")
+    """How many goroutines ``runtime.stack()`` shows parked for ``reason`` (an entry of several
+    goroutines stopped at the same place starts with their number: "20 goroutines [...]")."""
+    heads = re.finditer(rf"^(?:(\d+) goroutines|goroutine \d+) \[{re.escape(reason)}\]",
+                        runtime.stack(), re.M)
+    return sum(int(m[1] or 1) for m in heads)
 
 
 def settle(done: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import csp_mp
 from csp_mp import Chan, runtime
+from csp_mp._testing.stacks import parse_stack
 
 DEADLINE = 10.0  # seconds a wait may take before the test fails (far above any real need)
 
@@ -42,9 +43,7 @@ def wait_goroutines(n: int) -> None:
 
 def count_reason(reason: str) -> int:
     """How many goroutines ``runtime.stack()`` shows parked with ``reason``."""
-    tag = f" [{reason}] "
-    return sum(1 for line in runtime.stack().splitlines()
-               if line.startswith("goroutine ") and tag in line)
+    return sum(e.count for e in parse_stack(runtime.stack()) if e.state == reason)
 
 
 def wait_reason(reason: str, count: int = 1) -> None:

@@ -20,13 +20,14 @@ GOROUTINE = r"goroutine \d+ \(__main__\.(?:job|_probe)\)"
 PROCS = pytest.mark.parametrize("procs", [1, 2], ids=["procs1", "procs2"])
 
 PANIC_PROG = GO_ON_DEFS + '''
-import sys, traceback
+import os, sys, traceback
 import csp_mp
 
 def leaf(d):
     return d["nope"]
 
 def job(n):
+    print("JOB", csp_mp.runtime.current_p(), os.getpid(), flush=True)
     leaf({})
 
 def main(procs):
@@ -39,6 +40,7 @@ if sys.argv[2] == "catch":
         csp_mp.run(main, procs, procs=procs)
     except csp_mp.Panic as e:
         print("GOROUTINE", e.goroutine)
+        print("WHERE", e.p, e.pid)
         traceback.print_exception(e, file=sys.stdout)
 else:
     csp_mp.run(main, procs, procs=procs)
@@ -64,7 +66,9 @@ def test_uncaught_panic_prints_the_goroutine_frames(procs: int, tmp_path) -> Non
     r = run_program(path, PANIC_PROG, str(procs), "raise")
     assert r.returncode == 1
     _assert_remote_frames(r.stderr, path, PANIC_PROG)
-    assert re.search(rf"csp_mp\.Panic: panic in {GOROUTINE}: KeyError", r.stderr), r.stderr
+    p, pid = re.search(r"^JOB (\d+) (\d+)$", r.stdout, re.M).groups()  # type: ignore[union-attr]
+    assert re.search(rf"csp_mp\.Panic: panic in {GOROUTINE} on P{p} \(pid {pid}\): KeyError",
+                     r.stderr), r.stderr
 
 
 @PROCS
@@ -74,6 +78,8 @@ def test_print_exception_of_a_panic_shows_frames_and_goroutine(procs: int, tmp_p
     assert r.returncode == 0, r.stderr
     _assert_remote_frames(r.stdout, path, PANIC_PROG)
     assert re.search(rf"^GOROUTINE {GOROUTINE}$", r.stdout, re.M), r.stdout
+    p, pid = re.search(r"^JOB (\d+) (\d+)$", r.stdout, re.M).groups()  # type: ignore[union-attr]
+    assert re.search(rf"^WHERE {p} {pid}$", r.stdout, re.M), r.stdout  # the P and pid it ran on
 
 
 ERRGROUP_PROG = '''

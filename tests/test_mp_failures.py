@@ -189,7 +189,8 @@ def test_deadlock_across_ps_dumps_both() -> None:
         csp_mp.run(main, procs=2)
     stack = info.value.stack
     heads = [line for line in stack.splitlines() if line.startswith("goroutine ")]
-    assert any(" on P0:" in h and "[chan receive]" in h and "(main)" in h for h in heads), stack
+    assert any(" on P0:" in h and "[chan receive]" in h and h.endswith(": main")
+               for h in heads), stack
     assert any(" on P1:" in h and "[chan receive]" in h and "block_forever" in h
                for h in heads), stack
     assert str(info.value).startswith("all goroutines are asleep - deadlock!")

@@ -511,7 +511,7 @@ def test_runtime_queries_from_another_p_see_every_p(procs: int) -> None:
     p, n, text, maxprocs = run(main, procs)
     assert p == H.other_p(procs) and maxprocs == procs
     assert n >= 3  # main, the blocked goroutine, the caller
-    assert "goroutine 1 [chan receive] on P0: goroutine 1 (main)" in text, text
+    assert "goroutine 1 [chan receive] on P0: main\n" in text, text
     assert "block_forever" in text and f"[running] on P{p}:" in text, text
 
 

@@ -11,6 +11,7 @@ from helpers import count_reason, run1, wait_goroutines, wait_reason
 import csp_mp
 from csp_mp import Chan, Mutex, Panic, WaitGroup, go, go_local, runtime, select
 from csp_mp import sleep as csp_sleep
+from csp_mp._testing.stacks import parse_stack
 
 # ---------------------------------------------------------------- run()
 
@@ -291,8 +292,7 @@ def _park_forever() -> None:
 
 
 def count_reason_in(stack: str, reason: str) -> int:
-    return sum(1 for line in stack.splitlines()
-               if line.startswith("goroutine ") and f"[{reason}]" in line)
+    return sum(e.count for e in parse_stack(stack) if e.state == reason)
 
 
 def test_hub_looks_around_every_16th_switch_while_goroutines_stay_runnable() -> None:

@@ -3,6 +3,8 @@ csp_procs fixture, goleak-style leak checks and --csp-mp-leaks, run in a nested 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -65,10 +67,63 @@ def test_leaks():
     res.assert_outcomes(failed=1)
     res.stdout.fnmatch_lines([
         "*found 1 unexpected goroutine still alive after the test*",
-        "*goroutine * in state chan receive, running test_inner.stuck_forever on P0*",
+        "goroutine * ?chan receive? on P0: test_inner.stuck_forever",
         "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:11",
         "*ignore_leaks('test_inner.stuck_forever')*",
     ])
+    assert res.stdout.str().count("stuck_forever") == 3  # head, frame, exemption: once each
+
+
+def test_leaked_goroutines_stuck_at_the_same_place_are_one_entry(
+        pytester: pytest.Pytester) -> None:
+    res = _run(pytester, """
+def stuck_forever(ch):
+    ch.recv()
+
+@pytest.mark.csp_mp
+def test_leaks():
+    ch = Chan()
+    for _ in range(4):
+        csp_mp.go_local(stuck_forever, ch)
+    go(stuck_forever, Chan())
+""")
+    res.assert_outcomes(failed=1)
+    res.stdout.fnmatch_lines([
+        "*found 5 unexpected goroutines still alive after the test*",
+        "4 goroutines ?chan receive? on P0: test_inner.stuck_forever (2, 3, 4, 5)",
+        "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:13",
+        "goroutine 6 ?chan receive? on P0: test_inner.stuck_forever",
+        "*line 7, in stuck_forever*",
+        "created by test_leaks in goroutine 1 at *test_inner.py:14",
+    ])
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_a_failing_test_shows_its_own_frames_only(pytester: pytest.Pytester,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  debug: str) -> None:
+    monkeypatch.setenv("CSP_MP_DEBUG", debug)
+    res = _run(pytester, """
+@pytest.mark.csp_mp
+def test_fails():
+    ch = Chan(1)
+    ch.send(1)
+    assert ch.recv() == 2
+
+@pytest.mark.csp_mp
+def test_deadlocks():
+    Chan().recv()
+""")
+    res.assert_outcomes(failed=2)
+    out = res.stdout.str()
+    assert "assert 1 == 2" in out and "DeadlockError" in out, out
+    runtime_files = re.findall(r"csp_mp/\w+(?:/\w+)*\.py:\d+", out)
+    if debug == "1":
+        assert runtime_files, out  # CSP_MP_DEBUG=1 keeps the runtime's frames
+    else:
+        assert not runtime_files, out  # no plugin.py, _run.py, chan.py or hub.py frame
 
 
 def test_a_leak_on_another_p_is_reported(pytester: pytest.Pytester) -> None:
@@ -84,7 +139,7 @@ def test_leaks_on_p1():
     started.recv()
 """)
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*in state chan receive*"])
+    res.stdout.fnmatch_lines(["goroutine * ?chan receive? on P*: test_inner.test_leaks_on_p1.*"])
 
 
 def test_shared_objects_a_test_leaves_live_fail_it(pytester: pytest.Pytester) -> None:
@@ -193,5 +248,5 @@ def test_implicit_clean():
     pytester.makeini("[pytest]\n")
     res = _run(pytester, body, "--csp-mp-leaks")
     res.assert_outcomes(passed=1, failed=1)
-    res.stdout.fnmatch_lines(["*running test_inner.waiter*"])
+    res.stdout.fnmatch_lines(["goroutine * ?chan receive? on P*: test_inner.waiter"])
     _run(pytester, body).assert_outcomes(passed=2)  # without the option: no check

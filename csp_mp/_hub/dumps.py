@@ -13,16 +13,18 @@ from greenlet import getcurrent
 
 from .g import WAITING, G
 
+SHOWN_IDS = 8  # ids a grouped entry lists
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def stack_text(gs: Iterable[G], here: FrameType | None) -> str:
-    """Each of ``gs`` by id: id, state or wait reason, P, name and stack; the goroutine running
-    this call shows its stack from ``here`` (the caller's frame)."""
-    parts = []
+    """Each of ``gs`` by id: id, state or wait reason, P, function, stack and ``created by``
+    line; goroutines at the same place (same state, function, stack and creator) are one entry
+    (``4 goroutines [chan receive] on P1: mod.fn (7, 8, 9, 10)``). The goroutine running this
+    call shows its stack from ``here`` (the caller's frame)."""
+    groups: dict[tuple[str, str], list[int]] = {}
     for g in sorted(gs, key=lambda x: x.id):
         state = g.reason if g.state == WAITING else g.state
-        head = f"goroutine {g.id} [{state}] on P{g.p}: {g.describe()}"
         frame = None
         if g.glet is not None:
             frame = here if g.glet is getcurrent() else g.glet.gr_frame
@@ -30,7 +32,17 @@ def stack_text(gs: Iterable[G], here: FrameType | None) -> str:
             body = "  (not started)\n"
         else:
             body = "".join(traceback.format_list(_user_frames(frame)))
-        parts.append(f"{head}\n{body}")
+        made = g.created_by()
+        if made:
+            body += made + "\n"
+        groups.setdefault((f"[{state}] on P{g.p}: {g.function()}", body), []).append(g.id)
+    parts = []
+    for (head, body), ids in groups.items():
+        if len(ids) == 1:
+            parts.append(f"goroutine {ids[0]} {head}\n{body}")
+        else:
+            shown = ", ".join(map(str, ids[:SHOWN_IDS])) + (", ..." if len(ids) > SHOWN_IDS else "")
+            parts.append(f"{len(ids)} goroutines {head} ({shown})\n{body}")
     return "\n".join(parts)
 
 

@@ -32,7 +32,7 @@ Invariants:
   (the broker, preempt.py, drive.py); ``driven`` (drive.py); ``interrupt_pending``
   (interrupt.py); ``sysmon`` (sysmon.py); ``all_blocked`` (quiet.py); ``instruments``,
   ``picker`` and ``runnext`` (hooks.py, as it installs an instrument). The waker and the
-  goroutine-id floor are set through ``use_waker`` and ``start_ids_at``.
+  goroutine ids (a multi-P runtime's shared batches) are set through ``use_waker`` and ``use_ids``.
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -43,26 +43,28 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import random
 import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from sys import _getframe
 from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
+from .._proc import proc
 from . import dumps, interrupt, quiet, waits
-from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, call_site
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
 from .sysmon import start_sysmon
 from .timers import TimerHeap
 from .workers import Workers
 
-GOID_STRIDE = 1_000_000_000
 _RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
 
 
@@ -132,8 +134,9 @@ class Hub(Workers):
         self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
-        # goroutine ids are unique across Ps: P q numbers its goroutines from q * 10**9 + 1
-        self._ids = itertools.count(1 + p * GOID_STRIDE)
+        # goroutine ids 1, 2, 3...; with several Ps, batches unique in the runtime (the
+        # broker's: ctx.goids)
+        self._ids: Iterator[int] = itertools.count(1)
         self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
         self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
@@ -173,6 +176,10 @@ class Hub(Workers):
         self.n_xbytes = 0  # encoded bytes sent on shared channels
         # the implicit main goroutine, parked by drive.py while its thread waits in plain code
         self.driven: G | None = None
+        #: whether go() and go_local() record where they were called (G.created_by, in dumps):
+        #: with CSP_MP_DEBUG=1 and under the pytest plugin. Reading the caller's frame costs a
+        #: spawn about 11 % more instructions, too much to pay always
+        self.sites = os.environ.get("CSP_MP_DEBUG") == "1" or proc.in_test
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -185,10 +192,10 @@ class Hub(Workers):
         Ps ring too). Before the loop runs."""
         self.waker = waker
 
-    def start_ids_at(self, first: int) -> None:
-        """Number the goroutines created from now on from ``first`` (a replacement P: above the
-        ids of its earlier processes). Before the loop runs."""
-        self._ids = itertools.count(first)
+    def use_ids(self, ids: Iterator[int]) -> None:
+        """Number the goroutines created from now on from ``ids`` (a P of a multi-P runtime:
+        batches of a counter every P shares). Before the loop runs."""
+        self._ids = ids
 
     # ----------------------------------------------------------------- goroutines in and out
 
@@ -209,6 +216,8 @@ class Hub(Workers):
             return None  # queued where other Ps can steal it; it gets a G where it runs
         self.n_created += 1  # (the broker counts what it queues: its seq)
         g = self.new_g(fn, args, kwargs or {}, local)
+        if self.sites:  # the user's call that made it (go(), go_local, errgroup): created_by
+            g.made = call_site(_getframe(1), self.current)
         self.runq.append(g)
         return g
 
@@ -230,6 +239,8 @@ class Hub(Workers):
             return
         self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
+        if self.sites:  # the user's call that made it: G.created_by
+            g.made = call_site(_getframe(1), self.current)
         self.allgs[g.id] = g
         self.runq.append(g)
 

@@ -7,9 +7,11 @@ Invariants:
 
 from __future__ import annotations
 
+import os
 import traceback
 from typing import Any
 
+from .. import _tb
 from .._errors import GoroutineExit, Panic
 from .g import G
 
@@ -28,14 +30,17 @@ class Outcome:
 
 def panic_outcome(g: G, exc: BaseException) -> Outcome:
     """The outcome of a run whose goroutine ``g`` raised ``exc``: Ctrl-C and ``SystemExit`` end
-    it as they are, anything else as a ``Panic`` naming the goroutine (Go's program exit)."""
+    it as they are, anything else as a ``Panic`` naming the goroutine, its P and the P's pid (Go's
+    program exit)."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return Outcome("interrupt", error=exc)
     if isinstance(exc, Panic):
         return Outcome("panic", error=exc)
-    err = Panic(f"panic in {g.describe()}: {type(exc).__name__}: {exc}",
+    _tb.trim(exc)  # the goroutine's frames, not the worker loop that ran it
+    pid = os.getpid()
+    err = Panic(f"panic in {g.describe()} on P{g.p} (pid {pid}): {type(exc).__name__}: {exc}",
                 goroutine=g.describe(),
-                traceback_text="".join(traceback.format_exception(exc)))
+                traceback_text="".join(traceback.format_exception(exc)), p=g.p, pid=pid)
     err.__cause__ = exc
     return Outcome("panic", error=err)
 

@@ -124,10 +124,10 @@ class Broker:
         self._inbox = ctx.inbox[ctx.p]
         self.warned: set[bytes] = set()  # migration warnings shown (P0) or sent, by text or key
         self.watchers: tuple[Watcher, ...] = ()
-        # goroutines of this P's earlier processes have lower ids (replace.py)
+        # goroutine ids come in batches unique in the runtime; those of this P's earlier
+        # processes are below its floor (replace.py)
         self.gfloor = ctx.pload(ctx.p, C.P_GFLOOR)
-        if self.gfloor:
-            hub.start_ids_at(self.gfloor)
+        hub.use_ids(ctx.goids())  # small ids, unique in the runtime (ctx.G_GOIDS)
         # arena offset -> weak ref to this process's Chan handle (promote.HandleRef); the refs
         # of dead handles wait in ``dead`` for release_handles (promote.py's protocol)
         self.chans: dict[int, Any] = {}

@@ -2,7 +2,8 @@
 
 The control block is one arena block written by P0 before the other Ps start::
 
-    line 0          global words: magic, stop, nprocs (active), maxprocs, lost P + 1, gen
+    line 0          global words: magic, stop, nprocs (active), maxprocs, lost P + 1, gen,
+                    spare blocks, the last goroutine id handed out (``G_GOIDS``)
     P lines         32 words per P (four 64-byte lines), see the ``P_*`` indices;
                     from ``P_CREATED`` on: runtime.metrics() counters (counters.py)
     token tables    TOKENS words per P: select tokens (see tokens.py)
@@ -13,12 +14,17 @@ Invariants:
 - ``P_SENT`` and ``P_HANDLED`` count WAKE messages: the sum of SENT over every P minus the sum of
   HANDLED is the number of wake-ups in flight; deadlock detection needs it to be 0.
 - ``G_STOP`` goes 0 -> 1 once; every P ends its hub loop when it sees it.
+- ``G_GOIDS`` only grows, by atomic adds of ``GOID_BATCH``: each add hands its P the ids above
+  the old value, so goroutine ids are unique in the runtime and small (Go's ``goidcache``). P0
+  owns the first batch from the start (main is goroutine 1).
 - ``G_NPROCS`` (Ps started) only grows; ``G_LOGICAL`` is GOMAXPROCS, and every started P at or
   above it has ``P_DRAIN`` set: it finishes its goroutines but takes no new work.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from .._chan.block import SparePool
@@ -30,14 +36,15 @@ MAGIC = 0xC5B0_C7A1_0000_0002
 TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
 
 # global words
-G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL, G_SPARES = range(7)
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL, G_SPARES, G_GOIDS = range(8)
+GOID_BATCH = 16  # goroutine ids a P takes from G_GOIDS at a time (Go's _GoidCacheBatch)
 _G_WORDS = LINE // 8
 
 # per-P words
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
 P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
-# a P replaced after it died (replace.py): the first goroutine id of its current process (0:
-# the first process; waiter records and wake-ups naming a lower id are of a dead one), whether
+# a P replaced after it died (replace.py): the lowest goroutine id its current process can have
+# (0: the first process; waiter records and wake-ups naming a lower id are of a dead one), whether
 # it may hold more than executor tasks (``DIRTY``), whether it owes other Ps messages
 P_GFLOOR, P_DIRTY, P_OWES = range(13, 16)
 # the P's executor tasks: TASK_SLOTS entries (owner pid, task key) from the word P_TASKS names
@@ -116,6 +123,7 @@ class Ctx:
             arena.map[tasks : tasks + TASK_SLOTS * 16] = bytes(TASK_SLOTS * 16)
             w.store(pb + P_TASKS, tasks)
         w.store(base + G_SPARES, SparePool.create(arena, len(arena.locks) - 1).off)  # its own
+        w.store(base + G_GOIDS, GOID_BATCH)  # P0's first batch: 1..GOID_BATCH (goids)
         arena.guard_state_from(1 + 2 * maxprocs)  # the inbox and run queue locks come first
         w.store(base + G_MAGIC, MAGIC)
         return cls(arena, off, 0, bells)
@@ -154,6 +162,23 @@ class Ctx:
         """The runtime's live objects of the kind of word ``i``: the sum over every P."""
         total = sum(self.pload(q, i) for q in range(self.maxprocs)) & 0xFFFF_FFFF_FFFF_FFFF
         return total - (1 << 64) if total >> 63 else total
+
+    def goids(self) -> Iterator[int]:
+        """This P's goroutine ids: batches of ``GOID_BATCH`` taken from ``G_GOIDS`` as they run
+        out (the hub's ``next(ids)`` stays one C call within a batch). P0 starts with the
+        batch ``create`` reserved for it."""
+        first = range(1, GOID_BATCH + 1) if self.p == 0 else ()  # (P0 is never replaced)
+        return itertools.chain(first, itertools.chain.from_iterable(self._goid_batches()))
+
+    def _goid_batches(self) -> Iterator[range]:
+        add, off = self.arena.add_word, (self.base + G_GOIDS) * 8
+        while True:
+            top = add(off, GOID_BATCH)  # atomic: no other P gets these ids
+            yield range(top - GOID_BATCH + 1, top + 1)
+
+    def goids_taken(self) -> int:
+        """The highest goroutine id any P may have been given so far (P0, for replace.py)."""
+        return self.gload(G_GOIDS)
 
     @property
     def nprocs(self) -> int:

@@ -143,7 +143,6 @@ class Runtime:
         self.forked: dict[int, tuple[int, int]] = {}  # P -> (pid, pidfd) of zygote children
         #: P0's side of a replaced P (replace.py): called with ``(q, dead pid, task keys)``
         self.on_replaced: Callable[[int, int, list[int]], None] | None = None
-        self._processes: dict[int, int] = {}  # P -> how many processes it has had, past the first
         self._grow_lock = threading.Lock()  # grow() and a replacement both ask the zygote
         self._lifeline = -1
         self._requests = -1
@@ -249,9 +248,7 @@ class Runtime:
                 if not replace.recoverable(ctx, q, pid) or not self.zygote.is_alive():
                     return False
                 keys = [key for _owner, key in replace.tasks_of(ctx, q)]
-                k = self._processes.get(q, 0) + 1
-                self._processes[q] = k
-                replace.reset(ctx, q, k)
+                replace.reset(ctx, q)
                 os.write(self._requests, q.to_bytes(4, "little"))
                 new = replace.wait_started(ctx, q, self.zygote.is_alive, START_TIMEOUT)
                 if not new:

@@ -30,12 +30,14 @@ floor (``P_GFLOOR``), the zygote forks a new process for it, and P0's hub runs t
 ``proc.on_tasks_lost`` hooks (the executor's futures) with the keys the dead P held.
 
 Invariants:
-- Goroutine ids of P ``q``'s k-th process start at ``gid_base(q, k, maxprocs)``, above every id
-  of its earlier processes; ``P_GFLOOR`` holds the current process's first id. A waiter record
+- Goroutine ids come in batches from the runtime's one counter (``ctx.G_GOIDS``), which only
+  grows: every id a process was given is at most the counter's value when it died, and every
+  id its successor takes is above it; ``P_GFLOOR`` holds that value plus one. A waiter record
   (channel or semaphore) of a plain wait is live only while its goroutine id is at or above its
   P's floor (``plain_live``; the compiled core's ``peers_plain_live``): a value is never handed
-  to a goroutine that died. Select records die with their token table, which ``replace``
-  zeroes (claims of the old tokens fail) and whose generations restart at the floor.
+  to a goroutine that died. Select records die with their token table, which ``reset`` zeroes
+  but for slot 0, left done at the dead process's newest generation: claims of the old tokens
+  fail, and the successor's generations start above it (``TokenTable``).
 - A WAKE that reaches the new process for an id below its floor is dropped, its value freed.
 - What a replaced P held stays counted (its handles, names in flight, live objects): those
   shared objects are not freed until the run ends.
@@ -52,16 +54,11 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ProcessLost
 from .._hub import hooks
 from .._hub.hooks import Instrument
-from .._hub.hub import GOID_STRIDE
 from . import ctx as C
+from .tokens import T_DONE
 
 if TYPE_CHECKING:
     from .._hub import Hub
-
-def gid_base(q: int, k: int, maxprocs: int) -> int:
-    """The first goroutine id of P ``q``'s ``k``-th process (k = 0: the one the run started)."""
-    return 1 + (k * maxprocs + q) * GOID_STRIDE
-
 
 # ---------------------------------------------------------------- on a worker P
 
@@ -175,16 +172,18 @@ def recoverable(ctx: C.Ctx, q: int, pid: int) -> bool:
     return bool(held) and all(owner == me for owner, _key in held)
 
 
-def reset(ctx: C.Ctx, q: int, k: int) -> None:
-    """Make P ``q``'s words ready for its ``k``-th process (P0, the old one dead)."""
+def reset(ctx: C.Ctx, q: int) -> None:
+    """Make P ``q``'s words ready for its next process (P0, the old one dead)."""
     for i in (C.P_PID, C.P_INFOLEN, C.P_NGOR, C.P_DIRTY, C.P_OWES):
         ctx.q[ctx.pidx(q, i)] = 0
     w = ctx.pload(q, C.P_TASKS) // 8
     ctx.arena.map[w * 8 : (w + 2 * C.TASK_SLOTS) * 8] = bytes(16 * C.TASK_SLOTS)
     tok = ctx.tok_base + q * C.TOKENS
+    newest = max(ctx.q[tok : tok + C.TOKENS]) >> 8  # the dead process's last token generation
     ctx.arena.map[tok * 8 : (tok + C.TOKENS) * 8] = bytes(8 * C.TOKENS)
+    ctx.q[tok] = newest << 8 | T_DONE  # where the successor's generations start (tokens.py)
     # last: from here no record of the dead process is live, and the new one starts above it
-    ctx.q[ctx.pidx(q, C.P_GFLOOR)] = gid_base(q, k, ctx.maxprocs)
+    ctx.q[ctx.pidx(q, C.P_GFLOOR)] = ctx.goids_taken() + 1
     ctx.q[ctx.pidx(q, C.P_STATUS)] = C.RUNNING
 
 

@@ -14,7 +14,8 @@ It sends and reads messages through the P's mail (``Mail``: the broker's inbox m
 Invariants:
 - ``info_n`` and ``info_t`` are the goroutine set and time of the last description;
   ``info_stale`` is true while a steal left its goroutines undescribed (the next poll, or
-  ``INFO_EVERY`` later, describes them).
+  ``INFO_EVERY`` later, describes them); never after a steal into a P whose last description
+  was empty, so a P holding goroutines never has only an empty description published.
 - Owner P only.
 """
 
@@ -95,8 +96,10 @@ class Reporter:
     def after_steal(self, hub: Hub) -> None:
         """Goroutines were stolen: should this P die, P0 can name them, now or when the hub
         next polls (steals of a tiny-task fan-out come thousands a second; each description
-        costs what ~20 of its tasks do)."""
-        if time.monotonic() - self.info_t >= INFO_EVERY:
+        costs what ~20 of its tasks do). A P whose last description held no goroutine
+        describes them now, before any of them runs: one that starts a long computation may
+        not poll again before it dies, and P0 would report it held nothing."""
+        if not self.info_n[0] or time.monotonic() - self.info_t >= INFO_EVERY:
             self.publish_info(hub)
         else:
             self.info_stale = True

@@ -58,7 +58,8 @@ class TokenTable:
         self.locks = [ctx.arena.locks.lock(lock_base + i) for i in range(TOKEN_LOCKS)]
         self.waiting: dict[int, tuple[Any, SelectState, int]] = {}
         self.free_slots = list(range(C.TOKENS - 1, -1, -1))
-        self.gen = gfloor & 0xFFFF_FFFF_FFFF or 1  # above any earlier process's
+        # above any earlier process's of this P: replace.reset left its newest in slot 0
+        self.gen = ctx.load(self.word(self.p, 0)) >> 8 if gfloor else 1
         self._floors = ctx.pidx(0, C.P_GFLOOR)
         #: claim(p, slot, gen, case): win token ``(p, slot, gen)`` for ``case``; False if its
         #: select already completed. The compiled core's is one CAS; the Python path's

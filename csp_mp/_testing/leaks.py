@@ -56,7 +56,7 @@ def _alive_others() -> tuple[list[StackEntry], int]:
     that no stack shows yet (queued for another P, not started)."""
     me = goid()
     entries = [e for e in parse_stack(stack()) if e.gid != me and e.function != "main"]
-    unseen = max(0, num_goroutine() - 1 - len(entries))
+    unseen = max(0, num_goroutine() - 1 - sum(e.count for e in entries))
     return [e for e in entries if not _exempt(e)], unseen
 
 
@@ -88,12 +88,12 @@ def leaked_goroutines(settle: float = SETTLE) -> tuple[list[StackEntry], int]:
 
 
 def format_leaks(leaks: list[StackEntry], unseen: int = 0) -> str:
-    """A goleak-style report: each leaked goroutine's ``runtime.stack()`` entry."""
-    n = len(leaks) + unseen
+    """A goleak-style report: the ``runtime.stack()`` entry of each leaked goroutine, or of each
+    group of them stopped at the same place, with the line that created it."""
+    n = sum(e.count for e in leaks) + unseen
     lines = [f"csp_mp: found {n} unexpected goroutine{'s' if n != 1 else ''} still alive "
              "after the test:", ""]
     for e in leaks:
-        lines.append(f"[goroutine {e.gid} in state {e.state}, running {e.function} on P{e.p}]")
         lines.append(e.text)
     if unseen:
         lines.append(f"[{unseen} goroutine(s) queued but never started]")

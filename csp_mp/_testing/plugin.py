@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from .. import _tb
 from .._errors import GoroutineExit
 from .._proc import proc
 from .._run import run, shutdown
@@ -73,6 +74,7 @@ def csp_procs(request: pytest.FixtureRequest) -> int:
 def _main(fn: Any, kwargs: dict[str, Any], fake: bool) -> tuple[Any, Any]:
     """The main goroutine of a marked test: the test body, then the leak checks of goroutines
     and, once no other goroutine is alive, of shared objects."""
+    __tracebackhide__ = not _tb.debug()
     before = L.live_objects()
     try:
         if fake:
@@ -94,7 +96,7 @@ def _main(fn: Any, kwargs: dict[str, Any], fake: bool) -> tuple[Any, Any]:
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if pyfuncitem.get_closest_marker(MARK) is None:
         return None
-    __tracebackhide__ = True
+    __tracebackhide__ = not _tb.debug()
     procs, fake = _options(pyfuncitem)
     fn = pyfuncitem.obj
     if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn):
@@ -105,6 +107,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     before = L.snapshot()
     exc, found = run(_main, fn, kwargs, fake, procs=procs)
     if exc is not None:
+        _tb.trim(exc)  # the test's frames, not the runtime's it blocked in (CSP_MP_DEBUG=1: all)
         raise exc
     problems = []
     leaked, unseen, objects = found
@@ -132,6 +135,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = not _tb.debug()  # pytest shows the test's frames, not the plugin's
     check = item.config.getoption("csp_mp_leaks") and item.get_closest_marker(MARK) is None
     before = L.snapshot() if check else None
     objects = L.live_objects() if check else {}

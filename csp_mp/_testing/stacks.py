@@ -5,18 +5,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_HEAD = re.compile(r"^goroutine (\d+) \[([^\]]*)\] on P(\d+): goroutine \d+ \((.*)\)$")
+# "goroutine 7 [chan receive] on P1: mod.fn", or for a group of goroutines at the same place
+# "4 goroutines [chan receive] on P1: mod.fn (7, 8, 9, 10)"
+_HEAD = re.compile(r"^(?:goroutine (\d+)|(\d+) goroutines) \[([^\]]*)\] on P(\d+): (.*?)"
+                   r"(?: \((\d+)[\d, .]*\))?$")
 
 
 @dataclass(frozen=True)
 class StackEntry:
-    """One goroutine of a stack dump: id, state or wait reason, P, function, full text."""
+    """One entry of a stack dump: a goroutine, or ``count`` goroutines at the same place (``gid``
+    the first one's id): state or wait reason, P, function, full text."""
 
     gid: int
     state: str
     p: int
     function: str
     text: str
+    count: int = 1
 
     def matches(self, name: str) -> bool:
         """True when ``name`` is the function's qualified name or a dotted tail of it."""
@@ -32,8 +37,12 @@ def parse_stack(text: str) -> list[StackEntry]:
 
     def flush() -> None:
         if head is not None:
-            entries.append(StackEntry(int(head[1]), head[2], int(head[3]), head[4],
-                                      "\n".join(lines).rstrip() + "\n"))
+            text = "\n".join(lines).rstrip() + "\n"
+            if head[1] is not None:
+                entries.append(StackEntry(int(head[1]), head[3], int(head[4]), head[5], text))
+            else:
+                entries.append(StackEntry(int(head[6]), head[3], int(head[4]), head[5], text,
+                                          int(head[2])))
 
     for line in text.splitlines():
         m = _HEAD.match(line)
