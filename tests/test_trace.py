@@ -315,7 +315,7 @@ REPLACED_THEN_TRACED = textwrap.dedent("""
                 for _ in range(16):
                     on.add(done.recv())
             # every spawner and child has ended (a fresh stack of every P, not published counts)
-            while any(f"__main__.{fn})" in csp_mp.runtime.stack() for fn in ("spawner", "child")):
+            while any(f": __main__.{fn}" in csp_mp.runtime.stack() for fn in ("spawner", "child")):
                 csp_mp.sleep(0.001)
         return {"spawned": spawned, "kids": KIDS, "on": sorted(on)}
 
