@@ -249,8 +249,8 @@ class RunQueue:
     # ------------------------------------------------------------------ other Ps' frames
 
     def steal(self, hub: Hub) -> bool:
-        """Take half of another P's queued frames (at most ``STEAL_MAX``) and make them this
-        P's goroutines; True if any came."""
+        """Take half of another P's queued frames (rounded up, as Go's runqgrab; at most
+        ``STEAL_MAX``) and make them this P's goroutines; True if any came."""
         ctx = self.ctx
         if ctx.pload(self.p, C.P_DRAIN):
             return False
@@ -264,7 +264,7 @@ class RunQueue:
                 continue
             self.busy()  # before taking: checkdead must not see STUCK while frames are in hand
             was_clean = self.task_table.steal_begins()
-            frames = ring.get_many(max(1, min(k // 2, STEAL_MAX)))
+            frames = ring.get_many(min(k - k // 2, STEAL_MAX))
             ctx.padd(C.P_STOLEN, len(frames))
             for w in self.watchers:
                 w.stolen(q, frames)
