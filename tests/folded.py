@@ -249,7 +249,7 @@ class Fold:
     def kind(self) -> str:
         return "native" if self.native else "python"
 
-    def poll(self, done: Callable[[], bool] = lambda: False) -> None:
+    def poll(self, done: Callable[[], bool] = lambda: True) -> None:
         """Poll both Ps (and let P0's goroutines run) until nothing moves and ``done()``;
         AssertionError after ``DEADLINE``."""
         from csp_mp import runtime
