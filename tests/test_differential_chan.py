@@ -464,5 +464,5 @@ def test_channels_agree() -> None:
 def test_channels_agree_long() -> None:
     """The same machine, many more and longer examples."""
     run = DifferentialChannelMachine.TestCase
-    run.settings = settings(max_examples=600, stateful_step_count=60, **_SETTINGS)
+    run.settings = settings(max_examples=300, stateful_step_count=60, **_SETTINGS)
     run().runTest()
