@@ -29,9 +29,16 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# the same suite on the pure-Python path (the compiled core's specification and fallback)
+# the same suite on the pure-Python path (the compiled core's specification and fallback), its
+# slow and stress tests included, less three kinds that `make test` has run already or that take
+# too long here: the differential tests and the install without a compiler run both paths (or
+# the Python one) whatever CSP_MP_NATIVE says, and test_refcount.py's two soaks take 3-4 minutes
+# each on this path (its killed-P loop soaks the same protocol in half a minute). The slow and
+# stress tests it runs add about 90 seconds on two cores.
+PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compiler \
+	and not test_soak_
 test-python: $(STAMP)
-	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not slow and not stress'
+	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -k '$(PYTHON_PATH_SKIP)'
 
 # the compiled core's tests, its misuse cases and the cross-P channel tests under
 # AddressSanitizer and UBSan, on a copy of the tree built with the sanitizers (the installed
