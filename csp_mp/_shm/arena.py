@@ -205,6 +205,7 @@ class Arena:
         if self._closed:
             return
         self._closed = True
+        self.poisoned_error = None  # the runtime it named is gone (an array may outlive it)
         self.segments.close()
         if self.core is not None:
             self.core.release()
