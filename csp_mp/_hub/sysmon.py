@@ -6,7 +6,7 @@ greenlet switch) and the running goroutine (``hub.current``):
 
 - Preemption: when the same goroutine has run for ``slice`` seconds without a switch and some
   other work waits (``Hub.has_work``: a runnable goroutine, a due timer, a posted call or
-  completion, work from other Ps), it records a
+  completion, work from other Ps), or for a quarter of that while a timer is due, it records a
   request and trips the preemption handler (preempt.py), which yields the P at a safe point.
   ``CSP_MP_PREEMPT=0`` turns preemption off (read each time a hub loop starts).
 - Blocking detection: when, in addition, the hub thread's innermost frame has stayed on the same
@@ -42,6 +42,7 @@ from .._errors import BlockingWarning
 from .._tb import warn_quietly
 from . import drive, preempt, safepoint, slicer
 
+_TIMER_SLICE_SHARE = 0.25  # a due timer preempts after this share of a slice
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
 
 
@@ -75,14 +76,19 @@ class Sysmon:
         self.preempting = preempting
         self.driving = driving  # the signal handler is installed: drive.py can take the thread
         self.slice = settings.slice
+        self.timer_slice = settings.slice * _TIMER_SLICE_SHARE
         self.period = settings.period
         self.idle_period = settings.idle_period
         self.block_threshold = settings.block_threshold
         self.detect_blocking = settings.detect_blocking
         self.base_code = type(hub)._worker.__code__  # the entry frame of every worker greenlet
         self.request: tuple[int, Any] | None = None
+        # (tick, since): the switch counter sysmon last saw change, and a time before that
+        # switch; the CPU-time clock measures its slices from here when its own looks are sparse
+        self.started: tuple[int, float] = (-1, 0.0)
         self.preempted = 0  # goroutines switched out by the handler
         self.declined = 0  # handler runs that found no safe point
+        self.retries = 0  # looks at the next check point for the current request (preempt.py)
         self.requests = 0  # requests made by sysmon
         self.reported: set[tuple[str, int, str]] = set()
         self.reports = 0
@@ -138,6 +144,8 @@ class Sysmon:
             g = hub.current
             now = time.monotonic()
             lag += (max(0.0, now - target) - lag) * 0.25
+            if preempt.recorder is not None:
+                preempt.note("sm", tick, now - target, lag)
             sampled, prev = prev, now
             if g is None or hub.stopping:
                 last_g = None
@@ -147,6 +155,7 @@ class Sysmon:
             if tick != last_tick or g is not last_g:
                 # the switch happened after the previous sample: count from there
                 last_tick, last_g, since = tick, g, sampled
+                self.started = (tick, since)
                 self._stuck_at = None
                 self.request = None
             elif g.glet is not None and g.glet is hub.root:
@@ -160,11 +169,16 @@ class Sysmon:
             # before the slice ends, wake when it does; past it (nothing else to run, so no
             # preemption) sample once a period: every wake takes the GIL from the hub
             wait = min(self.period, max(0.0005, remaining)) if remaining > 0 else self.period
-            if self.preempting and now - since >= self.slice and hub.has_work():
+            ran = now - since
+            if self.preempting and (ran >= self.slice and hub.has_work()
+                                    or ran >= self.timer_slice and hub.timers.due()):
                 if self.request is None:
                     self.requests += 1
+                    self.retries = 0
                 self.request = (tick, g)
                 preempt.trip()
+                if preempt.recorder is not None:
+                    preempt.note("trip", tick, now - since)
                 # the switch should follow at once: wake one slice later, early by the lag
                 wait = min(self.period, max(0.0005, self.slice - lag))
 
