@@ -10,9 +10,11 @@ greenlet switch) and the running goroutine (``hub.current``):
   request and trips the preemption handler (preempt.py), which yields the P at a safe point.
   ``CSP_MP_PREEMPT=0`` turns preemption off (read each time a hub loop starts).
 - Blocking detection: when, in addition, the hub thread's innermost frame has stayed on the same
-  instruction for ``block_threshold`` seconds and the thread used less than 5 % of that
-  time on a CPU (it sits inside one call, blocked in the OS, rather than running bytecode or a
-  long computation, which only preemption concerns), it queues a report to the hub, which
+  instruction for ``block_threshold`` seconds, that instruction is no bytecode check point (a
+  thread sampled there runs Python code), the thread used less than 5 % of that time on a CPU
+  and the kernel shows it asleep, not running nor waiting for a CPU (it sits inside one call,
+  blocked in the OS, rather than running bytecode, a long computation, which only preemption
+  concerns, or starved of a CPU by a loaded machine), it queues a report to the hub, which
   emits ``BlockingWarning`` from the hub thread at its next pass (so warnings filters and
   ``pytest.warns`` see it), once per call site and hub.
   The implicit runtime's main goroutine (the caller's own thread code: a REPL, a notebook) is
@@ -29,6 +31,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dis
 import linecache
 import os
 import sys
@@ -44,6 +47,7 @@ from . import drive, preempt, safepoint, slicer
 
 _TIMER_SLICE_SHARE = 0.25  # a due timer preempts after this share of a slice
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
+_REPORTED = float("inf")  # the stuck episode's start once it has been reported
 
 
 class Settings:
@@ -98,6 +102,12 @@ class Sysmon:
             self._cpu_clock: int | None = time.pthread_getcpuclockid(hub.thread_id)
         except (AttributeError, OSError, OverflowError):
             self._cpu_clock = None
+        # the kernel's view of the hub thread (Linux): running or waiting for a CPU, or asleep
+        self._stat: str | None = None
+        if threading.get_ident() == hub.thread_id:
+            path = f"/proc/self/task/{threading.get_native_id()}/stat"
+            if _asleep(path) is not None:
+                self._stat = path
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"csp_mp-sysmon-P{hub.p}",
                                         daemon=True)
@@ -192,29 +202,49 @@ class Sysmon:
 
     def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
         """One sample of a goroutine that has not switched: report it once when it has sat in
-        one call, off the CPU, for ``block_threshold``."""
+        one call, off the CPU and not waiting for one, for ``block_threshold``."""
         frame = sys._current_frames().get(self.hub.thread_id)
         if frame is None:
             return
         stuck = self._stuck_at
         cpu = self._cpu()
         if stuck is None or frame is not stuck[0] or frame.f_lasti != stuck[1]:
+            if _running_bytecode(frame):
+                self._stuck_at = None
+                return
             self._stuck_at = (frame, frame.f_lasti)
             self._stuck_since, self._stuck_cpu = now, cpu
             return
+        if self._stuck_since == _REPORTED:
+            return
         window = now - self._stuck_since
+        # Off the CPU since the window began, and asleep at each sample: blocked in a call, not
+        # running bytecode (sampling alone cannot tell: the GIL hand-off to sysmon lands on the
+        # same instruction each time), nor starved of a CPU by a loaded machine (such a thread
+        # uses little CPU too, but it is runnable: it waits for a CPU, not for its call).
+        if cpu - self._stuck_cpu >= _OFF_CPU_RATIO * window or not self._asleep():
+            self._stuck_since, self._stuck_cpu = now, cpu  # not blocked: count from here
+            return
         if window < self.block_threshold or self.hub.tick != tick:
             return
-        # Off the CPU for most of the window: blocked in a call, not running bytecode (sampling
-        # alone cannot tell: the GIL hand-off to sysmon lands on the same instruction each time).
-        if cpu - self._stuck_cpu < _OFF_CPU_RATIO * window:
-            try:
-                self._report(g, frame, ran)
-            except Exception:
-                pass  # a diagnostic: never the end of sysmon, nor of the program
-            self._stuck_since = float("inf")  # once per episode
-        else:
-            self._stuck_since, self._stuck_cpu = now, cpu
+        try:
+            self._report(g, frame, ran)
+        except Exception:
+            pass  # a diagnostic: never the end of sysmon, nor of the program
+        self._stuck_since = _REPORTED  # once per episode
+
+    def _asleep(self) -> bool:
+        """Whether the hub thread sleeps in the kernel (True where the platform cannot tell).
+        Read while this thread lets the GIL go, so a hub thread that only waits for the GIL
+        gets it and shows as runnable."""
+        path = self._stat
+        if path is None:
+            return True
+        got = _asleep(path)
+        if got is None:
+            self._stat = None
+            return True
+        return got
 
     def _cpu(self) -> float:
         """CPU seconds used by the hub thread (0.0 where the platform cannot tell)."""
@@ -272,6 +302,28 @@ class Sysmon:
         hub.post(emit)
 
 
+def _asleep(path: str) -> bool | None:
+    """Whether the thread whose ``/proc/.../stat`` is ``path`` sleeps (state S or D), rather
+    than running or waiting for a CPU; None when the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+        return text[text.rindex(b")") + 2:][:1] in (b"S", b"D")
+    except (OSError, ValueError):
+        return None
+
+
+def _running_bytecode(frame: Any) -> bool:
+    """Whether ``frame`` stands where the interpreter checks for a GIL hand-off between two
+    bytecodes (a loop's backward jump, a function's start): running Python code, in no call."""
+    code = frame.f_code
+    try:
+        _, _, checks = safepoint._code_info(code, frame.f_globals.get("__name__"))
+    except Exception:
+        return False
+    return frame.f_lasti in checks
+
+
 def _call_text(frame: Any) -> str:
     """The source of the call the frame is in, e.g. ``time.sleep``; else its source line."""
     code = frame.f_code
@@ -289,8 +341,48 @@ def _call_text(frame: Any) -> str:
             return text.split("(", 1)[0].strip() or text.strip()
         if text.strip():
             return text.strip()
+    callee = _callee_name(frame)
+    if callee:
+        return callee
     line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
     return line or f"{code.co_name}()"
+
+
+_NAME_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_DEREF"})
+_ATTR_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+
+
+def _callee_name(frame: Any) -> str | None:
+    """The dotted name of the callable the frame is calling, read from its bytecode (for code
+    without source: ``python -c``, a notebook's lost cell), e.g. ``time.sleep``; else None."""
+    try:
+        ins = list(dis.get_instructions(frame.f_code))
+        k = next(i for i, x in enumerate(ins) if x.offset == frame.f_lasti)
+        if ins[k].opname == "CALL" and k and ins[k - 1].opname == "PRECALL":
+            k -= 1
+        need = ins[k].arg
+        if ins[k].opname not in ("PRECALL", "CALL") or need is None:
+            return None
+        # back over the arguments: each leaves one value on the stack
+        depth, j = 0, k
+        while depth < need:
+            j -= 1
+            if j < 0:
+                return None
+            op = ins[j]
+            depth += dis.stack_effect(op.opcode, op.arg if op.opcode >= dis.HAVE_ARGUMENT
+                                      else None, jump=False)
+        names: list[str] = []
+        j -= 1
+        while j >= 0 and ins[j].opname in _ATTR_LOADS:
+            names.append(str(ins[j].argval))
+            j -= 1
+        if j < 0 or ins[j].opname not in _NAME_LOADS:
+            return None
+        names.append(str(ins[j].argval))
+        return ".".join(reversed(names))
+    except (StopIteration, ValueError, TypeError):
+        return None
 
 
 def start_sysmon(hub: Any) -> Sysmon | None:
