@@ -631,3 +631,46 @@ def test_a_trip_landing_inside_the_preemption_check_is_left_to_the_running_check
     preempt._maybe_preempt(hub, sm, sys._getframe())
     assert nested == [None]  # the nested trip returned at once, without a second check
     assert sm.preempted == 0 and not preempt.proc.deciding
+
+
+def test_a_c_call_blocked_in_a_system_call_sees_no_eintr():
+    """A C function (libc ``read`` through ctypes, the GIL released) blocks the P's thread on a
+    pipe while other work waits: sysmon asks for preemption many times meanwhile, and none of
+    its requests interrupts the system call."""
+    import ctypes
+    import ctypes.util
+    import os
+    import warnings
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    r, w = os.pipe()
+
+    def main() -> tuple[int, int, bytes, int]:
+        done: list[bool] = []
+
+        def hog() -> None:  # runnable the whole time: sysmon wants the P for it
+            while not done:
+                pass
+
+        csp_mp.go_local(hog)
+        writer = threading.Timer(0.3, os.write, (w, b"hello"))
+        writer.start()
+        buf = ctypes.create_string_buffer(16)
+        n = libc.read(r, buf, 16)
+        err = ctypes.get_errno()
+        done.append(True)
+        writer.join()
+        return n, err, buf.raw[:max(n, 0)]
+
+    preempt.recorder = []  # sysmon's trips, each a request for the handler
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", csp_mp.BlockingWarning)  # it does block the P
+            n, err, data = csp_mp.run(main, procs=1)
+        trips = sum(1 for event in preempt.recorder if event[2] == "trip")
+    finally:
+        preempt.recorder = None
+        os.close(r)
+        os.close(w)
+    assert (n, data) == (5, b"hello"), (n, os.strerror(err))
+    assert trips >= 3  # preemption was asked for while the call blocked

@@ -173,7 +173,9 @@ def install(hub: Any) -> bool:
         try:
             signal.signal(SIGNUM, _handler)
             # no SA_RESTART: drive.py's signal must end an untimed lock wait (a restarted
-            # futex wait would never see it); nothing else sends SIGNUM as a real signal
+            # futex wait would never see it). Nothing else sends SIGNUM as a real signal:
+            # preemption requests set a flag, and drive.py signals only a thread it found in
+            # a known wait, so a C call blocked in a system call sees no EINTR from us
             signal.siginterrupt(SIGNUM, True)
         except (ValueError, OSError):
             return False
