@@ -11,7 +11,7 @@ they run one after the other. Three modes, interleaved over several rounds:
 And what it buys: the delay from a due timer to its goroutine running beside a CPU-bound
 goroutine on the same P (p50, p99 and max over several runs; bar p99 <= 15 ms), against
 sysmon alone marking slices. ``--trace`` prints where one run's slowest wakes waited: each
-preemption request, refusal and switch (``csp_mp._hub.preempt.recorder``).
+preemption request, refusal and switch (``csp_mp._hub.preempt.start_recording``).
 
 The bar (DESIGN.md): ``on`` at most 2 % slower than ``off``. Writes
 ``benchmarks/results/preempt.json``; ``python -m benchmarks.bench_preempt [--quick]``.
@@ -143,13 +143,13 @@ def _latency(samples: int, cpu_clock: bool) -> list[float]:
 
         csp_mp.go_local(hog)
         out = []
-        rec = preempt.recorder
+        recording = preempt.recording()
         for _ in range(samples):
             due = time.monotonic() + LATENCY_SLEEP
             csp_mp.sleep(LATENCY_SLEEP)
             out.append(time.monotonic() - due)
-            if rec is not None:
-                rec.append((time.monotonic(), time.process_time(), "woke", out[-1]))
+            if recording:
+                preempt.note("woke", out[-1])
         done.append(True)
         return out
 
@@ -220,11 +220,11 @@ def _table(rows: list[dict]) -> str:
 
 def _trace(samples: int = 200, shown: int = 3) -> None:
     """Print the preemption events before each of the ``shown`` slowest wakes of one run."""
-    preempt.recorder = rec = []
+    preempt.start_recording()
     try:
         _latency(samples, True)
     finally:
-        preempt.recorder = None
+        rec = preempt.stop_recording()
     wakes = [i for i, e in enumerate(rec) if e[2] == "woke"]
     print(f"load {_loadavg():.1f}; {len(wakes)} wakes; events: time ms, process CPU ms, event")
     for k in sorted(range(len(wakes)), key=lambda k: rec[wakes[k]][3])[-shown:]:

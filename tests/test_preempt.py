@@ -662,14 +662,13 @@ def test_a_c_call_blocked_in_a_system_call_sees_no_eintr():
         writer.join()
         return n, err, buf.raw[:max(n, 0)]
 
-    preempt.recorder = []  # sysmon's trips, each a request for the handler
+    preempt.start_recording()  # sysmon's trips, each a request for the handler
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", csp_mp.BlockingWarning)  # it does block the P
             n, err, data = csp_mp.run(main, procs=1)
-        trips = sum(1 for event in preempt.recorder if event[2] == "trip")
     finally:
-        preempt.recorder = None
+        trips = sum(1 for event in preempt.stop_recording() if event[2] == "trip")
         os.close(r)
         os.close(w)
     assert (n, data) == (5, b"hello"), (n, os.strerror(err))

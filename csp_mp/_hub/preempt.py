@@ -18,8 +18,8 @@ inside one: the two cannot be told apart) is looked at again at the interrupted 
 check point (``_rearm``), a few times per request; one refused by the frames (a ``with`` body,
 runtime code) is kept, and renewed at the next request (sysmon's tick, the CPU clock's look).
 
-``recorder``, when set to a list (benchmarks, debugging), receives every request, refusal and
-switch with its wall and CPU time; it is None otherwise, and each use is one test of it.
+``start_recording`` (benchmarks, debugging) records every request, refusal and switch with its
+wall and CPU time until ``stop_recording``; off, each place that records costs one test.
 
 Limits: Python handlers run only in the main thread, so a hub on another thread is not
 preempted. Nothing is preempted inside one long C call (``sum(range(10**9))``, a regex, a NumPy
@@ -59,18 +59,34 @@ class _Installed:
     hub: Any = None
     saved: Any = None  # the handler found at install time
     chain: Any = None  # the previous Python handler, called first on every trip
+    recorder: list | None = None  # the debug recorder's events, or None (off)
 
 
 _inst = _Installed()
 
-#: debug recorder: a list to append ``(monotonic time, event, ...)`` tuples to, or None (off)
-recorder: list | None = None
+def start_recording() -> list:
+    """Turn the debug recorder on: the list returned receives ``(monotonic time, process CPU
+    time, event, ...)`` tuples for each request, refusal and switch until ``stop_recording``."""
+    _inst.recorder = []
+    return _inst.recorder
+
+
+def stop_recording() -> list:
+    """Turn the debug recorder off; return what it recorded."""
+    got, _inst.recorder = _inst.recorder, None
+    return got if got is not None else []
+
+
+def recording() -> bool:
+    """Whether the debug recorder is on."""
+    return _inst.recorder is not None
 
 
 def note(*event: Any) -> None:
-    """Append ``event`` with the time to ``recorder`` (callers check it is on)."""
-    if recorder is not None:
-        recorder.append((time.monotonic(), time.process_time(), *event))
+    """Record ``event`` with the times, when the recorder is on."""
+    rec = _inst.recorder
+    if rec is not None:
+        rec.append((time.monotonic(), time.process_time(), *event))
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -88,7 +104,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     req = sm.request  # once: sysmon's thread may clear it between our check and here
-    if recorder is not None:
+    if _inst.recorder is not None:
         note("handler", req, proc.deciding)
     if req is None or proc.deciding:  # a preemption check is running (a trip inside it)
         # a trip landing inside the check (Python runs handlers at check points inside a
@@ -99,13 +115,13 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
     tick, g = req
     if hub.tick != tick or hub.current is not g or hub.stopping:
         sm.request = None  # stale: it switched meanwhile
-        if recorder is not None:
+        if _inst.recorder is not None:
             note("stale")
         return
     glet = g.glet
     if glet is None or getcurrent() is not glet or hub.no_preempt:
         sm.declined += 1
-        if recorder is not None:
+        if _inst.recorder is not None:
             note("refused", "no_preempt" if hub.no_preempt else "not the goroutine")
         return
     proc.deciding = True
@@ -117,14 +133,14 @@ def _maybe_preempt(hub: Any, sm: Any, frame: FrameType | None) -> None:
         sm.request = None
         sm.preempted += 1
         hub.poll_now = True
-        if recorder is not None:
+        if _inst.recorder is not None:
             note("switch")
         hub.gosched(preempted=True)
-        if recorder is not None:
+        if _inst.recorder is not None:
             note("resumed")
         return
     sm.declined += 1
-    if recorder is not None:
+    if _inst.recorder is not None:
         note("refused", verdict, frame.f_code.co_name if frame else None,
              frame.f_lasti if frame else None)
     if verdict == RETRY and sm.retries < RETRIES and _rearm is not None:

@@ -74,7 +74,7 @@ def _handler(signum: int, frame: Any) -> None:
     tick = hub.tick
     now = time.monotonic()
     last, st.last = st.last, now
-    if preempt.recorder is not None:
+    if preempt.recording():
         preempt.note("vt", tick, st.tick, now - st.since, hub.has_work())
     if g is None or sm is None:
         return

@@ -154,7 +154,7 @@ class Sysmon:
             g = hub.current
             now = time.monotonic()
             lag += (max(0.0, now - target) - lag) * 0.25
-            if preempt.recorder is not None:
+            if preempt.recording():
                 preempt.note("sm", tick, now - target, lag)
             sampled, prev = prev, now
             if g is None or hub.stopping:
@@ -187,7 +187,7 @@ class Sysmon:
                     self.retries = 0
                 self.request = (tick, g)
                 preempt.trip()
-                if preempt.recorder is not None:
+                if preempt.recording():
                     preempt.note("trip", tick, now - since)
                 # the switch should follow at once: wake one slice later, early by the lag
                 wait = min(self.period, max(0.0005, self.slice - lag))
