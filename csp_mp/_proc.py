@@ -88,13 +88,14 @@ class PreemptHandler:
     """The preemption handler's installation (``_hub/preempt.py``): what ``install`` changed,
     so that ``uninstall`` can put it back."""
 
-    __slots__ = ("hub", "saved", "chain", "deciding")
+    __slots__ = ("hub", "saved", "chain", "deciding", "recorder")
 
     def __init__(self) -> None:
         self.hub: Any = None  # the hub it preempts for, None when not installed
         self.saved: Any = None  # the handler found at install time
         self.chain: Any = None  # the previous Python handler, called first on every trip
         self.deciding = False  # a preemption check is running (a trip landing inside it)
+        self.recorder: list | None = None  # the debug recorder's events, or None (off)
 
 
 class SliceClock:

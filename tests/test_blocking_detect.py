@@ -3,6 +3,10 @@ call site with ``BlockingWarning``, naming the call and carrying the goroutine's
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
 
@@ -107,3 +111,103 @@ def test_warning_as_error_fails_the_program():
         with pytest.raises(csp_mp.Panic) as info:
             csp_mp.run(main, procs=1)
     assert isinstance(info.value.__cause__, csp_mp.BlockingWarning)
+
+
+STARVED_LOOPS = textwrap.dedent("""
+    import os, signal, sys, time, warnings
+    import csp_mp
+
+    cpu, load = int(sys.argv[1]), [int(pid) for pid in sys.argv[2:]]
+
+    def starve_this_thread() -> None:
+        # Linux: affinity and nice are per thread; sysmon's thread keeps its CPU and samples on
+        # time while the hub thread gets a sliver of a CPU the load processes keep busy
+        os.sched_setaffinity(0, {cpu})
+        os.nice(19)
+
+    def bytecode_loop() -> None:  # the reported shape: a loop of plain bytecode
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            k = 27
+            while k != 1:
+                k = k // 2 if k % 2 == 0 else 3 * k + 1
+
+    def call_loop() -> None:  # most of its time just after a C call returned
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            pass
+
+    def main() -> None:
+        starve_this_thread()
+        wg = csp_mp.WaitGroup()
+        wg.go(bytecode_loop)
+        wg.wait()
+        wg.go(call_loop)
+        wg.wait()
+        for pid in load:  # the starved thread cannot be un-niced: end the load instead
+            os.kill(pid, signal.SIGKILL)
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        csp_mp.run(main, procs=1)
+    print([str(w.message) for w in got if issubclass(w.category, csp_mp.BlockingWarning)])
+""")
+
+LOAD = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nprint(flush=True)\n" \
+       "while True:\n    pass\n"
+
+
+def test_a_cpu_loop_starved_by_a_loaded_machine_is_not_reported():
+    """A thread that waits for a CPU is not blocked: three busy processes share one CPU with
+    the hub thread, niced so that it gets a sliver of it (well under 5 % of the time)."""
+    cpu = min(os.sched_getaffinity(0))
+    load = [subprocess.Popen([sys.executable, "-c", LOAD, str(cpu)], stdout=subprocess.PIPE)
+            for _ in range(3)]
+    try:
+        for p in load:
+            assert p.stdout is not None and p.stdout.readline() == b"\n"  # running, pinned
+        env = dict(os.environ, CSP_MP_PREEMPT="0")  # each loop keeps the P to itself
+        r = subprocess.run([sys.executable, "-c", STARVED_LOOPS, str(cpu),
+                            *(str(p.pid) for p in load)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        for p in load:
+            p.kill()
+            p.wait()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+
+
+SLEEP_UNDER_C = textwrap.dedent("""
+    import time, warnings
+    import csp_mp
+    from csp_mp._patch import unpatch_blocking
+
+    unpatch_blocking()
+
+    def napper():
+        time.sleep(0.3)
+
+    def main():
+        wg = csp_mp.WaitGroup()
+        wg.go(napper)
+        wg.wait()
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        csp_mp.run(main, procs=1)
+    for w in got:
+        if issubclass(w.category, csp_mp.BlockingWarning):
+            print(w.filename, w.lineno, str(w.message).splitlines()[0])
+""")
+
+
+def test_reported_under_python_c_naming_the_call():
+    """Without source lines (``python -c``) the call is named from the bytecode."""
+    r = subprocess.run([sys.executable, "-c", SLEEP_UNDER_C], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1, r.stdout
+    assert lines[0].startswith("<string> 9 "), lines[0]
+    assert "in a call to time.sleep (<string>:9)" in lines[0], lines[0]

@@ -7,7 +7,17 @@ slices. Here ``setitimer(ITIMER_VIRTUAL)`` makes the kernel send ``SIGVTALRM`` e
 ``QUANTUM`` of the process's CPU time. CPython's C-level handler only records it (no GIL
 needed); the Python handler below runs in the main thread at its next check point and applies
 sysmon's rule itself: the same goroutine has run ``slice`` seconds without a switch and other
-work waits (``Hub.has_work``) -> preempt at a safe point (preempt.py).
+work waits (``Hub.has_work``), or a quarter of that while a timer is due -> preempt at a safe
+point (preempt.py). It also acts on a request sysmon made, which otherwise lands inside this
+handler more often than not (sysmon takes the GIL at the handler's first check point) and
+finds no safe point there.
+
+The kernel looks at its timer tick (4 ms at HZ=250), and only while the process runs: on a
+loaded machine its looks are sparse, so a slice is counted from sysmon's first sighting of the
+switch when it has one (``Sysmon.started``), rather than from the look that saw it. A due
+timer needs only a quarter slice: a ticker's goroutine, readied a little late each period,
+would otherwise start the busy goroutine's next slice late too, and the lateness would add up
+until a tick was lost.
 
 Only CPU time counts, so an idle or blocked process gets no signal, and the signal goes to the
 thread that was using the CPU, not to one sitting in a system call (``SA_RESTART`` is set
@@ -55,16 +65,32 @@ def _handler(signum: int, frame: Any) -> None:
     tick = hub.tick
     now = time.monotonic()
     last, st.last = st.last, now
-    if g is None or sm is None or tick != st.tick:
-        # the switch came after the previous look (the kernel looks every 4 ms or so whatever
-        # the quantum asked, at its timer tick): count from there, as sysmon does
-        st.tick, st.since = tick, last if now - last < 4 * QUANTUM else now
+    if preempt.recording():
+        preempt.note("vt", tick, st.tick, now - st.since, hub.has_work())
+    if g is None or sm is None:
         return
-    if now - st.since < sm.slice or hub.stopping or not hub.has_work():
+    if tick != st.tick:
+        # the switch came after the previous look; under load the kernel's looks are sparse
+        # (it looks at its timer tick, and only while the process runs), so take sysmon's
+        # earlier sighting of the same switch when it has one, else count from the previous
+        # look but never more than half a slice back
+        seen_tick, seen = sm.started
+        st.tick = tick
+        st.since = seen if seen_tick == tick else max(last, now - 0.5 * sm.slice)
+    if hub.stopping:
         return
     if sm.request is None:
+        ran = now - st.since
+        if ran < sm.slice:
+            if ran < sm.timer_slice or not hub.timers.due():
+                return
+        elif not hub.has_work():
+            return
         sm.requests += 1
-    sm.request = (tick, g)
+        sm.retries = 0
+        sm.request = (tick, g)
+    # sysmon's own request too: its trip lands inside this handler more often than not (it
+    # takes the GIL at this handler's first check point), where it finds no safe point
     preempt._maybe_preempt(hub, sm, frame)
 
 

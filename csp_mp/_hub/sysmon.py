@@ -6,13 +6,15 @@ greenlet switch) and the running goroutine (``hub.current``):
 
 - Preemption: when the same goroutine has run for ``slice`` seconds without a switch and some
   other work waits (``Hub.has_work``: a runnable goroutine, a due timer, a posted call or
-  completion, work from other Ps), it records a
+  completion, work from other Ps), or for a quarter of that while a timer is due, it records a
   request and trips the preemption handler (preempt.py), which yields the P at a safe point.
   ``CSP_MP_PREEMPT=0`` turns preemption off (read each time a hub loop starts).
 - Blocking detection: when, in addition, the hub thread's innermost frame has stayed on the same
-  instruction for ``block_threshold`` seconds and the thread used less than 5 % of that
-  time on a CPU (it sits inside one call, blocked in the OS, rather than running bytecode or a
-  long computation, which only preemption concerns), it queues a report to the hub, which
+  instruction for ``block_threshold`` seconds, that instruction is no bytecode check point (a
+  thread sampled there runs Python code), the thread used less than 5 % of that time on a CPU
+  and the kernel shows it asleep, not running nor waiting for a CPU (it sits inside one call,
+  blocked in the OS, rather than running bytecode, a long computation, which only preemption
+  concerns, or starved of a CPU by a loaded machine), it queues a report to the hub, which
   emits ``BlockingWarning`` from the hub thread at its next pass (so warnings filters and
   ``pytest.warns`` see it), once per call site and hub.
   The implicit runtime's main goroutine (the caller's own thread code: a REPL, a notebook) is
@@ -29,6 +31,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dis
 import linecache
 import os
 import sys
@@ -43,7 +46,9 @@ from .._proc import proc
 from .._tb import warn_quietly
 from . import drive, preempt, safepoint, slicer
 
+_TIMER_SLICE_SHARE = 0.25  # a due timer preempts after this share of a slice
 _OFF_CPU_RATIO = 0.05  # a thread using less CPU than this share of the time is blocked
+_REPORTED = float("inf")  # the stuck episode's start once it has been reported
 
 
 #: process-wide knobs, the runtime object's (tests and benchmarks change them; read when a hub
@@ -66,14 +71,19 @@ class Sysmon:
         self.preempting = preempting
         self.driving = driving  # the signal handler is installed: drive.py can take the thread
         self.slice = settings.slice
+        self.timer_slice = settings.slice * _TIMER_SLICE_SHARE
         self.period = settings.period
         self.idle_period = settings.idle_period
         self.block_threshold = settings.block_threshold
         self.detect_blocking = settings.detect_blocking
         self.base_code = type(hub)._worker.__code__  # the entry frame of every worker greenlet
         self.request: tuple[int, Any] | None = None
+        # (tick, since): the switch counter sysmon last saw change, and a time before that
+        # switch; the CPU-time clock measures its slices from here when its own looks are sparse
+        self.started: tuple[int, float] = (-1, 0.0)
         self.preempted = 0  # goroutines switched out by the handler
         self.declined = 0  # handler runs that found no safe point
+        self.retries = 0  # looks at the next check point for the current request (preempt.py)
         self.requests = 0  # requests made by sysmon
         self.reported: set[tuple[str, int, str]] = set()
         self.reports = 0
@@ -83,6 +93,12 @@ class Sysmon:
             self._cpu_clock: int | None = time.pthread_getcpuclockid(hub.thread_id)
         except (AttributeError, OSError, OverflowError):
             self._cpu_clock = None
+        # the kernel's view of the hub thread (Linux): running or waiting for a CPU, or asleep
+        self._stat: str | None = None
+        if threading.get_ident() == hub.thread_id:
+            path = f"/proc/self/task/{threading.get_native_id()}/stat"
+            if _asleep(path) is not None:
+                self._stat = path
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"csp_mp-sysmon-P{hub.p}",
                                         daemon=True)
@@ -129,6 +145,8 @@ class Sysmon:
             g = hub.current
             now = time.monotonic()
             lag += (max(0.0, now - target) - lag) * 0.25
+            if preempt.recording():
+                preempt.note("sm", tick, now - target, lag)
             sampled, prev = prev, now
             if g is None or hub.stopping:
                 last_g = None
@@ -138,6 +156,7 @@ class Sysmon:
             if tick != last_tick or g is not last_g:
                 # the switch happened after the previous sample: count from there
                 last_tick, last_g, since = tick, g, sampled
+                self.started = (tick, since)
                 self._stuck_at = None
                 self.request = None
             elif g.glet is not None and g.glet is hub.root:
@@ -151,11 +170,16 @@ class Sysmon:
             # before the slice ends, wake when it does; past it (nothing else to run, so no
             # preemption) sample once a period: every wake takes the GIL from the hub
             wait = min(self.period, max(0.0005, remaining)) if remaining > 0 else self.period
-            if self.preempting and now - since >= self.slice and hub.has_work():
+            ran = now - since
+            if self.preempting and (ran >= self.slice and hub.has_work()
+                                    or ran >= self.timer_slice and hub.timers.due()):
                 if self.request is None:
                     self.requests += 1
+                    self.retries = 0
                 self.request = (tick, g)
                 preempt.trip()
+                if preempt.recording():
+                    preempt.note("trip", tick, now - since)
                 # the switch should follow at once: wake one slice later, early by the lag
                 wait = min(self.period, max(0.0005, self.slice - lag))
 
@@ -169,29 +193,49 @@ class Sysmon:
 
     def _watch_blocking(self, g: Any, tick: int, now: float, ran: float) -> None:
         """One sample of a goroutine that has not switched: report it once when it has sat in
-        one call, off the CPU, for ``block_threshold``."""
+        one call, off the CPU and not waiting for one, for ``block_threshold``."""
         frame = sys._current_frames().get(self.hub.thread_id)
         if frame is None:
             return
         stuck = self._stuck_at
         cpu = self._cpu()
         if stuck is None or frame is not stuck[0] or frame.f_lasti != stuck[1]:
+            if _running_bytecode(frame):
+                self._stuck_at = None
+                return
             self._stuck_at = (frame, frame.f_lasti)
             self._stuck_since, self._stuck_cpu = now, cpu
             return
+        if self._stuck_since == _REPORTED:
+            return
         window = now - self._stuck_since
+        # Off the CPU since the window began, and asleep at each sample: blocked in a call, not
+        # running bytecode (sampling alone cannot tell: the GIL hand-off to sysmon lands on the
+        # same instruction each time), nor starved of a CPU by a loaded machine (such a thread
+        # uses little CPU too, but it is runnable: it waits for a CPU, not for its call).
+        if cpu - self._stuck_cpu >= _OFF_CPU_RATIO * window or not self._asleep():
+            self._stuck_since, self._stuck_cpu = now, cpu  # not blocked: count from here
+            return
         if window < self.block_threshold or self.hub.tick != tick:
             return
-        # Off the CPU for most of the window: blocked in a call, not running bytecode (sampling
-        # alone cannot tell: the GIL hand-off to sysmon lands on the same instruction each time).
-        if cpu - self._stuck_cpu < _OFF_CPU_RATIO * window:
-            try:
-                self._report(g, frame, ran)
-            except Exception:
-                pass  # a diagnostic: never the end of sysmon, nor of the program
-            self._stuck_since = float("inf")  # once per episode
-        else:
-            self._stuck_since, self._stuck_cpu = now, cpu
+        try:
+            self._report(g, frame, ran)
+        except Exception:
+            pass  # a diagnostic: never the end of sysmon, nor of the program
+        self._stuck_since = _REPORTED  # once per episode
+
+    def _asleep(self) -> bool:
+        """Whether the hub thread sleeps in the kernel (True where the platform cannot tell).
+        Read while this thread lets the GIL go, so a hub thread that only waits for the GIL
+        gets it and shows as runnable."""
+        path = self._stat
+        if path is None:
+            return True
+        got = _asleep(path)
+        if got is None:
+            self._stat = None
+            return True
+        return got
 
     def _cpu(self) -> float:
         """CPU seconds used by the hub thread (0.0 where the platform cannot tell)."""
@@ -249,6 +293,28 @@ class Sysmon:
         hub.post(emit)
 
 
+def _asleep(path: str) -> bool | None:
+    """Whether the thread whose ``/proc/.../stat`` is ``path`` sleeps (state S or D), rather
+    than running or waiting for a CPU; None when the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+        return text[text.rindex(b")") + 2:][:1] in (b"S", b"D")
+    except (OSError, ValueError):
+        return None
+
+
+def _running_bytecode(frame: Any) -> bool:
+    """Whether ``frame`` stands where the interpreter checks for a GIL hand-off between two
+    bytecodes (a loop's backward jump, a function's start): running Python code, in no call."""
+    code = frame.f_code
+    try:
+        _, _, checks = safepoint._code_info(code, frame.f_globals.get("__name__"))
+    except Exception:
+        return False
+    return frame.f_lasti in checks
+
+
 def _call_text(frame: Any) -> str:
     """The source of the call the frame is in, e.g. ``time.sleep``; else its source line."""
     code = frame.f_code
@@ -266,8 +332,48 @@ def _call_text(frame: Any) -> str:
             return text.split("(", 1)[0].strip() or text.strip()
         if text.strip():
             return text.strip()
+    callee = _callee_name(frame)
+    if callee:
+        return callee
     line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
     return line or f"{code.co_name}()"
+
+
+_NAME_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_DEREF"})
+_ATTR_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+
+
+def _callee_name(frame: Any) -> str | None:
+    """The dotted name of the callable the frame is calling, read from its bytecode (for code
+    without source: ``python -c``, a notebook's lost cell), e.g. ``time.sleep``; else None."""
+    try:
+        ins = list(dis.get_instructions(frame.f_code))
+        k = next(i for i, x in enumerate(ins) if x.offset == frame.f_lasti)
+        if ins[k].opname == "CALL" and k and ins[k - 1].opname == "PRECALL":
+            k -= 1
+        need = ins[k].arg
+        if ins[k].opname not in ("PRECALL", "CALL") or need is None:
+            return None
+        # back over the arguments: each leaves one value on the stack
+        depth, j = 0, k
+        while depth < need:
+            j -= 1
+            if j < 0:
+                return None
+            op = ins[j]
+            depth += dis.stack_effect(op.opcode, op.arg if op.opcode >= dis.HAVE_ARGUMENT
+                                      else None, jump=False)
+        names: list[str] = []
+        j -= 1
+        while j >= 0 and ins[j].opname in _ATTR_LOADS:
+            names.append(str(ins[j].argval))
+            j -= 1
+        if j < 0 or ins[j].opname not in _NAME_LOADS:
+            return None
+        names.append(str(ins[j].argval))
+        return ".".join(reversed(names))
+    except (StopIteration, ValueError, TypeError):
+        return None
 
 
 def start_sysmon(hub: Any) -> Sysmon | None:
