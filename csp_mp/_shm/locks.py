@@ -41,6 +41,7 @@ from typing import Any
 
 from csp_mp._errors import InternalError
 from csp_mp._proc import proc
+from csp_mp._shm import layout as L
 from csp_mp._shm.atomics import LINE, WORD, Words
 
 __all__ = [
@@ -55,8 +56,8 @@ __all__ = [
 
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 SEM_VALUE_MAX: int = _multiprocessing.SemLock.SEM_VALUE_MAX
-TAKEOVERS_WORD = 6  # the arena header word counting takeovers from dead holders (arena.py)
-STATE_LOCKS_WORD = 7  # ... and the one with the first lock index such takeovers count from
+TAKEOVERS_WORD = L.AW_TAKEOVERS  # the arena header word counting takeovers from dead holders
+STATE_LOCKS_WORD = L.AW_STATE_LOCKS  # ... and the one with the first lock index they count from
 SPIN_TRIES = 200  # non-blocking attempts (~25 us) before a contended acquire sleeps
 WAIT_SLICE = 0.05  # seconds between liveness checks of a lock's holder
 GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken over

@@ -31,14 +31,10 @@
 
 #include <string.h>
 
-#define CHAN_MAGIC UINT64_C(0xC4A7000000000001)
-#define CHAN_BLOCK (13 * 8)
-
-enum { W_MAGIC, W_CAP, W_CLOSED, W_COUNT, W_BUF, W_RECVQ, W_SENDQ, W_LOCK, W_NRECV, W_NSEND,
-       W_REFS, W_ID, W_GROWN };
+#define CHAN_SPAN (CHAN_WORDS * WORD) /* the block's words (CHAN_BLOCK bytes are allocated) */
 
 static aword *chan_open_at(Region *r, long long off, long long *lock) {
-    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return NULL;
+    if (region_span(r, off, CHAN_SPAN, 8) < 0) return NULL;
     aword *w = word_at(r, off);
     /* load-acquire; pairs with the creator's final store of the magic */
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC) {
@@ -143,7 +139,7 @@ RMETH(R_chan_retire) {
 /* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
  * reference (its creator's handle); the magic is stored last (release). */
 int chan_reopen_at(Region *r, long long off, long long cap) {
-    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return -1;
+    if (region_span(r, off, CHAN_SPAN, 8) < 0) return -1;
     aword *w = word_at(r, off);
     ST(w, W_CAP, (uint64_t)cap);
     ST(w, W_CLOSED, 0);
@@ -162,7 +158,7 @@ RMETH(R_chan_reopen) {
 
 /* The block's word `i` if it holds a live channel whose id word is `id`; -1 if not (no error). */
 long long chan_word_if(Region *r, long long off, uint64_t id, int i) {
-    if (r->base == NULL || off < 0 || off + CHAN_BLOCK > (long long)r->size || off % 8) return -1;
+    if (r->base == NULL || off < 0 || off + CHAN_SPAN > (long long)r->size || off % 8) return -1;
     aword *w = word_at(r, off);
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC ||
         LD(w, W_ID) != id)
@@ -470,8 +466,8 @@ static PyObject *plain_encode(ChanOps *self, PyObject *v) {
     PyObject *tagged = PyBytes_FromStringAndSize(NULL, n + 2);
     if (tagged != NULL) {
         char *p = PyBytes_AS_STRING(tagged);
-        p[0] = (char)0xc1;
-        p[1] = 0x01;
+        p[0] = (char)CODEC_EXT;
+        p[1] = CODEC_TUPLE;
         memcpy(p + 2, PyBytes_AS_STRING(data), (size_t)n);
     }
     Py_DECREF(data);
@@ -521,11 +517,11 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *v;
-    if (n >= 2 && p[0] == 0xc1 && p[1] == 0x01) { /* a tuple */
+    if (n >= 2 && p[0] == CODEC_EXT && p[1] == CODEC_TUPLE) { /* a tuple */
         PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
         v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
         Py_XDECREF(body);
-    } else if (n >= 1 && (p[0] == 0xc1 || (p[0] == 0x80 && n > 1))) { /* the codec's others */
+    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == 0x80 && n > 1))) { /* the codec's others */
         v = PyObject_CallOneArg(self->decode_any, data);
     } else {
         v = PyObject_CallOneArg(self->mdec, data);

@@ -5,6 +5,12 @@
  * protocol (ring_frames.py: frames and head/tail words; locks.py: what a lock protects;
  * doorbell.py; csp_mp/_chan/block.py and shared.py: the channel block).
  *
+ * Every word index, magic, kind and tag shared with the Python side comes from layout.h, which
+ * setup.py generates from csp_mp/_shm/layout.py (the one place they are written); the module
+ * exports its LAYOUT_DIGEST and native.py refuses a core built from another layout. No C code
+ * reads or sets an attribute of a Python object of csp_mp: what it needs is passed in as ints,
+ * offsets and callables.
+ *
  * Invariants:
  *   - every offset and length that comes from Python is checked against the region before use
  *     (region_span): a bad one raises ValueError, never a wild access.
@@ -27,10 +33,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define LINE 64
+#include "layout.h"
 
 typedef struct {
     PyObject_HEAD
@@ -86,8 +93,6 @@ typedef struct {
     aword *head, *tail;
 } ring_t;
 
-enum { RING_LOCKED = 1, RING_SPSC = 2 };
-
 int ring_open(Region *r, long long off, ring_t *g);
 /* Write one inline frame after tail word t (head word h); 1 and *nt = new tail word, or 0 when
  * it does not fit. Unpublished until the caller stores *nt. */
@@ -108,8 +113,6 @@ int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh);
  * -1 error (exception set). */
 int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n);
 
-enum { F_INLINE = 1, F_OOB = 2, F_WRAP = 3 };
-
 /* Doorbells (bell.c): post one wake-up to the bell at `off`; 0, or -1 with ValueError. */
 int bell_ring_at(Region *r, long long off);
 
@@ -121,9 +124,8 @@ typedef struct {
     int64_t p, gid, slot, gen, cas, has;
 } wrec;
 #define WREC_BYTES ((uint64_t)sizeof(wrec))
-
-/* Wake kinds (proclayer.py's K_*). */
-enum { K_VALUE = 0, K_CLOSED_RECV = 1, K_SENT = 2, K_CLOSED_SEND = 3, K_GRANT = 4 };
+_Static_assert(sizeof(wrec) == REC_BYTES && offsetof(wrec, has) == REC_HAS * WORD,
+               "wrec is layout.py's waiter record");
 
 /* Win select token (p, slot, gen): 1 won, 0 its select already completed, -1 error. */
 int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen);
@@ -139,10 +141,6 @@ int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t 
 int peers_region_is(Peers *ps, Region *r);
 /* One fast-path operation of a ChanOps of this P, sending `nbytes` (0 for a receive). */
 void peers_count(Peers *ps, uint64_t nbytes);
-
-#define M40 ((UINT64_C(1) << 40) - 1)
-#define M24 ((UINT64_C(1) << 24) - 1)
-#define M32 ((UINT64_C(1) << 32) - 1)
 
 /* Region methods, one group per file; the table is in module.c. */
 #define RMETH(name) PyObject *name(Region *r, PyObject *const *args, Py_ssize_t nargs)

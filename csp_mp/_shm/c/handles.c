@@ -56,8 +56,6 @@
 
 #include <structmember.h>
 
-#define REFS_BYTE 80 /* a channel block's reference word (block.py's _W_REFS * 8) */
-
 typedef struct {
     PyWeakReference wr;
     PyObject *off;  /* int: the block's offset (chans' key) */
@@ -128,8 +126,6 @@ static int count_live(Handles *self, int64_t d) {
                           memory_order_relaxed);
     return 0;
 }
-
-#define ID_BYTE 88 /* a channel block's id word (block.py's _W_ID * 8) */
 
 static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
     *s_empty, *s_cap, *s_uid, *s_codec;

@@ -59,10 +59,10 @@ int lock_init(Region *r, long long i) {
     return rc ? set_errno_error("pthread_mutex_init", rc) : 0;
 }
 
-/* arena.py's _W_TAKEOVERS: takeovers from a dead holder of a lock at or above the index in
- * _W_STATE_LOCKS (locks guarding state a dead holder may leave torn), ever; byte offsets */
-#define TAKEOVERS_BYTE 48
-#define STATE_LOCKS_BYTE 56
+/* arena.py's AW_TAKEOVERS: takeovers from a dead holder of a lock at or above the index in
+ * AW_STATE_LOCKS (locks guarding state a dead holder may leave torn), ever; byte offsets */
+#define TAKEOVERS_BYTE (AW_TAKEOVERS * WORD)
+#define STATE_LOCKS_BYTE (AW_STATE_LOCKS * WORD)
 
 /* the first state lock (_W_STATE_LOCKS), or -1 with ValueError when the arena is too small to
  * hold the word */

@@ -371,7 +371,8 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0 ||
         PyModule_AddIntConstant(m, "WREC_BYTES", (long)WREC_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "K_VALUE", K_VALUE) < 0 ||
-        PyModule_AddIntConstant(m, "K_SENT", K_SENT) < 0) {
+        PyModule_AddIntConstant(m, "K_SENT", K_SENT) < 0 ||
+        PyModule_AddStringConstant(m, "LAYOUT_DIGEST", LAYOUT_DIGEST) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -34,7 +34,6 @@ typedef struct {
 } TaskEncoder;
 
 #define MAX_CHANS 16   /* channels one plain frame may name; more take the codec's path */
-#define REFS_BYTE 80   /* byte offset of a channel block's reference word (_W_REFS * 8) */
 
 typedef struct {
     char *p;
@@ -197,7 +196,7 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
         if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
         if (*noffs == MAX_CHANS) return 1;
         offs[(*noffs)++] = (long long)v;
-        unsigned char e[10] = {0xd7, 0x01};
+        unsigned char e[10] = {0xd7, CHAN_EXT};
         for (int i = 0; i < 8; i++) e[2 + i] = (unsigned char)(v >> (8 * i)); /* little-endian */
         return put(b, e, 10);
     }
@@ -394,7 +393,7 @@ static PyObject *rd_arg(rd_t *r, PyObject *names, long long *offs, int *noffs,
         return PyFloat_FromDouble(d);
     }
     if (c == 0xd7) { /* fixext 8: a channel name */
-        if (rd_n(r, 10, &t) < 0 || t[1] != 0x01 || *noffs == MAX_CHANS) return NULL;
+        if (rd_n(r, 10, &t) < 0 || t[1] != CHAN_EXT || *noffs == MAX_CHANS) return NULL;
         PyObject *ch = cache->ch;
         if (ch == NULL || memcmp(cache->name, t + 2, 8) != 0) {
             PyObject *key = PyBytes_FromStringAndSize((const char *)t + 2, 8);

@@ -26,8 +26,6 @@
 
 #include <structmember.h>
 
-enum { T_WAITING = 1, T_DONE = 2 };
-
 struct Peers {
     PyObject_HEAD
     Region *region;
@@ -71,9 +69,9 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
     long long off = ps->tok_off + (p * ps->ntokens + slot) * 8;
     if (region_span(ps->region, off, 8, 8) < 0) return -1;
     aword *w = word_at(ps->region, off);
-    uint64_t want = (uint64_t)gen << 8 | T_WAITING;
+    uint64_t want = (uint64_t)gen << TOKEN_GEN_SHIFT | T_WAITING;
     /* seq_cst: the winner's store is seen by every later claim and liveness load */
-    return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << 8 | T_DONE,
+    return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << TOKEN_GEN_SHIFT | T_DONE,
                                                    memory_order_seq_cst, memory_order_seq_cst);
 }
 
