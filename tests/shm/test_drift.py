@@ -3,6 +3,8 @@ each test runs on both paths in one process (and the local object where there is
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,3 +76,64 @@ def test_int64_cas_outside_int64_equals_nothing(int64: Any) -> None:
     assert x.compare_and_swap(-1, (1 << 63)) is True  # new wraps, as store does
     assert x.load() == -(1 << 63)
     assert x.compare_and_swap(-(1 << 63), 2) is True and x.load() == 2
+
+
+def _in_thread(fn: Any) -> Any:
+    """fn() run on another thread: its result, or the exception it raised."""
+    out: list[Any] = []
+
+    def body() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:  # handed back to the test
+            out.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(20)
+    assert not t.is_alive()
+    return out[0]
+
+
+def test_lock_reentry_raises_and_keeps_the_lock(either_arena: Arena) -> None:
+    lock = either_arena.locks.lock(5)
+    assert lock.acquire() is False
+    with pytest.raises(RuntimeError, match="already held by this thread"):
+        lock.acquire()
+    assert lock.owner() == os.getpid()
+    lock.release()
+    assert lock.owner() == 0
+    assert lock.acquire() is False  # free again: released once, as it was taken once
+    lock.release()
+
+
+def test_lock_release_by_a_non_holder_raises_and_changes_nothing(either_arena: Arena) -> None:
+    lock = either_arena.locks.lock(6)
+    with pytest.raises(RuntimeError, match="does not hold"):
+        lock.release()  # free
+    assert lock.acquire() is False
+    err = _in_thread(lock.release)  # held by this thread, released by another
+    assert isinstance(err, RuntimeError) and "does not hold" in str(err)
+    assert lock.owner() == os.getpid()
+    lock.release()
+
+
+def test_lock_owner_is_the_holders_pid_from_any_thread(either_arena: Arena) -> None:
+    lock = either_arena.locks.lock(7)
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        lock.acquire()
+        held.set()
+        done.wait(20)
+        lock.release()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert held.wait(20)
+        assert lock.owner() == os.getpid()  # a thread's holder: its process, not its tid
+    finally:
+        done.set()
+        t.join(20)
+    assert lock.owner() == 0

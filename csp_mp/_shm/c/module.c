@@ -300,7 +300,7 @@ static PyMethodDef Region_methods[] = {
     FAST(R_lock_init, "lock_init(i): make lock i a robust process-shared mutex (creator only)."),
     FAST(R_lock, "lock(i) -> bool: take lock i; True if taken over from a dead holder."),
     FAST(R_unlock, "unlock(i): release lock i (the thread that took it)."),
-    FAST(R_lock_owner, "lock_owner(i) -> int: the holder's thread id, 0 if free (a snapshot)."),
+    FAST(R_lock_owner, "lock_owner(i) -> int: the holder's process id, 0 if free (a snapshot)."),
     FAST(R_locks_orphaned, "locks_orphaned() -> bool: whether a state lock's holder died and no "
                            "one has taken it since (a snapshot)."),
     FAST(R_ring_try_put, "ring_try_put(off, data) -> int: 1 put, 0 full, -1 not inline-sized."),
