@@ -62,3 +62,26 @@ def test_the_python_modules_take_their_constants_from_layout_py() -> None:
     assert (arena._MAGIC, arena.NCLASS, arena.BLOCK_HEADER) == (
         L.ARENA_MAGIC, L.NCLASS, L.BLOCK_HEADER)
 
+
+
+# Attributes of csp_mp's own objects that C still reads or sets by name (handles.c's state and
+# Chan fields, task.c's channel state and hub.stopping): the list may only shrink. chan.c and
+# wake.c read none: they get offsets, ints and callables at construction.
+_C_ATTRS_LEFT = {
+    "handles.c": {"off", "drop_name", "key", "broker", "_st", "_type", "_check", "cap", "uid",
+                  "codec"},
+    "task.c": {"_type", "_st", "shared", "off", "stopping"},
+}
+_BUILTIN_ATTRS = {"append"}  # a list's own method
+
+
+def test_c_reads_no_new_attribute_of_a_python_object() -> None:
+    for path in sorted(C_DIR.glob("*.c")):
+        text = path.read_text()
+        names = set(re.findall(r'(?:InternFromString|GetAttrString|SetAttrString)\("(\w+)"\)',
+                               text))
+        assert not re.search(r"_PyObject_GetAttrId|_Py_ID\(", text), path.name
+        left = _C_ATTRS_LEFT.get(path.name, set())
+        assert names - _BUILTIN_ATTRS <= left, (
+            f"{path.name} reads {sorted(names - _BUILTIN_ATTRS - left)} by name: pass it in "
+            "explicitly (an int, an offset, or a callable given at construction)")

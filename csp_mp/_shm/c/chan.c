@@ -1,5 +1,8 @@
 /* The shared channel's fast paths: a send or receive that needs no goroutine to park.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_chan/shared.py
+ *   (the protocol) and csp_mp/_chan/block.py (the block).
+ *
  * The channel block (csp_mp/_chan/block.py has the layout, shared.py the full protocol) holds, in
  * words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index, records in
  * recvq, records in sendq, references, id, grown. Everything in it but the references (atomic

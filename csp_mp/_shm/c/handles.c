@@ -1,5 +1,8 @@
 /* A P's handles on shared channels, registered and released in one call each.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/promote.py
+ *   (HandleRef, _register, new_handle) and Broker.release_handles.
+ *
  * csp_mp/_mp/promote.py has the protocol (and its Python path: HandleRef, _register and
  * new_handle; Broker.release_handles is the release): a handle is the one Chan of this P for a
  * channel block, known through a weak reference whose callback queues it on the dead list,

@@ -1,5 +1,8 @@
 /* Robust process-shared locks: glibc's pthread mutex, one per 64-byte line of the arena.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_shm/locks.py
+ *   (ShmLock).
+ *
  * The kernel's robust-futex list (which glibc registers for every thread) marks a mutex whose
  * holder died, SIGKILL included; the next locker gets EOWNERDEAD, declares it consistent and
  * learns it took it over (lock() returns True), as ShmLock.acquire does on the Python path.

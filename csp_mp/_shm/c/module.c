@@ -1,5 +1,8 @@
 /* csp_mp._shm._core: the Region type (one mapped arena), its word operations and the module.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_shm/atomics.py
+ *   (words) and csp_mp/_shm/arena.py (the mapping).
+ *
  * A Region holds the arena's buffer for as long as it is open; release() closes it, after which
  * every method raises ValueError instead of touching unmapped memory. A release() while a call
  * sleeps on the region (region_hold) lets the buffer go when that call returns.

@@ -1,4 +1,7 @@
 /* Rings of framed messages: the block layout, frame format and commit rules of ring_frames.py
+ *
+ * Twin (the Python path of the same protocol, the readable specification):
+ *   csp_mp/_shm/ring_frames.py, ring_batch.py and ring.py.
  * (runs of frames: ring_batch.py; locked and SPSC rings: ring.py).
  *
  * Block: line 0 constants (magic, capacity, lock index, kind); line 1 the head word; line 2 the

@@ -1,4 +1,7 @@
 /* Task frames for the common go() call, laid out in C: the msgpack array
+ *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
+ *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  * [seq, owner, digest, fn_bytes, args, warn] that csp_mp/_mp/tasks.py's pack() makes with
  * msgspec, for args made only of ints, floats, str, bool, None, small bytes and untyped channels
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other

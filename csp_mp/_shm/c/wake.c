@@ -1,5 +1,8 @@
 /* Wake-ups across Ps: select-token claims and WAKE messages, for the shared channel's hand-off.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/broker.py
+ *   (deliver, flush_wakes) and csp_mp/_mp/tokens.py (claim).
+ *
  * A Peers object is one P's view of the others (csp_mp/_mp/broker.py is the Python side): the
  * token tables (tokens.py: a select's word reads gen << 8 | T_WAITING until one claimer sets
  * T_DONE), every P's inbox ring and doorbell, and this P's P_SENT word (ctx.py). A claim is one
