@@ -209,7 +209,7 @@ class ShmLock:
     protects may hold that holder's unfinished (never committed) writes.
     """
 
-    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_q", "_index")
+    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_post", "_q", "_index")
 
     def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem,
                  index: int = 0) -> None:
@@ -218,6 +218,7 @@ class ShmLock:
         self._owner = owner_word
         self._rescue = rescue
         self._try = sem.acquire
+        self._post = sem.release
         self._q = words.view  # q[i] loads word i, q[i] = v stores it
 
     def acquire(self) -> bool:
@@ -230,11 +231,10 @@ class ShmLock:
 
     def release(self) -> None:
         """Release the lock (the thread holding it; ``RuntimeError`` from any other)."""
-        q, o = self._q, self._owner
-        if q[o] != _me.id:  # load; this thread's own store if it holds the lock
+        if self._q[self._owner] != _me.id:  # load; this thread's own store if it holds the lock
             raise RuntimeError("release of a shared lock this thread does not hold")
-        q[o] = 0  # store; pairs with the load in _slow
-        self._sem.release()
+        self._q[self._owner] = 0  # store; pairs with the load in _slow
+        self._post()
 
     def owner(self) -> int:
         """The holder's pid, 0 if free (a snapshot)."""
