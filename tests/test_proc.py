@@ -48,6 +48,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_hub/safepoint.py", "_body_calls"): "analysis of a code object",
     ("_mp/arrays.py", "_ARRAY_CLASS"): "the ndarray subclass, made from the code once",
     ("_shm/cloud.py", "_table"): "cloudpickle's reducers by type, filled at import",
+    ("_shm/locks.py", "_me"): "this thread's (tid, pid), a cache the at-fork hook renews",
     # Not moved yet: the hub layer's signal-handler and sysmon state (one per process, installed
     # and removed with a hub), in files the scheduling work is reorganizing.
     ("_hub/drive.py", "_state"): "not moved yet",

@@ -85,18 +85,12 @@ class _Thread(threading.local):
         self.id = threading.get_native_id() << 32 | os.getpid()
 
 
-# A holder stores _me.id in the owner word; a fork renews _me (a P forked from P0 inherits P0's
-# ShmLock objects: it must record its own pid, not P0's, or a lock it dies holding would look
-# held by a living process). A module global rebound only by that hook.
+# A holder stores _me.id in the owner word: a cache of what the OS says of this thread, which a
+# fork renews for the child's one thread (a P forked from P0 inherits P0's ShmLock objects: it
+# must record its own pid, not P0's, or a lock it dies holding would look held by a living
+# process).
 _me = _Thread()
-
-
-def _renew_after_fork() -> None:
-    global _me
-    _me = _Thread()
-
-
-os.register_at_fork(after_in_child=_renew_after_fork)
+os.register_at_fork(after_in_child=_me.__init__)
 
 
 def pid_alive(pid: int) -> bool:

@@ -82,8 +82,9 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
     aword *w = word_at(ps->region, off);
     uint64_t want = (uint64_t)gen << TOKEN_GEN_SHIFT | T_WAITING;
     /* seq_cst: the winner's store is seen by every later claim and liveness load */
-    return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << TOKEN_GEN_SHIFT | T_DONE,
-                                                   memory_order_seq_cst, memory_order_seq_cst);
+    uint64_t done = (uint64_t)gen << TOKEN_GEN_SHIFT | T_DONE;
+    return atomic_compare_exchange_strong_explicit(w, &want, done, memory_order_seq_cst,
+                                                   memory_order_seq_cst);
 }
 
 int peers_plain_live(Peers *ps, int64_t p, int64_t gid) {
