@@ -90,7 +90,14 @@ class _Thread(threading.local):
 # must record its own pid, not P0's, or a lock it dies holding would look held by a living
 # process).
 _me = _Thread()
-os.register_at_fork(after_in_child=_me.__init__)
+
+
+def _renew_after_fork() -> None:
+    """In a forked child: its one thread's id (the parent thread's is stale)."""
+    _me.id = threading.get_native_id() << 32 | os.getpid()
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 def pid_alive(pid: int) -> bool:
