@@ -2,16 +2,33 @@
 Python and says so in one line."""
 
 import glob
+import os
+import runpy
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
+LAYOUT = "csp_mp/_shm/layout.py"
+LAYOUT_H = "csp_mp/_shm/c/layout.h"
+
+
+def write_layout_header():
+    """csp_mp/_shm/c/layout.h from layout.py, the one source of the arena's layout (rewritten
+    only when it changed, so an unchanged layout rebuilds nothing)."""
+    text = runpy.run_path(LAYOUT)["c_header"]()
+    old = open(LAYOUT_H).read() if os.path.exists(LAYOUT_H) else None
+    if old != text:
+        with open(LAYOUT_H, "w") as f:
+            f.write(text)
+
+
 class optional_build_ext(build_ext):
     """build_ext that turns a failed compile into a one-line notice (the Python path runs)."""
 
     def run(self):
+        write_layout_header()
         try:
             super().run()
         except Exception as exc:  # no compiler at all
@@ -35,7 +52,7 @@ setup(
         Extension(
             "csp_mp._shm._core",
             sources=sorted(glob.glob("csp_mp/_shm/c/*.c")),
-            depends=["csp_mp/_shm/c/core.h"],
+            depends=["csp_mp/_shm/c/core.h", LAYOUT_H, LAYOUT],
             extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-D_GNU_SOURCE"],
         )
     ],

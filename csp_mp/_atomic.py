@@ -63,9 +63,13 @@ class Int64:
         return old
 
     def compare_and_swap(self, old: int, new: int) -> bool:
-        """Set ``new`` if the value is ``old``; True if it was set."""
+        """Set ``new`` if the value is ``old``; True if it was set. Both are ints (TypeError
+        otherwise, whatever the value: Go's CompareAndSwap takes two int64s); an ``old``
+        outside the int64 range equals no value."""
+        _check_int(old)
+        new = _wrap(_check_int(new))
         if self._v == old:
-            self._v = _wrap(_check_int(new))
+            self._v = new
             return True
         return False
 

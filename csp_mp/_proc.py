@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
@@ -82,6 +83,14 @@ class SysmonSettings:
         self.preempt: bool | None = None  # None: from CSP_MP_PREEMPT (on unless "0")
         self.detect_blocking = True
         self.cpu_clock = True  # slices measured by the kernel's CPU-time signal too (slicer.py)
+
+
+class ThreadName(threading.local):
+    """This thread's name in an arena lock's owner word: ``tid << 32 | pid`` (``_shm/locks.py``;
+    the pid in the low half)."""
+
+    def __init__(self) -> None:
+        self.id = threading.get_native_id() << 32 | os.getpid()
 
 
 class PreemptHandler:
@@ -150,7 +159,7 @@ class Proc:
         "ext_types", "ext_codes", "xtdec", "xldec", "ref_marks",
         "spin_policy", "load_at", "load",
         "patched", "leak_names", "leak_test_names", "in_test",
-        "worker", "brought", "forked", "sysmon_settings",
+        "worker", "brought", "forked", "me", "sysmon_settings",
         # signal: set with a hub by the hub layer's signal handlers' install, cleared by uninstall
         "preempt_handler", "slice_clock", "sigint_handler", "driving",
     )
@@ -228,6 +237,8 @@ class Proc:
         self.worker = False
         self.brought: dict[str, int] = {}
         self.forked: set[str] = set()
+        #: this thread's name in an arena lock's owner word (``_shm/locks.py``)
+        self.me = ThreadName()
         #: sysmon's knobs (``_hub/sysmon.py`` ``settings``)
         self.sysmon_settings = SysmonSettings()
         # -- signal ----------------------------------------------------------------------------
@@ -270,6 +281,7 @@ class Proc:
         self.worker = False
         self.brought = {}
         self.forked = set()
+        self.me.id = threading.get_native_id() << 32 | os.getpid()  # the child's one thread
         # the parent's hub is not this process's: its handlers do nothing until one installs
         self.preempt_handler.hub = None
         self.preempt_handler.deciding = False

@@ -129,12 +129,6 @@ def test_sender_released_by_receive_agrees(folds: tuple[Fold, Fold]) -> None:
     assert py == nat
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "drift: wake-up order. P0 closes channel A (P1's receiver on A is woken: queued by "
-    "Broker._queue_wake until the hub's poll), then sends on channel B to P1's parked "
-    "receiver. P1's inbox then holds [A's close, B's value] on the Python path, and [B's "
-    "value, A's close] on the compiled core, whose hand-off writes the inbox at once, ahead of "
-    "the wake-ups this P still owes"))
 def test_hand_off_queues_behind_owed_wakes(folds: tuple[Fold, Fold]) -> None:
     def scenario(fold: Fold) -> int:
         (a0, a1), (b0, b1) = _chans(fold, [0, 0])

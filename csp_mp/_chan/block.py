@@ -32,15 +32,18 @@ import struct
 from collections.abc import Callable
 
 from .._shm import Arena, Ring, discard
+from .._shm import layout as L
 
-_MAGIC = 0xC4A7_0000_0000_0001
-_W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT, _W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = range(8)
-_W_NRECV, _W_NSEND = 8, 9  # records in recvq / sendq, dead ones included
-_W_REFS = 10  # handles in processes + references in flight (task.c's REFS_BYTE is its byte)
-_W_ID = 11  # new each time the allocator hands the block out; kept while it is a spare
-_W_GROWN = 12  # 1 once one of its rings grew (under the lock)
-_NWORD = {6: _W_NSEND, 5: _W_NRECV}  # queue word -> its record count word
-_BLOCK = 128
+# the block's words (layout.py, which chan.c, handles.c and task.c are built from)
+_MAGIC = L.CHAN_MAGIC
+_W_MAGIC, _W_CAP, _W_CLOSED, _W_COUNT = L.W_MAGIC, L.W_CAP, L.W_CLOSED, L.W_COUNT
+_W_BUF, _W_RECVQ, _W_SENDQ, _W_LOCK = L.W_BUF, L.W_RECVQ, L.W_SENDQ, L.W_LOCK
+_W_NRECV, _W_NSEND = L.W_NRECV, L.W_NSEND  # records in recvq / sendq, dead ones included
+_W_REFS = L.W_REFS  # handles in processes + references in flight
+_W_ID = L.W_ID  # new each time the allocator hands the block out; kept while it is a spare
+_W_GROWN = L.W_GROWN  # 1 once one of its rings grew (under the lock)
+_NWORD = {_W_SENDQ: _W_NSEND, _W_RECVQ: _W_NRECV}  # queue word -> its record count word
+_BLOCK = L.CHAN_BLOCK
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
 _SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
 _SPARE_CLASSES = 8  # spare pools, one a buffer ring size: 256 << k bytes (_buf_bytes' range)
@@ -55,7 +58,7 @@ def _buf_bytes(cap: int) -> int:
 
 _BUF_BYTES = tuple(_buf_bytes(cap) for cap in range(1025))  # by capacity (1024 and above: last)
 
-_REC = struct.Struct("<6q")  # a waiter record's header (chan.c's wrec)
+_REC = struct.Struct(L.REC_FORMAT)  # a waiter record's header (chan.c's wrec)
 _pack_rec = _REC.pack
 _unpack_rec = _REC.unpack_from
 
@@ -71,7 +74,7 @@ def _rec(rec: tuple) -> bytes:
 def _unrec(raw: bytes) -> tuple:
     """The record ``(p, gid, slot, gen, case, data)`` stored as ``raw``."""
     p, gid, slot, gen, case, has = _unpack_rec(raw)
-    return p, gid, slot, gen, case, (raw[48:] if has else None)
+    return p, gid, slot, gen, case, (raw[L.REC_BYTES:] if has else None)
 
 
 def reopen_block(arena: Arena, off: int, cap: int, live_word: int) -> None:

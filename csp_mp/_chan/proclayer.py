@@ -18,13 +18,15 @@ from __future__ import annotations
 from typing import Any, Protocol, TypeVar
 
 from .._shm import Arena
+from .._shm import layout as L
 from .block import SparePool
 from .local import CLOSED, SENT, SelectState, SelectToken
 
 NO_OBJ = object()  # "no original object": a receiver on another P decodes the bytes
 
-# wake kinds (what a waiter is told)
-K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = range(5)
+# wake kinds (what a waiter is told; layout.py, which wake.c is built from)
+K_VALUE, K_CLOSED_RECV, K_SENT, K_CLOSED_SEND, K_GRANT = (
+    L.K_VALUE, L.K_CLOSED_RECV, L.K_SENT, L.K_CLOSED_SEND, L.K_GRANT)
 
 
 

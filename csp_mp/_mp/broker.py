@@ -195,7 +195,8 @@ class Broker:
         return native_core().Peers(
             core, self.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
             ctx.pidx(self.p, C.P_SENT) * 8, C.M_WAKE, self.deliver_off, NO_OBJ,
-            floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8)
+            floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8,
+            owes_off=self._owes_w * 8)
 
     @property
     def seq(self) -> int:

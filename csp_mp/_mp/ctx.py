@@ -30,36 +30,42 @@ from typing import Any
 from .._chan.block import SparePool
 from .._proc import proc
 from .._shm import Arena, Doorbell, Ring, attach_ring, make_ring
-from .._shm.atomics import LINE
+from .._shm import layout as L
 
-MAGIC = 0xC5B0_C7A1_0000_0002
+# the words' indices are layout.py's (wake.c and handles.c are built from it)
+MAGIC = L.CTX_MAGIC
 TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared channels)
 
 # global words
-G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL, G_SPARES, G_GOIDS = range(8)
+G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS = L.G_MAGIC, L.G_STOP, L.G_NPROCS, L.G_MAXPROCS
+G_LOST, G_LOGICAL, G_SPARES, G_GOIDS = L.G_LOST, L.G_LOGICAL, L.G_SPARES, L.G_GOIDS
 GOID_BATCH = 16  # goroutine ids a P takes from G_GOIDS at a time (Go's _GoidCacheBatch)
-_G_WORDS = LINE // 8
+_G_WORDS = L.G_WORDS
 
 # per-P words
-P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
-P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
-# a P replaced after it died (replace.py): the lowest goroutine id its current process can have
-# (0: the first process; waiter records and wake-ups naming a lower id are of a dead one), whether
+P_STATUS, P_EPOCH, P_SENT, P_HANDLED = L.P_STATUS, L.P_EPOCH, L.P_SENT, L.P_HANDLED
+P_NGOR, P_PID, P_INBOX, P_RUNQ = L.P_NGOR, L.P_PID, L.P_INBOX, L.P_RUNQ
+P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = (
+    L.P_INFO, L.P_INFOLEN, L.P_DRAIN, L.P_PARKS, L.P_STOLEN)
+# a P replaced after it died (replace.py): the first goroutine id of its current process (0:
+# the first process; waiter records and wake-ups naming a lower id are of a dead one), whether
 # it may hold more than executor tasks (``DIRTY``), whether it owes other Ps messages
-P_GFLOOR, P_DIRTY, P_OWES = range(13, 16)
+P_GFLOOR, P_DIRTY, P_OWES = L.P_GFLOOR, L.P_DIRTY, L.P_OWES
 # the P's executor tasks: TASK_SLOTS entries (owner pid, task key) from the word P_TASKS names
-P_TASKS = 29
+P_TASKS = L.P_TASKS
 TASK_SLOTS = 256
-P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS, P_XBYTES, P_MTHREADS, P_MBUSY = range(16, 23)
+P_CREATED, P_PREEMPT, P_BLOCKING, P_XOPS = L.P_CREATED, L.P_PREEMPT, L.P_BLOCKING, L.P_XOPS
+P_XBYTES, P_MTHREADS, P_MBUSY = L.P_XBYTES, L.P_MTHREADS, L.P_MBUSY
 # shared objects this P made live minus those it ended, by kind (mod 2**64; the sum over Ps is
 # the runtime's live count): written only by this P, at once (not published)
-P_LIVE_CHAN, P_LIVE_INT64, P_LIVE_SEMA = range(23, 26)
-P_LIVE_ARRAY = 30  # shared arrays (_mp/arrays.py)
+P_LIVE_CHAN, P_LIVE_INT64, P_LIVE_SEMA = L.P_LIVE_CHAN, L.P_LIVE_INT64, L.P_LIVE_SEMA
+P_LIVE_ARRAY = L.P_LIVE_ARRAY  # shared arrays (_mp/arrays.py)
 LIVE_KINDS = {"chan": P_LIVE_CHAN, "int64": P_LIVE_INT64, "sema": P_LIVE_SEMA,
               "array": P_LIVE_ARRAY}
 # ... and those this P pinned (promote.PIN: kept until the run ends), by kind
-PINNED_KINDS = {"chan": 26, "int64": 27, "sema": 28, "array": 31}
-_P_WORDS = 32
+PINNED_KINDS = {"chan": L.P_PINNED_CHAN, "int64": L.P_PINNED_INT64, "sema": L.P_PINNED_SEMA,
+                "array": L.P_PINNED_ARRAY}
+_P_WORDS = L.P_WORDS
 P_STRIDE = _P_WORDS  # words from one P's block to the next's
 
 # P_STATUS values
@@ -67,7 +73,8 @@ RUNNING, IDLE, STUCK, EXITED = 0, 1, 2, 3
 
 # inbox messages: msgpack tuples whose first field is the kind (M_WAKE: kind, gid, slot, gen,
 # case, wake kind, data, channel offset, and while a trace runs the flow id)
-M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP, M_TRACE_REQ, M_TRACE_REP = range(1, 8)
+M_WAKE, M_PANIC, M_WARN, M_STACK_REQ = L.M_WAKE, L.M_PANIC, L.M_WARN, L.M_STACK_REQ
+M_STACK_REP, M_TRACE_REQ, M_TRACE_REP = L.M_STACK_REP, L.M_TRACE_REQ, L.M_TRACE_REP
 
 INBOX_BYTES = 1 << 20
 RUNQ_BYTES = 1 << 20

@@ -75,6 +75,7 @@ class SharedInt64(Int64):
 
     def compare_and_swap(self, old: int, new: int) -> bool:
         a, w, lock, _off = self._v
+        _check_int(old)  # the same checks as Int64's, in the same order
         new = _wrap(_check_int(new))
         q = a.words.view
         with lock:
@@ -108,9 +109,10 @@ class NativeSharedInt64(Int64):
 
     def compare_and_swap(self, old: int, new: int) -> bool:
         c, o = self._v[0], self._v[1]
-        new = _wrap(_check_int(new))
-        if not _MIN <= _check_int(old) <= _MAX:
+        if not _MIN <= _check_int(old) <= _MAX:  # the same checks as Int64's, in the same order
+            _check_int(new)
             return False
+        new = _wrap(_check_int(new))
         return c.icas(o, old, new)
 
 

@@ -32,12 +32,13 @@ from .._chan import Chan
 from .._chan.local import LocalState
 from .._proc import CLOSURES_MAX, FNS_MAX, RECENT_MAX, proc
 from .._shm import OOB_MIN, codec, decode, encode
+from .._shm import layout as L
 from .._shm.cloud import check as cloud_check
 from .._shm.cloud import dumps as cloudpickle_dumps
 from . import migrate_warn, promote
 from .promote import chan_offset, names, pinning
 
-_CHAN_EXT = 1
+_CHAN_EXT = L.CHAN_EXT  # the extension type naming a channel (task.c's too: layout.py)
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
 #: channels, as extension values: see plain_items).
 PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})

@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .._chan.local import SelectState
+from .._shm import layout as L
 from . import ctx as C
 
-T_WAITING, T_DONE = 1, 2
+T_WAITING, T_DONE = L.T_WAITING, L.T_DONE  # (layout.py, which wake.c is built from)
+_GEN = L.TOKEN_GEN_SHIFT  # a token word is gen << _GEN | state
 TOKEN_LOCKS = 32  # arena locks serializing claims (a token word picks one by its index)
 
 
@@ -77,7 +79,7 @@ class TokenTable:
             raise RuntimeError("too many goroutines blocked in select on shared channels")
         slot = self.free_slots.pop()
         self.gen = gen = (self.gen + 1) & 0xFFFF_FFFF_FFFF
-        self.ctx.store(self.word(self.p, slot), gen << 8 | T_WAITING)
+        self.ctx.store(self.word(self.p, slot), gen << _GEN | T_WAITING)
         self.waiting[slot] = (g, sel, gen)
         tok = Token(self, slot, gen)
         sel.token = tok
@@ -94,9 +96,9 @@ class TokenTable:
         lock = self.locks[(p * C.TOKENS + slot) % TOKEN_LOCKS]
         lock.acquire()
         try:
-            if self.ctx.load(word) != gen << 8 | T_WAITING:  # load; under the token lock
+            if self.ctx.load(word) != gen << _GEN | T_WAITING:  # load; under the token lock
                 return False
-            self.ctx.store(word, gen << 8 | T_DONE)  # store; under the token lock
+            self.ctx.store(word, gen << _GEN | T_DONE)  # store; under the token lock
             return True
         finally:
             lock.release()
@@ -106,7 +108,7 @@ class TokenTable:
         goroutine's process is the P's current one (a snapshot)."""
         if slot < 0:
             return self.plain_live(p, gid)
-        return self.ctx.load(self.word(p, slot)) == gen << 8 | T_WAITING
+        return self.ctx.load(self.word(p, slot)) == gen << _GEN | T_WAITING
 
     def plain_live(self, p: int, gid: int) -> bool:
         """Whether goroutine ``gid`` of P ``p`` is of that P's current process (replace.py)."""

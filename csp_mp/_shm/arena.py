@@ -41,6 +41,7 @@ from collections.abc import Callable
 from multiprocessing import reduction
 from typing import Any
 
+from csp_mp._shm import layout as L
 from csp_mp._shm import native
 from csp_mp._shm.atomics import LINE, WORD, Words, align
 from csp_mp._shm.locks import (
@@ -55,16 +56,18 @@ from csp_mp._shm.segment import Segments
 
 __all__ = ["Arena", "ArenaPoisoned", "BLOCK_HEADER", "MIN_CLASS"]
 
-_MAGIC = 0xC5B0_A4E1_0000_0001
-_BLK = 0x5A17_0000_0000_0000
-_FREE = 1 << 8
-_USED = 2 << 8
-NCLASS = 48
-MIN_CLASS = 7  # 128-byte blocks: 64 header + 64 payload
-BLOCK_HEADER = LINE
+# the header's words and the blocks' tags: layout.py's (the compiled core is built from it)
+_MAGIC = L.ARENA_MAGIC
+_BLK = L.BLOCK_MAGIC
+_FREE = L.BLOCK_FREE
+_USED = L.BLOCK_USED
+NCLASS = L.NCLASS
+MIN_CLASS = L.MIN_CLASS  # 128-byte blocks: 64 header + 64 payload
+BLOCK_HEADER = L.BLOCK_HEADER
 
 # header word indices
-_W_MAGIC, _W_SIZE, _W_HEAP, _W_NLOCKS, _W_ATTACHED, _W_POISON = range(6)
+_W_MAGIC, _W_SIZE, _W_HEAP = L.AW_MAGIC, L.AW_SIZE, L.AW_HEAP
+_W_NLOCKS, _W_ATTACHED, _W_POISON = L.AW_NLOCKS, L.AW_ATTACHED, L.AW_POISON
 # takeovers from a dead holder, ever, of the locks from index _W_STATE_LOCKS up (guarding state
 # such a holder may leave torn; lock.c counts too)
 _W_TAKEOVERS, _W_STATE_LOCKS = TAKEOVERS_WORD, STATE_LOCKS_WORD

@@ -46,6 +46,7 @@ import msgspec.inspect
 
 from csp_mp import _tb
 from csp_mp._proc import proc
+from csp_mp._shm import layout as L
 from csp_mp._shm.arena import Arena
 from csp_mp._shm.cloud import Uncrossable
 from csp_mp._shm.cloud import dumps as cloud_dumps
@@ -56,8 +57,8 @@ __all__ = ["OOB_MIN", "Extension", "TypedCodec", "decode", "discard", "encode",
            "set_extension"]
 
 OOB_MIN = 64 * 1024
-_EXT = 0xC1
-_TUPLE = b"\xc1\x01"
+_EXT = L.CODEC_EXT  # (layout.py: chan.c encodes and tells apart tuples the same way)
+_TUPLE = bytes((L.CODEC_EXT, L.CODEC_TUPLE))
 _OOBTAG = b"\xc1\x02"
 _MVTAG = b"\xc1\x03"
 _XTUPLE = b"\xc1\x04"

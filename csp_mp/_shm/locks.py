@@ -9,16 +9,27 @@ SIGKILL of every process leaves no ``/dev/shm/sem.*`` entry. The raw type is use
 registers with ``multiprocessing``'s resource tracker (it would unlink the names at its own exit,
 and warn about names already gone).
 
-A :class:`ShmLock` is a mutex whose holder may be SIGKILLed. Its owner word in shared memory holds
-the holder's pid while held. A waiter that times out checks the owner: if that process is dead
-(or a zombie), the waiter takes the lock over instead of releasing it, under the lock set's
-rescue semaphore, and learns it did so (``acquire()`` returns True) so it can repair what the dead
-holder protected. Structures guarded by a ShmLock are written so that every state between two
-stores is consistent (a single-word commit at the end), making the repair empty.
+A :class:`ShmLock` is a mutex whose holder may be SIGKILLed. Its owner word in shared memory names
+the holding thread while held (``tid << 32 | pid``). A waiter that times out checks the owner: if
+that process is dead (or a zombie), the waiter takes the lock over instead of releasing it, under
+the lock set's rescue semaphore, and learns it did so (``acquire()`` returns True). The structures
+a lock guards do not all commit with one store (a shared channel's send stores a ring's tail,
+then the channel's count): what a dead holder left may be torn, so a takeover of a state lock is
+counted (``Arena.takeovers``) and the runtime treats the state as suspect (no P replacement).
+
+Both kinds of arena lock (this one and the compiled core's robust mutex, ``NativeLockSet``)
+behave alike, and tests check it on both paths:
+
+  - a lock belongs to the thread that took it; ``owner()`` is the holder's process id, 0 if
+    free (a snapshot);
+  - ``acquire()`` by the thread that holds it raises ``RuntimeError`` ("already held by this
+    thread") instead of waiting for ever;
+  - ``release()`` by a thread that does not hold it (another thread, another process, or a
+    lock that is free) raises ``RuntimeError`` ("does not hold") and changes nothing.
 
 Invariants:
-  - owner word of lock i == pid of the holder, or 0 between acquire and the owner store and
-    between the owner store of 0 and the release (two bytecodes each side).
+  - owner word of lock i == ``tid << 32 | pid`` of the holder, or 0 between acquire and the
+    owner store and between the owner store of 0 and the release (two bytecodes each side).
   - a lock is taken over only under the rescue semaphore, and only if its owner word still reads
     the value that was seen dead and the semaphore is still held: two waiters never both take it.
   - a lock whose owner word reads 0 at every timed-out wait for ``GHOST_AFTER`` seconds belongs to
@@ -41,6 +52,7 @@ from typing import Any
 
 from csp_mp._errors import InternalError
 from csp_mp._proc import proc
+from csp_mp._shm import layout as L
 from csp_mp._shm.atomics import LINE, WORD, Words
 
 __all__ = [
@@ -55,17 +67,21 @@ __all__ = [
 
 _SEMAPHORE = 1  # multiprocessing.synchronize.SEMAPHORE
 SEM_VALUE_MAX: int = _multiprocessing.SemLock.SEM_VALUE_MAX
-TAKEOVERS_WORD = 6  # the arena header word counting takeovers from dead holders (arena.py)
-STATE_LOCKS_WORD = 7  # ... and the one with the first lock index such takeovers count from
+TAKEOVERS_WORD = L.AW_TAKEOVERS  # the arena header word counting takeovers from dead holders
+STATE_LOCKS_WORD = L.AW_STATE_LOCKS  # ... and the one with the first lock index they count from
 SPIN_TRIES = 200  # non-blocking attempts (~25 us) before a contended acquire sleeps
 WAIT_SLICE = 0.05  # seconds between liveness checks of a lock's holder
 GHOST_AFTER = 1.0  # seconds of a held lock with owner word 0 before it is taken over
 _sem_unlink: Callable[[str], None] = _multiprocessing.sem_unlink
 
 
-# A holder stores its pid in the owner word: proc.pid, which a fork renews (a P forked from P0
-# inherits P0's ShmLock objects: it must record its own pid, not P0's, or a lock it dies holding
-# would look held by a living process).
+_M32 = (1 << 32) - 1
+
+
+# A holder stores proc.me.id in the owner word: this thread's ``tid << 32 | pid``, a cache of
+# what the OS says of it, which a fork renews for the child's one thread (a P forked from P0
+# inherits P0's ShmLock objects: it must record its own pid, not P0's, or a lock it dies
+# holding would look held by a living process). (_proc.py's ThreadName)
 
 
 def pid_alive(pid: int) -> bool:
@@ -178,7 +194,7 @@ class ShmLock:
     protects may hold that holder's unfinished (never committed) writes.
     """
 
-    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_q", "_index")
+    __slots__ = ("_sem", "_owner", "_rescue", "_try", "_post", "_q", "_index")
 
     def __init__(self, sem: Sem, words: Words, owner_word: int, rescue: Sem,
                  index: int = 0) -> None:
@@ -187,37 +203,43 @@ class ShmLock:
         self._owner = owner_word
         self._rescue = rescue
         self._try = sem.acquire
+        self._post = sem.release
         self._q = words.view  # q[i] loads word i, q[i] = v stores it
 
     def acquire(self) -> bool:
-        """Take the lock (any process). True if it was taken over from a dead holder."""
+        """Take the lock (any process). True if it was taken over from a dead holder;
+        ``RuntimeError`` if this thread holds it already."""
         if self._try(False):
-            self._q[self._owner] = proc.pid  # store; pairs with the load in _slow
+            self._q[self._owner] = proc.me.id  # store; pairs with the load in _slow
             return False
         return self._slow()
 
     def release(self) -> None:
-        """Release the lock (holder only)."""
+        """Release the lock (the thread holding it; ``RuntimeError`` from any other)."""
+        if self._q[self._owner] != proc.me.id:  # load; this thread's own store if it holds the lock
+            raise RuntimeError("release of a shared lock this thread does not hold")
         self._q[self._owner] = 0  # store; pairs with the load in _slow
-        self._sem.release()
+        self._post()
 
     def owner(self) -> int:
         """The holder's pid, 0 if free (a snapshot)."""
-        return self._q[self._owner]  # load; pairs with the stores in acquire/release
+        return self._q[self._owner] & _M32  # load; pairs with the stores in acquire/release
 
     def _slow(self) -> bool:
-        pid = proc.pid
+        me = proc.me.id
+        if self._q[self._owner] == me:  # load; only this thread stores its own id
+            raise RuntimeError("shared lock already held by this thread")
         # Critical sections are a few microseconds long: a short spin usually wins the lock
         # without a sleep, where a sleep costs a cross-core wake-up (tens of microseconds).
         try_ = self._try
         for _ in range(SPIN_TRIES):
             if try_(False):
-                self._q[self._owner] = pid  # store; pairs with the load below
+                self._q[self._owner] = me  # store; pairs with the load below
                 return False
         zero_since: float | None = None
         while True:
             if self._sem.acquire(True, WAIT_SLICE):
-                self._q[self._owner] = pid  # store; pairs with the load below
+                self._q[self._owner] = me  # store; pairs with the load below
                 return False
             seen = self._q[self._owner]  # load; pairs with the holder's stores
             if seen == 0:
@@ -228,24 +250,24 @@ class ShmLock:
                     continue
             else:
                 zero_since = None
-                if pid_alive(seen):
+                if pid_alive(seen & _M32):
                     continue
-            taken = self._take_over(seen, pid)
+            taken = self._take_over(seen, me)
             if taken is not None:
                 return taken
 
-    def _take_over(self, seen: int, pid: int) -> bool | None:
+    def _take_over(self, seen: int, me: int) -> bool | None:
         """Under the rescue semaphore: become the holder in place of the dead one."""
         if not self._rescue.acquire(True, 10.0):
             raise InternalError("rescue lock held for 10 s: a process died during a rescue")
         try:
             if self._q[self._owner] == seen and not self._sem.acquire(False):
-                self._q[self._owner] = pid  # store; pairs with the loads in _slow
+                self._q[self._owner] = me  # store; pairs with the loads in _slow
                 if self._index >= self._q[STATE_LOCKS_WORD]:  # (arena.py's takeovers)
                     self._q[TAKEOVERS_WORD] += 1  # under the rescue semaphore: one at a time
                 return True
             if self._sem.acquire(False):
-                self._q[self._owner] = pid
+                self._q[self._owner] = me
                 return False
             return None
         finally:

@@ -20,6 +20,8 @@ import importlib
 import os
 from types import ModuleType
 
+from csp_mp._shm.layout import DIGEST as LAYOUT_DIGEST
+
 __all__ = ["core", "enabled", "built"]
 
 _compiled: ModuleType | None
@@ -31,6 +33,11 @@ except ImportError:  # no C compiler at install time, or a source tree not built
     _compiled = None
 if _compiled is not None and not hasattr(_compiled, "Region"):
     _compiled = None  # not the extension (a stray directory of that name)
+# a core compiled from another layout.py (a source tree changed and not rebuilt) would read the
+# arena's words at other places than the Python path writes them: it is not used
+_stale = _compiled is not None and getattr(_compiled, "LAYOUT_DIGEST", None) != LAYOUT_DIGEST
+if _stale:
+    _compiled = None
 
 _ENV = "CSP_MP_NATIVE"
 
@@ -48,6 +55,12 @@ def enabled() -> bool:
     want = os.environ.get(_ENV, "").strip()
     if want == "0":
         return False
+    if want == "1" and _stale:
+        raise RuntimeError(
+            "CSP_MP_NATIVE=1 but csp_mp's compiled core was built from another "
+            "csp_mp/_shm/layout.py: rebuild it (`python setup.py build_ext --inplace`, or "
+            "reinstall csp_mp), or unset CSP_MP_NATIVE to use the pure-Python path"
+        )
     if want == "1" and _compiled is None:
         raise RuntimeError(
             "CSP_MP_NATIVE=1 but csp_mp's compiled core is not built (reinstall csp_mp with a "

@@ -36,16 +36,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from csp_mp._shm import layout as L
 from csp_mp._shm.arena import Arena
 from csp_mp._shm.atomics import LINE
 
-_MAGIC = 0x52_49_4E_47_00_00_00_01
-HEADER = 3 * LINE
-_M40 = (1 << 40) - 1
-_M24 = (1 << 24) - 1
-_M32 = (1 << 32) - 1
-_INLINE, _OOB, _WRAP = 1, 2, 3
-_KIND_LOCKED, _KIND_SPSC = 1, 2
+# the block's words, kinds and masks: layout.py's (ring.c is built from it)
+_MAGIC = L.RING_MAGIC
+HEADER = L.RING_HEADER
+_M40, _M24, _M32 = L.M40, L.M24, L.M32
+_INLINE, _OOB, _WRAP = L.F_INLINE, L.F_OOB, L.F_WRAP
+_KIND_LOCKED, _KIND_SPSC = L.RING_LOCKED, L.RING_SPSC
 _OOB_HDR = _OOB << 32 | 16
 _INLINE_HDR = _INLINE << 32  # a frame header is _INLINE_HDR | length
 

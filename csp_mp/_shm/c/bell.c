@@ -1,5 +1,8 @@
 /* Doorbells: a counting semaphore as two 32-bit futex words in the arena (count, sleepers).
  *
+ * Twin (the Python path of the same protocol, the readable specification):
+ *   csp_mp/_shm/doorbell.py.
+ *
  * ring() adds one post and wakes a sleeper only when the sleepers word says one may be asleep;
  * wait() takes a post, else announces itself in sleepers and sleeps in FUTEX_WAIT while count is
  * 0. The post and the announcement are seq_cst read-modify-writes, and the kernel re-reads count

@@ -1,5 +1,8 @@
 /* The shared channel's fast paths: a send or receive that needs no goroutine to park.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_chan/shared.py
+ *   (the protocol) and csp_mp/_chan/block.py (the block).
+ *
  * The channel block (csp_mp/_chan/block.py has the layout, shared.py the full protocol) holds, in
  * words: magic, cap, closed, count, buffer ring, recvq ring, sendq ring, lock index, records in
  * recvq, records in sendq, references, id, grown. Everything in it but the references (atomic
@@ -22,7 +25,9 @@
  *     so the pointers into the block stay good until lock_give; a wait for the lock that sees
  *     its region released gives up before touching anything (lock_take).
  *   - a hand-off claims its partner only after copying everything the wake-up needs (its value
- *     copied out of the record), and wakes it after the lock is given back.
+ *     copied out of the record) and making the wake-up ready (wake_prepare: its message, the
+ *     callback's arguments, this P's P_OWES word set), and wakes it after the lock is given
+ *     back, even when giving the lock back failed: once won, a claim is followed by a wake-up.
  *   - ChanOps takes part in the cyclic GC: its codec callables and its Peers (whose deliver
  *     callback leads back to the process layer) are cleared with the cycle; a cleared ChanOps
  *     raises instead of running.
@@ -31,14 +36,10 @@
 
 #include <string.h>
 
-#define CHAN_MAGIC UINT64_C(0xC4A7000000000001)
-#define CHAN_BLOCK (13 * 8)
-
-enum { W_MAGIC, W_CAP, W_CLOSED, W_COUNT, W_BUF, W_RECVQ, W_SENDQ, W_LOCK, W_NRECV, W_NSEND,
-       W_REFS, W_ID, W_GROWN };
+#define CHAN_SPAN (CHAN_WORDS * WORD) /* the block's words (CHAN_BLOCK bytes are allocated) */
 
 static aword *chan_open_at(Region *r, long long off, long long *lock) {
-    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return NULL;
+    if (region_span(r, off, CHAN_SPAN, 8) < 0) return NULL;
     aword *w = word_at(r, off);
     /* load-acquire; pairs with the creator's final store of the magic */
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC) {
@@ -143,7 +144,7 @@ RMETH(R_chan_retire) {
 /* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
  * reference (its creator's handle); the magic is stored last (release). */
 int chan_reopen_at(Region *r, long long off, long long cap) {
-    if (region_span(r, off, CHAN_BLOCK, 8) < 0) return -1;
+    if (region_span(r, off, CHAN_SPAN, 8) < 0) return -1;
     aword *w = word_at(r, off);
     ST(w, W_CAP, (uint64_t)cap);
     ST(w, W_CLOSED, 0);
@@ -162,7 +163,7 @@ RMETH(R_chan_reopen) {
 
 /* The block's word `i` if it holds a live channel whose id word is `id`; -1 if not (no error). */
 long long chan_word_if(Region *r, long long off, uint64_t id, int i) {
-    if (r->base == NULL || off < 0 || off + CHAN_BLOCK > (long long)r->size || off % 8) return -1;
+    if (r->base == NULL || off < 0 || off + CHAN_SPAN > (long long)r->size || off % 8) return -1;
     aword *w = word_at(r, off);
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC ||
         LD(w, W_ID) != id)
@@ -289,7 +290,7 @@ static void count_op(ChanOps *self, uint64_t nbytes) {
  * tail word bt with head word bh. 1 found, 0 no live record (the queue is empty), 2 left to the
  * Python path, -1 error. */
 static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObject **data,
-                    ring_t *buf, uint64_t bt, uint64_t bh) {
+                    ring_t *buf, uint64_t bt, uint64_t bh, wake_t *wk) {
     Region *r = self->region;
     *data = NULL;
     if (!LD(w, nwi)) return 0;
@@ -309,10 +310,19 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
             return -1;
         }
         memcpy(rec, p, WREC_BYTES);
+        if (qi == W_SENDQ && !rec->has) { /* checked before a claim, which must lead to a wake */
+            PyErr_SetString(PyExc_ValueError, "a parked sender's record holds no value");
+            return -1;
+        }
         if (buf != NULL && !ring_fits(buf, bt, bh, n - WREC_BYTES)) return 2;
         if (rec->has) { /* copied before the claim: once won, the hand-off cannot fail */
             *data = PyBytes_FromStringAndSize(p + WREC_BYTES, (Py_ssize_t)(n - WREC_BYTES));
             if (*data == NULL) return -1;
+        }
+        /* the wake-up made ready first: a won claim is followed by a wake-up */
+        if (wake_prepare(self->peers, wk, rec) < 0) {
+            Py_CLEAR(*data);
+            return -1;
         }
         int live = rec->slot < 0 ? peers_plain_live(self->peers, rec->p, rec->gid)
                                  : peers_claim(self->peers, rec->p, rec->slot, rec->gen);
@@ -327,23 +337,39 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
     }
 }
 
-/* Send `n` bytes at `p` (the object `obj`) without parking: to the oldest live receiver or into
- * the buffer. 1 done, 0 nothing changed (closed, full, or left to Python), -1 error. */
-static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *obj) {
+/* Wake the claimed waiter `rec`, also when an exception is pending (giving the lock back
+ * failed): that exception stays the one raised. 0 or -1. */
+static int wake_claimed(ChanOps *self, wake_t *wk, const wrec *rec) {
+    if (!PyErr_Occurred()) return peers_wake(self->peers, wk, rec);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (peers_wake(self->peers, wk, rec) < 0) PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+    return -1;
+}
+
+/* Send `n` bytes at `p` (the object `obj`; `dobj` the bytes object holding them, or NULL)
+ * without parking: to the oldest live receiver or into the buffer. 1 done, 0 nothing changed
+ * (closed, full, or left to Python), -1 error. */
+static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *dobj, PyObject *obj) {
     long long lock;
     Region *r = self->region;
     aword *w = chan_open_at(r, self->off, &lock);
     if (w == NULL || lock_take(r, lock) < 0) return -1;
     wrec rec;
-    int k = 0;
+    wake_t wk;
+    int k = 0, woke = 0;
     if (LD(w, W_NRECV) && !LD(w, W_CLOSED) && self->peers != NULL) {
         PyObject *none;
-        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0);
-        Py_XDECREF(none); /* receivers' records hold no value */
+        woke = 1;
+        k = wake_init(self->peers, &wk, K_VALUE, p, n, dobj, obj, self->off) < 0
+                ? -1 : pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0, &wk);
+        if (k >= 0) Py_XDECREF(none); /* receivers' records hold no value */
     }
     int done = k == 0 ? send_buf_locked(r, w, p, n) : k == 1 ? 1 : k < 0 ? -1 : 0;
-    if (lock_give(r, lock) < 0) return -1;
-    if (k == 1 && peers_wake(self->peers, &rec, K_VALUE, p, n, self->off, obj) < 0) return -1;
+    if (lock_give(r, lock) < 0) done = -1; /* a claimed receiver is woken all the same */
+    if (k == 1 && wake_claimed(self, &wk, &rec) < 0) done = -1;
+    if (woke) wake_done(self->peers, &wk);
     return done;
 }
 
@@ -352,7 +378,7 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *obj) {
  * recv does; the claimed sender in *rec. Py_None when left to Python (an out-of-band frame at
  * either end, a value that does not fit the ring's bytes: the Python path grows it), NULL on
  * error; *k as pop_live's. */
-static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k) {
+static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k, wake_t *wk) {
     Region *r = self->region;
     ring_t g;
     if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return NULL;
@@ -371,17 +397,12 @@ static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k) 
         *k = -1;
         return NULL;
     }
-    *k = pop_live(self, w, W_SENDQ, W_NSEND, rec, &data, &g, t, nh);
+    *k = pop_live(self, w, W_SENDQ, W_NSEND, rec, &data, &g, t, nh, wk);
     if (*k != 1) {
         Py_DECREF(item);
         return *k < 0 ? NULL : Py_NewRef(Py_None);
     }
-    if (data == NULL) {
-        PyErr_SetString(PyExc_ValueError, "a parked sender's record holds no value");
-        Py_DECREF(item);
-        *k = -1;
-        return NULL;
-    }
+    /* claimed: data holds its value (pop_live refused a sender's record without one) */
     /* commit the read first: a process killed after it loses this value, never tears a frame */
     atomic_store_explicit(g.head, nh, memory_order_release);
     ring_write(&g, t, nh, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), &nt);
@@ -399,13 +420,17 @@ static PyObject *ops_recv(ChanOps *self) {
     aword *w = chan_open_at(r, self->off, &lock);
     if (w == NULL || lock_take(r, lock) < 0) return NULL;
     wrec rec;
+    wake_t wk;
     PyObject *data = NULL;
-    int k = 0;
+    int k = 0, woke = 0;
     if (LD(w, W_NSEND) && self->peers != NULL) {
-        if (LD(w, W_CAP) == 0)
-            k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0);
+        woke = 1;
+        if (wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
+            k = -1;
+        else if (LD(w, W_CAP) == 0)
+            k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0, &wk);
         else if (LD(w, W_COUNT) > 0) {
-            data = recv_rotate_locked(self, w, &rec, &k);
+            data = recv_rotate_locked(self, w, &rec, &k, &wk);
             if (k == 0) Py_CLEAR(data); /* no live sender: a plain buffered receive below */
         } else
             k = 2;
@@ -414,19 +439,10 @@ static PyObject *ops_recv(ChanOps *self) {
         data = recv_buf_locked(r, w);
     else if (k == 2 && data == NULL)
         data = Py_NewRef(Py_None);
-    if (lock_give(r, lock) < 0) {
-        Py_XDECREF(data);
-        return NULL;
-    }
-    if (k != 1) return data;
-    if (data == NULL) {
-        PyErr_SetString(PyExc_ValueError, "a parked sender's record holds no value");
-        return NULL;
-    }
-    if (peers_wake(self->peers, &rec, K_SENT, NULL, 0, self->off, NULL) < 0) {
-        Py_DECREF(data);
-        return NULL;
-    }
+    if (lock_give(r, lock) < 0) Py_CLEAR(data); /* a claimed sender is woken all the same */
+    /* claimed (k == 1): data holds its value (pop_live refused a record without one) */
+    if (k == 1 && wake_claimed(self, &wk, &rec) < 0) Py_CLEAR(data);
+    if (woke) wake_done(self->peers, &wk);
     return data;
 }
 
@@ -470,8 +486,8 @@ static PyObject *plain_encode(ChanOps *self, PyObject *v) {
     PyObject *tagged = PyBytes_FromStringAndSize(NULL, n + 2);
     if (tagged != NULL) {
         char *p = PyBytes_AS_STRING(tagged);
-        p[0] = (char)0xc1;
-        p[1] = 0x01;
+        p[0] = (char)CODEC_EXT;
+        p[1] = CODEC_TUPLE;
         memcpy(p + 2, PyBytes_AS_STRING(data), (size_t)n);
     }
     Py_DECREF(data);
@@ -486,7 +502,7 @@ static PyObject *ChanOps_send(ChanOps *self, PyObject *v) {
         Py_DECREF(data);
         Py_RETURN_FALSE;
     }
-    int done = ops_send(self, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), v);
+    int done = ops_send(self, PyBytes_AS_STRING(data), (uint64_t)PyBytes_GET_SIZE(data), data, v);
     if (done > 0) count_op(self, (uint64_t)PyBytes_GET_SIZE(data));
     Py_DECREF(data);
     return done < 0 ? NULL : PyBool_FromLong(done);
@@ -497,7 +513,8 @@ static PyObject *ChanOps_send_data(ChanOps *self, PyObject *const *args, Py_ssiz
     if ((self->novalue == NULL && cleared(self) < 0) || arg_count("send_data", nargs, 2, 2) < 0 ||
         PyObject_GetBuffer(args[0], &b, PyBUF_SIMPLE) < 0)
         return NULL;
-    int done = ops_send(self, b.buf, (uint64_t)b.len, args[1]);
+    int done = ops_send(self, b.buf, (uint64_t)b.len,
+                        PyBytes_CheckExact(args[0]) ? args[0] : NULL, args[1]);
     PyBuffer_Release(&b);
     return done < 0 ? NULL : PyBool_FromLong(done);
 }
@@ -521,11 +538,11 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     PyObject *v;
-    if (n >= 2 && p[0] == 0xc1 && p[1] == 0x01) { /* a tuple */
+    if (n >= 2 && p[0] == CODEC_EXT && p[1] == CODEC_TUPLE) { /* a tuple */
         PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
         v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
         Py_XDECREF(body);
-    } else if (n >= 1 && (p[0] == 0xc1 || (p[0] == 0x80 && n > 1))) { /* the codec's others */
+    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == 0x80 && n > 1))) { /* the codec's others */
         v = PyObject_CallOneArg(self->decode_any, data);
     } else {
         v = PyObject_CallOneArg(self->mdec, data);

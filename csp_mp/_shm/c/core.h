@@ -5,6 +5,12 @@
  * protocol (ring_frames.py: frames and head/tail words; locks.py: what a lock protects;
  * doorbell.py; csp_mp/_chan/block.py and shared.py: the channel block).
  *
+ * Every word index, magic, kind and tag shared with the Python side comes from layout.h, which
+ * setup.py generates from csp_mp/_shm/layout.py (the one place they are written); the module
+ * exports its LAYOUT_DIGEST and native.py refuses a core built from another layout. No C code
+ * reads or sets an attribute of a Python object of csp_mp: what it needs is passed in as ints,
+ * offsets and callables.
+ *
  * Invariants:
  *   - every offset and length that comes from Python is checked against the region before use
  *     (region_span): a bad one raises ValueError, never a wild access.
@@ -27,10 +33,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define LINE 64
+#include "layout.h"
 
 typedef struct {
     PyObject_HEAD
@@ -86,8 +93,6 @@ typedef struct {
     aword *head, *tail;
 } ring_t;
 
-enum { RING_LOCKED = 1, RING_SPSC = 2 };
-
 int ring_open(Region *r, long long off, ring_t *g);
 /* Write one inline frame after tail word t (head word h); 1 and *nt = new tail word, or 0 when
  * it does not fit. Unpublished until the caller stores *nt. */
@@ -108,8 +113,6 @@ int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh);
  * -1 error (exception set). */
 int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n);
 
-enum { F_INLINE = 1, F_OOB = 2, F_WRAP = 3 };
-
 /* Doorbells (bell.c): post one wake-up to the bell at `off`; 0, or -1 with ValueError. */
 int bell_ring_at(Region *r, long long off);
 
@@ -121,28 +124,51 @@ typedef struct {
     int64_t p, gid, slot, gen, cas, has;
 } wrec;
 #define WREC_BYTES ((uint64_t)sizeof(wrec))
-
-/* Wake kinds (proclayer.py's K_*). */
-enum { K_VALUE = 0, K_CLOSED_RECV = 1, K_SENT = 2, K_CLOSED_SEND = 3, K_GRANT = 4 };
+_Static_assert(sizeof(wrec) == REC_BYTES && offsetof(wrec, has) == REC_HAS * WORD,
+               "wrec is layout.py's waiter record");
 
 /* Win select token (p, slot, gen): 1 won, 0 its select already completed, -1 error. */
 int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen);
 /* 1 if the plain waiter record of goroutine `gid` of P `p` is of the P's current process */
 int peers_plain_live(Peers *ps, int64_t p, int64_t gid);
-/* Wake the claimed waiter `rec` with a wake of `kind` for channel `chan_off`, after the channel
- * lock is given back: a WAKE message in its P's inbox and a ring of its doorbell, or, for a
- * goroutine of this P or an inbox with no room, the process layer's deliver callback (which
- * gets `obj`, the sent object, when not NULL). data may be NULL (no value). 0 or -1. */
-int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
-               long long chan_off, PyObject *obj);
+/* One hand-off's wake-up, made ready before its waiter is claimed, so that a won claim is
+ * followed by a wake-up that cannot fail for want of memory (Go's goready cannot fail): the
+ * WAKE message's buffer (wake_init, before the channel lock), the message and the deliver
+ * callback's arguments (wake_prepare, under the lock, before the claim: only ints and bytes are
+ * made there, which cannot start a collection). It also keeps this P's P_OWES word (replace.py)
+ * set from before the claim until the wake-up is in an inbox or queued by the process layer. */
+#define WAKE_ARGS 9
+typedef struct {
+    int kind;
+    long long chan_off;
+    const char *data;           /* the value sent, NULL: none */
+    uint64_t n;
+    PyObject *dobj;             /* the value as bytes when the caller has them, else NULL */
+    PyObject *obj;              /* the sent object, NULL: none */
+    char small[512], *msg;      /* the WAKE message: small, or PyMem_Malloc'd */
+    uint64_t msg_len;
+    PyObject *argv[WAKE_ARGS];  /* deliver's arguments, all NULL until wake_prepare */
+    int owed;                   /* -1: P_OWES untouched; 0: this wake-up set it; 1: already set
+                                 * (the process layer holds queued messages: go behind them) */
+    int queued;                 /* deliver took a wake-up for another P: it keeps P_OWES */
+} wake_t;
+/* Before the channel lock: the wake-up of `kind` for channel `chan_off` carrying `data` (NULL:
+ * none; `dobj` its bytes object if the caller has one, `obj` the sent object). 0 or -1. */
+int wake_init(Peers *ps, wake_t *wk, int kind, const char *data, uint64_t n, PyObject *dobj,
+              PyObject *obj, long long chan_off);
+/* Under the lock, before claiming `rec`: its message and arguments made, P_OWES set. 0 / -1. */
+int wake_prepare(Peers *ps, wake_t *wk, const wrec *rec);
+/* After the lock: wake the claimed waiter `rec` (a WAKE message in its P's inbox and a ring of
+ * its doorbell; or, for a goroutine of this P, an inbox without room, a process layer with
+ * messages queued, the deliver callback). 0, or -1 when the callback raised. */
+int peers_wake(Peers *ps, wake_t *wk, const wrec *rec);
+/* Last, in every case: what wake_init and wake_prepare took given back, P_OWES cleared when
+ * this wake-up set it and nothing was queued since. */
+void wake_done(Peers *ps, wake_t *wk);
 /* Peers_Type's check for ChanOps' argument. */
 int peers_region_is(Peers *ps, Region *r);
 /* One fast-path operation of a ChanOps of this P, sending `nbytes` (0 for a receive). */
 void peers_count(Peers *ps, uint64_t nbytes);
-
-#define M40 ((UINT64_C(1) << 40) - 1)
-#define M24 ((UINT64_C(1) << 24) - 1)
-#define M32 ((UINT64_C(1) << 32) - 1)
 
 /* Region methods, one group per file; the table is in module.c. */
 #define RMETH(name) PyObject *name(Region *r, PyObject *const *args, Py_ssize_t nargs)

@@ -1,5 +1,8 @@
 /* A P's handles on shared channels, registered and released in one call each.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/promote.py
+ *   (HandleRef, _register, new_handle) and Broker.release_handles.
+ *
  * csp_mp/_mp/promote.py has the protocol (and its Python path: HandleRef, _register and
  * new_handle; Broker.release_handles is the release): a handle is the one Chan of this P for a
  * channel block, known through a weak reference whose callback queues it on the dead list,
@@ -55,8 +58,6 @@
 #include <stddef.h>
 
 #include <structmember.h>
-
-#define REFS_BYTE 80 /* a channel block's reference word (block.py's _W_REFS * 8) */
 
 typedef struct {
     PyWeakReference wr;
@@ -128,8 +129,6 @@ static int count_live(Handles *self, int64_t d) {
                           memory_order_relaxed);
     return 0;
 }
-
-#define ID_BYTE 88 /* a channel block's id word (block.py's _W_ID * 8) */
 
 static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
     *s_empty, *s_cap, *s_uid, *s_codec;

@@ -1,9 +1,18 @@
 /* Robust process-shared locks: glibc's pthread mutex, one per 64-byte line of the arena.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_shm/locks.py
+ *   (ShmLock).
+ *
  * The kernel's robust-futex list (which glibc registers for every thread) marks a mutex whose
  * holder died, SIGKILL included; the next locker gets EOWNERDEAD, declares it consistent and
  * learns it took it over (lock() returns True), as ShmLock.acquire does on the Python path.
- * The structures a lock protects commit with one word store, so a takeover needs no repair.
+ * What a lock protects does not always commit with one store (a channel send stores a ring's
+ * tail, then the channel's count): a takeover of a state lock is counted (TAKEOVERS_BYTE) so
+ * the runtime knows the state may be torn.
+ *
+ * The semantics are locks.py's, on both paths: a lock belongs to the thread that took it;
+ * owner() is the holder's process id; a relock by the holder and an unlock by any other
+ * thread raise RuntimeError.
  *
  * Invariants:
  *   - a lock is unlocked by the thread that locked it (error-checking mutex: a wrong unlock or
@@ -19,6 +28,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -59,10 +69,10 @@ int lock_init(Region *r, long long i) {
     return rc ? set_errno_error("pthread_mutex_init", rc) : 0;
 }
 
-/* arena.py's _W_TAKEOVERS: takeovers from a dead holder of a lock at or above the index in
- * _W_STATE_LOCKS (locks guarding state a dead holder may leave torn), ever; byte offsets */
-#define TAKEOVERS_BYTE 48
-#define STATE_LOCKS_BYTE 56
+/* arena.py's AW_TAKEOVERS: takeovers from a dead holder of a lock at or above the index in
+ * AW_STATE_LOCKS (locks guarding state a dead holder may leave torn), ever; byte offsets */
+#define TAKEOVERS_BYTE (AW_TAKEOVERS * WORD)
+#define STATE_LOCKS_BYTE (AW_STATE_LOCKS * WORD)
 
 /* the first state lock (_W_STATE_LOCKS), or -1 with ValueError when the arena is too small to
  * hold the word */
@@ -185,12 +195,32 @@ RMETH(R_unlock) {
     Py_RETURN_NONE;
 }
 
+/* The process of thread `tid` (its Tgid in /proc), or tid itself when /proc cannot say (the
+ * thread is gone: a snapshot either way). */
+static long pid_of_thread(long tid) {
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/%ld/status", tid);
+    FILE *f = fopen(path, "r");
+    long pid = tid;
+    if (f == NULL) return pid;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "Tgid: %ld", &pid) == 1) break;
+    fclose(f);
+    return pid;
+}
+
 RMETH(R_lock_owner) {
     long long i;
     if (index_arg("lock_owner", r, args, nargs, &i) < 0) return NULL;
     /* glibc keeps the holder's TID in the mutex's lock word (FUTEX_TID_MASK) */
     aword32 *w = (aword32 *)mutex_at(r, i);
-    return PyLong_FromUnsignedLong(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+    long tid = (long)(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+    if (tid == 0) return PyLong_FromLong(0);
+    long pid;
+    Py_BEGIN_ALLOW_THREADS
+    pid = pid_of_thread(tid);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(pid);
 }
 
 RMETH(R_locks_orphaned) {
@@ -277,7 +307,7 @@ static PyMethodDef Lock_methods[] = {
     {"acquire", (PyCFunction)Lock_acquire, METH_NOARGS,
      "Take the lock (any process). True if it was taken over from a dead holder."},
     {"release", (PyCFunction)Lock_release, METH_NOARGS, "Release the lock (the taking thread)."},
-    {"owner", (PyCFunction)Lock_owner, METH_NOARGS, "The holder's thread id, 0 if free."},
+    {"owner", (PyCFunction)Lock_owner, METH_NOARGS, "The holder's process id, 0 if free."},
     {"__enter__", (PyCFunction)Lock_acquire, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Lock_exit, METH_FASTCALL, NULL},
     {NULL, NULL, 0, NULL},

@@ -1,5 +1,8 @@
 /* csp_mp._shm._core: the Region type (one mapped arena), its word operations and the module.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_shm/atomics.py
+ *   (words) and csp_mp/_shm/arena.py (the mapping).
+ *
  * A Region holds the arena's buffer for as long as it is open; release() closes it, after which
  * every method raises ValueError instead of touching unmapped memory. A release() while a call
  * sleeps on the region (region_hold) lets the buffer go when that call returns.
@@ -300,7 +303,7 @@ static PyMethodDef Region_methods[] = {
     FAST(R_lock_init, "lock_init(i): make lock i a robust process-shared mutex (creator only)."),
     FAST(R_lock, "lock(i) -> bool: take lock i; True if taken over from a dead holder."),
     FAST(R_unlock, "unlock(i): release lock i (the thread that took it)."),
-    FAST(R_lock_owner, "lock_owner(i) -> int: the holder's thread id, 0 if free (a snapshot)."),
+    FAST(R_lock_owner, "lock_owner(i) -> int: the holder's process id, 0 if free (a snapshot)."),
     FAST(R_locks_orphaned, "locks_orphaned() -> bool: whether a state lock's holder died and no "
                            "one has taken it since (a snapshot)."),
     FAST(R_ring_try_put, "ring_try_put(off, data) -> int: 1 put, 0 full, -1 not inline-sized."),
@@ -371,7 +374,8 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0 ||
         PyModule_AddIntConstant(m, "WREC_BYTES", (long)WREC_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "K_VALUE", K_VALUE) < 0 ||
-        PyModule_AddIntConstant(m, "K_SENT", K_SENT) < 0) {
+        PyModule_AddIntConstant(m, "K_SENT", K_SENT) < 0 ||
+        PyModule_AddStringConstant(m, "LAYOUT_DIGEST", LAYOUT_DIGEST) < 0) {
         Py_DECREF(m);
         return NULL;
     }

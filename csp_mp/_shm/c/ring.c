@@ -1,4 +1,7 @@
 /* Rings of framed messages: the block layout, frame format and commit rules of ring_frames.py
+ *
+ * Twin (the Python path of the same protocol, the readable specification):
+ *   csp_mp/_shm/ring_frames.py, ring_batch.py and ring.py.
  * (runs of frames: ring_batch.py; locked and SPSC rings: ring.py).
  *
  * Block: line 0 constants (magic, capacity, lock index, kind); line 1 the head word; line 2 the
@@ -19,18 +22,15 @@
 
 #include <string.h>
 
-#define RING_MAGIC UINT64_C(0x52494E4700000001)
-#define RING_HEADER (3 * LINE)
-
 int ring_open(Region *r, long long off, ring_t *g) {
     if (region_span(r, off, RING_HEADER, LINE) < 0) return -1;
     aword *w = word_at(r, off);
     /* load-acquire; pairs with the creator's final store of the magic (Ring.create) */
-    if (atomic_load_explicit(&w[0], memory_order_acquire) != RING_MAGIC) {
+    if (atomic_load_explicit(&w[RW_MAGIC], memory_order_acquire) != RING_MAGIC) {
         PyErr_Format(PyExc_ValueError, "no ring at arena offset %lld", off);
         return -1;
     }
-    uint64_t cap = atomic_load_explicit(&w[1], memory_order_relaxed);
+    uint64_t cap = atomic_load_explicit(&w[RW_CAP], memory_order_relaxed);
     if (cap < 64 || (cap & (cap - 1)) || cap > (uint64_t)(r->size - off - RING_HEADER)) {
         PyErr_Format(PyExc_ValueError, "corrupt ring at arena offset %lld", off);
         return -1;
@@ -38,11 +38,11 @@ int ring_open(Region *r, long long off, ring_t *g) {
     g->cap = cap;
     g->mask = cap - 1;
     g->max_inline = cap / 2 - 8;
-    g->lock = atomic_load_explicit(&w[2], memory_order_relaxed);
-    g->kind = atomic_load_explicit(&w[3], memory_order_relaxed);
+    g->lock = atomic_load_explicit(&w[RW_LOCK], memory_order_relaxed);
+    g->kind = atomic_load_explicit(&w[RW_KIND], memory_order_relaxed);
     if (g->kind == RING_LOCKED && lock_index_ok(r, (long long)g->lock) < 0) return -1;
-    g->head = word_at(r, off + LINE);
-    g->tail = word_at(r, off + 2 * LINE);
+    g->head = word_at(r, off + RING_HEAD_LINE * LINE);
+    g->tail = word_at(r, off + RING_TAIL_LINE * LINE);
     g->data = r->base + off + RING_HEADER;
     return 0;
 }

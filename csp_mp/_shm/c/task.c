@@ -1,4 +1,7 @@
 /* Task frames for the common go() call, laid out in C: the msgpack array
+ *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
+ *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  * [seq, owner, digest, fn_bytes, args, warn] that csp_mp/_mp/tasks.py's pack() makes with
  * msgspec, for args made only of ints, floats, str, bool, None, small bytes and untyped channels
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other
@@ -34,7 +37,6 @@ typedef struct {
 } TaskEncoder;
 
 #define MAX_CHANS 16   /* channels one plain frame may name; more take the codec's path */
-#define REFS_BYTE 80   /* byte offset of a channel block's reference word (_W_REFS * 8) */
 
 typedef struct {
     char *p;
@@ -197,7 +199,7 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
         if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
         if (*noffs == MAX_CHANS) return 1;
         offs[(*noffs)++] = (long long)v;
-        unsigned char e[10] = {0xd7, 0x01};
+        unsigned char e[10] = {0xd7, CHAN_EXT};
         for (int i = 0; i < 8; i++) e[2 + i] = (unsigned char)(v >> (8 * i)); /* little-endian */
         return put(b, e, 10);
     }
@@ -394,7 +396,7 @@ static PyObject *rd_arg(rd_t *r, PyObject *names, long long *offs, int *noffs,
         return PyFloat_FromDouble(d);
     }
     if (c == 0xd7) { /* fixext 8: a channel name */
-        if (rd_n(r, 10, &t) < 0 || t[1] != 0x01 || *noffs == MAX_CHANS) return NULL;
+        if (rd_n(r, 10, &t) < 0 || t[1] != CHAN_EXT || *noffs == MAX_CHANS) return NULL;
         PyObject *ch = cache->ch;
         if (ch == NULL || memcmp(cache->name, t + 2, 8) != 0) {
             PyObject *key = PyBytes_FromStringAndSize((const char *)t + 2, 8);

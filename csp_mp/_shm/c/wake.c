@@ -1,5 +1,8 @@
 /* Wake-ups across Ps: select-token claims and WAKE messages, for the shared channel's hand-off.
  *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/broker.py
+ *   (deliver, flush_wakes) and csp_mp/_mp/tokens.py (claim).
+ *
  * A Peers object is one P's view of the others (csp_mp/_mp/broker.py is the Python side): the
  * token tables (tokens.py: a select's word reads gen << 8 | T_WAITING until one claimer sets
  * T_DONE), every P's inbox ring and doorbell, and this P's P_SENT word (ctx.py). A claim is one
@@ -17,7 +20,14 @@
  *     stale once the region is released).
  *   - a wake-up this file cannot send (a goroutine of this P, an inbox with no room, a message
  *     too big for an inline frame) goes to the `deliver` callback, which queues it in order;
- *     so does every wake-up while `divert` is set (a trace records each one's flow).
+ *     so does every wake-up while `divert` is set (a trace records each one's flow), and every
+ *     wake-up while this P's P_OWES word says the process layer holds queued messages (it goes
+ *     behind them, as on the Python path).
+ *   - P_OWES (replace.py) reads 1 from before a claim until the wake-up is in an inbox or the
+ *     process layer queued it (and then keeps the word itself): a P killed in between is not
+ *     replaced, since a parked goroutine elsewhere would wait for ever.
+ *   - everything a wake-up needs is made before the claim (wake_init, wake_prepare): once a
+ *     claim is won, only the deliver callback itself can fail.
  */
 #include "core.h"
 
@@ -25,8 +35,6 @@
 #include <string.h>
 
 #include <structmember.h>
-
-enum { T_WAITING = 1, T_DONE = 2 };
 
 struct Peers {
     PyObject_HEAD
@@ -39,6 +47,7 @@ struct Peers {
     long long floor_off; /* byte offset of P 0's P_GFLOOR word, -1: no P is ever replaced */
     long long pstride;  /* bytes from one P's words to the next's */
     long long m_wake;   /* the WAKE message kind */
+    long long owes_off; /* this P's P_OWES word, -1: not kept */
     long long *inbox;   /* inbox ring offset of each P */
     long long *bell;    /* doorbell offset of each P */
     PyObject *deliver;  /* deliver(p, gid, slot, gen, case, kind, data, chan_off, obj) */
@@ -71,10 +80,11 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen) {
     long long off = ps->tok_off + (p * ps->ntokens + slot) * 8;
     if (region_span(ps->region, off, 8, 8) < 0) return -1;
     aword *w = word_at(ps->region, off);
-    uint64_t want = (uint64_t)gen << 8 | T_WAITING;
+    uint64_t want = (uint64_t)gen << TOKEN_GEN_SHIFT | T_WAITING;
     /* seq_cst: the winner's store is seen by every later claim and liveness load */
-    return atomic_compare_exchange_strong_explicit(w, &want, (uint64_t)gen << 8 | T_DONE,
-                                                   memory_order_seq_cst, memory_order_seq_cst);
+    uint64_t done = (uint64_t)gen << TOKEN_GEN_SHIFT | T_DONE;
+    return atomic_compare_exchange_strong_explicit(w, &want, done, memory_order_seq_cst,
+                                                   memory_order_seq_cst);
 }
 
 int peers_plain_live(Peers *ps, int64_t p, int64_t gid) {
@@ -117,57 +127,123 @@ static char *mp_bin(char *q, const char *data, uint64_t n) {
     return q + n;
 }
 
-/* 1 sent to P rec->p's inbox, 0 it had no room (or the message is not inline-sized), -1 error */
-static int send_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
-                     long long chan_off) {
-    char small[512], *buf = small;
-    uint64_t need = 1 + 7 * 9 + 5 + n;
-    if (need > sizeof small && (buf = PyMem_Malloc(need)) == NULL) {
+int wake_init(Peers *ps, wake_t *wk, int kind, const char *data, uint64_t n, PyObject *dobj,
+              PyObject *obj, long long chan_off) {
+    memset(wk->argv, 0, sizeof wk->argv);
+    wk->kind = kind;
+    wk->chan_off = chan_off;
+    wk->data = data;
+    wk->n = n;
+    wk->dobj = dobj;
+    wk->obj = obj;
+    wk->owed = -1;
+    wk->queued = 0;
+    wk->msg = wk->small;
+    wk->msg_len = 0;
+    uint64_t need = 1 + 7 * 9 + 5 + n; /* the message's largest encoding */
+    if (need > sizeof wk->small && (wk->msg = PyMem_Malloc(need)) == NULL) {
+        wk->msg = wk->small;
         PyErr_NoMemory();
         return -1;
     }
-    char *q = buf;
-    *q++ = (char)0x98; /* fixarray of 8 */
-    q = mp_int(q, ps->m_wake);
-    q = mp_int(q, rec->gid);
-    q = mp_int(q, rec->slot);
-    q = mp_int(q, rec->gen);
-    q = mp_int(q, rec->cas);
-    q = mp_int(q, kind);
-    q = mp_bin(q, data, n);
-    q = mp_int(q, chan_off);
-    ring_t g;
-    int sent = ring_open(ps->region, ps->inbox[rec->p], &g);
-    if (sent == 0) sent = ring_put_bytes(ps->region, &g, buf, (uint64_t)(q - buf));
-    if (buf != small) PyMem_Free(buf);
-    if (sent <= 0) return sent;
-    if (region_span(ps->region, ps->sent_off, 8, 8) < 0) return -1;
-    aword *c = word_at(ps->region, ps->sent_off);
-    /* single writer (this P): a plain increment; loaders only need a recent value */
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_release);
-    return bell_ring_at(ps->region, ps->bell[rec->p]) < 0 ? -1 : 1;
+    (void)ps;
+    return 0;
 }
 
-int peers_wake(Peers *ps, const wrec *rec, int kind, const char *data, uint64_t n,
-               long long chan_off, PyObject *obj) {
+/* P_OWES: 1 while this P holds a wake-up or message owed to another P (replace.py). Only this
+ * P stores it (its hub thread: the GIL is held); relaxed stores, ordered before the claim by the
+ * claim's seq_cst CAS, and read by P0 only after this process died. */
+static int owe(Peers *ps, wake_t *wk) {
+    if (wk->owed >= 0 || ps->owes_off < 0) return 0;
+    if (region_span(ps->region, ps->owes_off, 8, 8) < 0) return -1;
+    aword *w = word_at(ps->region, ps->owes_off);
+    wk->owed = atomic_load_explicit(w, memory_order_relaxed) != 0;
+    if (!wk->owed) atomic_store_explicit(w, 1, memory_order_relaxed);
+    return 0;
+}
+
+int wake_prepare(Peers *ps, wake_t *wk, const wrec *rec) {
     if (peers_ready(ps) < 0) return -1;
     if (rec->p < 0 || rec->p >= ps->nprocs) {
         PyErr_Format(PyExc_ValueError, "a waiter record names P %lld", (long long)rec->p);
         return -1;
     }
-    if (rec->p != ps->p && !ps->divert) {
-        int sent = send_wake(ps, rec, kind, data, n, chan_off);
-        if (sent != 0) return sent < 0 ? -1 : 0;
+    /* the inbox, doorbell and P_SENT word a direct send uses, checked now: a bad one raises
+     * before the claim, not after it */
+    ring_t g;
+    if (rec->p != ps->p && (ring_open(ps->region, ps->inbox[rec->p], &g) < 0 ||
+                            region_span(ps->region, ps->bell[rec->p], 8, 8) < 0 ||
+                            region_span(ps->region, ps->sent_off, 8, 8) < 0))
+        return -1;
+    if (owe(ps, wk) < 0) return -1;
+    for (int i = 0; i < WAKE_ARGS; i++) Py_CLEAR(wk->argv[i]); /* an earlier record's */
+    char *q = wk->msg;
+    *q++ = (char)0x98; /* fixarray of 8: broker.py's _msg((M_WAKE, gid, slot, gen, case, kind,
+                        * data, chan_off)) */
+    q = mp_int(q, ps->m_wake);
+    q = mp_int(q, rec->gid);
+    q = mp_int(q, rec->slot);
+    q = mp_int(q, rec->gen);
+    q = mp_int(q, rec->cas);
+    q = mp_int(q, wk->kind);
+    q = mp_bin(q, wk->data, wk->n);
+    q = mp_int(q, wk->chan_off);
+    wk->msg_len = (uint64_t)(q - wk->msg);
+    /* deliver(p, gid, slot, gen, case, kind, data, chan_off, obj): ints and bytes only, which
+     * cannot start a collection under the channel lock */
+    long long v[] = {rec->p, rec->gid, rec->slot, rec->gen, rec->cas, wk->kind};
+    for (int i = 0; i < 6; i++)
+        if ((wk->argv[i] = PyLong_FromLongLong(v[i])) == NULL) return -1;
+    wk->argv[6] = wk->data == NULL ? Py_NewRef(Py_None)
+                  : wk->dobj != NULL ? Py_NewRef(wk->dobj)
+                                     : PyBytes_FromStringAndSize(wk->data, (Py_ssize_t)wk->n);
+    if (wk->argv[6] == NULL || (wk->argv[7] = PyLong_FromLongLong(wk->chan_off)) == NULL)
+        return -1;
+    wk->argv[8] = Py_NewRef(wk->obj == NULL ? ps->no_obj : wk->obj);
+    return 0;
+}
+
+void wake_done(Peers *ps, wake_t *wk) {
+    for (int i = 0; i < WAKE_ARGS; i++) Py_CLEAR(wk->argv[i]);
+    if (wk->msg != wk->small) PyMem_Free(wk->msg);
+    wk->msg = wk->small;
+    /* owes_off was checked against the region's size at construction; a closed region's word
+     * is read by nobody */
+    if (wk->owed == 0 && !wk->queued && ps->region->base != NULL)
+        atomic_store_explicit(word_at(ps->region, ps->owes_off), 0, memory_order_relaxed);
+    wk->owed = -1;
+}
+
+/* 1 sent to P rec->p's inbox, 0 not (no room; or an inbox or doorbell that became unusable
+ * since wake_prepare checked it, which the callback's path then reports) */
+static int send_wake(Peers *ps, const wake_t *wk, const wrec *rec) {
+    ring_t g;
+    int sent = ring_open(ps->region, ps->inbox[rec->p], &g);
+    if (sent == 0) sent = ring_put_bytes(ps->region, &g, wk->msg, wk->msg_len);
+    if (sent <= 0) {
+        PyErr_Clear(); /* a bad inbox: the callback's path reports it */
+        return 0;
     }
-    PyObject *d = data == NULL ? Py_NewRef(Py_None)
-                               : PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
-    if (d == NULL) return -1;
-    PyObject *r = PyObject_CallFunction(ps->deliver, "LLLLLiOLO", (long long)rec->p,
-                                        (long long)rec->gid, (long long)rec->slot,
-                                        (long long)rec->gen, (long long)rec->cas, kind, d,
-                                        chan_off, obj == NULL ? ps->no_obj : obj);
-    Py_DECREF(d);
+    if (region_span(ps->region, ps->sent_off, 8, 8) == 0) {
+        aword *c = word_at(ps->region, ps->sent_off);
+        /* single writer (this P): a plain increment; loaders only need a recent value */
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_release);
+    }
+    if (bell_ring_at(ps->region, ps->bell[rec->p]) < 0) PyErr_Clear(); /* in the inbox: the
+        P finds it at its next look, with or without the ring */
+    return 1;
+}
+
+int peers_wake(Peers *ps, wake_t *wk, const wrec *rec) {
+    /* wake_prepare checked rec->p; a message queued by the process layer goes first */
+    if (rec->p != ps->p && !ps->divert && wk->owed != 1 && send_wake(ps, wk, rec)) return 0;
+    if (ps->deliver == NULL) { /* cleared by the GC since the claim: nobody to wake */
+        PyErr_SetString(PyExc_ValueError, "Peers: cleared by the garbage collector");
+        return -1;
+    }
+    wk->queued = rec->p != ps->p; /* the process layer keeps P_OWES for what it queues */
+    PyObject *r = PyObject_Vectorcall(ps->deliver, wk->argv, WAKE_ARGS, NULL);
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
@@ -205,13 +281,14 @@ static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *wha
 
 static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *inboxes, *bells, *deliver, *no_obj;
-    long long p, tok_off, ntokens, sent_off, m_wake, floor_off = -1, pstride = 0;
+    long long p, tok_off, ntokens, sent_off, m_wake, floor_off = -1, pstride = 0, owes_off = -1;
     static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
                              "sent_off", "m_wake", "deliver", "no_obj", "floor_off", "pstride",
-                             NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LL:Peers", kwlist, &Region_Type,
+                             "owes_off", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LLL:Peers", kwlist, &Region_Type,
                                      &region, &p, &tok_off, &ntokens, &inboxes, &bells,
-                                     &sent_off, &m_wake, &deliver, &no_obj, &floor_off, &pstride))
+                                     &sent_off, &m_wake, &deliver, &no_obj, &floor_off, &pstride,
+                                     &owes_off))
         return NULL;
     Py_ssize_t n = PySequence_Size(inboxes);
     if (n < 0) return NULL;
@@ -221,6 +298,7 @@ static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         pstride < 0 || pstride > r->size ||
         region_span(r, tok_off, (long long)n * ntokens * 8, 8) < 0 ||
         region_span(r, sent_off, 8, 8) < 0 ||
+        (owes_off >= 0 && region_span(r, owes_off, 8, 8) < 0) ||
         (floor_off >= 0 && region_span(r, floor_off, (n - 1) * pstride + 8, 8) < 0)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Peers: bad P or token count");
         return NULL;
@@ -248,6 +326,7 @@ static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->floor_off = floor_off;
     self->pstride = pstride;
     self->m_wake = m_wake;
+    self->owes_off = owes_off;
     return (PyObject *)self;
 }
 
