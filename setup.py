@@ -9,7 +9,6 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-
 LAYOUT = "csp_mp/_shm/layout.py"
 LAYOUT_H = "csp_mp/_shm/c/layout.h"
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from folded import folds as folds  # the differential suite's fixture (tests/test_differential_*.py)
 from timeouts import pytest_runtest_setup as pytest_runtest_setup
 
 import csp_mp

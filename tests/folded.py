@@ -22,9 +22,10 @@ from __future__ import annotations
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from csp_mp import Chan
@@ -292,3 +293,14 @@ class Fold:
             fp.hub = None
         self.ps = []
         self.arena.close()
+
+
+@pytest.fixture
+def folds() -> Iterator[tuple[Fold, Fold]]:
+    """A Python-path fold and a compiled-core fold, side by side in this process."""
+    py, nat = Fold(native=False), Fold(native=True)
+    try:
+        yield py, nat
+    finally:
+        py.close()
+        nat.close()

@@ -7,8 +7,6 @@ stripes, no process). The same calls go to all three and every result, or the ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from folded import Fold
 from hypothesis import HealthCheck, given, settings
@@ -32,17 +30,6 @@ ops = st.one_of(
     st.tuples(st.just("compare_and_swap"), ARG, ARG),
     st.tuples(st.just("compare_and_swap_current"), ARG),  # old = the current value
 )
-
-
-@pytest.fixture
-def folds() -> Iterator[tuple[Fold, Fold]]:
-    """A Python-path fold and a compiled-core fold (their arenas hold every example's words)."""
-    py, nat = Fold(native=False), Fold(native=True)
-    try:
-        yield py, nat
-    finally:
-        py.close()
-        nat.close()
 
 
 def _three(folds: tuple[Fold, Fold], value: int) -> list[tuple[str, Int64]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,17 +28,6 @@ from csp_mp.sync import Mutex
 pytestmark = pytest.mark.skipif(not native.built(), reason="the compiled core is not built")
 
 HANG = 0.5  # seconds after which a call still waiting counts as "waits" (the outcome compared)
-
-
-@pytest.fixture
-def folds() -> Iterator[tuple[Fold, Fold]]:
-    """A Python-path fold and a compiled-core fold."""
-    py, nat = Fold(native=False), Fold(native=True)
-    try:
-        yield py, nat
-    finally:
-        py.close()
-        nat.close()
 
 
 def _outcome(fn: Callable[[], Any]) -> tuple:

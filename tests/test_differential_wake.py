@@ -12,7 +12,7 @@ not empty, every new message queues behind it"). On the Python path every wake-u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,17 +25,6 @@ from csp_mp._mp import ctx as C
 from csp_mp._shm import native
 
 pytestmark = pytest.mark.skipif(not native.built(), reason="the compiled core is not built")
-
-
-@pytest.fixture
-def folds() -> Iterator[tuple[Fold, Fold]]:
-    """A Python-path fold and a compiled-core fold."""
-    py, nat = Fold(native=False), Fold(native=True)
-    try:
-        yield py, nat
-    finally:
-        py.close()
-        nat.close()
 
 
 def _chans(fold: Fold, caps: list[int]) -> list[tuple[Chan, Chan]]:
