@@ -64,6 +64,23 @@ def row(family: str, name: str, figure: str, unit: str, value: float | None, *,
     }
 
 
+def family_main(run: Any, child: Any) -> None:
+    """Command line of a family that measures csp_mp in a child per runtime path: ``--child N``
+    runs ``child(N)`` (it prints its JSON), else the rows of ``run`` are printed."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--child", type=int, default=0)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    for r in run(quick=args.quick):
+        print(f"{r['figure']}: {r['value']} {r['unit']} vs {r['baseline_value']} "
+              f"(ratio {r['ratio']}, bar {r['bar']}, met: {r['met']}; {r['note']})")
+
+
 def all_met(*conds: bool | None) -> bool | None:
     """True when every condition holds; None when any could not be evaluated."""
     if any(c is None for c in conds):

@@ -11,14 +11,23 @@ the round trip (``/proc/meminfo``'s Shmem above what it was before), in arrays: 
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import subprocess
 import sys
 import time
 
-from ._common import at_most, child_env, csp_paths, median, on_path, path_unavailable, pick, row
+from ._common import (
+    at_most,
+    child_env,
+    csp_paths,
+    family_main,
+    median,
+    on_path,
+    path_unavailable,
+    pick,
+    row,
+)
 
 FAMILY = "large"
 REPEATS = 3
@@ -101,6 +110,10 @@ def _pipe_round_trips(nbytes: int, repeats: int) -> list[float]:
     return times
 
 
+def _child(nbytes: int) -> None:
+    print(json.dumps(_csp_round_trips(nbytes, REPEATS)))
+
+
 def run(quick: bool) -> list[dict]:
     """The rows: round-trip time against a Pipe, and the peak of shared memory in use."""
     nbytes = pick(quick, 1 << 30, 256 << 20, 16 << 20)
@@ -138,16 +151,7 @@ def run(quick: bool) -> list[dict]:
 
 def main() -> None:
     """Command line: the child, or print the rows."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", type=int, default=0)
-    args = ap.parse_args()
-    if args.child:
-        print(json.dumps(_csp_round_trips(args.child, REPEATS)))
-        return
-    for r in run(quick=args.quick):
-        print(f"{r['figure']}: {r['value']} {r['unit']} vs {r['baseline_value']} "
-              f"(ratio {r['ratio']}, bar {r['bar']}, met: {r['met']}; {r['note']})")
+    family_main(run, _child)
 
 
 if __name__ == "__main__":

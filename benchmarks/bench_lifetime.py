@@ -16,13 +16,22 @@ throughput with it by up to 40 %: a comparison of placements, not of the two loo
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 
-from ._common import at_least, child_env, csp_paths, median, on_path, path_unavailable, pick, row
+from ._common import (
+    at_least,
+    child_env,
+    csp_paths,
+    family_main,
+    median,
+    on_path,
+    path_unavailable,
+    pick,
+    row,
+)
 
 FAMILY = "lifetime"
 BAR = 0.8
@@ -123,16 +132,7 @@ def run(quick: bool) -> list[dict]:
 
 def main() -> None:
     """Command line: the child, or print the rows."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--child", type=int, default=0)
-    args = ap.parse_args()
-    if args.child:
-        _child(args.child)
-        return
-    for r in run(quick=args.quick):
-        print(f"{r['figure']}: {r['value'] or 0:.0f} {r['unit']} vs {r['baseline_value'] or 0:.0f}"
-              f" (ratio {r['ratio'] or 0:.2f}, bar {r['bar']}, met: {r['met']}; {r['note']})")
+    family_main(run, _child)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,23 +187,28 @@ def test_the_cache_of_unpickled_callables_is_bounded() -> None:
 # ------------------------------------------------------------------ a fork resets it
 
 
+def _in_forked_child(look: Callable[[], tuple]) -> str:
+    """``repr(look())`` as a child forked here sees it (the child leaves at once)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, repr(look()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        got = f.read()
+    os.waitpid(pid, 0)
+    return got
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_fork_gives_the_child_a_fresh_runtime_object() -> None:
     def main() -> str:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report what it sees, then leave at once
-            try:
-                seen = (proc.pid == os.getpid(), proc.hub is None, proc.broker is None,
-                        proc.promote_chan is None, not proc.tasks)
-                os.write(w, repr(seen).encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r) as f:
-            got = f.read()
-        os.waitpid(pid, 0)
-        return got
+        return _in_forked_child(lambda: (proc.pid == os.getpid(), proc.hub is None,
+                                         proc.broker is None, proc.promote_chan is None,
+                                         not proc.tasks))
 
     got = run(main, procs=2)
     assert got == repr((True, True, True, True, True))
@@ -215,20 +221,10 @@ def test_a_forked_child_has_no_hub_behind_its_inherited_signal_handlers() -> Non
     fork), but not that hub: they do nothing until a hub of its own installs them."""
     def main() -> tuple[bool, str]:
         hub = current_hub()
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                seen = (proc.preempt_handler.hub, proc.preempt_handler.deciding,
-                        proc.slice_clock.hub, proc.slice_clock.tick, proc.sigint_handler.hub,
-                        proc.sigint_handler.retrier, proc.driving.kicked, proc.driving.waiter)
-                os.write(w, repr(seen).encode())
-            finally:
-                os._exit(0)
-        os.close(w)
-        with os.fdopen(r) as f:
-            got = f.read()
-        os.waitpid(pid, 0)
+        got = _in_forked_child(lambda: (
+            proc.preempt_handler.hub, proc.preempt_handler.deciding, proc.slice_clock.hub,
+            proc.slice_clock.tick, proc.sigint_handler.hub, proc.sigint_handler.retrier,
+            proc.driving.kicked, proc.driving.waiter))
         return proc.preempt_handler.hub is hub, got
 
     installed, got = run(main, procs=1)
