@@ -4,6 +4,7 @@ The control block is one arena block written by P0 before the other Ps start::
 
     line 0          global words: magic, stop, nprocs (active), maxprocs, lost P + 1, gen,
                     spare blocks, the last goroutine id handed out (``G_GOIDS``)
+    line 1          ``G_HUNGRY``: a P went idle and nothing was published for it since
     P lines         32 words per P (four 64-byte lines), see the ``P_*`` indices;
                     from ``P_CREATED`` on: runtime.metrics() counters (counters.py)
     token tables    TOKENS words per P: select tokens (see tokens.py)
@@ -17,6 +18,10 @@ Invariants:
 - ``G_GOIDS`` only grows, by atomic adds of ``GOID_BATCH``: each add hands its P the ids above
   the old value, so goroutine ids are unique in the runtime and small (Go's ``goidcache``). P0
   owns the first batch from the start (main is goroutine 1).
+- ``G_HUNGRY`` is a hint, never trusted for correctness: an idle P stores its number + 1
+  before it sleeps, a P that publishes frames stores 0 and rings that P (or, after a batch, an
+  idle P). While it is set, ``go()`` publishes its frame at once instead of at the batch's end
+  (Go's ``wakep`` on ``newproc``).
 - ``G_NPROCS`` (Ps started) only grows; ``G_LOGICAL`` is GOMAXPROCS, and every started P at or
   above it has ``P_DRAIN`` set: it finishes its goroutines but takes no new work.
 """
@@ -39,6 +44,7 @@ TOKENS = 8192  # select tokens per P (concurrently blocked selects on shared cha
 # global words
 G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS = L.G_MAGIC, L.G_STOP, L.G_NPROCS, L.G_MAXPROCS
 G_LOST, G_LOGICAL, G_SPARES, G_GOIDS = L.G_LOST, L.G_LOGICAL, L.G_SPARES, L.G_GOIDS
+G_HUNGRY = L.G_HUNGRY
 GOID_BATCH = 16  # goroutine ids a P takes from G_GOIDS at a time (Go's _GoidCacheBatch)
 _G_WORDS = L.G_WORDS
 

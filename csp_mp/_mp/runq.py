@@ -30,7 +30,7 @@ import itertools
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .._chan import Chan
 from .._hub import Hub
@@ -82,6 +82,9 @@ class RunQueue:
         self.decode_plain = tasks.plain_decoder(self.encode_plain)
         self.rng = random.Random()
         self.watchers: tuple[Watcher, ...] = ()
+        self.q = ctx.q
+        self.hungry_i = ctx.base + C.G_HUNGRY  # the G_HUNGRY hint's word (ctx.py)
+        self.ring = ctx.runq[self.p]  # this P's run queue
         # go(): the compiled core's Spawner when it runs (place() is its slow path), else place
         self.spawn: Any = self._spawner(hub)
 
@@ -94,8 +97,10 @@ class RunQueue:
             return SpawnState()
         from .._shm.native import core
 
+        bells = tuple(cast(Any, b).offset for b in self.ctx.bells)  # native: in the arena
         return core().Spawner(encoder, hub, self.p, self.unflushed, self.unq, self.place,
-                              self.flush_spawns, SPAWN_BATCH)
+                              self.flush_spawns, SPAWN_BATCH, self.hungry_i * 8,
+                              self.ring.offset, self.pending, self.wake_hungry, bells)
 
     def holds(self) -> bool:
         """Whether goroutines of this P wait in its queue (published or not)."""
@@ -106,12 +111,15 @@ class RunQueue:
     def place(self, fn: Any, args: tuple, kwargs: dict) -> None:
         """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
 
-        Frames are published in batches (at ``SPAWN_BATCH``, and whenever the hub polls), so a
-        loop of ``go()`` calls pays one lock per batch. The goroutine gets its G only if it
-        runs here (a thief makes its own). The common fan-out call, scalar and channel
-        arguments of the function last given, is framed by one call (``encode_plain``: the
-        compiled core's when it runs, else ``tasks.encode_plain``); ``tasks.pack`` frames every
-        other call.
+        A frame goes into the ring at once when nothing of this P is left there for idle Ps
+        to take, or another P is idle and nothing was published for it (``G_HUNGRY``, which
+        also rings it): it can start the goroutine whatever this one does next (Go's
+        ``newproc`` and ``wakep``). Others are published in batches (at ``SPAWN_BATCH``, and
+        whenever the hub polls), so a loop of ``go()`` calls pays one lock per batch. The
+        goroutine gets its G only if it runs here (a thief makes its own). The common fan-out
+        call, scalar and channel arguments of the function last given, is framed by one call
+        (``encode_plain``: the compiled core's when it runs, else ``tasks.encode_plain``);
+        ``tasks.pack`` frames every other call.
         """
         if self.hub.stopping:
             return
@@ -125,12 +133,23 @@ class RunQueue:
         frame = None if kwargs else self.encode_plain(seq, self.p, entry, args)
         if frame is None:
             frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena)
-            self.unq.append((seq, fn, args, kwargs, frame))  # the codec's frame: freed if run here
+            item: tuple = (seq, fn, args, kwargs, frame)  # the codec's frame: freed if run here
         else:
-            self.unq.append((seq, fn, args, kwargs))
+            item = (seq, fn, args, kwargs)
         unflushed = self.unflushed
+        if not unflushed:  # else behind those: frames enter the ring in seq order
+            hungry = self.q[self.hungry_i]
+            if hungry or not len(self.ring):
+                self.pending.append(item)  # the entry first (pop_own pairs them)
+                if self.ring.try_put(frame):
+                    if hungry:
+                        self.wake_hungry()
+                    return
+                self.pending.pop()  # full: queued with the rest
+        self.unq.append(item)
         unflushed.append(frame)
-        if not len(unflushed) % SPAWN_BATCH:  # every batch; also retried while the ring is full
+        # every batch (also retried while the ring is full), and while a P waits for work
+        if not len(unflushed) % SPAWN_BATCH or self.q[self.hungry_i]:
             self.flush_spawns()
 
     def flush_spawns(self) -> None:
@@ -159,7 +178,17 @@ class RunQueue:
                 for _ in range(n):
                     frames.popleft()
                     unq.popleft()
+            if self.q[self.hungry_i]:
+                self.q[self.hungry_i] = 0  # published for it: the ring below wakes it
             self.wakep()
+
+    def wake_hungry(self) -> None:
+        """A frame was published while a P was hungry: take the hint and ring that P."""
+        q, i = self.q, self.hungry_i
+        h = q[i]
+        if h:
+            q[i] = 0
+            self.ctx.bells[h - 1].ring()
 
     def wakep(self) -> None:
         """Ring one idle P (starting the search at a random P, so wakes spread out)."""
@@ -183,28 +212,29 @@ class RunQueue:
     # ------------------------------------------------------------------ this P's own frames
 
     def pop_own(self, hub: Hub) -> bool:
-        """Make this P's oldest queued goroutines runnable here (True if it found one).
+        """Make G's of this P's oldest queued goroutines, with the hub's goroutines not
+        started yet (``fresh``; True if it found one).
 
         The oldest frames thieves cannot see come first, without any lock: ``OWN_BATCH`` at
         once while more than a batch waits (the ring could not take them: the ring's frames are
         the thieves' share, and the hub runs the batch back to back, as one P runs a fan-out),
-        else one. Then the ring's head, one at a time, as Go's runqget: a goroutine taken here
-        starts here and can never move, so taking a batch left other Ps idle at the end of a
-        CPU-bound fan-out.
+        else one. Then the ring's head, one at a time, as Go's runqget: a goroutine that starts
+        here never moves, so taking a batch left other Ps idle at the end of a CPU-bound
+        fan-out.
         """
         unflushed = self.unflushed
         if unflushed:
-            unq, runq, new_g, own_entry = self.unq, hub.runq, hub.new_g, self.own_entry
+            unq, fresh, new_g, own_entry = self.unq, hub.fresh, hub.new_g, self.own_entry
             for _ in range(min(OWN_BATCH, len(unflushed)) if len(unflushed) > SPAWN_BATCH
                            else 1):
                 unflushed.popleft()
                 entry = own_entry(unq.popleft())
-                runq.append(new_g(entry[1], entry[2], entry[3], False))
+                fresh.append(new_g(entry[1], entry[2], entry[3], False))
             return True
         pending = self.pending
         if not pending:
             return False
-        frames = self.ctx.runq[self.p].get_many(1)
+        frames = self.ring.get_many(1)
         if not frames:
             pending.clear()  # everything queued was stolen
             return False
@@ -214,7 +244,7 @@ class RunQueue:
         if not pending or pending[0][0] != seq:
             return False
         entry = self.own_entry(pending.popleft())
-        hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
+        hub.fresh.append(hub.new_g(entry[1], entry[2], entry[3], False))
         return True
 
     def own_entry(self, entry: tuple) -> tuple:
@@ -278,8 +308,9 @@ class RunQueue:
         return False
 
     def adopt(self, hub: Hub, frames: list[bytes]) -> None:
-        """Queue a G for each of ``frames``, stolen from another P (a frame that cannot be
-        unpacked becomes a G raising why, so that the run reports it)."""
+        """Queue a G for each of ``frames``, stolen from another P, with the hub's goroutines
+        not started yet (``fresh``); a frame that cannot be unpacked becomes a G raising why,
+        so that the run reports it."""
         unframe, known_fn, new_g = tasks.unframe, tasks.known_fn, hub.new_g
         decode = self.decode_plain
         gs: list = []
@@ -288,7 +319,7 @@ class RunQueue:
             # the frames the compiled core decodes whole, then the one it leaves to this path
             done = decode(frames, i, tasks.fns, promote.names)
             if done:
-                gs.extend([new_g(fn, args, {}, True) for fn, args in done])
+                gs.extend([new_g(fn, args, {}, False) for fn, args in done])
                 i += len(done)
                 if i == n:
                     break
@@ -298,19 +329,23 @@ class RunQueue:
                 t = unframe(frame)
                 fn = known_fn(t[2])
                 if fn is not None and type(t[4]) is list and not t[5]:  # plain, callable known
-                    gs.append(new_g(fn, tuple(t[4]), {}, True))
+                    gs.append(new_g(fn, tuple(t[4]), {}, False))
                     continue
                 fn, args, kwargs, warn, digest = tasks.unpack_items(t, self.arena)
+                pinned = False
                 if type(t[4]) is bytes:  # the codec carried them: lists, dicts, arrays to watch
-                    fn = argwatch.watch(self.p, self.warn, fn, args, kwargs)
+                    watched = argwatch.watch(self.p, self.warn, fn, args, kwargs)
+                    pinned = watched is not fn  # handed on, it would lose the watch
+                    fn = watched
             except BaseException as exc:
                 fn, args, kwargs, warn, digest = _failing(exc), (), {}, "", b""
+                pinned = True
             if warn:
                 self.warn(warn, digest)
-            gs.append(new_g(fn, args, kwargs, True))
+            gs.append(new_g(fn, args, kwargs, pinned))
         if self.task_table.clean:
             self.task_table.adopted(gs)
-        hub.runq.extend(gs)
+        hub.fresh.extend(gs)
 
 
 def _failing(err: BaseException) -> Any:

@@ -74,7 +74,10 @@ TOKEN_GEN_SHIFT = 8
 # ---- the runtime's control block (_mp/ctx.py)
 CTX_MAGIC = 0xC5B0_C7A1_0000_0002
 G_MAGIC, G_STOP, G_NPROCS, G_MAXPROCS, G_LOST, G_LOGICAL, G_SPARES, G_GOIDS = range(8)
-G_WORDS = LINE // WORD
+# a hint on its own line (written on idle transitions, read on every go()): a P went idle and
+# no frame was published for it since; go() publishes at once while it is set (Go's wakep)
+G_HUNGRY = LINE // WORD
+G_WORDS = 2 * LINE // WORD
 P_STATUS, P_EPOCH, P_SENT, P_HANDLED, P_NGOR, P_PID, P_INBOX, P_RUNQ = range(8)
 P_INFO, P_INFOLEN, P_DRAIN, P_PARKS, P_STOLEN = range(8, 13)
 P_GFLOOR, P_DIRTY, P_OWES = range(13, 16)

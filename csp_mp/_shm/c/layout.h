@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "09b89ee8e7ac2531"
+#define LAYOUT_DIGEST "6d8ebb7eb65aa818"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -81,7 +81,8 @@
 #define G_LOGICAL 5
 #define G_SPARES 6
 #define G_GOIDS 7
-#define G_WORDS 8
+#define G_HUNGRY 8
+#define G_WORDS 16
 #define P_STATUS 0
 #define P_EPOCH 1
 #define P_SENT 2

@@ -599,13 +599,19 @@ PyTypeObject TaskEncoder_Type = {
 
 /* ---------------------------------------------------------------- go() of a P, in one call
  *
- * Spawner(encoder, hub, owner, frames, entries, place, flush, batch) is the compiled form of
- * csp_mp/_mp/runq.py's place() for its common call: go(fn, *args) of the callable last given
- * (fn_last, whose pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs) then
- * takes the next seq, frames the call (encode()), appends the frame to frames and
- * (seq, fn, args, {}) to entries (the broker's unflushed and unq deques) and calls flush()
- * every batch frames; any other call, or a hub that is stopping, goes to place(fn, args,
- * kwargs), the Python function, which reads and updates seq, fn_last and entry here.
+ * Spawner(encoder, hub, owner, frames, entries, place, flush, batch, hint=-1, ring=-1,
+ * published=None, wake=None, bells=None) is the compiled form of csp_mp/_mp/runq.py's
+ * place() for its common call: go(fn, *args) of the callable last given (fn_last, whose
+ * pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs) then takes the next
+ * seq and frames the call (encode()). When no frame waits in frames and either the ring at
+ * byte offset ring (this P's run queue) is empty or the word at byte offset hint (G_HUNGRY,
+ * csp_mp/_mp/ctx.py) is set, it puts the frame in the ring at once, appends (seq, fn, args,
+ * {}) to published (the broker's pending deque) and, a P being hungry, takes the hint (the
+ * idle P's number + 1) and rings that P's doorbell (bells: each P's bell offset), or without
+ * bells calls wake(). Otherwise it appends the frame to frames and the entry to entries (the
+ * broker's unflushed and unq deques) and calls flush() every batch frames, and after every
+ * frame while the hint is set. Any other call, or a hub that is stopping, goes to place(fn,
+ * args, kwargs), the Python function, which reads and updates seq, fn_last and entry here.
  */
 typedef struct {
     PyObject_HEAD
@@ -613,6 +619,13 @@ typedef struct {
     PyObject *hub, *owner, *frames_append, *entries_append, *frames, *place, *flush;
     PyObject *fn_last, *entry;
     long long seq, batch;
+    long long hint; /* byte offset of the control block's G_HUNGRY word in the encoder's
+                     * region, or -1: while it reads non-zero every go() flushes */
+    long long ring; /* byte offset of this P's run-queue ring, or -1 (no direct publishing) */
+    PyObject *published, *published_append; /* the broker's pending deque, its append */
+    PyObject *wake;                          /* the broker's wake_hungry */
+    long long *bells;  /* each P's doorbell offset (PyMem), or NULL: wake() rings instead */
+    Py_ssize_t nbells;
 } Spawner;
 
 static PyObject *s_stopping;
@@ -625,6 +638,51 @@ static void uncount(Spawner *self, const names_t *nm) {
     PyErr_Fetch(&et, &ev, &tb);
     if (count_names(reg, nm, -1) < 0) PyErr_WriteUnraisable((PyObject *)self);
     PyErr_Restore(et, ev, tb);
+}
+
+/* The frame straight into this P's ring when nothing of this P waits unpublished and either
+ * the ring is empty (no idle P can see any work of this P) or a P is hungry: runq.py's
+ * place() does the same. 1 published, 2 published and a P is hungry (call wake), 0 not
+ * published (the caller queues it), -1 error. */
+static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
+    if (self->ring < 0 || !PyBytes_CheckExact(frame)) return 0;
+    Py_ssize_t queued = PyObject_Length(self->frames);
+    if (queued != 0) return queued < 0 ? -1 : 0; /* behind those: seq order in the ring */
+    Region *reg = (Region *)self->encoder->region;
+    ring_t g;
+    if (ring_open(reg, self->ring, &g) < 0) return -1;
+    int hungry = 0;
+    if (self->hint >= 0) {
+        if (region_span(reg, self->hint, 8, 8) < 0) return -1;
+        hungry = atomic_load_explicit(word_at(reg, self->hint), memory_order_relaxed) != 0;
+    }
+    /* relaxed loads: a hint only (a thief that empties the ring meanwhile finds the frame) */
+    if (!hungry && atomic_load_explicit(g.tail, memory_order_relaxed) !=
+                   atomic_load_explicit(g.head, memory_order_relaxed))
+        return 0;
+    /* the entry first: a frame is never in the ring without one (pop_own pairs them) */
+    PyObject *r = PyObject_CallOneArg(self->published_append, ent);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    int put = ring_put_bytes(reg, &g, PyBytes_AS_STRING(frame),
+                             (uint64_t)PyBytes_GET_SIZE(frame));
+    if (put > 0) {
+        if (!hungry) return 1;
+        if (self->bells == NULL) return 2;
+        /* the hint names the idle P (p + 1): take it and ring that P's bell (wake_hungry) */
+        uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_relaxed);
+        if (h >= 1 && (Py_ssize_t)h <= self->nbells && bell_ring_at(reg, self->bells[h - 1]) < 0)
+            return -1;
+        return 1;
+    }
+    /* not put (full, too large, or an error): the entry back out, the caller queues it */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    r = PyObject_CallMethod(self->published, "pop", NULL);
+    if (r == NULL) PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(et, ev, tb);
+    return put;
 }
 
 static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -661,6 +719,15 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     self->seq++;
+    int put = publish(self, frame, ent);
+    if (put != 0) {
+        if (put < 0) uncount(self, &nm);
+        Py_DECREF(frame);
+        Py_DECREF(ent);
+        if (put < 0) return NULL;
+        if (put == 2) return PyObject_CallNoArgs(self->wake);
+        Py_RETURN_NONE;
+    }
     /* the entry first: a frame is never queued without one (pop_own pairs them) */
     PyObject *r = PyObject_CallOneArg(self->entries_append, ent);
     Py_DECREF(ent);
@@ -680,30 +747,92 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t n = PyObject_Length(self->frames);
     if (n < 0) return NULL;
     if (self->batch > 0 && n % self->batch == 0) return PyObject_CallNoArgs(self->flush);
+    if (self->hint >= 0) { /* a P went idle: publish now (Go's wakep), not at the batch's end */
+        Region *reg = (Region *)self->encoder->region;
+        if (region_span(reg, self->hint, 8, 8) < 0) return NULL;
+        if (atomic_load_explicit(word_at(reg, self->hint), memory_order_relaxed))
+            return PyObject_CallNoArgs(self->flush);
+    }
     Py_RETURN_NONE;
 }
 
 static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *encoder, *hub, *owner, *frames, *entries, *place, *flush;
-    long long batch;
+    PyObject *published = Py_None, *wake = Py_None, *bells = Py_None;
+    long long batch, hint = -1, ring = -1;
     static char *kwlist[] = {"encoder", "hub", "owner", "frames", "entries", "place", "flush",
-                             "batch", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL:Spawner", kwlist, &TaskEncoder_Type,
-                                     &encoder, &hub, &PyLong_Type, &owner, &frames, &entries,
-                                     &place, &flush, &batch))
+                             "batch", "hint", "ring", "published", "wake", "bells", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL|LLOOO:Spawner", kwlist,
+                                     &TaskEncoder_Type, &encoder, &hub, &PyLong_Type, &owner,
+                                     &frames, &entries, &place, &flush, &batch, &hint, &ring,
+                                     &published, &wake, &bells))
         return NULL;
+    if (ring >= 0) {
+        Region *reg = (Region *)((TaskEncoder *)encoder)->region;
+        ring_t g;
+        if (reg == NULL) {
+            PyErr_SetString(PyExc_ValueError, "Spawner: a ring needs an encoder with a region");
+            return NULL;
+        }
+        if (ring_open(reg, ring, &g) < 0) return NULL;
+        if (!PyCallable_Check(wake)) {
+            PyErr_SetString(PyExc_TypeError, "Spawner: wake must be callable with a ring");
+            return NULL;
+        }
+    }
+    if (hint >= 0) {
+        Region *reg = (Region *)((TaskEncoder *)encoder)->region;
+        if (reg == NULL) {
+            PyErr_SetString(PyExc_ValueError,
+                            "Spawner: a hint word needs an encoder with a region");
+            return NULL;
+        }
+        if (region_span(reg, hint, 8, 8) < 0) return NULL;
+    }
     if (!PyCallable_Check(place) || !PyCallable_Check(flush)) {
         PyErr_SetString(PyExc_TypeError, "Spawner: place and flush must be callable");
         return NULL;
     }
+    long long *boffs = NULL;
+    Py_ssize_t nb = 0;
+    if (bells != Py_None) {
+        if (!PyTuple_CheckExact(bells) || hint < 0) {
+            PyErr_SetString(PyExc_TypeError, "Spawner: bells must be a tuple of offsets, "
+                                             "with a hint word");
+            return NULL;
+        }
+        nb = PyTuple_GET_SIZE(bells);
+        boffs = PyMem_Malloc(sizeof(long long) * (size_t)(nb ? nb : 1));
+        if (boffs == NULL) return PyErr_NoMemory();
+        Region *reg = (Region *)((TaskEncoder *)encoder)->region;
+        for (Py_ssize_t i = 0; i < nb; i++) {
+            if (arg_ll(PyTuple_GET_ITEM(bells, i), &boffs[i]) < 0 || reg == NULL ||
+                region_span(reg, boffs[i], 8, 8) < 0) {
+                if (reg == NULL && !PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "Spawner: bells need a region");
+                PyMem_Free(boffs);
+                return NULL;
+            }
+        }
+    }
     PyObject *fa = PyObject_GetAttrString(frames, "append");
     PyObject *ea = fa == NULL ? NULL : PyObject_GetAttrString(entries, "append");
-    Spawner *self = ea == NULL ? NULL : (Spawner *)type->tp_alloc(type, 0);
+    PyObject *pa = ea == NULL || ring < 0 ? NULL : PyObject_GetAttrString(published, "append");
+    Spawner *self = ea == NULL || (ring >= 0 && pa == NULL) ? NULL
+                  : (Spawner *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_XDECREF(fa);
         Py_XDECREF(ea);
+        Py_XDECREF(pa);
+        PyMem_Free(boffs);
         return NULL;
     }
+    self->bells = boffs;
+    self->nbells = nb;
+    self->published_append = pa;
+    self->published = ring >= 0 ? Py_NewRef(published) : NULL;
+    self->wake = ring >= 0 ? Py_NewRef(wake) : NULL;
+    self->ring = ring < 0 ? -1 : ring;
     self->encoder = (TaskEncoder *)Py_NewRef(encoder);
     self->hub = Py_NewRef(hub);
     self->owner = Py_NewRef(owner);
@@ -715,6 +844,7 @@ static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->fn_last = Py_NewRef(Py_None);
     self->entry = Py_NewRef(Py_None);
     self->batch = batch;
+    self->hint = hint < 0 ? -1 : hint;
     self->seq = 0;
     return (PyObject *)self;
 }
@@ -729,6 +859,9 @@ static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
     Py_VISIT(self->flush);
     Py_VISIT(self->fn_last);
     Py_VISIT(self->entry);
+    Py_VISIT(self->published);
+    Py_VISIT(self->published_append);
+    Py_VISIT(self->wake);
     return 0;
 }
 
@@ -744,12 +877,17 @@ static int Spawner_clear(Spawner *self) {
     Py_CLEAR(self->flush);
     Py_CLEAR(self->fn_last);
     Py_CLEAR(self->entry);
+    Py_CLEAR(self->published);
+    Py_CLEAR(self->published_append);
+    Py_CLEAR(self->wake);
+    self->ring = -1; /* cleared: nothing is published directly */
     return 0;
 }
 
 static void Spawner_dealloc(Spawner *self) {
     PyObject_GC_UnTrack(self);
     Spawner_clear(self);
+    PyMem_Free(self->bells);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -819,8 +957,9 @@ PyTypeObject Spawner_Type = {
     .tp_name = "csp_mp._shm._core.Spawner",
     .tp_basicsize = sizeof(Spawner),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch): a P's go() "
-              "for the callable last given, no kwargs and plain args; place() takes the rest.",
+    .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch, hint=-1, "
+              "ring=-1, published=None, wake=None, bells=None): a P's go() for the callable "
+              "last given, no kwargs and plain args; place() takes the rest.",
     .tp_new = Spawner_new,
     .tp_dealloc = (destructor)Spawner_dealloc,
     .tp_traverse = (traverseproc)Spawner_traverse,
