@@ -131,6 +131,10 @@ class Hub(Workers):
         self.hub_glet = greenlet(self._loop, parent=self.root)
         self.runq: deque[G] = deque()
         self.runnext: G | None = None
+        # goroutines made from task frames (stolen, or this P's own queued ones) and not started
+        # yet: one starts when nothing else is runnable; until then the broker may hand them
+        # back to the queue between Ps, so that an idle P takes them (a started one never moves)
+        self.fresh: deque[G] = deque()
         self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
         self.allgs: dict[int, G] = {}
@@ -328,13 +332,17 @@ class Hub(Workers):
 
     def runqget(self) -> G | None:
         """Take the next goroutine to run (Go's ``runqget``): ``runnext``, else the run
-        queue's head; None when both are empty. Owner thread."""
+        queue's head, else the oldest not-started goroutine made from a task frame (``fresh``);
+        None when all are empty. Owner thread."""
         g = self.runnext
         if g is not None:
             self.runnext = None
             return g
         runq = self.runq
-        return runq.popleft() if runq else None
+        if runq:
+            return runq.popleft()
+        fresh = self.fresh
+        return fresh.popleft() if fresh else None
 
     def gosched(self, preempted: bool = False) -> None:
         """Yield the P: the current goroutine goes to the back of the run queue (``preempted``:
@@ -394,7 +402,8 @@ class Hub(Workers):
         and it takes no lock. The answer may be stale as it returns; callers act on it only by
         asking the hub to make a pass, and look again at their next tick.
         """
-        if self.runq or self.runnext is not None or self.inbox or self.timers.due():
+        if self.runq or self.runnext is not None or self.fresh or self.inbox \
+                or self.timers.due():
             return True
         broker = self.broker
         return broker is not None and broker.work_waiting()
@@ -484,13 +493,16 @@ class Hub(Workers):
             self._drain_inbox()
             if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
                 return None
-        if self.tick & 15 == 0 or poll or not (runq or self.runnext):
+        if self.tick & 15 == 0 or poll or self.preempted is not None \
+                or not (runq or self.runnext or self.fresh):
             self.timers.run_due()
             if self.broker is not None:
                 self.broker.poll(self)
         if self.preempted is not None:
             runq.append(self.preempted)
             self.preempted = None
+        elif not runq and self.runnext is None and self.fresh:
+            runq.append(self.fresh.popleft())
         if self.picker is not None:  # a scheduler that decides the order (hooks.py)
             return self.picker(runq) if runq else None
         return self.runqget()

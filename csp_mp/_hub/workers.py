@@ -43,6 +43,7 @@ class Workers:
     poll_now: bool
     current: G | None
     runq: deque[G]
+    fresh: deque[G]
     runnext: G | None
     allgs: dict[int, G]
     main_g: G | None
@@ -155,6 +156,7 @@ class Workers:
         if self.main_g is not None and self.main_g.glet is self.root:
             self.allgs[self.main_g.id] = self.main_g
         self.runq.clear()
+        self.fresh.clear()
         self.runnext = None
         for w in self._free:
             if not w.dead:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from types import FunctionType
 from typing import Any, cast
 
 import msgspec
@@ -65,6 +66,8 @@ _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 
 WAKE_BATCH = 32  # wake-ups to other Ps sent at once
+#: longest a queued goroutine waits while every P runs goroutines that never block (after_slice)
+STARVE = 1.0
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 # lock index ranges in the arena's lock set (lock 0 is the allocator's)
@@ -112,6 +115,7 @@ class Broker:
         self.p = ctx.p
         self.arena = ctx.arena
         self.spin_seconds = spin_seconds(ctx)
+        self.declined_at = 0.0  # when after_slice first declined since a goroutine started
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
@@ -122,7 +126,7 @@ class Broker:
         self.outbox: list[tuple[int, bytes, bool]] = []
         self._owes_w = ctx.pidx(ctx.p, C.P_OWES)  # 1 while either holds a message (replace.py)
         self._inbox = ctx.inbox[ctx.p]
-        self.warned: set[bytes] = set()  # migration warnings shown (P0) or sent, by text or key
+        self.warned: set[bytes | str] = set()  # warnings shown (P0) or sent: text, key
         self.watchers: tuple[Watcher, ...] = ()
         # goroutine ids come in batches unique in the runtime; those of this P's earlier
         # processes are below its floor (replace.py)
@@ -229,14 +233,15 @@ class Broker:
     def spin_time(self, hub: Hub) -> float:
         """ProcLayer: how long a goroutine about to park on a shared channel may poll it: only
         when no other goroutine of this P is runnable or queued (owner P only)."""
-        if hub.runq or hub.runnext is not None or self.unflushed or self.pending:
+        if hub.runq or hub.runnext is not None or hub.fresh or self.unflushed or self.pending:
             return 0.0
         return self.spin_seconds
 
     def run_own(self, hub: Hub) -> bool:
         """ProcLayer: start one of this P's queued goroutines when nothing else is runnable and
         no other P is idle (an idle P is about to steal them: they are its to run)."""
-        if not (self.pending or self.unflushed) or hub.runq or hub.runnext is not None:
+        if (not (self.pending or self.unflushed) or hub.runq or hub.runnext is not None
+                or hub.fresh):
             return False
         ctx = self.ctx
         for q in range(ctx.nprocs):
@@ -392,6 +397,11 @@ class Broker:
             return
         self.warned.add(key)
         if self.p == 0:
+            # by its text too: the same warning comes from other Ps by text, and from a frame
+            # of P0's own taken back from another P's queue by key
+            if text in self.warned and text != key:
+                return
+            self.warned.add(text)
             migrate_warn.emit(text)
         else:
             self.send(0, _msg((C.M_WARN, text)))
@@ -513,7 +523,11 @@ class Broker:
             if lost and hub.outcome is None:
                 self.reporter.on_lost(lost - 1)
                 return True
-        if not hub.runq and hub.runnext is None:
+        if hub.preempted is not None:
+            if hub.fresh or self.pending or self.unflushed:
+                got = self.after_slice(hub) or got
+        elif not hub.runq and hub.runnext is None and not hub.fresh:
+            self.declined_at = 0.0
             got = self.pop_own(hub) or got
         elif self.pending and not len(ctx.runq[self.p]):
             # every frame published was stolen: their arguments go now, not when this P next
@@ -523,12 +537,72 @@ class Broker:
             self.busy()
         return got
 
+    def after_slice(self, hub: Hub) -> bool:
+        """A goroutine ran out its time slice while goroutines not started wait here (made,
+        or queued between Ps): whether one of them starts now. A goroutine started here never
+        moves, so while another P could take them they are handed to it instead (the made ones
+        back to the queue between Ps, ``give_back``); with every other P busy they wait for the
+        running ones to end or block, at most ``STARVE`` seconds, so that a queued goroutine
+        still starts while every P runs goroutines that never block."""
+        if self.idle_p():
+            self.declined_at = 0.0
+            if hub.fresh:
+                self.give_back(hub)
+            return False
+        if hub.runq or hub.runnext is not None:
+            return False  # goroutines that ran before take turns
+        now = time.monotonic()
+        if not self.declined_at:
+            self.declined_at = now
+            return False
+        if now - self.declined_at < STARVE:
+            return False
+        self.declined_at = 0.0
+        if not hub.fresh and not self.pop_own(hub):
+            return False
+        hub.runq.append(hub.fresh.popleft())
+        return True
+
+    def idle_p(self) -> bool:
+        """Whether another P is idle and takes work (not draining)."""
+        ctx = self.ctx
+        for q in range(ctx.nprocs):
+            if q != self.p and ctx.pload(q, C.P_STATUS) in (C.IDLE, C.STUCK) \
+                    and not ctx.pload(q, C.P_DRAIN):
+                return True
+        return False
+
+    def give_back(self, hub: Hub) -> None:
+        """Queue this P's goroutines that have not started where other Ps can take them, as
+        ``go()`` does (those pinned here stay: go_local's, executor tasks, watched arguments;
+        nothing while a tool watches the hub's goroutines come and go)."""
+        if hub.stopping or hub.instruments:
+            return
+        fresh, keep, moved, place = hub.fresh, [], 0, self.runq.place
+        while fresh:
+            g = fresh.popleft()
+            fn = g.fn
+            if g.local or (type(fn) is FunctionType and fn.__dict__.get("executor_task")):
+                keep.append(g)
+                continue
+            try:
+                place(fn, g.args, g.kwargs)
+            except Exception:  # it cannot travel: it runs here
+                keep.append(g)
+                continue
+            hub.allgs.pop(g.id, None)
+            moved += 1
+        fresh.extend(keep)
+        if moved:
+            hub.n_created -= moved  # counted once, when go() first queued them
+            self.flush_spawns()
+
     # ------------------------------------------------------------------ idling
 
     def idle(self, hub: Hub, timeout: float | None, local_can_wake: bool) -> None:
         """Nothing runnable here: poll, steal, then park on the doorbell."""
         ctx = self.ctx
-        if self.poll(hub) or hub.runq or hub.outcome is not None:
+        if self.poll(hub) or hub.runq or hub.fresh or hub.outcome is not None:
             self.busy()
             return
         tt = self.task_table
@@ -541,6 +615,8 @@ class Broker:
         # it publishes STUCK or IDLE only after describing its goroutines (reports.py)
         self.reporter.publish_idle(hub)
         ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
+        if not ctx.pload(self.p, C.P_DRAIN):
+            ctx.gstore(C.G_HUNGRY, self.p + 1)  # a go() anywhere publishes and rings it
         # blocks of received buffers that died since (deferred frees): back to the allocator
         # before sleeping, so that a sender's next large value reuses a block whose pages are
         # already mapped (a fresh 64 MiB block costs ~70 ms of page faults on the 2-vCPU VM)

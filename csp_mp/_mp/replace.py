@@ -103,7 +103,7 @@ class TaskTable:
         """Nothing runs here: a soiled worker P with no goroutine and, ``holding`` false,
         nothing queued or owed to other Ps is clean again."""
         hub = self.hub
-        if not self.clean and not holding and not hub.allgs and not hub.runq:
+        if not self.clean and not holding and not hub.allgs and not hub.runq and not hub.fresh:
             self.start_clean()
 
     def steal_begins(self) -> bool:
