@@ -43,7 +43,7 @@ ROOT = HERE.parent
 FAMILIES = {"local": "bench_local", "transport": "bench_transport", "parallel": "bench_parallel",
             "preempt": "bench_preempt", "testing": "bench_testing",
             "futures": "bench_futures", "trace": "bench_trace",
-            "lifetime": "bench_lifetime", "large": "bench_large"}
+            "lifetime": "bench_lifetime", "large": "bench_large", "balance": "bench_balance"}
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
 

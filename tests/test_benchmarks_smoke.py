@@ -92,7 +92,7 @@ def test_parallel_family_rows() -> None:
                 if r["name"] == name and r["path"] == "0"}
 
     # issue 11's bars, each against a peer measured in the same run
-    assert bars("tiny_tasks") == {"csp_mp procs=1": ">= 1x",
+    assert bars("tiny_tasks") == {"csp_mp procs=1": ">= 1.6x",
                                   "mpire WorkerPool(2).map, auto chunks": ">= 2x",
                                   "ProcessPoolExecutor(2).submit": ">= 10x"}
     assert bars("cross_1to1") == {"multiprocessing.Queue": ">= 3x",
@@ -248,3 +248,13 @@ def test_lifetime_family_rows() -> None:
     rows = mod.run(quick=True)
     _check_rows(rows, "lifetime")
     _check_both_paths(rows, {"reply_chan_per_request"})
+
+
+def test_balance_family_rows() -> None:
+    from benchmarks import bench_balance
+
+    rows = bench_balance.run(quick=True)
+    _check_rows(rows, "balance")
+    assert {r["name"] for r in rows} == {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"}
+    _check_both_paths(rows, {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"})
+    assert all(r["value"] is not None for r in rows), [r["note"] for r in rows]
