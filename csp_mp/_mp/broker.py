@@ -120,7 +120,9 @@ class Broker:
         # messaging
         self.wakes_out: list[tuple[int, bytes]] = []
         self.outbox: list[tuple[int, bytes, bool]] = []
-        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)  # 1 while either holds a message (replace.py)
+        # P_OWES: 1 while either holds a message, or from a claim of another P's waiter until
+        # its wake-up is queued (owe; replace.py trusts it)
+        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)
         self._inbox = ctx.inbox[ctx.p]
         self.warned: set[bytes] = set()  # migration warnings shown (P0) or sent, by text or key
         self.watchers: tuple[Watcher, ...] = ()
@@ -259,6 +261,21 @@ class Broker:
         return self.obj_lock_base + self._next_obj_lock
 
     # ------------------------------------------------------------------ wake-ups and messages
+
+    def owe(self) -> bool:
+        """ProcLayer: before a claim of a waiter of another P, ``P_OWES`` set (kept until the
+        wake-up is in an inbox: ``flush_wakes``); whether this call set it."""
+        q = self.ctx.q
+        if q[self._owes_w]:
+            return False
+        q[self._owes_w] = 1
+        return True
+
+    def owe_cancel(self) -> None:
+        """ProcLayer: an ``owe`` that set ``P_OWES`` was followed by no claim of another P's
+        waiter: the word back to 0, unless a message is queued meanwhile."""
+        if not self.wakes_out and not self.outbox:
+            self.ctx.q[self._owes_w] = 0
 
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                 data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
