@@ -64,13 +64,11 @@ def test_the_python_modules_take_their_constants_from_layout_py() -> None:
 
 
 
-# Attributes of csp_mp's own objects that C still reads or sets by name (handles.c's state and
-# Chan fields, task.c's channel state and hub.stopping): the list may only shrink. chan.c and
-# wake.c read none: they get offsets, ints and callables at construction.
+# Attributes of csp_mp's own objects that C still reads or sets by name (task.c's hub.stopping):
+# the list may only shrink. The other files read none: they get offsets, ints and callables at
+# construction.
 _C_ATTRS_LEFT = {
-    "handles.c": {"off", "drop_name", "key", "broker", "_st", "_type", "_check", "cap", "uid",
-                  "codec"},
-    "task.c": {"_type", "_st", "shared", "off", "stopping"},
+    "task.c": {"stopping"},
 }
 _BUILTIN_ATTRS = {"append"}  # a list's own method
 
@@ -85,3 +83,40 @@ def test_c_reads_no_new_attribute_of_a_python_object() -> None:
         assert names - _BUILTIN_ATTRS <= left, (
             f"{path.name} reads {sorted(names - _BUILTIN_ATTRS - left)} by name: pass it in "
             "explicitly (an int, an offset, or a callable given at construction)")
+
+
+@pytest.mark.skipif(not native.built(), reason="the compiled core is not built")
+def test_a_frame_names_a_shared_channel_through_its_handle_ref() -> None:
+    """task.c reads no attribute of a Chan: an untyped channel this P holds a handle on is named
+    by its HandleRef's offset (chan_ext is not asked), and the frame counts the name, which the
+    HandleRef's drop() takes back; a local or typed channel is left to chan_ext."""
+    from mp_helpers import run
+
+    from csp_mp import Chan
+    from csp_mp._mp import promote
+    from csp_mp._proc import proc
+    from csp_mp._shm import OOB_MIN
+
+    def main() -> tuple:
+        broker = proc.broker
+        ch: Chan = Chan(1)
+        off = promote.promote_chan_state(ch).off
+        asked: list = []
+        enc = native.core().TaskEncoder(Chan, lambda c: asked.append(c), OOB_MIN,
+                                        broker.arena.core)
+        entry = (b"digest", b"fn", "")
+
+        def refs() -> int:
+            return int(broker.arena.add_word(off + L.W_REFS * 8, 0))
+
+        before = refs()
+        frame = enc.encode(1, 0, entry, (ch,))
+        counted = refs() - before
+        dropped = broker.chans[off].drop() - refs()
+        local, typed = Chan(1), Chan[int](1)
+        promote.promote_chan_state(typed)
+        left = [enc.encode(2, 0, entry, (local,)), enc.encode(3, 0, entry, (typed,))]
+        return (off.to_bytes(8, "little") in frame, counted, dropped, refs() == before,
+                asked == [local, typed], left)
+
+    assert run(main, 2) == (True, 1, 1, True, True, [None, None])

@@ -40,7 +40,6 @@ from typing import Any, cast
 
 import msgspec
 
-from .._chan import Chan
 from .._chan.block import _OWN_SPARES as OWN_SPARES
 from .._chan.block import _SPARE_SLOTS as SPARE_SLOTS
 from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
@@ -170,9 +169,10 @@ class Broker:
         # the compiled core's registration and release of channel handles (promote.py's
         # protocol, whose Python path _register and release_handles spell out), else None
         self.handles: Any = (native_core().Handles(
-            ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
+            ctx.arena.core, self.chans, promote.names, self.dead, self.chan_states,
             self.spare_states, OWN_SPARES, self.spares.stacks(), self.spares.lock_index,
-            SPARE_SLOTS, self._release_slow, self.live_word * 8)
+            SPARE_SLOTS, promote.state_facts, promote.adopt_state, self._release_slow,
+            self.live_word * 8)
             if ctx.arena.core is not None else None)
         if self.handles is not None:  # the whole release in one C call
             self.release_handles = self.handles.release

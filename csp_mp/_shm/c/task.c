@@ -137,33 +137,6 @@ static int put_str(buf_t *b, PyObject *o) {
     return put_raw(b, s, n, 1);
 }
 
-static PyObject *s_type, *s_st, *s_shared, *s_off;
-
-/* The arena offset of an untyped channel already shared (its state's ``off``); NULL with no
- * exception when the caller must ask chan_ext (typed, or still local). */
-static PyObject *shared_offset(PyObject *ch) {
-    if (s_type == NULL) {
-        s_type = PyUnicode_InternFromString("_type");
-        s_st = PyUnicode_InternFromString("_st");
-        s_shared = PyUnicode_InternFromString("shared");
-        s_off = PyUnicode_InternFromString("off");
-        if (!s_type || !s_st || !s_shared || !s_off) return NULL;
-    }
-    PyObject *tp = PyObject_GetAttr(ch, s_type);
-    if (tp == NULL) return NULL;
-    Py_DECREF(tp);
-    if (tp != Py_None) return NULL;
-    PyObject *st = PyObject_GetAttr(ch, s_st);
-    if (st == NULL) return NULL;
-    PyObject *sh = PyObject_GetAttr(st, s_shared);
-    PyObject *off = NULL;
-    if (sh == Py_True) off = PyObject_GetAttr(st, s_off);
-    Py_XDECREF(sh);
-    Py_DECREF(st);
-    if (off == NULL) PyErr_Clear();
-    return off;
-}
-
 /* 0 written, 1 not a plain argument, -1 error */
 static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, int *noffs) {
     PyTypeObject *t = Py_TYPE(o);
@@ -184,8 +157,9 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
         return put_raw(b, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), 0);
     }
     if ((PyObject *)t == self->chan_type) {
-        PyObject *off = shared_offset(o);
-        if (off == NULL && !PyErr_Occurred()) {
+        /* an untyped channel already shared: its HandleRef has the offset */
+        PyObject *off = handle_offset(o, (Region *)self->region);
+        if (off == NULL) {
             if (self->chan_ext == NULL) return 1; /* cleared by the GC: the codec's path */
             off = PyObject_CallOneArg(self->chan_ext, o);
         }
