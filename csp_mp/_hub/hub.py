@@ -229,6 +229,13 @@ class Hub(Workers):
         self.placer = placer
         self.bind_go()
 
+    def _stop_placing(self) -> None:
+        """The hub stops: ``stopping`` set, and ``go`` handed to ``spawn``, which starts nothing
+        from now on (so a placer, the compiled core's Spawner among them, need not check)."""
+        self.stopping = True
+        self.placer = self._go_here
+        self.bind_go()
+
     def bind_go(self) -> None:
         """Point ``go`` at the placer, or at the instrumented variant while instruments run."""
         self.go = self.placer if not self.instruments else self.go_hooked  # type: ignore[attr-defined]
@@ -436,7 +443,7 @@ class Hub(Workers):
         if self.hub_glet.dead:
             return self.outcome
         if not self.hub_glet:  # never started: nothing ran, nothing to unwind
-            self.stopping = True
+            self._stop_placing()
             self._finish()
             return self.outcome
         out = self.hub_glet.switch()
@@ -468,7 +475,7 @@ class Hub(Workers):
                     glet.switch()  # park() takes its value from g.param
                 self.current = None
         finally:
-            self.stopping = True
+            self._stop_placing()
             self._kill_all()
             self._finish()
         return self.outcome

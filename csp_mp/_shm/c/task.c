@@ -1,12 +1,12 @@
 /* Task frames for the common go() call, laid out in C: the msgpack array
- *
- * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
- *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  * [seq, owner, digest, fn_bytes, args, warn] that csp_mp/_mp/tasks.py's pack() makes with
  * msgspec, for args made only of ints, floats, str, bool, None, small bytes and untyped channels
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other
  * argument makes encode() return None, and the caller takes pack()'s general path; pack() is the
  * specification of the frame, and msgspec decodes both alike.
+ *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
+ *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  *
  * A frame that names channels counts one in-flight reference on each (the channel block's
  * reference word, _W_REFS in csp_mp/_chan/block.py), once the frame is complete: a frame
@@ -23,6 +23,9 @@
  *     decode_many's cached callable and channel, each decoded argument.
  *   - TaskEncoder and Spawner are made whole by their tp_new and take part in the cyclic GC; a
  *     Spawner the GC cleared raises instead of running.
+ *   - no attribute of a Python object is read: a shared channel's offset comes from its
+ *     HandleRef (handles.c's handle_offset), anything else from chan_ext, the callable given at
+ *     construction.
  */
 #include "core.h"
 
@@ -578,8 +581,9 @@ PyTypeObject TaskEncoder_Type = {
  * (fn_last, whose pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs) then
  * takes the next seq, frames the call (encode()), appends the frame to frames and
  * (seq, fn, args, {}) to entries (the broker's unflushed and unq deques) and calls flush()
- * every batch frames; any other call, or a hub that is stopping, goes to place(fn, args,
- * kwargs), the Python function, which reads and updates seq, fn_last and entry here.
+ * every batch frames; any other call goes to place(fn, args, kwargs), the Python function,
+ * which reads and updates seq, fn_last and entry here. A hub that stops hands go() to its own
+ * spawn from then on (Hub._stop_placing), which starts nothing: the Spawner is not called.
  */
 typedef struct {
     PyObject_HEAD
@@ -588,8 +592,6 @@ typedef struct {
     PyObject *fn_last, *entry;
     long long seq, batch;
 } Spawner;
-
-static PyObject *s_stopping;
 
 /* A queued frame given up: its names' counts back (an exception is set and stays). */
 static void uncount(Spawner *self, const names_t *nm) {
@@ -608,14 +610,7 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     }
     if (arg_count("go", nargs, 3, 3) < 0) return NULL;
     PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
-    if (s_stopping == NULL && (s_stopping = PyUnicode_InternFromString("stopping")) == NULL)
-        return NULL;
-    PyObject *stop = PyObject_GetAttr(self->hub, s_stopping);
-    if (stop == NULL) return NULL;
-    int stopping = PyObject_IsTrue(stop);
-    Py_DECREF(stop);
-    if (stopping < 0) return NULL;
-    if (stopping || fn != self->fn_last || !PyTuple_CheckExact(targs) ||
+    if (fn != self->fn_last || !PyTuple_CheckExact(targs) ||
         !PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0)
         return PyObject_Vectorcall(self->place, args, 3, NULL);
     PyObject *seq = PyLong_FromLongLong(self->seq + 1);
