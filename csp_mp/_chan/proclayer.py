@@ -122,9 +122,9 @@ class ProcLayer(Protocol[S]):
         ...
 
     def owe(self) -> bool:
-        """Before claiming a waiter of another P (under the channel lock): mark this P as owing
-        a wake-up (its ``P_OWES`` word, which P replacement trusts) until the wake-up is in that
-        P's inbox. Whether this call set the mark (False: it was set already)."""
+        """Before claiming waiters (under the channel lock): mark this P as owing a wake-up (its
+        ``P_OWES`` word, which P replacement trusts) until the wake-up is in the waiter's P's
+        inbox. Whether this call set the mark (False: it was set already)."""
         ...
 
     def owe_cancel(self) -> None:

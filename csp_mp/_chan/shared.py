@@ -263,17 +263,17 @@ class SharedChan:
     def _pop_live(self, wi: int) -> tuple | None:
         """The oldest live record of queue ``wi`` (claimed for completion), dropping dead ones.
 
-        A record of another P is claimed only once ``ProcLayer.owe`` has set this P's
-        ``P_OWES`` word, which stays set until the wake-up is in that P's inbox (the compiled
-        core's hand-off does the same, ``c/wake.c``): a P killed between the claim and the
-        wake-up is not replaced. When no record of another P was won, the word is given back.
+        A record is claimed only once ``ProcLayer.owe`` has set this P's ``P_OWES`` word,
+        which stays set until the wake-up is in the waiter's P's inbox (the compiled core's
+        hand-off does the same, ``c/wake.c``): a P killed between the claim and the wake-up is
+        not replaced. When no waiter of another P was won, the word is given back.
         """
         nw = self._w + _NWORD[wi]
         if not self._q[nw]:
             return None
         q = self._queue(wi)
         broker = self.broker
-        owed = None  # whether this call's owe() set P_OWES; None: not called yet
+        owed = broker.owe()  # whether this call set P_OWES
         while True:
             raw = q.get_locked()
             if raw is None:
@@ -283,8 +283,6 @@ class SharedChan:
                 return None
             self._q[nw] = self._q[nw] - 1
             rec = _unrec(raw)
-            if owed is None and rec[0] != broker.p:
-                owed = broker.owe()
             if (broker.plain_live(rec[0], rec[1]) if rec[2] < 0
                     else broker.claim(rec[0], rec[2], rec[3], rec[4])):
                 if owed and rec[0] == broker.p:  # a goroutine of this P: nothing is owed

@@ -263,8 +263,8 @@ class Broker:
     # ------------------------------------------------------------------ wake-ups and messages
 
     def owe(self) -> bool:
-        """ProcLayer: before a claim of a waiter of another P, ``P_OWES`` set (kept until the
-        wake-up is in an inbox: ``flush_wakes``); whether this call set it."""
+        """ProcLayer: before claiming waiters, ``P_OWES`` set (kept until a wake-up for another
+        P is in an inbox: ``flush_wakes``); whether this call set it."""
         q = self.ctx.q
         if q[self._owes_w]:
             return False
