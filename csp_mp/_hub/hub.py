@@ -229,13 +229,6 @@ class Hub(Workers):
         self.placer = placer
         self.bind_go()
 
-    def _stop_placing(self) -> None:
-        """The hub stops: ``stopping`` set, and ``go`` handed to ``spawn``, which starts nothing
-        from now on (so a placer, the compiled core's Spawner among them, need not check)."""
-        self.stopping = True
-        self.placer = self._go_here
-        self.bind_go()
-
     def bind_go(self) -> None:
         """Point ``go`` at the placer, or at the instrumented variant while instruments run."""
         self.go = self.placer if not self.instruments else self.go_hooked  # type: ignore[attr-defined]
@@ -435,6 +428,13 @@ class Hub(Workers):
         if type(out) is not Outcome:
             raise InternalError(f"hub returned {out!r}")
         return out
+
+    def _stop_placing(self) -> None:
+        """The hub stops: ``stopping`` set, and ``go`` handed to ``spawn``, which starts nothing
+        from now on (so a placer, the compiled core's Spawner among them, need not check)."""
+        self.stopping = True
+        self.placer = self._go_here
+        self.bind_go()
 
     def request_stop(self) -> Outcome | None:
         """From the root greenlet: stop every goroutine and end the loop (implicit runtime)."""
