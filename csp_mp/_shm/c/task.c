@@ -1,12 +1,12 @@
 /* Task frames for the common go() call, laid out in C: the msgpack array
+ *
+ * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
+ *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  * [seq, owner, digest, fn_bytes, args, warn] that csp_mp/_mp/tasks.py's pack() makes with
  * msgspec, for args made only of ints, floats, str, bool, None, small bytes and untyped channels
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other
  * argument makes encode() return None, and the caller takes pack()'s general path; pack() is the
  * specification of the frame, and msgspec decodes both alike.
- *
- * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
- *   (pack, unpack) and csp_mp/_mp/runq.py (place).
  *
  * A frame that names channels counts one in-flight reference on each (the channel block's
  * reference word, _W_REFS in csp_mp/_chan/block.py), once the frame is complete: a frame
