@@ -154,3 +154,80 @@ def test_close_wakes_agree(folds: tuple[Fold, Fold]) -> None:
     for r in (py, nat):  # the order is test_hand_off_queues_behind_owed_wakes's
         r["inbox"].sort()
     assert py == nat
+
+
+def _owes_watched(fold: Fold) -> list[tuple[str, int]]:
+    """P0's ``P_OWES`` word at each claim of a waiter of P1 made through P0's process layer
+    (``claim``, ``plain_live``: the Python hand-off and every select) and at each wake-up
+    queued for P1 (``_queue_wake``: the Python hand-off's, and the compiled core's once
+    diverted to the process layer), in order, as (event, word)."""
+    p0 = fold.ps[0]
+    seen: list[tuple[str, int]] = []
+
+    def watched(name: str, fn: Callable[..., Any], p_arg: int) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if args[p_arg] != p0.p:
+                seen.append((name, p0.ctx.pload(0, C.P_OWES)))
+            return fn(*args)
+        return call
+
+    p0.claim = watched("claim", p0.claim, 0)
+    p0.plain_live = watched("claim", p0.plain_live, 0)
+    p0._queue_wake = watched("queue", p0._queue_wake, 0)  # type: ignore[method-assign]
+    if p0.peers is not None:  # every compiled hand-off's wake-up through the process layer
+        p0.peers.divert = True
+    return seen
+
+
+def _owes_steps(fold: Fold) -> list[tuple[str, dict[str, int], list[tuple[str, int]]]]:
+    """P0's hand-offs to waiters of P1, one step each: (step, P0's words after it, what
+    ``_owes_watched`` saw during it)."""
+    from csp_mp import default, select
+    from csp_mp._chan.chan import _parse, _select_shared
+
+    (a0, a1), (b0, b1), (c0, c1), (d0, d1) = _chans(fold, [0, 0, 0, 0])
+    seen = _owes_watched(fold)
+    p0 = fold.ps[0]
+    _park_p1_recv(fold, a1, 0)
+    cases = [_parse(0, b1.recv_ok), _parse(1, c1.recv_ok)]
+    assert fold.p1hub.go(1, lambda hub: _select_shared(hub, cases, [0, 1], -1)) is not None
+    assert fold.p1hub.go(2, lambda hub: d1._st.send("from P1", hub)) is not None
+    steps = []
+
+    def step(name: str) -> None:
+        words = {k: v for k, v in fold.words().items() if k.startswith("p0.")}
+        steps.append((name, words, list(seen)))
+        seen.clear()
+
+    a0.send("plain")  # the compiled hand-off (a plain record); Python's _pop_live
+    step("hand-off to a parked receiver")
+    assert select((c0.send, "select"), default) == (0, None)  # claims P1's token
+    step("select wins P1's select")
+    assert d0.recv_ok() == ("from P1", True)  # a parked sender released (K_SENT)
+    step("receive from a parked sender")
+    p0.flush_wakes()
+    step("flushed")
+    # b's queue holds the select's record, whose token c0 won: the claim fails, and nothing
+    # is owed afterwards
+    assert select((b0.send, "late"), default) == (1, None)
+    step("claim lost to a completed select")
+    fold.poll()
+    assert sorted(fold.p1hub.results) == [0, 1, 2], fold.kind
+    return steps
+
+
+def test_owes_is_set_before_each_claim_on_both_paths(folds: tuple[Fold, Fold]) -> None:
+    """``P_OWES`` reads 1 from before a claim of another P's waiter until its wake-up is in an
+    inbox, and 0 again after a claim that won nobody: on the Python path (``_pop_live``'s
+    ``owe``) as on the compiled core (``wake_prepare``). With the compiled hand-off's wake-ups
+    diverted to the process layer, both paths leave the same words after every step."""
+    py, nat = (_owes_steps(fold) for fold in folds)
+    for name, _, seen in py:
+        if name != "flushed":
+            assert seen and all(owes == 1 for _, owes in seen), (name, seen)
+    for name, _, seen in nat:  # the compiled hand-off claims in C: only its queueing is seen
+        assert all(owes == 1 for _, owes in seen), (name, seen)
+    assert [s[:2] for s in py] == [s[:2] for s in nat]
+    assert py[0][1]["p0.owes"] == 1 and py[-1][1]["p0.owes"] == 0
+    assert [[e for e in s[2] if e[0] == "queue"] for s in py] == \
+        [[e for e in s[2] if e[0] == "queue"] for s in nat]

@@ -121,6 +121,17 @@ class ProcLayer(Protocol[S]):
         ran it died and was replaced (any P; a snapshot)."""
         ...
 
+    def owe(self) -> bool:
+        """Before claiming waiters (under the channel lock): mark this P as owing a wake-up (its
+        ``P_OWES`` word, which P replacement trusts) until the wake-up is in the waiter's P's
+        inbox. Whether this call set the mark (False: it was set already)."""
+        ...
+
+    def owe_cancel(self) -> None:
+        """Take back the mark of an ``owe`` that returned True when no waiter of another P was
+        claimed after it; the mark stays while wake-ups are queued."""
+        ...
+
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                 data: bytes | None, st: S | None, obj: Any = NO_OBJ) -> None:
         """Wake goroutine ``gid`` of P ``p`` with a wake of ``kind`` (no channel lock held)."""

@@ -261,21 +261,32 @@ class SharedChan:
         self._q[self._w + _W_CLOSED] = 1
 
     def _pop_live(self, wi: int) -> tuple | None:
-        """The oldest live record of queue ``wi`` (claimed for completion), dropping dead ones."""
+        """The oldest live record of queue ``wi`` (claimed for completion), dropping dead ones.
+
+        A record is claimed only once ``ProcLayer.owe`` has set this P's ``P_OWES`` word,
+        which stays set until the wake-up is in the waiter's P's inbox (the compiled core's
+        hand-off does the same, ``c/wake.c``): a P killed between the claim and the wake-up is
+        not replaced. When no waiter of another P was won, the word is given back.
+        """
         nw = self._w + _NWORD[wi]
         if not self._q[nw]:
             return None
         q = self._queue(wi)
         broker = self.broker
+        owed = broker.owe()  # whether this call set P_OWES
         while True:
             raw = q.get_locked()
             if raw is None:
                 self._q[nw] = 0
+                if owed:
+                    broker.owe_cancel()
                 return None
             self._q[nw] = self._q[nw] - 1
             rec = _unrec(raw)
             if (broker.plain_live(rec[0], rec[1]) if rec[2] < 0
                     else broker.claim(rec[0], rec[2], rec[3], rec[4])):
+                if owed and rec[0] == broker.p:  # a goroutine of this P: nothing is owed
+                    broker.owe_cancel()
                 return rec
             if rec[5] is not None:
                 discard(rec[5], self._arena)

@@ -438,6 +438,13 @@ class Hub(Workers):
             raise InternalError(f"hub returned {out!r}")
         return out
 
+    def _stop_placing(self) -> None:
+        """The hub stops: ``stopping`` set, and ``go`` handed to ``spawn``, which starts nothing
+        from now on (so a placer, the compiled core's Spawner among them, need not check)."""
+        self.stopping = True
+        self.placer = self._go_here
+        self.bind_go()
+
     def request_stop(self) -> Outcome | None:
         """From the root greenlet: stop every goroutine and end the loop (implicit runtime)."""
         if self.outcome is None:
@@ -445,7 +452,7 @@ class Hub(Workers):
         if self.hub_glet.dead:
             return self.outcome
         if not self.hub_glet:  # never started: nothing ran, nothing to unwind
-            self.stopping = True
+            self._stop_placing()
             self._finish()
             return self.outcome
         out = self.hub_glet.switch()
@@ -477,7 +484,7 @@ class Hub(Workers):
                     glet.switch()  # park() takes its value from g.param
                 self.current = None
         finally:
-            self.stopping = True
+            self._stop_placing()
             self._kill_all()
             self._finish()
         return self.outcome

@@ -41,7 +41,6 @@ from typing import Any, cast
 
 import msgspec
 
-from .._chan import Chan
 from .._chan.block import _OWN_SPARES as OWN_SPARES
 from .._chan.block import _SPARE_SLOTS as SPARE_SLOTS
 from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
@@ -124,7 +123,9 @@ class Broker:
         # messaging
         self.wakes_out: list[tuple[int, bytes]] = []
         self.outbox: list[tuple[int, bytes, bool]] = []
-        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)  # 1 while either holds a message (replace.py)
+        # P_OWES: 1 while either holds a message, or from a claim of another P's waiter until
+        # its wake-up is queued (owe; replace.py trusts it)
+        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)
         self._inbox = ctx.inbox[ctx.p]
         self.warned: set[bytes | str] = set()  # warnings shown (P0) or sent: text, key
         self.watchers: tuple[Watcher, ...] = ()
@@ -172,9 +173,10 @@ class Broker:
         # the compiled core's registration and release of channel handles (promote.py's
         # protocol, whose Python path _register and release_handles spell out), else None
         self.handles: Any = (native_core().Handles(
-            ctx.arena.core, Chan, self.chans, promote.names, self.dead, self, self.chan_states,
+            ctx.arena.core, self.chans, promote.names, self.dead, self.chan_states,
             self.spare_states, OWN_SPARES, self.spares.stacks(), self.spares.lock_index,
-            SPARE_SLOTS, self._release_slow, self.live_word * 8)
+            SPARE_SLOTS, promote.state_facts, promote.adopt_state, self._release_slow,
+            self.live_word * 8)
             if ctx.arena.core is not None else None)
         if self.handles is not None:  # the whole release in one C call
             self.release_handles = self.handles.release
@@ -264,6 +266,21 @@ class Broker:
         return self.obj_lock_base + self._next_obj_lock
 
     # ------------------------------------------------------------------ wake-ups and messages
+
+    def owe(self) -> bool:
+        """ProcLayer: before claiming waiters, ``P_OWES`` set (kept until a wake-up for another
+        P is in an inbox: ``flush_wakes``); whether this call set it."""
+        q = self.ctx.q
+        if q[self._owes_w]:
+            return False
+        q[self._owes_w] = 1
+        return True
+
+    def owe_cancel(self) -> None:
+        """ProcLayer: an ``owe`` that set ``P_OWES`` was followed by no claim of another P's
+        waiter: the word back to 0, unless a message is queued meanwhile."""
+        if not self.wakes_out and not self.outbox:
+            self.ctx.q[self._owes_w] = 0
 
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                 data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:

@@ -37,7 +37,9 @@ On the compiled core, ``Handles`` (``_shm/c/handles.c``) does ``_register``, the
 of ``new_handle`` and ``promote_chan_state`` (a block from the spares or the pool, a state this
 P cached for it) and the whole of ``release_handles`` but what it hands back to Python
 (``Broker._release_slow``), one call each, with the same objects; the Python lines here and in
-``Broker.release_handles`` are its specification and the Python path.
+``Broker.release_handles`` are its specification and the Python path. It reads and sets no
+attribute: what it must know of a state it asks ``state_facts``, what it must set ``adopt_state``
+does (both given to it at construction).
 
 Invariants:
 - At most one live handle per arena block per process (``broker.chans`` / ``broker.objs``).
@@ -155,6 +157,25 @@ class ObjRef(weakref.ref):
     def __init__(self, obj: Any, dead: list, off: int, refs: int, free: Any,
                  live: int) -> None:
         super().__init__(obj, dead.append)
+
+
+def state_facts(st: SharedChan) -> tuple[int, int, bool]:
+    """What the compiled core's ``Handles`` knows of this P's state of a channel: its block's
+    offset, the id word it saw there, whether the channel is untyped."""
+    return st.off, st.uid, st.codec is None
+
+
+def adopt_state(ch: Chan | None, st: SharedChan, cap: int) -> Chan:
+    """``Handles``' promotion and attach: ``st``, this P's cached state of a block now a live
+    channel of capacity ``cap``, made the state of ``ch`` (a local channel being promoted), or
+    of a new untyped handle when ``ch`` is None, which it returns (registered by the caller)."""
+    st.cap = cap
+    if ch is None:
+        ch = Chan.__new__(Chan)
+        ch._type = None
+        ch._check = None
+    ch._st = st
+    return ch
 
 
 def _register(broker: Any, ch: Chan, st: SharedChan) -> None:
@@ -321,10 +342,9 @@ def new_handle(off: int, tp: Any) -> Chan:
     if broker is None:
         broker = _broker()  # raises
     if tp is None and broker.handles is not None:
-        ch = broker.handles.attach_new(off.to_bytes(8, "little"))  # attach's first case, new()
+        ch = broker.handles.attach_new(off.to_bytes(8, "little"))  # attach's first case
         if ch is not None:
             return ch
-        return broker.handles.new(SharedChan.attach(broker, off, tp))
     st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
     ch = Chan.__new__(Chan)
     ch._st = st

@@ -13,7 +13,8 @@ process published before it died, in its control-block words (``ctx.py``):
   goroutine is started from it; it leaves the hub once the P is soiled (no cost then, and none
   on P0, which is never replaced). ``TaskTable`` is this P's side of these words.
 - ``P_OWES``: 1 while WAKE messages for other Ps (or an inbox's overflow) wait in this
-  process: their loss would leave goroutines elsewhere parked for ever.
+  process, and from before a channel hand-off claims a waiter until its wake-up is queued or
+  in an inbox (on both paths): their loss would leave goroutines elsewhere parked for ever.
 - The task table (``P_TASKS``, ``TASK_SLOTS`` entries ``(owner pid, key)``): each executor task
   this P adopted and has not finished (``TaskTable.adopted``/``done``). More tasks than slots
   soil it.

@@ -67,6 +67,9 @@ extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;
 extern PyTypeObject HandleRef_Type;
+/* handles.c: the offset (a new reference) of the block of `region` that the untyped channel
+ * handle `ch` names, from its HandleRef; NULL, no exception set, when it has none. */
+PyObject *handle_offset(PyObject *ch, Region *region);
 
 typedef _Atomic uint64_t aword;
 typedef _Atomic uint32_t aword32;

@@ -10,8 +10,8 @@
  * reference is a HandleRef of this file (a weakref subtype with its fields in C):
  *
  *   register(ch, st): ref = HandleRef to ch, its callback dead.append, entered in chans and
- *                     names; off, st and drop (st.drop_name) as the Python HandleRef's;
- *   new(st) -> Chan:  a new untyped Chan whose state is st, registered;
+ *                     names; off and st as the Python HandleRef's, drop() a method doing what
+ *                     st.drop_name does (one off the block's reference word);
  *   release():        empties the dead list; for each HandleRef, forgets it (if still the
  *                     registered one) and takes its count off the block's reference word
  *                     (REFS_BYTE, an atomic add). A block whose count reached 0 is ended here
@@ -31,9 +31,16 @@
  *                     reopened (chan_reopen), made ch's state and registered; the pool's
  *                     block alone (an int: the caller reopens and attaches it) when this P has
  *                     no state for it; None when neither has one;
- *   attach_new(name) -> Chan | None: new() with this P's cached state for the block the 8
- *                     name bytes give (little-endian offset; chan_states) while it is a live
- *                     channel with that state's id; None otherwise.
+ *   attach_new(name) -> Chan | None: a new untyped handle, registered, with this P's cached
+ *                     state for the block the 8 name bytes give (little-endian offset;
+ *                     chan_states) while it is a live channel with that state's id; None
+ *                     otherwise.
+ *
+ * Python keeps the objects: this file reads and sets no attribute of them. What it must know of
+ * a channel state it asks the `facts` hook, facts(st) -> (off, uid, untyped), and what it must
+ * set (the state's capacity, a Chan's state, a new Chan) the `adopt` hook does,
+ * adopt(ch | None, st, cap) -> Chan; both are promote.py's, given at construction. Every state
+ * registered here is one of this P's broker (its chan_states and spares, or the caller's).
  *
  * A channel made live here (promote) adds one to this P's live-channel word (live_off), one
  * ended here (release) takes one off, as SharedChan.create and destroy do.
@@ -52,6 +59,9 @@
  *     collected reaches slow() even when the pass stops on an error.
  *   - a HandleRef is made only here (no instantiation from Python); Handles is made whole by its
  *     tp_new and, once the cyclic GC cleared it, raises instead of running.
+ *   - a HandleRef is the weak reference of its Chan that names the channel in task frames
+ *     (handle_offset, for task.c): it holds the block's offset, whether the channel is untyped,
+ *     and the region it is a block of.
  */
 #include "core.h"
 
@@ -64,8 +74,9 @@ typedef struct {
     PyObject *off;  /* int: the block's offset (chans' key) */
     PyObject *key;  /* bytes: its name (names' key) */
     PyObject *st;   /* this P's state of the channel */
-    PyObject *drop; /* st.drop_name */
-    char counts;    /* st belongs to the Handles' broker: its release takes a count off */
+    Region *region; /* the arena the block is in */
+    long long o;    /* off */
+    char untyped;   /* the channel carries any value (its name may travel in a task frame) */
 } HandleRef;
 
 static void HandleRef_dealloc(HandleRef *self) {
@@ -73,29 +84,60 @@ static void HandleRef_dealloc(HandleRef *self) {
     Py_CLEAR(self->off);
     Py_CLEAR(self->key);
     Py_CLEAR(self->st);
-    Py_CLEAR(self->drop);
+    Py_CLEAR(self->region);
     _PyWeakref_RefType.tp_dealloc((PyObject *)self);
 }
 
 static int HandleRef_traverse(HandleRef *self, visitproc visit, void *arg) {
     Py_VISIT(self->st);
-    Py_VISIT(self->drop);
+    Py_VISIT(self->region);
     return _PyWeakref_RefType.tp_traverse((PyObject *)self, visit, arg);
 }
 
 static int HandleRef_clear(HandleRef *self) {
     Py_CLEAR(self->st);
-    Py_CLEAR(self->drop);
+    Py_CLEAR(self->region);
     return _PyWeakref_RefType.tp_clear((PyObject *)self);
+}
+
+/* drop() -> int: one name in flight consumed (this handle holds the block for its P): one off
+ * the block's reference word, whose old value it returns (SharedChan.drop_name's). */
+static PyObject *HandleRef_drop(HandleRef *self, PyObject *unused) {
+    (void)unused;
+    if (self->region == NULL) {
+        PyErr_SetString(PyExc_ValueError, "HandleRef: no channel block");
+        return NULL;
+    }
+    if (region_span(self->region, self->o + REFS_BYTE, 8, 8) < 0) return NULL;
+    return PyLong_FromUnsignedLongLong(atomic_fetch_add_explicit(
+        word_at(self->region, self->o + REFS_BYTE), (uint64_t)-1, memory_order_seq_cst));
 }
 
 static PyMemberDef HandleRef_members[] = {
     {"off", T_OBJECT, offsetof(HandleRef, off), READONLY, "The channel block's offset."},
     {"st", T_OBJECT, offsetof(HandleRef, st), READONLY, "This P's state of the channel."},
-    {"drop", T_OBJECT, offsetof(HandleRef, drop), READONLY,
-     "Consumes one name in flight, which this handle already holds for its P."},
     {NULL, 0, 0, 0, NULL},
 };
+
+static PyMethodDef HandleRef_methods[] = {
+    {"drop", (PyCFunction)HandleRef_drop, METH_NOARGS,
+     "drop() -> int: consume one name in flight, which this handle already holds for its P "
+     "(the reference word's old value)."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyObject *handle_offset(PyObject *ch, Region *region) {
+    Py_ssize_t wlo = Py_TYPE(ch)->tp_weaklistoffset;
+    if (wlo <= 0 || region == NULL) return NULL;
+    PyWeakReference *w = *(PyWeakReference **)((char *)ch + wlo);
+    for (; w != NULL; w = w->wr_next) {
+        if (!Py_IS_TYPE(w, &HandleRef_Type)) continue;
+        HandleRef *ref = (HandleRef *)w;
+        if (ref->untyped && ref->region == region && ref->off != NULL)
+            return Py_NewRef(ref->off);
+    }
+    return NULL;
+}
 
 PyTypeObject HandleRef_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -108,12 +150,16 @@ PyTypeObject HandleRef_Type = {
     .tp_traverse = (traverseproc)HandleRef_traverse,
     .tp_clear = (inquiry)HandleRef_clear,
     .tp_members = HandleRef_members,
+    .tp_methods = HandleRef_methods,
 };
 
 typedef struct {
     PyObject_HEAD
     Region *region;
-    PyObject *chan_type, *chans, *names, *dead, *dead_append, *broker, *states, *spares;
+    PyObject *chans, *names, *dead, *dead_append, *states, *spares;
+    PyObject *facts;     /* facts(st) -> (off, uid, untyped): what this file knows of a state */
+    PyObject *adopt;     /* adopt(ch | None, st, cap) -> Chan: st (capacity cap) made ch's state,
+                          * or a new untyped Chan's */
     PyObject *slow;      /* slow(ended, others, freed): what release leaves to Python */
     PyObject *pool_ats;  /* buffer ring size -> byte offset of the pool's stack for it */
     Py_ssize_t own_max;  /* spares kept a size (block.py's _OWN_SPARES) */
@@ -130,49 +176,48 @@ static int count_live(Handles *self, int64_t d) {
     return 0;
 }
 
-static PyObject *s_off, *s_drop_name, *s_key, *s_broker, *s_st_slot, *s_type, *s_check,
-    *s_empty, *s_cap, *s_uid, *s_codec;
-
-static int intern_names(void) {
-    if (s_empty != NULL) return 0;
-#define IN(v, s) if ((v = PyUnicode_InternFromString(s)) == NULL) return -1
-    IN(s_off, "off");
-    IN(s_drop_name, "drop_name");
-    IN(s_key, "key");
-    IN(s_broker, "broker");
-    IN(s_st_slot, "_st");
-    IN(s_type, "_type");
-    IN(s_check, "_check");
-    IN(s_cap, "cap");
-    IN(s_uid, "uid");
-    IN(s_codec, "codec");
-#undef IN
-    return (s_empty = PyTuple_New(0)) == NULL ? -1 : 0;
+/* What the facts hook says of state st (a strong reference of the caller): 0, or -1 with an
+ * exception (TypeError for an answer that is not (int, int, bool)). */
+static int state_facts(Handles *self, PyObject *st, long long *off, uint64_t *uid,
+                       int *untyped) {
+    PyObject *t = PyObject_CallOneArg(self->facts, st);
+    if (t == NULL) return -1;
+    int rc = -1;
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3) {
+        PyErr_SetString(PyExc_TypeError, "Handles: facts(st) must give (off, uid, untyped)");
+        goto done;
+    }
+    if (arg_ll(PyTuple_GET_ITEM(t, 0), off) < 0 || arg_u64(PyTuple_GET_ITEM(t, 1), uid) < 0 ||
+        (*untyped = PyObject_IsTrue(PyTuple_GET_ITEM(t, 2))) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(t);
+    return rc;
 }
 
 static PyObject *Handles_make(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyObject *region, *chan_type, *chans, *names, *dead, *broker, *states, *spares, *pool_ats;
+    PyObject *region, *chans, *names, *dead, *states, *spares, *pool_ats, *facts, *adopt;
     PyObject *slow;
     Py_ssize_t own_max;
     long long pool_lock, pool_max, live_off;
-    static char *kwlist[] = {"region", "chan_type", "chans", "names", "dead", "broker",
-                             "states", "spares", "own_max", "pool_ats", "pool_lock",
-                             "pool_max", "slow", "live_off", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!OO!O!nO!LLOL:Handles", kwlist,
-                                     &Region_Type, &region, &PyType_Type, &chan_type,
-                                     &PyDict_Type, &chans, &PyDict_Type, &names, &PyList_Type,
-                                     &dead, &broker, &PyDict_Type, &states, &PyDict_Type,
-                                     &spares, &own_max, &PyDict_Type, &pool_ats, &pool_lock,
-                                     &pool_max, &slow, &live_off))
+    static char *kwlist[] = {"region", "chans", "names", "dead", "states", "spares", "own_max",
+                             "pool_ats", "pool_lock", "pool_max", "facts", "adopt", "slow",
+                             "live_off", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!O!O!O!nO!LLOOOL:Handles", kwlist,
+                                     &Region_Type, &region, &PyDict_Type, &chans, &PyDict_Type,
+                                     &names, &PyList_Type, &dead, &PyDict_Type, &states,
+                                     &PyDict_Type, &spares, &own_max, &PyDict_Type, &pool_ats,
+                                     &pool_lock, &pool_max, &facts, &adopt, &slow, &live_off))
         return NULL;
-    if (!PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "Handles: slow must be callable");
+    if (!PyCallable_Check(facts) || !PyCallable_Check(adopt) || !PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "Handles: facts, adopt and slow must be callable");
         return NULL;
     }
     if (region_span((Region *)region, live_off, 8, 8) < 0 ||
-        lock_index_ok((Region *)region, pool_lock) < 0 || intern_names() < 0)
+        lock_index_ok((Region *)region, pool_lock) < 0)
         return NULL;
-    PyObject *append = PyObject_GetAttrString(dead, "append");
+    PyObject *append = PyObject_GetAttrString(dead, "append"); /* a list's own method */
     if (append == NULL) return NULL;
     Handles *self = (Handles *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -180,6 +225,8 @@ static PyObject *Handles_make(PyTypeObject *type, PyObject *args, PyObject *kw) 
         return NULL;
     }
     self->live_off = live_off;
+    self->facts = Py_NewRef(facts);
+    self->adopt = Py_NewRef(adopt);
     self->slow = Py_NewRef(slow);
     self->states = Py_NewRef(states);
     self->spares = Py_NewRef(spares);
@@ -189,22 +236,20 @@ static PyObject *Handles_make(PyTypeObject *type, PyObject *args, PyObject *kw) 
     self->pool_max = pool_max;
     self->dead_append = append;
     self->region = (Region *)Py_NewRef(region);
-    self->chan_type = Py_NewRef(chan_type);
     self->chans = Py_NewRef(chans);
     self->names = Py_NewRef(names);
     self->dead = Py_NewRef(dead);
-    self->broker = Py_NewRef(broker);
     return (PyObject *)self;
 }
 
 static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
     Py_VISIT(self->region);
-    Py_VISIT(self->chan_type);
     Py_VISIT(self->chans);
     Py_VISIT(self->names);
     Py_VISIT(self->dead);
     Py_VISIT(self->dead_append);
-    Py_VISIT(self->broker);
+    Py_VISIT(self->facts);
+    Py_VISIT(self->adopt);
     Py_VISIT(self->states);
     Py_VISIT(self->spares);
     Py_VISIT(self->pool_ats);
@@ -215,11 +260,11 @@ static int Handles_traverse(Handles *self, visitproc visit, void *arg) {
 static int Handles_clear(Handles *self) {
     Py_CLEAR(self->chans); /* first: a finalizer run by the clearing sees it cleared (ready) */
     Py_CLEAR(self->region);
-    Py_CLEAR(self->chan_type);
     Py_CLEAR(self->names);
     Py_CLEAR(self->dead);
     Py_CLEAR(self->dead_append);
-    Py_CLEAR(self->broker);
+    Py_CLEAR(self->facts);
+    Py_CLEAR(self->adopt);
     Py_CLEAR(self->states);
     Py_CLEAR(self->spares);
     Py_CLEAR(self->pool_ats);
@@ -242,54 +287,46 @@ static int ready(Handles *self) {
     return 0;
 }
 
-/* ref = HandleRef(ch, dead.append) with its fields, entered in chans and names */
-static int do_register(Handles *self, PyObject *ch, PyObject *st) {
+/* ref = HandleRef(ch, dead.append) with its fields (st's block at `off`), entered in chans and
+ * names */
+static int do_register(Handles *self, PyObject *ch, PyObject *st, long long off, int untyped) {
+    if (off < 0 || off > self->region->size) {
+        PyErr_Format(PyExc_ValueError, "Handles: a channel block at %lld", off);
+        return -1;
+    }
     PyObject *args = PyTuple_Pack(2, ch, self->dead_append);
     if (args == NULL) return -1;
     HandleRef *ref = (HandleRef *)_PyWeakref_RefType.tp_new(&HandleRef_Type, args, NULL);
     Py_DECREF(args);
     if (ref == NULL) return -1;
     int rc = -1;
-    PyObject *broker = NULL;
-    if ((ref->off = PyObject_GetAttr(st, s_off)) == NULL ||
-        (ref->key = PyObject_GetAttr(st, s_key)) == NULL ||
-        (ref->drop = PyObject_GetAttr(st, s_drop_name)) == NULL ||
-        (broker = PyObject_GetAttr(st, s_broker)) == NULL)
+    unsigned char name[8];
+    for (int i = 0; i < 8; i++) name[i] = (unsigned char)((uint64_t)off >> (8 * i)); /* little */
+    if ((ref->off = PyLong_FromLongLong(off)) == NULL ||
+        (ref->key = PyBytes_FromStringAndSize((const char *)name, 8)) == NULL)
         goto done;
-    if (!PyLong_CheckExact(ref->off) || !PyBytes_CheckExact(ref->key)) {
-        PyErr_SetString(PyExc_TypeError, "Handles: a state's off must be an int, key bytes");
-        goto done;
-    }
     ref->st = Py_NewRef(st);
-    ref->counts = broker == self->broker;
+    ref->region = (Region *)Py_NewRef(self->region);
+    ref->o = off;
+    ref->untyped = (char)untyped;
     if (PyDict_SetItem(self->chans, ref->off, (PyObject *)ref) < 0 ||
         PyDict_SetItem(self->names, ref->key, (PyObject *)ref) < 0)
         goto done;
     rc = 0;
 done:
-    Py_XDECREF(broker);
     Py_DECREF(ref);
     return rc;
 }
 
 static PyObject *Handles_register(Handles *self, PyObject *const *args, Py_ssize_t nargs) {
+    long long off;
+    uint64_t uid;
+    int untyped;
     if (ready(self) < 0 || arg_count("register", nargs, 2, 2) < 0 ||
-        do_register(self, args[0], args[1]) < 0)
+        state_facts(self, args[1], &off, &uid, &untyped) < 0 ||
+        do_register(self, args[0], args[1], off, untyped) < 0)
         return NULL;
     Py_RETURN_NONE;
-}
-
-static PyObject *Handles_new(Handles *self, PyObject *st) {
-    if (ready(self) < 0) return NULL;
-    PyTypeObject *tp = (PyTypeObject *)self->chan_type;
-    PyObject *ch = tp->tp_new(tp, s_empty, NULL);
-    if (ch == NULL) return NULL;
-    if (PyObject_SetAttr(ch, s_st_slot, st) < 0 || PyObject_SetAttr(ch, s_type, Py_None) < 0 ||
-        PyObject_SetAttr(ch, s_check, Py_None) < 0 || do_register(self, ch, st) < 0) {
-        Py_DECREF(ch);
-        return NULL;
-    }
-    return ch;
 }
 
 /* block.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` */
@@ -321,17 +358,12 @@ static int pool_at(Handles *self, long long cap, long long *at) {
 
 /* st (a strong reference of the caller) is this P's untyped state of the block with id word
  * `id`: 1, 0, -1 */
-static int state_fits(PyObject *st, uint64_t id) {
-    PyObject *codec = PyObject_GetAttr(st, s_codec), *uid = NULL;
-    if (codec == NULL) return -1;
-    int fits = codec == Py_None;
-    Py_DECREF(codec);
-    if (!fits) return 0;
-    if ((uid = PyObject_GetAttr(st, s_uid)) == NULL) return -1;
-    unsigned long long u = PyLong_AsUnsignedLongLong(uid);
-    Py_DECREF(uid);
-    if (u == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    return u == id;
+static int state_fits(Handles *self, PyObject *st, uint64_t id) {
+    long long off;
+    uint64_t uid;
+    int untyped;
+    if (state_facts(self, st, &off, &uid, &untyped) < 0) return -1;
+    return untyped && uid == id;
 }
 
 /* The pool's block `v` back on its stack, after a promotion that failed (an exception is set
@@ -344,22 +376,23 @@ static void pool_give_back(Handles *self, long long at, uint64_t v) {
     PyErr_Restore(et, ev, tb);
 }
 
-/* Reopen st's block (at `off`, capacity `cap`), make it ch's state, register: st, or NULL
- * with the block retired again and its live count given back (the caller returns st, or the
- * block, to where it came from). */
-static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, PyObject *off,
+/* Reopen st's block (at `off`, capacity `cap`), make it ch's state (adopt), register: st, or
+ * NULL with the block retired again and its live count given back (the caller returns st, or
+ * the block, to where it came from). */
+static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, long long o,
                             long long cap) {
-    long long o = PyLong_AsLongLong(off);
-    if ((o == -1 && PyErr_Occurred()) || chan_reopen_at(self->region, o, cap) < 0) return NULL;
+    if (chan_reopen_at(self->region, o, cap) < 0) return NULL;
     if (count_live(self, 1) < 0) {
         (void)chan_retire_at(self->region, o);
         return NULL;
     }
-    PyObject *capo = PyLong_FromLongLong(cap);
-    if (capo == NULL || PyObject_SetAttr(st, s_cap, capo) < 0 ||
-        PyDict_SetItem(self->states, off, st) < 0 || PyObject_SetAttr(ch, s_st_slot, st) < 0 ||
-        do_register(self, ch, st) < 0) {
+    PyObject *off = PyLong_FromLongLong(o), *capo = PyLong_FromLongLong(cap), *got = NULL;
+    if (off == NULL || capo == NULL || PyDict_SetItem(self->states, off, st) < 0 ||
+        (got = PyObject_CallFunctionObjArgs(self->adopt, ch, st, capo, NULL)) == NULL ||
+        do_register(self, ch, st, o, 1) < 0) {
+        Py_XDECREF(off);
         Py_XDECREF(capo);
+        Py_XDECREF(got);
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
         /* nobody was told of the block: end it again, uncount it */
@@ -367,7 +400,9 @@ static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, PyObject 
         PyErr_Restore(et, ev, tb);
         return NULL;
     }
+    Py_DECREF(off);
     Py_DECREF(capo);
+    Py_DECREF(got);
     return Py_NewRef(st);
 }
 
@@ -402,8 +437,8 @@ static PyObject *promote_from_pool(Handles *self, PyObject *ch, long long cap) {
     }
     uint64_t id = atomic_load_explicit(word_at(self->region, (long long)v + ID_BYTE),
                                        memory_order_relaxed);
-    int fits = state_fits(st, id);
-    if (fits >= 0) res = fits ? take_state(self, ch, st, off, cap) : Py_NewRef(off);
+    int fits = state_fits(self, st, id);
+    if (fits >= 0) res = fits ? take_state(self, ch, st, (long long)v, cap) : Py_NewRef(off);
 done:
     if (res == NULL) pool_give_back(self, at, v);
     Py_XDECREF(st);
@@ -426,16 +461,16 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
         Py_DECREF(lst);
         return promote_from_pool(self, ch, cap);
     }
-    PyObject *st = Py_NewRef(PyList_GET_ITEM(lst, n - 1)); /* its attributes run Python code */
-    PyObject *res = NULL, *off = NULL, *codec = PyObject_GetAttr(st, s_codec);
-    if (codec == NULL) goto done;
-    int untyped = codec == Py_None;
-    Py_DECREF(codec);
+    PyObject *st = Py_NewRef(PyList_GET_ITEM(lst, n - 1)); /* facts runs Python code */
+    PyObject *res = NULL;
+    long long off;
+    uint64_t uid;
+    int untyped;
+    if (state_facts(self, st, &off, &uid, &untyped) < 0) goto done;
     if (!untyped) { /* a typed channel's state: Python's create reopens it */
         res = Py_NewRef(Py_None);
         goto done;
     }
-    if ((off = PyObject_GetAttr(st, s_off)) == NULL) goto done;
     /* the list may have changed meanwhile: take st itself, wherever it is now */
     n = PyList_GET_SIZE(lst);
     Py_ssize_t i = n - 1;
@@ -453,7 +488,6 @@ static PyObject *Handles_promote(Handles *self, PyObject *const *args, Py_ssize_
         PyErr_Restore(et, ev, tb);
     }
 done:
-    Py_XDECREF(off);
     Py_DECREF(st);
     Py_DECREF(lst);
     return res;
@@ -480,23 +514,22 @@ static PyObject *Handles_attach_new(Handles *self, PyObject *name) {
         Py_RETURN_NONE;
     }
     Py_INCREF(st);
-    PyObject *res = NULL, *uid = NULL, *codec = NULL, *capo = NULL;
-    long long o = (long long)u, cap;
-    if ((o == -1 && PyErr_Occurred()) || (uid = PyObject_GetAttr(st, s_uid)) == NULL ||
-        (codec = PyObject_GetAttr(st, s_codec)) == NULL)
-        goto done;
-    unsigned long long id = PyLong_AsUnsignedLongLong(uid);
-    if (id == (unsigned long long)-1 && PyErr_Occurred()) goto done;
-    if (codec != Py_None || (cap = chan_word_if(self->region, o, id, 1)) < 0) {
+    PyObject *res = NULL, *capo = NULL, *ch = NULL;
+    long long o = (long long)u, cap, st_off;
+    uint64_t id;
+    int untyped;
+    if (state_facts(self, st, &st_off, &id, &untyped) < 0) goto done;
+    if (!untyped || st_off != o || (cap = chan_word_if(self->region, o, id, 1)) < 0) {
         res = Py_NewRef(Py_None); /* typed, or the block is no longer that channel */
         goto done;
     }
-    if ((capo = PyLong_FromLongLong(cap)) == NULL || PyObject_SetAttr(st, s_cap, capo) < 0)
+    if ((capo = PyLong_FromLongLong(cap)) == NULL ||
+        (ch = PyObject_CallFunctionObjArgs(self->adopt, Py_None, st, capo, NULL)) == NULL ||
+        do_register(self, ch, st, o, 1) < 0)
         goto done;
-    res = Handles_new(self, st);
+    res = Py_NewRef(ch);
 done:
-    Py_XDECREF(uid);
-    Py_XDECREF(codec);
+    Py_XDECREF(ch);
     Py_XDECREF(capo);
     Py_DECREF(st);
     Py_DECREF(off);
@@ -525,9 +558,8 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
             PyErr_Clear(); /* names was emptied for a new runtime */
         }
     }
-    if (!ref->counts || ref->st == NULL) return 0;
-    long long off = PyLong_AsLongLong(ref->off);
-    if (off == -1 && PyErr_Occurred()) return -1;
+    if (ref->st == NULL) return 0;
+    long long off = ref->o;
     /* the block's words from its capacity (word 1) to its reference word */
     if (region_span(self->region, off, REFS_BYTE + 8, 8) < 0) return -1;
     uint64_t old = atomic_fetch_add_explicit(word_at(self->region, off + REFS_BYTE),
@@ -620,8 +652,6 @@ static PyObject *Handles_release(Handles *self, PyObject *unused) {
 static PyMethodDef Handles_methods[] = {
     {"register", (PyCFunction)(void (*)(void))Handles_register, METH_FASTCALL,
      "register(ch, st): make ch this P's handle on the channel of state st."},
-    {"new", (PyCFunction)Handles_new, METH_O,
-     "new(st) -> Chan: a new untyped handle on the channel of state st, registered."},
     {"promote", (PyCFunction)(void (*)(void))Handles_promote, METH_FASTCALL,
      "promote(ch, cap) -> st | off | None: ch's new shared state from this P's spares or the "
      "pool, registered; a pool block this P has no state for; None."},
@@ -639,8 +669,8 @@ PyTypeObject Handles_Type = {
     .tp_name = "csp_mp._shm._core.Handles",
     .tp_basicsize = sizeof(Handles),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Handles(region, chan_type, chans, names, dead, broker, states, spares, own_max, "
-              "pool_ats, pool_lock, pool_max, slow, live_off): a P's handles on shared "
+    .tp_doc = "Handles(region, chans, names, dead, states, spares, own_max, pool_ats, "
+              "pool_lock, pool_max, facts, adopt, slow, live_off): a P's handles on shared "
               "channels, registered and released in one call each.",
     .tp_new = Handles_make,
     .tp_traverse = (traverseproc)Handles_traverse,

@@ -23,6 +23,9 @@
  *     decode_many's cached callable and channel, each decoded argument.
  *   - TaskEncoder and Spawner are made whole by their tp_new and take part in the cyclic GC; a
  *     Spawner the GC cleared raises instead of running.
+ *   - no attribute of a Python object is read: a shared channel's offset comes from its
+ *     HandleRef (handles.c's handle_offset), anything else from chan_ext, the callable given at
+ *     construction.
  */
 #include "core.h"
 
@@ -137,33 +140,6 @@ static int put_str(buf_t *b, PyObject *o) {
     return put_raw(b, s, n, 1);
 }
 
-static PyObject *s_type, *s_st, *s_shared, *s_off;
-
-/* The arena offset of an untyped channel already shared (its state's ``off``); NULL with no
- * exception when the caller must ask chan_ext (typed, or still local). */
-static PyObject *shared_offset(PyObject *ch) {
-    if (s_type == NULL) {
-        s_type = PyUnicode_InternFromString("_type");
-        s_st = PyUnicode_InternFromString("_st");
-        s_shared = PyUnicode_InternFromString("shared");
-        s_off = PyUnicode_InternFromString("off");
-        if (!s_type || !s_st || !s_shared || !s_off) return NULL;
-    }
-    PyObject *tp = PyObject_GetAttr(ch, s_type);
-    if (tp == NULL) return NULL;
-    Py_DECREF(tp);
-    if (tp != Py_None) return NULL;
-    PyObject *st = PyObject_GetAttr(ch, s_st);
-    if (st == NULL) return NULL;
-    PyObject *sh = PyObject_GetAttr(st, s_shared);
-    PyObject *off = NULL;
-    if (sh == Py_True) off = PyObject_GetAttr(st, s_off);
-    Py_XDECREF(sh);
-    Py_DECREF(st);
-    if (off == NULL) PyErr_Clear();
-    return off;
-}
-
 /* 0 written, 1 not a plain argument, -1 error */
 static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, int *noffs) {
     PyTypeObject *t = Py_TYPE(o);
@@ -184,8 +160,9 @@ static int put_arg(TaskEncoder *self, buf_t *b, PyObject *o, long long *offs, in
         return put_raw(b, PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o), 0);
     }
     if ((PyObject *)t == self->chan_type) {
-        PyObject *off = shared_offset(o);
-        if (off == NULL && !PyErr_Occurred()) {
+        /* an untyped channel already shared: its HandleRef has the offset */
+        PyObject *off = handle_offset(o, (Region *)self->region);
+        if (off == NULL) {
             if (self->chan_ext == NULL) return 1; /* cleared by the GC: the codec's path */
             off = PyObject_CallOneArg(self->chan_ext, o);
         }
@@ -610,8 +587,10 @@ PyTypeObject TaskEncoder_Type = {
  * idle P's number + 1) and rings that P's doorbell (bells: each P's bell offset), or without
  * bells calls wake(). Otherwise it appends the frame to frames and the entry to entries (the
  * broker's unflushed and unq deques) and calls flush() every batch frames, and after every
- * frame while the hint is set. Any other call, or a hub that is stopping, goes to place(fn,
- * args, kwargs), the Python function, which reads and updates seq, fn_last and entry here.
+ * frame while the hint is set. Any other call goes to place(fn, args, kwargs), the Python
+ * function, which reads and updates seq, fn_last and entry here. A hub that stops hands go()
+ * to its own spawn from then on (Hub._stop_placing), which starts nothing: the Spawner is not
+ * called.
  */
 typedef struct {
     PyObject_HEAD
@@ -627,8 +606,6 @@ typedef struct {
     long long *bells;  /* each P's doorbell offset (PyMem), or NULL: wake() rings instead */
     Py_ssize_t nbells;
 } Spawner;
-
-static PyObject *s_stopping;
 
 /* A queued frame given up: its names' counts back (an exception is set and stays). */
 static void uncount(Spawner *self, const names_t *nm) {
@@ -692,14 +669,7 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     }
     if (arg_count("go", nargs, 3, 3) < 0) return NULL;
     PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
-    if (s_stopping == NULL && (s_stopping = PyUnicode_InternFromString("stopping")) == NULL)
-        return NULL;
-    PyObject *stop = PyObject_GetAttr(self->hub, s_stopping);
-    if (stop == NULL) return NULL;
-    int stopping = PyObject_IsTrue(stop);
-    Py_DECREF(stop);
-    if (stopping < 0) return NULL;
-    if (stopping || fn != self->fn_last || !PyTuple_CheckExact(targs) ||
+    if (fn != self->fn_last || !PyTuple_CheckExact(targs) ||
         !PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0)
         return PyObject_Vectorcall(self->place, args, 3, NULL);
     PyObject *seq = PyLong_FromLongLong(self->seq + 1);
