@@ -39,6 +39,7 @@ from greenlet import getcurrent
 
 from .. import _hub
 from .._hub import Hub, new_hub
+from .._hub import sysmon as _sysmon  # noqa: F401 - loaded before Ps fork: none imports it again
 from .._proc import proc as this_proc
 from .._shm import Arena, Doorbell, cloud
 from . import ctx as C
