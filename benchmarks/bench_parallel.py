@@ -13,7 +13,8 @@ until one of them observes ``runtime.current_p() == 1`` and wins an atomic flag;
 the anchor which starts consumers with ``go_local`` (they never leave P1). When no goroutine
 reaches P1 within a deadline (a one-process runtime), the figures that need P1 read "n/a".
 
-``python -m benchmarks.bench_parallel [--quick]`` prints this family's rows;
+``python -m benchmarks.bench_parallel [--quick]`` prints this family's rows (``--startup``: only
+the start-up rows a user's script pays, import included);
 ``python -m benchmarks.bench_parallel --child NAME PARAMS_JSON`` is the child.
 """
 
@@ -1027,6 +1028,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_parallel")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS_JSON"))
+    ap.add_argument("--startup", action="store_true",
+                    help="only the start-up rows a script pays (import, run to P1)")
     args = ap.parse_args(argv)
     if args.child:
         # Through the package, not __main__: goroutine functions then pickle by reference.
@@ -1044,6 +1047,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     from .run import print_table
 
+    if args.startup:
+        print_table(_script_startup_rows(csp_paths(), pick(args.quick, 9, 7, 1),
+                                         pick(args.quick, 3.0, 2.0, 0.3),
+                                         pick(args.quick, 120.0, 90.0, 30.0)))
+        return
     print_table(run(args.quick))
 
 
