@@ -80,3 +80,7 @@ def __getattr__(name: str) -> Any:
     value.__module__ = "csp_mp"
     globals()[name] = value  # later lookups find it without this function
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"futures", "map", "patch_blocking"})
