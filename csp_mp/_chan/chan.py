@@ -502,8 +502,9 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     try:
         return _park_select(hub, sel, waiters, parsed)
     finally:
-        from .._shm.codec import holds_blocks
+        if encoded:  # (a select that only receives imports nothing here)
+            from .._shm.codec import holds_blocks
 
-        for i, data in encoded.items():
-            if i != sel.case and holds_blocks(data):
-                parsed[i][1]._st.drop_dead_senders()  # pass 3, for values in their own blocks
+            for i, data in encoded.items():
+                if i != sel.case and holds_blocks(data):
+                    parsed[i][1]._st.drop_dead_senders()  # pass 3, values in their own blocks
