@@ -5,10 +5,10 @@ by forking itself when it can (``_can_fork``), else with the forkserver start me
 preloaded, the user's ``__main__`` never re-run), and removes every name (``arena.seal()``) once
 every P holds what it names: at once for forked Ps, which inherit it; for the fork server's, when
 each has mapped the arena. From then on a SIGKILL of the whole tree leaves nothing in
-``/dev/shm``. A monitor thread in P0 waits on the
-workers' sentinels and reports a death within milliseconds, or has the zygote fork a new process
-for a P that died holding only executor tasks (``replace.py``). A worker dies with P0: its parent is
-the forkserver, which exits when P0 does, and the worker asked for SIGKILL on its parent's death.
+``/dev/shm``. A monitor thread in P0 waits on the workers' sentinels and reports a death within
+milliseconds, or has the zygote fork a new process for a P that died holding only executor tasks
+(``replace.py``). A worker dies with P0: its parent is P0, or the forkserver, which exits when P0
+does, and the worker asked for SIGKILL on its parent's death.
 
 Invariants:
 - Workers start before P0's hub runs any goroutine, from a process that has run none (P0 on its
