@@ -193,7 +193,10 @@ class Chan(Generic[T]):
 
 
 class ChanStats:
-    """A channel's state at one moment (read by tests and ``runtime.stack()``); immutable."""
+    """A channel's state at one moment (read by tests and ``runtime.stack()``); immutable.
+
+    A plain class, not a frozen ``msgspec.Struct`` as it was: defining that here made
+    ``import csp_mp`` import msgspec, which a one-P program never needs."""
 
     __slots__ = ("buffered", "senders_waiting", "receivers_waiting", "closed")
     buffered: int
