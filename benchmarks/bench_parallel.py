@@ -13,7 +13,8 @@ until one of them observes ``runtime.current_p() == 1`` and wins an atomic flag;
 the anchor which starts consumers with ``go_local`` (they never leave P1). When no goroutine
 reaches P1 within a deadline (a one-process runtime), the figures that need P1 read "n/a".
 
-``python -m benchmarks.bench_parallel [--quick]`` prints this family's rows;
+``python -m benchmarks.bench_parallel [--quick]`` prints this family's rows (``--startup``: only
+the start-up rows a user's script pays, import included);
 ``python -m benchmarks.bench_parallel --child NAME PARAMS_JSON`` is the child.
 """
 
@@ -27,7 +28,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ._common import (
@@ -63,6 +66,9 @@ FF_BATCH = 256  # faster-fifo items per put_many, as a user batching ints would
 ARRAY_GBPS_BAR = 5.0
 ARRAY_VS_MPQ_BAR = 5.0
 STARTUP_BAR_S = 0.3
+# issue 23's start-up bars, as a user's script pays them (fresh interpreter, cached bytecode)
+IMPORT_VS_CFP_BAR = 2.0  # import csp_mp <= 2x import concurrent.futures.process
+SCRIPT_START_VS_PPE_BAR = 4.0  # script to first goroutine on P1 <= 4x PPE(2, fork) to 1st task
 ARRAY_BYTES = 64 * 2**20
 ARRAY_WARMUP = 2  # untimed transfers first: a fresh arena block's pages fault in on first touch
 
@@ -339,6 +345,146 @@ def in_child(name: str, params: dict, timeout: float, path: str | None = None) -
     if path is not None and "error" not in res and res.get("native") != (path == "1"):
         return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
     return res
+
+
+# ================================================ start-up as a script pays it (fresh interpreters)
+
+# Each script prints one JSON line: the seconds from its own first statement (the clock starts
+# before the imports, after the interpreter's start-up, which is the same for both sides).
+IMPORT_SCRIPT = """\
+import json, time
+t0 = time.perf_counter()
+import {module}
+print(json.dumps({{"seconds": time.perf_counter() - t0}}))
+"""
+
+CSP_START_SCRIPT = """\
+import time
+t0 = time.monotonic()
+import csp_mp
+from csp_mp import runtime
+
+
+def probe(out):
+    out.send((runtime.current_p(), time.monotonic()))
+
+
+def main():
+    out = csp_mp.Chan(64)
+    end = time.monotonic() + {deadline}
+    while time.monotonic() < end:
+        for _ in range(4):
+            csp_mp.go(probe, out)
+        for _ in range(4):
+            p, t = out.recv()
+            if p == 1:
+                return t
+    return None
+
+
+t1 = csp_mp.run(main, procs=2)
+import json
+if t1 is None:
+    print(json.dumps({{"error": "no goroutine ran on P1 within {deadline} s"}}))
+else:
+    print(json.dumps({{"seconds": t1 - t0, "native": runtime.native()}}))
+"""
+
+PPE_START_SCRIPT = """\
+import time
+t0 = time.monotonic()
+import concurrent.futures
+import multiprocessing
+
+fork = multiprocessing.get_context("fork")
+with concurrent.futures.ProcessPoolExecutor(2, mp_context=fork) as ex:
+    t1 = ex.submit(time.monotonic).result()
+import json
+print(json.dumps({"seconds": t1 - t0}))
+"""
+
+
+def in_script(source: str, timeout: float, path: str | None = None) -> dict:
+    """Run ``source`` as a user's plain script in a fresh interpreter, bytecode caches read and
+    written (``PYTHONDONTWRITEBYTECODE`` dropped); the JSON object its last line prints, or
+    ``{"error"}``. ``path``: the ``CSP_MP_NATIVE`` the script's csp_mp runs with."""
+    if path is not None and (why := path_unavailable(path)):
+        return {"error": why}
+    root, env = child_env(path)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    with tempfile.TemporaryDirectory(prefix="csp_mp-bench-") as d:
+        script = Path(d) / "script.py"
+        script.write_text(source)
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=d, env=env,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return {"error": f"timed out after {timeout:g} s"}
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": f"exit {proc.returncode}: {tail[0]}"}
+    try:
+        res = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable script output: {lines[-1][:80]}"}
+    if path is not None and "native" in res and res["native"] != (path == "1"):
+        return {"error": f"asked CSP_MP_NATIVE={path}, the script ran native={res['native']}"}
+    return res
+
+
+def _seconds(results: list[dict]) -> list[float]:
+    return [r["seconds"] for r in results if "seconds" in r]
+
+
+def _errors(results: list[dict]) -> str:
+    return "; ".join(dict.fromkeys(r["error"] for r in results if "error" in r))
+
+
+def _script_startup_rows(paths: list[str], reps: int, deadline: float,
+                         timeout: float) -> list[dict]:
+    """``import csp_mp`` against ``import concurrent.futures.process``, and a script's
+    ``import csp_mp; run(main, procs=2)`` to a goroutine on P1 against ``ProcessPoolExecutor(2)``
+    (fork) to its first task; each run a fresh interpreter, the two sides interleaved."""
+    imp_csp = IMPORT_SCRIPT.format(module="csp_mp")
+    imp_cfp = IMPORT_SCRIPT.format(module="concurrent.futures.process")
+    start_csp = CSP_START_SCRIPT.format(deadline=deadline)
+    for source in (imp_csp, imp_cfp, PPE_START_SCRIPT):  # untimed: the bytecode caches written
+        in_script(source, timeout)
+    for path in paths:
+        in_script(start_csp, timeout, path)
+    got: dict[tuple, list[dict]] = {}
+    for _ in range(reps):
+        for path in paths:
+            got.setdefault(("import", path), []).append(in_script(imp_csp, timeout, path))
+        got.setdefault(("import", "peer"), []).append(in_script(imp_cfp, timeout))
+        for path in paths:
+            got.setdefault(("start", path), []).append(in_script(start_csp, timeout, path))
+        got.setdefault(("start", "peer"), []).append(in_script(PPE_START_SCRIPT, timeout))
+    out = []
+    for key, figure, baseline, bar in (
+            ("import", "import csp_mp (fresh interpreter, cached bytecode)",
+             "import concurrent.futures.process", IMPORT_VS_CFP_BAR),
+            ("start", "script: import csp_mp + run(procs=2) to first goroutine on P1",
+             "script: import + ProcessPoolExecutor(2, fork) to first task",
+             SCRIPT_START_VS_PPE_BAR)):
+        peer = got[(key, "peer")]
+        base = median(_seconds(peer))
+        for path in paths:
+            mine = got[(key, path)]
+            v = median(_seconds(mine))
+            r = row(FAMILY, "import" if key == "import" else "script_startup",
+                    on_path(figure, path), "s", v, baseline=baseline, baseline_value=base,
+                    higher_is_better=False, bar=f"<= {bar:g}x the peer",
+                    met=at_most(v / base, bar) if v and base else None,
+                    note=_errors(mine + peer), repeats=len(_seconds(mine)))
+            r["path"] = path
+            out.append(r)
+    return out
 
 
 # ====================================================================== peers (this process)
@@ -873,6 +1019,7 @@ def run(quick: bool) -> list[dict]:
                 baseline_value=median(ppe_st), higher_is_better=False,
                 bar=f"<= {STARTUP_BAR_S} s", met=at_most(vst, STARTUP_BAR_S),
                 note=st_failed.get((path,), ""), repeats=len(st.get((path,), []))), path)
+    rows.extend(_script_startup_rows(paths, pick(quick, 9, 7, 1), deadline, timeout))
     return rows
 
 
@@ -881,6 +1028,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_parallel")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS_JSON"))
+    ap.add_argument("--startup", action="store_true",
+                    help="only the start-up rows a script pays (import, run to P1)")
     args = ap.parse_args(argv)
     if args.child:
         # Through the package, not __main__: goroutine functions then pickle by reference.
@@ -898,6 +1047,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     from .run import print_table
 
+    if args.startup:
+        print_table(_script_startup_rows(csp_paths(), pick(args.quick, 9, 7, 1),
+                                         pick(args.quick, 3.0, 2.0, 0.3),
+                                         pick(args.quick, 120.0, 90.0, 30.0)))
+        return
     print_table(run(args.quick))
 
 

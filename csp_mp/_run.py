@@ -14,9 +14,7 @@ from typing import Any, TypeVar
 from . import _hub, _tb
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
-from ._hub.sysmon import start_sysmon
 from ._proc import proc
-from ._shm import native
 
 R = TypeVar("R")
 
@@ -63,6 +61,8 @@ def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: 
         raise TypeError(f"run() needs a callable, got {type(main).__name__}")
     n = resolve_procs(procs)
     _tb.install_excepthook()
+    from ._shm import native
+
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     hub = _hub.peek()
     if hub is not None:
@@ -122,6 +122,8 @@ def _publish_main_spawns(hub: Hub) -> None:
 def _start_implicit(procs: int | None = None) -> Hub:
     n = resolve_procs(procs)
     _tb.install_excepthook()  # a deadlock or Ctrl-C met in plain code shows the user's frames
+    from ._shm import native
+
     native.enabled()  # CSP_MP_NATIVE=1 without the compiled core: RuntimeError before anything
     if n > 1:
         from . import _mp
@@ -144,6 +146,8 @@ def _start_implicit(procs: int | None = None) -> Hub:
     # sysmon from the start, not from the hub loop's first pass: a script that calls go() and
     # then waits in plain code (time.sleep, a future's result()) never enters the loop, and
     # only sysmon can take the thread for the goroutines meanwhile (_hub/drive.py)
+    from ._hub.sysmon import start_sysmon
+
     start_sysmon(hub)
     if not proc.exit_hook:
         atexit.register(shutdown)

@@ -17,18 +17,16 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
-
-import msgspec
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._errors import ClosedChannelError
 from .._hub import current_hub, peek
 from .._hub import waits as W
 from .._proc import proc
-from .._shm.codec import holds_blocks
-from .._shm.typecheck import validator
 from .local import CLOSED, LocalState, SelectState, Waiter
-from .shared import SharedChan
+
+if TYPE_CHECKING:
+    from .shared import SharedChan
 
 T = TypeVar("T")
 
@@ -62,12 +60,16 @@ class ChanState(Protocol):
 
 
 def _validator(tp: Any) -> Callable[[Any], None]:
+    from msgspec import ValidationError
+
+    from .._shm.typecheck import validator
+
     deep = validator(tp)  # fields of Structs included
 
     def check(v: Any) -> None:
         try:
             deep(v)
-        except msgspec.ValidationError as exc:
+        except ValidationError as exc:
             raise TypeError(f"Chan[{_type_name(tp)}] send of {type(v).__name__}: {exc}") from None
     return check
 
@@ -82,6 +84,8 @@ class _TypedChan:
     __slots__ = ("tp", "check")
 
     def __init__(self, tp: Any) -> None:
+        import msgspec.inspect
+
         try:
             msgspec.inspect.type_info(tp)
         except Exception as exc:
@@ -188,13 +192,46 @@ class Chan(Generic[T]):
         return promote(self)
 
 
-class ChanStats(msgspec.Struct, frozen=True):
-    """A channel's state at one moment (read by tests and ``runtime.stack()``)."""
+class ChanStats:
+    """A channel's state at one moment (read by tests and ``runtime.stack()``); immutable.
 
+    A plain class, not a frozen ``msgspec.Struct`` as it was: defining that here made
+    ``import csp_mp`` import msgspec, which a one-P program never needs."""
+
+    __slots__ = ("buffered", "senders_waiting", "receivers_waiting", "closed")
     buffered: int
     senders_waiting: int
     receivers_waiting: int
     closed: bool
+
+    def __init__(self, buffered: int, senders_waiting: int, receivers_waiting: int,
+                 closed: bool) -> None:
+        set_field = object.__setattr__
+        set_field(self, "buffered", buffered)
+        set_field(self, "senders_waiting", senders_waiting)
+        set_field(self, "receivers_waiting", receivers_waiting)
+        set_field(self, "closed", closed)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("immutable type: 'ChanStats'")
+
+    def _fields(self) -> tuple[int, int, int, bool]:
+        return self.buffered, self.senders_waiting, self.receivers_waiting, self.closed
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ChanStats:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __reduce__(self) -> tuple[type, tuple[int, int, int, bool]]:
+        return ChanStats, self._fields()
+
+    def __repr__(self) -> str:
+        return ("ChanStats(buffered={!r}, senders_waiting={!r}, receivers_waiting={!r}, "
+                "closed={!r})".format(*self._fields()))
 
 
 class _NilState:
@@ -468,6 +505,9 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     try:
         return _park_select(hub, sel, waiters, parsed)
     finally:
-        for i, data in encoded.items():
-            if i != sel.case and holds_blocks(data):
-                parsed[i][1]._st.drop_dead_senders()  # pass 3, for values in their own blocks
+        if encoded:  # (a select that only receives imports nothing here)
+            from .._shm.codec import holds_blocks
+
+            for i, data in encoded.items():
+                if i != sel.case and holds_blocks(data):
+                    parsed[i][1]._st.drop_dead_senders()  # pass 3, values in their own blocks

@@ -40,7 +40,7 @@ of them would then wake, find it not done and sleep again for a slice per task).
 from __future__ import annotations
 
 import dis
-import inspect
+import linecache
 import selectors
 import signal
 import threading
@@ -58,10 +58,25 @@ from .safepoint import UNSAFE, safe_point
 HOLD = 0.050  # longest stretch the hub keeps the thread while its own wait may be done
 
 
+def _source_lines(fn: Any) -> tuple[list[str], int]:
+    """``fn``'s source lines and the number of the first, as ``inspect.getsourcelines`` gives
+    them for a function, found from its code's line numbers: no tokenizer (whose patterns take
+    milliseconds to compile) runs as the hub layer loads."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise TypeError(f"{fn!r} has no code")
+    first = code.co_firstlineno
+    last = max((n for _start, _end, n in code.co_lines() if n is not None), default=0)
+    lines = linecache.getlines(code.co_filename)
+    if last < first or len(lines) < last:
+        raise OSError(f"no source for {code.co_qualname}")
+    return lines[first - 1:last], first
+
+
 def _condition_wait_lines() -> frozenset[int]:
     """Lines of ``Condition.wait`` that wait on the waiter lock with the condition released."""
     try:
-        lines, first = inspect.getsourcelines(threading.Condition.wait)
+        lines, first = _source_lines(threading.Condition.wait)
     except (OSError, TypeError):
         return frozenset()
     out = set()
@@ -83,7 +98,7 @@ def _selector_codes() -> dict[CodeType, frozenset[int]]:
         if fn is None:
             continue
         try:
-            lines, first = inspect.getsourcelines(fn)
+            lines, first = _source_lines(fn)
         except (OSError, TypeError):
             continue
         calls = frozenset(first + i for i, t in enumerate(lines)
@@ -99,7 +114,7 @@ def _join_codes() -> dict[CodeType, frozenset[int]]:
     if fn is None:
         return {}
     try:
-        lines, first = inspect.getsourcelines(fn)
+        lines, first = _source_lines(fn)
     except (OSError, TypeError):
         return {}
     calls = frozenset(first + i for i, t in enumerate(lines) if "lock.acquire(" in t)

@@ -61,7 +61,6 @@ from . import dumps, interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, call_site
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
-from .sysmon import start_sysmon
 from .timers import TimerHeap
 from .workers import Workers
 
@@ -461,6 +460,8 @@ class Hub(Workers):
     def _loop(self, *_: Any) -> Outcome:
         # (a worker that ends the run before the loop ever ran starts it by returning into
         # it, its parent, with its return value: the loop then ends at once with the outcome)
+        from .sysmon import start_sysmon  # loaded with the first hub that runs, not on import
+
         runq = self.runq
         start_sysmon(self)  # preemption and blocking reports; stopped by a hooks_on_stop entry
         if interrupt.install(self):  # Ctrl-C never lands inside the runtime's own code

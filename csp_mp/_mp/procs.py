@@ -1,16 +1,19 @@
 """P processes: starting them, watching them, stopping them, and the life of a worker P.
 
 P0 (the user's process) creates the arena, the doorbells and the control block, starts P1..Pn-1
-with the forkserver start method (csp_mp preloaded, the user's ``__main__`` never re-run), waits
-until every P has mapped the arena, then removes every name (``arena.seal()``): from then on a
-SIGKILL of the whole tree leaves nothing in ``/dev/shm``. A monitor thread in P0 waits on the
-workers' sentinels and reports a death within milliseconds, or has the zygote fork a new process
-for a P that died holding only executor tasks (``replace.py``). A worker dies with P0: its parent is
-the forkserver, which exits when P0 does, and the worker asked for SIGKILL on its parent's death.
+by forking itself when it can (``_can_fork``), else with the forkserver start method (csp_mp
+preloaded, the user's ``__main__`` never re-run), and removes every name (``arena.seal()``) once
+every P holds what it names: at once for forked Ps, which inherit it; for the fork server's, when
+each has mapped the arena. From then on a SIGKILL of the whole tree leaves nothing in
+``/dev/shm``. A monitor thread in P0 waits on the workers' sentinels and reports a death within
+milliseconds, or has the zygote fork a new process for a P that died holding only executor tasks
+(``replace.py``). A worker dies with P0: its parent is P0, or the forkserver, which exits when P0
+does, and the worker asked for SIGKILL on its parent's death.
 
 Invariants:
-- Workers start before P0's hub runs any goroutine, from a process that never runs goroutines
-  (the forkserver), so no greenlet or M thread is ever forked.
+- Workers start before P0's hub runs any goroutine, from a process that has run none (P0 on its
+  root greenlet with no other thread, or the forkserver), so no greenlet or M thread is ever
+  forked.
 - ``G_STOP`` is set before any worker is joined; a worker that exits after it is not "lost".
 """
 
@@ -36,6 +39,7 @@ from greenlet import getcurrent
 
 from .. import _hub
 from .._hub import Hub, new_hub
+from .._hub import sysmon as _sysmon  # noqa: F401 - loaded before Ps fork: none imports it again
 from .._proc import proc as this_proc
 from .._shm import Arena, Doorbell, cloud
 from . import ctx as C
@@ -187,7 +191,10 @@ class Runtime:
         finally:
             os.close(r)
             os.close(zr)
-        if not self.arena.wait_attached(self.nprocs, START_TIMEOUT):
+        # A forked P (and the zygote) inherits the mappings and the opened semaphores, so the
+        # names can go at once and P0 runs on while its Ps start; one from the fork server
+        # opens them by name as it unpickles its arguments: they go once every P has
+        if not forked and not self.arena.wait_attached(self.nprocs, START_TIMEOUT):
             raise RuntimeError("csp_mp: worker processes did not start in time")
         self.arena.seal()
         self.monitor = threading.Thread(target=self._watch, name="csp_mp-monitor", daemon=True)

@@ -33,28 +33,56 @@ Invariants of the layer:
     SIGKILLed at any point leaves it consistent (a half-written message is never delivered).
   - imports, from outside this package: ``csp_mp._errors`` and ``csp_mp._tb`` (the layer below;
     see the import-linter contract), msgspec and cloudpickle. This ``__init__`` only
-    re-exports: no module of the package uses a name it defines.
+    re-exports, each name on first use (a one-P program imports ``native`` and ``layout``
+    only): no module of the package uses a name it defines.
 """
 
 from __future__ import annotations
 
-from csp_mp._shm.arena import Arena as Arena
-from csp_mp._shm.arena import ArenaPoisoned as ArenaPoisoned
-from csp_mp._shm.atomics import TSO as TSO
-from csp_mp._shm.atomics import Words as Words
-from csp_mp._shm.codec import OOB_MIN as OOB_MIN
-from csp_mp._shm.codec import TypedCodec as TypedCodec
-from csp_mp._shm.codec import decode as decode
-from csp_mp._shm.codec import discard as discard
-from csp_mp._shm.codec import encode as encode
-from csp_mp._shm.doorbell import Doorbell as Doorbell
-from csp_mp._shm.locks import LockSet as LockSet
-from csp_mp._shm.locks import SemRegistry as SemRegistry
-from csp_mp._shm.locks import ShmLock as ShmLock
-from csp_mp._shm.ring import Ring as Ring
-from csp_mp._shm.ring import SpscRing as SpscRing
-from csp_mp._shm.ring import attach_ring as attach_ring
-from csp_mp._shm.ring import make_ring as make_ring
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from csp_mp._shm.arena import Arena as Arena
+    from csp_mp._shm.arena import ArenaPoisoned as ArenaPoisoned
+    from csp_mp._shm.atomics import TSO as TSO
+    from csp_mp._shm.atomics import Words as Words
+    from csp_mp._shm.codec import OOB_MIN as OOB_MIN
+    from csp_mp._shm.codec import TypedCodec as TypedCodec
+    from csp_mp._shm.codec import decode as decode
+    from csp_mp._shm.codec import discard as discard
+    from csp_mp._shm.codec import encode as encode
+    from csp_mp._shm.doorbell import Doorbell as Doorbell
+    from csp_mp._shm.locks import LockSet as LockSet
+    from csp_mp._shm.locks import SemRegistry as SemRegistry
+    from csp_mp._shm.locks import ShmLock as ShmLock
+    from csp_mp._shm.ring import Ring as Ring
+    from csp_mp._shm.ring import SpscRing as SpscRing
+    from csp_mp._shm.ring import attach_ring as attach_ring
+    from csp_mp._shm.ring import make_ring as make_ring
+
+# name -> the module defining it: each loads on first use, so importing a module of this
+# package (native, layout) does not import the arena, the rings and the codec
+_HOMES = MappingProxyType({
+    "Arena": "arena",
+    "ArenaPoisoned": "arena",
+    "TSO": "atomics",
+    "Words": "atomics",
+    "OOB_MIN": "codec",
+    "TypedCodec": "codec",
+    "decode": "codec",
+    "discard": "codec",
+    "encode": "codec",
+    "Doorbell": "doorbell",
+    "LockSet": "locks",
+    "SemRegistry": "locks",
+    "ShmLock": "locks",
+    "Ring": "ring",
+    "SpscRing": "ring",
+    "attach_ring": "ring",
+    "make_ring": "ring",
+})
 
 __all__ = [
     "OOB_MIN",
@@ -75,3 +103,12 @@ __all__ = [
     "encode",
     "make_ring",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value

@@ -196,7 +196,9 @@ class Arena:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(delay)
-            delay = min(delay * 2, 0.01)
+            # at most 1 ms late: a runtime's start waits here, and a forked P attaches within
+            # milliseconds (a cap of 10 ms made the wait up to twice as long as the attach)
+            delay = min(delay * 2, 0.001)
         return True
 
     def _mark_attached(self) -> None:
