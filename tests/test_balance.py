@@ -15,6 +15,7 @@ import csp_mp
 from csp_mp import Chan, atomic, go, runtime
 from csp_mp._mp import ctx as C
 from csp_mp._mp import tasks
+from csp_mp._mp.broker import STARVE
 
 
 def _set(flag: atomic.Int64, out: Chan) -> None:
@@ -79,8 +80,11 @@ def test_queued_cpu_goroutines_start_one_at_a_time_per_p_and_spread() -> None:
     assert {p for _, p, *_ in got} == {0, 1}
     for p in (0, 1):
         spans = sorted((a, b) for _, q, a, b in got if q == p)
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
-            assert start >= end, f"P{p} started a goroutine beside a running one: {spans}"
+        for (before, end), (start, _) in zip(spans, spans[1:], strict=False):
+            # (on a loaded machine one may run so long that the queued one starves: then it
+            # starts beside it, but not before STARVE)
+            assert start >= end or start - before >= STARVE, \
+                f"P{p} started a goroutine beside a running one: {spans}"
 
 
 def _chain(i: int, n: int, out: Chan) -> None:

@@ -115,6 +115,9 @@ class Broker(Protocol):
     def work_waiting(self) -> bool:
         """Whether this P has work from other Ps to take (any thread: reads only)."""
 
+    def wakes_pending(self) -> bool:
+        """Whether a wake-up between Ps is on its way (queued, or sent and not handled)."""
+
     @property
     def seq(self) -> int:
         """How many ``go()`` calls this P has framed so far (the seq of the last frame)."""

@@ -251,6 +251,16 @@ class Broker:
                 return False
         return self.pop_own(hub)
 
+    def wakes_pending(self) -> bool:
+        """Whether a wake-up between Ps is queued here or sent and not yet handled where it
+        went (a goroutine it wakes still shows as blocked)."""
+        if self.wakes_out:
+            return True
+        ctx = self.ctx
+        n = ctx.nprocs
+        return sum(ctx.pload(q, C.P_SENT) for q in range(n)) \
+            != sum(ctx.pload(q, C.P_HANDLED) for q in range(n))
+
     def num_goroutine(self, hub: Hub) -> int:
         """Live goroutines in every P (other Ps' counts are their last published ones)."""
         return self.reporter.num_goroutine(hub, len(self.unflushed))

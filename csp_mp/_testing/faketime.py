@@ -91,7 +91,8 @@ def wait_all_blocked(timeout: float | None = None) -> None:
     while True:
         entries = [e for e in parse_stack(stack()) if e.gid != me]
         if all(e.state not in _NOT_BLOCKED for e in entries) \
-                and num_goroutine() == sum(e.count for e in entries) + 1:
+                and num_goroutine() == sum(e.count for e in entries) + 1 \
+                and not hub.broker.wakes_pending():  # else one of them is about to run
             return
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"goroutines still running after {timeout} s:\n{stack()}")
