@@ -9,7 +9,8 @@ call costs one method call. Stealing tells the P's task table (``replace.py``) a
 (``reports.py``) what came, and the broker's watchers (``watch.py``) see every frame taken.
 
 Invariants:
-- An entry is ``(seq, fn, args, kwargs)``, and the frame when the codec made it.
+- An entry is ``(seq, fn, args, kwargs, made)``, and the frame when the codec made it; ``made``
+  is the goroutine's ``G.made`` (where ``go()`` was called, as its frame carries it).
 - ``unflushed`` holds frames not yet in the ring (the last batch, or what a full ring could not
   take, oldest first) and ``unq`` their entries, in the same order: they are counted by
   ``num_goroutine`` and published at ``SPAWN_BATCH`` or at the next poll, at most ``FLUSH_MAX``
@@ -27,13 +28,16 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+import operator
 import random
 from collections import deque
 from collections.abc import Callable
+from sys import _getframe
 from typing import Any
 
 from .._chan import Chan
 from .._hub import Hub
+from .._hub.g import compiled_sites, queued_here
 from . import argwatch, promote, tasks
 from . import ctx as C
 from .replace import TaskTable
@@ -46,6 +50,9 @@ OWN_BATCH = 16  # unpublished frames a P takes back at once while the ring is fu
 # most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
 # 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
 STEAL_MAX = 128
+# the Spawner's creator(hub): the id of the goroutine calling go() (AttributeError, read as 0,
+# when none runs)
+_CREATOR = operator.attrgetter("current.id")
 
 
 class SpawnState:
@@ -95,7 +102,7 @@ class RunQueue:
         from .._shm.native import core
 
         return core().Spawner(encoder, hub, self.p, self.unflushed, self.unq, self.place,
-                              self.flush_spawns, SPAWN_BATCH)
+                              self.flush_spawns, SPAWN_BATCH, compiled_sites(), _CREATOR)
 
     def holds(self) -> bool:
         """Whether goroutines of this P wait in its queue (published or not)."""
@@ -122,12 +129,13 @@ class RunQueue:
             entry = st.entry = tasks.pickle_fn(fn)
             st.fn_last = fn
         st.seq = seq = st.seq + 1
-        frame = None if kwargs else self.encode_plain(seq, self.p, entry, args)
+        made = queued_here(_getframe(1), self.hub.current)  # the user's go(): G.created_by
+        frame = None if kwargs else self.encode_plain(seq, self.p, entry, args, made)
         if frame is None:
-            frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena)
-            self.unq.append((seq, fn, args, kwargs, frame))  # the codec's frame: freed if run here
+            frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena, made)
+            self.unq.append((seq, fn, args, kwargs, made, frame))  # the codec's: freed if run here
         else:
-            self.unq.append((seq, fn, args, kwargs))
+            self.unq.append((seq, fn, args, kwargs, made))
         unflushed = self.unflushed
         unflushed.append(frame)
         if not len(unflushed) % SPAWN_BATCH:  # every batch; also retried while the ring is full
@@ -199,7 +207,9 @@ class RunQueue:
                            else 1):
                 unflushed.popleft()
                 entry = own_entry(unq.popleft())
-                runq.append(new_g(entry[1], entry[2], entry[3], False))
+                g = new_g(entry[1], entry[2], entry[3], False)
+                g.made = entry[4]
+                runq.append(g)
             return True
         pending = self.pending
         if not pending:
@@ -214,15 +224,17 @@ class RunQueue:
         if not pending or pending[0][0] != seq:
             return False
         entry = self.own_entry(pending.popleft())
-        hub.runq.append(hub.new_g(entry[1], entry[2], entry[3], False))
+        g = hub.new_g(entry[1], entry[2], entry[3], False)
+        g.made = entry[4]
+        hub.runq.append(g)
         return True
 
     def own_entry(self, entry: tuple) -> tuple:
-        """``entry``, the live ``(seq, fn, args, kwargs, ...)`` of a frame this P runs itself:
-        the channel names its frame carries are consumed and a frame the codec made has its
-        out-of-band argument blocks freed, as nobody will read it (promote.py's protocol)."""
-        if len(entry) > 4:
-            tasks.own_frame(entry[4], self.arena)
+        """``entry``, the live ``(seq, fn, args, kwargs, made, ...)`` of a frame this P runs
+        itself: the channel names its frame carries are consumed and a frame the codec made has
+        its out-of-band argument blocks freed, as nobody will read it (promote.py's protocol)."""
+        if len(entry) > 5:
+            tasks.own_frame(entry[5], self.arena)
         else:  # encode_plain's frame: one name per untyped channel argument
             for a in entry[2]:
                 if type(a) is Chan and a._type is None:
@@ -288,7 +300,10 @@ class RunQueue:
             # the frames the compiled core decodes whole, then the one it leaves to this path
             done = decode(frames, i, tasks.fns, promote.names)
             if done:
-                gs.extend([new_g(fn, args, {}, True) for fn, args in done])
+                for fn, args, made in done:
+                    g = new_g(fn, args, {}, True)
+                    g.made = made
+                    gs.append(g)
                 i += len(done)
                 if i == n:
                     break
@@ -298,16 +313,22 @@ class RunQueue:
                 t = unframe(frame)
                 fn = known_fn(t[2])
                 if fn is not None and type(t[4]) is list and not t[5]:  # plain, callable known
-                    gs.append(new_g(fn, tuple(t[4]), {}, True))
+                    g = new_g(fn, tuple(t[4]), {}, True)
+                    g.made = tasks.made_of(t)
+                    gs.append(g)
                     continue
                 fn, args, kwargs, warn, digest = tasks.unpack_items(t, self.arena)
                 if type(t[4]) is bytes:  # the codec carried them: lists, dicts, arrays to watch
                     fn = argwatch.watch(self.p, self.warn, fn, args, kwargs)
+                made = tasks.made_of(t)
             except BaseException as exc:
                 fn, args, kwargs, warn, digest = _failing(exc), (), {}, "", b""
+                made = None
             if warn:
                 self.warn(warn, digest)
-            gs.append(new_g(fn, args, kwargs, True))
+            g = new_g(fn, args, kwargs, True)
+            g.made = made
+            gs.append(g)
         if self.task_table.clean:
             self.task_table.adopted(gs)
         hub.runq.extend(gs)
