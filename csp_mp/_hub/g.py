@@ -104,20 +104,24 @@ class G:
 def here(f: FrameType | None, creator: int) -> tuple | None:
     """``G.made`` of a goroutine made by a call under frame ``f`` by goroutine ``creator``:
     ``(code, lasti, creator)`` of the innermost frame from ``f`` out that is not csp_mp's
-    (go() itself, errgroup, the executor, a hooked hub's layers are skipped); None when every
-    frame is. The Python twin of the compiled core's ``Sites.here`` (a hub records with one of
-    them: ``recorder``)."""
-    while f is not None and f.f_code.co_filename.startswith(PKG):
-        f = f.f_back
-    if f is None:
-        return None
-    return f.f_code, f.f_lasti, creator
+    (go() itself, errgroup, the executor, a hooked hub's layers are skipped), or of ``f``
+    itself when every frame is (a goroutine csp_mp starts on its own: the executor's queued
+    tasks); None without a frame. The Python twin of the compiled core's ``Sites.here`` (a
+    hub records with one of them: ``recorder``)."""
+    user = f
+    while user is not None and user.f_code.co_filename.startswith(PKG):
+        user = user.f_back
+    if user is None:
+        user = f
+        if user is None:
+            return None
+    return user.f_code, user.f_lasti, creator
 
 
 def queued_here(f: FrameType | None, current: G | None) -> tuple:
     """``G.made`` of a goroutine that go() queues for any P, called under frame ``f``:
-    ``(site, creator's id)``, the site as a task frame carries it (``site_bytes``; None when
-    every frame is csp_mp's)."""
+    ``(site, creator's id)``, the site as a task frame carries it (``site_bytes``; None
+    without a frame)."""
     creator = current.id if current is not None else 0
     made = here(f, creator)
     return (None, creator) if made is None else (site_bytes(made[0], made[1]), creator)

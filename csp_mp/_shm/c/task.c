@@ -669,8 +669,8 @@ PyTypeObject TaskEncoder_Type = {
  * the innermost frame whose file is not under pkg (csp_mp's own directory, with its trailing
  * separator). Twin: csp_mp/_hub/g.py (call_site, made_here, site_bytes), the readable form.
  * here(f, creator) is G.made of a goroutine made on this P by a call under frame f: (code,
- * lasti, creator), resolved to a line only when printed; None when every frame from f down is
- * csp_mp's. The caller passes the frame it knows to be the user's in the common case (go_local's
+ * lasti, creator), resolved to a line only when printed; f's own when every frame from f out is
+ * csp_mp's (a goroutine csp_mp starts on its own: the executor's queued tasks). The caller passes the frame it knows to be the user's in the common case (go_local's
  * caller), so that nothing is walked: walking materializes a frame object per frame passed.
  * The Spawner asks it for the
  * frame's site, the msgpack of [function, file, line] that resolve(code, lasti) returns, kept
@@ -694,12 +694,14 @@ typedef struct {
     int last_lasti;
 } Sites;
 
-/* The user's frame, the innermost from f (borrowed) outward whose file is not under pkg: a new
- * reference to its code and its lasti; 1 when there is none, -1 on error. */
+/* The user's frame, the innermost from f (borrowed) outward whose file is not under pkg, else
+ * f itself (csp_mp started the goroutine on its own): a new reference to its code and its lasti;
+ * 1 when f is NULL, -1 on error. */
 static int user_frame(Sites *self, PyFrameObject *f, PyCodeObject **code, int *lasti) {
     Py_ssize_t plen;
     const char *pkg = PyUnicode_AsUTF8AndSize(self->pkg, &plen);
     if (pkg == NULL) return -1;
+    PyFrameObject *start = f;
     Py_XINCREF(f);
     while (f != NULL) {
         PyCodeObject *c = PyFrame_GetCode(f);
@@ -721,7 +723,10 @@ static int user_frame(Sites *self, PyFrameObject *f, PyCodeObject **code, int *l
         Py_DECREF(f);
         f = back;
     }
-    return 1;
+    if (start == NULL) return 1;
+    *code = PyFrame_GetCode(start);
+    *lasti = PyFrame_GetLasti(start);
+    return 0;
 }
 
 static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -767,7 +772,11 @@ static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *sites_caller(Sites *self) {
     PyCodeObject *code;
     int lasti;
-    int r = user_frame(self, PyEval_GetFrame(), &code, &lasti);
+    /* from the caller of the go() that called the Spawner */
+    PyFrameObject *go = PyEval_GetFrame(); /* borrowed */
+    PyFrameObject *f = go == NULL ? NULL : PyFrame_GetBack(go);
+    int r = user_frame(self, f, &code, &lasti);
+    Py_XDECREF(f);
     if (r != 0) return r < 0 ? NULL : Py_NewRef(Py_None);
     site_slot *sl = &self->slots[(((uintptr_t)code >> 4) ^ ((uintptr_t)lasti * 0x9E37u)) %
                                  SITE_SLOTS];
