@@ -89,7 +89,7 @@ class G:
             func, file, line = site_of(made[0], made[1])
         else:
             site = made[0]
-            if site is None:  # go() called by csp_mp alone
+            if site is None:  # go() called with no Python frame under it
                 return ""
             func, file, line = _decode_site(site) if type(site) is bytes else site
         creator = made[-1]
