@@ -108,14 +108,23 @@ def here(f: FrameType | None, creator: int) -> tuple | None:
     itself when every frame is (a goroutine csp_mp starts on its own: the executor's queued
     tasks); None without a frame. The Python twin of the compiled core's ``Sites.here`` (a
     hub records with one of them: ``recorder``)."""
+    global _user_code
+    if f is None:
+        return None
+    code = f.f_code
+    if code is _user_code:  # the user's code the last search found: a loop spawning
+        return code, f.f_lasti, creator
     user = f
     while user is not None and user.f_code.co_filename.startswith(PKG):
         user = user.f_back
     if user is None:
         user = f
-        if user is None:
-            return None
+    elif user is f:
+        _user_code = code
     return user.f_code, user.f_lasti, creator
+
+
+_user_code: CodeType | None = None  # here()'s last code found to be the user's
 
 
 def queued_here(f: FrameType | None, current: G | None) -> tuple:
