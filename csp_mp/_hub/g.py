@@ -101,6 +101,27 @@ class G:
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
 
 
+class _SiteCache:
+    """What the site functions below keep: pure functions of the code (where a code object's
+    instruction is, which code is the user's), which no fork or runtime can make wrong."""
+
+    __slots__ = ("user_code", "queued_last", "sites", "modules", "compiled")
+
+    def __init__(self) -> None:
+        self.user_code: CodeType | None = None  # here()'s last code found to be the user's
+        #: queued_here's last (code, lasti, site bytes)
+        self.queued_last: tuple[Any, int, bytes] = (None, -1, b"")
+        #: (id(code), lasti) -> (code, site_of's answer, site_bytes's): at most SITES_MAX
+        self.sites: dict[tuple[int, int], tuple[CodeType, tuple[str, str, int], bytes]] = {}
+        self.modules: dict[str, str] = {}  # file -> the name of its loaded module
+        self.compiled: Any = None  # the compiled core's Sites, once made (compiled_sites)
+
+
+_cache = _SiteCache()
+_encode_site = msgspec.msgpack.Encoder().encode
+_decode_site = msgspec.msgpack.Decoder(tuple).decode
+
+
 def here(f: FrameType | None, creator: int) -> tuple | None:
     """``G.made`` of a goroutine made by a call under frame ``f`` by goroutine ``creator``:
     ``(code, lasti, creator)`` of the innermost frame from ``f`` out that is not csp_mp's
@@ -108,23 +129,19 @@ def here(f: FrameType | None, creator: int) -> tuple | None:
     itself when every frame is (a goroutine csp_mp starts on its own: the executor's queued
     tasks); None without a frame. The Python twin of the compiled core's ``Sites.here`` (a
     hub records with one of them: ``recorder``)."""
-    global _user_code
     if f is None:
         return None
     code = f.f_code
-    if code is _user_code:  # the user's code the last search found: a loop spawning
+    if code is _cache.user_code:  # the user's code the last search found: a loop spawning
         return code, f.f_lasti, creator
-    user = f
+    user: FrameType | None = f
     while user is not None and user.f_code.co_filename.startswith(PKG):
         user = user.f_back
     if user is None:
         user = f
     elif user is f:
-        _user_code = code
+        _cache.user_code = code
     return user.f_code, user.f_lasti, creator
-
-
-_user_code: CodeType | None = None  # here()'s last code found to be the user's
 
 
 def queued_here(f: FrameType | None, current: G | None) -> tuple:
@@ -133,13 +150,14 @@ def queued_here(f: FrameType | None, current: G | None) -> tuple:
     without a frame)."""
     creator = current.id if current is not None else 0
     made = here(f, creator)
-    return (None, creator) if made is None else (site_bytes(made[0], made[1]), creator)
-
-
-_sites: dict[tuple[int, int], tuple[CodeType, tuple[str, str, int], bytes]] = {}
-_modules: dict[str, str] = {}
-_encode_site = msgspec.msgpack.Encoder().encode
-_decode_site = msgspec.msgpack.Decoder(tuple).decode
+    if made is None:
+        return None, creator
+    last = _cache.queued_last  # the last site asked: a loop calling go() on one line
+    if last[0] is made[0] and last[1] == made[1]:
+        return last[2], creator
+    site = site_bytes(made[0], made[1])
+    _cache.queued_last = (made[0], made[1], site)
+    return site, creator
 
 
 def site_of(code: CodeType, lasti: int) -> tuple[str, str, int]:
@@ -155,8 +173,9 @@ def site_bytes(code: CodeType, lasti: int) -> bytes:
 
 def _site(code: CodeType, lasti: int) -> tuple[CodeType, tuple[str, str, int], bytes]:
     """The site's cache entry: a loop calling go() on one line resolves it once."""
+    sites = _cache.sites
     key = (id(code), lasti)
-    hit = _sites.get(key)
+    hit = sites.get(key)
     if hit is not None and hit[0] is code:
         return hit
     line = next((ln for start, end, ln in code.co_lines() if start <= lasti < end), None)
@@ -164,33 +183,30 @@ def _site(code: CodeType, lasti: int) -> tuple[CodeType, tuple[str, str, int], b
     mod = _module_named(file)
     func = f"{mod}.{code.co_qualname}" if mod else code.co_qualname
     site = (func, file, line or 0)
-    if len(_sites) >= SITES_MAX:
-        _sites.clear()
+    if len(sites) >= SITES_MAX:
+        sites.clear()
     # the code is held: its id stays its own while the entry lives
-    hit = _sites[key] = (code, site, _encode_site(site))
+    hit = sites[key] = (code, site, _encode_site(site))
     return hit
 
 
 def _module_named(file: str) -> str:
     """The name of the loaded module whose source is ``file`` ("" for none: exec'd code)."""
-    name = _modules.get(file)
+    name = _cache.modules.get(file)
     if name is None:
         name = next((n for n, m in list(sys.modules.items())
                      if getattr(m, "__file__", None) == file), "")
         if name:
-            _modules[file] = name
+            _cache.modules[file] = name
     return name
-
-
-_compiled: list[Any] = []  # the compiled core's Sites of this process, once made
 
 
 def compiled_sites() -> Any:
     """This process's ``Sites`` of the compiled core (``here`` and ``site_bytes`` in C, which
     the compiled ``go()`` reads too), made on first use."""
-    if not _compiled:
-        _compiled.append(native.core().Sites(PKG, site_bytes))
-    return _compiled[0]
+    if _cache.compiled is None:
+        _cache.compiled = native.core().Sites(PKG, site_bytes)
+    return _cache.compiled
 
 
 def recorder() -> Callable[[FrameType | None, int], tuple | None]:
