@@ -667,15 +667,18 @@ PyTypeObject TaskEncoder_Type = {
  *
  * Sites(pkg, resolve) finds the user's call that makes a goroutine, for Go's "created by" line:
  * the innermost frame whose file is not under pkg (csp_mp's own directory, with its trailing
- * separator). Twin: csp_mp/_hub/g.py (call_site, made_here, site_bytes), the readable form.
+ * separator). Twin, the readable form: csp_mp/_hub/g.py (here, queued_here, site_bytes).
+ *
  * here(f, creator) is G.made of a goroutine made on this P by a call under frame f: (code,
  * lasti, creator), resolved to a line only when printed; f's own when every frame from f out is
- * csp_mp's (a goroutine csp_mp starts on its own: the executor's queued tasks). The caller passes the frame it knows to be the user's in the common case (go_local's
- * caller), so that nothing is walked: walking materializes a frame object per frame passed.
- * The Spawner asks it for the
- * frame's site, the msgpack of [function, file, line] that resolve(code, lasti) returns, kept
- * here per (code, lasti) in SITE_SLOTS direct-mapped slots: a loop calling go() on one line
- * pays no Python call.
+ * csp_mp's (a goroutine csp_mp starts on its own: the executor's queued tasks). The caller
+ * passes the frame it knows to be the user's in the common case (go_local's caller), so that
+ * nothing is walked: walking materializes a frame object per frame passed. The last answer for
+ * a user's frame is given again while its code, offset and creator repeat.
+ *
+ * The Spawner asks it for the frame's site, the msgpack of [function, file, line] that
+ * resolve(code, lasti) returns, kept here per (code, lasti) in SITE_SLOTS direct-mapped slots:
+ * a loop calling go() on one line pays no Python call for it.
  */
 #define SITE_SLOTS 64
 
@@ -696,7 +699,7 @@ typedef struct {
 
 /* The user's frame, the innermost from f (borrowed) outward whose file is not under pkg, else
  * f itself (csp_mp started the goroutine on its own): a new reference to its code and its lasti;
- * 1 when f is NULL, -1 on error. */
+ * 0 found, 2 f itself for want of a user's frame, 1 when f is NULL, -1 on error. */
 static int user_frame(Sites *self, PyFrameObject *f, PyCodeObject **code, int *lasti) {
     Py_ssize_t plen;
     const char *pkg = PyUnicode_AsUTF8AndSize(self->pkg, &plen);
@@ -726,7 +729,7 @@ static int user_frame(Sites *self, PyFrameObject *f, PyCodeObject **code, int *l
     if (start == NULL) return 1;
     *code = PyFrame_GetCode(start);
     *lasti = PyFrame_GetLasti(start);
-    return 0;
+    return 2;
 }
 
 static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -751,7 +754,7 @@ static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     int r = user_frame(self, f, &code, &lasti);
-    if (r != 0) return r < 0 ? NULL : Py_NewRef(Py_None);
+    if (r == 1 || r < 0) return r < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *at = PyLong_FromLong(lasti);
     PyObject *made = at == NULL ? NULL : PyTuple_New(3);
     if (made == NULL) {
@@ -762,8 +765,10 @@ static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs
     PyTuple_SET_ITEM(made, 0, (PyObject *)code);
     PyTuple_SET_ITEM(made, 1, at);
     PyTuple_SET_ITEM(made, 2, Py_NewRef(args[1]));
-    Py_XSETREF(self->last, Py_NewRef(made));
-    self->last_lasti = lasti;
+    if (r == 0) { /* not f for want of a user's frame (2): its callers may differ next time */
+        Py_XSETREF(self->last, Py_NewRef(made));
+        self->last_lasti = lasti;
+    }
     return made;
 }
 
@@ -777,7 +782,7 @@ static PyObject *sites_caller(Sites *self) {
     PyFrameObject *f = go == NULL ? NULL : PyFrame_GetBack(go);
     int r = user_frame(self, f, &code, &lasti);
     Py_XDECREF(f);
-    if (r != 0) return r < 0 ? NULL : Py_NewRef(Py_None);
+    if (r == 1 || r < 0) return r < 0 ? NULL : Py_NewRef(Py_None);
     site_slot *sl = &self->slots[(((uintptr_t)code >> 4) ^ ((uintptr_t)lasti * 0x9E37u)) %
                                  SITE_SLOTS];
     if (sl->code == (PyObject *)code && sl->lasti == lasti) {
