@@ -5,7 +5,9 @@ runtime paths (the compiled core's and the pure-Python one)."""
 from __future__ import annotations
 
 import inspect
+import sys
 import time
+import types
 from typing import Any
 
 import pytest
@@ -197,3 +199,26 @@ def test_a_map_chunk_names_the_map_line(path: str, procs: int) -> None:
     made = _created_by(_map_main, "the map")
     chunk = [e for e in parse_stack(text) if _in_chunk(e)]
     assert chunk and made in chunk[0].text, text
+
+
+class _Touchy(types.ModuleType):
+    """A module whose missing attributes raise what a lazy loader may raise."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ImportError(f"{name}: not installed")
+
+
+def _touchy_main() -> str:
+    ch: Chan = Chan()
+    exec(compile("go_local(_stuck, ch)", "<touchy>", "exec"),
+         {"go_local": go_local, "_stuck": _stuck, "ch": ch})
+    text = runtime.stack()
+    ch.close()
+    return text
+
+
+def test_a_module_that_raises_on_attribute_access_does_not_break_the_dump(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "_touchy_module", _Touchy("_touchy_module"))
+    text = csp_mp.run(_touchy_main, procs=1)
+    assert "created by <module> in goroutine 1\n\t<touchy>:1\n" in text, text

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from types import CodeType, FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import Any
 
 import msgspec
@@ -193,9 +193,9 @@ def _site(code: CodeType, lasti: int) -> tuple[CodeType, tuple[str, str, int], b
 def _module_named(file: str) -> str:
     """The name of the loaded module whose source is ``file`` ("" for none: exec'd code)."""
     name = _cache.modules.get(file)
-    if name is None:
+    if name is None:  # a module's own dict: no module __getattr__ (a lazy loader) runs
         name = next((n for n, m in list(sys.modules.items())
-                     if getattr(m, "__file__", None) == file), "")
+                     if isinstance(m, ModuleType) and m.__dict__.get("__file__") == file), "")
         if name:
             _cache.modules[file] = name
     return name
