@@ -99,10 +99,22 @@ def _cross_p_main() -> tuple[str, int]:
     return _on_p1(_go_on_p1)
 
 
-def test_a_goroutine_that_ran_on_another_p_names_the_go_line(path: str) -> None:
-    text, creator = csp_mp.run(_cross_p_main, procs=2)
+def _from_a_goroutine(out: Chan) -> None:
+    out.send(_on_p1(_go_on_p1))
+
+
+def _cross_p_from_a_goroutine_main() -> tuple[str, int]:
+    out: Chan = Chan(1)
+    go_local(_from_a_goroutine, out)
+    return out.recv()
+
+
+@pytest.mark.parametrize("main", [_cross_p_main, _cross_p_from_a_goroutine_main],
+                         ids=["by-main", "by-another-goroutine"])
+def test_a_goroutine_that_ran_on_another_p_names_the_go_line(path: str, main: Any) -> None:
+    text, creator = csp_mp.run(main, procs=2)
     on_p1 = [e for e in _entries(text, "_report_and_park") if e.p == 1]
-    assert on_p1, text
+    assert on_p1 and creator == (1 if main is _cross_p_main else 2), text
     for e in on_p1:
         assert _created_by(_go_on_p1, "the go() line", creator) in e.text, text
 
