@@ -129,7 +129,11 @@ class RunQueue:
             entry = st.entry = tasks.pickle_fn(fn)
             st.fn_last = fn
         st.seq = seq = st.seq + 1
-        made = queued_here(_getframe(2), self.hub.current)  # go()'s caller on: G.created_by
+        try:
+            at = _getframe(2)  # go()'s caller: the search for the user's call starts there
+        except ValueError:  # go() at the bottom of a stack (a greenlet's run)
+            at = None
+        made = queued_here(at, self.hub.current)  # G.created_by
         frame = None if kwargs else self.encode_plain(seq, self.p, entry, args, made)
         if frame is None:
             frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena, made)

@@ -1,16 +1,15 @@
 """Goroutines as bytes: what ``go()`` puts in the stealable run queue, and how a thief runs it.
 
 A task frame is ``(seq, owner, digest, fn_bytes, args, warn, site, creator)``, one msgpack array
-(``layout.TASK_ITEMS`` items). The callable
-pickles by reference where plain pickle can (an importable module-level function), by value through
-cloudpickle otherwise (``__main__`` functions, closures, lambdas); its bytes are cached per
-function object and thieves cache the unpickled function by digest. The caches are the runtime
-object's (``proc.fn_bytes``, ``recent``, ``closures``, ``fns``), bounded, and emptied with the
-runtime (their bytes name its arena's offsets). ``warn`` names the mutable
-plain state the function captures (SPEC's MigrationWarning), or is empty. ``site`` and
-``creator`` say where ``go()`` was called, for Go's ``created by`` line on whatever P runs it:
-the ``[function, file, line]`` array, encoded once per call site (``G.made``, ``_hub/g.py``:
-``site_bytes``), or nil, and the creating goroutine's id.
+(``layout.TASK_ITEMS`` items). The callable pickles by reference where plain pickle can (an
+importable module-level function), by value through cloudpickle otherwise (``__main__``
+functions, closures, lambdas); its bytes are cached per function object and thieves cache the
+unpickled function by digest. The caches are the runtime object's (``proc.fn_bytes``,
+``recent``, ``closures``, ``fns``), bounded, and emptied with the runtime (their bytes name its
+arena's offsets). ``warn`` names the mutable plain state the function captures (SPEC's
+MigrationWarning), or is empty. ``site`` and ``creator`` say where ``go()`` was called, for
+Go's ``created by`` lines on whatever P runs it: the ``[function, file, line]`` array, encoded
+once per call site (``_hub/g.py``: ``site_bytes``), or nil, and the creating goroutine's id.
 
 ``args`` is a list for the common fan-out call, ``go(fn, i, out)``, whose positional arguments
 are all msgpack scalars or untyped channels: they sit in the frame itself, each channel an
