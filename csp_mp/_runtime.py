@@ -82,8 +82,8 @@ def current_p() -> int:
 
 
 def stack() -> str:
-    """Every goroutine in every P: id, P, state, wait reason, Python stack and, where recorded, the
-    ``created by`` line; goroutines stopped at the same place are one entry."""
+    """Every goroutine in every P: id, P, state, wait reason, Python stack and Go's ``created by``
+    lines (every goroutine but main); goroutines stopped at the same place are one entry."""
     hub = _hub.peek()
     if hub is None:
         return ""

@@ -140,7 +140,8 @@ def _spawner_publishing() -> dict:
     wakes: list[int] = []
     sp = core().Spawner(b.runq.encode_plain.__self__, hub, 0, frames, entries,
                         lambda fn, args, kwargs: None, lambda: flushes.append(len(frames)), 4,
-                        hint, ring.offset, published, lambda: wakes.append(len(ring)))
+                        hint=hint, ring=ring.offset, published=published,
+                        wake=lambda: wakes.append(len(ring)))
     sp.fn_last, sp.entry = H.noop, tasks.pickle_fn(H.noop)
     steps = []
     sp.go(H.noop, (0,), {})  # the ring is empty: straight in
@@ -163,8 +164,9 @@ def _spawner_publishing() -> dict:
 
     bell = NativeDoorbell.create(arena)
     sp2 = core().Spawner(b.runq.encode_plain.__self__, hub, 0, deque(), deque(),
-                         lambda fn, args, kwargs: None, lambda: None, 4, hint, ring.offset,
-                         published, lambda: wakes.append(-1), (bell.offset,))
+                         lambda fn, args, kwargs: None, lambda: None, 4, hint=hint,
+                         ring=ring.offset, published=published, wake=lambda: wakes.append(-1),
+                         bells=(bell.offset,))
     sp2.fn_last, sp2.entry = H.noop, tasks.pickle_fn(H.noop)
     arena.words.store(hint // 8, 1)  # P0 + 1
     sp2.go(H.noop, (5,), {})

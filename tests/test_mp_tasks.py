@@ -10,6 +10,7 @@ import pytest
 
 import csp_mp
 from csp_mp import Chan, go
+from csp_mp._hub.g import site_bytes
 from csp_mp._mp import tasks
 
 PLAIN_CASES = [
@@ -118,7 +119,9 @@ def _decode_case() -> dict:
     b: Any = current_hub().broker
     ch = Chan(4)
     entry = tasks.pickle_fn(H.noop)
-    plain = [b.runq.encode_plain(i, 0, entry, (i, "s", 2.5, None, ch)) for i in range(3)]
+    site = site_bytes(_decode_case.__code__, 0)
+    plain = [b.runq.encode_plain(i, 0, entry, (i, "s", 2.5, None, ch), (site, 40 + i))
+             for i in range(3)]
     codec = tasks.pack(9, 0, H.noop, ((1, 2),), {}, b.arena)
     refs = lambda: int(ch._st.add_refs(0))  # noqa: E731
     before = refs()
@@ -136,8 +139,9 @@ def _decode_case() -> dict:
     # consume what is left of the names: the unread first frame and the codec frame
     tasks.own_frame(codec, b.arena)
     return {"before": before, "unknown": unknown, "after_unknown": after_unknown,
-            "whole": [(fn is H.noop, args[:4], args[4] is ch) for fn, args in whole],
-            "after_two": after_two, "rest": [(fn is H.noop, args[0]) for fn, args in rest],
+            "whole": [(fn is H.noop, args[:4], args[4] is ch) for fn, args, _ in whole],
+            "made": [made for _fn, _args, made in whole], "site": site,
+            "after_two": after_two, "rest": [(fn is H.noop, args[0]) for fn, args, _ in rest],
             "after_rest": after_rest,
             "after_broken": after_broken, "broken": broken, "native": csp_mp.runtime.native()}
 
@@ -150,6 +154,7 @@ def test_stolen_plain_frames_decode_whole_and_consume_their_names_once() -> None
         return
     assert got["unknown"] == [] and got["after_unknown"] == got["before"]  # nothing consumed
     assert got["whole"] == [(True, (i, "s", 2.5, None), True) for i in range(2)]
+    assert got["made"] == [(got["site"], 40), (got["site"], 41)]  # where go() was called
     assert got["after_two"] == got["before"] - 2  # the two names read, one each
     assert got["rest"] == [(True, 2)] and got["after_rest"] == got["before"] - 3
     # cut or garbage: left to the Python path, having consumed nothing

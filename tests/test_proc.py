@@ -48,6 +48,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("_hub/drive.py", "_sleep_calls"): "analysis of a code object",
     ("_hub/safepoint.py", "_code_cache"): "analysis of a code object",
     ("_hub/safepoint.py", "_body_calls"): "analysis of a code object",
+    ("_hub/g.py", "_cache"): "where go() calls are, by code object and offset",
     ("_mp/arrays.py", "_ARRAY_CLASS"): "the ndarray subclass, made from the code once",
     ("_shm/cloud.py", "_table"): "cloudpickle's reducers by type, filled at import",
 }

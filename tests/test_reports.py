@@ -59,10 +59,7 @@ def _stuck(ch: Chan) -> None:
     ch.recv()
 
 
-def test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CSP_MP_DEBUG", "1")  # go() records where it was called
-
+def test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place() -> None:
     def main() -> None:
         ch: Chan = Chan()
         for _ in range(3):
@@ -76,8 +73,8 @@ def test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place(
     here = f"{__file__}:{_line_of(main, 'the creating line')}"
     assert (f"3 goroutines [chan receive] on P0: test_reports._stuck (2, 3, 4)\n"
             f'  File "{__file__}"') in stack, stack
-    assert f"created by test_a_deadlock_dump_groups_goroutines_stuck_at_the_same_place." \
-           f"<locals>.main in goroutine 1 at {here}\n" in stack, stack
+    assert f"created by test_reports.test_a_deadlock_dump_groups_goroutines_stuck_at_the_same" \
+           f"_place.<locals>.main in goroutine 1\n\t{here}\n" in stack, stack
     assert "goroutine 5 [chan receive] on P0: test_reports._stuck\n" in stack, stack
     assert stack.count("created by") == 2, stack  # the group's line, and goroutine 5's
 

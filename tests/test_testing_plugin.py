@@ -69,7 +69,8 @@ def test_leaks():
         "*found 1 unexpected goroutine still alive after the test*",
         "goroutine * ?chan receive? on P0: test_inner.stuck_forever",
         "*line 7, in stuck_forever*",
-        "created by test_leaks in goroutine 1 at *test_inner.py:11",
+        "created by test_inner.test_leaks in goroutine 1",
+        "\t*test_inner.py:11",
         "*ignore_leaks('test_inner.stuck_forever')*",
     ])
     # head, frame, exemption: once each in the report (the short summary repeats the message,
@@ -96,10 +97,12 @@ def test_leaks():
         "*found 5 unexpected goroutines still alive after the test*",
         "4 goroutines ?chan receive? on P0: test_inner.stuck_forever (2, 3, 4, 5)",
         "*line 7, in stuck_forever*",
-        "created by test_leaks in goroutine 1 at *test_inner.py:13",
+        "created by test_inner.test_leaks in goroutine 1",
+        "\t*test_inner.py:13",
         "goroutine 6 ?chan receive? on P0: test_inner.stuck_forever",
         "*line 7, in stuck_forever*",
-        "created by test_leaks in goroutine 1 at *test_inner.py:14",
+        "created by test_inner.test_leaks in goroutine 1",
+        "\t*test_inner.py:14",
     ])
 
 

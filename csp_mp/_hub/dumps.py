@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterable
 from types import FrameType
@@ -11,15 +10,15 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .g import WAITING, G
+from .g import PKG, WAITING, G
 
 SHOWN_IDS = 8  # ids a grouped entry lists
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def stack_text(gs: Iterable[G], here: FrameType | None) -> str:
-    """Each of ``gs`` by id: id, state or wait reason, P, function, stack and ``created by``
-    line; goroutines at the same place (same state, function, stack and creator) are one entry
+    """Each of ``gs`` by id: id, state or wait reason, P, function, stack and Go's two
+    ``created by`` lines (G.created_by); goroutines at the same place (same state, function,
+    stack and creator) are one entry
     (``4 goroutines [chan receive] on P1: mod.fn (7, 8, 9, 10)``). The goroutine running this
     call shows its stack from ``here`` (the caller's frame)."""
     groups: dict[tuple[str, str], list[int]] = {}
@@ -53,7 +52,7 @@ def _user_frames(frame: Any) -> list[traceback.FrameSummary]:
     out = []
     after_user = False
     for fs in summary:
-        if not fs.filename.startswith(_PKG):
+        if not fs.filename.startswith(PKG):
             out.append(fs)
             after_user = True
         elif after_user:

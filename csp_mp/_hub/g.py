@@ -12,11 +12,16 @@ Invariants:
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType, ModuleType
 from typing import Any
 
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+from .._shm import native
+
+#: where csp_mp's own files are: frames there are skipped when looking for the user's call
+PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+SITES_MAX = 4096  # call sites resolved and kept (site_of); the cache is emptied when full
 
 RUNNABLE = "runnable"
 RUNNING = "running"
@@ -39,9 +44,10 @@ class G:
     elem: Any = None
     sel = None
     case = -1
-    #: where it was created, for Go's "created by" line: ``(code, instruction offset, creator's
-    #: goroutine id)`` of the user's call, resolved to a line only when printed (call_site);
-    #: None when not recorded (sites off: hub.py; goroutines that go() queued for any P)
+    #: where it was created, for Go's "created by" line (created_by): ``(code, instruction
+    #: offset, creator's goroutine id)`` of the user's call on this P, resolved only when
+    #: printed; or ``(site, creator's id)`` for one go() queued for any P, ``site`` being the
+    #: task frame's ``[function, file, line]``, as msgpack bytes or decoded; None for main
     made: Any = None
 
     def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
@@ -72,26 +78,159 @@ class G:
         return f"goroutine {self.id} ({self.function()})"
 
     def created_by(self) -> str:
-        """Go's ``created by fn in goroutine N at file:line``, or "" when not recorded (and
-        for the main goroutine, as in Go)."""
-        if self.made is None or self.is_main:
+        """Go's two lines ``created by module.func in goroutine N`` and ``\tfile:line``, or ""
+        when not recorded (the main goroutine, as in Go)."""
+        made = self.made
+        if made is None or self.is_main:
             return ""
-        code, offset, creator = self.made
-        line = next((ln for start, end, ln in code.co_lines() if start <= offset < end), None)
+        if len(made) == 3:
+            func, file, line = site_of(made[0], made[1])
+        else:
+            site = made[0]
+            if site is None:  # go() called with no Python frame under it
+                return ""
+            func, file, line = _decode_site(site) if type(site) is bytes else site
+        creator = made[-1]
         where = f" in goroutine {creator}" if creator else ""
-        return f"created by {code.co_qualname}{where} at {code.co_filename}:{line or '?'}"
+        return f"created by {func}{where}\n\t{file}:{line or '?'}"
 
     def __repr__(self) -> str:
         extra = f" [{self.reason}]" if self.state == WAITING else ""
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
 
 
-def call_site(f: FrameType | None, current: G | None) -> tuple | None:
-    """``G.made`` for a goroutine created by a call under frame ``f``: the innermost frame
-    outside csp_mp (go() itself, errgroup, a hooked hub's layers are skipped) and the
-    goroutine ``current`` running it."""
-    while f is not None and f.f_code.co_filename.startswith(_PKG):
-        f = f.f_back
+class _SiteCache:
+    """What the site functions below keep: pure functions of the code (where a code object's
+    instruction is, which code is the user's), which no fork or runtime can make wrong."""
+
+    __slots__ = ("user_code", "queued_last", "sites", "modules", "compiled")
+
+    def __init__(self) -> None:
+        self.user_code: CodeType | None = None  # here()'s last code found to be the user's
+        #: queued_here's last (code, lasti, site bytes)
+        self.queued_last: tuple[Any, int, bytes] = (None, -1, b"")
+        #: (id(code), lasti) -> (code, site_of's answer, site_bytes's): at most SITES_MAX
+        self.sites: dict[tuple[int, int], tuple[CodeType, tuple[str, str, int], bytes]] = {}
+        self.modules: dict[str, str] = {}  # file -> the name of its loaded module
+        self.compiled: Any = None  # the compiled core's Sites, once made (compiled_sites)
+
+
+_cache = _SiteCache()
+
+
+def _encode_site(site: tuple[str, str, int]) -> bytes:
+    """A site as a task frame carries it: the msgpack array ``[function, file, line]``."""
+    import msgspec  # on first use: a one-P program never frames a goroutine
+
+    return msgspec.msgpack.encode(site)
+
+
+def _decode_site(data: bytes) -> tuple[str, str, int]:
+    import msgspec
+
+    return tuple(msgspec.msgpack.decode(data))
+
+
+def here(f: FrameType | None, creator: int) -> tuple | None:
+    """``G.made`` of a goroutine made by a call under frame ``f`` by goroutine ``creator``:
+    ``(code, lasti, creator)`` of the innermost frame from ``f`` out that is not csp_mp's
+    (go() itself, errgroup, the executor, a hooked hub's layers are skipped), or of ``f``
+    itself when every frame is (a goroutine csp_mp starts on its own: the executor's queued
+    tasks); None without a frame. The Python twin of the compiled core's ``Sites.here`` (a
+    hub records with one of them: ``recorder``)."""
     if f is None:
         return None
-    return f.f_code, f.f_lasti, current.id if current is not None else 0
+    code = f.f_code
+    if code is _cache.user_code:  # the user's code the last search found: a loop spawning
+        return code, f.f_lasti, creator
+    user: FrameType | None = f
+    while user is not None and user.f_code.co_filename.startswith(PKG):
+        user = user.f_back
+    if user is None:
+        user = f
+    elif user is f:
+        _cache.user_code = code
+    return user.f_code, user.f_lasti, creator
+
+
+def queued_here(f: FrameType | None, current: G | None) -> tuple:
+    """``G.made`` of a goroutine that go() queues for any P, called under frame ``f``:
+    ``(site, creator's id)``, the site as a task frame carries it (``site_bytes``; None
+    without a frame)."""
+    creator = current.id if current is not None else 0
+    made = here(f, creator)
+    if made is None:
+        return None, creator
+    last = _cache.queued_last  # the last site asked: a loop calling go() on one line
+    if last[0] is made[0] and last[1] == made[1]:
+        return last[2], creator
+    site = site_bytes(made[0], made[1])
+    _cache.queued_last = (made[0], made[1], site)
+    return site, creator
+
+
+def requeued(made: tuple | None) -> tuple:
+    """``G.made`` of a goroutine not started, in the form go() queues it for any P (``(site
+    bytes or None, creator's id)``): it is handed back to the queue between Ps."""
+    if made is None:
+        return None, 0
+    if len(made) == 3:
+        return site_bytes(made[0], made[1]), made[2]
+    site = made[0]
+    if site is not None and type(site) is not bytes:  # decoded: [function, file, line]
+        site = _encode_site(tuple(site))
+    return site, made[1]
+
+
+def site_of(code: CodeType, lasti: int) -> tuple[str, str, int]:
+    """``(module.func, file, line)`` of the instruction at byte offset ``lasti`` of ``code``;
+    line 0 when the code has no line there (code built without a line table)."""
+    return _site(code, lasti)[1]
+
+
+def site_bytes(code: CodeType, lasti: int) -> bytes:
+    """``site_of`` as a task frame carries it: the msgpack array ``[function, file, line]``."""
+    return _site(code, lasti)[2]
+
+
+def _site(code: CodeType, lasti: int) -> tuple[CodeType, tuple[str, str, int], bytes]:
+    """The site's cache entry: a loop calling go() on one line resolves it once."""
+    sites = _cache.sites
+    key = (id(code), lasti)
+    hit = sites.get(key)
+    if hit is not None and hit[0] is code:
+        return hit
+    line = next((ln for start, end, ln in code.co_lines() if start <= lasti < end), None)
+    file = code.co_filename
+    mod = _module_named(file)
+    func = f"{mod}.{code.co_qualname}" if mod else code.co_qualname
+    site = (func, file, line or 0)
+    if len(sites) >= SITES_MAX:
+        sites.clear()
+    # the code is held: its id stays its own while the entry lives
+    hit = sites[key] = (code, site, _encode_site(site))
+    return hit
+
+
+def _module_named(file: str) -> str:
+    """The name of the loaded module whose source is ``file`` ("" for none: exec'd code)."""
+    name = _cache.modules.get(file)
+    if name is None:  # a module's own dict: no module __getattr__ (a lazy loader) runs
+        name = next((n for n, m in list(sys.modules.items())
+                     if isinstance(m, ModuleType) and m.__dict__.get("__file__") == file), "")
+        if name:
+            _cache.modules[file] = name
+    return name
+
+
+def compiled_sites() -> Any:
+    """This process's ``Sites`` of the compiled core (``here`` and ``site_bytes`` in C, which
+    the compiled ``go()`` reads too), made on first use."""
+    if _cache.compiled is None:
+        _cache.compiled = native.core().Sites(PKG, site_bytes)
+    return _cache.compiled
+
+
+def recorder() -> Callable[[FrameType | None, int], tuple | None]:
+    """What a hub records ``G.made`` with: ``Sites.here`` on the compiled core, else ``here``."""
+    return compiled_sites().here if native.built() and native.enabled() else here

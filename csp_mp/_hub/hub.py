@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import gc
 import itertools
-import os
 import random
 import sys
 import threading
@@ -51,14 +50,14 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from sys import _getframe
+from types import FrameType
 from typing import Any, Protocol
 
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
-from .._proc import proc
 from . import dumps, interrupt, quiet, waits
-from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, call_site
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
 from .timers import TimerHeap
@@ -182,10 +181,9 @@ class Hub(Workers):
         self.n_xbytes = 0  # encoded bytes sent on shared channels
         # the implicit main goroutine, parked by drive.py while its thread waits in plain code
         self.driven: G | None = None
-        #: whether go() and go_local() record where they were called (G.created_by, in dumps):
-        #: with CSP_MP_DEBUG=1 and under the pytest plugin. Reading the caller's frame costs a
-        #: spawn about 11 % more instructions, too much to pay always
-        self.sites = os.environ.get("CSP_MP_DEBUG") == "1" or proc.in_test
+        #: made_here(frame, creator id): G.made of a goroutine made here, the user's call that
+        #: made it (go(), go_local, errgroup, the executor: G.created_by)
+        self.made_here = recorder()
 
     def owns_main_thread(self) -> bool:
         """True when called on the main thread and this hub runs there: the only thread where
@@ -215,6 +213,12 @@ class Hub(Workers):
               local: bool = True) -> G | None:
         """Start a goroutine on this P (or offer it to the broker when not ``local``); its G, or
         None when the broker took it."""
+        return self._spawn(fn, args, kwargs, local, _getframe(1))
+
+    def _spawn(self, fn: Callable[..., Any], args: tuple, kwargs: dict | None, local: bool,
+               at: FrameType) -> G | None:
+        """``spawn``, called under frame ``at``: the user's call that made the goroutine is
+        there or further out (G.made; the caller passes the user's frame when it knows it)."""
         if self.stopping:
             return None
         if not local and self.broker is not None:
@@ -222,13 +226,13 @@ class Hub(Workers):
             return None  # queued where other Ps can steal it; it gets a G where it runs
         self.n_created += 1  # (the broker counts what it queues: its seq)
         g = self.new_g(fn, args, kwargs or {}, local)
-        if self.sites:  # the user's call that made it (go(), go_local, errgroup): created_by
-            g.made = call_site(_getframe(1), self.current)
+        cur = self.current
+        g.made = self.made_here(at, cur.id if cur is not None else 0)
         self.runq.append(g)
         return g
 
     def _go_here(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        Hub.spawn(self, fn, args, kwargs, False)
+        self._spawn(fn, args, kwargs, False, _getframe(2))  # at go()'s caller
 
     def set_placer(self, placer: Callable[[Callable[..., Any], tuple, dict], Any]) -> None:
         """Make ``placer`` what ``go`` hands goroutines that may run on any P (the broker's)."""
@@ -245,8 +249,11 @@ class Hub(Workers):
             return
         self.n_created += 1
         g = G(next(self._ids), fn, args, kwargs, self.p, True)
-        if self.sites:  # the user's call that made it: G.created_by
-            g.made = call_site(_getframe(1), self.current)
+        try:
+            gid = self.current.id  # type: ignore[union-attr]
+        except AttributeError:  # no goroutine runs: the hub's pass (a timer's callback)
+            gid = 0
+        g.made = self.made_here(_getframe(2), gid)  # go_local's caller
         self.allgs[g.id] = g
         self.runq.append(g)
 

@@ -47,7 +47,7 @@ from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
 from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._hub import Hub, Outcome
-from .._hub.g import WAITING
+from .._hub.g import WAITING, requeued
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
 from .._shm.native import core as native_core
@@ -613,7 +613,7 @@ class Broker:
                 keep.append(g)
                 continue
             try:
-                place(fn, g.args, g.kwargs)
+                place(fn, g.args, g.kwargs, requeued(g.made))
             except Exception:  # it cannot travel: it runs here
                 keep.append(g)
                 continue

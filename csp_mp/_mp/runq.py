@@ -9,7 +9,8 @@ call costs one method call. Stealing tells the P's task table (``replace.py``) a
 (``reports.py``) what came, and the broker's watchers (``watch.py``) see every frame taken.
 
 Invariants:
-- An entry is ``(seq, fn, args, kwargs)``, and the frame when the codec made it.
+- An entry is ``(seq, fn, args, kwargs, made)``, and the frame when the codec made it; ``made``
+  is the goroutine's ``G.made`` (where ``go()`` was called, as its frame carries it).
 - ``unflushed`` holds frames not yet in the ring (the last batch, or what a full ring could not
   take, oldest first) and ``unq`` their entries, in the same order: they are counted by
   ``num_goroutine`` and published at ``SPAWN_BATCH`` or at the next poll, at most ``FLUSH_MAX``
@@ -27,13 +28,16 @@ Invariants:
 from __future__ import annotations
 
 import itertools
+import operator
 import random
 from collections import deque
 from collections.abc import Callable
+from sys import _getframe
 from typing import Any, cast
 
 from .._chan import Chan
 from .._hub import Hub
+from .._hub.g import compiled_sites, queued_here
 from . import argwatch, promote, tasks
 from . import ctx as C
 from .replace import TaskTable
@@ -46,6 +50,9 @@ OWN_BATCH = 16  # unpublished frames a P takes back at once while the ring is fu
 # most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
 # 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
 STEAL_MAX = 128
+# the Spawner's creator(hub): the id of the goroutine calling go() (AttributeError, read as 0,
+# when none runs)
+_CREATOR = operator.attrgetter("current.id")
 
 
 class SpawnState:
@@ -99,8 +106,9 @@ class RunQueue:
 
         bells = tuple(cast(Any, b).offset for b in self.ctx.bells)  # native: in the arena
         return core().Spawner(encoder, hub, self.p, self.unflushed, self.unq, self.place,
-                              self.flush_spawns, SPAWN_BATCH, self.hungry_i * 8,
-                              self.ring.offset, self.pending, self.wake_hungry, bells)
+                              self.flush_spawns, SPAWN_BATCH, compiled_sites(), _CREATOR,
+                              self.hungry_i * 8, self.ring.offset, self.pending,
+                              self.wake_hungry, bells)
 
     def holds(self) -> bool:
         """Whether goroutines of this P wait in its queue (published or not)."""
@@ -108,7 +116,7 @@ class RunQueue:
 
     # ------------------------------------------------------------------ go()
 
-    def place(self, fn: Any, args: tuple, kwargs: dict) -> None:
+    def place(self, fn: Any, args: tuple, kwargs: dict, made: tuple | None = None) -> None:
         """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
 
         A frame goes into the ring at once when nothing of this P is left there for idle Ps
@@ -130,12 +138,18 @@ class RunQueue:
             entry = st.entry = tasks.pickle_fn(fn)
             st.fn_last = fn
         st.seq = seq = st.seq + 1
-        frame = None if kwargs else self.encode_plain(seq, self.p, entry, args)
+        if made is None:  # (given: a goroutine handed back, made where it was first queued)
+            try:
+                at = _getframe(2)  # go()'s caller: the search for the user's call starts there
+            except ValueError:  # go() at the bottom of a stack (a greenlet's run)
+                at = None
+            made = queued_here(at, self.hub.current)  # G.created_by
+        frame = None if kwargs else self.encode_plain(seq, self.p, entry, args, made)
         if frame is None:
-            frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena)
-            item: tuple = (seq, fn, args, kwargs, frame)  # the codec's frame: freed if run here
+            frame = tasks.pack(seq, self.p, fn, args, kwargs, self.arena, made)
+            item: tuple = (seq, fn, args, kwargs, made, frame)  # the codec's: freed if run here
         else:
-            item = (seq, fn, args, kwargs)
+            item = (seq, fn, args, kwargs, made)
         unflushed = self.unflushed
         if not unflushed:  # else behind those: frames enter the ring in seq order
             hungry = self.q[self.hungry_i]
@@ -229,7 +243,9 @@ class RunQueue:
                            else 1):
                 unflushed.popleft()
                 entry = own_entry(unq.popleft())
-                fresh.append(new_g(entry[1], entry[2], entry[3], False))
+                g = new_g(entry[1], entry[2], entry[3], False)
+                g.made = entry[4]
+                fresh.append(g)
             return True
         pending = self.pending
         if not pending:
@@ -244,15 +260,17 @@ class RunQueue:
         if not pending or pending[0][0] != seq:
             return False
         entry = self.own_entry(pending.popleft())
-        hub.fresh.append(hub.new_g(entry[1], entry[2], entry[3], False))
+        g = hub.new_g(entry[1], entry[2], entry[3], False)
+        g.made = entry[4]
+        hub.fresh.append(g)
         return True
 
     def own_entry(self, entry: tuple) -> tuple:
-        """``entry``, the live ``(seq, fn, args, kwargs, ...)`` of a frame this P runs itself:
-        the channel names its frame carries are consumed and a frame the codec made has its
-        out-of-band argument blocks freed, as nobody will read it (promote.py's protocol)."""
-        if len(entry) > 4:
-            tasks.own_frame(entry[4], self.arena)
+        """``entry``, the live ``(seq, fn, args, kwargs, made, ...)`` of a frame this P runs
+        itself: the channel names its frame carries are consumed and a frame the codec made has
+        its out-of-band argument blocks freed, as nobody will read it (promote.py's protocol)."""
+        if len(entry) > 5:
+            tasks.own_frame(entry[5], self.arena)
         else:  # encode_plain's frame: one name per untyped channel argument
             for a in entry[2]:
                 if type(a) is Chan and a._type is None:
@@ -319,7 +337,10 @@ class RunQueue:
             # the frames the compiled core decodes whole, then the one it leaves to this path
             done = decode(frames, i, tasks.fns, promote.names)
             if done:
-                gs.extend([new_g(fn, args, {}, False) for fn, args in done])
+                for fn, args, made in done:
+                    g = new_g(fn, args, {}, False)
+                    g.made = made
+                    gs.append(g)
                 i += len(done)
                 if i == n:
                     break
@@ -329,7 +350,9 @@ class RunQueue:
                 t = unframe(frame)
                 fn = known_fn(t[2])
                 if fn is not None and type(t[4]) is list and not t[5]:  # plain, callable known
-                    gs.append(new_g(fn, tuple(t[4]), {}, False))
+                    g = new_g(fn, tuple(t[4]), {}, False)
+                    g.made = tasks.made_of(t)
+                    gs.append(g)
                     continue
                 fn, args, kwargs, warn, digest = tasks.unpack_items(t, self.arena)
                 pinned = False
@@ -337,12 +360,16 @@ class RunQueue:
                     watched = argwatch.watch(self.p, self.warn, fn, args, kwargs)
                     pinned = watched is not fn  # handed on, it would lose the watch
                     fn = watched
+                made = tasks.made_of(t)
             except BaseException as exc:
                 fn, args, kwargs, warn, digest = _failing(exc), (), {}, "", b""
                 pinned = True
+                made = None
             if warn:
                 self.warn(warn, digest)
-            gs.append(new_g(fn, args, kwargs, pinned))
+            g = new_g(fn, args, kwargs, pinned)
+            g.made = made
+            gs.append(g)
         if self.task_table.clean:
             self.task_table.adopted(gs)
         hub.fresh.extend(gs)

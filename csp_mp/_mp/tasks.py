@@ -1,12 +1,15 @@
 """Goroutines as bytes: what ``go()`` puts in the stealable run queue, and how a thief runs it.
 
-A task frame is ``(seq, owner, digest, fn_bytes, args, warn)``, one msgpack array. The callable
-pickles by reference where plain pickle can (an importable module-level function), by value through
-cloudpickle otherwise (``__main__`` functions, closures, lambdas); its bytes are cached per
-function object and thieves cache the unpickled function by digest. The caches are the runtime
-object's (``proc.fn_bytes``, ``recent``, ``closures``, ``fns``), bounded, and emptied with the
-runtime (their bytes name its arena's offsets). ``warn`` names the mutable
-plain state the function captures (SPEC's MigrationWarning), or is empty.
+A task frame is ``(seq, owner, digest, fn_bytes, args, warn, site, creator)``, one msgpack array
+(``layout.TASK_ITEMS`` items). The callable pickles by reference where plain pickle can (an
+importable module-level function), by value through cloudpickle otherwise (``__main__``
+functions, closures, lambdas); its bytes are cached per function object and thieves cache the
+unpickled function by digest. The caches are the runtime object's (``proc.fn_bytes``,
+``recent``, ``closures``, ``fns``), bounded, and emptied with the runtime (their bytes name its
+arena's offsets). ``warn`` names the mutable plain state the function captures (SPEC's
+MigrationWarning), or is empty. ``site`` and ``creator`` say where ``go()`` was called, for
+Go's ``created by`` lines on whatever P runs it: the ``[function, file, line]`` array, encoded
+once per call site (``_hub/g.py``: ``site_bytes``), or nil, and the creating goroutine's id.
 
 ``args`` is a list for the common fan-out call, ``go(fn, i, out)``, whose positional arguments
 are all msgpack scalars or untyped channels: they sit in the frame itself, each channel an
@@ -39,6 +42,8 @@ from . import migrate_warn, promote
 from .promote import chan_offset, names, pinning
 
 _CHAN_EXT = L.CHAN_EXT  # the extension type naming a channel (task.c's too: layout.py)
+#: ``made`` of a frame that says nothing of where it was made: ``(site, creator's id)``
+NO_SITE: tuple[bytes | None, int] = (None, 0)
 #: Argument types a frame carries as msgpack values (bytes too, below OOB_MIN, and untyped
 #: channels, as extension values: see plain_items).
 PLAIN_LEAF = frozenset({int, str, float, bool, type(None)})
@@ -89,16 +94,17 @@ def chan_ext_offset(obj: Chan) -> int | None:
     return chan_offset(obj) if obj._type is None else None
 
 
-def encode_plain(seq: int, owner: int, entry: tuple[bytes, bytes, str], args: tuple
-                 ) -> bytes | None:
+def encode_plain(seq: int, owner: int, entry: tuple[bytes, bytes, str], args: tuple,
+                 made: tuple[bytes | None, int] = NO_SITE) -> bytes | None:
     """The frame of a ``go()`` call without kwargs whose arguments are all plain (see
-    ``plain_items``), ``entry`` being ``pickle_fn``'s; None when the codec must carry them."""
+    ``plain_items``), ``entry`` being ``pickle_fn``'s and ``made`` the goroutine's ``G.made``
+    (``(site bytes or None, creator's id)``); None when the codec must carry them."""
     got = plain_items(args)
     if got is None:
         return None
     items, chans = got
     try:
-        frame = encode_frame((seq, owner, entry[0], entry[1], items, entry[2]))
+        frame = encode_frame((seq, owner, entry[0], entry[1], items, entry[2], *_made_items(made)))
     except MSGPACK_FAIL:
         return None  # a huge int or a lone surrogate: the codec pickles it
     for ch in chans:  # the frame exists: each name now travels
@@ -106,8 +112,19 @@ def encode_plain(seq: int, owner: int, entry: tuple[bytes, bytes, str], args: tu
     return frame
 
 
-def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], tuple],
-                                          bytes | None]:
+def _made_items(made: tuple[bytes | None, int]) -> tuple[msgspec.Raw | None, int]:
+    """The site and creator items of a frame: the site's bytes are msgpack already."""
+    site = made[0]
+    return (None if site is None else msgspec.Raw(site)), made[1]
+
+
+def made_of(t: tuple) -> tuple[Any, int]:
+    """``G.made`` of a goroutine whose frame is decoded (``unframe``): ``(site, creator's id)``,
+    the site a ``[function, file, line]`` list or None."""
+    return t[L.TASK_SITE], t[L.TASK_CREATOR]
+
+
+def plain_encoder(arena: Any) -> Callable[..., bytes | None]:
     """``encode_plain``, from the compiled core when ``arena`` runs on it."""
     if arena.core is None:
         return encode_plain
@@ -118,9 +135,9 @@ def plain_encoder(arena: Any) -> Callable[[int, int, tuple[bytes, bytes, str], t
 
 def decode_plain(frames: list[bytes], start: int, fns: dict, names: dict) -> list:
     """The Python path of the compiled core's ``TaskEncoder.decode_many``: none decoded, each
-    frame is left to ``unframe`` and ``unpack_items`` (the protocol: ``(fn, args)`` of the
-    frames from ``start`` up to the first one the caller must unpack, which has consumed no
-    channel name)."""
+    frame is left to ``unframe`` and ``unpack_items`` (the protocol: ``(fn, args, made)`` of
+    the frames from ``start`` up to the first one the caller must unpack, which has consumed no
+    channel name; ``made`` is ``G.made``, ``(site bytes or None, creator's id)``)."""
     return []
 
 
@@ -154,8 +171,9 @@ def _chan_from_ext(code: int, data: memoryview) -> Chan:
 
 encode_frame = msgspec.msgpack.Encoder().encode
 _unframe = msgspec.msgpack.Decoder(tuple, ext_hook=_chan_from_ext).decode
-#: A task frame as a tuple ``(seq, owner, digest, fn_bytes, args, warn)``; consumes the channel
-#: names it carries. ``args`` is a list for ``encode_plain``'s frames.
+#: A task frame as a tuple ``(seq, owner, digest, fn_bytes, args, warn, site, creator)``;
+#: consumes the channel names it carries. ``args`` is a list for ``encode_plain``'s frames,
+#: ``site`` a ``[function, file, line]`` list or None.
 unframe = _unframe
 MSGPACK_FAIL = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
 
@@ -356,14 +374,15 @@ def _pickle_fn_uncached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
 
 
 def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict,
-         arena: Any) -> bytes:
-    """The task frame of ``go(fn, *args, **kwargs)``; TypeError if it cannot travel."""
+         arena: Any, made: tuple[bytes | None, int] = NO_SITE) -> bytes:
+    """The task frame of ``go(fn, *args, **kwargs)`` made as ``made`` says (``encode_plain``);
+    TypeError if it cannot travel."""
     digest, fn_bytes, warn = pickle_fn(fn)
     got = plain_items(args) if not kwargs else None
     if got is not None:
         items, chans = got
         try:
-            frame = encode_frame((seq, owner, digest, fn_bytes, items, warn))
+            frame = encode_frame((seq, owner, digest, fn_bytes, items, warn, *_made_items(made)))
         except MSGPACK_FAIL:
             pass  # a huge int or a lone surrogate: the codec pickles it
         else:
@@ -374,7 +393,7 @@ def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict
         args_bytes = encode((args, kwargs), arena) if (args or kwargs) else b""
     except TypeError as exc:
         raise _argument_error(fn, args, kwargs, exc) from exc
-    return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn))
+    return encode_frame((seq, owner, digest, fn_bytes, args_bytes, warn, *_made_items(made)))
 
 
 def _argument_error(fn: Callable[..., Any], args: tuple, kwargs: dict,
@@ -429,7 +448,7 @@ def unpack(frame: bytes, arena: Any) -> tuple[Callable[..., Any], tuple, dict, s
 
 def unpack_items(t: tuple, arena: Any) -> tuple[Callable[..., Any], tuple, dict, str, bytes]:
     """``unpack`` of a frame already decoded (``_unframe``)."""
-    _seq, _owner, digest, fn_bytes, args_bytes, warn = t
+    digest, fn_bytes, args_bytes, warn = t[2:6]
     fn = fns.get(digest)
     if fn is None:
         fn = pickle.loads(fn_bytes)

@@ -95,6 +95,11 @@ M_WAKE, M_PANIC, M_WARN, M_STACK_REQ, M_STACK_REP, M_TRACE_REQ, M_TRACE_REP = ra
 CODEC_EXT = 0xC1  # a byte msgpack never uses: the codec's own tags follow it
 CODEC_TUPLE = 0x01  # ... a tuple of plain values, msgpack-encoded after the two bytes
 CHAN_EXT = 1  # the msgpack extension type naming a channel in a task frame (8-byte offset)
+# a task frame: a msgpack array of TASK_ITEMS items, seq, owner, digest, fn_bytes, args, warn,
+# then where go() was called, for Go's "created by" line: the site, [function, file, line]
+# (nil when unknown), and the creator's goroutine id
+TASK_ITEMS = 8
+TASK_SITE, TASK_CREATOR = 6, 7
 
 
 def _exported() -> list[tuple[str, int]]:

@@ -63,6 +63,7 @@ extern PyTypeObject Lock_Type;
 extern PyTypeObject Bell_Type;
 extern PyTypeObject TaskEncoder_Type;
 extern PyTypeObject Spawner_Type;
+extern PyTypeObject Sites_Type;
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;

@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "6d8ebb7eb65aa818"
+#define LAYOUT_DIGEST "7eb02332428f508b"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -126,5 +126,8 @@
 #define CODEC_EXT 193
 #define CODEC_TUPLE 1
 #define CHAN_EXT 1
+#define TASK_ITEMS 8
+#define TASK_SITE 6
+#define TASK_CREATOR 7
 
 #endif

@@ -2,8 +2,9 @@
  *
  * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/tasks.py
  *   (pack, unpack) and csp_mp/_mp/runq.py (place).
- * [seq, owner, digest, fn_bytes, args, warn] that csp_mp/_mp/tasks.py's pack() makes with
- * msgspec, for args made only of ints, floats, str, bool, None, small bytes and untyped channels
+ * [seq, owner, digest, fn_bytes, args, warn, site, creator] (TASK_ITEMS items, layout.py) that
+ * csp_mp/_mp/tasks.py's pack() makes with msgspec, for args made only of ints, floats, str,
+ * bool, None, small bytes and untyped channels
  * (each a msgpack extension 1 holding its arena offset, 8 bytes little-endian). Any other
  * argument makes encode() return None, and the caller takes pack()'s general path; pack() is the
  * specification of the frame, and msgspec decodes both alike.
@@ -73,19 +74,7 @@ static int put_be(buf_t *b, unsigned char tag, uint64_t v, int nbytes) {
     return put(b, t, 1 + nbytes);
 }
 
-static int put_int(buf_t *b, PyObject *o) {
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow > 0) {
-        unsigned long long u = PyLong_AsUnsignedLongLong(o);
-        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return 1; /* beyond msgpack: not plain */
-        }
-        return put_be(b, 0xcf, u, 8);
-    }
-    if (overflow < 0) return 1;
+static int put_ll(buf_t *b, long long v) {
     if (v >= 0) {
         if (v < 128) {
             unsigned char c = (unsigned char)v;
@@ -104,6 +93,22 @@ static int put_int(buf_t *b, PyObject *o) {
     if (v >= -32768) return put_be(b, 0xd1, (uint64_t)(uint16_t)(int16_t)v, 2);
     if (v >= -2147483648LL) return put_be(b, 0xd2, (uint64_t)(uint32_t)(int32_t)v, 4);
     return put_be(b, 0xd3, (uint64_t)v, 8);
+}
+
+static int put_int(buf_t *b, PyObject *o) {
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(o);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 1; /* beyond msgpack: not plain */
+        }
+        return put_be(b, 0xcf, u, 8);
+    }
+    if (overflow < 0) return 1;
+    return put_ll(b, v);
 }
 
 static int put_raw(buf_t *b, const char *s, Py_ssize_t n, int is_str) {
@@ -203,9 +208,10 @@ static int count_names(Region *reg, const names_t *nm, int64_t d) {
 }
 
 /* The frame (bytes, its names counted), None when an argument needs the codec, NULL on error;
- * the names it counted in *nm. */
+ * the names it counted in *nm. `site` is the msgpack of [function, file, line] (None: nil),
+ * `creator` the creating goroutine's id. */
 static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner, PyObject *entry,
-                              PyObject *targs, names_t *nm) {
+                              PyObject *targs, PyObject *site, long long creator, names_t *nm) {
     nm->n = 0;
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
@@ -223,11 +229,13 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
         return NULL;
     }
     PyObject *digest = PyTuple_GET_ITEM(entry, 0), *fnb = PyTuple_GET_ITEM(entry, 1);
+    int has_site = site != NULL && PyBytes_CheckExact(site);
     buf_t b = {NULL, 0, 0};
     PyObject *res = NULL;
-    int r = grow(&b, 64 + PyBytes_GET_SIZE(digest) + PyBytes_GET_SIZE(fnb));
+    int r = grow(&b, 80 + PyBytes_GET_SIZE(digest) + PyBytes_GET_SIZE(fnb) +
+                         (has_site ? PyBytes_GET_SIZE(site) : 0));
     Py_ssize_t n = PyTuple_GET_SIZE(fast);
-    if (!r) r = put_array_header(&b, 6);
+    if (!r) r = put_array_header(&b, TASK_ITEMS);
     if (!r) r = put_int(&b, seq);
     if (!r) r = put_int(&b, owner);
     if (!r) r = put_raw(&b, PyBytes_AS_STRING(digest), PyBytes_GET_SIZE(digest), 0);
@@ -236,6 +244,9 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
     for (Py_ssize_t i = 0; !r && i < n; i++)
         r = put_arg(self, &b, PyTuple_GET_ITEM(fast, i), nm->offs, &nm->n);
     if (!r) r = put_str(&b, PyTuple_GET_ITEM(entry, 2));
+    if (!r && has_site) r = put(&b, PyBytes_AS_STRING(site), PyBytes_GET_SIZE(site));
+    if (!r && !has_site) r = put(&b, "\xc0", 1); /* nil: no site */
+    if (!r) r = put_ll(&b, creator);
     if (r == 0) {
         res = PyBytes_FromStringAndSize(b.p, b.len);
         Region *reg = (Region *)self->region;
@@ -250,19 +261,37 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
     return res;
 }
 
+/* made = (site, creator) as G.made (csp_mp/_hub/g.py): the site's msgpack bytes or None, and
+ * the creator's id; 0, or -1 with TypeError */
+static int made_parts(PyObject *made, PyObject **site, long long *creator) {
+    if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2 ||
+        arg_ll(PyTuple_GET_ITEM(made, 1), creator) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "made must be (site bytes or None, creator id)");
+        return -1;
+    }
+    *site = PyTuple_GET_ITEM(made, 0);
+    return 0;
+}
+
 static PyObject *TaskEncoder_encode(TaskEncoder *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* encode(seq, owner, entry, args): entry is pickle_fn's (digest, fn_bytes, warn) */
+    /* encode(seq, owner, entry, args, made=(None, 0)): entry is pickle_fn's
+     * (digest, fn_bytes, warn), made the site and creator (made_parts) */
     names_t nm;
-    if (arg_count("encode", nargs, 4, 4) < 0) return NULL;
-    return encode_frame(self, args[0], args[1], args[2], args[3], &nm);
+    PyObject *site = NULL;
+    long long creator = 0;
+    if (arg_count("encode", nargs, 4, 5) < 0) return NULL;
+    if (nargs == 5 && made_parts(args[4], &site, &creator) < 0) return NULL;
+    return encode_frame(self, args[0], args[1], args[2], args[3], site, creator, &nm);
 }
 
 
 /* ---------------------------------------------------------------- decoding stolen frames
  *
  * decode_many(frames, start, fns, names) reads frames laid out as above (by encode() or by
- * msgspec, which writes the same msgpack) from frames[start] on, and returns (fn, args) for
- * each, stopping before the first frame that is not plain, whose callable is not known here
+ * msgspec, which writes the same msgpack) from frames[start] on, and returns (fn, args, made)
+ * for each (made: G.made, (the site's msgpack bytes or None, the creator's id)), stopping
+ * before the first frame that is not plain, whose callable is not known here
  * (fns: digest -> fn) or has a warning to give, or that names a channel without a live handle
  * here (names: the 8 name bytes -> weakref to the handle): the Python path takes that one
  * (tasks.unpack_items), which makes the handle, and calls again for the rest. A frame decoded
@@ -283,7 +312,8 @@ typedef struct {
     Py_ssize_t digest_len;
     PyObject *fn; /* from fns; NULL: none cached */
     unsigned char name[8];
-    PyObject *ch; /* the handle of a live weakref in names; NULL: none cached */
+    PyObject *ch;   /* the handle of a live weakref in names; NULL: none cached */
+    PyObject *site; /* the last site's bytes (a batch mostly comes from one go() line) */
 } cache_t;
 
 static int rd_n(rd_t *r, Py_ssize_t n, const unsigned char **out) {
@@ -328,13 +358,40 @@ static int rd_raw(rd_t *r, int *is_str, const unsigned char **s, Py_ssize_t *n) 
     return rd_n(r, *n, s);
 }
 
-static int rd_uint(rd_t *r) { /* skips an unsigned int (seq, owner) */
+static int rd_uint_v(rd_t *r, uint64_t *v) { /* an unsigned int */
     const unsigned char *t;
-    uint64_t v;
     if (rd_n(r, 1, &t) < 0) return -1;
-    if (t[0] < 0x80) return 0;
-    if (t[0] >= 0xcc && t[0] <= 0xcf) return rd_be(r, 1 << (t[0] - 0xcc), &v);
+    if (t[0] < 0x80) {
+        *v = t[0];
+        return 0;
+    }
+    if (t[0] >= 0xcc && t[0] <= 0xcf) return rd_be(r, 1 << (t[0] - 0xcc), v);
     return -1;
+}
+
+static int rd_uint(rd_t *r) { /* skips an unsigned int (seq, owner) */
+    uint64_t v;
+    return rd_uint_v(r, &v);
+}
+
+/* The site item, [function, file, line] or nil: a new reference to its bytes (the cached ones
+ * when equal) or to None; NULL with no exception when malformed, with one on error. */
+static PyObject *rd_site(rd_t *r, cache_t *cache) {
+    const unsigned char *start = r->p, *t, *s;
+    int is_str;
+    Py_ssize_t n;
+    if (rd_n(r, 1, &t) < 0) return NULL;
+    if (t[0] == 0xc0) return Py_NewRef(Py_None);
+    if (t[0] != 0x93 || rd_raw(r, &is_str, &s, &n) < 0 || !is_str ||
+        rd_raw(r, &is_str, &s, &n) < 0 || !is_str || rd_uint(r) < 0)
+        return NULL;
+    Py_ssize_t len = r->p - start;
+    PyObject *c = cache->site;
+    if (c != NULL && PyBytes_GET_SIZE(c) == len && memcmp(PyBytes_AS_STRING(c), start, len) == 0)
+        return Py_NewRef(c);
+    PyObject *site = PyBytes_FromStringAndSize((const char *)start, len);
+    if (site != NULL) Py_XSETREF(cache->site, Py_NewRef(site));
+    return site;
 }
 
 /* one argument: a new reference, NULL with no exception when not plain (or malformed), NULL
@@ -414,7 +471,7 @@ static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, P
     int is_str;
     Py_ssize_t n;
     uint64_t count;
-    if (rd_n(&r, 1, &t) < 0 || t[0] != 0x96 || rd_uint(&r) < 0 || rd_uint(&r) < 0 ||
+    if (rd_n(&r, 1, &t) < 0 || t[0] != (0x90 | TASK_ITEMS) || rd_uint(&r) < 0 || rd_uint(&r) < 0 ||
         rd_raw(&r, &is_str, &s, &n) < 0 || is_str)
         return Py_NewRef(frame);
     PyObject *fn = cache->fn;
@@ -446,15 +503,22 @@ static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, P
     if (args == NULL) return NULL;
     names_t nm = {.n = 0};
     PyObject *handles[MAX_CHANS];
-    PyObject *res = NULL;
+    PyObject *res = NULL, *site = NULL, *made = NULL;
     for (uint64_t i = 0; i < count; i++) {
         PyObject *a = rd_arg(&r, names, nm.offs, &nm.n, handles, cache);
         if (a == NULL) goto done;
         PyTuple_SET_ITEM(args, (Py_ssize_t)i, a);
     }
-    /* the warning: an empty str, and nothing after it */
-    if (rd_raw(&r, &is_str, &s, &n) < 0 || !is_str || n != 0 || r.p != r.end) goto done;
-    res = PyTuple_Pack(2, cache->fn, args);
+    /* the warning: an empty str; the site, the creator's id, and nothing after them */
+    if (rd_raw(&r, &is_str, &s, &n) < 0 || !is_str || n != 0) goto done;
+    site = rd_site(&r, cache);
+    uint64_t creator;
+    if (site == NULL || rd_uint_v(&r, &creator) < 0 || r.p != r.end) goto done;
+    PyObject *gid = PyLong_FromUnsignedLongLong(creator);
+    made = gid == NULL ? NULL : PyTuple_Pack(2, site, gid);
+    Py_XDECREF(gid);
+    if (made == NULL) goto done;
+    res = PyTuple_Pack(3, cache->fn, args, made);
     /* the names read (one count off each); the handle keeps its own (promote.py). A name the
      * region cannot take leaves the frame to the Python path, which reports it. */
     Region *reg = (Region *)self->region;
@@ -464,6 +528,8 @@ static PyObject *decode_one(TaskEncoder *self, PyObject *frame, PyObject *fns, P
     }
 done:
     Py_DECREF(args);
+    Py_XDECREF(site);
+    Py_XDECREF(made);
     for (int i = 0; i < nm.n; i++) Py_DECREF(handles[i]);
     if (res == NULL && !PyErr_Occurred()) res = Py_NewRef(frame);
     return res;
@@ -480,7 +546,7 @@ static PyObject *TaskEncoder_decode_many(TaskEncoder *self, PyObject *const *arg
     }
     PyObject *out = PyList_New(0);
     if (out == NULL) return NULL;
-    cache_t cache = {.fn = NULL, .ch = NULL, .digest_len = 0};
+    cache_t cache = {.fn = NULL, .ch = NULL, .site = NULL, .digest_len = 0};
     for (Py_ssize_t i = start < 0 ? 0 : (Py_ssize_t)start; i < PyList_GET_SIZE(frames); i++) {
         PyObject *frame = Py_NewRef(PyList_GET_ITEM(frames, i)); /* its bytes are read */
         PyObject *item = decode_one(self, frame, fns, names, &cache);
@@ -499,6 +565,7 @@ static PyObject *TaskEncoder_decode_many(TaskEncoder *self, PyObject *const *arg
     }
     Py_XDECREF(cache.fn);
     Py_XDECREF(cache.ch);
+    Py_XDECREF(cache.site);
     return out;
 }
 
@@ -550,12 +617,12 @@ static void TaskEncoder_dealloc(TaskEncoder *self) {
 
 static PyMethodDef TaskEncoder_methods[] = {
     {"encode", (PyCFunction)(void (*)(void))TaskEncoder_encode, METH_FASTCALL,
-     "encode(seq, owner, entry, args) -> bytes | None: the task frame, or None when an "
-     "argument needs the codec."},
+     "encode(seq, owner, entry, args, made=(None, 0)) -> bytes | None: the task frame, or None "
+     "when an argument needs the codec; made = (site bytes or None, creator id)."},
     {"decode_many", (PyCFunction)(void (*)(void))TaskEncoder_decode_many, METH_FASTCALL,
-     "decode_many(frames, start, fns, names) -> list: (fn, args) of frames[start:], up to the "
-     "first that is not plain, whose callable is not in fns (digest -> fn) or whose channels "
-     "are not live in names (name bytes -> weakref); that one consumed nothing."},
+     "decode_many(frames, start, fns, names) -> list: (fn, args, made) of frames[start:], up "
+     "to the first that is not plain, whose callable is not in fns (digest -> fn) or whose "
+     "channels are not live in names (name bytes -> weakref); that one consumed nothing."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -574,29 +641,239 @@ PyTypeObject TaskEncoder_Type = {
     .tp_methods = TaskEncoder_methods,
 };
 
+/* ---------------------------------------------------------------- where go() was called
+ *
+ * Sites(pkg, resolve) finds the user's call that makes a goroutine, for Go's "created by" line:
+ * the innermost frame whose file is not under pkg (csp_mp's own directory, with its trailing
+ * separator). Twin, the readable form: csp_mp/_hub/g.py (here, queued_here, site_bytes).
+ *
+ * here(f, creator) is G.made of a goroutine made on this P by a call under frame f: (code,
+ * lasti, creator), resolved to a line only when printed; f's own when every frame from f out is
+ * csp_mp's (a goroutine csp_mp starts on its own: the executor's queued tasks). The caller
+ * passes the frame it knows to be the user's in the common case (go_local's caller), so that
+ * nothing is walked: walking materializes a frame object per frame passed. The last answer for
+ * a user's frame is given again while its code, offset and creator repeat.
+ *
+ * The Spawner asks it for the frame's site, the msgpack of [function, file, line] that
+ * resolve(code, lasti) returns, kept here per (code, lasti) in SITE_SLOTS direct-mapped slots:
+ * a loop calling go() on one line pays no Python call for it.
+ */
+#define SITE_SLOTS 64
+
+typedef struct {
+    PyObject *code; /* strong: its address stays its own while the slot holds it; NULL: empty */
+    int lasti;
+    PyObject *site; /* resolve(code, lasti) */
+} site_slot;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pkg;     /* str */
+    PyObject *resolve; /* (code, lasti) -> bytes */
+    site_slot slots[SITE_SLOTS];
+    PyObject *last;    /* here()'s last answer, given again while equal: a loop spawning */
+    int last_lasti;
+} Sites;
+
+/* The user's frame, the innermost from f (borrowed) outward whose file is not under pkg, else
+ * f itself (csp_mp started the goroutine on its own): a new reference to its code and its lasti;
+ * 0 found, 2 f itself for want of a user's frame, 1 when f is NULL, -1 on error. */
+static int user_frame(Sites *self, PyFrameObject *f, PyCodeObject **code, int *lasti) {
+    Py_ssize_t plen;
+    const char *pkg = PyUnicode_AsUTF8AndSize(self->pkg, &plen);
+    if (pkg == NULL) return -1;
+    PyFrameObject *start = f;
+    Py_XINCREF(f);
+    while (f != NULL) {
+        PyCodeObject *c = PyFrame_GetCode(f);
+        Py_ssize_t n;
+        const char *file = PyUnicode_AsUTF8AndSize(c->co_filename, &n);
+        if (file == NULL) {
+            Py_DECREF(c);
+            Py_DECREF(f);
+            return -1;
+        }
+        if (n < plen || memcmp(file, pkg, (size_t)plen) != 0) {
+            *code = c;
+            *lasti = PyFrame_GetLasti(f);
+            Py_DECREF(f);
+            return 0;
+        }
+        Py_DECREF(c);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    if (start == NULL) return 1;
+    *code = PyFrame_GetCode(start);
+    *lasti = PyFrame_GetLasti(start);
+    return 2;
+}
+
+static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (arg_count("here", nargs, 2, 2) < 0) return NULL;
+    if (!PyFrame_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "here() needs a frame");
+        return NULL;
+    }
+    PyCodeObject *code;
+    int lasti;
+    PyFrameObject *f = (PyFrameObject *)args[0];
+    PyObject *last = self->last;
+    if (last != NULL && PyTuple_GET_ITEM(last, 2) == args[1]) {
+        /* the same user's line and goroutine (its G's id object) as last time: no file to check */
+        PyCodeObject *c = PyFrame_GetCode(f);
+        Py_DECREF(c); /* the frame holds it */
+        if (PyTuple_GET_ITEM(last, 0) == (PyObject *)c && self->last_lasti == PyFrame_GetLasti(f))
+            return Py_NewRef(last);
+    }
+    if (!PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "here() needs an int creator id");
+        return NULL;
+    }
+    int r = user_frame(self, f, &code, &lasti);
+    if (r == 1 || r < 0) return r < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *at = PyLong_FromLong(lasti);
+    PyObject *made = at == NULL ? NULL : PyTuple_New(3);
+    if (made == NULL) {
+        Py_DECREF(code);
+        Py_XDECREF(at);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(made, 0, (PyObject *)code);
+    PyTuple_SET_ITEM(made, 1, at);
+    PyTuple_SET_ITEM(made, 2, Py_NewRef(args[1]));
+    if (r == 0) { /* not f for want of a user's frame (2): its callers may differ next time */
+        Py_XSETREF(self->last, Py_NewRef(made));
+        self->last_lasti = lasti;
+    }
+    return made;
+}
+
+/* The site of the user's call (resolve's bytes, kept per (code, lasti)), or None: a new
+ * reference; NULL on error. */
+static PyObject *sites_caller(Sites *self) {
+    PyCodeObject *code;
+    int lasti;
+    /* from the caller of the go() that called the Spawner */
+    PyFrameObject *go = PyEval_GetFrame(); /* borrowed */
+    PyFrameObject *f = go == NULL ? NULL : PyFrame_GetBack(go);
+    int r = user_frame(self, f, &code, &lasti);
+    Py_XDECREF(f);
+    if (r == 1 || r < 0) return r < 0 ? NULL : Py_NewRef(Py_None);
+    site_slot *sl = &self->slots[(((uintptr_t)code >> 4) ^ ((uintptr_t)lasti * 0x9E37u)) %
+                                 SITE_SLOTS];
+    if (sl->code == (PyObject *)code && sl->lasti == lasti) {
+        Py_DECREF(code);
+        return Py_NewRef(sl->site);
+    }
+    if (self->resolve == NULL) {
+        Py_DECREF(code);
+        return Py_NewRef(Py_None); /* cleared by the GC: no site */
+    }
+    PyObject *site = PyObject_CallFunction(self->resolve, "Oi", (PyObject *)code, lasti);
+    if (site == NULL || !PyBytes_CheckExact(site)) {
+        if (site != NULL) PyErr_SetString(PyExc_TypeError, "Sites: resolve() must return bytes");
+        Py_DECREF(code);
+        Py_XDECREF(site);
+        return NULL;
+    }
+    Py_XSETREF(sl->code, (PyObject *)code); /* the reference user_frame gave */
+    sl->lasti = lasti;
+    Py_XSETREF(sl->site, Py_NewRef(site));
+    return site;
+}
+
+static PyObject *Sites_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *pkg, *resolve;
+    static char *kwlist[] = {"pkg", "resolve", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "UO:Sites", kwlist, &pkg, &resolve)) return NULL;
+    if (!PyCallable_Check(resolve)) {
+        PyErr_SetString(PyExc_TypeError, "Sites: resolve must be callable");
+        return NULL;
+    }
+    Sites *self = (Sites *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->pkg = Py_NewRef(pkg);
+    self->resolve = Py_NewRef(resolve);
+    return (PyObject *)self;
+}
+
+static int Sites_traverse(Sites *self, visitproc visit, void *arg) {
+    Py_VISIT(self->resolve);
+    Py_VISIT(self->last);
+    for (int i = 0; i < SITE_SLOTS; i++) {
+        Py_VISIT(self->slots[i].code);
+        Py_VISIT(self->slots[i].site);
+    }
+    return 0;
+}
+
+static int Sites_clear(Sites *self) {
+    Py_CLEAR(self->resolve);
+    Py_CLEAR(self->last);
+    for (int i = 0; i < SITE_SLOTS; i++) {
+        Py_CLEAR(self->slots[i].code);
+        Py_CLEAR(self->slots[i].site);
+    }
+    return 0;
+}
+
+static void Sites_dealloc(Sites *self) {
+    PyObject_GC_UnTrack(self);
+    Sites_clear(self);
+    Py_XDECREF(self->pkg);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Sites_methods[] = {
+    {"here", (PyCFunction)(void (*)(void))Sites_here, METH_FASTCALL,
+     "here(f, creator) -> (code, lasti, creator) | None: G.made of a goroutine made by a call "
+     "under frame f (the innermost frame from f out that is not csp_mp's)."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject Sites_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.Sites",
+    .tp_basicsize = sizeof(Sites),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Sites(pkg, resolve): where the code calling go() is, outside the directory pkg; "
+              "resolve(code, lasti) -> bytes gives a site as a task frame carries it.",
+    .tp_new = Sites_new,
+    .tp_dealloc = (destructor)Sites_dealloc,
+    .tp_traverse = (traverseproc)Sites_traverse,
+    .tp_clear = (inquiry)Sites_clear,
+    .tp_methods = Sites_methods,
+};
+
 /* ---------------------------------------------------------------- go() of a P, in one call
  *
- * Spawner(encoder, hub, owner, frames, entries, place, flush, batch, hint=-1, ring=-1,
- * published=None, wake=None, bells=None) is the compiled form of csp_mp/_mp/runq.py's
- * place() for its common call: go(fn, *args) of the callable last given (fn_last, whose
- * pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs) then takes the next
- * seq and frames the call (encode()). When no frame waits in frames and either the ring at
- * byte offset ring (this P's run queue) is empty or the word at byte offset hint (G_HUNGRY,
- * csp_mp/_mp/ctx.py) is set, it puts the frame in the ring at once, appends (seq, fn, args,
- * {}) to published (the broker's pending deque) and, a P being hungry, takes the hint (the
- * idle P's number + 1) and rings that P's doorbell (bells: each P's bell offset), or without
- * bells calls wake(). Otherwise it appends the frame to frames and the entry to entries (the
- * broker's unflushed and unq deques) and calls flush() every batch frames, and after every
- * frame while the hint is set. Any other call goes to place(fn, args, kwargs), the Python
- * function, which reads and updates seq, fn_last and entry here. A hub that stops hands go()
- * to its own spawn from then on (Hub._stop_placing), which starts nothing: the Spawner is not
- * called.
+ * Spawner(encoder, hub, owner, frames, entries, place, flush, batch, sites=None,
+ * creator=None, hint=-1, ring=-1, published=None, wake=None, bells=None) is the compiled form
+ * of csp_mp/_mp/runq.py's place() for its common call: go(fn, *args) of the callable last
+ * given (fn_last, whose pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs)
+ * then takes the next seq and frames the call (encode(), with made: the caller's site from
+ * sites and creator(hub), the running goroutine's id); its entry is (seq, fn, args, {}, made).
+ * When no frame waits in frames and either the ring at byte offset ring (this P's run queue)
+ * is empty or the word at byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py) is set, it puts the
+ * frame in the ring at once, appends the entry to published (the broker's pending deque) and,
+ * a P being hungry, takes the hint (the idle P's number + 1) and rings that P's doorbell
+ * (bells: each P's bell offset), or without bells calls wake(). Otherwise it appends the frame
+ * to frames and the entry to entries (the broker's unflushed and unq deques) and calls flush()
+ * every batch frames, and after every frame while the hint is set. Any other call goes to
+ * place(fn, args, kwargs), the Python function, which reads and updates seq, fn_last and
+ * entry here. A hub that stops hands go() to its own spawn from then on
+ * (Hub._stop_placing), which starts nothing: the Spawner is not called.
  */
 typedef struct {
     PyObject_HEAD
     TaskEncoder *encoder;
     PyObject *hub, *owner, *frames_append, *entries_append, *frames, *place, *flush;
     PyObject *fn_last, *entry;
+    Sites *sites; /* NULL: frames carry no site */
+    PyObject *creator;   /* creator(hub) -> the id of the goroutine running; NULL: 0 */
+    PyObject *last_made; /* spawner_made's last answer */
     long long seq, batch;
     long long hint; /* byte offset of the control block's G_HUNGRY word in the encoder's
                      * region, or -1: while it reads non-zero every go() flushes */
@@ -662,6 +939,35 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
     return put;
 }
 
+/* G.made of the goroutine go() makes: (where the user called go(), the id of the goroutine that
+ * did: creator(hub), 0 when it raises AttributeError, no goroutine running), a new reference.
+ * The last one is given again while both are the same (a loop). */
+static PyObject *spawner_made(Spawner *self) {
+    PyObject *gid = self->creator == NULL ? PyLong_FromLong(0)
+                                          : PyObject_CallOneArg(self->creator, self->hub);
+    if (gid == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        gid = PyLong_FromLong(0);
+    }
+    if (gid == NULL) return NULL;
+    PyObject *last = self->last_made;
+    PyObject *site = self->sites != NULL ? sites_caller(self->sites) : Py_NewRef(Py_None);
+    if (site == NULL) {
+        Py_DECREF(gid);
+        return NULL;
+    }
+    if (last != NULL && PyTuple_GET_ITEM(last, 0) == site && PyTuple_GET_ITEM(last, 1) == gid) {
+        Py_DECREF(site);
+        Py_DECREF(gid);
+        return Py_NewRef(last);
+    }
+    PyObject *made = PyTuple_Pack(2, site, gid);
+    Py_DECREF(site);
+    Py_DECREF(gid);
+    if (made != NULL) Py_XSETREF(self->last_made, Py_NewRef(made));
+    return made;
+}
+
 static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
     if (self->place == NULL) {
         PyErr_SetString(PyExc_ValueError, "Spawner: cleared by the garbage collector");
@@ -672,17 +978,29 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     if (fn != self->fn_last || !PyTuple_CheckExact(targs) ||
         !PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0)
         return PyObject_Vectorcall(self->place, args, 3, NULL);
+    long long creator;
+    PyObject *made = spawner_made(self);
+    if (made == NULL || arg_ll(PyTuple_GET_ITEM(made, 1), &creator) < 0) {
+        Py_XDECREF(made);
+        return NULL;
+    }
     PyObject *seq = PyLong_FromLongLong(self->seq + 1);
-    if (seq == NULL) return NULL;
+    if (seq == NULL) {
+        Py_DECREF(made);
+        return NULL;
+    }
     names_t nm;
-    PyObject *frame = encode_frame(self->encoder, seq, self->owner, self->entry, targs, &nm);
+    PyObject *frame = encode_frame(self->encoder, seq, self->owner, self->entry, targs,
+                                   PyTuple_GET_ITEM(made, 0), creator, &nm);
     if (frame == Py_None) { /* an argument for the codec: the Python path */
         Py_DECREF(frame);
         Py_DECREF(seq);
+        Py_DECREF(made);
         return PyObject_Vectorcall(self->place, args, 3, NULL);
     }
-    PyObject *ent = frame == NULL ? NULL : PyTuple_Pack(4, seq, fn, targs, kwargs);
+    PyObject *ent = frame == NULL ? NULL : PyTuple_Pack(5, seq, fn, targs, kwargs, made);
     Py_DECREF(seq);
+    Py_DECREF(made);
     if (ent == NULL) {
         if (frame != NULL) uncount(self, &nm);
         Py_XDECREF(frame);
@@ -727,16 +1045,25 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
 }
 
 static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    PyObject *encoder, *hub, *owner, *frames, *entries, *place, *flush;
-    PyObject *published = Py_None, *wake = Py_None, *bells = Py_None;
+    PyObject *encoder, *hub, *owner, *frames, *entries, *place, *flush, *sites = Py_None;
+    PyObject *creator = Py_None, *published = Py_None, *wake = Py_None, *bells = Py_None;
     long long batch, hint = -1, ring = -1;
     static char *kwlist[] = {"encoder", "hub", "owner", "frames", "entries", "place", "flush",
-                             "batch", "hint", "ring", "published", "wake", "bells", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL|LLOOO:Spawner", kwlist,
+                             "batch", "sites", "creator", "hint", "ring", "published", "wake",
+                             "bells", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO!OOOOL|OOLLOOO:Spawner", kwlist,
                                      &TaskEncoder_Type, &encoder, &hub, &PyLong_Type, &owner,
-                                     &frames, &entries, &place, &flush, &batch, &hint, &ring,
-                                     &published, &wake, &bells))
+                                     &frames, &entries, &place, &flush, &batch, &sites, &creator,
+                                     &hint, &ring, &published, &wake, &bells))
         return NULL;
+    if (sites != Py_None && !PyObject_TypeCheck(sites, &Sites_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Spawner: sites must be a Sites or None");
+        return NULL;
+    }
+    if (creator != Py_None && !PyCallable_Check(creator)) {
+        PyErr_SetString(PyExc_TypeError, "Spawner: creator must be callable or None");
+        return NULL;
+    }
     if (ring >= 0) {
         Region *reg = (Region *)((TaskEncoder *)encoder)->region;
         ring_t g;
@@ -813,6 +1140,8 @@ static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->flush = Py_NewRef(flush);
     self->fn_last = Py_NewRef(Py_None);
     self->entry = Py_NewRef(Py_None);
+    self->sites = sites == Py_None ? NULL : (Sites *)Py_NewRef(sites);
+    self->creator = creator == Py_None ? NULL : Py_NewRef(creator);
     self->batch = batch;
     self->hint = hint < 0 ? -1 : hint;
     self->seq = 0;
@@ -832,6 +1161,9 @@ static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
     Py_VISIT(self->published);
     Py_VISIT(self->published_append);
     Py_VISIT(self->wake);
+    Py_VISIT(self->sites);
+    Py_VISIT(self->creator);
+    Py_VISIT(self->last_made);
     return 0;
 }
 
@@ -847,6 +1179,9 @@ static int Spawner_clear(Spawner *self) {
     Py_CLEAR(self->flush);
     Py_CLEAR(self->fn_last);
     Py_CLEAR(self->entry);
+    Py_CLEAR(self->sites);
+    Py_CLEAR(self->creator);
+    Py_CLEAR(self->last_made);
     Py_CLEAR(self->published);
     Py_CLEAR(self->published_append);
     Py_CLEAR(self->wake);
@@ -927,9 +1262,10 @@ PyTypeObject Spawner_Type = {
     .tp_name = "csp_mp._shm._core.Spawner",
     .tp_basicsize = sizeof(Spawner),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch, hint=-1, "
-              "ring=-1, published=None, wake=None, bells=None): a P's go() for the callable "
-              "last given, no kwargs and plain args; place() takes the rest.",
+    .tp_doc = "Spawner(encoder, hub, owner, frames, entries, place, flush, batch, sites=None, "
+              "creator=None, hint=-1, ring=-1, published=None, wake=None, bells=None): a P's "
+              "go() for the callable last given, no kwargs and plain args; place() takes the "
+              "rest. Frames carry the caller's site (sites) and creator(hub).",
     .tp_new = Spawner_new,
     .tp_dealloc = (destructor)Spawner_dealloc,
     .tp_traverse = (traverseproc)Spawner_traverse,
