@@ -83,7 +83,23 @@ def current_p() -> int:
 
 def stack() -> str:
     """Every goroutine in every P: id, P, state, wait reason, Python stack and Go's ``created by``
-    lines (every goroutine but main); goroutines stopped at the same place are one entry."""
+    lines (every goroutine but main); goroutines stopped at the same place are one entry.
+
+    ```
+    goroutine 7 [chan receive] on P1: jobs.worker
+      File "jobs.py", line 12, in worker
+        item = tasks.recv()
+      ...
+    created by jobs.main in goroutine 1
+    	/home/me/jobs.py:20
+    ```
+
+    The ``created by`` lines name the user's call that started the goroutine (``go()``,
+    ``go_local()``, ``Group.go``, ``Executor.submit``, ``csp_mp.map``: the innermost frame
+    outside csp_mp), the goroutine that made that call, and its file and line, on whatever P
+    the goroutine runs: a goroutine queued for any P carries them in its task frame. They are
+    always recorded; a loop calling ``go()`` on one line resolves that line once.
+    """
     hub = _hub.peek()
     if hub is None:
         return ""
