@@ -4,6 +4,7 @@
 within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. docs/spec.md is the contract.
 """
 
+from . import _cluster  # noqa: F401 - run(cluster=...) (loads nothing of Ray)
 from . import atomic as atomic
 from . import context as context
 from . import errgroup as errgroup

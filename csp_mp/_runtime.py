@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import _hub
+from . import _hub, _proc
 
 
 def _multi(name: str) -> Callable:
@@ -79,6 +79,17 @@ def goid() -> int:
 def current_p() -> int:
     """The index of the P running the caller (0 is the user's process)."""
     return _hub.current_hub().p
+
+
+def current_node() -> int:
+    """The index of the cluster node running the caller (0: where ``run`` was called, and
+    always 0 without a cluster)."""
+    return _proc.proc.node
+
+
+def num_nodes() -> int:
+    """The number of nodes the program runs on (1 without a cluster)."""
+    return _proc.proc.nodes
 
 
 def stack() -> str:

@@ -1,0 +1,165 @@
+"""A channel homed on another node, and ``select`` over such channels.
+
+A ``RemoteChan`` is a ``Chan`` whose every operation is a request to its home node, carried
+out there (``net.perform``). On the node's P0 the request goes out on the node's links
+(``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
+channel of its own.
+
+``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
+order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
+at most one case commits); while none can, it waits on its local cases and a timer, and tries
+the remote ones again, backing off from 0.5 ms to 10 ms. A select whose only case is remote is
+the plain blocking operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._chan import Chan, select
+from .._chan.chan import _RECV, _SEND
+from .._proc import proc
+
+
+class RemoteState:
+    """What a ``Chan`` keeps of a channel homed on another node (``select`` reads ``shared``:
+    a select with such a case goes to ``select_remote``)."""
+
+    __slots__ = ("cap",)
+    shared = True
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+
+
+class RemoteChan(Chan):
+    """A handle on a channel homed on another node."""
+
+    __slots__ = ("_home", "_oid", "_net", "_outbox")
+    _home: int
+    _oid: int
+    _net: Any
+    _outbox: Chan | None
+
+    @classmethod
+    def make(cls, home: int, oid: int, cap: int, net: Any, outbox: Chan | None) -> RemoteChan:
+        ch = cls.__new__(cls)
+        ch._st = RemoteState(cap)  # type: ignore[assignment]
+        ch._type = None
+        ch._check = None
+        ch._home = home
+        ch._oid = oid
+        ch._net = net
+        ch._outbox = outbox
+        return ch
+
+    def _call(self, op: str, arg: Any = None) -> Any:
+        net = self._net
+        if net is not None:
+            return net.call(self._home, self._oid, op, arg)
+        reply: Chan = Chan(1)
+        self._outbox.send((self._home, self._oid, op, arg, reply))  # type: ignore[union-attr]
+        ok, value = reply.recv()  # type: ignore[misc]
+        if ok:
+            return value
+        raise value
+
+    def send(self, v: Any) -> None:
+        self._call("send", v)
+
+    def recv_ok(self) -> tuple[Any, bool]:
+        return self._call("recv")
+
+    def recv(self) -> Any:
+        return self._call("recv")[0]
+
+    def close(self) -> None:
+        self._call("close")
+
+    def __len__(self) -> int:
+        return self._call("len")
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._call("closed"))
+
+    def stats(self) -> Any:
+        from .._chan.chan import ChanStats
+
+        return ChanStats(*self._call("stats"))
+
+    @property
+    def home(self) -> int:
+        """The node this channel lives on."""
+        return self._home
+
+    def __repr__(self) -> str:
+        return f"<csp_mp.Chan cap={self.cap} on node {self._home} at {id(self):#x}>"
+
+    def __reduce__(self) -> tuple:
+        net = self._net
+        outbox = net.outbox_chan() if net is not None else self._outbox
+        return (_rebuild, (self._home, self._oid, self._st.cap, outbox))
+
+
+def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
+    """A channel of node ``home`` arriving at another P of a node."""
+    net = proc.cluster
+    if net is not None:
+        return net.resolve(home, oid, cap)
+    proc.select_remote = select_remote
+    return RemoteChan.make(home, oid, cap, None, outbox)
+
+
+_BACKOFF_MIN = 0.0005
+_BACKOFF_MAX = 0.010
+
+
+def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
+    """``select`` with at least one case on a channel of another node (see the module doc)."""
+    from .._chan import default
+    from .._time import after, sleep
+
+    if len(live) == 1 and dflt < 0:
+        kind, ch, x = parsed[live[0]]
+        if kind == _SEND:
+            ch.send(x)
+            return live[0], None
+        got = ch.recv_ok()
+        return live[0], (got if kind != _RECV else got[0])
+    local = [i for i in live if not isinstance(parsed[i][1], RemoteChan)]
+    cases = {i: _case(parsed[i]) for i in local}
+    delay = _BACKOFF_MIN
+    rng = hub.select_rng
+    while True:
+        order = list(live)
+        rng.shuffle(order)
+        for i in order:
+            kind, ch, x = parsed[i]
+            if i in cases:
+                k, got = select(cases[i], default)
+                if k == 0:
+                    return i, got
+            elif kind == _SEND:
+                if ch._call("trysend", x):
+                    return i, None
+            else:
+                done, got = ch._call("tryrecv")
+                if done:
+                    return i, (got if kind != _RECV else got[0])
+        if dflt >= 0:
+            return dflt, None
+        if local:
+            k, got = select(*(cases[i] for i in local), after(delay).recv)
+            if k < len(local):
+                return local[k], got
+        else:
+            sleep(delay)
+        delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def _case(entry: tuple) -> Any:
+    kind, ch, x = entry
+    if kind == _SEND:
+        return (ch.send, x)
+    return ch.recv if kind == _RECV else ch.recv_ok

@@ -1,0 +1,99 @@
+"""A simulated Ray cluster for the cluster tests: one per session, shut down at its end.
+
+``ray.cluster_utils.Cluster`` runs every node as its own raylet on this machine (2 nodes of one
+CPU; a third is added by the tests that lose one). Ray's processes are the cluster's, not the
+tests': the leak check here looks for what csp_mp starts instead, the processes whose
+environment carries a run's marker, and for /dev/shm entries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install 'csp_mp[ray]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import csp_mp  # noqa: E402
+from csp_mp._cluster.life import MARKER  # noqa: E402
+
+SHM = "/dev/shm"
+
+
+def marked_processes() -> list[int]:
+    """Pids of processes a csp_mp cluster run started (by the marker in their environment)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if MARKER in p.environ():
+                out.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return out
+
+
+def wait_no_marked(timeout: float = 10.0) -> list[int]:
+    """Marked processes still there after ``timeout`` seconds (polled, bounded)."""
+    deadline = time.monotonic() + timeout
+    left = marked_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = marked_processes()
+    return left
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A 2-node cluster (head and one node, one CPU each)."""
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
+    os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")}
+    os.environ["RAY_TMPDIR"] = tmp
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    c = None
+    try:
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 1, "object_store_memory": 80 << 20, "include_dashboard": False,
+            "temp_dir": os.path.join(tmp, "ray")})
+        c.add_node(num_cpus=1, object_store_memory=80 << 20)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        if c is not None:
+            c.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _nothing_outlives_the_test() -> Iterator[None]:
+    """Replaces the suite's check here: no process of a cluster run and no /dev/shm entry of
+    ours outlives a test, and no runtime is left installed."""
+    shm_before = set(os.listdir(SHM)) if os.path.isdir(SHM) else set()
+    try:
+        yield
+    finally:
+        csp_mp.shutdown()
+    from csp_mp import _hub
+
+    leaked = _hub.peek()
+    if leaked is not None:
+        _hub.set_current(None)
+    assert leaked is None, "a csp_mp runtime is still installed after the test"
+    left = wait_no_marked()
+    assert not left, f"processes of a cluster run left behind: {left}"
+    if os.path.isdir(SHM):
+        pid = f"-{os.getpid()}-"
+        new = {e for e in set(os.listdir(SHM)) - shm_before if pid in e}
+        assert not new, f"/dev/shm entries left behind: {sorted(new)}"

@@ -1,0 +1,169 @@
+"""A program on a simulated 2-node Ray cluster: channels homed on either node, select over
+them, goroutines moving to the idle node, panics, cleanup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import csp_mp
+from csp_mp import runtime
+from csp_mp._cluster.ship import go_node
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+
+def _spin(ms: float) -> None:
+    end = time.process_time() + ms / 1000
+    while time.process_time() < end:
+        pass
+
+
+def test_without_a_cluster_nothing_imports_ray() -> None:
+    code = ("import sys, csp_mp\n"
+            "from csp_mp import runtime\n"
+            "assert csp_mp.run(lambda: (runtime.current_node(), runtime.num_nodes())) == (0, 1)\n"
+            "assert csp_mp.run(lambda: 7, procs=2) == 7\n"
+            "print('ray' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "CSP_MP_CLUSTER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _where(out: csp_mp.Chan) -> None:
+    out.send((runtime.current_node(), runtime.num_nodes()))
+
+
+def test_nodes_and_goroutine_on_a_given_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _where, out)
+        return runtime.current_node(), runtime.num_nodes(), out.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address) == (0, 2, (1, 2))
+
+
+def _make_chans(out: csp_mp.Chan) -> None:
+    """On node 1: make an unbuffered and a buffered channel, hand them to node 0, serve."""
+    unbuf, buf = csp_mp.Chan(), csp_mp.Chan(3)
+    out.send((unbuf, buf))
+    v = unbuf.recv()  # node 0 sends
+    unbuf.send(v * 2)  # node 0 receives
+    for i in range(5):
+        buf.send(i)
+    buf.close()
+
+
+def test_channels_homed_on_another_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_chans, out)
+        unbuf, buf = out.recv()
+        assert type(unbuf).__name__ == "RemoteChan" and unbuf.home == 1
+        assert unbuf.cap == 0 and buf.cap == 3
+        unbuf.send(21)
+        got = unbuf.recv()
+        items = list(buf)  # range until closed and drained
+        ok = buf.recv_ok()
+        with pytest.raises(csp_mp.ClosedChannelError):
+            buf.send(9)
+        with pytest.raises(csp_mp.ClosedChannelError):
+            buf.close()
+        return got, items, ok, buf.closed, len(buf)
+
+    assert csp_mp.run(main, cluster=cluster.address) == (42, [0, 1, 2, 3, 4], (None, False),
+                                                          True, 0)
+
+
+def _echo(inbox: csp_mp.Chan, n: int) -> None:
+    """On node 1: receive n values from node 0's channel, send each back doubled on theirs."""
+    for _ in range(n):
+        v, reply = inbox.recv()
+        reply.send(v * 2)
+
+
+def test_channels_of_node_0_used_from_node_1(cluster) -> None:
+    def main():
+        inbox, reply = csp_mp.Chan(), csp_mp.Chan(1)
+        go_node(1, _echo, inbox, 50)
+        out = []
+        for i in range(50):
+            inbox.send((i, reply))
+            out.append(reply.recv())
+        return out
+
+    assert csp_mp.run(main, cluster=cluster.address) == [2 * i for i in range(50)]
+
+
+def _feed(ch: csp_mp.Chan, base: int, n: int) -> None:
+    for i in range(n):
+        ch.send(base + i)
+
+
+def test_select_over_remote_and_local_channels_takes_each_value_once(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_pair, out)
+        remote_a, remote_b = out.recv()
+        local = csp_mp.Chan()
+        csp_mp.go_local(_feed, local, 1000, 30)
+        seen = []
+        while len(seen) < 90:
+            i, v = csp_mp.select(remote_a.recv, remote_b.recv, local.recv)
+            seen.append(v)
+        i, v = csp_mp.select(remote_a.recv, local.recv, csp_mp.default)
+        return sorted(seen), i
+
+    seen, last = csp_mp.run(main, cluster=cluster.address)
+    assert seen == sorted(list(range(30)) + list(range(100, 130)) + list(range(1000, 1030)))
+    assert last == 2  # nothing left: default
+
+
+def _make_pair(out: csp_mp.Chan) -> None:
+    a, b = csp_mp.Chan(), csp_mp.Chan(4)
+    out.send((a, b))
+    csp_mp.go(_feed, a, 0, 30)
+    csp_mp.go(_feed, b, 100, 30)
+
+
+def _cpu(ms: float, out: csp_mp.Chan) -> None:
+    _spin(ms)
+    out.send(runtime.current_node())
+
+
+def test_goroutines_not_started_move_to_the_idle_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        for _ in range(24):
+            csp_mp.go(_cpu, 20, out)
+        return [out.recv() for _ in range(24)]
+
+    nodes = csp_mp.run(main, cluster=cluster.address)
+    assert sorted(set(nodes)) == [0, 1], nodes
+
+
+def _boom(out: csp_mp.Chan) -> None:
+    out.send("started")
+    raise ValueError("boom on node 1")
+
+
+def test_a_panic_on_another_node_ends_the_run(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _boom, out)
+        out.recv()
+        csp_mp.Chan().recv()  # until the panic ends the run
+
+    with pytest.raises(csp_mp.Panic, match="boom on node 1") as info:
+        csp_mp.run(main, cluster=cluster.address)
+    assert any("node 1" in note for note in getattr(info.value, "__notes__", ()))
+
+
+def test_cluster_from_the_environment(cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSP_MP_CLUSTER", cluster.address)
+    assert csp_mp.run(runtime.num_nodes) == 2
