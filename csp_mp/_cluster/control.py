@@ -141,7 +141,8 @@ def main(address: str) -> int:
             agents.append(a)
             argv = [str(k), str(len(nodes)), ",".join(map(str, procs)), nodes[k]["ip"],
                     str(req["addr"][0]), str(req["addr"][1])]
-            starts.append(a.start.remote(argv, req["env"], req.get("cwd")))
+            env = dict(req["env"], CSP_MP_NODE=str(k), CSP_MP_RAY_NODE=nodes[k]["id"])
+            starts.append(a.start.remote(argv, env, req.get("cwd")))
         _say({"started": ray.get(starts, timeout=req.get("timeout", 60))})
     except Exception as exc:  # noqa: BLE001 - the driver raises it
         _say({"error": f"{type(exc).__name__}: {exc}"})
