@@ -31,10 +31,11 @@ test: $(STAMP)
 
 # the same suite on the pure-Python path (the compiled core's specification and fallback), its
 # slow and stress tests included, less three kinds that `make test` has run already or that take
-# too long here (and the cluster tests, make test-cluster's): the differential tests and the install without a compiler run both paths (or
+# too long here: the differential tests and the install without a compiler run both paths (or
 # the Python one) whatever CSP_MP_NATIVE says, and test_refcount.py's two soaks take 3-4 minutes
 # each on this path (its killed-P loop soaks the same protocol in half a minute). The slow and
-# stress tests it runs add about 90 seconds on two cores.
+# stress tests it runs add about 90 seconds on two cores. The cluster tests are
+# make test-cluster's.
 PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compiler \
 	and not test_soak_
 test-python: $(STAMP)
