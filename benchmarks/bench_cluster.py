@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 import csp_mp
-from csp_mp import runtime
 from csp_mp._cluster.ship import go_node
 
 MSG = ("send", 12345, 0)
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"csp_mp on a simulated Ray cluster (2 nodes x 1 CPU), medians of {args.repeats} "
           f"interleaved repeats, load1 {os.getloadavg()[0]:.1f}")
-    print(f"| figure | csp_mp | baseline | baseline value | ratio | bar | met |")
+    print("| figure | csp_mp | baseline | baseline value | ratio | bar | met |")
     print("|---|---|---|---|---|---|---|")
     for figure, ck, base, bk, unit, higher, bar, bar_text in ROWS:
         c, b = med[ck], med[bk]
