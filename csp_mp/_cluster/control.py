@@ -7,8 +7,9 @@ places one node agent per node other than the driver's, and has each agent start
 runtime; it reports their addresses, then waits for the driver to close its stdin (or for the
 driver to die: parent-death signal) and tears everything down.
 
-Driver -> control (stdin, JSON lines): ``{"start": {...}}``. Control -> driver (stdout):
-``{"nodes": [...]}``, then ``{"started": [...]}`` or ``{"error": "..."}``.
+Driver -> control (stdin, JSON lines): ``{"start": {...}}``. Control -> driver (stdout, JSON
+after ``PREFIX``; other lines are Ray's, passed on to stderr): ``{"nodes": [...]}``, then
+``{"started": [...]}`` or ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ class _NodeAgent:
 NodeAgent: Any = ray.remote(max_restarts=0, max_concurrency=4)(_NodeAgent)  # type: ignore[call-overload]
 
 
+#: the start of every line of this process's protocol on stdout (Ray prints there too)
+PREFIX = "csp_mp-control: "
+
+
 def _say(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.write(PREFIX + json.dumps(obj) + "\n")
     sys.stdout.flush()
 
 

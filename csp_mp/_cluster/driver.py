@@ -20,6 +20,7 @@ from typing import Any
 from .._proc import proc
 from . import life
 
+_PREFIX = b"csp_mp-control: "  # control.PREFIX (that module imports Ray)
 #: seconds the cluster may take to start the node runtimes and link them
 START_TIMEOUT = float(os.environ.get("CSP_MP_CLUSTER_START_S", "120"))
 
@@ -45,12 +46,16 @@ class Control:
 
     def read(self) -> dict:
         assert self.p.stdout is not None
-        line = self.p.stdout.readline()
-        if not line:
-            code = self.p.wait()
-            raise RuntimeError(f"csp_mp: could not connect to the Ray cluster (the control "
-                               f"process exited with status {code}; its error is above)")
-        msg = json.loads(line)
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                code = self.p.wait()
+                raise RuntimeError(f"csp_mp: could not connect to the Ray cluster (the control "
+                                   f"process exited with status {code}; its error is above)")
+            if line.startswith(_PREFIX):
+                break
+            sys.stderr.write(line.decode(errors="replace"))  # Ray's own messages
+        msg = json.loads(line[len(_PREFIX):])
         if "error" in msg:
             raise RuntimeError(f"csp_mp: the cluster run could not start: {msg['error']}")
         return msg

@@ -32,7 +32,6 @@ import io
 import itertools
 import os
 import pickle
-import queue
 import socket
 import struct
 import threading
@@ -63,17 +62,73 @@ def heartbeat_timeout() -> float:
 
 
 class Link:
-    """One TCP link to another node, its queue of frames to write and when it last spoke."""
+    """One TCP link to another node, the frames queued for it and when it last spoke.
 
-    __slots__ = ("node", "sock", "q", "last_rx", "bye", "writer")
+    ``put`` writes at once when nothing is queued and the writer thread is not writing (no
+    thread hand-off on the common path); else it queues, and the writer thread sends whatever
+    is queued in one write. Either way frames leave in the order they were put.
+    """
+
+    __slots__ = ("node", "sock", "out", "cond", "writing", "last_rx", "bye", "writer")
 
     def __init__(self, sock: socket.socket, node: int = -1) -> None:
         self.node = node
         self.sock = sock
-        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.out: deque = deque()
+        self.cond = threading.Condition(threading.Lock())
+        self.writing = False
         self.last_rx = time.monotonic()
         self.bye = False  # the peer said it closes on purpose
         self.writer: threading.Thread | None = None
+
+    def put(self, data: Any) -> None:
+        """Send ``data`` (bytes, or None to end the writer) after what is queued."""
+        with self.cond:
+            if data is not None and not self.out and not self.writing:
+                try:
+                    n = self.sock.send(data, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    n = 0
+                except OSError:
+                    return  # the link is gone: its reader reports it
+                if n == len(data):
+                    return
+                data = memoryview(data)[n:]
+            self.out.append(data)
+            self.cond.notify()
+
+    def write_loop(self) -> None:
+        """(the writer thread) Send what is queued, in one write, until told to end."""
+        out, cond, sock = self.out, self.cond, self.sock
+        while True:
+            with cond:
+                while not out:
+                    cond.wait()
+                batch = list(out)
+                out.clear()
+                self.writing = True
+            end = batch[-1] is None
+            if end:
+                batch.pop()
+            try:
+                small: list[Any] = []
+                for b in batch:
+                    if len(b) >= BIG:
+                        if small:
+                            sock.sendall(b"".join(small))
+                            small = []
+                        sock.sendall(b)
+                    else:
+                        small.append(b)
+                if small:
+                    sock.sendall(b"".join(small) if len(small) > 1 else small[0])
+            except OSError:
+                return  # the reader sees the link end
+            finally:
+                with cond:
+                    self.writing = False
+            if end:
+                return
 
 
 def _refused_types() -> tuple[type, ...]:
@@ -183,6 +238,8 @@ class Net:
         self.timeout = heartbeat_timeout()
         self.listener: socket.socket | None = None
         self.error: BaseException | None = None
+        self.pbuf = io.BytesIO()
+        self.pickler = _Pickler(self.pbuf, self)
 
     # ------------------------------------------------------------------ start and stop
 
@@ -219,7 +276,7 @@ class Net:
     def _add_link(self, link: Link) -> None:
         if link.node >= 0:
             self.links[link.node] = link
-        link.writer = _thread(self._write_loop, "writer", link)
+        link.writer = _thread(link.write_loop, "writer")
         _thread(self._read_loop, "reader", link)
 
     def shutdown(self) -> None:
@@ -235,10 +292,10 @@ class Net:
         self.stopped.set()
         for link in list(self.links.values()):
             try:
-                link.q.put(_frame(pickle.dumps(("bye",))))
+                link.put(_frame(pickle.dumps(("bye",))))
             except Exception:
                 pass
-            link.q.put(None)
+            link.put(None)
         for link in list(self.links.values()):
             if link.writer is not None:
                 link.writer.join(5.0)
@@ -260,40 +317,6 @@ class Net:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._add_link(Link(sock))
-
-    def _write_loop(self, link: Link) -> None:
-        q, sock = link.q, link.sock
-        while True:
-            first = q.get()
-            if first is None:
-                return
-            out = [first]
-            end = False
-            while True:
-                try:
-                    nxt = q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    end = True
-                    break
-                out.append(nxt)
-            try:
-                small: list[bytes] = []
-                for b in out:
-                    if len(b) >= BIG:
-                        if small:
-                            sock.sendall(b"".join(small))
-                            small = []
-                        sock.sendall(b)
-                    else:
-                        small.append(b)
-                if small:
-                    sock.sendall(b"".join(small) if len(small) > 1 else small[0])
-            except OSError:
-                return  # the reader sees the link end
-            if end:
-                return
 
     def _read_loop(self, link: Link) -> None:
         sock = link.sock
@@ -360,7 +383,7 @@ class Net:
         while not self.stopped.wait(period):
             now = time.monotonic()
             for link in list(self.links.values()):
-                link.q.put(beat)
+                link.put(beat)
                 if now - link.last_rx > self.timeout and link.node not in self.lost:
                     self._post(link, f"silent for more than {self.timeout:g} s")
 
@@ -568,9 +591,17 @@ class Net:
     # ------------------------------------------------------------------ sending
 
     def dumps(self, msg: Any) -> bytes:
-        with io.BytesIO() as f:
-            _Pickler(f, self).dump(msg)
-            return f.getvalue()
+        """``msg`` pickled for another node (hub thread: one pickler, reused)."""
+        f, p = self.pbuf, self.pickler
+        f.seek(0)
+        f.truncate()
+        p.clear_memo()
+        try:
+            p.dump(msg)
+        except BaseException:
+            self.pickler = _Pickler(f, self)  # a pickler that failed midway is not reused
+            raise
+        return f.getvalue()
 
     def send(self, node: int, msg: Any) -> None:
         """Queue ``msg`` for ``node`` (TypeError if it cannot travel)."""
@@ -580,10 +611,10 @@ class Net:
             why = self.lost.get(node, "no link to it")
             raise _lost_error(node, why)
         if len(data) >= BIG:
-            link.q.put(HDR.pack(len(data)))
-            link.q.put(data)
+            link.put(HDR.pack(len(data)))
+            link.put(data)
         else:
-            link.q.put(HDR.pack(len(data)) + data)
+            link.put(HDR.pack(len(data)) + data)
 
 
 def _frame(data: bytes) -> bytes:

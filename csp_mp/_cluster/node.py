@@ -75,7 +75,7 @@ def _report(net: Any, exc: BaseException) -> None:
         data = net.dumps(("panic", exc, text))
     except Exception:
         data = net.dumps(("panic", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
-    link.q.put(len(data).to_bytes(4, "big") + data)
+    link.put(len(data).to_bytes(4, "big") + data)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,13 @@ def cluster() -> Iterator[Cluster]:
     try:
         c = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "object_store_memory": 80 << 20, "include_dashboard": False,
-            "temp_dir": os.path.join(tmp, "ray")})
+            "temp_dir": os.path.join(tmp, "ray"),
+            # a node the loss tests remove is dead to Ray within ~2 s, not ~15 s, so the next
+            # run's placement group does not wait for it (csp_mp does not rely on this)
+            "_system_config": {"health_check_period_ms": 500,
+                               "health_check_failure_threshold": 3,
+                               "health_check_timeout_ms": 1000,
+                               "health_check_initial_delay_ms": 1000}})
         c.add_node(num_cpus=1, object_store_memory=80 << 20)
         c.wait_for_nodes()
         yield c

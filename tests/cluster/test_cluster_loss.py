@@ -97,6 +97,7 @@ def third_node(cluster):
     finally:
         if node in cluster.list_all_nodes():
             cluster.remove_node(node, allow_graceful=False)
+        cluster.wait_for_nodes()  # Ray sees it gone: the next run places no bundle there
 
 
 def test_a_killed_node_raises_process_lost_naming_it(cluster, third_node) -> None:
