@@ -167,3 +167,13 @@ def test_a_panic_on_another_node_ends_the_run(cluster) -> None:
 def test_cluster_from_the_environment(cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSP_MP_CLUSTER", cluster.address)
     assert csp_mp.run(runtime.num_nodes) == 2
+
+
+def test_the_cluster_example_runs_on_the_cluster(cluster) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "cluster_primes.py"),
+                          "8", "2000", "--cluster", cluster.address], capture_output=True,
+                         text=True, timeout=100, env=env, check=True).stdout
+    assert "2 node(s); blocks per node: node 0:" in out
+    assert "total: 1862 primes below 16000" in out
