@@ -58,10 +58,13 @@ def native() -> bool:
 
 
 def num_goroutine() -> int:
-    """Live goroutines in every P."""
+    """Live goroutines in every P (in a cluster run, called on a node's P0: of every node)."""
     hub = _hub.peek()
     if hub is None:
         return 0
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's
+    if net is not None:
+        return int(net.num_goroutine())
     return _multi("num_goroutine")(hub)
 
 
@@ -94,10 +97,14 @@ def num_nodes() -> int:
 
 def stack() -> str:
     """Every goroutine in every P: id, P, state, wait reason, Python stack and, where recorded, the
-    ``created by`` line; goroutines stopped at the same place are one entry."""
+    ``created by`` line; goroutines stopped at the same place are one entry. In a cluster run,
+    called on a node's P0: every node's, each goroutine naming its node."""
     hub = _hub.peek()
     if hub is None:
         return ""
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's
+    if net is not None:
+        return str(net.stack())
     return _multi("stack")(hub)
 
 

@@ -238,6 +238,11 @@ class Net:
         self.timeout = heartbeat_timeout()
         self.listener: socket.socket | None = None
         self.error: BaseException | None = None
+        #: this node's goroutines that are the runtime's, not the program's: the dispatcher,
+        #: the keeper, the forwarder and counter when they run, a node runtime's main; and the
+        #: goroutines standing in for goroutines of other nodes or Ps (``_serve``, ``_forward``)
+        self.infra = 0 if me == 0 else 1
+        self.serving = 0
         self.pbuf = io.BytesIO()
         self.pickler = _Pickler(self.pbuf, self)
 
@@ -254,6 +259,7 @@ class Net:
         self.addrs[self.me] = listener.getsockname()[:2]
         hub = self.hub
         hub.spawn_local(self._dispatch_loop, (), {})
+        self.infra += 2  # the dispatcher and the keeper below
         # a goroutine always in a blocking call: other nodes can wake this node's goroutines,
         # so they never count as deadlocked here
         hub.spawn_local(_keep_alive, (self.stopped,), {})
@@ -493,12 +499,14 @@ class Net:
     # ------------------------------------------------------------------ requests
 
     def _request(self, node: int, rid: int, oid: int, op: str, arg: Any) -> None:
-        obj = self.exports.get(oid)
+        obj: Any = self.exports.get(oid) if oid else self  # 0: the node itself (_node_op)
         if obj is None:
             self.reply(node, rid, False, RuntimeError(f"node {self.me} has no object {oid}"))
             return
         try:
-            if op in _INLINE:
+            if obj is self:
+                pass  # a goroutine of its own, below
+            elif op in _INLINE:
                 self.reply(node, rid, True, perform(obj, op, arg))
                 return
             if op == "send":
@@ -513,15 +521,18 @@ class Net:
         except Exception as exc:
             self.reply(node, rid, False, exc)
             return
+        self.serving += 1
         self.hub.spawn_local(self._serve, (node, rid, obj, op, arg), {})
 
     def _serve(self, node: int, rid: int, obj: Any, op: str, arg: Any) -> None:
         """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""
         try:
-            got = perform(obj, op, arg)
+            got = perform(obj, op, arg) if obj is not self else self._node_op(op)
         except Exception as exc:
             self.reply(node, rid, False, exc)
             return
+        finally:
+            self.serving -= 1
         self.reply(node, rid, True, got)
 
     def reply(self, node: int, rid: int, ok: bool, value: Any) -> None:
@@ -547,6 +558,31 @@ class Net:
         if ok:
             return value
         raise value
+
+    # ------------------------------------------------------------------ runtime-wide views
+
+    def _node_op(self, op: str) -> Any:
+        """(a goroutine) What this node says of itself: its program's goroutines, counted
+        (``ngo``) or dumped (``stack``)."""
+        from .. import _mp
+
+        hub = self.hub
+        if op == "ngo":
+            return _mp.num_goroutine(hub) - self.infra - self.serving
+        if op == "stack":
+            return _node_dump(_mp.stack(hub), self.me)
+        raise ValueError(f"unknown node operation {op!r}")
+
+    def num_goroutine(self) -> int:
+        """(a goroutine on P0) The program's live goroutines on every node."""
+        return sum(self.call(k, 0, "ngo", None) if k != self.me else self._node_op("ngo")
+                   for k in range(self.n) if k not in self.lost)
+
+    def stack(self) -> str:
+        """(a goroutine on P0) The program's goroutines on every node, each naming its node."""
+        parts = [self.call(k, 0, "stack", None) if k != self.me else self._node_op("stack")
+                 for k in range(self.n) if k not in self.lost]
+        return "\n\n".join(p for p in parts if p)
 
     # ------------------------------------------------------------------ objects
 
@@ -574,11 +610,13 @@ class Net:
         if self.outbox is None:
             self.outbox = Chan(256)
             self.hub.spawn_local(self._forward_loop, (self.outbox,), {})
+            self.infra += 1
         return self.outbox
 
     def _forward_loop(self, outbox: Chan) -> None:
         spawn = self.hub.spawn_local
         for item in outbox:
+            self.serving += 1
             spawn(self._forward, item, {})
 
     def _forward(self, home: int, oid: int, op: str, arg: Any, reply: Chan) -> None:
@@ -586,6 +624,8 @@ class Net:
             got = (True, self.call(home, oid, op, arg))
         except Exception as exc:
             got = (False, exc)
+        finally:
+            self.serving -= 1
         reply.send(got)
 
     # ------------------------------------------------------------------ sending
@@ -615,6 +655,22 @@ class Net:
             link.put(data)
         else:
             link.put(HDR.pack(len(data)) + data)
+
+
+def _node_dump(text: str, node: int) -> str:
+    """A node's goroutine dump: each goroutine names the node, the runtime's own are left
+    out (see ``Net.infra``)."""
+    out = []
+    for block in text.split("\n\n"):
+        head, _, rest = block.partition("\n")
+        name = head.rpartition(": ")[2]
+        if name.startswith("csp_mp._cluster.") and not name.startswith("csp_mp._cluster.ship"):
+            continue
+        if name == "main" and node != 0:
+            continue  # the node runtime's own main goroutine
+        head = head.replace("] on P", f"] on node {node} P", 1)
+        out.append(head + ("\n" + rest if rest else ""))
+    return "\n\n".join(b for b in out if b.strip())
 
 
 def _frame(data: bytes) -> bytes:

@@ -169,6 +169,7 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
     if counted and done is None and proc.broker is not None:
         done = net.done = Chan(1024)
         net.hub.spawn_local(_count_done, (net, done), {})
+        net.infra += 1
     for fn, args, kwargs in batch:
         if counted:
             go(_shipped, (fn, args, kwargs, done), {})

@@ -4,6 +4,7 @@ them, goroutines moving to the idle node, panics, cleanup."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -177,3 +178,30 @@ def test_the_cluster_example_runs_on_the_cluster(cluster) -> None:
                          text=True, timeout=100, env=env, check=True).stdout
     assert "2 node(s); blocks per node: node 0:" in out
     assert "total: 1862 primes below 16000" in out
+
+
+def _park_here(stop: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) Tell node 0 this goroutine runs, then wait for ``stop``."""
+    out.send(runtime.current_node())
+    stop.recv()
+
+
+def test_num_goroutine_and_stack_span_the_nodes(cluster) -> None:
+    def main():
+        stop, out = csp_mp.Chan(), csp_mp.Chan()
+        for _ in range(3):
+            go_node(1, _park_here, stop, out)
+        assert [out.recv() for _ in range(3)] == [1, 1, 1]
+        n = runtime.num_goroutine()
+        dump = runtime.stack()
+        stop.close()
+        return n, dump
+
+    n, dump = csp_mp.run(main, cluster=cluster.address)
+    assert n == 4  # main and the three on node 1, none of the runtime's own
+    head = re.compile(r"(goroutine \d+|\d+ goroutines) \[")
+    heads = [line for line in dump.splitlines() if head.match(line)]
+    # goroutines stopped at the same place are one entry: "3 goroutines [...] on node 1 ..."
+    assert [h.split(" [")[0] for h in heads] == ["goroutine 1", "3 goroutines"], dump
+    assert " on node 0 P0: main" in heads[0] and " on node 1 P0: " in heads[1], dump
+    assert "_park_here" in heads[1]
