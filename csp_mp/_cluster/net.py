@@ -46,7 +46,7 @@ from .._hub import current_hub
 from .._hub import waits as W
 from .._proc import proc
 from .._shm import cloud
-from .remote import RemoteChan
+from .remote import RemoteChan, homed_classes, make_obj, proxy_class
 
 HDR = struct.Struct("!I")
 #: frames this large are sent apart from the small ones queued with them
@@ -139,7 +139,8 @@ def _refused_types() -> tuple[type, ...]:
     ctx = tuple(t for t in vars(_context).values()
                 if isinstance(t, type) and issubclass(t, _context.Context)
                 and t is not _context.Context and t.__name__ != "_Empty")
-    return (S.Mutex, S.RWMutex, S.WaitGroup, S.Once, S.Cond, _atomic.Int64, _atomic.Bool, *ctx)
+    del _atomic
+    return (S.Once, S.Cond, *ctx)
 
 
 class _Pickler(cloud._Pickler):
@@ -153,6 +154,11 @@ class _Pickler(cloud._Pickler):
             return ("c", self.net.me, self.net.export(obj), obj._st.cap)
         if t is RemoteChan:
             return ("c", obj._home, obj._oid, obj._st.cap)
+        kind = self.net.homed.get(t)
+        if kind is not None:
+            return ("o", self.net.me, self.net.export(obj), kind)
+        if t in self.net.proxy_types:
+            return ("o", obj._home, obj._oid, obj._kind)
         if t in self.net.refused:
             raise TypeError(f"a csp_mp {t.__name__} cannot be used on another node yet: keep it "
                             "on the node that made it")
@@ -165,8 +171,10 @@ class _Unpickler(pickle.Unpickler):
         self.net = net
 
     def persistent_load(self, pid: Any) -> Any:
-        _kind, home, oid, cap = pid
-        return self.net.resolve(home, oid, cap)
+        what, home, oid, extra = pid
+        if what == "c":
+            return self.net.resolve(home, oid, extra)
+        return self.net.resolve_obj(home, oid, extra)
 
 
 def perform(obj: Any, op: str, arg: Any) -> Any:
@@ -190,6 +198,9 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
         return obj.closed
     if op == "stats":
         return tuple(obj.stats())
+    if op == "call":
+        name, args, kwargs = arg
+        return getattr(obj, name)(*args, **kwargs)
     raise ValueError(f"unknown remote operation {op!r}")
 
 
@@ -235,6 +246,8 @@ class Net:
         self.done: Chan | None = None
         self.outstanding = [0] * n
         self.refused = _refused_types()
+        self.homed = {t: k for k, t in enumerate(homed_classes())}
+        self.proxy_types = frozenset(proxy_class(k) for k in self.homed.values())
         self.timeout = heartbeat_timeout()
         self.listener: socket.socket | None = None
         self.error: BaseException | None = None
@@ -604,6 +617,16 @@ class Net:
         if ch is None:
             ch = self.proxies[key] = RemoteChan.make(home, oid, cap, self, None)
         return ch
+
+    def resolve_obj(self, home: int, oid: int, kind: int) -> Any:
+        """The sync object or atomic ``(home, oid)`` names, here."""
+        if home == self.me:
+            return self.exports[oid]
+        key = (home, oid)
+        obj = self.proxies.get(key)
+        if obj is None:
+            obj = self.proxies[key] = make_obj(home, oid, kind, self, None)
+        return obj
 
     def outbox_chan(self) -> Chan:
         """The channel other Ps of this node send their remote operations to."""

@@ -1,9 +1,14 @@
-"""A channel homed on another node, and ``select`` over such channels.
+"""Channels, sync objects and atomics homed on another node, and ``select`` over such
+channels.
 
 A ``RemoteChan`` is a ``Chan`` whose every operation is a request to its home node, carried
 out there (``net.perform``). On the node's P0 the request goes out on the node's links
 (``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
 channel of its own.
+
+A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64`` or ``Bool`` of another node is an instance of
+a subclass made here (``proxy_class``) whose every method is carried out at the home by a
+goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``).
 
 ``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
 order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
@@ -102,6 +107,105 @@ class RemoteChan(Chan):
         return (_rebuild, (self._home, self._oid, self._st.cap, outbox))
 
 
+def _call(self: Any, op: str, arg: Any = None) -> Any:
+    """An operation on a handle's object, carried out at its home: on P0 by the node's links,
+    elsewhere through P0 (the node's outbox)."""
+    net = self._net
+    if net is not None:
+        return net.call(self._home, self._oid, op, arg)
+    reply: Chan = Chan(1)
+    self._outbox.send((self._home, self._oid, op, arg, reply))
+    ok, value = reply.recv()  # type: ignore[misc]
+    if ok:
+        return value
+    raise value
+
+
+def homed_classes() -> tuple[type, ...]:
+    """The classes besides ``Chan`` whose objects other nodes use as handles (the index of a
+    class here names it on the wire)."""
+    from .. import _atomic
+    from .._sync import primitives as S
+
+    return (S.Mutex, S.RWMutex, S.WaitGroup, _atomic.Int64, _atomic.Bool)
+
+
+def _forwarder(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._call("call", (name, args, kwargs))
+
+    method.__name__ = name
+    return method
+
+
+def _exit(self: Any, *exc: object) -> None:
+    self._call("call", ("__exit__", (None, None, None), {}))  # the exception stays here
+
+
+def _wg_go(self: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
+    from .._run import go
+
+    self.add(1)
+    go(_wg_body, self, fn, args, kwargs)
+
+
+def _wg_body(wg: Any, fn: Any, args: tuple, kwargs: dict) -> None:
+    try:
+        fn(*args, **kwargs)
+    finally:
+        wg.done()
+
+
+def _obj_reduce(self: Any) -> tuple:
+    net = self._net
+    outbox = net.outbox_chan() if net is not None else self._outbox
+    return (_rebuild_obj, (self._home, self._oid, self._kind, outbox))
+
+
+def _obj_repr(self: Any) -> str:
+    return f"<csp_mp.{type(self).__bases__[0].__name__} on node {self._home} at {id(self):#x}>"
+
+
+def proxy_class(kind: int) -> type:
+    """The handle class for ``homed_classes()[kind]`` (made once per process)."""
+    got = _PROXIES.get(kind)
+    if got is not None:
+        return got
+    base = homed_classes()[kind]
+    slots: tuple[str, ...] = ("_home", "_oid", "_net", "_outbox", "_kind")
+    if not hasattr(base, "__weakref__"):
+        slots += ("__weakref__",)  # the node's cache of handles holds them weakly
+    ns: dict[str, Any] = {"__slots__": slots,
+                          "_call": _call, "__reduce__": _obj_reduce, "__repr__": _obj_repr,
+                          "__module__": __name__}
+    for name, value in vars(base).items():
+        if callable(value) and (not name.startswith("_") or name == "__enter__"):
+            ns[name] = _forwarder(name)
+    if "__exit__" in vars(base):
+        ns["__exit__"] = _exit
+    if base.__name__ == "WaitGroup":
+        ns["go"] = _wg_go
+    cls = type(f"Remote{base.__name__}", (base,), ns)
+    _PROXIES[kind] = cls
+    return cls
+
+
+def make_obj(home: int, oid: int, kind: int, net: Any, outbox: Chan | None) -> Any:
+    """A handle on object ``oid`` of node ``home``, of kind ``kind``."""
+    cls = proxy_class(kind)
+    obj: Any = object.__new__(cls)
+    obj._home, obj._oid, obj._kind, obj._net, obj._outbox = home, oid, kind, net, outbox
+    return obj
+
+
+def _rebuild_obj(home: int, oid: int, kind: int, outbox: Chan) -> Any:
+    """A sync object or atomic of node ``home`` arriving at another P of a node."""
+    net = proc.cluster
+    if net is not None:
+        return net.resolve_obj(home, oid, kind)
+    return make_obj(home, oid, kind, None, outbox)
+
+
 def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     """A channel of node ``home`` arriving at another P of a node."""
     net = proc.cluster
@@ -110,6 +214,9 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     proc.select_remote = select_remote
     return RemoteChan.make(home, oid, cap, None, outbox)
 
+
+#: kind -> handle class, made on first use (a cache of types, like the codec's tables)
+_PROXIES: dict[int, type] = {}
 
 _BACKOFF_MIN = 0.0005
 _BACKOFF_MAX = 0.010

@@ -205,3 +205,34 @@ def test_num_goroutine_and_stack_span_the_nodes(cluster) -> None:
     assert [h.split(" [")[0] for h in heads] == ["goroutine 1", "3 goroutines"], dump
     assert " on node 0 P0: main" in heads[0] and " on node 1 P0: " in heads[1], dump
     assert "_park_here" in heads[1]
+
+
+def _make_sync(out: csp_mp.Chan) -> None:
+    """(node 1) Make a WaitGroup, a Mutex and a counter, hand them to node 0."""
+    out.send((csp_mp.WaitGroup(), csp_mp.Mutex(), csp_mp.atomic.Int64(5)))
+
+
+def _work(wg: csp_mp.WaitGroup, mu: csp_mp.Mutex, counter, total: list | None) -> None:
+    with mu:
+        counter.add(1)
+    wg.done()
+
+
+def test_sync_objects_and_atomics_homed_on_another_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_sync, out)
+        wg, mu, counter = out.recv()
+        assert isinstance(wg, csp_mp.WaitGroup) and isinstance(mu, csp_mp.Mutex)
+        wg.add(10)
+        for _ in range(5):
+            csp_mp.go(_work, wg, mu, counter, None)
+        for _ in range(5):
+            go_node(1, _work, wg, mu, counter, None)
+        wg.wait()
+        assert mu.try_lock()
+        mu.unlock()
+        assert counter.compare_and_swap(15, 20)
+        return counter.load()
+
+    assert csp_mp.run(main, cluster=cluster.address) == 20
