@@ -11,42 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
 
 ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install 'csp_mp[ray]'")
+from cluster_helpers import wait_no_marked  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import csp_mp  # noqa: E402
-from csp_mp._cluster.life import MARKER  # noqa: E402
 
 SHM = "/dev/shm"
-
-
-def marked_processes() -> list[int]:
-    """Pids of processes a csp_mp cluster run started (by the marker in their environment)."""
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if MARKER in p.environ():
-                out.append(p.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    return out
-
-
-def wait_no_marked(timeout: float = 10.0) -> list[int]:
-    """Marked processes still there after ``timeout`` seconds (polled, bounded)."""
-    deadline = time.monotonic() + timeout
-    left = marked_processes()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = marked_processes()
-    return left
 
 
 @pytest.fixture(scope="session")

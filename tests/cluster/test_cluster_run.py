@@ -236,3 +236,46 @@ def test_sync_objects_and_atomics_homed_on_another_node(cluster) -> None:
         return counter.load()
 
     assert csp_mp.run(main, cluster=cluster.address) == 20
+
+
+_PARKED = """
+import sys
+import csp_mp
+from csp_mp._cluster.ship import go_node
+
+def park(out):
+    out.send(1)
+    csp_mp.Chan().recv()
+
+def main():
+    out = csp_mp.Chan()
+    go_node(1, park, out)
+    out.recv()
+    print("ready", flush=True)
+    csp_mp.Chan().recv()
+
+csp_mp.run(main, cluster=sys.argv[1])
+"""
+
+
+def test_ctrl_c_stops_every_node(cluster) -> None:
+    import signal
+
+    from cluster_helpers import marked_processes, wait_no_marked
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    p = subprocess.Popen([sys.executable, "-c", _PARKED, cluster.address], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        assert marked_processes()  # the control process and node 1's runtime
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    assert not wait_no_marked(10.0)
