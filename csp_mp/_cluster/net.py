@@ -16,6 +16,9 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
   ``("rep", rid, ok, value or exception)``; blocking ones are carried out by a goroutine at the
   home, parked there as the remote goroutine's stand-in;
 - ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
+- ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
+  the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
+  partner claims an offer's token at its node (node operation ``claim``, object id 0);
 - ``("hb",)`` heartbeat, ``("panic", exc, text)`` a node's run ended in a panic,
   ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose.
 
@@ -185,7 +188,7 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
     if op == "recv":
         return obj.recv_ok()
     if op == "trysend":
-        return select((obj.send, arg), default)[0] == 0
+        return select((obj.send, arg[0]), default)[0] == 0
     if op == "tryrecv":
         i, got = select(obj.recv_ok, default)
         return (True, got) if i == 0 else (False, None)
@@ -202,6 +205,10 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
         name, args, kwargs = arg
         return getattr(obj, name)(*args, **kwargs)
     raise ValueError(f"unknown remote operation {op!r}")
+
+
+# a select token's states (Net.tokens)
+WAITING, TRYING, DONE = 0, 1, 2
 
 
 def _reason(op: str) -> str:
@@ -256,6 +263,12 @@ class Net:
         #: goroutines standing in for goroutines of other nodes or Ps (``_serve``, ``_forward``)
         self.infra = 0 if me == 0 else 1
         self.serving = 0
+        #: select tokens of this node's selects that offered cases (``select_remote``):
+        #: id -> [state, case, payload, wake channel]; and the cases other nodes' selects
+        #: offer on channels homed here: oid -> [(node, token id, case, is_send, value)]
+        self.tokens: dict[int, list] = {}
+        self.tids = itertools.count(1)
+        self.offers: dict[int, list[tuple]] = {}
         self.pbuf = io.BytesIO()
         self.pickler = _Pickler(self.pbuf, self)
 
@@ -478,6 +491,14 @@ class Net:
             self.stopped.set()
         elif kind == "bye":
             link.bye = True
+        elif kind == "offer":
+            self.offers.setdefault(msg[1], []).append((link.node, *msg[2:]))
+        elif kind == "unoffer":
+            kept = [o for o in self.offers.get(msg[1], ()) if o[:2] != (link.node, msg[2])]
+            if kept:
+                self.offers[msg[1]] = kept
+            else:
+                self.offers.pop(msg[1], None)
         elif kind == "panic":
             exc = msg[1]
             try:
@@ -504,6 +525,8 @@ class Net:
             if home == node:
                 del self.pending[rid]
                 self.hub.ready(g, (False, err), next_=False)
+        for oid, offers in list(self.offers.items()):  # its selects are gone with it
+            self.offers[oid] = [o for o in offers if o[0] != node]
         if node == 0:  # the program's node is gone: this node's run ends
             self.stopping = True
             self.stopped.set()
@@ -518,9 +541,17 @@ class Net:
             return
         try:
             if obj is self:
-                pass  # a goroutine of its own, below
+                if op == "claim":
+                    self.reply(node, rid, True, self._claim(*arg))
+                    return
             elif op in _INLINE:
-                self.reply(node, rid, True, perform(obj, op, arg))
+                got = perform(obj, op, arg)
+                if op in ("trysend", "tryrecv") and not (got if op == "trysend" else got[0]) \
+                        and self.offers.get(oid):
+                    self.serving += 1  # another node's select may offer the other side
+                    self.hub.spawn_local(self._match, (node, rid, oid, op, arg), {})
+                    return
+                self.reply(node, rid, True, got)
                 return
             if op == "send":
                 if select((obj.send, arg), default)[0] == 0:
@@ -571,6 +602,64 @@ class Net:
         if ok:
             return value
         raise value
+
+    # ------------------------------------------------------------------ select meets select
+
+    def new_token(self) -> tuple[int, list]:
+        """(a goroutine on P0) A token for a select that offers its cases at their homes."""
+        tid = next(self.tids)
+        tok = self.tokens[tid] = [WAITING, -1, None, Chan(1)]
+        return tid, tok
+
+    def offer(self, home: int, oid: int, tid: int, case: int, is_send: bool, value: Any) -> None:
+        """Offer a select's case at the channel's home (no answer)."""
+        self.send(home, ("offer", oid, tid, case, is_send, value))
+
+    def unoffer(self, home: int, oid: int, tid: int) -> None:
+        """Take a select's offers on channel ``oid`` back."""
+        if home not in self.lost:
+            self.send(home, ("unoffer", oid, tid))
+
+    def _claim(self, tid: int, case: int, payload: Any) -> str:
+        """(dispatcher) A home asks to complete case ``case`` of token ``tid``'s select: ``ok``
+        (it is done: the select returns that case), ``busy`` (it is trying its cases itself)
+        or ``gone`` (it is done already, or over)."""
+        tok = self.tokens.get(tid)
+        if tok is None or tok[0] == DONE:
+            return "gone"
+        if tok[0] == TRYING:
+            return "busy"
+        tok[0], tok[1], tok[2] = DONE, case, payload
+        select((tok[3].send, None), default)  # wake it
+        return "ok"
+
+    def _match(self, node: int, rid: int, oid: int, op: str, arg: Any) -> None:
+        """(a goroutine) A try from ``node`` found no partner on channel ``oid``: complete it
+        with a select's offer of the other side, if that select's node lets it claim it."""
+        mine = arg[1] if op == "trysend" else arg
+        want_send = op == "tryrecv"
+        got: Any = False if op == "trysend" else (False, None)
+        try:
+            for off in list(self.offers.get(oid, ())):
+                tnode, tid, case, is_send, value = off
+                if is_send != want_send or (tnode, tid) == mine:
+                    continue
+                payload = None if is_send else (arg[0], True)
+                try:
+                    status = self.call(tnode, 0, "claim", (tid, case, payload))
+                except ProcessLost:
+                    status = "gone"
+                if status == "busy":
+                    continue
+                offers = self.offers.get(oid)
+                if offers is not None and off in offers:
+                    offers.remove(off)
+                if status == "ok":
+                    got = (True, (value, True)) if want_send else True
+                    break
+        finally:
+            self.serving -= 1
+        self.reply(node, rid, True, got)
 
     # ------------------------------------------------------------------ runtime-wide views
 

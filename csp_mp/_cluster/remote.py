@@ -15,6 +15,14 @@ order, each one committing at its home or not at all (a ``try`` request: one hom
 at most one case commits); while none can, it waits on its local cases and a timer, and tries
 the remote ones again, backing off from 0.5 ms to 10 ms. A select whose only case is remote is
 the plain blocking operation.
+
+Select meets select: two selects waiting on one unbuffered channel homed on a third node each
+only try, so neither would ever find the other parked there. A blocking select of remote cases
+only, on a node's P0, therefore also offers its cases at their homes, under a token of its node
+(WAITING, TRYING while it tries its cases itself, DONE). A try that finds no partner at a home
+takes an offer of the other side there if the offering node lets it claim the token (WAITING ->
+DONE, the value of a receive case riding in the claim); a token that is TRYING answers busy, so
+a select never completes two cases. The select withdraws its offers when it returns.
 """
 
 from __future__ import annotations
@@ -218,6 +226,7 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
 #: kind -> handle class, made on first use (a cache of types, like the codec's tables)
 _PROXIES: dict[int, type] = {}
 
+_WAITING, _TRYING, _DONE = 0, 1, 2  # net.WAITING, TRYING, DONE (net.py imports this module)
 _BACKOFF_MIN = 0.0005
 _BACKOFF_MAX = 0.010
 
@@ -236,33 +245,68 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
         return live[0], (got if kind != _RECV else got[0])
     local = [i for i in live if not isinstance(parsed[i][1], RemoteChan)]
     cases = {i: _case(parsed[i]) for i in local}
+    net = proc.cluster
+    # a blocking select of remote cases only, on a node's P0, offers its cases at their homes:
+    # a try from another node's select that finds no partner there may complete one, once
+    # this node lets it claim the select's token (net.py, "select meets select")
+    offers = net is not None and not local and dflt < 0 and net.hub is hub
+    tid, tok = net.new_token() if offers else (0, None)
+    me = (net.me, tid) if offers else None
+    offered: list[tuple[int, int]] = []
     delay = _BACKOFF_MIN
     rng = hub.select_rng
-    while True:
-        order = list(live)
-        rng.shuffle(order)
-        for i in order:
-            kind, ch, x = parsed[i]
-            if i in cases:
-                k, got = select(cases[i], default)
-                if k == 0:
-                    return i, got
-            elif kind == _SEND:
-                if ch._call("trysend", x):
-                    return i, None
+    try:
+        while True:
+            if tok is not None:
+                if tok[0] == _DONE:
+                    return _taken(parsed, tok[1], tok[2])
+                tok[0] = _TRYING
+            order = list(live)
+            rng.shuffle(order)
+            for i in order:
+                kind, ch, x = parsed[i]
+                if i in cases:
+                    k, got = select(cases[i], default)
+                    if k == 0:
+                        return i, got
+                elif kind == _SEND:
+                    if ch._call("trysend", (x, me)):
+                        return i, None
+                else:
+                    done, got = ch._call("tryrecv", me)
+                    if done:
+                        return i, (got if kind != _RECV else got[0])
+            if dflt >= 0:
+                return dflt, None
+            if tok is not None:
+                tok[0] = _WAITING
+                if not offered:
+                    for i in live:
+                        kind, ch, x = parsed[i]
+                        net.offer(ch._home, ch._oid, tid, i, kind == _SEND, x)
+                        offered.append((ch._home, ch._oid))
+                select(tok[3].recv, after(delay).recv)
+            elif local:
+                k, got = select(*(cases[i] for i in local), after(delay).recv)
+                if k < len(local):
+                    return local[k], got
             else:
-                done, got = ch._call("tryrecv")
-                if done:
-                    return i, (got if kind != _RECV else got[0])
-        if dflt >= 0:
-            return dflt, None
-        if local:
-            k, got = select(*(cases[i] for i in local), after(delay).recv)
-            if k < len(local):
-                return local[k], got
-        else:
-            sleep(delay)
-        delay = min(delay * 2, _BACKOFF_MAX)
+                sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+    finally:
+        if tok is not None:
+            tok[0] = _DONE
+            net.tokens.pop(tid, None)
+            for home, oid in offered:
+                net.unoffer(home, oid, tid)
+
+
+def _taken(parsed: list, case: int, payload: Any) -> tuple[int, Any]:
+    """What a select returns for the case another node's home completed."""
+    kind = parsed[case][0]
+    if kind == _SEND:
+        return case, None
+    return case, (payload if kind != _RECV else payload[0])
 
 
 def _case(entry: tuple) -> Any:

@@ -279,3 +279,31 @@ def test_ctrl_c_stops_every_node(cluster) -> None:
             p.wait()
     assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
     assert not wait_no_marked(10.0)
+
+
+def _select_sender(xs: list, n: int, done: csp_mp.Chan) -> None:
+    """(node 1) Send 0..n-1, each on whichever of ``xs`` a receiver takes it from."""
+    for v in range(n):
+        csp_mp.select(*((x.send, v) for x in xs))
+    done.send("sent")
+
+
+def _select_receiver(xs: list, n: int, out: csp_mp.Chan) -> None:
+    """(node 1) Receive n values, each from whichever of ``xs`` has one."""
+    got = [csp_mp.select(*(x.recv for x in xs))[1] for _ in range(n)]
+    out.send(got)
+
+
+def test_select_meets_select_on_channels_homed_elsewhere(cluster) -> None:
+    """Both selects run on node 1; both unbuffered channels live on node 0, so neither select
+    is at a channel's home: only their offers there can meet."""
+
+    def main():
+        xs = [csp_mp.Chan(), csp_mp.Chan()]
+        done, out = csp_mp.Chan(), csp_mp.Chan()
+        go_node(1, _select_receiver, xs, 40, out)
+        go_node(1, _select_sender, xs, 40, done)
+        return out.recv(), done.recv()
+
+    got, done = csp_mp.run(main, cluster=cluster.address)
+    assert sorted(got) == list(range(40)) and done == "sent"
