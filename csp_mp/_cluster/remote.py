@@ -27,6 +27,7 @@ a select never completes two cases. The select withdraws its offers when it retu
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .._chan import Chan, select
@@ -174,11 +175,9 @@ def _obj_repr(self: Any) -> str:
     return f"<csp_mp.{type(self).__bases__[0].__name__} on node {self._home} at {id(self):#x}>"
 
 
+@functools.cache
 def proxy_class(kind: int) -> type:
     """The handle class for ``homed_classes()[kind]`` (made once per process)."""
-    got = _PROXIES.get(kind)
-    if got is not None:
-        return got
     base = homed_classes()[kind]
     slots: tuple[str, ...] = ("_home", "_oid", "_net", "_outbox", "_kind")
     if not hasattr(base, "__weakref__"):
@@ -193,9 +192,7 @@ def proxy_class(kind: int) -> type:
         ns["__exit__"] = _exit
     if base.__name__ == "WaitGroup":
         ns["go"] = _wg_go
-    cls = type(f"Remote{base.__name__}", (base,), ns)
-    _PROXIES[kind] = cls
-    return cls
+    return type(f"Remote{base.__name__}", (base,), ns)
 
 
 def make_obj(home: int, oid: int, kind: int, net: Any, outbox: Chan | None) -> Any:
@@ -222,9 +219,6 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     proc.select_remote = select_remote
     return RemoteChan.make(home, oid, cap, None, outbox)
 
-
-#: kind -> handle class, made on first use (a cache of types, like the codec's tables)
-_PROXIES: dict[int, type] = {}
 
 _WAITING, _TRYING, _DONE = 0, 1, 2  # net.WAITING, TRYING, DONE (net.py imports this module)
 _BACKOFF_MIN = 0.0005
