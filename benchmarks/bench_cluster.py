@@ -30,10 +30,25 @@ from csp_mp._cluster.ship import go_node
 MSG = ("send", 12345, 0)
 
 
-def _spin(ms: float) -> None:
-    end = time.thread_time() + ms / 1000  # this thread's CPU: Ray's threads share the process
-    while time.thread_time() < end:
-        pass
+def _spin(k: int) -> int:
+    """A fixed amount of pure-Python CPU work (``k`` loop turns; see ``calibrate``)."""
+    x = 0
+    for i in range(k):
+        x += i
+    return x
+
+
+def calibrate(ms: float) -> int:
+    """Loop turns of ``_spin`` that take about ``ms`` of CPU here (measured before anything
+    else runs: a goroutine preempted mid-spin cannot time its own work by the thread's clock)."""
+    k = 100_000
+    while True:
+        t0 = time.perf_counter()
+        _spin(k)
+        dt = time.perf_counter() - t0
+        if dt > 0.05:
+            return max(1, int(k * ms / 1000 / dt))
+        k *= 2
 
 
 # ---------------------------------------------------------------------- csp_mp side
@@ -59,8 +74,8 @@ def _send_array(ch: csp_mp.Chan, mib: int) -> None:
     ch.send((time.time(), arr))
 
 
-def _cpu(ms: float, out: csp_mp.Chan) -> None:
-    _spin(ms)
+def _cpu(k: int, out: csp_mp.Chan) -> None:
+    _spin(k)
     out.send(1)
 
 
@@ -68,12 +83,13 @@ def _inc(i: int, out: csp_mp.Chan) -> None:
     out.send(i + 1)
 
 
-def cpu_fan(n: int, ms: float) -> float:
-    """(a main goroutine) ``n`` goroutines of ``ms`` CPU; seconds until every one is done."""
+def cpu_fan(n: int, k: int) -> float:
+    """(a main goroutine) ``n`` goroutines of ``k`` turns of CPU work; seconds until every one
+    is done."""
     out = csp_mp.Chan(n)
     t0 = time.perf_counter()
     for _ in range(n):
-        csp_mp.go(_cpu, ms, out)
+        csp_mp.go(_cpu, k, out)
     for _ in range(n):
         out.recv()
     return time.perf_counter() - t0
@@ -121,14 +137,14 @@ def csp_cluster_main(sizes: dict) -> dict:
     sent, arr = ch.recv()
     res["array_gbs"] = arr.nbytes / (time.time() - sent) / 1e9
     del arr
-    res["cpu_s"] = cpu_fan(sizes["cpu_n"], sizes["cpu_ms"])
+    res["cpu_s"] = cpu_fan(sizes["cpu_n"], sizes["cpu_k"])
     res["tiny_per_s"] = tiny_tasks(sizes["tiny"])
     return res
 
 
 def csp_local_main(sizes: dict) -> dict:
     """The same CPU and tiny-task programs on one node of one P, no cluster."""
-    return {"cpu_s": cpu_fan(sizes["cpu_n"], sizes["cpu_ms"]),
+    return {"cpu_s": cpu_fan(sizes["cpu_n"], sizes["cpu_k"]),
             "tiny_per_s": tiny_tasks(sizes["tiny"])}
 
 
@@ -186,9 +202,8 @@ def ray_side(ray: Any, head_id: str, node_id: str, sizes: dict) -> dict:
             return time.perf_counter()
 
     @ray.remote(num_cpus=1)
-    def spin(ms: float) -> int:
-        _spin(ms)
-        return 1
+    def spin(k: int) -> int:
+        return _spin(k)
 
     @ray.remote(num_cpus=1)
     def inc(i: int) -> int:
@@ -207,7 +222,7 @@ def ray_side(ray: Any, head_id: str, node_id: str, sizes: dict) -> dict:
     res["queue_per_s"] = nq / (ray.get(end_ref) - start)
     res["array_gbs"] = ray.get(caller.array.remote(sink, sizes["mib"]))
     t0 = time.perf_counter()
-    ray.get([spin.remote(sizes["cpu_ms"]) for _ in range(sizes["cpu_n"])])
+    ray.get([spin.remote(sizes["cpu_k"]) for _ in range(sizes["cpu_n"])])
     res["cpu_s"] = time.perf_counter() - t0
     nt = sizes["ray_tasks"]
     t0 = time.perf_counter()
@@ -249,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     q = args.quick
     sizes = {"rtt": 200 if q else 500, "stream": 5000 if q else 20000, "mib": 64,
-             "cpu_n": 64, "cpu_ms": 20, "tiny": 2000 if q else 10000,
+             "cpu_n": 64, "cpu_k": calibrate(20), "tiny": 2000 if q else 10000,
              "oneway": 1000 if q else 2000, "queue": 200 if q else 500,
              "ray_tasks": 1000 if q else 2000}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"

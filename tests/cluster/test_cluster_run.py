@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -18,10 +17,13 @@ from csp_mp._cluster.ship import go_node
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 
-def _spin(ms: float) -> None:
-    end = time.thread_time() + ms / 1000  # this thread's CPU: Ray's threads share the process
-    while time.thread_time() < end:
-        pass
+def _spin(turns: int) -> int:
+    """Pure-Python CPU work (a goroutine preempted mid-spin cannot time itself by the thread's
+    clock: the goroutines of its P share it)."""
+    x = 0
+    for i in range(turns):
+        x += i
+    return x
 
 
 def test_without_a_cluster_nothing_imports_ray() -> None:
@@ -132,8 +134,8 @@ def _make_pair(out: csp_mp.Chan) -> None:
     csp_mp.go(_feed, b, 100, 30)
 
 
-def _cpu(ms: float, out: csp_mp.Chan) -> None:
-    _spin(ms)
+def _cpu(turns: int, out: csp_mp.Chan) -> None:
+    _spin(turns)
     out.send(runtime.current_node())
 
 
@@ -141,7 +143,7 @@ def test_goroutines_not_started_move_to_the_idle_node(cluster) -> None:
     def main():
         out = csp_mp.Chan()
         for _ in range(24):
-            csp_mp.go(_cpu, 20, out)
+            csp_mp.go(_cpu, 300_000, out)  # ~20 ms each
         return [out.recv() for _ in range(24)]
 
     nodes = csp_mp.run(main, cluster=cluster.address)
