@@ -25,6 +25,13 @@ _PREFIX = b"csp_mp-control: "  # control.PREFIX (that module imports Ray)
 START_TIMEOUT = float(os.environ.get("CSP_MP_CLUSTER_START_S", "120"))
 
 
+def _knobs() -> dict[str, str]:
+    """This process's csp_mp settings (``CSP_MP_NATIVE``, ``CSP_MP_HEARTBEAT_S``, ...), for
+    every node's runtime; not the ones that name this run or this node."""
+    skip = {"CSP_MP_CLUSTER", "CSP_MP_NODE", "CSP_MP_NODES", "CSP_MP_PARENT", life.MARKER}
+    return {k: v for k, v in os.environ.items() if k.startswith("CSP_MP_") and k not in skip}
+
+
 def _pythonpath() -> str:
     """This process's import path, for the processes of the run (on a simulated cluster the
     other nodes share this file system; a real cluster ships code with Ray's runtime_env)."""
@@ -104,7 +111,8 @@ def run_cluster(main: Any, args: tuple, kwargs: dict, cluster: str, procs: int |
         if n > 1:
             ctl.write({"start": {"addr": list(addr), "procs": per, "cwd": os.getcwd(),
                                  "timeout": START_TIMEOUT,
-                                 "env": {life.MARKER: run_id, "CSP_MP_NODES": str(n),
+                                 "env": {**_knobs(), life.MARKER: run_id,
+                                         "CSP_MP_NODES": str(n),
                                          "PYTHONPATH": _pythonpath()}}})
             ctl.read()  # {"started": [...]}
         proc.node, proc.nodes = 0, n
