@@ -4,9 +4,9 @@
 
 Starts a simulated cluster (``ray.cluster_utils.Cluster``: a head and one node, one CPU each),
 then runs every figure ``--repeats`` times, csp_mp and Ray interleaved within each repeat, and
-prints the medians, their ratios and the bars of docs/design.md ("Beyond one machine"). Ray's
-actors are pinned with ``num_cpus=0`` (the §2 method of research/cluster.md): the caller on the
-second node, the sink on the head. csp_mp's figures are measured inside one
+prints the medians, their ratios and the bars they are held to (benchmarks/README.md, "Across
+nodes"). Ray's actors are pinned to their nodes with ``num_cpus=0``: the caller on the second
+node, the sink on the head. csp_mp's figures are measured inside one
 ``run(main, cluster=...)`` per repeat (the cluster's start-up is outside every clock); the local
 figures run in ``run(main, procs=1)``. Needs Ray (``pip install 'csp_mp[ray]'``) and NumPy.
 """
