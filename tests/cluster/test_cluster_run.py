@@ -309,3 +309,23 @@ def test_select_meets_select_on_channels_homed_elsewhere(cluster) -> None:
 
     got, done = csp_mp.run(main, cluster=cluster.address)
     assert sorted(got) == list(range(40)) and done == "sent"
+
+
+def _hygiene(out: csp_mp.Chan) -> None:
+    """(node 1) How its runtime process stands: niceness, Ray loaded, session and group."""
+    parent = os.getppid()
+    out.send((os.getpriority(os.PRIO_PROCESS, 0), "ray" in sys.modules,
+              os.getsid(0) == os.getsid(parent), os.getpgid(0) == os.getpgid(parent)))
+
+
+def test_node_runtimes_run_at_nice_0_in_their_agents_group_without_ray(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _hygiene, out)
+        return out.recv()
+
+    nice, ray_loaded, same_session, same_group = csp_mp.run(main, cluster=cluster.address)
+    if os.geteuid() == 0:  # only a privileged process may lower its niceness from Ray's 15
+        assert nice == 0
+    assert not ray_loaded
+    assert same_session and same_group  # fork+exec, no setsid: Ray's group kill reaches it
