@@ -132,3 +132,17 @@ def test_a_frozen_node_raises_process_lost_after_the_heartbeat_timeout(cluster,
                 pass
     assert [g[:2] for g in got] == [("lost", k)] * 4, got
     assert 2.5 < max(g[2] for g in got) < 5.0, got
+
+
+def test_a_killed_agent_takes_its_node_runtime_with_it(cluster, third_node) -> None:
+    def lose():
+        pids = _runtime_pids(third_node.node_id)
+        assert pids
+        agents = {psutil.Process(pid).ppid() for pid in pids} - set(pids)
+        for agent in agents:
+            os.kill(agent, signal.SIGKILL)  # the runtime's parent-death signal does the rest
+
+    got, k = csp_mp.run(_blocked_on_lost_home(lose, third_node.node_id),
+                        cluster=cluster.address)
+    assert [g[:2] for g in got] == [("lost", k)] * 4, got
+    assert max(g[2] for g in got) < 2.0, got
