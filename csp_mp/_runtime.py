@@ -128,10 +128,16 @@ def metrics() -> dict[str, Any]:
       freed (an object many Ps hold counts once; empty with one P);
     - ``pids``: each P's process id, a list indexed by P number (P0 is the process that
       started the runtime), so that an operator can watch or signal one P.
+
+    In a cluster run, called on a node's P0: every node's counters added up (lists joined in
+    node order), and ``nodes``, each node's own.
     """
     hub = _hub.peek()
     if hub is None:
         return {}
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's, added up
+    if net is not None:
+        return dict(net.metrics())
     return _multi("metrics")(hub)
 
 

@@ -673,7 +673,33 @@ class Net:
             return _mp.num_goroutine(hub) - self.infra - self.serving
         if op == "stack":
             return _node_dump(_mp.stack(hub), self.me)
+        if op == "metrics":
+            got = dict(_mp.metrics(hub))
+            got["goroutines"] = self._node_op("ngo")
+            return got
         raise ValueError(f"unknown node operation {op!r}")
+
+    def metrics(self) -> dict[str, Any]:
+        """(a goroutine on P0) Every node's counters added up (lists joined in node order),
+        and each node's own under ``nodes``."""
+        per = [self.call(k, 0, "metrics", None) if k != self.me else self._node_op("metrics")
+               for k in range(self.n) if k not in self.lost]
+        out: dict[str, Any] = {}
+        for m in per:
+            for key, v in m.items():
+                have = out.get(key)
+                if have is None:
+                    out[key] = dict(v) if isinstance(v, dict) else (
+                        list(v) if isinstance(v, list) else v)
+                elif isinstance(v, dict):
+                    for kind, x in v.items():
+                        have[kind] = have.get(kind, 0) + x
+                elif isinstance(v, list):
+                    have.extend(v)
+                elif isinstance(v, int | float) and not isinstance(v, bool):
+                    out[key] = have + v
+        out["nodes"] = per
+        return out
 
     def num_goroutine(self) -> int:
         """(a goroutine on P0) The program's live goroutines on every node."""

@@ -188,7 +188,7 @@ def _park_here(stop: csp_mp.Chan, out: csp_mp.Chan) -> None:
     stop.recv()
 
 
-def test_num_goroutine_and_stack_span_the_nodes(cluster) -> None:
+def test_num_goroutine_stack_and_metrics_span_the_nodes(cluster) -> None:
     def main():
         stop, out = csp_mp.Chan(), csp_mp.Chan()
         for _ in range(3):
@@ -196,11 +196,14 @@ def test_num_goroutine_and_stack_span_the_nodes(cluster) -> None:
         assert [out.recv() for _ in range(3)] == [1, 1, 1]
         n = runtime.num_goroutine()
         dump = runtime.stack()
+        m = runtime.metrics()
         stop.close()
-        return n, dump
+        return n, dump, m
 
-    n, dump = csp_mp.run(main, cluster=cluster.address)
+    n, dump, m = csp_mp.run(main, cluster=cluster.address)
     assert n == 4  # main and the three on node 1, none of the runtime's own
+    assert m["procs"] == 2 and m["goroutines"] == 4 and len(m["pids"]) == 2
+    assert [node["goroutines"] for node in m["nodes"]] == [1, 3]
     head = re.compile(r"(goroutine \d+|\d+ goroutines) \[")
     heads = [line for line in dump.splitlines() if head.match(line)]
     # goroutines stopped at the same place are one entry: "3 goroutines [...] on node 1 ..."
