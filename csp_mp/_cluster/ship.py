@@ -123,7 +123,8 @@ def _take_local(net: Any, k: int) -> list[tuple]:
     out: list[tuple] = []
     if broker is None:  # one P: goroutines go() queued on the hub, not started yet
         runq = hub.runq
-        cand = [g for g in runq if g.glet is None and not g.local and not g.is_main]
+        cand = [g for g in runq if g.glet is None and not g.local and not g.is_main
+                and not getattr(g.fn, "__dict__", {}).get("executor_task")]
         for g in cand[-k:] if len(cand) > 1 else ():  # leave the next one for this P
             runq.remove(g)
             hub.allgs.pop(g.id, None)

@@ -332,3 +332,18 @@ def test_node_runtimes_run_at_nice_0_in_their_agents_group_without_ray(cluster) 
         assert nice == 0
     assert not ray_loaded
     assert same_session and same_group  # fork+exec, no setsid: Ray's group kill reaches it
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_executor_and_map_in_a_cluster_run(cluster) -> None:
+    def main():
+        with csp_mp.futures.Executor(max_workers=4) as ex:
+            futs = [ex.submit(_square, i) for i in range(20)]
+            got = [f.result() for f in futs]
+        return got, list(csp_mp.map(_square, range(20)))
+
+    got, mapped = csp_mp.run(main, cluster=cluster.address)
+    assert got == mapped == [i * i for i in range(20)]
