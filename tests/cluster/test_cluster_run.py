@@ -217,7 +217,7 @@ def _make_sync(out: csp_mp.Chan) -> None:
     out.send((csp_mp.WaitGroup(), csp_mp.Mutex(), csp_mp.atomic.Int64(5)))
 
 
-def _work(wg: csp_mp.WaitGroup, mu: csp_mp.Mutex, counter, total: list | None) -> None:
+def _work(wg: csp_mp.WaitGroup, mu: csp_mp.Mutex, counter) -> None:
     with mu:
         counter.add(1)
     wg.done()
@@ -231,9 +231,9 @@ def test_sync_objects_and_atomics_homed_on_another_node(cluster) -> None:
         assert isinstance(wg, csp_mp.WaitGroup) and isinstance(mu, csp_mp.Mutex)
         wg.add(10)
         for _ in range(5):
-            csp_mp.go(_work, wg, mu, counter, None)
+            csp_mp.go(_work, wg, mu, counter)
         for _ in range(5):
-            go_node(1, _work, wg, mu, counter, None)
+            go_node(1, _work, wg, mu, counter)
         wg.wait()
         assert mu.try_lock()
         mu.unlock()
@@ -347,3 +347,31 @@ def test_executor_and_map_in_a_cluster_run(cluster) -> None:
 
     got, mapped = csp_mp.run(main, cluster=cluster.address)
     assert got == mapped == [i * i for i in range(20)]
+
+
+def _job(i: int) -> int:
+    _spin(100_000)
+    if i == 7:
+        raise ValueError("job 7")
+    return i
+
+
+def test_errgroup_and_contexts_in_a_cluster_run(cluster) -> None:
+    from csp_mp import context, errgroup
+
+    def main():
+        g = errgroup.Group()
+        for i in range(12):
+            g.go(_job, i)
+        with pytest.raises(ValueError, match="job 7"):
+            g.wait()
+        g2, ctx = errgroup.with_context(context.background())
+        for i in range(6):
+            g2.go(_job, i)
+        g2.wait()
+        ctx2, cancel = context.with_timeout(context.background(), 0.05)
+        csp_mp.select(ctx2.done().recv)
+        cancel()
+        return type(ctx2.err()).__name__
+
+    assert csp_mp.run(main, cluster=cluster.address) == "DeadlineExceeded"
