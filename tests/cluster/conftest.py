@@ -1,4 +1,4 @@
-"""A simulated Ray cluster for the cluster tests: one per session, shut down at its end.
+"""A simulated Ray cluster for the cluster tests: one per test module, shut down after it.
 
 ``ray.cluster_utils.Cluster`` runs every node as its own raylet on this machine (2 nodes of one
 CPU; a third is added by the tests that lose one). Ray's processes are the cluster's, not the
@@ -24,9 +24,11 @@ import csp_mp  # noqa: E402
 SHM = "/dev/shm"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """A 2-node cluster (head and one node, one CPU each)."""
+    """A 2-node cluster (head and one node, one CPU each), one per test module: shut down
+    before the rest of the suite runs, whose leak checks would see Ray's processes come and
+    go."""
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")}
