@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: all setup test test-python test-fast stress sanitize run bench lint clean
+.PHONY: all setup test test-python test-fast test-cluster stress sanitize run bench lint clean
 
 all: test
 
@@ -34,11 +34,12 @@ test: $(STAMP)
 # too long here: the differential tests and the install without a compiler run both paths (or
 # the Python one) whatever CSP_MP_NATIVE says, and test_refcount.py's two soaks take 3-4 minutes
 # each on this path (its killed-P loop soaks the same protocol in half a minute). The slow and
-# stress tests it runs add about 90 seconds on two cores.
+# stress tests it runs add about 90 seconds on two cores. The cluster tests are
+# make test-cluster's.
 PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compiler \
 	and not test_soak_
 test-python: $(STAMP)
-	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -k '$(PYTHON_PATH_SKIP)'
+	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not cluster' -k '$(PYTHON_PATH_SKIP)'
 
 # the compiled core's tests, its misuse cases and the cross-P channel tests under
 # AddressSanitizer and UBSan, on a copy of the tree built with the sanitizers (the installed
@@ -58,6 +59,16 @@ sanitize: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not stress'
+
+# the cluster tests on a simulated Ray cluster (tests/cluster): the ray extra, then the marked
+# subset, its slow tests included (about two minutes on two cores)
+CLUSTER_STAMP := $(VENV)/.installed-ray
+$(CLUSTER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	touch $(CLUSTER_STAMP)
+
+test-cluster: $(CLUSTER_STAMP)
+	$(BIN)/python -m pytest -q -m cluster tests/cluster
 
 lint: $(STAMP)
 	$(BIN)/ruff check csp_mp tests benchmarks examples docs

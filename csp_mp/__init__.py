@@ -7,6 +7,7 @@ within and across Ps; ``run(main, procs=N)`` runs a program on N Ps. docs/spec.m
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _cluster  # noqa: F401 - run(cluster=...) (loads nothing of Ray)
 from . import atomic as atomic
 from . import context as context
 from . import errgroup as errgroup

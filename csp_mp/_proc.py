@@ -151,7 +151,7 @@ class Proc:
         "hub", "implicit", "runtime", "ctx", "broker",
         "promote_chan", "promote_int64", "promote_sema",
         "names", "pinning", "fn_bytes", "recent", "closures", "fns",
-        "on_tasks_lost", "task_done",
+        "on_tasks_lost", "task_done", "cluster",
         # process: outlive runtimes
         "pid", "start_implicit", "exit_hook",
         "task_keys", "tasks", "inited", "travels",
@@ -160,6 +160,7 @@ class Proc:
         "spin_policy", "load_at", "load",
         "patched", "leak_names", "leak_test_names", "in_test",
         "worker", "brought", "forked", "me", "sysmon_settings",
+        "node", "nodes", "run_cluster", "select_remote",
         # signal: set with a hub by the hub layer's signal handlers' install, cleared by uninstall
         "preempt_handler", "slice_clock", "sigint_handler", "driving",
     )
@@ -196,6 +197,8 @@ class Proc:
         self.on_tasks_lost: list[Callable[[list[int], BaseException], None]] = []
         #: called in a worker P with (owner, key) once an executor task's outcome is sent
         self.task_done: Callable[[int, int], None] | None = None
+        #: this node's network part on its P0 while a cluster run goes on (``_cluster/net.py``)
+        self.cluster: Any = None
         # -- process ---------------------------------------------------------------------------
         self.pid = os.getpid()
         #: starts the implicit runtime (registered by ``_run`` at import)
@@ -241,6 +244,16 @@ class Proc:
         self.me = ThreadName()
         #: sysmon's knobs (``_hub/sysmon.py`` ``settings``)
         self.sysmon_settings = SysmonSettings()
+        #: this process's node in a cluster run and how many nodes it has (0 and 1 without
+        #: one): set by the cluster layer before it starts a node's Ps, which inherit them; a
+        #: node runtime's processes also find them in their environment (``_cluster/node.py``)
+        self.node = int(os.environ.get("CSP_MP_NODE", "0") or 0)
+        self.nodes = int(os.environ.get("CSP_MP_NODES", "1") or 1)
+        #: runs a program on a cluster (registered by ``_cluster`` at import): ``run(cluster=)``
+        self.run_cluster: Callable[..., Any] | None = None
+        #: a select with a case on another node's channel (set by ``_cluster/remote.py`` when
+        #: it makes such a channel in this process)
+        self.select_remote: Callable[..., Any] | None = None
         # -- signal ----------------------------------------------------------------------------
         self.preempt_handler = PreemptHandler()
         self.slice_clock = SliceClock()
@@ -254,6 +267,7 @@ class Proc:
         self.forget_arena()
         self.on_tasks_lost.clear()
         self.task_done = None
+        self.cluster = None
 
     def forget_arena(self) -> None:
         """Forget bytes cached for a runtime's arena: they name blocks by offset, which another

@@ -50,15 +50,24 @@ def _outcome_result(out: Outcome) -> Any:
     raise Panic(f"runtime stopped: {out.kind}")
 
 
-def run(main: Callable[..., R], *args: Any, procs: int | None = None, **kwargs: Any) -> R:
+def run(main: Callable[..., R], *args: Any, procs: int | None = None,
+        cluster: str | None = None, **kwargs: Any) -> R:
     """Run ``main(*args, **kwargs)`` as the main goroutine on ``procs`` Ps; return its result.
 
     When ``main`` returns, every other goroutine and P is stopped. A panic in any goroutine
-    raises ``Panic``; a deadlock raises ``DeadlockError``.
+    raises ``Panic``; a deadlock raises ``DeadlockError``. ``cluster`` (or ``CSP_MP_CLUSTER``):
+    ``"ray"`` or a Ray address runs the program on every node of that Ray cluster, ``procs``
+    Ps on each (docs/cluster.md); ``""`` runs it here whatever the environment says.
     """
     __tracebackhide__ = not _tb.debug()
     if not callable(main):
         raise TypeError(f"run() needs a callable, got {type(main).__name__}")
+    if cluster is None:
+        cluster = os.environ.get("CSP_MP_CLUSTER")
+    if cluster:
+        if proc.run_cluster is None:
+            raise RuntimeError("csp_mp.run(cluster=...): the cluster layer is not loaded")
+        return proc.run_cluster(main, args, kwargs, cluster, procs)
     n = resolve_procs(procs)
     _tb.install_excepthook()
     from ._shm import native

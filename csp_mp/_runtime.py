@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import _hub
+from . import _hub, _proc
 
 
 def _multi(name: str) -> Callable:
@@ -58,10 +58,13 @@ def native() -> bool:
 
 
 def num_goroutine() -> int:
-    """Live goroutines in every P."""
+    """Live goroutines in every P (in a cluster run, called on a node's P0: of every node)."""
     hub = _hub.peek()
     if hub is None:
         return 0
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's
+    if net is not None:
+        return int(net.num_goroutine())
     return _multi("num_goroutine")(hub)
 
 
@@ -81,6 +84,17 @@ def current_p() -> int:
     return _hub.current_hub().p
 
 
+def current_node() -> int:
+    """The index of the cluster node running the caller (0: where ``run`` was called, and
+    always 0 without a cluster)."""
+    return _proc.proc.node
+
+
+def num_nodes() -> int:
+    """The number of nodes the program runs on (1 without a cluster)."""
+    return _proc.proc.nodes
+
+
 def stack() -> str:
     """Every goroutine in every P: id, P, state, wait reason, Python stack and Go's ``created by``
     lines (every goroutine but main); goroutines stopped at the same place are one entry.
@@ -91,18 +105,22 @@ def stack() -> str:
         item = tasks.recv()
       ...
     created by jobs.main in goroutine 1
-    	/home/me/jobs.py:20
+        /home/me/jobs.py:20
     ```
 
     The ``created by`` lines name the user's call that started the goroutine (``go()``,
     ``go_local()``, ``Group.go``, ``Executor.submit``, ``csp_mp.map``: the innermost frame
     outside csp_mp), the goroutine that made that call, and its file and line, on whatever P
     the goroutine runs: a goroutine queued for any P carries them in its task frame. They are
-    always recorded; a loop calling ``go()`` on one line resolves that line once.
+    always recorded; a loop calling ``go()`` on one line resolves that line once. In a cluster
+    run, called on a node's P0: every node's goroutines, each naming its node.
     """
     hub = _hub.peek()
     if hub is None:
         return ""
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's
+    if net is not None:
+        return str(net.stack())
     return _multi("stack")(hub)
 
 
@@ -126,10 +144,16 @@ def metrics() -> dict[str, Any]:
       freed (an object many Ps hold counts once; empty with one P);
     - ``pids``: each P's process id, a list indexed by P number (P0 is the process that
       started the runtime), so that an operator can watch or signal one P.
+
+    In a cluster run, called on a node's P0: every node's counters added up (lists joined in
+    node order), and ``nodes``, each node's own.
     """
     hub = _hub.peek()
     if hub is None:
         return {}
+    net = _proc.proc.cluster  # a cluster run, on a node's P0: every node's, added up
+    if net is not None:
+        return dict(net.metrics())
     return _multi("metrics")(hub)
 
 

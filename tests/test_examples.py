@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +12,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name: str, *args: str, cwd: Path | None = None) -> str:
+    # the checkout's csp_mp, whatever the environment has installed
+    path = os.pathsep.join(p for p in (str(EXAMPLES.parent), os.environ.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                          text=True, timeout=50, cwd=cwd)
+                          text=True, timeout=50, cwd=cwd, env=dict(os.environ, PYTHONPATH=path))
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -33,6 +36,12 @@ def test_fan_out_fan_in() -> None:
     assert "total: 669 primes below 5000" in out
     order = re.search(r"finished in the order \[([\d, ]+)\]", out).group(1)
     assert sorted(int(i) for i in order.split(",")) == [0, 1, 2, 3, 4]
+
+
+def test_cluster_primes() -> None:
+    out = run_example("cluster_primes.py", "8", "2000")  # no cluster: one node
+    assert "1 node(s); blocks per node: node 0: 8" in out
+    assert "total: 1862 primes below 16000" in out
 
 
 def test_pipeline() -> None:

@@ -419,6 +419,8 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     for i in live:
         st = parsed[i][1]._st
         if st.shared:
+            if not isinstance(st, SharedChan):  # a channel of another node (_cluster)
+                return proc.select_remote(hub, parsed, live, dflt)  # type: ignore[misc]
             states[id(st)] = st
     encoded = {}
     for i in live:

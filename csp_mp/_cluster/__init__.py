@@ -1,0 +1,23 @@
+"""L8: a program on a Ray cluster, ``run(main, cluster="ray")`` (docs/cluster.md).
+
+Ray is the control plane only, kept in a process of its own (``control.py``); every node runs a
+csp_mp runtime (``node.py``) whose P0 holds the node's links to the others (``net.py``).
+Channels pickled for another node become handles there (``remote.py``); goroutines that have
+not started move from node 0 to idle nodes (``ship.py``). Importing this package imports neither
+Ray nor the rest of it: ``proc.run_cluster`` loads ``driver.py`` when a cluster is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._proc import proc
+
+
+def _run_cluster(main: Any, args: tuple, kwargs: dict, cluster: str, procs: int | None) -> Any:
+    from .driver import run_cluster
+
+    return run_cluster(main, args, kwargs, cluster, procs)
+
+
+proc.run_cluster = _run_cluster

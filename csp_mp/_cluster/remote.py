@@ -1,0 +1,310 @@
+"""Channels, sync objects and atomics homed on another node, and ``select`` over such
+channels.
+
+A ``RemoteChan`` is a ``Chan`` whose every operation is a request to its home node, carried
+out there (``net.perform``). On the node's P0 the request goes out on the node's links
+(``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
+channel of its own.
+
+A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64`` or ``Bool`` of another node is an instance of
+a subclass made here (``proxy_class``) whose every method is carried out at the home by a
+goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``).
+
+``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
+order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
+at most one case commits); while none can, it waits on its local cases and a timer, and tries
+the remote ones again, backing off from 0.5 ms to 10 ms. A select whose only case is remote is
+the plain blocking operation.
+
+Select meets select: two selects waiting on one unbuffered channel homed on a third node each
+only try, so neither would ever find the other parked there. A blocking select of remote cases
+only, on a node's P0, therefore also offers its cases at their homes, under a token of its node
+(WAITING, TRYING while it tries its cases itself, DONE). A try that finds no partner at a home
+takes an offer of the other side there if the offering node lets it claim the token (WAITING ->
+DONE, the value of a receive case riding in the claim); a token that is TRYING answers busy, so
+a select never completes two cases. The select withdraws its offers when it returns.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from .._chan import Chan, select
+from .._chan.chan import _RECV, _SEND
+from .._proc import proc
+
+
+class RemoteState:
+    """What a ``Chan`` keeps of a channel homed on another node (``select`` reads ``shared``:
+    a select with such a case goes to ``select_remote``)."""
+
+    __slots__ = ("cap",)
+    shared = True
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+
+
+class RemoteChan(Chan):
+    """A handle on a channel homed on another node."""
+
+    __slots__ = ("_home", "_oid", "_net", "_outbox")
+    _home: int
+    _oid: int
+    _net: Any
+    _outbox: Chan | None
+
+    @classmethod
+    def make(cls, home: int, oid: int, cap: int, net: Any, outbox: Chan | None) -> RemoteChan:
+        ch = cls.__new__(cls)
+        ch._st = RemoteState(cap)  # type: ignore[assignment]
+        ch._type = None
+        ch._check = None
+        ch._home = home
+        ch._oid = oid
+        ch._net = net
+        ch._outbox = outbox
+        return ch
+
+    def _call(self, op: str, arg: Any = None) -> Any:
+        net = self._net
+        if net is not None:
+            return net.call(self._home, self._oid, op, arg)
+        reply: Chan = Chan(1)
+        self._outbox.send((self._home, self._oid, op, arg, reply))  # type: ignore[union-attr]
+        ok, value = reply.recv()  # type: ignore[misc]
+        if ok:
+            return value
+        raise value
+
+    def send(self, v: Any) -> None:
+        self._call("send", v)
+
+    def recv_ok(self) -> tuple[Any, bool]:
+        return self._call("recv")
+
+    def recv(self) -> Any:
+        return self._call("recv")[0]
+
+    def close(self) -> None:
+        self._call("close")
+
+    def __len__(self) -> int:
+        return self._call("len")
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._call("closed"))
+
+    def stats(self) -> Any:
+        from .._chan.chan import ChanStats
+
+        return ChanStats(*self._call("stats"))
+
+    @property
+    def home(self) -> int:
+        """The node this channel lives on."""
+        return self._home
+
+    def __repr__(self) -> str:
+        return f"<csp_mp.Chan cap={self.cap} on node {self._home} at {id(self):#x}>"
+
+    def __reduce__(self) -> tuple:
+        net = self._net
+        outbox = net.outbox_chan() if net is not None else self._outbox
+        return (_rebuild, (self._home, self._oid, self._st.cap, outbox))
+
+
+def _call(self: Any, op: str, arg: Any = None) -> Any:
+    """An operation on a handle's object, carried out at its home: on P0 by the node's links,
+    elsewhere through P0 (the node's outbox)."""
+    net = self._net
+    if net is not None:
+        return net.call(self._home, self._oid, op, arg)
+    reply: Chan = Chan(1)
+    self._outbox.send((self._home, self._oid, op, arg, reply))
+    ok, value = reply.recv()  # type: ignore[misc]
+    if ok:
+        return value
+    raise value
+
+
+def homed_classes() -> tuple[type, ...]:
+    """The classes besides ``Chan`` whose objects other nodes use as handles (the index of a
+    class here names it on the wire)."""
+    from .. import _atomic
+    from .._sync import primitives as S
+
+    return (S.Mutex, S.RWMutex, S.WaitGroup, _atomic.Int64, _atomic.Bool)
+
+
+def _forwarder(name: str) -> Any:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._call("call", (name, args, kwargs))
+
+    method.__name__ = name
+    return method
+
+
+def _exit(self: Any, *exc: object) -> None:
+    self._call("call", ("__exit__", (None, None, None), {}))  # the exception stays here
+
+
+def _wg_go(self: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
+    from .._run import go
+
+    self.add(1)
+    go(_wg_body, self, fn, args, kwargs)
+
+
+def _wg_body(wg: Any, fn: Any, args: tuple, kwargs: dict) -> None:
+    try:
+        fn(*args, **kwargs)
+    finally:
+        wg.done()
+
+
+def _obj_reduce(self: Any) -> tuple:
+    net = self._net
+    outbox = net.outbox_chan() if net is not None else self._outbox
+    return (_rebuild_obj, (self._home, self._oid, self._kind, outbox))
+
+
+def _obj_repr(self: Any) -> str:
+    return f"<csp_mp.{type(self).__bases__[0].__name__} on node {self._home} at {id(self):#x}>"
+
+
+@functools.cache
+def proxy_class(kind: int) -> type:
+    """The handle class for ``homed_classes()[kind]`` (made once per process)."""
+    base = homed_classes()[kind]
+    slots: tuple[str, ...] = ("_home", "_oid", "_net", "_outbox", "_kind")
+    if not hasattr(base, "__weakref__"):
+        slots += ("__weakref__",)  # the node's cache of handles holds them weakly
+    ns: dict[str, Any] = {"__slots__": slots,
+                          "_call": _call, "__reduce__": _obj_reduce, "__repr__": _obj_repr,
+                          "__module__": __name__}
+    for name, value in vars(base).items():
+        if callable(value) and (not name.startswith("_") or name == "__enter__"):
+            ns[name] = _forwarder(name)
+    if "__exit__" in vars(base):
+        ns["__exit__"] = _exit
+    if base.__name__ == "WaitGroup":
+        ns["go"] = _wg_go
+    return type(f"Remote{base.__name__}", (base,), ns)
+
+
+def make_obj(home: int, oid: int, kind: int, net: Any, outbox: Chan | None) -> Any:
+    """A handle on object ``oid`` of node ``home``, of kind ``kind``."""
+    cls = proxy_class(kind)
+    obj: Any = object.__new__(cls)
+    obj._home, obj._oid, obj._kind, obj._net, obj._outbox = home, oid, kind, net, outbox
+    return obj
+
+
+def _rebuild_obj(home: int, oid: int, kind: int, outbox: Chan) -> Any:
+    """A sync object or atomic of node ``home`` arriving at another P of a node."""
+    net = proc.cluster
+    if net is not None:
+        return net.resolve_obj(home, oid, kind)
+    return make_obj(home, oid, kind, None, outbox)
+
+
+def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
+    """A channel of node ``home`` arriving at another P of a node."""
+    net = proc.cluster
+    if net is not None:
+        return net.resolve(home, oid, cap)
+    proc.select_remote = select_remote
+    return RemoteChan.make(home, oid, cap, None, outbox)
+
+
+_WAITING, _TRYING, _DONE = 0, 1, 2  # net.WAITING, TRYING, DONE (net.py imports this module)
+_BACKOFF_MIN = 0.0005
+_BACKOFF_MAX = 0.010
+
+
+def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
+    """``select`` with at least one case on a channel of another node (see the module doc)."""
+    from .._chan import default
+    from .._time import after, sleep
+
+    if len(live) == 1 and dflt < 0:
+        kind, ch, x = parsed[live[0]]
+        if kind == _SEND:
+            ch.send(x)
+            return live[0], None
+        got = ch.recv_ok()
+        return live[0], (got if kind != _RECV else got[0])
+    local = [i for i in live if not isinstance(parsed[i][1], RemoteChan)]
+    cases = {i: _case(parsed[i]) for i in local}
+    net = proc.cluster
+    # a blocking select of remote cases only, on a node's P0, offers its cases at their homes:
+    # a try from another node's select that finds no partner there may complete one, once
+    # this node lets it claim the select's token (net.py, "select meets select")
+    offers = net is not None and not local and dflt < 0 and net.hub is hub
+    tid, tok = net.new_token() if offers else (0, None)
+    me = (net.me, tid) if offers else None
+    offered: list[tuple[int, int]] = []
+    delay = _BACKOFF_MIN
+    rng = hub.select_rng
+    try:
+        while True:
+            if tok is not None:
+                if tok[0] == _DONE:
+                    return _taken(parsed, tok[1], tok[2])
+                tok[0] = _TRYING
+            order = list(live)
+            rng.shuffle(order)
+            for i in order:
+                kind, ch, x = parsed[i]
+                if i in cases:
+                    k, got = select(cases[i], default)
+                    if k == 0:
+                        return i, got
+                elif kind == _SEND:
+                    if ch._call("trysend", (x, me)):
+                        return i, None
+                else:
+                    done, got = ch._call("tryrecv", me)
+                    if done:
+                        return i, (got if kind != _RECV else got[0])
+            if dflt >= 0:
+                return dflt, None
+            if tok is not None:
+                tok[0] = _WAITING
+                if not offered:
+                    for i in live:
+                        kind, ch, x = parsed[i]
+                        net.offer(ch._home, ch._oid, tid, i, kind == _SEND, x)
+                        offered.append((ch._home, ch._oid))
+                select(tok[3].recv, after(delay).recv)
+            elif local:
+                k, got = select(*(cases[i] for i in local), after(delay).recv)
+                if k < len(local):
+                    return local[k], got
+            else:
+                sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+    finally:
+        if tok is not None:
+            tok[0] = _DONE
+            net.tokens.pop(tid, None)
+            for home, oid in offered:
+                net.unoffer(home, oid, tid)
+
+
+def _taken(parsed: list, case: int, payload: Any) -> tuple[int, Any]:
+    """What a select returns for the case another node's home completed."""
+    kind = parsed[case][0]
+    if kind == _SEND:
+        return case, None
+    return case, (payload if kind != _RECV else payload[0])
+
+
+def _case(entry: tuple) -> Any:
+    kind, ch, x = entry
+    if kind == _SEND:
+        return (ch.send, x)
+    return ch.recv if kind == _RECV else ch.recv_ok

@@ -1,0 +1,207 @@
+"""Goroutines that have not started, moved from node 0 to nodes with idle Ps.
+
+Node 0's balancer thread looks every millisecond for room on the other nodes and for goroutines
+waiting in node 0's run queues (the frames of its Ps' stealable queues, or, with one P, the
+goroutines queued on its hub that have not started), and has the hub ship them at its next pass
+(``ship_round``), as does every ``done``. An idle node gets its share of what waits (at most
+``STEAL_MAX``), a busy one is kept at ``SHIP_PER_P`` goroutines per P. It ships them in one
+``go`` message per node; a goroutine that cannot travel (its function or arguments do not
+pickle for another node) or an executor task starts on node 0's P0 instead. Each shipped
+goroutine, once ended, is counted back (``done``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._chan import Chan
+from .._proc import proc
+
+#: goroutines shipped to a node and not yet ended, per P of that node
+SHIP_PER_P = 2
+#: most goroutines one node is sent at once
+STEAL_MAX = 128
+_BUSY_POLL = 0.001
+
+
+def balance(net: Any) -> None:
+    """(a thread on node 0) Until the run ends, have the hub ship queued goroutines whenever
+    another node has room and node 0 has goroutines waiting: at the hub's next pass, so that
+    goroutines waiting behind long-running ones leave before they start."""
+    stopped, post = net.stopped, net.hub.post
+    posted = [False]
+
+    def tick() -> None:
+        posted[0] = False
+        if not net.stopping:
+            ship_round(net)
+
+    while not stopped.wait(_BUSY_POLL):
+        if posted[0] or not _room(net) or not _work_visible(net):
+            continue
+        posted[0] = True
+        try:
+            post(tick)
+        except Exception:  # the runtime stopped meanwhile
+            return
+
+
+def _room(net: Any) -> bool:
+    procs, out = net.procs, net.outstanding
+    return any(procs[k] * SHIP_PER_P > out[k] for k in range(1, net.n) if k not in net.lost)
+
+
+def _work_visible(net: Any) -> bool:
+    """Whether goroutines seem to wait in this node's run queues (read from another thread:
+    a hint, checked again on the hub)."""
+    broker = proc.broker
+    if broker is None:
+        return len(net.hub.runq) > 1
+    ctx = broker.ctx
+    return any(len(ctx.runq[q]) > 1 for q in range(ctx.nprocs))
+
+
+def ship_round(net: Any) -> bool:
+    """Ship what node 0 has waiting to the nodes with room (hub thread); whether any left."""
+    procs, out = net.procs, net.outstanding
+    nodes = [k for k in range(1, net.n) if k not in net.lost and k in net.links]
+    if not nodes:
+        return False
+    # an idle node takes its share of what waits (Go's stealing takes half of a queue);
+    # a node at work is kept at SHIP_PER_P goroutines per P
+    queued = _queued(net)
+    total_procs = sum(procs[k] for k in (0, *nodes))
+    room = {}
+    for k in nodes:
+        r = procs[k] * SHIP_PER_P - out[k]
+        if out[k] == 0:
+            r = max(r, min(STEAL_MAX, queued * procs[k] // total_procs))
+        if r > 0:
+            room[k] = r
+    total = sum(room.values())
+    if not total:
+        return False
+    items = _take_local(net, total)
+    if not items:
+        return False
+    batches: dict[int, list] = {k: [] for k in room}
+    order = [k for k, r in room.items() for _ in range(r)]
+    for item, k in zip(items, order, strict=False):
+        batches[k].append(item)
+    spawn = net.hub.spawn_local
+    for k, batch in batches.items():
+        if not batch:
+            continue
+        try:
+            net.send(k, ("go", batch))
+            net.outstanding[k] += len(batch)
+            continue
+        except Exception:
+            pass
+        for fn, args, kwargs in batch:  # one at a time: those that cannot travel stay here
+            try:
+                net.send(k, ("go", [(fn, args, kwargs)]))
+                net.outstanding[k] += 1
+            except Exception:
+                spawn(fn, args, kwargs)
+    return True
+
+
+def _queued(net: Any) -> int:
+    """Goroutines not started waiting in this node's run queues (hub thread)."""
+    broker = proc.broker
+    if broker is None:
+        return sum(1 for g in net.hub.runq if g.glet is None and not g.local)
+    ctx = broker.ctx
+    return sum(len(ctx.runq[q]) for q in range(ctx.nprocs))
+
+
+def _take_local(net: Any, k: int) -> list[tuple]:
+    """Up to ``k`` goroutines not started, taken out of this node's run queues."""
+    broker = proc.broker
+    hub = net.hub
+    out: list[tuple] = []
+    if broker is None:  # one P: goroutines go() queued on the hub, not started yet
+        runq = hub.runq
+        cand = [g for g in runq if g.glet is None and not g.local and not g.is_main
+                and not getattr(g.fn, "__dict__", {}).get("executor_task")]
+        for g in cand[-k:] if len(cand) > 1 else ():  # leave the next one for this P
+            runq.remove(g)
+            hub.allgs.pop(g.id, None)
+            out.append((g.fn, g.args, g.kwargs))
+        return out
+    from .._mp import tasks
+
+    ctx = broker.ctx
+    for q in range(ctx.nprocs):
+        if len(out) >= k:
+            break
+        ring = ctx.runq[q]
+        avail = len(ring)
+        if avail < 2:
+            continue
+        for frame in ring.get_many(min(k - len(out), avail - avail // 2)):
+            try:
+                t = tasks.unframe(frame)
+                fn = tasks.known_fn(t[2])
+                if fn is not None and type(t[4]) is list and not t[5]:
+                    args, kwargs = tuple(t[4]), dict[str, Any]()
+                else:
+                    fn, args, kwargs, _warn, _digest = tasks.unpack_items(t, broker.arena)
+            except BaseException as exc:  # noqa: BLE001 - reported where it would have run
+                hub.spawn_local(_failing, (exc,), {})
+                continue
+            if getattr(fn, "__dict__", {}).get("executor_task"):
+                hub.spawn_local(fn, args, kwargs)  # its outcome goes to this node's future
+                continue
+            out.append((fn, args, kwargs))
+    return out
+
+
+def _failing(exc: BaseException) -> None:
+    raise RuntimeError(f"cannot run a goroutine taken from a run queue: {exc}") from exc
+
+
+def start_shipped(net: Any, batch: list, counted: bool) -> None:
+    """(node k's dispatcher) Start goroutines another node sent here, on any of this node's
+    Ps; ``counted``: node 0's balancer shipped them and counts them back."""
+    go = net.hub.go
+    done = net.done
+    if counted and done is None and proc.broker is not None:
+        done = net.done = Chan(1024)
+        net.hub.spawn_local(_count_done, (net, done), {})
+        net.infra += 1
+    for fn, args, kwargs in batch:
+        if counted:
+            go(_shipped, (fn, args, kwargs, done), {})
+        else:
+            go(fn, args, kwargs)
+
+
+def _shipped(fn: Any, args: tuple, kwargs: dict, done: Chan | None) -> None:
+    """The body of a goroutine shipped from node 0: counted back there once it ends."""
+    try:
+        fn(*args, **kwargs)
+    finally:
+        net = proc.cluster
+        if net is not None:
+            net.send(0, ("done", 1))
+        elif done is not None:
+            done.send(1)
+
+
+def _count_done(net: Any, done: Chan) -> None:
+    for k in done:
+        net.send(0, ("done", k))
+
+
+def go_node(node: int, fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Start ``fn(*args, **kwargs)`` in a goroutine on ``node`` (from a node's P0; for tests
+    and benchmarks that need a goroutine on a given node). TypeError if it cannot travel."""
+    net = proc.cluster
+    if net is None:
+        raise RuntimeError("go_node needs a cluster run, from P0 of a node")
+    if node == net.me:
+        net.hub.go(fn, args, kwargs)
+        return
+    net.send(node, ("go1", [(fn, args, kwargs)]))

@@ -1,0 +1,377 @@
+"""A program on a simulated 2-node Ray cluster: channels homed on either node, select over
+them, goroutines moving to the idle node, panics, cleanup."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import csp_mp
+from csp_mp import runtime
+from csp_mp._cluster.ship import go_node
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+
+def _spin(turns: int) -> int:
+    """Pure-Python CPU work (a goroutine preempted mid-spin cannot time itself by the thread's
+    clock: the goroutines of its P share it)."""
+    x = 0
+    for i in range(turns):
+        x += i
+    return x
+
+
+def test_without_a_cluster_nothing_imports_ray() -> None:
+    code = ("import sys, csp_mp\n"
+            "from csp_mp import runtime\n"
+            "assert csp_mp.run(lambda: (runtime.current_node(), runtime.num_nodes())) == (0, 1)\n"
+            "assert csp_mp.run(lambda: 7, procs=2) == 7\n"
+            "print('ray' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "CSP_MP_CLUSTER"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _where(out: csp_mp.Chan) -> None:
+    out.send((runtime.current_node(), runtime.num_nodes()))
+
+
+def test_nodes_and_goroutine_on_a_given_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _where, out)
+        return runtime.current_node(), runtime.num_nodes(), out.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address) == (0, 2, (1, 2))
+
+
+def _make_chans(out: csp_mp.Chan) -> None:
+    """On node 1: make an unbuffered and a buffered channel, hand them to node 0, serve."""
+    unbuf, buf = csp_mp.Chan(), csp_mp.Chan(3)
+    out.send((unbuf, buf))
+    v = unbuf.recv()  # node 0 sends
+    unbuf.send(v * 2)  # node 0 receives
+    for i in range(5):
+        buf.send(i)
+    buf.close()
+
+
+def test_channels_homed_on_another_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_chans, out)
+        unbuf, buf = out.recv()
+        assert type(unbuf).__name__ == "RemoteChan" and unbuf.home == 1
+        assert unbuf.cap == 0 and buf.cap == 3
+        unbuf.send(21)
+        got = unbuf.recv()
+        items = list(buf)  # range until closed and drained
+        ok = buf.recv_ok()
+        with pytest.raises(csp_mp.ClosedChannelError):
+            buf.send(9)
+        with pytest.raises(csp_mp.ClosedChannelError):
+            buf.close()
+        return got, items, ok, buf.closed, len(buf)
+
+    assert csp_mp.run(main, cluster=cluster.address) == (42, [0, 1, 2, 3, 4], (None, False),
+                                                          True, 0)
+
+
+def _echo(inbox: csp_mp.Chan, n: int) -> None:
+    """On node 1: receive n values from node 0's channel, send each back doubled on theirs."""
+    for _ in range(n):
+        v, reply = inbox.recv()
+        reply.send(v * 2)
+
+
+def test_channels_of_node_0_used_from_node_1(cluster) -> None:
+    def main():
+        inbox, reply = csp_mp.Chan(), csp_mp.Chan(1)
+        go_node(1, _echo, inbox, 50)
+        out = []
+        for i in range(50):
+            inbox.send((i, reply))
+            out.append(reply.recv())
+        return out
+
+    assert csp_mp.run(main, cluster=cluster.address) == [2 * i for i in range(50)]
+
+
+def _feed(ch: csp_mp.Chan, base: int, n: int) -> None:
+    for i in range(n):
+        ch.send(base + i)
+
+
+def test_select_over_remote_and_local_channels_takes_each_value_once(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_pair, out)
+        remote_a, remote_b = out.recv()
+        local = csp_mp.Chan()
+        csp_mp.go_local(_feed, local, 1000, 30)
+        seen = []
+        while len(seen) < 90:
+            i, v = csp_mp.select(remote_a.recv, remote_b.recv, local.recv)
+            seen.append(v)
+        i, v = csp_mp.select(remote_a.recv, local.recv, csp_mp.default)
+        return sorted(seen), i
+
+    seen, last = csp_mp.run(main, cluster=cluster.address)
+    assert seen == sorted(list(range(30)) + list(range(100, 130)) + list(range(1000, 1030)))
+    assert last == 2  # nothing left: default
+
+
+def _make_pair(out: csp_mp.Chan) -> None:
+    a, b = csp_mp.Chan(), csp_mp.Chan(4)
+    out.send((a, b))
+    csp_mp.go(_feed, a, 0, 30)
+    csp_mp.go(_feed, b, 100, 30)
+
+
+def _cpu(turns: int, out: csp_mp.Chan) -> None:
+    _spin(turns)
+    out.send(runtime.current_node())
+
+
+def test_goroutines_not_started_move_to_the_idle_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        for _ in range(24):
+            csp_mp.go(_cpu, 300_000, out)  # ~20 ms each
+        return [out.recv() for _ in range(24)]
+
+    nodes = csp_mp.run(main, cluster=cluster.address)
+    assert sorted(set(nodes)) == [0, 1], nodes
+
+
+def _boom(out: csp_mp.Chan) -> None:
+    out.send("started")
+    raise ValueError("boom on node 1")
+
+
+def test_a_panic_on_another_node_ends_the_run(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _boom, out)
+        out.recv()
+        csp_mp.Chan().recv()  # until the panic ends the run
+
+    with pytest.raises(csp_mp.Panic, match="boom on node 1") as info:
+        csp_mp.run(main, cluster=cluster.address)
+    assert any("node 1" in note for note in getattr(info.value, "__notes__", ()))
+
+
+def test_cluster_from_the_environment(cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSP_MP_CLUSTER", cluster.address)
+    assert csp_mp.run(runtime.num_nodes) == 2
+
+
+def test_the_cluster_example_runs_on_the_cluster(cluster) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "cluster_primes.py"),
+                          "8", "2000", "--cluster", cluster.address], capture_output=True,
+                         text=True, timeout=100, env=env, check=True).stdout
+    assert "2 node(s); blocks per node: node 0:" in out
+    assert "total: 1862 primes below 16000" in out
+
+
+def _park_here(stop: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) Tell node 0 this goroutine runs, then wait for ``stop``."""
+    out.send(runtime.current_node())
+    stop.recv()
+
+
+def test_num_goroutine_stack_and_metrics_span_the_nodes(cluster) -> None:
+    def main():
+        stop, out = csp_mp.Chan(), csp_mp.Chan()
+        for _ in range(3):
+            go_node(1, _park_here, stop, out)
+        assert [out.recv() for _ in range(3)] == [1, 1, 1]
+        n = runtime.num_goroutine()
+        dump = runtime.stack()
+        m = runtime.metrics()
+        stop.close()
+        return n, dump, m
+
+    n, dump, m = csp_mp.run(main, cluster=cluster.address)
+    assert n == 4  # main and the three on node 1, none of the runtime's own
+    assert m["procs"] == 2 and m["goroutines"] == 4 and len(m["pids"]) == 2
+    assert [node["goroutines"] for node in m["nodes"]] == [1, 3]
+    head = re.compile(r"(goroutine \d+|\d+ goroutines) \[")
+    heads = [line for line in dump.splitlines() if head.match(line)]
+    # goroutines stopped at the same place are one entry: "3 goroutines [...] on node 1 ..."
+    assert [h.split(" [")[0] for h in heads] == ["goroutine 1", "3 goroutines"], dump
+    assert " on node 0 P0: main" in heads[0] and " on node 1 P0: " in heads[1], dump
+    assert "_park_here" in heads[1]
+
+
+def _make_sync(out: csp_mp.Chan) -> None:
+    """(node 1) Make a WaitGroup, a Mutex and a counter, hand them to node 0."""
+    out.send((csp_mp.WaitGroup(), csp_mp.Mutex(), csp_mp.atomic.Int64(5)))
+
+
+def _work(wg: csp_mp.WaitGroup, mu: csp_mp.Mutex, counter) -> None:
+    with mu:
+        counter.add(1)
+    wg.done()
+
+
+def test_sync_objects_and_atomics_homed_on_another_node(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _make_sync, out)
+        wg, mu, counter = out.recv()
+        assert isinstance(wg, csp_mp.WaitGroup) and isinstance(mu, csp_mp.Mutex)
+        wg.add(10)
+        for _ in range(5):
+            csp_mp.go(_work, wg, mu, counter)
+        for _ in range(5):
+            go_node(1, _work, wg, mu, counter)
+        wg.wait()
+        assert mu.try_lock()
+        mu.unlock()
+        assert counter.compare_and_swap(15, 20)
+        return counter.load()
+
+    assert csp_mp.run(main, cluster=cluster.address) == 20
+
+
+_PARKED = """
+import sys
+import csp_mp
+from csp_mp._cluster.ship import go_node
+
+def park(out):
+    out.send(1)
+    csp_mp.Chan().recv()
+
+def main():
+    out = csp_mp.Chan()
+    go_node(1, park, out)
+    out.recv()
+    print("ready", flush=True)
+    csp_mp.Chan().recv()
+
+csp_mp.run(main, cluster=sys.argv[1])
+"""
+
+
+def test_ctrl_c_stops_every_node(cluster) -> None:
+    import signal
+
+    from cluster_helpers import marked_processes, wait_no_marked
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    p = subprocess.Popen([sys.executable, "-c", _PARKED, cluster.address], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        assert marked_processes()  # the control process and node 1's runtime
+        p.send_signal(signal.SIGINT)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    assert not wait_no_marked(10.0)
+
+
+def _select_sender(xs: list, n: int, done: csp_mp.Chan) -> None:
+    """(node 1) Send 0..n-1, each on whichever of ``xs`` a receiver takes it from."""
+    for v in range(n):
+        csp_mp.select(*((x.send, v) for x in xs))
+    done.send("sent")
+
+
+def _select_receiver(xs: list, n: int, out: csp_mp.Chan) -> None:
+    """(node 1) Receive n values, each from whichever of ``xs`` has one."""
+    got = [csp_mp.select(*(x.recv for x in xs))[1] for _ in range(n)]
+    out.send(got)
+
+
+def test_select_meets_select_on_channels_homed_elsewhere(cluster) -> None:
+    """Both selects run on node 1; both unbuffered channels live on node 0, so neither select
+    is at a channel's home: only their offers there can meet."""
+
+    def main():
+        xs = [csp_mp.Chan(), csp_mp.Chan()]
+        done, out = csp_mp.Chan(), csp_mp.Chan()
+        go_node(1, _select_receiver, xs, 40, out)
+        go_node(1, _select_sender, xs, 40, done)
+        return out.recv(), done.recv()
+
+    got, done = csp_mp.run(main, cluster=cluster.address)
+    assert sorted(got) == list(range(40)) and done == "sent"
+
+
+def _hygiene(out: csp_mp.Chan) -> None:
+    """(node 1) How its runtime process stands: niceness, Ray loaded, session and group."""
+    parent = os.getppid()
+    out.send((os.getpriority(os.PRIO_PROCESS, 0), "ray" in sys.modules,
+              os.getsid(0) == os.getsid(parent), os.getpgid(0) == os.getpgid(parent)))
+
+
+def test_node_runtimes_run_at_nice_0_in_their_agents_group_without_ray(cluster) -> None:
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _hygiene, out)
+        return out.recv()
+
+    nice, ray_loaded, same_session, same_group = csp_mp.run(main, cluster=cluster.address)
+    if os.geteuid() == 0:  # only a privileged process may lower its niceness from Ray's 15
+        assert nice == 0
+    assert not ray_loaded
+    assert same_session and same_group  # fork+exec, no setsid: Ray's group kill reaches it
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_executor_and_map_in_a_cluster_run(cluster) -> None:
+    def main():
+        with csp_mp.futures.Executor(max_workers=4) as ex:
+            futs = [ex.submit(_square, i) for i in range(20)]
+            got = [f.result() for f in futs]
+        return got, list(csp_mp.map(_square, range(20)))
+
+    got, mapped = csp_mp.run(main, cluster=cluster.address)
+    assert got == mapped == [i * i for i in range(20)]
+
+
+def _job(i: int) -> int:
+    _spin(100_000)
+    if i == 7:
+        raise ValueError("job 7")
+    return i
+
+
+def test_errgroup_and_contexts_in_a_cluster_run(cluster) -> None:
+    from csp_mp import context, errgroup
+
+    def main():
+        g = errgroup.Group()
+        for i in range(12):
+            g.go(_job, i)
+        with pytest.raises(ValueError, match="job 7"):
+            g.wait()
+        g2, ctx = errgroup.with_context(context.background())
+        for i in range(6):
+            g2.go(_job, i)
+        g2.wait()
+        ctx2, cancel = context.with_timeout(context.background(), 0.05)
+        csp_mp.select(ctx2.done().recv)
+        cancel()
+        return type(ctx2.err()).__name__
+
+    assert csp_mp.run(main, cluster=cluster.address) == "DeadlineExceeded"
