@@ -415,6 +415,8 @@ def _select_shared(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[
     each other) across pass 1 and pass 2, as Go locks all of a select's channels: no partner in
     another P can see half of the select. Wake-ups found under the locks are delivered after.
     """
+    from .shared import SharedChan  # (loaded already: a channel was shared)
+
     states: dict[int, SharedChan] = {}
     for i in live:
         st = parsed[i][1]._st
