@@ -133,8 +133,9 @@ class Hub(Workers):
         self.runq: deque[G] = deque()
         self.runnext: G | None = None
         # goroutines made from task frames (stolen, or this P's own queued ones) and not started
-        # yet: one starts when nothing else is runnable; until then the broker may hand them
-        # back to the queue between Ps, so that an idle P takes them (a started one never moves)
+        # yet: one starts when nothing else is runnable, or at every FRESH_EVERY-th pass
+        # (runqget); until then the broker may hand them back to the queue between Ps, so that
+        # an idle P takes them (a started one never moves)
         self.fresh: deque[G] = deque()
         self._streak = 0  # goroutines put in runnext while the run queue waited (ready)
         self.timers = TimerHeap()
@@ -342,13 +343,19 @@ class Hub(Workers):
     def runqget(self) -> G | None:
         """Take the next goroutine to run (Go's ``runqget``): ``runnext``, else the run
         queue's head, else the oldest not-started goroutine made from a task frame (``fresh``);
-        None when all are empty. Owner thread."""
+        None when all are empty. Every ``FRESH_EVERY``-th pass takes ``fresh`` first, as Go's
+        scheduler looks at its global queue every 61st tick: goroutines that switch often run
+        the fresh ones within microseconds, while a CPU-bound one preempted each time slice
+        lets a fresh one start beside it only after about ``FRESH_EVERY`` slices (by then an
+        idle P has taken it). Owner thread."""
         g = self.runnext
         if g is not None:
             self.runnext = None
             return g
         runq = self.runq
         if runq:
+            if self.fresh and not self.tick % FRESH_EVERY:
+                return self.fresh.popleft()
             return runq.popleft()
         fresh = self.fresh
         return fresh.popleft() if fresh else None
@@ -576,6 +583,8 @@ class Hub(Workers):
 
 
 GC_GEN0_THRESHOLD = 50_000
+#: passes of the hub between two looks at ``fresh`` before the run queue (runqget)
+FRESH_EVERY = 61
 
 
 def _raise_gc_threshold() -> tuple[int, ...] | None:
