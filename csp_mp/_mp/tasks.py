@@ -23,7 +23,10 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
+try:  # the interpreter's own blake2b: hashlib would load OpenSSL (~2 ms of a multi-P start)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import blake2b
 import pickle
 import types
 from collections.abc import Callable
@@ -370,7 +373,7 @@ def _pickle_fn_uncached(fn: Callable[..., Any]) -> tuple[bytes, bytes, str]:
                             f"{type(exc).__name__}: {exc}") from exc
     warn = migrate_warn.text(fn, captured_mutable(fn), migrate_warn.globals_read(fn),
                              migrate_warn.globals_written(fn))
-    return (hashlib.blake2b(data, digest_size=16).digest(), data, warn)
+    return (blake2b(data, digest_size=16).digest(), data, warn)
 
 
 def pack(seq: int, owner: int, fn: Callable[..., Any], args: tuple, kwargs: dict,

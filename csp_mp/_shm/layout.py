@@ -15,7 +15,10 @@ the words mean, and who writes them, is in the module that uses them.
 
 from __future__ import annotations
 
-import hashlib
+try:  # the interpreter's own sha256: hashlib would load OpenSSL (~2 ms of every start-up)
+    from _sha256 import sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import sha256
 
 WORD = 8
 LINE = 64
@@ -110,7 +113,7 @@ def _exported() -> list[tuple[str, int]]:
 
 def _digest() -> str:
     text = ";".join(f"{k}={v}" for k, v in _exported()) + f";REC_FORMAT={REC_FORMAT}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return sha256(text.encode()).hexdigest()[:16]
 
 
 DIGEST = _digest()

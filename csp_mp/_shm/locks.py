@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import _multiprocessing
 import os
-import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -126,7 +125,7 @@ class SemRegistry:
         if self.sealed:
             raise RuntimeError("cannot create a shared semaphore after seal()")
         for _ in range(100):
-            name = f"/csp-{os.getpid()}-{secrets.token_hex(6)}"
+            name = f"/csp-{os.getpid()}-{os.urandom(6).hex()}"
             try:
                 raw = _multiprocessing.SemLock(_SEMAPHORE, value, maxvalue, name, False)
             except FileExistsError:
