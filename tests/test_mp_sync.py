@@ -6,6 +6,7 @@ Goroutines are spread over every P (``go_on``); shared counters check the invari
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import mp_helpers as H
 from mp_helpers import run
@@ -554,3 +555,41 @@ def test_gomaxprocs_adds_ps_to_a_running_runtime() -> None:
     p2, pid2, ps = run(main, 2)
     assert p2 == 2 and pid2 != os.getpid()
     assert 2 not in ps  # a drained P takes no new work
+
+
+def _lock_then_report(mu: Mutex, out: Chan) -> None:
+    mu.lock()
+    out.send(runtime.current_p())
+    mu.unlock()
+
+
+def _owes_when_granting() -> tuple[list[tuple[int, int]], int, int]:
+    from csp_mp._hub import current_hub
+
+    b: Any = current_hub().broker
+    mu, out = Mutex(), Chan(1)
+    mu.lock()
+    H.go_on(1, _lock_then_report, mu, out)
+    H.wait_reason("sync.Mutex.Lock")
+    seen: list[tuple[int, int]] = []
+    deliver = b.deliver
+
+    def spy(p: int, *args: Any) -> None:  # the grant's wake-up, before it is queued
+        seen.append((p, b.ctx.q[b._owes_w]))
+        deliver(p, *args)
+
+    b.deliver = spy
+    try:
+        mu.unlock()
+    finally:
+        del b.deliver
+    got = out.recv()
+    H.wait_until(lambda: not b.wakes_out, "the grant sent")
+    return seen, got, b.ctx.q[b._owes_w]
+
+
+def test_a_grant_to_another_p_is_owed_from_before_its_claim() -> None:
+    """A shared semaphore's release (Mutex.unlock here) sets P_OWES before it claims a waiter
+    of another P, as a channel's hand-off does, and leaves it 0 once the grant is sent."""
+    seen, p, owes_after = run(_owes_when_granting, 2)
+    assert seen == [(1, 1)] and p == 1 and owes_after == 0

@@ -194,26 +194,31 @@ class SharedSema(Sema):
         b, _off, w, lock, q = self.count
         words = b.ctx.arena.words.view
         woken = []
-        lock.acquire()
+        owed = b.owe()  # P_OWES before any claim, as a channel's hand-off (replace.py)
         try:
-            q = self._queue()
-            if self.limit and not len(q) and words[w] + n > self.limit:
-                raise RuntimeError(overflow or "semaphore released too many times")
-            while n > 0:
-                raw = q.get_locked()
-                if raw is None:
-                    break
-                rec = _unrec(raw)
-                if not b.plain_live(rec[0], rec[1]):
-                    continue  # a waiter that died with its P: the unit goes to the next one
-                woken.append(rec)
-                n -= 1
-            if n:
-                words[w] += n
+            lock.acquire()
+            try:
+                q = self._queue()
+                if self.limit and not len(q) and words[w] + n > self.limit:
+                    raise RuntimeError(overflow or "semaphore released too many times")
+                while n > 0:
+                    raw = q.get_locked()
+                    if raw is None:
+                        break
+                    rec = _unrec(raw)
+                    if not b.plain_live(rec[0], rec[1]):
+                        continue  # a waiter that died with its P: the unit goes to the next one
+                    woken.append(rec)
+                    n -= 1
+                if n:
+                    words[w] += n
+            finally:
+                lock.release()
+            for p, gid in woken:
+                b.deliver(p, gid, -1, 0, 0, K_GRANT, None, None)
         finally:
-            lock.release()
-        for p, gid in woken:
-            b.deliver(p, gid, -1, 0, 0, K_GRANT, None, None)
+            if owed:
+                b.owe_cancel()  # nothing owed unless a grant for another P is queued (kept)
 
 
 def new_sema_block(broker: Any, count: int) -> int:
