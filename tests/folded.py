@@ -160,6 +160,7 @@ class FoldedP(Broker):
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
         self._next_chan_lock = self._next_obj_lock = -1  # the same stripes on both paths
         self.wakes_out = []
+        self.owes_kept = False
         self.outbox = []
         self._owes_w = ctx.pidx(p, C.P_OWES)
         self._inbox = ctx.inbox[p]

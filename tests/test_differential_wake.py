@@ -231,3 +231,30 @@ def test_owes_is_set_before_each_claim_on_both_paths(folds: tuple[Fold, Fold]) -
     assert py[0][1]["p0.owes"] == 1 and py[-1][1]["p0.owes"] == 0
     assert [[e for e in s[2] if e[0] == "queue"] for s in py] == \
         [[e for e in s[2] if e[0] == "queue"] for s in nat]
+
+
+def _owes_over_a_batch(fold: Fold) -> tuple[list[tuple[str, int]], int]:
+    """A close of a channel with more receivers of P1 parked than one batch of wake-ups:
+    ``P_OWES`` at each claim and queued wake-up, and after the hub's next pass."""
+    from csp_mp._mp.broker import WAKE_BATCH
+
+    (a0, a1), = _chans(fold, [0])
+    n = WAKE_BATCH + 8
+    for key in range(n):
+        _park_p1_recv(fold, a1, key)
+    seen = _owes_watched(fold)
+    a0.close()
+    during = list(seen)
+    fold.ps[0].flush_wakes()  # the hub's next pass (poll: owes_kept): the batch's word goes
+    fold.poll()
+    assert sorted(fold.p1hub.results) == list(range(n)), fold.kind
+    return during, fold.ps[0].ctx.pload(0, C.P_OWES)
+
+
+def test_owes_holds_across_a_batch_flush_in_one_close(folds: tuple[Fold, Fold]) -> None:
+    """A flush of WAKE_BATCH wake-ups in the middle of one close sends them but keeps P_OWES
+    set for the claims after it; the next pass clears it."""
+    for fold in folds:
+        during, after = _owes_over_a_batch(fold)
+        assert all(owes == 1 for _, owes in during), (fold.kind, during)
+        assert after == 0, fold.kind

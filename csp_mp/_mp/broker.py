@@ -115,6 +115,7 @@ class Broker:
         self.arena = ctx.arena
         self.spin_seconds = spin_seconds(ctx)
         self.declined_at = 0.0  # when after_slice first declined since a goroutine started
+        self.owes_kept = False  # P_OWES kept set after a mid-operation flush (_flush_batch)
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
@@ -321,7 +322,7 @@ class Broker:
         self.wakes_out.append((p, _msg((C.M_WAKE, gid, slot, gen, case, kind, data, off))))
         self.hub.poll_now = True  # the next switch goes through the hub, which flushes
         if len(self.wakes_out) >= WAKE_BATCH:
-            self.flush_wakes()
+            self._flush_batch()
 
     def _queue_wake_watched(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                             data: bytes | None, off: int) -> None:
@@ -336,12 +337,23 @@ class Broker:
         self.wakes_out.append((p, _msg(msg + (flow,) if flow else msg)))
         self.hub.poll_now = True
         if len(self.wakes_out) >= WAKE_BATCH:
-            self.flush_wakes()
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        """``WAKE_BATCH`` wake-ups queued by one operation, which may claim more waiters of
+        other Ps before it ends: send them, and keep ``P_OWES`` set until the hub's next pass
+        (by then the operation is over), where ``flush_wakes`` clears it."""
+        self.flush_wakes()
+        self.ctx.q[self._owes_w] = 1
+        self.owes_kept = True
 
     def flush_wakes(self) -> None:
         """Send the queued wake-ups: one inbox write and one doorbell ring per P."""
+        kept, self.owes_kept = self.owes_kept, False
         out, self.wakes_out = self.wakes_out, []
         if not out:
+            if kept and not self.outbox:
+                self.ctx.q[self._owes_w] = 0  # _flush_batch's operation is over
             return
         by_p: dict[int, list[bytes]] = {}
         for p, msg in out:
@@ -527,7 +539,7 @@ class Broker:
         got = False
         if self.dead:
             self.release_handles()
-        if self.wakes_out:
+        if self.wakes_out or self.owes_kept:
             self.flush_wakes()
         if self.unflushed:
             # where idle Ps can steal them (SPEC: taken at once); what a full ring cannot
