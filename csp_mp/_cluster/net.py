@@ -20,7 +20,19 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
   partner claims an offer's token at its node (node operation ``claim``, object id 0);
 - ``("hb",)`` heartbeat, ``("panic", exc, text)`` a node's run ended in a panic,
-  ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose.
+  ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose;
+- ``("dq", round)`` node 0 asks whether the node's program is durably blocked, answered by
+  ``("dr", round, state)`` (``Net.quiet``); neither counts as the program's traffic.
+
+Deadlock detection across nodes: every node keeps one goroutine in a blocking call (a message
+from another node may wake its goroutines, so its own checkdead never reports a deadlock), and
+counts the messages it sends to and handles from each node (``hb``, ``dq``, ``dr`` aside).
+Node 0 asks every node at each heartbeat; a node answers with its counters and its Ps' epochs
+when every program goroutine there is durably blocked and nothing is queued (Go's checkdead, on
+its Ps), else None. Node 0 declares a deadlock when every node, itself included, says so in two
+rounds in a row with nothing changed, and every message sent has been handled: counters frozen
+from the last answer of the first round to the first of the second make one consistent cut of
+the cluster, at which nothing runs, nothing can wake and nothing is in flight.
 
 Invariants:
 - Every operation on a remote object commits at its home, once: a request is carried out
@@ -44,9 +56,10 @@ from collections import deque
 from typing import Any
 
 from .._chan import Chan, default, select
-from .._errors import ProcessLost
-from .._hub import current_hub
+from .._errors import DeadlockError, ProcessLost
+from .._hub import Outcome, current_hub
 from .._hub import waits as W
+from .._mp import ctx as C
 from .._proc import proc
 from .._shm import cloud
 from .remote import RemoteChan, homed_classes, make_obj, proxy_class
@@ -216,6 +229,8 @@ def _reason(op: str) -> str:
 
 
 
+#: messages of the heartbeat and the deadlock probe: not counted as the program's traffic
+_PROBES = frozenset(("hb", "dq", "dr"))
 _INLINE = frozenset(("trysend", "tryrecv", "close", "len", "closed", "stats"))
 
 
@@ -271,6 +286,16 @@ class Net:
         self.offers: dict[int, list[tuple]] = {}
         self.pbuf = io.BytesIO()
         self.pickler = _Pickler(self.pbuf, self)
+        #: messages sent to and handled from each node (the deadlock probe's ``hb``, ``dq`` and
+        #: ``dr`` aside), and the blocking calls the runtime's own goroutines hold here
+        self.sent = [0] * n
+        self.handled = [0] * n
+        self.blocking_infra = 0
+        #: (node 0) the probe's round, the answers to it and the last round's states (all quiet)
+        self.probe_round = 0
+        self.probe_states: dict[int, Any] = {}
+        self.last_quiet: tuple | None = None
+        self.deadlocked = False
 
     # ------------------------------------------------------------------ start and stop
 
@@ -287,7 +312,8 @@ class Net:
         hub.spawn_local(self._dispatch_loop, (), {})
         self.infra += 2  # the dispatcher and the keeper below
         # a goroutine always in a blocking call: other nodes can wake this node's goroutines,
-        # so they never count as deadlocked here
+        # so this node's checkdead never reports a deadlock; node 0's probe does (module doc)
+        self.blocking_infra += 1
         hub.spawn_local(_keep_alive, (self.stopped,), {})
         _thread(self._accept_loop, "accept")
         _thread(self._beat_loop, "heartbeat")
@@ -394,6 +420,15 @@ class Net:
         except Exception:  # the runtime stopped meanwhile
             pass
 
+    def _post_call(self, fn: Any) -> None:
+        """(a thread) Have the hub call ``fn`` at its next pass."""
+        if self.stopped.is_set():
+            return
+        try:
+            self.hub.post(fn)
+        except Exception:  # the runtime stopped meanwhile
+            pass
+
     @staticmethod
     def _read_big(link: Link, buf: bytearray, size: int) -> bytearray:
         """The rest of a large frame, read straight into its own buffer."""
@@ -413,6 +448,8 @@ class Net:
         beat = _frame(pickle.dumps(("hb",)))
         period = min(0.5, self.timeout / 4)
         while not self.stopped.wait(period):
+            if self.me == 0 and (self.n == 1 or self.all_ready.is_set()):
+                self._post_call(self._probe)
             now = time.monotonic()
             for link in list(self.links.values()):
                 link.put(beat)
@@ -448,14 +485,19 @@ class Net:
 
     def _handle(self, link: Link, msg: tuple) -> None:
         kind = msg[0]
+        if kind in _PROBES:
+            if kind == "dq":
+                self._put_probe(link.node, ("dr", msg[1], self.quiet()))
+            elif kind == "dr":
+                self._probe_reply(link.node, msg[1], msg[2])
+            return
+        self.handled[msg[1] if kind == "hello" else link.node] += 1
         if kind == "rep":
             got = self.pending.pop(msg[1], None)
             if got is not None:
                 self.hub.ready(got[0], (msg[2], msg[3]), next_=False)
         elif kind == "req":
             self._request(link.node, msg[1], msg[2], msg[3], msg[4])
-        elif kind == "hb":
-            pass
         elif kind == "go":
             from .ship import start_shipped
 
@@ -661,6 +703,89 @@ class Net:
             self.serving -= 1
         self.reply(node, rid, True, got)
 
+    # ------------------------------------------------------------------ deadlock across nodes
+
+    def quiet(self) -> tuple | None:
+        """(hub thread) None unless every program goroutine on this node is durably blocked
+        and nothing is queued here; else what must not change for that to last: the messages
+        sent to and handled from each node, and each P's epoch and wake-up counts."""
+        hub = self.hub
+        if (hub.runq or hub.runnext is not None or hub.fresh
+                or hub.pending_blocking != self.blocking_infra
+                or hub.timers.next_delay() is not None):
+            return None
+        ps: list[tuple[int, int, int]] = []
+        broker: Any = hub.broker
+        if broker is not None:
+            if broker.work_waiting():
+                return None
+            ctx = broker.ctx
+            for q in range(ctx.nprocs):
+                if q != ctx.p and (ctx.pload(q, C.P_STATUS) not in (C.STUCK, C.EXITED)
+                                   or len(ctx.runq[q]) or len(ctx.inbox[q])):
+                    return None
+                # this P's epoch moves with every message handled here: its counts stand in
+                ps.append((ctx.pload(q, C.P_EPOCH) if q != ctx.p else 0,
+                           ctx.pload(q, C.P_SENT), ctx.pload(q, C.P_HANDLED)))
+            if sum(p[1] for p in ps) != sum(p[2] for p in ps):
+                return None  # a wake-up between this node's Ps is in flight
+        return tuple(self.sent), tuple(self.handled), tuple(ps)
+
+    def _put_probe(self, node: int, msg: tuple) -> None:
+        link = self.links.get(node)
+        if link is not None:
+            link.put(_frame(pickle.dumps(msg)))
+
+    def _probe(self) -> None:
+        """(node 0, hub thread, each heartbeat) Ask every node whether it is durably blocked."""
+        if self.stopping or self.deadlocked:
+            return
+        self.probe_round += 1
+        self.probe_states = {}
+        nodes = [k for k in range(1, self.n) if k not in self.lost]
+        for k in nodes:
+            self._put_probe(k, ("dq", self.probe_round))
+        if not nodes:
+            self._probe_reply(0, self.probe_round, None)
+
+    def _probe_reply(self, node: int, rnd: int, state: tuple | None) -> None:
+        """(node 0, hub thread) A node's answer to round ``rnd``; the verdict once all are in."""
+        if rnd != self.probe_round or self.deadlocked:
+            return  # an answer to a round given up
+        if node:
+            self.probe_states[node] = state
+        live = [k for k in range(1, self.n) if k not in self.lost]
+        if any(k not in self.probe_states for k in live):
+            return
+        states = {0: self.quiet(), **{k: self.probe_states[k] for k in live}}
+        snap = tuple(sorted(states.items()))
+        if (any(st is None for st in states.values())
+                or any(states[i][0][j] != states[j][1][i]
+                       for i in states for j in states if i != j)):
+            self.last_quiet = None
+            return
+        if snap != self.last_quiet:
+            self.last_quiet = snap
+            return
+        self.deadlocked = True
+        self.hub.spawn_local(self._declare_deadlock, (), {})
+
+    def _declare_deadlock(self) -> None:
+        """(a goroutine on node 0) End the run with a DeadlockError whose stack covers every
+        node."""
+        hub = self.hub
+        try:
+            text = self.stack()
+        except ProcessLost:  # a node went away meanwhile: its loss is what the program sees
+            self.deadlocked = False
+            return
+
+        def end() -> None:
+            if hub.outcome is None:
+                hub.outcome = Outcome("deadlock", error=DeadlockError(stack=text))
+
+        hub.post(end)
+
     # ------------------------------------------------------------------ runtime-wide views
 
     def _node_op(self, op: str) -> Any:
@@ -793,6 +918,7 @@ class Net:
             link.put(data)
         else:
             link.put(HDR.pack(len(data)) + data)
+        self.sent[node] += 1
 
 
 def _node_dump(text: str, node: int) -> str:

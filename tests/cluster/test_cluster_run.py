@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -210,6 +211,49 @@ def test_num_goroutine_stack_and_metrics_span_the_nodes(cluster) -> None:
     assert [h.split(" [")[0] for h in heads] == ["goroutine 1", "3 goroutines"], dump
     assert " on node 0 P0: main" in heads[0] and " on node 1 P0: " in heads[1], dump
     assert "_park_here" in heads[1]
+
+
+def _stuck_on_node_1(theirs: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) Park one goroutine on a channel of node 1 and this one on node 0's ``theirs``,
+    neither of which anyone sends on."""
+    mine = csp_mp.Chan()
+    csp_mp.go(mine.recv)
+    out.send(runtime.current_node())
+    theirs.recv()
+
+
+def test_a_deadlock_spanning_the_nodes_raises_deadlock_error(cluster) -> None:
+    def main():
+        theirs, out = csp_mp.Chan(), csp_mp.Chan()
+        go_node(1, _stuck_on_node_1, theirs, out)
+        assert out.recv() == 1
+        csp_mp.Chan().recv()  # nobody sends: every goroutine on every node is blocked
+
+    t0 = time.monotonic()
+    with pytest.raises(csp_mp.DeadlockError) as info:
+        csp_mp.run(main, cluster=cluster.address)
+    assert time.monotonic() - t0 < 30  # the run's start included; the verdict takes ~1-2 s
+    dump = info.value.stack
+    assert " on node 0 P0: main" in dump, dump
+    assert "_stuck_on_node_1" in dump and " on node 1 P" in dump, dump
+
+
+def _late_reply(out: csp_mp.Chan) -> None:
+    """(node 1) Sleep in a blocking call, then spin, then answer: busy the whole time."""
+    csp_mp.blocking(time.sleep, 1.5)
+    _spin(3_000_000)
+    out.send("late")
+
+
+def test_a_node_at_work_is_no_deadlock(cluster) -> None:
+    """Node 0 waits for node 1 for several probe rounds while node 1 sleeps and computes."""
+
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _late_reply, out)
+        return out.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address) == "late"
 
 
 def _make_sync(out: csp_mp.Chan) -> None:
