@@ -18,7 +18,9 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
 - ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
-  partner claims an offer's token at its node (node operation ``claim``, object id 0);
+  partner claims an offer's token at its node (node operation ``claim``, object id 0): the
+  claim is a send on the token's unbuffered channel, which commits only while the select waits
+  on it (``remote.select_remote``);
 - ``("hb",)`` heartbeat, ``("panic", exc, text)`` a node's run ended in a panic,
   ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose;
 - ``("dq", round)`` node 0 asks whether the node's program is durably blocked, answered by
@@ -220,10 +222,6 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
     raise ValueError(f"unknown remote operation {op!r}")
 
 
-# a select token's states (Net.tokens)
-WAITING, TRYING, DONE = 0, 1, 2
-
-
 def _reason(op: str) -> str:
     return W.CHAN_SEND if op == "send" else W.CHAN_RECV
 
@@ -278,11 +276,10 @@ class Net:
         #: goroutines standing in for goroutines of other nodes or Ps (``_serve``, ``_forward``)
         self.infra = 0 if me == 0 else 1
         self.serving = 0
-        #: select tokens of this node's selects that offered cases (``select_remote``):
-        #: id -> [state, case, payload, wake channel]; and the cases other nodes' selects
+        #: select tokens of this node's selects that offered cases (``select_remote``): id ->
+        #: the unbuffered channel the select waits on; and the cases other nodes' selects
         #: offer on channels homed here: oid -> [(node, token id, case, is_send, value)]
-        self.tokens: dict[int, list] = {}
-        self.tids = itertools.count(1)
+        self.tokens: dict[Any, Chan] = {}
         self.offers: dict[int, list[tuple]] = {}
         self.pbuf = io.BytesIO()
         self.pickler = _Pickler(self.pbuf, self)
@@ -647,33 +644,31 @@ class Net:
 
     # ------------------------------------------------------------------ select meets select
 
-    def new_token(self) -> tuple[int, list]:
-        """(a goroutine on P0) A token for a select that offers its cases at their homes."""
-        tid = next(self.tids)
-        tok = self.tokens[tid] = [WAITING, -1, None, Chan(1)]
-        return tid, tok
+    def offer_cases(self, tid: Any, token: Chan, cases: list[tuple]) -> None:
+        """Register a select's token and offer its cases ``(home, oid, case, is_send, value)``
+        at their homes (no answer)."""
+        self.tokens[tid] = token
+        for home, oid, case, is_send, value in cases:
+            if home not in self.lost:
+                self.send(home, ("offer", oid, tid, case, is_send, value))
 
-    def offer(self, home: int, oid: int, tid: int, case: int, is_send: bool, value: Any) -> None:
-        """Offer a select's case at the channel's home (no answer)."""
-        self.send(home, ("offer", oid, tid, case, is_send, value))
+    def withdraw(self, tid: Any, homes: list[tuple[int, int]]) -> None:
+        """A select is over: forget its token, take its offers on ``(home, oid)`` back."""
+        self.tokens.pop(tid, None)
+        for home, oid in homes:
+            if home not in self.lost:
+                self.send(home, ("unoffer", oid, tid))
 
-    def unoffer(self, home: int, oid: int, tid: int) -> None:
-        """Take a select's offers on channel ``oid`` back."""
-        if home not in self.lost:
-            self.send(home, ("unoffer", oid, tid))
-
-    def _claim(self, tid: int, case: int, payload: Any) -> str:
+    def _claim(self, tid: Any, case: int, payload: Any) -> str:
         """(dispatcher) A home asks to complete case ``case`` of token ``tid``'s select: ``ok``
-        (it is done: the select returns that case), ``busy`` (it is trying its cases itself)
-        or ``gone`` (it is done already, or over)."""
-        tok = self.tokens.get(tid)
-        if tok is None or tok[0] == DONE:
+        (the select waited on its token and returns that case), ``busy`` (it is not waiting
+        there now: trying its cases, or taking another one) or ``gone`` (it is over)."""
+        token = self.tokens.get(tid)
+        if token is None:
             return "gone"
-        if tok[0] == TRYING:
-            return "busy"
-        tok[0], tok[1], tok[2] = DONE, case, payload
-        select((tok[3].send, None), default)  # wake it
-        return "ok"
+        if select((token.send, (case, payload)), default)[0] == 0:
+            return "ok"
+        return "busy"
 
     def _match(self, node: int, rid: int, oid: int, op: str, arg: Any) -> None:
         """(a goroutine) A try from ``node`` found no partner on channel ``oid``: complete it
@@ -879,6 +874,13 @@ class Net:
     def _forward_loop(self, outbox: Chan) -> None:
         spawn = self.hub.spawn_local
         for item in outbox:
+            if item[0] < 0:  # a select of another P offers its cases, or is over
+                op, arg = item[2], item[3]
+                if op == "offer":
+                    self.offer_cases(*arg)
+                else:
+                    self.withdraw(*arg)
+                continue
             self.serving += 1
             spawn(self._forward, item, {})
 
