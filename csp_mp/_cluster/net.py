@@ -15,6 +15,10 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
 - ``("req", rid, oid, op, arg)`` an operation on an object homed at the receiver, answered by
   ``("rep", rid, ok, value or exception)``; blocking ones are carried out by a goroutine at the
   home, parked there as the remote goroutine's stand-in;
+- ``("put", oid, value)`` a send into buffered channel ``oid`` on a credit (a buffer slot the
+  home reserved for the sender's node), no answer; ``("credit", oid, k)`` the home reserves k
+  more slots of channel ``oid`` for the receiver; ``("putfail", oid, exc)`` a put found the
+  channel closed (a send on a closed channel: the sender's run panics);
 - ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
@@ -36,9 +40,20 @@ rounds in a row with nothing changed, and every message sent has been handled: c
 from the last answer of the first round to the first of the second make one consistent cut of
 the cluster, at which nothing runs, nothing can wake and nothing is in flight.
 
+Send credits: a send into another node's buffered channel (op ``sendb``) asks its home for
+credits with its first, blocking, request; the answer carries the slots granted (at most the
+room in the buffer not reserved for another node, and at most ``credit_window``). While a node
+holds credits for a channel its sends are ``put`` messages and return at once; the home lands
+them in the order they came (a put finding the buffer full, its room taken by a sender of the
+home, waits there in a queue of its sender's node, ahead of that node's later sends), and
+tops the credits up as puts land while there is room, in batches of at least half a window.
+A node out of credits sends the blocking way, which waits at the home for room.
+
 Invariants:
 - Every operation on a remote object commits at its home, once: a request is carried out
   exactly once, and its requester gets one reply, or ``ProcessLost`` if the home is lost first.
+- A node's sends into one remote channel land in the order its goroutines made them (puts and
+  blocking sends alike), each once.
 - A link silent for ``CSP_MP_HEARTBEAT_S`` (3 s by default) or closed without ``bye`` makes its
   node lost: every goroutine waiting on a reply from it gets ``ProcessLost`` naming it.
 """
@@ -58,7 +73,7 @@ from collections import deque
 from typing import Any
 
 from .._chan import Chan, default, select
-from .._errors import DeadlockError, ProcessLost
+from .._errors import ClosedChannelError, DeadlockError, ProcessLost
 from .._hub import Outcome, current_hub
 from .._hub import waits as W
 from .._mp import ctx as C
@@ -197,7 +212,7 @@ class _Unpickler(pickle.Unpickler):
 
 def perform(obj: Any, op: str, arg: Any) -> Any:
     """Carry out ``op`` on ``obj``, an object homed here, for a goroutine of any node."""
-    if op == "send":
+    if op in ("send", "sendb"):
         obj.send(arg)
         return None
     if op == "recv":
@@ -289,6 +304,14 @@ class Net:
         self.handled = [0] * n
         self.blocking_infra = 0
         #: (node 0) the probe's round, the answers to it and the last round's states (all quiet)
+        #: send credits (module doc): the slots this node holds in other nodes' channels,
+        #: (home, oid) -> k; the slots reserved here for other nodes, (oid, node) -> k, and in
+        #: all per channel, oid -> k; puts waiting here for room, (oid, node) -> deque of
+        #: (value, request id or 0)
+        self.credit: dict[tuple[int, int], int] = {}
+        self.reserved: dict[tuple[int, int], int] = {}
+        self.reserved_all: dict[int, int] = {}
+        self.pushq: dict[tuple[int, int], deque] = {}
         self.probe_round = 0
         self.probe_states: dict[int, Any] = {}
         self.last_quiet: tuple | None = None
@@ -489,7 +512,18 @@ class Net:
                 self._probe_reply(link.node, msg[1], msg[2])
             return
         self.handled[msg[1] if kind == "hello" else link.node] += 1
-        if kind == "rep":
+        if kind == "put":
+            self._put(link.node, msg[1], msg[2])
+        elif kind == "credit":
+            key = (link.node, msg[1])
+            self.credit[key] = self.credit.get(key, 0) + msg[2]
+        elif kind == "putfail":
+            self.credit.pop((link.node, msg[1]), None)
+            exc = msg[2]
+            exc.add_note(f"(a send into a channel of node {link.node}, on a credit, found it "
+                         "closed)")
+            raise exc
+        elif kind == "rep":
             got = self.pending.pop(msg[1], None)
             if got is not None:
                 self.hub.ready(got[0], (msg[2], msg[3]), next_=False)
@@ -566,6 +600,9 @@ class Net:
                 self.hub.ready(g, (False, err), next_=False)
         for oid, offers in list(self.offers.items()):  # its selects are gone with it
             self.offers[oid] = [o for o in offers if o[0] != node]
+        for oid, k in list(self.reserved):  # its credits too
+            if k == node:
+                self.reserved_all[oid] -= self.reserved.pop((oid, k))
         if node == 0:  # the program's node is gone: this node's run ends
             self.stopping = True
             self.stopped.set()
@@ -592,9 +629,13 @@ class Net:
                     return
                 self.reply(node, rid, True, got)
                 return
-            if op == "send":
+            if op == "sendb" and (oid, node) in self.pushq:  # behind that node's puts
+                self.pushq[oid, node].append((arg, rid))
+                return
+            if op in ("send", "sendb"):
                 if select((obj.send, arg), default)[0] == 0:
-                    self.reply(node, rid, True, None)
+                    self.reply(node, rid, True,
+                               self._grant(node, oid, obj, True) if op == "sendb" else None)
                     return
             elif op == "recv":
                 i, got = select(obj.recv_ok, default)
@@ -611,6 +652,8 @@ class Net:
         """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""
         try:
             got = perform(obj, op, arg) if obj is not self else self._node_op(op)
+            if op == "sendb":
+                got = self._grant(node, self.export_ids[id(obj)], obj, True)
         except Exception as exc:
             self.reply(node, rid, False, exc)
             return
@@ -633,14 +676,106 @@ class Net:
         why = self.lost.get(home)
         if why is not None:
             raise _lost_error(home, why)
+        if op == "sendb":
+            key = (home, oid)
+            k = self.credit.get(key, 0)
+            if k > 0:
+                self.credit[key] = k - 1
+                self.send(home, ("put", oid, arg))
+                return None
         hub = self.hub
         rid = next(self.rids)
         self.send(home, ("req", rid, oid, op, arg))
         self.pending[rid] = (hub.current, home)
         ok, value = hub.park(_reason(op))
         if ok:
+            if op == "sendb":  # the slots granted with it
+                self.credit[home, oid] = self.credit.get((home, oid), 0) + value
+                return None
             return value
         raise value
+
+    # ------------------------------------------------------------------ send credits
+
+    def credit_window(self, cap: int) -> int:
+        """The most slots of a channel of capacity ``cap`` one node may hold."""
+        return max(1, cap // max(1, self.n - 1))
+
+    def _grant(self, node: int, oid: int, ch: Any, now: bool) -> int:
+        """(hub thread) Reserve slots of channel ``oid`` for ``node``: as many as its window
+        lacks, within the room not reserved already; ``now``: for the answer to a blocking
+        send (else only a batch of at least half a window is worth a message). How many."""
+        key = (oid, node)
+        held = self.reserved.get(key, 0)
+        window = self.credit_window(ch.cap)
+        if not now and held * 2 > window:
+            return 0
+        total = self.reserved_all.get(oid, 0)
+        k = min(window - held, ch.cap - len(ch) - total)
+        if k <= 0 or (not now and k * 2 < window):
+            return 0
+        self.reserved[key] = held + k
+        self.reserved_all[oid] = total + k
+        return k
+
+    def _landed(self, node: int, oid: int) -> None:
+        """A put of ``node`` into channel ``oid`` used its slot."""
+        key = (oid, node)
+        held = self.reserved.get(key, 0)
+        if held > 0:
+            self.reserved[key] = held - 1
+            self.reserved_all[oid] -= 1
+
+    def _put(self, node: int, oid: int, value: Any) -> None:
+        """(dispatcher) A send of ``node`` on a credit: into the buffer now, else behind that
+        node's earlier puts, by a goroutine standing in for its sender."""
+        ch = self.exports[oid]
+        self._landed(node, oid)
+        key = (oid, node)
+        q = self.pushq.get(key)
+        if q is None:
+            try:
+                if select((ch.send, value), default)[0] == 0:
+                    k = self._grant(node, oid, ch, False)
+                    if k:
+                        self.send(node, ("credit", oid, k))
+                    return
+            except ClosedChannelError as exc:
+                self._put_failed(node, oid, exc)
+                return
+            q = self.pushq[key] = deque()
+            self.serving += 1
+            self.hub.spawn_local(self._push, (node, oid, ch, q), {})
+        q.append((value, 0))
+
+    def _push(self, node: int, oid: int, ch: Any, q: deque) -> None:
+        """(a goroutine) Land ``node``'s queued sends into channel ``oid`` in order, waiting
+        for room like the senders it stands in for."""
+        try:
+            while q:
+                value, rid = q[0]
+                try:
+                    ch.send(value)
+                except ClosedChannelError as exc:
+                    q.popleft()
+                    if rid:
+                        self.reply(node, rid, False, exc)
+                    else:
+                        self._put_failed(node, oid, exc)
+                    continue
+                q.popleft()
+                if rid:
+                    self.reply(node, rid, True, self._grant(node, oid, ch, True))
+        finally:
+            del self.pushq[oid, node]
+            self.serving -= 1
+
+    def _put_failed(self, node: int, oid: int, exc: BaseException) -> None:
+        """A put found channel ``oid`` closed: its sender's node panics, as a send would."""
+        key = (oid, node)
+        self.reserved_all[oid] = self.reserved_all.get(oid, 0) - self.reserved.pop(key, 0)
+        if node not in self.lost:
+            self.send(node, ("putfail", oid, exc))
 
     # ------------------------------------------------------------------ select meets select
 

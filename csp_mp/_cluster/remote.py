@@ -84,7 +84,7 @@ class RemoteChan(Chan):
         raise value
 
     def send(self, v: Any) -> None:
-        self._call("send", v)
+        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (net.py)
 
     def recv_ok(self) -> tuple[Any, bool]:
         return self._call("recv")

@@ -256,6 +256,77 @@ def test_a_node_at_work_is_no_deadlock(cluster) -> None:
     assert csp_mp.run(main, cluster=cluster.address) == "late"
 
 
+def _stream(ch: csp_mp.Chan, tag: str, n: int, progress: csp_mp.Chan | None) -> None:
+    """Send ``(tag, 0..n-1)`` into ``ch``; with ``progress``, say each one sent there too."""
+    for i in range(n):
+        ch.send((tag, i))
+        if progress is not None:
+            progress.send(i)
+
+
+def test_streams_into_a_remote_buffered_channel_arrive_in_order_once(cluster) -> None:
+    """Two goroutines of node 1 stream into a small buffered channel of node 0 (on credits)
+    while one of node 0 competes for its room: each sender's values arrive once, in order."""
+
+    def main():
+        ch = csp_mp.Chan(8)
+        for tag in ("a", "b"):
+            go_node(1, _stream, ch, tag, 600, None)
+        csp_mp.go_local(_stream, ch, "home", 600, None)
+        got: dict[str, list[int]] = {"a": [], "b": [], "home": []}
+        for k in range(1800):
+            tag, i = ch.recv()
+            got[tag].append(i)
+            if k % 200 == 0:
+                csp_mp.blocking(time.sleep, 0.02)  # let the buffer fill: puts wait for room
+        return got, len(ch)
+
+    got, left = csp_mp.run(main, cluster=cluster.address)
+    assert got == {tag: list(range(600)) for tag in ("a", "b", "home")} and left == 0
+
+
+def test_sends_into_a_full_remote_buffer_wait_for_room(cluster) -> None:
+    """Credits are buffer slots: a node 1 sender fills a Chan(4) of node 0 and then waits."""
+    from csp_mp import after
+
+    def main():
+        ch, progress = csp_mp.Chan(4), csp_mp.Chan(16)
+        go_node(1, _stream, ch, "x", 6, progress)
+        assert [progress.recv() for _ in range(4)] == [0, 1, 2, 3]
+        full = len(ch)
+        k, _ = csp_mp.select(progress.recv, after(0.3).recv)
+        assert k == 1, "a send went past the buffer's capacity"
+        first = ch.recv()
+        fifth = progress.recv()  # room again: the fifth send completes
+        rest = [ch.recv() for _ in range(5)]
+        return full, first, fifth, rest
+
+    full, first, fifth, rest = csp_mp.run(main, cluster=cluster.address)
+    assert full == 4 and first == ("x", 0) and fifth == 4
+    assert rest == [("x", i) for i in range(1, 6)]
+
+
+def _send_after_close(ch: csp_mp.Chan, closed: csp_mp.Chan) -> None:
+    ch.send(1)  # the first send asks for credits
+    closed.recv()
+    ch.send(2)  # on a credit: the home finds the channel closed
+
+
+def test_a_send_on_credit_into_a_closed_channel_panics(cluster) -> None:
+    def main():
+        ch, closed = csp_mp.Chan(4), csp_mp.Chan()
+        go_node(1, _send_after_close, ch, closed)
+        assert ch.recv() == 1
+        ch.close()
+        closed.close()
+        csp_mp.Chan().recv()  # until the panic ends the run
+
+    with pytest.raises((csp_mp.Panic, csp_mp.ClosedChannelError)) as info:
+        csp_mp.run(main, cluster=cluster.address)
+    text = str(info.value) + "".join(getattr(info.value, "__notes__", ()))
+    assert "closed" in text, text
+
+
 def _make_sync(out: csp_mp.Chan) -> None:
     """(node 1) Make a WaitGroup, a Mutex and a counter, hand them to node 0."""
     out.send((csp_mp.WaitGroup(), csp_mp.Mutex(), csp_mp.atomic.Int64(5)))
