@@ -18,7 +18,9 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
 - ``("put", oid, value)`` a send into buffered channel ``oid`` on a credit (a buffer slot the
   home reserved for the sender's node), no answer; ``("credit", oid, k)`` the home reserves k
   more slots of channel ``oid`` for the receiver; ``("putfail", oid, exc)`` a put found the
-  channel closed (a send on a closed channel: the sender's run panics);
+  channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
+  sender waits until its first k puts to the receiver have landed, answered by
+  ``("fenced", k)``;
 - ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
@@ -48,6 +50,12 @@ them in the order they came (a put finding the buffer full, its room taken by a 
 home, waits there in a queue of its sender's node, ahead of that node's later sends), and
 tops the credits up as puts land while there is room, in batches of at least half a window.
 A node out of credits sends the blocking way, which waits at the home for room.
+
+A put returns before its value lands, so it is fenced: while puts of this node to a home have
+not been confirmed landed (``unfenced``), a message to any other node is held back, with every
+later message (``held``), until a ``fence`` round trip to that home confirms them. Whatever
+another node learns from this one thus comes after the values this node sent (a close caused
+that way finds them in the buffer); a stream to one home pays nothing.
 
 Invariants:
 - Every operation on a remote object commits at its home, once: a request is carried out
@@ -243,7 +251,7 @@ def _reason(op: str) -> str:
 
 
 #: messages of the heartbeat and the deadlock probe: not counted as the program's traffic
-_PROBES = frozenset(("hb", "dq", "dr"))
+_PROBES = frozenset(("hb", "dq", "dr", "fence", "fenced"))
 _INLINE = frozenset(("trysend", "tryrecv", "close", "len", "closed", "stats"))
 
 
@@ -312,6 +320,16 @@ class Net:
         self.reserved: dict[tuple[int, int], int] = {}
         self.reserved_all: dict[int, int] = {}
         self.pushq: dict[tuple[int, int], deque] = {}
+        #: the fence (module doc): puts written to each node, how many of them each confirmed
+        #: landed and how many a fence asked about; the homes with puts not confirmed; the
+        #: messages held back meanwhile, (node, frame, is a put), in order; (home side) the
+        #: fence each node waits for while its puts wait for room, node -> k
+        self.puts = [0] * n
+        self.fenced = [0] * n
+        self.fence_asked = [0] * n
+        self.unfenced: set[int] = set()
+        self.held: deque = deque()
+        self.fence_wait: dict[int, int] = {}
         self.probe_round = 0
         self.probe_states: dict[int, Any] = {}
         self.last_quiet: tuple | None = None
@@ -510,6 +528,13 @@ class Net:
                 self._put_probe(link.node, ("dr", msg[1], self.quiet()))
             elif kind == "dr":
                 self._probe_reply(link.node, msg[1], msg[2])
+            elif kind == "fence":
+                if any(key[1] == link.node for key in self.pushq):
+                    self.fence_wait[link.node] = msg[1]  # answered once they landed (_push)
+                else:
+                    self._put_probe(link.node, ("fenced", msg[1]))
+            elif kind == "fenced":
+                self._fenced(link.node, msg[1])
             return
         self.handled[msg[1] if kind == "hello" else link.node] += 1
         if kind == "put":
@@ -603,6 +628,9 @@ class Net:
         for oid, k in list(self.reserved):  # its credits too
             if k == node:
                 self.reserved_all[oid] -= self.reserved.pop((oid, k))
+        if node in self.unfenced:  # its puts are lost with it (ProcessLost says so)
+            self.unfenced.discard(node)
+            self._flush_held()
         if node == 0:  # the program's node is gone: this node's run ends
             self.stopping = True
             self.stopped.set()
@@ -769,6 +797,10 @@ class Net:
         finally:
             del self.pushq[oid, node]
             self.serving -= 1
+            k = self.fence_wait.get(node)
+            if k is not None and not any(key[1] == node for key in self.pushq):
+                del self.fence_wait[node]
+                self._put_probe(node, ("fenced", k))
 
     def _put_failed(self, node: int, oid: int, exc: BaseException) -> None:
         """A put found channel ``oid`` closed: its sender's node panics, as a send would."""
@@ -1044,18 +1076,55 @@ class Net:
         return f.getvalue()
 
     def send(self, node: int, msg: Any) -> None:
-        """Queue ``msg`` for ``node`` (TypeError if it cannot travel)."""
+        """Queue ``msg`` for ``node`` (TypeError if it cannot travel), after the puts this
+        node sent to other nodes have landed (the fence, module doc)."""
         data = self.dumps(msg)
-        link = self.links.get(node)
-        if link is None:
+        if node not in self.links:
             why = self.lost.get(node, "no link to it")
             raise _lost_error(node, why)
+        self.sent[node] += 1
+        unfenced = self.unfenced
+        if self.held or (unfenced and (len(unfenced) > 1 or node not in unfenced)):
+            self.held.append((node, data, msg[0] == "put"))
+            self._flush_held()
+            return
+        self._write(node, data, msg[0] == "put")
+
+    def _write(self, node: int, data: bytes, is_put: bool) -> None:
+        link = self.links.get(node)
+        if link is None or node in self.lost:
+            return
         if len(data) >= BIG:
             link.put(HDR.pack(len(data)))
             link.put(data)
         else:
             link.put(HDR.pack(len(data)) + data)
-        self.sent[node] += 1
+        if is_put:
+            self.puts[node] += 1
+            self.unfenced.add(node)
+
+    def _flush_held(self) -> None:
+        """Write the held messages whose turn has come: each once no put to another node
+        is unconfirmed; ask those nodes for a fence otherwise."""
+        held = self.held
+        while held:
+            node = held[0][0]
+            need = [h for h in self.unfenced if h != node]
+            if need:
+                for h in need:
+                    if self.fence_asked[h] < self.puts[h]:
+                        self.fence_asked[h] = self.puts[h]
+                        self._put_probe(h, ("fence", self.puts[h]))
+                return
+            node, data, is_put = held.popleft()
+            self._write(node, data, is_put)
+
+    def _fenced(self, home: int, k: int) -> None:
+        """``home`` confirms this node's first ``k`` puts to it landed."""
+        self.fenced[home] = max(self.fenced[home], k)
+        if self.fenced[home] >= self.puts[home]:
+            self.unfenced.discard(home)
+            self._flush_held()
 
 
 def _node_dump(text: str, node: int) -> str:

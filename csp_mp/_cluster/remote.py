@@ -31,8 +31,8 @@ returns.
 from __future__ import annotations
 
 import functools
-import itertools
 import os
+import time
 from typing import Any
 
 from .._chan import Chan, select
@@ -227,7 +227,6 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
 
 _BACKOFF_MIN = 0.0005
 _BACKOFF_MAX = 0.010
-_tids = itertools.count(1)
 
 
 def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
@@ -256,7 +255,8 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
     me: Any = None
     if dflt < 0:
         token = Chan()
-        tid = (os.getpid(), next(_tids))
+        # unique on its node: no two live tokens share an id, nor one id two moments
+        tid = (os.getpid(), id(token), time.monotonic_ns())
         me = (proc.node, tid)
     offered: list[tuple[int, int]] = []
     delay = _BACKOFF_MIN

@@ -48,6 +48,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
                                "health_check_initial_delay_ms": 1000}})
         c.add_node(num_cpus=cpus, object_store_memory=80 << 20)
         c.wait_for_nodes()
+        c.csp_cpus = cpus  # type: ignore[attr-defined]
         yield c
     finally:
         if c is not None:
@@ -58,6 +59,20 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
             else:
                 os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def third_node(cluster):
+    """A third node for one test, removed (as if lost) after it."""
+    node = cluster.add_node(num_cpus=getattr(cluster, "csp_cpus", 1),
+                            object_store_memory=80 << 20)
+    cluster.wait_for_nodes()
+    try:
+        yield node
+    finally:
+        if node in cluster.list_all_nodes():
+            cluster.remove_node(node, allow_graceful=False)
+        cluster.wait_for_nodes()  # Ray sees it gone: the next run places no bundle there
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """select meeting select across nodes when a select also has a local case, or runs on a P
-other than its node's P0 (nodes of 2 CPUs, so that a node can run 2 Ps)."""
+other than its node's P0 (nodes of 2 CPUs, so that a node can run 2 Ps); sends on credits
+fenced against what a third node learns after them."""
 
 from __future__ import annotations
 
@@ -69,3 +70,34 @@ def test_select_meets_select_with_local_cases_and_on_other_ps(cluster, ps, with_
     assert all(i in (0, 1) for i, _ in got) and all(i in (0, 1) for i in sent)
     # a value travels on the channel both selects took: the same case on each side
     assert [i for i, _ in sorted(got, key=lambda c: c[1])] == sent
+
+
+def _close_when_told(ch: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """Make a channel here, hand it to node 0, close ``ch`` once told on it."""
+    tell = csp_mp.Chan()
+    out.send((runtime.current_node(), tell))
+    tell.recv()
+    ch.close()
+
+
+def _stream_then_tell(ch: csp_mp.Chan, n: int, tell: csp_mp.Chan) -> None:
+    for i in range(n):
+        ch.send(i)  # on credits: returns before the value lands
+    ch.send(bytes(16 << 20))  # a value that takes a while to travel
+    tell.send("done")  # to the third node, which closes ch at its home
+
+
+def test_a_close_caused_through_a_third_node_comes_after_the_sends(cluster, third_node) -> None:
+    """Node a streams into node 0's buffered channel, then tells node b, which closes it:
+    every value is in the channel before the close (the fence), none lost, none twice."""
+
+    def main():
+        ch, out = csp_mp.Chan(64), csp_mp.Chan()
+        go_node(2, _close_when_told, ch, out)
+        b, tell = out.recv()
+        go_node(1, _stream_then_tell, ch, 300, tell)
+        got = list(ch)
+        return b, got[:-1], len(got[-1])
+
+    b, got, big = csp_mp.run(main, cluster=cluster.address, procs=1)
+    assert b == 2 and got == list(range(300)) and big == 16 << 20
