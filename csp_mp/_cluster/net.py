@@ -15,16 +15,53 @@ arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere. Messag
 - ``("req", rid, oid, op, arg)`` an operation on an object homed at the receiver, answered by
   ``("rep", rid, ok, value or exception)``; blocking ones are carried out by a goroutine at the
   home, parked there as the remote goroutine's stand-in;
+- ``("put", oid, value)`` a send into buffered channel ``oid`` on a credit (a buffer slot the
+  home reserved for the sender's node), no answer; ``("credit", oid, k)`` the home reserves k
+  more slots of channel ``oid`` for the receiver; ``("putfail", oid, exc)`` a put found the
+  channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
+  sender waits until its first k puts to the receiver have landed, answered by
+  ``("fenced", k)``;
 - ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
-  partner claims an offer's token at its node (node operation ``claim``, object id 0);
+  partner claims an offer's token at its node (node operation ``claim``, object id 0): the
+  claim is a send on the token's unbuffered channel, which commits only while the select waits
+  on it (``remote.select_remote``);
 - ``("hb",)`` heartbeat, ``("panic", exc, text)`` a node's run ended in a panic,
-  ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose.
+  ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose;
+- ``("dq", round)`` node 0 asks whether the node's program is durably blocked, answered by
+  ``("dr", round, state)`` (``Net.quiet``); neither counts as the program's traffic.
+
+Deadlock detection across nodes: every node keeps one goroutine in a blocking call (a message
+from another node may wake its goroutines, so its own checkdead never reports a deadlock), and
+counts the messages it sends to and handles from each node (``hb``, ``dq``, ``dr`` aside).
+Node 0 asks every node at each heartbeat; a node answers with its counters and its Ps' epochs
+when every program goroutine there is durably blocked and nothing is queued (Go's checkdead, on
+its Ps), else None. Node 0 declares a deadlock when every node, itself included, says so in two
+rounds in a row with nothing changed, and every message sent has been handled: counters frozen
+from the last answer of the first round to the first of the second make one consistent cut of
+the cluster, at which nothing runs, nothing can wake and nothing is in flight.
+
+Send credits: a send into another node's buffered channel (op ``sendb``) asks its home for
+credits with its first, blocking, request; the answer carries the slots granted (at most the
+room in the buffer not reserved for another node, and at most ``credit_window``). While a node
+holds credits for a channel its sends are ``put`` messages and return at once; the home lands
+them in the order they came (a put finding the buffer full, its room taken by a sender of the
+home, waits there in a queue of its sender's node, ahead of that node's later sends), and
+tops the credits up as puts land while there is room, in batches of at least half a window.
+A node out of credits sends the blocking way, which waits at the home for room.
+
+A put returns before its value lands, so it is fenced: while puts of this node to a home have
+not been confirmed landed (``unfenced``), a message to any other node is held back, with every
+later message (``held``), until a ``fence`` round trip to that home confirms them. Whatever
+another node learns from this one thus comes after the values this node sent (a close caused
+that way finds them in the buffer); a stream to one home pays nothing.
 
 Invariants:
 - Every operation on a remote object commits at its home, once: a request is carried out
   exactly once, and its requester gets one reply, or ``ProcessLost`` if the home is lost first.
+- A node's sends into one remote channel land in the order its goroutines made them (puts and
+  blocking sends alike), each once.
 - A link silent for ``CSP_MP_HEARTBEAT_S`` (3 s by default) or closed without ``bye`` makes its
   node lost: every goroutine waiting on a reply from it gets ``ProcessLost`` naming it.
 """
@@ -44,9 +81,10 @@ from collections import deque
 from typing import Any
 
 from .._chan import Chan, default, select
-from .._errors import ProcessLost
-from .._hub import current_hub
+from .._errors import ClosedChannelError, DeadlockError, ProcessLost
+from .._hub import Outcome, current_hub
 from .._hub import waits as W
+from .._mp import ctx as C
 from .._proc import proc
 from .._shm import cloud
 from .remote import RemoteChan, homed_classes, make_obj, proxy_class
@@ -182,7 +220,7 @@ class _Unpickler(pickle.Unpickler):
 
 def perform(obj: Any, op: str, arg: Any) -> Any:
     """Carry out ``op`` on ``obj``, an object homed here, for a goroutine of any node."""
-    if op == "send":
+    if op in ("send", "sendb"):
         obj.send(arg)
         return None
     if op == "recv":
@@ -207,15 +245,13 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
     raise ValueError(f"unknown remote operation {op!r}")
 
 
-# a select token's states (Net.tokens)
-WAITING, TRYING, DONE = 0, 1, 2
-
-
 def _reason(op: str) -> str:
     return W.CHAN_SEND if op == "send" else W.CHAN_RECV
 
 
 
+#: messages of the heartbeat and the deadlock probe: not counted as the program's traffic
+_PROBES = frozenset(("hb", "dq", "dr", "fence", "fenced"))
 _INLINE = frozenset(("trysend", "tryrecv", "close", "len", "closed", "stats"))
 
 
@@ -263,14 +299,41 @@ class Net:
         #: goroutines standing in for goroutines of other nodes or Ps (``_serve``, ``_forward``)
         self.infra = 0 if me == 0 else 1
         self.serving = 0
-        #: select tokens of this node's selects that offered cases (``select_remote``):
-        #: id -> [state, case, payload, wake channel]; and the cases other nodes' selects
+        #: select tokens of this node's selects that offered cases (``select_remote``): id ->
+        #: the unbuffered channel the select waits on; and the cases other nodes' selects
         #: offer on channels homed here: oid -> [(node, token id, case, is_send, value)]
-        self.tokens: dict[int, list] = {}
-        self.tids = itertools.count(1)
+        self.tokens: dict[Any, Chan] = {}
         self.offers: dict[int, list[tuple]] = {}
         self.pbuf = io.BytesIO()
         self.pickler = _Pickler(self.pbuf, self)
+        #: messages sent to and handled from each node (the deadlock probe's ``hb``, ``dq`` and
+        #: ``dr`` aside), and the blocking calls the runtime's own goroutines hold here
+        self.sent = [0] * n
+        self.handled = [0] * n
+        self.blocking_infra = 0
+        #: (node 0) the probe's round, the answers to it and the last round's states (all quiet)
+        #: send credits (module doc): the slots this node holds in other nodes' channels,
+        #: (home, oid) -> k; the slots reserved here for other nodes, (oid, node) -> k, and in
+        #: all per channel, oid -> k; puts waiting here for room, (oid, node) -> deque of
+        #: (value, request id or 0)
+        self.credit: dict[tuple[int, int], int] = {}
+        self.reserved: dict[tuple[int, int], int] = {}
+        self.reserved_all: dict[int, int] = {}
+        self.pushq: dict[tuple[int, int], deque] = {}
+        #: the fence (module doc): puts written to each node, how many of them each confirmed
+        #: landed and how many a fence asked about; the homes with puts not confirmed; the
+        #: messages held back meanwhile, (node, frame, is a put), in order; (home side) the
+        #: fence each node waits for while its puts wait for room, node -> k
+        self.puts = [0] * n
+        self.fenced = [0] * n
+        self.fence_asked = [0] * n
+        self.unfenced: set[int] = set()
+        self.held: deque = deque()
+        self.fence_wait: dict[int, int] = {}
+        self.probe_round = 0
+        self.probe_states: dict[int, Any] = {}
+        self.last_quiet: tuple | None = None
+        self.deadlocked = False
 
     # ------------------------------------------------------------------ start and stop
 
@@ -287,7 +350,8 @@ class Net:
         hub.spawn_local(self._dispatch_loop, (), {})
         self.infra += 2  # the dispatcher and the keeper below
         # a goroutine always in a blocking call: other nodes can wake this node's goroutines,
-        # so they never count as deadlocked here
+        # so this node's checkdead never reports a deadlock; node 0's probe does (module doc)
+        self.blocking_infra += 1
         hub.spawn_local(_keep_alive, (self.stopped,), {})
         _thread(self._accept_loop, "accept")
         _thread(self._beat_loop, "heartbeat")
@@ -394,6 +458,15 @@ class Net:
         except Exception:  # the runtime stopped meanwhile
             pass
 
+    def _post_call(self, fn: Any) -> None:
+        """(a thread) Have the hub call ``fn`` at its next pass."""
+        if self.stopped.is_set():
+            return
+        try:
+            self.hub.post(fn)
+        except Exception:  # the runtime stopped meanwhile
+            pass
+
     @staticmethod
     def _read_big(link: Link, buf: bytearray, size: int) -> bytearray:
         """The rest of a large frame, read straight into its own buffer."""
@@ -413,6 +486,8 @@ class Net:
         beat = _frame(pickle.dumps(("hb",)))
         period = min(0.5, self.timeout / 4)
         while not self.stopped.wait(period):
+            if self.me == 0 and (self.n == 1 or self.all_ready.is_set()):
+                self._post_call(self._probe)
             now = time.monotonic()
             for link in list(self.links.values()):
                 link.put(beat)
@@ -448,14 +523,37 @@ class Net:
 
     def _handle(self, link: Link, msg: tuple) -> None:
         kind = msg[0]
-        if kind == "rep":
+        if kind in _PROBES:
+            if kind == "dq":
+                self._put_probe(link.node, ("dr", msg[1], self.quiet()))
+            elif kind == "dr":
+                self._probe_reply(link.node, msg[1], msg[2])
+            elif kind == "fence":
+                if any(key[1] == link.node for key in self.pushq):
+                    self.fence_wait[link.node] = msg[1]  # answered once they landed (_push)
+                else:
+                    self._put_probe(link.node, ("fenced", msg[1]))
+            elif kind == "fenced":
+                self._fenced(link.node, msg[1])
+            return
+        self.handled[msg[1] if kind == "hello" else link.node] += 1
+        if kind == "put":
+            self._put(link.node, msg[1], msg[2])
+        elif kind == "credit":
+            key = (link.node, msg[1])
+            self.credit[key] = self.credit.get(key, 0) + msg[2]
+        elif kind == "putfail":
+            self.credit.pop((link.node, msg[1]), None)
+            exc = msg[2]
+            exc.add_note(f"(a send into a channel of node {link.node}, on a credit, found it "
+                         "closed)")
+            raise exc
+        elif kind == "rep":
             got = self.pending.pop(msg[1], None)
             if got is not None:
                 self.hub.ready(got[0], (msg[2], msg[3]), next_=False)
         elif kind == "req":
             self._request(link.node, msg[1], msg[2], msg[3], msg[4])
-        elif kind == "hb":
-            pass
         elif kind == "go":
             from .ship import start_shipped
 
@@ -527,6 +625,12 @@ class Net:
                 self.hub.ready(g, (False, err), next_=False)
         for oid, offers in list(self.offers.items()):  # its selects are gone with it
             self.offers[oid] = [o for o in offers if o[0] != node]
+        for oid, k in list(self.reserved):  # its credits too
+            if k == node:
+                self.reserved_all[oid] -= self.reserved.pop((oid, k))
+        if node in self.unfenced:  # its puts are lost with it (ProcessLost says so)
+            self.unfenced.discard(node)
+            self._flush_held()
         if node == 0:  # the program's node is gone: this node's run ends
             self.stopping = True
             self.stopped.set()
@@ -553,9 +657,13 @@ class Net:
                     return
                 self.reply(node, rid, True, got)
                 return
-            if op == "send":
+            if op == "sendb" and (oid, node) in self.pushq:  # behind that node's puts
+                self.pushq[oid, node].append((arg, rid))
+                return
+            if op in ("send", "sendb"):
                 if select((obj.send, arg), default)[0] == 0:
-                    self.reply(node, rid, True, None)
+                    self.reply(node, rid, True,
+                               self._grant(node, oid, obj, True) if op == "sendb" else None)
                     return
             elif op == "recv":
                 i, got = select(obj.recv_ok, default)
@@ -572,6 +680,8 @@ class Net:
         """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""
         try:
             got = perform(obj, op, arg) if obj is not self else self._node_op(op)
+            if op == "sendb":
+                got = self._grant(node, self.export_ids[id(obj)], obj, True)
         except Exception as exc:
             self.reply(node, rid, False, exc)
             return
@@ -594,44 +704,138 @@ class Net:
         why = self.lost.get(home)
         if why is not None:
             raise _lost_error(home, why)
+        if op == "sendb":
+            key = (home, oid)
+            k = self.credit.get(key, 0)
+            if k > 0:
+                self.credit[key] = k - 1
+                self.send(home, ("put", oid, arg))
+                return None
         hub = self.hub
         rid = next(self.rids)
         self.send(home, ("req", rid, oid, op, arg))
         self.pending[rid] = (hub.current, home)
         ok, value = hub.park(_reason(op))
         if ok:
+            if op == "sendb":  # the slots granted with it
+                self.credit[home, oid] = self.credit.get((home, oid), 0) + value
+                return None
             return value
         raise value
 
+    # ------------------------------------------------------------------ send credits
+
+    def credit_window(self, cap: int) -> int:
+        """The most slots of a channel of capacity ``cap`` one node may hold."""
+        return max(1, cap // max(1, self.n - 1))
+
+    def _grant(self, node: int, oid: int, ch: Any, now: bool) -> int:
+        """(hub thread) Reserve slots of channel ``oid`` for ``node``: as many as its window
+        lacks, within the room not reserved already; ``now``: for the answer to a blocking
+        send (else only a batch of at least half a window is worth a message). How many."""
+        key = (oid, node)
+        held = self.reserved.get(key, 0)
+        window = self.credit_window(ch.cap)
+        if not now and held * 2 > window:
+            return 0
+        total = self.reserved_all.get(oid, 0)
+        k = min(window - held, ch.cap - len(ch) - total)
+        if k <= 0 or (not now and k * 2 < window):
+            return 0
+        self.reserved[key] = held + k
+        self.reserved_all[oid] = total + k
+        return k
+
+    def _landed(self, node: int, oid: int) -> None:
+        """A put of ``node`` into channel ``oid`` used its slot."""
+        key = (oid, node)
+        held = self.reserved.get(key, 0)
+        if held > 0:
+            self.reserved[key] = held - 1
+            self.reserved_all[oid] -= 1
+
+    def _put(self, node: int, oid: int, value: Any) -> None:
+        """(dispatcher) A send of ``node`` on a credit: into the buffer now, else behind that
+        node's earlier puts, by a goroutine standing in for its sender."""
+        ch = self.exports[oid]
+        self._landed(node, oid)
+        key = (oid, node)
+        q = self.pushq.get(key)
+        if q is None:
+            try:
+                if select((ch.send, value), default)[0] == 0:
+                    k = self._grant(node, oid, ch, False)
+                    if k:
+                        self.send(node, ("credit", oid, k))
+                    return
+            except ClosedChannelError as exc:
+                self._put_failed(node, oid, exc)
+                return
+            q = self.pushq[key] = deque()
+            self.serving += 1
+            self.hub.spawn_local(self._push, (node, oid, ch, q), {})
+        q.append((value, 0))
+
+    def _push(self, node: int, oid: int, ch: Any, q: deque) -> None:
+        """(a goroutine) Land ``node``'s queued sends into channel ``oid`` in order, waiting
+        for room like the senders it stands in for."""
+        try:
+            while q:
+                value, rid = q[0]
+                try:
+                    ch.send(value)
+                except ClosedChannelError as exc:
+                    q.popleft()
+                    if rid:
+                        self.reply(node, rid, False, exc)
+                    else:
+                        self._put_failed(node, oid, exc)
+                    continue
+                q.popleft()
+                if rid:
+                    self.reply(node, rid, True, self._grant(node, oid, ch, True))
+        finally:
+            del self.pushq[oid, node]
+            self.serving -= 1
+            k = self.fence_wait.get(node)
+            if k is not None and not any(key[1] == node for key in self.pushq):
+                del self.fence_wait[node]
+                self._put_probe(node, ("fenced", k))
+
+    def _put_failed(self, node: int, oid: int, exc: BaseException) -> None:
+        """A put found channel ``oid`` closed: its sender's node panics, as a send would."""
+        key = (oid, node)
+        self.reserved_all[oid] = self.reserved_all.get(oid, 0) - self.reserved.pop(key, 0)
+        if node not in self.lost:
+            self.send(node, ("putfail", oid, exc))
+
     # ------------------------------------------------------------------ select meets select
 
-    def new_token(self) -> tuple[int, list]:
-        """(a goroutine on P0) A token for a select that offers its cases at their homes."""
-        tid = next(self.tids)
-        tok = self.tokens[tid] = [WAITING, -1, None, Chan(1)]
-        return tid, tok
+    def offer_cases(self, tid: Any, token: Chan, cases: list[tuple]) -> None:
+        """Register a select's token and offer its cases ``(home, oid, case, is_send, value)``
+        at their homes (no answer)."""
+        self.tokens[tid] = token
+        for home, oid, case, is_send, value in cases:
+            if home not in self.lost:
+                self.send(home, ("offer", oid, tid, case, is_send, value))
 
-    def offer(self, home: int, oid: int, tid: int, case: int, is_send: bool, value: Any) -> None:
-        """Offer a select's case at the channel's home (no answer)."""
-        self.send(home, ("offer", oid, tid, case, is_send, value))
+    def withdraw(self, tid: Any, homes: list[tuple[int, int]]) -> None:
+        """A select is over: forget its token, take its offers on ``(home, oid)`` back."""
+        self.tokens.pop(tid, None)
+        for home, oid in homes:
+            if home not in self.lost:
+                self.send(home, ("unoffer", oid, tid))
 
-    def unoffer(self, home: int, oid: int, tid: int) -> None:
-        """Take a select's offers on channel ``oid`` back."""
-        if home not in self.lost:
-            self.send(home, ("unoffer", oid, tid))
-
-    def _claim(self, tid: int, case: int, payload: Any) -> str:
+    def _claim(self, tid: Any, case: int, payload: Any) -> str:
         """(dispatcher) A home asks to complete case ``case`` of token ``tid``'s select: ``ok``
-        (it is done: the select returns that case), ``busy`` (it is trying its cases itself)
-        or ``gone`` (it is done already, or over)."""
-        tok = self.tokens.get(tid)
-        if tok is None or tok[0] == DONE:
+        (the select waited on its token and returns that case), ``busy`` (it is not waiting
+        there now: trying its cases, or taking another one) or ``gone`` (it is over)."""
+        token = self.tokens.get(tid)
+        if token is None:
             return "gone"
-        if tok[0] == TRYING:
-            return "busy"
-        tok[0], tok[1], tok[2] = DONE, case, payload
-        select((tok[3].send, None), default)  # wake it
-        return "ok"
+        if select((token.send, (case, payload)), default)[0] == 0:
+            return "ok"
+        return "busy"
 
     def _match(self, node: int, rid: int, oid: int, op: str, arg: Any) -> None:
         """(a goroutine) A try from ``node`` found no partner on channel ``oid``: complete it
@@ -660,6 +864,89 @@ class Net:
         finally:
             self.serving -= 1
         self.reply(node, rid, True, got)
+
+    # ------------------------------------------------------------------ deadlock across nodes
+
+    def quiet(self) -> tuple | None:
+        """(hub thread) None unless every program goroutine on this node is durably blocked
+        and nothing is queued here; else what must not change for that to last: the messages
+        sent to and handled from each node, and each P's epoch and wake-up counts."""
+        hub = self.hub
+        if (hub.runq or hub.runnext is not None or hub.fresh
+                or hub.pending_blocking != self.blocking_infra
+                or hub.timers.next_delay() is not None):
+            return None
+        ps: list[tuple[int, int, int]] = []
+        broker: Any = hub.broker
+        if broker is not None:
+            if broker.work_waiting():
+                return None
+            ctx = broker.ctx
+            for q in range(ctx.nprocs):
+                if q != ctx.p and (ctx.pload(q, C.P_STATUS) not in (C.STUCK, C.EXITED)
+                                   or len(ctx.runq[q]) or len(ctx.inbox[q])):
+                    return None
+                # this P's epoch moves with every message handled here: its counts stand in
+                ps.append((ctx.pload(q, C.P_EPOCH) if q != ctx.p else 0,
+                           ctx.pload(q, C.P_SENT), ctx.pload(q, C.P_HANDLED)))
+            if sum(p[1] for p in ps) != sum(p[2] for p in ps):
+                return None  # a wake-up between this node's Ps is in flight
+        return tuple(self.sent), tuple(self.handled), tuple(ps)
+
+    def _put_probe(self, node: int, msg: tuple) -> None:
+        link = self.links.get(node)
+        if link is not None:
+            link.put(_frame(pickle.dumps(msg)))
+
+    def _probe(self) -> None:
+        """(node 0, hub thread, each heartbeat) Ask every node whether it is durably blocked."""
+        if self.stopping or self.deadlocked:
+            return
+        self.probe_round += 1
+        self.probe_states = {}
+        nodes = [k for k in range(1, self.n) if k not in self.lost]
+        for k in nodes:
+            self._put_probe(k, ("dq", self.probe_round))
+        if not nodes:
+            self._probe_reply(0, self.probe_round, None)
+
+    def _probe_reply(self, node: int, rnd: int, state: tuple | None) -> None:
+        """(node 0, hub thread) A node's answer to round ``rnd``; the verdict once all are in."""
+        if rnd != self.probe_round or self.deadlocked:
+            return  # an answer to a round given up
+        if node:
+            self.probe_states[node] = state
+        live = [k for k in range(1, self.n) if k not in self.lost]
+        if any(k not in self.probe_states for k in live):
+            return
+        states = {0: self.quiet(), **{k: self.probe_states[k] for k in live}}
+        snap = tuple(sorted(states.items()))
+        if (any(st is None for st in states.values())
+                or any(states[i][0][j] != states[j][1][i]
+                       for i in states for j in states if i != j)):
+            self.last_quiet = None
+            return
+        if snap != self.last_quiet:
+            self.last_quiet = snap
+            return
+        self.deadlocked = True
+        self.hub.spawn_local(self._declare_deadlock, (), {})
+
+    def _declare_deadlock(self) -> None:
+        """(a goroutine on node 0) End the run with a DeadlockError whose stack covers every
+        node."""
+        hub = self.hub
+        try:
+            text = self.stack()
+        except ProcessLost:  # a node went away meanwhile: its loss is what the program sees
+            self.deadlocked = False
+            return
+
+        def end() -> None:
+            if hub.outcome is None:
+                hub.outcome = Outcome("deadlock", error=DeadlockError(stack=text))
+
+        hub.post(end)
 
     # ------------------------------------------------------------------ runtime-wide views
 
@@ -754,6 +1041,13 @@ class Net:
     def _forward_loop(self, outbox: Chan) -> None:
         spawn = self.hub.spawn_local
         for item in outbox:
+            if item[0] < 0:  # a select of another P offers its cases, or is over
+                op, arg = item[2], item[3]
+                if op == "offer":
+                    self.offer_cases(*arg)
+                else:
+                    self.withdraw(*arg)
+                continue
             self.serving += 1
             spawn(self._forward, item, {})
 
@@ -782,17 +1076,55 @@ class Net:
         return f.getvalue()
 
     def send(self, node: int, msg: Any) -> None:
-        """Queue ``msg`` for ``node`` (TypeError if it cannot travel)."""
+        """Queue ``msg`` for ``node`` (TypeError if it cannot travel), after the puts this
+        node sent to other nodes have landed (the fence, module doc)."""
         data = self.dumps(msg)
-        link = self.links.get(node)
-        if link is None:
+        if node not in self.links:
             why = self.lost.get(node, "no link to it")
             raise _lost_error(node, why)
+        self.sent[node] += 1
+        unfenced = self.unfenced
+        if self.held or (unfenced and (len(unfenced) > 1 or node not in unfenced)):
+            self.held.append((node, data, msg[0] == "put"))
+            self._flush_held()
+            return
+        self._write(node, data, msg[0] == "put")
+
+    def _write(self, node: int, data: bytes, is_put: bool) -> None:
+        link = self.links.get(node)
+        if link is None or node in self.lost:
+            return
         if len(data) >= BIG:
             link.put(HDR.pack(len(data)))
             link.put(data)
         else:
             link.put(HDR.pack(len(data)) + data)
+        if is_put:
+            self.puts[node] += 1
+            self.unfenced.add(node)
+
+    def _flush_held(self) -> None:
+        """Write the held messages whose turn has come: each once no put to another node
+        is unconfirmed; ask those nodes for a fence otherwise."""
+        held = self.held
+        while held:
+            node = held[0][0]
+            need = [h for h in self.unfenced if h != node]
+            if need:
+                for h in need:
+                    if self.fence_asked[h] < self.puts[h]:
+                        self.fence_asked[h] = self.puts[h]
+                        self._put_probe(h, ("fence", self.puts[h]))
+                return
+            node, data, is_put = held.popleft()
+            self._write(node, data, is_put)
+
+    def _fenced(self, home: int, k: int) -> None:
+        """``home`` confirms this node's first ``k`` puts to it landed."""
+        self.fenced[home] = max(self.fenced[home], k)
+        if self.fenced[home] >= self.puts[home]:
+            self.unfenced.discard(home)
+            self._flush_held()
 
 
 def _node_dump(text: str, node: int) -> str:

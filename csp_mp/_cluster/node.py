@@ -26,6 +26,7 @@ def node_main(me: int, n: int, procs: list[int], listener: socket.socket, addr0:
     held.append(net)  # closed by main(), after a panic is reported on its link to node 0
     net.start(listener)
     net.connect(0, addr0)
+    net.blocking_infra += 1  # the wait below: the runtime's, not the program's
     blocking(net.stopped.wait)
 
 

@@ -17,17 +17,22 @@ the remote ones again, backing off from 0.5 ms to 10 ms. A select whose only cas
 the plain blocking operation.
 
 Select meets select: two selects waiting on one unbuffered channel homed on a third node each
-only try, so neither would ever find the other parked there. A blocking select of remote cases
-only, on a node's P0, therefore also offers its cases at their homes, under a token of its node
-(WAITING, TRYING while it tries its cases itself, DONE). A try that finds no partner at a home
-takes an offer of the other side there if the offering node lets it claim the token (WAITING ->
-DONE, the value of a receive case riding in the claim); a token that is TRYING answers busy, so
-a select never completes two cases. The select withdraws its offers when it returns.
+only try, so neither would ever find the other parked there. A blocking select with a remote
+case therefore also offers its remote cases at their homes, under a token: an unbuffered
+channel registered with its node's P0 (directly on P0, through the node's outbox on another
+P), which it waits on along with its local cases. A try that finds no partner at a home takes
+an offer of the other side there if it can claim the offer's token: the token's node sends the
+case (and the value of a receive case) on the token's channel without blocking, which commits
+only while the select waits there, not while it tries its cases or once a local case took it;
+so a select completes exactly one case. The select withdraws its token and offers when it
+returns.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import time
 from typing import Any
 
 from .._chan import Chan, select
@@ -79,7 +84,7 @@ class RemoteChan(Chan):
         raise value
 
     def send(self, v: Any) -> None:
-        self._call("send", v)
+        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (net.py)
 
     def recv_ok(self) -> tuple[Any, bool]:
         return self._call("recv")
@@ -220,7 +225,6 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     return RemoteChan.make(home, oid, cap, None, outbox)
 
 
-_WAITING, _TRYING, _DONE = 0, 1, 2  # net.WAITING, TRYING, DONE (net.py imports this module)
 _BACKOFF_MIN = 0.0005
 _BACKOFF_MAX = 0.010
 
@@ -228,7 +232,7 @@ _BACKOFF_MAX = 0.010
 def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
     """``select`` with at least one case on a channel of another node (see the module doc)."""
     from .._chan import default
-    from .._time import after, sleep
+    from .._time import after
 
     if len(live) == 1 and dflt < 0:
         kind, ch, x = parsed[live[0]]
@@ -239,22 +243,26 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
         return live[0], (got if kind != _RECV else got[0])
     local = [i for i in live if not isinstance(parsed[i][1], RemoteChan)]
     cases = {i: _case(parsed[i]) for i in local}
+    remote = [i for i in live if i not in cases]
+    waits = [cases[i] for i in local]
+    # a blocking select offers its remote cases at their homes under a token (module doc)
     net = proc.cluster
-    # a blocking select of remote cases only, on a node's P0, offers its cases at their homes:
-    # a try from another node's select that finds no partner there may complete one, once
-    # this node lets it claim the select's token (net.py, "select meets select")
-    offers = net is not None and not local and dflt < 0 and net.hub is hub
-    tid, tok = net.new_token() if offers else (0, None)
-    me = (net.me, tid) if offers else None
+    if net is not None and net.hub is not hub:
+        net = None
+    outbox: Any = None if net is not None else parsed[remote[0]][1]._outbox
+    token: Chan | None = None
+    tid: Any = None
+    me: Any = None
+    if dflt < 0:
+        token = Chan()
+        # unique on its node: no two live tokens share an id, nor one id two moments
+        tid = (os.getpid(), id(token), time.monotonic_ns())
+        me = (proc.node, tid)
     offered: list[tuple[int, int]] = []
     delay = _BACKOFF_MIN
     rng = hub.select_rng
     try:
         while True:
-            if tok is not None:
-                if tok[0] == _DONE:
-                    return _taken(parsed, tok[1], tok[2])
-                tok[0] = _TRYING
             order = list(live)
             rng.shuffle(order)
             for i in order:
@@ -270,29 +278,30 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
                     done, got = ch._call("tryrecv", me)
                     if done:
                         return i, (got if kind != _RECV else got[0])
-            if dflt >= 0:
+            if token is None:
                 return dflt, None
-            if tok is not None:
-                tok[0] = _WAITING
-                if not offered:
-                    for i in live:
-                        kind, ch, x = parsed[i]
-                        net.offer(ch._home, ch._oid, tid, i, kind == _SEND, x)
-                        offered.append((ch._home, ch._oid))
-                select(tok[3].recv, after(delay).recv)
-            elif local:
-                k, got = select(*(cases[i] for i in local), after(delay).recv)
-                if k < len(local):
-                    return local[k], got
-            else:
-                sleep(delay)
+            if not offered:
+                offers = []
+                for i in remote:
+                    kind, ch, x = parsed[i]
+                    offers.append((ch._home, ch._oid, i, kind == _SEND, x))
+                    offered.append((ch._home, ch._oid))
+                if net is not None:
+                    net.offer_cases(tid, token, offers)
+                else:
+                    outbox.send((-1, 0, "offer", (tid, token, offers), None))
+            k, got = select(token.recv, *waits, after(delay).recv)
+            if k == 0:
+                return _taken(parsed, *got)
+            if k <= len(local):
+                return local[k - 1], got
             delay = min(delay * 2, _BACKOFF_MAX)
     finally:
-        if tok is not None:
-            tok[0] = _DONE
-            net.tokens.pop(tid, None)
-            for home, oid in offered:
-                net.unoffer(home, oid, tid)
+        if offered:
+            if net is not None:
+                net.withdraw(tid, offered)
+            else:
+                outbox.send((-1, 0, "withdraw", (tid, offered), None))
 
 
 def _taken(parsed: list, case: int, payload: Any) -> tuple[int, Any]:

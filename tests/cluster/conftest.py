@@ -25,10 +25,11 @@ SHM = "/dev/shm"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    """A 2-node cluster (head and one node, one CPU each), one per test module: shut down
-    before the rest of the suite runs, whose leak checks would see Ray's processes come and
-    go."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A 2-node cluster (head and one node, one CPU each, or the module's ``CLUSTER_CPUS``),
+    one per test module: shut down before the rest of the suite runs, whose leak checks would
+    see Ray's processes come and go."""
+    cpus = getattr(request.module, "CLUSTER_CPUS", 1)
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")}
@@ -37,7 +38,7 @@ def cluster() -> Iterator[Cluster]:
     c = None
     try:
         c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "object_store_memory": 80 << 20, "include_dashboard": False,
+            "num_cpus": cpus, "object_store_memory": 80 << 20, "include_dashboard": False,
             "temp_dir": os.path.join(tmp, "ray"),
             # a node the loss tests remove is dead to Ray within ~2 s, not ~15 s, so the next
             # run's placement group does not wait for it (csp_mp does not rely on this)
@@ -45,8 +46,9 @@ def cluster() -> Iterator[Cluster]:
                                "health_check_failure_threshold": 3,
                                "health_check_timeout_ms": 1000,
                                "health_check_initial_delay_ms": 1000}})
-        c.add_node(num_cpus=1, object_store_memory=80 << 20)
+        c.add_node(num_cpus=cpus, object_store_memory=80 << 20)
         c.wait_for_nodes()
+        c.csp_cpus = cpus  # type: ignore[attr-defined]
         yield c
     finally:
         if c is not None:
@@ -57,6 +59,20 @@ def cluster() -> Iterator[Cluster]:
             else:
                 os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def third_node(cluster):
+    """A third node for one test, removed (as if lost) after it."""
+    node = cluster.add_node(num_cpus=getattr(cluster, "csp_cpus", 1),
+                            object_store_memory=80 << 20)
+    cluster.wait_for_nodes()
+    try:
+        yield node
+    finally:
+        if node in cluster.list_all_nodes():
+            cluster.remove_node(node, allow_graceful=False)
+        cluster.wait_for_nodes()  # Ray sees it gone: the next run places no bundle there
 
 
 @pytest.fixture(autouse=True)

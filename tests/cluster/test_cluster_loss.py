@@ -88,18 +88,6 @@ def _settle(ch) -> None:
     time.sleep(0.3)
 
 
-@pytest.fixture
-def third_node(cluster):
-    node = cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
-    cluster.wait_for_nodes()
-    try:
-        yield node
-    finally:
-        if node in cluster.list_all_nodes():
-            cluster.remove_node(node, allow_graceful=False)
-        cluster.wait_for_nodes()  # Ray sees it gone: the next run places no bundle there
-
-
 def test_a_killed_node_raises_process_lost_naming_it(cluster, third_node) -> None:
     def lose():
         cluster.remove_node(third_node, allow_graceful=False)
