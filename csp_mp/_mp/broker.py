@@ -161,6 +161,7 @@ class Broker:
         self.busy = rq.busy
         self.unflushed = rq.unflushed
         self.pending = rq.pending
+        self.spawn = rq.spawn  # go(): the SpawnState or compiled Spawner (its armed flag)
         self.new_token = tt.new_token
         self.claim = tt.claim
         self.token_live = tt.token_live
@@ -539,6 +540,7 @@ class Broker:
         got = False
         if self.dead:
             self.release_handles()
+        self.spawn.armed = True  # go() may put a frame into an empty ring at once (place)
         if self.wakes_out or self.owes_kept:
             self.flush_wakes()
         if self.unflushed:

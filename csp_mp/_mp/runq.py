@@ -60,10 +60,11 @@ class SpawnState:
     its ``pickle_fn`` entry. The compiled core's ``Spawner`` holds the same three and runs the
     common ``go()`` itself (``RunQueue._spawner``)."""
 
-    __slots__ = ("seq", "fn_last", "entry")
+    __slots__ = ("seq", "fn_last", "entry", "armed")
 
     def __init__(self) -> None:
         self.seq = 0
+        self.armed = True  # an empty ring takes the next frame at once (place)
         self.fn_last: Any = None
         self.entry: tuple[bytes, bytes, str] = (b"", b"", "")
 
@@ -120,8 +121,9 @@ class RunQueue:
         """Queue a new goroutine where idle Ps can steal it (TypeError if it cannot travel).
 
         A frame goes into the ring at once when nothing of this P is left there for idle Ps
-        to take, or another P is idle and nothing was published for it (``G_HUNGRY``, which
-        also rings it): it can start the goroutine whatever this one does next (Go's
+        to take (once between two polls of the hub: a burst of ``go()`` calls fills the ring
+        in batches), or another P is idle and nothing was published for it (``G_HUNGRY``,
+        which also rings it): it can start the goroutine whatever this one does next (Go's
         ``newproc`` and ``wakep``). Others are published in batches (at ``SPAWN_BATCH``, and
         whenever the hub polls), so a loop of ``go()`` calls pays one lock per batch. The
         goroutine gets its G only if it runs here (a thief makes its own). The common fan-out
@@ -153,11 +155,13 @@ class RunQueue:
         unflushed = self.unflushed
         if not unflushed:  # else behind those: frames enter the ring in seq order
             hungry = self.q[self.hungry_i]
-            if hungry or not len(self.ring):
+            if hungry or (st.armed and not len(self.ring)):
                 self.pending.append(item)  # the entry first (pop_own pairs them)
                 if self.ring.try_put(frame):
                     if hungry:
                         self.wake_hungry()
+                    else:
+                        st.armed = False  # once a pass: a burst of go() fills it in batches
                     return
                 self.pending.pop()  # full: queued with the rest
         self.unq.append(item)
@@ -192,9 +196,9 @@ class RunQueue:
                 for _ in range(n):
                     frames.popleft()
                     unq.popleft()
-            if self.q[self.hungry_i]:
-                self.q[self.hungry_i] = 0  # published for it: the ring below wakes it
-            self.wakep()
+            # the P that went idle is rung (Go's wakep: only while one is idle and unwoken); a
+            # thief that leaves frames behind rings the next one (steal)
+            self.wake_hungry()
 
     def wake_hungry(self) -> None:
         """A frame was published while a P was hungry: take the hint and ring that P."""

@@ -856,7 +856,8 @@ PyTypeObject Sites_Type = {
  * then takes the next seq and frames the call (encode(), with made: the caller's site from
  * sites and creator(hub), the running goroutine's id); its entry is (seq, fn, args, {}, made).
  * When no frame waits in frames and either the ring at byte offset ring (this P's run queue)
- * is empty or the word at byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py) is set, it puts the
+ * is empty and armed is set (the broker's poll sets it, such a frame spends it) or the word at
+ * byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py) is set, it puts the
  * frame in the ring at once, appends the entry to published (the broker's pending deque) and,
  * a P being hungry, takes the hint (the idle P's number + 1) and rings that P's doorbell
  * (bells: each P's bell offset), or without bells calls wake(). Otherwise it appends the frame
@@ -882,6 +883,8 @@ typedef struct {
     PyObject *wake;                          /* the broker's wake_hungry */
     long long *bells;  /* each P's doorbell offset (PyMem), or NULL: wake() rings instead */
     Py_ssize_t nbells;
+    int armed; /* an empty ring takes the next frame at once: set by the broker's poll, spent
+                * by that frame (a burst of go() calls then fills the ring in batches) */
 } Spawner;
 
 /* A queued frame given up: its names' counts back (an exception is set and stays). */
@@ -911,8 +914,8 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
         hungry = atomic_load_explicit(word_at(reg, self->hint), memory_order_relaxed) != 0;
     }
     /* relaxed loads: a hint only (a thief that empties the ring meanwhile finds the frame) */
-    if (!hungry && atomic_load_explicit(g.tail, memory_order_relaxed) !=
-                   atomic_load_explicit(g.head, memory_order_relaxed))
+    if (!hungry && (!self->armed || atomic_load_explicit(g.tail, memory_order_relaxed) !=
+                                    atomic_load_explicit(g.head, memory_order_relaxed)))
         return 0;
     /* the entry first: a frame is never in the ring without one (pop_own pairs them) */
     PyObject *r = PyObject_CallOneArg(self->published_append, ent);
@@ -921,7 +924,10 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
     int put = ring_put_bytes(reg, &g, PyBytes_AS_STRING(frame),
                              (uint64_t)PyBytes_GET_SIZE(frame));
     if (put > 0) {
-        if (!hungry) return 1;
+        if (!hungry) {
+            self->armed = 0;
+            return 1;
+        }
         if (self->bells == NULL) return 2;
         /* the hint names the idle P (p + 1): take it and ring that P's bell (wake_hungry) */
         uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_relaxed);
@@ -1144,6 +1150,7 @@ static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->creator = creator == Py_None ? NULL : Py_NewRef(creator);
     self->batch = batch;
     self->hint = hint < 0 ? -1 : hint;
+    self->armed = 1;
     self->seq = 0;
     return (PyObject *)self;
 }
@@ -1196,6 +1203,22 @@ static void Spawner_dealloc(Spawner *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *Spawner_get_armed(Spawner *self, void *unused) {
+    (void)unused;
+    return PyBool_FromLong(self->armed);
+}
+
+static int Spawner_set_armed(Spawner *self, PyObject *v, void *unused) {
+    (void)unused;
+    int t = v == NULL ? -1 : PyObject_IsTrue(v);
+    if (t < 0) {
+        if (v == NULL) PyErr_SetString(PyExc_AttributeError, "armed cannot be deleted");
+        return -1;
+    }
+    self->armed = t;
+    return 0;
+}
+
 static PyObject *Spawner_get_seq(Spawner *self, void *unused) {
     (void)unused;
     return PyLong_FromLongLong(self->seq);
@@ -1244,6 +1267,8 @@ static int Spawner_set_entry(Spawner *self, PyObject *v, void *unused) {
 
 static PyGetSetDef Spawner_getset[] = {
     {"seq", (getter)Spawner_get_seq, (setter)Spawner_set_seq, "the last seq given", NULL},
+    {"armed", (getter)Spawner_get_armed, (setter)Spawner_set_armed,
+     "whether an empty ring takes the next frame at once (the broker's poll sets it)", NULL},
     {"fn_last", (getter)Spawner_get_fn_last, (setter)Spawner_set_fn_last,
      "the callable go() was last given", NULL},
     {"entry", (getter)Spawner_get_entry, (setter)Spawner_set_entry, "fn_last's pickle_fn entry",
