@@ -163,8 +163,10 @@ def test_viewer_shows_the_pipeline_with_a_lane_per_p(browser: Browser, tmp_path:
     import traced_pipeline
 
     path = tmp_path / "pipeline.json"
-    total = traced_pipeline.traced(str(path), jobs=8, size=60_000, procs=2)
-    assert total == traced_pipeline.expected(8, 60_000)
+    # work long enough (16 jobs of ~30 ms) that P1, which may still be starting while main
+    # runs, takes workers even on a loaded machine
+    total = traced_pipeline.traced(str(path), jobs=16, size=400_000, procs=2)
+    assert total == traced_pipeline.expected(16, 400_000)
     events = _traceview.load(path)
     state = _open(browser, events, tmp_path / "pipeline.html")
     assert state["ps"] == 2

@@ -247,6 +247,8 @@ class Broker:
         if (not (self.pending or self.unflushed) or hub.runq or hub.runnext is not None
                 or hub.fresh):
             return False
+        if self.unflushed:  # published first: a P still starting (RUNNING until it idles)
+            self.flush_spawns()  # or one that goes idle next must be able to take them
         ctx = self.ctx
         for q in range(ctx.nprocs):
             if q != self.p and ctx.pload(q, C.P_STATUS) != C.RUNNING:
@@ -658,6 +660,9 @@ class Broker:
         ctx.pstore(C.P_STATUS, C.STUCK if stuck else C.IDLE)
         if not ctx.pload(self.p, C.P_DRAIN):
             ctx.gstore(C.G_HUNGRY, self.p + 1)  # a go() anywhere publishes and rings it
+            # a full barrier (an atomic add) between that store and the last look at the rings
+            # below: a publisher reads the hint after its frames' store (RunQueue.wake_hungry)
+            self.arena.add_word((ctx.base + C.G_HUNGRY) * 8, 0)
         # blocks of received buffers that died since (deferred frees): back to the allocator
         # before sleeping, so that a sender's next large value reuses a block whose pages are
         # already mapped (a fresh 64 MiB block costs ~70 ms of page faults on the 2-vCPU VM)

@@ -158,10 +158,9 @@ class RunQueue:
             if hungry or (st.armed and not len(self.ring)):
                 self.pending.append(item)  # the entry first (pop_own pairs them)
                 if self.ring.try_put(frame):
-                    if hungry:
-                        self.wake_hungry()
-                    else:
+                    if not hungry:
                         st.armed = False  # once a pass: a burst of go() fills it in batches
+                    self.wake_hungry()
                     return
                 self.pending.pop()  # full: queued with the rest
         self.unq.append(item)
@@ -196,17 +195,23 @@ class RunQueue:
                 for _ in range(n):
                     frames.popleft()
                     unq.popleft()
-            # the P that went idle is rung (Go's wakep: only while one is idle and unwoken); a
-            # thief that leaves frames behind rings the next one (steal)
-            self.wake_hungry()
+            # the P the hint names is rung; without a hint, any idle P (one that stored its
+            # status and not yet its hint must not sleep through these frames)
+            if not self.wake_hungry():
+                self.wakep()
 
-    def wake_hungry(self) -> None:
-        """A frame was published while a P was hungry: take the hint and ring that P."""
-        q, i = self.q, self.hungry_i
-        h = q[i]
-        if h:
-            q[i] = 0
-            self.ctx.bells[h - 1].ring()
+    def wake_hungry(self) -> bool:
+        """Frames were published: take the hint and ring the P it names; whether one did.
+
+        The hint is read by an atomic add, a full barrier after the frames' store: a P that
+        went idle stored its hint before it looked at the rings one last time (broker.idle),
+        so either this sees that hint or that look sees the frames."""
+        h = self.arena.add_word(self.hungry_i * 8, 0)
+        if not h:
+            return False
+        self.q[self.hungry_i] = 0
+        self.ctx.bells[h - 1].ring()
+        return True
 
     def wakep(self) -> None:
         """Ring one idle P (starting the search at a random P, so wakes spread out)."""

@@ -924,14 +924,20 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
     int put = ring_put_bytes(reg, &g, PyBytes_AS_STRING(frame),
                              (uint64_t)PyBytes_GET_SIZE(frame));
     if (put > 0) {
-        if (!hungry) {
+        if (!hungry)
             self->armed = 0;
-            return 1;
+        /* The frame is in; a P that went idle meanwhile stored its hint before it looked at
+         * the rings one last time (broker.idle). The exchange is a full barrier: either it
+         * sees that hint, or that P's last look sees this frame (the store of the hint and the
+         * store of the tail cannot both be missed). */
+        uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_seq_cst);
+        if (h == 0) return 1;
+        if (self->bells == NULL) {
+            atomic_store_explicit(word_at(reg, self->hint), h, memory_order_relaxed);
+            return 2; /* wake() takes it and rings */
         }
-        if (self->bells == NULL) return 2;
-        /* the hint names the idle P (p + 1): take it and ring that P's bell (wake_hungry) */
-        uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_relaxed);
-        if (h >= 1 && (Py_ssize_t)h <= self->nbells && bell_ring_at(reg, self->bells[h - 1]) < 0)
+        /* the hint names the idle P (p + 1): ring that P's bell (wake_hungry) */
+        if ((Py_ssize_t)h <= self->nbells && bell_ring_at(reg, self->bells[h - 1]) < 0)
             return -1;
         return 1;
     }
