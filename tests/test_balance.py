@@ -15,7 +15,7 @@ import csp_mp
 from csp_mp import Chan, atomic, go, runtime
 from csp_mp._mp import ctx as C
 from csp_mp._mp import tasks
-from csp_mp._mp.broker import STARVE
+from csp_mp._mp.balance import STARVE
 
 
 def _set(flag: atomic.Int64, out: Chan) -> None:
@@ -205,7 +205,7 @@ def _give_back_case() -> dict:
     movable = [hub.new_g(H.report_p, (out,), {}, False) for _ in range(3)]
     pinned = hub.new_g(H.report_p, (out,), {}, True)
     hub.fresh.extend([*movable, pinned])
-    b.give_back(hub)
+    b.balance.give_back(hub)
     left = list(hub.fresh)
     gone = [g.id in hub.allgs for g in movable]
     got = sorted(out.recv()[0] for _ in range(4))  # the three handed on, and the pinned one

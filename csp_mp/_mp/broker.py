@@ -36,7 +36,6 @@ from __future__ import annotations
 import os
 import random
 import time
-from types import FunctionType
 from typing import Any, cast
 
 import msgspec
@@ -47,12 +46,13 @@ from .._chan.proclayer import K_GRANT, NO_OBJ, recv_payload
 from .._chan.shared import SharedChan
 from .._errors import InternalError
 from .._hub import Hub, Outcome
-from .._hub.g import WAITING, requeued
+from .._hub.g import WAITING
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
 from .._shm.native import core as native_core
 from . import ctx as C
 from . import migrate_warn, promote, tracing
+from .balance import Balance
 from .checkdead import DEADLOCK_SETTLE, Checkdead, work_visible
 from .promote import HandleRef
 from .replace import TaskTable
@@ -65,8 +65,6 @@ _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 
 WAKE_BATCH = 32  # wake-ups to other Ps sent at once
-#: longest a queued goroutine waits while every P runs goroutines that never block (after_slice)
-STARVE = 1.0
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 # lock index ranges in the arena's lock set (lock 0 is the allocator's)
@@ -114,7 +112,6 @@ class Broker:
         self.p = ctx.p
         self.arena = ctx.arena
         self.spin_seconds = spin_seconds(ctx)
-        self.declined_at = 0.0  # when after_slice first declined since a goroutine started
         self.owes_kept = False  # P_OWES kept set after a mid-operation flush (_flush_batch)
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
@@ -162,6 +159,7 @@ class Broker:
         self.unflushed = rq.unflushed
         self.pending = rq.pending
         self.spawn = rq.spawn  # go(): the SpawnState or compiled Spawner (its armed flag)
+        self.balance = Balance(ctx, rq)
         self.new_token = tt.new_token
         self.claim = tt.claim
         self.token_live = tt.token_live
@@ -568,9 +566,9 @@ class Broker:
                 return True
         if hub.preempted is not None:
             if hub.fresh or self.pending or self.unflushed:
-                got = self.after_slice(hub) or got
+                got = self.balance.after_slice(hub) or got
         elif not hub.runq and hub.runnext is None and not hub.fresh:
-            self.declined_at = 0.0
+            self.balance.declined_at = 0.0
             got = self.pop_own(hub) or got
         elif self.pending and not len(ctx.runq[self.p]):
             # every frame published was stolen: their arguments go now, not when this P next
@@ -579,66 +577,6 @@ class Broker:
         if got:
             self.busy()
         return got
-
-    def after_slice(self, hub: Hub) -> bool:
-        """A goroutine ran out its time slice while goroutines not started wait here (made,
-        or queued between Ps): whether one of them starts now. A goroutine started here never
-        moves, so while another P could take them they are handed to it instead (the made ones
-        back to the queue between Ps, ``give_back``); with every other P busy they wait for the
-        running ones to end or block, at most ``STARVE`` seconds, so that a queued goroutine
-        still starts while every P runs goroutines that never block."""
-        if self.idle_p():
-            self.declined_at = 0.0
-            if hub.fresh:
-                self.give_back(hub)
-            return False
-        if hub.runq or hub.runnext is not None:
-            return False  # goroutines that ran before take turns
-        now = time.monotonic()
-        if not self.declined_at:
-            self.declined_at = now
-            return False
-        if now - self.declined_at < STARVE:
-            return False
-        self.declined_at = 0.0
-        if not hub.fresh and not self.pop_own(hub):
-            return False
-        hub.runq.append(hub.fresh.popleft())
-        return True
-
-    def idle_p(self) -> bool:
-        """Whether another P is idle and takes work (not draining)."""
-        ctx = self.ctx
-        for q in range(ctx.nprocs):
-            if q != self.p and ctx.pload(q, C.P_STATUS) in (C.IDLE, C.STUCK) \
-                    and not ctx.pload(q, C.P_DRAIN):
-                return True
-        return False
-
-    def give_back(self, hub: Hub) -> None:
-        """Queue this P's goroutines that have not started where other Ps can take them, as
-        ``go()`` does (those pinned here stay: go_local's, executor tasks, watched arguments;
-        nothing while a tool watches the hub's goroutines come and go)."""
-        if hub.stopping or hub.instruments:
-            return
-        fresh, keep, moved, place = hub.fresh, [], 0, self.runq.place
-        while fresh:
-            g = fresh.popleft()
-            fn = g.fn
-            if g.local or (type(fn) is FunctionType and fn.__dict__.get("executor_task")):
-                keep.append(g)
-                continue
-            try:
-                place(fn, g.args, g.kwargs, requeued(g.made))
-            except Exception:  # it cannot travel: it runs here
-                keep.append(g)
-                continue
-            hub.allgs.pop(g.id, None)
-            moved += 1
-        fresh.extend(keep)
-        if moved:
-            hub.n_created -= moved  # counted once, when go() first queued them
-            self.flush_spawns()
 
     # ------------------------------------------------------------------ idling
 
