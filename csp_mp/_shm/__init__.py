@@ -25,7 +25,9 @@ Modules and what they offer:
 
 Invariants of the layer:
   - nothing named outlives start-up: the arena is a memfd; semaphores are named only until the
-    creator calls ``arena.seal()`` after every process has attached (``arena.wait_attached``);
+    creator calls ``arena.seal()`` after every process has attached (``arena.wait_attached``,
+    which counts the arena's unpickling: a child's semaphores come before the arena in its
+    arguments);
     nothing registers with ``multiprocessing``'s resource tracker.
   - shared words are 8-aligned and published with one 8-byte store (never ``struct``);
     producer-owned and consumer-owned words sit on different 64-byte lines.

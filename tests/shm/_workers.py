@@ -1,4 +1,9 @@
-"""Functions run in child processes (importable by forkserver children)."""
+"""Functions run in child processes (importable by forkserver children).
+
+A doorbell comes before the arena in their arguments: a child opens a semaphore by name as it
+unpickles it, and the parent seals (removes every name) once ``arena.wait_attached`` counts the
+child, which the arena's unpickling does.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ def check(data: bytes) -> tuple[int, int]:
 
 
 def producer(
-    arena: Arena, off: int, me: int, n: int, size: int, bell: Doorbell, batch: int
+    bell: Doorbell, arena: Arena, off: int, me: int, n: int, size: int, batch: int
 ) -> None:
     ring = attach_ring(arena, off)
     seq = 0
@@ -42,7 +47,7 @@ def producer(
         seq += len(items)
 
 
-def consumer(arena: Arena, off: int, nprod: int, n: int, bell: Doorbell, conn: Any) -> None:
+def consumer(bell: Doorbell, arena: Arena, off: int, nprod: int, n: int, conn: Any) -> None:
     """Receive until an empty message; send back per-producer bitmaps and an error count."""
     ring = attach_ring(arena, off)
     seen = [bytearray((n + 7) // 8) for _ in range(nprod)]
@@ -95,7 +100,7 @@ def hold_lock(arena: Arena, index: int, bell: Doorbell, ghost: bool) -> None:
     time.sleep(60)
 
 
-def endless_producer(arena: Arena, off: int, me: int, size: int, bell: Doorbell) -> None:
+def endless_producer(bell: Doorbell, arena: Arena, off: int, me: int, size: int) -> None:
     ring = attach_ring(arena, off)
     seq = 0
     while True:
@@ -107,7 +112,7 @@ def endless_producer(arena: Arena, off: int, me: int, size: int, bell: Doorbell)
             time.sleep(0)
 
 
-def echo_arena(arena: Arena, off: int, ring_off: int, out: Doorbell) -> None:
+def echo_arena(out: Doorbell, arena: Arena, off: int, ring_off: int) -> None:
     """Read a block the parent wrote, write its reverse into a new block, report the offset."""
     n = arena.block_size(off)
     data = arena.map[off : off + n]

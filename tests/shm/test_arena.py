@@ -108,7 +108,7 @@ def test_arena_passed_to_forkserver_child_then_sealed(arena: Arena, ctx) -> None
         assert not names
     else:
         assert names and all(os.path.exists(f"/dev/shm/sem.{n[1:]}") for n in names)
-    p = ctx.Process(target=_workers.echo_arena, args=(arena, off, ring.offset, out))
+    p = ctx.Process(target=_workers.echo_arena, args=(out, arena, off, ring.offset))
     p.start()
     assert arena.wait_attached(1, 20)
     arena.seal()

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
         bell = Doorbell.create(arena)
         names = arena.sems.names
         kids = [ctx.Process(target=_workers.endless_producer,
-                            args=(arena, ring.offset, i, 100, bell)) for i in range(2)]
+                            args=(bell, arena, ring.offset, i, 100)) for i in range(2)]
         for k in kids:
             k.start()
         assert arena.wait_attached(2, 30)

@@ -23,11 +23,11 @@ def _run_hammer(arena: Arena, ctx, ring, nprod: int, ncons: int, total: int, bat
     bell = Doorbell.create(arena)
     pipes = [ctx.Pipe(duplex=False) for _ in range(ncons)]
     cons = [
-        ctx.Process(target=_workers.consumer, args=(arena, ring.offset, nprod, per, bell, w))
+        ctx.Process(target=_workers.consumer, args=(bell, arena, ring.offset, nprod, per, w))
         for _, w in pipes
     ]
     prods = [
-        ctx.Process(target=_workers.producer, args=(arena, ring.offset, i, per, 8, bell, batch))
+        ctx.Process(target=_workers.producer, args=(bell, arena, ring.offset, i, per, 8, batch))
         for i in range(nprod)
     ]
     for p in cons + prods:
@@ -115,9 +115,9 @@ def test_producer_killed_at_random_leaves_ring_usable(arena: Arena, ctx) -> None
     messages all arrive, the victim's arrive as an intact in-order prefix."""
     ring = Ring.create(arena, 1 << 14)
     bell = Doorbell.create(arena)
-    victim = ctx.Process(target=_workers.endless_producer, args=(arena, ring.offset, 0, 3000, bell))
+    victim = ctx.Process(target=_workers.endless_producer, args=(bell, arena, ring.offset, 0, 3000))
     survivor = ctx.Process(
-        target=_workers.producer, args=(arena, ring.offset, 1, 3000, 200, bell, 1)
+        target=_workers.producer, args=(bell, arena, ring.offset, 1, 3000, 200, 1)
     )
     victim.start()
     try:
@@ -158,7 +158,7 @@ def test_producer_killed_at_random_leaves_ring_usable(arena: Arena, ctx) -> None
 def test_rings_found_by_offset_in_child(arena: Arena, ctx) -> None:
     ring = SpscRing.create(arena, 1024)
     bell = Doorbell.create(arena)
-    p = ctx.Process(target=_workers.producer, args=(arena, ring.offset, 0, 50, 10, bell, 1))
+    p = ctx.Process(target=_workers.producer, args=(bell, arena, ring.offset, 0, 50, 10, 1))
     p.start()
     got: list[bytes] = []
     deadline = time.monotonic() + 30
