@@ -3,8 +3,8 @@
 ``Fold(native)`` builds what ``_mp/procs.py`` builds for a run of two Ps, from the real parts: an
 arena (``Arena.create``, the compiled core's or the Python path's, as asked), its doorbells and
 lock stripes, the control block with every P's inbox and token table (``Ctx.create``). Each P is
-a ``FoldedP``: the real ``Broker``'s wake-up messaging (``deliver``, ``_queue_wake``,
-``flush_wakes``, ``handle``, ``_wake_local``), token table and lock stripes over that arena, as
+a ``FoldedP``: the real ``Broker``'s wake-up messaging (``deliver``, its ``Messages`` part,
+``handle``, ``_wake_local``), token table and lock stripes over that arena, as
 the shared channels' ``ProcLayer``; only the process boundary is folded, so a ``SharedChan`` and
 a ``NativeSharedChan`` (one ``Fold`` each) run side by side in one process, without starting Ps.
 
@@ -33,6 +33,7 @@ from csp_mp._hub import current_hub
 from csp_mp._hub.g import RUNNING, WAITING
 from csp_mp._mp import ctx as C
 from csp_mp._mp.broker import CHAN_LOCKS, Broker, nlocks_for
+from csp_mp._mp.messages import Messages
 from csp_mp._mp.tokens import TOKEN_LOCKS, TokenTable
 from csp_mp._shm import Arena, Doorbell
 
@@ -159,11 +160,16 @@ class FoldedP(Broker):
         self.chan_lock_base = base
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
         self._next_chan_lock = self._next_obj_lock = -1  # the same stripes on both paths
-        self.wakes_out = []
-        self.owes_kept = False
-        self.outbox = []
-        self._owes_w = ctx.pidx(p, C.P_OWES)
         self._inbox = ctx.inbox[p]
+        self.messages = mail = Messages(ctx, hub)
+        self.wakes_out = mail.wakes_out
+        self.outbox = mail.outbox
+        self.owe = mail.owe
+        self.owe_cancel = mail.owe_cancel
+        self._queue_wake = mail.queue_wake
+        self.flush_wakes = mail.flush_wakes
+        self.send = mail.send
+        self.flush_outbox = mail.flush_outbox
         self.warned = set()
         self.watchers = ()
         self.gfloor = 0

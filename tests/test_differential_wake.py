@@ -5,7 +5,7 @@ A wake-up for a goroutine of another P is owed by this process until it is in th
 while it is owed, ``P_OWES`` says so (P replacement trusts it, ``_mp/replace.py``), and the
 wake-ups of one P reach another in the order they were made (``Broker``: "while [the outbox] is
 not empty, every new message queues behind it"). On the Python path every wake-up goes through
-``Broker._queue_wake``; on the compiled core the channel hand-off writes it itself
+``Messages.queue_wake``; on the compiled core the channel hand-off writes it itself
 (``c/wake.c``). Each scenario runs on a Python-path ``Fold`` and a compiled-core one
 (``folded.py``), and what P1 receives, and the words, must be the same.
 """
@@ -236,7 +236,7 @@ def test_owes_is_set_before_each_claim_on_both_paths(folds: tuple[Fold, Fold]) -
 def _owes_over_a_batch(fold: Fold) -> tuple[list[tuple[str, int]], int]:
     """A close of a channel with more receivers of P1 parked than one batch of wake-ups:
     ``P_OWES`` at each claim and queued wake-up, and after the hub's next pass."""
-    from csp_mp._mp.broker import WAKE_BATCH
+    from csp_mp._mp.messages import WAKE_BATCH
 
     (a0, a1), = _chans(fold, [0])
     n = WAKE_BATCH + 8

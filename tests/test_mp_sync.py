@@ -24,6 +24,7 @@ from csp_mp import (
     go,
     runtime,
 )
+from csp_mp._mp import ctx as C
 
 
 def on_every_p(procs: int, per_p: int, fn, *args) -> None:
@@ -575,7 +576,7 @@ def _owes_when_granting() -> tuple[list[tuple[int, int]], int, int]:
     deliver = b.deliver
 
     def spy(p: int, *args: Any) -> None:  # the grant's wake-up, before it is queued
-        seen.append((p, b.ctx.q[b._owes_w]))
+        seen.append((p, b.ctx.pload(b.p, C.P_OWES)))
         deliver(p, *args)
 
     b.deliver = spy
@@ -585,7 +586,7 @@ def _owes_when_granting() -> tuple[list[tuple[int, int]], int, int]:
         del b.deliver
     got = out.recv()
     H.wait_until(lambda: not b.wakes_out, "the grant sent")
-    return seen, got, b.ctx.q[b._owes_w]
+    return seen, got, b.ctx.pload(b.p, C.P_OWES)
 
 
 def test_a_grant_to_another_p_is_owed_from_before_its_claim() -> None:

@@ -1,13 +1,16 @@
 """The broker: what a P's hub asks of the other Ps (Go's work stealing, wake-ups and checkdead).
 
 One per P process, plugged into its hub (``hub.broker``), and the ``ProcLayer`` of the shared
-channels of this process. It owns this P's messaging with the other Ps: the inbox (WAKE messages
-from other Ps, stack requests and replies, panics and warnings forwarded to P0), wake-ups for
-goroutines parked on shared objects (``deliver``), the handles of shared objects and the lock
-stripes. The other jobs are parts it is composed of, each a class owning its state, in a module
-that imports none of the others' above it:
+channels of this process. It reads this P's inbox (WAKE messages from other Ps, stack requests
+and replies, panics and warnings forwarded to P0), wakes the goroutines parked on shared objects
+(``deliver``), and keeps the handles of shared objects and the lock stripes. The other jobs are
+parts it is composed of, each a class owning its state, in a module that imports none of the
+others' above it:
 
+- ``messages``: this P's messages to other Ps, wake-ups sent in batches and ``P_OWES``
+  (``Messages``);
 - ``runq``: the stealable run queue of this P and stealing (``RunQueue``);
+- ``balance``: after a time slice, unstarted goroutines to idle Ps (``Balance``);
 - ``tokens``: select tokens, the words that make exactly one case of a select win
   (``TokenTable``);
 - ``replace``: whether this worker P holds only executor tasks, and those tasks (``TaskTable``);
@@ -15,17 +18,15 @@ that imports none of the others' above it:
 - ``checkdead``: deadlock detection across Ps (``Checkdead``, run by P0).
 
 ``idle`` and ``poll`` bring them together (Go's findRunnable). The parts' methods on hot paths
-(``place``, ``flush_spawns``, ``claim``, ``token_live``, ...) are bound methods cached as this
-broker's attributes, so the hub and the channels call them without an extra layer; tools watch
-it through ``watch`` (``watch.py``).
+(``place``, ``flush_spawns``, ``claim``, ``token_live``, ``owe``, ``send``, ...) are bound
+methods cached as this broker's attributes, so the hub and the channels call them without an
+extra layer; tools watch it through ``watch`` (``watch.py``).
 
 Invariants:
-- ``wakes_out`` holds WAKE messages for other Ps not yet sent; the hub polls (``poll_now``)
-  before its next switch, which flushes them. ``outbox`` holds messages an inbox had no room
-  for, in order: while it is not empty, every new message queues behind it.
-- ``unflushed``/``pending`` are the run queue's deques and ``token_waiting`` the token table's
-  dict, read here (never rebound by either side).
-- ``_queue_wake`` is the class's method while nobody watches, else the watched variant.
+- ``wakes_out``/``outbox`` are the ``Messages`` part's lists, ``unflushed``/``pending`` the run
+  queue's deques and ``token_waiting`` the token table's dict, read here (never rebound by
+  either side).
+- ``_queue_wake`` is ``Messages.queue_wake`` while nobody watches, else the watched variant.
 - Owner P only, except ``claim``/``token_live``/``plain_live`` and ``chan_lock_index``/
   ``obj_lock_index``, which any P's channels call for any P under the documented locks, and
   ``work_waiting`` (reads only, any thread).
@@ -54,6 +55,7 @@ from . import ctx as C
 from . import migrate_warn, promote, tracing
 from .balance import Balance
 from .checkdead import DEADLOCK_SETTLE, Checkdead, work_visible
+from .messages import Messages
 from .promote import HandleRef
 from .replace import TaskTable
 from .reports import INFO_EVERY, Reporter
@@ -64,7 +66,6 @@ from .watch import Watcher
 _msg = msgspec.msgpack.Encoder().encode
 _unmsg = msgspec.msgpack.Decoder(tuple).decode
 
-WAKE_BATCH = 32  # wake-ups to other Ps sent at once
 IDLE_WAIT = 0.25  # longest park of an idle P without a timer (safety net, not a poll)
 
 # lock index ranges in the arena's lock set (lock 0 is the allocator's)
@@ -112,19 +113,22 @@ class Broker:
         self.p = ctx.p
         self.arena = ctx.arena
         self.spin_seconds = spin_seconds(ctx)
-        self.owes_kept = False  # P_OWES kept set after a mid-operation flush (_flush_batch)
         base = 1 + 2 * ctx.maxprocs
         self.chan_lock_base = base
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
         self._next_chan_lock = random.randrange(CHAN_LOCKS)
         self._next_obj_lock = random.randrange(OBJ_LOCKS)
-        # messaging
-        self.wakes_out: list[tuple[int, bytes]] = []
-        self.outbox: list[tuple[int, bytes, bool]] = []
-        # P_OWES: 1 while either holds a message, or from a claim of another P's waiter until
-        # its wake-up is queued (owe; replace.py trusts it)
-        self._owes_w = ctx.pidx(ctx.p, C.P_OWES)
+        # messaging: this P's inbox, and its messages to other Ps (a part, bound once)
         self._inbox = ctx.inbox[ctx.p]
+        self.messages = mail = Messages(ctx, hub)
+        self.wakes_out = mail.wakes_out
+        self.outbox = mail.outbox
+        self.owe = mail.owe
+        self.owe_cancel = mail.owe_cancel
+        self._queue_wake = mail.queue_wake
+        self.flush_wakes = mail.flush_wakes
+        self.send = mail.send
+        self.flush_outbox = mail.flush_outbox
         self.warned: set[bytes | str] = set()  # warnings shown (P0) or sent: text, key
         self.watchers: tuple[Watcher, ...] = ()
         # goroutine ids come in batches unique in the runtime; those of this P's earlier
@@ -202,7 +206,7 @@ class Broker:
             core, self.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
             ctx.pidx(self.p, C.P_SENT) * 8, C.M_WAKE, self.deliver_off, NO_OBJ,
             floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8,
-            owes_off=self._owes_w * 8)
+            owes_off=ctx.pidx(self.p, C.P_OWES) * 8)
 
     @property
     def seq(self) -> int:
@@ -215,18 +219,18 @@ class Broker:
         """Send this P's process-layer events to ``w`` too (``watch.py``; owner P)."""
         if w in self.watchers:
             raise ValueError(f"{w!r} already watches this broker")
-        self.watchers = (*self.watchers, w)
+        self.watchers = self.messages.watchers = (*self.watchers, w)
         self.runq.watch(w)
-        self._queue_wake = self._queue_wake_watched
+        self._queue_wake = self.messages.queue_wake_watched
         if self.peers is not None:  # every hand-off's wake-up comes through deliver_off
             self.peers.divert = True
 
     def unwatch(self, w: Watcher) -> None:
         """Stop sending events to ``w``; nothing if it does not watch."""
-        self.watchers = tuple(x for x in self.watchers if x is not w)
+        self.watchers = self.messages.watchers = tuple(x for x in self.watchers if x is not w)
         self.runq.unwatch(w)
         if not self.watchers:
-            self.__dict__.pop("_queue_wake", None)  # the class's method again
+            self._queue_wake = self.messages.queue_wake
             if self.peers is not None:
                 self.peers.divert = False
 
@@ -279,21 +283,6 @@ class Broker:
 
     # ------------------------------------------------------------------ wake-ups and messages
 
-    def owe(self) -> bool:
-        """ProcLayer: before claiming waiters, ``P_OWES`` set (kept until a wake-up for another
-        P is in an inbox: ``flush_wakes``); whether this call set it."""
-        q = self.ctx.q
-        if q[self._owes_w]:
-            return False
-        q[self._owes_w] = 1
-        return True
-
-    def owe_cancel(self) -> None:
-        """ProcLayer: an ``owe`` that set ``P_OWES`` was followed by no claim of another P's
-        waiter: the word back to 0, unless a message is queued meanwhile."""
-        if not self.wakes_out and not self.outbox:
-            self.ctx.q[self._owes_w] = 0
-
     def deliver(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
                 data: bytes | None, st: SharedChan | None, obj: Any = NO_OBJ) -> None:
         """Tell goroutine ``gid`` of P ``p`` that its wait completed (after the lock is free).
@@ -314,61 +303,6 @@ class Broker:
             self._wake_local(gid, slot, case, kind, data, None, obj)
             return
         self._queue_wake(p, gid, slot, gen, case, kind, data, off)
-
-    def _queue_wake(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                    data: bytes | None, off: int) -> None:
-        """Queue a WAKE message for P ``p``."""
-        if not self.wakes_out:
-            self.ctx.q[self._owes_w] = 1
-        self.wakes_out.append((p, _msg((C.M_WAKE, gid, slot, gen, case, kind, data, off))))
-        self.hub.poll_now = True  # the next switch goes through the hub, which flushes
-        if len(self.wakes_out) >= WAKE_BATCH:
-            self._flush_batch()
-
-    def _queue_wake_watched(self, p: int, gid: int, slot: int, gen: int, case: int, kind: int,
-                            data: bytes | None, off: int) -> None:
-        """``_queue_wake`` while watchers watch: the message also carries the flow they give
-        it, which reaches them on P ``p`` (``wake_arrived``)."""
-        flow = 0
-        for w in self.watchers:
-            flow = w.wake_sent(p, gid) or flow
-        msg = (C.M_WAKE, gid, slot, gen, case, kind, data, off)
-        if not self.wakes_out:
-            self.ctx.q[self._owes_w] = 1
-        self.wakes_out.append((p, _msg(msg + (flow,) if flow else msg)))
-        self.hub.poll_now = True
-        if len(self.wakes_out) >= WAKE_BATCH:
-            self._flush_batch()
-
-    def _flush_batch(self) -> None:
-        """``WAKE_BATCH`` wake-ups queued by one operation, which may claim more waiters of
-        other Ps before it ends: send them, and keep ``P_OWES`` set until the hub's next pass
-        (by then the operation is over), where ``flush_wakes`` clears it."""
-        self.flush_wakes()
-        self.ctx.q[self._owes_w] = 1
-        self.owes_kept = True
-
-    def flush_wakes(self) -> None:
-        """Send the queued wake-ups: one inbox write and one doorbell ring per P."""
-        kept, self.owes_kept = self.owes_kept, False
-        out, self.wakes_out = self.wakes_out, []
-        if not out:
-            if kept and not self.outbox:
-                self.ctx.q[self._owes_w] = 0  # _flush_batch's operation is over
-            return
-        by_p: dict[int, list[bytes]] = {}
-        for p, msg in out:
-            by_p.setdefault(p, []).append(msg)
-        ctx = self.ctx
-        for p, msgs in by_p.items():
-            n = 0 if self.outbox else ctx.inbox[p].put_many(msgs)
-            if n:
-                ctx.padd(C.P_SENT, n)
-                ctx.bells[p].ring()
-            for msg in msgs[n:]:
-                self.outbox.append((p, msg, True))
-        if not self.outbox:
-            ctx.q[self._owes_w] = 0  # every wake-up is in an inbox
 
     def _wake_local(self, gid: int, slot: int, case: int, kind: int, data: bytes | None,
                     st: Any, obj: Any = NO_OBJ) -> None:
@@ -407,28 +341,6 @@ class Broker:
         if hub.outcome is None:  # else the run is ending and its goroutines with it
             hub.outcome = Outcome("panic", error=InternalError(f"a wake-up for {what} on "
                                                                f"P{self.p} was lost"))
-
-    def send(self, p: int, msg: bytes, counted: bool = False) -> None:
-        """Put ``msg`` in P ``p``'s inbox and ring its doorbell (queued locally if full)."""
-        if self.outbox or not self.ctx.inbox[p].try_put(msg):
-            self.outbox.append((p, msg, counted))
-            self.ctx.q[self._owes_w] = 1
-            return
-        if counted:
-            self.ctx.padd(C.P_SENT, 1)
-        self.ctx.bells[p].ring()
-
-    def flush_outbox(self) -> None:
-        out, self.outbox = self.outbox, []
-        for i, (p, msg, counted) in enumerate(out):
-            if not self.ctx.inbox[p].try_put(msg):
-                self.outbox = out[i:]
-                return
-            if counted:
-                self.ctx.padd(C.P_SENT, 1)
-            self.ctx.bells[p].ring()
-        if not self.wakes_out:
-            self.ctx.q[self._owes_w] = 0  # every message is in an inbox
 
     def warn_migration(self, text: str, key: bytes) -> None:
         """Show a ``MigrationWarning`` once per ``key``: on P0 itself, from another P by
@@ -541,7 +453,7 @@ class Broker:
         if self.dead:
             self.release_handles()
         self.spawn.armed = True  # go() may put a frame into an empty ring at once (place)
-        if self.wakes_out or self.owes_kept:
+        if self.wakes_out or self.messages.owes_kept:
             self.flush_wakes()
         if self.unflushed:
             # where idle Ps can steal them (SPEC: taken at once); what a full ring cannot

@@ -1,14 +1,14 @@
 /* Wake-ups across Ps: select-token claims and WAKE messages, for the shared channel's hand-off.
  *
  * Twin (the Python path of the same protocol, the readable specification): csp_mp/_mp/broker.py
- *   (deliver, flush_wakes) and csp_mp/_mp/tokens.py (claim).
+ *   (deliver), csp_mp/_mp/messages.py (queue_wake, flush_wakes) and csp_mp/_mp/tokens.py (claim).
  *
  * A Peers object is one P's view of the others (csp_mp/_mp/broker.py is the Python side): the
  * token tables (tokens.py: a select's word reads gen << 8 | T_WAITING until one claimer sets
  * T_DONE), every P's inbox ring and doorbell, and this P's P_SENT word (ctx.py). A claim is one
- * compare-and-swap; a wake-up to another P is one inbox frame, msgpack as broker.py's `_msg`
+ * compare-and-swap; a wake-up to another P is one inbox frame, msgpack as messages.py's `_msg`
  * writes it, `(M_WAKE, gid, slot, gen, case, kind, data, chan_off)`, a doorbell ring and
- * P_SENT + 1, the same steps as Broker.flush_wakes for one message.
+ * P_SENT + 1, the same steps as Messages.flush_wakes for one message.
  *
  * Invariants:
  *   - a token word goes WAITING -> DONE only by a CAS here, so exactly one claimer wins (the
@@ -178,7 +178,7 @@ int wake_prepare(Peers *ps, wake_t *wk, const wrec *rec) {
     if (owe(ps, wk) < 0) return -1;
     for (int i = 0; i < WAKE_ARGS; i++) Py_CLEAR(wk->argv[i]); /* an earlier record's */
     char *q = wk->msg;
-    *q++ = (char)0x98; /* fixarray of 8: broker.py's _msg((M_WAKE, gid, slot, gen, case, kind,
+    *q++ = (char)0x98; /* fixarray of 8: messages.py's _msg((M_WAKE, gid, slot, gen, case, kind,
                         * data, chan_off)) */
     q = mp_int(q, ps->m_wake);
     q = mp_int(q, rec->gid);
