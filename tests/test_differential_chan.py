@@ -41,7 +41,7 @@ from csp_mp._chan.block import (
     _W_SENDQ,
 )
 from csp_mp._chan.chan import _parse, _select_shared
-from csp_mp._chan.shared import SharedChan
+from csp_mp._chan.shared_native import state_class
 from csp_mp._hub import current_hub
 from csp_mp._shm import native
 
@@ -190,11 +190,11 @@ class Impl:
         p0, p1 = fold.ps
         self.ch0, self.ch1 = [], []
         for c in caps:
-            st0 = SharedChan.create(p0, c)
+            st0 = state_class(p0.arena).create(p0, c)
             st0.add_refs(1)  # P1's handle
             a, b = Chan(c), Chan(c)
             a._st = st0
-            b._st = SharedChan.attach(p1, st0.off)
+            b._st = state_class(p1.arena).attach(p1, st0.off)
             self.ch0.append(p0.adopt(a))
             self.ch1.append(p1.adopt(b))
 

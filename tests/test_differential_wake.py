@@ -20,7 +20,7 @@ from folded import Fold
 
 from csp_mp import Chan
 from csp_mp._chan.proclayer import K_CLOSED_RECV, K_SENT, K_VALUE
-from csp_mp._chan.shared import SharedChan
+from csp_mp._chan.shared_native import state_class
 from csp_mp._mp import ctx as C
 from csp_mp._shm import native
 
@@ -32,11 +32,11 @@ def _chans(fold: Fold, caps: list[int]) -> list[tuple[Chan, Chan]]:
     p0, p1 = fold.ps
     out = []
     for cap in caps:
-        st = SharedChan.create(p0, cap)
+        st = state_class(p0.arena).create(p0, cap)
         st.add_refs(1)
         a, b = Chan(cap), Chan(cap)
         a._st = st
-        b._st = SharedChan.attach(p1, st.off)
+        b._st = state_class(p1.arena).attach(p1, st.off)
         out.append((p0.adopt(a), p1.adopt(b)))
     return out
 

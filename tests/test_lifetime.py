@@ -14,6 +14,7 @@ import csp_mp
 from csp_mp import Chan, ClosedChannelError, default, go_local, runtime, select
 from csp_mp._chan.proclayer import K_SENT
 from csp_mp._chan.shared import SharedChan
+from csp_mp._chan.shared_native import state_class
 
 BIG = b"x" * 200_000  # above the codec's out-of-band threshold: its own arena block
 MIB = 1 << 20
@@ -96,7 +97,7 @@ def test_a_destroyed_shared_channel_gives_back_all_its_memory() -> None:
         broker = proc.broker
         arena = broker.arena
         before = arena.free_bytes()
-        st = SharedChan.create(broker, 4)
+        st = state_class(broker.arena).create(broker, 4)
         wakes: list = []
         with st.lock:
             for v in (BIG, 1, "x", BIG):

@@ -24,6 +24,7 @@ from mp_helpers import run
 import csp_mp
 from csp_mp import Chan, go, go_local, runtime, select
 from csp_mp._chan.shared import SharedChan
+from csp_mp._chan.shared_native import state_class
 from csp_mp._mp import promote
 from csp_mp._mp.promote import PIN
 from csp_mp._proc import proc
@@ -276,9 +277,9 @@ def test_a_ps_state_for_a_block_serves_again_only_while_the_block_keeps_its_id()
         ch = Chan(1)
         pickle.dumps(ch)
         st = ch._st  # type: ignore[attr-defined]
-        same = SharedChan.attach(broker, st.off) is st
+        same = state_class(broker.arena).attach(broker, st.off) is st
         st.uid += 1  # as if the block had been freed and handed out again
-        fresh = SharedChan.attach(broker, st.off) is not st
+        fresh = state_class(broker.arena).attach(broker, st.off) is not st
         st.uid -= 1
         return same, fresh
 

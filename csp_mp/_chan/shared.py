@@ -1,8 +1,9 @@
 """A channel shared by every P: Go's ``hchan`` laid out in the arena.
 
 ``SharedChan`` is the state a ``Chan`` holds once promoted: the same protocol as ``LocalState``
-plus the locked operations a select drives; ``NativeSharedChan`` runs its fast paths in one call
-of the compiled core. The block's words, its waiter records and the spare blocks are in
+plus the locked operations a select drives; ``NativeSharedChan`` (``shared_native.py``) runs its
+fast paths in one call of the compiled core, and ``shared_native.state_class`` says which of the
+two a run uses. The block's words, its waiter records and the spare blocks are in
 ``block.py``; what the channel asks of processes (this P's number, the arena, lock stripes,
 select tokens, wake-ups for goroutines of other Ps) is the ``ProcLayer`` of ``proclayer.py``,
 which the ``_mp`` layer's broker implements. Imports: ``_hub``, ``_shm``, ``_errors``, and
@@ -34,9 +35,7 @@ from typing import Any
 
 from .._errors import ClosedChannelError
 from .._hub import waits as W
-from .._shm import OOB_MIN, Ring, TypedCodec, attach_ring, decode, discard, encode
-from .._shm.codec import _mdec, _menc, _tdec
-from .._shm.native import core as native_core
+from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
 from .block import (
     _BUF_BYTES,
     _MAGIC,
@@ -76,12 +75,6 @@ class SharedChan:
     __slots__ = ("broker", "off", "key", "cap", "lock", "lock_index", "_rings", "_w", "uid",
                  "_q", "_arena", "_buf", "codec", "handle", "drop_name", "add_name",
                  "__weakref__")
-
-    def __new__(cls, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> SharedChan:
-        # the arena's core decides the implementation: every handle of a run uses the same one
-        if cls is SharedChan and broker.arena.core is not None:
-            cls = NativeSharedChan
-        return object.__new__(cls)
 
     def __init__(self, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> None:
         self.broker = broker
@@ -517,95 +510,3 @@ class SharedChan:
         n = len(q)
         self._q[self._w + _NWORD[wi]] = n
         return n
-
-
-class NativeSharedChan(SharedChan):
-    """A shared channel whose fast paths run in one call of the compiled core.
-
-    ``ChanOps.send``/``recv`` do what :meth:`SharedChan.try_send_l` and
-    :meth:`SharedChan.try_recv_l` spell out when no select's value needs freeing: hand a value
-    to the oldest live parked receiver, else buffer it when open and with room; take the value
-    of the oldest live parked sender (on a buffered channel: the oldest buffered value, the
-    sender's moving to the buffer's end), else a buffered inline value. The codec's plain kinds
-    (scalars, small bytes, tuples of those) are encoded and decoded in the same call; other
-    values go through the codec and ``send_data``/``recv_data``. Anything else (a closed
-    channel, an out-of-band frame, a parked sender's value the buffer's bytes cannot take until
-    it grows, a dead select holding a value) changes nothing, and the Python slow path takes
-    over. A parked partner of this P, or an inbox with no room, is woken through
-    ``ProcLayer.deliver_off``. When the goroutine is alone on its P, it then polls the channel's
-    words (GIL released) for up to ``spin_seconds`` before the slow path parks it: a wake-up
-    across processes costs 15-25 µs on these machines, more than a partner on another core
-    takes to make the channel ready (``ProcLayer.spin_time``: only when nothing else on the P
-    could run meanwhile; the poll ends early when this P's doorbell rings, a wake-up for
-    another goroutine having come).
-    """
-
-    __slots__ = ("_c_send", "_c_poll", "_bell", "_vsend", "_vrecv", "ops")
-
-    def __init__(self, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> None:
-        super().__init__(broker, off, tp)
-        arena = broker.arena
-        core = arena.core
-        self._c_poll = core.chan_poll
-        self._bell = broker.bell_off
-        #: the fast paths (their counts for runtime.metrics() go to this P's Peers)
-        self.ops: Any = native_core().ChanOps(
-            core, off, _menc, _mdec, _tdec, functools.partial(decode, arena=arena), _NOVALUE,
-            OOB_MIN, broker.peers)
-        self._c_send = self.ops.send_data
-        if self.codec is None:
-            self._vsend, self._vrecv = self.ops.send, self.ops.recv
-        else:  # a typed channel: its codec validates, so values go through it
-            self._vsend = _never
-            self._vrecv = functools.partial(_typed_recv, self.ops.recv_data, self.codec.decode)
-
-    def send(self, v: Any, hub: Any) -> None:
-        if self._vsend(v):
-            if self.broker.dead:  # channels this P dropped: freed now, the value sent
-                self.broker.release_handles()
-            return
-        data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
-        hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
-        hub.n_xbytes += len(data)
-        if self._c_send(data, v):
-            if self.broker.dead:
-                self.broker.release_handles()
-            return
-        # an unbuffered channel is ready only once a receiver parks, which a receiver
-        # spinning for a sender never does: the sender parks at once, for it to find
-        spin = self.broker.spin_time(hub) if self.cap else 0.0
-        if spin and self._c_poll(self.off, True, spin, self._bell) and self._c_send(data, v):
-            if self.broker.dead:
-                self.broker.release_handles()
-            return
-        self._send_slow(data, v, hub)  # releases them too
-
-    def recv(self, hub: Any) -> tuple[Any, bool]:
-        v = self._vrecv()
-        while v is _NOVALUE:
-            spin = self.broker.spin_time(hub)
-            if spin:  # once: ready may mean what only the slow path serves (a close, ...)
-                if self._c_poll(self.off, False, spin, self._bell):
-                    v = self._vrecv()
-                break
-            if not self.broker.run_own(hub):  # a queued goroutine of this P runs first
-                break
-            hub.gosched()
-            v = self._vrecv()
-        if v is not _NOVALUE:
-            return v, True
-        hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
-        return self._recv_slow(hub)  # also an out-of-band value, which C leaves in place
-
-
-_NOVALUE = object()  # ChanOps.recv: nothing the fast path could take
-
-
-def _never(v: Any) -> bool:
-    return False
-
-
-def _typed_recv(recv_data: Any, decode_typed: Any) -> Any:
-    data = recv_data()
-    return _NOVALUE if data is None else decode_typed(data)
-

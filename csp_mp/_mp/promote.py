@@ -83,6 +83,7 @@ from .._chan import Chan
 from .._chan.chan import _validator
 from .._chan.local import _NOQ, LocalState
 from .._chan.shared import SharedChan
+from .._chan.shared_native import state_class
 from .._errors import InternalError
 from .._proc import proc
 from .._shm import codec
@@ -259,7 +260,7 @@ def chan_offset(ch: Chan) -> int:
 def adopt_block(broker: Any, ch: Chan, off: int, cap: int) -> SharedChan:
     """Make the pool's block ``off`` (taken by ``Handles.promote``) the shared state of the
     untyped local channel ``ch``, which has nothing buffered or waiting."""
-    shared = SharedChan.reopen(broker, off, cap)
+    shared = state_class(broker.arena).reopen(broker, off, cap)
     ch._st = shared
     broker.handles.register(ch, shared)
     return shared
@@ -281,7 +282,7 @@ def promote_chan_state(ch: Chan) -> SharedChan:
             if got is not None:
                 return got
         try:
-            shared = SharedChan.create(broker, st.cap, ch._type)
+            shared = state_class(broker.arena).create(broker, st.cap, ch._type)
         except MemoryError as exc:
             raise _arena_full(broker, exc) from exc
         if st.buf or st.sendq or st.recvq or st.closed:
@@ -345,7 +346,8 @@ def new_handle(off: int, tp: Any) -> Chan:
         ch = broker.handles.attach_new(off.to_bytes(8, "little"))  # attach's first case
         if ch is not None:
             return ch
-    st = SharedChan.attach(broker, off, tp)  # ValueError if the block holds no channel
+    # ValueError if the block holds no channel
+    st = state_class(broker.arena).attach(broker, off, tp)
     ch = Chan.__new__(Chan)
     ch._st = st
     ch._type = tp
