@@ -52,28 +52,31 @@ def _probe(target: int, won: atomic.Int64, fn: Callable[..., Any], args: tuple,
         reply.send(False)
 
 
-def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE) -> None:
+def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE) -> int:
     """From a goroutine: start ``fn(*args)`` in a goroutine that runs on P ``p``.
 
     On the caller's own P it is a ``go_local``; otherwise probe goroutines are spawned with
     ``go()`` until one is stolen by P ``p``, which then runs ``fn`` (AssertionError after
-    ``timeout``). Returns once ``fn`` has started or is about to. Call it from one goroutine
-    at a time: two Ps each running their own probes are never idle, so neither steals.
+    ``timeout``). Returns once ``fn`` has started or is about to, with how many goroutines it
+    made (``fn``'s included). Call it from one goroutine at a time: two Ps each running their
+    own probes are never idle, so neither steals.
     """
     if p == runtime.current_p():
         go_local(fn, *args)
-        return
+        return 1
     if p >= runtime.gomaxprocs():
         raise ValueError(f"no P{p} in a runtime of {runtime.gomaxprocs()} Ps")
     won = atomic.Int64(0)
     reply: Chan = Chan(BATCH)
     deadline = time.monotonic() + timeout
+    made = 0
     while True:
         for _ in range(BATCH):
             go(_probe, p, won, fn, args, reply)
+        made += BATCH
         got = [reply.recv() for _ in range(BATCH)]
         if any(got):
-            return
+            return made
         if time.monotonic() > deadline:
             raise AssertionError(f"no goroutine reached P{p} within {timeout}s\n"
                                  f"{runtime.stack()}")

@@ -20,30 +20,31 @@ from mp_helpers import go_on, run
 
 import csp_mp
 from csp_mp import Chan, DeadlockError, ProcessLost, go, go_local, runtime
+from csp_mp._mp.ctx import GOID_BATCH
 
 
 def _report_id(out: Chan) -> None:
     out.send((runtime.goid(), runtime.current_p()))
 
 
-def _ids_main(n: int) -> tuple[int, list[tuple[int, int]]]:
+def _ids_main(n: int) -> tuple[int, int, list[tuple[int, int]]]:
     out: Chan = Chan(n)
-    go_on(1, _report_id, out)  # at least one on P1
+    made = go_on(1, _report_id, out)  # at least one on P1 (after probes: goroutines too)
     for _ in range(n - 1):
         go(_report_id, out)
-    return runtime.goid(), [out.recv() for _ in range(n)]
+    return runtime.goid(), made + n - 1, [out.recv() for _ in range(n)]
 
 
 def test_goroutine_ids_are_small_and_unique_in_the_runtime() -> None:
     n = 300
-    main_id, got = run(_ids_main, 2, n)
+    main_id, made, got = run(_ids_main, 2, n)
     ids = [gid for gid, _p in got]
     assert main_id == 1
     assert len(set(ids)) == n and main_id not in ids, sorted(ids)
     assert {p for _gid, p in got} == {0, 1}
-    # batches of 16 from one counter: no P numbers its goroutines from a stride of its own
-    # (go_on's probes are goroutines too, a few batches' worth)
-    assert max(ids) < 4 * n, sorted(ids)
+    # batches of GOID_BATCH from one counter: the ids handed out are main's, the goroutines
+    # made, and at most the rest of one batch per P; no P numbers from a stride of its own
+    assert max(ids) <= 1 + made + 2 * GOID_BATCH, (made, sorted(ids))
 
 
 def test_one_p_numbers_goroutines_1_2_3() -> None:
