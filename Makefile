@@ -41,9 +41,10 @@ PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compile
 test-python: $(STAMP)
 	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not cluster' -k '$(PYTHON_PATH_SKIP)'
 
-# the compiled core's tests, its misuse cases and the cross-P channel tests under
-# AddressSanitizer and UBSan, on a copy of the tree built with the sanitizers (the installed
-# build is left alone); about two minutes on two cores
+# the compiled core's tests, its misuse cases, the cross-P channel tests, the differential
+# tests and those of the C task frames, handles and layout under AddressSanitizer and UBSan, on
+# a copy of the tree built with the sanitizers (the installed build is left alone); the second
+# run leaves out the slow soaks; about three minutes on two cores
 SAN := build/sanitize
 sanitize: $(STAMP)
 	rm -rf $(SAN) && mkdir -p $(SAN)
@@ -56,6 +57,12 @@ sanitize: $(STAMP)
 		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py \
 		tests/test_native_fuzz.py tests/test_native_hygiene.py
+	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not slow' \
+		tests/test_mp_tasks.py tests/test_layout.py tests/test_refcount.py \
+		tests/test_differential_chan.py tests/test_differential_wake.py \
+		tests/test_differential_atomic.py tests/test_differential_sync.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not slow and not stress'
