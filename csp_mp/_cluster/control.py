@@ -127,7 +127,10 @@ def main(address: str) -> int:
             return 0
         req = json.loads(line)["start"]
         procs: list[int] = req["procs"]
-        bundles = [{"CPU": max(p, 1)} for p in procs]
+        # a node's CPUs, or fewer when it runs fewer Ps; more Ps than CPUs share them, as
+        # run(procs=...) past a machine's cores does
+        cpus = [max(1, min(p, nodes[k]["cpus"])) for k, p in enumerate(procs)]
+        bundles = [{"CPU": n} for n in cpus]
         pg = placement_group(bundles, strategy="STRICT_SPREAD")
         if not pg.wait(timeout_seconds=req.get("timeout", 60)):
             raise RuntimeError(f"Ray could not reserve {bundles} on {len(nodes)} nodes "
@@ -140,7 +143,7 @@ def main(address: str) -> int:
             if bundle is None:
                 raise RuntimeError(f"no bundle was placed on node {nodes[k]['id']}")
             a = NodeAgent.options(
-                num_cpus=procs[k],
+                num_cpus=cpus[k],
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=pg, placement_group_bundle_index=int(bundle))).remote()
             agents.append(a)

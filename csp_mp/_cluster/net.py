@@ -77,9 +77,10 @@ import struct
 import threading
 import time
 import weakref
-from collections import deque
+from collections import ChainMap, deque
 from typing import Any
 
+from .. import _context
 from .._chan import Chan, default, select
 from .._errors import ClosedChannelError, DeadlockError, ProcessLost
 from .._hub import Outcome, current_hub
@@ -87,7 +88,14 @@ from .._hub import waits as W
 from .._mp import ctx as C
 from .._proc import proc
 from .._shm import cloud
-from .remote import RemoteChan, homed_classes, make_obj, proxy_class
+from .remote import (
+    RemoteChan,
+    home_kind,
+    homed_classes,
+    make_obj,
+    proxy_class,
+    reduce_context,
+)
 
 HDR = struct.Struct("!I")
 #: frames this large are sent apart from the small ones queued with them
@@ -172,19 +180,13 @@ class Link:
                 return
 
 
-def _refused_types() -> tuple[type, ...]:
-    """csp_mp objects that cannot yet be used from another node."""
-    from .. import _atomic, _context
-    from .._sync import primitives as S
-
-    ctx = tuple(t for t in vars(_context).values()
-                if isinstance(t, type) and issubclass(t, _context.Context)
-                and t is not _context.Context and t.__name__ != "_Empty")
-    del _atomic
-    return (S.Once, S.Cond, *ctx)
+_UNSEEN = -1  # Net.kinds: a type not looked at yet
 
 
 class _Pickler(cloud._Pickler):
+    dispatch_table = ChainMap({_context._CancelCtx: reduce_context},
+                              cloud._Pickler.dispatch_table)
+
     def __init__(self, f: Any, net: Net) -> None:
         super().__init__(f, protocol=5)
         self.net = net
@@ -195,14 +197,15 @@ class _Pickler(cloud._Pickler):
             return ("c", self.net.me, self.net.export(obj), obj._st.cap)
         if t is RemoteChan:
             return ("c", obj._home, obj._oid, obj._st.cap)
-        kind = self.net.homed.get(t)
+        kinds = self.net.kinds
+        kind = kinds.get(t, _UNSEEN)
+        if kind == _UNSEEN:  # once per type: a handle (first), an object homed here, neither
+            kind = kinds[t] = (None if t in self.net.proxy_types
+                               else home_kind(t, self.net.homed))
         if kind is not None:
             return ("o", self.net.me, self.net.export(obj), kind)
         if t in self.net.proxy_types:
             return ("o", obj._home, obj._oid, obj._kind)
-        if t in self.net.refused:
-            raise TypeError(f"a csp_mp {t.__name__} cannot be used on another node yet: keep it "
-                            "on the node that made it")
         return None
 
 
@@ -288,8 +291,9 @@ class Net:
         self.outbox: Chan | None = None
         self.done: Chan | None = None
         self.outstanding = [0] * n
-        self.refused = _refused_types()
         self.homed = {t: k for k, t in enumerate(homed_classes())}
+        #: type -> the kind its objects are homed as, None for any other type (persistent_id)
+        self.kinds: dict[type, int | None] = {}
         self.proxy_types = frozenset(proxy_class(k) for k in self.homed.values())
         self.timeout = heartbeat_timeout()
         self.listener: socket.socket | None = None

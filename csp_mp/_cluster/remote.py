@@ -6,9 +6,13 @@ out there (``net.perform``). On the node's P0 the request goes out on the node's
 (``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
 channel of its own.
 
-A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64`` or ``Bool`` of another node is an instance of
-a subclass made here (``proxy_class``) whose every method is carried out at the home by a
-goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``).
+A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64``, ``Bool`` or ``Sema`` of another node is an
+instance of a subclass made here (``proxy_class``) whose every method is carried out at the home
+by a goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``). An object
+of a subclass of one of them (an atomic or a semaphore already shared between the Ps of its
+node) is homed as its base (``home_kind``). Objects built of these (``Once``, ``Cond``, contexts)
+travel as their parts: each part keeps its home. A context's deadline travels as the time left
+(``reduce_context``), as gRPC sends a deadline, since nodes' monotonic clocks differ.
 
 ``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
 order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
@@ -140,8 +144,33 @@ def homed_classes() -> tuple[type, ...]:
     class here names it on the wire)."""
     from .. import _atomic
     from .._sync import primitives as S
+    from .._sync.sema import Sema
 
-    return (S.Mutex, S.RWMutex, S.WaitGroup, _atomic.Int64, _atomic.Bool)
+    return (S.Mutex, S.RWMutex, S.WaitGroup, _atomic.Int64, _atomic.Bool, Sema)
+
+
+def home_kind(t: type, homed: dict[type, int]) -> int | None:
+    """The kind (index in ``homed_classes()``) objects of type ``t`` are homed as, or None:
+    that of its nearest base in ``homed``."""
+    for base in t.__mro__:
+        kind = homed.get(base)
+        if kind is not None:
+            return kind
+    return None
+
+
+def reduce_context(ctx: Any) -> tuple:
+    """A cancellable context as it travels to another node: its parts, and its deadline as the
+    seconds left (``_context_arrived`` makes it a deadline of the receiving node's clock)."""
+    parent, done, code, deadline = ctx.__getstate__()
+    left = None if deadline is None else deadline - time.monotonic()
+    return (_context_arrived, (type(ctx), parent, done, code, left))
+
+
+def _context_arrived(cls: Any, parent: Any, done: Chan, code: Any, left: float | None) -> Any:
+    ctx = cls.__new__(cls)
+    ctx.__setstate__((parent, done, code, None if left is None else time.monotonic() + left))
+    return ctx
 
 
 def _forwarder(name: str) -> Any:

@@ -1,0 +1,136 @@
+"""Sync objects built of others (Once, Cond), contexts and atomics already shared between a
+node's Ps, used from another node: each part keeps its home, and the object behaves as on one
+machine."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import csp_mp
+from csp_mp import atomic, context, runtime
+from csp_mp._cluster.ship import go_node
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+
+def _once_then_report(once: csp_mp.Once, calls: atomic.Int64, out: csp_mp.Chan) -> None:
+    once.do(lambda: calls.add(1))
+    out.send(runtime.current_node())
+
+
+def test_once_runs_its_function_once_across_nodes(cluster) -> None:
+    def main():
+        once, calls, out = csp_mp.Once(), atomic.Int64(0), csp_mp.Chan(8)
+        for _ in range(3):
+            go_node(1, _once_then_report, once, calls, out)
+        once.do(lambda: calls.add(1))
+        nodes = sorted(out.recv() for _ in range(3))
+        once.do(lambda: calls.add(1))
+        return nodes, calls.load()
+
+    assert csp_mp.run(main, cluster=cluster.address) == ([1, 1, 1], 1)
+
+
+def _wait_for_flag(mu: csp_mp.Mutex, cond: csp_mp.Cond, flag: atomic.Bool,
+                   waiting: atomic.Int64, out: csp_mp.Chan) -> None:
+    with mu:
+        waiting.add(1)
+        while not flag.load():
+            cond.wait()
+    out.send(runtime.current_node())
+
+
+def test_cond_wakes_waiters_on_another_node(cluster) -> None:
+    def main():
+        mu = csp_mp.Mutex()
+        cond = csp_mp.Cond(mu)
+        flag, waiting, out = atomic.Bool(False), atomic.Int64(0), csp_mp.Chan(4)
+        for _ in range(2):
+            go_node(1, _wait_for_flag, mu, cond, flag, waiting, out)
+        deadline = time.monotonic() + 30
+        while waiting.load() < 2:  # both hold the count before they wait on cond
+            assert time.monotonic() < deadline, "the waiters on node 1 never started"
+            csp_mp.time.sleep(0.005)
+        with mu:  # each waiter is in cond.wait once it has let go of mu
+            flag.store(True)
+            cond.broadcast()
+        return sorted(out.recv() for _ in range(2))
+
+    assert csp_mp.run(main, cluster=cluster.address) == [1, 1]
+
+
+def _until_done(ctx: context.Context, key: str, out: csp_mp.Chan) -> None:
+    out.send(("started", runtime.current_node(), ctx.value(key)))
+    ctx.done().recv()
+    out.send(("done", type(ctx.err()).__name__, ctx.deadline()[1]))
+
+
+def test_a_context_cancelled_on_node_0_ends_waits_on_node_1(cluster) -> None:
+    def main():
+        parent, cancel = context.with_cancel(context.background())
+        ctx = context.with_value(parent, "request", 42)
+        out = csp_mp.Chan(4)
+        go_node(1, _until_done, ctx, "request", out)
+        started = out.recv()
+        cancel()
+        return started, out.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address) == (
+        ("started", 1, 42), ("done", "Canceled", False))
+
+
+def test_a_deadline_set_on_node_0_expires_a_context_used_on_node_1(cluster) -> None:
+    def main():
+        ctx, cancel = context.with_timeout(context.background(), 0.3)
+        out = csp_mp.Chan(4)
+        go_node(1, _until_done, ctx, "none", out)
+        started = out.recv()
+        got = out.recv()
+        cancel()
+        return started, got
+
+    assert csp_mp.run(main, cluster=cluster.address) == (
+        ("started", 1, None), ("done", "DeadlineExceeded", True))
+
+
+def _cancel_from_here(cancel, out: csp_mp.Chan) -> None:
+    cancel()
+    out.send(runtime.current_node())
+
+
+def test_a_cancel_function_called_on_node_1_cancels_the_context_on_node_0(cluster) -> None:
+    def main():
+        ctx, cancel = context.with_cancel(context.background())
+        out = csp_mp.Chan(1)
+        go_node(1, _cancel_from_here, cancel, out)
+        ctx.done().recv()
+        return out.recv(), type(ctx.err()).__name__
+
+    assert csp_mp.run(main, cluster=cluster.address) == (1, "Canceled")
+
+
+def _add(counter: atomic.Int64, n: int, out: csp_mp.Chan) -> None:
+    counter.add(n)
+    out.send((runtime.current_node(), runtime.current_p()))
+
+
+def test_an_atomic_shared_between_a_nodes_ps_is_homed_when_it_travels(cluster) -> None:
+    """An Int64 that another P of node 0 already uses lives in node 0's arena: node 1 gets a
+    handle on it, never an arena offset of node 0's."""
+    def main():
+        counter, out = atomic.Int64(0), csp_mp.Chan(4)
+        seen = set()
+        deadline = time.monotonic() + 30
+        while 1 not in {p for node, p in seen if node == 0}:  # until P1 of node 0 has it
+            assert time.monotonic() < deadline, "no goroutine reached P1 of node 0"
+            for _ in range(4):
+                csp_mp.go(_add, counter, 0, out)
+            seen |= {out.recv() for _ in range(4)}
+        go_node(1, _add, counter, 5, out)
+        where = out.recv()
+        counter.add(1)
+        return type(counter).__name__ != "Int64", where[0], counter.load()
+
+    assert csp_mp.run(main, cluster=cluster.address, procs=2) == (True, 1, 6)
