@@ -166,6 +166,28 @@ def test_an_executor_task_names_the_submit_line(path: str, procs: int) -> None:
     assert task and made in task[0].text, text
 
 
+def _queued_executor_main() -> str:
+    first, third = Chan(), Chan()
+    with Executor(max_workers=2) as ex:
+        a = ex.submit(_stuck, first)  # runs on this P: nothing else of the executor runs
+        b = ex.submit(_stuck, first)  # goes to any P
+        c = ex.submit(_stuck, third)  # the queued submit: started once a or b ends
+        first.close()
+        a.result()
+        b.result()
+        text = _stack_once(lambda e: ", in _stuck\n" in e.text)  # c, the one left
+        third.close()
+        c.result()
+    return text
+
+
+def test_a_queued_executor_task_names_its_submit_line_not_the_executor(path: str) -> None:
+    text = csp_mp.run(_queued_executor_main, procs=2)
+    made = _created_by(_queued_executor_main, "the queued submit")
+    assert made in text, text
+    assert "_futures/executor.py" not in text, text
+
+
 def _exec_main() -> str:
     ch: Chan = Chan()
     where = {"go_local": go_local, "_stuck": _stuck, "ch": ch}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -41,6 +42,7 @@ import cloudpickle
 from .. import _hub
 from .._chan import Chan
 from .._errors import ProcessLost
+from .._hub.g import queued_here
 from .._proc import TRAVELS_MAX, proc
 from .._run import ensure_runtime, go
 from .task import _chunk_call, _collect, _fresh, _run_slot, _task, _task_here, _watch_replacements
@@ -105,7 +107,9 @@ class Executor(cf.Executor):
         self._init = None if initializer is None else (
             f"{os.getpid()}-{id(self)}-{next(proc.task_keys)}", initializer, tuple(initargs))
         self._lock = threading.Lock()
-        self._queued: deque[tuple[int, cf.Future, Callable, tuple, dict]] = deque()
+        #: tasks not started yet: (key, future, fn, args, kwargs, where submit was called,
+        #: as go() records it for a goroutine queued for any P: G.created_by)
+        self._queued: deque[tuple[int, cf.Future, Callable, tuple, dict, tuple]] = deque()
         self._inflight = 0
         self._shutdown = False
         self._binding: _Binding | None = None
@@ -150,7 +154,7 @@ class Executor(cf.Executor):
             entry = proc.tasks.pop(key, None)
             if entry is not None and not entry[1].done():
                 entry[1].set_exception(_fresh(err))
-        for _key, fut, _fn, _args, _kwargs in queued:
+        for _key, fut, *_call in queued:
             if not fut.done() and fut.set_running_or_notify_cancel():
                 fut.set_exception(_fresh(err))
         self._inflight = 0
@@ -178,8 +182,10 @@ class Executor(cf.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             later = bool(self._queued) or threading.get_ident() != hub.thread_id \
                 or self._inflight >= b.limit
-            if later:
-                self._queued.append((key, fut, fn, args, kwargs))
+            if later:  # started later by the hub: its goroutine is made where submit was called
+                made = queued_here(sys._getframe(1), hub.current
+                                   if threading.get_ident() == hub.thread_id else None)
+                self._queued.append((key, fut, fn, args, kwargs, made))
             else:
                 fut.set_running_or_notify_cancel()  # a fresh future: never cancelled yet
                 proc.tasks[key] = (self, fut, False)
@@ -225,18 +231,18 @@ class Executor(cf.Executor):
             with self._lock:
                 if not self._queued:
                     break
-                key, fut, fn, args, kwargs = self._queued.popleft()
+                key, fut, fn, args, kwargs, made = self._queued.popleft()
                 if not fut.set_running_or_notify_cancel():
                     continue
                 proc.tasks[key] = (self, fut, False)
-            placed = self._start(b, key, fut, fn, args, kwargs) or placed
+            placed = self._start(b, key, fut, fn, args, kwargs, made=made) or placed
         if placed and hub.broker is not None:
             hub.broker.flush_spawns()  # other Ps see them now, not at P0's next poll
 
     def _start(self, b: _Binding, key: int, fut: cf.Future, fn: Callable[..., Any], args: tuple,
-               kwargs: dict, pin: bool | None = None) -> bool:
+               kwargs: dict, pin: bool | None = None, made: tuple | None = None) -> bool:
         """Start a task already in ``proc.tasks`` (hub thread); True if it went where other Ps can
-        take it."""
+        take it. ``made``: where a queued task was submitted (its goroutine's created-by)."""
         hub = b.hub
         # A task started while none of the executor's others is unfinished runs on the owner's
         # P, with nothing to encode or send: the submitter usually waits for it next. Tasks
@@ -258,7 +264,11 @@ class Executor(cf.Executor):
                 else:
                     hub.spawn_local(_task_here, (fut,), {})
                 return False
-            go(_task, key, proc.pid, b.results, self._init, fn, args, kwargs)
+            call = (key, proc.pid, b.results, self._init, fn, args, kwargs)
+            if made is not None and hub.broker is not None:
+                hub.broker.place(_task, call, {}, made)  # go(), created where it was submitted
+            else:
+                go(_task, *call)
             return True
         except BaseException as exc:
             proc.tasks.pop(key, None)
@@ -301,9 +311,9 @@ class Executor(cf.Executor):
                 self._queued.clear()
             else:
                 queued = []
-            pending = [fut for _key, fut, _fn, _args, _kwargs in self._queued]
+            pending = [fut for _key, fut, *_call in self._queued]
             pending += [e[1] for e in list(proc.tasks.values()) if e[0] is self]
-        for _key, fut, _fn, _args, _kwargs in queued:
+        for _key, fut, *_call in queued:
             fut.cancel()
         if wait:
             for fut in pending:

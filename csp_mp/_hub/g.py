@@ -135,9 +135,9 @@ def here(f: FrameType | None, creator: int) -> tuple | None:
     """``G.made`` of a goroutine made by a call under frame ``f`` by goroutine ``creator``:
     ``(code, lasti, creator)`` of the innermost frame from ``f`` out that is not csp_mp's
     (go() itself, errgroup, the executor, a hooked hub's layers are skipped), or of ``f``
-    itself when every frame is (a goroutine csp_mp starts on its own: the executor's queued
-    tasks); None without a frame. The Python twin of the compiled core's ``Sites.here`` (a
-    hub records with one of them: ``recorder``)."""
+    itself when every frame is (a goroutine csp_mp starts on its own: the executor's runner of
+    tasks on its owner's P); None without a frame. The Python twin of the compiled core's
+    ``Sites.here`` (a hub records with one of them: ``recorder``)."""
     if f is None:
         return None
     code = f.f_code
