@@ -134,3 +134,35 @@ def test_an_atomic_shared_between_a_nodes_ps_is_homed_when_it_travels(cluster) -
         return type(counter).__name__ != "Int64", where[0], counter.load()
 
     assert csp_mp.run(main, cluster=cluster.address, procs=2) == (True, 1, 6)
+
+
+def _fail_on_node_1(out: csp_mp.Chan) -> None:
+    out.send(runtime.current_node())
+    raise ValueError("from node 1")
+
+
+def _go_in_group(g, out: csp_mp.Chan) -> None:
+    g.go(_fail_on_node_1, out)  # the group's goroutine, made on node 1
+
+
+def _wait_for_cancel(ctx: context.Context) -> str:
+    ctx.done().recv()
+    return type(ctx.err()).__name__
+
+
+def test_an_errgroup_context_is_cancelled_by_an_error_on_another_node(cluster) -> None:
+    from csp_mp import errgroup
+
+    def main():
+        g, ctx = errgroup.with_context(context.background())
+        out = csp_mp.Chan(1)
+        g.go(_wait_for_cancel, ctx)
+        go_node(1, _go_in_group, g, out)  # the group travels; its failing goroutine is node 1's
+        node = out.recv()
+        try:
+            g.wait()
+        except ValueError as exc:
+            return node, str(exc), _wait_for_cancel(ctx)
+        return node, None, None
+
+    assert csp_mp.run(main, cluster=cluster.address) == (1, "from node 1", "Canceled")
