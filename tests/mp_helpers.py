@@ -31,6 +31,8 @@ from csp_mp import (
 from csp_mp import run as csp_run
 
 BATCH = 8  # probe goroutines per attempt of ``go_on``
+#: set (to 1) in the environment of a cluster run: ``go_on`` to another P means another node
+ACROSS_NODES = "CSP_MP_TEST_ACROSS_NODES"
 
 
 def run(main: Callable[..., Any], procs: int, *args: Any) -> Any:
@@ -60,9 +62,18 @@ def go_on(p: int, fn: Callable[..., Any], *args: Any, timeout: float = DEADLINE)
     ``timeout``). Returns once ``fn`` has started or is about to, with how many goroutines it
     made (``fn``'s included). Call it from one goroutine at a time: two Ps each running their
     own probes are never idle, so neither steals.
+
+    With ``ACROSS_NODES`` set in the environment, in a cluster run (the semantic cases run
+    across nodes, tests/cluster/test_cluster_semantics.py) any P but the caller's means the next
+    node: ``fn`` then runs there, and every value crosses machines.
     """
     if p == runtime.current_p():
         go_local(fn, *args)
+        return 1
+    if os.environ.get(ACROSS_NODES) and runtime.num_nodes() > 1:
+        from csp_mp._cluster.ship import go_node
+
+        go_node((runtime.current_node() + 1) % runtime.num_nodes(), fn, *args)
         return 1
     if p >= runtime.gomaxprocs():
         raise ValueError(f"no P{p} in a runtime of {runtime.gomaxprocs()} Ps")

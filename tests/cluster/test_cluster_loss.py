@@ -98,7 +98,6 @@ def test_a_killed_node_raises_process_lost_naming_it(cluster, third_node) -> Non
     assert max(g[2] for g in got) < 2.0 + 1.0, got  # remove_node itself takes a moment
 
 
-@pytest.mark.slow  # the heartbeat timeout, then a frozen process to stop: about 20 s
 def test_a_frozen_node_raises_process_lost_after_the_heartbeat_timeout(cluster,
                                                                      third_node) -> None:
     stopped: list[int] = []
