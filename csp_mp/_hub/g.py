@@ -99,6 +99,12 @@ class G:
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
 
 
+def root_body() -> None:
+    """The placeholder function of the implicit main goroutine (the thread's root greenlet runs
+    the user's code, not this)."""
+    return None
+
+
 class _SiteCache:
     """What the site functions below keep: pure functions of the code (where a code object's
     instruction is, which code is the user's), which no fork or runtime can make wrong."""
