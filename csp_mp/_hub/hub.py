@@ -96,6 +96,17 @@ class Broker(Protocol):
 class Hub(Workers):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
+    # Its fields are slots: a hub has more of them than an instance dict keeps in the fast
+    # shared-key form, and park/ready read and write several on every switch. (Workers gives
+    # it a __dict__ too, which stays empty: no module adds fields, nor replaces a method.)
+    __slots__ = ("p", "thread_id", "root", "hub_glet", "runq", "runnext", "fresh", "_streak",
+                 "timers", "allgs", "_ids", "_free", "current", "inbox", "waker",
+                 "pending_blocking", "outcome", "stopping", "main_g", "broker", "placer", "go",
+                 "instruments", "picker", "mpool", "tick", "select_rng", "hooks_on_stop",
+                 "nprocs", "_gc_saved", "no_preempt", "poll_now", "preempted",
+                 "interrupt_pending", "sysmon", "all_blocked", "n_created", "n_blocking",
+                 "n_xops", "n_xbytes", "driven", "made_here")
+
     def __init__(self, p: int = 0) -> None:
         self.p = p
         self.thread_id = threading.get_ident()
