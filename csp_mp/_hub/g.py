@@ -2,7 +2,8 @@
 
 Invariants:
 - ``glet`` is None until the goroutine first runs; from then on it is bound to this P's thread.
-- ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is set only while WAITING.
+- ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is the wait reason while
+  WAITING, and the last one (read by no one) otherwise.
 - ``param`` carries the value handed over by ``Hub.ready`` until the goroutine resumes.
 - A G is its own channel waiter (Go's ``sudog``) for a plain send or receive: ``g``, ``sel`` and
   ``case`` read as a waiter's do, ``elem`` holds the value a parked sender offers. A select

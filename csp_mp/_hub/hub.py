@@ -266,7 +266,6 @@ class Hub(Workers):
         if g.state != WAITING:
             raise InternalError(f"ready of {g!r}, which is not waiting")
         g.state = RUNNABLE
-        g.reason = ""
         g.param = value
         runq = self.runq
         if not next_ or self.current is None:
