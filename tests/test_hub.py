@@ -173,3 +173,25 @@ def test_installing_a_picker_keeps_the_goroutine_waiting_in_runnext() -> None:
         return got
 
     assert run1(main) == [7]
+
+
+# ---------------------------------------------------------------- fields
+
+
+def test_every_field_of_a_running_hub_is_a_slot() -> None:
+    """A field set outside the hub's slots would land in its instance dict and slow every read
+    of it on the hot paths: after goroutines on both Ps, a local and a shared channel, a timer
+    and a blocking call, P0's hub has an empty dict."""
+    from csp_mp import Chan, after, go, select
+
+    def main() -> dict:
+        ch, shared = Chan(), Chan()
+        go_local(lambda: ch.send(csp_mp.blocking(lambda: 1)))
+        assert ch.recv() == 1
+        assert select(after(0.001).recv, ch.recv)[0] == 0
+        for i in range(4):
+            go(shared.send, i)
+        assert sorted(shared.recv() for _ in range(4)) == [0, 1, 2, 3]
+        return dict(vars(current_hub()))
+
+    assert csp_mp.run(main, procs=2) == {}

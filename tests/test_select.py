@@ -97,6 +97,41 @@ def test_exactly_one_case_takes_effect() -> None:
     run1(main)
 
 
+def test_plain_and_select_waiters_on_one_queue_are_served_in_order() -> None:
+    """A channel's wait queue holds plain receivers (their goroutines) and select cases side by
+    side: sends serve them first come, first served, and skip the case of a select that another
+    channel completed meanwhile; the same for senders."""
+    def main():
+        ch, other = Chan(), Chan()
+        got = Chan(4)
+        go(lambda: got.send(("plain-1", ch.recv())))
+        wait_blocked(ch, receivers=1)
+        go(lambda: got.send(("select-lost", select(ch.recv, other.recv))))
+        wait_blocked(ch, receivers=2)
+        go(lambda: got.send(("select-2", select(ch.recv))))
+        wait_blocked(ch, receivers=3)
+        go(lambda: got.send(("plain-3", ch.recv())))
+        wait_blocked(ch, receivers=4)
+        other.send("o")  # completes the second waiter's select: its case on ch is dead
+        assert got.recv() == ("select-lost", (1, "o"))
+        for v in ("a", "b", "c"):
+            ch.send(v)
+        assert dict(got.recv() for _ in range(3)) == {
+            "plain-1": "a", "select-2": (0, "b"), "plain-3": "c"}
+
+        go(lambda: ch.send("s1"))
+        wait_blocked(ch, senders=1)
+        go(lambda: select((ch.send, "lost"), (other.send, "o2")))
+        wait_blocked(ch, senders=2)
+        go(lambda: got.send(select((ch.send, "s2"))))
+        wait_blocked(ch, senders=3)
+        assert other.recv() == "o2"  # the second sender's select took its other case
+        assert [ch.recv(), ch.recv()] == ["s1", "s2"]
+        assert got.recv() == (0, None)
+        assert ch.stats().senders_waiting == 0
+    run1(main)
+
+
 def test_close_wakes_a_blocked_select() -> None:
     def main():
         a, b = Chan(), Chan()

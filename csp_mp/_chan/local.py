@@ -5,6 +5,8 @@ Invariants:
   one belongs to a select that has already completed elsewhere.
 - ``len(buf) <= cap``; when ``recvq`` holds a live waiter, ``buf`` is empty.
 - A closed channel has an empty ``sendq``.
+- A queued waiter whose ``sel`` is None is a G, parked in a plain send or receive (g.py); a
+  select's waiters are ``Waiter`` records, each with its select's ``sel``.
 - ``Waiter.sel`` is shared by every waiter of one select; ``sel.done`` turns True exactly once,
   under the hub (one thread), so exactly one case of a select takes effect.
 - All of this is owner-P state: only the P's hub thread touches it, never while another greenlet
@@ -58,7 +60,7 @@ class Waiter:
 
     __slots__ = ("g", "elem", "sel", "case")
 
-    def __init__(self, g: Any, elem: Any = None, sel: SelectState | None = None, case: int = -1):
+    def __init__(self, g: Any, elem: Any, sel: SelectState, case: int):
         self.g = g
         self.elem = elem
         self.sel = sel
@@ -108,10 +110,12 @@ class LocalState:
         recvq = self.recvq
         while recvq:
             w = recvq.popleft()
-            if w.sel is not None and not claim(w):
-                continue
-            hub.ready(w.g, (v, True))
-            return
+            if w.sel is None:  # a plain receive: the waiter is its G
+                hub.ready(w, (v, True))
+                return
+            if claim(w):
+                hub.ready(w.g, (v, True))
+                return
         buf = self.buf
         if len(buf) < self.cap:
             if buf is _NOQ:
@@ -139,14 +143,15 @@ class LocalState:
         sendq = self.sendq
         while sendq:
             w = sendq.popleft()
-            if w.sel is not None and not claim(w):
+            sel = w.sel
+            if sel is not None and not claim(w):
                 continue
             if self.cap == 0:
                 v = w.elem
             else:
                 v = self.buf.popleft()
                 self.buf.append(w.elem)
-            hub.ready(w.g, SENT)
+            hub.ready(w if sel is None else w.g, SENT)  # a plain send's waiter is its G
             return v, True
         if self.buf:
             return self.buf.popleft(), True

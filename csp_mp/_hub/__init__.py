@@ -12,7 +12,8 @@ from collections.abc import Callable
 from .._proc import proc
 from . import hooks
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G
-from .hub import Broker, Hub, Outcome, Waker
+from .hub import Broker, Hub, Outcome
+from .ports import Waker
 
 
 def new_hub(p: int = 0) -> Hub:

@@ -2,7 +2,8 @@
 
 Invariants:
 - ``glet`` is None until the goroutine first runs; from then on it is bound to this P's thread.
-- ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is set only while WAITING.
+- ``state`` is one of RUNNABLE, RUNNING, WAITING, DEAD; ``reason`` is the wait reason while
+  WAITING, and the last one (read by no one) otherwise.
 - ``param`` carries the value handed over by ``Hub.ready`` until the goroutine resumes.
 - A G is its own channel waiter (Go's ``sudog``) for a plain send or receive: ``g``, ``sel`` and
   ``case`` read as a waiter's do, ``elem`` holds the value a parked sender offers. A select
@@ -32,23 +33,11 @@ DEAD = "dead"
 class G:
     """One goroutine: its function, its greenlet once started, and its scheduling state."""
 
-    # Fields most goroutines never change are class-level defaults, so that creating a G (once
-    # per goroutine, on every spawn and steal) stores only what differs: 6 stores, not 14.
-    glet: Any = None
-    state = RUNNABLE
-    reason = ""
-    param: Any = None
-    result: Any = None
-    is_main = False
-    name = ""
-    elem: Any = None
-    sel = None
-    case = -1
-    #: where it was created, for Go's "created by" line (created_by): ``(code, instruction
-    #: offset, creator's goroutine id)`` of the user's call on this P, resolved only when
-    #: printed; or ``(site, creator's id)`` for one go() queued for any P, ``site`` being the
-    #: task frame's ``[function, file, line]``, as msgpack bytes or decoded; None for main
-    made: Any = None
+    # Slots, every one set here: a field read where it was never stored (a class-level default)
+    # takes the interpreter's slow attribute path, and the hot paths read ``sel``, ``glet`` and
+    # ``is_main`` of goroutines that never changed them.
+    __slots__ = ("id", "fn", "args", "kwargs", "p", "local", "glet", "state", "reason", "param",
+                 "result", "is_main", "name", "elem", "sel", "case", "made")
 
     def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
                  local: bool = True) -> None:
@@ -58,6 +47,22 @@ class G:
         self.kwargs = kwargs
         self.p = p
         self.local = local
+        self.glet: Any = None
+        self.state = RUNNABLE
+        self.reason = ""
+        self.param: Any = None
+        self.result: Any = None
+        self.is_main = False
+        self.name = ""
+        self.elem: Any = None
+        self.sel = None
+        self.case = -1
+        #: where it was created, for Go's "created by" line (created_by): ``(code, instruction
+        #: offset, creator's goroutine id)`` of the user's call on this P, resolved only when
+        #: printed; or ``(site, creator's id)`` for one go() queued for any P, ``site`` being
+        #: the task frame's ``[function, file, line]``, as msgpack bytes or decoded; None for
+        #: main
+        self.made: Any = None
 
     @property
     def g(self) -> G:
@@ -97,6 +102,12 @@ class G:
     def __repr__(self) -> str:
         extra = f" [{self.reason}]" if self.state == WAITING else ""
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
+
+
+def root_body() -> None:
+    """The placeholder function of the implicit main goroutine (the thread's root greenlet runs
+    the user's code, not this)."""
+    return None
 
 
 class _SiteCache:

@@ -3,7 +3,8 @@
 Only the hub switches greenlets: ``park()`` is the one way out of a goroutine and ``ready()``
 the one way back in; ``post()`` is the one way in from other threads. Goroutine bodies run on
 pooled worker greenlets, and their end is handled there (workers.py, whose methods the hub
-inherits); ``stack_text`` is dumps.py's, the run's ``Outcome`` outcome.py's.
+inherits); ``stack_text`` is dumps.py's, the run's ``Outcome`` outcome.py's, the waker an idle
+hub waits on ports.py's, the collector's pace while it runs gcpace.py's.
 
 Scheduling (Go's ``schedule``): ``ready()`` applies the one scheduling rule as it queues a
 goroutine (``runnext`` first, with a bound on how long the run queue waits for it), and
@@ -41,7 +42,6 @@ user code at top level runs unchanged and blocks by switching into the hub. ``ru
 
 from __future__ import annotations
 
-import gc
 import itertools
 import random
 import sys
@@ -56,44 +56,15 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
-from . import dumps, interrupt, quiet, waits
-from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder
+from . import dumps, gcpace, interrupt, quiet, waits
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder, root_body
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
+from .ports import Completion, Waker, Wakes, wrong_context
 from .timers import TimerHeap
 from .workers import Workers
 
 _RUNNEXT_STREAK_MAX = 64  # goroutines put in runnext before the waiting run queue's turn
-
-
-class Waker:
-    """Wakes an idle hub from any thread; a post is never lost (a counting semaphore)."""
-
-    def __init__(self) -> None:
-        self._sem = threading.Semaphore(0)
-
-    def post(self) -> None:
-        """Wake the hub if it waits, else make its next wait return at once."""
-        self._sem.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait for a post or ``timeout`` seconds; True if posted."""
-        return self._sem.acquire(timeout=timeout)
-
-
-class Wakes(Protocol):
-    """What wakes an idle hub from any thread: a ``Waker``, or the P's doorbell (``_mp``)."""
-
-    def post(self) -> None:
-        """Wake the hub if it waits, else make its next wait return at once."""
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait for a post or ``timeout`` seconds; True if posted."""
-
-
-#: an M thread's outcome of a blocking call, posted to the hub: (the goroutine, ok, value or
-#: exception); every other inbox entry is a call
-Completion = tuple[G, bool, Any]
 
 
 class Broker(Protocol):
@@ -124,6 +95,17 @@ class Broker(Protocol):
 
 class Hub(Workers):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
+
+    # Its fields are slots: a hub has more of them than an instance dict keeps in the fast
+    # shared-key form, and park/ready read and write several on every switch. (Workers gives
+    # it a __dict__ too, which stays empty: no module adds fields, nor replaces a method.)
+    __slots__ = ("p", "thread_id", "root", "hub_glet", "runq", "runnext", "fresh", "_streak",
+                 "timers", "allgs", "_ids", "_free", "current", "inbox", "waker",
+                 "pending_blocking", "outcome", "stopping", "main_g", "broker", "placer", "go",
+                 "instruments", "picker", "mpool", "tick", "select_rng", "hooks_on_stop",
+                 "nprocs", "_gc_saved", "no_preempt", "poll_now", "preempted",
+                 "interrupt_pending", "sysmon", "all_blocked", "n_created", "n_blocking",
+                 "n_xops", "n_xbytes", "driven", "made_here")
 
     def __init__(self, p: int = 0) -> None:
         self.p = p
@@ -260,7 +242,7 @@ class Hub(Workers):
 
     def adopt_root_as_main(self) -> G:
         """Make the calling (root) greenlet the main goroutine: the implicit runtime."""
-        g = self.new_g(_root_body, (), {}, True)
+        g = self.new_g(root_body, (), {}, True)
         self.n_created += 1
         g.glet = self.root
         g.state = RUNNING
@@ -284,7 +266,6 @@ class Hub(Workers):
         if g.state != WAITING:
             raise InternalError(f"ready of {g!r}, which is not waiting")
         g.state = RUNNABLE
-        g.reason = ""
         g.param = value
         runq = self.runq
         if not next_ or self.current is None:
@@ -307,7 +288,7 @@ class Hub(Workers):
         """Park the current goroutine until ``ready()``; return the value it was readied with."""
         g = self.current
         if g is None or getcurrent() is not g.glet:
-            raise _wrong_context(self)
+            raise wrong_context(self.thread_id, self.hub_glet)
         if self.stopping:
             raise GoroutineExit()
         g.state = WAITING
@@ -365,7 +346,7 @@ class Hub(Workers):
         also behind what the hub's next pass makes ready, a due timer's goroutine say)."""
         g = self.current
         if g is None or getcurrent() is not g.glet:
-            raise _wrong_context(self)
+            raise wrong_context(self.thread_id, self.hub_glet)
         if self.stopping:
             raise GoroutineExit()
         g.state = RUNNABLE
@@ -383,7 +364,7 @@ class Hub(Workers):
         """Run ``fn`` on an M thread while only the calling goroutine parks."""
         g = self.current
         if g is None or getcurrent() is not g.glet:
-            raise _wrong_context(self)
+            raise wrong_context(self.thread_id, self.hub_glet)
         post = self.post
 
         def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
@@ -483,7 +464,7 @@ class Hub(Workers):
         start_sysmon(self)  # preemption and blocking reports; stopped by a hooks_on_stop entry
         if interrupt.install(self):  # Ctrl-C never lands inside the runtime's own code
             self.hooks_on_stop.append(lambda: interrupt.uninstall(self))
-        self._gc_saved = _raise_gc_threshold()
+        self._gc_saved = gcpace.raise_threshold()
         try:
             while self.outcome is None:
                 g = self._find_runnable(runq)
@@ -561,9 +542,8 @@ class Hub(Workers):
 
     def _finish(self) -> None:
         self.timers.clear()
-        if self._gc_saved is not None:
-            gc.set_threshold(*self._gc_saved)
-            self._gc_saved = None
+        gcpace.restore(self._gc_saved)
+        self._gc_saved = None
         for hook in self.hooks_on_stop:
             try:
                 hook()
@@ -582,37 +562,9 @@ class Hub(Workers):
         return dumps.stack_text(self.allgs.values(), sys._getframe(1))
 
 
-GC_GEN0_THRESHOLD = 50_000
 #: passes of the hub between two looks at ``fresh`` before the run queue (runqget)
 FRESH_EVERY = 61
 
 
-def _raise_gc_threshold() -> tuple[int, ...] | None:
-    """Collect generation 0 every 50 k allocations instead of 700 while the hub runs.
 
-    Every goroutine allocates container objects (its record, a greenlet, waiters); with the
-    default threshold the cyclic collector ran so often that it took 40-60 % of the time of a
-    burst of spawns or of parking 100 k goroutines. Left alone if the user changed it.
-    """
-    saved = gc.get_threshold()
-    if saved[0] != 700:
-        return None
-    gc.set_threshold(GC_GEN0_THRESHOLD, *saved[1:])
-    return saved
-
-
-def _root_body() -> None:  # placeholder fn of the implicit main goroutine
-    return None
-
-
-def _wrong_context(hub: Hub) -> BaseException:
-    if threading.get_ident() != hub.thread_id:
-        return RuntimeError(
-            "csp_mp blocking operation called from a thread that is not the runtime's; "
-            "use csp_mp.blocking() from goroutines or run everything inside csp_mp.run()")
-    if getcurrent() is hub.hub_glet:
-        return InternalError("a blocking operation ran in the hub (timer callback?)")
-    return RuntimeError("csp_mp blocking operation called outside a goroutine")
-
-
-__all__ = ["Hub", "Outcome", "Broker", "Waker", "G", "RUNNABLE", "RUNNING", "WAITING", "DEAD"]
+__all__ = ["Hub", "Outcome", "Broker", "G", "RUNNABLE", "RUNNING", "WAITING", "DEAD"]
