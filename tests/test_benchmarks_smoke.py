@@ -71,6 +71,26 @@ def test_local_family_rows() -> None:
     pp = [r for r in rows if r["name"] == "pingpong"]
     assert all(r["value"] is not None for r in pp)
 
+    def bars(name: str) -> dict[str, str]:
+        return {r["baseline"]: r["bar"] for r in rows if r["name"] == name}
+
+    # DESIGN.md's one-P bars, each against a peer measured in the same run
+    assert bars("pingpong") == {
+        "raw greenlet switch": "<= 5.5x a raw greenlet switch (moonshot 3x)",
+        "asyncio.Queue": "faster than asyncio.Queue",
+        "gevent.queue.Channel": "faster than gevent's Channel",
+        "threads + queue.Queue": "(reference)"}
+    assert bars("spawn") == {
+        "one parked greenlet running each task":
+            "<= 3x one parked greenlet running each task (moonshot 1.5x)",
+        "asyncio create_task": "(reference)", "gevent.spawn": "(reference)"}
+    for name, bar in (("pingpong", bench_local.PINGPONG_VS_SWITCH_BAR),
+                      ("spawn", bench_local.SPAWN_VS_GREENLET_BAR)):
+        floor = next(r for r in rows if r["name"] == name and r["bar"].startswith("<="))
+        assert floor["baseline_value"] is not None, floor
+        assert floor["met"] == (floor["value"] <= bar * floor["baseline_value"]), floor
+        assert "csp_mp takes" in floor["note"], floor
+
 
 def test_parallel_family_rows() -> None:
     from benchmarks import bench_parallel
