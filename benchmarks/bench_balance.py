@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -36,11 +33,10 @@ from ._common import (
     at_most,
     burn,
     calibrate_burn,
-    child_env,
     csp_paths,
+    json_child,
     median,
     on_path,
-    path_unavailable,
     pick,
     row,
 )
@@ -132,23 +128,8 @@ CHILDREN = {"half": child_half, "chain": child_chain, "cold": child_cold}
 
 def in_child(name: str, params: dict, timeout: float, path: str | None) -> dict:
     """``CHILDREN[name](**params)`` in a fresh interpreter (``CSP_MP_NATIVE=path``)."""
-    if path is not None and (why := path_unavailable(path)):
-        return {"error": why}
-    root, env = child_env(path)
     cmd = [sys.executable, "-m", "benchmarks.bench_balance", "--child", name, json.dumps(params)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root, env=env, process_group=0)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = err.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        return {"error": tail[0]}
-    return json.loads(lines[-1])
+    return json_child(cmd, timeout, path)
 
 
 # ====================================================================== the family

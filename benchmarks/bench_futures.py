@@ -17,14 +17,21 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
-import os
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
 
-from ._common import all_met, at_least, at_most, burn, calibrate_burn, child_env, median, pick, row
+from ._common import (
+    all_met,
+    at_least,
+    at_most,
+    burn,
+    calibrate_burn,
+    json_child,
+    median,
+    pick,
+    row,
+)
 
 FAMILY = "futures"
 SUBMIT_VS_PPE_BAR = 10.0
@@ -81,21 +88,8 @@ CHILDREN = {"submit": _child_submit, "map": _child_map, "cpu": _child_cpu}
 
 def in_child(name: str, params: dict, timeout: float) -> dict:
     """Run ``CHILDREN[name](**params)`` in a fresh interpreter; its result, or ``{"error"}``."""
-    root, env = child_env()
     cmd = [sys.executable, "-m", "benchmarks.bench_futures", "--child", name, json.dumps(params)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": f"exit {proc.returncode}: {tail[0]}"}
-    return json.loads(lines[-1])
+    return json_child(cmd, timeout)
 
 
 # ====================================================================== peers (this process)

@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import queue
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from greenlet import getcurrent, greenlet
 import csp_mp
 from csp_mp import Chan, go_local, runtime
 
-from ._common import at_most, child_env, median, pick, row
+from ._common import at_most, json_child, median, pick, row
 
 FAMILY = "local"
 # DESIGN.md's one-P bars: csp_mp's time over the raw greenlet peer's, both measured in one run
@@ -335,13 +334,11 @@ def _emit(res: dict) -> None:
 
 def parked_in_subprocess(kind: str, n: int) -> dict:
     """Run ``_parked_child`` in a fresh interpreter and return what it printed."""
-    root, env = child_env()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_local", "--parked", kind,
-                           str(n)], capture_output=True, text=True, cwd=root, env=env, timeout=300)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"seconds": None, "rss_delta": None, "parked": 0, "error": tail[0]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    res = json_child([sys.executable, "-m", "benchmarks.bench_local", "--parked", kind, str(n)],
+                     300)
+    if "error" in res:
+        return {"seconds": None, "rss_delta": None, "parked": 0, "error": res["error"]}
+    return res
 
 
 # ---------------------------------------------------------------------- the family

@@ -24,9 +24,6 @@ import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing as mp
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,9 +38,9 @@ from ._common import (
     calibrate_burn,
     child_env,
     csp_paths,
+    json_child,
     median,
     on_path,
-    path_unavailable,
     pick,
     row,
     spin,
@@ -322,29 +319,8 @@ def in_child(name: str, params: dict, timeout: float, path: str | None = None) -
     ``path``: the ``CSP_MP_NATIVE`` value the child runs with ("1" compiled core, "0" Python
     path); the child says which path its runtime took, and running the other one is an error.
     """
-    if path is not None and (why := path_unavailable(path)):
-        return {"error": why}
-    root, env = child_env(path)
     cmd = [sys.executable, "-m", "benchmarks.bench_parallel", "--child", name, json.dumps(params)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root, env=env, process_group=0)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child and the Ps it started
-        proc.communicate()
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": f"exit {proc.returncode}: {tail[0]}"}
-    try:
-        res = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return {"error": f"unreadable child output: {lines[-1][:80]}"}
-    if path is not None and "error" not in res and res.get("native") != (path == "1"):
-        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
-    return res
+    return json_child(cmd, timeout, path)
 
 
 # ================================================ start-up as a script pays it (fresh interpreters)
@@ -408,33 +384,12 @@ def in_script(source: str, timeout: float, path: str | None = None) -> dict:
     """Run ``source`` as a user's plain script in a fresh interpreter, bytecode caches read and
     written (``PYTHONDONTWRITEBYTECODE`` dropped); the JSON object its last line prints, or
     ``{"error"}``. ``path``: the ``CSP_MP_NATIVE`` the script's csp_mp runs with."""
-    if path is not None and (why := path_unavailable(path)):
-        return {"error": why}
-    root, env = child_env(path)
+    _, env = child_env(path)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.TemporaryDirectory(prefix="csp_mp-bench-") as d:
         script = Path(d) / "script.py"
         script.write_text(source)
-        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=d, env=env,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": f"exit {proc.returncode}: {tail[0]}"}
-    try:
-        res = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return {"error": f"unreadable script output: {lines[-1][:80]}"}
-    if path is not None and "native" in res and res["native"] != (path == "1"):
-        return {"error": f"asked CSP_MP_NATIVE={path}, the script ran native={res['native']}"}
-    return res
+        return json_child([sys.executable, str(script)], timeout, path, env=env, cwd=d)
 
 
 def _seconds(results: list[dict]) -> list[float]:

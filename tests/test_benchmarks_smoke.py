@@ -278,3 +278,53 @@ def test_balance_family_rows() -> None:
     assert {r["name"] for r in rows} == {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"}
     _check_both_paths(rows, {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"})
     assert all(r["value"] is not None for r in rows), [r["note"] for r in rows]
+
+
+_GRANDPARENT = """
+import os, subprocess, sys, time
+p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(os.getsid(0), os.getpgid(0), p.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_child_runner_keeps_the_session_and_kills_the_group_on_timeout() -> None:
+    """A benchmark child stays in the caller's session (its autogroup and nice priority) in a
+    process group of its own, which a timeout kills whole, grandchildren included."""
+    import os
+    import time
+
+    from benchmarks._common import child_env, run_child
+
+    root, env = child_env()
+    rc, out, _ = run_child([sys.executable, "-c", _GRANDPARENT], env, root, 3.0)
+    assert rc is None, out
+    sid, pgid, grandchild = (int(x) for x in out.split())
+    assert sid == os.getsid(0) and pgid != os.getpgid(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"grandchild {grandchild} outlived the timeout")
+
+
+def test_json_child_answers_and_errors() -> None:
+    from benchmarks._common import json_child, path_unavailable
+
+    def py(code: str) -> list[str]:
+        return [sys.executable, "-c", code]
+
+    assert json_child(py('print("noise"); print(\'{"x": 1}\')'), 30) == {"x": 1}
+    assert json_child(py("import sys; sys.exit('boom')"), 30) == {"error": "exit 1: boom"}
+    assert json_child(py("print('not json')"), 30)["error"].startswith("unreadable")
+    assert json_child(py("import time; time.sleep(30)"), 0.5) == {
+        "error": "timed out after 0.5 s"}
+    # a child that ran the other runtime path than the one asked for is an error
+    assert json_child(py('print(\'{"native": false}\')'), 30, "0") == {"native": False}
+    if not path_unavailable("1"):
+        assert "asked CSP_MP_NATIVE=1" in json_child(py('print(\'{"native": false}\')'), 30,
+                                                     "1")["error"]
