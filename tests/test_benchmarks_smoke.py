@@ -120,6 +120,14 @@ def test_parallel_family_rows() -> None:
                                   "faster-fifo put_many/get_many": ">= 2x"}
     assert bars("cross_4to2") == {"multiprocessing.Queue": ">= 3x",
                                   "faster-fifo put_many/get_many": ">= 1.5x"}
+    # DESIGN.md's CPU and start-up bars, against the peers of the same run
+    assert bars("cpu_speedup") == {"csp_mp procs=1": "ratio >= 1.85x"}
+    assert bars("cpu_vs_pool") == {"multiprocessing.Pool(2)": "<= 1.0x its wall time",
+                                   "ProcessPoolExecutor(2)": "<= 1.0x its wall time",
+                                   "loky ProcessPoolExecutor(2)": "(reference)",
+                                   "mpire WorkerPool(2)": "(reference)"}
+    assert bars("startup") == {"ProcessPoolExecutor(2, fork) to first task": "<= 4x the peer"}
+    assert bars("import") == {"import concurrent.futures.process": "<= 2x the peer"}
     for r in rows:  # a peer that is missing or failed is "n/a" and says why
         if r["baseline_value"] is None and r["bar"] not in ("", "(reference)"):
             assert r["met"] is None and r["note"], r
