@@ -8,11 +8,13 @@ figure could not be measured ("n/a"), and ``note`` then says why.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -198,6 +200,34 @@ def json_child(cmd: list[str], timeout: float, path: str | None = None, *,
             and res["native"] != (path == "1")):
         return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res['native']}"}
     return res
+
+
+def family_child(module: str, name: str, params: dict, timeout: float,
+                 path: str | None = None) -> dict:
+    """``CHILDREN[name](**params)`` of ``benchmarks.<module>`` run in a fresh interpreter by its
+    ``--child NAME PARAMS_JSON`` (``answer_child``): its answer, or ``{"error"}``; ``path`` as
+    for ``json_child``."""
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--child", name, json.dumps(params)]
+    return json_child(cmd, timeout, path)
+
+
+def answer_child(module: str, name: str, params_json: str) -> None:
+    """The child's side of ``family_child``: run ``CHILDREN[name]`` of ``benchmarks.<module>``
+    and print its answer, with the runtime path csp_mp took here (``"native"``), as one JSON
+    line; an exception is answered as ``{"error"}`` (the parent's n/a row).
+
+    The module is imported through the package, not run as ``__main__``, so that the goroutine
+    functions it defines pickle by reference.
+    """
+    try:
+        res = importlib.import_module(f"benchmarks.{module}").CHILDREN[name](
+            **json.loads(params_json))
+        from csp_mp._shm import native
+
+        res["native"] = native.enabled()
+    except Exception as exc:
+        res = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(res), flush=True)
 
 
 def burn(n: int) -> int:

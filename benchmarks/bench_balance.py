@@ -22,19 +22,18 @@ core and the pure-Python path), interleaved with the peer in each repeat; median
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
 from typing import Any
 
 from ._common import (
+    answer_child,
     at_least,
     at_most,
     burn,
     calibrate_burn,
     csp_paths,
-    json_child,
+    family_child,
     median,
     on_path,
     pick,
@@ -128,8 +127,7 @@ CHILDREN = {"half": child_half, "chain": child_chain, "cold": child_cold}
 
 def in_child(name: str, params: dict, timeout: float, path: str | None) -> dict:
     """``CHILDREN[name](**params)`` in a fresh interpreter (``CSP_MP_NATIVE=path``)."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_balance", "--child", name, json.dumps(params)]
-    return json_child(cmd, timeout, path)
+    return family_child("bench_balance", name, params, timeout, path)
 
 
 # ====================================================================== the family
@@ -217,15 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS_JSON"))
     args = ap.parse_args(argv)
     if args.child:
-        # Through the package, not __main__: goroutine functions then pickle by reference.
-        from benchmarks import bench_balance as mod
-
-        name, params = args.child[0], json.loads(args.child[1])
-        try:
-            res = mod.CHILDREN[name](**params)
-        except Exception as exc:  # reported as an n/a row by the parent
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(res), flush=True)
+        answer_child("bench_balance", *args.child)
         return
     from .run import print_table
 

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import json
 import multiprocessing as mp
-import sys
 import time
-from typing import Any
 
 from ._common import (
     all_met,
+    answer_child,
     at_least,
     at_most,
     burn,
     calibrate_burn,
-    json_child,
+    family_child,
     median,
     pick,
     row,
@@ -88,8 +86,7 @@ CHILDREN = {"submit": _child_submit, "map": _child_map, "cpu": _child_cpu}
 
 def in_child(name: str, params: dict, timeout: float) -> dict:
     """Run ``CHILDREN[name](**params)`` in a fresh interpreter; its result, or ``{"error"}``."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_futures", "--child", name, json.dumps(params)]
-    return json_child(cmd, timeout)
+    return family_child("bench_futures", name, params, timeout)
 
 
 # ====================================================================== peers (this process)
@@ -223,15 +220,7 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS"))
     args = parser.parse_args()
     if args.child:
-        from benchmarks import bench_futures as mod
-
-        name, params = args.child[0], json.loads(args.child[1])
-        res: dict[str, Any]
-        try:
-            res = mod.CHILDREN[name](**params)
-        except Exception as exc:
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(res), flush=True)
+        answer_child("bench_futures", *args.child)
         return
     from .run import print_table
 
