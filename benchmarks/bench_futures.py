@@ -209,7 +209,7 @@ def run(quick: bool) -> list[dict]:
     rows.append(row(FAMILY, "executor_map_cpu", f"{ntasks} CPU tasks of ~{task_s * 1000:g} ms, "
                     "Executor.map, 2 Ps", "s", v, baseline="ProcessPoolExecutor(2).map",
                     baseline_value=base, higher_is_better=False,
-                    bar=f"<= {CPU_VS_PPE_BAR:g}x PPE", met=at_most(x, CPU_VS_PPE_BAR),
+                    bar=f"<= {CPU_VS_PPE_BAR}x PPE", met=at_most(x, CPU_VS_PPE_BAR),
                     note=err if v is None else "", repeats=len(cpu)))
     return rows
 

@@ -305,7 +305,7 @@ def test_child_runner_keeps_the_session_and_kills_the_group_on_timeout() -> None
     from benchmarks._common import child_env, run_child
 
     root, env = child_env()
-    rc, out, _ = run_child([sys.executable, "-c", _GRANDPARENT], env, root, 3.0)
+    rc, out, _ = run_child([sys.executable, "-c", _GRANDPARENT], env, root, 5.0)
     assert rc is None, out
     sid, pgid, grandchild = (int(x) for x in out.split())
     assert sid == os.getsid(0) and pgid != os.getpgid(0)
@@ -318,6 +318,21 @@ def test_child_runner_keeps_the_session_and_kills_the_group_on_timeout() -> None
         time.sleep(0.01)
     else:
         pytest.fail(f"grandchild {grandchild} outlived the timeout")
+
+
+def test_child_runner_can_ask_the_group_to_stop_first() -> None:
+    """``term_first``: a timed-out child gets SIGTERM (to remove its shared-memory names) and
+    what it prints then is kept."""
+    from benchmarks._common import child_env, run_child
+
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('cleaned up', flush=True),"
+            " sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+    root, env = child_env()
+    rc, out, _ = run_child([sys.executable, "-c", code], env, root, 5.0, term_first=True)
+    assert rc is None and out.split() == ["ready", "cleaned", "up"], out
 
 
 def test_json_child_answers_and_errors() -> None:
