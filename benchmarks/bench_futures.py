@@ -34,7 +34,7 @@ from ._common import (
 FAMILY = "futures"
 SUBMIT_VS_PPE_BAR = 10.0
 MAP_VS_PEERS_BAR = 1.0
-CPU_VS_PPE_BAR = 1.0  # DESIGN.md's bar for this workload against ProcessPoolExecutor(2)
+CPU_VS_PPE_BAR = 1.0  # docs/design.md's bar for this workload against ProcessPoolExecutor(2)
 POOL_CHUNKS = (10_000, 1000, 100, 1)  # largest first: the slow small ones run once
 MAP_RUNS = 5  # timed runs per measurement of the map row (each side: their median)
 

@@ -31,7 +31,7 @@ from csp_mp import Chan, go_local, runtime
 from ._common import at_most, json_child, median, pick, row
 
 FAMILY = "local"
-# DESIGN.md's one-P bars: csp_mp's time over the raw greenlet peer's, both measured in one run
+# docs/design.md's one-P bars: csp_mp's time over the raw greenlet peer's, both measured in one run
 PINGPONG_VS_SWITCH_BAR = 5.5
 PINGPONG_VS_SWITCH_MOONSHOT = 3.0
 SPAWN_VS_GREENLET_BAR = 3.0
@@ -345,7 +345,7 @@ def parked_in_subprocess(kind: str, n: int) -> dict:
 
 
 def _vs_floor(r: dict, bar: float, moonshot: float, floor: str, unit: str) -> dict:
-    """``r`` (csp_mp against a raw greenlet ``floor``) with DESIGN.md's bar, "csp_mp <= ``bar``
+    """``r`` (csp_mp against a raw greenlet ``floor``) with docs/design.md's bar, "csp_mp <= ``bar``
     times the floor", and its moonshot: the bar text, whether it is met, and the multiple in
     the note (the ratio column reads the other way, floor over csp_mp)."""
     times = None if r["ratio"] is None else 1 / r["ratio"]

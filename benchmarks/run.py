@@ -2,9 +2,10 @@
 
 ``python -m benchmarks [--quick] [--only FAMILY[,FAMILY]] [--json PATH]`` (or
 ``python benchmarks/run.py ...``) imports each family module, calls its ``run(quick)``, prints one
-table (each figure, its baseline, the ratio, the DESIGN.md bar and whether it is met) and writes
-``benchmarks/results/latest.json``. A family module without ``run`` is run as a subprocess and its
-output kept verbatim; a family that fails becomes an error row, never a crash of the runner.
+table (each figure, its baseline, the ratio, the docs/design.md bar and whether it is met) and
+writes ``benchmarks/results/latest.json``. A family module without ``run`` is run as a
+subprocess and its output kept verbatim; a family that fails becomes an error row, never a crash
+of the runner.
 """
 
 from __future__ import annotations

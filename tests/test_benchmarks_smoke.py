@@ -74,7 +74,7 @@ def test_local_family_rows() -> None:
     def bars(name: str) -> dict[str, str]:
         return {r["baseline"]: r["bar"] for r in rows if r["name"] == name}
 
-    # DESIGN.md's one-P bars, each against a peer measured in the same run
+    # docs/design.md's one-P bars, each against a peer measured in the same run
     assert bars("pingpong") == {
         "raw greenlet switch": "<= 5.5x a raw greenlet switch (moonshot 3x)",
         "asyncio.Queue": "faster than asyncio.Queue",
@@ -120,7 +120,7 @@ def test_parallel_family_rows() -> None:
                                   "faster-fifo put_many/get_many": ">= 2x"}
     assert bars("cross_4to2") == {"multiprocessing.Queue": ">= 3x",
                                   "faster-fifo put_many/get_many": ">= 1.5x"}
-    # DESIGN.md's CPU and start-up bars, against the peers of the same run
+    # docs/design.md's CPU and start-up bars, against the peers of the same run
     assert bars("cpu_speedup") == {"csp_mp procs=1": "ratio >= 1.85x"}
     assert bars("cpu_vs_pool") == {"multiprocessing.Pool(2)": "<= 1.0x its wall time",
                                    "ProcessPoolExecutor(2)": "<= 1.0x its wall time",
