@@ -1,4 +1,4 @@
-"""csp_mp benchmarks: each figure of DESIGN.md against its peers, measured in the same run.
+"""csp_mp benchmarks: each figure of docs/design.md against its peers, measured in the same run.
 
 Families: ``local`` (one P), ``transport`` (shared-memory transport), ``parallel`` (several Ps).
 Each family module exposes ``run(quick: bool) -> list[dict]``; ``python -m benchmarks`` runs them

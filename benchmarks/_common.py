@@ -8,8 +8,13 @@ figure could not be measured ("n/a"), and ``note`` then says why.
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +141,93 @@ def child_env(native: str | None = None) -> tuple[Path, dict[str, str]]:
     if native is not None:
         env[NATIVE_ENV] = native
     return root, env
+
+
+def run_child(cmd: list[str], env: dict[str, str], cwd: str | Path, timeout: float, *,
+              term_first: bool = False) -> tuple[int | None, str, str]:
+    """Run ``cmd`` to its end: its exit code (None when it ran past ``timeout``), stdout, stderr.
+
+    The child leads a process group of its own inside the caller's session, so that it and the
+    processes it starts keep the caller's autogroup and nice priority (a new session would start
+    a new autogroup), and a timeout can kill all of them. ``term_first``: on timeout send SIGTERM
+    and give the group 5 s to remove its shared-memory names before the SIGKILL.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=cwd, env=env, process_group=0)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        pass
+    if term_first:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=5)
+            return None, out, err
+        except subprocess.TimeoutExpired:
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)  # the child and every process it started
+    out, err = proc.communicate()
+    return None, out, err
+
+
+def json_child(cmd: list[str], timeout: float, path: str | None = None, *,
+               env: dict[str, str] | None = None, cwd: str | Path | None = None,
+               term_first: bool = False) -> dict:
+    """The JSON object on the last line ``cmd`` prints (run by ``run_child``), or ``{"error"}``.
+
+    ``path``: the ``CSP_MP_NATIVE`` value the child runs with ("1" compiled core, "0" Python
+    path); a child that reports (``"native"``) that its runtime took the other one is an error.
+    ``env`` and ``cwd`` default to ``child_env(path)``: the repository root, ``benchmarks``
+    importable.
+    """
+    if path is not None and (why := path_unavailable(path)):
+        return {"error": why}
+    root, default_env = child_env(path)
+    rc, out, err = run_child(cmd, default_env if env is None else env,
+                             root if cwd is None else cwd, timeout, term_first=term_first)
+    if rc is None:
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = out.strip().splitlines()
+    if rc != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-1:] or [f"exit {rc}"]
+        return {"error": f"exit {rc}: {tail[0]}"}
+    try:
+        res = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable child output: {lines[-1][:80]}"}
+    if (path is not None and isinstance(res, dict) and "error" not in res and "native" in res
+            and res["native"] != (path == "1")):
+        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res['native']}"}
+    return res
+
+
+def family_child(module: str, name: str, params: dict, timeout: float,
+                 path: str | None = None) -> dict:
+    """``CHILDREN[name](**params)`` of ``benchmarks.<module>`` run in a fresh interpreter by its
+    ``--child NAME PARAMS_JSON`` (``answer_child``): its answer, or ``{"error"}``; ``path`` as
+    for ``json_child``."""
+    cmd = [sys.executable, "-m", f"benchmarks.{module}", "--child", name, json.dumps(params)]
+    return json_child(cmd, timeout, path)
+
+
+def answer_child(module: str, name: str, params_json: str) -> None:
+    """The child's side of ``family_child``: run ``CHILDREN[name]`` of ``benchmarks.<module>``
+    and print its answer, with the runtime path csp_mp took here (``"native"``), as one JSON
+    line; an exception is answered as ``{"error"}`` (the parent's n/a row).
+
+    The module is imported through the package, not run as ``__main__``, so that the goroutine
+    functions it defines pickle by reference.
+    """
+    try:
+        res = importlib.import_module(f"benchmarks.{module}").CHILDREN[name](
+            **json.loads(params_json))
+        from csp_mp._shm import native
+
+        res["native"] = native.enabled()
+    except Exception as exc:
+        res = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(res), flush=True)
 
 
 def burn(n: int) -> int:

@@ -22,25 +22,20 @@ core and the pure-Python path), interleaved with the peer in each repeat; median
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 from ._common import (
+    answer_child,
     at_least,
     at_most,
     burn,
     calibrate_burn,
-    child_env,
     csp_paths,
+    family_child,
     median,
     on_path,
-    path_unavailable,
     pick,
     row,
 )
@@ -132,23 +127,7 @@ CHILDREN = {"half": child_half, "chain": child_chain, "cold": child_cold}
 
 def in_child(name: str, params: dict, timeout: float, path: str | None) -> dict:
     """``CHILDREN[name](**params)`` in a fresh interpreter (``CSP_MP_NATIVE=path``)."""
-    if path is not None and (why := path_unavailable(path)):
-        return {"error": why}
-    root, env = child_env(path)
-    cmd = [sys.executable, "-m", "benchmarks.bench_balance", "--child", name, json.dumps(params)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root, env=env, process_group=0)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = err.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        return {"error": tail[0]}
-    return json.loads(lines[-1])
+    return family_child("bench_balance", name, params, timeout, path)
 
 
 # ====================================================================== the family
@@ -236,15 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--child", nargs=2, metavar=("NAME", "PARAMS_JSON"))
     args = ap.parse_args(argv)
     if args.child:
-        # Through the package, not __main__: goroutine functions then pickle by reference.
-        from benchmarks import bench_balance as mod
-
-        name, params = args.child[0], json.loads(args.child[1])
-        try:
-            res = mod.CHILDREN[name](**params)
-        except Exception as exc:  # reported as an n/a row by the parent
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps(res), flush=True)
+        answer_child("bench_balance", *args.child)
         return
     from .run import print_table
 

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import subprocess
 import sys
 import time
 
 from ._common import (
     at_most,
-    child_env,
     csp_paths,
     family_main,
+    json_child,
     median,
     on_path,
-    path_unavailable,
     pick,
     row,
 )
@@ -120,17 +118,10 @@ def run(quick: bool) -> list[dict]:
     pipe = median(_pipe_round_trips(nbytes, REPEATS))
     rows = []
     for path in csp_paths():
-        why = path_unavailable(path)
-        got = None
-        if not why:
-            root, env = child_env(path)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.bench_large", "--child",
-                                   str(nbytes)], cwd=root, env=env, capture_output=True,
-                                  text=True, timeout=600)
-            if done.returncode == 0:
-                got = json.loads(done.stdout.strip().splitlines()[-1])
-            else:
-                why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        cmd = [sys.executable, "-m", "benchmarks.bench_large", "--child", str(nbytes)]
+        res = json_child(cmd, 600, path)
+        why = res.get("error", "")
+        got = None if why else res
         size = f"{nbytes >> 20} MiB"
         secs = median(got["seconds"]) if got else None
         rows.append(row(FAMILY, "large_round_trip",

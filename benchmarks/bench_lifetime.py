@@ -17,18 +17,16 @@ throughput with it by up to 40 %: a comparison of placements, not of the two loo
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
 from ._common import (
     at_least,
-    child_env,
     csp_paths,
     family_main,
+    json_child,
     median,
     on_path,
-    path_unavailable,
     pick,
     row,
 )
@@ -106,17 +104,10 @@ def run(quick: bool) -> list[dict]:
     rows = []
     for path in csp_paths():
         figure = on_path("reply-channel loop, a Chan(1) per request, procs=2", path)
-        why = path_unavailable(path)
-        got = None
-        if not why:
-            root, env = child_env(path)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.bench_lifetime", "--child",
-                                   str(n)], cwd=root, env=env, capture_output=True, text=True,
-                                  timeout=300)
-            if done.returncode == 0:
-                got = json.loads(done.stdout.strip().splitlines()[-1])
-            else:
-                why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+        cmd = [sys.executable, "-m", "benchmarks.bench_lifetime", "--child", str(n)]
+        res = json_child(cmd, 300, path)
+        why = res.get("error", "")
+        got = None if why else res
         per_req = median(got["per_request"]) if got else None
         per_client = median(got["per_client"]) if got else None
         ratio = per_req / per_client if per_req and per_client else None

@@ -13,7 +13,8 @@ goroutine on the same P (p50, p99 and max over several runs; bar p99 <= 15 ms), 
 sysmon alone marking slices. ``--trace`` prints where one run's slowest wakes waited: each
 preemption request, refusal and switch (``csp_mp._hub.preempt.start_recording``).
 
-The bar (DESIGN.md): ``on`` at most 2 % slower than ``off``. Writes
+The cost bar: ``on`` at most 2 % slower than ``off`` (docs/design.md's table keeps only the latency
+bar). Writes
 ``benchmarks/results/preempt.json``; ``python -m benchmarks.bench_preempt [--quick]``.
 """
 

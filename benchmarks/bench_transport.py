@@ -327,39 +327,12 @@ def _have_faster_fifo() -> bool:
 def rings_in_child(path: str, n: int, runs: int, reps: int, timeout: float) -> dict:
     """The ring figures measured in a fresh interpreter run with ``CSP_MP_NATIVE=path``:
     ``{"rows": [...], "native": bool}`` or ``{"error": ...}``."""
-    import subprocess
+    from benchmarks._common import json_child
 
-    from benchmarks._common import child_env, path_unavailable
-
-    if why := path_unavailable(path):
-        return {"error": why}
-    root, env = child_env(path)
     cmd = [sys.executable, "-m", "benchmarks.bench_transport", "--rings-child",
            json.dumps({"n": n, "runs": runs, "reps": reps})]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=root, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # SIGTERM first: the child removes its semaphore names on it, then whatever is left
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = out.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = (err or out).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": f"exit {proc.returncode}: {tail[0]}"}
-    try:
-        res = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return {"error": f"unreadable child output: {lines[-1][:80]}"}
-    if res.get("native") != (path == "1"):
-        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
-    return res
+    # SIGTERM first on a timeout: the child removes its semaphore names on it
+    return json_child(cmd, timeout, path, term_first=True)
 
 
 def _rings_child(params: dict) -> None:

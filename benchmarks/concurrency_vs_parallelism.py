@@ -177,11 +177,7 @@ def run_asyncio(wl: Workload, procs: int) -> list[tuple]:
     return asyncio.run(_async_main(wl))
 
 
-def run_csp1(wl: Workload, procs: int) -> list[tuple]:
-    return csp_mp.run(csp_main, wl.fn_csp, wl.arglist(), procs=1)
-
-
-def run_cspn(wl: Workload, procs: int) -> list[tuple]:
+def run_csp(wl: Workload, procs: int) -> list[tuple]:
     return csp_mp.run(csp_main, wl.fn_csp, wl.arglist(), procs=procs)
 
 
@@ -229,13 +225,11 @@ def modes(procs: int) -> list[Mode]:
         Mode("sequential", "sequential", run_sequential, lambda n: 1),
         Mode("threads", "threads (ThreadPoolExecutor)", run_threads, lambda n: 1),
         Mode("asyncio", "asyncio", run_asyncio, lambda n: 1),
-        Mode("csp_mp_procs1", "csp_mp procs=1 (concurrency)", run_csp1, lambda n: 1),
-        Mode("csp_mp_procsN", f"csp_mp procs={procs} (parallelism)", run_cspn, lambda n: n),
+        Mode("csp_mp_procs1", "csp_mp procs=1 (concurrency)", lambda wl, n: run_csp(wl, 1),
+             lambda n: 1),
+        Mode("csp_mp_procsN", f"csp_mp procs={procs} (parallelism)", run_csp, lambda n: n),
         Mode("mp_pool", f"multiprocessing.Pool({procs})", run_pool, lambda n: n),
     ]
-
-
-MODE_KEYS = ("sequential", "threads", "asyncio", "csp_mp_procs1", "csp_mp_procsN", "mp_pool")
 
 
 # ---------------------------------------------------------------------------------- CPU time
@@ -321,11 +315,6 @@ class Result:
     util_per_p: float = 0.0
 
 
-def _checksum(results: list[tuple]) -> tuple[int, int, list[int]]:
-    order = [r[0] for r in results]
-    return sum(r[1] for r in results), len({r[2] for r in results}), order
-
-
 def measure_once(wl: Workload, mode: Mode, procs: int, res: Result) -> None:
     """Run ``mode`` on ``wl`` once, check the results and record the run in ``res``."""
     meter = CpuMeter()
@@ -339,7 +328,7 @@ def measure_once(wl: Workload, mode: Mode, procs: int, res: Result) -> None:
         return
     wall = time.perf_counter() - t0
     cpu = meter.stop()
-    total, pids, order = _checksum(out)
+    total, pids, order = sum(r[1] for r in out), len({r[2] for r in out}), [r[0] for r in out]
     if wl.expected < 0:
         wl.expected = total
     if total != wl.expected or sorted(order) != list(range(wl.tasks)):
@@ -577,7 +566,7 @@ def main(quick: bool = False, tiny: bool = False, procs: int | None = None,
         return 2
     cfg = config(quick=quick, tiny=tiny, procs=procs, repeat=repeat)
     json_to_stdout = json_path == "-"
-    progress = Progress(out, 2 * len(MODE_KEYS) * cfg.repeat, enabled=not json_to_stdout,
+    progress = Progress(out, 2 * len(modes(cfg.procs)) * cfg.repeat, enabled=not json_to_stdout,
                         redraw=out.isatty())
     try:
         report = run_bench(cfg, progress)

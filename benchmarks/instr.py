@@ -42,7 +42,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
 import sys
 from typing import Any
 
@@ -71,14 +70,17 @@ def _child(kind: str, n: int) -> None:
 def _instructions(kind: str, n: int) -> int:
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
            "-m", "benchmarks.instr", "--child", kind, str(n)]
+    from benchmarks._common import run_child
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # no time-slice clock: valgrind delivers a SIGVTALRM of the run so late that it can land after
     # the interpreter's finalization gave the signal its default action back (the child dies)
     env = {**os.environ, "CSP_MP_PREEMPT": "0"}
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=900, env=env)
-    counts = [int(m) for m in re.findall(r"Collected : (\d+)", out.stderr)]
-    if out.returncode != 0 or not counts:
-        raise RuntimeError(f"callgrind failed: {out.stderr.strip()[-500:]}")
+    rc, _, err = run_child(cmd, env, root, 900)
+    counts = [int(m) for m in re.findall(r"Collected : (\d+)", err)]
+    if rc != 0 or not counts:
+        raise RuntimeError(f"callgrind failed ({'timed out' if rc is None else f'exit {rc}'}): "
+                           f"{err.strip()[-500:]}")
     return max(counts)  # the measured process (forked helpers count far less)
 
 
@@ -317,26 +319,11 @@ def bytecodes(kinds: list[str], small: bool = False) -> dict[str, Any]:
 def bytecodes_in_child(kinds: list[str], path: str, small: bool = False,
                        timeout: float = 600) -> dict[str, Any]:
     """``bytecodes(kinds)`` in a fresh interpreter run with ``CSP_MP_NATIVE=path``."""
-    from benchmarks._common import child_env, path_unavailable
+    from benchmarks._common import json_child
 
-    if why := path_unavailable(path):
-        return {"error": why}
-    root, env = child_env(path)
     cmd = [sys.executable, "-m", "benchmarks.instr", "--bytecodes-child",
            json.dumps({"kinds": kinds, "small": small})]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g} s"}
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        return {"error": f"exit {done.returncode}: {tail[0]}"}
-    res = json.loads(lines[-1])
-    if res.get("native") != (path == "1"):
-        return {"error": f"asked CSP_MP_NATIVE={path}, the child ran native={res.get('native')}"}
-    return res
+    return json_child(cmd, timeout, path)
 
 
 def report(kind: str, path: str, res: dict[str, Any]) -> list[str]:

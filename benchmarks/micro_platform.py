@@ -1,6 +1,6 @@
 """The platform under the runtime: what greenlets and the codec cost on this machine.
 
-research/primitives.md measured these on the machine DESIGN.md's bars come from. Printing them
+research/primitives.md measured these on the machine docs/design.md's bars come from. Printing them
 here, in the same run as nothing else, tells how far this machine is from that one, primitive by
 primitive, before any csp_mp code runs (best of several repeats).
 

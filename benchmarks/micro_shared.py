@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 
 import csp_mp  # noqa: E402
 from benchmarks._common import pick  # noqa: E402
-from benchmarks.bench_parallel import _array_sink, _tiny_task, place_on  # noqa: E402
+from benchmarks.bench_parallel import _tiny_task  # noqa: E402
+from benchmarks.parallel_cross import _array_sink, place_on  # noqa: E402
 from csp_mp._shm import codec  # noqa: E402
 from csp_mp._shm.arena import Arena  # noqa: E402
 from csp_mp._shm.ring import Ring  # noqa: E402

@@ -2,9 +2,10 @@
 
 ``python -m benchmarks [--quick] [--only FAMILY[,FAMILY]] [--json PATH]`` (or
 ``python benchmarks/run.py ...``) imports each family module, calls its ``run(quick)``, prints one
-table (each figure, its baseline, the ratio, the DESIGN.md bar and whether it is met) and writes
-``benchmarks/results/latest.json``. A family module without ``run`` is run as a subprocess and its
-output kept verbatim; a family that fails becomes an error row, never a crash of the runner.
+table (each figure, its baseline, the ratio, the docs/design.md bar and whether it is met) and
+writes ``benchmarks/results/latest.json``. A family module without ``run`` is run as a
+subprocess and its output kept verbatim; a family that fails becomes an error row, never a crash
+of the runner.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import importlib
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -35,6 +35,7 @@ from benchmarks._common import (  # noqa: E402
     csp_paths,
     path_unavailable,
     row,
+    run_child,
     tiny,
 )
 
@@ -119,34 +120,17 @@ def _normalise(family: str, r: dict) -> dict:
     return out
 
 
-def _spawn(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:
-    """Run ``cmd`` in its own session; on timeout kill it and every process it started."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
-    except subprocess.TimeoutExpired:
-        # SIGTERM first: the script removes its shared-memory names on it (a SIGKILL would
-        # leave them in /dev/shm), then SIGKILL whatever is left of the session
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        return None, out, err
-
-
 def _run_subprocess(family: str, module: str, quick: bool) -> tuple[list[dict], str]:
     _, env = child_env()
     timeout = 120.0 if tiny() else (300.0 if quick else 900.0)
     base = [sys.executable, str(HERE / f"{module}.py")]
     cmd = base + (["--quick"] if quick else [])
-    rc, out, err = _spawn(cmd, env, timeout)
+    # on a timeout SIGTERM first: the script removes its shared-memory names on it (a SIGKILL
+    # would leave them in /dev/shm)
+    rc, out, err = run_child(cmd, env, ROOT, timeout, term_first=True)
     if quick and rc == 2 and "unrecognized arguments" in err:
         cmd = base  # the script has no --quick: run it as it is
-        rc, out, err = _spawn(cmd, env, timeout)
+        rc, out, err = run_child(cmd, env, ROOT, timeout, term_first=True)
     text = out + (f"\n[stderr]\n{err}" if rc != 0 else "")
     shown = " ".join(["python", str(Path(cmd[1]).relative_to(ROOT))] + cmd[2:])
     how = f"timed out after {timeout:g} s" if rc is None else f"exit {rc}"

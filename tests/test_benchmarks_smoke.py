@@ -71,6 +71,26 @@ def test_local_family_rows() -> None:
     pp = [r for r in rows if r["name"] == "pingpong"]
     assert all(r["value"] is not None for r in pp)
 
+    def bars(name: str) -> dict[str, str]:
+        return {r["baseline"]: r["bar"] for r in rows if r["name"] == name}
+
+    # docs/design.md's one-P bars, each against a peer measured in the same run
+    assert bars("pingpong") == {
+        "raw greenlet switch": "<= 5.5x a raw greenlet switch (moonshot 3x)",
+        "asyncio.Queue": "faster than asyncio.Queue",
+        "gevent.queue.Channel": "faster than gevent's Channel",
+        "threads + queue.Queue": "(reference)"}
+    assert bars("spawn") == {
+        "one parked greenlet running each task":
+            "<= 3x one parked greenlet running each task (moonshot 1.5x)",
+        "asyncio create_task": "(reference)", "gevent.spawn": "(reference)"}
+    for name, bar in (("pingpong", bench_local.PINGPONG_VS_SWITCH_BAR),
+                      ("spawn", bench_local.SPAWN_VS_GREENLET_BAR)):
+        floor = next(r for r in rows if r["name"] == name and r["bar"].startswith("<="))
+        assert floor["baseline_value"] is not None, floor
+        assert floor["met"] == (floor["value"] <= bar * floor["baseline_value"]), floor
+        assert "csp_mp takes" in floor["note"], floor
+
 
 def test_parallel_family_rows() -> None:
     from benchmarks import bench_parallel
@@ -100,6 +120,14 @@ def test_parallel_family_rows() -> None:
                                   "faster-fifo put_many/get_many": ">= 2x"}
     assert bars("cross_4to2") == {"multiprocessing.Queue": ">= 3x",
                                   "faster-fifo put_many/get_many": ">= 1.5x"}
+    # docs/design.md's CPU and start-up bars, against the peers of the same run
+    assert bars("cpu_speedup") == {"csp_mp procs=1": "ratio >= 1.85x"}
+    assert bars("cpu_vs_pool") == {"multiprocessing.Pool(2)": "<= 1.0x its wall time",
+                                   "ProcessPoolExecutor(2)": "<= 1.0x its wall time",
+                                   "loky ProcessPoolExecutor(2)": "(reference)",
+                                   "mpire WorkerPool(2)": "(reference)"}
+    assert bars("startup") == {"ProcessPoolExecutor(2, fork) to first task": "<= 4x the peer"}
+    assert bars("import") == {"import concurrent.futures.process": "<= 2x the peer"}
     for r in rows:  # a peer that is missing or failed is "n/a" and says why
         if r["baseline_value"] is None and r["bar"] not in ("", "(reference)"):
             assert r["met"] is None and r["note"], r
@@ -258,3 +286,68 @@ def test_balance_family_rows() -> None:
     assert {r["name"] for r in rows} == {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"}
     _check_both_paths(rows, {"half_second", "chain", "cold_cpu", "cold_cpu_vs_ppe"})
     assert all(r["value"] is not None for r in rows), [r["note"] for r in rows]
+
+
+_GRANDPARENT = """
+import os, subprocess, sys, time
+p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(os.getsid(0), os.getpgid(0), p.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_child_runner_keeps_the_session_and_kills_the_group_on_timeout() -> None:
+    """A benchmark child stays in the caller's session (its autogroup and nice priority) in a
+    process group of its own, which a timeout kills whole, grandchildren included."""
+    import os
+    import time
+
+    from benchmarks._common import child_env, run_child
+
+    root, env = child_env()
+    rc, out, _ = run_child([sys.executable, "-c", _GRANDPARENT], env, root, 5.0)
+    assert rc is None, out
+    sid, pgid, grandchild = (int(x) for x in out.split())
+    assert sid == os.getsid(0) and pgid != os.getpgid(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail(f"grandchild {grandchild} outlived the timeout")
+
+
+def test_child_runner_can_ask_the_group_to_stop_first() -> None:
+    """``term_first``: a timed-out child gets SIGTERM (to remove its shared-memory names) and
+    what it prints then is kept."""
+    from benchmarks._common import child_env, run_child
+
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (print('cleaned up', flush=True),"
+            " sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+    root, env = child_env()
+    rc, out, _ = run_child([sys.executable, "-c", code], env, root, 5.0, term_first=True)
+    assert rc is None and out.split() == ["ready", "cleaned", "up"], out
+
+
+def test_json_child_answers_and_errors() -> None:
+    from benchmarks._common import json_child, path_unavailable
+
+    def py(code: str) -> list[str]:
+        return [sys.executable, "-c", code]
+
+    assert json_child(py('print("noise"); print(\'{"x": 1}\')'), 30) == {"x": 1}
+    assert json_child(py("import sys; sys.exit('boom')"), 30) == {"error": "exit 1: boom"}
+    assert json_child(py("print('not json')"), 30)["error"].startswith("unreadable")
+    assert json_child(py("import time; time.sleep(30)"), 0.5) == {
+        "error": "timed out after 0.5 s"}
+    # a child that ran the other runtime path than the one asked for is an error
+    assert json_child(py('print(\'{"native": false}\')'), 30, "0") == {"native": False}
+    if not path_unavailable("1"):
+        assert "asked CSP_MP_NATIVE=1" in json_child(py('print(\'{"native": false}\')'), 30,
+                                                     "1")["error"]
