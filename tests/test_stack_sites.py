@@ -170,7 +170,7 @@ def _queued_executor_main() -> str:
     first, third = Chan(), Chan()
     with Executor(max_workers=2) as ex:
         a = ex.submit(_stuck, first)  # runs on this P: nothing else of the executor runs
-        b = ex.submit(_stuck, first)  # goes to any P
+        b = ex.submit(_stuck, first)  # goes to any P (to this one when it is the only one)
         c = ex.submit(_stuck, third)  # the queued submit: started once a or b ends
         first.close()
         a.result()
@@ -181,8 +181,10 @@ def _queued_executor_main() -> str:
     return text
 
 
-def test_a_queued_executor_task_names_its_submit_line_not_the_executor(path: str) -> None:
-    text = csp_mp.run(_queued_executor_main, procs=2)
+@pytest.mark.parametrize("procs", [1, 2])
+def test_a_queued_executor_task_names_its_submit_line_not_the_executor(path: str,
+                                                                      procs: int) -> None:
+    text = csp_mp.run(_queued_executor_main, procs=procs)
     made = _created_by(_queued_executor_main, "the queued submit")
     assert made in text, text
     assert "_futures/executor.py" not in text, text

@@ -92,6 +92,7 @@ class _Binding:
         self.runner = False
 
 
+
 class Executor(cf.Executor):
     """A ``concurrent.futures.Executor`` whose tasks are goroutines that may run on any P."""
 
@@ -256,6 +257,7 @@ class Executor(cf.Executor):
                 b.here += 1
                 fut._here = (key, proc.pid, hub, b.results,  # type: ignore[attr-defined]
                              self._init, fn, args, kwargs)
+                fut._made = made  # type: ignore[attr-defined]
                 if b.slot is None or b.slot._here is None:  # the slot is free
                     b.slot = fut  # type: ignore[assignment]
                     if not b.runner:

@@ -124,10 +124,13 @@ def _run_slot(b: Any) -> None:
 
 
 def _task_here(fut: Any) -> None:
-    """Body of a task goroutine pinned to the owner's P: run the task unless a waiter did."""
+    """Body of a task goroutine pinned to the owner's P: run the task unless a waiter did; a
+    task queued behind others names its submit() call as this goroutine's created-by."""
     task = fut._here
     if task is not None:
         fut._here = None
+        if fut._made is not None:
+            task[2].current.made = fut._made
         _task(*task[:2], *task[3:])
 
 

@@ -103,6 +103,7 @@ class Future(cf.Future):
     """A ``concurrent.futures.Future`` whose waits park a calling goroutine, not its P."""
 
     _here: tuple | None = None  # the task, while it waits unstarted on the owner's P
+    _made: tuple | None = None  # where a task queued behind others was submitted (G.made)
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's return value, waiting up to ``timeout`` seconds; raises its exception."""
