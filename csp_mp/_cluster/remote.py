@@ -2,13 +2,13 @@
 channels.
 
 A ``RemoteChan`` is a ``Chan`` whose every operation is a request to its home node, carried
-out there (``net.perform``). On the node's P0 the request goes out on the node's links
-(``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
+out there (``homes.perform``). On the node's P0 the request goes out on the node's links
+(``Homes.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
 channel of its own.
 
 A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64`` or ``Bool`` of another node is an instance of
 a subclass made here (``proxy_class``) whose every method is carried out at the home by a
-goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``).
+goroutine there, in the calling goroutine's stead (``homes.perform``, op ``call``).
 
 ``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
 order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
@@ -52,7 +52,8 @@ class RemoteState:
 
 
 class RemoteChan(Chan):
-    """A handle on a channel homed on another node."""
+    """A handle on a channel homed on another node (``_net``: the node's ``Homes`` on its
+    P0, which makes the requests; else None, and ``_outbox`` leads to P0)."""
 
     __slots__ = ("_home", "_oid", "_net", "_outbox")
     _home: int
@@ -84,7 +85,7 @@ class RemoteChan(Chan):
         raise value
 
     def send(self, v: Any) -> None:
-        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (net.py)
+        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (credits.py)
 
     def recv_ok(self) -> tuple[Any, bool]:
         return self._call("recv")
@@ -212,7 +213,7 @@ def _rebuild_obj(home: int, oid: int, kind: int, outbox: Chan) -> Any:
     """A sync object or atomic of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.resolve_obj(home, oid, kind)
+        return net.homes.resolve_obj(home, oid, kind)
     return make_obj(home, oid, kind, None, outbox)
 
 
@@ -220,7 +221,7 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     """A channel of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.resolve(home, oid, cap)
+        return net.homes.resolve(home, oid, cap)
     proc.select_remote = select_remote
     return RemoteChan.make(home, oid, cap, None, outbox)
 
@@ -287,7 +288,7 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
                     offers.append((ch._home, ch._oid, i, kind == _SEND, x))
                     offered.append((ch._home, ch._oid))
                 if net is not None:
-                    net.offer_cases(tid, token, offers)
+                    net.offers.offer(tid, token, offers)
                 else:
                     outbox.send((-1, 0, "offer", (tid, token, offers), None))
             k, got = select(token.recv, *waits, after(delay).recv)
@@ -299,7 +300,7 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
     finally:
         if offered:
             if net is not None:
-                net.withdraw(tid, offered)
+                net.offers.withdraw(tid, offered)
             else:
                 outbox.send((-1, 0, "withdraw", (tid, offered), None))
 

@@ -8,10 +8,21 @@ goroutines queued on its hub that have not started), and has the hub ship them a
 ``go`` message per node; a goroutine that cannot travel (its function or arguments do not
 pickle for another node) or an executor task starts on node 0's P0 instead. Each shipped
 goroutine, once ended, is counted back (``done``).
+
+Messages: ``("go", [(fn, args, kwargs), ...])`` goroutines node 0 ships, counted back once
+ended by ``("done", k)``; ``("go1", [...])`` goroutines started on a given node (``go_node``),
+not counted.
+
+Invariants:
+- ``outstanding[k]`` counts the goroutines shipped to node k and not yet reported ended
+  (node 0, hub thread only).
+- A goroutine taken from a run queue starts exactly once: on the node it was shipped to, or
+  here if it cannot travel.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from .._chan import Chan
@@ -24,6 +35,36 @@ STEAL_MAX = 128
 _BUSY_POLL = 0.001
 
 
+class Shipping:
+    """Goroutines shipped between nodes (P0's hub only). ``net``: the node's ``Net``."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        #: (node 0) goroutines shipped to each node and not yet ended
+        self.outstanding = [0] * net.n
+        #: (a node of several Ps) where its shipped goroutines on other Ps report their end
+        self.done: Chan | None = None
+
+    def start_balancer(self) -> None:
+        """(node 0) Start the balancer thread."""
+        threading.Thread(target=balance, args=(self.net,), name="csp_mp-net-balance",
+                         daemon=True).start()
+
+    def round(self) -> bool:
+        """Ship what node 0 has waiting to the nodes with room (hub thread); whether any
+        left."""
+        return ship_round(self.net)
+
+    def ended(self, node: int, k: int) -> None:
+        """(dispatcher) ``k`` goroutines shipped to ``node`` ended: ship more."""
+        self.outstanding[node] -= k
+        ship_round(self.net)
+
+    def arrived(self, batch: list, counted: bool) -> None:
+        """(dispatcher) Goroutines another node sent here; see ``start_shipped``."""
+        start_shipped(self.net, batch, counted)
+
+
 def balance(net: Any) -> None:
     """(a thread on node 0) Until the run ends, have the hub ship queued goroutines whenever
     another node has room and node 0 has goroutines waiting: at the hub's next pass, so that
@@ -34,7 +75,7 @@ def balance(net: Any) -> None:
     def tick() -> None:
         posted[0] = False
         if not net.stopping:
-            ship_round(net)
+            net.ship.round()
 
     while not stopped.wait(_BUSY_POLL):
         if posted[0] or not _room(net) or not _work_visible(net):
@@ -47,7 +88,7 @@ def balance(net: Any) -> None:
 
 
 def _room(net: Any) -> bool:
-    procs, out = net.procs, net.outstanding
+    procs, out = net.procs, net.ship.outstanding
     return any(procs[k] * SHIP_PER_P > out[k] for k in range(1, net.n) if k not in net.lost)
 
 
@@ -63,7 +104,7 @@ def _work_visible(net: Any) -> bool:
 
 def ship_round(net: Any) -> bool:
     """Ship what node 0 has waiting to the nodes with room (hub thread); whether any left."""
-    procs, out = net.procs, net.outstanding
+    procs, out = net.procs, net.ship.outstanding
     nodes = [k for k in range(1, net.n) if k not in net.lost and k in net.links]
     if not nodes:
         return False
@@ -94,14 +135,14 @@ def ship_round(net: Any) -> bool:
             continue
         try:
             net.send(k, ("go", batch))
-            net.outstanding[k] += len(batch)
+            net.ship.outstanding[k] += len(batch)
             continue
         except Exception:
             pass
         for fn, args, kwargs in batch:  # one at a time: those that cannot travel stay here
             try:
                 net.send(k, ("go", [(fn, args, kwargs)]))
-                net.outstanding[k] += 1
+                net.ship.outstanding[k] += 1
             except Exception:
                 spawn(fn, args, kwargs)
     return True
@@ -166,9 +207,9 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
     """(node k's dispatcher) Start goroutines another node sent here, on any of this node's
     Ps; ``counted``: node 0's balancer shipped them and counts them back."""
     go = net.hub.go
-    done = net.done
+    done = net.ship.done
     if counted and done is None and proc.broker is not None:
-        done = net.done = Chan(1024)
+        done = net.ship.done = Chan(1024)
         net.hub.spawn_local(_count_done, (net, done), {})
         net.infra += 1
     for fn, args, kwargs in batch:
