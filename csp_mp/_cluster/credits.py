@@ -56,7 +56,7 @@ class Credits:
         self.fence_wait: dict[int, int] = {}
         #: (the fence) puts written to each node, how many of them each confirmed landed and
         #: how many a fence asked about; the homes with puts not confirmed; the messages held
-        #: back meanwhile, (node, frame, is a put), in order
+        #: back meanwhile, (node, frame, is a put, is batched), in order
         self.puts = [0] * n
         self.fenced = [0] * n
         self.fence_asked = [0] * n
@@ -190,9 +190,9 @@ class Credits:
 
     # ------------------------------------------------------------------ the fence
 
-    def hold(self, node: int, data: bytes, is_put: bool) -> None:
+    def hold(self, node: int, data: bytes, is_put: bool, batched: bool) -> None:
         """Hold back a message to ``node`` until its turn (``flush_held``)."""
-        self.held.append((node, data, is_put))
+        self.held.append((node, data, is_put, batched))
         self.flush_held()
 
     def wrote_put(self, node: int) -> None:
@@ -214,8 +214,8 @@ class Credits:
                         self.fence_asked[h] = self.puts[h]
                         net.put_probe(h, ("fence", self.puts[h]))
                 return
-            node, data, is_put = held.popleft()
-            net.write(node, data, is_put)
+            node, data, is_put, batched = held.popleft()
+            net.write(node, data, is_put, batched)
 
     def confirmed(self, home: int, k: int) -> None:
         """``home`` confirms this node's first ``k`` puts to it landed."""

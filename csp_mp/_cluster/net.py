@@ -10,10 +10,17 @@ shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the 
 hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
 hands it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
 
+Batches: a put, and the count of shipped goroutines ended here (``done``), goes into its
+node's batch instead of its link; the batches are written, each in one write, when the flusher
+goroutine gets its turn (it is queued at the tail of the run queue when the first of them is
+batched, so what every goroutine runnable by then sends goes out together), when a batch is
+``BATCH_MAX`` long, and before any other frame is written on any link (so frames leave in the
+order they were sent, batched or not). The receiver reads a batch as the frames it is made of.
+
 Wire: every frame is a 4-byte big-endian length and a pickle (protocol 5, cloudpickle for
-functions; ``link.py``, ``wire.py``); a channel inside it travels as ``("c", home node, id,
-cap)`` (``persistent_id``), and arrives as the channel itself on its home, as a ``RemoteChan``
-elsewhere. Messages:
+functions; ``link.py``, ``wire.py``); a channel inside it travels as its home node, id and
+capacity, and arrives as the channel itself on its home, as a ``RemoteChan`` elsewhere.
+Messages:
 
 - ``("hello", node, addr)`` a new link says whose it is; ``("table", addrs)`` node 0 tells every
   node where the others listen; ``("ready", node)`` a node has a link to every other one;
@@ -26,7 +33,8 @@ elsewhere. Messages:
   channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
   sender waits until its first k puts to the receiver have landed, answered by
   ``("fenced", k)`` (``credits.py``);
-- ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k)`` k of them ended;
+- ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k, seconds)`` k of
+  them ended, having run that long in all;
   ``("go1", [...])`` goroutines started here on purpose, not counted back (``ship.py``);
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
@@ -43,6 +51,9 @@ Invariants:
   exactly once, and its requester gets one reply, or ``ProcessLost`` if the home is lost first.
 - A node's sends into one remote channel land in the order its goroutines made them (puts and
   blocking sends alike), each once.
+- Frames are written in the order ``write`` and ``put_probe`` were called: a batched one
+  waits in ``batch`` while the flusher is queued (``flush_idle`` false), and every other one is
+  written after the batches.
 - Every message but the probes (``hb``, ``dq``, ``dr``, ``fence``, ``fenced``) goes out through
   ``send``: counted (``Rounds.sent``) and behind the fence; each is handled, and counted
   (``Rounds.handled``), by the dispatcher in the order its link delivered it.
@@ -69,10 +80,13 @@ from .offers import Offers
 from .rounds import Rounds
 from .ship import Shipping
 from .views import Views
-from .wire import Kinds, Pickler, Unpickler
+from .wire import Kinds, Pickler
 
 #: messages of the heartbeat, the deadlock probe and the fence: not the program's traffic
 _PROBES = frozenset(("hb", "dq", "dr", "fence", "fenced"))
+#: messages batched (module doc); a batch this long is written at once
+_BATCHED = frozenset(("put", "done"))
+BATCH_MAX = 128
 
 
 class Net:
@@ -115,6 +129,11 @@ class Net:
         self.kinds = Kinds()
         self.pbuf = io.BytesIO()
         self.pickler = Pickler(self.pbuf, self.homes, self.kinds)
+        #: frames batched for each node, in order (module doc); the flusher goroutine that
+        #: writes them, and whether it is parked
+        self.batch: dict[int, list[bytes]] = {}
+        self.flush_g: Any = None
+        self.flush_idle = False
 
     # ------------------------------------------------------------------ start and stop
 
@@ -128,7 +147,8 @@ class Net:
         self.addrs[self.me] = listener.getsockname()[:2]
         hub = self.hub
         hub.spawn_local(self._dispatch_loop, (), {})
-        self.infra += 2  # the dispatcher and the keeper below
+        hub.spawn_local(self._flush_loop, (), {})
+        self.infra += 3  # the dispatcher, the flusher and the keeper below
         # a goroutine always in a blocking call: other nodes can wake this node's goroutines,
         # so this node's checkdead never reports a deadlock; node 0's probe does (rounds.py)
         self.blocking_infra += 1
@@ -153,6 +173,7 @@ class Net:
         """Close every link after writing what is queued; stop the threads."""
         self.stopping = True
         self.stopped.set()
+        self.flush()
         self.mesh.close()
         if proc.cluster is self:
             proc.cluster = None
@@ -207,7 +228,7 @@ class Net:
         hub = self.hub
         self.disp_g = hub.current
         inbox = self.inbox
-        homes = self.homes
+        loads = pickle.loads
         while True:
             while inbox:
                 link, item = inbox.popleft()
@@ -215,7 +236,7 @@ class Net:
                     self._link_ended(link, item)
                     continue
                 for data in item:
-                    self._handle(link, Unpickler(data, homes).load())
+                    self._handle(link, loads(data))
             self.disp_idle = True
             hub.park(W.BLOCKING_CALL)  # woken by _kick; never a deadlock
 
@@ -251,7 +272,7 @@ class Net:
         elif kind == "go1":
             self.ship.arrived(msg[1], False)
         elif kind == "done":
-            self.ship.ended(link.node, msg[1])
+            self.ship.ended(link.node, msg[1], msg[2])
         elif kind == "hello":
             link.node = msg[1]
             self.links[msg[1]] = link
@@ -333,29 +354,81 @@ class Net:
         self.sent[node] += 1
         credits = self.credits
         unfenced = credits.unfenced
+        kind = msg[0]
         if credits.held or (unfenced and (len(unfenced) > 1 or node not in unfenced)):
-            credits.hold(node, data, msg[0] == "put")
+            credits.hold(node, data, kind == "put", kind in _BATCHED)
             return
-        self.write(node, data, msg[0] == "put")
+        self.write(node, data, kind == "put", kind in _BATCHED)
 
-    def write(self, node: int, data: bytes, is_put: bool) -> None:
-        """Write one message's frame on the link to ``node`` (its turn has come)."""
+    def write(self, node: int, data: bytes, is_put: bool, batched: bool = False) -> None:
+        """Write one message's frame on the link to ``node`` (its turn has come): into the
+        node's batch if ``batched``, else at once after every batch."""
         link = self.links.get(node)
         if link is None or node in self.lost:
             return
-        if len(data) >= BIG:
-            link.put(HDR.pack(len(data)))
-            link.put(data)
-        else:
-            link.put(HDR.pack(len(data)) + data)
         if is_put:
             self.credits.wrote_put(node)
+        if len(data) < BIG:
+            if batched:
+                b = self.batch.get(node)
+                if b is None:
+                    b = self.batch[node] = []
+                    if self.flush_idle:  # the flusher writes it at its turn
+                        self.flush_idle = False
+                        self.hub.ready(self.flush_g, None, next_=False)
+                b.append(HDR.pack(len(data)) + data)
+                if len(b) >= BATCH_MAX:
+                    self.flush()
+                return
+            if self.batch:
+                self.flush()
+            link.put(HDR.pack(len(data)) + data)
+            return
+        if self.batch:
+            self.flush()
+        link.put(HDR.pack(len(data)))
+        link.put(data)
 
     def put_probe(self, node: int, msg: tuple) -> None:
-        """Write a probe (module doc) to ``node`` at once: not counted, not fenced."""
+        """Write a probe (module doc) to ``node`` at once, after every batch: not counted,
+        not fenced."""
+        if self.batch:
+            self.flush()
         link = self.links.get(node)
         if link is not None:
             link.put(frame(pickle.dumps(msg)))
+
+    def flush(self) -> None:
+        """Write every batch, each in one write (hub thread, or once the run is over)."""
+        ship = self.ship
+        if ship.unsent and self.me != 0 and 0 in self.links and 0 not in self.lost:
+            k, ship.unsent, secs, ship.unsent_s = ship.unsent, 0, ship.unsent_s, 0.0
+            self.send(0, ("done", k, secs))
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = {}
+        links, lost = self.links, self.lost
+        for node, frames in batch.items():
+            link = links.get(node)
+            if link is not None and node not in lost:
+                link.put(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    def arm(self) -> None:
+        """Have the flusher run at its turn (something will be batched by then)."""
+        if self.flush_idle:
+            self.flush_idle = False
+            self.hub.ready(self.flush_g, None, next_=False)
+
+    def _flush_loop(self) -> None:
+        """(the flusher goroutine) Write the batches whenever woken: at the tail of the run
+        queue, so that what every goroutine ahead of it sends goes out together."""
+        hub = self.hub
+        self.flush_g = hub.current
+        while True:
+            self.flush()
+            self.flush_idle = True
+            hub.park(W.BLOCKING_CALL)  # readied by write or arm; never a deadlock
 
 
 def _keep_alive(stopped: threading.Event) -> None:

@@ -7,11 +7,16 @@ goroutines queued on its hub that have not started), and has the hub ship them a
 ``STEAL_MAX``), a busy one is kept at ``SHIP_PER_P`` goroutines per P. It ships them in one
 ``go`` message per node; a goroutine that cannot travel (its function or arguments do not
 pickle for another node) or an executor task starts on node 0's P0 instead. Each shipped
-goroutine, once ended, is counted back (``done``).
+goroutine, once ended, is counted back (``done``), with the next batch of messages to node 0
+(``Net.flush``).
+
+Shipped goroutines that end quickly (``SHORT_S``: a tiny task) cost node 0 more to ship and
+take back than to run there: while the last ones reported ran that short on average, node 0
+ships a node one goroutine at a time, every ``PROBE_S`` at most, and runs the rest itself.
 
 Messages: ``("go", [(fn, args, kwargs), ...])`` goroutines node 0 ships, counted back once
-ended by ``("done", k)``; ``("go1", [...])`` goroutines started on a given node (``go_node``),
-not counted.
+ended by ``("done", k, seconds they ran)``; ``("go1", [...])`` goroutines started on a given
+node (``go_node``), not counted.
 
 Invariants:
 - ``outstanding[k]`` counts the goroutines shipped to node k and not yet reported ended
@@ -23,6 +28,7 @@ Invariants:
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from .._chan import Chan
@@ -33,6 +39,11 @@ SHIP_PER_P = 2
 #: most goroutines one node is sent at once
 STEAL_MAX = 128
 _BUSY_POLL = 0.001
+#: shipped goroutines that ran this long on average or less cost node 0 more to ship and take
+#: back than to run: while the last ones reported were this short, a node is sent at most one
+#: goroutine per ``PROBE_S`` (to learn when they grow longer)
+SHORT_S = 50e-6
+PROBE_S = 0.010
 
 
 class Shipping:
@@ -44,6 +55,14 @@ class Shipping:
         self.outstanding = [0] * net.n
         #: (a node of several Ps) where its shipped goroutines on other Ps report their end
         self.done: Chan | None = None
+        #: shipped goroutines ended here and not yet reported, and the seconds they ran:
+        #: one ``done`` per batch
+        self.unsent = 0
+        self.unsent_s = 0.0
+        #: (node 0) how long the goroutines of the last ``done`` ran on average, None before
+        #: the first; when each node was last sent a goroutine while they were short
+        self.task_s: float | None = None
+        self.probed = [0.0] * net.n
 
     def start_balancer(self) -> None:
         """(node 0) Start the balancer thread."""
@@ -55,10 +74,20 @@ class Shipping:
         left."""
         return ship_round(self.net)
 
-    def ended(self, node: int, k: int) -> None:
-        """(dispatcher) ``k`` goroutines shipped to ``node`` ended: ship more."""
+    def ended(self, node: int, k: int, seconds: float) -> None:
+        """(dispatcher) ``k`` goroutines shipped to ``node`` ended, after running ``seconds``
+        in all: ship more."""
         self.outstanding[node] -= k
+        self.task_s = seconds / max(1, k)
         ship_round(self.net)
+
+    def count_done(self, k: int, seconds: float) -> None:
+        """``k`` goroutines shipped here ended after running ``seconds`` in all: told to node
+        0 with the next batch."""
+        if not self.unsent:
+            self.net.arm()
+        self.unsent += k
+        self.unsent_s += seconds
 
     def arrived(self, batch: list, counted: bool) -> None:
         """(dispatcher) Goroutines another node sent here; see ``start_shipped``."""
@@ -113,10 +142,16 @@ def ship_round(net: Any) -> bool:
     queued = _queued(net)
     total_procs = sum(procs[k] for k in (0, *nodes))
     room = {}
+    task_s = net.ship.task_s
+    short = task_s is not None and task_s <= SHORT_S
+    now = time.monotonic() if short else 0.0
     for k in nodes:
-        r = procs[k] * SHIP_PER_P - out[k]
-        if out[k] == 0:
-            r = max(r, min(STEAL_MAX, queued * procs[k] // total_procs))
+        if short:  # one at a time, now and then: see SHORT_S
+            r = 1 if out[k] == 0 and now - net.ship.probed[k] >= PROBE_S else 0
+        else:
+            r = procs[k] * SHIP_PER_P - out[k]
+            if out[k] == 0:
+                r = max(r, min(STEAL_MAX, queued * procs[k] // total_procs))
         if r > 0:
             room[k] = r
     total = sum(room.values())
@@ -133,6 +168,8 @@ def ship_round(net: Any) -> bool:
     for k, batch in batches.items():
         if not batch:
             continue
+        if short:
+            net.ship.probed[k] = now
         try:
             net.send(k, ("go", batch))
             net.ship.outstanding[k] += len(batch)
@@ -149,10 +186,11 @@ def ship_round(net: Any) -> bool:
 
 
 def _queued(net: Any) -> int:
-    """Goroutines not started waiting in this node's run queues (hub thread)."""
+    """Goroutines not started waiting in this node's run queues, at most (hub thread: with one
+    P, every goroutine waiting on its hub counts)."""
     broker = proc.broker
     if broker is None:
-        return sum(1 for g in net.hub.runq if g.glet is None and not g.local)
+        return len(net.hub.runq)
     ctx = broker.ctx
     return sum(len(ctx.runq[q]) for q in range(ctx.nprocs))
 
@@ -163,14 +201,7 @@ def _take_local(net: Any, k: int) -> list[tuple]:
     hub = net.hub
     out: list[tuple] = []
     if broker is None:  # one P: goroutines go() queued on the hub, not started yet
-        runq = hub.runq
-        cand = [g for g in runq if g.glet is None and not g.local and not g.is_main
-                and not getattr(g.fn, "__dict__", {}).get("executor_task")]
-        for g in cand[-k:] if len(cand) > 1 else ():  # leave the next one for this P
-            runq.remove(g)
-            hub.allgs.pop(g.id, None)
-            out.append((g.fn, g.args, g.kwargs))
-        return out
+        return _take_queued(hub, k)
     from .._mp import tasks
 
     ctx = broker.ctx
@@ -199,6 +230,34 @@ def _take_local(net: Any, k: int) -> list[tuple]:
     return out
 
 
+def _take_queued(hub: Any, k: int) -> list[tuple]:
+    """(one P) Up to ``k`` of the last goroutines not started in the hub's run queue, taken out
+    in their order; none if it holds only one (the next one for this P). Looks at the run
+    queue from its tail only as far as it must."""
+    runq = hub.runq
+    popped: list[Any] = []
+    taken: list[Any] = []
+    more = False  # a goroutine that could travel is left ahead of those taken
+    while runq:
+        g = runq.pop()
+        popped.append(g)
+        if (g.glet is None and not g.local and not g.is_main
+                and not getattr(g.fn, "__dict__", {}).get("executor_task")):
+            if len(taken) == k:
+                more = True
+                break
+            taken.append(g)
+    if not more and len(taken) < 2:
+        taken = []
+    keep = set(map(id, taken))
+    runq.extend(g for g in reversed(popped) if id(g) not in keep)
+    out = []
+    for g in reversed(taken):
+        hub.allgs.pop(g.id, None)
+        out.append((g.fn, g.args, g.kwargs))
+    return out
+
+
 def _failing(exc: BaseException) -> None:
     raise RuntimeError(f"cannot run a goroutine taken from a run queue: {exc}") from exc
 
@@ -220,20 +279,23 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
 
 
 def _shipped(fn: Any, args: tuple, kwargs: dict, done: Chan | None) -> None:
-    """The body of a goroutine shipped from node 0: counted back there once it ends."""
+    """The body of a goroutine shipped from node 0: counted back there once it ends, with
+    how long it ran."""
+    t0 = time.perf_counter()
     try:
         fn(*args, **kwargs)
     finally:
+        dt = time.perf_counter() - t0
         net = proc.cluster
         if net is not None:
-            net.send(0, ("done", 1))
+            net.ship.count_done(1, dt)
         elif done is not None:
-            done.send(1)
+            done.send(dt)
 
 
 def _count_done(net: Any, done: Chan) -> None:
-    for k in done:
-        net.send(0, ("done", k))
+    for dt in done:
+        net.ship.count_done(1, dt)
 
 
 def go_node(node: int, fn: Any, *args: Any, **kwargs: Any) -> None:

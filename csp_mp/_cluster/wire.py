@@ -1,14 +1,16 @@
 """What a frame's pickle holds: a message pickled for another node, with csp_mp objects as
 global ids.
 
-A message is pickled with protocol 5 (cloudpickle for functions). An object with a home travels
-by ``persistent_id``: a channel as ``("c", home node, id, cap)``, a sync object or atomic as
-``("o", home node, id, kind)`` (``kind``: its index in ``remote.homed_classes()``). It arrives
-as the object itself on its home, and as a handle elsewhere (``RemoteChan``, ``proxy_class``).
+A message is pickled with protocol 5 (cloudpickle for functions) and unpickled by
+``pickle.loads``. An object with a home travels as a global id, by a reducer of the pickler's
+dispatch table: a channel as ``_chan(home node, id, cap)``, a sync object or atomic as
+``_obj(home node, id, kind)`` (``kind``: its index in ``remote.homed_classes()``). It arrives as
+the object itself on its home, and as a handle elsewhere (``RemoteChan``, ``proxy_class``).
 Objects that cannot yet be used on another node refuse to travel (TypeError).
 
 The ids come from the node's ``Homes`` (``homes.py``), passed in as ``homes``: it names an
-object homed here by ``export`` and finds what an id names by ``resolve``/``resolve_obj``.
+object homed here by ``export``; the receiving node's (``proc.cluster.homes``, on its P0, where
+the dispatcher unpickles) finds what an id names by ``resolve``/``resolve_obj``.
 
 Invariants:
 - An object pickled here names its home and the id its home knows it by: a handle names the
@@ -17,11 +19,11 @@ Invariants:
 
 from __future__ import annotations
 
-import io
-import pickle
+from collections import ChainMap
 from typing import Any
 
 from .._chan import Chan
+from .._proc import proc
 from .._shm import cloud
 from .remote import RemoteChan, homed_classes, proxy_class
 
@@ -47,41 +49,45 @@ def refused_types() -> tuple[type, ...]:
 
 
 class Pickler(cloud._Pickler):
-    """Pickles messages for another node (see the module doc); ``homes``: the node's ids."""
+    """Pickles messages for another node (see the module doc); ``homes``: the node's ids.
+
+    The global ids come from this pickler's own dispatch table, looked up by the pickler's C
+    code for the objects that are not plain data only: plain values cost no Python call."""
 
     def __init__(self, f: Any, homes: Any, kinds: Kinds) -> None:
+        me, export = homes.me, homes.export
+
+        def chan(obj: Any) -> tuple:
+            return _chan, (me, export(obj), obj._st.cap)
+
+        def handle(obj: Any) -> tuple:
+            return _chan, (obj._home, obj._oid, obj._st.cap)
+
+        def homed(kind: int) -> Any:
+            return lambda obj: (_obj, (me, export(obj), kind))
+
+        def proxy(obj: Any) -> tuple:
+            return _obj, (obj._home, obj._oid, obj._kind)
+
+        def refuse(obj: Any) -> Any:
+            raise TypeError(f"a csp_mp {type(obj).__name__} cannot be used on another node yet: "
+                            "keep it on the node that made it")
+
+        table: dict[type, Any] = {t: refuse for t in kinds.refused}
+        table.update({t: proxy for t in kinds.proxy_types})
+        table.update({t: homed(k) for t, k in kinds.homed.items()})
+        table[Chan] = chan
+        table[RemoteChan] = handle
+        # read by the pickler's __init__: set before it
+        self.dispatch_table = ChainMap(table, cloud._Pickler.dispatch_table)
         super().__init__(f, protocol=5)
-        self.homes = homes
-        self.me = homes.me
-        self.kinds = kinds
-
-    def persistent_id(self, obj: Any) -> Any:
-        t = type(obj)
-        if t is Chan:
-            return ("c", self.me, self.homes.export(obj), obj._st.cap)
-        if t is RemoteChan:
-            return ("c", obj._home, obj._oid, obj._st.cap)
-        kinds = self.kinds
-        kind = kinds.homed.get(t)
-        if kind is not None:
-            return ("o", self.me, self.homes.export(obj), kind)
-        if t in kinds.proxy_types:
-            return ("o", obj._home, obj._oid, obj._kind)
-        if t in kinds.refused:
-            raise TypeError(f"a csp_mp {t.__name__} cannot be used on another node yet: keep it "
-                            "on the node that made it")
-        return None
 
 
-class Unpickler(pickle.Unpickler):
-    """Unpickles a message from another node (see the module doc)."""
+def _chan(home: int, oid: int, cap: int) -> Any:
+    """The channel ``(home, oid)`` arriving at this node (its dispatcher: ``proc.cluster``)."""
+    return proc.cluster.homes.resolve(home, oid, cap)
 
-    def __init__(self, data: Any, homes: Any) -> None:
-        super().__init__(io.BytesIO(data))
-        self.homes = homes
 
-    def persistent_load(self, pid: Any) -> Any:
-        what, home, oid, extra = pid
-        if what == "c":
-            return self.homes.resolve(home, oid, extra)
-        return self.homes.resolve_obj(home, oid, extra)
+def _obj(home: int, oid: int, kind: int) -> Any:
+    """The sync object or atomic ``(home, oid)`` arriving at this node."""
+    return proc.cluster.homes.resolve_obj(home, oid, kind)
