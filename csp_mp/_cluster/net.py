@@ -33,8 +33,8 @@ Messages:
   channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
   sender waits until its first k puts to the receiver have landed, answered by
   ``("fenced", k)`` (``credits.py``);
-- ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k, seconds)`` k of
-  them ended, having run that long in all;
+- ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k, costs)`` k of
+  them ended, having taken so much CPU time per function;
   ``("go1", [...])`` goroutines started here on purpose, not counted back (``ship.py``);
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
   the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
@@ -402,8 +402,7 @@ class Net:
         """Write every batch, each in one write (hub thread, or once the run is over)."""
         ship = self.ship
         if ship.unsent and self.me != 0 and 0 in self.links and 0 not in self.lost:
-            k, ship.unsent, secs, ship.unsent_s = ship.unsent, 0, ship.unsent_s, 0.0
-            self.send(0, ("done", k, secs))
+            self.send(0, ("done", *ship.take_unsent()))
         batch = self.batch
         if not batch:
             return

@@ -10,13 +10,18 @@ pickle for another node) or an executor task starts on node 0's P0 instead. Each
 goroutine, once ended, is counted back (``done``), with the next batch of messages to node 0
 (``Net.flush``).
 
-Shipped goroutines that end quickly (``SHORT_S``: a tiny task) cost node 0 more to ship and
-take back than to run there: while the last ones reported ran that short on average, node 0
-ships a node one goroutine at a time, every ``PROBE_S`` at most, and runs the rest itself.
+What a goroutine costs is learnt per function: each ``done`` says, per function, how many of
+its goroutines ended and the CPU time their P spent while they ran. Shipped goroutines that end
+quickly (``SHORT_S`` of CPU: a tiny task) cost node 0 more to ship and take back than to run:
+while the goroutine at the head of node 0's run queue is of a function whose last ones ran that
+short, node 0 ships a node one goroutine at a time, every ``PROBE_S`` at most, and runs the
+rest itself; while it is of a function not seen yet, an idle node is sent at most
+``STEAL_FIRST``. (With several Ps on node 0, the last report stands for
+every function: their queued goroutines are not looked at before they are taken.)
 
 Messages: ``("go", [(fn, args, kwargs), ...])`` goroutines node 0 ships, counted back once
-ended by ``("done", k, seconds they ran)``; ``("go1", [...])`` goroutines started on a given
-node (``go_node``), not counted.
+ended by ``("done", k, {function: [goroutines, CPU seconds]})``; ``("go1", [...])``
+goroutines started on a given node (``go_node``), not counted.
 
 Invariants:
 - ``outstanding[k]`` counts the goroutines shipped to node k and not yet reported ended
@@ -36,12 +41,14 @@ from .._proc import proc
 
 #: goroutines shipped to a node and not yet ended, per P of that node
 SHIP_PER_P = 2
-#: most goroutines one node is sent at once
+#: most goroutines one node is sent at once; of a function not seen yet
 STEAL_MAX = 128
+STEAL_FIRST = 32
 _BUSY_POLL = 0.001
+#: goroutines of a one-P run queue looked at per goroutine taken, at most
+_SCAN = 8
 #: shipped goroutines that ran this long on average or less cost node 0 more to ship and take
-#: back than to run: while the last ones reported were this short, a node is sent at most one
-#: goroutine per ``PROBE_S`` (to learn when they grow longer)
+#: back than to run: a node is sent at most one such goroutine per ``PROBE_S`` (module doc)
 SHORT_S = 50e-6
 PROBE_S = 0.010
 
@@ -55,13 +62,14 @@ class Shipping:
         self.outstanding = [0] * net.n
         #: (a node of several Ps) where its shipped goroutines on other Ps report their end
         self.done: Chan | None = None
-        #: shipped goroutines ended here and not yet reported, and the seconds they ran:
-        #: one ``done`` per batch
+        #: shipped goroutines ended here and not yet reported, and per function how many
+        #: and the CPU seconds they took: one ``done`` per batch
         self.unsent = 0
-        self.unsent_s = 0.0
-        #: (node 0) how long the goroutines of the last ``done`` ran on average, None before
-        #: the first; when each node was last sent a goroutine while they were short
-        self.task_s: float | None = None
+        self.unsent_s: dict[str, list] = {}
+        #: (node 0) the CPU seconds the last reported goroutines of each function took on
+        #: average, and of any function; when each node was last sent a short one
+        self.task_s: dict[str, float] = {}
+        self.last_s: float | None = None
         self.probed = [0.0] * net.n
 
     def start_balancer(self) -> None:
@@ -74,20 +82,32 @@ class Shipping:
         left."""
         return ship_round(self.net)
 
-    def ended(self, node: int, k: int, seconds: float) -> None:
-        """(dispatcher) ``k`` goroutines shipped to ``node`` ended, after running ``seconds``
-        in all: ship more."""
+    def ended(self, node: int, k: int, costs: dict[str, list]) -> None:
+        """(dispatcher) ``k`` goroutines shipped to ``node`` ended, of the functions in
+        ``costs`` (name -> [how many, CPU seconds]): ship more."""
         self.outstanding[node] -= k
-        self.task_s = seconds / max(1, k)
+        for name, (n, secs) in costs.items():
+            self.task_s[name] = self.last_s = secs / max(1, n)
         ship_round(self.net)
 
-    def count_done(self, k: int, seconds: float) -> None:
-        """``k`` goroutines shipped here ended after running ``seconds`` in all: told to node
-        0 with the next batch."""
+    def count_done(self, name: str, seconds: float) -> None:
+        """A goroutine of function ``name`` shipped here ended after ``seconds`` of its P's
+        CPU: told to node 0 with the next batch."""
         if not self.unsent:
             self.net.arm()
-        self.unsent += k
-        self.unsent_s += seconds
+        self.unsent += 1
+        got = self.unsent_s.get(name)
+        if got is None:
+            self.unsent_s[name] = [1, seconds]
+        else:
+            got[0] += 1
+            got[1] += seconds
+
+    def take_unsent(self) -> tuple[int, dict[str, list]]:
+        """The ends not yet reported, and none left."""
+        got = self.unsent, self.unsent_s
+        self.unsent, self.unsent_s = 0, {}
+        return got
 
     def arrived(self, batch: list, counted: bool) -> None:
         """(dispatcher) Goroutines another node sent here; see ``start_shipped``."""
@@ -142,7 +162,7 @@ def ship_round(net: Any) -> bool:
     queued = _queued(net)
     total_procs = sum(procs[k] for k in (0, *nodes))
     room = {}
-    task_s = net.ship.task_s
+    task_s = _head_cost(net)
     short = task_s is not None and task_s <= SHORT_S
     now = time.monotonic() if short else 0.0
     for k in nodes:
@@ -151,7 +171,8 @@ def ship_round(net: Any) -> bool:
         else:
             r = procs[k] * SHIP_PER_P - out[k]
             if out[k] == 0:
-                r = max(r, min(STEAL_MAX, queued * procs[k] // total_procs))
+                most = STEAL_MAX if task_s is not None else STEAL_FIRST
+                r = max(r, min(most, queued * procs[k] // total_procs))
         if r > 0:
             room[k] = r
     total = sum(room.values())
@@ -183,6 +204,28 @@ def ship_round(net: Any) -> bool:
             except Exception:
                 spawn(fn, args, kwargs)
     return True
+
+
+def _head_cost(net: Any) -> float | None:
+    """The CPU seconds the goroutines of the function next in line to ship took on another
+    node, as last reported; None if not known yet (hub thread; see the module doc)."""
+    ship = net.ship
+    if proc.broker is not None:
+        return ship.last_s
+    skipped = False
+    for i, g in enumerate(net.hub.runq):
+        if i >= _SCAN:
+            break
+        if g.glet is None and not g.local and not g.is_main:
+            if skipped:
+                return ship.task_s.get(fn_name(g.fn))
+            skipped = True
+    return ship.last_s
+
+
+def fn_name(fn: Any) -> str:
+    """How a goroutine's function is named in a ``done`` (its module and qualified name)."""
+    return f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def _queued(net: Any) -> int:
@@ -231,28 +274,28 @@ def _take_local(net: Any, k: int) -> list[tuple]:
 
 
 def _take_queued(hub: Any, k: int) -> list[tuple]:
-    """(one P) Up to ``k`` of the last goroutines not started in the hub's run queue, taken out
-    in their order; none if it holds only one (the next one for this P). Looks at the run
-    queue from its tail only as far as it must."""
+    """(one P) Up to ``k`` goroutines not started from the head of the hub's run queue, in
+    their order, the first one left for this P (Go steals from a run queue's head). Looks at
+    ``_SCAN`` goroutines per one taken at most: readied goroutines gather at the queue's tail,
+    and the queue may be long."""
     runq = hub.runq
-    popped: list[Any] = []
+    looked: list[Any] = []
     taken: list[Any] = []
-    more = False  # a goroutine that could travel is left ahead of those taken
-    while runq:
-        g = runq.pop()
-        popped.append(g)
+    skipped = False
+    budget = k * _SCAN + _SCAN
+    while runq and len(taken) < k and budget:
+        budget -= 1
+        g = runq.popleft()
         if (g.glet is None and not g.local and not g.is_main
                 and not getattr(g.fn, "__dict__", {}).get("executor_task")):
-            if len(taken) == k:
-                more = True
-                break
-            taken.append(g)
-    if not more and len(taken) < 2:
-        taken = []
-    keep = set(map(id, taken))
-    runq.extend(g for g in reversed(popped) if id(g) not in keep)
+            if skipped:
+                taken.append(g)
+                continue
+            skipped = True
+        looked.append(g)
+    runq.extendleft(reversed(looked))
     out = []
-    for g in reversed(taken):
+    for g in taken:
         hub.allgs.pop(g.id, None)
         out.append((g.fn, g.args, g.kwargs))
     return out
@@ -280,22 +323,23 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
 
 def _shipped(fn: Any, args: tuple, kwargs: dict, done: Chan | None) -> None:
     """The body of a goroutine shipped from node 0: counted back there once it ends, with
-    how long it ran."""
-    t0 = time.perf_counter()
+    the CPU time its P spent meanwhile (its own, and that of the goroutines the P ran while it
+    waited: never less than what it cost)."""
+    t0 = time.thread_time()
     try:
         fn(*args, **kwargs)
     finally:
-        dt = time.perf_counter() - t0
+        dt = time.thread_time() - t0
         net = proc.cluster
         if net is not None:
-            net.ship.count_done(1, dt)
+            net.ship.count_done(fn_name(fn), dt)
         elif done is not None:
-            done.send(dt)
+            done.send((fn_name(fn), dt))
 
 
 def _count_done(net: Any, done: Chan) -> None:
-    for dt in done:
-        net.ship.count_done(1, dt)
+    for name, dt in done:
+        net.ship.count_done(name, dt)
 
 
 def go_node(node: int, fn: Any, *args: Any, **kwargs: Any) -> None:
