@@ -2,15 +2,15 @@
 channels.
 
 A ``RemoteChan`` is a ``Chan`` whose every operation is a request to its home node, carried
-out there (``net.perform``). On the node's P0 the request goes out on the node's links
-(``Net.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
+out there (``homes.perform``). On the node's P0 the request goes out on the node's links
+(``Homes.call``); on its other Ps it goes to P0 through the node's outbox channel, with a reply
 channel of its own.
 
 A ``Mutex``, ``RWMutex``, ``WaitGroup``, ``Int64``, ``Bool`` or ``Sema`` of another node is an
 instance of a subclass made here (``proxy_class``) whose every method is carried out at the home
-by a goroutine there, in the calling goroutine's stead (``net.perform``, op ``call``). An object
+by a goroutine there, in the calling goroutine's stead (``homes.perform``, op ``call``). An object
 of a subclass of one of them (an atomic or a semaphore already shared between the Ps of its
-node) is homed as its base (``home_kind``). Objects built of these (``Once``, ``Cond``, contexts)
+node) is homed as its base (``wire.Kinds``). Objects built of these (``Once``, ``Cond``, contexts)
 travel as their parts: each part keeps its home. A context's deadline travels as the time left
 (``reduce_context``), as gRPC sends a deadline, since nodes' monotonic clocks differ.
 
@@ -56,7 +56,8 @@ class RemoteState:
 
 
 class RemoteChan(Chan):
-    """A handle on a channel homed on another node."""
+    """A handle on a channel homed on another node (``_net``: the node's ``Homes`` on its
+    P0, which makes the requests; else None, and ``_outbox`` leads to P0)."""
 
     __slots__ = ("_home", "_oid", "_net", "_outbox")
     _home: int
@@ -88,7 +89,7 @@ class RemoteChan(Chan):
         raise value
 
     def send(self, v: Any) -> None:
-        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (net.py)
+        self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (credits.py)
 
     def recv_ok(self) -> tuple[Any, bool]:
         return self._call("recv")
@@ -147,16 +148,6 @@ def homed_classes() -> tuple[type, ...]:
     from .._sync.sema import Sema
 
     return (S.Mutex, S.RWMutex, S.WaitGroup, _atomic.Int64, _atomic.Bool, Sema)
-
-
-def home_kind(t: type, homed: dict[type, int]) -> int | None:
-    """The kind (index in ``homed_classes()``) objects of type ``t`` are homed as, or None:
-    that of its nearest base in ``homed``."""
-    for base in t.__mro__:
-        kind = homed.get(base)
-        if kind is not None:
-            return kind
-    return None
 
 
 def reduce_context(ctx: Any) -> tuple:
@@ -241,7 +232,7 @@ def _rebuild_obj(home: int, oid: int, kind: int, outbox: Chan) -> Any:
     """A sync object or atomic of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.resolve_obj(home, oid, kind)
+        return net.homes.resolve_obj(home, oid, kind)
     return make_obj(home, oid, kind, None, outbox)
 
 
@@ -249,7 +240,7 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     """A channel of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.resolve(home, oid, cap)
+        return net.homes.resolve(home, oid, cap)
     proc.select_remote = select_remote
     return RemoteChan.make(home, oid, cap, None, outbox)
 
@@ -316,7 +307,7 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
                     offers.append((ch._home, ch._oid, i, kind == _SEND, x))
                     offered.append((ch._home, ch._oid))
                 if net is not None:
-                    net.offer_cases(tid, token, offers)
+                    net.offers.offer(tid, token, offers)
                 else:
                     outbox.send((-1, 0, "offer", (tid, token, offers), None))
             k, got = select(token.recv, *waits, after(delay).recv)
@@ -328,7 +319,7 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
     finally:
         if offered:
             if net is not None:
-                net.withdraw(tid, offered)
+                net.offers.withdraw(tid, offered)
             else:
                 outbox.send((-1, 0, "withdraw", (tid, offered), None))
 

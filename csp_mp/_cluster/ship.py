@@ -7,11 +7,33 @@ goroutines queued on its hub that have not started), and has the hub ship them a
 ``STEAL_MAX``), a busy one is kept at ``SHIP_PER_P`` goroutines per P. It ships them in one
 ``go`` message per node; a goroutine that cannot travel (its function or arguments do not
 pickle for another node) or an executor task starts on node 0's P0 instead. Each shipped
-goroutine, once ended, is counted back (``done``).
+goroutine, once ended, is counted back (``done``), with the next batch of messages to node 0
+(``Net.flush``).
+
+What a goroutine costs is learnt per function: each ``done`` says, per function, how many of
+its goroutines ended and the CPU time their P spent while they ran. Shipped goroutines that end
+quickly (``SHORT_S`` of CPU: a tiny task) cost node 0 more to ship and take back than to run:
+while the goroutine at the head of node 0's run queue is of a function whose last ones ran that
+short, node 0 ships a node one goroutine at a time, every ``PROBE_S`` at most, and runs the
+rest itself; while it is of a function not seen yet, an idle node is sent at most
+``STEAL_FIRST``. (With several Ps on node 0, the last report stands for
+every function: their queued goroutines are not looked at before they are taken.)
+
+Messages: ``("go", [(fn, args, kwargs), ...])`` goroutines node 0 ships, counted back once
+ended by ``("done", k, {function: [goroutines, CPU seconds]})``; ``("go1", [...])``
+goroutines started on a given node (``go_node``), not counted.
+
+Invariants:
+- ``outstanding[k]`` counts the goroutines shipped to node k and not yet reported ended
+  (node 0, hub thread only).
+- A goroutine taken from a run queue starts exactly once: on the node it was shipped to, or
+  here if it cannot travel.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from .._chan import Chan
@@ -19,9 +41,77 @@ from .._proc import proc
 
 #: goroutines shipped to a node and not yet ended, per P of that node
 SHIP_PER_P = 2
-#: most goroutines one node is sent at once
+#: most goroutines one node is sent at once; of a function not seen yet
 STEAL_MAX = 128
+STEAL_FIRST = 32
 _BUSY_POLL = 0.001
+#: goroutines of a one-P run queue looked at per goroutine taken, at most
+_SCAN = 8
+#: shipped goroutines that ran this long on average or less cost node 0 more to ship and take
+#: back than to run: a node is sent at most one such goroutine per ``PROBE_S`` (module doc)
+SHORT_S = 50e-6
+PROBE_S = 0.010
+
+
+class Shipping:
+    """Goroutines shipped between nodes (P0's hub only). ``net``: the node's ``Net``."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        #: (node 0) goroutines shipped to each node and not yet ended
+        self.outstanding = [0] * net.n
+        #: (a node of several Ps) where its shipped goroutines on other Ps report their end
+        self.done: Chan | None = None
+        #: shipped goroutines ended here and not yet reported, and per function how many
+        #: and the CPU seconds they took: one ``done`` per batch
+        self.unsent = 0
+        self.unsent_s: dict[str, list] = {}
+        #: (node 0) the CPU seconds the last reported goroutines of each function took on
+        #: average, and of any function; when each node was last sent a short one
+        self.task_s: dict[str, float] = {}
+        self.last_s: float | None = None
+        self.probed = [0.0] * net.n
+
+    def start_balancer(self) -> None:
+        """(node 0) Start the balancer thread."""
+        threading.Thread(target=balance, args=(self.net,), name="csp_mp-net-balance",
+                         daemon=True).start()
+
+    def round(self) -> bool:
+        """Ship what node 0 has waiting to the nodes with room (hub thread); whether any
+        left."""
+        return ship_round(self.net)
+
+    def ended(self, node: int, k: int, costs: dict[str, list]) -> None:
+        """(dispatcher) ``k`` goroutines shipped to ``node`` ended, of the functions in
+        ``costs`` (name -> [how many, CPU seconds]): ship more."""
+        self.outstanding[node] -= k
+        for name, (n, secs) in costs.items():
+            self.task_s[name] = self.last_s = secs / max(1, n)
+        ship_round(self.net)
+
+    def count_done(self, name: str, seconds: float) -> None:
+        """A goroutine of function ``name`` shipped here ended after ``seconds`` of its P's
+        CPU: told to node 0 with the next batch."""
+        if not self.unsent:
+            self.net.arm()
+        self.unsent += 1
+        got = self.unsent_s.get(name)
+        if got is None:
+            self.unsent_s[name] = [1, seconds]
+        else:
+            got[0] += 1
+            got[1] += seconds
+
+    def take_unsent(self) -> tuple[int, dict[str, list]]:
+        """The ends not yet reported, and none left."""
+        got = self.unsent, self.unsent_s
+        self.unsent, self.unsent_s = 0, {}
+        return got
+
+    def arrived(self, batch: list, counted: bool) -> None:
+        """(dispatcher) Goroutines another node sent here; see ``start_shipped``."""
+        start_shipped(self.net, batch, counted)
 
 
 def balance(net: Any) -> None:
@@ -34,7 +124,7 @@ def balance(net: Any) -> None:
     def tick() -> None:
         posted[0] = False
         if not net.stopping:
-            ship_round(net)
+            net.ship.round()
 
     while not stopped.wait(_BUSY_POLL):
         if posted[0] or not _room(net) or not _work_visible(net):
@@ -47,7 +137,7 @@ def balance(net: Any) -> None:
 
 
 def _room(net: Any) -> bool:
-    procs, out = net.procs, net.outstanding
+    procs, out = net.procs, net.ship.outstanding
     return any(procs[k] * SHIP_PER_P > out[k] for k in range(1, net.n) if k not in net.lost)
 
 
@@ -63,7 +153,7 @@ def _work_visible(net: Any) -> bool:
 
 def ship_round(net: Any) -> bool:
     """Ship what node 0 has waiting to the nodes with room (hub thread); whether any left."""
-    procs, out = net.procs, net.outstanding
+    procs, out = net.procs, net.ship.outstanding
     nodes = [k for k in range(1, net.n) if k not in net.lost and k in net.links]
     if not nodes:
         return False
@@ -72,10 +162,17 @@ def ship_round(net: Any) -> bool:
     queued = _queued(net)
     total_procs = sum(procs[k] for k in (0, *nodes))
     room = {}
+    task_s = _head_cost(net)
+    short = task_s is not None and task_s <= SHORT_S
+    now = time.monotonic() if short else 0.0
     for k in nodes:
-        r = procs[k] * SHIP_PER_P - out[k]
-        if out[k] == 0:
-            r = max(r, min(STEAL_MAX, queued * procs[k] // total_procs))
+        if short:  # one at a time, now and then: see SHORT_S
+            r = 1 if out[k] == 0 and now - net.ship.probed[k] >= PROBE_S else 0
+        else:
+            r = procs[k] * SHIP_PER_P - out[k]
+            if out[k] == 0:
+                most = STEAL_MAX if task_s is not None else STEAL_FIRST
+                r = max(r, min(most, queued * procs[k] // total_procs))
         if r > 0:
             room[k] = r
     total = sum(room.values())
@@ -92,26 +189,51 @@ def ship_round(net: Any) -> bool:
     for k, batch in batches.items():
         if not batch:
             continue
+        if short:
+            net.ship.probed[k] = now
         try:
             net.send(k, ("go", batch))
-            net.outstanding[k] += len(batch)
+            net.ship.outstanding[k] += len(batch)
             continue
         except Exception:
             pass
         for fn, args, kwargs in batch:  # one at a time: those that cannot travel stay here
             try:
                 net.send(k, ("go", [(fn, args, kwargs)]))
-                net.outstanding[k] += 1
+                net.ship.outstanding[k] += 1
             except Exception:
                 spawn(fn, args, kwargs)
     return True
 
 
+def _head_cost(net: Any) -> float | None:
+    """The CPU seconds the goroutines of the function next in line to ship took on another
+    node, as last reported; None if not known yet (hub thread; see the module doc)."""
+    ship = net.ship
+    if proc.broker is not None:
+        return ship.last_s
+    skipped = False
+    for i, g in enumerate(net.hub.runq):
+        if i >= _SCAN:
+            break
+        if g.glet is None and not g.local and not g.is_main:
+            if skipped:
+                return ship.task_s.get(fn_name(g.fn))
+            skipped = True
+    return ship.last_s
+
+
+def fn_name(fn: Any) -> str:
+    """How a goroutine's function is named in a ``done`` (its module and qualified name)."""
+    return f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
 def _queued(net: Any) -> int:
-    """Goroutines not started waiting in this node's run queues (hub thread)."""
+    """Goroutines not started waiting in this node's run queues, at most (hub thread: with one
+    P, every goroutine waiting on its hub counts)."""
     broker = proc.broker
     if broker is None:
-        return sum(1 for g in net.hub.runq if g.glet is None and not g.local)
+        return len(net.hub.runq)
     ctx = broker.ctx
     return sum(len(ctx.runq[q]) for q in range(ctx.nprocs))
 
@@ -122,14 +244,7 @@ def _take_local(net: Any, k: int) -> list[tuple]:
     hub = net.hub
     out: list[tuple] = []
     if broker is None:  # one P: goroutines go() queued on the hub, not started yet
-        runq = hub.runq
-        cand = [g for g in runq if g.glet is None and not g.local and not g.is_main
-                and not getattr(g.fn, "__dict__", {}).get("executor_task")]
-        for g in cand[-k:] if len(cand) > 1 else ():  # leave the next one for this P
-            runq.remove(g)
-            hub.allgs.pop(g.id, None)
-            out.append((g.fn, g.args, g.kwargs))
-        return out
+        return _take_queued(hub, k)
     from .._mp import tasks
 
     ctx = broker.ctx
@@ -158,6 +273,34 @@ def _take_local(net: Any, k: int) -> list[tuple]:
     return out
 
 
+def _take_queued(hub: Any, k: int) -> list[tuple]:
+    """(one P) Up to ``k`` goroutines not started from the head of the hub's run queue, in
+    their order, the first one left for this P (Go steals from a run queue's head). Looks at
+    ``_SCAN`` goroutines per one taken at most: readied goroutines gather at the queue's tail,
+    and the queue may be long."""
+    runq = hub.runq
+    looked: list[Any] = []
+    taken: list[Any] = []
+    skipped = False
+    budget = k * _SCAN + _SCAN
+    while runq and len(taken) < k and budget:
+        budget -= 1
+        g = runq.popleft()
+        if (g.glet is None and not g.local and not g.is_main
+                and not getattr(g.fn, "__dict__", {}).get("executor_task")):
+            if skipped:
+                taken.append(g)
+                continue
+            skipped = True
+        looked.append(g)
+    runq.extendleft(reversed(looked))
+    out = []
+    for g in taken:
+        hub.allgs.pop(g.id, None)
+        out.append((g.fn, g.args, g.kwargs))
+    return out
+
+
 def _failing(exc: BaseException) -> None:
     raise RuntimeError(f"cannot run a goroutine taken from a run queue: {exc}") from exc
 
@@ -166,9 +309,9 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
     """(node k's dispatcher) Start goroutines another node sent here, on any of this node's
     Ps; ``counted``: node 0's balancer shipped them and counts them back."""
     go = net.hub.go
-    done = net.done
+    done = net.ship.done
     if counted and done is None and proc.broker is not None:
-        done = net.done = Chan(1024)
+        done = net.ship.done = Chan(1024)
         net.hub.spawn_local(_count_done, (net, done), {})
         net.infra += 1
     for fn, args, kwargs in batch:
@@ -179,20 +322,24 @@ def start_shipped(net: Any, batch: list, counted: bool) -> None:
 
 
 def _shipped(fn: Any, args: tuple, kwargs: dict, done: Chan | None) -> None:
-    """The body of a goroutine shipped from node 0: counted back there once it ends."""
+    """The body of a goroutine shipped from node 0: counted back there once it ends, with
+    the CPU time its P spent meanwhile (its own, and that of the goroutines the P ran while it
+    waited: never less than what it cost)."""
+    t0 = time.thread_time()
     try:
         fn(*args, **kwargs)
     finally:
+        dt = time.thread_time() - t0
         net = proc.cluster
         if net is not None:
-            net.send(0, ("done", 1))
+            net.ship.count_done(fn_name(fn), dt)
         elif done is not None:
-            done.send(1)
+            done.send((fn_name(fn), dt))
 
 
 def _count_done(net: Any, done: Chan) -> None:
-    for k in done:
-        net.send(0, ("done", k))
+    for name, dt in done:
+        net.ship.count_done(name, dt)
 
 
 def go_node(node: int, fn: Any, *args: Any, **kwargs: Any) -> None:

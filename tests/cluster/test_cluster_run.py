@@ -372,7 +372,7 @@ def main():
     go_node(1, park, out)
     out.recv()
     print("ready", flush=True)
-    csp_mp.Chan().recv()
+    csp_mp.sleep(600)  # a timer, not a deadlock: only Ctrl-C ends the run
 
 csp_mp.run(main, cluster=sys.argv[1])
 """

@@ -1,0 +1,254 @@
+"""The objects homed on this node that other nodes use, and the requests between nodes.
+
+An object homed here gets an id the first time it travels (``export``) and stays alive here
+until the run ends; another node names it by ``(home, id)`` and holds a handle on it
+(``resolve``). Every operation on a handle is a request to the home (``call``): ``("req", rid,
+oid, op, arg)``, answered by ``("rep", rid, ok, value or exception)``. The home carries it out
+on the dispatcher when it cannot block (``perform``); else a goroutine there does, parked as the
+remote goroutine's stand-in (``_serve``), counted in ``net.serving``. Object id 0 names the node
+itself (``views.py``'s node operations, and an offer's ``claim``, ``offers.py``).
+
+Requests leave from P0, which holds the links: a goroutine of another P of this node sends its
+request to P0's outbox channel with a reply channel of its own; a goroutine on P0 makes the call
+for it (``_forward``).
+
+A send into a buffered channel of another node (``sendb``) travels on credits (``credits.py``)
+when it can, as a ``put`` with no answer.
+
+Invariants:
+- A request is carried out at its home exactly once, and its requester gets one reply; a
+  requester waiting on a node that is lost gets ``ProcessLost`` instead (``fail``), once.
+- ``pending`` holds a parked goroutine for every request sent and not answered, with its home.
+- A blocking ``sendb`` of a node whose puts wait for room here waits behind them (``pushq``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any
+
+from .._chan import Chan, default, select
+from .._hub import waits as W
+from .link import lost_error
+from .remote import RemoteChan, make_obj
+
+#: operations that never block: carried out on the dispatcher
+_INLINE = frozenset(("trysend", "tryrecv", "close", "len", "closed", "stats"))
+
+
+def perform(obj: Any, op: str, arg: Any) -> Any:
+    """Carry out ``op`` on ``obj``, an object homed here, for a goroutine of any node."""
+    if op in ("send", "sendb"):
+        obj.send(arg)
+        return None
+    if op == "recv":
+        return obj.recv_ok()
+    if op == "trysend":
+        return select((obj.send, arg[0]), default)[0] == 0
+    if op == "tryrecv":
+        i, got = select(obj.recv_ok, default)
+        return (True, got) if i == 0 else (False, None)
+    if op == "close":
+        obj.close()
+        return None
+    if op == "len":
+        return len(obj)
+    if op == "closed":
+        return obj.closed
+    if op == "stats":
+        return tuple(obj.stats())
+    if op == "call":
+        name, args, kwargs = arg
+        return getattr(obj, name)(*args, **kwargs)
+    raise ValueError(f"unknown remote operation {op!r}")
+
+
+def _reason(op: str) -> str:
+    return W.CHAN_SEND if op == "send" else W.CHAN_RECV
+
+
+class Homes:
+    """The objects homed here, the handles on other nodes' objects, and the requests that
+    carry out operations at homes (P0's hub only). ``net``: the node's ``Net``."""
+
+    def __init__(self, net: Any) -> None:
+        self.net = net
+        self.me: int = net.me
+        self.hub = net.hub
+        self.exports: dict[int, Any] = {}
+        self.export_ids: dict[int, int] = {}
+        self.oids = itertools.count(1)
+        self.proxies: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        #: request id -> (the goroutine waiting on its reply, the node it went to)
+        self.pending: dict[int, tuple[Any, int]] = {}
+        self.rids = itertools.count(1)
+        self.outbox: Chan | None = None
+
+    # ------------------------------------------------------------------ objects
+
+    def export(self, obj: Any) -> int:
+        """The id other nodes name ``obj`` by (it stays alive here until the run ends)."""
+        oid = self.export_ids.get(id(obj))
+        if oid is None:
+            oid = next(self.oids)
+            self.exports[oid] = obj
+            self.export_ids[id(obj)] = oid
+        return oid
+
+    def resolve(self, home: int, oid: int, cap: int) -> Any:
+        """The channel ``(home, oid)`` names, here: itself on its home, else a handle."""
+        if home == self.me:
+            return self.exports[oid]
+        key = (home, oid)
+        ch = self.proxies.get(key)
+        if ch is None:
+            ch = self.proxies[key] = RemoteChan.make(home, oid, cap, self, None)
+        return ch
+
+    def resolve_obj(self, home: int, oid: int, kind: int) -> Any:
+        """The sync object or atomic ``(home, oid)`` names, here."""
+        if home == self.me:
+            return self.exports[oid]
+        key = (home, oid)
+        obj = self.proxies.get(key)
+        if obj is None:
+            obj = self.proxies[key] = make_obj(home, oid, kind, self, None)
+        return obj
+
+    # ------------------------------------------------------------------ the requester's side
+
+    def call(self, home: int, oid: int, op: str, arg: Any) -> Any:
+        """(a goroutine on P0) ``op`` on object ``oid`` of node ``home``; its result."""
+        if home == self.me:
+            return perform(self.exports[oid], op, arg)
+        net = self.net
+        why = net.lost.get(home)
+        if why is not None:
+            raise lost_error(home, why)
+        if op == "sendb" and net.credits.take(home, oid):
+            net.send(home, ("put", oid, arg))
+            return None
+        hub = self.hub
+        rid = next(self.rids)
+        net.send(home, ("req", rid, oid, op, arg))
+        self.pending[rid] = (hub.current, home)
+        ok, value = hub.park(_reason(op))
+        if ok:
+            if op == "sendb":  # the slots granted with it
+                net.credits.add(home, oid, value)
+                return None
+            return value
+        raise value
+
+    def answered(self, rid: int, ok: bool, value: Any) -> None:
+        """(dispatcher) The reply to request ``rid``: its goroutine resumes."""
+        got = self.pending.pop(rid, None)
+        if got is not None:
+            self.hub.ready(got[0], (ok, value), next_=False)
+
+    def fail(self, node: int, err: BaseException) -> None:
+        """Node ``node`` is lost: every goroutine waiting on a reply from it gets ``err``."""
+        for rid, (g, home) in list(self.pending.items()):
+            if home == node:
+                del self.pending[rid]
+                self.hub.ready(g, (False, err), next_=False)
+
+    def outbox_chan(self) -> Chan:
+        """The channel other Ps of this node send their remote operations to."""
+        if self.outbox is None:
+            self.outbox = Chan(256)
+            self.hub.spawn_local(self._forward_loop, (self.outbox,), {})
+            self.net.infra += 1
+        return self.outbox
+
+    def _forward_loop(self, outbox: Chan) -> None:
+        spawn = self.hub.spawn_local
+        net = self.net
+        for item in outbox:
+            if item[0] < 0:  # a select of another P offers its cases, or is over
+                op, arg = item[2], item[3]
+                if op == "offer":
+                    net.offers.offer(*arg)
+                else:
+                    net.offers.withdraw(*arg)
+                continue
+            net.serving += 1
+            spawn(self._forward, item, {})
+
+    def _forward(self, home: int, oid: int, op: str, arg: Any, reply: Chan) -> None:
+        try:
+            got = (True, self.call(home, oid, op, arg))
+        except Exception as exc:
+            got = (False, exc)
+        finally:
+            self.net.serving -= 1
+        reply.send(got)
+
+    # ------------------------------------------------------------------ the home's side
+
+    def request(self, node: int, rid: int, oid: int, op: str, arg: Any) -> None:
+        """(dispatcher) Carry out request ``rid`` of ``node``: now if it cannot block, else
+        in a goroutine standing in for its requester."""
+        net = self.net
+        obj: Any = self.exports.get(oid) if oid else net  # 0: the node itself
+        if obj is None:
+            self.reply(node, rid, False, RuntimeError(f"node {self.me} has no object {oid}"))
+            return
+        try:
+            if obj is net:
+                if op == "claim":
+                    self.reply(node, rid, True, net.offers.claim(*arg))
+                    return
+            elif op in _INLINE:
+                got = perform(obj, op, arg)
+                if op in ("trysend", "tryrecv") and not (got if op == "trysend" else got[0]) \
+                        and net.offers.offers.get(oid):
+                    net.serving += 1  # another node's select may offer the other side
+                    self.hub.spawn_local(net.offers.match, (node, rid, oid, op, arg), {})
+                    return
+                self.reply(node, rid, True, got)
+                return
+            credits = net.credits
+            if op == "sendb" and (oid, node) in credits.pushq:  # behind that node's puts
+                credits.pushq[oid, node].append((arg, rid))
+                return
+            if op in ("send", "sendb"):
+                if select((obj.send, arg), default)[0] == 0:
+                    self.reply(node, rid, True,
+                               credits.grant(node, oid, obj, True) if op == "sendb" else None)
+                    return
+            elif op == "recv":
+                i, got = select(obj.recv_ok, default)
+                if i == 0:
+                    self.reply(node, rid, True, got)
+                    return
+        except Exception as exc:
+            self.reply(node, rid, False, exc)
+            return
+        net.serving += 1
+        self.hub.spawn_local(self._serve, (node, rid, obj, op, arg), {})
+
+    def _serve(self, node: int, rid: int, obj: Any, op: str, arg: Any) -> None:
+        """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""
+        net = self.net
+        try:
+            got = perform(obj, op, arg) if obj is not net else net.views.node_op(op)
+            if op == "sendb":
+                got = net.credits.grant(node, self.export_ids[id(obj)], obj, True)
+        except Exception as exc:
+            self.reply(node, rid, False, exc)
+            return
+        finally:
+            net.serving -= 1
+        self.reply(node, rid, True, got)
+
+    def reply(self, node: int, rid: int, ok: bool, value: Any) -> None:
+        """Answer request ``rid`` of ``node`` (unless that node is lost)."""
+        net = self.net
+        if node in net.lost:
+            return
+        try:
+            net.send(node, ("rep", rid, ok, value))
+        except Exception as exc:  # the value cannot travel: the requester learns why
+            net.send(node, ("rep", rid, False, TypeError(f"cannot send the result: {exc}")))
