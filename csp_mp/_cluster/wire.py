@@ -50,10 +50,8 @@ class Kinds:
 
 def _subclasses(t: type) -> list[type]:
     """Every subclass of ``t``, however deep."""
-    out: list[type] = []
-    for sub in t.__subclasses__():
-        out += [sub, *_subclasses(sub)]
-    return out
+    subs: list[type] = t.__subclasses__()
+    return [d for sub in subs for d in (sub, *_subclasses(sub))]
 
 
 class Pickler(cloud._Pickler):
