@@ -65,7 +65,7 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
 
 
 def _reason(op: str) -> str:
-    return W.CHAN_SEND if op == "send" else W.CHAN_RECV
+    return W.CHAN_SEND if op in ("send", "sendb") else W.CHAN_RECV
 
 
 class Homes:
@@ -118,8 +118,9 @@ class Homes:
 
     # ------------------------------------------------------------------ the requester's side
 
-    def call(self, home: int, oid: int, op: str, arg: Any) -> Any:
-        """(a goroutine on P0) ``op`` on object ``oid`` of node ``home``; its result."""
+    def call(self, home: int, oid: int, op: str, arg: Any, reason: str | None = None) -> Any:
+        """(a goroutine on P0) ``op`` on object ``oid`` of node ``home``; its result. While it
+        waits, the goroutine shows ``reason`` (default: the channel operation's)."""
         if home == self.me:
             return perform(self.exports[oid], op, arg)
         net = self.net
@@ -133,7 +134,7 @@ class Homes:
         rid = next(self.rids)
         net.send(home, ("req", rid, oid, op, arg))
         self.pending[rid] = (hub.current, home)
-        ok, value = hub.park(_reason(op))
+        ok, value = hub.park(reason or _reason(op))
         if ok:
             if op == "sendb":  # the slots granted with it
                 net.credits.add(home, oid, value)

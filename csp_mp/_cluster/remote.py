@@ -41,6 +41,7 @@ from typing import Any
 
 from .._chan import Chan, select
 from .._chan.chan import _RECV, _SEND
+from .._hub import waits as W
 from .._proc import proc
 
 
@@ -126,12 +127,12 @@ class RemoteChan(Chan):
         return (_rebuild, (self._home, self._oid, self._st.cap, outbox))
 
 
-def _call(self: Any, op: str, arg: Any = None) -> Any:
+def _call(self: Any, op: str, arg: Any = None, reason: str | None = None) -> Any:
     """An operation on a handle's object, carried out at its home: on P0 by the node's links,
-    elsewhere through P0 (the node's outbox)."""
+    elsewhere through P0 (the node's outbox). ``reason``: what the goroutine waits for."""
     net = self._net
     if net is not None:
-        return net.call(self._home, self._oid, op, arg)
+        return net.call(self._home, self._oid, op, arg, reason)
     reply: Chan = Chan(1)
     self._outbox.send((self._home, self._oid, op, arg, reply))
     ok, value = reply.recv()  # type: ignore[misc]
@@ -164,9 +165,19 @@ def _context_arrived(cls: Any, parent: Any, done: Chan, code: Any, left: float |
     return ctx
 
 
-def _forwarder(name: str) -> Any:
+#: what a goroutine waiting on a method of another node's object waits for, as on one machine
+_WAITS = {("Mutex", "lock"): W.MUTEX_LOCK, ("Mutex", "__enter__"): W.MUTEX_LOCK,
+          ("RWMutex", "lock"): W.RWMUTEX_LOCK, ("RWMutex", "__enter__"): W.RWMUTEX_LOCK,
+          ("RWMutex", "rlock"): W.RWMUTEX_RLOCK, ("WaitGroup", "wait"): W.WAITGROUP_WAIT,
+          ("Sema", "acquire"): W.SEMACQUIRE}
+
+
+def _forwarder(base: str, name: str) -> Any:
+    waits = _WAITS.get((base, name))
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._call("call", (name, args, kwargs))
+        reason = args[0] if name == "acquire" and args else waits  # Cond.wait names its own
+        return self._call("call", (name, args, kwargs), reason)
 
     method.__name__ = name
     return method
@@ -212,7 +223,7 @@ def proxy_class(kind: int) -> type:
                           "__module__": __name__}
     for name, value in vars(base).items():
         if callable(value) and (not name.startswith("_") or name == "__enter__"):
-            ns[name] = _forwarder(name)
+            ns[name] = _forwarder(base.__name__, name)
     if "__exit__" in vars(base):
         ns["__exit__"] = _exit
     if base.__name__ == "WaitGroup":

@@ -166,3 +166,52 @@ def test_an_errgroup_context_is_cancelled_by_an_error_on_another_node(cluster) -
         return node, None, None
 
     assert csp_mp.run(main, cluster=cluster.address) == (1, "from node 1", "Canceled")
+
+
+def _lock_and_report(mu: csp_mp.Mutex, out: csp_mp.Chan) -> None:
+    with mu:
+        out.send(runtime.current_node())
+
+
+def _wait_on_cond(mu: csp_mp.Mutex, cond: csp_mp.Cond, flag: atomic.Bool) -> None:
+    with mu:
+        while not flag.load():
+            cond.wait()
+
+
+def _send_into(ch: csp_mp.Chan) -> None:
+    ch.send("x")
+
+
+def test_a_goroutine_waiting_on_another_nodes_object_shows_what_it_waits_for(cluster) -> None:
+    """runtime.stack() gives the goroutine's wait as on one machine (``sync.Mutex.Lock``, not
+    the reply it waits for from the object's node)."""
+    from csp_mp._testing.stacks import parse_stack
+
+    def main():
+        mu, flag, out = csp_mp.Mutex(), atomic.Bool(False), csp_mp.Chan(1)
+        cond_mu = csp_mp.Mutex()
+        cond = csp_mp.Cond(cond_mu)
+        full = csp_mp.Chan(1)
+        full.send("fills it")
+        mu.lock()
+        go_node(1, _lock_and_report, mu, out)
+        go_node(1, _wait_on_cond, cond_mu, cond, flag)
+        go_node(1, _send_into, full)
+        want = {"sync.Mutex.Lock", "sync.Cond.Wait", "chan send"}
+        deadline = time.monotonic() + 30
+        while True:
+            states = {e.state for e in parse_stack(runtime.stack()) if e.node == 1}
+            if want <= states or time.monotonic() > deadline:
+                break
+            csp_mp.sleep(0.01)
+        mu.unlock()
+        with cond_mu:
+            flag.store(True)
+            cond.broadcast()
+        full.recv()
+        full.recv()
+        return states & want, out.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address) == (
+        {"sync.Mutex.Lock", "sync.Cond.Wait", "chan send"}, 1)
