@@ -33,7 +33,8 @@ Messages:
   channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
   sender waits until its first k puts to the receiver have landed, answered by
   ``("fenced", k)`` (``credits.py``);
-- ``("go", [(fn, args, kwargs), ...])`` goroutines to start here, ``("done", k, costs)`` k of
+- ``("go", [(fn, args, kwargs, made), ...])`` goroutines to start here (``made``: where
+  they were created, G.made), ``("done", k, costs)`` k of
   them ended, having taken so much CPU time per function;
   ``("go1", [...])`` goroutines started here on purpose, not counted back (``ship.py``);
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of

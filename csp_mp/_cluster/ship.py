@@ -19,7 +19,7 @@ rest itself; while it is of a function not seen yet, an idle node is sent at mos
 ``STEAL_FIRST``. (With several Ps on node 0, the last report stands for
 every function: their queued goroutines are not looked at before they are taken.)
 
-Messages: ``("go", [(fn, args, kwargs), ...])`` goroutines node 0 ships, counted back once
+Messages: ``("go", [(fn, args, kwargs, made), ...])`` goroutines node 0 ships, counted back once
 ended by ``("done", k, {function: [goroutines, CPU seconds]})``; ``("go1", [...])``
 goroutines started on a given node (``go_node``), not counted.
 
@@ -32,11 +32,13 @@ Invariants:
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
 
 from .._chan import Chan
+from .._hub.g import queued_here, requeued
 from .._proc import proc
 
 #: goroutines shipped to a node and not yet ended, per P of that node
@@ -185,7 +187,6 @@ def ship_round(net: Any) -> bool:
     order = [k for k, r in room.items() for _ in range(r)]
     for item, k in zip(items, order, strict=False):
         batches[k].append(item)
-    spawn = net.hub.spawn_local
     for k, batch in batches.items():
         if not batch:
             continue
@@ -197,12 +198,12 @@ def ship_round(net: Any) -> bool:
             continue
         except Exception:
             pass
-        for fn, args, kwargs in batch:  # one at a time: those that cannot travel stay here
+        for item in batch:  # one at a time: those that cannot travel stay here
             try:
-                net.send(k, ("go", [(fn, args, kwargs)]))
+                net.send(k, ("go", [item]))
                 net.ship.outstanding[k] += 1
             except Exception:
-                spawn(fn, args, kwargs)
+                _start(net.hub, *item)
     return True
 
 
@@ -269,7 +270,7 @@ def _take_local(net: Any, k: int) -> list[tuple]:
             if getattr(fn, "__dict__", {}).get("executor_task"):
                 hub.spawn_local(fn, args, kwargs)  # its outcome goes to this node's future
                 continue
-            out.append((fn, args, kwargs))
+            out.append((fn, args, kwargs, tasks.made_of(t)))
     return out
 
 
@@ -297,7 +298,7 @@ def _take_queued(hub: Any, k: int) -> list[tuple]:
     out = []
     for g in taken:
         hub.allgs.pop(g.id, None)
-        out.append((g.fn, g.args, g.kwargs))
+        out.append((g.fn, g.args, g.kwargs, requeued(g.made)))  # a code object cannot travel
     return out
 
 
@@ -308,17 +309,29 @@ def _failing(exc: BaseException) -> None:
 def start_shipped(net: Any, batch: list, counted: bool) -> None:
     """(node k's dispatcher) Start goroutines another node sent here, on any of this node's
     Ps; ``counted``: node 0's balancer shipped them and counts them back."""
-    go = net.hub.go
+    hub = net.hub
     done = net.ship.done
     if counted and done is None and proc.broker is not None:
         done = net.ship.done = Chan(1024)
         net.hub.spawn_local(_count_done, (net, done), {})
         net.infra += 1
-    for fn, args, kwargs in batch:
+    for fn, args, kwargs, made in batch:
         if counted:
-            go(_shipped, (fn, args, kwargs, done), {})
+            _start(hub, _shipped, (fn, args, kwargs, done), {}, made)
         else:
-            go(fn, args, kwargs)
+            _start(hub, fn, args, kwargs, made)
+
+
+def _start(hub: Any, fn: Any, args: tuple, kwargs: dict, made: tuple | None) -> None:
+    """``go(fn, *args, **kwargs)`` on this node, created where ``made`` says: where the go()
+    call that made it on another node was (G.made, as go() queues it for any P)."""
+    made = requeued(made)
+    if hub.broker is not None:
+        hub.broker.place(fn, args, kwargs, made)
+        return
+    g = hub.spawn(fn, args, kwargs, False)
+    if g is not None:
+        g.made = made
 
 
 def _shipped(fn: Any, args: tuple, kwargs: dict, done: Chan | None) -> None:
@@ -351,4 +364,5 @@ def go_node(node: int, fn: Any, *args: Any, **kwargs: Any) -> None:
     if node == net.me:
         net.hub.go(fn, args, kwargs)
         return
-    net.send(node, ("go1", [(fn, args, kwargs)]))
+    made = queued_here(sys._getframe(1), net.hub.current)
+    net.send(node, ("go1", [(fn, args, kwargs, made)]))

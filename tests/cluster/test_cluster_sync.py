@@ -215,3 +215,35 @@ def test_a_goroutine_waiting_on_another_nodes_object_shows_what_it_waits_for(clu
 
     assert csp_mp.run(main, cluster=cluster.address) == (
         {"sync.Mutex.Lock", "sync.Cond.Wait", "chan send"}, 1)
+
+
+def _park_here(ch: csp_mp.Chan) -> None:
+    ch.recv()
+
+
+def test_a_goroutine_started_on_another_node_names_the_line_that_made_it(cluster) -> None:
+    """Go's created-by line of a goroutine that runs on node 1 is the go() call on node 0,
+    not the runtime's dispatcher."""
+    import inspect
+
+    from csp_mp._testing.stacks import parse_stack
+
+    def main():
+        ch = csp_mp.Chan()
+        go_node(1, _park_here, ch)  # the line that made it
+        deadline = time.monotonic() + 30
+        while True:
+            entries = [e for e in parse_stack(runtime.stack()) if e.node == 1
+                       and e.matches("_park_here")]
+            if entries or time.monotonic() > deadline:
+                break
+            csp_mp.sleep(0.01)
+        ch.close()
+        return entries[0].text if entries else ""
+
+    text = csp_mp.run(main, cluster=cluster.address)
+    lines, first = inspect.getsourcelines(
+        test_a_goroutine_started_on_another_node_names_the_line_that_made_it)
+    line = first + next(i for i, s in enumerate(lines) if "the line that made it" in s)
+    assert f"{__file__}:{line}\n" in text, text
+    assert "csp_mp/_cluster/" not in text.split("created by", 1)[-1], text
