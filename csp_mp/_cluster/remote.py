@@ -166,14 +166,14 @@ def _context_arrived(cls: Any, parent: Any, done: Chan, code: Any, left: float |
 
 
 #: what a goroutine waiting on a method of another node's object waits for, as on one machine
-_WAITS = {("Mutex", "lock"): W.MUTEX_LOCK, ("Mutex", "__enter__"): W.MUTEX_LOCK,
-          ("RWMutex", "lock"): W.RWMUTEX_LOCK, ("RWMutex", "__enter__"): W.RWMUTEX_LOCK,
-          ("RWMutex", "rlock"): W.RWMUTEX_RLOCK, ("WaitGroup", "wait"): W.WAITGROUP_WAIT,
-          ("Sema", "acquire"): W.SEMACQUIRE}
+_WAITS = ((("Mutex", "lock"), W.MUTEX_LOCK), (("Mutex", "__enter__"), W.MUTEX_LOCK),
+          (("RWMutex", "lock"), W.RWMUTEX_LOCK), (("RWMutex", "__enter__"), W.RWMUTEX_LOCK),
+          (("RWMutex", "rlock"), W.RWMUTEX_RLOCK), (("WaitGroup", "wait"), W.WAITGROUP_WAIT),
+          (("Sema", "acquire"), W.SEMACQUIRE))
 
 
 def _forwarder(base: str, name: str) -> Any:
-    waits = _WAITS.get((base, name))
+    waits = dict(_WAITS).get((base, name))
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         reason = args[0] if name == "acquire" and args else waits  # Cond.wait names its own
