@@ -10,12 +10,13 @@ shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the 
 hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
 hands it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
 
-Batches: a put, and the count of shipped goroutines ended here (``done``), goes into its
-node's batch instead of its link; the batches are written, each in one write, when the flusher
-goroutine gets its turn (it is queued at the tail of the run queue when the first of them is
-batched, so what every goroutine runnable by then sends goes out together), when a batch is
-``BATCH_MAX`` long, and before any other frame is written on any link (so frames leave in the
-order they were sent, batched or not). The receiver reads a batch as the frames it is made of.
+Batches: a put, and the count of shipped goroutines ended here (``done``, once per batch), go
+into their node's batch instead of its link; the batches are written, each in one write, when
+the flusher goroutine gets its turn (it is queued at the tail of the run queue when the first of
+them is batched, so what every goroutine runnable by then sends goes out together: a stream's
+puts, the results of many shipped goroutines), when a batch is ``BATCH_MAX`` long, and before
+any other frame is written on any link (so frames leave in the order they were sent, batched or
+not). The receiver reads a batch as the frames it is made of.
 
 Wire: every frame is a 4-byte big-endian length and a pickle (protocol 5, cloudpickle for
 functions; ``link.py``, ``wire.py``); a channel inside it travels as its home node, id and
@@ -52,8 +53,8 @@ Invariants:
 - A node's sends into one remote channel land in the order its goroutines made them (puts and
   blocking sends alike), each once.
 - Frames are written in the order ``write`` and ``put_probe`` were called: a batched one
-  waits in ``batch`` while the flusher is queued (``flush_idle`` false), and every other one is
-  written after the batches.
+  waits in ``batch`` only while the flusher is queued (``flush_idle`` false), and every other
+  one is written after the batches.
 - Every message but the probes (``hb``, ``dq``, ``dr``, ``fence``, ``fenced``) goes out through
   ``send``: counted (``Rounds.sent``) and behind the fence; each is handled, and counted
   (``Rounds.handled``), by the dispatcher in the order its link delivered it.
@@ -360,32 +361,30 @@ class Net:
             return
         self.write(node, data, kind == "put", kind in _BATCHED)
 
-    def write(self, node: int, data: bytes, is_put: bool, batched: bool = False) -> None:
+    def write(self, node: int, data: bytes, is_put: bool, batched: bool) -> None:
         """Write one message's frame on the link to ``node`` (its turn has come): into the
-        node's batch if ``batched``, else at once after every batch."""
+        node's batch if ``batched`` (and not ``BIG``), else at once after every batch."""
         link = self.links.get(node)
         if link is None or node in self.lost:
             return
         if is_put:
             self.credits.wrote_put(node)
-        if len(data) < BIG:
-            if batched:
-                b = self.batch.get(node)
-                if b is None:
-                    b = self.batch[node] = []
-                    if self.flush_idle:  # the flusher writes it at its turn
-                        self.flush_idle = False
-                        self.hub.ready(self.flush_g, None, next_=False)
-                b.append(HDR.pack(len(data)) + data)
-                if len(b) >= BATCH_MAX:
-                    self.flush()
-                return
-            if self.batch:
+        if batched and len(data) < BIG:
+            b = self.batch.get(node)
+            if b is None:
+                b = self.batch[node] = []
+                if self.flush_idle:  # the flusher writes it at its turn
+                    self.flush_idle = False
+                    self.hub.ready(self.flush_g, None, next_=False)
+            b.append(HDR.pack(len(data)) + data)
+            if len(b) >= BATCH_MAX:
                 self.flush()
-            link.put(HDR.pack(len(data)) + data)
             return
         if self.batch:
             self.flush()
+        if len(data) < BIG:
+            link.put(HDR.pack(len(data)) + data)
+            return
         link.put(HDR.pack(len(data)))
         link.put(data)
 
