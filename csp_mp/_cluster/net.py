@@ -12,11 +12,11 @@ hands it to the part it is for. Every part runs on P0's hub, so none of them tak
 
 Batches: a put, and the count of shipped goroutines ended here (``done``, once per batch), go
 into their node's batch instead of its link; the batches are written, each in one write, when
-the flusher goroutine gets its turn (it is queued at the tail of the run queue when the first of
-them is batched, so what every goroutine runnable by then sends goes out together: a stream's
-puts, the results of many shipped goroutines), when a batch is ``BATCH_MAX`` long, and before
-any other frame is written on any link (so frames leave in the order they were sent, batched or
-not). The receiver reads a batch as the frames it is made of.
+the flusher goroutine gets its turn (it is queued at the head of the run queue when the first
+of them is batched, so what the running goroutine sends until it yields goes out together: a
+stream's puts), when a batch is ``BATCH_MAX`` long, and before any other frame is written on
+any link (so frames leave in the order they were sent, batched or not). The receiver reads a
+batch as the frames it is made of.
 
 Wire: every frame is a 4-byte big-endian length and a pickle (protocol 5, cloudpickle for
 functions; ``link.py``, ``wire.py``); a channel inside it travels as its home node, id and
@@ -374,8 +374,7 @@ class Net:
             if b is None:
                 b = self.batch[node] = []
                 if self.flush_idle:  # the flusher writes it at its turn
-                    self.flush_idle = False
-                    self.hub.ready(self.flush_g, None, next_=False)
+                    self.arm()
             b.append(HDR.pack(len(data)) + data)
             if len(b) >= BATCH_MAX:
                 self.flush()
@@ -413,14 +412,18 @@ class Net:
                 link.put(b"".join(frames) if len(frames) > 1 else frames[0])
 
     def arm(self) -> None:
-        """Have the flusher run at its turn (something will be batched by then)."""
+        """Have the flusher run once the running goroutine yields (something will be batched
+        by then): ahead of the goroutines already waiting, as a goroutine running for a whole
+        time slice each may be among them."""
         if self.flush_idle:
             self.flush_idle = False
-            self.hub.ready(self.flush_g, None, next_=False)
+            hub = self.hub
+            hub.ready(self.flush_g, None, next_=False)
+            runq = hub.runq
+            runq.appendleft(runq.pop())
 
     def _flush_loop(self) -> None:
-        """(the flusher goroutine) Write the batches whenever woken: at the tail of the run
-        queue, so that what every goroutine ahead of it sends goes out together."""
+        """(the flusher goroutine) Write the batches whenever woken (``arm``)."""
         hub = self.hub
         self.flush_g = hub.current
         while True:
