@@ -52,9 +52,9 @@ Invariants:
   exactly once, and its requester gets one reply, or ``ProcessLost`` if the home is lost first.
 - A node's sends into one remote channel land in the order its goroutines made them (puts and
   blocking sends alike), each once.
-- Frames are written in the order ``write`` and ``put_probe`` were called: a batched one
-  waits in ``batch`` only while the flusher is queued (``flush_idle`` false), and every other
-  one is written after the batches.
+- Frames are written in the order ``write`` and ``put_probe`` were called (the heartbeat
+  thread's ``hb`` aside): a batched one waits in ``batch`` only while the flusher is queued
+  (``flush_idle`` false), and every other one is written after the batches.
 - Every message but the probes (``hb``, ``dq``, ``dr``, ``fence``, ``fenced``) goes out through
   ``send``: counted (``Rounds.sent``) and behind the fence; each is handled, and counted
   (``Rounds.handled``), by the dispatcher in the order its link delivered it.
