@@ -1,6 +1,6 @@
 """csp_mp on a Ray cluster against Ray's own primitives, in the same run on the same cluster.
 
-    python -m benchmarks.bench_cluster [--repeats 5] [--quick]
+    python -m benchmarks.bench_cluster [--repeats 5] [--quick] [--verbose]
 
 Starts a simulated cluster (``ray.cluster_utils.Cluster``: a head and one node, one CPU each),
 then runs every figure ``--repeats`` times, csp_mp and Ray interleaved within each repeat, and
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--verbose", action="store_true", help="print every repeat's figures")
     args = ap.parse_args(argv)
     q = args.quick
     sizes = {"rtt": 200 if q else 500, "stream": 5000 if q else 20000, "mib": 64,
@@ -295,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                 samples.setdefault(k, []).append(v)
             print(f"repeat {rep + 1}/{args.repeats} done (load1 {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
+            if args.verbose:
+                print("  " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(got.items())),
+                      file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -45,8 +45,11 @@ class Credits:
     def __init__(self, net: Any) -> None:
         n = net.n
         self.net = net
-        #: (sender side) the slots this node holds in other nodes' channels, (home, oid) -> k
+        #: (sender side) the slots this node holds in other nodes' channels, (home, oid) -> k;
+        #: the channels a blocking send asks slots of, (home, oid) -> the goroutines waiting
+        #: for its answer (``Homes.call``)
         self.credit: dict[tuple[int, int], int] = {}
+        self.asking: dict[tuple[int, int], list] = {}
         #: (home side) the slots reserved here for other nodes, (oid, node) -> k, and in all
         #: per channel, oid -> k; puts waiting here for room, (oid, node) -> deque of
         #: (value, request id or 0); the fence each node waits for meanwhile, node -> k

@@ -13,7 +13,8 @@ request to P0's outbox channel with a reply channel of its own; a goroutine on P
 for it (``_forward``).
 
 A send into a buffered channel of another node (``sendb``) travels on credits (``credits.py``)
-when it can, as a ``put`` with no answer.
+when it can, as a ``put`` with no answer; while one goroutine's blocking send asks the home for
+credits, the other goroutines sending there wait for its answer rather than ask too.
 
 Invariants:
 - A request is carried out at its home exactly once, and its requester gets one reply; a
@@ -83,6 +84,8 @@ class Homes:
         #: request id -> (the goroutine waiting on its reply, the node it went to)
         self.pending: dict[int, tuple[Any, int]] = {}
         self.rids = itertools.count(1)
+        #: blocking sends asking for credits: request id -> (home, oid)
+        self.asks: dict[int, tuple[int, int]] = {}
         self.outbox: Chan | None = None
 
     # ------------------------------------------------------------------ objects
@@ -127,19 +130,37 @@ class Homes:
         why = net.lost.get(home)
         if why is not None:
             raise lost_error(home, why)
-        if op == "sendb" and net.credits.take(home, oid):
-            net.send(home, ("put", oid, arg))
-            return None
         hub = self.hub
+        if op == "sendb":
+            credits = net.credits
+            key = (home, oid)
+            while True:
+                if credits.take(home, oid):
+                    net.send(home, ("put", oid, arg))
+                    return None
+                asking = credits.asking.get(key)
+                if asking is None:
+                    break
+                # another goroutine's blocking send asks for slots: its answer brings them
+                asking.append(hub.current)
+                hub.park(W.CHAN_SEND)
+                why = net.lost.get(home)
+                if why is not None:
+                    raise lost_error(home, why)
+            credits.asking[key] = []
         rid = next(self.rids)
-        net.send(home, ("req", rid, oid, op, arg))
-        self.pending[rid] = (hub.current, home)
-        ok, value = hub.park(reason or _reason(op))
+        try:
+            net.send(home, ("req", rid, oid, op, arg))
+            self.pending[rid] = (hub.current, home)
+            if op == "sendb":
+                self.asks[rid] = key
+            ok, value = hub.park(reason or _reason(op))
+        finally:
+            if op == "sendb" and self.asks.pop(rid, None) is not None:
+                for g in credits.asking.pop(key, ()):  # not answered: they ask themselves
+                    hub.ready(g, None, next_=False)
         if ok:
-            if op == "sendb":  # the slots granted with it
-                net.credits.add(home, oid, value)
-                return None
-            return value
+            return None if op == "sendb" else value
         raise value
 
     def answered(self, rid: int, ok: bool, value: Any) -> None:
@@ -147,6 +168,13 @@ class Homes:
         got = self.pending.pop(rid, None)
         if got is not None:
             self.hub.ready(got[0], (ok, value), next_=False)
+        key = self.asks.pop(rid, None)
+        if key is not None:  # a blocking send's answer: the slots granted with it, for all
+            credits = self.net.credits
+            if ok:
+                credits.add(key[0], key[1], value)
+            for g in credits.asking.pop(key, ()):
+                self.hub.ready(g, None, next_=False)
 
     def fail(self, node: int, err: BaseException) -> None:
         """Node ``node`` is lost: every goroutine waiting on a reply from it gets ``err``."""

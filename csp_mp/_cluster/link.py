@@ -2,8 +2,8 @@
 heartbeats that tell a silent link from a quiet one.
 
 Framing: every frame is a 4-byte big-endian length (``HDR``) and a pickle (``wire.py``). A frame
-of ``BIG`` bytes or more is written apart from the small ones queued with it, and read straight
-into a buffer of its own.
+of ``BIG`` bytes or more is written apart from the small ones queued with it; a reader receives
+into one buffer of ``_RX`` bytes, and a frame larger than that straight into a buffer of its own.
 
 Threads only move bytes, and never touch the hub's state: one reader and one writer per link,
 one accepting links, one sending heartbeats and watching for silent links. A reader hands whole
@@ -36,6 +36,8 @@ from .._errors import ProcessLost
 HDR = struct.Struct("!I")
 #: frames this large are sent apart from the small ones queued with them
 BIG = 1 << 20
+#: a reader's buffer: frames larger are read into buffers of their own
+_RX = 1 << 18
 
 
 def heartbeat_timeout() -> float:
@@ -198,30 +200,34 @@ class Mesh:
 
     def _read_loop(self, link: Link) -> None:
         sock = link.sock
-        buf = bytearray()
+        cap = _RX
+        buf = bytearray(cap)
+        view = memoryview(buf)
+        start = end = 0  # the bytes read and not yet framed: buf[start:end]
         why = "its link closed"
         try:
             while True:
-                chunk = sock.recv(1 << 18)
-                if not chunk:
+                if end == cap:  # a frame's start at the buffer's end: move it to the front
+                    buf[:end - start] = bytes(view[start:end])
+                    end -= start
+                    start = 0
+                k = sock.recv_into(view[end:])
+                if not k:
                     break
                 link.last_rx = time.monotonic()
-                buf += chunk
+                end += k
                 frames: list[Any] = []
-                pos = 0
-                end = len(buf)
-                while end - pos >= 4:
-                    size = HDR.unpack_from(buf, pos)[0]
-                    if end - pos - 4 < size:
-                        if size >= BIG and pos == 0:
-                            frames.append(_read_big(link, buf, size))
-                            buf = bytearray()
-                            pos = end = 0
+                while end - start >= 4:
+                    size = HDR.unpack_from(buf, start)[0]
+                    if end - start - 4 < size:
+                        if size + 4 > cap:  # it cannot fit: read into its own buffer
+                            frames.append(_read_big(link, view[start:end], size))
+                            start = end = 0
                         break
-                    frames.append(bytes(buf[pos + 4:pos + 4 + size]))
-                    pos += 4 + size
-                if pos:
-                    del buf[:pos]
+                    frames.append(bytes(view[start + 4:start + 4 + size]))
+                    start += 4 + size
+                if start == end:
+                    start = end = 0
                 if frames:
                     self.deliver(link, frames)
         except OSError as exc:
@@ -243,11 +249,12 @@ class Mesh:
                     self.deliver(link, f"silent for more than {self.timeout:g} s")
 
 
-def _read_big(link: Link, buf: bytearray, size: int) -> bytearray:
-    """The rest of a large frame, read straight into its own buffer."""
+def _read_big(link: Link, head: memoryview, size: int) -> bytearray:
+    """A frame larger than the reader's buffer, of which ``head`` (its length included) was
+    read: the rest read straight into its own buffer."""
     out = bytearray(size)
-    have = len(buf) - 4
-    out[:have] = buf[4:]
+    have = len(head) - 4
+    out[:have] = head[4:]
     view = memoryview(out)
     while have < size:
         k = link.sock.recv_into(view[have:])

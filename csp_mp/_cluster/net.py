@@ -10,12 +10,13 @@ shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the 
 hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
 hands it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
 
-Batches: a put, and the count of shipped goroutines ended here (``done``), goes into its
-node's batch instead of its link; the batches are written, each in one write, when the flusher
-goroutine gets its turn (it is queued at the tail of the run queue when the first of them is
-batched, so what every goroutine runnable by then sends goes out together), when a batch is
-``BATCH_MAX`` long, and before any other frame is written on any link (so frames leave in the
-order they were sent, batched or not). The receiver reads a batch as the frames it is made of.
+Batches: a put, and the count of shipped goroutines ended here (``done``, once per batch), go
+into their node's batch instead of its link; the batches are written, each in one write, when
+the flusher goroutine gets its turn (it is queued at the head of the run queue when the first
+of them is batched, so what the running goroutine sends until it yields goes out together: a
+stream's puts), when a batch is ``BATCH_MAX`` long, and before any other frame is written on
+any link (so frames leave in the order they were sent, batched or not). The receiver reads a
+batch as the frames it is made of.
 
 Wire: every frame is a 4-byte big-endian length and a pickle (protocol 5, cloudpickle for
 functions; ``link.py``, ``wire.py``); a channel inside it travels as its home node, id and
@@ -52,9 +53,9 @@ Invariants:
   exactly once, and its requester gets one reply, or ``ProcessLost`` if the home is lost first.
 - A node's sends into one remote channel land in the order its goroutines made them (puts and
   blocking sends alike), each once.
-- Frames are written in the order ``write`` and ``put_probe`` were called: a batched one
-  waits in ``batch`` while the flusher is queued (``flush_idle`` false), and every other one is
-  written after the batches.
+- Frames are written in the order ``write`` and ``put_probe`` were called (the heartbeat
+  thread's ``hb`` aside): a batched one waits in ``batch`` only while the flusher is queued
+  (``flush_idle`` false), and every other one is written after the batches.
 - Every message but the probes (``hb``, ``dq``, ``dr``, ``fence``, ``fenced``) goes out through
   ``send``: counted (``Rounds.sent``) and behind the fence; each is handled, and counted
   (``Rounds.handled``), by the dispatcher in the order its link delivered it.
@@ -361,32 +362,29 @@ class Net:
             return
         self.write(node, data, kind == "put", kind in _BATCHED)
 
-    def write(self, node: int, data: bytes, is_put: bool, batched: bool = False) -> None:
+    def write(self, node: int, data: bytes, is_put: bool, batched: bool) -> None:
         """Write one message's frame on the link to ``node`` (its turn has come): into the
-        node's batch if ``batched``, else at once after every batch."""
+        node's batch if ``batched`` (and not ``BIG``), else at once after every batch."""
         link = self.links.get(node)
         if link is None or node in self.lost:
             return
         if is_put:
             self.credits.wrote_put(node)
-        if len(data) < BIG:
-            if batched:
-                b = self.batch.get(node)
-                if b is None:
-                    b = self.batch[node] = []
-                    if self.flush_idle:  # the flusher writes it at its turn
-                        self.flush_idle = False
-                        self.hub.ready(self.flush_g, None, next_=False)
-                b.append(HDR.pack(len(data)) + data)
-                if len(b) >= BATCH_MAX:
-                    self.flush()
-                return
-            if self.batch:
+        if batched and len(data) < BIG:
+            b = self.batch.get(node)
+            if b is None:
+                b = self.batch[node] = []
+                if self.flush_idle:  # the flusher writes it at its turn
+                    self.arm()
+            b.append(HDR.pack(len(data)) + data)
+            if len(b) >= BATCH_MAX:
                 self.flush()
-            link.put(HDR.pack(len(data)) + data)
             return
         if self.batch:
             self.flush()
+        if len(data) < BIG:
+            link.put(HDR.pack(len(data)) + data)
+            return
         link.put(HDR.pack(len(data)))
         link.put(data)
 
@@ -415,14 +413,18 @@ class Net:
                 link.put(b"".join(frames) if len(frames) > 1 else frames[0])
 
     def arm(self) -> None:
-        """Have the flusher run at its turn (something will be batched by then)."""
+        """Have the flusher run once the running goroutine yields (something will be batched
+        by then): ahead of the goroutines already waiting, as a goroutine running for a whole
+        time slice each may be among them."""
         if self.flush_idle:
             self.flush_idle = False
-            self.hub.ready(self.flush_g, None, next_=False)
+            hub = self.hub
+            hub.ready(self.flush_g, None, next_=False)
+            runq = hub.runq
+            runq.appendleft(runq.pop())
 
     def _flush_loop(self) -> None:
-        """(the flusher goroutine) Write the batches whenever woken: at the tail of the run
-        queue, so that what every goroutine ahead of it sends goes out together."""
+        """(the flusher goroutine) Write the batches whenever woken (``arm``)."""
         hub = self.hub
         self.flush_g = hub.current
         while True:

@@ -76,6 +76,7 @@ def _report(net: Any, exc: BaseException) -> None:
         data = net.dumps(("panic", exc, text))
     except Exception:
         data = net.dumps(("panic", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+    net.flush()  # what the node sent before it, first
     link.put(len(data).to_bytes(4, "big") + data)
 
 

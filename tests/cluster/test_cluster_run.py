@@ -151,6 +151,58 @@ def test_goroutines_not_started_move_to_the_idle_node(cluster) -> None:
     assert sorted(set(nodes)) == [0, 1], nodes
 
 
+def _here(out: csp_mp.Chan) -> None:
+    out.send(runtime.current_node())
+
+
+def test_tiny_goroutines_mostly_stay_on_node_0_while_long_ones_move(cluster) -> None:
+    """Goroutines that end at once cost node 0 more to ship than to run: once node 1 reported
+    a first few, node 0 sends it one now and then; ~20 ms ones still go to the idle node."""
+
+    def main():
+        out = csp_mp.Chan(1024)
+        for _ in range(24):
+            csp_mp.go(_cpu, 300_000, out)  # ~20 ms each
+        long_ones = [out.recv() for _ in range(24)]
+        tiny = []
+        for _ in range(3):
+            for _ in range(2000):
+                csp_mp.go(_here, out)
+            tiny.append([out.recv() for _ in range(2000)])
+        return long_ones, tiny
+
+    long_ones, tiny = csp_mp.run(main, cluster=cluster.address)
+    assert sorted(set(long_ones)) == [0, 1], long_ones
+    assert all(len(t) == 2000 for t in tiny)
+    # the first round may send node 1 a first share (32 at most) before it reports
+    assert tiny[-1].count(1) < 200 and sum(t.count(1) for t in tiny) < 400, \
+        [t.count(1) for t in tiny]
+
+
+def _send_many(ch: csp_mp.Chan, tag: int, n: int) -> None:
+    for i in range(n):
+        ch.send((tag, i))
+
+
+def test_many_senders_without_credits_wait_for_one_answer_and_arrive_in_order_once(
+        cluster) -> None:
+    """32 goroutines of node 1 start sending into a buffered channel of node 0 at once, none
+    holding credits yet: every value arrives once, each sender's in order."""
+
+    def main():
+        ch = csp_mp.Chan(64)
+        for tag in range(32):
+            go_node(1, _send_many, ch, tag, 40)
+        got: dict[int, list[int]] = {tag: [] for tag in range(32)}
+        for _ in range(32 * 40):
+            tag, i = ch.recv()
+            got[tag].append(i)
+        return got, len(ch)
+
+    got, left = csp_mp.run(main, cluster=cluster.address)
+    assert got == {tag: list(range(40)) for tag in range(32)} and left == 0
+
+
 def _boom(out: csp_mp.Chan) -> None:
     out.send("started")
     raise ValueError("boom on node 1")
