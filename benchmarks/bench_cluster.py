@@ -83,6 +83,34 @@ def _inc(i: int, out: csp_mp.Chan) -> None:
     out.send(i + 1)
 
 
+def _echo(ping: csp_mp.Chan, pong: csp_mp.Chan) -> None:
+    for v in ping:
+        pong.send(v)
+
+
+def one_machine_path(n_rtt: int, n_stream: int) -> dict:
+    """(a main goroutine) What never leaves node 0's P0: an unbuffered ping-pong with a
+    ``go_local`` partner (µs per round trip) and a stream into a ``Chan(1024)`` from one
+    (messages/s)."""
+    ping, pong = csp_mp.Chan(), csp_mp.Chan()
+    csp_mp.go_local(_echo, ping, pong)
+    for i in range(100):
+        ping.send(i)
+        pong.recv()
+    t0 = time.perf_counter()
+    for i in range(n_rtt):
+        ping.send(i)
+        pong.recv()
+    rtt = (time.perf_counter() - t0) / n_rtt * 1e6
+    ping.close()
+    ch = csp_mp.Chan(1024)
+    t0 = time.perf_counter()
+    csp_mp.go_local(_produce, ch, n_stream)
+    for _ in range(n_stream):
+        ch.recv()
+    return {"local_pingpong_us": rtt, "local_stream_per_s": n_stream / (time.perf_counter() - t0)}
+
+
 def cpu_fan(n: int, k: int) -> float:
     """(a main goroutine) ``n`` goroutines of ``k`` turns of CPU work; seconds until every one
     is done."""
@@ -139,13 +167,15 @@ def csp_cluster_main(sizes: dict) -> dict:
     del arr
     res["cpu_s"] = cpu_fan(sizes["cpu_n"], sizes["cpu_k"])
     res["tiny_per_s"] = tiny_tasks(sizes["tiny"])
+    res.update(one_machine_path(sizes["local_rtt"], sizes["local_stream"]))
     return res
 
 
 def csp_local_main(sizes: dict) -> dict:
-    """The same CPU and tiny-task programs on one node of one P, no cluster."""
+    """The same CPU, tiny-task and node-0-only programs on one node of one P, no cluster."""
     return {"cpu_s": cpu_fan(sizes["cpu_n"], sizes["cpu_k"]),
-            "tiny_per_s": tiny_tasks(sizes["tiny"])}
+            "tiny_per_s": tiny_tasks(sizes["tiny"]),
+            **one_machine_path(sizes["local_rtt"], sizes["local_stream"])}
 
 
 # ---------------------------------------------------------------------- Ray side
@@ -254,6 +284,10 @@ ROWS = [
      ">= 10x"),
     ("tiny go() tasks", "c.tiny_per_s", "same program without cluster=", "l.tiny_per_s",
      "tasks/s", True, 0.8, ">= 0.8x"),
+    ("ping-pong on node 0's P0, in a cluster run", "c.local_pingpong_us",
+     "same program without cluster=", "l.local_pingpong_us", "µs", False, 0.9, ">= 0.9x"),
+    ("chan 1 -> 1 on node 0's P0, in a cluster run", "c.local_stream_per_s",
+     "same program without cluster=", "l.local_stream_per_s", "msgs/s", True, 0.9, ">= 0.9x"),
 ]
 
 
@@ -267,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"rtt": 200 if q else 500, "stream": 5000 if q else 20000, "mib": 64,
              "cpu_n": 64, "cpu_k": calibrate(20), "tiny": 2000 if q else 10000,
              "oneway": 1000 if q else 2000, "queue": 200 if q else 500,
-             "ray_tasks": 1000 if q else 2000}
+             "ray_tasks": 1000 if q else 2000,
+             "local_rtt": 5000 if q else 50000, "local_stream": 20000 if q else 200000}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
