@@ -161,15 +161,7 @@ class FoldedP(Broker):
         self.obj_lock_base = base + CHAN_LOCKS + TOKEN_LOCKS
         self._next_chan_lock = self._next_obj_lock = -1  # the same stripes on both paths
         self._inbox = ctx.inbox[p]
-        self.messages = mail = Messages(ctx, hub)
-        self.wakes_out = mail.wakes_out
-        self.outbox = mail.outbox
-        self.owe = mail.owe
-        self.owe_cancel = mail.owe_cancel
-        self._queue_wake = mail.queue_wake
-        self.flush_wakes = mail.flush_wakes
-        self.send = mail.send
-        self.flush_outbox = mail.flush_outbox
+        self.use_messages(Messages(ctx, hub))
         self.warned = set()
         self.watchers = ()
         self.gfloor = 0

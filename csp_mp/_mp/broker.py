@@ -120,15 +120,7 @@ class Broker:
         self._next_obj_lock = random.randrange(OBJ_LOCKS)
         # messaging: this P's inbox, and its messages to other Ps (a part, bound once)
         self._inbox = ctx.inbox[ctx.p]
-        self.messages = mail = Messages(ctx, hub)
-        self.wakes_out = mail.wakes_out
-        self.outbox = mail.outbox
-        self.owe = mail.owe
-        self.owe_cancel = mail.owe_cancel
-        self._queue_wake = mail.queue_wake
-        self.flush_wakes = mail.flush_wakes
-        self.send = mail.send
-        self.flush_outbox = mail.flush_outbox
+        self.use_messages(Messages(ctx, hub))
         self.warned: set[bytes | str] = set()  # warnings shown (P0) or sent: text, key
         self.watchers: tuple[Watcher, ...] = ()
         # goroutine ids come in batches unique in the runtime; those of this P's earlier
@@ -193,6 +185,18 @@ class Broker:
         hub.use_waker(_BellWaker(ctx.bell))  # M threads wake this P through its doorbell
         if self.p:  # a worker P: replaced, should it die holding only executor tasks
             self.task_table.start_clean()
+
+    def use_messages(self, mail: Messages) -> None:
+        """Make ``mail`` this P's messages to other Ps, its methods this broker's own."""
+        self.messages = mail
+        self.wakes_out = mail.wakes_out
+        self.outbox = mail.outbox
+        self.owe = mail.owe
+        self.owe_cancel = mail.owe_cancel
+        self._queue_wake = mail.queue_wake
+        self.flush_wakes = mail.flush_wakes
+        self.send = mail.send
+        self.flush_outbox = mail.flush_outbox
 
     def _peers(self) -> Any:
         """The compiled core's ``Peers`` of this P (token claims by CAS, wake-ups written to
