@@ -12,6 +12,7 @@ each to consumer processes started by the spawn context.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import time
 from typing import Any
@@ -238,10 +239,19 @@ def mpq_1to1(n: int) -> float:
 def mpq_4to2(n: int) -> float:
     """msgs/s of one ``multiprocessing.Queue``, 4 producer processes -> 2 consumer processes."""
     ctx = _ctx()
-    q, done, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+    q = ctx.Queue()
+    return _four_to_two(ctx, n, q, _mpq_drain, _mpq_produce, q.put, "multiprocessing.Queue")
+
+
+def _four_to_two(ctx: Any, n: int, q: Any, drain: Any, produce: Any, put_end: Any,
+                 name: str) -> float:
+    """msgs/s of ``n`` messages through ``q`` from 4 producer processes to 2 consumers, from
+    when every one of them is ready until the last consumer has its share; ``put_end(None)``
+    ends a consumer."""
+    done, start = ctx.Queue(), ctx.Event()
     m = n // 4
-    cons = [ctx.Process(target=_mpq_drain, args=(q, done)) for _ in range(2)]
-    prods = [ctx.Process(target=_mpq_produce, args=(q, m, start, done)) for _ in range(4)]
+    cons = [ctx.Process(target=drain, args=(q, done)) for _ in range(2)]
+    prods = [ctx.Process(target=produce, args=(q, m, start, done)) for _ in range(4)]
     for p in cons + prods:
         p.start()
     for _ in range(6):
@@ -250,13 +260,13 @@ def mpq_4to2(n: int) -> float:
     start.set()
     for p in prods:
         p.join()
-    q.put(None)
-    q.put(None)
+    put_end(None)
+    put_end(None)
     got = [done.get(), done.get()]
     for p in cons:
         p.join()
     if sum(c for c, _ in got) != 4 * m:
-        raise RuntimeError("multiprocessing.Queue 4->2 lost messages")
+        raise RuntimeError(f"{name} 4->2 lost messages")
     return 4 * m / (max(t for _, t in got) - t0)
 
 
@@ -399,24 +409,5 @@ def ff_4to2(n: int) -> float | None:
     q = _ff_queue()
     if q is None:
         return None
-    ctx = _ctx()
-    done, start = ctx.Queue(), ctx.Event()
-    m = n // 4
-    cons = [ctx.Process(target=_ff_drain, args=(q, done)) for _ in range(2)]
-    prods = [ctx.Process(target=_ff_produce, args=(q, m, start, done)) for _ in range(4)]
-    for p in cons + prods:
-        p.start()
-    for _ in range(6):
-        done.get()
-    t0 = time.monotonic()
-    start.set()
-    for p in prods:
-        p.join()
-    q.put(None, timeout=60)
-    q.put(None, timeout=60)
-    got = [done.get(), done.get()]
-    for p in cons:
-        p.join()
-    if sum(c for c, _ in got) != 4 * m:
-        raise RuntimeError("faster-fifo 4->2 lost messages")
-    return 4 * m / (max(t for _, t in got) - t0)
+    return _four_to_two(_ctx(), n, q, _ff_drain, _ff_produce,
+                        functools.partial(q.put, timeout=60), "faster-fifo")
