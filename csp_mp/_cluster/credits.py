@@ -131,6 +131,8 @@ class Credits:
                     k = self.grant(node, oid, ch, False)
                     if k:
                         net.send(node, ("credit", oid, k))
+                    if net.offers.offers.get(oid):
+                        net.offers.check(oid)  # a select's receive case may complete now
                     return
             except ClosedChannelError as exc:
                 self._put_failed(node, oid, exc)

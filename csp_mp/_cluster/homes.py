@@ -30,6 +30,7 @@ import weakref
 from typing import Any
 
 from .._chan import Chan, default, select
+from .._errors import ProcessLost
 from .._hub import waits as W
 from .link import lost_error
 from .remote import RemoteChan, make_obj
@@ -65,6 +66,39 @@ def perform(obj: Any, op: str, arg: Any) -> Any:
     raise ValueError(f"unknown remote operation {op!r}")
 
 
+#: values that always travel: no pickling to find out
+_PLAIN = frozenset((int, float, str, bytes, bool, type(None)))
+
+
+def travel_check(net: Any, inner: Any) -> Any:
+    """The send check of a channel of this node that other nodes hold: after the typed
+    channel's own check (``inner``), a value that cannot be pickled for another node raises
+    ``TypeError`` naming its type, and the channel is unchanged (SPEC: "A value that cannot be
+    serialized raises TypeError at send")."""
+
+    def check(v: Any) -> None:
+        if inner is not None:
+            inner(v)
+        if type(v) in _PLAIN:
+            return
+        try:
+            net.dumps(v)
+        except Exception as exc:
+            raise TypeError(f"cannot send a value of type {type(v).__qualname__} to another "
+                            f"node: {exc}") from None
+
+    return check
+
+
+def _cannot_travel(v: Any, home: int, exc: BaseException) -> BaseException:
+    """What a send of ``v`` into a channel of node ``home`` raises when ``v`` cannot be
+    pickled (``exc``: why); a lost node's error as it is."""
+    if isinstance(exc, ProcessLost):
+        return exc
+    return TypeError(f"cannot send a value of type {type(v).__qualname__} to node {home}: "
+                     f"{exc}")
+
+
 def _reason(op: str) -> str:
     return W.CHAN_SEND if op in ("send", "sendb") else W.CHAN_RECV
 
@@ -91,12 +125,16 @@ class Homes:
     # ------------------------------------------------------------------ objects
 
     def export(self, obj: Any) -> int:
-        """The id other nodes name ``obj`` by (it stays alive here until the run ends)."""
+        """The id other nodes name ``obj`` by (it stays alive here until the run ends). A
+        channel of this P's own from now on checks at send that a value can travel
+        (``travel_check``), as a channel shared between Ps does."""
         oid = self.export_ids.get(id(obj))
         if oid is None:
             oid = next(self.oids)
             self.exports[oid] = obj
             self.export_ids[id(obj)] = oid
+            if isinstance(obj, Chan) and not obj._st.shared:
+                obj._check = travel_check(self.net, obj._check)
         return oid
 
     def resolve(self, home: int, oid: int, cap: int) -> Any:
@@ -136,7 +174,11 @@ class Homes:
             key = (home, oid)
             while True:
                 if credits.take(home, oid):
-                    net.send(home, ("put", oid, arg))
+                    try:
+                        net.send(home, ("put", oid, arg))
+                    except Exception as exc:
+                        credits.add(home, oid, 1)  # the slot stays this node's
+                        raise _cannot_travel(arg, home, exc) from None
                     return None
                 asking = credits.asking.get(key)
                 if asking is None:
@@ -149,11 +191,16 @@ class Homes:
                     raise lost_error(home, why)
             credits.asking[key] = []
         rid = next(self.rids)
+        if op == "sendb":
+            self.asks[rid] = key
         try:
-            net.send(home, ("req", rid, oid, op, arg))
+            try:
+                net.send(home, ("req", rid, oid, op, arg))
+            except Exception as exc:
+                if op not in ("send", "sendb"):
+                    raise
+                raise _cannot_travel(arg, home, exc) from None
             self.pending[rid] = (hub.current, home)
-            if op == "sendb":
-                self.asks[rid] = key
             ok, value = hub.park(reason or _reason(op))
         finally:
             if op == "sendb" and self.asks.pop(rid, None) is not None:
@@ -230,13 +277,20 @@ class Homes:
                     self.reply(node, rid, True, net.offers.claim(*arg))
                     return
             elif op in _INLINE:
+                offers = net.offers
+                if op in ("trysend", "tryrecv"):
+                    me = arg[1] if op == "trysend" else arg
+                    if me is not None:  # a blocking select tries again: a later change pokes
+                        offers.tried(me[0], me[1], oid)
                 got = perform(obj, op, arg)
                 if op in ("trysend", "tryrecv") and not (got if op == "trysend" else got[0]) \
-                        and net.offers.offers.get(oid):
+                        and offers.offers.get(oid):
                     net.serving += 1  # another node's select may offer the other side
-                    self.hub.spawn_local(net.offers.match, (node, rid, oid, op, arg), {})
+                    self.hub.spawn_local(offers.match, (node, rid, oid, op, arg), {})
                     return
                 self.reply(node, rid, True, got)
+                if offers.offers.get(oid):
+                    offers.check(oid)
                 return
             credits = net.credits
             if op == "sendb" and (oid, node) in credits.pushq:  # behind that node's puts
@@ -256,7 +310,10 @@ class Homes:
             self.reply(node, rid, False, exc)
             return
         net.serving += 1
-        self.hub.spawn_local(self._serve, (node, rid, obj, op, arg), {})
+        hub = self.hub
+        hub.spawn_local(self._serve, (node, rid, obj, op, arg), {})
+        if oid and net.offers.offers.get(oid):  # once the stand-in parked: a select's case
+            hub.spawn_local(net.offers.check, (oid,), {})  # may complete with it now
 
     def _serve(self, node: int, rid: int, obj: Any, op: str, arg: Any) -> None:
         """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""

@@ -39,10 +39,11 @@ Messages:
   them ended, having taken so much CPU time per function;
   ``("go1", [...])`` goroutines started here on purpose, not counted back (``ship.py``);
 - ``("offer", oid, token, case, is_send, value)`` / ``("unoffer", oid, token)`` a select of
-  the sender offers a case on channel ``oid`` here, or takes its offers back; a try finding no
-  partner claims an offer's token at its node (node operation ``claim``, object id 0): the
-  claim is a send on the token's unbuffered channel, which commits only while the select waits
-  on it (``offers.py``, ``remote.select_remote``);
+  the sender offers a case on channel ``oid`` here, or takes its offers back; ``("poke",
+  token)`` one of its offered cases could complete at the sender: the select tries its cases
+  again; a try finding no partner claims an offer's token at its node (node operation
+  ``claim``, object id 0): the claim is a send on the token's unbuffered channel, which commits
+  only while the select waits on it (``offers.py``, ``remote.select_remote``);
 - ``("hb",)`` heartbeat, ``("panic", exc, text)`` a node's run ended in a panic,
   ``("stop",)`` the run is over, ``("bye",)`` the sender closes the link on purpose;
 - ``("dq", round)`` node 0 asks whether the node's program is durably blocked, answered by
@@ -301,6 +302,8 @@ class Net:
             self.offers.add(link.node, msg[1], msg[2:])
         elif kind == "unoffer":
             self.offers.remove(link.node, msg[1], msg[2])
+        elif kind == "poke":
+            self.offers.poke(msg[1])
         elif kind == "panic":
             exc = msg[1]
             try:

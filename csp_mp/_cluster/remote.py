@@ -16,20 +16,19 @@ travel as their parts: each part keeps its home. A context's deadline travels as
 
 ``select`` with a case on a remote channel (``select_remote``) tries every case once, in random
 order, each one committing at its home or not at all (a ``try`` request: one home at a time, so
-at most one case commits); while none can, it waits on its local cases and a timer, and tries
-the remote ones again, backing off from 0.5 ms to 10 ms. A select whose only case is remote is
-the plain blocking operation.
+at most one case commits). A select whose only case is remote is the plain blocking operation.
 
-Select meets select: two selects waiting on one unbuffered channel homed on a third node each
-only try, so neither would ever find the other parked there. A blocking select with a remote
-case therefore also offers its remote cases at their homes, under a token: an unbuffered
-channel registered with its node's P0 (directly on P0, through the node's outbox on another
-P), which it waits on along with its local cases. A try that finds no partner at a home takes
-an offer of the other side there if it can claim the offer's token: the token's node sends the
-case (and the value of a receive case) on the token's channel without blocking, which commits
-only while the select waits there, not while it tries its cases or once a local case took it;
-so a select completes exactly one case. The select withdraws its token and offers when it
-returns.
+While no case can complete, a blocking select offers its remote cases at their homes under a
+token (an unbuffered channel registered with its node's P0, directly on P0, through the node's
+outbox on another P) and waits on the token, a poke channel and its local cases, with no
+timer. A home pokes the select once one of its cases there could complete (``offers.py``), and
+the select tries its cases again. Select meets select: two selects waiting on one unbuffered
+channel homed on a third node each only try, so neither would find the other parked there; the
+home pokes the one first in token order, whose try takes the other's offer if it can claim its
+token: the token's node sends the case (and the value of a receive case) on the token's channel
+without blocking, which commits only while the select waits there, not while it tries its cases
+or once a local case took it; so a select completes exactly one case. The select withdraws its
+token and offers when it returns.
 """
 
 from __future__ import annotations
@@ -256,14 +255,9 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     return RemoteChan.make(home, oid, cap, None, outbox)
 
 
-_BACKOFF_MIN = 0.0005
-_BACKOFF_MAX = 0.010
-
-
 def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[int, Any]:
     """``select`` with at least one case on a channel of another node (see the module doc)."""
     from .._chan import default
-    from .._time import after
 
     if len(live) == 1 and dflt < 0:
         kind, ch, x = parsed[live[0]]
@@ -282,15 +276,16 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
         net = None
     outbox: Any = None if net is not None else parsed[remote[0]][1]._outbox
     token: Chan | None = None
+    poke: Any = None
     tid: Any = None
     me: Any = None
     if dflt < 0:
         token = Chan()
+        poke = Chan(1)
         # unique on its node: no two live tokens share an id, nor one id two moments
         tid = (os.getpid(), id(token), time.monotonic_ns())
         me = (proc.node, tid)
     offered: list[tuple[int, int]] = []
-    delay = _BACKOFF_MIN
     rng = hub.select_rng
     try:
         while True:
@@ -318,15 +313,15 @@ def select_remote(hub: Any, parsed: list, live: list[int], dflt: int) -> tuple[i
                     offers.append((ch._home, ch._oid, i, kind == _SEND, x))
                     offered.append((ch._home, ch._oid))
                 if net is not None:
-                    net.offers.offer(tid, token, offers)
+                    net.offers.offer(tid, token, poke, offers)
                 else:
-                    outbox.send((-1, 0, "offer", (tid, token, offers), None))
-            k, got = select(token.recv, *waits, after(delay).recv)
+                    outbox.send((-1, 0, "offer", (tid, token, poke, offers), None))
+            k, got = select(token.recv, poke.recv, *waits)
             if k == 0:
                 return _taken(parsed, *got)
-            if k <= len(local):
-                return local[k - 1], got
-            delay = min(delay * 2, _BACKOFF_MAX)
+            if k >= 2:
+                return local[k - 2], got
+            # poked: a home saw one of the remote cases become possible; try them again
     finally:
         if offered:
             if net is not None:

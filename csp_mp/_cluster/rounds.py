@@ -49,9 +49,14 @@ class Rounds:
         and nothing is queued here; else what must not change for that to last: the messages
         sent to and handled from each node, and each P's epoch and wake-up counts."""
         hub = self.hub
+        offers = self.net.offers
+        # a timer is a wake-up to come, but for the home's check of offered channels, which
+        # wakes nobody unless a select's case could complete (offers.py)
         if (hub.runq or hub.runnext is not None or hub.fresh
                 or hub.pending_blocking != self.net.blocking_infra
-                or hub.timers.next_delay() is not None):
+                or hub.timers.next_delay() is not None
+                and hub.timers.active > offers.poll_asleep
+                or offers.unpoked_ready()):
             return None
         ps: list[tuple[int, int, int]] = []
         broker: Any = hub.broker

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -288,6 +289,75 @@ def test_a_deadlock_spanning_the_nodes_raises_deadlock_error(cluster) -> None:
     dump = info.value.stack
     assert " on node 0 P0: main" in dump, dump
     assert "_stuck_on_node_1" in dump and " on node 1 P" in dump, dump
+
+
+def _select_on_node_0s(theirs: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) Say where it runs, then wait in a select on a channel of node 0 and one of its
+    own, neither of which anyone sends on."""
+    out.send(runtime.current_node())
+    csp_mp.select(theirs.recv, csp_mp.Chan().recv)
+
+
+def _hand_over(out: csp_mp.Chan) -> None:
+    """(node 1) Hand node 0 a channel of node 1 nobody sends on, then wait for good."""
+    out.send(csp_mp.Chan())
+    csp_mp.Chan().recv()
+
+
+@pytest.mark.parametrize("selecting_node", [0, 1])
+def test_a_deadlock_through_a_select_with_a_remote_case_raises_deadlock_error(
+        cluster, selecting_node) -> None:
+    """A select waiting on a channel of the other node (and a local one) is blocked for good
+    once nobody can send: no timer keeps it from the verdict."""
+
+    def main():
+        out = csp_mp.Chan()
+        if selecting_node == 0:
+            go_node(1, _hand_over, out)
+            theirs = out.recv()
+            csp_mp.select(theirs.recv, csp_mp.Chan().recv)
+        else:
+            mine = csp_mp.Chan()
+            go_node(1, _select_on_node_0s, mine, out)
+            assert out.recv() == 1
+            csp_mp.Chan().recv()
+
+    with pytest.raises(csp_mp.DeadlockError) as info:
+        csp_mp.run(main, cluster=cluster.address)
+    dump = info.value.stack
+    assert " on node 0 P0: main" in dump, dump
+    assert re.search(rf"\[select\] on node {selecting_node} P", dump), dump
+
+
+def _send_a_lock_then_5(theirs: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) Send a lock into node 0's channel (it cannot travel), say what that raised,
+    then send 5."""
+    try:
+        theirs.send(threading.Lock())
+        out.send("no error")
+    except TypeError as exc:
+        out.send(f"TypeError: {exc}")
+    theirs.send(5)
+
+
+def test_a_value_that_cannot_travel_raises_type_error_at_send(cluster) -> None:
+    """On the node holding a handle and at the channel's home alike (a channel other nodes
+    hold is checked at send, as one shared between Ps is); the channel is unchanged."""
+
+    def main():
+        ch, out = csp_mp.Chan(2), csp_mp.Chan()
+        go_node(1, _send_a_lock_then_5, ch, out)
+        remote_error = out.recv()
+        with pytest.raises(TypeError, match="lock") as info:
+            ch.send(threading.Lock())
+        v = ch.recv()
+        return remote_error, str(info.value), v, len(ch)
+
+    remote_error, home_error, v, left = csp_mp.run(main, cluster=cluster.address)
+    assert remote_error.startswith("TypeError: cannot send a value of type lock to node 0"), \
+        remote_error
+    assert home_error.startswith("cannot send a value of type lock to another node"), home_error
+    assert (v, left) == (5, 0)
 
 
 def _late_reply(out: csp_mp.Chan) -> None:
