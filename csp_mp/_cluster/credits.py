@@ -3,14 +3,19 @@ trip per message, and nothing another node learns from this one overtaking it.
 
 Send credits: a send into another node's buffered channel (op ``sendb``) asks its home for
 credits with its first, blocking, request; the answer carries the slots granted (at most the
-room in the buffer not reserved for another node, and at most ``window``). While a node holds
-credits for a channel its sends are ``put`` messages and return at once; the home lands them in
-the order they came (a put finding the buffer full, its room taken by a sender of the home,
-waits there in a queue of its sender's node, ahead of that node's later sends), and tops the
+room in the buffer neither used nor reserved for another node, none while a sender of the home
+waits for room, and at most ``window``). While a node holds credits for a channel its sends are
+``put`` messages and return at once; the home lands them in the order they came, and tops the
 credits up (``("credit", oid, k)``) as puts land while there is room, in batches of at least
 half a window. A node out of credits sends the blocking way, which waits at the home for room.
-A put finding the channel closed is answered ``("putfail", oid, exc)``: the sender's run panics,
-as a send on a closed channel does.
+A reserved slot counts as taken at the home (``exported.py``): a sender of the home finding
+room only in reserved slots waits, and the home asks the nodes holding them for the unused ones,
+``("recall", oid)``, answered by ``("unused", oid, k)`` after every put sent on them (so a
+buffered channel used as a semaphore admits no more holders than its capacity, wherever they
+run). A put finding no room (the channel shared between the home's Ps since: only a local one
+keeps reservations) waits at the home in a queue of its sender's node, ahead of that node's
+later sends. A put finding the channel closed is answered ``("putfail", oid, exc)``: the
+sender's run panics, as a send on a closed channel does.
 
 The fence: a put returns before its value lands. While puts of this node to a home have not
 been confirmed landed (``unfenced``), a message to any other node is held back, with every later
@@ -20,8 +25,9 @@ comes after the values this node sent (a close caused that way finds them in the
 stream to one home pays nothing.
 
 Invariants:
-- ``reserved_all[oid]`` is the sum of ``reserved[oid, node]`` over nodes, and never more than
-  the room in channel ``oid``'s buffer (hub thread only, like everything here).
+- The ``reserved`` count of channel ``oid``'s state is the sum of ``reserved[oid, node]`` over
+  nodes (hub thread only, like everything here), while the state is an ``ExportedState``.
+- ``(oid, node)`` is in ``recalling`` while a recall to ``node`` is unanswered.
 - A node's puts into one channel land in the order they were sent, each once; a put waiting
   in ``pushq`` is ahead of every later send of its node into that channel.
 - ``held`` is written in order, each message once no put to another node is unconfirmed.
@@ -36,6 +42,7 @@ from typing import Any
 
 from .._chan import default, select
 from .._errors import ClosedChannelError
+from .exported import ExportedState
 
 
 class Credits:
@@ -50,11 +57,11 @@ class Credits:
         #: for its answer (``Homes.call``)
         self.credit: dict[tuple[int, int], int] = {}
         self.asking: dict[tuple[int, int], list] = {}
-        #: (home side) the slots reserved here for other nodes, (oid, node) -> k, and in all
-        #: per channel, oid -> k; puts waiting here for room, (oid, node) -> deque of
+        #: (home side) the slots reserved here for other nodes, (oid, node) -> k, and those
+        #: asked back (``recall``); puts waiting here for room, (oid, node) -> deque of
         #: (value, request id or 0); the fence each node waits for meanwhile, node -> k
         self.reserved: dict[tuple[int, int], int] = {}
-        self.reserved_all: dict[int, int] = {}
+        self.recalling: set[tuple[int, int]] = set()
         self.pushq: dict[tuple[int, int], deque] = {}
         self.fence_wait: dict[int, int] = {}
         #: (the fence) puts written to each node, how many of them each confirmed landed and
@@ -86,6 +93,11 @@ class Credits:
         """A put into channel ``oid`` of ``home`` found it closed: no more credits there."""
         self.credit.pop((home, oid), None)
 
+    def give_back(self, home: int, oid: int) -> None:
+        """(dispatcher) ``home`` asks for the slots of its channel ``oid`` this node has not
+        used: they go back, after every put sent on the others."""
+        self.net.send(home, ("unused", oid, self.credit.pop((home, oid), 0)))
+
     # ------------------------------------------------------------------ the home's side
 
     def window(self, cap: int) -> int:
@@ -96,18 +108,32 @@ class Credits:
         """(hub thread) Reserve slots of channel ``oid`` for ``node``: as many as its window
         lacks, within the room not reserved already; ``now``: for the answer to a blocking
         send (else only a batch of at least half a window is worth a message). How many."""
+        st = ch._st
+        if type(st) is not ExportedState:
+            return 0  # shared between the home's Ps: its senders there cannot be held off
         key = (oid, node)
         held = self.reserved.get(key, 0)
         window = self.window(ch.cap)
         if not now and held * 2 > window:
             return 0
-        total = self.reserved_all.get(oid, 0)
-        k = min(window - held, ch.cap - len(ch) - total)
+        k = min(window - held, st.room())
         if k <= 0 or (not now and k * 2 < window):
             return 0
         self.reserved[key] = held + k
-        self.reserved_all[oid] = total + k
+        st.reserve(k)
         return k
+
+    def _unreserve(self, oid: int, node: int, k: int) -> None:
+        """``k`` slots of channel ``oid`` reserved for ``node`` are free again."""
+        key = (oid, node)
+        left = self.reserved.get(key, 0) - k
+        if left > 0:
+            self.reserved[key] = left
+        else:
+            self.reserved.pop(key, None)
+        st = self.net.homes.exports[oid]._st
+        if type(st) is ExportedState:
+            st.release(k, self.net.hub)
 
     def _landed(self, node: int, oid: int) -> None:
         """A put of ``node`` into channel ``oid`` used its slot."""
@@ -115,7 +141,24 @@ class Credits:
         held = self.reserved.get(key, 0)
         if held > 0:
             self.reserved[key] = held - 1
-            self.reserved_all[oid] -= 1
+            st = self.net.homes.exports[oid]._st
+            if type(st) is ExportedState:
+                st.landed()
+
+    def recall(self, oid: int) -> None:
+        """A sender of the home finds room in channel ``oid`` only in reserved slots: ask the
+        nodes holding them for those they have not used."""
+        net = self.net
+        for (o, node), k in list(self.reserved.items()):
+            if o == oid and k > 0 and (oid, node) not in self.recalling \
+                    and node not in net.lost:
+                self.recalling.add((oid, node))
+                net.send(node, ("recall", oid))
+
+    def unused(self, node: int, oid: int, k: int) -> None:
+        """(dispatcher) ``node`` gives back ``k`` unused slots of channel ``oid``."""
+        self.recalling.discard((oid, node))
+        self._unreserve(oid, node, k)
 
     def land(self, node: int, oid: int, value: Any) -> None:
         """(dispatcher) A send of ``node`` on a credit: into the buffer now, else behind that
@@ -171,8 +214,7 @@ class Credits:
 
     def _put_failed(self, node: int, oid: int, exc: BaseException) -> None:
         """A put found channel ``oid`` closed: its sender's node panics, as a send would."""
-        key = (oid, node)
-        self.reserved_all[oid] = self.reserved_all.get(oid, 0) - self.reserved.pop(key, 0)
+        self._unreserve(oid, node, self.reserved.get((oid, node), 0))
         if node not in self.net.lost:
             self.net.send(node, ("putfail", oid, exc))
 
@@ -188,7 +230,8 @@ class Credits:
         it, and this node's unconfirmed puts to it no longer hold anything back."""
         for oid, k in list(self.reserved):
             if k == node:
-                self.reserved_all[oid] -= self.reserved.pop((oid, k))
+                self._unreserve(oid, node, self.reserved[oid, k])
+        self.recalling = {key for key in self.recalling if key[1] != node}
         if node in self.unfenced:  # its puts are lost with it (ProcessLost says so)
             self.unfenced.discard(node)
             self.flush_held()

@@ -25,13 +25,16 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from typing import Any
 
 from .._chan import Chan, default, select
+from .._chan.local import LocalState
 from .._errors import ProcessLost
 from .._hub import waits as W
+from .exported import ExportedState
 from .link import lost_error
 from .remote import RemoteChan, make_obj
 
@@ -127,14 +130,19 @@ class Homes:
     def export(self, obj: Any) -> int:
         """The id other nodes name ``obj`` by (it stays alive here until the run ends). A
         channel of this P's own from now on checks at send that a value can travel
-        (``travel_check``), as a channel shared between Ps does."""
+        (``travel_check``), as a channel shared between Ps does, and, buffered, counts the
+        slots reserved for other nodes as taken (``exported.py``)."""
         oid = self.export_ids.get(id(obj))
         if oid is None:
             oid = next(self.oids)
             self.exports[oid] = obj
             self.export_ids[id(obj)] = oid
-            if isinstance(obj, Chan) and not obj._st.shared:
+            st = getattr(obj, "_st", None)
+            if isinstance(obj, Chan) and isinstance(st, LocalState):
                 obj._check = travel_check(self.net, obj._check)
+                if st.cap:  # its buffer's slots may be reserved for senders elsewhere
+                    obj._st = ExportedState.exported(
+                        st, functools.partial(self.net.credits.recall, oid))
         return oid
 
     def resolve(self, home: int, oid: int, cap: int) -> Any:

@@ -30,7 +30,9 @@ Messages:
   home, parked there as the remote goroutine's stand-in (``homes.py``);
 - ``("put", oid, value)`` a send into buffered channel ``oid`` on a credit (a buffer slot the
   home reserved for the sender's node), no answer; ``("credit", oid, k)`` the home reserves k
-  more slots of channel ``oid`` for the receiver; ``("putfail", oid, exc)`` a put found the
+  more slots of channel ``oid`` for the receiver; ``("recall", oid)`` the home asks for the
+  slots of ``oid`` the receiver has not used, answered by ``("unused", oid, k)`` after every
+  put sent on the others; ``("putfail", oid, exc)`` a put found the
   channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
   sender waits until its first k puts to the receiver have landed, answered by
   ``("fenced", k)`` (``credits.py``);
@@ -260,6 +262,10 @@ class Net:
             self.credits.land(link.node, msg[1], msg[2])
         elif kind == "credit":
             self.credits.add(link.node, msg[1], msg[2])
+        elif kind == "recall":
+            self.credits.give_back(link.node, msg[1])
+        elif kind == "unused":
+            self.credits.unused(link.node, msg[1], msg[2])
         elif kind == "putfail":
             self.credits.revoke(link.node, msg[1])
             exc = msg[2]

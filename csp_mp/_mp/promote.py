@@ -272,7 +272,7 @@ def promote_chan_state(ch: Chan) -> SharedChan:
     broker = proc.broker
     if broker is None:
         broker = _broker()  # raises
-    if type(st) is LocalState:
+    if isinstance(st, LocalState):  # or a subclass: the cluster's exported channels
         h = broker.handles
         if h is not None and ch._type is None and not (st.buf or st.sendq or st.recvq
                                                         or st.closed):

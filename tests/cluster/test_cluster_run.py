@@ -386,6 +386,73 @@ def _stream(ch: csp_mp.Chan, tag: str, n: int, progress: csp_mp.Chan | None) -> 
             progress.send(i)
 
 
+def _hold_twice(sem: csp_mp.Chan, out: csp_mp.Chan, turn: csp_mp.Chan) -> None:
+    """(node 1) Take a slot of semaphore ``sem`` (a send) and say so; at ``turn``, take
+    another."""
+    sem.send("n1")
+    out.send("holding one")
+    turn.recv()
+    sem.send("n2")  # the second slot of node 1
+    out.send("holding two")
+
+
+@pytest.mark.parametrize("by_select", [False, True])
+def test_a_buffered_channel_as_a_semaphore_admits_no_more_holders_than_its_capacity(
+        cluster, by_select) -> None:
+    """Node 1's first send into node 0's Chan(2) leaves it a credit for the free slot. A
+    sender of node 0 (a send, or a select's send case) finding room only in that slot waits
+    until node 1 gives it back, and node 1's next send then waits for room: two slots never
+    have three holders. Nobody frees one, so the run ends in a deadlock: node 0's send done,
+    node 1's second one waiting."""
+
+    def main():
+        sem, out, turn = csp_mp.Chan(2), csp_mp.Chan(), csp_mp.Chan()
+        go_node(1, _hold_twice, sem, out, turn)
+        assert out.recv() == "holding one"
+        if by_select:  # the second slot, node 1's credit recalled first
+            assert csp_mp.select((sem.send, "m"), csp_mp.Chan().recv) == (0, None)
+        else:
+            sem.send("m")
+        turn.send(None)
+        return out.recv()  # a third holder of two slots would say so here
+
+    with pytest.raises(csp_mp.DeadlockError) as info:
+        csp_mp.run(main, cluster=cluster.address)
+    dump = info.value.stack
+    assert "return out.recv()" in dump, dump
+    assert 'sem.send("n2")' in dump and "[chan send] on node 1" in dump, dump
+
+
+def _send_tagged(ch: csp_mp.Chan, tag: str, n: int) -> None:
+    for i in range(n):
+        ch.send((tag, i))
+
+
+def test_senders_on_both_nodes_into_a_small_buffer_deliver_each_value_once_in_order(
+        cluster) -> None:
+    """Two senders on each node fill node 0's Chan(2) faster than main drains it: node 0's
+    senders keep finding room only in node 1's slots (recalled and given back, again and
+    again), node 1's keep sending on credits and waiting. Every value arrives once, each
+    sender's in order."""
+
+    def main():
+        ch = csp_mp.Chan(2)
+        for tag in ("a", "b"):
+            csp_mp.go_local(_send_tagged, ch, tag, 60)
+        for tag in ("c", "d"):
+            go_node(1, _send_tagged, ch, tag, 60)
+        got: dict[str, list[int]] = {}
+        for _ in range(240):
+            tag, i = ch.recv()
+            got.setdefault(tag, []).append(i)
+            runtime.gosched()
+        return got, len(ch)
+
+    got, left = csp_mp.run(main, cluster=cluster.address)
+    assert got == {tag: list(range(60)) for tag in "abcd"}
+    assert left == 0
+
+
 def test_streams_into_a_remote_buffered_channel_arrive_in_order_once(cluster) -> None:
     """Two goroutines of node 1 stream into a small buffered channel of node 0 (on credits)
     while one of node 0 competes for its room: each sender's values arrive once, in order."""
