@@ -122,6 +122,11 @@ class LocalState:
                 buf = self.buf = deque()
             buf.append(v)
             return
+        self.park_send(v, hub)
+
+    def park_send(self, v: Any, hub: Any) -> None:
+        """Park the current goroutine as a sender of ``v`` until a receiver takes it, or it is
+        buffered, or the channel closes (ClosedChannelError)."""
         g = hub.current  # its own waiter (g.py)
         g.elem = v
         q = self.sendq

@@ -22,9 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._chan.local import _NOQ, CLOSED, SENT, LocalState, Waiter, claim
-from .._errors import ClosedChannelError
-from .._hub.waits import CHAN_SEND as W_SEND
+from .._chan.local import _NOQ, SENT, LocalState, Waiter, claim
 
 
 class ExportedState(LocalState):
@@ -58,20 +56,7 @@ class ExportedState(LocalState):
             super().send(v, hub)
             return
         self.recall()
-        g = hub.current  # its own waiter (g.py), as LocalState.send parks it
-        g.elem = v
-        if self.sendq is _NOQ:
-            self.sendq = deque()
-        self.sendq.append(g)
-        try:
-            res = hub.park(W_SEND)
-        except BaseException:
-            self.dequeue(g, True)
-            raise
-        finally:
-            g.elem = None
-        if res is CLOSED:
-            raise ClosedChannelError("send on closed channel")
+        self.park_send(v, hub)
 
     def try_send(self, v: Any) -> tuple[bool, Waiter | None]:
         if self.closed or not self._held_off() or self._live(self.recvq):
