@@ -17,8 +17,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 
 def _serve_chans(out: csp_mp.Chan) -> None:
-    """On the node to lose: make channels nobody else sends on, hand them to node 0."""
-    out.send((csp_mp.Chan(), csp_mp.Chan(), csp_mp.Chan(1)))
+    """On the node to lose: make channels nobody else sends on, a locked Mutex and a WaitGroup
+    waiting for one goroutine, and hand them to node 0."""
+    mu, wg = csp_mp.Mutex(), csp_mp.WaitGroup()
+    mu.lock()
+    wg.add(1)
+    out.send((csp_mp.Chan(), csp_mp.Chan(), csp_mp.Chan(1), mu, wg))
 
 
 def _runtime_pids(ray_node: str) -> list[int]:
@@ -53,8 +57,8 @@ def _index_of(ray_node: str) -> int:
 
 def _blocked_on_lost_home(lose, ray_node: str):
     """A program whose goroutines wait in recv, send and select on channels homed on the node
-    of Ray node ``ray_node`` when ``lose()`` loses it; what each got, how long it took, and
-    that node's index."""
+    of Ray node ``ray_node``, in ``Mutex.lock`` and in ``WaitGroup.wait`` on objects homed
+    there, when ``lose()`` loses it; what each got, how long it took, and that node's index."""
 
     def waiter(op, out):
         try:
@@ -67,11 +71,11 @@ def _blocked_on_lost_home(lose, ray_node: str):
         chans = csp_mp.Chan()
         k = _index_of(ray_node)
         go_node(k, _serve_chans, chans)
-        a, b, full = chans.recv()
+        a, b, full, mu, wg = chans.recv()
         full.send(0)  # its buffer is full from now on
         out = csp_mp.Chan(8)
         ops = [a.recv, lambda: b.send(1), lambda: full.send(2),
-               lambda: csp_mp.select(a.recv, (full.send, 3))]
+               lambda: csp_mp.select(a.recv, (full.send, 3)), mu.lock, wg.wait]
         for op in ops:
             csp_mp.go_local(waiter, op, out)
         csp_mp.blocking(_settle, a)
@@ -94,7 +98,7 @@ def test_a_killed_node_raises_process_lost_naming_it(cluster, third_node) -> Non
 
     got, k = csp_mp.run(_blocked_on_lost_home(lose, third_node.node_id),
                         cluster=cluster.address)
-    assert [g[:2] for g in got] == [("lost", k)] * 4, got
+    assert [g[:2] for g in got] == [("lost", k)] * 6, got
     assert max(g[2] for g in got) < 2.0 + 1.0, got  # remove_node itself takes a moment
 
 
@@ -117,7 +121,7 @@ def test_a_frozen_node_raises_process_lost_after_the_heartbeat_timeout(cluster,
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    assert [g[:2] for g in got] == [("lost", k)] * 4, got
+    assert [g[:2] for g in got] == [("lost", k)] * 6, got
     assert 2.5 < max(g[2] for g in got) < 5.0, got
 
 
@@ -131,5 +135,5 @@ def test_a_killed_agent_takes_its_node_runtime_with_it(cluster, third_node) -> N
 
     got, k = csp_mp.run(_blocked_on_lost_home(lose, third_node.node_id),
                         cluster=cluster.address)
-    assert [g[:2] for g in got] == [("lost", k)] * 4, got
+    assert [g[:2] for g in got] == [("lost", k)] * 6, got
     assert max(g[2] for g in got) < 2.0, got

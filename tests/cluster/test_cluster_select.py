@@ -101,3 +101,68 @@ def test_a_close_caused_through_a_third_node_comes_after_the_sends(cluster, thir
 
     b, got, big = csp_mp.run(main, cluster=cluster.address, procs=1)
     assert b == 2 and got == list(range(300)) and big == 16 << 20
+
+
+def _home_and_feed(tag: str, n: int, out: csp_mp.Chan) -> None:
+    """Make an unbuffered channel on this node, hand it to node 0, send (tag, 0..n-1) on it."""
+    ch = csp_mp.Chan()
+    out.send((runtime.current_node(), ch))
+    for i in range(n):
+        ch.send((tag, i))
+
+
+def _home_and_drain(out: csp_mp.Chan) -> None:
+    """Make an unbuffered channel on this node, hand it to node 0, receive until it is
+    closed; report what came."""
+    ch = csp_mp.Chan()
+    out.send((runtime.current_node(), ch))
+    out.send((runtime.current_node(), list(ch)))
+
+
+def test_select_over_channels_homed_on_three_nodes_takes_each_value_once(cluster,
+                                                                        third_node) -> None:
+    """Main selects over channels homed on nodes 0, 1 and 2: receiving from senders at each
+    home, then sending to receivers at each home. Every value is taken once, each sender's in
+    order, and the cases of every home are taken."""
+
+    def main():
+        assert runtime.num_nodes() == 3
+        out = csp_mp.Chan()
+        mine = csp_mp.Chan()
+        csp_mp.go_local(_feed_local, mine, N)
+        for node in (1, 2):
+            go_node(node, _home_and_feed, f"n{node}", N, out)
+        homes = dict(out.recv() for _ in range(2))
+        chans = [mine, homes[1], homes[2]]
+        got: dict[str, list[int]] = {}
+        for _ in range(3 * N):
+            _, (tag, i) = csp_mp.select(*(c.recv for c in chans))
+            got.setdefault(tag, []).append(i)
+        for node in (1, 2):
+            go_node(node, _home_and_drain, out)
+        sinks = dict(out.recv() for _ in range(2))
+        local_sink = csp_mp.Chan()
+        csp_mp.go_local(_home_and_drain_local, local_sink, out)
+        targets = [local_sink, sinks[1], sinks[2]]
+        cases = [0, 0, 0]
+        for v in range(3 * N):
+            k, _ = csp_mp.select(*((c.send, v) for c in targets))
+            cases[k] += 1
+        for c in targets:
+            c.close()
+        drained = dict(out.recv() for _ in range(3))
+        return got, cases, drained
+
+    got, cases, drained = csp_mp.run(main, cluster=cluster.address, procs=1)
+    assert got == {tag: list(range(N)) for tag in ("n0", "n1", "n2")}
+    assert sorted(v for vs in drained.values() for v in vs) == list(range(3 * N))
+    assert [len(drained[k]) for k in (0, 1, 2)] == cases and all(cases), cases
+
+
+def _feed_local(ch: csp_mp.Chan, n: int) -> None:
+    for i in range(n):
+        ch.send(("n0", i))
+
+
+def _home_and_drain_local(ch: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    out.send((runtime.current_node(), list(ch)))
