@@ -170,7 +170,10 @@ class Credits:
         q = self.pushq.get(key)
         if q is None:
             try:
-                if select((ch.send, value), default)[0] == 0:
+                net.wired = value
+                done = select((ch.send, value), default)[0] == 0
+                net.wired = None
+                if done:
                     k = self.grant(node, oid, ch, False)
                     if k:
                         net.send(node, ("credit", oid, k))
@@ -193,7 +196,9 @@ class Credits:
             while q:
                 value, rid = q[0]
                 try:
+                    net.wired = value
                     ch.send(value)
+                    net.wired = None
                 except ClosedChannelError as exc:
                     q.popleft()
                     if rid:

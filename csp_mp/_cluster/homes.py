@@ -84,6 +84,9 @@ def travel_check(net: Any, inner: Any) -> Any:
             inner(v)
         if type(v) in _PLAIN:
             return
+        if v is net.wired:  # it came from another node: it travels (``wired``)
+            net.wired = None
+            return
         try:
             net.dumps(v)
         except Exception as exc:
@@ -290,7 +293,10 @@ class Homes:
                     me = arg[1] if op == "trysend" else arg
                     if me is not None:  # a blocking select tries again: a later change pokes
                         offers.tried(me[0], me[1], oid)
+                if op == "trysend":
+                    net.wired = arg[0]
                 got = perform(obj, op, arg)
+                net.wired = None
                 if op in ("trysend", "tryrecv") and not (got if op == "trysend" else got[0]) \
                         and offers.offers.get(oid):
                     net.serving += 1  # another node's select may offer the other side
@@ -305,7 +311,10 @@ class Homes:
                 credits.pushq[oid, node].append((arg, rid))
                 return
             if op in ("send", "sendb"):
-                if select((obj.send, arg), default)[0] == 0:
+                net.wired = arg
+                done = select((obj.send, arg), default)[0] == 0
+                net.wired = None
+                if done:
                     self.reply(node, rid, True,
                                credits.grant(node, oid, obj, True) if op == "sendb" else None)
                     return
@@ -327,7 +336,10 @@ class Homes:
         """(a goroutine) Carry out a blocking operation for a goroutine of ``node``."""
         net = self.net
         try:
+            if op in ("send", "sendb"):
+                net.wired = arg
             got = perform(obj, op, arg) if obj is not net else net.views.node_op(op)
+            net.wired = None
             if op == "sendb":
                 got = net.credits.grant(node, self.export_ids[id(obj)], obj, True)
         except Exception as exc:

@@ -129,6 +129,10 @@ class Net:
         self.rounds = Rounds(self)
         self.views = Views(self)
         self.ship = Shipping(self)
+        #: a value that came from another node, about to be sent into a channel homed here:
+        #: the channel's send check (``homes.travel_check``) lets it pass without pickling it
+        #: again; set just before that send, consumed by the check
+        self.wired: Any = None
         self.sent = self.rounds.sent
         self.handled = self.rounds.handled
         self.kinds = Kinds()

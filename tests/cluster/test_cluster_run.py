@@ -360,6 +360,36 @@ def test_a_value_that_cannot_travel_raises_type_error_at_send(cluster) -> None:
     assert (v, left) == (5, 0)
 
 
+class _Counted:
+    """Counts, per process, how often one was pickled."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple:
+        type(self).pickled += 1
+        return _Counted, ()
+
+
+def _send_counted(chans: list, n: int) -> None:
+    """(node 1) Send ``n`` counted values on each of ``chans``."""
+    for ch in chans:
+        for _ in range(n):
+            ch.send(_Counted())
+
+
+def test_values_from_another_node_are_not_pickled_again_at_the_home(cluster) -> None:
+    """The home's send check lets through what came over a link (a blocking send, a send on
+    credits, a try of a select): a 64 MiB array pays one pickling, not two."""
+
+    def main():
+        unbuf, buf = csp_mp.Chan(), csp_mp.Chan(8)
+        go_node(1, _send_counted, [unbuf, buf], 5)
+        got = [unbuf.recv() for _ in range(5)] + [buf.recv() for _ in range(5)]
+        return len(got), all(type(v) is _Counted for v in got), _Counted.pickled
+
+    assert csp_mp.run(main, cluster=cluster.address) == (10, True, 0)
+
+
 def _late_reply(out: csp_mp.Chan) -> None:
     """(node 1) Sleep in a blocking call, then spin, then answer: busy the whole time."""
     csp_mp.blocking(time.sleep, 1.5)
