@@ -131,9 +131,9 @@ class Credits:
             self.reserved[key] = left
         else:
             self.reserved.pop(key, None)
-        st = self.net.homes.exports[oid]._st
-        if type(st) is ExportedState:
-            st.release(k, self.net.hub)
+        ch = self.net.homes.exports.get(oid)
+        if ch is not None and type(ch._st) is ExportedState:
+            ch._st.release(k, self.net.hub)
 
     def _landed(self, node: int, oid: int) -> None:
         """A put of ``node`` into channel ``oid`` used its slot."""
@@ -141,9 +141,9 @@ class Credits:
         held = self.reserved.get(key, 0)
         if held > 0:
             self.reserved[key] = held - 1
-            st = self.net.homes.exports[oid]._st
-            if type(st) is ExportedState:
-                st.landed()
+            ch = self.net.homes.exports.get(oid)
+            if ch is not None and type(ch._st) is ExportedState:
+                ch._st.landed()
 
     def recall(self, oid: int) -> None:
         """A sender of the home finds room in channel ``oid`` only in reserved slots: ask the
@@ -154,6 +154,13 @@ class Credits:
                     and node not in net.lost:
                 self.recalling.add((oid, node))
                 net.send(node, ("recall", oid))
+
+    def forget(self, oid: int) -> None:
+        """Channel ``oid`` is no longer exported (no other node holds it): no slots of it are
+        reserved any more."""
+        for key in [key for key in self.reserved if key[0] == oid]:
+            self._unreserve(oid, key[1], self.reserved[key])
+        self.recalling = {key for key in self.recalling if key[0] != oid}
 
     def unused(self, node: int, oid: int, k: int) -> None:
         """(dispatcher) ``node`` gives back ``k`` unused slots of channel ``oid``."""

@@ -45,22 +45,22 @@ class ExportedState(LocalState):
         new.buf, new.closed, new.recvq, new.sendq = st.buf, st.closed, st.recvq, st.sendq
         return new
 
-    def _held_off(self) -> bool:
-        """Whether the buffer has room only in slots reserved for other nodes."""
-        return len(self.buf) + self.reserved >= self.cap
-
     # ------------------------------------------------------------------ senders of the home
 
     def send(self, v: Any, hub: Any) -> None:
-        if self.closed or not self._held_off() or self._live(self.recvq):
-            super().send(v, hub)
+        reserved = self.reserved
+        if not reserved or len(self.buf) + reserved < self.cap or self.closed \
+                or self._live(self.recvq):
+            LocalState.send(self, v, hub)
             return
         self.recall()
         self.park_send(v, hub)
 
     def try_send(self, v: Any) -> tuple[bool, Waiter | None]:
-        if self.closed or not self._held_off() or self._live(self.recvq):
-            return super().try_send(v)
+        reserved = self.reserved
+        if not reserved or len(self.buf) + reserved < self.cap or self.closed \
+                or self._live(self.recvq):
+            return LocalState.try_send(self, v)
         self.recall()  # a select parks its case, or takes another: either way, ask them back
         return False, None
 
@@ -73,7 +73,7 @@ class ExportedState(LocalState):
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
         if self.buf or not self.sendq:
-            return super().recv(hub)
+            return LocalState.recv(self, hub)
         sendq = self.sendq  # senders held off by reservations, the buffer empty: a hand-off
         while sendq:
             w = sendq.popleft()
@@ -87,7 +87,7 @@ class ExportedState(LocalState):
 
     def try_recv(self) -> tuple[bool, Any, bool, Waiter | None]:
         if self.buf or not self.sendq:
-            return super().try_recv()
+            return LocalState.try_recv(self)
         sendq = self.sendq
         while sendq:
             w = sendq.popleft()

@@ -1,11 +1,12 @@
 """The objects homed on this node that other nodes use, and the requests between nodes.
 
-An object homed here gets an id the first time it travels (``export``) and stays alive here
-until the run ends; another node names it by ``(home, id)`` and holds a handle on it
-(``resolve``). Every operation on a handle is a request to the home (``call``): ``("req", rid,
-oid, op, arg)``, answered by ``("rep", rid, ok, value or exception)``. The home carries it out
-on the dispatcher when it cannot block (``perform``); else a goroutine there does, parked as the
-remote goroutine's stand-in (``_serve``), counted in ``net.serving``. Object id 0 names the node
+An object homed here gets an id the first time it travels (``export``) and stays exported
+while another node holds a handle on it (``refs.py`` counts them; ``unexport``); another node
+names it by ``(home, id)`` and holds a handle on it (``resolve``). Every operation on a
+handle is a request to the home (``call``): ``("req", rid, oid, op, arg)``, answered by
+``("rep", rid, ok, value or exception)``. The home carries it out on the dispatcher when it
+cannot block (``perform``); else a goroutine there does, parked as the remote goroutine's
+stand-in (``_serve``), counted in ``net.serving``. Object id 0 names the node
 itself (``views.py``'s node operations, and an offer's ``claim``, ``offers.py``).
 
 Requests leave from P0, which holds the links: a goroutine of another P of this node sends its
@@ -92,7 +93,10 @@ def travel_check(net: Any, inner: Any) -> Any:
         except Exception as exc:
             raise TypeError(f"cannot send a value of type {type(v).__qualname__} to another "
                             f"node: {exc}") from None
+        finally:
+            net.refs.unsent()  # only checked: what it exported meanwhile is not held
 
+    check.travels = True  # type: ignore[attr-defined]
     return check
 
 
@@ -131,42 +135,74 @@ class Homes:
     # ------------------------------------------------------------------ objects
 
     def export(self, obj: Any) -> int:
-        """The id other nodes name ``obj`` by (it stays alive here until the run ends). A
+        """The id other nodes name ``obj`` by (exported while they hold it, ``refs.py``). A
         channel of this P's own from now on checks at send that a value can travel
         (``travel_check``), as a channel shared between Ps does, and, buffered, counts the
         slots reserved for other nodes as taken (``exported.py``)."""
+        refs = self.net.refs
         oid = self.export_ids.get(id(obj))
         if oid is None:
             oid = next(self.oids)
             self.exports[oid] = obj
             self.export_ids[id(obj)] = oid
+            refs.exported(oid)
             st = getattr(obj, "_st", None)
             if isinstance(obj, Chan) and isinstance(st, LocalState):
-                obj._check = travel_check(self.net, obj._check)
-                if st.cap:  # its buffer's slots may be reserved for senders elsewhere
-                    obj._st = ExportedState.exported(
-                        st, functools.partial(self.net.credits.recall, oid))
+                if not getattr(obj._check, "travels", False):
+                    obj._check = travel_check(self.net, obj._check)
+                recall = functools.partial(self.net.credits.recall, oid)
+                if isinstance(st, ExportedState):  # exported before, under another id
+                    st.recall = recall
+                elif st.cap:  # its buffer's slots may be reserved for senders elsewhere
+                    obj._st = ExportedState.exported(st, recall)
+        refs.own.append(oid)
         return oid
 
-    def resolve(self, home: int, oid: int, cap: int) -> Any:
-        """The channel ``(home, oid)`` names, here: itself on its home, else a handle."""
+    def unexport(self, oid: int) -> None:
+        """No other node holds object ``oid`` any more (``refs.py``): forget its id."""
+        self.net.credits.forget(oid)
+        obj = self.exports.pop(oid, None)
+        if obj is not None:
+            self.export_ids.pop(id(obj), None)
+
+    def resolve(self, home: int, oid: int, cap: int, counted: bool = True) -> Any:
+        """The channel ``(home, oid)`` names, here: itself on its home, else a handle.
+        ``counted``: it arrived over a link (not from another P of this node), and counts
+        for the handle's release (``refs.py``)."""
         if home == self.me:
-            return self.exports[oid]
+            return self._own(oid)
         key = (home, oid)
         ch = self.proxies.get(key)
+        new = ch is None
         if ch is None:
             ch = self.proxies[key] = RemoteChan.make(home, oid, cap, self, None)
+        if counted:
+            self.net.refs.arrived(key, ch, new)
         return ch
 
-    def resolve_obj(self, home: int, oid: int, kind: int) -> Any:
-        """The sync object or atomic ``(home, oid)`` names, here."""
+    def resolve_obj(self, home: int, oid: int, kind: int, counted: bool = True) -> Any:
+        """The sync object or atomic ``(home, oid)`` names, here (``counted``: as in
+        ``resolve``)."""
         if home == self.me:
-            return self.exports[oid]
+            return self._own(oid)
         key = (home, oid)
         obj = self.proxies.get(key)
+        new = obj is None
         if obj is None:
             obj = self.proxies[key] = make_obj(home, oid, kind, self, None)
+        if counted:
+            self.net.refs.arrived(key, obj, new)
         return obj
+
+    def _own(self, oid: int) -> Any:
+        obj = self.exports.get(oid)
+        if obj is None:
+            raise RuntimeError(f"node {self.me} has no object {oid} (any more)")
+        return obj
+
+    def pin(self, key: tuple[int, int]) -> None:
+        """The handle on ``key`` goes to another P of this node (``refs.py``)."""
+        self.net.refs.pin(key)
 
     # ------------------------------------------------------------------ the requester's side
 
@@ -341,7 +377,8 @@ class Homes:
             got = perform(obj, op, arg) if obj is not net else net.views.node_op(op)
             net.wired = None
             if op == "sendb":
-                got = net.credits.grant(node, self.export_ids[id(obj)], obj, True)
+                oid = self.export_ids.get(id(obj))
+                got = net.credits.grant(node, oid, obj, True) if oid is not None else 0
         except Exception as exc:
             self.reply(node, rid, False, exc)
             return

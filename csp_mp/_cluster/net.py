@@ -36,6 +36,10 @@ Messages:
   channel closed (a send on a closed channel: the sender's run panics); ``("fence", k)`` the
   sender waits until its first k puts to the receiver have landed, answered by
   ``("fenced", k)`` (``credits.py``);
+- ``("release", oid, count, unused)`` the sender dropped its handle on object ``oid`` homed
+  at the receiver, into which ``count`` references had arrived, and gives back ``unused``
+  credits; ``("lend", oid, node)`` the sender passed a handle on object ``oid`` of the receiver
+  on to ``node`` (``refs.py``);
 - ``("go", [(fn, args, kwargs, made), ...])`` goroutines to start here (``made``: where
   they were created, G.made), ``("done", k, costs)`` k of
   them ended, having taken so much CPU time per function;
@@ -82,6 +86,7 @@ from .credits import Credits
 from .homes import Homes
 from .link import BIG, HDR, Link, Mesh, frame, lost_error
 from .offers import Offers
+from .refs import Refs
 from .rounds import Rounds
 from .ship import Shipping
 from .views import Views
@@ -123,6 +128,7 @@ class Net:
         self.mesh = Mesh(self._post, self.stopped, self.lost,
                          self._beat if me == 0 else None)
         self.links: dict[int, Link] = self.mesh.links
+        self.refs = Refs(self)
         self.homes = Homes(self)
         self.credits = Credits(self)
         self.offers = Offers(self)
@@ -314,6 +320,10 @@ class Net:
             self.offers.remove(link.node, msg[1], msg[2])
         elif kind == "poke":
             self.offers.poke(msg[1])
+        elif kind == "release":
+            self.refs.release(link.node, msg[1], msg[2], msg[3])
+        elif kind == "lend":
+            self.refs.lend(msg[1], msg[2])
         elif kind == "panic":
             exc = msg[1]
             try:
@@ -337,6 +347,7 @@ class Net:
         self.lost[node] = why
         err = lost_error(node, why)
         self.homes.fail(node, err)
+        self.refs.node_lost(node)
         self.offers.node_lost(node)
         self.credits.node_lost(node)
         if node == 0:  # the program's node is gone: this node's run ends
@@ -352,10 +363,12 @@ class Net:
         f.seek(0)
         f.truncate()
         p.clear_memo()
+        self.refs.start()
         try:
             p.dump(msg)
         except BaseException:
             self.pickler = Pickler(f, self.homes, self.kinds)  # one that failed is not reused
+            self.refs.unsent()
             raise
         return f.getvalue()
 
@@ -364,6 +377,7 @@ class Net:
         node sent to other nodes have landed (the fence, ``credits.py``)."""
         data = self.dumps(msg)
         if node not in self.links:
+            self.refs.unsent()
             why = self.lost.get(node, "no link to it")
             raise lost_error(node, why)
         self.sent[node] += 1
@@ -372,8 +386,10 @@ class Net:
         kind = msg[0]
         if credits.held or (unfenced and (len(unfenced) > 1 or node not in unfenced)):
             credits.hold(node, data, kind == "put", kind in _BATCHED)
-            return
-        self.write(node, data, kind == "put", kind in _BATCHED)
+        else:
+            self.write(node, data, kind == "put", kind in _BATCHED)
+        if self.refs.own or self.refs.lent:
+            self.refs.sent(node)
 
     def write(self, node: int, data: bytes, is_put: bool, batched: bool) -> None:
         """Write one message's frame on the link to ``node`` (its turn has come): into the

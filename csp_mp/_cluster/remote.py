@@ -122,7 +122,10 @@ class RemoteChan(Chan):
 
     def __reduce__(self) -> tuple:
         net = self._net
-        outbox = net.outbox_chan() if net is not None else self._outbox
+        outbox = self._outbox
+        if net is not None:  # to another P of this node: it cannot tell when it drops it
+            net.pin((self._home, self._oid))
+            outbox = net.outbox_chan()
         return (_rebuild, (self._home, self._oid, self._st.cap, outbox))
 
 
@@ -202,7 +205,10 @@ def _wg_body(wg: Any, fn: Any, args: tuple, kwargs: dict) -> None:
 
 def _obj_reduce(self: Any) -> tuple:
     net = self._net
-    outbox = net.outbox_chan() if net is not None else self._outbox
+    outbox = self._outbox
+    if net is not None:  # to another P of this node: it cannot tell when it drops it
+        net.pin((self._home, self._oid))
+        outbox = net.outbox_chan()
     return (_rebuild_obj, (self._home, self._oid, self._kind, outbox))
 
 
@@ -242,7 +248,7 @@ def _rebuild_obj(home: int, oid: int, kind: int, outbox: Chan) -> Any:
     """A sync object or atomic of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.homes.resolve_obj(home, oid, kind)
+        return net.homes.resolve_obj(home, oid, kind, counted=False)
     return make_obj(home, oid, kind, None, outbox)
 
 
@@ -250,7 +256,7 @@ def _rebuild(home: int, oid: int, cap: int, outbox: Chan) -> Chan:
     """A channel of node ``home`` arriving at another P of a node."""
     net = proc.cluster
     if net is not None:
-        return net.homes.resolve(home, oid, cap)
+        return net.homes.resolve(home, oid, cap, counted=False)
     proc.select_remote = select_remote
     return RemoteChan.make(home, oid, cap, None, outbox)
 

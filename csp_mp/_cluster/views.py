@@ -36,6 +36,9 @@ class Views:
         if op == "metrics":
             got = dict(_mp.metrics(hub))
             got["goroutines"] = self.node_op("ngo")
+            # objects of this node other nodes hold, and handles here on other nodes' objects
+            got["exported"] = len(net.homes.exports)
+            got["handles"] = len(net.homes.proxies)
             return got
         raise ValueError(f"unknown node operation {op!r}")
 

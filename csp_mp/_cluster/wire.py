@@ -12,7 +12,9 @@ travel as their parts; a context's deadline as the time left (``remote.reduce_co
 
 The ids come from the node's ``Homes`` (``homes.py``), passed in as ``homes``: it names an
 object homed here by ``export``; the receiving node's (``proc.cluster.homes``, on its P0, where
-the dispatcher unpickles) finds what an id names by ``resolve``/``resolve_obj``.
+the dispatcher unpickles) finds what an id names by ``resolve``/``resolve_obj``. What a message
+carries is counted for the objects' release (``refs.py``): ``export`` notes the objects homed
+here, the handle reducers those of other homes (``Refs.lent``).
 
 Invariants:
 - An object pickled here names its home and the id its home knows it by: a handle names the
@@ -61,18 +63,20 @@ class Pickler(cloud._Pickler):
     code for the objects that are not plain data only: plain values cost no Python call."""
 
     def __init__(self, f: Any, homes: Any, kinds: Kinds) -> None:
-        me, export = homes.me, homes.export
+        me, export, lent = homes.me, homes.export, homes.net.refs.lent
 
         def chan(obj: Any) -> tuple:
             return _chan, (me, export(obj), obj._st.cap)
 
         def handle(obj: Any) -> tuple:
+            lent.append((obj._home, obj._oid))
             return _chan, (obj._home, obj._oid, obj._st.cap)
 
         def homed(kind: int) -> Any:
             return lambda obj: (_obj, (me, export(obj), kind))
 
         def proxy(obj: Any) -> tuple:
+            lent.append((obj._home, obj._oid))
             return _obj, (obj._home, obj._oid, obj._kind)
 
         table: dict[type, Any] = {t: proxy for t in kinds.proxy_types}
