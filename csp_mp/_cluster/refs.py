@@ -69,16 +69,8 @@ class Refs:
         self.lent.clear()
         self.fresh.clear()
         net = self.net
-        me = net.me
         for oid in own:
-            h = self.holders.get(oid)
-            if h is not None and node != me:
-                left = h.get(node, 0) + 1
-                if left:
-                    h[node] = left
-                else:
-                    del h[node]
-                self._maybe_drop(oid)
+            self._count(oid, node, 1)
         for home, oid in lent:
             if home != node and home not in net.lost:
                 net.send(home, ("lend", oid, node))
@@ -131,25 +123,21 @@ class Refs:
 
     def lend(self, oid: int, node: int) -> None:
         """(dispatcher) A holder passed a handle on ``oid`` to ``node``."""
-        h = self.holders.get(oid)
-        if h is None or node == self.net.me:
-            return
-        left = h.get(node, 0) + 1
-        if left:
-            h[node] = left
-        else:
-            del h[node]
-        self._maybe_drop(oid)
+        self._count(oid, node, 1)
 
     def release(self, node: int, oid: int, count: int, unused: int) -> None:
         """(dispatcher) ``node`` dropped ``count`` references to ``oid``, and gives back
         ``unused`` credits."""
         if unused:
             self.net.credits.unused(node, oid, unused)
+        self._count(oid, node, -count)
+
+    def _count(self, oid: int, node: int, k: int) -> None:
+        """``node`` holds ``k`` more references to ``oid`` (fewer, if negative)."""
         h = self.holders.get(oid)
-        if h is None:
+        if h is None or node == self.net.me:
             return
-        left = h.get(node, 0) - count
+        left = h.get(node, 0) + k
         if left:
             h[node] = left
         else:
