@@ -3,10 +3,12 @@
 Ray is the control plane only, kept in a process of its own (``control.py``); every node runs a
 csp_mp runtime (``node.py``) whose P0 holds the node's network part (``net.py``), made of
 parts: the links to the others (``link.py``), what travels on them (``wire.py``), the objects
-homed here and the requests for them (``homes.py``), send credits and the fence
-(``credits.py``), select meeting select (``offers.py``), deadlock rounds (``rounds.py``) and
-the runtime-wide views (``views.py``). Channels pickled for another node become handles there
-(``remote.py``); goroutines that have not started move from node 0 to idle nodes (``ship.py``).
+homed here and the requests for them (``homes.py``), which nodes still hold them (``refs.py``),
+send credits and the fence (``credits.py``; a buffered channel others send into counts their
+reserved slots, ``exported.py``), the offers of selects waiting on other nodes' channels
+(``offers.py``), deadlock rounds (``rounds.py``) and the runtime-wide views (``views.py``).
+Channels pickled for another node become handles there (``remote.py``); goroutines that have
+not started move from node 0 to idle nodes (``ship.py``).
 Importing this package imports neither Ray nor the rest of it: ``proc.run_cluster`` loads
 ``driver.py`` when a cluster is asked for.
 """

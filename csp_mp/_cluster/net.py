@@ -3,8 +3,9 @@ It owns the node's parts and runs the dispatcher that carries out every message.
 
 The parts, each a module of its own: the links and their threads (``link.py``, ``Mesh``), what
 a frame's pickle holds (``wire.py``), the objects homed here and the requests between nodes
-(``homes.py``, ``Homes``), send credits and the fence (``credits.py``, ``Credits``), select
-meeting select across nodes (``offers.py``, ``Offers``), deadlock detection across nodes
+(``homes.py``, ``Homes``), which nodes hold them (``refs.py``, ``Refs``), send credits and
+the fence (``credits.py``, ``Credits``), the offers of selects waiting on other nodes' channels
+(``offers.py``, ``Offers``), deadlock detection across nodes
 (``rounds.py``, ``Rounds``), the runtime-wide views (``views.py``, ``Views``) and goroutines
 shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the reader threads
 hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
