@@ -40,9 +40,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from .._chan import default, select
 from .._errors import ClosedChannelError
 from .exported import ExportedState
+from .homes import send_arrived
 
 
 class Credits:
@@ -177,10 +177,7 @@ class Credits:
         q = self.pushq.get(key)
         if q is None:
             try:
-                net.wired = value
-                done = select((ch.send, value), default)[0] == 0
-                net.wired = None
-                if done:
+                if send_arrived(net, ch, value):
                     k = self.grant(node, oid, ch, False)
                     if k:
                         net.send(node, ("credit", oid, k))

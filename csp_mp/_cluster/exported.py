@@ -99,7 +99,7 @@ class ExportedState(LocalState):
 
     def room(self) -> int:
         """Slots neither buffered nor reserved, unless a sender of the home waits for one."""
-        if self._live(self.sendq):
+        if self.sendq and self._live(self.sendq):
             return 0
         return self.cap - len(self.buf) - self.reserved
 

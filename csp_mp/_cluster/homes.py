@@ -100,6 +100,24 @@ def travel_check(net: Any, inner: Any) -> Any:
     return check
 
 
+def send_arrived(net: Any, ch: Any, v: Any) -> bool:
+    """Send ``v``, a value that came from another node, into ``ch``, a channel homed here, if
+    that completes without blocking (``ClosedChannelError`` on a closed one). A channel of this
+    P's own that takes any value does what select's first pass does for one send case; else
+    select itself, with ``v`` marked as arrived (``net.wired``: the send check lets it pass)."""
+    st = ch._st
+    if ch._type is None and not st.shared:
+        done, w = st.try_send(v)
+        if done and w is not None:
+            net.hub.ready(w.g, (v, True))
+        return done
+    net.wired = v
+    try:
+        return select((ch.send, v), default)[0] == 0
+    finally:
+        net.wired = None
+
+
 def _cannot_travel(v: Any, home: int, exc: BaseException) -> BaseException:
     """What a send of ``v`` into a channel of node ``home`` raises when ``v`` cannot be
     pickled (``exc``: why); a lost node's error as it is."""
@@ -347,10 +365,7 @@ class Homes:
                 credits.pushq[oid, node].append((arg, rid))
                 return
             if op in ("send", "sendb"):
-                net.wired = arg
-                done = select((obj.send, arg), default)[0] == 0
-                net.wired = None
-                if done:
+                if send_arrived(net, obj, arg):
                     self.reply(node, rid, True,
                                credits.grant(node, oid, obj, True) if op == "sendb" else None)
                     return

@@ -53,9 +53,10 @@ class Refs:
 
     def start(self) -> None:
         """A message is about to be pickled."""
-        self.own.clear()
-        self.lent.clear()
-        self.fresh.clear()
+        if self.own or self.lent or self.fresh:
+            self.own.clear()
+            self.lent.clear()
+            self.fresh.clear()
 
     def exported(self, oid: int) -> None:
         """The pickler exported a new object, ``oid``."""
