@@ -4,10 +4,12 @@ trip per message, and nothing another node learns from this one overtaking it.
 Send credits: a send into another node's buffered channel (op ``sendb``) asks its home for
 credits with its first, blocking, request; the answer carries the slots granted (at most the
 room in the buffer neither used nor reserved for another node, none while a sender of the home
-waits for room, and at most ``window``). While a node holds credits for a channel its sends are
-``put`` messages and return at once; the home lands them in the order they came, and tops the
-credits up (``("credit", oid, k)``) as puts land while there is room, in batches of at least
-half a window. A node out of credits sends the blocking way, which waits at the home for room.
+waits for room, at most ``window``, and never more than half the buffer reserved in all: the
+home's own senders keep the other half, for a reserved slot counts as taken). While a node
+holds credits for a channel its sends are ``put`` messages and return at once; the home lands
+them in the order they came, and tops the credits up (``("credit", oid, k)``) as puts land
+while there is room, in batches of at least half a window. A node out of credits sends the
+blocking way, which waits at the home for room.
 A reserved slot counts as taken at the home (``exported.py``): a sender of the home finding
 room only in reserved slots waits, and the home asks the nodes holding them for the unused ones,
 ``("recall", oid)``, answered by ``("unused", oid, k)`` after every put sent on them (so a
@@ -116,7 +118,7 @@ class Credits:
         window = self.window(ch.cap)
         if not now and held * 2 > window:
             return 0
-        k = min(window - held, st.room())
+        k = min(window - held, st.room(), ch.cap // 2 - st.reserved)  # half for the home
         if k <= 0 or (not now and k * 2 < window):
             return 0
         self.reserved[key] = held + k

@@ -253,6 +253,8 @@ class Net:
                     continue
                 for data in item:
                     self._handle(link, loads(data))
+            if self.refs.dying:
+                self.refs.sweep()
             self.disp_idle = True
             hub.park(W.BLOCKING_CALL)  # woken by _kick; never a deadlock
 

@@ -6,8 +6,9 @@ Counting, as in distributed reference counting with borrowers: the home counts t
 to each exported object it pickled into messages to each node (``holders``); a node counts those
 that arrived into each of its handles (``cell``: one per handle object, so a handle made anew
 for a later arrival counts apart). When a handle dies (its last reference dropped, on the
-node's P0), the node sends ``("release", oid, count, unused credits)``, and the home subtracts
-the count: a node whose count reaches 0 holds nothing, and once no node holds anything the
+node's P0) and no new handle on the object takes its references over within ``RELEASE_AFTER``,
+the node sends ``("release", oid, count, unused credits)``, and the home subtracts the count:
+a node whose count reaches 0 holds nothing, and once no node holds anything the
 object leaves ``exports`` (the home's own goroutines keep using it as before; sent again, it
 gets a new id). A node passing a handle on to a third node tells the home first-hand,
 ``("lend", oid, node)``, which counts it as if the home had sent it; a release overtaking that
@@ -19,15 +20,23 @@ Invariants:
 - ``holders[oid][node]`` = references pickled to ``node`` (by the home or lent) - those
   ``node`` released; an entry is dropped at 0; ``oid`` is exported exactly while ``holders[oid]``
   has an entry, or while it is ``fresh`` (exported by the message being pickled).
-- A handle's cell counts the references unpickled into it; it is released once, when it dies.
+- A handle's cell counts the references unpickled into it; they are released once, after it
+  died, unless a newer handle on the same object took them over.
 - Hub thread only (P0), but the death of a handle, which posts its release to the hub.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import weakref
 from typing import Any
+
+#: seconds a dropped handle's references wait before their release: a reference to the same
+#: object arriving meanwhile takes them over, keeping the object's id at its home and this
+#: node's credits for it (a goroutine batch after batch naming the same channel, a reply
+#: channel used again)
+RELEASE_AFTER = 0.5
 
 
 class Refs:
@@ -44,10 +53,14 @@ class Refs:
         self.own: list[int] = []
         self.lent: list[tuple[int, int]] = []
         #: (holder side) each handle's count of references that arrived into it, by what it
-        #: names: (home, oid) -> the cell of its current handle; handles given to other Ps of
-        #: this node, never released
+        #: names: (home, oid) -> the cell of its current handle; the references of handles
+        #: dropped lately, (home, oid) -> (when to release them, how many); handles given to
+        #: other Ps of this node, never released
         self.cells: dict[tuple[int, int], list[int]] = {}
+        self.dying: dict[tuple[int, int], tuple[float, int]] = {}
         self.pinned: set[tuple[int, int]] = set()
+        #: releases sent (``runtime.metrics()``)
+        self.released = 0
 
     # ------------------------------------------------------------------ pickling a message
 
@@ -87,10 +100,12 @@ class Refs:
     # ------------------------------------------------------------------ the holder's side
 
     def arrived(self, key: tuple[int, int], handle: Any, new: bool) -> None:
-        """A reference to ``key`` arrived over a link into ``handle`` (``new``: made for it)."""
+        """A reference to ``key`` arrived over a link into ``handle`` (``new``: made for it;
+        it takes over the references of a handle on ``key`` dropped lately)."""
         cell = None if new else self.cells.get(key)
         if cell is None:
-            cell = self.cells[key] = [0]
+            got = self.dying.pop(key, None)
+            cell = self.cells[key] = [got[1] if got is not None else 0]
             weakref.finalize(handle, self._died, key, cell).atexit = False
         cell[0] += 1
 
@@ -103,22 +118,41 @@ class Refs:
         if key in self.pinned or not cell[0] or self.net.stopping:
             return
         try:
-            self.net.hub.post(functools.partial(self._release, key, cell))
+            self.net.hub.post(functools.partial(self._dropped, key, cell))
         except Exception:  # the runtime stopped meanwhile: there is nobody to tell
             pass
 
-    def _release(self, key: tuple[int, int], cell: list[int]) -> None:
-        """(hub thread) Tell ``key``'s home this node dropped the references counted in
-        ``cell``, with the credits no handle of it can use any more."""
-        net = self.net
+    def _dropped(self, key: tuple[int, int], cell: list[int]) -> None:
+        """(hub thread) A handle on ``key`` died with ``cell``'s references: a newer handle
+        takes them over, else they wait ``RELEASE_AFTER`` for one (``dying``)."""
         if self.cells.get(key) is cell:
             del self.cells[key]
+        elif key in self.cells and self.net.homes.proxies.get(key) is not None:
+            self.cells[key][0] += cell[0]
+            return
+        got = self.dying.get(key)
+        count = cell[0] + (got[1] if got is not None else 0)
+        self.dying[key] = (time.monotonic() + RELEASE_AFTER, count)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """(hub thread) Release the references of handles dropped ``RELEASE_AFTER`` ago and
+        not taken over since."""
+        now = time.monotonic()
+        for key, (when, count) in list(self.dying.items()):
+            if when <= now:
+                del self.dying[key]
+                self._release(key, count)
+
+    def _release(self, key: tuple[int, int], count: int) -> None:
+        """Tell ``key``'s home this node dropped ``count`` references, with the credits no
+        handle here can use any more."""
+        net = self.net
         home, oid = key
         if net.stopping or home in net.lost or home not in net.links:
             return
-        live = net.homes.proxies.get(key) is not None  # a newer handle keeps the credits
-        unused = 0 if live else net.credits.credit.pop(key, 0)
-        net.send(home, ("release", oid, cell[0], unused))
+        net.send(home, ("release", oid, count, net.credits.credit.pop(key, 0)))
+        self.released += 1
 
     # ------------------------------------------------------------------ the home's side
 

@@ -39,6 +39,8 @@ class Views:
             # objects of this node other nodes hold, and handles here on other nodes' objects
             got["exported"] = len(net.homes.exports)
             got["handles"] = len(net.homes.proxies)
+            got["releasing"] = len(net.refs.dying)  # handles dropped, released soon
+            got["released"] = net.refs.released  # and released since the run began
             return got
         raise ValueError(f"unknown node operation {op!r}")
 

@@ -24,8 +24,9 @@ def _serve(inbox: csp_mp.Chan, n: int) -> None:
 
 
 def _settled(node: int, key: str, most: int) -> int:
-    """(node 0's main) Node ``node``'s ``metrics()[key]`` once it is at most ``most`` (the
-    releases are messages on their way), or what it is after a deadline."""
+    """(node 0's main) Node ``node``'s ``metrics()[key]`` once it is at most ``most`` (a
+    dropped handle is released after ``refs.RELEASE_AFTER``, by a message), or what it is
+    after a deadline."""
     deadline = time.monotonic() + 10
     while True:
         got = runtime.metrics()["nodes"][node][key]
@@ -84,8 +85,13 @@ def test_a_handle_passed_on_to_a_third_node_keeps_its_object(cluster, third_node
         ch = out.recv()
         relay, go_ahead = out2.recv()
         relay.send(ch)
+        released = runtime.metrics()["nodes"][0]["released"]
         del ch
         gc.collect()
+        deadline = time.monotonic() + 10
+        while runtime.metrics()["nodes"][0]["released"] == released:  # not sent yet
+            assert time.monotonic() < deadline, "node 0 never released its handle"
+            csp_mp.sleep(0.01)
         runtime.metrics()  # a round trip to node 1, behind node 0's release there
         go_ahead.send(None)
         return out.recv(), _settled(1, "exported", 0)
