@@ -81,12 +81,8 @@ class RemoteChan(Chan):
         net = self._net
         if net is not None:
             return net.call(self._home, self._oid, op, arg)
-        reply: Chan = Chan(1)
-        self._outbox.send((self._home, self._oid, op, arg, reply))  # type: ignore[union-attr]
-        ok, value = reply.recv()  # type: ignore[misc]
-        if ok:
-            return value
-        raise value
+        return _through_p0(self._outbox, self._home, self._oid, op, arg,
+                           W.CHAN_SEND if op in ("send", "sendb") else W.CHAN_RECV)
 
     def send(self, v: Any) -> None:
         self._call("sendb" if self._st.cap else "send", v)  # sendb: on credits (credits.py)
@@ -135,9 +131,25 @@ def _call(self: Any, op: str, arg: Any = None, reason: str | None = None) -> Any
     net = self._net
     if net is not None:
         return net.call(self._home, self._oid, op, arg, reason)
+    return _through_p0(self._outbox, self._home, self._oid, op, arg, reason or W.CHAN_RECV)
+
+
+def _through_p0(outbox: Any, home: int, oid: int, op: str, arg: Any, reason: str) -> Any:
+    """(a goroutine on a P other than its node's P0) ``op`` on object ``oid`` of node
+    ``home``, sent to P0 through the node's outbox; while it waits for the reply, the goroutine
+    shows ``reason`` (what it waits for at the home), as on P0."""
+    from .._hub import current_hub
+
     reply: Chan = Chan(1)
-    self._outbox.send((self._home, self._oid, op, arg, reply))
-    ok, value = reply.recv()  # type: ignore[misc]
+    g = current_hub().current  # None outside a goroutine: the receive says why it cannot wait
+    if g is not None:
+        g.wait_as = reason
+    try:
+        outbox.send((home, oid, op, arg, reply))
+        ok, value = reply.recv()  # type: ignore[misc]
+    finally:
+        if g is not None:
+            g.wait_as = ""
     if ok:
         return value
     raise value

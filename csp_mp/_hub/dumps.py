@@ -10,7 +10,7 @@ from typing import Any
 
 from greenlet import getcurrent
 
-from .g import PKG, WAITING, G
+from .g import PKG, G
 
 SHOWN_IDS = 8  # ids a grouped entry lists
 
@@ -23,7 +23,7 @@ def stack_text(gs: Iterable[G], here: FrameType | None) -> str:
     call shows its stack from ``here`` (the caller's frame)."""
     groups: dict[tuple[str, str], list[int]] = {}
     for g in sorted(gs, key=lambda x: x.id):
-        state = g.reason if g.state == WAITING else g.state
+        state = g.waiting()
         frame = None
         if g.glet is not None:
             frame = here if g.glet is getcurrent() else g.glet.gr_frame

@@ -37,7 +37,7 @@ class G:
     # takes the interpreter's slow attribute path, and the hot paths read ``sel``, ``glet`` and
     # ``is_main`` of goroutines that never changed them.
     __slots__ = ("id", "fn", "args", "kwargs", "p", "local", "glet", "state", "reason", "param",
-                 "result", "is_main", "name", "elem", "sel", "case", "made")
+                 "result", "is_main", "name", "elem", "sel", "case", "made", "wait_as")
 
     def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
                  local: bool = True) -> None:
@@ -50,6 +50,9 @@ class G:
         self.glet: Any = None
         self.state = RUNNABLE
         self.reason = ""
+        #: what a wait shows instead of ``reason`` when the goroutine waits for another on its
+        #: behalf (a request to another node made through this node's P0): ``waiting()``
+        self.wait_as = ""
         self.param: Any = None
         self.result: Any = None
         self.is_main = False
@@ -99,8 +102,12 @@ class G:
         where = f" in goroutine {creator}" if creator else ""
         return f"created by {func}{where}\n\t{file}:{line or '?'}"
 
+    def waiting(self) -> str:
+        """Its state, or what it waits for (``wait_as``, else its park's ``reason``)."""
+        return (self.wait_as or self.reason) if self.state == WAITING else self.state
+
     def __repr__(self) -> str:
-        extra = f" [{self.reason}]" if self.state == WAITING else ""
+        extra = f" [{self.waiting()}]" if self.state == WAITING else ""
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
 
 

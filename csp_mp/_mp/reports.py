@@ -29,7 +29,6 @@ import msgspec
 
 from .._errors import ProcessLost
 from .._hub import Hub, Outcome
-from .._hub.g import WAITING
 from .._shm import ArenaPoisoned
 from . import counters, lost, remote_tb
 from . import ctx as C
@@ -90,7 +89,7 @@ class Reporter:
         self.info_n = gset(hub)
         self.info_stale = False
         gs = sorted(hub.allgs.values(), key=_BY_ID)
-        lines = lost.info_lines(gs, lambda g: g.reason if g.state == WAITING else g.state)
+        lines = lost.info_lines(gs, lambda g: g.waiting())
         self.ctx.publish_info("\n".join(lines))
 
     def after_steal(self, hub: Hub) -> None:

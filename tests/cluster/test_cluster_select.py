@@ -4,6 +4,8 @@ fenced against what a third node learns after them."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mp_helpers import go_on
 
@@ -166,3 +168,48 @@ def _feed_local(ch: csp_mp.Chan, n: int) -> None:
 
 def _home_and_drain_local(ch: csp_mp.Chan, out: csp_mp.Chan) -> None:
     out.send((runtime.current_node(), list(ch)))
+
+
+def _lock_on_p1(mu: csp_mp.Mutex, full: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    """(node 1) On its P1: one goroutine locks node 0's locked mutex, another sends into node
+    0's full channel; say where they run."""
+    go_on(1, _lock_and_say, mu, out)
+    go_on(1, _send_and_say, full, out)
+
+
+def _lock_and_say(mu: csp_mp.Mutex, out: csp_mp.Chan) -> None:
+    out.send(runtime.current_p())
+    with mu:
+        pass
+
+
+def _send_and_say(full: csp_mp.Chan, out: csp_mp.Chan) -> None:
+    out.send(runtime.current_p())
+    full.send("second")
+
+
+def test_a_goroutine_on_another_p_waiting_on_a_remote_object_shows_what_it_waits_for(
+        cluster) -> None:
+    """Its request goes to the home through the node's P0; runtime.stack() shows the wait as
+    on one machine (``sync.Mutex.Lock``, ``chan send``), not the reply it waits for."""
+    from csp_mp._testing.stacks import parse_stack
+
+    def main():
+        mu, full, out = csp_mp.Mutex(), csp_mp.Chan(1), csp_mp.Chan(2)
+        mu.lock()
+        full.send("first")
+        go_node(1, _lock_on_p1, mu, full, out)
+        ps = {out.recv(), out.recv()}
+        want = {"sync.Mutex.Lock", "chan send"}
+        deadline = time.monotonic() + 30
+        while True:
+            states = {e.state for e in parse_stack(runtime.stack())
+                      if e.node == 1 and e.p == 1}
+            if want <= states or time.monotonic() > deadline:
+                break
+            csp_mp.sleep(0.01)
+        mu.unlock()
+        return ps, states & want, full.recv(), full.recv()
+
+    assert csp_mp.run(main, cluster=cluster.address, procs=2) == (
+        {1}, {"sync.Mutex.Lock", "chan send"}, "first", "second")
