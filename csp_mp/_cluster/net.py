@@ -11,13 +11,17 @@ shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the 
 hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
 hands it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
 
-Batches: a put, and the count of shipped goroutines ended here (``done``, once per batch), go
-into their node's batch instead of its link; the batches are written, each in one write, when
-the flusher goroutine gets its turn (it is queued at the head of the run queue when the first
-of them is batched, so what the running goroutine sends until it yields goes out together: a
-stream's puts), when a batch is ``BATCH_MAX`` long, and before any other frame is written on
-any link (so frames leave in the order they were sent, batched or not). The receiver reads a
-batch as the frames it is made of.
+Batches: a put, a request, a reply, and the count of shipped goroutines ended here (``done``,
+once per batch), go into their node's batch instead of its link; the batches are written, each
+in one write, when the flusher goroutine gets its turn (it is queued at the head of the run
+queue when the first of them is batched, so what the running goroutine sends until it yields
+goes out together: a stream's puts; and a goroutine readied into ``runnext`` runs before it: a
+request and the reply a stand-in then sends, as in a ping-pong, share one write and wake the
+other node once), when a batch is ``BATCH_MAX`` long, and before any other frame is written on
+any link (so frames leave in the order they were sent, batched or not). Whoever sends a request
+parks for its reply, and a reply comes from the dispatcher or a stand-in, which yield soon
+after: neither waits behind a goroutine's time slice. The receiver reads a batch as the frames
+it is made of.
 
 Wire: every frame is a 4-byte big-endian length and a pickle (protocol 5, cloudpickle for
 functions; ``link.py``, ``wire.py``); a channel inside it travels as its home node, id and
@@ -95,8 +99,9 @@ from .wire import Kinds, Pickler
 
 #: messages of the heartbeat, the deadlock probe and the fence: not the program's traffic
 _PROBES = frozenset(("hb", "dq", "dr", "fence", "fenced"))
-#: messages batched (module doc); a batch this long is written at once
-_BATCHED = frozenset(("put", "done"))
+#: messages batched (module doc: their senders yield soon after); a batch this long is
+#: written at once
+_BATCHED = frozenset(("put", "done", "req", "rep"))
 BATCH_MAX = 128
 
 
