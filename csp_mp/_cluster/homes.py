@@ -187,30 +187,26 @@ class Homes:
         """The channel ``(home, oid)`` names, here: itself on its home, else a handle.
         ``counted``: it arrived over a link (not from another P of this node), and counts
         for the handle's release (``refs.py``)."""
-        if home == self.me:
-            return self._own(oid)
-        key = (home, oid)
-        ch = self.proxies.get(key)
-        new = ch is None
-        if ch is None:
-            ch = self.proxies[key] = RemoteChan.make(home, oid, cap, self, None)
-        if counted:
-            self.net.refs.arrived(key, ch, new)
-        return ch
+        return self._resolve(home, oid, counted, RemoteChan.make, cap)
 
     def resolve_obj(self, home: int, oid: int, kind: int, counted: bool = True) -> Any:
         """The sync object or atomic ``(home, oid)`` names, here (``counted``: as in
         ``resolve``)."""
+        return self._resolve(home, oid, counted, make_obj, kind)
+
+    def _resolve(self, home: int, oid: int, counted: bool, make: Any, extra: int) -> Any:
+        """The object ``(home, oid)``: itself on its home, else this node's handle on it,
+        ``make(home, oid, extra, self, None)`` the first time."""
         if home == self.me:
             return self._own(oid)
         key = (home, oid)
-        obj = self.proxies.get(key)
-        new = obj is None
-        if obj is None:
-            obj = self.proxies[key] = make_obj(home, oid, kind, self, None)
+        handle = self.proxies.get(key)
+        new = handle is None
+        if handle is None:
+            handle = self.proxies[key] = make(home, oid, extra, self, None)
         if counted:
-            self.net.refs.arrived(key, obj, new)
-        return obj
+            self.net.refs.arrived(key, handle, new)
+        return handle
 
     def _own(self, oid: int) -> Any:
         obj = self.exports.get(oid)

@@ -239,11 +239,7 @@ class Net:
         """(hub thread) Wake the dispatcher for what the threads queued."""
         if self.disp_idle:
             self.disp_idle = False
-            hub = self.hub
-            hub.ready(self.disp_g, None, next_=False)
-            # ahead of the goroutines already waiting: a remote partner waits for this turn
-            runq = hub.runq
-            runq.appendleft(runq.pop())
+            self._ready_first(self.disp_g)  # a remote partner waits for this turn
 
     def _dispatch_loop(self) -> None:
         hub = self.hub
@@ -455,10 +451,15 @@ class Net:
         time slice each may be among them."""
         if self.flush_idle:
             self.flush_idle = False
-            hub = self.hub
-            hub.ready(self.flush_g, None, next_=False)
-            runq = hub.runq
-            runq.appendleft(runq.pop())
+            self._ready_first(self.flush_g)
+
+    def _ready_first(self, g: Any) -> None:
+        """Make ``g``, one of this part's parked goroutines, run ahead of the goroutines already
+        waiting in the run queue (``runnext`` still goes first)."""
+        hub = self.hub
+        hub.ready(g, None, next_=False)
+        runq = hub.runq
+        runq.appendleft(runq.pop())
 
     def _flush_loop(self) -> None:
         """(the flusher goroutine) Write the batches whenever woken (``arm``)."""
