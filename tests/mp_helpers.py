@@ -335,8 +335,8 @@ def produce(ch: Chan, me: int, n: int, wg: WaitGroup) -> None:
 
 
 def consume(ch: Chan, out: Chan) -> None:
-    """Receive until ``ch`` is closed; send the list received (in order) on ``out``."""
-    out.send(list(ch))
+    """Receive until ``ch`` is closed; send (this P, the list received in order) on ``out``."""
+    out.send((runtime.current_p(), list(ch)))
 
 
 def select_sender(chans: list, me: int, n: int, out: Chan, wg: WaitGroup) -> None:

@@ -51,7 +51,8 @@ def test_every_value_received_exactly_once_in_per_producer_order(procs: int, cap
         ch.close()
         return [out.recv() for _ in range(consumers)]
 
-    lists = csp_mp.run(main, procs=procs)
+    done = csp_mp.run(main, procs=procs)
+    lists = [lst for _, lst in done]
     got = Counter(v for lst in lists for v in lst)
     assert len(got) == producers * per, "values lost"
     assert set(got.values()) == {1}, "values received twice"
@@ -60,7 +61,11 @@ def test_every_value_received_exactly_once_in_per_producer_order(procs: int, cap
         for me, i in lst:
             assert i > last.get(me, -1), (me, i, last.get(me))
             last[me] = i
-    assert sum(1 for lst in lists if lst) >= 2  # the work was shared
+    # the consumers ran where they were placed, on every P; which of them got values is not
+    # asserted: Go promises receivers no fairness (one may drain the channel while the others
+    # wait, as under the sanitizer's slowdown)
+    assert {p for p, _ in done} == {_placed(procs, i) for i in range(producers, producers +
+                                                                      consumers)}
 
 
 @pytest.mark.stress
