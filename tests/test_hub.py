@@ -195,3 +195,35 @@ def test_every_field_of_a_running_hub_is_a_slot() -> None:
         return dict(vars(current_hub()))
 
     assert csp_mp.run(main, procs=2) == {}
+
+
+def _remaining_depth(n: int = 0) -> int:
+    """Calls left before ``RecursionError`` from here."""
+    try:
+        return _remaining_depth(n + 1)
+    except RecursionError:
+        return n
+
+
+def test_goroutines_start_at_the_recursion_depth_of_the_hub_however_many_parked_before() -> None:
+    """A new worker greenlet takes the recursion depth of whatever first switches into it: were
+    it a parking goroutine, each goroutine started that way would be deeper than the last, and a
+    program parking goroutines round after round would end in ``RecursionError``."""
+
+    def sender(ch: csp_mp.Chan, seen: list[int]) -> None:
+        seen.append(_remaining_depth())
+        ch.send(1)
+
+    def main() -> tuple[int, int]:
+        top = _remaining_depth()
+        ch = csp_mp.Chan()
+        seen: list[int] = []
+        for _ in range(20):
+            for _ in range(300):
+                go_local(sender, ch, seen)
+            for _ in range(300):
+                ch.recv()
+        return top, min(seen)
+
+    top, worst = csp_mp.run(main, procs=1)
+    assert worst >= top - 10, (top, worst)

@@ -53,17 +53,23 @@ class Workers:
     runqget: Callable[[], G | None]
 
     def _switch_to(self, g: G) -> Any:
-        """Switch from the current goroutine straight into ``g`` (started or not)."""
-        self.current = g
-        g.state = RUNNING
+        """Switch from the current goroutine straight into ``g``: started, or not started and
+        a parked worker greenlet free to run it. Else ``g`` goes back to the head of the run
+        queue and the switch goes through the hub, which makes the new greenlet: a greenlet
+        takes the recursion depth of whatever first switches into it, and a goroutine's depth
+        handed on from greenlet to greenlet would grow until ``RecursionError``."""
         glet = g.glet
         if glet is None:
-            if self._free:
-                glet = self._free.pop()
-            else:
-                glet = greenlet(self._worker, self.hub_glet)
+            if not self._free:
+                self.runq.appendleft(g)
+                return self.hub_glet.switch()
+            glet = self._free.pop()
             g.glet = glet
+            self.current = g
+            g.state = RUNNING
             return glet.switch(g)
+        self.current = g
+        g.state = RUNNING
         return glet.switch()  # it takes the value it was readied with from g.param (park)
 
     def _worker(self, g: G) -> None:
