@@ -1,14 +1,14 @@
-"""A node's links: one TCP link to every other node, the threads that move their bytes, and the
+"""A node's links: one TCP link to every other node, the threads that write their bytes, and the
 heartbeats that tell a silent link from a quiet one.
 
 Framing: every frame is a 4-byte big-endian length (``HDR``) and a pickle (``wire.py``). A frame
-of ``BIG`` bytes or more is written apart from the small ones queued with it; a reader receives
-into one buffer of ``_RX`` bytes, and a frame larger than that straight into a buffer of its own.
+of ``BIG`` bytes or more is written apart from the small ones queued with it. Reading is the
+poller's (``netpoll.py``): the node's hub reads its links itself, or one thread for it.
 
-Threads only move bytes, and never touch the hub's state: one reader and one writer per link,
-one accepting links, one sending heartbeats and watching for silent links. A reader hands whole
-frames, and at its end why the link ended, to ``deliver`` (the node's dispatcher, on the hub);
-so does the heartbeat thread for a link silent too long.
+Threads only move bytes, and never touch the hub's state: one writer per link, one accepting
+links, one sending heartbeats and watching for silent links. The heartbeat thread hands a link
+silent too long to ``deliver`` (the node's dispatcher, through ``hub.post``), and reads the links
+when the hub has not (``Poller.poll_stale``).
 
 Invariants:
 - Frames put on one link leave in the order they were put, each whole (``Link.put``: a direct
@@ -29,15 +29,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import ProcessLost
 
 HDR = struct.Struct("!I")
 #: frames this large are sent apart from the small ones queued with them
 BIG = 1 << 20
-#: a reader's buffer: frames larger are read into buffers of their own
-_RX = 1 << 18
 
 
 def heartbeat_timeout() -> float:
@@ -131,19 +129,34 @@ class Link:
                 return
 
 
+class Reading(Protocol):
+    """Who reads the links (``netpoll.Poller``)."""
+
+    def add(self, link: Link) -> None:
+        """Read ``link`` from now on (any thread)."""
+
+    def poll_stale(self) -> None:
+        """(the heartbeat thread) Read the links if their reader has not lately."""
+
+    def stop(self) -> None:
+        """(any thread) The links are closing: a reading thread ends."""
+
+
 class Mesh:
     """This node's links to every other node and the threads that serve them.
 
-    ``deliver(link, item)`` (called from a thread) gets a list of whole frames read from
-    ``link``, or a string saying why the link ended or went silent; ``beat()`` (optional) is
-    called from the heartbeat thread at each beat.
+    ``deliver(link, why)`` (called from the heartbeat thread) gets a string saying why the link
+    went silent; ``reading`` reads every link; ``beat()`` (optional) is called from the
+    heartbeat thread at each beat.
     """
 
-    def __init__(self, deliver: Callable[[Link, Any], None], stopped: threading.Event,
-                 lost: dict[int, str], beat: Callable[[], None] | None = None) -> None:
+    def __init__(self, deliver: Callable[[Link, Any], None], reading: Reading,
+                 stopped: threading.Event, lost: dict[int, str],
+                 beat: Callable[[], None] | None = None) -> None:
         self.links: dict[int, Link] = {}
         self.listener: socket.socket | None = None
         self.deliver = deliver
+        self.reading = reading
         self.stopped = stopped
         self.lost = lost
         self.beat = beat
@@ -168,7 +181,7 @@ class Mesh:
         if link.node >= 0:
             self.links[link.node] = link
         link.writer = _thread(link.write_loop, "writer")
-        _thread(self._read_loop, "reader", link)
+        self.reading.add(link)
 
     def close(self) -> None:
         """Close every link after writing what is queued and a ``bye``; stop the listener."""
@@ -184,6 +197,7 @@ class Mesh:
             _close(link.sock)
         if self.listener is not None:
             _close(self.listener)
+        self.reading.stop()
 
     # ------------------------------------------------------------------ threads
 
@@ -198,71 +212,18 @@ class Mesh:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._add(Link(sock))
 
-    def _read_loop(self, link: Link) -> None:
-        sock = link.sock
-        cap = _RX
-        buf = bytearray(cap)
-        view = memoryview(buf)
-        start = end = 0  # the bytes read and not yet framed: buf[start:end]
-        why = "its link closed"
-        try:
-            while True:
-                if end == cap:  # a frame's start at the buffer's end: move it to the front
-                    buf[:end - start] = bytes(view[start:end])
-                    end -= start
-                    start = 0
-                k = sock.recv_into(view[end:])
-                if not k:
-                    break
-                link.last_rx = time.monotonic()
-                end += k
-                frames: list[Any] = []
-                while end - start >= 4:
-                    size = HDR.unpack_from(buf, start)[0]
-                    if end - start - 4 < size:
-                        if size + 4 > cap:  # it cannot fit: read into its own buffer
-                            frames.append(_read_big(link, view[start:end], size))
-                            start = end = 0
-                        break
-                    frames.append(bytes(view[start + 4:start + 4 + size]))
-                    start += 4 + size
-                if start == end:
-                    start = end = 0
-                if frames:
-                    self.deliver(link, frames)
-        except OSError as exc:
-            why = f"its link failed: {exc}"
-        except EOFError:
-            pass
-        self.deliver(link, why)
-
     def _beat_loop(self) -> None:
         hb = frame(pickle.dumps(("hb",)))
         period = min(0.5, self.timeout / 4)
         while not self.stopped.wait(period):
             if self.beat is not None:
                 self.beat()
+            self.reading.poll_stale()
             now = time.monotonic()
             for link in list(self.links.values()):
                 link.put(hb)
                 if now - link.last_rx > self.timeout and link.node not in self.lost:
                     self.deliver(link, f"silent for more than {self.timeout:g} s")
-
-
-def _read_big(link: Link, head: memoryview, size: int) -> bytearray:
-    """A frame larger than the reader's buffer, of which ``head`` (its length included) was
-    read: the rest read straight into its own buffer."""
-    out = bytearray(size)
-    have = len(head) - 4
-    out[:have] = head[4:]
-    view = memoryview(out)
-    while have < size:
-        k = link.sock.recv_into(view[have:])
-        if not k:
-            raise EOFError
-        have += k
-    link.last_rx = time.monotonic()
-    return out
 
 
 def _close(sock: socket.socket) -> None:

@@ -7,9 +7,11 @@ a frame's pickle holds (``wire.py``), the objects homed here and the requests be
 the fence (``credits.py``, ``Credits``), the offers of selects waiting on other nodes' channels
 (``offers.py``, ``Offers``), deadlock detection across nodes
 (``rounds.py``, ``Rounds``), the runtime-wide views (``views.py``, ``Views``) and goroutines
-shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes: the reader threads
-hand whole frames to the dispatcher goroutine (``hub.post``), which unpickles each message and
-hands it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
+shipped between nodes (``ship.py``, ``Shipping``). Threads only move bytes. The links are read
+by the hub itself when P0 is the node's only P (``netpoll.py``: it waits for frames when idle
+and polls in its pass), else by a thread that hands the frames over through ``hub.post``;
+either way whole frames go to the dispatcher goroutine, which unpickles each message and hands
+it to the part it is for. Every part runs on P0's hub, so none of them takes a lock.
 
 Batches: a put, a request, a reply, and the count of shipped goroutines ended here (``done``,
 once per batch), go into their node's batch instead of its link; the batches are written, each
@@ -90,6 +92,7 @@ from .._proc import proc
 from .credits import Credits
 from .homes import Homes
 from .link import BIG, HDR, Link, Mesh, frame, lost_error
+from .netpoll import Poller
 from .offers import Offers
 from .refs import Refs
 from .rounds import Rounds
@@ -131,7 +134,8 @@ class Net:
         self.serving = 0
         #: the blocking calls the runtime's own goroutines hold here (``Rounds.quiet``)
         self.blocking_infra = 0
-        self.mesh = Mesh(self._post, self.stopped, self.lost,
+        self.poller = Poller(self._deliver, self._post, self.stopped)
+        self.mesh = Mesh(self._post, self.poller, self.stopped, self.lost,
                          self._beat if me == 0 else None)
         self.links: dict[int, Link] = self.mesh.links
         self.refs = Refs(self)
@@ -174,6 +178,11 @@ class Net:
         # so this node's checkdead never reports a deadlock; node 0's probe does (rounds.py)
         self.blocking_infra += 1
         hub.spawn_local(_keep_alive, (self.stopped,), {})
+        if hub.broker is None:  # the hub waits for frames itself, and reads them
+            self.poller.attach(hub)
+        else:  # it waits on its doorbell, which only Ps ring: a thread reads
+            threading.Thread(target=self.poller.serve, name="csp_mp-net-poller",
+                             daemon=True).start()
         self.mesh.start(listener)
         if self.me == 0 and self.n > 1:
             self.ship.start_balancer()
@@ -214,6 +223,12 @@ class Net:
         return self.views.metrics()
 
     # ------------------------------------------------------------------ from the threads
+
+    def _deliver(self, link: Link, item: Any) -> None:
+        """(hub thread) Hand frames, or why a link ended, to the dispatcher."""
+        if not self.stopped.is_set():
+            self.inbox.append((link, item))
+            self._kick()
 
     def _post(self, link: Link, item: Any) -> None:
         """(a thread) Hand frames, or why a link ended, to the dispatcher."""

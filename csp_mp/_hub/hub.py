@@ -30,10 +30,11 @@ Invariants:
   and ``main_g`` by whoever creates the hub (``_run.py``, ``_mp/procs.py``, ``_mp/__init__.py``),
   ``nprocs`` also by ``runtime.gomaxprocs``; ``outcome`` by whoever ends the run, on the hub
   thread (the broker's ``poll`` and ``idle`` and its parts, a sysmon report); ``poll_now``
-  (the broker, preempt.py, drive.py); ``driven`` (drive.py); ``interrupt_pending``
+  (the broker, preempt.py, drive.py, sysmon.py); ``driven`` (drive.py); ``interrupt_pending``
   (interrupt.py); ``sysmon`` (sysmon.py); ``all_blocked`` (quiet.py); ``instruments``,
-  ``picker`` and ``runnext`` (hooks.py, as it installs an instrument). The waker and the
-  goroutine ids (a multi-P runtime's shared batches) are set through ``use_waker`` and ``use_ids``.
+  ``picker`` and ``runnext`` (hooks.py, as it installs an instrument). The waker, the network
+  poll (a cluster node's) and the goroutine ids (a multi-P runtime's shared batches) are set
+  through ``use_waker``, ``use_netpoll`` and ``use_ids``.
 
 Design notes: the main goroutine of the implicit runtime is the thread's root greenlet itself, so
 user code at top level runs unchanged and blocks by switching into the hub. ``run()`` instead runs
@@ -93,6 +94,16 @@ class Broker(Protocol):
         """How many ``go()`` calls this P has framed so far (the seq of the last frame)."""
 
 
+class NetPoll(Protocol):
+    """What a cluster node plugs into its hub to read other nodes' frames (``_cluster``)."""
+
+    def poll(self) -> None:
+        """(owner thread) Read what other nodes sent, without blocking."""
+
+    def waiting(self) -> bool:
+        """(any thread: reads only) Whether frames from other nodes wait to be read."""
+
+
 class Hub(Workers):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
@@ -105,7 +116,7 @@ class Hub(Workers):
                  "instruments", "picker", "mpool", "tick", "select_rng", "hooks_on_stop",
                  "nprocs", "_gc_saved", "no_preempt", "poll_now", "preempted",
                  "interrupt_pending", "sysmon", "all_blocked", "n_created", "n_blocking",
-                 "n_xops", "n_xbytes", "driven", "made_here")
+                 "n_xops", "n_xbytes", "driven", "made_here", "netpoll")
 
     def __init__(self, p: int = 0) -> None:
         self.p = p
@@ -134,6 +145,8 @@ class Hub(Workers):
         self.stopping = False
         self.main_g: G | None = None
         self.broker: Broker | None = None
+        #: reads what other nodes sent, without blocking, in the pass (use_netpoll)
+        self.netpoll: NetPoll | None = None
         #: what ``go`` hands a goroutine that may run on any P: the broker's (set_placer), else
         #: a goroutine of this P
         self.placer: Callable[[Callable[..., Any], tuple, dict], Any] = self._go_here
@@ -176,8 +189,14 @@ class Hub(Workers):
 
     def use_waker(self, waker: Wakes) -> None:
         """Wake this hub with ``waker`` from now on (the broker's: the P's doorbell, which other
-        Ps ring too). Before the loop runs."""
+        Ps ring too; a node's poller). Before the loop runs, or on the hub thread by a waker
+        whose wait returns at once while ``inbox`` holds entries (a post may reach the old one)."""
         self.waker = waker
+
+    def use_netpoll(self, netpoll: NetPoll) -> None:
+        """Poll ``netpoll`` in the pass, as often as the broker (owner thread): a node's poller
+        reads its links there while the hub is busy, and frames waiting count as work."""
+        self.netpoll = netpoll
 
     def use_ids(self, ids: Iterator[int]) -> None:
         """Number the goroutines created from now on from ``ids`` (a P of a multi-P runtime:
@@ -392,18 +411,23 @@ class Hub(Workers):
 
     def has_work(self) -> bool:
         """Whether this P has work besides the running goroutine: a runnable goroutine, a posted
-        call or completion, a due timer, or work from other Ps (the broker's ``work_waiting``).
+        call or completion, a due timer, work from other Ps (the broker's ``work_waiting``) or
+        frames from other nodes (the network poll's ``waiting``).
 
         Any thread (sysmon, the CPU-time handler): it only reads, each read is one atomic step
-        under the GIL (a deque's truth, an attribute, ``TimerHeap.due``, the broker's reads),
-        and it takes no lock. The answer may be stale as it returns; callers act on it only by
-        asking the hub to make a pass, and look again at their next tick.
+        under the GIL (a deque's truth, an attribute, ``TimerHeap.due``, the broker's reads, a
+        poll of the links that reads nothing), and it takes no lock. The answer may be stale as
+        it returns; callers act on it only by asking the hub to make a pass, and look again at
+        their next tick.
         """
         if self.runq or self.runnext is not None or self.fresh or self.inbox \
                 or self.timers.due():
             return True
         broker = self.broker
-        return broker is not None and broker.work_waiting()
+        if broker is not None and broker.work_waiting():
+            return True
+        netpoll = self.netpoll
+        return netpoll is not None and netpoll.waiting()
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
@@ -490,7 +514,10 @@ class Hub(Workers):
 
     def _find_runnable(self, runq: deque) -> G | None:
         """The hub's pass (Go's ``findRunnable``): run posted calls, and every 16th switch, when
-        asked (``poll_now``) or when nothing is runnable, due timers and the broker's poll; then
+        asked (``poll_now``) or when nothing is runnable, due timers and the broker's poll; the
+        node's network poll when asked (sysmon asks when frames wait) and after a preemption
+        (an idle hub's wait reads the links; a poll gives up the GIL, which costs a busy hub
+        more than the poll); then
         the next goroutine (``runqget``, or the picker of an instrumented hub), or None."""
         self.tick += 1
         poll = self.poll_now
@@ -499,11 +526,13 @@ class Hub(Workers):
             self._drain_inbox()
             if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
                 return None
-        if self.tick & 15 == 0 or poll or self.preempted is not None \
-                or not (runq or self.runnext or self.fresh):
+        busy = runq or self.runnext or self.fresh or self.preempted is not None
+        if self.tick & 15 == 0 or poll or not busy:
             self.timers.run_due()
             if self.broker is not None:
                 self.broker.poll(self)
+            if self.netpoll is not None and busy and (poll or self.preempted is not None):
+                self.netpoll.poll()
         if self.preempted is not None:
             runq.append(self.preempted)
             self.preempted = None

@@ -19,13 +19,17 @@ greenlet switch) and the running goroutine (``hub.current``):
   ``pytest.warns`` see it), once per call site and hub.
   The implicit runtime's main goroutine (the caller's own thread code: a REPL, a notebook) is
   neither reported nor assumed to be a goroutine's long call.
+- Network (a cluster node's hub, ``Hub.netpoll``; Go's sysmon polls the network too): while
+  goroutines run, frames from other nodes waiting to be read make the hub's next switch go
+  through its pass (``poll_now``), which reads them; a goroutine that does not switch is
+  preempted for them, as for other work.
 
 Invariants:
 - At most one sysmon thread per hub; it is started by the hub loop and joined by the stop hook
   it appends to ``hub.hooks_on_stop``, so it never outlives the runtime.
-- The sysmon thread only reads hub state (``Hub.has_work``, the counters above) and hands the
-  hub calls through ``Hub.post`` (both safe from any thread); everything else it touches is its
-  own.
+- The sysmon thread only reads hub state (``Hub.has_work``, the counters above), sets
+  ``poll_now`` and hands the hub calls through ``Hub.post`` (all safe from any thread);
+  everything else it touches is its own.
 - ``request`` is ``(tick, g)`` or None; set by the sysmon thread, cleared by the handler.
 """
 
@@ -153,6 +157,9 @@ class Sysmon:
                 self._stuck_at = None
                 wait = self.idle_period
                 continue
+            netpoll = hub.netpoll
+            if netpoll is not None and not hub.poll_now and netpoll.waiting():
+                hub.poll_now = True
             if tick != last_tick or g is not last_g:
                 # the switch happened after the previous sample: count from there
                 last_tick, last_g, since = tick, g, sampled

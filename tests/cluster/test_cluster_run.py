@@ -408,6 +408,60 @@ def test_a_node_at_work_is_no_deadlock(cluster) -> None:
     assert csp_mp.run(main, cluster=cluster.address) == "late"
 
 
+def _answer_beside_a_hog(ping: csp_mp.Chan, pong: csp_mp.Chan) -> None:
+    """(node 1) Answer every ping while a goroutine of this node spins until the pings end:
+    the hub is never idle, so the replies it waits for are read in its pass."""
+    done: list[int] = []
+
+    def hog() -> None:
+        while not done:
+            pass
+
+    csp_mp.go_local(hog)
+    for v in ping:
+        pong.send(v)
+    done.append(1)
+
+
+@pytest.mark.timeout(30)
+def test_a_node_whose_hub_is_never_idle_still_reads_its_links(cluster) -> None:
+    """A goroutine that never yields keeps node 1's hub from waiting for frames; its
+    preemption passes read them (a read only at every heartbeat would take ~25 s here)."""
+
+    def main():
+        ping, pong = csp_mp.Chan(), csp_mp.Chan()
+        go_node(1, _answer_beside_a_hog, ping, pong)
+        got = []
+        for i in range(50):
+            ping.send(i)
+            got.append(pong.recv())
+        ping.close()
+        return got
+
+    assert csp_mp.run(main, cluster=cluster.address) == list(range(50))
+
+
+def _stuck_in_c(out: csp_mp.Chan) -> None:
+    """(node 1) Hold the hub's thread in one C call (the GIL released) for longer than the
+    heartbeat timeout, then answer."""
+    import select
+
+    select.select([], [], [], 4.0)
+    out.send("back")
+
+
+def test_a_hub_held_in_a_long_c_call_does_not_take_the_other_node_for_lost(cluster) -> None:
+    """While node 1's hub sits in a C call past the heartbeat timeout, its heartbeat thread
+    reads the links, so node 0's heartbeats keep arriving and neither node is reported lost."""
+
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _stuck_in_c, out)
+        return out.recv(), runtime.num_goroutine()
+
+    assert csp_mp.run(main, cluster=cluster.address) == ("back", 1)
+
+
 def _stream(ch: csp_mp.Chan, tag: str, n: int, progress: csp_mp.Chan | None) -> None:
     """Send ``(tag, 0..n-1)`` into ``ch``; with ``progress``, say each one sent there too."""
     for i in range(n):
