@@ -183,13 +183,15 @@ class Mesh:
         link.writer = _thread(link.write_loop, "writer")
         self.reading.add(link)
 
-    def close(self) -> None:
-        """Close every link after writing what is queued and a ``bye``; stop the listener."""
+    def close(self, bye: bool = True) -> None:
+        """Close every link after writing what is queued and, with ``bye``, a ``bye`` (which
+        tells the other nodes this node ends on purpose); stop the listener."""
         for link in list(self.links.values()):
-            try:
-                link.put(frame(pickle.dumps(("bye",))))
-            except Exception:
-                pass
+            if bye:
+                try:
+                    link.put(frame(pickle.dumps(("bye",))))
+                except Exception:
+                    pass
             link.put(None)
         for link in list(self.links.values()):
             if link.writer is not None:

@@ -199,12 +199,13 @@ class Net:
             self.send(node, ("stop",))
         self.close()
 
-    def close(self) -> None:
-        """Close every link after writing what is queued; stop the threads."""
+    def close(self, bye: bool = True) -> None:
+        """Close every link after writing what is queued; stop the threads. Without ``bye``
+        (this node's run failed) the other nodes take this node for lost."""
         self.stopping = True
         self.stopped.set()
         self.flush()
-        self.mesh.close()
+        self.mesh.close(bye)
         if proc.cluster is self:
             proc.cluster = None
 

@@ -61,8 +61,8 @@ def main(argv: list[str]) -> int:
             _report(held[0], exc)
         code = 1
     finally:
-        if held:
-            held[0].close()
+        if held:  # a failed run says no bye: node 0 learns this node is gone, at once
+            held[0].close(bye=code == 0)
     return code
 
 

@@ -137,3 +137,40 @@ def test_a_killed_agent_takes_its_node_runtime_with_it(cluster, third_node) -> N
                         cluster=cluster.address)
     assert [g[:2] for g in got] == [("lost", k)] * 6, got
     assert max(g[2] for g in got) < 2.0, got
+
+
+def _wait_on_node_0(out: csp_mp.Chan) -> None:
+    """(node 1) Hand node 0 a channel homed here and wait to send on it."""
+    c = csp_mp.Chan()
+    out.send(c)
+    c.send("from node 1")
+
+
+@pytest.mark.timeout(60)
+def test_a_node_that_takes_node_0_for_lost_leaves_without_bye(
+        cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node 0 holds the GIL past node 1's heartbeat timeout (one C call that keeps it), so
+    node 1 hears nothing and ends its run; it closes its link without ``bye``, so node 0
+    (patient: 30 s) takes it for lost at once, and an operation on node 1's channel raises
+    ``ProcessLost`` instead of waiting for ever."""
+    import ctypes
+
+    from csp_mp._proc import proc
+
+    monkeypatch.setenv("CSP_MP_HEARTBEAT_S", "1")  # the nodes' timeout
+    hold_gil = ctypes.PyDLL(None).usleep  # a PyDLL call keeps the GIL
+    hold_gil.argtypes = [ctypes.c_uint]
+
+    def main():
+        out = csp_mp.Chan()
+        go_node(1, _wait_on_node_0, out)
+        c = out.recv()
+        proc.cluster.mesh.timeout = 30.0  # node 0 never takes node 1's silence for a loss
+        hold_gil(2_500_000)
+        try:
+            c.recv()
+        except csp_mp.ProcessLost as exc:
+            return "lost", getattr(exc, "node", None)
+        return "received", None
+
+    assert csp_mp.run(main, cluster=cluster.address) == ("lost", 1)
