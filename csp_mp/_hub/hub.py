@@ -526,12 +526,13 @@ class Hub(Workers):
             self._drain_inbox()
             if self.outcome is not None:  # a posted call ended the run (Ctrl-C, a report)
                 return None
-        busy = runq or self.runnext or self.fresh or self.preempted is not None
-        if self.tick & 15 == 0 or poll or not busy:
+        preempted = self.preempted is not None
+        busy = runq or self.runnext or self.fresh or preempted
+        if self.tick & 15 == 0 or poll or preempted or not busy:
             self.timers.run_due()
             if self.broker is not None:
                 self.broker.poll(self)
-            if self.netpoll is not None and busy and (poll or self.preempted is not None):
+            if self.netpoll is not None and busy and (poll or preempted):
                 self.netpoll.poll()
         if self.preempted is not None:
             runq.append(self.preempted)
