@@ -170,3 +170,29 @@ def test_a_serving_thread_hands_frames_over_and_ends_when_stopped() -> None:
 
 def test_frame_header_is_four_bytes_big_endian() -> None:
     assert frame(b"ab") == HDR.pack(2) + b"ab" == b"\0\0\0\2ab"
+
+
+def test_nothing_put_on_a_link_after_its_end_is_written() -> None:
+    """A heartbeat racing the close puts a frame after the end: the writer ends at the end
+    and writes nothing after it."""
+    a, b = _pair()
+    link = Link(b, 1)
+    link.put(frame(b"before"))  # written at once: nothing queued
+    link.put(None)
+    link.put(frame(b"after"))
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            link.write_loop()
+        except BaseException as exc:  # noqa: BLE001 - what the test asserts against
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    t.join(10)
+    assert not t.is_alive() and errors == []
+    b.close()
+    got, ended = _read_all(Reader(a), a, time.monotonic() + 10)
+    assert ended and [bytes(f) for f in got] == [b"before"]
+    a.close()

@@ -66,7 +66,7 @@ class Link:
     is queued in one write. Either way frames leave in the order they were put.
     """
 
-    __slots__ = ("node", "sock", "out", "cond", "writing", "last_rx", "bye", "writer")
+    __slots__ = ("node", "sock", "out", "cond", "writing", "ended", "last_rx", "bye", "writer")
 
     def __init__(self, sock: socket.socket, node: int = -1) -> None:
         self.node = node
@@ -75,14 +75,20 @@ class Link:
         #: protects ``out`` and ``writing``
         self.cond = threading.Condition(threading.Lock())
         self.writing = False
+        self.ended = False  # None was put: nothing after it is written
         self.last_rx = time.monotonic()
         self.bye = False  # the peer said it closes on purpose
         self.writer: threading.Thread | None = None
 
     def put(self, data: Any) -> None:
-        """Send ``data`` (bytes, or None to end the writer) after what is queued."""
+        """Send ``data`` (bytes, or None to end the writer) after what is queued; once None
+        was put, nothing (a heartbeat racing the close)."""
         with self.cond:
-            if data is not None and not self.out and not self.writing:
+            if self.ended:
+                return
+            if data is None:
+                self.ended = True
+            elif not self.out and not self.writing:
                 try:
                     n = self.sock.send(data, socket.MSG_DONTWAIT)
                 except BlockingIOError:
