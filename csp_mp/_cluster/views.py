@@ -41,6 +41,9 @@ class Views:
             got["handles"] = len(net.homes.proxies)
             got["releasing"] = len(net.refs.dying)  # handles dropped, released soon
             got["released"] = net.refs.released  # and released since the run began
+            # other nodes' goroutines waiting here: stand-ins, and select cases offered
+            got["serving"] = net.serving
+            got["offers"] = sum(len(v) for v in net.offers.offers.values())
             return got
         raise ValueError(f"unknown node operation {op!r}")
 

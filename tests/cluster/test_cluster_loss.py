@@ -78,7 +78,7 @@ def _blocked_on_lost_home(lose, ray_node: str):
                lambda: csp_mp.select(a.recv, (full.send, 3)), mu.lock, wg.wait]
         for op in ops:
             csp_mp.go_local(waiter, op, out)
-        csp_mp.blocking(_settle, a)
+        _settle(k)
         t0 = time.monotonic()
         csp_mp.blocking(lose)
         got = [out.recv() for _ in ops]
@@ -87,9 +87,16 @@ def _blocked_on_lost_home(lose, ray_node: str):
     return main
 
 
-def _settle(ch) -> None:
-    """Give the waiters time to reach their homes (their requests are queued at once)."""
-    time.sleep(0.3)
+def _settle(k: int) -> None:
+    """(node 0) Wait until node ``k`` serves the six waiters: five stand-ins (receive, two
+    sends, lock, wait) and the select's two cases offered there."""
+    deadline = time.monotonic() + 10
+    while True:
+        there = csp_mp.runtime.metrics()["nodes"][k]
+        if there["serving"] >= 5 and there["offers"] >= 2:
+            return
+        assert time.monotonic() < deadline, there
+        csp_mp.sleep(0.01)
 
 
 def test_a_killed_node_raises_process_lost_naming_it(cluster, third_node) -> None:
