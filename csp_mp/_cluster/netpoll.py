@@ -3,10 +3,11 @@
 A node whose P0 is its only P hands its hub the ``Poller`` as the hub's waker: an idle hub waits
 in the poll, so a frame arriving wakes the hub itself, which reads it and readies the dispatcher
 (one wake-up per message, no thread between); a busy hub polls without blocking in its pass
-(``Hub.use_netpoll``). A hub that waits elsewhere (a P0 with other Ps, on its doorbell) has a
-thread serve the poll instead, which hands frames over through ``hub.post`` as other threads do.
-While a busy hub has not polled for a heartbeat's period (one long C call), the heartbeat
-thread reads the links, so a busy node never looks silent.
+after a preemption, or when sysmon finds frames waiting (``Hub.use_netpoll``, ``waiting``). A
+hub that waits elsewhere (a P0 with other Ps, on its doorbell) has a thread serve the poll
+instead, which hands frames over through ``hub.post`` as other threads do. While a busy hub has
+not polled for a heartbeat's period (one long C call), the heartbeat thread reads the links, so
+a busy node never looks silent.
 
 Invariants:
 - One reader at a time (``lock``): the hub while it polls, or the serving thread for its life,
