@@ -73,6 +73,7 @@ def test_a_reader_with_nothing_to_read_raises_blocking_io_error() -> None:
 
 
 def _poller() -> tuple[Poller, list, list, threading.Event]:
+    """A poller, what it delivered on the hub's side and on a thread's, and its stop event."""
     here: list = []
     posted: list = []
     stopped = threading.Event()
@@ -80,10 +81,16 @@ def _poller() -> tuple[Poller, list, list, threading.Event]:
                   lambda link, item: posted.append(item), stopped), here, posted, stopped
 
 
-def test_a_waiting_hub_reads_a_frame_that_arrives() -> None:
-    p, here, posted, _ = _poller()
+def _linked() -> tuple[Poller, list, list, threading.Event, socket.socket, socket.socket]:
+    """``_poller()`` reading one link, with the link's far end and its own socket."""
+    p, here, posted, stopped = _poller()
     a, b = _pair()
     p.add(Link(b, 1))
+    return p, here, posted, stopped, a, b
+
+
+def test_a_waiting_hub_reads_a_frame_that_arrives() -> None:
+    p, here, posted, _, a, b = _linked()
     threading.Timer(0.05, a.sendall, (frame(b"one") + frame(b"two"),)).start()
     deadline = time.monotonic() + 10
     while not here and time.monotonic() < deadline:
@@ -114,9 +121,7 @@ def test_a_wait_returns_at_once_while_the_hub_inbox_holds_entries() -> None:
 
 
 def test_a_link_that_ends_is_reported_once_and_no_longer_read() -> None:
-    p, here, _, _ = _poller()
-    a, b = _pair()
-    p.add(Link(b, 1))
+    p, here, _, _, a, b = _linked()
     a.sendall(frame(b"last"))
     a.close()
     deadline = time.monotonic() + 10
@@ -130,9 +135,7 @@ def test_a_link_that_ends_is_reported_once_and_no_longer_read() -> None:
 
 
 def test_the_heartbeat_reads_only_while_the_hub_has_not() -> None:
-    p, here, posted, _ = _poller()
-    a, b = _pair()
-    p.add(Link(b, 1))
+    p, here, posted, _, a, b = _linked()
     a.sendall(frame(b"x"))
     p.poll()  # the hub polled since the last beat: the beat leaves the link to it
     assert [bytes(f) for f in here[0]] == [b"x"]
@@ -148,9 +151,7 @@ def test_the_heartbeat_reads_only_while_the_hub_has_not() -> None:
 
 
 def test_a_serving_thread_hands_frames_over_and_ends_when_stopped() -> None:
-    p, here, posted, stopped = _poller()
-    a, b = _pair()
-    p.add(Link(b, 1))
+    p, here, posted, stopped, a, b = _linked()
     t = threading.Thread(target=p.serve)
     t.start()
     a.sendall(frame(b"hello"))
