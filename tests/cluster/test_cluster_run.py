@@ -426,19 +426,20 @@ def _answer_beside_a_hog(ping: csp_mp.Chan, pong: csp_mp.Chan) -> None:
 @pytest.mark.timeout(30)
 def test_a_node_whose_hub_is_never_idle_still_reads_its_links(cluster) -> None:
     """A goroutine that never yields keeps node 1's hub from waiting for frames; its
-    preemption passes read them (a read only at every heartbeat would take ~25 s here)."""
+    preemption passes read them (were they read only by the heartbeat thread, at most one
+    round trip a beat, the 100 here would take 50 s or more)."""
 
     def main():
         ping, pong = csp_mp.Chan(), csp_mp.Chan()
         go_node(1, _answer_beside_a_hog, ping, pong)
         got = []
-        for i in range(50):
+        for i in range(100):
             ping.send(i)
             got.append(pong.recv())
         ping.close()
         return got
 
-    assert csp_mp.run(main, cluster=cluster.address) == list(range(50))
+    assert csp_mp.run(main, cluster=cluster.address) == list(range(100))
 
 
 def _stuck_in_c(out: csp_mp.Chan) -> None:
