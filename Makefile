@@ -30,14 +30,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # the same suite on the pure-Python path (the compiled core's specification and fallback), its
-# slow and stress tests included, less three kinds that `make test` has run already or that take
-# too long here: the differential tests and the install without a compiler run both paths (or
-# the Python one) whatever CSP_MP_NATIVE says, and test_refcount.py's two soaks take 3-4 minutes
-# each on this path (its killed-P loop soaks the same protocol in half a minute). The slow and
-# stress tests it runs add about 90 seconds on two cores. The cluster tests are
+# slow and stress tests included (test_refcount.py's soaks with fewer requests on this path),
+# less two kinds that `make test` has run already: the differential tests and the install
+# without a compiler run both paths (or the Python one) whatever CSP_MP_NATIVE says. The slow
+# and stress tests it runs add about two minutes on two cores. The cluster tests are
 # make test-cluster's.
-PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compiler \
-	and not test_soak_
+PYTHON_PATH_SKIP := not test_differential and not test_install_without_a_compiler
 test-python: $(STAMP)
 	CSP_MP_NATIVE=0 $(BIN)/python -m pytest -q -m 'not cluster' -k '$(PYTHON_PATH_SKIP)'
 
