@@ -46,17 +46,19 @@ _NWORD = {_W_SENDQ: _W_NSEND, _W_RECVQ: _W_NRECV}  # queue word -> its record co
 _BLOCK = L.CHAN_BLOCK
 _RECVQ_BYTES = 1024  # with the ring header, a 2 KiB block: ~25 parked receivers before it grows
 _SENDQ_BYTES = 2048  # a 4 KiB block; its records carry the parked senders' values
-_SPARE_CLASSES = 8  # spare pools, one a buffer ring size: 256 << k bytes (_buf_bytes' range)
+_SPARE_CLASSES = 8  # spare pools, one a buffer ring size: CHAN_BUF_MIN << k (_buf_bytes)
 _SPARE_SLOTS = 16  # destroyed channel blocks (rings included) kept a size, for any P
 _OWN_SPARES = 16  # ... and kept a size by the P that destroyed them, before the pool
 
 
 def _buf_bytes(cap: int) -> int:
-    """The data bytes of a new channel's buffer ring (Ring.create's power of two)."""
-    n = max(256, min(cap, 1024) * 32)
+    """The data bytes of a new channel's buffer ring (Ring.create's power of two; handles.c's
+    buf_bytes, from the same layout.py numbers)."""
+    n = max(L.CHAN_BUF_MIN, min(cap, L.CHAN_BUF_CAP_MAX) * L.CHAN_BUF_PER_SLOT)
     return 1 << (n - 1).bit_length()
 
-_BUF_BYTES = tuple(_buf_bytes(cap) for cap in range(1025))  # by capacity (1024 and above: last)
+# by capacity (CHAN_BUF_CAP_MAX and above: the last)
+_BUF_BYTES = tuple(_buf_bytes(cap) for cap in range(L.CHAN_BUF_CAP_MAX + 1))
 
 _REC = struct.Struct(L.REC_FORMAT)  # a waiter record's header (chan.c's wrec)
 _pack_rec = _REC.pack
@@ -117,7 +119,7 @@ class SparePool:
         core = arena.core
         self._pop = core.stack_pop if core is not None else self._pop_py
         self._push = core.stack_push if core is not None else self._push_py
-        self._ats = {256 << k: off + 8 * (2 + k * (1 + _SPARE_SLOTS))
+        self._ats = {L.CHAN_BUF_MIN << k: off + 8 * (2 + k * (1 + _SPARE_SLOTS))
                      for k in range(_SPARE_CLASSES)}  # each size's stack
 
     @classmethod

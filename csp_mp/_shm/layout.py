@@ -105,6 +105,13 @@ TASK_ITEMS = 8
 TASK_SITE, TASK_CREATOR = 6, 7
 
 
+# ---- a channel's buffer ring size (_chan/block.py's _buf_bytes, handles.c's buf_bytes): the
+# smallest power of two of at least CHAN_BUF_PER_SLOT bytes a slot of its capacity, the capacity
+# counted up to CHAN_BUF_CAP_MAX, and never under CHAN_BUF_MIN bytes
+CHAN_BUF_MIN = 256
+CHAN_BUF_PER_SLOT = 32
+CHAN_BUF_CAP_MAX = 1024
+
 def _exported() -> list[tuple[str, int]]:
     """Every integer constant of this module, in definition order."""
     return [(k, v) for k, v in globals().items()

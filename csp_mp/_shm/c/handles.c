@@ -329,9 +329,11 @@ static PyObject *Handles_register(Handles *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-/* block.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` */
+/* block.py's _buf_bytes: the buffer ring size of a channel of capacity `cap` (layout.py's
+ * numbers; a capacity below 0, as a corrupt capacity word can read, counts as 0) */
 static long long buf_bytes(long long cap) {
-    long long n = (cap < 1024 ? cap : 1024) * 32, b = 256;
+    long long slots = cap < 0 ? 0 : cap < CHAN_BUF_CAP_MAX ? cap : CHAN_BUF_CAP_MAX;
+    long long n = slots * CHAN_BUF_PER_SLOT, b = CHAN_BUF_MIN;
     while (b < n) b <<= 1;
     return b;
 }

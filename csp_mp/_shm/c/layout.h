@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "7eb02332428f508b"
+#define LAYOUT_DIGEST "04a3e0133934140d"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -129,5 +129,8 @@
 #define TASK_ITEMS 8
 #define TASK_SITE 6
 #define TASK_CREATOR 7
+#define CHAN_BUF_MIN 256
+#define CHAN_BUF_PER_SLOT 32
+#define CHAN_BUF_CAP_MAX 1024
 
 #endif
