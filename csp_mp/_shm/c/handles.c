@@ -53,10 +53,14 @@
  *     dict or list operation on objects of ours, the slow callback) is held by a strong
  *     reference: a spare list and the state taken from it, a cached state, the dead list.
  *   - what an operation counted or took is given back when it fails: a block reopened by a
- *     promotion that fails is retired again and its live count taken off, and its state goes
- *     back to the spares or its offset back to the pool; a block whose last reference was
- *     dropped goes to `ended` or `freed` even when a later step fails, and what a release pass
- *     collected reaches slow() even when the pass stops on an error.
+ *     promotion that fails is retired again and its live count taken off, its registration
+ *     and its `states` entry taken back (adopt, which cannot be, runs last), and its state
+ *     goes back to the spares or its offset back to the pool; a registration that fails
+ *     half-way enters nothing; a block whose last reference was dropped goes to `ended` or
+ *     `freed` even when a later step fails (a lookup, a retire, an append to the spares), and
+ *     what a release pass collected reaches slow() even when the pass stops on an error.
+ *   - the dead list is a list itself (not a subclass): the weak references' callback is
+ *     list.append, bound once at construction, the only name this file looks up.
  *   - a HandleRef is made only here (no instantiation from Python); Handles is made whole by its
  *     tp_new and, once the cyclic GC cleared it, raises instead of running.
  *   - a HandleRef is the weak reference of its Chan that names the channel in task frames
@@ -214,10 +218,16 @@ static PyObject *Handles_make(PyTypeObject *type, PyObject *args, PyObject *kw) 
         PyErr_SetString(PyExc_TypeError, "Handles: facts, adopt and slow must be callable");
         return NULL;
     }
+    /* a list itself, not a subclass: its append (the weak references' callback) is list's own,
+     * and release reads it with PyList_GET_* */
+    if (!PyList_CheckExact(dead)) {
+        PyErr_SetString(PyExc_TypeError, "Handles: dead must be a list (not a subclass)");
+        return NULL;
+    }
     if (region_span((Region *)region, live_off, 8, 8) < 0 ||
         lock_index_ok((Region *)region, pool_lock) < 0)
         return NULL;
-    PyObject *append = PyObject_GetAttrString(dead, "append"); /* a list's own method */
+    PyObject *append = PyObject_GetAttrString(dead, "append"); /* list.append, bound */
     if (append == NULL) return NULL;
     Handles *self = (Handles *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -287,35 +297,80 @@ static int ready(Handles *self) {
     return 0;
 }
 
+/* With an exception set: d[key] put back to `prev` (NULL: removed) if it still holds ref; the
+ * exception kept. */
+static void dict_undo(PyObject *d, PyObject *key, PyObject *ref, PyObject *prev) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *cur = PyDict_GetItemWithError(d, key); /* compared, not used */
+    if (cur == ref && (prev != NULL ? PyDict_SetItem(d, key, prev) : PyDict_DelItem(d, key)) < 0)
+        PyErr_WriteUnraisable(d);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+}
+
+/* A registration taken back (an exception set): ref out of chans and names (the entries it
+ * replaced put back) and emptied, so that a holder of it (Python code run meanwhile could
+ * have taken one) has no handle: handle_offset skips it and release_one ignores it. */
+static void unregister(Handles *self, HandleRef *ref, PyObject *prev_chan, PyObject *prev_name) {
+    if (ref->off != NULL) dict_undo(self->chans, ref->off, (PyObject *)ref, prev_chan);
+    if (ref->key != NULL) dict_undo(self->names, ref->key, (PyObject *)ref, prev_name);
+    ref->untyped = 0;
+    Py_CLEAR(ref->off); /* ints and bytes: no Python code runs; st stays held by the caller */
+    Py_CLEAR(ref->key);
+    Py_CLEAR(ref->st);
+}
+
 /* ref = HandleRef(ch, dead.append) with its fields (st's block at `off`), entered in chans and
- * names */
-static int do_register(Handles *self, PyObject *ch, PyObject *st, long long off, int untyped) {
+ * names: a new reference to it, the entries it replaced in *prev (new references or NULL), for
+ * unregister; NULL on error with nothing entered. */
+static HandleRef *register_ref(Handles *self, PyObject *ch, PyObject *st, long long off,
+                               int untyped, PyObject *prev[2]) {
+    prev[0] = prev[1] = NULL;
     if (off < 0 || off > self->region->size) {
         PyErr_Format(PyExc_ValueError, "Handles: a channel block at %lld", off);
-        return -1;
+        return NULL;
     }
     PyObject *args = PyTuple_Pack(2, ch, self->dead_append);
-    if (args == NULL) return -1;
+    if (args == NULL) return NULL;
     HandleRef *ref = (HandleRef *)_PyWeakref_RefType.tp_new(&HandleRef_Type, args, NULL);
     Py_DECREF(args);
-    if (ref == NULL) return -1;
-    int rc = -1;
+    if (ref == NULL) return NULL;
     unsigned char name[8];
     for (int i = 0; i < 8; i++) name[i] = (unsigned char)((uint64_t)off >> (8 * i)); /* little */
     if ((ref->off = PyLong_FromLongLong(off)) == NULL ||
         (ref->key = PyBytes_FromStringAndSize((const char *)name, 8)) == NULL)
-        goto done;
+        goto fail;
     ref->st = Py_NewRef(st);
     ref->region = (Region *)Py_NewRef(self->region);
     ref->o = off;
     ref->untyped = (char)untyped;
+    /* the entries replaced, held: a failure puts them back */
+    prev[0] = Py_XNewRef(PyDict_GetItemWithError(self->chans, ref->off));
+    if (prev[0] == NULL && PyErr_Occurred()) goto fail;
+    prev[1] = Py_XNewRef(PyDict_GetItemWithError(self->names, ref->key));
+    if (prev[1] == NULL && PyErr_Occurred()) goto fail;
     if (PyDict_SetItem(self->chans, ref->off, (PyObject *)ref) < 0 ||
         PyDict_SetItem(self->names, ref->key, (PyObject *)ref) < 0)
-        goto done;
-    rc = 0;
-done:
+        goto fail;
+    return ref;
+fail:
+    unregister(self, ref, prev[0], prev[1]);
+    Py_CLEAR(prev[0]);
+    Py_CLEAR(prev[1]);
     Py_DECREF(ref);
-    return rc;
+    return NULL;
+}
+
+/* register_ref, kept: 0, or -1 with nothing entered */
+static int do_register(Handles *self, PyObject *ch, PyObject *st, long long off, int untyped) {
+    PyObject *prev[2];
+    HandleRef *ref = register_ref(self, ch, st, off, untyped, prev);
+    if (ref == NULL) return -1;
+    Py_XDECREF(prev[0]);
+    Py_XDECREF(prev[1]);
+    Py_DECREF(ref);
+    return 0;
 }
 
 static PyObject *Handles_register(Handles *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -378,34 +433,57 @@ static void pool_give_back(Handles *self, long long at, uint64_t v) {
     PyErr_Restore(et, ev, tb);
 }
 
-/* Reopen st's block (at `off`, capacity `cap`), make it ch's state (adopt), register: st, or
- * NULL with the block retired again and its live count given back (the caller returns st, or
- * the block, to where it came from). */
+/* Reopen st's block (at `off`, capacity `cap`), register ch on it, enter st in states, make
+ * it ch's state (adopt, last: the one step that cannot be taken back): st, or NULL with every
+ * step undone, the registration and the states entry taken back, the block retired again and
+ * its live count given back (the caller returns st, or the block, to where it came from). */
 static PyObject *take_state(Handles *self, PyObject *ch, PyObject *st, long long o,
                             long long cap) {
     if (chan_reopen_at(self->region, o, cap) < 0) return NULL;
     if (count_live(self, 1) < 0) {
-        (void)chan_retire_at(self->region, o);
-        return NULL;
-    }
-    PyObject *off = PyLong_FromLongLong(o), *capo = PyLong_FromLongLong(cap), *got = NULL;
-    if (off == NULL || capo == NULL || PyDict_SetItem(self->states, off, st) < 0 ||
-        (got = PyObject_CallFunctionObjArgs(self->adopt, ch, st, capo, NULL)) == NULL ||
-        do_register(self, ch, st, o, 1) < 0) {
-        Py_XDECREF(off);
-        Py_XDECREF(capo);
-        Py_XDECREF(got);
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
-        /* nobody was told of the block: end it again, uncount it */
-        if (chan_retire_at(self->region, o) < 0 || count_live(self, -1) < 0) PyErr_Clear();
+        if (chan_retire_at(self->region, o) < 0) PyErr_Clear();
         PyErr_Restore(et, ev, tb);
         return NULL;
     }
+    PyObject *off = PyLong_FromLongLong(o), *capo = PyLong_FromLongLong(cap), *got = NULL;
+    PyObject *prev[2] = {NULL, NULL}, *prev_st = NULL;
+    HandleRef *ref = NULL;
+    int set = 0;
+    if (off == NULL || capo == NULL ||
+        (ref = register_ref(self, ch, st, o, 1, prev)) == NULL)
+        goto fail;
+    prev_st = Py_XNewRef(PyDict_GetItemWithError(self->states, off));
+    if ((prev_st == NULL && PyErr_Occurred()) || PyDict_SetItem(self->states, off, st) < 0)
+        goto fail;
+    set = 1;
+    if ((got = PyObject_CallFunctionObjArgs(self->adopt, ch, st, capo, NULL)) == NULL) goto fail;
+    Py_DECREF(got);
+    Py_DECREF(ref);
+    Py_XDECREF(prev[0]);
+    Py_XDECREF(prev[1]);
+    Py_XDECREF(prev_st);
     Py_DECREF(off);
     Py_DECREF(capo);
-    Py_DECREF(got);
     return Py_NewRef(st);
+fail:
+    if (set) dict_undo(self->states, off, st, prev_st);
+    if (ref != NULL) {
+        unregister(self, ref, prev[0], prev[1]);
+        Py_DECREF(ref);
+    }
+    Py_XDECREF(prev[0]);
+    Py_XDECREF(prev[1]);
+    Py_XDECREF(prev_st);
+    Py_XDECREF(off);
+    Py_XDECREF(capo);
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    /* nobody was told of the block: end it again, uncount it */
+    if (chan_retire_at(self->region, o) < 0 || count_live(self, -1) < 0) PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    return NULL;
 }
 
 /* promote's second case: the pool's block for `cap` */
@@ -572,12 +650,13 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
     long long cap = (long long)atomic_load_explicit(word_at(self->region, off + 8),
                                                     memory_order_relaxed);
     PyObject *lst = spare_list(self, cap);
-    if (lst == NULL) /* none made yet: destroy makes the list */
-        return PyErr_Occurred() ? -1 : PyList_Append(ended, ref->st);
+    if (lst == NULL) /* none made yet (destroy makes the list), or the lookup failed */
+        return PyErr_Occurred() ? append_failing(ended, ref->st) : PyList_Append(ended, ref->st);
     int r = chan_retire_at(self->region, off);
-    if (r <= 0) { /* it holds values or records, or a ring grew: destroy empties it */
+    if (r <= 0) { /* it holds values or records, or a ring grew (or its words are not a
+                   * channel's: destroy reports it): destroy empties it */
         Py_DECREF(lst);
-        return r < 0 ? -1 : PyList_Append(ended, ref->st);
+        return r < 0 ? append_failing(ended, ref->st) : PyList_Append(ended, ref->st);
     }
     if (count_live(self, -1) < 0) { /* retired: Python frees it */
         Py_DECREF(lst);
@@ -586,7 +665,8 @@ static int release_one(Handles *self, HandleRef *ref, PyObject *ended, PyObject 
     if (PyList_GET_SIZE(lst) < self->own_max) {
         r = PyList_Append(lst, ref->st);
         Py_DECREF(lst);
-        return r;
+        /* retired and uncounted: without room among the spares, Python frees it */
+        return r < 0 ? append_failing(freed, ref->st) : 0;
     }
     Py_DECREF(lst);
     long long at;
