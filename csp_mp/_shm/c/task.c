@@ -16,17 +16,26 @@
  * Invariants:
  *   - a frame's names are counted (one reference each on the block's reference word) only once
  *     the frame exists, right after every word was checked with region_span and with no Python
- *     code in between; a frame that then fails to be queued (Spawner.go) gives its counts back.
+ *     code in between; a frame that then fails to be queued (Spawner.go) gives its counts back,
+ *     and its entry is taken back out; a frame already in the ring keeps them (it is handed
+ *     over: an error after that, a corrupt hint word, gives nothing back).
  *   - a frame is decoded whole before its names are consumed: decode_many takes a count off
  *     only for a frame it returns; the frame it stops at has consumed nothing.
  *   - every Python object used across a call that can run Python code (an attribute, a call,
- *     the allocation of a tuple, which can start a collection) is held by a strong reference:
- *     decode_many's cached callable and channel, each decoded argument.
+ *     the allocation of a tuple, which can start a collection, a deque's append) is held by a
+ *     strong reference: decode_many's cached callable and channel, each decoded argument;
+ *     spawner_made reads its last answer only after the site's resolve() ran. No pointer into
+ *     the arena outlives such a call either: publish() opens the ring and checks the hint word
+ *     again after the append of the entry.
+ *   - a word read from the arena is a value to check, never an index as it is: the hint word
+ *     names a P (1..number of bells) or raises ValueError.
  *   - TaskEncoder and Spawner are made whole by their tp_new and take part in the cyclic GC; a
- *     Spawner the GC cleared raises instead of running.
- *   - no attribute of a Python object is read: a shared channel's offset comes from its
- *     HandleRef (handles.c's handle_offset), anything else from chan_ext, the callable given at
- *     construction.
+ *     Spawner the GC cleared raises instead of running. Spawner's tp_new refuses arguments
+ *     that do not fit together (a ring without a hint word, bells without one) and containers
+ *     other than collections.deque itself, whose append and pop it binds once.
+ *   - no attribute of a Python object is read and no method is called by name: a shared
+ *     channel's offset comes from its HandleRef (handles.c's handle_offset), anything else from
+ *     chan_ext, the callable given at construction; the deques' methods are bound once.
  */
 #include "core.h"
 
@@ -857,11 +866,12 @@ PyTypeObject Sites_Type = {
  * sites and creator(hub), the running goroutine's id); its entry is (seq, fn, args, {}, made).
  * When no frame waits in frames and either the ring at byte offset ring (this P's run queue)
  * is empty and armed is set (the broker's poll sets it, such a frame spends it) or the word at
- * byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py) is set, it puts the
+ * byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py; a ring needs it) is set, it puts the
  * frame in the ring at once, appends the entry to published (the broker's pending deque) and,
  * a P being hungry, takes the hint (the idle P's number + 1) and rings that P's doorbell
  * (bells: each P's bell offset), or without bells calls wake(). Otherwise it appends the frame
- * to frames and the entry to entries (the broker's unflushed and unq deques) and calls flush()
+ * to frames and the entry to entries (the broker's unflushed and unq deques: frames, entries
+ * and published are collections.deque objects, checked at construction) and calls flush()
  * every batch frames, and after every frame while the hint is set. Any other call goes to
  * place(fn, args, kwargs), the Python function, which reads and updates seq, fn_last and
  * entry here. A hub that stops hands go() to its own spawn from then on
@@ -870,7 +880,8 @@ PyTypeObject Sites_Type = {
 typedef struct {
     PyObject_HEAD
     TaskEncoder *encoder;
-    PyObject *hub, *owner, *frames_append, *entries_append, *frames, *place, *flush;
+    PyObject *hub, *owner, *frames_append, *entries_append, *entries_pop, *frames, *place;
+    PyObject *flush;
     PyObject *fn_last, *entry;
     Sites *sites; /* NULL: frames carry no site */
     PyObject *creator;   /* creator(hub) -> the id of the goroutine running; NULL: 0 */
@@ -879,7 +890,7 @@ typedef struct {
     long long hint; /* byte offset of the control block's G_HUNGRY word in the encoder's
                      * region, or -1: while it reads non-zero every go() flushes */
     long long ring; /* byte offset of this P's run-queue ring, or -1 (no direct publishing) */
-    PyObject *published, *published_append; /* the broker's pending deque, its append */
+    PyObject *published, *published_append, *published_pop; /* the broker's pending deque */
     PyObject *wake;                          /* the broker's wake_hungry */
     long long *bells;  /* each P's doorbell offset (PyMem), or NULL: wake() rings instead */
     Py_ssize_t nbells;
@@ -897,58 +908,76 @@ static void uncount(Spawner *self, const names_t *nm) {
     PyErr_Restore(et, ev, tb);
 }
 
+/* The entry go() just appended to `pop`'s deque taken back out (an exception is set and stays
+ * the one raised). */
+static void entry_back(Spawner *self, PyObject *pop) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *r = PyObject_CallNoArgs(pop);
+    if (r == NULL) PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(r);
+    PyErr_Restore(et, ev, tb);
+}
+
 /* The frame straight into this P's ring when nothing of this P waits unpublished and either
  * the ring is empty (no idle P can see any work of this P) or a P is hungry: runq.py's
  * place() does the same. 1 published, 2 published and a P is hungry (call wake), 0 not
- * published (the caller queues it), -1 error. */
-static int publish(Spawner *self, PyObject *frame, PyObject *ent) {
+ * published (the caller queues it), -1 error. *handed is set once the frame is in the ring:
+ * from then on it and its names' counts belong to the ring (an error after that gives nothing
+ * back). */
+static int publish(Spawner *self, PyObject *frame, PyObject *ent, int *handed) {
+    *handed = 0;
     if (self->ring < 0 || !PyBytes_CheckExact(frame)) return 0;
-    Py_ssize_t queued = PyObject_Length(self->frames);
+    Py_ssize_t queued = PyObject_Length(self->frames); /* a deque's: runs no Python code */
     if (queued != 0) return queued < 0 ? -1 : 0; /* behind those: seq order in the ring */
     Region *reg = (Region *)self->encoder->region;
     ring_t g;
-    if (ring_open(reg, self->ring, &g) < 0) return -1;
-    int hungry = 0;
-    if (self->hint >= 0) {
-        if (region_span(reg, self->hint, 8, 8) < 0) return -1;
-        hungry = atomic_load_explicit(word_at(reg, self->hint), memory_order_relaxed) != 0;
-    }
+    if (ring_open(reg, self->ring, &g) < 0 || region_span(reg, self->hint, 8, 8) < 0) return -1;
+    int hungry = atomic_load_explicit(word_at(reg, self->hint), memory_order_relaxed) != 0;
     /* relaxed loads: a hint only (a thief that empties the ring meanwhile finds the frame) */
     if (!hungry && (!self->armed || atomic_load_explicit(g.tail, memory_order_relaxed) !=
                                     atomic_load_explicit(g.head, memory_order_relaxed)))
         return 0;
-    /* the entry first: a frame is never in the ring without one (pop_own pairs them) */
+    /* the entry first: a frame is never in the ring without one (pop_own pairs them). The
+     * append can run Python code (a bounded deque drops an item, whose finalizer runs), which
+     * may release the region: the ring is opened again after it, nothing looked at before it
+     * is used. */
     PyObject *r = PyObject_CallOneArg(self->published_append, ent);
     if (r == NULL) return -1;
     Py_DECREF(r);
-    int put = ring_put_bytes(reg, &g, PyBytes_AS_STRING(frame),
-                             (uint64_t)PyBytes_GET_SIZE(frame));
-    if (put > 0) {
-        if (!hungry)
-            self->armed = 0;
-        /* The frame is in; a P that went idle meanwhile stored its hint before it looked at
-         * the rings one last time (broker.idle). The exchange is a full barrier: either it
-         * sees that hint, or that P's last look sees this frame (the store of the hint and the
-         * store of the tail cannot both be missed). */
-        uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_seq_cst);
-        if (h == 0) return 1;
-        if (self->bells == NULL) {
-            atomic_store_explicit(word_at(reg, self->hint), h, memory_order_relaxed);
-            return 2; /* wake() takes it and rings */
-        }
-        /* the hint names the idle P (p + 1): ring that P's bell (wake_hungry) */
-        if ((Py_ssize_t)h <= self->nbells && bell_ring_at(reg, self->bells[h - 1]) < 0)
-            return -1;
-        return 1;
+    int put = ring_open(reg, self->ring, &g) < 0 ? -1
+              : ring_put_bytes(reg, &g, PyBytes_AS_STRING(frame),
+                               (uint64_t)PyBytes_GET_SIZE(frame));
+    if (put <= 0) { /* not put (full, too large, or an error): the entry back out, the caller
+                     * queues it */
+        entry_back(self, self->published_pop);
+        return put;
     }
-    /* not put (full, too large, or an error): the entry back out, the caller queues it */
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    r = PyObject_CallMethod(self->published, "pop", NULL);
-    if (r == NULL) PyErr_WriteUnraisable((PyObject *)self);
-    Py_XDECREF(r);
-    PyErr_Restore(et, ev, tb);
-    return put;
+    *handed = 1;
+    if (!hungry)
+        self->armed = 0;
+    /* The frame is in; a P that went idle meanwhile stored its hint before it looked at the
+     * rings one last time (broker.idle). The exchange is a full barrier: either it sees that
+     * hint, or that P's last look sees this frame (the store of the hint and the store of the
+     * tail cannot both be missed). Checked again: ring_put_bytes may have waited for the
+     * ring's lock with the GIL released. */
+    if (region_span(reg, self->hint, 8, 8) < 0) return -1;
+    uint64_t h = atomic_exchange_explicit(word_at(reg, self->hint), 0, memory_order_seq_cst);
+    if (h == 0) return 1;
+    if (self->bells == NULL) {
+        atomic_store_explicit(word_at(reg, self->hint), h, memory_order_relaxed);
+        return 2; /* wake() takes it and rings */
+    }
+    /* the hint names the idle P (p + 1): ring that P's bell (wake_hungry). It is a word of
+     * the arena: any other value is a corrupt control block, reported (the frame stays
+     * published), never an index. */
+    if (h > (uint64_t)self->nbells) {
+        PyErr_Format(PyExc_ValueError,
+                     "Spawner: the hint word reads %llu, not a P of %zd (a corrupt control "
+                     "block); the goroutine is queued", (unsigned long long)h, self->nbells);
+        return -1;
+    }
+    return bell_ring_at(reg, self->bells[h - 1]) < 0 ? -1 : 1;
 }
 
 /* G.made of the goroutine go() makes: (where the user called go(), the id of the goroutine that
@@ -962,12 +991,14 @@ static PyObject *spawner_made(Spawner *self) {
         gid = PyLong_FromLong(0);
     }
     if (gid == NULL) return NULL;
-    PyObject *last = self->last_made;
     PyObject *site = self->sites != NULL ? sites_caller(self->sites) : Py_NewRef(Py_None);
     if (site == NULL) {
         Py_DECREF(gid);
         return NULL;
     }
+    /* read after sites_caller, whose resolve() may run go() again and replace it; nothing
+     * runs Python code from here to its use */
+    PyObject *last = self->last_made;
     if (last != NULL && PyTuple_GET_ITEM(last, 0) == site && PyTuple_GET_ITEM(last, 1) == gid) {
         Py_DECREF(site);
         Py_DECREF(gid);
@@ -1019,9 +1050,10 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     self->seq++;
-    int put = publish(self, frame, ent);
+    int handed;
+    int put = publish(self, frame, ent, &handed);
     if (put != 0) {
-        if (put < 0) uncount(self, &nm);
+        if (put < 0 && !handed) uncount(self, &nm); /* else the ring's frame holds them */
         Py_DECREF(frame);
         Py_DECREF(ent);
         if (put < 0) return NULL;
@@ -1039,7 +1071,8 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
     Py_DECREF(r);
     r = PyObject_CallOneArg(self->frames_append, frame);
     Py_DECREF(frame);
-    if (r == NULL) {
+    if (r == NULL) { /* the entry back out: an entry is never queued without its frame */
+        entry_back(self, self->entries_pop);
         uncount(self, &nm);
         return NULL;
     }
@@ -1054,6 +1087,14 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
             return PyObject_CallNoArgs(self->flush);
     }
     Py_RETURN_NONE;
+}
+
+/* collections.deque itself (the interpreter's static type: Python code cannot make another
+ * of that name), not a subclass: its append and pop are the builtin ones, its length runs no
+ * Python code. The C API does not export the type, so it is known by its name. */
+static int is_deque(PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    return !(t->tp_flags & Py_TPFLAGS_HEAPTYPE) && strcmp(t->tp_name, "collections.deque") == 0;
 }
 
 static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
@@ -1074,6 +1115,15 @@ static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (creator != Py_None && !PyCallable_Check(creator)) {
         PyErr_SetString(PyExc_TypeError, "Spawner: creator must be callable or None");
+        return NULL;
+    }
+    if (!is_deque(frames) || !is_deque(entries) || (ring >= 0 && !is_deque(published))) {
+        PyErr_SetString(PyExc_TypeError, "Spawner: frames, entries and (with a ring) published "
+                                         "must be collections.deque objects (not subclasses)");
+        return NULL;
+    }
+    if (ring >= 0 && hint < 0) { /* publish() takes the hint word after every frame it puts */
+        PyErr_SetString(PyExc_ValueError, "Spawner: a ring needs a hint word (hint >= 0)");
         return NULL;
     }
     if (ring >= 0) {
@@ -1124,21 +1174,28 @@ static PyObject *Spawner_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             }
         }
     }
+    /* the deques' own methods, bound once (is_deque: the builtin ones) */
     PyObject *fa = PyObject_GetAttrString(frames, "append");
     PyObject *ea = fa == NULL ? NULL : PyObject_GetAttrString(entries, "append");
-    PyObject *pa = ea == NULL || ring < 0 ? NULL : PyObject_GetAttrString(published, "append");
-    Spawner *self = ea == NULL || (ring >= 0 && pa == NULL) ? NULL
+    PyObject *ep = ea == NULL ? NULL : PyObject_GetAttrString(entries, "pop");
+    PyObject *pa = ep == NULL || ring < 0 ? NULL : PyObject_GetAttrString(published, "append");
+    PyObject *pp = pa == NULL ? NULL : PyObject_GetAttrString(published, "pop");
+    Spawner *self = ep == NULL || (ring >= 0 && pp == NULL) ? NULL
                   : (Spawner *)type->tp_alloc(type, 0);
     if (self == NULL) {
         Py_XDECREF(fa);
         Py_XDECREF(ea);
+        Py_XDECREF(ep);
         Py_XDECREF(pa);
+        Py_XDECREF(pp);
         PyMem_Free(boffs);
         return NULL;
     }
     self->bells = boffs;
     self->nbells = nb;
     self->published_append = pa;
+    self->published_pop = pp;
+    self->entries_pop = ep;
     self->published = ring >= 0 ? Py_NewRef(published) : NULL;
     self->wake = ring >= 0 ? Py_NewRef(wake) : NULL;
     self->ring = ring < 0 ? -1 : ring;
@@ -1167,12 +1224,14 @@ static int Spawner_traverse(Spawner *self, visitproc visit, void *arg) {
     Py_VISIT(self->frames);
     Py_VISIT(self->frames_append);
     Py_VISIT(self->entries_append);
+    Py_VISIT(self->entries_pop);
     Py_VISIT(self->place);
     Py_VISIT(self->flush);
     Py_VISIT(self->fn_last);
     Py_VISIT(self->entry);
     Py_VISIT(self->published);
     Py_VISIT(self->published_append);
+    Py_VISIT(self->published_pop);
     Py_VISIT(self->wake);
     Py_VISIT(self->sites);
     Py_VISIT(self->creator);
@@ -1189,6 +1248,7 @@ static int Spawner_clear(Spawner *self) {
     Py_CLEAR(self->frames);
     Py_CLEAR(self->frames_append);
     Py_CLEAR(self->entries_append);
+    Py_CLEAR(self->entries_pop);
     Py_CLEAR(self->flush);
     Py_CLEAR(self->fn_last);
     Py_CLEAR(self->entry);
@@ -1197,6 +1257,7 @@ static int Spawner_clear(Spawner *self) {
     Py_CLEAR(self->last_made);
     Py_CLEAR(self->published);
     Py_CLEAR(self->published_append);
+    Py_CLEAR(self->published_pop);
     Py_CLEAR(self->wake);
     self->ring = -1; /* cleared: nothing is published directly */
     return 0;
