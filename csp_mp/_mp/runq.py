@@ -210,7 +210,11 @@ class RunQueue:
         if not h:
             return False
         self.q[self.hungry_i] = 0
-        self.ctx.bells[h - 1].ring()
+        bells = self.ctx.bells
+        if h > len(bells):  # a word of the arena: task.c's Spawner raises the same
+            raise ValueError(f"the hint word reads {h}, not a P of {len(bells)} (a corrupt "
+                             "control block)")
+        bells[h - 1].ring()
         return True
 
     def wakep(self) -> None:
