@@ -36,6 +36,7 @@ from typing import Any
 from .._errors import ClosedChannelError
 from .._hub import waits as W
 from .._shm import Ring, TypedCodec, attach_ring, decode, discard, encode
+from .._shm.layout import CHAN_BUF_CAP_MAX
 from .block import (
     _BUF_BYTES,
     _MAGIC,
@@ -141,7 +142,7 @@ class SharedChan:
         """A new, empty shared channel (any P): a spare block with the buffer ring the capacity
         wants when the pool has one (no ring made), else a new block."""
         arena = broker.arena
-        buf_bytes = _BUF_BYTES[cap if cap < 1024 else 1024]
+        buf_bytes = _BUF_BYTES[min(cap, CHAN_BUF_CAP_MAX)]
         own = broker.spare_states.get(buf_bytes)
         if own:  # a block this P destroyed, with its state object
             st = own.pop()
@@ -187,7 +188,7 @@ class SharedChan:
                 self._free()
                 return
         broker = self.broker
-        buf_bytes = _BUF_BYTES[self.cap if self.cap < 1024 else 1024]
+        buf_bytes = _BUF_BYTES[min(self.cap, CHAN_BUF_CAP_MAX)]
         own = broker.spare_states.get(buf_bytes)
         if own is None:
             own = broker.spare_states[buf_bytes] = []
