@@ -28,6 +28,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -85,7 +86,11 @@ static long long first_state_lock(Region *r) {
 static int lock_result(pthread_mutex_t *m, int rc) {
     if (rc == 0) return 0;
     if (rc == EOWNERDEAD) {
-        /* the holder died: whatever it protected is consistent by the commit-store rule */
+        /* the holder died. Each ring frame it wrote or read is whole or absent (one commit store
+         * each), but what the lock protects as a whole need not be: a channel send stores a
+         * ring's tail, then the channel's count, and a holder killed between the two leaves them
+         * disagreeing. The mutex is made usable again; lock_take counts the takeover of a state
+         * lock (TAKEOVERS_BYTE) so that the runtime knows its state may be torn. */
         pthread_mutex_consistent(m);
         return 1;
     }
@@ -212,9 +217,9 @@ static long pid_of_thread(long tid) {
 RMETH(R_lock_owner) {
     long long i;
     if (index_arg("lock_owner", r, args, nargs, &i) < 0) return NULL;
-    /* glibc keeps the holder's TID in the mutex's lock word (FUTEX_TID_MASK) */
+    /* glibc keeps the holder's TID in the mutex's lock word */
     aword32 *w = (aword32 *)mutex_at(r, i);
-    long tid = (long)(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+    long tid = (long)(atomic_load_explicit(w, memory_order_relaxed) & FUTEX_TID_MASK);
     if (tid == 0) return PyLong_FromLong(0);
     long pid;
     Py_BEGIN_ALLOW_THREADS
@@ -232,7 +237,7 @@ RMETH(R_locks_orphaned) {
     for (Py_ssize_t i = 0; i < r->nlocks; i = i ? i + 1 : (first > 1 ? first : 1)) {
         /* lock 0 (the allocator's), then the state locks */
         aword32 *w = (aword32 *)mutex_at(r, i);
-        if (atomic_load_explicit(w, memory_order_acquire) & 0x40000000u) Py_RETURN_TRUE;
+        if (atomic_load_explicit(w, memory_order_acquire) & FUTEX_OWNER_DIED) Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;
 }
