@@ -386,6 +386,7 @@ PyTypeObject Lock_Type = {
     .tp_new = Lock_new,
     .tp_dealloc = (destructor)Lock_dealloc,
     .tp_traverse = (traverseproc)Lock_traverse,
+    .tp_clear = (inquiry)Lock_clear,
     .tp_methods = Lock_methods,
     .tp_getset = Lock_getset,
 };
