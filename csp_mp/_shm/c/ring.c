@@ -281,7 +281,9 @@ static PyObject *put_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
 
 int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n) {
     if (n > g->max_inline) return 0;
-    if (ring_enter(r, g) < 0) return -1;
+    /* the caller may have run Python code since ring_open (an SPSC ring takes no lock, which
+     * would have refused a released region) */
+    if (region_span(r, 0, 0, 1) < 0 || ring_enter(r, g) < 0) return -1;
     int put = put_one(r, g, p, n);
     if (ring_leave(r, g) < 0) return -1;
     return put;
