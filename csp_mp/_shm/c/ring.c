@@ -37,7 +37,7 @@ static inline uint64_t ring_next(uint64_t w, uint64_t pos, uint64_t bytes) {
     return (((w >> POS_BITS) + 1) & M24) << POS_BITS | ((pos + bytes) & M40);
 }
 
-/* The payload of an inline frame of n bytes, header included. */
+/* The bytes an inline frame with n payload bytes takes in the ring, header included. */
 static inline uint64_t inline_size(uint64_t n) {
     return FRAME_HEADER + ((n + 7) & ~UINT64_C(7));
 }
@@ -251,9 +251,9 @@ static PyObject *get_one(Region *r, ring_t *g) {
     return item;
 }
 
-/* Python-supplied arguments are all converted before the ring is opened: a conversion can run
- * Python code (__index__), which could release the region under an opened ring_t. */
-static int ring_arg(Region *r, long long off, ring_t *g) { return ring_open(r, off, g); }
+/* ---- the Region methods. Each converts all its arguments before it opens a ring: a
+ * conversion can run Python code (__index__), which could release the region under an opened
+ * ring_t. */
 
 static PyObject *put_common(Region *r, PyObject *const *args, Py_ssize_t nargs, int locked) {
     ring_t g;
@@ -261,7 +261,7 @@ static PyObject *put_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
     long long off;
     if (arg_count("ring_try_put", nargs, 2, 2) < 0 || arg_ll(args[0], &off) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &b, PyBUF_SIMPLE) < 0) return NULL;
-    if (ring_arg(r, off, &g) < 0) {
+    if (ring_open(r, off, &g) < 0) {
         PyBuffer_Release(&b);
         return NULL;
     }
@@ -297,7 +297,7 @@ static PyObject *get_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
     ring_t g;
     long long off;
     if (arg_count("ring_try_get", nargs, 1, 1) < 0 || arg_ll(args[0], &off) < 0 ||
-        ring_arg(r, off, &g) < 0)
+        ring_open(r, off, &g) < 0)
         return NULL;
     if (!locked && ring_enter(r, &g) < 0) return NULL;
     /* an out-of-band frame's tuple can start a collection, whose finalizers may release the
@@ -323,7 +323,7 @@ RMETH(R_ring_put_many) {
         PyErr_SetString(PyExc_TypeError, "ring_put_many() needs a list");
         return NULL;
     }
-    if (ring_arg(r, off, &g) < 0) return NULL;
+    if (ring_open(r, off, &g) < 0) return NULL;
     PyObject *items = args[1];
     Py_ssize_t i = start < 0 ? 0 : (Py_ssize_t)start, end = PyList_GET_SIZE(items);
     if (ring_enter(r, &g) < 0) return NULL;
@@ -352,7 +352,7 @@ RMETH(R_ring_get_many) {
         return NULL;
     PyObject *out = PyList_New(0); /* before the ring is checked: it can start a collection */
     if (out == NULL) return NULL;
-    if (ring_arg(r, off, &g) < 0 || ring_enter(r, &g) < 0) {
+    if (ring_open(r, off, &g) < 0 || ring_enter(r, &g) < 0) {
         Py_DECREF(out);
         return NULL;
     }
@@ -391,7 +391,7 @@ RMETH(R_ring_len) {
     ring_t g;
     long long off;
     if (arg_count("ring_len", nargs, 1, 1) < 0 || arg_ll(args[0], &off) < 0 ||
-        ring_arg(r, off, &g) < 0)
+        ring_open(r, off, &g) < 0)
         return NULL;
     /* a snapshot, taken without the ring's side: only the counts are used, and any values of
      * them are harmless */
@@ -410,7 +410,7 @@ RMETH(R_ring_move_locked) {
     ring_t s, d;
     long long soff, doff;
     if (arg_count("ring_move_locked", nargs, 2, 2) < 0 || arg_ll(args[0], &soff) < 0 ||
-        arg_ll(args[1], &doff) < 0 || ring_arg(r, soff, &s) < 0 || ring_arg(r, doff, &d) < 0)
+        arg_ll(args[1], &doff) < 0 || ring_open(r, soff, &s) < 0 || ring_open(r, doff, &d) < 0)
         return NULL;
     uint64_t h = atomic_load_explicit(s.head, memory_order_relaxed);
     uint64_t st = atomic_load_explicit(s.tail, memory_order_acquire);
