@@ -46,9 +46,17 @@ RING_HEADER = 3 * LINE  # data from here
 RING_LOCKED, RING_SPSC = 1, 2  # ring kinds (word RW_KIND)
 F_INLINE, F_OOB, F_WRAP = 1, 2, 3  # frame kinds (a frame header is kind << 32 | length)
 POS_BITS = 40  # a head or tail word: count << POS_BITS | position
-M40 = (1 << 40) - 1
-M24 = (1 << 24) - 1
+M40 = (1 << POS_BITS) - 1  # its position
+M24 = (1 << (64 - POS_BITS)) - 1  # its count
 M32 = (1 << 32) - 1
+# ---- ring frames and capacities (ring_frames.py, ring_batch.py, ring.py, ring.c)
+RING_MIN_CAP = 64  # the smallest capacity (capacities are powers of two)
+FRAME_HEADER = WORD  # a frame's header word; the payload follows, padded to WORD bytes
+OOB_FRAME = 3 * WORD  # an out-of-band frame: its header, the message block's offset, its length
+# an inline frame, header included, takes at most capacity / INLINE_SHARE bytes (the largest
+# inline payload is capacity / INLINE_SHARE - FRAME_HEADER): one always fits in an empty ring,
+# a wrap marker included
+INLINE_SHARE = 2
 
 # ---- a shared channel's block (_chan/block.py, chan.c)
 CHAN_MAGIC = 0xC4A7_0000_0000_0001

@@ -30,6 +30,7 @@ from csp_mp._shm.ring_frames import (
     _M24,
     _M32,
     _M40,
+    _POS,
     HEADER,
     RingStats,
 )
@@ -130,7 +131,7 @@ class Ring(BatchRing):
                 q[p >> 3] = _INLINE << 32 | n  # unpublished until the tail store
                 self._mm[p + 8 : p + 8 + n] = data
                 # commit store; pairs with the tail load of consumers
-                q[self._tw] = (((t >> 40) + 1) & _M24) << 40 | ((tpos + need) & _M40)
+                q[self._tw] = (((t >> _POS) + 1) & _M24) << _POS | ((tpos + need) & _M40)
                 return True
         data, n, oob = self._prepare(data)
         t = self._q[self._tw]  # load; under the caller's lock
@@ -156,7 +157,7 @@ class Ring(BatchRing):
             n = hdr & _M32
             item = self._mm[p + 8 : p + 8 + n]
             # commit store; frees the frame
-            q[self._hw] = (((h >> 40) + 1) & _M24) << 40 | ((hpos + 8 + ((n + 7) & ~7)) & _M40)
+            q[self._hw] = (((h >> _POS) + 1) & _M24) << _POS | ((hpos + 8 + ((n + 7) & ~7)) & _M40)
             return item
         out: list[Any] = []
         q[self._hw] = self._read(h, out)  # commit store; frees the frame

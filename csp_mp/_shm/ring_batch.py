@@ -20,7 +20,18 @@ import itertools
 import struct
 from typing import Any
 
-from csp_mp._shm.ring_frames import _INLINE, _INLINE_HDR, _M24, _M32, _M40, _OOB, _WRAP, RingBase
+from csp_mp._shm.ring_frames import (
+    _INLINE,
+    _INLINE_HDR,
+    _M24,
+    _M32,
+    _M40,
+    _OOB,
+    _OOB_FRAME,
+    _POS,
+    _WRAP,
+    RingBase,
+)
 
 _HDR = struct.Struct("=Q")  # a frame header inside a blob built off the ring (never a live word)
 _PADS = [b"\0" * k for k in range(8)]
@@ -65,7 +76,7 @@ class BatchRing(RingBase):
             free -= need
             k += 1
             i += 1
-        return (((t >> 40) + k) & _M24) << 40 | (tpos & _M40), i
+        return (((t >> _POS) + k) & _M24) << _POS | (tpos & _M40), i
 
     def _read_run(self, h: int, t: int, max_items: int, out: list[Any]) -> int:
         """Copy up to ``max_items`` frames between head word ``h`` and tail word ``t`` to
@@ -85,12 +96,12 @@ class BatchRing(RingBase):
             n = hdr & _M32
             if kind == _OOB:
                 out.append((q[(p >> 3) + 1], q[(p >> 3) + 2]))
-                hpos = (hpos + 24) & _M40
+                hpos = (hpos + _OOB_FRAME) & _M40
             else:
                 out.append(mm[p + 8 : p + 8 + n])
                 hpos = (hpos + 8 + ((n + 7) & ~7)) & _M40
             k += 1
-        return (((h >> 40) + k) & _M24) << 40 | hpos
+        return (((h >> _POS) + k) & _M24) << _POS | hpos
 
     def _pack_run(self, items: list[Any], i: int) -> tuple[bytes, int]:
         """The frames of the inline ``bytes`` items from ``items[i]`` on, laid out as the ring
@@ -130,7 +141,7 @@ class BatchRing(RingBase):
             return -1
         p = self._data + j
         self._mm[p : p + size] = blob  # unpublished until the caller's tail store
-        return (((t >> 40) + k) & _M24) << 40 | ((tpos + size) & _M40)
+        return (((t >> _POS) + k) & _M24) << _POS | ((tpos + size) & _M40)
 
     def _take(self, h: int, t: int, max_items: int) -> tuple[bytes, int] | None:
         """The first ``max_items`` frames between head word ``h`` and tail word ``t`` with one
@@ -138,7 +149,7 @@ class BatchRing(RingBase):
         reads them one by one). Only headers are read to find the end of a partial take."""
         hpos = h & _M40
         j = hpos & self._mask
-        k = ((t >> 40) - (h >> 40)) & _M24
+        k = ((t >> _POS) - (h >> _POS)) & _M24
         if k <= max_items:
             size = ((t & _M40) - hpos) & _M40
             if j + size > self.capacity:
@@ -154,8 +165,8 @@ class BatchRing(RingBase):
                 kind = hdr >> 32
                 if kind == _WRAP:
                     return None
-                size += 24 if kind == _OOB else 8 + (((hdr & _M32) + 7) & ~7)
-            nh = (((h >> 40) + k) & _M24) << 40 | ((hpos + size) & _M40)
+                size += _OOB_FRAME if kind == _OOB else 8 + (((hdr & _M32) + 7) & ~7)
+            nh = (((h >> _POS) + k) & _M24) << _POS | ((hpos + size) & _M40)
         p = self._data + j
         return self._mm[p : p + size], nh
 
@@ -168,7 +179,7 @@ class BatchRing(RingBase):
             n = hdr & _M32
             if hdr >> 32 == _OOB:
                 out.append((words[(o >> 3) + 1], words[(o >> 3) + 2]))
-                o += 24
+                o += _OOB_FRAME
             else:
                 out.append(raw[o + 8 : o + 8 + n])
                 o += 8 + ((n + 7) & ~7)

@@ -11,9 +11,10 @@ Block layout (64-byte lines from the block start)::
     line 2  tail word: producers' position                    (producer-owned line)
     line 3+ data: ``capacity`` bytes (a power of two) of frames
 
-A head or tail word packs ``count << 40 | position``: position is a byte offset that only grows
-(mod 2**40; the data index is ``position & (capacity - 1)``), count the number of frames that
-passed it (mod 2**24). One store moves both, so there is never a state where they disagree.
+A head or tail word packs ``count << POS_BITS | position`` (layout.py's ``POS_BITS``, 40):
+position is a byte offset that only grows (mod 2**40; the data index is
+``position & (capacity - 1)``), count the number of frames that passed it (mod 2**24). One store
+moves both, so there is never a state where they disagree.
 
 A frame is an 8-byte header word (``kind << 32 | length``) then the payload padded to 8 bytes.
 Kinds: INLINE (payload follows), OOB (payload is ``offset, length`` of an arena block holding the
@@ -44,6 +45,8 @@ from csp_mp._shm.atomics import LINE
 _MAGIC = L.RING_MAGIC
 HEADER = L.RING_HEADER
 _M40, _M24, _M32 = L.M40, L.M24, L.M32
+_POS = L.POS_BITS  # a head or tail word is count << _POS | position
+_OOB_FRAME = L.OOB_FRAME  # bytes of an out-of-band frame
 _INLINE, _OOB, _WRAP = L.F_INLINE, L.F_OOB, L.F_WRAP
 _KIND_LOCKED, _KIND_SPSC = L.RING_LOCKED, L.RING_SPSC
 _OOB_HDR = _OOB << 32 | 16
@@ -66,36 +69,38 @@ class RingBase:
     def __init__(self, arena: Arena, off: int) -> None:
         w = arena.words
         base = off // 8
-        if w.load(base) != _MAGIC:  # load; the constants were stored before the ring was shared
+        # load; the constants were stored before the ring was shared
+        if w.load(base + L.RW_MAGIC) != _MAGIC:
             raise ValueError(f"no ring at arena offset {off}")
         self.arena = arena
         self.offset = off
-        self.capacity = cap = w.load(base + 1)
-        self._lock_index = w.load(base + 2)
+        self.capacity = cap = w.load(base + L.RW_CAP)
+        self._lock_index = w.load(base + L.RW_LOCK)
         self._q = w.view  # the arena's words: q[i] loads word i, q[i] = v stores it
         self._mm = arena.map
-        self._hw = base + LINE // 8
-        self._tw = base + 2 * LINE // 8
+        self._hw = base + L.RING_HEAD_LINE * LINE // 8
+        self._tw = base + L.RING_TAIL_LINE * LINE // 8
         self._data = off + HEADER
         self._mask = cap - 1
-        self._max_inline = cap // 2 - 8
+        self._max_inline = cap // L.INLINE_SHARE - L.FRAME_HEADER
 
     @classmethod
     def create(cls, arena: Arena, capacity: int, lock_key: int | None = None) -> Any:
-        """A new empty ring with ``capacity`` data bytes (rounded up to a power of two >= 64)."""
-        cap = max(64, 1 << (capacity - 1).bit_length())
+        """A new empty ring with ``capacity`` data bytes (rounded up to a power of two, at least
+        ``RING_MIN_CAP``)."""
+        cap = max(L.RING_MIN_CAP, 1 << (capacity - 1).bit_length())
         off = arena.alloc(HEADER + cap)
         if lock_key is None:
             lock_key = off // LINE
         nlocks = len(arena.locks)
         w = arena.words
         base = off // 8
-        w.store(base + 1, cap)
-        w.store(base + 2, 1 + lock_key % (nlocks - 1))  # lock 0 is the allocator's
-        w.store(base + 3, cls._kind)
-        w.store(base + LINE // 8, 0)
-        w.store(base + 2 * LINE // 8, 0)
-        w.store(base, _MAGIC)  # store last; pairs with the load in __init__
+        w.store(base + L.RW_CAP, cap)
+        w.store(base + L.RW_LOCK, 1 + lock_key % (nlocks - 1))  # lock 0 is the allocator's
+        w.store(base + L.RW_KIND, cls._kind)
+        w.store(base + L.RING_HEAD_LINE * LINE // 8, 0)
+        w.store(base + L.RING_TAIL_LINE * LINE // 8, 0)
+        w.store(base + L.RW_MAGIC, _MAGIC)  # store last; pairs with the load in __init__
         return cls(arena, off)
 
     def destroy(self) -> None:
@@ -106,12 +111,12 @@ class RingBase:
 
     def __len__(self) -> int:
         # loads; pair with the commit stores of tail (producers) and head (consumers)
-        return ((self._q[self._tw] >> 40) - (self._q[self._hw] >> 40)) & _M24
+        return ((self._q[self._tw] >> _POS) - (self._q[self._hw] >> _POS)) & _M24
 
     def stats(self) -> RingStats:
         t, h = self._q[self._tw], self._q[self._hw]  # loads; snapshot only
         return RingStats(
-            self.capacity, ((t & _M40) - (h & _M40)) & _M40, ((t >> 40) - (h >> 40)) & _M24
+            self.capacity, ((t & _M40) - (h & _M40)) & _M40, ((t >> _POS) - (h >> _POS)) & _M24
         )
 
     def _oob(self, data: bytes | memoryview) -> int:
@@ -124,7 +129,7 @@ class RingBase:
 
         Nothing is visible to consumers until the caller stores the returned tail word.
         """
-        need = 24 if oob else 8 + ((n + 7) & ~7)
+        need = _OOB_FRAME if oob else 8 + ((n + 7) & ~7)
         tpos = t & _M40
         i = tpos & self._mask
         rem = self.capacity - i
@@ -143,7 +148,7 @@ class RingBase:
         else:
             q[p >> 3] = _INLINE << 32 | n
             self._mm[p + 8 : p + 8 + n] = data
-        return (((t >> 40) + 1) & _M24) << 40 | ((tpos + skip + need) & _M40)
+        return (((t >> _POS) + 1) & _M24) << _POS | ((tpos + skip + need) & _M40)
 
     def _read(self, h: int, out: list[Any]) -> int:
         """Copy the frame at head word ``h`` (the ring is not empty) to ``out``; the new head."""
@@ -158,11 +163,11 @@ class RingBase:
         n = hdr & _M32
         if hdr >> 32 == _OOB:
             out.append((self._q[(p >> 3) + 1], self._q[(p >> 3) + 2]))
-            need = 24
+            need = _OOB_FRAME
         else:
             out.append(self._mm[p + 8 : p + 8 + n])
             need = 8 + ((n + 7) & ~7)
-        return (((h >> 40) + 1) & _M24) << 40 | ((hpos + need) & _M40)
+        return (((h >> _POS) + 1) & _M24) << _POS | ((hpos + need) & _M40)
 
     def _fetch(self, item: Any) -> bytes:
         """Copy an out-of-band message out of its block and free the block."""

@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "04a3e0133934140d"
+#define LAYOUT_DIGEST "0067da4025aae12c"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -38,6 +38,10 @@
 #define M40 UINT64_C(0xffffffffff)
 #define M24 16777215
 #define M32 UINT64_C(0xffffffff)
+#define RING_MIN_CAP 64
+#define FRAME_HEADER 8
+#define OOB_FRAME 24
+#define INLINE_SHARE 2
 #define CHAN_MAGIC UINT64_C(0xc4a7000000000001)
 #define W_MAGIC 0
 #define W_CAP 1

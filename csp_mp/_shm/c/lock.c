@@ -28,6 +28,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -85,7 +86,11 @@ static long long first_state_lock(Region *r) {
 static int lock_result(pthread_mutex_t *m, int rc) {
     if (rc == 0) return 0;
     if (rc == EOWNERDEAD) {
-        /* the holder died: whatever it protected is consistent by the commit-store rule */
+        /* the holder died. Each ring frame it wrote or read is whole or absent (one commit store
+         * each), but what the lock protects as a whole need not be: a channel send stores a
+         * ring's tail, then the channel's count, and a holder killed between the two leaves them
+         * disagreeing. The mutex is made usable again; lock_take counts the takeover of a state
+         * lock (TAKEOVERS_BYTE) so that the runtime knows its state may be torn. */
         pthread_mutex_consistent(m);
         return 1;
     }
@@ -160,9 +165,21 @@ int lock_take(Region *r, long long i) {
     return got;
 }
 
+/* A lock this thread holds can be given back for as long as the buffer is there: on an open
+ * region, and on a released one whose buffer a holder still keeps (region_hold: a call that
+ * took the lock and ran code that released the region, or a Lock object holding its mutex).
+ * Refusing it there would leave the mutex held for ever by a thread that wants to let go. */
 int lock_give(Region *r, long long i) {
-    if (lock_index_ok(r, i) < 0) return -1;
-    int rc = pthread_mutex_unlock(mutex_at(r, i));
+    char *base = r->base != NULL ? r->base : r->view.obj != NULL ? (char *)r->view.buf : NULL;
+    if (base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the arena is closed");
+        return -1;
+    }
+    if (i < 0 || i >= r->nlocks) {
+        PyErr_Format(PyExc_ValueError, "lock index %lld out of range (%zd locks)", i, r->nlocks);
+        return -1;
+    }
+    int rc = pthread_mutex_unlock((pthread_mutex_t *)(base + r->locks_at + i * LINE));
     if (rc == EPERM) {
         PyErr_SetString(PyExc_RuntimeError, "release of a shared lock this thread does not hold");
         return -1;
@@ -190,8 +207,9 @@ RMETH(R_lock) {
 }
 
 RMETH(R_unlock) {
-    long long i;
-    if (index_arg("unlock", r, args, nargs, &i) < 0 || lock_give(r, i) < 0) return NULL;
+    long long i; /* lock_give checks the index, and allows a released region it can still reach */
+    if (arg_count("unlock", nargs, 1, 1) < 0 || arg_ll(args[0], &i) < 0 || lock_give(r, i) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -212,9 +230,9 @@ static long pid_of_thread(long tid) {
 RMETH(R_lock_owner) {
     long long i;
     if (index_arg("lock_owner", r, args, nargs, &i) < 0) return NULL;
-    /* glibc keeps the holder's TID in the mutex's lock word (FUTEX_TID_MASK) */
+    /* glibc keeps the holder's TID in the mutex's lock word */
     aword32 *w = (aword32 *)mutex_at(r, i);
-    long tid = (long)(atomic_load_explicit(w, memory_order_relaxed) & 0x3fffffffu);
+    long tid = (long)(atomic_load_explicit(w, memory_order_relaxed) & FUTEX_TID_MASK);
     if (tid == 0) return PyLong_FromLong(0);
     long pid;
     Py_BEGIN_ALLOW_THREADS
@@ -232,17 +250,22 @@ RMETH(R_locks_orphaned) {
     for (Py_ssize_t i = 0; i < r->nlocks; i = i ? i + 1 : (first > 1 ? first : 1)) {
         /* lock 0 (the allocator's), then the state locks */
         aword32 *w = (aword32 *)mutex_at(r, i);
-        if (atomic_load_explicit(w, memory_order_acquire) & 0x40000000u) Py_RETURN_TRUE;
+        if (atomic_load_explicit(w, memory_order_acquire) & FUTEX_OWNER_DIED) Py_RETURN_TRUE;
     }
     Py_RETURN_FALSE;
 }
 
 /* ---- Lock: one lock of a region as an object (the ShmLock interface) */
 
+/* While a Lock holds its mutex it holds its region (region_hold, once per acquire it has not
+ * released yet): a release() of the region then keeps the buffer, so the Lock can still give
+ * the mutex back (lock_give) instead of leaving it held for ever. region is NULL once the
+ * collector cleared the object (tp_clear): every method then raises. */
 typedef struct {
     PyObject_HEAD
     Region *region;
     long long index;
+    long long holds; /* acquires through this object not yet released through it */
 } LockObject;
 
 static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
@@ -256,7 +279,14 @@ static PyObject *Lock_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (self == NULL) return NULL;
     self->region = (Region *)Py_NewRef(region);
     self->index = i;
+    self->holds = 0;
     return (PyObject *)self;
+}
+
+/* The object's region, or NULL with ValueError once the collector cleared it. */
+static Region *lock_region(LockObject *self) {
+    if (self->region == NULL) PyErr_SetString(PyExc_ValueError, "the lock was cleared");
+    return self->region;
 }
 
 static int Lock_traverse(LockObject *self, visitproc visit, void *arg) {
@@ -264,36 +294,65 @@ static int Lock_traverse(LockObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* The holds it took are given back (a mutex it still holds stays held: nobody can release it
+ * through this object any more), then the region. */
+static int Lock_clear(LockObject *self) {
+    Region *r = self->region;
+    if (r != NULL) {
+        for (; self->holds > 0; self->holds--) region_drop(r);
+        Py_CLEAR(self->region);
+    }
+    return 0;
+}
+
 static void Lock_dealloc(LockObject *self) {
     PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->region);
+    Lock_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Lock_acquire(LockObject *self, PyObject *unused) {
     (void)unused;
-    int got = lock_take(self->region, self->index);
+    Region *r = lock_region(self);
+    if (r == NULL) return NULL;
+    Py_INCREF(r); /* the wait releases the GIL: the region stays while it sleeps */
+    int got = lock_take(r, self->index);
+    if (got >= 0 && self->region == r) { /* held until this object gives the mutex back */
+        region_hold(r);
+        self->holds++;
+    }
+    Py_DECREF(r);
     return got < 0 ? NULL : PyBool_FromLong(got);
+}
+
+static PyObject *lock_release(LockObject *self) {
+    Region *r = lock_region(self);
+    if (r == NULL || lock_give(r, self->index) < 0) return NULL;
+    if (self->holds > 0) { /* not when it was taken through another object */
+        self->holds--;
+        region_drop(r);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *Lock_release(LockObject *self, PyObject *unused) {
     (void)unused;
-    if (lock_give(self->region, self->index) < 0) return NULL;
-    Py_RETURN_NONE;
+    return lock_release(self);
 }
 
 static PyObject *Lock_exit(LockObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)args;
     (void)nargs;
-    if (lock_give(self->region, self->index) < 0) return NULL;
-    Py_RETURN_NONE;
+    return lock_release(self);
 }
 
 static PyObject *Lock_owner(LockObject *self, PyObject *unused) {
     (void)unused;
+    Region *r = lock_region(self);
+    if (r == NULL) return NULL;
     PyObject *i = PyLong_FromLongLong(self->index);
     if (i == NULL) return NULL;
-    PyObject *res = R_lock_owner(self->region, &i, 1);
+    PyObject *res = R_lock_owner(r, &i, 1);
     Py_DECREF(i);
     return res;
 }
@@ -327,6 +386,7 @@ PyTypeObject Lock_Type = {
     .tp_new = Lock_new,
     .tp_dealloc = (destructor)Lock_dealloc,
     .tp_traverse = (traverseproc)Lock_traverse,
+    .tp_clear = (inquiry)Lock_clear,
     .tp_methods = Lock_methods,
     .tp_getset = Lock_getset,
 };
