@@ -296,7 +296,15 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
     if (!LD(w, nwi)) return 0;
     ring_t g;
     if (ring_open(r, (long long)LD(w, qi), &g) < 0) return -1;
-    for (;;) {
+    /* Bounded by what the ring can hold: every record takes 8 + WREC_BYTES bytes at least, so
+     * a queue whose tail is never reached (corrupt head or tail words) ends in ValueError after
+     * one round of the ring, not in a walk for ever with the GIL and the lock held. */
+    for (uint64_t left = g.cap / (8 + WREC_BYTES) + 1;; left--) {
+        if (left == 0) {
+            PyErr_SetString(PyExc_ValueError, "corrupt channel wait queue: its tail is never "
+                                              "reached");
+            return -1;
+        }
         uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), n, nh;
         if (h == atomic_load_explicit(g.tail, memory_order_relaxed)) {
             ST(w, nwi, 0);
