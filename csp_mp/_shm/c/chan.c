@@ -389,6 +389,7 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *dobj, Py
 static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k, wake_t *wk) {
     Region *r = self->region;
     ring_t g;
+    *k = -1; /* every return below sets it; an error return keeps this */
     if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return NULL;
     uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), nh, n;
     uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
