@@ -163,7 +163,8 @@ RMETH(R_chan_reopen) {
 
 /* The block's word `i` if it holds a live channel whose id word is `id`; -1 if not (no error). */
 long long chan_word_if(Region *r, long long off, uint64_t id, int i) {
-    if (r->base == NULL || off < 0 || off + CHAN_SPAN > (long long)r->size || off % 8) return -1;
+    /* off > size - SPAN, not off + SPAN > size: off comes from a handle's name (any 64 bits) */
+    if (r->base == NULL || off < 0 || off > (long long)r->size - CHAN_SPAN || off % 8) return -1;
     aword *w = word_at(r, off);
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC ||
         LD(w, W_ID) != id)
