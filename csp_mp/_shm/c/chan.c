@@ -142,10 +142,31 @@ RMETH(R_chan_retire) {
 }
 
 /* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
- * reference (its creator's handle); the magic is stored last (release). */
+ * reference (its creator's handle); the magic is stored last (release). The block must be an
+ * arena block in use (its header's magic, block.py's new_block) past the arena's header, its
+ * channel magic cleared (retired), and cap not negative (the word is read as unsigned). */
 int chan_reopen_at(Region *r, long long off, long long cap) {
+    if (cap < 0) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: capacity %lld is out of range", cap);
+        return -1;
+    }
     if (region_span(r, off, CHAN_SPAN, 8) < 0) return -1;
     aword *w = word_at(r, off);
+    /* the block header's magic word (arena.py: BLOCK_MAGIC | state | size class) */
+    uint64_t head = off >= BLOCK_HEADER
+                        ? atomic_load_explicit(&w[-(BLOCK_HEADER / WORD)], memory_order_relaxed)
+                        : 0;
+    if (off < BLOCK_HEADER || (head & ~(uint64_t)0xFFFF) != BLOCK_MAGIC ||
+        (head & 0xFF00) != BLOCK_USED) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: no channel block at arena offset %lld", off);
+        return -1;
+    }
+    /* acquire: pairs with chan_retire's store; a live channel is never reopened */
+    if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != 0) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: the channel at arena offset %lld is not "
+                     "retired", off);
+        return -1;
+    }
     ST(w, W_CAP, (uint64_t)cap);
     ST(w, W_CLOSED, 0);
     ST(w, W_REFS, 1);
