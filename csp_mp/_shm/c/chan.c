@@ -573,7 +573,7 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
         PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
         v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
         Py_XDECREF(body);
-    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == 0x80 && n > 1))) { /* the codec's others */
+    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == CODEC_PICKLE && n > 1))) { /* the codec's others */
         v = PyObject_CallOneArg(self->decode_any, data);
     } else {
         v = PyObject_CallOneArg(self->mdec, data);

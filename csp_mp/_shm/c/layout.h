@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "7eb02332428f508b"
+#define LAYOUT_DIGEST "ed9618985ba4b6bb"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -129,5 +129,8 @@
 #define TASK_ITEMS 8
 #define TASK_SITE 6
 #define TASK_CREATOR 7
+#define CODEC_PICKLE 128
+#define WAKE_ITEMS 8
+#define MSGPACK_FIXARRAY 144
 
 #endif
