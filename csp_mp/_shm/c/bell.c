@@ -135,6 +135,13 @@ typedef struct {
     long long off;
 } BellObject;
 
+/* A Bell the cyclic GC cleared (its region gone): ValueError, -1. */
+static int bell_cleared(BellObject *self) {
+    if (self->region != NULL) return 0;
+    PyErr_SetString(PyExc_ValueError, "Bell: cleared by the garbage collector");
+    return -1;
+}
+
 static PyObject *Bell_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region;
     long long off;
@@ -155,16 +162,22 @@ static int Bell_traverse(BellObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* The region goes with the cycle; a cleared Bell raises (bell_cleared). */
+static int Bell_clear(BellObject *self) {
+    Py_CLEAR(self->region);
+    return 0;
+}
+
 static void Bell_dealloc(BellObject *self) {
     PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->region);
+    Bell_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Bell_ring(BellObject *self, PyObject *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     bell_post(c, s);
     Py_RETURN_NONE;
 }
@@ -172,7 +185,7 @@ static PyObject *Bell_ring(BellObject *self, PyObject *unused) {
 static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t nargs) {
     aword32 *c, *s;
     double timeout = -1, spin = 0;
-    if (arg_count("wait", nargs, 0, 2) < 0) return NULL;
+    if (bell_cleared(self) < 0 || arg_count("wait", nargs, 0, 2) < 0) return NULL;
     if (nargs > 0 && args[0] != Py_None) {
         if (arg_seconds("timeout", args[0], 1, 1, &timeout) < 0) return NULL;
         /* the sign first: -inf is negative (no wait), +inf is forever, as None */
@@ -191,14 +204,14 @@ static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *Bell_drain(BellObject *self, PyObject *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     return PyLong_FromUnsignedLong(atomic_exchange_explicit(c, 0, memory_order_acq_rel));
 }
 
 static PyObject *Bell_get_pending(BellObject *self, void *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     return PyLong_FromUnsignedLong(atomic_load_explicit(c, memory_order_acquire));
 }
 
@@ -232,6 +245,7 @@ PyTypeObject Bell_Type = {
     .tp_new = Bell_new,
     .tp_dealloc = (destructor)Bell_dealloc,
     .tp_traverse = (traverseproc)Bell_traverse,
+    .tp_clear = (inquiry)Bell_clear,
     .tp_methods = Bell_methods,
     .tp_getset = Bell_getset,
 };
