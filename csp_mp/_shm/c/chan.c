@@ -393,21 +393,35 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *dobj, Py
     long long lock;
     Region *r = self->region;
     aword *w = chan_open_at(r, self->off, &lock);
-    if (w == NULL || lock_take(r, lock) < 0) return -1;
+    if (w == NULL) return -1;
     wrec rec;
     wake_t wk;
-    int k = 0, woke = 0;
-    if (LD(w, W_NRECV) && !LD(w, W_CLOSED) && self->peers != NULL) {
+    int k = 0, ready = 0;
+    /* The wake-up is made ready before the lock (wake_init may allocate its message buffer):
+     * when a racy look says a receiver may be queued; if the lock then finds one all the same,
+     * it is given back and taken again with the wake-up ready (a second pass at most). */
+    for (int pass = 0;; pass++) {
+        if (self->peers != NULL && !ready &&
+            (pass > 0 || atomic_load_explicit(&w[W_NRECV], memory_order_relaxed))) {
+            if (wake_init(self->peers, &wk, K_VALUE, p, n, dobj, obj, self->off) < 0) return -1;
+            ready = 1;
+        }
+        if (lock_take(r, lock) < 0) {
+            if (ready) wake_done(self->peers, &wk);
+            return -1;
+        }
+        if (ready || self->peers == NULL || !LD(w, W_NRECV) || LD(w, W_CLOSED)) break;
+        if (lock_give(r, lock) < 0) return -1;
+    }
+    if (ready && LD(w, W_NRECV) && !LD(w, W_CLOSED)) {
         PyObject *none;
-        woke = 1;
-        k = wake_init(self->peers, &wk, K_VALUE, p, n, dobj, obj, self->off) < 0
-                ? -1 : pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0, &wk);
+        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0, &wk);
         if (k >= 0) Py_XDECREF(none); /* receivers' records hold no value */
     }
     int done = k == 0 ? send_buf_locked(r, w, p, n) : k == 1 ? 1 : k < 0 ? -1 : 0;
     if (lock_give(r, lock) < 0) done = -1; /* a claimed receiver is woken all the same */
     if (k == 1 && wake_claimed(self, &wk, &rec) < 0) done = -1;
-    if (woke) wake_done(self->peers, &wk);
+    if (ready) wake_done(self->peers, &wk);
     return done;
 }
 
@@ -457,16 +471,21 @@ static PyObject *ops_recv(ChanOps *self) {
     long long lock;
     Region *r = self->region;
     aword *w = chan_open_at(r, self->off, &lock);
-    if (w == NULL || lock_take(r, lock) < 0) return NULL;
+    if (w == NULL) return NULL;
     wrec rec;
     wake_t wk;
     PyObject *data = NULL;
-    int k = 0, woke = 0;
+    int k = 0;
+    /* before the lock: a K_SENT wake-up carries no value, so this allocates nothing */
+    if (self->peers != NULL &&
+        wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
+        return NULL;
+    if (lock_take(r, lock) < 0) {
+        if (self->peers != NULL) wake_done(self->peers, &wk);
+        return NULL;
+    }
     if (LD(w, W_NSEND) && self->peers != NULL) {
-        woke = 1;
-        if (wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
-            k = -1;
-        else if (LD(w, W_CAP) == 0)
+        if (LD(w, W_CAP) == 0)
             k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0, &wk);
         else if (LD(w, W_COUNT) > 0) {
             data = recv_rotate_locked(self, w, &rec, &k, &wk);
@@ -481,7 +500,7 @@ static PyObject *ops_recv(ChanOps *self) {
     if (lock_give(r, lock) < 0) Py_CLEAR(data); /* a claimed sender is woken all the same */
     /* claimed (k == 1): data holds its value (pop_live refused a record without one) */
     if (k == 1 && wake_claimed(self, &wk, &rec) < 0) Py_CLEAR(data);
-    if (woke) wake_done(self->peers, &wk);
+    if (self->peers != NULL) wake_done(self->peers, &wk);
     return data;
 }
 
