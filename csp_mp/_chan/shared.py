@@ -361,10 +361,43 @@ class SharedChan:
         self._put(_W_SENDQ if is_send else _W_RECVQ, (self.broker.p, gid, slot, gen, case, data))
 
     def flush(self, wakes: list) -> None:
-        """Deliver the wake-ups gathered under the lock (after releasing it)."""
+        """Deliver the wake-ups gathered under the lock (after releasing it).
+
+        Each waiter was claimed: its wake-up must not be lost. When ``deliver`` raises (a
+        signal handler's ``KeyboardInterrupt``, a ``MemoryError``), it is tried once more and
+        the rest are delivered all the same; then the first exception is raised, or, when a
+        wake-up could not be delivered at all, a ``RuntimeError`` saying so (from it). The
+        compiled core's hand-off does the same (``c/wake.c``: ``peers_wake``).
+        """
         deliver = self.broker.deliver
+        failed: BaseException | None = None
+        lost: BaseException | None = None
         for rec, kind, data, obj in wakes:
-            deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+            try:
+                deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+            except BaseException as exc:
+                failed = failed or exc
+                err = self._deliver_again(rec, kind, data, obj, exc)
+                if err is not exc:
+                    lost = lost or err
+        if lost is not None:
+            raise lost
+        if failed is not None:
+            raise failed
+
+    def _deliver_again(self, rec: tuple, kind: int, data: bytes | None, obj: Any,
+                       exc: BaseException) -> BaseException:
+        """A claimed waiter's wake-up whose ``deliver`` raised ``exc``: tried once more; what
+        its caller raises (``exc``, or the ``RuntimeError`` of a lost wake-up)."""
+        try:
+            self.broker.deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+        except BaseException:
+            lost = RuntimeError(f"a wake-up for goroutine {rec[1]} of P {rec[0]} was lost: its "
+                                f"wait completed (claimed) and the wake-up could not be "
+                                f"delivered")
+            lost.__cause__ = exc
+            return lost
+        return exc
 
     # ---- blocking operations (the Chan methods)
 

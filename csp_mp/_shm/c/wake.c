@@ -27,7 +27,9 @@
  *     process layer queued it (and then keeps the word itself): a P killed in between is not
  *     replaced, since a parked goroutine elsewhere would wait for ever.
  *   - everything a wake-up needs is made before the claim (wake_init, wake_prepare): once a
- *     claim is won, only the deliver callback itself can fail.
+ *     claim is won, only the deliver callback itself can fail; then it is called once more (its
+ *     first exception kept aside, then raised), and if that fails too, a RuntimeError says the
+ *     wake-up was lost (peers_wake): a claimed waiter is never left asleep silently.
  */
 #include "core.h"
 
@@ -238,18 +240,66 @@ static int send_wake(Peers *ps, const wake_t *wk, const wrec *rec) {
     return 1;
 }
 
+/* The wake-up of claimed waiter `rec` could not be delivered: RuntimeError, chained from the
+ * exception pending (which deliver raised). */
+static void wake_lost(const wrec *rec) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
+    PyErr_Format(PyExc_RuntimeError,
+                 "a wake-up for goroutine %lld of P %lld was lost: its wait completed (claimed) "
+                 "and the wake-up could not be delivered",
+                 (long long)rec->gid, (long long)rec->p);
+    if (ev != NULL) {
+        PyObject *e2, *v2, *t2;
+        PyErr_Fetch(&e2, &v2, &t2);
+        PyErr_NormalizeException(&e2, &v2, &t2);
+        if (v2 != NULL) {
+            PyException_SetCause(v2, Py_NewRef(ev)); /* steals the new reference */
+            PyException_SetContext(v2, Py_NewRef(ev));
+        }
+        PyErr_Restore(e2, v2, t2);
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+}
+
 int peers_wake(Peers *ps, wake_t *wk, const wrec *rec) {
     /* wake_prepare checked rec->p; a message queued by the process layer goes first */
     if (rec->p != ps->p && !ps->divert && wk->owed != 1 && send_wake(ps, wk, rec)) return 0;
-    if (ps->deliver == NULL) { /* cleared by the GC since the claim: nobody to wake */
+    if (ps->deliver == NULL) { /* cleared by the GC since the claim: only the inbox is left */
+        if (rec->p != ps->p && send_wake(ps, wk, rec)) return 0;
         PyErr_SetString(PyExc_ValueError, "Peers: cleared by the garbage collector");
+        wake_lost(rec);
         return -1;
     }
     wk->queued = rec->p != ps->p; /* the process layer keeps P_OWES for what it queues */
     PyObject *r = PyObject_Vectorcall(ps->deliver, wk->argv, WAKE_ARGS, NULL);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    /* deliver raised after the claim was won (a signal handler's KeyboardInterrupt, a
+     * MemoryError): the waiter is claimed and must still be woken. Its exception is kept aside
+     * while deliver is tried once more, and is then the one raised; when that fails too, a
+     * RuntimeError saying the wake-up was lost is raised instead (from the first): never a
+     * silent loss. shared.py's flush does the same on the Python path. (A deliver that raised
+     * after its effect is retried all the same: the duplicate finds its goroutine no longer
+     * waiting, which the process layer reports as a lost wake-up, loudly.) */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    r = PyObject_Vectorcall(ps->deliver, wk->argv, WAKE_ARGS, NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    wake_lost(rec);
+    return -1;
 }
 
 /* ---- the Python face */
