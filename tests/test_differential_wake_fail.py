@@ -104,3 +104,19 @@ def test_wake_up_that_cannot_be_delivered_fails_loudly(folds: tuple[Fold, Fold])
                             "MemoryError")
     assert py["calls"] == 2 and py["inbox"] == [] and py["parked"] == [0]
     assert py == nat
+
+
+def test_close_whose_first_deliver_fails_still_wakes_every_waiter(
+        folds: tuple[Fold, Fold]) -> None:
+    """A close waking three receivers of P1: the first's deliver fails once; all three wake,
+    and the close raises the MemoryError afterwards."""
+    out = []
+    for fold in folds:
+        ((a0, a1),) = _chans(fold, [0])
+        for key in range(3):
+            _park_p1_recv(fold, a1, key)
+        out.append(_outcome(fold, a0.close, 1))
+    py, nat = out
+    assert py["raised"][0] == "MemoryError" and py["calls"] == 4
+    assert py["p1"] == {k: ("ok", (None, False)) for k in range(3)} and py["parked"] == []
+    assert py == nat

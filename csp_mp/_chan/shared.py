@@ -370,20 +370,33 @@ class SharedChan:
         compiled core's hand-off does the same (``c/wake.c``: ``peers_wake``).
         """
         deliver = self.broker.deliver
-        failed: BaseException | None = None
-        lost: BaseException | None = None
-        for rec, kind, data, obj in wakes:
-            try:
+        try:
+            for rec, kind, data, obj in wakes:
                 deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
-            except BaseException as exc:
-                failed = failed or exc
-                err = self._deliver_again(rec, kind, data, obj, exc)
-                if err is not exc:
-                    lost = lost or err
-        if lost is not None:
-            raise lost
-        if failed is not None:
-            raise failed
+        except BaseException as exc:
+            self._flush_failed(wakes, rec, exc)
+
+    def _flush_failed(self, wakes: list, rec: tuple, exc: BaseException) -> None:
+        """``flush`` after the ``deliver`` of the wake-up of ``rec`` raised ``exc``: that one
+        tried again, the rest delivered; then the first exception raised, or the first lost
+        wake-up's ``RuntimeError``."""
+        i = next(j for j, w in enumerate(wakes) if w[0] is rec)
+        first: BaseException = exc
+        lost: BaseException | None = None
+        failed: BaseException | None = exc
+        for rec, kind, data, obj in wakes[i:]:
+            if failed is None:
+                try:
+                    self.broker.deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data,
+                                        self, obj)
+                    continue
+                except BaseException as e:
+                    failed = e
+            err = self._deliver_again(rec, kind, data, obj, failed)
+            if err is not failed and lost is None:
+                lost = err
+            failed = None
+        raise lost if lost is not None else first
 
     def _deliver_again(self, rec: tuple, kind: int, data: bytes | None, obj: Any,
                        exc: BaseException) -> BaseException:
