@@ -362,10 +362,56 @@ class SharedChan:
         self._put(_W_SENDQ if is_send else _W_RECVQ, (self.broker.p, gid, slot, gen, case, data))
 
     def flush(self, wakes: list) -> None:
-        """Deliver the wake-ups gathered under the lock (after releasing it)."""
+        """Deliver the wake-ups gathered under the lock (after releasing it).
+
+        Each waiter was claimed: its wake-up must not be lost. When ``deliver`` raises (a
+        signal handler's ``KeyboardInterrupt``, a ``MemoryError``), it is tried once more and
+        the rest are delivered all the same; then the first exception is raised, or, when a
+        wake-up could not be delivered at all, a ``RuntimeError`` saying so (from it). The
+        compiled core's hand-off does the same (``c/wake.c``: ``peers_wake``).
+        """
         deliver = self.broker.deliver
-        for rec, kind, data, obj in wakes:
-            deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+        try:
+            for rec, kind, data, obj in wakes:
+                deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+        except BaseException as exc:
+            self._flush_failed(wakes, rec, exc)
+
+    def _flush_failed(self, wakes: list, rec: tuple, exc: BaseException) -> None:
+        """``flush`` after the ``deliver`` of the wake-up of ``rec`` raised ``exc``: that one
+        tried again, the rest delivered; then the first exception raised, or the first lost
+        wake-up's ``RuntimeError``."""
+        i = next(j for j, w in enumerate(wakes) if w[0] is rec)
+        first: BaseException = exc
+        lost: BaseException | None = None
+        failed: BaseException | None = exc
+        for rec, kind, data, obj in wakes[i:]:
+            if failed is None:
+                try:
+                    self.broker.deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data,
+                                        self, obj)
+                    continue
+                except BaseException as e:
+                    failed = e
+            err = self._deliver_again(rec, kind, data, obj, failed)
+            if err is not failed and lost is None:
+                lost = err
+            failed = None
+        raise lost if lost is not None else first
+
+    def _deliver_again(self, rec: tuple, kind: int, data: bytes | None, obj: Any,
+                       exc: BaseException) -> BaseException:
+        """A claimed waiter's wake-up whose ``deliver`` raised ``exc``: tried once more; what
+        its caller raises (``exc``, or the ``RuntimeError`` of a lost wake-up)."""
+        try:
+            self.broker.deliver(rec[0], rec[1], rec[2], rec[3], rec[4], kind, data, self, obj)
+        except BaseException:
+            lost = RuntimeError(f"a wake-up for goroutine {rec[1]} of P {rec[0]} was lost: its "
+                                f"wait completed (claimed) and the wake-up could not be "
+                                f"delivered")
+            lost.__cause__ = exc
+            return lost
+        return exc
 
     # ---- blocking operations (the Chan methods)
 

@@ -50,6 +50,7 @@ from .._hub import Hub, Outcome
 from .._hub.g import WAITING
 from .._shm import discard
 from .._shm.doorbell import NativeDoorbell
+from .._shm.layout import WAKE_ITEMS
 from .._shm.native import core as native_core
 from . import ctx as C
 from . import migrate_warn, promote, tracing
@@ -208,7 +209,7 @@ class Broker:
         bells = [cast(NativeDoorbell, bell).offset for bell in ctx.bells]
         return native_core().Peers(
             core, self.p, ctx.tok_base * 8, C.TOKENS, [r.offset for r in ctx.inbox], bells,
-            ctx.pidx(self.p, C.P_SENT) * 8, C.M_WAKE, self.deliver_off, NO_OBJ,
+            ctx.pidx(self.p, C.P_SENT) * 8, self.deliver_off, NO_OBJ,
             floor_off=ctx.pidx(0, C.P_GFLOOR) * 8, pstride=C.P_STRIDE * 8,
             owes_off=ctx.pidx(self.p, C.P_OWES) * 8)
 
@@ -377,11 +378,11 @@ class Broker:
         m = _unmsg(raw)
         kind = m[0]
         if kind == C.M_WAKE:
-            _, gid, slot, gen, case, wkind, data, off = m[:8]
+            _, gid, slot, gen, case, wkind, data, off = m[:WAKE_ITEMS]
             self.ctx.padd(C.P_HANDLED, 1)
-            if len(m) > 8:  # sent while watched: the flow it carries
+            if len(m) > WAKE_ITEMS:  # sent while watched: the flow it carries
                 for w in self.watchers:
-                    w.wake_arrived(gid, m[8])
+                    w.wake_arrived(gid, m[WAKE_ITEMS])
             if slot >= 0:
                 entry = self.token_waiting.get(slot)
                 if entry is None or entry[2] != gen:

@@ -28,6 +28,8 @@ from . import ctx as C
 from .watch import Watcher
 
 _msg = msgspec.msgpack.Encoder().encode
+# a WAKE message: (M_WAKE, gid, slot, gen, case, kind, data, chan_off), layout.WAKE_ITEMS items
+# (c/wake.c writes the same array; broker.handle reads it), then the flow when sent while watched
 
 WAKE_BATCH = 32  # wake-ups to other Ps sent at once
 

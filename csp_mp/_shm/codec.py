@@ -59,6 +59,7 @@ __all__ = ["OOB_MIN", "Extension", "TypedCodec", "decode", "discard", "encode",
 OOB_MIN = 64 * 1024
 _EXT = L.CODEC_EXT  # (layout.py: chan.c encodes and tells apart tuples the same way)
 _TUPLE = bytes((L.CODEC_EXT, L.CODEC_TUPLE))
+_PICKLE = L.CODEC_PICKLE  # a pickle's first byte (layout.py: chan.c tells it apart the same way)
 _OOBTAG = b"\xc1\x02"
 _MVTAG = b"\xc1\x03"
 _XTUPLE = b"\xc1\x04"
@@ -318,7 +319,7 @@ def decode(buf: bytes, arena: Arena | None = None) -> Any:
         if buf[1] == 1:  # a tuple, the common case of a result pair: _decode_ext's first case
             return _tdec(buf[2:])
         return _decode_ext(buf, arena)
-    if b0 == 0x80 and len(buf) > 1:
+    if b0 == _PICKLE and len(buf) > 1:
         v = _ploads(buf)
         if isinstance(v, BaseException):
             _tb.restore(v)
@@ -380,7 +381,7 @@ def discard(buf: bytes, arena: Arena | None) -> None:
     counted shared object is decoded and dropped instead, which releases its names."""
     b0, b1 = buf[0], buf[1] if len(buf) > 1 else 0
     if b0 == _EXT and (b1 == 4 or b1 == 5) or (
-            proc.ref_marks and arena is not None and (b0 == 0x80 or b0 == _EXT and b1 == 2)
+            proc.ref_marks and arena is not None and (b0 == _PICKLE or b0 == _EXT and b1 == 2)
             and _names_counted(bytes(buf))):  # a pickle naming counted objects
         try:
             decode(buf, arena)  # takes the out-of-band blocks, freed as the value dies
@@ -451,6 +452,6 @@ class TypedCodec:
     def decode(self, buf: bytes) -> Any:
         """The ``tp`` value in ``buf``."""
         b0 = buf[0]
-        if self._dec is None or b0 == _EXT or (b0 == 0x80 and len(buf) > 1):
+        if self._dec is None or b0 == _EXT or (b0 == _PICKLE and len(buf) > 1):
             return decode(buf, self.arena)
         return self._dec(buf)

@@ -112,6 +112,17 @@ CHAN_EXT = 1  # the msgpack extension type naming a channel in a task frame (8-b
 TASK_ITEMS = 8
 TASK_SITE, TASK_CREATOR = 6, 7
 
+# ---- channel fast paths and their wake-ups (codec.py, messages.py, broker.py, chan.c, wake.c)
+# (before _exported: the digest and the header are made of the constants defined above it)
+# a value whose first byte is CODEC_PICKLE followed by more bytes is a pickle (protocol 5
+# starts 0x80 0x05; alone, 0x80 is msgpack's empty map)
+CODEC_PICKLE = 0x80
+# a WAKE message is a msgpack array of WAKE_ITEMS: M_WAKE, gid, slot, gen, case, kind, data,
+# chan_off (one item more, the flow, when sent while watched); its first byte, written by
+# wake.c, is MSGPACK_FIXARRAY | WAKE_ITEMS (msgpack's fixarray: up to 15 items)
+WAKE_ITEMS = 8
+MSGPACK_FIXARRAY = 0x90
+
 
 # ---- a channel's buffer ring size (_chan/block.py's _buf_bytes, handles.c's buf_bytes): the
 # smallest power of two of at least CHAN_BUF_PER_SLOT bytes a slot of its capacity, the capacity

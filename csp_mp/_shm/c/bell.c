@@ -27,6 +27,13 @@
 
 #define BELL_MAX 0x7fffffffu
 
+/* A wait of this many seconds or more has no deadline (about 32 years): a timeout is clamped
+ * to it where it comes in, so no huge double is ever converted (only a slice is, to a
+ * timespec) and such a wait still sleeps in WAIT_SLICE_NS slices with signal checks. */
+#ifndef WAIT_FOREVER_S
+#define WAIT_FOREVER_S 1e9
+#endif
+
 static int bell_words(Region *r, long long off, aword32 **count, aword32 **sleepers) {
     if (region_span(r, off, 8, 8) < 0) return -1;
     *count = (aword32 *)(r->base + off);
@@ -62,7 +69,9 @@ static double now_s(void) {
 }
 
 /* 1 taken, 0 timed out, -1 a signal handler raised or the region was released (exception set).
- * timeout < 0: forever. The caller holds the region. */
+ * timeout < 0: forever, else below WAIT_FOREVER_S; spin at most WAIT_FOREVER_S (the caller
+ * clamps them: only a slice, never a timeout, is converted to a timespec). The caller holds
+ * the region. */
 static int bell_wait(Region *r, aword32 *count, aword32 *sleepers, double timeout, double spin) {
     if (bell_take(count)) return 1;
     if (timeout == 0) return 0;
@@ -126,6 +135,13 @@ typedef struct {
     long long off;
 } BellObject;
 
+/* A Bell the cyclic GC cleared (its region gone): ValueError, -1. */
+static int bell_cleared(BellObject *self) {
+    if (self->region != NULL) return 0;
+    PyErr_SetString(PyExc_ValueError, "Bell: cleared by the garbage collector");
+    return -1;
+}
+
 static PyObject *Bell_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region;
     long long off;
@@ -146,16 +162,22 @@ static int Bell_traverse(BellObject *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* The region goes with the cycle; a cleared Bell raises (bell_cleared). */
+static int Bell_clear(BellObject *self) {
+    Py_CLEAR(self->region);
+    return 0;
+}
+
 static void Bell_dealloc(BellObject *self) {
     PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->region);
+    Bell_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Bell_ring(BellObject *self, PyObject *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     bell_post(c, s);
     Py_RETURN_NONE;
 }
@@ -163,13 +185,15 @@ static PyObject *Bell_ring(BellObject *self, PyObject *unused) {
 static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t nargs) {
     aword32 *c, *s;
     double timeout = -1, spin = 0;
-    if (arg_count("wait", nargs, 0, 2) < 0) return NULL;
+    if (bell_cleared(self) < 0 || arg_count("wait", nargs, 0, 2) < 0) return NULL;
     if (nargs > 0 && args[0] != Py_None) {
         if (arg_seconds("timeout", args[0], 1, 1, &timeout) < 0) return NULL;
-        if (isinf(timeout)) timeout = -1; /* forever, as None */
-        else if (timeout < 0) timeout = 0;
+        /* the sign first: -inf is negative (no wait), +inf is forever, as None */
+        if (timeout < 0) timeout = 0;
+        else if (timeout >= WAIT_FOREVER_S) timeout = -1;
     }
     if (nargs > 1 && arg_seconds("spin", args[1], 0, 0, &spin) < 0) return NULL;
+    if (spin > WAIT_FOREVER_S) spin = WAIT_FOREVER_S; /* a double compared, never converted */
     if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     region_hold(self->region);
     int got = bell_wait(self->region, c, s, timeout, spin);
@@ -180,14 +204,14 @@ static PyObject *Bell_wait(BellObject *self, PyObject *const *args, Py_ssize_t n
 static PyObject *Bell_drain(BellObject *self, PyObject *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     return PyLong_FromUnsignedLong(atomic_exchange_explicit(c, 0, memory_order_acq_rel));
 }
 
 static PyObject *Bell_get_pending(BellObject *self, void *unused) {
     (void)unused;
     aword32 *c, *s;
-    if (bell_words(self->region, self->off, &c, &s) < 0) return NULL;
+    if (bell_cleared(self) < 0 || bell_words(self->region, self->off, &c, &s) < 0) return NULL;
     return PyLong_FromUnsignedLong(atomic_load_explicit(c, memory_order_acquire));
 }
 
@@ -200,8 +224,8 @@ static PyMethodDef Bell_methods[] = {
     {"ring", (PyCFunction)Bell_ring, METH_NOARGS, "Post one wake-up (any process, any thread)."},
     {"wait", (PyCFunction)(void (*)(void))Bell_wait, METH_FASTCALL,
      "wait(timeout=None, spin=0.0) -> bool: take one post, spinning `spin` seconds first, then "
-     "sleeping up to `timeout` seconds (None or inf: forever; negative: 0; NaN: ValueError). "
-     "False on timeout."},
+     "sleeping up to `timeout` seconds (None, inf or 1e9 and above: forever; negative, -inf "
+     "included: 0; NaN: ValueError). False on timeout."},
     {"drain", (PyCFunction)Bell_drain, METH_NOARGS, "Take every pending post; how many."},
     {NULL, NULL, 0, NULL},
 };
@@ -221,6 +245,7 @@ PyTypeObject Bell_Type = {
     .tp_new = Bell_new,
     .tp_dealloc = (destructor)Bell_dealloc,
     .tp_traverse = (traverseproc)Bell_traverse,
+    .tp_clear = (inquiry)Bell_clear,
     .tp_methods = Bell_methods,
     .tp_getset = Bell_getset,
 };

@@ -38,6 +38,13 @@
 
 #define CHAN_SPAN (CHAN_WORDS * WORD) /* the block's words (CHAN_BLOCK bytes are allocated) */
 
+/* A wait of this many seconds or more has no deadline (about 32 years): a timeout is clamped
+ * to it where it comes in, so no huge double is ever converted (only a slice is, to a
+ * timespec) and such a wait still sleeps in WAIT_SLICE_NS slices with signal checks. */
+#ifndef WAIT_FOREVER_S
+#define WAIT_FOREVER_S 1e9
+#endif
+
 static aword *chan_open_at(Region *r, long long off, long long *lock) {
     if (region_span(r, off, CHAN_SPAN, 8) < 0) return NULL;
     aword *w = word_at(r, off);
@@ -142,10 +149,31 @@ RMETH(R_chan_retire) {
 }
 
 /* chan_reopen(off, cap): a retired block made a new open channel of capacity `cap` with one
- * reference (its creator's handle); the magic is stored last (release). */
+ * reference (its creator's handle); the magic is stored last (release). The block must be an
+ * arena block in use (its header's magic, block.py's new_block) past the arena's header, its
+ * channel magic cleared (retired), and cap not negative (the word is read as unsigned). */
 int chan_reopen_at(Region *r, long long off, long long cap) {
+    if (cap < 0) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: capacity %lld is out of range", cap);
+        return -1;
+    }
     if (region_span(r, off, CHAN_SPAN, 8) < 0) return -1;
     aword *w = word_at(r, off);
+    /* the block header's magic word (arena.py: BLOCK_MAGIC | state | size class) */
+    uint64_t head = off >= BLOCK_HEADER
+                        ? atomic_load_explicit(&w[-(BLOCK_HEADER / WORD)], memory_order_relaxed)
+                        : 0;
+    if (off < BLOCK_HEADER || (head & ~(uint64_t)0xFFFF) != BLOCK_MAGIC ||
+        (head & 0xFF00) != BLOCK_USED) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: no channel block at arena offset %lld", off);
+        return -1;
+    }
+    /* acquire: pairs with chan_retire's store; a live channel is never reopened */
+    if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != 0) {
+        PyErr_Format(PyExc_ValueError, "chan_reopen: the channel at arena offset %lld is not "
+                     "retired", off);
+        return -1;
+    }
     ST(w, W_CAP, (uint64_t)cap);
     ST(w, W_CLOSED, 0);
     ST(w, W_REFS, 1);
@@ -163,7 +191,8 @@ RMETH(R_chan_reopen) {
 
 /* The block's word `i` if it holds a live channel whose id word is `id`; -1 if not (no error). */
 long long chan_word_if(Region *r, long long off, uint64_t id, int i) {
-    if (r->base == NULL || off < 0 || off + CHAN_SPAN > (long long)r->size || off % 8) return -1;
+    /* off > size - SPAN, not off + SPAN > size: off comes from a handle's name (any 64 bits) */
+    if (r->base == NULL || off < 0 || off > (long long)r->size - CHAN_SPAN || off % 8) return -1;
     aword *w = word_at(r, off);
     if (atomic_load_explicit(&w[W_MAGIC], memory_order_acquire) != CHAN_MAGIC ||
         LD(w, W_ID) != id)
@@ -201,6 +230,7 @@ RMETH(R_chan_poll) {
         (nargs > 3 && arg_ll(args[3], &bell) < 0) || (w = chan_open(r, args[0], &lock)) == NULL ||
         (bell >= 0 && region_span(r, bell, 8, 8) < 0))
         return NULL;
+    if (seconds > WAIT_FOREVER_S) seconds = WAIT_FOREVER_S; /* no deadline; still in slices */
     /* the bell's post count (bell.c); relaxed loads: a hint, the hub takes the post */
     aword32 *posts = bell >= 0 ? (aword32 *)(r->base + bell) : NULL;
     int ready = 0, stop = 0;
@@ -296,7 +326,15 @@ static int pop_live(ChanOps *self, aword *w, int qi, int nwi, wrec *rec, PyObjec
     if (!LD(w, nwi)) return 0;
     ring_t g;
     if (ring_open(r, (long long)LD(w, qi), &g) < 0) return -1;
-    for (;;) {
+    /* Bounded by what the ring can hold: every record takes 8 + WREC_BYTES bytes at least, so
+     * a queue whose tail is never reached (corrupt head or tail words) ends in ValueError after
+     * one round of the ring, not in a walk for ever with the GIL and the lock held. */
+    for (uint64_t left = g.cap / (8 + WREC_BYTES) + 1;; left--) {
+        if (left == 0) {
+            PyErr_SetString(PyExc_ValueError, "corrupt channel wait queue: its tail is never "
+                                              "reached");
+            return -1;
+        }
         uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), n, nh;
         if (h == atomic_load_explicit(g.tail, memory_order_relaxed)) {
             ST(w, nwi, 0);
@@ -355,21 +393,35 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *dobj, Py
     long long lock;
     Region *r = self->region;
     aword *w = chan_open_at(r, self->off, &lock);
-    if (w == NULL || lock_take(r, lock) < 0) return -1;
+    if (w == NULL) return -1;
     wrec rec;
     wake_t wk;
-    int k = 0, woke = 0;
-    if (LD(w, W_NRECV) && !LD(w, W_CLOSED) && self->peers != NULL) {
+    int k = 0, ready = 0;
+    /* The wake-up is made ready before the lock (wake_init may allocate its message buffer):
+     * when a racy look says a receiver may be queued; if the lock then finds one all the same,
+     * it is given back and taken again with the wake-up ready (a second pass at most). */
+    for (int pass = 0;; pass++) {
+        if (self->peers != NULL && !ready &&
+            (pass > 0 || atomic_load_explicit(&w[W_NRECV], memory_order_relaxed))) {
+            if (wake_init(self->peers, &wk, K_VALUE, p, n, dobj, obj, self->off) < 0) return -1;
+            ready = 1;
+        }
+        if (lock_take(r, lock) < 0) {
+            if (ready) wake_done(self->peers, &wk);
+            return -1;
+        }
+        if (ready || self->peers == NULL || !LD(w, W_NRECV) || LD(w, W_CLOSED)) break;
+        if (lock_give(r, lock) < 0) return -1;
+    }
+    if (ready && LD(w, W_NRECV) && !LD(w, W_CLOSED)) {
         PyObject *none;
-        woke = 1;
-        k = wake_init(self->peers, &wk, K_VALUE, p, n, dobj, obj, self->off) < 0
-                ? -1 : pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0, &wk);
+        k = pop_live(self, w, W_RECVQ, W_NRECV, &rec, &none, NULL, 0, 0, &wk);
         if (k >= 0) Py_XDECREF(none); /* receivers' records hold no value */
     }
     int done = k == 0 ? send_buf_locked(r, w, p, n) : k == 1 ? 1 : k < 0 ? -1 : 0;
     if (lock_give(r, lock) < 0) done = -1; /* a claimed receiver is woken all the same */
     if (k == 1 && wake_claimed(self, &wk, &rec) < 0) done = -1;
-    if (woke) wake_done(self->peers, &wk);
+    if (ready) wake_done(self->peers, &wk);
     return done;
 }
 
@@ -381,6 +433,7 @@ static int ops_send(ChanOps *self, const char *p, uint64_t n, PyObject *dobj, Py
 static PyObject *recv_rotate_locked(ChanOps *self, aword *w, wrec *rec, int *k, wake_t *wk) {
     Region *r = self->region;
     ring_t g;
+    *k = -1; /* every return below sets it; an error return keeps this */
     if (ring_open(r, (long long)LD(w, W_BUF), &g) < 0) return NULL;
     uint64_t h = atomic_load_explicit(g.head, memory_order_relaxed), nh, n;
     uint64_t t = atomic_load_explicit(g.tail, memory_order_relaxed), nt;
@@ -418,16 +471,21 @@ static PyObject *ops_recv(ChanOps *self) {
     long long lock;
     Region *r = self->region;
     aword *w = chan_open_at(r, self->off, &lock);
-    if (w == NULL || lock_take(r, lock) < 0) return NULL;
+    if (w == NULL) return NULL;
     wrec rec;
     wake_t wk;
     PyObject *data = NULL;
-    int k = 0, woke = 0;
+    int k = 0;
+    /* before the lock: a K_SENT wake-up carries no value, so this allocates nothing */
+    if (self->peers != NULL &&
+        wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
+        return NULL;
+    if (lock_take(r, lock) < 0) {
+        if (self->peers != NULL) wake_done(self->peers, &wk);
+        return NULL;
+    }
     if (LD(w, W_NSEND) && self->peers != NULL) {
-        woke = 1;
-        if (wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
-            k = -1;
-        else if (LD(w, W_CAP) == 0)
+        if (LD(w, W_CAP) == 0)
             k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0, &wk);
         else if (LD(w, W_COUNT) > 0) {
             data = recv_rotate_locked(self, w, &rec, &k, &wk);
@@ -442,7 +500,7 @@ static PyObject *ops_recv(ChanOps *self) {
     if (lock_give(r, lock) < 0) Py_CLEAR(data); /* a claimed sender is woken all the same */
     /* claimed (k == 1): data holds its value (pop_live refused a record without one) */
     if (k == 1 && wake_claimed(self, &wk, &rec) < 0) Py_CLEAR(data);
-    if (woke) wake_done(self->peers, &wk);
+    if (self->peers != NULL) wake_done(self->peers, &wk);
     return data;
 }
 
@@ -542,7 +600,7 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
         PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
         v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
         Py_XDECREF(body);
-    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == 0x80 && n > 1))) { /* the codec's others */
+    } else if (n >= 1 && (p[0] == CODEC_EXT || (p[0] == CODEC_PICKLE && n > 1))) { /* the codec's others */
         v = PyObject_CallOneArg(self->decode_any, data);
     } else {
         v = PyObject_CallOneArg(self->mdec, data);

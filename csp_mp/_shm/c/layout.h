@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "0067da4025aae12c"
+#define LAYOUT_DIGEST "345f7ab9a69e5c20"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -133,6 +133,9 @@
 #define TASK_ITEMS 8
 #define TASK_SITE 6
 #define TASK_CREATOR 7
+#define CODEC_PICKLE 128
+#define WAKE_ITEMS 8
+#define MSGPACK_FIXARRAY 144
 #define CHAN_BUF_MIN 256
 #define CHAN_BUF_PER_SLOT 32
 #define CHAN_BUF_CAP_MAX 1024

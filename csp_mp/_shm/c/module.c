@@ -110,6 +110,14 @@ static int Region_traverse(Region *self, visitproc visit, void *arg) {
     return 0;
 }
 
+/* The buffer goes with the cycle, as by release(): the region is closed, so every later call
+ * raises ValueError ("the arena is closed"); a call holding it lets the buffer go on return. */
+static int Region_clear(Region *self) {
+    self->base = NULL;
+    if (self->holds == 0 && self->view.obj != NULL) PyBuffer_Release(&self->view);
+    return 0;
+}
+
 static void Region_dealloc(Region *self) {
     PyObject_GC_UnTrack(self);
     if (self->view.obj != NULL) PyBuffer_Release(&self->view);
@@ -342,6 +350,7 @@ PyTypeObject Region_Type = {
     .tp_new = Region_new,
     .tp_dealloc = (destructor)Region_dealloc,
     .tp_traverse = (traverseproc)Region_traverse,
+    .tp_clear = (inquiry)Region_clear,
     .tp_methods = Region_methods,
     .tp_getset = Region_getset,
 };

@@ -27,7 +27,9 @@
  *     process layer queued it (and then keeps the word itself): a P killed in between is not
  *     replaced, since a parked goroutine elsewhere would wait for ever.
  *   - everything a wake-up needs is made before the claim (wake_init, wake_prepare): once a
- *     claim is won, only the deliver callback itself can fail.
+ *     claim is won, only the deliver callback itself can fail; then it is called once more (its
+ *     first exception kept aside, then raised), and if that fails too, a RuntimeError says the
+ *     wake-up was lost (peers_wake): a claimed waiter is never left asleep silently.
  */
 #include "core.h"
 
@@ -46,7 +48,6 @@ struct Peers {
     long long sent_off; /* this P's P_SENT word */
     long long floor_off; /* byte offset of P 0's P_GFLOOR word, -1: no P is ever replaced */
     long long pstride;  /* bytes from one P's words to the next's */
-    long long m_wake;   /* the WAKE message kind */
     long long owes_off; /* this P's P_OWES word, -1: not kept */
     long long *inbox;   /* inbox ring offset of each P */
     long long *bell;    /* doorbell offset of each P */
@@ -95,6 +96,9 @@ int peers_plain_live(Peers *ps, int64_t p, int64_t gid) {
     aword *w = word_at(ps->region, off);
     return (uint64_t)gid >= atomic_load_explicit(w, memory_order_acquire);
 }
+
+_Static_assert(WAKE_ITEMS == 8 && WAKE_ITEMS < 16,
+               "wake_prepare writes the 8 items of a WAKE message behind a fixarray header");
 
 /* msgpack: an int as a fixint or int64, bytes as bin, None as nil */
 static char *mp_int(char *q, int64_t v) {
@@ -178,9 +182,10 @@ int wake_prepare(Peers *ps, wake_t *wk, const wrec *rec) {
     if (owe(ps, wk) < 0) return -1;
     for (int i = 0; i < WAKE_ARGS; i++) Py_CLEAR(wk->argv[i]); /* an earlier record's */
     char *q = wk->msg;
-    *q++ = (char)0x98; /* fixarray of 8: messages.py's _msg((M_WAKE, gid, slot, gen, case, kind,
-                        * data, chan_off)) */
-    q = mp_int(q, ps->m_wake);
+    /* a msgpack fixarray of WAKE_ITEMS: messages.py's _msg((M_WAKE, gid, slot, gen, case, kind,
+     * data, chan_off)) */
+    *q++ = (char)(MSGPACK_FIXARRAY | WAKE_ITEMS);
+    q = mp_int(q, M_WAKE);
     q = mp_int(q, rec->gid);
     q = mp_int(q, rec->slot);
     q = mp_int(q, rec->gen);
@@ -235,18 +240,66 @@ static int send_wake(Peers *ps, const wake_t *wk, const wrec *rec) {
     return 1;
 }
 
+/* The wake-up of claimed waiter `rec` could not be delivered: RuntimeError, chained from the
+ * exception pending (which deliver raised). */
+static void wake_lost(const wrec *rec) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL && ev != NULL) PyException_SetTraceback(ev, tb);
+    PyErr_Format(PyExc_RuntimeError,
+                 "a wake-up for goroutine %lld of P %lld was lost: its wait completed (claimed) "
+                 "and the wake-up could not be delivered",
+                 (long long)rec->gid, (long long)rec->p);
+    if (ev != NULL) {
+        PyObject *e2, *v2, *t2;
+        PyErr_Fetch(&e2, &v2, &t2);
+        PyErr_NormalizeException(&e2, &v2, &t2);
+        if (v2 != NULL) {
+            PyException_SetCause(v2, Py_NewRef(ev)); /* steals the new reference */
+            PyException_SetContext(v2, Py_NewRef(ev));
+        }
+        PyErr_Restore(e2, v2, t2);
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+}
+
 int peers_wake(Peers *ps, wake_t *wk, const wrec *rec) {
     /* wake_prepare checked rec->p; a message queued by the process layer goes first */
     if (rec->p != ps->p && !ps->divert && wk->owed != 1 && send_wake(ps, wk, rec)) return 0;
-    if (ps->deliver == NULL) { /* cleared by the GC since the claim: nobody to wake */
+    if (ps->deliver == NULL) { /* cleared by the GC since the claim: only the inbox is left */
+        if (rec->p != ps->p && send_wake(ps, wk, rec)) return 0;
         PyErr_SetString(PyExc_ValueError, "Peers: cleared by the garbage collector");
+        wake_lost(rec);
         return -1;
     }
     wk->queued = rec->p != ps->p; /* the process layer keeps P_OWES for what it queues */
     PyObject *r = PyObject_Vectorcall(ps->deliver, wk->argv, WAKE_ARGS, NULL);
-    if (r == NULL) return -1;
-    Py_DECREF(r);
-    return 0;
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    /* deliver raised after the claim was won (a signal handler's KeyboardInterrupt, a
+     * MemoryError): the waiter is claimed and must still be woken. Its exception is kept aside
+     * while deliver is tried once more, and is then the one raised; when that fails too, a
+     * RuntimeError saying the wake-up was lost is raised instead (from the first): never a
+     * silent loss. shared.py's flush does the same on the Python path. (A deliver that raised
+     * after its effect is retried all the same: the duplicate finds its goroutine no longer
+     * waiting, which the process layer reports as a lost wake-up, loudly.) */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    r = PyObject_Vectorcall(ps->deliver, wk->argv, WAKE_ARGS, NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    wake_lost(rec);
+    return -1;
 }
 
 /* ---- the Python face */
@@ -281,15 +334,22 @@ static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *wha
 
 static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *inboxes, *bells, *deliver, *no_obj;
-    long long p, tok_off, ntokens, sent_off, m_wake, floor_off = -1, pstride = 0, owes_off = -1;
+    long long p, tok_off, ntokens, sent_off, floor_off = -1, pstride = 0, owes_off = -1;
+    long long m_wake = M_WAKE;
+    /* m_wake: the WAKE kind is layout.h's M_WAKE; the keyword is accepted, for callers written
+     * before, only with that value */
     static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
-                             "sent_off", "m_wake", "deliver", "no_obj", "floor_off", "pstride",
-                             "owes_off", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLLOO|LLL:Peers", kwlist, &Region_Type,
+                             "sent_off", "deliver", "no_obj", "floor_off", "pstride",
+                             "owes_off", "m_wake", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLOO|LLL$L:Peers", kwlist, &Region_Type,
                                      &region, &p, &tok_off, &ntokens, &inboxes, &bells,
-                                     &sent_off, &m_wake, &deliver, &no_obj, &floor_off, &pstride,
-                                     &owes_off))
+                                     &sent_off, &deliver, &no_obj, &floor_off, &pstride,
+                                     &owes_off, &m_wake))
         return NULL;
+    if (m_wake != M_WAKE) {
+        PyErr_Format(PyExc_ValueError, "Peers: m_wake must be layout.M_WAKE (%d)", M_WAKE);
+        return NULL;
+    }
     Py_ssize_t n = PySequence_Size(inboxes);
     if (n < 0) return NULL;
     Region *r = (Region *)region;
@@ -325,7 +385,6 @@ static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->sent_off = sent_off;
     self->floor_off = floor_off;
     self->pstride = pstride;
-    self->m_wake = m_wake;
     self->owes_off = owes_off;
     return (PyObject *)self;
 }
@@ -384,8 +443,9 @@ PyTypeObject Peers_Type = {
     .tp_name = "csp_mp._shm._core.Peers",
     .tp_basicsize = sizeof(Peers),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Peers(region, p, tok_off, ntokens, inboxes, bells, sent_off, m_wake, deliver, "
-              "no_obj): one P's token claims and wake-ups to the other Ps.",
+    .tp_doc = "Peers(region, p, tok_off, ntokens, inboxes, bells, sent_off, deliver, no_obj, "
+              "floor_off=-1, pstride=0, owes_off=-1): one P's token claims and wake-ups to the "
+              "other Ps.",
     .tp_new = Peers_new,
     .tp_dealloc = (destructor)Peers_dealloc,
     .tp_traverse = (traverseproc)Peers_traverse,
