@@ -67,7 +67,7 @@ class World:
 
     def peers(self, **kw: Any) -> Any:
         args = dict(region=self.r, p=0, tok_off=self.tok, ntokens=8, inboxes=self.inboxes,
-                    bells=[self.bell.offset] * 2, sent_off=self.sent, m_wake=1,
+                    bells=[self.bell.offset] * 2, sent_off=self.sent,
                     deliver=lambda *a: None, no_obj=None)
         args.update(kw)
         return self.core_mod.Peers(**args)

@@ -285,7 +285,7 @@ class _TwoPs:
     def peers(self, p: int = 0, **kw) -> object:
         args = dict(region=self.a.core, p=p, tok_off=self.tok, ntokens=self.NTOK,
                     inboxes=[r.offset for r in self.inbox], bells=[b.offset for b in self.bells],
-                    sent_off=self.sent[p % 2], m_wake=1, deliver=self._deliver, no_obj=NO_OBJ)
+                    sent_off=self.sent[p % 2], deliver=self._deliver, no_obj=NO_OBJ)
         args.update(kw)
         return native.core().Peers(**args)
 

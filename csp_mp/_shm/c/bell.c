@@ -27,13 +27,6 @@
 
 #define BELL_MAX 0x7fffffffu
 
-/* A wait of this many seconds or more has no deadline (about 32 years): a timeout is clamped
- * to it where it comes in, so no huge double is ever converted (only a slice is, to a
- * timespec) and such a wait still sleeps in WAIT_SLICE_NS slices with signal checks. */
-#ifndef WAIT_FOREVER_S
-#define WAIT_FOREVER_S 1e9
-#endif
-
 static int bell_words(Region *r, long long off, aword32 **count, aword32 **sleepers) {
     if (region_span(r, off, 8, 8) < 0) return -1;
     *count = (aword32 *)(r->base + off);

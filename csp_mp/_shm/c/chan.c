@@ -38,13 +38,6 @@
 
 #define CHAN_SPAN (CHAN_WORDS * WORD) /* the block's words (CHAN_BLOCK bytes are allocated) */
 
-/* A wait of this many seconds or more has no deadline (about 32 years): a timeout is clamped
- * to it where it comes in, so no huge double is ever converted (only a slice is, to a
- * timespec) and such a wait still sleeps in WAIT_SLICE_NS slices with signal checks. */
-#ifndef WAIT_FOREVER_S
-#define WAIT_FOREVER_S 1e9
-#endif
-
 static aword *chan_open_at(Region *r, long long off, long long *lock) {
     if (region_span(r, off, CHAN_SPAN, 8) < 0) return NULL;
     aword *w = word_at(r, off);

@@ -57,6 +57,10 @@ void region_drop(Region *r);
 
 /* How long a wait sleeps with the GIL released before it looks at signals and its region. */
 #define WAIT_SLICE_NS 20000000L
+/* A wait of this many seconds or more has no deadline (about 32 years): a timeout is clamped
+ * to it where it comes in, so no huge double is ever converted (only a slice is, to a
+ * timespec) and such a wait still sleeps in WAIT_SLICE_NS slices with signal checks. */
+#define WAIT_FOREVER_S 1e9
 
 extern PyTypeObject Region_Type;
 extern PyTypeObject Lock_Type;
@@ -99,18 +103,22 @@ typedef struct {
 
 int ring_open(Region *r, long long off, ring_t *g);
 /* Write one inline frame after tail word t (head word h); 1 and *nt = new tail word, or 0 when
- * it does not fit. Unpublished until the caller stores *nt. */
+ * it does not fit or the two words are not a valid pair (a corrupt ring reads as full; the
+ * consumer's read reports it). Unpublished until the caller stores *nt. */
 int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uint64_t *nt);
 /* Whether an inline frame of n bytes fits after tail word t with head word h (ring_write's
- * test, writing nothing). */
+ * test, writing nothing; 0 for a corrupt pair). */
 int ring_fits(ring_t *g, uint64_t t, uint64_t h, uint64_t n);
 /* The frame at head word h (the ring is not empty): bytes, or (offset, length) for an
- * out-of-band frame; *nh = the head word after it. NULL with an exception on a corrupt frame. */
+ * out-of-band frame; *nh = the head word after it. The frame must lie in the ring's data and
+ * end at or before the tail word (loaded here): NULL with ValueError on a corrupt frame. */
 PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh);
-/* The kind of the frame at head word h (INLINE or OOB), skipping a wrap marker. */
+/* The kind of the frame at head word h (INLINE or OOB), skipping a wrap marker; INLINE for a
+ * corrupt frame, so that the ring_read or ring_view that follows reports it. */
 int ring_peek_kind(ring_t *g, uint64_t h);
 /* The inline frame at head word h (the ring is not empty), in place: 1 with its payload in *p,
- * *n and the head word after it in *nh; 0 for an out-of-band frame; -1 corrupt (exception set).
+ * *n and the head word after it in *nh; 0 for an out-of-band frame; -1 corrupt (ValueError: the
+ * frame outside the data or past the tail word, loaded here).
  * The caller has the consumer side and frees the frame by storing *nh. */
 int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh);
 /* Put one inline frame, taking the ring's producer side: 1 put, 0 full or not inline-sized,
@@ -164,7 +172,9 @@ int wake_init(Peers *ps, wake_t *wk, int kind, const char *data, uint64_t n, PyO
 int wake_prepare(Peers *ps, wake_t *wk, const wrec *rec);
 /* After the lock: wake the claimed waiter `rec` (a WAKE message in its P's inbox and a ring of
  * its doorbell; or, for a goroutine of this P, an inbox without room, a process layer with
- * messages queued, the deliver callback). 0, or -1 when the callback raised. */
+ * messages queued, the deliver callback). 0, or -1 when the callback raised: it was called
+ * once more; its first exception is pending if that delivered the wake-up, else a RuntimeError
+ * saying the wake-up was lost. */
 int peers_wake(Peers *ps, wake_t *wk, const wrec *rec);
 /* Last, in every case: what wake_init and wake_prepare took given back, P_OWES cleared when
  * this wake-up set it and nothing was queued since. */

@@ -335,21 +335,14 @@ static int offsets(PyObject *seq, Py_ssize_t n, long long **out, const char *wha
 static PyObject *Peers_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *inboxes, *bells, *deliver, *no_obj;
     long long p, tok_off, ntokens, sent_off, floor_off = -1, pstride = 0, owes_off = -1;
-    long long m_wake = M_WAKE;
-    /* m_wake: the WAKE kind is layout.h's M_WAKE; the keyword is accepted, for callers written
-     * before, only with that value */
     static char *kwlist[] = {"region", "p", "tok_off", "ntokens", "inboxes", "bells",
                              "sent_off", "deliver", "no_obj", "floor_off", "pstride",
-                             "owes_off", "m_wake", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLOO|LLL$L:Peers", kwlist, &Region_Type,
+                             "owes_off", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LLLOOLOO|LLL:Peers", kwlist, &Region_Type,
                                      &region, &p, &tok_off, &ntokens, &inboxes, &bells,
                                      &sent_off, &deliver, &no_obj, &floor_off, &pstride,
-                                     &owes_off, &m_wake))
+                                     &owes_off))
         return NULL;
-    if (m_wake != M_WAKE) {
-        PyErr_Format(PyExc_ValueError, "Peers: m_wake must be layout.M_WAKE (%d)", M_WAKE);
-        return NULL;
-    }
     Py_ssize_t n = PySequence_Size(inboxes);
     if (n < 0) return NULL;
     Region *r = (Region *)region;
