@@ -56,7 +56,7 @@ sanitize: $(STAMP)
 		PYTHONMALLOC=malloc CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py \
 		tests/test_native_fuzz.py tests/test_native_fuzz_ring.py tests/test_native_fuzz_task.py \
-		tests/test_native_fuzz_chan.py tests/test_native_hygiene.py
+		tests/test_native_fuzz_chan.py tests/test_native_cleared.py tests/test_native_hygiene.py
 	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not slow' \

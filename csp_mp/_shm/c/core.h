@@ -97,6 +97,7 @@ int lock_give(Region *r, long long i);
 /* Rings (ring.c): the frame format of ring_frames.py. */
 typedef struct {
     char *data;
+    long long off; /* the ring's arena offset (for messages) */
     uint64_t cap, mask, max_inline, lock, kind;
     aword *head, *tail;
 } ring_t;

@@ -51,25 +51,18 @@ static inline uint64_t ring_used(const ring_t *g, uint64_t h, uint64_t t) {
     return used;
 }
 
-/* ValueError naming the corrupt ring: at arena offset `off` (-1: not known here), `what` is
- * wrong with its head word h and tail word t. */
+/* ValueError naming the corrupt ring at arena offset `off`: `what` is wrong with its head word
+ * h and tail word t. */
 static void ring_corrupt(long long off, const char *what, uint64_t h, uint64_t t) {
-    char at[48] = "", msg[256];
-    if (off >= 0) snprintf(at, sizeof at, " at arena offset %lld", off);
+    char msg[256];
     /* formatted here: PyErr_Format has no 64-bit hex conversion */
-    snprintf(msg, sizeof msg, "corrupt ring%s: %s (head word 0x%" PRIx64 ", tail word 0x%" PRIx64
-             ")", at, what, h, t);
+    snprintf(msg, sizeof msg, "corrupt ring at arena offset %lld: %s (head word 0x%" PRIx64
+             ", tail word 0x%" PRIx64 ")", off, what, h, t);
     PyErr_SetString(PyExc_ValueError, msg);
 }
 
 static const char BAD_WORDS[] =
     "head and tail positions misaligned, or further apart than its capacity or its count allows";
-
-/* The offset of ring g in region r (for messages). */
-static long long ring_offset(Region *r, const ring_t *g) {
-    char *base = r->base != NULL ? r->base : (char *)r->view.buf;
-    return (long long)(g->data - base) - RING_HEADER;
-}
 
 int ring_open(Region *r, long long off, ring_t *g) {
     if (region_span(r, off, RING_HEADER, LINE) < 0) return -1;
@@ -101,6 +94,7 @@ int ring_open(Region *r, long long off, ring_t *g) {
     g->head = word_at(r, off + RING_HEAD_LINE * LINE);
     g->tail = word_at(r, off + RING_TAIL_LINE * LINE);
     g->data = r->base + off + RING_HEADER;
+    g->off = off;
     return 0;
 }
 
@@ -188,7 +182,7 @@ PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh) {
     uint64_t t = tail_now(g);
     const char *bad = frame_at(g, h, ring_used(g, h, t), &f);
     if (bad != NULL) {
-        ring_corrupt(-1, bad, h, t);
+        ring_corrupt(g->off, bad, h, t);
         return NULL;
     }
     *nh = f.nh;
@@ -200,7 +194,7 @@ int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh) 
     uint64_t t = tail_now(g);
     const char *bad = frame_at(g, h, ring_used(g, h, t), &f);
     if (bad != NULL) {
-        ring_corrupt(-1, bad, h, t);
+        ring_corrupt(g->off, bad, h, t);
         return -1;
     }
     if (f.hdr >> 32 == F_OOB) return 0;
@@ -221,12 +215,12 @@ static int ring_leave(Region *r, ring_t *g) {
 }
 
 /* 1 put, 0 full, -1 corrupt (exception set); caller has the producer side */
-static int put_one(Region *r, ring_t *g, const char *p, uint64_t n) {
+static int put_one(ring_t *g, const char *p, uint64_t n) {
     uint64_t t = atomic_load_explicit(g->tail, memory_order_relaxed);
     /* load-acquire; pairs with the consumer's store-release of the head */
     uint64_t h = atomic_load_explicit(g->head, memory_order_acquire), nt;
     if (ring_used(g, h, t) == UINT64_MAX) {
-        ring_corrupt(ring_offset(r, g), BAD_WORDS, h, t);
+        ring_corrupt(g->off, BAD_WORDS, h, t);
         return -1;
     }
     if (!ring_write(g, t, h, p, n, &nt)) return 0;
@@ -235,7 +229,7 @@ static int put_one(Region *r, ring_t *g, const char *p, uint64_t n) {
 }
 
 /* the oldest frame or Py_None; caller has the consumer side */
-static PyObject *get_one(Region *r, ring_t *g) {
+static PyObject *get_one(ring_t *g) {
     uint64_t h = atomic_load_explicit(g->head, memory_order_relaxed);
     /* load-acquire; pairs with the producer's commit store of the tail */
     uint64_t t = atomic_load_explicit(g->tail, memory_order_acquire);
@@ -243,7 +237,7 @@ static PyObject *get_one(Region *r, ring_t *g) {
     frame_t f;
     const char *bad = frame_at(g, h, ring_used(g, h, t), &f);
     if (bad != NULL) {
-        ring_corrupt(ring_offset(r, g), bad, h, t);
+        ring_corrupt(g->off, bad, h, t);
         return NULL;
     }
     PyObject *item = frame_item(&f); /* can start a collection: the caller holds the region */
@@ -271,7 +265,7 @@ static PyObject *put_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
             PyBuffer_Release(&b);
             return NULL;
         }
-        res = put_one(r, &g, b.buf, (uint64_t)b.len); /* -1: corrupt */
+        res = put_one(&g, b.buf, (uint64_t)b.len); /* -1: corrupt */
         if (res < 0) res = -2;
         if (!locked && ring_leave(r, &g) < 0) res = -2;
     }
@@ -284,7 +278,7 @@ int ring_put_bytes(Region *r, ring_t *g, const char *p, uint64_t n) {
     /* the caller may have run Python code since ring_open (an SPSC ring takes no lock, which
      * would have refused a released region) */
     if (region_span(r, 0, 0, 1) < 0 || ring_enter(r, g) < 0) return -1;
-    int put = put_one(r, g, p, n);
+    int put = put_one(g, p, n);
     if (ring_leave(r, g) < 0) return -1;
     return put;
 }
@@ -303,7 +297,7 @@ static PyObject *get_common(Region *r, PyObject *const *args, Py_ssize_t nargs, 
     /* an out-of-band frame's tuple can start a collection, whose finalizers may release the
      * region: held, it keeps the buffer, and the lock can still be given back */
     region_hold(r);
-    PyObject *item = get_one(r, &g);
+    PyObject *item = get_one(&g);
     if (!locked && ring_leave(r, &g) < 0) Py_CLEAR(item);
     region_drop(r);
     return item;
@@ -331,7 +325,7 @@ RMETH(R_ring_put_many) {
     /* load-acquire; pairs with the consumer's store-release of the head */
     uint64_t h = atomic_load_explicit(g.head, memory_order_acquire);
     int corrupt = ring_used(&g, h, t0) == UINT64_MAX;
-    if (corrupt) ring_corrupt(ring_offset(r, &g), BAD_WORDS, h, t0);
+    if (corrupt) ring_corrupt(g.off, BAD_WORDS, h, t0);
     for (; !corrupt && i < end; i++) { /* no Python code runs here: the list stays as it is */
         PyObject *it = PyList_GET_ITEM(items, i);
         if (!PyBytes_CheckExact(it)) break;
@@ -366,7 +360,7 @@ RMETH(R_ring_get_many) {
     for (long long k = 0; k < max && h != t; k++) {
         frame_t f;
         const char *bad = frame_at(&g, h, ring_used(&g, h, t), &f);
-        if (bad != NULL) ring_corrupt(ring_offset(r, &g), bad, h, t);
+        if (bad != NULL) ring_corrupt(g.off, bad, h, t);
         PyObject *item = bad != NULL ? NULL : frame_item(&f);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
