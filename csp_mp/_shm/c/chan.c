@@ -468,16 +468,16 @@ static PyObject *ops_recv(ChanOps *self) {
     wrec rec;
     wake_t wk;
     PyObject *data = NULL;
-    int k = 0;
-    /* before the lock: a K_SENT wake-up carries no value, so this allocates nothing */
-    if (self->peers != NULL &&
-        wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0)
-        return NULL;
-    if (lock_take(r, lock) < 0) {
-        if (self->peers != NULL) wake_done(self->peers, &wk);
-        return NULL;
-    }
+    int k = 0, woke = 0;
+    if (lock_take(r, lock) < 0) return NULL;
     if (LD(w, W_NSEND) && self->peers != NULL) {
+        /* only with a sender queued: a K_SENT wake-up carries no value, so its wake_init
+         * allocates nothing (the message fits wake_t's own buffer) and may run under the lock */
+        if (wake_init(self->peers, &wk, K_SENT, NULL, 0, NULL, NULL, self->off) < 0) {
+            (void)lock_give(r, lock);
+            return NULL;
+        }
+        woke = 1;
         if (LD(w, W_CAP) == 0)
             k = pop_live(self, w, W_SENDQ, W_NSEND, &rec, &data, NULL, 0, 0, &wk);
         else if (LD(w, W_COUNT) > 0) {
@@ -493,7 +493,7 @@ static PyObject *ops_recv(ChanOps *self) {
     if (lock_give(r, lock) < 0) Py_CLEAR(data); /* a claimed sender is woken all the same */
     /* claimed (k == 1): data holds its value (pop_live refused a record without one) */
     if (k == 1 && wake_claimed(self, &wk, &rec) < 0) Py_CLEAR(data);
-    if (self->peers != NULL) wake_done(self->peers, &wk);
+    if (woke) wake_done(self->peers, &wk);
     return data;
 }
 

@@ -146,7 +146,9 @@ int peers_claim(Peers *ps, int64_t p, int64_t slot, int64_t gen);
 int peers_plain_live(Peers *ps, int64_t p, int64_t gid);
 /* One hand-off's wake-up, made ready before its waiter is claimed, so that a won claim is
  * followed by a wake-up that cannot fail for want of memory (Go's goready cannot fail): the
- * WAKE message's buffer (wake_init, before the channel lock), the message and the deliver
+ * WAKE message's buffer (wake_init, before the channel lock; under it only for a wake-up that
+ * carries no value, whose message fits wake_t's own buffer: nothing is allocated), the message
+ * and the deliver
  * callback's arguments (wake_prepare, under the lock, before the claim: only ints and bytes are
  * made there, which cannot start a collection). It also keeps this P's P_OWES word (replace.py)
  * set from before the claim until the wake-up is in an inbox or queued by the process layer. */
