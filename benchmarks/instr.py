@@ -6,6 +6,10 @@ to tell whether a change to a hot path made it cheaper, then confirm with the ti
 - ``pingpong``, ``spawn``: CPU instructions per unbuffered hand-off and per ``go_local``
   spawn+finish on one P, counted by ``valgrind --tool=callgrind`` (runs of two sizes; the
   difference divided by the extra operations, so start-up cancels out).
+- ``core-chan``, ``core-ring``: CPU instructions per pair of calls of the compiled core in one
+  process, counted the same way: ``ChanOps.send((i, 1))`` and ``ChanOps.recv()`` on a buffered
+  channel block, and ``Region.ring_try_put`` and ``ring_try_get`` of an 8-byte frame on a
+  locked ring (500 puts, then 500 gets; the driving loop's bytecodes included, alike in both).
 - ``shared-send``, ``shared-recv``: Python bytecodes per ``ch.send(i)`` and per ``ch.recv()`` of
   a ``Chan(1024)`` promoted to a shared channel inside ``run(procs=2)``, on the fast path (the
   buffer has room for each send, holds a value for each receive; nobody parks), counted by an
@@ -45,9 +49,13 @@ import shutil
 import sys
 from typing import Any
 
-SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000)}
-OPS_PER_UNIT = {"pingpong": 2, "spawn": 1}  # hand-offs per round trip; goroutines per spawn
-CALLGRIND_KINDS = ("pingpong", "spawn")
+SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000), "core-chan": (5_000, 25_000),
+         "core-ring": (5_000, 25_000)}
+# hand-offs per round trip; goroutines per spawn; call pairs per pair
+OPS_PER_UNIT = {"pingpong": 2, "spawn": 1, "core-chan": 1, "core-ring": 1}
+CALLGRIND_KINDS = ("pingpong", "spawn", "core-chan", "core-ring")
+CALLGRIND_UNITS = {"pingpong": "hand-off", "spawn": "goroutine", "core-chan": "send + recv",
+                   "core-ring": "put + get"}
 BYTECODE_KINDS = ("shared-send", "shared-recv", "shared-handoff", "tiny-p0", "reply-fresh",
                   "reply-kept")
 KINDS = CALLGRIND_KINDS + BYTECODE_KINDS
@@ -63,8 +71,48 @@ def _child(kind: str, n: int) -> None:
 
     if kind == "pingpong":
         csp_pingpong(n)
-    else:
+    elif kind == "spawn":
         csp_spawn(n, 1)
+    else:
+        _core_calls(kind, n)
+
+
+def _core_calls(kind: str, n: int) -> None:
+    """``n`` pairs of the compiled core's calls (``core-chan``, ``core-ring``), in batches of
+    500 of each side, on an arena of their own."""
+    from csp_mp._shm import layout as L
+    from csp_mp._shm.arena import Arena
+    from csp_mp._shm.codec import _mdec, _menc, _tdec, decode
+    from csp_mp._shm.native import core
+    from csp_mp._shm.ring import NativeRing
+
+    arena = Arena.create(1 << 22, nlocks=8, use_native=True)
+    r = arena.core
+    try:
+        if kind == "core-ring":
+            ring = NativeRing.create(arena, 1 << 14, 2).offset
+            for _ in range(n // 500):
+                for _ in range(500):
+                    r.ring_try_put(ring, b"abcdefgh")
+                for _ in range(500):
+                    r.ring_try_get(ring)
+            return
+        off = arena.alloc(L.CHAN_WORDS * 8)
+        rings = [NativeRing.create(arena, size, 3).offset for size in (1 << 14, 512, 512)]
+        words = {L.W_CAP: 1024, L.W_BUF: rings[0], L.W_RECVQ: rings[1], L.W_SENDQ: rings[2],
+                 L.W_LOCK: 4, L.W_REFS: 1}
+        for i in range(L.CHAN_WORDS):
+            r.store(off + 8 * i, words.get(i, 0))
+        r.store(off + 8 * L.W_MAGIC, L.CHAN_MAGIC)
+        ops = core().ChanOps(r, off, _menc, _mdec, _tdec, lambda b: decode(b, arena), object(),
+                             1 << 16, None)
+        for i in range(n // 500):
+            for _ in range(500):
+                ops.send((i, 1))
+            for _ in range(500):
+                ops.recv()
+    finally:
+        arena.close()
 
 
 def _instructions(kind: str, n: int) -> int:
@@ -85,7 +133,7 @@ def _instructions(kind: str, n: int) -> int:
 
 
 def per_op(kind: str) -> float:
-    """Instructions per operation of ``kind`` (``pingpong`` or ``spawn``)."""
+    """Instructions per operation of ``kind`` (one of ``CALLGRIND_KINDS``)."""
     small, large = SIZES[kind]
     delta = _instructions(kind, large) - _instructions(kind, small)
     return delta / ((large - small) * OPS_PER_UNIT[kind])
@@ -372,8 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         if shutil.which("valgrind") is None:
             print(f"{kind:10s} skipped: valgrind is not installed")
         else:
-            unit = "hand-off" if kind == "pingpong" else "goroutine"
-            print(f"{kind:10s} {per_op(kind):8.0f} instructions per {unit}")
+            print(f"{kind:10s} {per_op(kind):8.0f} instructions per {CALLGRIND_UNITS[kind]}")
     counted = [k for k in kinds if k in BYTECODE_KINDS]
     if not counted:
         return
