@@ -74,11 +74,11 @@ def _unreachable_tail(w: Any) -> None:
     rec = _record(1, 42, 0, 5)  # P1's token 0 is not WAITING: a dead record, dropped
     pos = 0
     while pos + 8 + len(rec) <= cap:
-        w.r.store(data + pos, L.F_INLINE << 32 | len(rec))
+        w.r.store(data + pos, L.F_INLINE << L.KIND_SHIFT | len(rec))
         for i in range(0, len(rec), 8):
             w.r.store(data + pos + 8 + i, struct.unpack_from("<Q", rec, i)[0])
         pos += 8 + len(rec)
-    w.r.store(data + pos, L.F_WRAP << 32)
+    w.r.store(data + pos, L.F_WRAP << L.KIND_SHIFT)
     w.r.store(rq + L.RING_HEAD_LINE * L.LINE, 0)
     w.r.store(rq + L.RING_TAIL_LINE * L.LINE, 1 << L.POS_BITS | 8)  # not a frame's start
     w.r.store(off + W * L.W_NRECV, 1)

@@ -40,7 +40,7 @@ def pos(count: int, p: int) -> int:
 
 
 def oob_header(kind: int = L.F_OOB, n: int = 16) -> int:
-    return kind << 32 | n
+    return kind << L.KIND_SHIFT | n
 
 
 class Guarded:
@@ -162,7 +162,7 @@ def _unaligned_tail_put_inarena(g: Guarded) -> Any:
 
 def _tail_too_far(g: Guarded, op: str) -> Any:
     """Finding 4: tail more than the capacity ahead of the head."""
-    g.r.store(g.data(g.mid), L.F_INLINE << 32 | 8)  # a frame that looks whole at the head
+    g.r.store(g.data(g.mid), L.F_INLINE << L.KIND_SHIFT | 8)  # a frame that looks whole at the head
     g.words(g.mid, pos(0, 0), pos(1, CAP + 8))
     if op == "put":
         return g.r.ring_try_put(g.mid, b"x")
@@ -173,7 +173,7 @@ def _tail_too_far(g: Guarded, op: str) -> Any:
 
 def _same_position_other_count(g: Guarded) -> Any:
     """Finding 4: head and tail at one position with different counts (never equal words)."""
-    g.r.store(g.data(g.mid) + 64, L.F_INLINE << 32 | 8)
+    g.r.store(g.data(g.mid) + 64, L.F_INLINE << L.KIND_SHIFT | 8)
     g.words(g.mid, pos(0, 64), pos(3, 64))
     return g.r.ring_try_get(g.mid)
 

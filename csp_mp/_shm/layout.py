@@ -44,11 +44,12 @@ RW_MAGIC, RW_CAP, RW_LOCK, RW_KIND = range(4)  # words of line 0
 RING_HEAD_LINE, RING_TAIL_LINE = 1, 2  # the consumers' and the producers' word, a line each
 RING_HEADER = 3 * LINE  # data from here
 RING_LOCKED, RING_SPSC = 1, 2  # ring kinds (word RW_KIND)
-F_INLINE, F_OOB, F_WRAP = 1, 2, 3  # frame kinds (a frame header is kind << 32 | length)
+F_INLINE, F_OOB, F_WRAP = 1, 2, 3  # frame kinds
+KIND_SHIFT = 32  # a frame header is kind << KIND_SHIFT | length
 POS_BITS = 40  # a head or tail word: count << POS_BITS | position
 M40 = (1 << POS_BITS) - 1  # its position
 M24 = (1 << (64 - POS_BITS)) - 1  # its count
-M32 = (1 << 32) - 1
+M32 = (1 << KIND_SHIFT) - 1  # a frame header's length
 # ---- ring frames and capacities (ring_frames.py, ring_batch.py, ring.py, ring.c)
 RING_MIN_CAP = 64  # the smallest capacity (capacities are powers of two)
 FRAME_HEADER = WORD  # a frame's header word; the payload follows, padded to WORD bytes

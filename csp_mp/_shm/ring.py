@@ -25,6 +25,8 @@ from csp_mp._shm.atomics import TSO
 from csp_mp._shm.ring_batch import BatchRing
 from csp_mp._shm.ring_frames import (
     _INLINE,
+    _INLINE_HDR,
+    _KIND,
     _KIND_LOCKED,
     _KIND_SPSC,
     _M24,
@@ -128,7 +130,7 @@ class Ring(BatchRing):
             if need <= cap - i and need <= cap - ((tpos - (q[self._hw] & _M40)) & _M40) \
                     and n <= self._max_inline:
                 p = self._data + i
-                q[p >> 3] = _INLINE << 32 | n  # unpublished until the tail store
+                q[p >> 3] = _INLINE_HDR | n  # unpublished until the tail store
                 self._mm[p + 8 : p + 8 + n] = data
                 # commit store; pairs with the tail load of consumers
                 q[self._tw] = (((t >> _POS) + 1) & _M24) << _POS | ((tpos + need) & _M40)
@@ -153,7 +155,7 @@ class Ring(BatchRing):
         hpos = h & _M40
         p = self._data + (hpos & self._mask)
         hdr = q[p >> 3]  # load; ordered after the tail load that showed this frame
-        if hdr >> 32 == _INLINE:
+        if hdr >> _KIND == _INLINE:
             n = hdr & _M32
             item = self._mm[p + 8 : p + 8 + n]
             # commit store; frees the frame

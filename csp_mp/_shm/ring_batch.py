@@ -21,8 +21,8 @@ import struct
 from typing import Any
 
 from csp_mp._shm.ring_frames import (
-    _INLINE,
     _INLINE_HDR,
+    _KIND,
     _M24,
     _M32,
     _M40,
@@ -30,6 +30,7 @@ from csp_mp._shm.ring_frames import (
     _OOB_FRAME,
     _POS,
     _WRAP,
+    _WRAP_HDR,
     RingBase,
 )
 
@@ -63,14 +64,14 @@ class BatchRing(RingBase):
             if rem < need:
                 if free < need + rem:
                     break
-                q[(data0 + j) >> 3] = _WRAP << 32
+                q[(data0 + j) >> 3] = _WRAP_HDR
                 tpos += rem
                 free -= rem
                 j = 0
             elif free < need:
                 break
             p = data0 + j
-            q[p >> 3] = _INLINE << 32 | n
+            q[p >> 3] = _INLINE_HDR | n
             mm[p + 8 : p + 8 + n] = data
             tpos += need
             free -= need
@@ -89,7 +90,7 @@ class BatchRing(RingBase):
             j = hpos & mask
             p = data0 + j
             hdr = q[p >> 3]  # ordered after the tail load that showed this frame
-            kind = hdr >> 32
+            kind = hdr >> _KIND
             if kind == _WRAP:
                 hpos = (hpos + cap - j) & _M40
                 continue
@@ -162,7 +163,7 @@ class BatchRing(RingBase):
                 if size >= room:  # the next frame starts the next lap
                     return None
                 hdr = q[(p + size) >> 3]  # load; ordered after the tail load that showed it
-                kind = hdr >> 32
+                kind = hdr >> _KIND
                 if kind == _WRAP:
                     return None
                 size += _OOB_FRAME if kind == _OOB else 8 + (((hdr & _M32) + 7) & ~7)
@@ -177,7 +178,7 @@ class BatchRing(RingBase):
         while o < end:
             hdr = words[o >> 3]
             n = hdr & _M32
-            if hdr >> 32 == _OOB:
+            if hdr >> _KIND == _OOB:
                 out.append((words[(o >> 3) + 1], words[(o >> 3) + 2]))
                 o += _OOB_FRAME
             else:

@@ -16,7 +16,8 @@ position is a byte offset that only grows (mod 2**40; the data index is
 ``position & (capacity - 1)``), count the number of frames that passed it (mod 2**24). One store
 moves both, so there is never a state where they disagree.
 
-A frame is an 8-byte header word (``kind << 32 | length``) then the payload padded to 8 bytes.
+A frame is an 8-byte header word (``kind << KIND_SHIFT | length``) then the payload padded to
+8 bytes.
 Kinds: INLINE (payload follows), OOB (payload is ``offset, length`` of an arena block holding the
 message), WRAP (rest of the lap is unused; the next frame starts at data index 0).
 
@@ -49,8 +50,10 @@ _POS = L.POS_BITS  # a head or tail word is count << _POS | position
 _OOB_FRAME = L.OOB_FRAME  # bytes of an out-of-band frame
 _INLINE, _OOB, _WRAP = L.F_INLINE, L.F_OOB, L.F_WRAP
 _KIND_LOCKED, _KIND_SPSC = L.RING_LOCKED, L.RING_SPSC
-_OOB_HDR = _OOB << 32 | 16
-_INLINE_HDR = _INLINE << 32  # a frame header is _INLINE_HDR | length
+_KIND = L.KIND_SHIFT  # a frame header is kind << _KIND | length
+_OOB_HDR = _OOB << _KIND | (_OOB_FRAME - L.FRAME_HEADER)
+_INLINE_HDR = _INLINE << _KIND  # a frame header is _INLINE_HDR | length
+_WRAP_HDR = _WRAP << _KIND
 
 
 @dataclass(frozen=True)
@@ -139,14 +142,14 @@ class RingBase:
         q = self._q
         p = self._data + i
         if skip:
-            q[p >> 3] = _WRAP << 32  # unpublished until the tail store
+            q[p >> 3] = _WRAP_HDR  # unpublished until the tail store
             p = self._data
         if oob:
             q[p >> 3] = _OOB_HDR
             q[(p >> 3) + 1] = oob
             q[(p >> 3) + 2] = n
         else:
-            q[p >> 3] = _INLINE << 32 | n
+            q[p >> 3] = _INLINE_HDR | n
             self._mm[p + 8 : p + 8 + n] = data
         return (((t >> _POS) + 1) & _M24) << _POS | ((tpos + skip + need) & _M40)
 
@@ -156,12 +159,12 @@ class RingBase:
         i = hpos & self._mask
         p = self._data + i
         hdr = self._q[p >> 3]  # load; ordered after the tail load that showed this frame
-        if hdr >> 32 == _WRAP:
+        if hdr >> _KIND == _WRAP:
             hpos += self.capacity - i
             p = self._data
             hdr = self._q[p >> 3]
         n = hdr & _M32
-        if hdr >> 32 == _OOB:
+        if hdr >> _KIND == _OOB:
             out.append((self._q[(p >> 3) + 1], self._q[(p >> 3) + 2]))
             need = _OOB_FRAME
         else:

@@ -2,7 +2,7 @@
 #ifndef CSP_MP_LAYOUT_H
 #define CSP_MP_LAYOUT_H
 
-#define LAYOUT_DIGEST "345f7ab9a69e5c20"
+#define LAYOUT_DIGEST "dfdf1c1010e47792"
 #define WORD 8
 #define LINE 64
 #define ARENA_MAGIC UINT64_C(0xc5b0a4e100000001)
@@ -34,6 +34,7 @@
 #define F_INLINE 1
 #define F_OOB 2
 #define F_WRAP 3
+#define KIND_SHIFT 32
 #define POS_BITS 40
 #define M40 UINT64_C(0xffffffffff)
 #define M24 16777215

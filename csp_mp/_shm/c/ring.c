@@ -6,7 +6,7 @@
  *
  * Block: line 0 constants (magic, capacity, lock index, kind); line 1 the head word; line 2 the
  * tail word; then `capacity` data bytes. Head and tail words pack count << POS_BITS | position.
- * A frame is a header word (kind << 32 | length) and its payload padded to 8 bytes.
+ * A frame is a header word (kind << KIND_SHIFT | length) and its payload padded to 8 bytes.
  *
  * Invariants (those Python modules'):
  *   - a producer writes the frame, then commits it with ONE store-release of the tail word;
@@ -114,10 +114,10 @@ int ring_write(ring_t *g, uint64_t t, uint64_t h, const char *p, uint64_t n, uin
     uint64_t skip = rem >= need ? 0 : rem;
     char *q = g->data + i;
     if (skip) {
-        *(uint64_t *)q = (uint64_t)F_WRAP << 32; /* unpublished until the tail store */
+        *(uint64_t *)q = (uint64_t)F_WRAP << KIND_SHIFT; /* unpublished until the tail store */
         q = g->data;
     }
-    *(uint64_t *)q = (uint64_t)F_INLINE << 32 | n;
+    *(uint64_t *)q = (uint64_t)F_INLINE << KIND_SHIFT | n;
     memcpy(q + FRAME_HEADER, p, n);
     *nt = ring_next(t, tpos, skip + need);
     return 1;
@@ -136,15 +136,15 @@ static const char *frame_at(const ring_t *g, uint64_t h, uint64_t used, frame_t 
     uint64_t hpos = h & M40, i = hpos & g->mask, skip = 0;
     const char *p = g->data + i; /* i is 8-aligned and below cap: the word lies in the data */
     uint64_t hdr = *(const uint64_t *)p; /* ordered after the tail load that showed this frame */
-    if (hdr >> 32 == F_WRAP) {
+    if (hdr >> KIND_SHIFT == F_WRAP) {
         skip = g->cap - i;
         p = g->data;
         hdr = *(const uint64_t *)p;
     }
     uint64_t size;
-    if (hdr >> 32 == F_INLINE)
+    if (hdr >> KIND_SHIFT == F_INLINE)
         size = inline_size(hdr & M32);
-    else if (hdr >> 32 == F_OOB)
+    else if (hdr >> KIND_SHIFT == F_OOB)
         size = OOB_FRAME;
     else
         return "a frame of unknown kind at the head";
@@ -159,7 +159,7 @@ static const char *frame_at(const ring_t *g, uint64_t h, uint64_t used, frame_t 
 
 /* The frame's item: bytes, or (offset, length) for an out-of-band frame. */
 static PyObject *frame_item(const frame_t *f) {
-    if (f->hdr >> 32 == F_OOB)
+    if (f->hdr >> KIND_SHIFT == F_OOB)
         return Py_BuildValue("(KK)", (unsigned long long)((const uint64_t *)f->p)[1],
                              (unsigned long long)((const uint64_t *)f->p)[2]);
     return PyBytes_FromStringAndSize(f->p + FRAME_HEADER, (Py_ssize_t)(f->hdr & M32));
@@ -174,7 +174,7 @@ static uint64_t tail_now(const ring_t *g) {
 int ring_peek_kind(ring_t *g, uint64_t h) {
     frame_t f;
     /* corrupt: INLINE, so that the ring_read or ring_view that follows reports it */
-    return frame_at(g, h, ring_used(g, h, tail_now(g)), &f) ? F_INLINE : (int)(f.hdr >> 32);
+    return frame_at(g, h, ring_used(g, h, tail_now(g)), &f) ? F_INLINE : (int)(f.hdr >> KIND_SHIFT);
 }
 
 PyObject *ring_read(ring_t *g, uint64_t h, uint64_t *nh) {
@@ -197,7 +197,7 @@ int ring_view(ring_t *g, uint64_t h, const char **p, uint64_t *n, uint64_t *nh) 
         ring_corrupt(g->off, bad, h, t);
         return -1;
     }
-    if (f.hdr >> 32 == F_OOB) return 0;
+    if (f.hdr >> KIND_SHIFT == F_OOB) return 0;
     *n = f.hdr & M32;
     *p = f.p + FRAME_HEADER;
     *nh = f.nh;
@@ -429,7 +429,7 @@ RMETH(R_ring_move_locked) {
         if (d.cap - dused < need + skip) break; /* dst full */
         char *q = d.data + i;
         if (skip) {
-            *(uint64_t *)q = (uint64_t)F_WRAP << 32;
+            *(uint64_t *)q = (uint64_t)F_WRAP << KIND_SHIFT;
             q = d.data;
         }
         memmove(q, f.p, need); /* rings laid over each other by a corrupt word may overlap */
