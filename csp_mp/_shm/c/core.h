@@ -93,6 +93,8 @@ int lock_init(Region *r, long long i);
 int lock_take(Region *r, long long i);
 /* 0 released, -1 error (exception set). */
 int lock_give(Region *r, long long i);
+/* Before the region's buffer is let go: the mutexes of it this thread holds given back. */
+void locks_let_go(Region *r);
 
 /* Rings (ring.c): the frame format of ring_frames.py. */
 typedef struct {

@@ -29,6 +29,8 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -81,6 +83,32 @@ static long long first_state_lock(Region *r) {
     if (region_span(r, STATE_LOCKS_BYTE, 8, 8) < 0) return -1;
     uint64_t v = atomic_load_explicit(word_at(r, STATE_LOCKS_BYTE), memory_order_seq_cst);
     return v > (uint64_t)r->nlocks ? r->nlocks : (long long)v;
+}
+
+/* Before region r lets its buffer go (module.c's region_let_go): every mutex of it that this
+ * thread holds is given back. glibc links a held robust mutex into its thread's robust list
+ * through the mutex itself; left there once the mapping is gone, the thread's next robust lock
+ * writes through the dangling link (a crash) and its exit has the kernel read it. Other
+ * processes still map the arena: a state lock given back this way is counted as taken over
+ * (TAKEOVERS_BYTE), since what it guards may be torn, as when a holder dies. */
+void locks_let_go(Region *r) {
+    char *base = r->view.obj != NULL ? (char *)r->view.buf : NULL;
+    if (base == NULL) return;
+    uint32_t me = (uint32_t)syscall(SYS_gettid);
+    long long first = r->nlocks;
+    if (r->size >= STATE_LOCKS_BYTE + 8) {
+        uint64_t v = atomic_load_explicit((aword *)(base + STATE_LOCKS_BYTE), memory_order_seq_cst);
+        first = v > (uint64_t)r->nlocks ? r->nlocks : (long long)v;
+    }
+    for (Py_ssize_t i = 0; i < r->nlocks; i++) {
+        pthread_mutex_t *m = (pthread_mutex_t *)(base + r->locks_at + i * LINE);
+        /* the futex word: relaxed, only this thread stores its own tid there */
+        if ((atomic_load_explicit((aword32 *)m, memory_order_relaxed) & FUTEX_TID_MASK) != me)
+            continue;
+        if (i >= first && r->size >= TAKEOVERS_BYTE + 8)
+            atomic_fetch_add_explicit((aword *)(base + TAKEOVERS_BYTE), 1, memory_order_seq_cst);
+        pthread_mutex_unlock(m);
+    }
 }
 
 static int lock_result(pthread_mutex_t *m, int rc) {

@@ -94,14 +94,21 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     return (PyObject *)self;
 }
 
+/* The buffer let go: the mutexes of it this thread holds given back first (locks_let_go). */
+static void region_let_go(Region *r) {
+    if (r->view.obj == NULL) return;
+    locks_let_go(r);
+    PyBuffer_Release(&r->view);
+}
+
 void region_drop(Region *r) {
-    if (--r->holds == 0 && r->base == NULL && r->view.obj != NULL) PyBuffer_Release(&r->view);
+    if (--r->holds == 0 && r->base == NULL) region_let_go(r);
 }
 
 static PyObject *Region_release(Region *self, PyObject *unused) {
     (void)unused;
     self->base = NULL; /* closed to new calls; a holder's call lets the buffer go */
-    if (self->holds == 0 && self->view.obj != NULL) PyBuffer_Release(&self->view);
+    if (self->holds == 0) region_let_go(self);
     Py_RETURN_NONE;
 }
 
@@ -114,13 +121,13 @@ static int Region_traverse(Region *self, visitproc visit, void *arg) {
  * raises ValueError ("the arena is closed"); a call holding it lets the buffer go on return. */
 static int Region_clear(Region *self) {
     self->base = NULL;
-    if (self->holds == 0 && self->view.obj != NULL) PyBuffer_Release(&self->view);
+    if (self->holds == 0) region_let_go(self);
     return 0;
 }
 
 static void Region_dealloc(Region *self) {
     PyObject_GC_UnTrack(self);
-    if (self->view.obj != NULL) PyBuffer_Release(&self->view);
+    region_let_go(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
