@@ -41,9 +41,9 @@ test-python: $(STAMP)
 
 # the compiled core's tests, its misuse cases, the cross-P channel tests, the differential
 # tests and those of the C task frames, handles and layout under AddressSanitizer and UBSan, on
-# a copy of the tree built with the sanitizers (the installed build is left alone); the first
-# run with Python's own allocator off (PYTHONMALLOC=malloc), so that ASan sees a use of a freed
-# object too; the second leaves out the slow soaks; about four minutes on two cores
+# a copy of the tree built with the sanitizers (the installed build is left alone); the misuse
+# cases with Python's own allocator off (PYTHONMALLOC=malloc), so that ASan sees a use of a
+# freed object too; the last run leaves out the slow soaks; about four minutes on two cores
 SAN := build/sanitize
 sanitize: $(STAMP)
 	rm -rf $(SAN) && mkdir -p $(SAN)
@@ -54,9 +54,12 @@ sanitize: $(STAMP)
 	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		PYTHONMALLOC=malloc CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
-		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py \
 		tests/test_native_fuzz.py tests/test_native_fuzz_ring.py tests/test_native_fuzz_task.py \
 		tests/test_native_fuzz_chan.py tests/test_native_cleared.py tests/test_native_hygiene.py
+	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/shm tests/test_mp_chan.py tests/test_mp_stress.py tests/test_atomic.py
 	cd $(SAN) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		CSP_MP_NATIVE=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not slow' \

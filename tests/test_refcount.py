@@ -350,10 +350,10 @@ def test_the_task_encoder_refuses_a_region_of_another_type() -> None:
 
 
 def _soak_requests() -> int:
-    """A soak's requests: 1 M on the compiled core; 300 k on the Python path, whose every
+    """A soak's requests: 1 M on the compiled core; 200 k on the Python path, whose every
     shared operation takes a semaphore (at 1 M its soaks took 3-4 minutes each), still many
     times what the arena could hold were the objects not freed."""
-    return 1_000_000 if native.enabled() else 300_000
+    return 1_000_000 if native.enabled() else 200_000
 
 
 SOAK = textwrap.dedent("""
@@ -405,8 +405,8 @@ SOAK = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_soak_a_reply_channel_per_request_runs_in_a_fixed_arena() -> None:
-    """Issue 13's bar: 1 M requests (300 k on the Python path), a fresh reply channel each
-    (~7 KiB: 100 times the 64 MiB arena, were they not freed; 30 times on the Python path), on
+    """Issue 13's bar: 1 M requests (200 k on the Python path), a fresh reply channel each
+    (~7 KiB: 100 times the 64 MiB arena, were they not freed; 20 times on the Python path), on
     2 Ps; the arena in use at the end within 1 MiB of its start, and every P's RSS flat (within
     10 %) from the tenth of the requests to the last."""
     n = _soak_requests()
@@ -529,7 +529,7 @@ def test_soak_an_atomic_and_a_mutex_per_request_run_in_a_fixed_arena() -> None:
     """Issue 13's second soak: the reply-channel loop with an Int64 and a Mutex made per request
     as well (with the Int64 and the semaphore's waiter ring, ~2.5 KiB a request: 1 M of them
     are ~40 times the 64 MiB arena), on 2 Ps; the arena in use at the end within 1 MiB of its
-    start (300 k requests on the Python path: ~12 times the arena)."""
+    start (200 k requests on the Python path: ~8 times the arena)."""
     n = _soak_requests()
     env = dict(os.environ, CSP_MP_ARENA_MB="64")
     done = subprocess.run([sys.executable, "-c", SOAK_OBJECTS, str(n)], capture_output=True,
