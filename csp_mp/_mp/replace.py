@@ -11,7 +11,9 @@ process published before it died, in its control-block words (``ctx.py``):
   only when it has no goroutine and nothing queued (``at_idle``). While a P is clean an
   instrument on its hub (``_Soiler``, on the ``spawning`` hook point) soils it before a
   goroutine is started from it; it leaves the hub once the P is soiled (no cost then, and none
-  on P0, which is never replaced). ``TaskTable`` is this P's side of these words.
+  on P0, which is never replaced). A steal soils the P while it makes the stolen frames'
+  goroutines (no instrument sees those), and leaves it clean if every one is an executor task.
+  ``TaskTable`` is this P's side of these words.
 - ``P_OWES``: 1 while WAKE messages for other Ps (or an inbox's overflow) wait in this
   process, and from before a channel hand-off claims a waiter until its wake-up is queued or
   in an inbox (on both paths): their loss would leave goroutines elsewhere parked for ever.
@@ -108,33 +110,35 @@ class TaskTable:
             self.start_clean()
 
     def steal_begins(self) -> bool:
-        """Frames are about to be in hand: lost with this P should it die now. Whether it was
-        clean (give it to ``steal_ends``)."""
+        """Frames are about to be in hand: lost with this P should it die now, so the P is
+        soiled while it makes their goroutines (its hub uninstrumented). Whether it was clean
+        (give it to ``steal_ends``)."""
         clean = self.clean
         if clean:
-            self.ctx.pstore(C.P_DIRTY, 1)
+            self.soil()
         return clean
 
-    def steal_ends(self, was_clean: bool) -> None:
-        """The stolen frames are goroutines now: a P that every one of them left clean (each an
-        executor task, now in the table) is clean again."""
-        if was_clean and self.clean:
-            self.ctx.pstore(C.P_DIRTY, 0)
+    def steal_ends(self, was_clean: bool, gs: list) -> None:
+        """The stolen frames are goroutines ``gs`` now: a P that was clean before the steal is
+        clean again if every one of them is an executor task (each now in the table)."""
+        if was_clean and self.adopted(gs):
+            self.start_clean()
 
-    def adopted(self, gs: list) -> None:
+    def adopted(self, gs: list) -> bool:
         """Record the executor tasks among ``gs`` (goroutines just stolen) in the task table;
-        anything else soils the P."""
+        False at the first goroutine that is not one (the P stays soiled: the table no longer
+        decides anything)."""
         q, w, slots, free = self.ctx.q, self.w, self.slots, self.free
         for g in gs:
             fn = g.fn  # (a plain function's own attribute: no user __getattr__ runs here)
-            if (type(fn) is FunctionType and fn.__dict__.get("executor_task") and free
+            if not (type(fn) is FunctionType and fn.__dict__.get("executor_task") and free
                     and type(g.args[0]) is int and type(g.args[1]) is int):
-                i = free.pop()
-                slots[g.args[1], g.args[0]] = i
-                q[w + 2 * i] = g.args[1]  # owner pid
-                q[w + 2 * i + 1] = g.args[0]  # task key
-            else:
-                self.soil()
+                return False
+            i = free.pop()
+            slots[g.args[1], g.args[0]] = i
+            q[w + 2 * i] = g.args[1]  # owner pid
+            q[w + 2 * i + 1] = g.args[0]  # task key
+        return True
 
     def done(self, owner: int, key: int) -> None:
         """Executor task ``key`` of process ``owner`` finished here: its table entry goes."""

@@ -329,8 +329,7 @@ class RunQueue:
             ctx.padd(C.P_STOLEN, len(frames))
             for w in self.watchers:
                 w.stolen(q, frames)
-            self.adopt(hub, frames)
-            self.task_table.steal_ends(was_clean)
+            self.task_table.steal_ends(was_clean, self.adopt(hub, frames))
             if frames:
                 self.reporter.after_steal(hub)
                 if len(ring):
@@ -338,10 +337,10 @@ class RunQueue:
                 return True
         return False
 
-    def adopt(self, hub: Hub, frames: list[bytes]) -> None:
+    def adopt(self, hub: Hub, frames: list[bytes]) -> list:
         """Queue a G for each of ``frames``, stolen from another P, with the hub's goroutines
-        not started yet (``fresh``); a frame that cannot be unpacked becomes a G raising why,
-        so that the run reports it."""
+        not started yet (``fresh``), and return them; a frame that cannot be unpacked becomes a
+        G raising why, so that the run reports it."""
         unframe, known_fn, new_g = tasks.unframe, tasks.known_fn, hub.new_g
         decode = self.decode_plain
         gs: list = []
@@ -383,9 +382,8 @@ class RunQueue:
             g = new_g(fn, args, kwargs, pinned)
             g.made = made
             gs.append(g)
-        if self.task_table.clean:
-            self.task_table.adopted(gs)
         hub.fresh.extend(gs)
+        return gs
 
 
 def _failing(err: BaseException) -> Any:
