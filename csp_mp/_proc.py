@@ -160,7 +160,7 @@ class Proc:
         "spin_policy", "load_at", "load",
         "patched", "leak_names", "leak_test_names", "in_test",
         "worker", "brought", "forked", "me", "sysmon_settings",
-        "node", "nodes", "run_cluster", "select_remote",
+        "node", "nodes", "run_cluster", "select_remote", "go_entry",
         # signal: set with a hub by the hub layer's signal handlers' install, cleared by uninstall
         "preempt_handler", "slice_clock", "sigint_handler", "driving",
     )
@@ -254,6 +254,10 @@ class Proc:
         #: a select with a case on another node's channel (set by ``_cluster/remote.py`` when
         #: it makes such a channel in this process)
         self.select_remote: Callable[..., Any] | None = None
+        #: ``go`` itself on the compiled core (``_run.py``: task.c's ``GoEntry``), else None;
+        #: its ``target`` is the Spawner this process's hub hands ``go()`` to
+        #: (``Hub.aim_go_entry``), None while no runtime runs
+        self.go_entry: Any = None
         # -- signal ----------------------------------------------------------------------------
         self.preempt_handler = PreemptHandler()
         self.slice_clock = SliceClock()
@@ -268,6 +272,8 @@ class Proc:
         self.on_tasks_lost.clear()
         self.task_done = None
         self.cluster = None
+        if self.go_entry is not None:
+            self.go_entry.target = None  # no Spawner of a runtime gone (or of a fork's parent)
 
     def forget_arena(self) -> None:
         """Forget bytes cached for a runtime's arena: they name blocks by offset, which another

@@ -7,6 +7,7 @@ main goroutine, and the runtime stops at interpreter exit or at ``shutdown()``.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from . import _hub, _tb
 from ._errors import DeadlockError, Panic
 from ._hub import Hub, Outcome
 from ._proc import proc
+from ._shm import native
 
 R = TypeVar("R")
 
@@ -198,6 +200,25 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     if not callable(fn):
         raise TypeError(f"go() needs a callable, got {type(fn).__name__}")
     (proc.hub or _hub.current_hub()).go(fn, args, kwargs)
+
+
+def _compiled_go(slow: Callable[..., None]) -> Callable[..., None]:
+    """``go`` as the compiled core's ``GoEntry`` when it is built, else ``slow``: the common call
+    (the callable last given, no keyword arguments) is then framed by the hub's Spawner without
+    a Python frame of its own; every other call is ``slow``, the function above, which stays
+    the specification."""
+    if not native.built():
+        return slow
+    entry = native.core().GoEntry(slow)
+    functools.update_wrapper(entry, slow)  # its name, doc, module, and signature (__wrapped__)
+    proc.go_entry = entry
+    hub = proc.hub
+    if hub is not None:  # (a runtime running in this process already: none at import)
+        hub.aim_go_entry()
+    return entry
+
+
+go = _compiled_go(go)
 
 
 def go_local(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

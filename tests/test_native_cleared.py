@@ -46,7 +46,7 @@ def test_every_type_takes_part_in_the_cyclic_gc() -> None:
     """Each type holds Python objects: each is a GC type with a tp_clear."""
     types = _types()
     assert {"Region", "Lock", "Bell", "ChanOps", "Peers", "TaskEncoder", "Sites", "Spawner",
-            "Handles", "HandleRef"} <= set(types)
+            "Handles", "HandleRef", "GoEntry"} <= set(types)
     for name, tp in types.items():
         assert tp.__flags__ & HAVE_GC, name
         assert _tp_clear(tp) is not None, f"{name} has no tp_clear"
@@ -83,7 +83,8 @@ def _objects() -> dict[str, Any]:
     objs = {"Region": w.r, "Lock": w.lock(), "Bell": w.cbell(), "ChanOps": w.ops(),
             "Peers": w.peers(), "TaskEncoder": spawn.enc, "Spawner": spawn.sp,
             "Sites": w.core_mod.Sites("/nonexistent/", lambda code, lasti: b"\xc0"),
-            "Handles": handles.hs, "HandleRef": next(iter(ref.values()))}
+            "Handles": handles.hs, "HandleRef": next(iter(ref.values())),
+            "GoEntry": w.core_mod.GoEntry(lambda *a, **k: None)}
     objs["_keep"] = (w, spawn, handles, ch)
     return objs
 

@@ -30,6 +30,10 @@ def new_hub(p: int = 0) -> Hub:
 def set_current(hub: Hub | None) -> None:
     """Install (or clear) the hub of this process."""
     proc.hub = hub
+    if hub is not None:
+        hub.aim_go_entry()
+    elif proc.go_entry is not None:
+        proc.go_entry.target = None
 
 
 def peek() -> Hub | None:

@@ -57,6 +57,7 @@ from typing import Any, Protocol
 from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
+from .._proc import proc
 from . import dumps, gcpace, interrupt, quiet, waits
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder, root_body
 from .mthreads import MThreadPool
@@ -244,6 +245,16 @@ class Hub(Workers):
     def bind_go(self) -> None:
         """Point ``go`` at the placer, or at the instrumented variant while instruments run."""
         self.go = self.placer if not self.instruments else self.go_hooked  # type: ignore[attr-defined]
+        self.aim_go_entry()
+
+    def aim_go_entry(self) -> None:
+        """Point the compiled ``go()`` (``proc.go_entry``) at the Spawner this hub hands
+        ``go()`` to while it is this process's hub, else at nothing (it then calls the Python
+        ``go()``, which asks the hub)."""
+        entry = proc.go_entry
+        if entry is not None:
+            # (the entry keeps only a Spawner: a Python placer's __self__ is stored as None)
+            entry.target = getattr(self.go, "__self__", None) if proc.hub is self else None
 
     def spawn_local(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         """``spawn(..., local=True)`` without the checks a pinned goroutine does not need."""

@@ -68,6 +68,7 @@ extern PyTypeObject Bell_Type;
 extern PyTypeObject TaskEncoder_Type;
 extern PyTypeObject Spawner_Type;
 extern PyTypeObject Sites_Type;
+extern PyTypeObject GoEntry_Type;
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;

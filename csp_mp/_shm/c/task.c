@@ -760,13 +760,14 @@ static PyObject *Sites_here(Sites *self, PyObject *const *args, Py_ssize_t nargs
 }
 
 /* The site of the user's call (resolve's bytes, kept per (code, lasti)), or None: a new
- * reference; NULL on error. */
-static PyObject *sites_caller(Sites *self) {
+ * reference; NULL on error. `direct`: the innermost Python frame is the caller of go() (the
+ * compiled go, GoEntry), else it is the Python go() itself, whose caller the search starts at. */
+static PyObject *sites_caller(Sites *self, int direct) {
     PyCodeObject *code;
     int lasti;
-    /* from the caller of the go() that called the Spawner */
-    PyFrameObject *go = PyEval_GetFrame(); /* borrowed */
-    PyFrameObject *f = go == NULL ? NULL : PyFrame_GetBack(go);
+    PyFrameObject *top = PyEval_GetFrame(); /* borrowed */
+    PyFrameObject *f = top == NULL ? NULL : direct ? (PyFrameObject *)Py_NewRef(top)
+                                                   : PyFrame_GetBack(top);
     int r = user_frame(self, f, &code, &lasti);
     Py_XDECREF(f);
     if (r == 1 || r < 0) return r < 0 ? NULL : Py_NewRef(Py_None);
@@ -983,7 +984,7 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent, int *handed) {
 /* G.made of the goroutine go() makes: (where the user called go(), the id of the goroutine that
  * did: creator(hub), 0 when it raises AttributeError, no goroutine running), a new reference.
  * The last one is given again while both are the same (a loop). */
-static PyObject *spawner_made(Spawner *self) {
+static PyObject *spawner_made(Spawner *self, int direct) {
     PyObject *gid = self->creator == NULL ? PyLong_FromLong(0)
                                           : PyObject_CallOneArg(self->creator, self->hub);
     if (gid == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -991,7 +992,8 @@ static PyObject *spawner_made(Spawner *self) {
         gid = PyLong_FromLong(0);
     }
     if (gid == NULL) return NULL;
-    PyObject *site = self->sites != NULL ? sites_caller(self->sites) : Py_NewRef(Py_None);
+    PyObject *site = self->sites != NULL ? sites_caller(self->sites, direct)
+                                         : Py_NewRef(Py_None);
     if (site == NULL) {
         Py_DECREF(gid);
         return NULL;
@@ -1011,18 +1013,23 @@ static PyObject *spawner_made(Spawner *self) {
     return made;
 }
 
-static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
+/* go(fn, *targs) with no kwargs, fn being the callable last given: framed and queued here.
+ * *fast is set to 0, with NULL returned and nothing done, when the call is not for this path
+ * (another callable, or arguments the codec must carry): the caller takes place()'s. `direct`
+ * as for sites_caller. */
+static PyObject *spawner_go(Spawner *self, PyObject *fn, PyObject *targs, PyObject *kwargs,
+                            int direct, int *fast) {
+    *fast = 1;
     if (self->place == NULL) {
         PyErr_SetString(PyExc_ValueError, "Spawner: cleared by the garbage collector");
         return NULL;
     }
-    if (arg_count("go", nargs, 3, 3) < 0) return NULL;
-    PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
-    if (fn != self->fn_last || !PyTuple_CheckExact(targs) ||
-        !PyDict_CheckExact(kwargs) || PyDict_GET_SIZE(kwargs) != 0)
-        return PyObject_Vectorcall(self->place, args, 3, NULL);
+    if (fn != self->fn_last) {
+        *fast = 0;
+        return NULL;
+    }
     long long creator;
-    PyObject *made = spawner_made(self);
+    PyObject *made = spawner_made(self, direct);
     if (made == NULL || arg_ll(PyTuple_GET_ITEM(made, 1), &creator) < 0) {
         Py_XDECREF(made);
         return NULL;
@@ -1039,7 +1046,8 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(frame);
         Py_DECREF(seq);
         Py_DECREF(made);
-        return PyObject_Vectorcall(self->place, args, 3, NULL);
+        *fast = 0;
+        return NULL;
     }
     PyObject *ent = frame == NULL ? NULL : PyTuple_Pack(5, seq, fn, targs, kwargs, made);
     Py_DECREF(seq);
@@ -1087,6 +1095,25 @@ static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nar
             return PyObject_CallNoArgs(self->flush);
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *Spawner_go(Spawner *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (self->place == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Spawner: cleared by the garbage collector");
+        return NULL;
+    }
+    if (arg_count("go", nargs, 3, 3) < 0) return NULL;
+    PyObject *fn = args[0], *targs = args[1], *kwargs = args[2];
+    if (PyTuple_CheckExact(targs) && PyDict_CheckExact(kwargs) && PyDict_GET_SIZE(kwargs) == 0) {
+        int fast;
+        PyObject *r = spawner_go(self, fn, targs, kwargs, 0, &fast);
+        if (fast) return r;
+    }
+    if (self->place == NULL) { /* cleared meanwhile (resolve() ran Python code) */
+        PyErr_SetString(PyExc_ValueError, "Spawner: cleared by the garbage collector");
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->place, args, 3, NULL);
 }
 
 /* collections.deque itself (the interpreter's static type: Python code cannot make another
@@ -1364,4 +1391,170 @@ PyTypeObject Spawner_Type = {
     .tp_clear = (inquiry)Spawner_clear,
     .tp_methods = Spawner_methods,
     .tp_getset = Spawner_getset,
+};
+
+/* GoEntry(slow): csp_mp.go itself on the compiled core. go(fn, *args) with no kwargs, while a
+ * Spawner is its target and fn is the callable that Spawner was last given, is framed by that
+ * Spawner from here (spawner_go, the user's frame the innermost one: no Python frame of go()
+ * is made); every other call is slow(fn, *args, **kwargs), the Python go() (csp_mp/_run.py,
+ * the specification), unchanged. The runtime sets `target` to the Spawner that this process's
+ * hub hands go() to, and to None whenever that changes (an instrument installed, the hub
+ * stopping, a fork): anything but a Spawner is stored as None. Instances have a __dict__ (the
+ * function's __module__, __name__, __qualname__, __doc__ and __wrapped__, set from Python) and
+ * pickle by their __qualname__, as the function does.
+ *
+ * Invariants:
+ *   - made whole by tp_new (slow callable); a GoEntry the GC cleared raises ValueError;
+ *   - the fast path runs only with a target, no keyword, at least fn, fn the target's fn_last:
+ *     it then behaves as slow() would (slow reaches the same Spawner through hub.go).
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *slow;
+    Spawner *target; /* NULL: every call is slow's */
+    PyObject *dict;
+    vectorcallfunc vectorcall;
+} GoEntry;
+
+static PyObject *GoEntry_vectorcall(GoEntry *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->slow == NULL) {
+        PyErr_SetString(PyExc_ValueError, "go: cleared by the garbage collector");
+        return NULL;
+    }
+    Spawner *sp = self->target;
+    if (sp != NULL && nargs >= 1 && kwnames == NULL && args[0] == sp->fn_last &&
+        sp->place != NULL) {
+        PyObject *targs = PyTuple_New(nargs - 1);
+        PyObject *kwargs = targs == NULL ? NULL : PyDict_New();
+        if (kwargs == NULL) {
+            Py_XDECREF(targs);
+            return NULL;
+        }
+        for (Py_ssize_t i = 1; i < nargs; i++) PyTuple_SET_ITEM(targs, i - 1, Py_NewRef(args[i]));
+        Py_INCREF(sp); /* held across the call: resolve() or a finalizer may reset target */
+        int fast;
+        PyObject *r = spawner_go(sp, args[0], targs, kwargs, 1, &fast);
+        Py_DECREF(sp);
+        Py_DECREF(targs);
+        Py_DECREF(kwargs);
+        if (fast) return r;
+        if (self->slow == NULL) {
+            PyErr_SetString(PyExc_ValueError, "go: cleared by the garbage collector");
+            return NULL;
+        }
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static PyObject *GoEntry_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *slow;
+    static char *kwlist[] = {"slow", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:GoEntry", kwlist, &slow)) return NULL;
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "GoEntry: slow must be callable");
+        return NULL;
+    }
+    GoEntry *self = (GoEntry *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->slow = Py_NewRef(slow);
+    self->target = NULL;
+    self->dict = NULL;
+    self->vectorcall = (vectorcallfunc)GoEntry_vectorcall;
+    return (PyObject *)self;
+}
+
+static int GoEntry_traverse(GoEntry *self, visitproc visit, void *arg) {
+    Py_VISIT(self->slow);
+    Py_VISIT(self->target);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int GoEntry_clear(GoEntry *self) {
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->target);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void GoEntry_dealloc(GoEntry *self) {
+    PyObject_GC_UnTrack(self);
+    GoEntry_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *GoEntry_get_target(GoEntry *self, void *unused) {
+    (void)unused;
+    if (self->slow == NULL) {
+        PyErr_SetString(PyExc_ValueError, "go: cleared by the garbage collector");
+        return NULL;
+    }
+    return Py_NewRef(self->target != NULL ? (PyObject *)self->target : Py_None);
+}
+
+static int GoEntry_set_target(GoEntry *self, PyObject *v, void *unused) {
+    (void)unused;
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "target cannot be deleted");
+        return -1;
+    }
+    if (self->slow == NULL) {
+        PyErr_SetString(PyExc_ValueError, "go: cleared by the garbage collector");
+        return -1;
+    }
+    Spawner *sp = Py_TYPE(v) == &Spawner_Type ? (Spawner *)Py_NewRef(v) : NULL;
+    Py_XSETREF(self->target, sp);
+    return 0;
+}
+
+/* pickled by reference, as the function it stands for: its __qualname__ in its __module__ */
+static PyObject *GoEntry_reduce(GoEntry *self, PyObject *unused) {
+    (void)unused;
+    PyObject *name = self->dict == NULL ? NULL : PyDict_GetItemString(self->dict, "__qualname__");
+    if (name == NULL || !PyUnicode_Check(name)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "go: no __qualname__ to pickle it by reference");
+        return NULL;
+    }
+    return Py_NewRef(name);
+}
+
+static PyObject *GoEntry_repr(GoEntry *self) {
+    PyObject *name = self->dict == NULL ? NULL : PyDict_GetItemString(self->dict, "__qualname__");
+    if (name != NULL && PyUnicode_Check(name))
+        return PyUnicode_FromFormat("<compiled function %U>", name);
+    return PyUnicode_FromFormat("<GoEntry object at %p>", (void *)self);
+}
+
+static PyGetSetDef GoEntry_getset[] = {
+    {"target", (getter)GoEntry_get_target, (setter)GoEntry_set_target,
+     "the Spawner go() frames calls with, or None (every call is slow's)", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef GoEntry_methods[] = {
+    {"__reduce__", (PyCFunction)GoEntry_reduce, METH_NOARGS, "by reference: __qualname__"},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject GoEntry_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "csp_mp._shm._core.GoEntry",
+    .tp_basicsize = sizeof(GoEntry),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "GoEntry(slow): go(fn, *args, **kwargs) framed by its target Spawner when it can, "
+              "else slow(fn, *args, **kwargs).",
+    .tp_new = GoEntry_new,
+    .tp_dealloc = (destructor)GoEntry_dealloc,
+    .tp_traverse = (traverseproc)GoEntry_traverse,
+    .tp_clear = (inquiry)GoEntry_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(GoEntry, vectorcall),
+    .tp_dictoffset = offsetof(GoEntry, dict),
+    .tp_repr = (reprfunc)GoEntry_repr,
+    .tp_methods = GoEntry_methods,
+    .tp_getset = GoEntry_getset,
 };
