@@ -149,6 +149,13 @@ class InstrumentedHub(Hub):
             i.spawned(g)
         return g
 
+    def new_gs(self, made: list[tuple[Callable[..., Any], tuple, Any]]) -> list[G]:
+        gs = Hub.new_gs(self, made)
+        for g in gs:
+            for i in self.instruments:
+                i.spawned(g)
+        return gs
+
     def go_hooked(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         """``go`` while instruments are installed: ``spawning``, the placer, then ``queued``."""
         if self.stopping:

@@ -212,6 +212,18 @@ class Hub(Workers):
         self.allgs[g.id] = g
         return g
 
+    def new_gs(self, made: list[tuple[Callable[..., Any], tuple, Any]]) -> list[G]:
+        """``new_g(fn, args, {}, False)`` for each ``(fn, args, made)`` (goroutines that came
+        from task frames: ``made`` is their ``G.made``), in one call."""
+        ids, allgs, p = self._ids, self.allgs, self.p
+        gs = []
+        for fn, args, at in made:
+            g = G(next(ids), fn, args, {}, p, False)
+            g.made = at
+            allgs[g.id] = g
+            gs.append(g)
+        return gs
+
     def spawn(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
               local: bool = True) -> G | None:
         """Start a goroutine on this P (or offer it to the broker when not ``local``); its G, or

@@ -349,10 +349,7 @@ class RunQueue:
             # the frames the compiled core decodes whole, then the one it leaves to this path
             done = decode(frames, i, tasks.fns, promote.names)
             if done:
-                for fn, args, made in done:
-                    g = new_g(fn, args, {}, False)
-                    g.made = made
-                    gs.append(g)
+                gs.extend(hub.new_gs(done))
                 i += len(done)
                 if i == n:
                     break
