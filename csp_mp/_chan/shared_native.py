@@ -51,7 +51,10 @@ class NativeSharedChan(SharedChan):
     another goroutine having come).
     """
 
-    __slots__ = ("_c_send", "_c_poll", "_bell", "_vsend", "_vrecv", "ops")
+    # send and recv are per instance: for a channel with no codec of its own, the compiled
+    # core's send_pair/recv_pair, which run the fast path and call _send_more/_recv_more only
+    # when it cannot finish (no Python frame of this class runs on the fast path)
+    __slots__ = ("_c_send", "_c_poll", "_bell", "_vsend", "_vrecv", "ops", "send", "recv")
 
     def __init__(self, broker: ProcLayer[SharedChan], off: int, tp: Any = None) -> None:
         super().__init__(broker, off, tp)
@@ -62,19 +65,21 @@ class NativeSharedChan(SharedChan):
         #: the fast paths (their counts for runtime.metrics() go to this P's Peers)
         self.ops: Any = native_core().ChanOps(
             core, off, _menc, _mdec, _tdec, functools.partial(decode, arena=arena), _NOVALUE,
-            OOB_MIN, broker.peers)
+            OOB_MIN, broker.peers, self._recv_more, self._send_more, broker.dead,
+            broker.release_handles)
         self._c_send = self.ops.send_data
+        self.send: Any
+        self.recv: Any
         if self.codec is None:
             self._vsend, self._vrecv = self.ops.send, self.ops.recv
+            self.send, self.recv = self.ops.send_pair, self.ops.recv_pair
         else:  # a typed channel: its codec validates, so values go through it
             self._vsend = _never
             self._vrecv = functools.partial(_typed_recv, self.ops.recv_data, self.codec.decode)
+            self.send, self.recv = self._send_more, self._recv_typed
 
-    def send(self, v: Any, hub: Any) -> None:
-        if self._vsend(v):
-            if self.broker.dead:  # channels this P dropped: freed now, the value sent
-                self.broker.release_handles()
-            return
+    def _send_more(self, v: Any, hub: Any) -> None:
+        """``send`` once the fast path (``ops.send``; none for a typed channel) could not."""
         data = encode(v, self._arena) if self.codec is None else self.codec.encode(v)
         hub.n_xops += 1  # runtime.metrics(): the fast path counts its own (ChanOps)
         hub.n_xbytes += len(data)
@@ -91,8 +96,14 @@ class NativeSharedChan(SharedChan):
             return
         self._send_slow(data, v, hub)  # releases them too
 
-    def recv(self, hub: Any) -> tuple[Any, bool]:
+    def _recv_typed(self, hub: Any) -> tuple[Any, bool]:
+        """``recv`` of a typed channel: its codec's fast path, then ``_recv_more``."""
         v = self._vrecv()
+        return (v, True) if v is not _NOVALUE else self._recv_more(hub)
+
+    def _recv_more(self, hub: Any) -> tuple[Any, bool]:
+        """``recv`` once the fast path found nothing it could take."""
+        v: Any = _NOVALUE
         while v is _NOVALUE:
             spin = self.broker.spin_time(hub)
             if spin:  # once: ready may mean what only the slow path serves (a close, ...)

@@ -279,6 +279,10 @@ RMETH(R_chan_poll) {
  * value (buffered, or the value of a sender parked on an unbuffered channel; a parked sender of
  * a full buffered channel moves its value into the buffer's end), or the `novalue` object when
  * the general path must run. send_data/recv_data do the same with encoded bytes.
+ * recv_pair(hub) and send_pair(v, hub) are the channel state's recv and send whole, for a
+ * channel with no codec of its own (csp_mp/_chan/shared_native.py): the fast path, else the
+ * Python rest of it (recv_more, send_more), so that a receive or send that finishes here runs
+ * no Python frame of the state.
  *
  * A hand-off (Go's chan.go `send`/`recv` with a waiting sudog) pops the waiter's record under
  * the channel lock, claims its select token (Peers), gives the lock back, then wakes it
@@ -293,6 +297,10 @@ typedef struct {
     long long off;
     PyObject *menc, *mdec, *tdec, *decode_any, *novalue;
     Peers *peers; /* NULL: no hand-off */
+    /* the entries' other halves (NULL: recv_pair/send_pair refuse): recv_more(hub) and
+     * send_more(v, hub), the Python paths after a fast attempt that could not finish; after a
+     * fast send, release() runs while the list dead holds anything */
+    PyObject *recv_more, *send_more, *dead, *release;
     Py_ssize_t oob_min;
     unsigned long long ops, bytes; /* without peers: fast-path sends and receives, bytes sent */
 } ChanOps;
@@ -602,16 +610,74 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     return v;
 }
 
+/* recv_pair(hub): the channel state's recv(hub) -> (value, True) in one call: the fast path,
+ * else recv_more(hub), the Python rest of it. */
+static PyObject *ChanOps_recv_pair(ChanOps *self, PyObject *hub) {
+    if (self->novalue == NULL && cleared(self) < 0) return NULL;
+    if (self->recv_more == NULL) {
+        PyErr_SetString(PyExc_TypeError, "ChanOps: recv_pair() needs recv_more");
+        return NULL;
+    }
+    PyObject *v = ChanOps_recv(self, NULL);
+    if (v == NULL) return NULL;
+    if (v != self->novalue) { /* (a decode that ran Python code may have cleared it: a value) */
+        PyObject *t = PyTuple_Pack(2, v, Py_True);
+        Py_DECREF(v);
+        return t;
+    }
+    Py_DECREF(v);
+    if (self->recv_more == NULL) { /* cleared by a decode that ran Python code */
+        cleared(self);
+        return NULL;
+    }
+    return PyObject_CallOneArg(self->recv_more, hub);
+}
+
+/* send_pair(v, hub): the channel state's send(v, hub) in one call: the fast path (then
+ * release() while dead holds a handle to drop), else send_more(v, hub). */
+static PyObject *ChanOps_send_pair(ChanOps *self, PyObject *const *args, Py_ssize_t nargs) {
+    if ((self->novalue == NULL && cleared(self) < 0) || arg_count("send_pair", nargs, 2, 2) < 0)
+        return NULL;
+    if (self->send_more == NULL) {
+        PyErr_SetString(PyExc_TypeError, "ChanOps: send_pair() needs send_more");
+        return NULL;
+    }
+    PyObject *r = ChanOps_send(self, args[0]);
+    if (r == NULL) return NULL;
+    int sent = r == Py_True;
+    Py_DECREF(r);
+    if (sent) {
+        if (self->dead != NULL && PyList_GET_SIZE(self->dead) > 0 && self->release != NULL)
+            return PyObject_CallNoArgs(self->release);
+        Py_RETURN_NONE;
+    }
+    if (self->send_more == NULL) { /* cleared by an encode that ran Python code */
+        cleared(self);
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->send_more, args, 2, NULL);
+}
+
 static PyObject *ChanOps_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     PyObject *region, *menc, *mdec, *tdec, *decode_any, *novalue, *peers = Py_None;
+    PyObject *recv_more = Py_None, *send_more = Py_None, *dead = Py_None, *release = Py_None;
     long long off, lock;
     Py_ssize_t oob_min;
     static char *kwlist[] = {"region", "offset", "menc", "mdec", "tdec", "decode_any",
-                             "novalue", "oob_min", "peers", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn|O:ChanOps", kwlist, &Region_Type,
+                             "novalue", "oob_min", "peers", "recv_more", "send_more", "dead",
+                             "release", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LOOOOOn|OOOOO:ChanOps", kwlist, &Region_Type,
                                      &region, &off, &menc, &mdec, &tdec, &decode_any, &novalue,
-                                     &oob_min, &peers))
+                                     &oob_min, &peers, &recv_more, &send_more, &dead, &release))
         return NULL;
+    if ((recv_more != Py_None && !PyCallable_Check(recv_more)) ||
+        (send_more != Py_None && !PyCallable_Check(send_more)) ||
+        (release != Py_None && !PyCallable_Check(release)) ||
+        (dead != Py_None && !PyList_CheckExact(dead)) || ((dead == Py_None) != (release == Py_None))) {
+        PyErr_SetString(PyExc_TypeError, "ChanOps: recv_more, send_more and release must be "
+                                         "callable or None, dead a list given with release");
+        return NULL;
+    }
     if (chan_open_at((Region *)region, off, &lock) == NULL) return NULL;
     if (peers != Py_None && (!PyObject_TypeCheck(peers, &Peers_Type) ||
                              !peers_region_is((Peers *)peers, (Region *)region))) {
@@ -628,6 +694,10 @@ static PyObject *ChanOps_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->tdec = Py_NewRef(tdec);
     self->decode_any = Py_NewRef(decode_any);
     self->novalue = Py_NewRef(novalue);
+    self->recv_more = recv_more == Py_None ? NULL : Py_NewRef(recv_more);
+    self->send_more = send_more == Py_None ? NULL : Py_NewRef(send_more);
+    self->dead = dead == Py_None ? NULL : Py_NewRef(dead);
+    self->release = release == Py_None ? NULL : Py_NewRef(release);
     self->oob_min = oob_min;
     return (PyObject *)self;
 }
@@ -640,6 +710,10 @@ static int ChanOps_traverse(ChanOps *self, visitproc visit, void *arg) {
     Py_VISIT(self->decode_any);
     Py_VISIT(self->novalue);
     Py_VISIT(self->peers);
+    Py_VISIT(self->recv_more);
+    Py_VISIT(self->send_more);
+    Py_VISIT(self->dead);
+    Py_VISIT(self->release);
     return 0;
 }
 
@@ -653,6 +727,10 @@ static int ChanOps_clear(ChanOps *self) {
     Py_CLEAR(self->tdec);
     Py_CLEAR(self->decode_any);
     Py_CLEAR(self->peers);
+    Py_CLEAR(self->recv_more);
+    Py_CLEAR(self->send_more);
+    Py_CLEAR(self->dead);
+    Py_CLEAR(self->release);
     return 0;
 }
 
@@ -689,6 +767,11 @@ static PyMethodDef ChanOps_methods[] = {
     {"recv", (PyCFunction)ChanOps_recv, METH_NOARGS,
      "recv(): the oldest value (buffered, or a parked sender's), decoded, or `novalue` when "
      "the slow path must run."},
+    {"recv_pair", (PyCFunction)ChanOps_recv_pair, METH_O,
+     "recv_pair(hub) -> (value, ok): the fast path's value with True, else recv_more(hub)."},
+    {"send_pair", (PyCFunction)(void (*)(void))ChanOps_send_pair, METH_FASTCALL,
+     "send_pair(v, hub): send(v), then release() while dead holds anything; else "
+     "send_more(v, hub)."},
     {"recv_data", (PyCFunction)ChanOps_recv_data, METH_NOARGS,
      "recv_data() -> bytes | None: recv() without decoding; None when the slow path must run."},
     {NULL, NULL, 0, NULL},
@@ -700,7 +783,8 @@ PyTypeObject ChanOps_Type = {
     .tp_basicsize = sizeof(ChanOps),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "ChanOps(region, offset, menc, mdec, tdec, decode_any, novalue, oob_min, "
-              "peers=None): one shared channel's fast paths, values and hand-offs included.",
+              "peers=None, recv_more=None, send_more=None, dead=None, release=None): one "
+              "shared channel's fast paths, values and hand-offs included.",
     .tp_new = ChanOps_new,
     .tp_dealloc = (destructor)ChanOps_dealloc,
     .tp_traverse = (traverseproc)ChanOps_traverse,
