@@ -13,9 +13,11 @@ import pytest
 
 import csp_mp
 from csp_mp import Chan, atomic, go, runtime
+from csp_mp._hub import hooks
 from csp_mp._mp import ctx as C
 from csp_mp._mp import tasks
 from csp_mp._mp.balance import STARVE
+from csp_mp._proc import proc
 
 
 def _set(flag: atomic.Int64, out: Chan) -> None:
@@ -218,3 +220,48 @@ def test_goroutines_not_started_go_back_to_the_queue_between_ps() -> None:
     taken; a pinned one stays; creation is counted once."""
     got = csp_mp.run(_give_back_case, procs=2)
     assert got == {"left": [True], "in_allgs": [False, False, False], "ran": 4, "created": 0}
+
+
+def _busy_until(flag: atomic.Int64) -> None:
+    end = time.monotonic() + H.DEADLINE
+    while not flag.load() and time.monotonic() < end:
+        pass
+
+
+def _send_p(i: int, out: Chan) -> None:
+    out.send((i, runtime.current_p()))
+
+
+class _Parks(hooks.Instrument):
+    def __init__(self, g: Any) -> None:
+        self.g, self.count = g, 0
+
+    def parked(self, g: Any, reason: str) -> None:
+        self.count += g is self.g
+
+
+def _receiver_runs_its_own_queue() -> tuple[list, int]:
+    flag = atomic.Int64(0)
+    H.go_on(1, _busy_until, flag)  # P1 runs and never goes idle: nothing is stolen
+    out: Chan = Chan(64)
+    for i in range(64):
+        go(_send_p, i, out)
+    hub = proc.hub
+    watch = _Parks(hub.current)
+    hooks.install(hub, watch)
+    try:
+        got = [out.recv() for _ in range(64)]
+    finally:
+        hooks.uninstall(hub, watch)
+        flag.store(1)
+    return got, watch.count
+
+
+def test_a_receiver_runs_its_ps_queued_goroutines_before_it_parks() -> None:
+    """Go's order: a goroutine that would wait on a shared channel while goroutines of its P
+    are queued and no P is idle to take them lets them run first, one at a time, and never
+    parks (a parked receiver costs every sender a wake-up across processes)."""
+    got, parked = csp_mp.run(_receiver_runs_its_own_queue, procs=2)
+    assert sorted(i for i, _ in got) == list(range(64))
+    assert {p for _, p in got} == {0}
+    assert parked == 0

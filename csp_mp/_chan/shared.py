@@ -462,27 +462,27 @@ class SharedChan:
             raise ClosedChannelError("send on closed channel")
 
     def recv(self, hub: Any) -> tuple[Any, bool]:
-        hub.n_xops += 1  # runtime.metrics()
         lock = self.lock
-        lock.acquire()
-        # Fast path: no sender waiting and a value buffered (the steps of try_recv_l).
-        q, w = self._q, self._w
-        if not q[w + _W_NSEND]:
-            n = q[w + _W_COUNT]
-            if n > 0:
-                b = self._buf
-                if b is not None and b.offset == q[w + _W_BUF]:
-                    data = b.get_locked()
-                    q[w + _W_COUNT] = n - 1
-                    lock.release()
-                    if self.codec is None:  # self.decode inlined, as in send
-                        return decode(data, self._arena), True
-                    return self.codec.decode(data), True
-        lock.release()
-        if self.broker.run_own(hub):  # a queued goroutine of this P runs first; then again
-            hub.gosched()
-            return self.recv(hub)
-        return self._recv_slow(hub)
+        while True:
+            hub.n_xops += 1  # runtime.metrics()
+            lock.acquire()
+            # Fast path: no sender waiting and a value buffered (the steps of try_recv_l).
+            q, w = self._q, self._w
+            if not q[w + _W_NSEND]:
+                n = q[w + _W_COUNT]
+                if n > 0:
+                    b = self._buf
+                    if b is not None and b.offset == q[w + _W_BUF]:
+                        data = b.get_locked()
+                        q[w + _W_COUNT] = n - 1
+                        lock.release()
+                        if self.codec is None:  # self.decode inlined, as in send
+                            return decode(data, self._arena), True
+                        return self.codec.decode(data), True
+            lock.release()
+            if not self.broker.run_own(hub):
+                return self._recv_slow(hub)
+            hub.gosched()  # a queued goroutine of this P runs first; then again
 
     def _recv_slow(self, hub: Any) -> tuple[Any, bool]:
         """Take from a waiting sender or the buffer, see the close, or park until a value."""

@@ -249,18 +249,29 @@ class Broker:
         return self.spin_seconds
 
     def run_own(self, hub: Hub) -> bool:
-        """ProcLayer: start one of this P's queued goroutines when nothing else is runnable and
-        no other P is idle (an idle P is about to steal them: they are its to run)."""
-        if (not (self.pending or self.unflushed) or hub.runq or hub.runnext is not None
-                or hub.fresh):
+        """ProcLayer: make one of this P's goroutines not started yet run next, ahead of the
+        caller, which yields (``hub.gosched``) and looks again, when nothing else is runnable:
+        one the hub holds not started (``fresh``), else one of this P's queue while more are
+        queued than other Ps are idle (Go's order: a P runs its own queue while idle Ps steal
+        from it; what is left for them stays theirs to take)."""
+        if hub.runq or hub.runnext is not None:
             return False
-        if self.unflushed:  # published first: a P still starting (RUNNING until it idles)
-            self.flush_spawns()  # or one that goes idle next must be able to take them
-        ctx = self.ctx
-        for q in range(ctx.nprocs):
-            if q != self.p and ctx.pload(q, C.P_STATUS) != C.RUNNING:
+        if not hub.fresh:
+            if not (self.pending or self.unflushed):
                 return False
-        return self.pop_own(hub)
+            if self.unflushed:  # published first: a P still starting (RUNNING until it idles)
+                self.flush_spawns()  # or one that goes idle next must be able to take them
+            ctx = self.ctx
+            idle = 0
+            for q in range(ctx.nprocs):
+                if q != self.p and ctx.pload(q, C.P_STATUS) != C.RUNNING:
+                    idle += 1
+            if idle and len(self.unflushed) + len(ctx.runq[self.p]) <= idle:
+                return False
+            if not self.pop_own(hub):
+                return False
+        hub.runq.append(hub.fresh.popleft())  # before the caller, whose gosched() follows
+        return True
 
     def wakes_pending(self) -> bool:
         """Whether a wake-up between Ps is queued here or sent and not yet handled where it
