@@ -273,7 +273,9 @@ RMETH(R_chan_poll) {
  *
  * send(v) buffers a value of the codec's plain kinds (int, float, str, bool, None, bytes below
  * the out-of-band size, and tuples of those), encoded as csp_mp/_shm/codec.py encodes them
- * (msgspec, a tuple behind the 0xc1 0x01 tag), or hands it to the oldest live receiver parked
+ * (msgspec, a tuple behind the 0xc1 0x01 tag; None, bools, int64-range ints and tuples of at
+ * most 15 of those are written and read here, byte for byte as msgspec writes them: small_put,
+ * small_decode), or hands it to the oldest live receiver parked
  * on the channel; any other value, or a channel that cannot take it now, returns False with
  * nothing changed, and the caller runs the general path. recv() returns the decoded oldest
  * value (buffered, or the value of a sender parked on an unbuffered channel; a parked sender of
@@ -518,18 +520,125 @@ static int plain_leaf(PyObject *o) {
            o == Py_None || t == &PyBytes_Type;
 }
 
+/* The msgpack bytes msgspec writes for o when o is None, a bool or an int of the int64 range
+ * (the smallest form: a fixint, else uint8..uint64 for x >= 0, int8..int64 below), written at p
+ * (9 bytes at most): how many; 0 for any other object, which msgspec's encoder takes. */
+static int small_put(unsigned char *p, PyObject *o) {
+    if (o == Py_None || o == Py_True || o == Py_False) {
+        p[0] = o == Py_None ? 0xc0 : o == Py_True ? 0xc3 : 0xc2;
+        return 1;
+    }
+    if (Py_TYPE(o) != &PyLong_Type) return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    uint64_t u = (uint64_t)x;
+    int n;
+    if (x >= 0) {
+        if (x < 128) {
+            p[0] = (unsigned char)x;
+            return 1;
+        }
+        n = x < 256 ? 1 : x < 65536 ? 2 : x <= 0xffffffffLL ? 4 : 8;
+        p[0] = n == 1 ? 0xcc : n == 2 ? 0xcd : n == 4 ? 0xce : 0xcf;
+    } else {
+        if (x >= -32) {
+            p[0] = (unsigned char)(x & 0xff);
+            return 1;
+        }
+        n = x >= -128 ? 1 : x >= -32768 ? 2 : x >= -2147483648LL ? 4 : 8;
+        p[0] = n == 1 ? 0xd0 : n == 2 ? 0xd1 : n == 4 ? 0xd2 : 0xd3;
+    }
+    for (int i = 0; i < n; i++) p[1 + i] = (unsigned char)(u >> (8 * (n - 1 - i)));
+    return 1 + n;
+}
+
+/* The object small_put wrote at p (end: past the last byte): a new reference, *used its size;
+ * NULL with no exception set when p holds another kind (msgspec's decoder reads it). */
+static PyObject *small_get(const unsigned char *p, const unsigned char *end, Py_ssize_t *used) {
+    if (p >= end) return NULL;
+    unsigned char b = p[0];
+    *used = 1;
+    if (b < 0x80) return PyLong_FromLong(b);
+    if (b >= 0xe0) return PyLong_FromLong((long)b - 256);
+    if (b == 0xc0) Py_RETURN_NONE;
+    if (b == 0xc2) Py_RETURN_FALSE;
+    if (b == 0xc3) Py_RETURN_TRUE;
+    int n = (b == 0xcc || b == 0xd0) ? 1 : (b == 0xcd || b == 0xd1) ? 2
+          : (b == 0xce || b == 0xd2) ? 4 : (b == 0xcf || b == 0xd3) ? 8 : 0;
+    if (n == 0 || end - p < 1 + n) return NULL;
+    uint64_t u = 0;
+    for (int i = 0; i < n; i++) u = u << 8 | p[1 + i];
+    *used = 1 + n;
+    if (b >= 0xcc && b <= 0xcf) return PyLong_FromUnsignedLongLong(u);
+    int shift = 64 - 8 * n; /* sign-extend the n-byte two's complement */
+    return PyLong_FromLongLong((long long)(u << shift) >> shift);
+}
+
+/* The value of the codec's bytes p[0..n) when they hold one small_put kind, or a tuple of at
+ * most 15 of them, read here: a new reference; NULL with no exception set otherwise (the
+ * codec's decoders read those). */
+static PyObject *small_decode(const unsigned char *p, Py_ssize_t n) {
+    const unsigned char *end = p + n;
+    Py_ssize_t used;
+    if (n >= 3 && p[0] == CODEC_EXT && p[1] == CODEC_TUPLE && (p[2] & 0xf0) == 0x90) {
+        Py_ssize_t k = p[2] & 0x0f;
+        PyObject *t = PyTuple_New(k);
+        if (t == NULL) return NULL;
+        const unsigned char *q = p + 3;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            PyObject *o = small_get(q, end, &used);
+            if (o == NULL) {
+                Py_DECREF(t);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(t, i, o);
+            q += used;
+        }
+        if (q == end) return t;
+        Py_DECREF(t); /* trailing bytes: not the codec's tuple, its decoder says why */
+        return NULL;
+    }
+    PyObject *o = small_get(p, end, &used);
+    if (o != NULL && used != n) {
+        Py_DECREF(o);
+        return NULL;
+    }
+    return o;
+}
+
 /* The codec's bytes of v if it is of a plain kind; Py_None if not (or if msgspec cannot take
- * it: a huge int, a lone surrogate, which the codec pickles); NULL on another error. */
+ * it: a huge int, a lone surrogate, which the codec pickles); NULL on another error. None,
+ * bools, int64-range ints and tuples of at most 15 of those are written here, byte for byte as
+ * msgspec writes them; the rest by msgspec (menc). */
 static PyObject *plain_encode(ChanOps *self, PyObject *v) {
     PyTypeObject *t = Py_TYPE(v);
     int tuple = 0;
+    unsigned char small[3 + 15 * 9];
     if (t == &PyTuple_Type) {
         Py_ssize_t n = PyTuple_GET_SIZE(v);
-        for (Py_ssize_t i = 0; i < n; i++)
-            if (!plain_leaf(PyTuple_GET_ITEM(v, i))) Py_RETURN_NONE;
+        Py_ssize_t k = n < 16 ? 3 : -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *o = PyTuple_GET_ITEM(v, i);
+            int w = k < 0 ? 0 : small_put(small + k, o);
+            if (w == 0 && !plain_leaf(o)) Py_RETURN_NONE;
+            k = w == 0 ? -1 : k + w;
+        }
+        if (k > 0) {
+            small[0] = (unsigned char)CODEC_EXT;
+            small[1] = CODEC_TUPLE;
+            small[2] = (unsigned char)(0x90 | n);
+            return PyBytes_FromStringAndSize((const char *)small, k);
+        }
         tuple = 1;
     } else if (!plain_leaf(v) || (t == &PyBytes_Type && PyBytes_GET_SIZE(v) >= self->oob_min)) {
         Py_RETURN_NONE;
+    } else {
+        int w = small_put(small, v);
+        if (w > 0) return PyBytes_FromStringAndSize((const char *)small, w);
     }
     PyObject *data = PyObject_CallOneArg(self->menc, v);
     if (data == NULL) {
@@ -596,7 +705,11 @@ static PyObject *ChanOps_recv(ChanOps *self, PyObject *unused) {
     count_op(self, 0);
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data);
-    PyObject *v;
+    PyObject *v = small_decode(p, n);
+    if (v != NULL || PyErr_Occurred()) {
+        Py_DECREF(data);
+        return v;
+    }
     if (n >= 2 && p[0] == CODEC_EXT && p[1] == CODEC_TUPLE) { /* a tuple */
         PyObject *body = PyBytes_FromStringAndSize((const char *)p + 2, n - 2);
         v = body == NULL ? NULL : PyObject_CallOneArg(self->tdec, body);
