@@ -6,6 +6,8 @@ to tell whether a change to a hot path made it cheaper, then confirm with the ti
 - ``pingpong``, ``spawn``: CPU instructions per unbuffered hand-off and per ``go_local``
   spawn+finish on one P, counted by ``valgrind --tool=callgrind`` (runs of two sizes; the
   difference divided by the extra operations, so start-up cancels out).
+- ``gosched``: CPU instructions per ``runtime.gosched()`` of two goroutines yielding to each
+  other on one P, counted the same way.
 - ``core-chan``, ``core-ring``: CPU instructions per pair of calls of the compiled core in one
   process, counted the same way: ``ChanOps.send((i, 1))`` and ``ChanOps.recv()`` on a buffered
   channel block, and ``Region.ring_try_put`` and ``ring_try_get`` of an 8-byte frame on a
@@ -29,12 +31,14 @@ names. The functions that execute the most are printed under each count, and the
 11 beside it (<= 40 bytecodes per shared send or receive, its fast paths including the hand-off,
 <= 150 per tiny task on P0).
 
-    .venv/bin/python -m benchmarks.instr [pingpong spawn shared-send shared-recv shared-handoff
-                                          tiny-p0]
+    .venv/bin/python -m benchmarks.instr [pingpong spawn gosched core-chan core-ring
+                                          shared-send shared-recv shared-handoff tiny-p0
+                                          reply-fresh reply-kept]
                                          [--native both|1|0]
 
-``pingpong`` and ``spawn`` need ``valgrind`` on the PATH (they run on one P, where nothing
-crosses processes: they are counted once, on the default path).
+``pingpong``, ``spawn``, ``gosched``, ``core-chan`` and ``core-ring`` need ``valgrind`` on the
+PATH (they run in one process, where nothing crosses processes: they are counted once, on the
+default path).
 """
 
 from __future__ import annotations
@@ -50,12 +54,13 @@ import sys
 from typing import Any
 
 SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000), "core-chan": (5_000, 25_000),
-         "core-ring": (5_000, 25_000)}
-# hand-offs per round trip; goroutines per spawn; call pairs per pair
-OPS_PER_UNIT = {"pingpong": 2, "spawn": 1, "core-chan": 1, "core-ring": 1}
-CALLGRIND_KINDS = ("pingpong", "spawn", "core-chan", "core-ring")
+         "core-ring": (5_000, 25_000), "gosched": (5_000, 25_000)}
+# hand-offs per round trip; goroutines per spawn; call pairs per pair; yields per round (two
+# goroutines each yield once)
+OPS_PER_UNIT = {"pingpong": 2, "spawn": 1, "core-chan": 1, "core-ring": 1, "gosched": 2}
+CALLGRIND_KINDS = ("pingpong", "spawn", "core-chan", "core-ring", "gosched")
 CALLGRIND_UNITS = {"pingpong": "hand-off", "spawn": "goroutine", "core-chan": "send + recv",
-                   "core-ring": "put + get"}
+                   "core-ring": "put + get", "gosched": "gosched"}
 BYTECODE_KINDS = ("shared-send", "shared-recv", "shared-handoff", "tiny-p0", "reply-fresh",
                   "reply-kept")
 KINDS = CALLGRIND_KINDS + BYTECODE_KINDS
@@ -73,8 +78,32 @@ def _child(kind: str, n: int) -> None:
         csp_pingpong(n)
     elif kind == "spawn":
         csp_spawn(n, 1)
+    elif kind == "gosched":
+        _yields(n)
     else:
         _core_calls(kind, n)
+
+
+def _yield_n(n: int, done: Any) -> None:
+    from csp_mp import runtime
+
+    for _ in range(n):
+        runtime.gosched()
+    done.send(1)
+
+
+def _yields(n: int) -> None:
+    """Two goroutines of one P, each calling ``runtime.gosched()`` ``n`` times."""
+    import csp_mp
+
+    def main() -> None:
+        done = csp_mp.Chan(2)
+        csp_mp.go_local(_yield_n, n, done)
+        csp_mp.go_local(_yield_n, n, done)
+        done.recv()
+        done.recv()
+
+    csp_mp.run(main, procs=1)
 
 
 def _core_calls(kind: str, n: int) -> None:

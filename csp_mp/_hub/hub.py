@@ -394,9 +394,21 @@ class Hub(Workers):
         g.state = RUNNABLE
         if preempted:
             self.preempted = g  # queued by the hub's pass, after timers and the broker ran
+            v = self.hub_glet.switch()
         else:
             self.runq.append(g)
-        v = self.hub_glet.switch()
+            # as park() does: every 16th switch, and whenever asked, through the hub's pass;
+            # else straight into the next goroutine (itself when nothing else is runnable)
+            tick = self.tick + 1
+            nxt = self.runqget() if tick & 15 and not self.poll_now else None
+            if nxt is None:  # (also with a picker installed: it picks in the hub's pass)
+                v = self.hub_glet.switch()
+            else:
+                self.tick = tick
+                if nxt is g:
+                    g.state = RUNNING
+                    return
+                v = self._switch_to(nxt)
         if type(v) is Outcome:
             raise outcome_error(v)
 
