@@ -178,3 +178,44 @@ def test_only_the_first_call_of_a_callable_runs_the_python_go(path: str, procs: 
     other runtime goes through the Python go() each time."""
     calls = csp_mp.run(_python_go_calls_main, procs=procs)
     assert calls == (1 if path == "1" and procs > 1 else 8)
+
+
+def _busy_until(flag: Any) -> None:
+    import time
+
+    end = time.monotonic() + 20
+    while not flag.load() and time.monotonic() < end:
+        pass
+
+
+def _queued_entries_main() -> tuple[int, int, list[int]]:
+    import gc
+
+    from mp_helpers import go_on
+
+    from csp_mp import atomic
+
+    flag = atomic.Int64(0)
+    go_on(1, _busy_until, flag)  # P1 never idles: the goroutines stay queued here
+    out: Chan = Chan(200)
+    for i in range(200):
+        go(_put, i, out)
+    b = proc.broker
+    entries = [e for e in (*b.runq.pending, *b.runq.unq) if len(e) == 5]
+    tracked = sum(gc.is_tracked(e) or gc.is_tracked(e[2]) for e in entries)
+    gc.collect()  # what only the entries hold (the channel among the arguments) stays
+    flag.store(1)
+    got = sorted(out.recv()[1] for _ in range(200))
+    return tracked, len(entries), got
+
+
+@compiled
+def test_queued_goroutines_are_not_walked_by_the_cyclic_collector(monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """The compiled go()'s queue entries and argument tuples are in no cycle, and untracked:
+    a collection during a large fan-out does not walk them, and loses nothing they hold."""
+    monkeypatch.setenv("CSP_MP_NATIVE", "1")
+    tracked, n, got = csp_mp.run(_queued_entries_main, procs=2)
+    assert n >= 100  # (a few may have been taken before the look)
+    assert tracked <= 1  # the first call of a callable is the Python go()'s
+    assert got == list(range(200))
