@@ -58,7 +58,8 @@ from greenlet import getcurrent, greenlet
 
 from .._errors import DeadlockError, GoroutineExit, InternalError
 from .._proc import proc
-from . import dumps, gcpace, interrupt, quiet, waits
+from . import dumps, gcpace, interrupt, quiet
+from .doors import Doors
 from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder, root_body
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
@@ -105,7 +106,7 @@ class NetPoll(Protocol):
         """(any thread: reads only) Whether frames from other nodes wait to be read."""
 
 
-class Hub(Workers):
+class Hub(Workers, Doors):
     """The scheduler of one P. Owner thread only, unless a method says otherwise."""
 
     # Its fields are slots: a hub has more of them than an instance dict keeps in the fast
@@ -411,79 +412,6 @@ class Hub(Workers):
                 v = self._switch_to(nxt)
         if type(v) is Outcome:
             raise outcome_error(v)
-
-    # ----------------------------------------------------------------- blocking calls (M threads)
-
-    def blocking(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        """Run ``fn`` on an M thread while only the calling goroutine parks."""
-        g = self.current
-        if g is None or getcurrent() is not g.glet:
-            raise wrong_context(self.thread_id, self.hub_glet)
-        post = self.post
-
-        def on_done(ok: bool, value: Any) -> None:  # runs on the M thread
-            post((g, ok, value))
-
-        self.pending_blocking += 1
-        self.n_blocking += 1
-        self.mpool.submit(fn, args, kwargs, on_done)
-        ok, value = self.park(waits.BLOCKING_CALL)
-        if ok:
-            return value
-        raise value
-
-    def post(self, entry: Callable[[], object] | Completion) -> None:
-        """Hand the hub work from any thread: a call to run on the hub thread at its next pass,
-        or an M thread's ``(g, ok, value)`` completion. The one way into the hub from outside.
-
-        Safe from any thread: the deque append is atomic, ``poll_now`` makes the running
-        goroutine's next switch go through the hub, and the waker's post is never lost (an idle
-        hub wakes, a busy one finds its next wait already posted).
-        """
-        self.inbox.append(entry)
-        self.poll_now = True
-        self.waker.post()
-
-    def has_work(self) -> bool:
-        """Whether this P has work besides the running goroutine: a runnable goroutine, a posted
-        call or completion, a due timer, work from other Ps (the broker's ``work_waiting``) or
-        frames from other nodes (the network poll's ``waiting``).
-
-        Any thread (sysmon, the CPU-time handler): it only reads, each read is one atomic step
-        under the GIL (a deque's truth, an attribute, ``TimerHeap.due``, the broker's reads, a
-        poll of the links that reads nothing), and it takes no lock. The answer may be stale as
-        it returns; callers act on it only by asking the hub to make a pass, and look again at
-        their next tick.
-        """
-        if self.runq or self.runnext is not None or self.fresh or self.inbox \
-                or self.timers.due():
-            return True
-        broker = self.broker
-        if broker is not None and broker.work_waiting():
-            return True
-        netpoll = self.netpoll
-        return netpoll is not None and netpoll.waiting()
-
-    def _drain_inbox(self) -> None:
-        inbox = self.inbox
-        while inbox:
-            entry = inbox.popleft()
-            if isinstance(entry, tuple):  # an M thread's completion
-                g, ok, value = entry
-                self.pending_blocking -= 1
-                if g.state == WAITING:
-                    self.ready(g, (ok, value), next_=False)
-            else:  # a call posted by another thread (sysmon reports, a timer thread)
-                entry()
-
-    def interrupted(self) -> None:
-        """End the run with ``KeyboardInterrupt`` for a Ctrl-C that arrived in runtime code,
-        unless it was raised in user code meanwhile (interrupt.py posts this; owner thread)."""
-        if not self.interrupt_pending:
-            return
-        self.interrupt_pending = False
-        if self.outcome is None:
-            self.outcome = Outcome("interrupt", error=KeyboardInterrupt())
 
     # ----------------------------------------------------------------- the loop
 
