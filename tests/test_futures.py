@@ -446,6 +446,34 @@ def die_holding_a_channel_lock(ch: Chan, pids: Chan) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_holding_the_allocator_between_changes(pids: Chan) -> None:
+    if os.getpid() == pids.recv():  # the submitting process: not the P to kill
+        return
+    from csp_mp._hub import current_hub
+    current_hub().broker.arena._enter()  # as a word's add does (one store), never released
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_p_killed_holding_the_allocator_between_changes_is_replaced():
+    """The allocator's lock held for a one-store section (a counter's add, a refcount) guards
+    nothing a death can tear: the P holding only tasks is replaced and the runtime goes on."""
+    pids: Chan = Chan(1024)
+    ex = Executor(max_workers=4096, procs=2)
+    dying: list = []
+    while not any(f.done() and f.exception() for f in dying):
+        assert len(dying) < 2000, "no task ran on P1"
+        for _ in range(8):  # a burst: P0 queues some, and P1 steals
+            pids.send(os.getpid())
+            dying.append(ex.submit(die_holding_the_allocator_between_changes, pids))
+        csp_mp.sleep(0.001)
+    cf.wait(dying, timeout=30)
+    lost = [f.exception() for f in dying if f.exception()]
+    assert lost and all("the runtime replaced it" in str(e) for e in lost), lost
+    assert ex.submit(sq, 12).result(timeout=30) == 144
+    assert list(ex.map(sq, range(64))) == [i * i for i in range(64)]
+    ex.shutdown()
+
+
 def test_a_p_killed_holding_a_lock_ends_the_runtime_and_the_executor_starts_a_new_one():
     """What a lock guards may be half-changed: no replacement. Every unfinished future gets
     ProcessLost, and the next task runs in a fresh runtime."""

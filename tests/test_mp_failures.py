@@ -634,7 +634,7 @@ DIE_HOLDING_THE_ALLOCATOR = textwrap.dedent("""
             ready.send(False)
             return
         ready.send(True)
-        current_hub().broker.arena._enter()  # the allocator's lock, never released
+        current_hub().broker.arena._enter(changes=True)  # amid a change, never released
         os.kill(os.getpid(), signal.SIGKILL)
 """)
 

@@ -24,8 +24,9 @@ process published before it died, in its control-block words (``ctx.py``):
   takes ``(key, owner pid, ...)`` (the executor's, a layer above, marks its own).
 
 P0's watcher (``procs.Runtime._watch``) asks ``recoverable``: the dead P is not P0, the run is
-not stopping, it held at least one task, it was clean and owed nothing, the allocator is not
-poisoned, no lock guarding shared state is held by a dead process or was ever taken over from
+not stopping, it held at least one task, it was clean and owed nothing, the allocator is sound
+(``Arena.allocator_sound``: a holder of its lock killed outside a change of the free lists left
+nothing torn), no lock guarding shared state is held by a dead process or was ever taken over from
 one (the state may be torn: ``Arena.takeovers``, the compiled core's robust mutexes, the Python
 path's owner words; the inbox and run-queue locks need no repair), and every task's owner is
 P0. Then ``reset`` clears the P's words, token table and task table and raises its goroutine-id
@@ -170,7 +171,7 @@ def recoverable(ctx: C.Ctx, q: int, pid: int) -> bool:
         return False
     if ctx.pload(q, C.P_DIRTY) or ctx.pload(q, C.P_OWES):
         return False
-    if arena.takeovers() or arena.poisoned() or arena.locks_orphaned(pid):
+    if not arena.allocator_sound() or arena.takeovers() or arena.locks_orphaned(pid):
         return False
     held = tasks_of(ctx, q)
     me = os.getpid()  # (a P that held no task at all: its loss ends the run, as any P's does)

@@ -71,6 +71,11 @@ _W_NLOCKS, _W_ATTACHED, _W_POISON = L.AW_NLOCKS, L.AW_ATTACHED, L.AW_POISON
 # takeovers from a dead holder, ever, of the locks from index _W_STATE_LOCKS up (guarding state
 # such a holder may leave torn; lock.c counts too)
 _W_TAKEOVERS, _W_STATE_LOCKS = TAKEOVERS_WORD, STATE_LOCKS_WORD
+# what the _W_POISON word says: a holder of the allocator's lock is changing the free lists
+# (stored under the lock by the sections that do, cleared before they release it), or a
+# process was killed while it was. A holder killed in any other section (a refcount or a word
+# added: one store each) left nothing half-changed, so taking its lock over is harmless.
+_CHANGING, _POISONED = 2, 1
 _HEADS = LINE // WORD  # word index of free-list head for class 0
 _LOCKS_AT = align(LINE + NCLASS * WORD)
 
@@ -263,14 +268,27 @@ class Arena:
         if nxt:
             w.store(self._hw(nxt - 1) + 3, prv)
 
-    def _enter(self) -> None:
-        if self._lock.acquire():
-            self.words.store(_W_POISON, 1)  # under arena lock
-        if self.words.load(_W_POISON):
+    def _enter(self, changes: bool = False) -> None:
+        """Take the allocator's lock; ``changes``: this section changes the free lists (a
+        process killed inside it leaves them torn, and poisons the arena)."""
+        w = self.words
+        taken_over = self._lock.acquire()
+        state = w.load(_W_POISON)
+        if taken_over and state == _CHANGING:
+            state = _POISONED
+            w.store(_W_POISON, state)  # under arena lock
+        if state == _POISONED:
             self._lock.release()
             err = ArenaPoisoned("a process was killed inside the arena allocator")
             hook = self.poisoned_error
             raise err if hook is None else hook(err)
+        if changes:
+            w.store(_W_POISON, _CHANGING)  # under arena lock
+
+    def _leave(self, changes: bool = False) -> None:
+        if changes:
+            self.words.store(_W_POISON, 0)  # under arena lock
+        self._lock.release()
 
     def guard_state_from(self, first: int) -> None:
         """Locks from index ``first`` up guard state a holder killed inside may leave torn
@@ -293,8 +311,22 @@ class Arena:
         return any(self.locks.lock(i).owner() == pid for i in (0, *range(first, len(self.locks))))
 
     def poisoned(self) -> bool:
-        """Whether a process was killed inside the allocator (a snapshot)."""
-        return bool(self.words.load(_W_POISON))
+        """Whether a process was killed inside the allocator while it changed the free lists
+        (a snapshot: see ``allocator_sound`` for a holder just killed)."""
+        return self.words.load(_W_POISON) == _POISONED
+
+    def allocator_sound(self) -> bool:
+        """Whether the allocator is usable: takes its lock once, over from a dead holder if
+        need be (which poisons the arena when that holder was changing the free lists). It
+        waits while a live process holds the lock. Any process."""
+        w = self.words
+        taken_over = self._lock.acquire()
+        try:
+            if taken_over and w.load(_W_POISON) == _CHANGING:
+                w.store(_W_POISON, _POISONED)  # under arena lock
+            return w.load(_W_POISON) != _POISONED
+        finally:
+            self._lock.release()
 
     def alloc(self, nbytes: int) -> int:
         """Offset of a new block of at least ``nbytes`` (64-aligned, refcount 1). Any process."""
@@ -304,7 +336,7 @@ class Arena:
         if k >= NCLASS:
             raise MemoryError(f"arena block of {nbytes} bytes is too large")
         w = self.words
-        self._enter()
+        self._enter(changes=True)
         try:
             j = k
             while j < NCLASS and not w.load(_HEADS + j):
@@ -321,7 +353,7 @@ class Arena:
             w.store(b + 1, 1)
             w.store(b + 4, nbytes)
         finally:
-            self._lock.release()
+            self._leave(changes=True)
         return self._heap + r + BLOCK_HEADER
 
     def _block(self, off: int) -> tuple[int, int, int]:
@@ -362,11 +394,11 @@ class Arena:
 
     def decref(self, off: int) -> bool:
         """Drop a reference to block ``off``; free it at zero. True if freed. Any process."""
-        self._enter()
+        self._enter(changes=True)
         try:
             return self._decref_locked(off)
         finally:
-            self._lock.release()
+            self._leave(changes=True)
 
     free = decref
 
@@ -433,12 +465,12 @@ class Arena:
         pending = self._pending
         if not pending:
             return 0
-        self._enter()
+        self._enter(changes=True)
         try:
             while pending:
                 freed += self._decref_locked(pending.pop())
         finally:
-            self._lock.release()
+            self._leave(changes=True)
         return freed
 
 

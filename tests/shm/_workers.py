@@ -100,6 +100,14 @@ def hold_lock(arena: Arena, index: int, bell: Doorbell, ghost: bool) -> None:
     time.sleep(60)
 
 
+def hold_allocator(arena: Arena, bell: Doorbell, changing: bool) -> None:
+    """Hold the allocator's lock, in a section that changes the free lists or not, until
+    killed."""
+    arena._enter(changes=changing)
+    bell.ring()
+    time.sleep(60)
+
+
 def endless_producer(bell: Doorbell, arena: Arena, off: int, me: int, size: int) -> None:
     ring = attach_ring(arena, off)
     seq = 0
