@@ -222,13 +222,17 @@ def test_bytecode_counts_of_shared_send_and_recv() -> None:
 
 
 def test_bytecode_counts_of_the_reply_channel_loop() -> None:
-    """A fresh reply channel per request runs more bytecodes than a kept one (its promotion,
-    its handle on the server's P, its release), and both count both Ps."""
+    """A fresh reply channel per request runs what a kept one does not (a Chan made per
+    request), and both count both Ps. (The totals are not compared: the Ps' polls while they
+    wait for each other depend on the machine's load, and outweigh that difference there.)"""
     from benchmarks import instr
 
-    fresh, fresh_top, _ = instr.reply_loop(True, n=100, warm=20)
-    kept, kept_top, _ = instr.reply_loop(False, n=100, warm=20)
-    assert fresh > kept > 0
+    fresh, fresh_top, _ = instr.reply_loop(True, n=100, warm=20, top_n=200)
+    kept, kept_top, _ = instr.reply_loop(False, n=100, warm=20, top_n=200)
+    assert fresh > 0 and kept > 0
+    only_fresh = {"chan.py:__init__", "local.py:__init__"}  # a Chan(1) made per request
+    assert only_fresh <= {name for name, c in fresh_top if c >= 0.9}, fresh_top
+    assert not only_fresh & {name for name, _ in kept_top}, kept_top
     names = [name for name, _ in fresh_top + kept_top]
     assert "broker.py:poll" in names, names  # the Ps poll for the wake-ups of each request
 
