@@ -46,7 +46,7 @@ def test_every_type_takes_part_in_the_cyclic_gc() -> None:
     """Each type holds Python objects: each is a GC type with a tp_clear."""
     types = _types()
     assert {"Region", "Lock", "Bell", "ChanOps", "Peers", "TaskEncoder", "Sites", "Spawner",
-            "Handles", "HandleRef", "GoEntry"} <= set(types)
+            "Handles", "HandleRef", "GoEntry", "GRecord"} <= set(types)
     for name, tp in types.items():
         assert tp.__flags__ & HAVE_GC, name
         assert _tp_clear(tp) is not None, f"{name} has no tp_clear"
@@ -85,6 +85,10 @@ def _objects() -> dict[str, Any]:
             "Sites": w.core_mod.Sites("/nonexistent/", lambda code, lasti: b"\xc0"),
             "Handles": handles.hs, "HandleRef": next(iter(ref.values())),
             "GoEntry": w.core_mod.GoEntry(lambda *a, **k: None)}
+    from csp_mp._hub.g import record_class
+
+    record_class()  # the records' starting values given (GRecord.start_with)
+    objs["GRecord"] = w.core_mod.GRecord(1, print, (), {}, 0)
     objs["_keep"] = (w, spawn, handles, ch)
     return objs
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import CodeType, FrameType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._shm import native
 
@@ -31,41 +31,44 @@ DEAD = "dead"
 
 
 class G:
-    """One goroutine: its function, its greenlet once started, and its scheduling state."""
+    """One goroutine: its function, its greenlet once started, and its scheduling state.
 
-    # Slots, every one set here: a field read where it was never stored (a class-level default)
-    # takes the interpreter's slow attribute path, and the hot paths read ``sel``, ``glet`` and
-    # ``is_main`` of goroutines that never changed them.
-    __slots__ = ("id", "fn", "args", "kwargs", "p", "local", "glet", "state", "reason", "param",
-                 "result", "is_main", "name", "elem", "sel", "case", "made", "wait_as")
+    Its fields live in a record class below it: ``PyG`` (slots; the Python path, and the
+    specification) or, with the compiled core, ``NativeG`` (its twin in grecord.c). A hub
+    makes the one ``record_class()`` names. Every field is set when a record is made: a field
+    read where it was never stored takes the interpreter's slow path, and the hot paths read
+    ``sel``, ``glet`` and ``is_main`` of goroutines that never changed them.
+    """
 
-    def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
-                 local: bool = True) -> None:
-        self.id = gid
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.p = p
-        self.local = local
-        self.glet: Any = None
-        self.state = RUNNABLE
-        self.reason = ""
-        #: what a wait shows instead of ``reason`` when the goroutine waits for another on its
-        #: behalf (a request to another node made through this node's P0): ``waiting()``
-        self.wait_as = ""
-        self.param: Any = None
-        self.result: Any = None
-        self.is_main = False
-        self.name = ""
-        self.elem: Any = None
-        self.sel = None
-        self.case = -1
-        #: where it was created, for Go's "created by" line (created_by): ``(code, instruction
-        #: offset, creator's goroutine id)`` of the user's call on this P, resolved only when
-        #: printed; or ``(site, creator's id)`` for one go() queued for any P, ``site`` being
-        #: the task frame's ``[function, file, line]``, as msgpack bytes or decoded; None for
-        #: main
-        self.made: Any = None
+    if not TYPE_CHECKING:  # (the fields below are the record classes' slots)
+        __slots__ = ()
+
+    id: int
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    p: int
+    local: bool
+    glet: Any
+    state: str
+    reason: str
+    param: Any
+    result: Any
+    is_main: bool
+    name: str
+    elem: Any
+    sel: Any
+    case: int
+    made: Any
+    wait_as: str
+
+    if TYPE_CHECKING:  # what both record classes offer
+        def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
+                     local: bool = True) -> None: ...
+
+        @classmethod
+        def many(cls, ids: Iterator[int], allgs: dict[int, G], p: int,
+                 items: list[tuple[Callable[..., Any], tuple, Any]]) -> list[G]: ...
 
     @property
     def g(self) -> G:
@@ -111,6 +114,81 @@ class G:
         return f"<G {self.id} {self.state}{extra} on P{self.p}>"
 
 
+#: every field but the six a goroutine is made with (id, fn, args, kwargs, p, local), in the
+#: records' order, with the value it starts with
+AT_START: tuple[tuple[str, Any], ...] = (
+    ("glet", None),
+    ("state", RUNNABLE),
+    ("reason", ""),
+    ("param", None),
+    ("result", None),
+    ("is_main", False),
+    ("name", ""),
+    ("elem", None),
+    ("sel", None),
+    ("case", -1),
+    #: where it was created, for Go's "created by" line (created_by): ``(code, instruction
+    #: offset, creator's goroutine id)`` of the user's call on this P, resolved only when
+    #: printed; or ``(site, creator's id)`` for one go() queued for any P, ``site`` being the
+    #: task frame's ``[function, file, line]``, as msgpack bytes or decoded; None for main
+    ("made", None),
+    #: what a wait shows instead of ``reason`` when the goroutine waits for another on its
+    #: behalf (a request to another node made through this node's P0): ``waiting()``
+    ("wait_as", ""),
+)
+_START_VALUES = tuple(v for _, v in AT_START)
+
+
+class PyG(G):
+    """G's fields as slots, made in Python: the specification of the compiled ``GRecord``."""
+
+    __slots__ = ("id", "fn", "args", "kwargs", "p", "local", *(name for name, _ in AT_START))
+
+    def __init__(self, gid: int, fn: Callable[..., Any], args: tuple, kwargs: dict, p: int,
+                 local: bool = True) -> None:
+        self.id = gid
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.p = p
+        self.local = local
+        (self.glet, self.state, self.reason, self.param, self.result, self.is_main, self.name,
+         self.elem, self.sel, self.case, self.made, self.wait_as) = _START_VALUES
+
+    @classmethod
+    def many(cls, ids: Iterator[int], allgs: dict[int, G],
+             p: int, items: list[tuple[Callable[..., Any], tuple, Any]]) -> list[G]:
+        """A record ``(next(ids), fn, args, {}, p, local=False)`` with ``made`` for each
+        ``(fn, args, made)`` of ``items``, each put in ``allgs`` under its id."""
+        gs: list[G] = []
+        for fn, args, made in items:
+            g = cls(next(ids), fn, args, {}, p, False)
+            g.made = made
+            allgs[g.id] = g
+            gs.append(g)
+        return gs
+
+
+def record_class() -> type[G]:
+    """The record class of the goroutines of a runtime starting now: ``NativeG`` on the
+    compiled core, else ``PyG``. Both are made as ``cls(id, fn, args, kwargs, p, local)`` and
+    ``cls.many(ids, allgs, p, items)``."""
+    if not (native.built() and native.enabled()):
+        return PyG
+    if _cache.native_g is None:
+        grecord = native.core().GRecord
+        grecord.start_with(tuple(name for name, _ in AT_START), _START_VALUES)
+
+        class NativeG(G, grecord):  # type: ignore[misc, valid-type]
+            """G's fields in the compiled core's record (grecord.c)."""
+
+            __slots__ = ()
+
+        NativeG.__qualname__ = "NativeG"
+        _cache.native_g = NativeG
+    return _cache.native_g
+
+
 def root_body() -> None:
     """The placeholder function of the implicit main goroutine (the thread's root greenlet runs
     the user's code, not this)."""
@@ -121,7 +199,7 @@ class _SiteCache:
     """What the site functions below keep: pure functions of the code (where a code object's
     instruction is, which code is the user's), which no fork or runtime can make wrong."""
 
-    __slots__ = ("user_code", "queued_last", "sites", "modules", "compiled")
+    __slots__ = ("user_code", "queued_last", "sites", "modules", "compiled", "native_g")
 
     def __init__(self) -> None:
         self.user_code: CodeType | None = None  # here()'s last code found to be the user's
@@ -131,6 +209,7 @@ class _SiteCache:
         self.sites: dict[tuple[int, int], tuple[CodeType, tuple[str, str, int], bytes]] = {}
         self.modules: dict[str, str] = {}  # file -> the name of its loaded module
         self.compiled: Any = None  # the compiled core's Sites, once made (compiled_sites)
+        self.native_g: type[G] | None = None  # NativeG, once made (record_class)
 
 
 _cache = _SiteCache()

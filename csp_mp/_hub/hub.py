@@ -60,7 +60,7 @@ from .._errors import DeadlockError, GoroutineExit, InternalError
 from .._proc import proc
 from . import dumps, gcpace, interrupt, quiet
 from .doors import Doors
-from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, recorder, root_body
+from .g import DEAD, RUNNABLE, RUNNING, WAITING, G, record_class, recorder, root_body
 from .mthreads import MThreadPool
 from .outcome import Outcome, outcome_error
 from .ports import Completion, Waker, Wakes, wrong_context
@@ -118,7 +118,7 @@ class Hub(Workers, Doors):
                  "instruments", "picker", "mpool", "tick", "select_rng", "hooks_on_stop",
                  "nprocs", "_gc_saved", "no_preempt", "poll_now", "preempted",
                  "interrupt_pending", "sysmon", "all_blocked", "n_created", "n_blocking",
-                 "n_xops", "n_xbytes", "driven", "made_here", "netpoll")
+                 "n_xops", "n_xbytes", "driven", "made_here", "netpoll", "_G")
 
     def __init__(self, p: int = 0) -> None:
         self.p = p
@@ -138,6 +138,7 @@ class Hub(Workers, Doors):
         # goroutine ids 1, 2, 3...; with several Ps, batches unique in the runtime (the
         # broker's: ctx.goids)
         self._ids: Iterator[int] = itertools.count(1)
+        self._G = record_class()  # the goroutine records' class (g.py)
         self._free: list[greenlet] = []  # parked worker greenlets (workers.py)
         self.current: G | None = None
         self.inbox: deque[Callable[[], object] | Completion] = deque()  # post()
@@ -209,21 +210,14 @@ class Hub(Workers, Doors):
 
     def new_g(self, fn: Callable[..., Any], args: tuple, kwargs: dict, local: bool) -> G:
         """Create a goroutine record (not yet queued)."""
-        g = G(next(self._ids), fn, args, kwargs, self.p, local)
+        g = self._G(next(self._ids), fn, args, kwargs, self.p, local)
         self.allgs[g.id] = g
         return g
 
     def new_gs(self, made: list[tuple[Callable[..., Any], tuple, Any]]) -> list[G]:
         """``new_g(fn, args, {}, False)`` for each ``(fn, args, made)`` (goroutines that came
         from task frames: ``made`` is their ``G.made``), in one call."""
-        ids, allgs, p = self._ids, self.allgs, self.p
-        gs = []
-        for fn, args, at in made:
-            g = G(next(ids), fn, args, {}, p, False)
-            g.made = at
-            allgs[g.id] = g
-            gs.append(g)
-        return gs
+        return self._G.many(self._ids, self.allgs, self.p, made)
 
     def spawn(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
               local: bool = True) -> G | None:
@@ -274,7 +268,7 @@ class Hub(Workers, Doors):
         if self.stopping:
             return
         self.n_created += 1
-        g = G(next(self._ids), fn, args, kwargs, self.p, True)
+        g = self._G(next(self._ids), fn, args, kwargs, self.p, True)
         try:
             gid = self.current.id  # type: ignore[union-attr]
         except AttributeError:  # no goroutine runs: the hub's pass (a timer's callback)

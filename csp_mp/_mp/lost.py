@@ -30,19 +30,20 @@ def _fn_of(describe: str) -> str:
 
 def _describe_fn(name: str, fn: Any) -> str:
     """What ``G.describe()`` says of a goroutine named ``name`` running ``fn`` (id 0)."""
-    from .._hub.g import G
+    from .._hub.g import PyG
 
-    g = G(0, fn, (), {}, 0)
+    g = PyG(0, fn, (), {}, 0)
     g.name = name
     return g.describe()
 
 
-def info_lines(gs: list[Any], reason_of: Any) -> list[str]:
-    """The published lines for goroutines ``gs`` (``reason_of(g)`` is its ``[state]`` text)."""
-    lines = [f"{g.describe()} [{reason_of(g)}]" for g in gs[:SHOWN]]
+def info_lines(gs: list[Any], reason_of: Any, shown: int = SHOWN) -> list[str]:
+    """The published lines for goroutines ``gs`` (``reason_of(g)`` is its ``[state]`` text):
+    one each for the first ``shown``, tallies by function for the rest."""
+    lines = [f"{g.describe()} [{reason_of(g)}]" for g in gs[:shown]]
     # tallied by function object first (a P may hold thousands: one describe() per function,
     # not per goroutine; this runs at every steal)
-    by_fn: Counter[Any] = Counter(map(_NAME_FN, gs[SHOWN:]))
+    by_fn: Counter[Any] = Counter(map(_NAME_FN, gs[shown:]))
     named: Counter[str] = Counter()
     for key, n in by_fn.items():
         named[_fn_of(_describe_fn(*key))] += n

@@ -69,6 +69,7 @@ extern PyTypeObject TaskEncoder_Type;
 extern PyTypeObject Spawner_Type;
 extern PyTypeObject Sites_Type;
 extern PyTypeObject GoEntry_Type;
+extern PyTypeObject GRecord_Type;
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;

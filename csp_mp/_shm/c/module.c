@@ -375,7 +375,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyType_Ready(&ChanOps_Type) < 0 || PyType_Ready(&Spawner_Type) < 0 ||
         PyType_Ready(&Peers_Type) < 0 || PyType_Ready(&Handles_Type) < 0 ||
         PyType_Ready(&HandleRef_Type) < 0 || PyType_Ready(&Sites_Type) < 0 ||
-        PyType_Ready(&GoEntry_Type) < 0)
+        PyType_Ready(&GoEntry_Type) < 0 || PyType_Ready(&GRecord_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&core_module);
     if (m == NULL) return NULL;
@@ -390,6 +390,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         PyModule_AddObjectRef(m, "HandleRef", (PyObject *)&HandleRef_Type) < 0 ||
         PyModule_AddObjectRef(m, "Sites", (PyObject *)&Sites_Type) < 0 ||
         PyModule_AddObjectRef(m, "GoEntry", (PyObject *)&GoEntry_Type) < 0 ||
+        PyModule_AddObjectRef(m, "GRecord", (PyObject *)&GRecord_Type) < 0 ||
         PyModule_AddIntConstant(m, "LOCK_BYTES", (long)sizeof(pthread_mutex_t)) < 0 ||
         PyModule_AddIntConstant(m, "WREC_BYTES", (long)WREC_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "K_VALUE", K_VALUE) < 0 ||
