@@ -115,6 +115,31 @@ def test_process_lost_names_a_goroutine_that_had_just_started() -> None:
         assert "1 goroutine (test_reports._spin_on_p1)" in str(info.value), (i, str(info.value))
 
 
+def _kill_right_after_a_batch_starts() -> str:
+    while True:  # a burst P1 steals several of at once into an empty P
+        out: Chan = Chan(8)
+        for _ in range(8):
+            go(_spin_on_p1, out)
+        pid = next((p for p in (out.recv() for _ in range(8)) if p), 0)
+        if pid:
+            break
+    os.kill(pid, signal.SIGKILL)
+    Chan().recv()  # the loss ends the run
+    return "not lost"
+
+
+def test_process_lost_counts_a_batch_stolen_into_an_empty_p() -> None:
+    """A steal into a P that held nothing is described at once: its first goroutine one by
+    one, the rest tallied by function; the loss names them all, summed by function."""
+    for i in range(3):
+        with pytest.raises(ProcessLost) as info:
+            run(_kill_right_after_a_batch_starts, 2)
+        text = str(info.value)
+        assert re.search(r"goroutines lost with it: \d+ goroutines? "
+                         r"\(test_reports\._spin_on_p1\)", text), (i, text)
+        assert info.value.goroutines[0].startswith("goroutine "), info.value.goroutines
+
+
 # ---------------------------------------------------------------- tracebacks a user reads
 
 PKG = os.path.dirname(os.path.abspath(csp_mp.__file__))

@@ -13,9 +13,10 @@ It sends and reads messages through the P's mail (``Mail``: the broker's inbox m
 
 Invariants:
 - ``info_n`` and ``info_t`` are the goroutine set and time of the last description;
-  ``info_stale`` is true while a steal left its goroutines undescribed (the next poll, or
-  ``INFO_EVERY`` later, describes them); never after a steal into a P whose last description
-  was empty, so a P holding goroutines never has only an empty description published.
+  ``info_stale`` is true while a steal left its goroutines undescribed, or tallied by function
+  only (the next poll, or ``INFO_EVERY`` later, describes them); a steal into a P whose last
+  description was empty publishes that tally at once, so a P holding goroutines never has only
+  an empty description published.
 - Owner P only.
 """
 
@@ -81,15 +82,16 @@ class Reporter:
 
     # ------------------------------------------------------------------ this P's description
 
-    def publish_info(self, hub: Hub) -> None:
-        """Describe this P's goroutines for a ProcessLost report, should this P die."""
+    def publish_info(self, hub: Hub, shown: int = lost.SHOWN) -> None:
+        """Describe this P's goroutines for a ProcessLost report, should this P die (the first
+        ``shown`` one by one, the rest tallied by function)."""
         # every publication is the baseline the next change is measured against (a steal
         # publishes too: measuring from an older one left the stolen goroutines' text in place)
         self.info_t = time.monotonic()
         self.info_n = gset(hub)
         self.info_stale = False
         gs = sorted(hub.allgs.values(), key=_BY_ID)
-        lines = lost.info_lines(gs, lambda g: g.waiting())
+        lines = lost.info_lines(gs, lambda g: g.waiting(), shown)
         self.ctx.publish_info("\n".join(lines))
 
     def after_steal(self, hub: Hub) -> None:
@@ -97,8 +99,14 @@ class Reporter:
         next polls (steals of a tiny-task fan-out come thousands a second; each description
         costs what ~20 of its tasks do). A P whose last description held no goroutine
         describes them now, before any of them runs: one that starts a long computation may
-        not poll again before it dies, and P0 would report it held nothing."""
-        if not self.info_n[0] or time.monotonic() - self.info_t >= INFO_EVERY:
+        not poll again before it dies, and P0 would report it held nothing. That description
+        names one goroutine and tallies the rest by function (one description per function,
+        not one per goroutine of the batch); the hub's poll describes them one by one
+        ``INFO_EVERY`` later, if they still run."""
+        if not self.info_n[0]:
+            self.publish_info(hub, shown=1)
+            self.info_stale = True
+        elif time.monotonic() - self.info_t >= INFO_EVERY:
             self.publish_info(hub)
         else:
             self.info_stale = True
