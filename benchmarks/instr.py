@@ -8,6 +8,10 @@ to tell whether a change to a hot path made it cheaper, then confirm with the ti
   difference divided by the extra operations, so start-up cancels out).
 - ``gosched``: CPU instructions per ``runtime.gosched()`` of two goroutines yielding to each
   other on one P, counted the same way.
+- ``go``: CPU instructions P0 runs per ``go(fn, i, out)`` of a tiny task on two Ps (the
+  compiled core's ``GoEntry`` and ``Spawner``), its entry's freeing at the end included, while a
+  goroutine holds P1 (no time slices under valgrind: P1 steals nothing), counted the same way
+  in P0's process alone.
 - ``core-chan``, ``core-ring``: CPU instructions per pair of calls of the compiled core in one
   process, counted the same way: ``ChanOps.send((i, 1))`` and ``ChanOps.recv()`` on a buffered
   channel block, and ``Region.ring_try_put`` and ``ring_try_get`` of an 8-byte frame on a
@@ -31,14 +35,14 @@ names. The functions that execute the most are printed under each count, and the
 11 beside it (<= 40 bytecodes per shared send or receive, its fast paths including the hand-off,
 <= 150 per tiny task on P0).
 
-    .venv/bin/python -m benchmarks.instr [pingpong spawn gosched core-chan core-ring
+    .venv/bin/python -m benchmarks.instr [pingpong spawn gosched go core-chan core-ring
                                           shared-send shared-recv shared-handoff tiny-p0
                                           reply-fresh reply-kept]
                                          [--native both|1|0]
 
-``pingpong``, ``spawn``, ``gosched``, ``core-chan`` and ``core-ring`` need ``valgrind`` on the
-PATH (they run in one process, where nothing crosses processes: they are counted once, on the
-default path).
+``pingpong``, ``spawn``, ``gosched``, ``go``, ``core-chan`` and ``core-ring`` need ``valgrind``
+on the PATH (they count one process, ``go`` P0's of two: they are counted once, on the default
+path).
 """
 
 from __future__ import annotations
@@ -54,13 +58,14 @@ import sys
 from typing import Any
 
 SIZES = {"pingpong": (2_000, 12_000), "spawn": (2_000, 12_000), "core-chan": (5_000, 25_000),
-         "core-ring": (5_000, 25_000), "gosched": (5_000, 25_000)}
+         "core-ring": (5_000, 25_000), "gosched": (5_000, 25_000), "go": (5_000, 25_000)}
 # hand-offs per round trip; goroutines per spawn; call pairs per pair; yields per round (two
 # goroutines each yield once)
-OPS_PER_UNIT = {"pingpong": 2, "spawn": 1, "core-chan": 1, "core-ring": 1, "gosched": 2}
-CALLGRIND_KINDS = ("pingpong", "spawn", "core-chan", "core-ring", "gosched")
+OPS_PER_UNIT = {"pingpong": 2, "spawn": 1, "core-chan": 1, "core-ring": 1, "gosched": 2,
+                "go": 1}
+CALLGRIND_KINDS = ("pingpong", "spawn", "core-chan", "core-ring", "gosched", "go")
 CALLGRIND_UNITS = {"pingpong": "hand-off", "spawn": "goroutine", "core-chan": "send + recv",
-                   "core-ring": "put + get", "gosched": "gosched"}
+                   "core-ring": "put + get", "gosched": "gosched", "go": "go() on P0"}
 BYTECODE_KINDS = ("shared-send", "shared-recv", "shared-handoff", "tiny-p0", "reply-fresh",
                   "reply-kept")
 KINDS = CALLGRIND_KINDS + BYTECODE_KINDS
@@ -80,6 +85,8 @@ def _child(kind: str, n: int) -> None:
         csp_spawn(n, 1)
     elif kind == "gosched":
         _yields(n)
+    elif kind == "go":
+        _gos(n)
     else:
         _core_calls(kind, n)
 
@@ -104,6 +111,35 @@ def _yields(n: int) -> None:
         done.recv()
 
     csp_mp.run(main, procs=1)
+
+
+def _hold_p1(won: Any, release: Any) -> None:
+    from csp_mp import runtime
+
+    if runtime.current_p() != 1 or won.load():
+        return
+    won.store(1)
+    while not release.load():  # no time slices under valgrind: P1 takes nothing meanwhile
+        pass
+
+
+def _gos(n: int) -> None:
+    """P0 calls ``go(_tiny_task, i, out)`` ``n`` times while a goroutine holds P1."""
+    import csp_mp
+    from benchmarks.bench_parallel import _tiny_task
+
+    def main() -> None:
+        won, release = csp_mp.atomic.Int64(0), csp_mp.atomic.Int64(0)
+        while not won.load():
+            for _ in range(4):
+                csp_mp.go(_hold_p1, won, release)
+            csp_mp.sleep(0.001)
+        out = csp_mp.Chan(1)
+        for i in range(n):
+            csp_mp.go(_tiny_task, i, out)
+        release.store(1)
+
+    csp_mp.run(main, procs=2)
 
 
 def _core_calls(kind: str, n: int) -> None:
@@ -154,11 +190,14 @@ def _instructions(kind: str, n: int) -> int:
     # the interpreter's finalization gave the signal its default action back (the child dies)
     env = {**os.environ, "CSP_MP_PREEMPT": "0"}
     rc, _, err = run_child(cmd, env, root, 900)
-    counts = [int(m) for m in re.findall(r"Collected : (\d+)", err)]
-    if rc != 0 or not counts:
+    found = re.findall(r"==(\d+)== Collected : (\d+)", err)
+    if rc != 0 or not found:
         raise RuntimeError(f"callgrind failed ({'timed out' if rc is None else f'exit {rc}'}): "
                            f"{err.strip()[-500:]}")
-    return max(counts)  # the measured process (forked helpers count far less)
+    if kind == "go":  # P0: the process valgrind started, the first to print
+        first = re.search(r"==(\d+)==", err)
+        return next(int(c) for pid, c in found if first is not None and pid == first.group(1))
+    return max(int(c) for _, c in found)  # the measured process (forked helpers count far less)
 
 
 def per_op(kind: str) -> float:

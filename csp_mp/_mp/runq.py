@@ -51,9 +51,9 @@ OWN_BATCH = 16  # unpublished frames a P takes back at once while the ring is fu
 # most frames one steal takes (half the queue, at most this, as Go's runqsteal takes half of a
 # 256-slot queue): what a thief takes becomes its own goroutines, which no other P can take back
 STEAL_MAX = 128
-# the Spawner's creator(hub): the id of the goroutine calling go() (AttributeError, read as 0,
-# when none runs)
-_CREATOR = operator.attrgetter("current.id")
+# the Spawner's creator(hub): the record of the goroutine calling go() (None, read as 0, when
+# none runs); the compiled core reads its id from the record
+_CREATOR = operator.attrgetter("current")
 _SEQ = operator.itemgetter(0)  # an entry's seq
 
 

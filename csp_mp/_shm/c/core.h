@@ -70,6 +70,7 @@ extern PyTypeObject Spawner_Type;
 extern PyTypeObject Sites_Type;
 extern PyTypeObject GoEntry_Type;
 extern PyTypeObject GRecord_Type;
+PyObject *grecord_id(PyObject *o);
 extern PyTypeObject ChanOps_Type;
 extern PyTypeObject Peers_Type;
 extern PyTypeObject Handles_Type;

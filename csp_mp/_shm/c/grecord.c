@@ -40,6 +40,14 @@ static PyMemberDef GRecord_members[G_NFIELDS + 1] = {
 /* AT_START's values, in field order from G_GIVEN on (a tuple), or NULL before start_with */
 static PyObject *at_start = NULL;
 
+/* o's id field (a new reference) when o is a record (a GRecord or a subclass's), else NULL
+ * with no exception set: the Spawner's creator may give the running goroutine's record. */
+PyObject *grecord_id(PyObject *o) {
+    if (!PyObject_TypeCheck(o, &GRecord_Type)) return NULL;
+    PyObject *id = ((GRecord *)o)->f[0];
+    return id == NULL ? NULL : Py_NewRef(id);
+}
+
 static GRecord *record_new(PyTypeObject *type, PyObject *const *given) {
     if (at_start == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "GRecord: start_with() has not run");

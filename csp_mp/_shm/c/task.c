@@ -51,22 +51,31 @@ typedef struct {
 
 #define MAX_CHANS 16   /* channels one plain frame may name; more take the codec's path */
 
+/* A frame being written: in `stack` (the caller's array of STACK_BUF bytes) until it outgrows
+ * it, then in PyMem memory (freed by buf_free). */
+#define STACK_BUF 512
 typedef struct {
     char *p;
     Py_ssize_t len, cap;
+    char *stack;
 } buf_t;
 
 static int grow(buf_t *b, Py_ssize_t need) {
     if (b->len + need <= b->cap) return 0;
     Py_ssize_t cap = b->cap * 2 > b->len + need ? b->cap * 2 : b->len + need + 64;
-    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    char *p = b->p == b->stack ? PyMem_Malloc((size_t)cap) : PyMem_Realloc(b->p, (size_t)cap);
     if (p == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    if (b->p == b->stack && b->len) memcpy(p, b->p, (size_t)b->len);
     b->p = p;
     b->cap = cap;
     return 0;
+}
+
+static void buf_free(buf_t *b) {
+    if (b->p != b->stack) PyMem_Free(b->p);
 }
 
 static int put(buf_t *b, const void *src, Py_ssize_t n) {
@@ -239,7 +248,8 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
     }
     PyObject *digest = PyTuple_GET_ITEM(entry, 0), *fnb = PyTuple_GET_ITEM(entry, 1);
     int has_site = site != NULL && PyBytes_CheckExact(site);
-    buf_t b = {NULL, 0, 0};
+    char stack[STACK_BUF];
+    buf_t b = {stack, 0, STACK_BUF, stack};
     PyObject *res = NULL;
     int r = grow(&b, 80 + PyBytes_GET_SIZE(digest) + PyBytes_GET_SIZE(fnb) +
                          (has_site ? PyBytes_GET_SIZE(site) : 0));
@@ -264,7 +274,7 @@ static PyObject *encode_frame(TaskEncoder *self, PyObject *seq, PyObject *owner,
         res = Py_NewRef(Py_None);
     }
     if (res == NULL || res == Py_None || self->region == NULL) nm->n = 0; /* nothing counted */
-    PyMem_Free(b.p);
+    buf_free(&b);
     Py_DECREF(fast);
     Py_DECREF(entry);
     return res;
@@ -864,7 +874,8 @@ PyTypeObject Sites_Type = {
  * of csp_mp/_mp/runq.py's place() for its common call: go(fn, *args) of the callable last
  * given (fn_last, whose pickle_fn entry it holds), no kwargs, plain args. go(fn, args, kwargs)
  * then takes the next seq and frames the call (encode(), with made: the caller's site from
- * sites and creator(hub), the running goroutine's id); its entry is (seq, fn, args, {}, made).
+ * sites and creator(hub), the running goroutine's record or id); its entry is (seq, fn, args,
+ * kwargs, made), kwargs an empty dict (GoEntry's one for all its calls).
  * When no frame waits in frames and either the ring at byte offset ring (this P's run queue)
  * is empty and armed is set (the broker's poll sets it, such a frame spends it) or the word at
  * byte offset hint (G_HUNGRY, csp_mp/_mp/ctx.py; a ring needs it) is set, it puts the
@@ -885,7 +896,7 @@ typedef struct {
     PyObject *flush;
     PyObject *fn_last, *entry;
     Sites *sites; /* NULL: frames carry no site */
-    PyObject *creator;   /* creator(hub) -> the id of the goroutine running; NULL: 0 */
+    PyObject *creator;   /* creator(hub) -> the goroutine running (record or id); NULL: 0 */
     PyObject *last_made; /* spawner_made's last answer */
     long long seq, batch;
     long long hint; /* byte offset of the control block's G_HUNGRY word in the encoder's
@@ -982,8 +993,9 @@ static int publish(Spawner *self, PyObject *frame, PyObject *ent, int *handed) {
 }
 
 /* G.made of the goroutine go() makes: (where the user called go(), the id of the goroutine that
- * did: creator(hub), 0 when it raises AttributeError, no goroutine running), a new reference.
- * The last one is given again while both are the same (a loop). */
+ * did), a new reference. creator(hub) gives that goroutine's record (its id is read from the
+ * record, grecord.c) or its id; None, or AttributeError raised, means none runs: 0. The last
+ * answer is given again while both are the same (a loop). */
 static PyObject *spawner_made(Spawner *self, int direct) {
     PyObject *gid = self->creator == NULL ? PyLong_FromLong(0)
                                           : PyObject_CallOneArg(self->creator, self->hub);
@@ -992,6 +1004,19 @@ static PyObject *spawner_made(Spawner *self, int direct) {
         gid = PyLong_FromLong(0);
     }
     if (gid == NULL) return NULL;
+    if (gid == Py_None) {
+        Py_SETREF(gid, PyLong_FromLong(0));
+        if (gid == NULL) return NULL;
+    } else if (!PyLong_Check(gid)) {
+        PyObject *id = grecord_id(gid);
+        Py_DECREF(gid);
+        if (id == NULL) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Spawner: creator(hub) must give a goroutine record, an id or None");
+            return NULL;
+        }
+        gid = id;
+    }
     PyObject *site = self->sites != NULL ? sites_caller(self->sites, direct)
                                          : Py_NewRef(Py_None);
     if (site == NULL) {
@@ -1413,12 +1438,15 @@ PyTypeObject Spawner_Type = {
  *   - made whole by tp_new (slow callable); a GoEntry the GC cleared raises ValueError;
  *   - the fast path runs only with a target, no keyword, at least fn, fn the target's fn_last:
  *     it then behaves as slow() would (slow reaches the same Spawner through hub.go).
+ *   - every entry the fast path makes holds the one empty dict `nokw` as its kwargs (nothing
+ *     adds to a goroutine's kwargs); one found not empty is replaced before use.
  */
 typedef struct {
     PyObject_HEAD
     PyObject *slow;
     Spawner *target; /* NULL: every call is slow's */
     PyObject *dict;
+    PyObject *nokw; /* the entries' kwargs: {} */
     vectorcallfunc vectorcall;
 } GoEntry;
 
@@ -1432,12 +1460,14 @@ static PyObject *GoEntry_vectorcall(GoEntry *self, PyObject *const *args, size_t
     Spawner *sp = self->target;
     if (sp != NULL && nargs >= 1 && kwnames == NULL && args[0] == sp->fn_last &&
         sp->place != NULL) {
-        PyObject *targs = PyTuple_New(nargs - 1);
-        PyObject *kwargs = targs == NULL ? NULL : PyDict_New();
-        if (kwargs == NULL) {
-            Py_XDECREF(targs);
-            return NULL;
+        if (self->nokw == NULL || PyDict_GET_SIZE(self->nokw) != 0) {
+            PyObject *d = PyDict_New();
+            if (d == NULL) return NULL;
+            Py_XSETREF(self->nokw, d);
         }
+        PyObject *targs = PyTuple_New(nargs - 1);
+        if (targs == NULL) return NULL;
+        PyObject *kwargs = Py_NewRef(self->nokw);
         for (Py_ssize_t i = 1; i < nargs; i++) PyTuple_SET_ITEM(targs, i - 1, Py_NewRef(args[i]));
         /* made here and seen only by the entry and the goroutine's G (no user code holds it):
          * in no cycle, so not the collector's to walk, as the entry (spawner_go) */
@@ -1470,6 +1500,11 @@ static PyObject *GoEntry_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     self->slow = Py_NewRef(slow);
     self->target = NULL;
     self->dict = NULL;
+    self->nokw = PyDict_New();
+    if (self->nokw == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     self->vectorcall = (vectorcallfunc)GoEntry_vectorcall;
     return (PyObject *)self;
 }
@@ -1478,6 +1513,7 @@ static int GoEntry_traverse(GoEntry *self, visitproc visit, void *arg) {
     Py_VISIT(self->slow);
     Py_VISIT(self->target);
     Py_VISIT(self->dict);
+    Py_VISIT(self->nokw);
     return 0;
 }
 
@@ -1485,6 +1521,7 @@ static int GoEntry_clear(GoEntry *self) {
     Py_CLEAR(self->slow);
     Py_CLEAR(self->target);
     Py_CLEAR(self->dict);
+    Py_CLEAR(self->nokw);
     return 0;
 }
 
