@@ -219,3 +219,59 @@ def test_queued_goroutines_are_not_walked_by_the_cyclic_collector(monkeypatch: p
     assert n >= 100  # (a few may have been taken before the look)
     assert tracked <= 1  # the first call of a callable is the Python go()'s
     assert got == list(range(200))
+
+
+def _entries_main() -> tuple[int, int, bool, set, int, list[int]]:
+    from mp_helpers import go_on
+
+    from csp_mp import atomic
+
+    flag = atomic.Int64(0)
+    go_on(1, _busy_until, flag)  # P1 never idles: the goroutines stay queued here
+    out: Chan = Chan(50)
+    for i in range(50):
+        go(_put, i, out)
+    b = proc.broker
+    entries = [e for e in (*b.runq.pending, *b.runq.unq) if len(e) == 5]
+    me = proc.hub.current.id
+    kwargs = {id(e[3]) for e in entries[1:]}  # (the first is the Python go()'s)
+    empty = all(e[3] == {} for e in entries)
+    creators = {e[4][1] for e in entries}
+    flag.store(1)
+    got = sorted(out.recv()[1] for _ in range(50))
+    return len(entries), len(kwargs), empty, creators, me, got
+
+
+@compiled
+def test_queued_entries_name_their_creator_and_share_one_empty_kwargs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each entry the compiled go() queues names the goroutine that called go() (read from its
+    record) and holds the one empty kwargs dict of the entry; every goroutine runs."""
+    monkeypatch.setenv("CSP_MP_NATIVE", "1")
+    n, kwargs, empty, creators, me, got = csp_mp.run(_entries_main, procs=2)
+    assert n >= 25 and kwargs == 1 and empty
+    assert creators == {me}
+    assert got == list(range(50))
+
+
+@compiled
+def test_the_spawner_takes_a_record_an_id_or_none_from_its_creator(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """creator(hub) may give the running goroutine's record (its id is read from it), its id,
+    or None (no goroutine runs: 0); anything else is a TypeError naming what it needs."""
+    from test_native_fuzz import World
+    from test_native_fuzz_task import _Spawn
+
+    from csp_mp._hub.g import record_class
+
+    monkeypatch.setenv("CSP_MP_NATIVE", "1")
+    g = record_class()(41, print, (), {}, 0)
+    w = World()
+    for given, want in ((g, 41), (7, 7), (None, 0)):
+        sp = _Spawn(w, creator=lambda hub, v=given: v)
+        sp.go(1)
+        assert (sp.entries or sp.published)[-1][4][1] == want
+    sp = _Spawn(w, creator=lambda hub: "seven")
+    with pytest.raises(TypeError, match="a goroutine record, an id or None"):
+        sp.go(1)
+    assert not sp.entries and not sp.published  # nothing queued
