@@ -259,9 +259,36 @@ def _receiver_runs_its_own_queue() -> tuple[list, int]:
 
 def test_a_receiver_runs_its_ps_queued_goroutines_before_it_parks() -> None:
     """Go's order: a goroutine that would wait on a shared channel while goroutines of its P
-    are queued and no P is idle to take them lets them run first, one at a time, and never
-    parks (a parked receiver costs every sender a wake-up across processes)."""
+    are queued and no P is idle to take them lets them run first, and never parks (a parked
+    receiver costs every sender a wake-up across processes)."""
     got, parked = csp_mp.run(_receiver_runs_its_own_queue, procs=2)
     assert sorted(i for i, _ in got) == list(range(64))
     assert {p for _, p in got} == {0}
     assert parked == 0
+
+
+def _receiver_finds_batches(n: int) -> tuple[list, int]:
+    flag = atomic.Int64(0)
+    H.go_on(1, _busy_until, flag)  # P1 runs and never goes idle: nothing is stolen
+    out: Chan = Chan(n)
+    for i in range(n):  # more than the ring takes: the rest waits unpublished, on P0
+        go(_send_p, i, out)
+    found = []
+    try:
+        for _ in range(n):
+            found.append(out.stats().buffered)  # what the receiver finds when it looks
+            out.recv()
+    finally:
+        flag.store(1)
+    return found, n
+
+
+def test_a_receiver_lets_a_batch_taken_back_run_back_to_back() -> None:
+    """A fan-out larger than the ring leaves frames unpublished, which the P takes back
+    ``OWN_BATCH`` at a time: the receiver that would wait lets the whole batch run before it
+    looks again, so it finds the batch's results buffered, not one result per look."""
+    from csp_mp._mp.runq import OWN_BATCH
+
+    found, n = csp_mp.run(_receiver_finds_batches, 20_000, procs=2)
+    assert len(found) == n
+    assert max(found) >= OWN_BATCH - 1, max(found)

@@ -60,7 +60,7 @@ from .messages import Messages
 from .promote import HandleRef
 from .replace import TaskTable
 from .reports import INFO_EVERY, Reporter
-from .runq import RunQueue
+from .runq import OWN_BATCH, RunQueue
 from .tokens import TOKEN_LOCKS, TokenTable
 from .watch import Watcher
 
@@ -249,11 +249,13 @@ class Broker:
         return self.spin_seconds
 
     def run_own(self, hub: Hub) -> bool:
-        """ProcLayer: make one of this P's goroutines not started yet run next, ahead of the
-        caller, which yields (``hub.gosched``) and looks again, when nothing else is runnable:
-        one the hub holds not started (``fresh``), else one of this P's queue while more are
-        queued than other Ps are idle (Go's order: a P runs its own queue while idle Ps steal
-        from it; what is left for them stays theirs to take)."""
+        """ProcLayer: make this P's goroutines not started yet run next, ahead of the caller,
+        which yields (``hub.gosched``) and looks again, when nothing else is runnable: those the
+        hub holds not started (``fresh``), else those ``pop_own`` takes from this P's queue
+        while more are queued than other Ps are idle (Go's order: a P runs its own queue while
+        idle Ps steal from it; what is left for them stays theirs to take). At most
+        ``OWN_BATCH`` run before the caller looks again: a batch ``pop_own`` took runs back to
+        back (one at a time, a tiny task cost the receiver two switches and a look each)."""
         if hub.runq or hub.runnext is not None:
             return False
         if not hub.fresh:
@@ -270,7 +272,9 @@ class Broker:
                 return False
             if not self.pop_own(hub):
                 return False
-        hub.runq.append(hub.fresh.popleft())  # before the caller, whose gosched() follows
+        fresh, runq = hub.fresh, hub.runq
+        for _ in range(min(len(fresh), OWN_BATCH)):
+            runq.append(fresh.popleft())  # before the caller, whose gosched() follows
         return True
 
     def wakes_pending(self) -> bool:
