@@ -188,20 +188,26 @@ def _busy_until(flag: Any) -> None:
         pass
 
 
-def _queued_entries_main() -> tuple[int, int, list[int]]:
-    import gc
-
+def _queue_here(n: int) -> tuple[Any, Chan, list[tuple]]:
+    """``n`` goroutines go()'d while P1 is kept busy: the flag that frees P1, their results'
+    channel, and the entries queued here for them."""
     from mp_helpers import go_on
 
     from csp_mp import atomic
 
     flag = atomic.Int64(0)
     go_on(1, _busy_until, flag)  # P1 never idles: the goroutines stay queued here
-    out: Chan = Chan(200)
-    for i in range(200):
+    out: Chan = Chan(n)
+    for i in range(n):
         go(_put, i, out)
     b = proc.broker
-    entries = [e for e in (*b.runq.pending, *b.runq.unq) if len(e) == 5]
+    return flag, out, [e for e in (*b.runq.pending, *b.runq.unq) if len(e) == 5]
+
+
+def _queued_entries_main() -> tuple[int, int, list[int]]:
+    import gc
+
+    flag, out, entries = _queue_here(200)
     tracked = sum(gc.is_tracked(e) or gc.is_tracked(e[2]) for e in entries)
     gc.collect()  # what only the entries hold (the channel among the arguments) stays
     flag.store(1)
@@ -222,17 +228,7 @@ def test_queued_goroutines_are_not_walked_by_the_cyclic_collector(monkeypatch: p
 
 
 def _entries_main() -> tuple[int, int, bool, set, int, list[int]]:
-    from mp_helpers import go_on
-
-    from csp_mp import atomic
-
-    flag = atomic.Int64(0)
-    go_on(1, _busy_until, flag)  # P1 never idles: the goroutines stay queued here
-    out: Chan = Chan(50)
-    for i in range(50):
-        go(_put, i, out)
-    b = proc.broker
-    entries = [e for e in (*b.runq.pending, *b.runq.unq) if len(e) == 5]
+    flag, out, entries = _queue_here(50)
     me = proc.hub.current.id
     kwargs = {id(e[3]) for e in entries[1:]}  # (the first is the Python go()'s)
     empty = all(e[3] == {} for e in entries)
