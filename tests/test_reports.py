@@ -140,6 +140,36 @@ def test_process_lost_counts_a_batch_stolen_into_an_empty_p() -> None:
         assert info.value.goroutines[0].startswith("goroutine "), info.value.goroutines
 
 
+def _describe_after_steals() -> tuple[list[str], bool, list[str], list[str]]:
+    import mp_helpers as H
+
+    from csp_mp._proc import proc
+
+    ch: Chan = Chan()
+    for _ in range(8):
+        go_local(H.block_forever, ch)
+    H.wait_reason("chan receive", 8)
+    rep, hub, ctx = proc.broker.reporter, proc.hub, proc.broker.ctx
+    rep.info_n = (0, 0)  # as after an idle with nothing held
+    rep.after_steal(hub)  # a steal into that empty P: described at once, briefly
+    brief, stale = ctx.read_info(0).split("\n"), rep.info_stale
+    rep.after_steal(hub)  # the next, within INFO_EVERY: left stale
+    kept = ctx.read_info(0).split("\n")
+    rep.publish_info(hub)  # what the poll does once INFO_EVERY has passed
+    return brief, stale, kept, ctx.read_info(0).split("\n")
+
+
+def test_a_steal_into_an_empty_p_is_described_briefly_then_in_full() -> None:
+    """After a steal into a P whose description was empty, the P publishes its first goroutine
+    and a tally by function at once (and marks the description stale); the poll's later
+    description names every goroutine."""
+    brief, stale, kept, full = run(_describe_after_steals, 2)
+    assert len(brief) == 2 and brief[0].startswith("goroutine 1 (main)"), brief
+    assert brief[1] == "... and 8 more (mp_helpers.block_forever)", brief
+    assert stale and kept == brief
+    assert len(full) == 9 and sum("block_forever" in ln for ln in full) == 8, full
+
+
 # ---------------------------------------------------------------- tracebacks a user reads
 
 PKG = os.path.dirname(os.path.abspath(csp_mp.__file__))
